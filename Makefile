@@ -1,0 +1,35 @@
+# hybridnet: `make test` runs everything CI runs; `make demo` runs the lab.
+SHELL := /bin/bash
+CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: test deps tools fmt-check clippy unit crds demo bench
+
+test: deps tools fmt-check clippy unit
+
+deps:
+	@scripts/install-deps.sh
+
+# Test tools built from Debian packages (for example a libcni client); see scripts/.
+tools: deps
+	@for t in scripts/tools/*.sh; do [ -e "$$t" ] && bash "$$t"; done; true
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+# Regenerates the committed CRD YAML from the Rust types.
+crds:
+	$(CARGO) run -q -p hybridnet-api --bin crdgen
+
+bench:
+	$(CARGO) bench --workspace
+
+demo: deps
+	$(CARGO) build -q --workspace --bins
+	target/debug/hybridnet-lab demo

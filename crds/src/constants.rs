@@ -1,0 +1,77 @@
+//! Every annotation, label, finalizer and taint key hybridnet reads or writes, spelled as upstream.
+
+/// Annotation and label keys on pods and namespaces (behaviour spec 2.1).
+pub mod annotation {
+    pub const SPECIFIED_NETWORK: &str = "networking.alibaba.com/specified-network";
+    pub const SPECIFIED_SUBNET: &str = "networking.alibaba.com/specified-subnet";
+    pub const NETWORK_TYPE: &str = "networking.alibaba.com/network-type";
+    pub const IP_FAMILY: &str = "networking.alibaba.com/ip-family";
+    pub const IP_RETAIN: &str = "networking.alibaba.com/ip-retain";
+    pub const IP_POOL: &str = "networking.alibaba.com/ip-pool";
+    pub const MAC_POOL: &str = "networking.alibaba.com/mac-pool";
+    pub const HANDLED_BY_WEBHOOK: &str = "networking.alibaba.com/handled-by-webhook";
+    pub const CALICO_POD_IPS: &str = "cni.projectcalico.org/podIPs";
+    pub const GLOBAL_SERVICE: &str = "networking.alibaba.com/global-service";
+}
+
+/// Label keys.
+pub mod label {
+    /// On pods: `true` excludes the pod from the admission webhooks.
+    pub const WEBHOOK_IGNORE: &str = "webhook.hybridnet.io/ignore";
+
+    // Node labels written by the operator.
+    pub const UNDERLAY_NETWORK_ATTACHMENT: &str =
+        "networking.alibaba.com/underlay-network-attachment";
+    pub const OVERLAY_NETWORK_ATTACHMENT: &str =
+        "networking.alibaba.com/overlay-network-attachment";
+    pub const BGP_NETWORK_ATTACHMENT: &str = "networking.alibaba.com/bgp-network-attachment";
+    pub const IPV4_ADDRESS_QUOTA: &str = "networking.alibaba.com/ipv4-address-quota";
+    pub const IPV6_ADDRESS_QUOTA: &str = "networking.alibaba.com/ipv6-address-quota";
+    pub const DUALSTACK_ADDRESS_QUOTA: &str = "networking.alibaba.com/dualstack-address-quota";
+    pub const ATTACHED: &str = "true";
+    pub const QUOTA_NONEMPTY: &str = "nonempty";
+    pub const QUOTA_EMPTY: &str = "empty";
+
+    // IPInstance labels.
+    pub const VERSION: &str = "networking.alibaba.com/version";
+    pub const VERSION_V1_2: &str = "v1.2";
+    pub const SUBNET: &str = "networking.alibaba.com/subnet";
+    pub const NETWORK: &str = "networking.alibaba.com/network";
+    pub const NODE: &str = "networking.alibaba.com/node";
+    pub const POD: &str = "networking.alibaba.com/pod";
+    pub const POD_UID: &str = "networking.alibaba.com/pod-uid";
+    pub const VM: &str = "networking.alibaba.com/vm";
+
+    /// Objects the operator manages carry this label.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    pub const MANAGED_BY_OPERATOR: &str = "hybridnet-operator";
+}
+
+/// Finalizers.
+pub mod finalizer {
+    /// On IPInstances (always) and on stateful pods: the address is still accounted in the IPAM.
+    pub const IP_ALLOCATED: &str = "networking.alibaba.com/ip-allocated";
+    /// On the HybridnetCluster: cluster-wide objects created by the operator are removed first.
+    pub const CLUSTER_CLEANUP: &str = "operator.hybridnet.io/cleanup";
+}
+
+/// Taints.
+pub mod taint {
+    /// Put on nodes that belong to no network; hostNetwork pods tolerate it.
+    pub const NETWORK_UNAVAILABLE: &str = "node.kubernetes.io/network-unavailable";
+}
+
+/// Field managers for server-side apply.
+pub mod field_manager {
+    pub const OPERATOR: &str = "hybridnet-operator";
+    pub const NODE_AGENT: &str = "hybridnet-node";
+    pub const KUBECTL_PLUGIN: &str = "kubectl-hybridnet";
+}
+
+/// Environment variables shared with the original.
+pub mod env {
+    pub const DEFAULT_NETWORK_TYPE: &str = "DEFAULT_NETWORK_TYPE";
+    pub const DEFAULT_IP_FAMILY: &str = "DEFAULT_IP_FAMILY";
+    pub const NAMESPACE: &str = "NAMESPACE";
+    pub const KUBE_NODE_NAME: &str = "KUBE_NODE_NAME";
+}

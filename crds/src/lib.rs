@@ -1,0 +1,17 @@
+//! hybridnet API: the custom resource types (`networking.alibaba.com/v1`, wire-compatible with the
+//! original hybridnet, and `operator.hybridnet.io/v1alpha1`), plus the pure domain rules shared by the
+//! webhook, the operator, the node agent and the kubectl plugin: defaulting, address-range
+//! validation, IP arithmetic, naming conventions and the pod network-config resolution.
+//!
+//! Nothing here does I/O; it builds on every OS.
+
+pub mod constants;
+pub mod crd;
+pub mod error;
+pub mod ipmath;
+pub mod naming;
+pub mod operator;
+pub mod range;
+pub mod v1;
+
+pub use error::{FieldError, FieldErrors};

@@ -1,0 +1,311 @@
+//! `HybridnetCluster`: the one object (named `default`) from which the operator installs, configures
+//! and upgrades hybridnet.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::v1::{IpVersion, NetworkType};
+
+/// The only accepted name of a HybridnetCluster.
+pub const CLUSTER_SINGLETON_NAME: &str = "default";
+
+/// Spec of the cluster-wide hybridnet installation.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "operator.hybridnet.io",
+    version = "v1alpha1",
+    kind = "HybridnetCluster",
+    plural = "hybridnetclusters",
+    singular = "hybridnetcluster",
+    shortname = "hnc",
+    status = "HybridnetClusterStatus",
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.version"}"#,
+    printcolumn = r#"{"name":"Available","type":"string","jsonPath":".status.conditions[?(@.type==\"Available\")].status"}"#,
+    printcolumn = r#"{"name":"Progressing","type":"string","jsonPath":".status.conditions[?(@.type==\"Progressing\")].status"}"#,
+    printcolumn = r#"{"name":"Degraded","type":"string","jsonPath":".status.conditions[?(@.type==\"Degraded\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HybridnetClusterSpec {
+    /// Operand version to run (image tag without the leading `v`); absent means the operator's own
+    /// version, the only one it is tested with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$"))]
+    pub version: Option<String>,
+    /// Image registry and repository prefix, e.g. `docker.io/hybridnet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub registry: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<ClusterDefaults>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_agent: Option<NodeAgentSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+    /// An overlay Network and Subnet created once at install and never overwritten afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapNetwork>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<FeatureSwitches>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ImagePullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// IP family of a pod, as the `ip-family` annotation and the defaults spell it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum IpFamily {
+    #[serde(rename = "IPv4", alias = "IPv4Only")]
+    IPv4,
+    #[serde(rename = "IPv6", alias = "IPv6Only")]
+    IPv6,
+    DualStack,
+}
+
+impl IpFamily {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IPv4 => "IPv4",
+            Self::IPv6 => "IPv6",
+            Self::DualStack => "DualStack",
+        }
+    }
+
+    /// Parses the annotation value (case-insensitive; `IPv4Only`/`IPv6Only` accepted).
+    pub fn parse_case_insensitive(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ipv4" | "ipv4only" => Some(Self::IPv4),
+            "ipv6" | "ipv6only" => Some(Self::IPv6),
+            "dualstack" => Some(Self::DualStack),
+            _ => None,
+        }
+    }
+
+    /// The address versions a pod of this family gets, v4 first.
+    pub fn versions(self) -> &'static [IpVersion] {
+        match self {
+            Self::IPv4 => &[IpVersion::V4],
+            Self::IPv6 => &[IpVersion::V6],
+            Self::DualStack => &[IpVersion::V4, IpVersion::V6],
+        }
+    }
+}
+
+impl std::fmt::Display for IpFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Cluster-wide defaults for pods that do not say otherwise.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterDefaults {
+    /// Default network type of pods (`Overlay` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_type: Option<NetworkType>,
+    /// Default IP family of pods (`IPv4` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_family: Option<IpFamily>,
+    /// Stateful pods keep their addresses across re-creation (true when absent).
+    #[serde(rename = "ipRetain", default, skip_serializing_if = "Option::is_none")]
+    pub ip_retain: Option<bool>,
+    /// Owner kinds treated as stateful workloads (`[StatefulSet]` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stateful_workload_kinds: Option<Vec<String>>,
+}
+
+/// The node agent DaemonSet.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAgentSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_strategy: Option<NodeAgentUpdateStrategy>,
+    /// Interfaces tried in order for VLAN networks (default: the default-route interface).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer_vlan_interfaces: Option<Vec<String>>,
+    /// Interfaces tried in order as the VXLAN parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer_vxlan_interfaces: Option<Vec<String>>,
+    /// Interfaces tried in order for BGP peering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer_bgp_interfaces: Option<Vec<String>>,
+    /// UDP port of VXLAN (8472 when absent).
+    #[serde(
+        rename = "vxlanUDPPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 1, max = 65535))]
+    pub vxlan_udp_port: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra tolerations; the agent tolerates every taint already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Port of `/healthz` and `/readyz` (11021 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub health_port: Option<i32>,
+    /// Port of `/metrics` (9101 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub metrics_port: Option<i32>,
+}
+
+/// Rolling update of the node agent.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAgentUpdateStrategy {
+    /// Nodes updated at once: a number or a percentage (1 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+}
+
+/// Where and how the CNI plugin is installed on nodes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CniSpec {
+    /// `/opt/cni/bin` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin_dir: Option<String>,
+    /// `/etc/cni/net.d` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conf_dir: Option<String>,
+    /// `06-hybridnet.conflist` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.conflist$"))]
+    pub conflist_name: Option<String>,
+    /// Plugins chained after hybridnet when present on the node (`[bandwidth, portmap]` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chained_plugins: Option<Vec<String>>,
+    /// Pod interface MTU; absent means derived from the parent interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 576, max = 9216))]
+    pub mtu: Option<i32>,
+}
+
+/// Admission webhooks.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// failurePolicy of the Pod webhooks (`Ignore` when absent, so an outage never blocks pods;
+    /// Network and Subnet validation always fails closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+    /// Port the webhook server listens on (9898 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum FailurePolicy {
+    Ignore,
+    Fail,
+}
+
+impl FailurePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ignore => "Ignore",
+            Self::Fail => "Fail",
+        }
+    }
+}
+
+/// The optional overlay network created at install.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapNetwork {
+    /// Name of the Network and the Subnet (`init` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// VXLAN VNI (4 when absent).
+    #[serde(rename = "vxlanID", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16777215))]
+    pub vxlan_id: Option<i32>,
+    /// Subnet CIDR, e.g. `100.64.0.0/16`.
+    pub cidr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_version: Option<IpVersion>,
+}
+
+/// Feature switches.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureSwitches {
+    /// Taint nodes that belong to no network with `node.kubernetes.io/network-unavailable` (true when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_unavailable_taint: Option<bool>,
+    /// Repair leaked IPInstances automatically, not only report them (true when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leak_repair: Option<bool>,
+    /// Announce pods over BGP (true when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<bool>,
+}
+
+/// Observed state of the installation.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HybridnetClusterStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Available`, `Progressing` and `Degraded`, following the OpenShift operator conventions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<Condition>>,
+    /// The operand version every component runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The operand version being rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_agents: Option<RolloutCounts>,
+}
+
+/// Node agent rollout counts, from the DaemonSet status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutCounts {
+    pub desired: i32,
+    pub updated: i32,
+    pub ready: i32,
+    pub available: i32,
+}
+
+/// Condition types of a HybridnetCluster.
+pub mod condition {
+    pub const AVAILABLE: &str = "Available";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const DEGRADED: &str = "Degraded";
+}

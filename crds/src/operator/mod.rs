@@ -1,0 +1,5 @@
+//! `operator.hybridnet.io/v1alpha1`: the operator's own API.
+
+mod cluster;
+
+pub use cluster::*;

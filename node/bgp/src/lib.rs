@@ -1,0 +1,1 @@
+//! A small BGP-4 speaker for the hybridnet node agent.
