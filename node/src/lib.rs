@@ -1,0 +1,11 @@
+//! hybridnet node agent.
+//!
+//! [`plan`] is pure and portable (the kubectl plugin's `trace` uses it); the Linux-only parts
+//! ([`dataplane`], [`cniserver`]) sit behind the default `dataplane` feature.
+
+pub mod plan;
+
+#[cfg(all(target_os = "linux", feature = "dataplane"))]
+pub mod cniserver;
+#[cfg(all(target_os = "linux", feature = "dataplane"))]
+pub mod dataplane;

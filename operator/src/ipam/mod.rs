@@ -1,0 +1,1 @@
+//! IPAM engine: a pure, in-memory allocator (issue 4). No kube I/O here.

@@ -1,0 +1,1 @@
+//! Cluster lifecycle: HybridnetCluster reconciler, manifest rendering, certificates, OLM bundle (issue 7).

@@ -1,0 +1,1 @@
+//! Admission webhook server: validating Network/Subnet/Pod, mutating Pod (issue 5).
