@@ -11,7 +11,10 @@ pub mod error;
 pub mod ipmath;
 pub mod naming;
 pub mod operator;
+pub mod pools;
 pub mod range;
+pub mod resolve;
 pub mod v1;
+pub mod validate;
 
 pub use error::{FieldError, FieldErrors};
