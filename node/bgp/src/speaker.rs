@@ -1,0 +1,593 @@
+//! [`BgpSpeaker`]: the handle the node agent holds. It owns one driver task per peer, applies
+//! peer configuration live, fans the desired route set out to every session, and answers
+//! status and readiness questions.
+//!
+//! - `set_peers` diffs by peer address: added peers start, removed peers get a Cease
+//!   (peer de-configured), peers whose session parameters changed (ASN, password, graceful
+//!   restart time) restart with a Cease (other configuration change); every other peer's
+//!   session is untouched. Flags that do not affect the session (`does_not_route_traffic`,
+//!   `allow_not_established`) change in place.
+//! - `set_routes` replaces the desired set; each established session sends the difference.
+//! - [`BgpSpeaker::shutdown`] sends Cease (administrative shutdown) on every session, so peers
+//!   drop our routes at once. Dropping the handle instead just closes the connections, as a
+//!   crash or restart would: peers that negotiated graceful restart keep our routes for the
+//!   restart time, and a new speaker re-announces them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::prefix::Prefix;
+use crate::rib::{Announcement, NextHops};
+use crate::session::driver::{
+    PeerStatus, PeerTaskConfig, StatusCell, carried_or_not_applicable, run_peer,
+};
+use crate::session::{SessionConfig, State};
+use crate::tcp::MD5_MAX_KEY_LEN;
+use crate::wire::notif;
+
+/// The well-known BGP port.
+pub const BGP_PORT: u16 = 179;
+
+/// Speaker-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeakerConfig {
+    pub local_asn: u32,
+    pub router_id: Ipv4Addr,
+    /// Local IPv4 address: source of IPv4 sessions and next hop of IPv4 routes.
+    pub local_v4: Option<Ipv4Addr>,
+    /// Local IPv6 address: source of IPv6 sessions and global next hop of IPv6 routes.
+    pub local_v6: Option<Ipv6Addr>,
+    /// Proposed hold time (seconds; 0 or >= 3).
+    pub hold_time: u16,
+    /// Port peers listen on (179; tests may use others).
+    pub peer_port: u16,
+    pub connect_timeout: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl SpeakerConfig {
+    pub fn new(local_asn: u32, router_id: Ipv4Addr) -> Self {
+        SpeakerConfig {
+            local_asn,
+            router_id,
+            local_v4: None,
+            local_v6: None,
+            hold_time: 90,
+            peer_port: BGP_PORT,
+            connect_timeout: Duration::from_secs(5),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One BGP peer as the Network's `bgpPeers` describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    pub asn: u32,
+    /// TCP MD5 password (RFC 2385), at most 80 octets.
+    pub password: Option<String>,
+    /// Graceful restart time to advertise; `None` advertises no graceful restart.
+    pub graceful_restart_seconds: Option<u16>,
+    /// This peer is not the gateway for pod traffic.
+    pub does_not_route_traffic: bool,
+    /// Readiness does not wait for this peer.
+    pub allow_not_established: bool,
+}
+
+impl PeerConfig {
+    pub fn new(address: IpAddr, asn: u32) -> Self {
+        PeerConfig {
+            address,
+            asn,
+            password: None,
+            graceful_restart_seconds: None,
+            does_not_route_traffic: false,
+            allow_not_established: false,
+        }
+    }
+
+    /// Fields whose change needs a new session.
+    fn session_key(&self) -> (u32, Option<&str>, Option<u16>) {
+        (
+            self.asn,
+            self.password.as_deref(),
+            self.graceful_restart_seconds,
+        )
+    }
+}
+
+/// Invalid speaker or peer configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("BGP speaker: local ASN must not be 0")]
+    LocalAsnZero,
+    #[error("BGP speaker: hold time {0} is invalid (must be 0 or at least 3)")]
+    HoldTime(u16),
+    #[error("BGP speaker: router id must not be 0.0.0.0")]
+    RouterIdZero,
+    #[error("BGP speaker: no tokio runtime to run sessions on")]
+    NoRuntime,
+    #[error("BGP peer {address}: asn must not be 0")]
+    PeerAsnZero { address: IpAddr },
+    #[error("BGP peer {address}: address is unspecified, multicast or loopback-less")]
+    PeerAddress { address: IpAddr },
+    #[error("BGP peer {address}: configured twice")]
+    DuplicatePeer { address: IpAddr },
+    #[error("BGP peer {address}: password of {len} octets is longer than {MD5_MAX_KEY_LEN}")]
+    PasswordTooLong { address: IpAddr, len: usize },
+    #[error("BGP peer {address}: password must not be empty (leave it unset instead)")]
+    PasswordEmpty { address: IpAddr },
+    #[error("BGP peer {address}: gracefulRestartSeconds {seconds} exceeds 4095")]
+    RestartTime { address: IpAddr, seconds: u16 },
+    #[error("BGP peers {first} and {second} both route traffic; at most one may")]
+    SeveralGateways { first: IpAddr, second: IpAddr },
+}
+
+impl SpeakerConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.local_asn == 0 {
+            return Err(ConfigError::LocalAsnZero);
+        }
+        if self.hold_time == 1 || self.hold_time == 2 {
+            return Err(ConfigError::HoldTime(self.hold_time));
+        }
+        if self.router_id.is_unspecified() {
+            return Err(ConfigError::RouterIdZero);
+        }
+        Ok(())
+    }
+}
+
+/// Checks a peer list: unique addresses, usable values.
+pub fn validate_peers(peers: &[PeerConfig]) -> Result<(), ConfigError> {
+    let mut seen = BTreeSet::new();
+    for p in peers {
+        let address = p.address;
+        if !seen.insert(address) {
+            return Err(ConfigError::DuplicatePeer { address });
+        }
+        if p.asn == 0 {
+            return Err(ConfigError::PeerAsnZero { address });
+        }
+        if address.is_unspecified() || address.is_multicast() {
+            return Err(ConfigError::PeerAddress { address });
+        }
+        if let Some(pw) = &p.password {
+            if pw.is_empty() {
+                return Err(ConfigError::PasswordEmpty { address });
+            }
+            if pw.len() > MD5_MAX_KEY_LEN {
+                return Err(ConfigError::PasswordTooLong {
+                    address,
+                    len: pw.len(),
+                });
+            }
+        }
+        if let Some(seconds) = p.graceful_restart_seconds
+            && seconds > 0x0fff
+        {
+            return Err(ConfigError::RestartTime { address, seconds });
+        }
+    }
+    Ok(())
+}
+
+/// The gateway for pod traffic: the one peer without `does_not_route_traffic`; `None` when
+/// every peer opts out (pods then use the main table's default route).
+pub fn traffic_gateway(peers: &[PeerConfig]) -> Result<Option<IpAddr>, ConfigError> {
+    let mut routing = peers.iter().filter(|p| !p.does_not_route_traffic);
+    match (routing.next(), routing.next()) {
+        (Some(a), Some(b)) => Err(ConfigError::SeveralGateways {
+            first: a.address,
+            second: b.address,
+        }),
+        (first, _) => Ok(first.map(|p| p.address)),
+    }
+}
+
+/// A snapshot of one peer for metrics and readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerState {
+    pub address: IpAddr,
+    pub asn: u32,
+    pub state: State,
+    pub established_since: Option<SystemTime>,
+    pub flaps: u64,
+    pub prefixes_announced: usize,
+    pub updates_received: u64,
+    pub last_error: Option<String>,
+    pub does_not_route_traffic: bool,
+    pub allow_not_established: bool,
+}
+
+struct PeerEntry {
+    config: PeerConfig,
+    status: StatusCell,
+    stop: Option<oneshot::Sender<u8>>,
+    task: JoinHandle<()>,
+}
+
+impl PeerEntry {
+    /// Asks the task to send Cease and end; returns its handle to await.
+    fn stop(mut self, cease_subcode: u8) -> JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(cease_subcode);
+        }
+        self.task
+    }
+}
+
+/// The BGP speaker of one node.
+pub struct BgpSpeaker {
+    config: SpeakerConfig,
+    runtime: tokio::runtime::Handle,
+    desired: watch::Sender<Arc<BTreeSet<Announcement>>>,
+    changed: watch::Sender<u64>,
+    peers: Mutex<BTreeMap<IpAddr, PeerEntry>>,
+    /// Tasks of removed or restarted peers still sending their Cease.
+    retiring: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl BgpSpeaker {
+    /// A speaker with no peers and no routes. Must be called inside a tokio runtime; sessions
+    /// run on that runtime, and their sockets belong to its threads' network namespace.
+    pub fn new(config: SpeakerConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+        let (desired, _) = watch::channel(Arc::new(BTreeSet::new()));
+        let (changed, _) = watch::channel(0);
+        Ok(BgpSpeaker {
+            config,
+            runtime,
+            desired,
+            changed,
+            peers: Mutex::new(BTreeMap::new()),
+            retiring: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn config(&self) -> &SpeakerConfig {
+        &self.config
+    }
+
+    /// Applies a new peer list live (see the module docs). On a validation error nothing
+    /// changes.
+    pub fn set_peers(&self, peers: Vec<PeerConfig>) -> Result<(), ConfigError> {
+        validate_peers(&peers)?;
+        let wanted: BTreeMap<IpAddr, PeerConfig> =
+            peers.into_iter().map(|p| (p.address, p)).collect();
+        let mut current = lock(&self.peers);
+        let mut retiring = Vec::new();
+        let gone: Vec<IpAddr> = current
+            .keys()
+            .filter(|a| !wanted.contains_key(a))
+            .copied()
+            .collect();
+        for address in gone {
+            if let Some(entry) = current.remove(&address) {
+                tracing::info!(peer = %address, "BGP peer removed");
+                retiring.push(entry.stop(notif::CEASE_PEER_DECONFIGURED));
+            }
+        }
+        for (address, config) in wanted {
+            match current.get_mut(&address) {
+                Some(entry) if entry.config.session_key() == config.session_key() => {
+                    entry.config = config;
+                }
+                Some(_) => {
+                    if let Some(old) = current.remove(&address) {
+                        tracing::info!(peer = %address, "BGP peer session parameters changed, restarting it");
+                        let flaps = old.status.get().flaps;
+                        retiring.push(old.stop(notif::CEASE_OTHER_CONFIGURATION_CHANGE));
+                        let entry = self.spawn_peer(config, flaps);
+                        current.insert(address, entry);
+                    }
+                }
+                None => {
+                    tracing::info!(peer = %address, asn = config.asn, "BGP peer added");
+                    let entry = self.spawn_peer(config, 0);
+                    current.insert(address, entry);
+                }
+            }
+        }
+        drop(current);
+        let mut r = lock(&self.retiring);
+        r.retain(|t| !t.is_finished());
+        r.extend(retiring);
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+        Ok(())
+    }
+
+    fn spawn_peer(&self, config: PeerConfig, flaps: u64) -> PeerEntry {
+        let c = &self.config;
+        let mut session = SessionConfig::new(c.local_asn, c.router_id, config.asn);
+        session.hold_time = c.hold_time;
+        session.connect_timeout = c.connect_timeout;
+        session.retry_initial = c.retry_initial;
+        session.retry_max = c.retry_max;
+        session.graceful_restart_time = config.graceful_restart_seconds;
+        let local_address = match config.address {
+            IpAddr::V4(_) => c.local_v4.map(IpAddr::V4),
+            IpAddr::V6(_) => c.local_v6.map(IpAddr::V6),
+        };
+        let task_config = PeerTaskConfig {
+            session,
+            peer: SocketAddr::new(config.address, c.peer_port),
+            local_address,
+            password: config.password.clone(),
+            next_hops: NextHops {
+                v4: c.local_v4,
+                v6: c.local_v6,
+            },
+        };
+        let status = StatusCell::new(
+            PeerStatus {
+                flaps,
+                ..PeerStatus::default()
+            },
+            self.changed.clone(),
+        );
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = self.runtime.spawn(run_peer(
+            task_config,
+            self.desired.subscribe(),
+            status.clone(),
+            stop_rx,
+        ));
+        PeerEntry {
+            config,
+            status,
+            stop: Some(stop_tx),
+            task,
+        }
+    }
+
+    /// Replaces the set of routes to announce; every established session sends the change.
+    pub fn set_routes(&self, desired: BTreeSet<Announcement>) {
+        self.desired.send_if_modified(|current| {
+            if **current == desired {
+                false
+            } else {
+                *current = Arc::new(desired);
+                true
+            }
+        });
+    }
+
+    /// The desired route set last given to [`BgpSpeaker::set_routes`].
+    pub fn routes(&self) -> Arc<BTreeSet<Announcement>> {
+        Arc::clone(&self.desired.borrow())
+    }
+
+    /// Per-peer state, ordered by address.
+    pub fn peer_states(&self) -> Vec<PeerState> {
+        lock(&self.peers)
+            .values()
+            .map(|e| {
+                let s = e.status.get();
+                PeerState {
+                    address: e.config.address,
+                    asn: e.config.asn,
+                    state: s.state,
+                    established_since: s.established_since,
+                    flaps: s.flaps,
+                    prefixes_announced: s.announced.len(),
+                    updates_received: s.updates_received,
+                    last_error: s.last_error,
+                    does_not_route_traffic: e.config.does_not_route_traffic,
+                    allow_not_established: e.config.allow_not_established,
+                }
+            })
+            .collect()
+    }
+
+    /// The prefixes currently announced to one peer.
+    pub fn announced_to(&self, address: IpAddr) -> Option<Vec<Prefix>> {
+        lock(&self.peers)
+            .get(&address)
+            .map(|e| e.status.get().announced.keys().copied().collect())
+    }
+
+    /// True when `prefix` is desired and every required peer (those without
+    /// `allow_not_established`) is Established and has it in its Adj-RIB-Out. A session that did
+    /// not negotiate the prefix's family cannot carry it and does not hold readiness back.
+    pub fn is_announced_to_required_peers(&self, prefix: &Prefix) -> bool {
+        if !self.desired.borrow().iter().any(|a| &a.prefix == prefix) {
+            return false;
+        }
+        lock(&self.peers)
+            .values()
+            .filter(|e| !e.config.allow_not_established)
+            .all(|e| carried_or_not_applicable(&e.status.get(), prefix))
+    }
+
+    /// True when every required peer is Established.
+    pub fn required_peers_established(&self) -> bool {
+        lock(&self.peers)
+            .values()
+            .filter(|e| !e.config.allow_not_established)
+            .all(|e| e.status.get().state == State::Established)
+    }
+
+    /// A receiver whose value changes whenever any peer's status or the peer set changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Waits until `condition(self)` holds, re-checking on every status change, or until
+    /// `timeout` passes. Returns whether the condition held.
+    pub async fn wait_for(&self, timeout: Duration, condition: impl Fn(&Self) -> bool) -> bool {
+        let mut changes = self.subscribe();
+        let wait = async {
+            loop {
+                changes.borrow_and_update();
+                if condition(self) {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
+    /// Sends Cease (administrative shutdown) on every session and waits (at most `timeout`)
+    /// for the sessions to close.
+    pub async fn shutdown(self, timeout: Duration) {
+        let entries: Vec<PeerEntry> = std::mem::take(&mut *lock(&self.peers))
+            .into_values()
+            .collect();
+        let mut tasks: Vec<JoinHandle<()>> = entries
+            .into_iter()
+            .map(|e| e.stop(notif::CEASE_ADMINISTRATIVE_SHUTDOWN))
+            .collect();
+        tasks.append(&mut lock(&self.retiring));
+        let all = async {
+            for t in tasks.iter_mut() {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!("BGP shutdown timed out; aborting remaining sessions");
+            for t in &tasks {
+                t.abort();
+            }
+        }
+    }
+}
+
+impl Drop for BgpSpeaker {
+    /// Closes every connection without NOTIFICATION (see the module docs).
+    fn drop(&mut self) {
+        for entry in lock(&self.peers).values() {
+            entry.task.abort();
+        }
+        for task in lock(&self.retiring).iter() {
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(a: &str) -> PeerConfig {
+        PeerConfig::new(a.parse().unwrap(), 65000)
+    }
+
+    #[test]
+    fn peer_validation_names_the_peer_and_field() {
+        assert_eq!(
+            validate_peers(&[peer("198.18.1.1"), peer("198.18.1.2")]),
+            Ok(())
+        );
+        let a: IpAddr = "198.18.1.1".parse().unwrap();
+        assert_eq!(
+            validate_peers(&[peer("198.18.1.1"), peer("198.18.1.1")]),
+            Err(ConfigError::DuplicatePeer { address: a })
+        );
+        let mut p = peer("198.18.1.1");
+        p.asn = 0;
+        assert_eq!(
+            validate_peers(&[p]),
+            Err(ConfigError::PeerAsnZero { address: a })
+        );
+        let mut p = peer("198.18.1.1");
+        p.password = Some("x".repeat(81));
+        assert_eq!(
+            validate_peers(&[p]),
+            Err(ConfigError::PasswordTooLong {
+                address: a,
+                len: 81
+            })
+        );
+        let mut p = peer("198.18.1.1");
+        p.password = Some(String::new());
+        assert_eq!(
+            validate_peers(&[p]),
+            Err(ConfigError::PasswordEmpty { address: a })
+        );
+        let mut p = peer("198.18.1.1");
+        p.graceful_restart_seconds = Some(4096);
+        assert_eq!(
+            validate_peers(&[p]),
+            Err(ConfigError::RestartTime {
+                address: a,
+                seconds: 4096
+            })
+        );
+        assert!(validate_peers(&[peer("0.0.0.0")]).is_err());
+        assert!(validate_peers(&[peer("ff02::1")]).is_err());
+        let err = validate_peers(&[peer("198.18.1.1"), peer("198.18.1.1")]).unwrap_err();
+        assert!(err.to_string().contains("198.18.1.1"), "{err}");
+    }
+
+    #[test]
+    fn speaker_config_validation() {
+        let ok = SpeakerConfig::new(65001, Ipv4Addr::new(198, 18, 1, 2));
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(
+            SpeakerConfig {
+                local_asn: 0,
+                ..ok.clone()
+            }
+            .validate(),
+            Err(ConfigError::LocalAsnZero)
+        );
+        assert_eq!(
+            SpeakerConfig {
+                hold_time: 2,
+                ..ok.clone()
+            }
+            .validate(),
+            Err(ConfigError::HoldTime(2))
+        );
+        assert_eq!(
+            SpeakerConfig {
+                router_id: Ipv4Addr::UNSPECIFIED,
+                ..ok
+            }
+            .validate(),
+            Err(ConfigError::RouterIdZero)
+        );
+    }
+
+    #[test]
+    fn speaker_needs_a_runtime() {
+        let r = BgpSpeaker::new(SpeakerConfig::new(65001, Ipv4Addr::new(198, 18, 1, 2)));
+        assert!(matches!(r, Err(ConfigError::NoRuntime)));
+    }
+
+    #[test]
+    fn traffic_gateway_is_the_unique_routing_peer() {
+        let mut quiet = peer("198.18.1.9");
+        quiet.does_not_route_traffic = true;
+        assert_eq!(traffic_gateway(&[]), Ok(None));
+        assert_eq!(traffic_gateway(std::slice::from_ref(&quiet)), Ok(None));
+        assert_eq!(
+            traffic_gateway(&[quiet.clone(), peer("198.18.1.1")]),
+            Ok(Some("198.18.1.1".parse().unwrap()))
+        );
+        assert!(matches!(
+            traffic_gateway(&[peer("198.18.1.1"), quiet, peer("198.18.1.2")]),
+            Err(ConfigError::SeveralGateways { .. })
+        ));
+    }
+}
