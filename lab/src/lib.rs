@@ -1,0 +1,7 @@
+//! hybridnet lab: the whole system on one Linux host, with nodes, a ToR and pods as network
+//! namespaces, the real operator, node agents and CNI plugin, and kube-lite as the API server.
+
+pub mod cni_runtime;
+pub mod netns;
+pub mod scheduler;
+pub mod topology;
