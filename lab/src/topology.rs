@@ -238,39 +238,6 @@ pub fn sysctls(layout: &Layout) -> Vec<(String, &'static str, &'static str)> {
     v
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layout_is_unique_and_in_test_ranges() {
-        let l = layout("7", 3);
-        assert_eq!(l.nodes().count(), 3);
-        let mut ns = l.namespaces();
-        let n = ns.len();
-        ns.sort();
-        ns.dedup();
-        assert_eq!(ns.len(), n, "namespace names are unique");
-        assert!(
-            ns.iter()
-                .all(|n| n.starts_with("hl7-") && n.len() <= 15 + 10)
-        );
-        for h in l.hosts.iter().chain([&l.outside]) {
-            assert!(h.v4.as_deref().unwrap().starts_with("198.1"), "{h:?}");
-            assert!(h.v6.as_deref().unwrap().starts_with("fd00:"), "{h:?}");
-        }
-        assert_eq!(l.host(&Role::Node(2)).unwrap().ip4(), Some("198.18.0.12"));
-    }
-
-    #[test]
-    fn no_command_touches_the_host_namespace() {
-        for cmd in layout("1", 2).build_commands() {
-            let ok = cmd[0] == "-n" || (cmd[0] == "netns" && cmd[1] == "add");
-            assert!(ok, "{cmd:?} would run in the host namespace");
-        }
-    }
-}
-
 /// Builds the lab's namespaces and wires; on any failure removes what it built.
 pub fn build(layout: &Layout) -> anyhow::Result<()> {
     let result = (|| {
@@ -308,4 +275,37 @@ pub fn destroy(id: &str) -> anyhow::Result<()> {
         }
     }
     first_err.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_unique_and_in_test_ranges() {
+        let l = layout("7", 3);
+        assert_eq!(l.nodes().count(), 3);
+        let mut ns = l.namespaces();
+        let n = ns.len();
+        ns.sort();
+        ns.dedup();
+        assert_eq!(ns.len(), n, "namespace names are unique");
+        assert!(
+            ns.iter()
+                .all(|n| n.starts_with("hl7-") && n.len() <= 15 + 10)
+        );
+        for h in l.hosts.iter().chain([&l.outside]) {
+            assert!(h.v4.as_deref().unwrap().starts_with("198.1"), "{h:?}");
+            assert!(h.v6.as_deref().unwrap().starts_with("fd00:"), "{h:?}");
+        }
+        assert_eq!(l.host(&Role::Node(2)).unwrap().ip4(), Some("198.18.0.12"));
+    }
+
+    #[test]
+    fn no_command_touches_the_host_namespace() {
+        for cmd in layout("1", 2).build_commands() {
+            let ok = cmd[0] == "-n" || (cmd[0] == "netns" && cmd[1] == "add");
+            assert!(ok, "{cmd:?} would run in the host namespace");
+        }
+    }
 }
