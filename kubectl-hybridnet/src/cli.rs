@@ -1,0 +1,496 @@
+//! The command line, as clap derive types. Parsing is pure; the binary executes the result.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::OutputFormat;
+
+fn parse_output(s: &str) -> Result<OutputFormat, String> {
+    s.parse()
+}
+
+/// `--request-timeout`: `None` means no timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequestTimeout(pub Option<std::time::Duration>);
+
+fn parse_timeout(s: &str) -> Result<RequestTimeout, String> {
+    crate::flags::parse_request_timeout(s).map(RequestTimeout)
+}
+
+/// kubectl hybridnet: networks, subnets, IP usage and leaks, policy-routing traces and status.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "kubectl-hybridnet",
+    bin_name = "kubectl hybridnet",
+    version,
+    about = "kubectl hybridnet: networks, subnets, IP usage and leaks, policy-routing traces, status",
+    long_about = "kubectl hybridnet: operate a hybridnet cluster (overlay VXLAN and underlay VLAN/BGP pod networks).\n\nExit codes: 0 success; 1 error (cluster unreachable, object not found, request refused); 2 invalid flags or manifest; 3 `ip check` found problems.",
+    propagate_version = true,
+    max_term_width = 110
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalFlags,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// kubectl's connection and scope flags.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalFlags {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Namespace scope for namespaced objects (IPInstances, pods).
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// All namespaces.
+    #[arg(short = 'A', long, global = true)]
+    pub all_namespaces: bool,
+    /// Time to wait for one API request: 0 (none), seconds, or a duration like 30s, 1m.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_timeout, default_value = "0")]
+    pub request_timeout: RequestTimeout,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Networks (networking.alibaba.com/v1): ls, get, create, delete.
+    #[command(subcommand, visible_alias = "networks", visible_alias = "net")]
+    Network(NetworkCommand),
+    /// Subnets (networking.alibaba.com/v1): ls, get, create, delete.
+    #[command(subcommand, visible_alias = "subnets")]
+    Subnet(SubnetCommand),
+    /// Pod addresses (IPInstances): ls, usage, check.
+    #[command(subcommand)]
+    Ip(IpCommand),
+    /// The policy-routing path of a packet from a pod, computed with the node agent's plan.
+    Trace(TraceArgs),
+    /// HybridnetCluster conditions, versions, node agents, networks and usage.
+    Status(StatusArgs),
+    /// Write or apply the HybridnetCluster `default` that installs hybridnet through the operator.
+    Install(InstallArgs),
+    /// Print the plugin version.
+    Version(VersionArgs),
+    /// Shell completion scripts, and the kubectl_complete-hybridnet helper for `kubectl hybridnet <TAB>`.
+    Completion(CompletionArgs),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum NetworkCommand {
+    /// List networks.
+    #[command(visible_alias = "list")]
+    Ls(ListArgs),
+    /// Show networks by name.
+    Get(GetArgs),
+    /// Create a network (VXLAN overlay, VLAN or BGP underlay, global BGP).
+    Create(NetworkCreateArgs),
+    /// Delete networks (refused while subnets still reference them).
+    #[command(visible_alias = "rm")]
+    Delete(DeleteArgs),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum SubnetCommand {
+    /// List subnets.
+    #[command(visible_alias = "list")]
+    Ls(SubnetListArgs),
+    /// Show subnets by name.
+    Get(GetArgs),
+    /// Create a subnet of a network.
+    Create(SubnetCreateArgs),
+    /// Delete subnets (refused while addresses of them are in use).
+    #[command(visible_alias = "rm")]
+    Delete(DeleteArgs),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum IpCommand {
+    /// List pod addresses (IPInstances).
+    #[command(visible_alias = "list")]
+    Ls(IpListArgs),
+    /// Address usage per subnet and network.
+    Usage(IpUsageArgs),
+    /// Find leaked addresses, pods without addresses, duplicates and addresses outside their subnet.
+    Check(IpCheckArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ListArgs {
+    /// Output format: table, wide, json, yaml or name.
+    #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SubnetListArgs {
+    /// Only subnets of this network.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Output format: table, wide, json, yaml or name.
+    #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GetArgs {
+    /// Names of the objects.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Output format: table, wide, json, yaml or name.
+    #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DeleteArgs {
+    /// Names of the objects.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// `server` sends the request with dryRun=All; nothing is deleted.
+    #[arg(long, value_enum, default_value = "none", default_missing_value = "server", num_args = 0..=1, require_equals = true)]
+    pub dry_run: DryRun,
+}
+
+/// kubectl's `--dry-run`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DryRun {
+    /// Send the request.
+    #[default]
+    None,
+    /// Print the object without contacting the cluster.
+    Client,
+    /// Send the request with dryRun=All: validated and admitted, not stored.
+    Server,
+}
+
+/// The data-plane mode of a network.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeFlag {
+    /// Overlay network over VXLAN (needs --vni).
+    #[value(alias = "overlay")]
+    Vxlan,
+    /// Underlay network on a VLAN (needs --node-selector; --vlan-id, 0 = untagged).
+    #[value(alias = "underlay")]
+    Vlan,
+    /// Underlay network routed by BGP (needs --node-selector, --asn and --peer).
+    Bgp,
+    /// Cluster-wide BGP network for pods on BGP nodes.
+    GlobalBgp,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NetworkCreateArgs {
+    /// Name of the network.
+    pub name: String,
+    /// Mode; inferred from --vni (vxlan), --vlan-id (vlan) or --asn/--peer (bgp) when absent.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeFlag>,
+    /// VXLAN network identifier of an overlay network (1..16777215).
+    #[arg(long, value_name = "VNI")]
+    pub vni: Option<i64>,
+    /// VLAN id of an underlay VLAN network (0 = untagged, 1..4094).
+    #[arg(long, value_name = "ID")]
+    pub vlan_id: Option<i64>,
+    /// Member nodes of an underlay network: KEY=VALUE exact label match (repeatable, comma-separated).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub node_selector: Vec<String>,
+    /// Local AS number of a BGP network.
+    #[arg(long, value_name = "ASN")]
+    pub asn: Option<String>,
+    /// BGP peer: ASN@ADDRESS[,graceful-restart=SECONDS][,no-route][,allow-not-established][,password=SECRET] (repeatable).
+    #[arg(long, value_name = "PEER")]
+    pub peer: Vec<String>,
+    /// `client` prints the manifest without contacting the cluster; `server` validates it there.
+    #[arg(long, value_enum, default_value = "none", default_missing_value = "client", num_args = 0..=1, require_equals = true)]
+    pub dry_run: DryRun,
+    /// Output of the created object: yaml, json or name (default: a message).
+    #[arg(short = 'o', long, value_parser = parse_output)]
+    pub output: Option<OutputFormat>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SubnetCreateArgs {
+    /// Name of the subnet.
+    pub name: String,
+    /// The parent network.
+    #[arg(long)]
+    pub network: String,
+    /// The address block, canonical (e.g. 10.14.0.0/24 or fd00:14::/64).
+    #[arg(long)]
+    pub cidr: String,
+    /// Gateway address (required in VLAN networks; never allocated).
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// First allocatable address (default: network address + 1).
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Last allocatable address (default: broadcast - 1; IPv6: last address).
+    #[arg(long)]
+    pub end: Option<String>,
+    /// Addresses only handed out by explicit assignment (repeatable, comma-separated).
+    #[arg(long, value_name = "IP")]
+    pub reserved: Vec<String>,
+    /// Addresses never used (repeatable, comma-separated).
+    #[arg(long, value_name = "IP")]
+    pub exclude: Vec<String>,
+    /// Only used by pods that name this subnet.
+    #[arg(long)]
+    pub private: bool,
+    /// Overlay only: do not masquerade traffic leaving the cluster (autoNatOutgoing=false).
+    #[arg(long)]
+    pub no_nat: bool,
+    /// VLAN networks only: this subnet's VLAN id (overrides the network's).
+    #[arg(long, value_name = "ID")]
+    pub vlan_id: Option<i64>,
+    /// `client` prints the manifest without contacting the cluster; `server` validates it there.
+    #[arg(long, value_enum, default_value = "none", default_missing_value = "client", num_args = 0..=1, require_equals = true)]
+    pub dry_run: DryRun,
+    /// Output of the created object: yaml, json or name (default: a message).
+    #[arg(short = 'o', long, value_parser = parse_output)]
+    pub output: Option<OutputFormat>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IpListArgs {
+    /// Only addresses of this network.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Only addresses of this subnet.
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// Only addresses of pods on this node.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Only addresses of this pod.
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Only reserved addresses (kept for stateful pods that are gone).
+    #[arg(long)]
+    pub reserved: bool,
+    /// Output format: table, wide, json, yaml or name.
+    #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IpUsageArgs {
+    /// Only this network and its subnets.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Usage percentage from which a subnet or network is marked near exhaustion.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub threshold: u8,
+    /// Output format: table, json or yaml.
+    #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IpCheckArgs {
+    /// Delete leaked IPInstances (after confirmation on a terminal).
+    #[arg(long)]
+    pub fix: bool,
+    /// Do not ask for confirmation (needed with --fix when stdin is not a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Owner kinds whose addresses are retained while the owner exists.
+    #[arg(long, value_delimiter = ',', default_value = "StatefulSet")]
+    pub stateful_kinds: Vec<String>,
+    /// Output format: table, json or yaml.
+    #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TraceArgs {
+    /// The source pod (in -n NAMESPACE).
+    pub pod: String,
+    /// Destination: an IP address, a pod name, or NAMESPACE/POD.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Also resolve the path in the kernel of the nodes (kubectl exec into the node agent pods).
+    #[arg(long)]
+    pub live: bool,
+    /// Namespace of the node agent pods (for --live).
+    #[arg(long, default_value = "kube-system")]
+    pub agent_namespace: String,
+    /// Label selector of the node agent pods (for --live).
+    #[arg(long, default_value = "app.kubernetes.io/name=hybridnet-node")]
+    pub agent_selector: String,
+    /// Output format: table, json or yaml.
+    #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Output format: table, json or yaml.
+    #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+/// Network type of pods that do not choose one.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkTypeFlag {
+    Overlay,
+    Underlay,
+    GlobalBgp,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpFamilyFlag {
+    Ipv4,
+    Ipv6,
+    DualStack,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicyFlag {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicyFlag {
+    Ignore,
+    Fail,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct InstallArgs {
+    /// Operand version (e.g. 0.1.0; default: the operator's own).
+    #[arg(long = "hybridnet-version", value_name = "VERSION")]
+    pub hybridnet_version: Option<String>,
+    /// Image registry and repository prefix (e.g. docker.io/hybridnet).
+    #[arg(long)]
+    pub registry: Option<String>,
+    #[arg(long, value_enum)]
+    pub image_pull_policy: Option<PullPolicyFlag>,
+    /// Network type of pods that do not choose one (default overlay).
+    #[arg(long, value_enum)]
+    pub default_network_type: Option<NetworkTypeFlag>,
+    /// IP family of pods that do not choose one (default ipv4).
+    #[arg(long, value_enum)]
+    pub default_ip_family: Option<IpFamilyFlag>,
+    /// Create an overlay network with this CIDR at install (e.g. 100.64.0.0/16).
+    #[arg(long, value_name = "CIDR")]
+    pub bootstrap_cidr: Option<String>,
+    /// Name of the bootstrap network and subnet (default init).
+    #[arg(long, value_name = "NAME", requires = "bootstrap_cidr")]
+    pub bootstrap_name: Option<String>,
+    /// VNI of the bootstrap network (default 4).
+    #[arg(long, value_name = "VNI", requires = "bootstrap_cidr")]
+    pub bootstrap_vni: Option<i64>,
+    /// UDP port of VXLAN (default 8472).
+    #[arg(long, value_name = "PORT")]
+    pub vxlan_port: Option<i64>,
+    /// Pod interface MTU (default: derived from the parent interface).
+    #[arg(long)]
+    pub mtu: Option<i64>,
+    /// failurePolicy of the pod webhooks (default ignore).
+    #[arg(long, value_enum)]
+    pub webhook_failure_policy: Option<FailurePolicyFlag>,
+    /// `client` (default with -o) prints the manifest; `server` validates it in the cluster.
+    #[arg(long, value_enum, default_value = "none", default_missing_value = "client", num_args = 0..=1, require_equals = true)]
+    pub dry_run: DryRun,
+    /// Print the HybridnetCluster (yaml or json) instead of applying it.
+    #[arg(short = 'o', long, value_parser = parse_output)]
+    pub output: Option<OutputFormat>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VersionArgs {
+    /// Output format: table, json or yaml.
+    #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShellFlag {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompletionArgs {
+    /// The shell to print a completion script for.
+    #[arg(value_enum, required_unless_present = "kubectl_helper")]
+    pub shell: Option<ShellFlag>,
+    /// Write the executable `kubectl_complete-hybridnet` into DIR (put DIR on PATH) so that
+    /// `kubectl hybridnet <TAB>` completes (kubectl >= 1.26).
+    #[arg(long, value_name = "DIR")]
+    pub kubectl_helper: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_anywhere() {
+        let cli = Cli::try_parse_from([
+            "kubectl-hybridnet",
+            "ip",
+            "ls",
+            "-A",
+            "--kubeconfig",
+            "/tmp/k",
+            "--request-timeout",
+            "5s",
+        ])
+        .unwrap();
+        assert!(cli.global.all_namespaces);
+        assert_eq!(
+            cli.global.request_timeout,
+            RequestTimeout(Some(std::time::Duration::from_secs(5)))
+        );
+    }
+
+    #[test]
+    fn bad_output_is_a_usage_error() {
+        let e = Cli::try_parse_from(["kubectl-hybridnet", "ip", "ls", "-o", "xml"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("unknown output format"), "{e}");
+    }
+
+    #[test]
+    fn help_is_prefixed_kubectl_hybridnet() {
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("Usage: kubectl hybridnet"), "{help}");
+    }
+
+    #[test]
+    fn dry_run_flag_forms() {
+        let c = Cli::try_parse_from([
+            "kubectl-hybridnet",
+            "network",
+            "create",
+            "n",
+            "--vni",
+            "4",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Network(NetworkCommand::Create(a)) => {
+                assert_eq!(a.dry_run, DryRun::Client);
+                assert_eq!(a.output, Some(OutputFormat::Yaml));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! kubectl hybridnet: the pure part of the plugin (flag parsing, manifests, table rows, usage math,
+//! leak detection, completion). The binary (`main.rs`) only does I/O around it.
+
+pub mod check;
+pub mod cli;
+pub mod complete;
+pub mod flags;
+pub mod inventory;
+pub mod manifest;
+pub mod output;
+pub mod status;
+pub mod usage;
+
+/// Version of the plugin.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
