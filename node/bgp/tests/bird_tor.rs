@@ -1,0 +1,486 @@
+//! The speaker against Debian's bird2 as the top-of-rack router, in network namespaces the
+//! tests create (root only; skipped with a reason otherwise, failing under CI=true).
+//!
+//! bird is the oracle: `birdc show route all` prints the AS_PATH segment type exactly (a set
+//! would show braces) and the communities it received.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use hybridnet_bgp::{
+    Announcement, BgpSpeaker, Communities, PeerConfig, Prefix, SpeakerConfig, State,
+};
+
+const ESTABLISH: Duration = Duration::from_secs(30);
+
+struct Proto<'a> {
+    name: &'a str,
+    local: &'a str,
+    neighbor: &'a str,
+    channels: &'a [&'a str],
+    password: Option<&'a str>,
+    graceful_restart: bool,
+}
+
+fn bird_config(protocols: &[Proto<'_>]) -> String {
+    let mut c = format!("router id {TOR_V4};\nlog stderr all;\nprotocol device {{ }}\n");
+    for p in protocols {
+        c.push_str(&format!(
+            "protocol bgp {} {{\n  local {} as {TOR_AS};\n  neighbor {} as {NODE_AS};\n  passive on;\n  error wait time 1, 2;\n",
+            p.name, p.local, p.neighbor
+        ));
+        if let Some(pw) = p.password {
+            c.push_str(&format!("  password \"{pw}\";\n"));
+        }
+        if p.graceful_restart {
+            c.push_str("  graceful restart on;\n  graceful restart time 120;\n");
+        } else {
+            c.push_str("  graceful restart off;\n");
+        }
+        for ch in p.channels {
+            c.push_str(&format!("  {ch} {{ import all; export none; }};\n"));
+        }
+        c.push_str("}\n");
+    }
+    c
+}
+
+fn v4_proto(graceful_restart: bool, password: Option<&'static str>) -> Proto<'static> {
+    Proto {
+        name: "node4",
+        local: "198.18.0.1",
+        neighbor: "198.18.0.2",
+        channels: &["ipv4", "ipv6"],
+        password,
+        graceful_restart,
+    }
+}
+
+fn v6_proto() -> Proto<'static> {
+    Proto {
+        name: "node6",
+        local: "fd00::1",
+        neighbor: "fd00::2",
+        channels: &["ipv6"],
+        password: None,
+        graceful_restart: true,
+    }
+}
+
+fn speaker_config() -> SpeakerConfig {
+    let mut c = SpeakerConfig::new(NODE_AS, NODE_V4);
+    c.local_v4 = Some(NODE_V4);
+    c.local_v6 = Some(NODE_V6);
+    c.connect_timeout = Duration::from_secs(2);
+    c.retry_initial = Duration::from_millis(250);
+    c.retry_max = Duration::from_secs(2);
+    c
+}
+
+fn peer(address: &str, graceful_restart: Option<u16>) -> PeerConfig {
+    let mut p = PeerConfig::new(ip(address), TOR_AS);
+    p.graceful_restart_seconds = graceful_restart;
+    p
+}
+
+fn ann(prefix: &str, communities: Communities) -> Announcement {
+    Announcement::new(prefix.parse().unwrap(), communities)
+}
+
+/// BGP-mode pods (/32, /128, NO_EXPORT), subnet prefixes and a GlobalBGP pod (no community).
+fn pod_and_subnet_routes() -> BTreeSet<Announcement> {
+    [
+        ann("198.19.0.5/32", Communities::NoExport),
+        ann("198.19.0.6/32", Communities::NoExport),
+        ann("198.19.0.0/24", Communities::None),
+        ann("198.19.1.7/32", Communities::None),
+        ann("fd00:1::5/128", Communities::NoExport),
+        ann("fd00:1::/64", Communities::None),
+    ]
+    .into()
+}
+
+async fn wait_established(speaker: &BgpSpeaker, n: usize) {
+    let ok = speaker
+        .wait_for(ESTABLISH, |s| {
+            let states = s.peer_states();
+            states.len() == n && states.iter().all(|p| p.state == State::Established)
+        })
+        .await;
+    assert!(ok, "sessions not established: {:#?}", speaker.peer_states());
+}
+
+/// Waits until bird holds exactly the expected prefixes from `protocol`, then checks each path.
+async fn expect_bird_routes(bird: &Bird, protocol: &str, expected: &[Announcement]) {
+    let want: BTreeSet<String> = expected.iter().map(|a| a.prefix.to_string()).collect();
+    let paths = eventually(
+        &format!("bird routes from {protocol} = {want:?}"),
+        Duration::from_secs(20),
+        || async {
+            let paths: Vec<BirdPath> = bird
+                .routes()
+                .await
+                .into_iter()
+                .filter(|p| p.protocol == protocol)
+                .collect();
+            let got: BTreeSet<String> = paths.iter().map(|p| p.prefix.clone()).collect();
+            if got == want {
+                Ok(paths)
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .await;
+    for a in expected {
+        let prefix = a.prefix.to_string();
+        let path = paths.iter().find(|p| p.prefix == prefix).unwrap();
+        assert_eq!(
+            path.as_path.as_deref(),
+            Some("65001"),
+            "{prefix}: AS_PATH must be the node AS as a sequence: {path:?}"
+        );
+        match a.communities {
+            Communities::NoExport => assert_eq!(
+                path.community.as_deref(),
+                Some("(65535,65281)"),
+                "{prefix}: NO_EXPORT expected: {path:?}"
+            ),
+            Communities::None => {
+                assert_eq!(
+                    path.community, None,
+                    "{prefix}: no community expected: {path:?}"
+                )
+            }
+        }
+        let next_hop = if a.prefix.is_ipv4() {
+            "198.18.0.2"
+        } else {
+            "fd00::2"
+        };
+        assert_eq!(
+            path.next_hop.as_deref(),
+            Some(next_hop),
+            "{prefix}: {path:?}"
+        );
+    }
+}
+
+#[test]
+fn announce_and_withdraw_against_bird() {
+    if !privileged_or_skip(
+        "announce_and_withdraw_against_bird",
+        &["ip", "bird", "birdc"],
+    ) {
+        return;
+    }
+    let topo = Topology::new();
+    let (tor, dir) = (topo.tor.clone(), topo.dir.clone());
+    topo.run_in_node(move || async move {
+        let bird = Bird::start(
+            &tor,
+            &dir,
+            &bird_config(&[v4_proto(true, None), v6_proto()]),
+        )
+        .await;
+        let speaker = BgpSpeaker::new(speaker_config()).unwrap();
+        speaker
+            .set_peers(vec![
+                peer("198.18.0.1", Some(120)),
+                peer("fd00::1", Some(120)),
+            ])
+            .unwrap();
+        let routes = pod_and_subnet_routes();
+        speaker.set_routes(routes.clone());
+        wait_established(&speaker, 2).await;
+        assert!(bird.is_established("node4").await && bird.is_established("node6").await);
+
+        let all: Vec<Announcement> = routes.iter().copied().collect();
+        let v6: Vec<Announcement> = all
+            .iter()
+            .filter(|a| !a.prefix.is_ipv4())
+            .copied()
+            .collect();
+        // The IPv4 session carries both families; the IPv6 session only IPv6 (bird's node6 has
+        // only an ipv6 channel, so it offered only IPv6 unicast).
+        expect_bird_routes(&bird, "node4", &all).await;
+        expect_bird_routes(&bird, "node6", &v6).await;
+
+        let states = speaker.peer_states();
+        assert_eq!(states[0].address, ip("198.18.0.1"));
+        assert_eq!(states[0].prefixes_announced, 6);
+        assert_eq!(states[1].prefixes_announced, 2);
+        assert!(
+            states
+                .iter()
+                .all(|p| p.flaps == 0 && p.established_since.is_some())
+        );
+        for a in &routes {
+            assert!(
+                speaker.is_announced_to_required_peers(&a.prefix),
+                "{}",
+                a.prefix
+            );
+        }
+        let not_desired: Prefix = "198.19.9.9/32".parse().unwrap();
+        assert!(!speaker.is_announced_to_required_peers(&not_desired));
+
+        // Deleting pods withdraws their routes; the rest stays.
+        let mut fewer = routes.clone();
+        fewer.remove(&ann("198.19.0.5/32", Communities::NoExport));
+        fewer.remove(&ann("fd00:1::5/128", Communities::NoExport));
+        // A pod moving from a BGP-mode network to GlobalBGP changes its community.
+        fewer.remove(&ann("198.19.0.6/32", Communities::NoExport));
+        fewer.insert(ann("198.19.0.6/32", Communities::None));
+        speaker.set_routes(fewer.clone());
+        let all: Vec<Announcement> = fewer.iter().copied().collect();
+        let v6: Vec<Announcement> = all
+            .iter()
+            .filter(|a| !a.prefix.is_ipv4())
+            .copied()
+            .collect();
+        expect_bird_routes(&bird, "node4", &all).await;
+        expect_bird_routes(&bird, "node6", &v6).await;
+        assert!(!speaker.is_announced_to_required_peers(&"198.19.0.5/32".parse().unwrap()));
+
+        // Graceful shutdown sends Cease: bird drops everything at once.
+        speaker.shutdown(Duration::from_secs(5)).await;
+        eventually(
+            "bird to drop all routes after Cease",
+            Duration::from_secs(10),
+            || async {
+                let n = bird.routes().await.len();
+                if n == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} paths left"))
+                }
+            },
+        )
+        .await;
+        assert!(!bird.is_established("node4").await);
+        let info = bird
+            .birdc(&["show", "protocols", "all", "node4"])
+            .await
+            .unwrap();
+        assert!(
+            info.contains("Administrative shutdown") || info.contains("Received: Administrative"),
+            "bird should report our Cease: {info}"
+        );
+    });
+}
+
+/// Drops the speaker (connections close without NOTIFICATION, like a crash) and checks the
+/// ToR's routes while no session is up; returns the routes seen during the gap.
+async fn restart_gap(bird: &Bird, speaker: BgpSpeaker) -> Vec<BirdPath> {
+    drop(speaker);
+    eventually(
+        "bird to notice the session is gone",
+        Duration::from_secs(10),
+        || async {
+            let info = bird.protocol_info("node4").await;
+            if info.contains("Established") {
+                Err(info)
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    bird.routes().await
+}
+
+#[test]
+fn restart_within_graceful_restart_time_keeps_routes() {
+    if !privileged_or_skip(
+        "restart_within_graceful_restart_time_keeps_routes",
+        &["ip", "bird", "birdc"],
+    ) {
+        return;
+    }
+    let topo = Topology::new();
+    let (tor, dir) = (topo.tor.clone(), topo.dir.clone());
+    topo.run_in_node(move || async move {
+        let bird = Bird::start(&tor, &dir, &bird_config(&[v4_proto(true, None)])).await;
+        let routes = pod_and_subnet_routes();
+        let all: Vec<Announcement> = routes.iter().copied().collect();
+
+        let speaker = BgpSpeaker::new(speaker_config()).unwrap();
+        speaker
+            .set_peers(vec![peer("198.18.0.1", Some(120))])
+            .unwrap();
+        speaker.set_routes(routes.clone());
+        wait_established(&speaker, 1).await;
+        expect_bird_routes(&bird, "node4", &all).await;
+
+        let during_gap = restart_gap(&bird, speaker).await;
+        let kept: BTreeSet<String> = during_gap.iter().map(|p| p.prefix.clone()).collect();
+        let want: BTreeSet<String> = all.iter().map(|a| a.prefix.to_string()).collect();
+        assert_eq!(kept, want, "bird must keep our routes while we restart");
+        let info = bird
+            .birdc(&["show", "protocols", "all", "node4"])
+            .await
+            .unwrap();
+        assert!(
+            info.to_lowercase().contains("restart"),
+            "bird should be in graceful restart: {info}"
+        );
+
+        // The restarted speaker re-establishes and re-announces; after its End-of-RIB bird
+        // keeps exactly the routes it re-announced (a route deleted meanwhile is flushed).
+        let mut after = routes.clone();
+        after.remove(&ann("198.19.0.5/32", Communities::NoExport));
+        let speaker = BgpSpeaker::new(speaker_config()).unwrap();
+        speaker
+            .set_peers(vec![peer("198.18.0.1", Some(120))])
+            .unwrap();
+        speaker.set_routes(after.clone());
+        wait_established(&speaker, 1).await;
+        let after: Vec<Announcement> = after.iter().copied().collect();
+        expect_bird_routes(&bird, "node4", &after).await;
+        drop(speaker);
+    });
+}
+
+#[test]
+fn restart_without_graceful_restart_loses_routes() {
+    if !privileged_or_skip(
+        "restart_without_graceful_restart_loses_routes",
+        &["ip", "bird", "birdc"],
+    ) {
+        return;
+    }
+    let topo = Topology::new();
+    let (tor, dir) = (topo.tor.clone(), topo.dir.clone());
+    topo.run_in_node(move || async move {
+        // The control case for the test above: no graceful restart capability, same drop.
+        let bird = Bird::start(&tor, &dir, &bird_config(&[v4_proto(true, None)])).await;
+        let routes = pod_and_subnet_routes();
+        let speaker = BgpSpeaker::new(speaker_config()).unwrap();
+        speaker.set_peers(vec![peer("198.18.0.1", None)]).unwrap();
+        speaker.set_routes(routes.clone());
+        wait_established(&speaker, 1).await;
+        expect_bird_routes(&bird, "node4", &routes.iter().copied().collect::<Vec<_>>()).await;
+        let during_gap = restart_gap(&bird, speaker).await;
+        assert!(
+            during_gap.is_empty(),
+            "without graceful restart bird flushes: {during_gap:?}"
+        );
+    });
+}
+
+#[test]
+fn wrong_password_never_establishes() {
+    if !privileged_or_skip("wrong_password_never_establishes", &["ip", "bird", "birdc"]) {
+        return;
+    }
+    let topo = Topology::new();
+    let (tor, dir) = (topo.tor.clone(), topo.dir.clone());
+    topo.run_in_node(move || async move {
+        let bird = Bird::start(
+            &tor,
+            &dir,
+            &bird_config(&[v4_proto(false, Some("right-secret"))]),
+        )
+        .await;
+        let speaker = BgpSpeaker::new(speaker_config()).unwrap();
+        speaker.set_routes(pod_and_subnet_routes());
+        for password in [Some("wrong-secret"), None] {
+            let mut p = peer("198.18.0.1", None);
+            p.password = password.map(str::to_string);
+            speaker.set_peers(vec![p]).unwrap();
+            // Several connect attempts fit in this window (connect timeout 2 s, backoff <= 2 s).
+            let established = speaker
+                .wait_for(Duration::from_secs(8), |s| {
+                    s.peer_states()
+                        .iter()
+                        .any(|p| p.state == State::Established)
+                })
+                .await;
+            assert!(!established, "password {password:?} must not establish");
+            assert!(!bird.is_established("node4").await);
+            assert!(bird.routes().await.is_empty());
+            assert!(!speaker.is_announced_to_required_peers(&"198.19.0.0/24".parse().unwrap()));
+        }
+        // Control: the right password establishes (a live password change restarts the peer).
+        let mut p = peer("198.18.0.1", None);
+        p.password = Some("right-secret".into());
+        speaker.set_peers(vec![p]).unwrap();
+        wait_established(&speaker, 1).await;
+        assert!(bird.is_established("node4").await);
+        assert!(speaker.is_announced_to_required_peers(&"198.19.0.0/24".parse().unwrap()));
+    });
+}
+
+#[test]
+fn live_peer_changes_leave_other_sessions_alone() {
+    if !privileged_or_skip(
+        "live_peer_changes_leave_other_sessions_alone",
+        &["ip", "bird", "birdc"],
+    ) {
+        return;
+    }
+    let topo = Topology::new();
+    let (tor, dir) = (topo.tor.clone(), topo.dir.clone());
+    topo.run_in_node(move || async move {
+        let bird = Bird::start(
+            &tor,
+            &dir,
+            &bird_config(&[v4_proto(false, None), v6_proto()]),
+        )
+        .await;
+        let speaker = BgpSpeaker::new(speaker_config()).unwrap();
+        let p4 = peer("198.18.0.1", None);
+        let p6 = peer("fd00::1", None);
+        speaker.set_peers(vec![p4.clone(), p6.clone()]).unwrap();
+        speaker.set_routes(pod_and_subnet_routes());
+        wait_established(&speaker, 2).await;
+        let v4_since = speaker.peer_states()[0].established_since;
+
+        // Flags that do not affect the session change in place.
+        let mut p6_optional = p6.clone();
+        p6_optional.allow_not_established = true;
+        p6_optional.does_not_route_traffic = true;
+        speaker
+            .set_peers(vec![p4.clone(), p6_optional.clone()])
+            .unwrap();
+        let states = speaker.peer_states();
+        assert!(states[1].allow_not_established && states[1].state == State::Established);
+
+        // A wrong ASN restarts only that peer; bird refuses it (bad peer AS). bird then waits
+        // `error wait time` before accepting the peer again (1-2 s in this config).
+        let mut p6_bad = p6_optional.clone();
+        p6_bad.asn = 65099;
+        speaker.set_peers(vec![p4.clone(), p6_bad]).unwrap();
+        eventually("node6 down at bird", Duration::from_secs(10), || async {
+            if bird.is_established("node6").await {
+                Err("still up".to_string())
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        // node6 no longer required, so readiness follows node4 alone.
+        assert!(speaker.is_announced_to_required_peers(&"198.19.0.0/24".parse().unwrap()));
+
+        // Removing the IPv6 peer leaves the IPv4 session as it was.
+        speaker.set_peers(vec![p4.clone()]).unwrap();
+        let states = speaker.peer_states();
+        assert_eq!(states.len(), 1);
+        assert_eq!(states[0].state, State::Established);
+        assert_eq!(
+            states[0].established_since, v4_since,
+            "IPv4 session must not restart"
+        );
+        assert_eq!(states[0].flaps, 0);
+        assert!(bird.is_established("node4").await);
+
+        // Adding it back establishes it again.
+        speaker.set_peers(vec![p4, p6]).unwrap();
+        wait_established(&speaker, 2).await;
+        assert_eq!(speaker.peer_states()[0].established_since, v4_since);
+    });
+}
