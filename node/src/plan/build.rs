@@ -1,0 +1,1030 @@
+//! The planner: API state + host facts -> [`DataPlanePlan`] (behaviour spec 5.3-5.9).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use hybridnet_api::constants::label;
+use hybridnet_api::ipmath::{Cidr, parse_ip};
+use hybridnet_api::naming::host_veth_name;
+use hybridnet_api::range::parse_address_range;
+use hybridnet_api::v1::{IpVersion, Network, NetworkMode, NetworkType};
+
+use super::exclude::{RangePart, exclude_blocks};
+use super::model::*;
+use super::nft;
+
+/// Largest VXLAN network identifier.
+const MAX_VNI: i32 = 16_777_215;
+/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
+const MAX_IFNAME: usize = 15;
+
+/// Upstream `CheckIfContainerNetworkLink`: interfaces that belong to pods or other container runtimes.
+pub fn is_container_link(name: &str) -> bool {
+    name.ends_with("_h")
+        || ["h_", "hybr", "veth", "docker", "kube-"]
+            .iter()
+            .any(|p| name.starts_with(p))
+}
+
+/// Global unicast in the sense of Go's `IsGlobalUnicast` (private ranges included).
+pub fn is_global_unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast())
+        }
+        IpAddr::V6(v6) => {
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || v6.is_unicast_link_local())
+        }
+    }
+}
+
+fn host_cidr(ip: IpAddr) -> Cidr {
+    let version = IpVersion::of(&ip);
+    Cidr {
+        version,
+        network: hybridnet_api::ipmath::ip_to_u128(ip),
+        prefix: version.bits(),
+    }
+}
+
+fn default_cidr(version: IpVersion) -> Cidr {
+    Cidr {
+        version,
+        network: 0,
+        prefix: 0,
+    }
+}
+
+/// A Subnet CIDR with everything merged from the Subnets that share it.
+struct MergedSubnet {
+    cidr: Cidr,
+    /// Subnet names (sorted).
+    names: Vec<String>,
+    network: String,
+    mode: NetworkMode,
+    network_type: NetworkType,
+    net_id: Option<i32>,
+    auto_nat: bool,
+    gateway: Option<IpAddr>,
+    parts: Vec<RangePart>,
+}
+
+struct Planner<'a> {
+    api: &'a ApiState,
+    host: &'a HostState,
+    cfg: &'a PlanConfig,
+    plan: DataPlanePlan,
+    families: Vec<IpVersion>,
+    interfaces: BTreeMap<&'a str, &'a HostInterface>,
+    networks: BTreeMap<&'a str, &'a Network>,
+}
+
+/// Builds the desired data plane. Never fails: objects that cannot be used are reported in
+/// [`DataPlanePlan::problems`] and left out, everything else is planned.
+pub fn build_plan(api: &ApiState, host: &HostState, cfg: &PlanConfig) -> DataPlanePlan {
+    let mut families = vec![IpVersion::V4];
+    if host.ipv6_enabled {
+        families.push(IpVersion::V6);
+    }
+    let mut p = Planner {
+        api,
+        host,
+        cfg,
+        plan: DataPlanePlan {
+            local_direct_table: cfg.tables.local_direct,
+            main_routes: {
+                let mut r = host.main_routes.clone();
+                r.sort();
+                r
+            },
+            ..Default::default()
+        },
+        families,
+        interfaces: host
+            .interfaces
+            .iter()
+            .map(|i| (i.name.as_str(), i))
+            .collect(),
+        networks: api
+            .networks
+            .iter()
+            .filter_map(|n| n.metadata.name.as_deref().map(|name| (name, n)))
+            .collect(),
+    };
+    p.run();
+    let mut plan = p.plan;
+    plan.problems.sort();
+    plan.problems.dedup();
+    plan
+}
+
+impl<'a> Planner<'a> {
+    fn problem(&mut self, object: impl Into<String>, message: impl Into<String>) {
+        self.plan.problems.push(PlanProblem {
+            object: object.into(),
+            message: message.into(),
+        });
+    }
+
+    fn node_in(&self, network: &Network) -> bool {
+        match network.spec.effective_type() {
+            NetworkType::Overlay => true,
+            NetworkType::Underlay => self.listed_in(network),
+            // GlobalBGP subnets are usable on nodes attached to any BGP underlay network.
+            NetworkType::GlobalBgp => self.bgp_networks().iter().any(|n| self.listed_in(n)),
+        }
+    }
+
+    fn listed_in(&self, network: &Network) -> bool {
+        network
+            .status
+            .as_ref()
+            .and_then(|s| s.node_list.as_ref())
+            .is_some_and(|l| l.contains(&self.api.node_name))
+    }
+
+    fn bgp_networks(&self) -> Vec<&'a Network> {
+        self.networks
+            .values()
+            .copied()
+            .filter(|n| n.spec.effective_mode() == NetworkMode::Bgp)
+            .collect()
+    }
+
+    /// Interface of the default route (IPv4 first, then IPv6).
+    fn default_interface(&self) -> Option<&'a str> {
+        [IpVersion::V4, IpVersion::V6].into_iter().find_map(|v| {
+            self.host
+                .main_routes
+                .iter()
+                .filter(|r| r.dst == default_cidr(v))
+                .find_map(|r| r.dev.as_deref())
+                .filter(|d| self.interfaces.contains_key(d))
+        })
+    }
+
+    /// Upstream interface choice: first existing name of the preference list, else the default
+    /// route's interface.
+    fn pick_interface(&mut self, prefer: &[String], what: &str) -> Option<String> {
+        if prefer.is_empty() {
+            let d = self.default_interface().map(str::to_string);
+            if d.is_none() {
+                self.problem(
+                    "host",
+                    format!("no {what} interface: no default route and no preferred interface"),
+                );
+            }
+            return d;
+        }
+        match prefer
+            .iter()
+            .find(|n| self.interfaces.contains_key(n.as_str()))
+        {
+            Some(n) => Some(n.clone()),
+            None => {
+                self.problem(
+                    "host",
+                    format!("no {what} interface: none of {prefer:?} exists"),
+                );
+                None
+            }
+        }
+    }
+
+    fn run(&mut self) {
+        let subnets = self.merge_subnets();
+        let overlay = self.overlay_network();
+        let vxlan_parent = overlay.and_then(|_| {
+            let prefer = self.cfg.prefer_vxlan_interfaces.clone();
+            self.pick_interface(&prefer, "VXLAN parent")
+        });
+        if let (Some(net), Some(parent)) = (overlay, vxlan_parent) {
+            self.plan_vxlan(net, &parent);
+        }
+        self.plan_local_ips();
+        self.plan_remote_vteps(overlay);
+        self.plan_ip_instances(&subnets);
+        self.plan_tables(&subnets);
+        self.plan_sysctls();
+        self.plan.cluster_cidrs = subnets.iter().map(|s| s.cidr).collect();
+        let views: Vec<SubnetView> = subnets
+            .iter()
+            .map(|s| SubnetView {
+                cidr: s.cidr,
+                mode: s.mode,
+                network_type: s.network_type,
+                auto_nat: s.auto_nat,
+                on_node: self.network_has_node(&s.network),
+            })
+            .collect();
+        self.plan.nft = nft::render(&self.plan, &views, &self.families);
+    }
+
+    fn overlay_network(&mut self) -> Option<&'a Network> {
+        let overlays: Vec<&Network> = self
+            .networks
+            .values()
+            .copied()
+            .filter(|n| n.spec.effective_type() == NetworkType::Overlay)
+            .collect();
+        if overlays.len() > 1 {
+            let names: Vec<_> = overlays
+                .iter()
+                .filter_map(|n| n.metadata.name.clone())
+                .collect();
+            self.problem(
+                "Network",
+                format!("more than one Overlay network ({names:?}); using the first"),
+            );
+        }
+        overlays.first().copied()
+    }
+
+    fn merge_subnets(&mut self) -> Vec<MergedSubnet> {
+        let mut sorted: Vec<_> = self.api.subnets.iter().collect();
+        sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let mut merged: BTreeMap<Cidr, MergedSubnet> = BTreeMap::new();
+        for s in sorted {
+            let name = s.metadata.name.clone().unwrap_or_default();
+            let obj = format!("Subnet/{name}");
+            let parsed = match parse_address_range(&s.spec.range, "spec.range") {
+                Ok(p) => p,
+                Err(e) => {
+                    self.problem(obj, format!("invalid range: {e}"));
+                    continue;
+                }
+            };
+            if !self.families.contains(&parsed.version) {
+                continue;
+            }
+            let Some(network) = self.networks.get(s.spec.network.as_str()).copied() else {
+                self.problem(obj, format!("network {:?} does not exist", s.spec.network));
+                continue;
+            };
+            let part = RangePart {
+                explicit_bounds: s.spec.range.start.is_some() || s.spec.range.end.is_some(),
+                parsed,
+            };
+            let cidr = part.parsed.cidr;
+            match merged.get_mut(&cidr) {
+                Some(m) if m.network != s.spec.network => {
+                    self.problem(
+                        obj,
+                        format!(
+                            "CIDR {cidr} is also used by network {:?}; ignored",
+                            m.network
+                        ),
+                    );
+                }
+                Some(m) => {
+                    m.names.push(name);
+                    m.parts.push(part);
+                }
+                None => {
+                    let gateway = part
+                        .parsed
+                        .gateway
+                        .map(|g| hybridnet_api::ipmath::u128_to_ip(cidr.version, g));
+                    merged.insert(
+                        cidr,
+                        MergedSubnet {
+                            cidr,
+                            names: vec![name],
+                            network: s.spec.network.clone(),
+                            mode: network.spec.effective_mode(),
+                            network_type: network.spec.effective_type(),
+                            net_id: s.spec.net_id.or(network.spec.net_id),
+                            auto_nat: s.spec.auto_nat_outgoing(),
+                            gateway,
+                            parts: vec![part],
+                        },
+                    );
+                }
+            }
+        }
+        merged.into_values().collect()
+    }
+
+    fn plan_vxlan(&mut self, net: &Network, parent: &str) {
+        let obj = format!("Network/{}", net.metadata.name.as_deref().unwrap_or(""));
+        let vni = match net.spec.net_id {
+            Some(v) if (1..=MAX_VNI).contains(&v) => v as u32,
+            other => {
+                self.problem(
+                    obj,
+                    format!("overlay netID {other:?} is not a VNI in 1..={MAX_VNI}"),
+                );
+                return;
+            }
+        };
+        let Some(iface) = self.interfaces.get(parent).copied() else {
+            return;
+        };
+        let name = format!("{parent}.vxlan{vni}");
+        if name.len() > MAX_IFNAME {
+            self.problem(
+                "host",
+                format!("VXLAN device name {name:?} is longer than {MAX_IFNAME} bytes"),
+            );
+            return;
+        }
+        let Some(mac) = iface.mac.filter(|m| !m.is_zero()) else {
+            self.problem("host", format!("VXLAN parent {parent} has no MAC address"));
+            return;
+        };
+        let mut candidates: Vec<&HostAddress> = iface
+            .addresses
+            .iter()
+            .filter(|a| is_global_unicast(a.ip))
+            .filter(|a| self.cfg.vtep_address_cidrs.iter().any(|c| c.contains(a.ip)))
+            .collect();
+        candidates.sort_by_key(|a| a.ip.is_ipv6());
+        let Some(local) = candidates.first().map(|a| a.ip) else {
+            self.problem(
+                "host",
+                format!("VXLAN parent {parent} has no global address inside the VTEP CIDRs"),
+            );
+            return;
+        };
+        self.plan.vxlan = Some(VxlanDevice {
+            name,
+            vni,
+            parent: parent.to_string(),
+            local,
+            port: self.cfg.vxlan_udp_port,
+            mac,
+            mtu: iface.mtu.saturating_sub(50).max(68),
+        });
+    }
+
+    fn plan_local_ips(&mut self) {
+        let Some(vx) = self.plan.vxlan.clone() else {
+            return;
+        };
+        let mut local: BTreeSet<IpAddr> = BTreeSet::new();
+        for iface in &self.host.interfaces {
+            if is_container_link(&iface.name) || iface.name == vx.name {
+                continue;
+            }
+            for a in &iface.addresses {
+                if is_global_unicast(a.ip)
+                    && (self.api.node_addresses.contains(&a.ip)
+                        || a.ip == vx.local
+                        || self
+                            .cfg
+                            .extra_node_local_vxlan_ip_cidrs
+                            .iter()
+                            .any(|c| c.contains(a.ip)))
+                {
+                    local.insert(a.ip);
+                }
+            }
+        }
+        // IPv4 first, as upstream lists them.
+        let mut ips: Vec<IpAddr> = local.iter().copied().collect();
+        ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));
+        self.plan.node_local_ips.extend(local.iter().copied());
+        self.plan.cluster_node_ips.extend(local.iter().copied());
+        self.plan.vxlan_addresses = local
+            .into_iter()
+            .filter(|ip| self.families.contains(&IpVersion::of(ip)))
+            .collect();
+        self.plan.published_vtep = Some(PublishedVtep {
+            ip: vx.local,
+            mac: vx.mac,
+            local_ips: ips,
+        });
+    }
+
+    fn plan_remote_vteps(&mut self, overlay: Option<&Network>) {
+        // This node's own addresses count for local delivery even without an overlay.
+        for iface in &self.host.interfaces {
+            for a in &iface.addresses {
+                if is_global_unicast(a.ip) && !a.noprefixroute {
+                    self.plan.node_local_ips.insert(a.ip);
+                }
+            }
+        }
+        let Some(vx) = self.plan.vxlan.clone() else {
+            return;
+        };
+        let node_list: Vec<String> = overlay
+            .and_then(|n| n.status.as_ref())
+            .and_then(|s| s.node_list.clone())
+            .unwrap_or_default();
+        // Nodes of the overlay network first: when two NodeInfos claim one VTEP MAC (a stale
+        // NodeInfo of a removed node), the live node wins.
+        let mut infos: Vec<_> = self.api.node_infos.iter().collect();
+        infos.sort_by_key(|n| {
+            let name = n.metadata.name.clone().unwrap_or_default();
+            (!node_list.contains(&name), name)
+        });
+        let mut published = BTreeSet::new();
+        for ni in infos {
+            let name = ni.metadata.name.clone().unwrap_or_default();
+            let obj = format!("NodeInfo/{name}");
+            let Some(v) = ni.spec.vtep_info.as_ref() else {
+                continue;
+            };
+            let (Some(ip), Some(mac)) = (v.ip.as_deref(), v.mac.as_deref()) else {
+                continue;
+            };
+            let ip = match parse_ip(ip) {
+                Ok(ip) => ip,
+                Err(e) => {
+                    self.problem(obj, format!("spec.vtepInfo.ip: {e}"));
+                    continue;
+                }
+            };
+            let mac: MacAddr = match mac.parse() {
+                Ok(m) => m,
+                Err(e) => {
+                    self.problem(obj, format!("spec.vtepInfo.mac: {e}"));
+                    continue;
+                }
+            };
+            published.insert(name.clone());
+            for lip in v
+                .local_ips
+                .iter()
+                .flatten()
+                .filter_map(|r| parse_ip(r).ok())
+            {
+                self.plan.cluster_node_ips.insert(lip);
+            }
+            if name == self.api.node_name || mac == vx.mac {
+                continue;
+            }
+            if ip.is_ipv6() != vx.local.is_ipv6() || mac.is_zero() {
+                self.problem(
+                    obj,
+                    format!(
+                        "VTEP {ip}/{mac} is unusable from local VTEP {} (family or zero MAC)",
+                        vx.local
+                    ),
+                );
+                continue;
+            }
+            if let Some((other_ip, other)) = self.plan.remote_vteps.get(&mac) {
+                self.problem(
+                    obj,
+                    format!("VTEP MAC {mac} is already used by {other} ({other_ip}); ignored"),
+                );
+                continue;
+            }
+            self.plan.remote_vteps.insert(mac, (ip, name.clone()));
+            self.plan.fdb.insert(FdbEntry { mac, dst: ip });
+            self.plan.fdb.insert(FdbEntry {
+                mac: MacAddr::VXLAN_BROADCAST,
+                dst: ip,
+            });
+            for raw in v.local_ips.iter().flatten() {
+                match parse_ip(raw) {
+                    Ok(lip) if self.families.contains(&IpVersion::of(&lip)) => {
+                        self.plan.vxlan_neighbours.entry(lip).or_insert(mac);
+                        self.plan.remote_owner.entry(lip).or_insert(name.clone());
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.problem(obj.clone(), format!("spec.vtepInfo.localIPs: {e}")),
+                }
+            }
+        }
+        self.plan.fdb_prune = node_list.iter().all(|n| published.contains(n));
+    }
+
+    fn vtep_of_node(&self, node: &str) -> Option<MacAddr> {
+        self.plan
+            .remote_vteps
+            .iter()
+            .find(|(_, (_, n))| n == node)
+            .map(|(m, _)| *m)
+    }
+
+    fn plan_ip_instances(&mut self, subnets: &[MergedSubnet]) {
+        let mut sorted: Vec<_> = self.api.ip_instances.iter().collect();
+        sorted.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        let vx_name = self.plan.vxlan.as_ref().map(|v| v.name.clone());
+        let vlan_parent = if subnets
+            .iter()
+            .any(|s| s.mode == NetworkMode::Vlan && self.network_has_node(&s.network))
+        {
+            let prefer = self.cfg.prefer_vlan_interfaces.clone();
+            self.pick_interface(&prefer, "VLAN parent")
+        } else {
+            None
+        };
+        for ipi in sorted {
+            let ns = ipi.metadata.namespace.clone().unwrap_or_default();
+            let name = ipi.metadata.name.clone().unwrap_or_default();
+            let obj = format!("IPInstance/{ns}/{name}");
+            let node = ipi
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(label::NODE))
+                .cloned()
+                .or_else(|| ipi.spec.binding.node_name.clone())
+                .unwrap_or_default();
+            if node.is_empty() {
+                continue; // reserved: no pod uses it
+            }
+            let ip = match parse_ip(&ipi.spec.address.ip) {
+                Ok(ip) => ip,
+                Err(_) => match Cidr::parse_any(&ipi.spec.address.ip) {
+                    Ok(c) => hybridnet_api::ipmath::u128_to_ip(c.version, c.network),
+                    Err(e) => {
+                        self.problem(obj, format!("spec.address.ip: {e}"));
+                        continue;
+                    }
+                },
+            };
+            if !self.families.contains(&IpVersion::of(&ip)) {
+                continue;
+            }
+            if node != self.api.node_name {
+                if self.plan.local_pods.contains_key(&ip) {
+                    self.problem(obj, format!("{ip} is also a pod of this node; ignored"));
+                    continue;
+                }
+                if let Some(mac) = self.vtep_of_node(&node) {
+                    if let Some(prev) = self.plan.remote_owner.get(&ip)
+                        && *prev != node
+                    {
+                        self.problem(obj, format!("{ip} is also claimed by node {prev}; ignored"));
+                        continue;
+                    }
+                    self.plan.vxlan_neighbours.insert(ip, mac);
+                    self.plan.remote_owner.insert(ip, node);
+                }
+                continue;
+            }
+            if self.plan.local_pods.contains_key(&ip) {
+                self.problem(obj, format!("{ip} is used by two IPInstances; ignored"));
+                continue;
+            }
+            let pod = ipi
+                .spec
+                .binding
+                .pod_name
+                .clone()
+                .or_else(|| {
+                    ipi.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(label::POD))
+                        .cloned()
+                })
+                .unwrap_or_default();
+            let veth = host_veth_name(&ns, &pod);
+            let terminating = ipi.metadata.deletion_timestamp.is_some();
+            // A local pod IP shadows any remote claim of the same address.
+            self.plan.vxlan_neighbours.remove(&ip);
+            self.plan.remote_owner.remove(&ip);
+            self.plan.local_pods.insert(
+                ip,
+                LocalPod {
+                    namespace: ns,
+                    pod,
+                    veth: veth.clone(),
+                    network: ipi.spec.network.clone(),
+                    subnet: ipi.spec.subnet.clone(),
+                    terminating,
+                },
+            );
+            if self.interfaces.contains_key(veth.as_str()) {
+                self.plan.routes.insert(PlannedRoute {
+                    table: self.cfg.tables.local_direct,
+                    dst: host_cidr(ip),
+                    kind: RouteKind::Unicast,
+                    dev: Some(veth),
+                    via: None,
+                    src: None,
+                    scope_link: true,
+                });
+            }
+            // Proxy entries (5.4): the forward interface of the pod's network, and the VXLAN device
+            // for every local pod (its "overlay identity").
+            if let Some(vx) = &vx_name {
+                self.plan.proxy_neighbours.insert(ProxyNeighbour {
+                    dev: vx.clone(),
+                    ip,
+                });
+            }
+            let subnet = subnets.iter().find(|s| s.cidr.contains(ip));
+            if let Some(s) = subnet
+                && s.mode == NetworkMode::Vlan
+                && let Some(parent) = &vlan_parent
+                && let Some(link) = vlan_link(parent, s.net_id)
+            {
+                self.plan
+                    .proxy_neighbours
+                    .insert(ProxyNeighbour { dev: link.name, ip });
+            }
+        }
+    }
+
+    fn network_has_node(&self, network: &str) -> bool {
+        self.networks.get(network).is_some_and(|n| self.node_in(n))
+    }
+
+    fn allocate_tables(&mut self, wanted: &[Cidr]) -> BTreeMap<Cidr, u32> {
+        let t = &self.cfg.tables;
+        let in_range = |n: u32| {
+            n >= t.subnet_first
+                && n <= t.subnet_last
+                && n != t.local_direct
+                && n != t.to_overlay
+                && n != t.overlay_mark
+        };
+        let mut out = BTreeMap::new();
+        let mut used = BTreeSet::new();
+        // Keep what is already programmed (restart, added subnets never renumber others).
+        for c in wanted {
+            if let Some(&n) = self.host.existing_subnet_tables.get(c)
+                && in_range(n)
+                && !self.host.foreign_tables.contains(&n)
+                && used.insert(n)
+            {
+                out.insert(*c, n);
+            }
+        }
+        // Tables of CIDRs that are going away still hold routes until cleaned: do not reuse them.
+        let reserved: BTreeSet<u32> = self.host.existing_subnet_tables.values().copied().collect();
+        let mut next = t.subnet_first;
+        for c in wanted {
+            if out.contains_key(c) {
+                continue;
+            }
+            while next <= t.subnet_last
+                && (!in_range(next)
+                    || used.contains(&next)
+                    || reserved.contains(&next)
+                    || self.host.foreign_tables.contains(&next))
+            {
+                next += 1;
+            }
+            if next > t.subnet_last {
+                self.problem(
+                    "config",
+                    format!("no free routing table left for subnet {c}"),
+                );
+                continue;
+            }
+            used.insert(next);
+            out.insert(*c, next);
+        }
+        out
+    }
+
+    fn plan_tables(&mut self, subnets: &[MergedSubnet]) {
+        let t = self.cfg.tables.clone();
+        let vx = self.plan.vxlan.as_ref().map(|v| v.name.clone());
+        for &family in &self.families.clone() {
+            self.plan.rules.insert(PolicyRule {
+                family,
+                priority: t.priority_base,
+                table: t.local_direct,
+                src: None,
+                fwmark: None,
+            });
+            self.plan.rules.insert(PolicyRule {
+                family,
+                priority: t.priority_base + 1,
+                table: t.to_overlay,
+                src: None,
+                fwmark: None,
+            });
+            self.plan.rules.insert(PolicyRule {
+                family,
+                priority: t.priority_base + 2,
+                table: t.overlay_mark,
+                src: None,
+                fwmark: Some((0x20, 0x20)),
+            });
+        }
+        self.plan.owned_tables.insert(t.to_overlay);
+        self.plan.owned_tables.insert(t.overlay_mark);
+
+        // Excludes per CIDR, needed by the overlay tables.
+        let mut excludes: BTreeMap<Cidr, Vec<Cidr>> = BTreeMap::new();
+        for s in subnets {
+            match exclude_blocks(s.cidr, &s.parts) {
+                Ok(x) => {
+                    excludes.insert(s.cidr, x);
+                }
+                Err(e) => self.problem(format!("Subnet/{}", s.names.join(",")), e),
+            }
+        }
+
+        // Table 40000 and 40001.
+        if let Some(vx) = &vx {
+            for s in subnets.iter().filter(|s| s.mode == NetworkMode::Vxlan) {
+                self.route(t.to_overlay, s.cidr, Some(vx), None, None, false);
+                for x in excludes.get(&s.cidr).into_iter().flatten() {
+                    self.throw(t.to_overlay, *x);
+                }
+            }
+            for &family in &self.families.clone() {
+                self.route(
+                    t.overlay_mark,
+                    default_cidr(family),
+                    Some(vx),
+                    None,
+                    None,
+                    false,
+                );
+            }
+        }
+
+        let bgp_iface = if self.bgp_networks().iter().any(|n| self.listed_in(n)) {
+            let prefer = self.cfg.prefer_bgp_interfaces.clone();
+            self.pick_interface(&prefer, "BGP")
+        } else {
+            None
+        };
+        if let Some(b) = &bgp_iface {
+            self.plan.underlay_interfaces.insert(b.clone());
+        }
+        let vlan_parent = if subnets
+            .iter()
+            .any(|s| s.mode == NetworkMode::Vlan && self.network_has_node(&s.network))
+        {
+            let prefer = self.cfg.prefer_vlan_interfaces.clone();
+            self.pick_interface(&prefer, "VLAN parent")
+        } else {
+            None
+        };
+
+        let on_host: Vec<&MergedSubnet> = subnets
+            .iter()
+            .filter(|s| match s.mode {
+                NetworkMode::Vxlan => vx.is_some(),
+                _ => self.network_has_node(&s.network),
+            })
+            .collect();
+        let tables = self.allocate_tables(&on_host.iter().map(|s| s.cidr).collect::<Vec<_>>());
+        for s in on_host {
+            let Some(&table) = tables.get(&s.cidr) else {
+                continue;
+            };
+            let obj = format!("Subnet/{}", s.names.join(","));
+            let planned = match s.mode {
+                NetworkMode::Vxlan => {
+                    let Some(vx) = &vx else { continue };
+                    if s.auto_nat {
+                        for u in subnets.iter().filter(|u| {
+                            u.network_type == NetworkType::Underlay
+                                && u.cidr.version == s.cidr.version
+                        }) {
+                            self.route(table, u.cidr, Some(vx), None, None, false);
+                            for x in excludes.get(&u.cidr).into_iter().flatten() {
+                                self.throw(table, *x);
+                            }
+                        }
+                    } else {
+                        self.route(
+                            table,
+                            default_cidr(s.cidr.version),
+                            Some(vx),
+                            None,
+                            None,
+                            false,
+                        );
+                    }
+                    true
+                }
+                NetworkMode::Vlan => self.plan_vlan_table(s, table, vlan_parent.as_deref(), &obj),
+                NetworkMode::Bgp | NetworkMode::GlobalBgp => {
+                    self.plan_bgp_table(s, table, bgp_iface.as_deref(), &obj)
+                }
+            };
+            if !planned {
+                continue;
+            }
+            self.plan.owned_tables.insert(table);
+            self.plan.subnet_tables.insert(
+                s.cidr,
+                SubnetTable {
+                    table,
+                    network: s.network.clone(),
+                    mode: s.mode,
+                    auto_nat_outgoing: s.auto_nat,
+                },
+            );
+            self.plan.rules.insert(PolicyRule {
+                family: s.cidr.version,
+                priority: t.priority_base + 3,
+                table,
+                src: Some(s.cidr),
+                fwmark: Some((0, 0x4040)),
+            });
+        }
+    }
+
+    fn plan_vlan_table(
+        &mut self,
+        s: &MergedSubnet,
+        table: u32,
+        parent: Option<&str>,
+        obj: &str,
+    ) -> bool {
+        let Some(parent) = parent else { return false };
+        let Some(link) = vlan_link(parent, s.net_id) else {
+            self.problem(
+                obj,
+                format!(
+                    "VLAN id {:?} on parent {parent} is not usable (id 0..=4094, name <= {MAX_IFNAME} bytes)",
+                    s.net_id
+                ),
+            );
+            return false;
+        };
+        // "Pod in the node's subnet": copy the node's address as source of the direct route.
+        let src = self.interfaces.get(link.name.as_str()).and_then(|i| {
+            i.addresses
+                .iter()
+                .find(|a| !a.noprefixroute && s.cidr.contains(a.ip))
+                .map(|a| a.ip)
+        });
+        self.route(table, s.cidr, Some(&link.name), None, src, true);
+        match s.gateway {
+            Some(gw) => self.route(
+                table,
+                default_cidr(s.cidr.version),
+                Some(&link.name),
+                Some(gw),
+                None,
+                false,
+            ),
+            None => self.problem(
+                obj,
+                "VLAN subnet has no gateway: no default route in its table",
+            ),
+        }
+        self.plan.underlay_interfaces.insert(link.name.clone());
+        self.plan.vlan_links.insert(link);
+        true
+    }
+
+    fn plan_bgp_table(
+        &mut self,
+        s: &MergedSubnet,
+        table: u32,
+        bgp_iface: Option<&str>,
+        obj: &str,
+    ) -> bool {
+        let Some(dev) = bgp_iface else { return false };
+        let peers: Vec<IpAddr> = self
+            .bgp_networks()
+            .iter()
+            .filter(|n| self.listed_in(n))
+            .flat_map(|n| n.spec.bgp_peers().iter())
+            .filter(|p| !p.does_not_route_traffic.unwrap_or(false))
+            .filter_map(|p| parse_ip(&p.address).ok())
+            .filter(|ip| IpVersion::of(ip) == s.cidr.version)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let gateway = match peers.as_slice() {
+            [one] => Some((*one, dev.to_string())),
+            [] => self
+                .host
+                .main_routes
+                .iter()
+                .filter(|r| r.dst == default_cidr(s.cidr.version))
+                .find_map(|r| Some((r.gateway?, r.dev.clone()?))),
+            many => {
+                self.problem(
+                    obj,
+                    format!("more than one BGP peer routes traffic ({many:?}); set doesNotRouteTraffic on all but one"),
+                );
+                return false;
+            }
+        };
+        match gateway {
+            Some((gw, d)) => self.route(
+                table,
+                default_cidr(s.cidr.version),
+                Some(&d),
+                Some(gw),
+                None,
+                false,
+            ),
+            None => self.problem(
+                obj,
+                "no BGP peer routes traffic and the main table has no default route",
+            ),
+        }
+        true
+    }
+
+    fn route(
+        &mut self,
+        table: u32,
+        dst: Cidr,
+        dev: Option<&String>,
+        via: Option<IpAddr>,
+        src: Option<IpAddr>,
+        scope_link: bool,
+    ) {
+        self.plan.routes.insert(PlannedRoute {
+            table,
+            dst,
+            kind: RouteKind::Unicast,
+            dev: dev.cloned(),
+            via,
+            src,
+            scope_link,
+        });
+    }
+
+    fn throw(&mut self, table: u32, dst: Cidr) {
+        self.plan.routes.insert(PlannedRoute {
+            table,
+            dst,
+            kind: RouteKind::Throw,
+            dev: None,
+            via: None,
+            src: None,
+            scope_link: false,
+        });
+    }
+
+    fn plan_sysctls(&mut self) {
+        let mut set = |k: String, v: &str| {
+            self.plan.sysctls.insert(k, v.to_string());
+        };
+        set("net/ipv4/ip_forward".into(), "1");
+        set("net/ipv4/conf/all/rp_filter".into(), "0");
+        set("net/ipv4/conf/default/rp_filter".into(), "0");
+        set("net/ipv4/conf/all/arp_filter".into(), "0");
+        let mut devs: BTreeSet<String> = self
+            .host
+            .interfaces
+            .iter()
+            .filter(|i| !is_container_link(&i.name))
+            .map(|i| i.name.clone())
+            .collect();
+        devs.extend(self.plan.vlan_links.iter().map(|l| l.name.clone()));
+        if let Some(vx) = &self.plan.vxlan {
+            devs.insert(vx.name.clone());
+        }
+        for d in &devs {
+            set(format!("net/ipv4/conf/{d}/rp_filter"), "0");
+        }
+        if self.families.contains(&IpVersion::V6) {
+            set("net/ipv6/conf/all/forwarding".into(), "1");
+            let v6_proxy_devs: BTreeSet<String> = self
+                .plan
+                .proxy_neighbours
+                .iter()
+                .filter(|p| p.ip.is_ipv6())
+                .map(|p| p.dev.clone())
+                .collect();
+            for d in v6_proxy_devs {
+                set(format!("net/ipv6/conf/{d}/proxy_ndp"), "1");
+            }
+            if let Some(vx) = &self.plan.vxlan {
+                set(format!("net/ipv6/conf/{}/accept_ra", vx.name), "0");
+            }
+        }
+    }
+}
+
+/// The VLAN forward interface for a VLAN id (`None` id and 0 mean the parent itself).
+pub fn vlan_link(parent: &str, net_id: Option<i32>) -> Option<VlanLink> {
+    let id = net_id.unwrap_or(0);
+    if !(0..=4094).contains(&id) {
+        return None;
+    }
+    let name = if id == 0 {
+        parent.to_string()
+    } else {
+        format!("{parent}.{id}")
+    };
+    (name.len() <= MAX_IFNAME).then(|| VlanLink {
+        name,
+        parent: parent.to_string(),
+        id: id as u16,
+    })
+}
+
+/// What the nftables renderer needs to know about subnets.
+pub struct SubnetView {
+    pub cidr: Cidr,
+    pub mode: NetworkMode,
+    pub network_type: NetworkType,
+    pub auto_nat: bool,
+    /// The subnet's network includes this node.
+    pub on_node: bool,
+}

@@ -1,0 +1,372 @@
+//! Plain-data types of the plan: what the planner reads (API objects and host facts) and what it
+//! produces (the desired data plane). Everything is ordered (`BTreeMap`/`BTreeSet`) so that a plan
+//! is deterministic and two plans compare equal exactly when they program the same state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use hybridnet_api::ipmath::Cidr;
+use hybridnet_api::v1::{IPInstance, IpVersion, Network, NetworkMode, NodeInfo, Subnet};
+use serde::{Deserialize, Serialize};
+
+/// An Ethernet address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl MacAddr {
+    /// The destination MAC upstream rewrites broadcast/multicast frames to on the VXLAN device; one
+    /// FDB entry per remote VTEP carries it (head-end replication without an all-zero entry).
+    pub const VXLAN_BROADCAST: MacAddr = MacAddr([0xff, 0xff, 0xff, 0xff, 0xff, 0xf1]);
+
+    pub fn is_zero(&self) -> bool {
+        self.0 == [0; 6]
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(format!("{s:?} is not a MAC address (want 6 hex octets)"));
+        }
+        let mut out = [0u8; 6];
+        for (o, p) in out.iter_mut().zip(&parts) {
+            if p.is_empty() || p.len() > 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("{s:?} is not a MAC address (bad octet {p:?})"));
+            }
+            *o = u8::from_str_radix(p, 16).map_err(|e| format!("{s:?}: {e}"))?;
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+/// The API objects the plan is computed from (snapshots of the agent's watch caches).
+#[derive(Clone, Debug, Default)]
+pub struct ApiState {
+    /// This node's name.
+    pub node_name: String,
+    /// Addresses from this Node's `.status.addresses` (any type); see [`node_status_addresses`].
+    ///
+    /// [`node_status_addresses`]: super::node_status_addresses
+    pub node_addresses: Vec<IpAddr>,
+    pub networks: Vec<Network>,
+    pub subnets: Vec<Subnet>,
+    /// All IPInstances of the cluster (local ones give proxy entries and local routes, remote ones
+    /// give VXLAN neighbour entries).
+    pub ip_instances: Vec<IPInstance>,
+    pub node_infos: Vec<NodeInfo>,
+}
+
+/// One address configured on a host interface.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostAddress {
+    pub ip: IpAddr,
+    pub prefix: u8,
+    /// `IFA_F_NOPREFIXROUTE` is set (such addresses are not the node's "normal" subnet addresses).
+    pub noprefixroute: bool,
+}
+
+/// One network interface of the host namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostInterface {
+    pub name: String,
+    pub index: u32,
+    pub mac: Option<MacAddr>,
+    pub mtu: u32,
+    pub up: bool,
+    pub addresses: Vec<HostAddress>,
+}
+
+/// A route of the host's main table (only what routing decisions need).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostRoute {
+    pub dst: Cidr,
+    pub gateway: Option<IpAddr>,
+    pub dev: Option<String>,
+    pub src: Option<IpAddr>,
+}
+
+/// What the planner needs to know about the host.
+#[derive(Clone, Debug, Default)]
+pub struct HostState {
+    pub interfaces: Vec<HostInterface>,
+    /// Routes of the main table (default routes pick the fallback interfaces; `trace` resolves with them).
+    pub main_routes: Vec<HostRoute>,
+    /// Per-subnet tables already programmed (read back from the subnet rules): kept across restarts so
+    /// that adding a subnet never renumbers the tables of others.
+    pub existing_subnet_tables: BTreeMap<Cidr, u32>,
+    /// Table ids in the subnet range that hold routes hybridnet did not create; never allocated.
+    pub foreign_tables: BTreeSet<u32>,
+    /// IPv6 is enabled in this namespace (`/proc/sys/net/ipv6` exists and is not disabled).
+    pub ipv6_enabled: bool,
+}
+
+/// Routing table numbers and rule priorities.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableConfig {
+    pub local_direct: u32,
+    pub to_overlay: u32,
+    pub overlay_mark: u32,
+    /// First and last table id for per-subnet tables (inclusive).
+    pub subnet_first: u32,
+    pub subnet_last: u32,
+    /// Priority of the local-direct rule; to-overlay, overlay-mark and the subnet rules follow at
+    /// +1, +2 and +3. Upstream took "the first free priority after `lookup local`"; fixed priorities
+    /// make the plan deterministic and let the agent recognise its rules after a restart.
+    pub priority_base: u32,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        Self {
+            local_direct: 39999,
+            to_overlay: 40000,
+            overlay_mark: 40001,
+            subnet_first: 10000,
+            subnet_last: 39998,
+            priority_base: 1000,
+        }
+    }
+}
+
+/// Agent configuration that shapes the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanConfig {
+    pub prefer_vlan_interfaces: Vec<String>,
+    pub prefer_vxlan_interfaces: Vec<String>,
+    pub prefer_bgp_interfaces: Vec<String>,
+    pub vxlan_udp_port: u16,
+    /// The VTEP address must lie in one of these (upstream `--vtep-address-cidrs`).
+    pub vtep_address_cidrs: Vec<Cidr>,
+    /// Addresses in these are published as node-local VXLAN IPs too.
+    pub extra_node_local_vxlan_ip_cidrs: Vec<Cidr>,
+    pub tables: TableConfig,
+}
+
+impl Default for PlanConfig {
+    fn default() -> Self {
+        Self {
+            prefer_vlan_interfaces: Vec::new(),
+            prefer_vxlan_interfaces: Vec::new(),
+            prefer_bgp_interfaces: Vec::new(),
+            vxlan_udp_port: 8472,
+            vtep_address_cidrs: vec![
+                Cidr {
+                    version: IpVersion::V4,
+                    network: 0,
+                    prefix: 0,
+                },
+                Cidr {
+                    version: IpVersion::V6,
+                    network: 0,
+                    prefix: 0,
+                },
+            ],
+            extra_node_local_vxlan_ip_cidrs: Vec::new(),
+            tables: TableConfig::default(),
+        }
+    }
+}
+
+/// A policy routing rule (`ip rule`). All rules have action "lookup table".
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyRule {
+    pub family: IpVersion,
+    pub priority: u32,
+    pub table: u32,
+    pub src: Option<Cidr>,
+    /// `fwmark value/mask`.
+    pub fwmark: Option<(u32, u32)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RouteKind {
+    Unicast,
+    /// `type throw`: the lookup leaves this table and continues with the next rule.
+    Throw,
+}
+
+/// A route in one of hybridnet's tables.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PlannedRoute {
+    pub table: u32,
+    pub dst: Cidr,
+    pub kind: RouteKind,
+    pub dev: Option<String>,
+    pub via: Option<IpAddr>,
+    pub src: Option<IpAddr>,
+    /// `scope link` (direct routes of VLAN subnets); otherwise universe.
+    pub scope_link: bool,
+}
+
+impl PlannedRoute {
+    pub fn family(&self) -> IpVersion {
+        self.dst.version
+    }
+}
+
+/// The VXLAN device of the overlay network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanDevice {
+    pub name: String,
+    pub vni: u32,
+    pub parent: String,
+    pub local: IpAddr,
+    pub port: u16,
+    /// Same as the parent's MAC (remote nodes address inner frames to it).
+    pub mac: MacAddr,
+    pub mtu: u32,
+}
+
+/// A permanent FDB entry on the VXLAN device: frames to `mac` are sent to VTEP `dst`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FdbEntry {
+    pub mac: MacAddr,
+    pub dst: IpAddr,
+}
+
+/// `ip neigh add proxy <ip> dev <dev>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProxyNeighbour {
+    pub dev: String,
+    pub ip: IpAddr,
+}
+
+/// A VLAN forward interface. `id == 0` is the parent itself (untagged): nothing is created, the
+/// parent is only set up.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VlanLink {
+    pub name: String,
+    pub parent: String,
+    pub id: u16,
+}
+
+/// A pod of this node as the data plane sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalPod {
+    pub namespace: String,
+    pub pod: String,
+    pub veth: String,
+    pub network: String,
+    pub subnet: String,
+    pub terminating: bool,
+}
+
+/// Where a pod subnet is and what its table does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubnetTable {
+    pub table: u32,
+    pub network: String,
+    pub mode: NetworkMode,
+    pub auto_nat_outgoing: bool,
+}
+
+/// The nftables part: element sets per family and the full ruleset text for `nft -f -`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NftPlan {
+    /// Set name (e.g. `overlay_net4`) -> elements (CIDRs or addresses as text).
+    pub sets: BTreeMap<String, BTreeSet<String>>,
+    /// One `nft -f` transaction that (re)creates `table inet hybridnet` atomically.
+    pub script: String,
+}
+
+/// This node's VTEP as published in its NodeInfo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedVtep {
+    pub ip: IpAddr,
+    pub mac: MacAddr,
+    pub local_ips: Vec<IpAddr>,
+}
+
+/// Something in the input the planner could not use; the rest of the plan is still built.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PlanProblem {
+    /// `kind/name` of the object (or `host`/`config`).
+    pub object: String,
+    pub message: String,
+}
+
+impl fmt::Display for PlanProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.object, self.message)
+    }
+}
+
+/// The desired data plane of one node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataPlanePlan {
+    /// `/proc/sys` relative path (`net/ipv4/ip_forward`, interface names kept verbatim) -> value.
+    pub sysctls: BTreeMap<String, String>,
+    pub rules: BTreeSet<PolicyRule>,
+    /// Routes of every hybridnet table, including the local-direct table.
+    pub routes: BTreeSet<PlannedRoute>,
+    /// Tables whose whole content hybridnet owns (to-overlay, overlay-mark, subnet tables).
+    pub owned_tables: BTreeSet<u32>,
+    pub local_direct_table: u32,
+    pub subnet_tables: BTreeMap<Cidr, SubnetTable>,
+    pub vxlan: Option<VxlanDevice>,
+    /// Node-local addresses put on the VXLAN device (`noprefixroute`, host prefix).
+    pub vxlan_addresses: BTreeSet<IpAddr>,
+    pub fdb: BTreeSet<FdbEntry>,
+    /// Stale FDB entries may be removed only when every overlay node has published its NodeInfo
+    /// (avoids flapping while nodes join, upstream 5.7 step 6).
+    pub fdb_prune: bool,
+    /// Permanent neighbour entries on the VXLAN device: remote pod and node IP -> remote VTEP MAC.
+    pub vxlan_neighbours: BTreeMap<IpAddr, MacAddr>,
+    /// Remote address -> the node that owns it (for `trace`).
+    pub remote_owner: BTreeMap<IpAddr, String>,
+    /// Remote VTEP MAC -> (VTEP IP, node name).
+    pub remote_vteps: BTreeMap<MacAddr, (IpAddr, String)>,
+    pub proxy_neighbours: BTreeSet<ProxyNeighbour>,
+    /// Proxy entries on non-hybridnet devices are removed only inside these (cluster pod CIDRs).
+    pub cluster_cidrs: BTreeSet<Cidr>,
+    pub vlan_links: BTreeSet<VlanLink>,
+    /// Interfaces whose traffic to local underlay nets (not local pods) is dropped (loop guard).
+    pub underlay_interfaces: BTreeSet<String>,
+    pub local_pods: BTreeMap<IpAddr, LocalPod>,
+    /// This node's own addresses (local delivery in `trace`).
+    pub node_local_ips: BTreeSet<IpAddr>,
+    /// The node-local IPs of every node of the cluster (this one included), from the NodeInfos.
+    pub cluster_node_ips: BTreeSet<IpAddr>,
+    pub main_routes: Vec<HostRoute>,
+    pub nft: NftPlan,
+    pub published_vtep: Option<PublishedVtep>,
+    pub problems: Vec<PlanProblem>,
+}
+
+impl DataPlanePlan {
+    pub fn rules_of(&self, family: IpVersion) -> impl Iterator<Item = &PolicyRule> {
+        self.rules.iter().filter(move |r| r.family == family)
+    }
+
+    pub fn routes_in(&self, table: u32) -> impl Iterator<Item = &PlannedRoute> {
+        self.routes.iter().filter(move |r| r.table == table)
+    }
+}
