@@ -1,0 +1,321 @@
+//! The speaker's driver against a scripted peer on loopback (no root needed): checks what
+//! bird and gobgpd do not show directly — message order (OPEN, KEEPALIVE, full table, then
+//! End-of-RIB per family), incremental UPDATEs, the NOTIFICATION answering a malformed
+//! UPDATE, reconnection with a flap counted, and Cease on shutdown.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use hybridnet_bgp::wire::{
+    AfiSafi, Capability, Codec, Family, Message, MpReach, MpUnreach, NO_EXPORT, Notification, Open,
+    PathAttribute, Update, decode_message, notif,
+};
+use hybridnet_bgp::{Announcement, BgpSpeaker, Communities, PeerConfig, SpeakerConfig, State};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const STEP: Duration = Duration::from_secs(10);
+
+struct Peer {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    codec: Codec,
+}
+
+impl Peer {
+    async fn accept(listener: &TcpListener) -> Peer {
+        let (stream, _) = tokio::time::timeout(STEP, listener.accept())
+            .await
+            .expect("speaker did not connect")
+            .unwrap();
+        Peer {
+            stream,
+            buf: Vec::new(),
+            codec: Codec::default(),
+        }
+    }
+
+    /// The next message, or None when the speaker closed the connection.
+    async fn recv(&mut self) -> Option<Message> {
+        loop {
+            if let Some((msg, used)) = decode_message(&self.buf, self.codec).unwrap() {
+                self.buf.drain(..used);
+                return Some(msg);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(STEP, self.stream.read(&mut chunk))
+                .await
+                .expect("no message from the speaker")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    async fn send(&mut self, msg: Message) {
+        self.send_raw(&msg.encode(Codec::default()).unwrap()).await;
+    }
+
+    /// Accepts the OPEN, answers with ours and completes the handshake.
+    async fn handshake(&mut self) -> Open {
+        let Some(Message::Open(open)) = self.recv().await else {
+            panic!("expected OPEN")
+        };
+        self.send(Message::Open(Open::new(
+            65000,
+            30,
+            Ipv4Addr::new(198, 18, 0, 1),
+            vec![
+                Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
+                Capability::Multiprotocol(AfiSafi::IPV6_UNICAST),
+                Capability::FourOctetAs(65000),
+            ],
+        )))
+        .await;
+        self.send(Message::Keepalive).await;
+        assert_eq!(self.recv().await, Some(Message::Keepalive));
+        open
+    }
+
+    /// UPDATEs until End-of-RIB for both families, skipping keepalives.
+    async fn updates_until_eor(&mut self) -> Vec<Update> {
+        let mut out = Vec::new();
+        let mut eor = BTreeSet::new();
+        while eor.len() < 2 {
+            match self.recv().await {
+                Some(Message::Update(u)) => match u.end_of_rib_family() {
+                    Some(f) => {
+                        eor.insert(f);
+                    }
+                    None => {
+                        assert!(eor.is_empty(), "routes after End-of-RIB: {u:?}");
+                        out.push(u);
+                    }
+                },
+                Some(Message::Keepalive) => {}
+                other => panic!("expected UPDATE, got {other:?}"),
+            }
+        }
+        out
+    }
+
+    async fn next_update(&mut self) -> Update {
+        loop {
+            match self.recv().await {
+                Some(Message::Update(u)) => return u,
+                Some(Message::Keepalive) => {}
+                other => panic!("expected UPDATE, got {other:?}"),
+            }
+        }
+    }
+
+    async fn next_notification(&mut self) -> Notification {
+        loop {
+            match self.recv().await {
+                Some(Message::Notification(n)) => return n,
+                Some(_) => {}
+                None => panic!("connection closed without NOTIFICATION"),
+            }
+        }
+    }
+}
+
+fn ann(p: &str, c: Communities) -> Announcement {
+    Announcement::new(p.parse().unwrap(), c)
+}
+
+fn announced(updates: &[Update]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for u in updates {
+        out.extend(u.nlri.iter().map(|p| p.to_string()));
+        for a in &u.attributes {
+            if let PathAttribute::MpReach(MpReach::V6 { nlri, .. }) = a {
+                out.extend(nlri.iter().map(|p| p.to_string()));
+            }
+        }
+    }
+    out
+}
+
+fn withdrawn(u: &Update) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = u.withdrawn.iter().map(|p| p.to_string()).collect();
+    for a in &u.attributes {
+        if let PathAttribute::MpUnreach(MpUnreach::V6(w)) = a {
+            out.extend(w.iter().map(|p| p.to_string()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn driver_sends_table_then_eor_then_increments_and_answers_errors() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut config = SpeakerConfig::new(65001, Ipv4Addr::new(198, 18, 0, 2));
+    config.local_v4 = Some(Ipv4Addr::LOCALHOST);
+    config.local_v6 = Some(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2));
+    config.peer_port = port;
+    config.retry_initial = Duration::from_millis(100);
+    let speaker = BgpSpeaker::new(config).unwrap();
+    speaker.set_routes(
+        [
+            ann("198.19.0.5/32", Communities::NoExport),
+            ann("198.19.0.0/24", Communities::None),
+            ann("fd00:1::5/128", Communities::NoExport),
+        ]
+        .into(),
+    );
+    let mut p = PeerConfig::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 65000);
+    p.graceful_restart_seconds = Some(90);
+    speaker.set_peers(vec![p]).unwrap();
+
+    let mut peer = Peer::accept(&listener).await;
+    let open = peer.handshake().await;
+    assert_eq!(open.asn(), 65001);
+    assert_eq!(open.graceful_restart().unwrap().restart_time, 90);
+
+    let table = peer.updates_until_eor().await;
+    assert_eq!(
+        announced(&table),
+        ["198.19.0.0/24", "198.19.0.5/32", "fd00:1::5/128"]
+            .map(String::from)
+            .into()
+    );
+    for u in &table {
+        let no_export = u
+            .attributes
+            .iter()
+            .any(|a| *a == PathAttribute::Communities(vec![NO_EXPORT]));
+        let subnet = u.nlri.iter().any(|p| p.len() == 24);
+        assert_eq!(no_export, !subnet, "{u:?}");
+    }
+    assert!(
+        speaker
+            .wait_for(STEP, |s| s.peer_states()[0].prefixes_announced == 3)
+            .await
+    );
+
+    // Incremental change: one withdrawal, one new route.
+    speaker.set_routes(
+        [
+            ann("198.19.0.0/24", Communities::None),
+            ann("fd00:1::5/128", Communities::NoExport),
+            ann("198.19.0.7/32", Communities::NoExport),
+        ]
+        .into(),
+    );
+    let w = peer.next_update().await;
+    assert_eq!(withdrawn(&w), ["198.19.0.5/32".to_string()].into());
+    let a = peer.next_update().await;
+    assert_eq!(announced(&[a]), ["198.19.0.7/32".to_string()].into());
+
+    // A malformed UPDATE (NLRI without NEXT_HOP) is answered with UPDATE error / missing
+    // well-known attribute, and the session restarts.
+    let bad = Update {
+        attributes: vec![
+            PathAttribute::Origin(hybridnet_bgp::wire::Origin::Igp),
+            PathAttribute::AsPath(vec![]),
+        ],
+        nlri: vec![match "10.0.0.0/8".parse().unwrap() {
+            hybridnet_bgp::Prefix::V4(p) => p,
+            _ => unreachable!(),
+        }],
+        ..Update::default()
+    };
+    peer.send(Message::Update(bad)).await;
+    let n = peer.next_notification().await;
+    assert_eq!((n.code, n.subcode, n.data.clone()), (3, 3, vec![3]), "{n}");
+    assert_eq!(peer.recv().await, None, "speaker closes after NOTIFICATION");
+
+    let mut peer = Peer::accept(&listener).await;
+    let open = peer.handshake().await;
+    assert!(
+        !open.graceful_restart().unwrap().restart_state,
+        "R bit only on the first session"
+    );
+    let table = peer.updates_until_eor().await;
+    assert_eq!(announced(&table).len(), 3);
+    let states = speaker.peer_states();
+    assert_eq!(states[0].flaps, 1);
+    assert_eq!(states[0].state, State::Established);
+
+    // Garbage on the wire: connection not synchronized.
+    peer.send_raw(&[0u8; 19]).await;
+    let n = peer.next_notification().await;
+    assert_eq!((n.code, n.subcode), (1, 1));
+
+    // Graceful shutdown: Cease / administrative shutdown.
+    let mut peer = Peer::accept(&listener).await;
+    peer.handshake().await;
+    peer.updates_until_eor().await;
+    let shutdown = tokio::spawn(speaker.shutdown(STEP));
+    let n = peer.next_notification().await;
+    assert_eq!(
+        (n.code, n.subcode),
+        (notif::CEASE, notif::CEASE_ADMINISTRATIVE_SHUTDOWN)
+    );
+    shutdown.await.unwrap();
+}
+
+#[tokio::test]
+async fn families_the_peer_lacks_are_not_sent() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = SpeakerConfig::new(65001, Ipv4Addr::new(198, 18, 0, 2));
+    config.local_v4 = Some(Ipv4Addr::LOCALHOST);
+    config.local_v6 = Some(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2));
+    config.peer_port = listener.local_addr().unwrap().port();
+    let speaker = BgpSpeaker::new(config).unwrap();
+    let v6: hybridnet_bgp::Prefix = "fd00:1::5/128".parse().unwrap();
+    speaker.set_routes(
+        [
+            ann("198.19.0.5/32", Communities::NoExport),
+            Announcement::new(v6, Communities::NoExport),
+        ]
+        .into(),
+    );
+    speaker
+        .set_peers(vec![PeerConfig::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            65000,
+        )])
+        .unwrap();
+    let mut peer = Peer::accept(&listener).await;
+    let Some(Message::Open(_)) = peer.recv().await else {
+        panic!("expected OPEN")
+    };
+    // An old-style peer: no capabilities, so IPv4 unicast only and 2-octet ASNs.
+    peer.send(Message::Open(Open::new(
+        65000,
+        0,
+        Ipv4Addr::new(198, 18, 0, 1),
+        vec![],
+    )))
+    .await;
+    peer.send(Message::Keepalive).await;
+    assert_eq!(peer.recv().await, Some(Message::Keepalive));
+    peer.codec = Codec {
+        four_octet_as: false,
+    };
+    let mut routes = Vec::new();
+    loop {
+        let u = peer.next_update().await;
+        if u.end_of_rib_family() == Some(Family::Ipv4Unicast) {
+            break;
+        }
+        routes.push(u);
+    }
+    assert_eq!(announced(&routes), ["198.19.0.5/32".to_string()].into());
+    // The IPv6 pod is ready as far as this session goes: it cannot carry IPv6.
+    assert!(
+        speaker
+            .wait_for(STEP, |s| s.is_announced_to_required_peers(&v6))
+            .await
+    );
+}
