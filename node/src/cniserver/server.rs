@@ -1,0 +1,464 @@
+//! The agent's unix-socket server and the request handling behind it.
+
+use std::collections::HashSet;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hybridnet_api::naming;
+use hybridnet_cni::protocol::{
+    AttachmentRequest, FrameError, MAX_FRAME, PROTOCOL_VERSION, encode_frame, frame_len,
+};
+use hybridnet_cni::{
+    AgentCommand, AgentRequest, AgentResponse, CniError, CniResult, ErrorCode, GcAttachment,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+
+use super::addressing::{PodAddressing, cni_result, matching_instances, pod_addressing};
+use super::error::PodNetError;
+use super::locks::KeyedLocks;
+use super::netns::Netns;
+use super::podnet::{self, PodInterfaceSpec, Teardown};
+use super::{AttachmentEvent, CniServerConfig, IpInstanceLookup};
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CniServerError {
+    #[error("CNI socket {path}: {what}: {source}")]
+    Socket {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CNI socket {0}: exists and is not a socket; refusing to remove it")]
+    NotASocket(PathBuf),
+    #[error("node network namespace: {0}")]
+    HostNetns(#[from] PodNetError),
+}
+
+/// Handles agent requests; usable without the socket (the lab and tests call it directly).
+pub struct CniService {
+    lookup: Arc<dyn IpInstanceLookup>,
+    config: CniServerConfig,
+    host: Netns,
+    locks: Arc<KeyedLocks>,
+}
+
+impl CniService {
+    /// Opens the node namespace (`config.host_netns`, else the caller's).
+    pub fn new(
+        lookup: Arc<dyn IpInstanceLookup>,
+        config: CniServerConfig,
+    ) -> Result<CniService, CniServerError> {
+        let host = match &config.host_netns {
+            Some(p) => Netns::open(p)?,
+            None => Netns::current()?,
+        };
+        Ok(CniService {
+            lookup,
+            config,
+            host,
+            locks: KeyedLocks::new(),
+        })
+    }
+
+    /// The node namespace this service programs.
+    pub fn host_netns(&self) -> &Netns {
+        &self.host
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, req: AgentRequest) -> AgentResponse {
+        let started = Instant::now();
+        let command = req.command;
+        let outcome = self.dispatch(&req).await;
+        let code = outcome.as_ref().err().map(|e| e.code);
+        if let Some(o) = &self.config.observer {
+            o.observe(command, started.elapsed(), code);
+        }
+        match &outcome {
+            Ok(_) => {
+                tracing::info!(?command, container_id = req.container_id.as_deref().unwrap_or(""),
+                pod = ?req.pod, elapsed_ms = started.elapsed().as_millis() as u64, "CNI request done")
+            }
+            Err(e) => {
+                tracing::warn!(?command, container_id = req.container_id.as_deref().unwrap_or(""),
+                pod = ?req.pod, code = e.code, error = %e, "CNI request failed")
+            }
+        }
+        match outcome {
+            Ok(r) => AgentResponse::ok(r),
+            Err(e) => AgentResponse::err(e),
+        }
+    }
+
+    async fn dispatch(&self, req: &AgentRequest) -> Result<Option<CniResult>, CniError> {
+        if req.version != PROTOCOL_VERSION {
+            return Err(version_mismatch(req.version));
+        }
+        match req.command {
+            AgentCommand::Status => self.lookup.ready().map(|_| None).map_err(|why| {
+                CniError::new(
+                    ErrorCode::PluginNotAvailable,
+                    format!("hybridnet agent is not ready: {why}"),
+                )
+            }),
+            AgentCommand::Gc => self.gc(req.gc_attachments()?).await.map(|_| None),
+            AgentCommand::Add | AgentCommand::Del | AgentCommand::Check => {
+                let att = req.attachment()?;
+                let _guard = self.locks.lock(att.container_id).await;
+                match req.command {
+                    AgentCommand::Add => self.add(&att).await.map(Some),
+                    AgentCommand::Del => self.del(&att).await.map(|_| None),
+                    _ => self.check(&att).await.map(Some),
+                }
+            }
+        }
+    }
+
+    fn open_pod_netns(&self, att: &AttachmentRequest<'_>) -> Result<Netns, CniError> {
+        let path = att.netns.unwrap_or("");
+        let ns =
+            Netns::open(path).map_err(|e| e.to_cni().with_details(format!("pod {}", att.pod)))?;
+        if ns.same_as(&self.host) {
+            return Err(PodNetError::HostNetns(ns.path().to_path_buf())
+                .to_cni()
+                .with_details(format!("pod {}", att.pod)));
+        }
+        Ok(ns)
+    }
+
+    /// Waits (bounded) until the lookup knows the pod's IPInstances.
+    async fn wait_for_addressing(
+        &self,
+        att: &AttachmentRequest<'_>,
+    ) -> Result<PodAddressing, CniError> {
+        let deadline = Instant::now() + self.config.ipinstance_wait;
+        loop {
+            let all = self.lookup.pod_instances(att.pod);
+            let mine = matching_instances(att.pod, &all);
+            if !mine.is_empty() {
+                return pod_addressing(att.pod, &mine);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(CniError::try_again_later(format!(
+                    "no IPInstance for pod {} on this node after {:.1} s; the hybridnet operator creates it when the pod is scheduled \
+                     (see `kubectl get ipinstances -n {} -l networking.alibaba.com/pod={}` and the operator's log); the runtime will retry",
+                    att.pod,
+                    self.config.ipinstance_wait.as_secs_f64(),
+                    att.pod.namespace,
+                    naming::pod_name_label_value(&att.pod.name),
+                )));
+            }
+            tokio::time::sleep(self.config.ipinstance_poll.min(deadline - now)).await;
+        }
+    }
+
+    fn spec_for(&self, att: &AttachmentRequest<'_>, a: &PodAddressing) -> PodInterfaceSpec {
+        PodInterfaceSpec {
+            container_id: att.container_id.to_string(),
+            ifname: att.ifname.to_string(),
+            host_veth: naming::host_veth_name(&att.pod.namespace, &att.pod.name),
+            mac: a.mac,
+            ipv4: a.ipv4,
+            ipv6: a.ipv6,
+            mtu: self
+                .lookup
+                .network_mtu(&a.network)
+                .unwrap_or(self.config.default_mtu),
+            local_direct_table: self.config.local_direct_table,
+        }
+    }
+
+    async fn add(&self, att: &AttachmentRequest<'_>) -> Result<CniResult, CniError> {
+        let pod_ns = self.open_pod_netns(att)?;
+        let addressing = self.wait_for_addressing(att).await?;
+        let spec = self.spec_for(att, &addressing);
+        podnet::setup_pod_interface(&self.host, &pod_ns, &spec)
+            .await
+            .map_err(|e| e.to_cni().with_details(format!("pod {}", att.pod)))?;
+        self.lookup.attached(&AttachmentEvent {
+            pod: att.pod.clone(),
+            container_id: spec.container_id.clone(),
+            ifname: spec.ifname.clone(),
+            host_veth: spec.host_veth.clone(),
+            addressing: addressing.clone(),
+        });
+        Ok(cni_result(
+            &addressing,
+            &spec.host_veth,
+            att.ifname,
+            att.netns.unwrap_or(""),
+            spec.mtu,
+        ))
+    }
+
+    async fn del(&self, att: &AttachmentRequest<'_>) -> Result<(), CniError> {
+        let host_veth = naming::host_veth_name(&att.pod.namespace, &att.pod.name);
+        let outcome =
+            podnet::teardown_pod_interface(&self.host, &host_veth, att.container_id, att.ifname)
+                .await
+                .map_err(|e| e.to_cni().with_details(format!("pod {}", att.pod)))?;
+        match &outcome {
+            Teardown::NotOurs(alias) => {
+                tracing::info!(%host_veth, %alias, container_id = att.container_id,
+                    "DEL: host veth belongs to another attachment of the pod; left alone")
+            }
+            Teardown::Deleted | Teardown::Gone => self.lookup.detached(att.pod, att.container_id),
+        }
+        Ok(())
+    }
+
+    async fn check(&self, att: &AttachmentRequest<'_>) -> Result<CniResult, CniError> {
+        let pod_ns = self.open_pod_netns(att)?;
+        let all = self.lookup.pod_instances(att.pod);
+        let mine = matching_instances(att.pod, &all);
+        if mine.is_empty() {
+            return Err(CniError::new(
+                ErrorCode::CheckFailed,
+                format!("pod {} has no IPInstance on this node any more", att.pod),
+            ));
+        }
+        let addressing = pod_addressing(att.pod, &mine)?;
+        let spec = self.spec_for(att, &addressing);
+        podnet::check_pod_interface(&self.host, &pod_ns, &spec)
+            .await
+            .map_err(|e| e.to_cni().with_details(format!("pod {}", att.pod)))?;
+        Ok(cni_result(
+            &addressing,
+            &spec.host_veth,
+            att.ifname,
+            att.netns.unwrap_or(""),
+            spec.mtu,
+        ))
+    }
+
+    /// Deletes every hybridnet host veth whose attachment is not in `valid`; keeps going on
+    /// errors and reports them all at the end.
+    async fn gc(&self, valid: &[GcAttachment]) -> Result<(), CniError> {
+        let valid: HashSet<(&str, &str)> = valid
+            .iter()
+            .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+            .collect();
+        let veths = podnet::list_host_veths(&self.host)
+            .await
+            .map_err(|e| e.to_cni())?;
+        let mut errors = Vec::new();
+        for v in veths {
+            let Some((cid, ifname)) = &v.attachment else {
+                continue;
+            };
+            if valid.contains(&(cid.as_str(), ifname.as_str())) {
+                continue;
+            }
+            let _guard = self.locks.lock(cid).await;
+            match podnet::delete_host_veth(&self.host, &v).await {
+                Ok(Teardown::Deleted) => {
+                    tracing::info!(host_veth = %v.name, container_id = %cid, "GC removed a stale pod interface")
+                }
+                Ok(_) => {}
+                Err(e) => errors.push(format!("{}: {e}", v.name)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(CniError::new(
+                ErrorCode::InterfaceSetup,
+                format!("GC could not remove {} stale interface(s)", errors.len()),
+            )
+            .with_details(errors.join("; ")))
+        }
+    }
+}
+
+fn version_mismatch(got: u32) -> CniError {
+    CniError::new(
+        ErrorCode::IncompatibleVersion,
+        format!(
+            "the hybridnet plugin speaks protocol version {got}, this agent {PROTOCOL_VERSION}; install the plugin binary shipped with this agent"
+        ),
+    )
+}
+
+/// The socket server: [`CniServer::bind`] then [`CniServer::run`].
+pub struct CniServer {
+    listener: UnixListener,
+    service: Arc<CniService>,
+    path: PathBuf,
+    in_flight: Arc<Semaphore>,
+}
+
+impl CniServer {
+    /// Creates the socket: parent directory if missing, a stale socket removed (anything else at
+    /// the path is an error), bound under a temporary name, restricted to mode 0600 and renamed
+    /// into place, so no client ever sees a socket with wider permissions.
+    pub fn bind(
+        socket_path: impl AsRef<Path>,
+        lookup: Arc<dyn IpInstanceLookup>,
+        config: CniServerConfig,
+    ) -> Result<CniServer, CniServerError> {
+        let path = socket_path.as_ref().to_path_buf();
+        let err = |what, source| CniServerError::Socket {
+            path: path.clone(),
+            what,
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err("creating its directory", e))?;
+        }
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_socket() => {
+                std::fs::remove_file(&path).map_err(|e| err("removing the stale socket", e))?
+            }
+            Ok(_) => return Err(CniServerError::NotASocket(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err("inspecting the path", e)),
+        }
+        let tmp = path.with_file_name(format!(
+            ".{}.{}.tmp",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("hybridnet.sock"),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        let listener = UnixListener::bind(&tmp).map_err(|e| err("binding", e))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                err("restricting to 0600 and moving into place", e)
+            })?;
+        let in_flight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+        let service = Arc::new(CniService::new(lookup, config)?);
+        tracing::info!(socket = %path.display(), "CNI server listening");
+        Ok(CniServer {
+            listener,
+            service,
+            path,
+            in_flight,
+        })
+    }
+
+    pub fn socket_path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn service(&self) -> Arc<CniService> {
+        self.service.clone()
+    }
+
+    /// Serves until the task is dropped or aborted.
+    pub async fn run(self) -> Result<(), CniServerError> {
+        let me = nix::unistd::geteuid().as_raw();
+        loop {
+            let (stream, _) = match self.listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "CNI socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let permit = match self.in_flight.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
+            };
+            let service = self.service.clone();
+            let read_timeout = service.config.request_read_timeout;
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = serve_connection(stream, &service, me, read_timeout).await {
+                    tracing::warn!(error = %e, "CNI connection failed");
+                }
+            });
+        }
+    }
+}
+
+async fn read_frame_async(s: &mut UnixStream) -> Result<Vec<u8>, FrameError> {
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).await?;
+    let n = frame_len(header)?;
+    let mut body = vec![0u8; n];
+    s.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+async fn serve_connection(
+    mut s: UnixStream,
+    service: &CniService,
+    allowed_uid: u32,
+    read_timeout: Duration,
+) -> Result<(), std::io::Error> {
+    // The socket is 0600 already; refuse any other user that got a descriptor anyway.
+    let uid = s.peer_cred()?.uid();
+    let response = if uid != allowed_uid {
+        AgentResponse::err(CniError::new(
+            ErrorCode::InvalidEnvironment,
+            format!("uid {uid} may not use the hybridnet agent socket"),
+        ))
+    } else {
+        match tokio::time::timeout(read_timeout, read_frame_async(&mut s)).await {
+            Err(_) => AgentResponse::err(CniError::decode(format!(
+                "no complete request within {} s",
+                read_timeout.as_secs()
+            ))),
+            Ok(Err(FrameError::Io(e))) => return Err(e),
+            Ok(Err(e)) => AgentResponse::err(CniError::decode(format!(
+                "request frame: {e} (limit {MAX_FRAME} bytes)"
+            ))),
+            Ok(Ok(body)) => match decode_request(&body) {
+                Ok(req) => service.handle(req).await,
+                Err(e) => AgentResponse::err(e),
+            },
+        }
+    };
+    let body = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
+    let frame = encode_frame(&body).map_err(|e| std::io::Error::other(e.to_string()))?;
+    s.write_all(&frame).await?;
+    s.shutdown().await
+}
+
+/// Version first (so a newer plugin gets "incompatible version", not a decode error).
+fn decode_request(body: &[u8]) -> Result<AgentRequest, CniError> {
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| CniError::decode(format!("request is not JSON: {e}")))?;
+    match v.get("version").and_then(serde_json::Value::as_u64) {
+        Some(n) if n == u64::from(PROTOCOL_VERSION) => {}
+        Some(n) => return Err(version_mismatch(u32::try_from(n).unwrap_or(u32::MAX))),
+        None => return Err(CniError::decode("request has no protocol version")),
+    }
+    serde_json::from_value(v).map_err(|e| CniError::decode(format!("request: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_decoded_version_first() {
+        assert_eq!(decode_request(b"nope").unwrap_err().code, 6);
+        assert_eq!(decode_request(br#"{"command":"ADD"}"#).unwrap_err().code, 6);
+        assert_eq!(
+            decode_request(br#"{"version":2,"command":"FLY"}"#)
+                .unwrap_err()
+                .code,
+            1
+        );
+        assert_eq!(
+            decode_request(br#"{"version":1,"command":"FLY"}"#)
+                .unwrap_err()
+                .code,
+            6
+        );
+        let r = decode_request(br#"{"version":1,"command":"STATUS"}"#).unwrap();
+        assert_eq!(r.command, AgentCommand::Status);
+    }
+}
