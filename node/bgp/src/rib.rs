@@ -95,18 +95,41 @@ impl RibDiff {
     }
 }
 
+/// Walks both sorted maps once (a merge join), so a one-route change costs one pass.
 pub fn diff(current: &AdjRibOut, target: &AdjRibOut) -> RibDiff {
-    RibDiff {
-        announce: target
-            .iter()
-            .filter(|(p, c)| current.get(p) != Some(c))
-            .map(|(p, c)| (*p, *c))
-            .collect(),
-        withdraw: current
-            .keys()
-            .filter(|p| !target.contains_key(p))
-            .copied()
-            .collect(),
+    use std::cmp::Ordering;
+    let mut out = RibDiff::default();
+    let mut cur = current.iter().peekable();
+    let mut tgt = target.iter().peekable();
+    loop {
+        match (cur.peek(), tgt.peek()) {
+            (Some((pc, cc)), Some((pt, ct))) => match pc.cmp(pt) {
+                Ordering::Less => {
+                    out.withdraw.push(**pc);
+                    cur.next();
+                }
+                Ordering::Greater => {
+                    out.announce.push((**pt, **ct));
+                    tgt.next();
+                }
+                Ordering::Equal => {
+                    if cc != ct {
+                        out.announce.push((**pt, **ct));
+                    }
+                    cur.next();
+                    tgt.next();
+                }
+            },
+            (Some((pc, _)), None) => {
+                out.withdraw.push(**pc);
+                cur.next();
+            }
+            (None, Some((pt, ct))) => {
+                out.announce.push((**pt, **ct));
+                tgt.next();
+            }
+            (None, None) => return out,
+        }
     }
 }
 
@@ -293,6 +316,35 @@ mod tests {
         );
         assert_eq!(d.withdraw, vec![p("198.19.0.3/32")]);
         assert!(diff(&target, &target).is_empty());
+    }
+
+    proptest::proptest! {
+        /// Applying the diff to the current table gives the target, and the diff is minimal.
+        #[test]
+        fn diff_transforms_current_into_target(
+            current in proptest::collection::btree_map(0u32..64, proptest::bool::ANY, 0..40),
+            target in proptest::collection::btree_map(0u32..64, proptest::bool::ANY, 0..40),
+        ) {
+            let to_rib = |m: std::collections::BTreeMap<u32, bool>| -> AdjRibOut {
+                m.into_iter()
+                    .map(|(i, ne)| {
+                        let p = Prefix::host(Ipv4Addr::from(0xc613_0000 + i).into());
+                        (p, if ne { Communities::NoExport } else { Communities::None })
+                    })
+                    .collect()
+            };
+            let (current, target) = (to_rib(current), to_rib(target));
+            let d = diff(&current, &target);
+            let mut applied = current.clone();
+            for p in &d.withdraw {
+                proptest::prop_assert!(applied.remove(p).is_some());
+            }
+            for (p, c) in &d.announce {
+                proptest::prop_assert_ne!(current.get(p), Some(c));
+                applied.insert(*p, *c);
+            }
+            proptest::prop_assert_eq!(applied, target);
+        }
     }
 
     #[test]
