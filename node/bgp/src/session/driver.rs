@@ -23,6 +23,9 @@ use crate::rib::{self, AdjRibOut, Announcement, NextHops, UpdateContext};
 use crate::tcp;
 use crate::wire::{Codec, Family, Message, Update, decode_message};
 
+/// How long one message write may block before the connection counts as dead.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Everything one peer task needs.
 #[derive(Debug, Clone)]
 pub struct PeerTaskConfig {
@@ -396,11 +399,18 @@ impl Driver {
         let bytes = msg
             .encode(self.codec())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        match self.conn.as_mut() {
-            Some(conn) => conn.stream.write_all(&bytes).await,
-            None => Err(io::Error::new(
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "no BGP connection",
+            ));
+        };
+        // A peer that stops reading must not wedge this task (timers, stop requests).
+        match tokio::time::timeout(WRITE_TIMEOUT, conn.stream.write_all(&bytes)).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "peer did not accept data within the write timeout",
             )),
         }
     }
