@@ -1,1 +1,37 @@
-//! Applies a plan to the kernel (rtnetlink, nftables): idempotent, touches only what hybridnet owns.
+//! Applies a [`DataPlanePlan`](crate::plan::DataPlanePlan) to the kernel of the namespace the
+//! caller runs in: rtnetlink for links, addresses, FDB, neighbours, routes and rules; `nft -f -`
+//! for the nftables table; `/proc/sys` for sysctls.
+//!
+//! Every step reads what is there, diffs it against the plan and changes only the difference:
+//! nothing is flushed and recreated, so a restarted agent adopts the state it finds and established
+//! pod traffic is never interrupted. Only objects hybridnet owns are ever removed:
+//!
+//! * rules whose table is local-direct/to-overlay/overlay-mark, or a subnet-range table selected by
+//!   `from <cidr> fwmark 0x0/0x4040` (any priority, so rules of the original Go daemon are adopted
+//!   and moved to the fixed priorities);
+//! * routes in to-overlay, overlay-mark and the subnet tables of hybridnet's rules; local-direct
+//!   routes are only added (the CNI ADD path writes them and the kernel drops them with the veth,
+//!   deleting them here would race with a concurrent ADD);
+//! * links named `*.vxlan*`; FDB, neighbour and proxy entries on the VXLAN device; proxy entries on
+//!   VLAN forward interfaces only inside cluster pod CIDRs;
+//! * `table inet hybridnet`.
+//!
+//! nftables: the table is replaced by one `nft -f -` transaction. The kernel commits it atomically
+//! (no packet sees a half-built table) and NAT state lives in conntrack, so established connections
+//! keep their translation. Piping text to the `nft` binary was chosen over the `nftables` crate
+//! (which also shells out to `nft -j`): the rendered script is readable in logs and tests, and the
+//! one transaction is exactly the atomicity we need. The apply is skipped when the script and the
+//! kernel's listing of the table are unchanged since the last apply.
+
+mod apply;
+mod host;
+pub mod kernel;
+pub mod netns;
+mod nft;
+mod sysctl;
+
+pub use apply::{Applier, ApplyReport};
+pub use host::{ipv6_enabled, read_host_state};
+pub use kernel::KernelError;
+pub use nft::{NftRunner, nft_list_table};
+pub use sysctl::{read_sysctl, write_sysctl};

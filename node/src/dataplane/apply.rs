@@ -1,0 +1,791 @@
+//! The diffing apply. See the module docs of `dataplane` for what is owned.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use hybridnet_api::ipmath::u128_to_ip;
+use hybridnet_api::v1::IpVersion;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
+use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
+use rtnetlink::packet_route::route::{RouteProtocol, RouteScope, RouteType};
+use rtnetlink::packet_route::rule::RuleAction;
+use rtnetlink::{Handle, LinkUnspec, LinkVlan, LinkVxlan, RouteMessageBuilder};
+use tracing::{debug, info, warn};
+
+use super::host::{is_owned_rule, is_subnet_rule};
+use super::kernel::{self, EEXIST, ENOENT, ESRCH, KernelError, KernelLink, errno};
+use super::nft::NftRunner;
+use super::sysctl::write_sysctl;
+use crate::plan::{DataPlanePlan, PlannedRoute, PolicyRule, RouteKind, TableConfig, VxlanDevice};
+
+/// What one apply changed, per object kind, and what failed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// kind -> (added or replaced, removed)
+    pub changes: BTreeMap<&'static str, (usize, usize)>,
+    /// Failures of single objects; the rest of the plan was still applied.
+    pub errors: Vec<String>,
+}
+
+impl ApplyReport {
+    fn add(&mut self, kind: &'static str) {
+        self.changes.entry(kind).or_default().0 += 1;
+    }
+    fn del(&mut self, kind: &'static str) {
+        self.changes.entry(kind).or_default().1 += 1;
+    }
+    fn fail(&mut self, e: impl std::fmt::Display) {
+        let s = e.to_string();
+        warn!(error = %s, "data plane object not applied");
+        self.errors.push(s);
+    }
+    /// Nothing was changed.
+    pub fn is_noop(&self) -> bool {
+        self.changes.values().all(|(a, d)| *a == 0 && *d == 0)
+    }
+    pub fn total_changes(&self) -> usize {
+        self.changes.values().map(|(a, d)| a + d).sum()
+    }
+}
+
+/// Applies plans; keeps the nftables state of the last apply.
+pub struct Applier {
+    handle: Handle,
+    tables: TableConfig,
+    nft: NftRunner,
+}
+
+fn ignore_exists(r: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
+    match r {
+        Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+        other => other,
+    }
+}
+
+fn ignore_missing(r: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
+    match r {
+        Err(e) if matches!(errno(&e), Some(ENOENT) | Some(ESRCH)) => Ok(()),
+        other => other,
+    }
+}
+
+fn host_prefix(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
+impl Applier {
+    pub fn new(handle: Handle, tables: TableConfig, nft: NftRunner) -> Self {
+        Self {
+            handle,
+            tables,
+            nft,
+        }
+    }
+
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Brings the kernel to `plan`. Single objects that fail are reported, not fatal; a failure to
+    /// read kernel state is.
+    pub async fn apply(&mut self, plan: &DataPlanePlan) -> Result<ApplyReport, KernelError> {
+        let mut rep = ApplyReport::default();
+        let h = self.handle.clone();
+        let mut families = vec![IpVersion::V4];
+        if super::host::ipv6_enabled() {
+            families.push(IpVersion::V6);
+        }
+        // Forwarding first: nothing below works without it.
+        for key in ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"] {
+            if let Some(v) = plan.sysctls.get(key) {
+                match write_sysctl(key, v) {
+                    Ok(true) => rep.add("sysctl"),
+                    Ok(false) => {}
+                    Err(e) => rep.fail(e),
+                }
+            }
+        }
+
+        let mut links = kernel::links(&h).await?;
+        let mut changed_links = self.apply_links(plan, &links, &mut rep).await;
+        if changed_links {
+            links = kernel::links(&h).await?;
+        }
+        changed_links |= self.apply_vxlan_addresses(plan, &links, &mut rep).await;
+        if changed_links {
+            links = kernel::links(&h).await?;
+        }
+        let index: BTreeMap<String, u32> = links
+            .iter()
+            .map(|l| (l.iface.name.clone(), l.iface.index))
+            .collect();
+        let vx_index = plan
+            .vxlan
+            .as_ref()
+            .and_then(|v| index.get(&v.name).copied());
+
+        if let Some(vx) = vx_index {
+            self.apply_fdb(plan, vx, &mut rep).await?;
+            self.apply_vxlan_neighbours(plan, vx, &mut rep).await?;
+        }
+        self.apply_proxies(plan, &index, &links, &mut rep).await?;
+        for &f in &families {
+            self.apply_routes_and_rules(plan, f, &index, &mut rep)
+                .await?;
+        }
+
+        match self.nft.apply(&plan.nft.script).await {
+            Ok(true) => rep.add("nftables"),
+            Ok(false) => {}
+            Err(e) => rep.fail(e),
+        }
+        for (k, v) in &plan.sysctls {
+            // Per-device keys of devices that are gone (removed above, or a veth that vanished).
+            let parts: Vec<&str> = k.split('/').collect();
+            if parts.len() == 5
+                && (parts[2] == "conf" || parts[2] == "neigh")
+                && !["all", "default"].contains(&parts[3])
+                && !index.contains_key(parts[3])
+            {
+                continue;
+            }
+            match write_sysctl(k, v) {
+                Ok(true) => rep.add("sysctl"),
+                Ok(false) => {}
+                Err(e) => rep.fail(e),
+            }
+        }
+        Ok(rep)
+    }
+
+    async fn apply_links(
+        &self,
+        plan: &DataPlanePlan,
+        links: &[KernelLink],
+        rep: &mut ApplyReport,
+    ) -> bool {
+        let h = &self.handle;
+        let by_name: BTreeMap<&str, &KernelLink> =
+            links.iter().map(|l| (l.iface.name.as_str(), l)).collect();
+        let mut changed = false;
+        for vl in &plan.vlan_links {
+            let Some(parent) = by_name.get(vl.parent.as_str()) else {
+                rep.fail(format!(
+                    "VLAN {}: parent {} does not exist",
+                    vl.name, vl.parent
+                ));
+                continue;
+            };
+            if vl.id == 0 || by_name.contains_key(vl.name.as_str()) {
+                let l = by_name.get(vl.name.as_str()).copied().unwrap_or(parent);
+                if !l.iface.up {
+                    match h
+                        .link()
+                        .set(LinkUnspec::new_with_index(l.iface.index).up().build())
+                        .execute()
+                        .await
+                    {
+                        Ok(()) => {
+                            rep.add("link");
+                            changed = true;
+                        }
+                        Err(e) => rep.fail(KernelError::netlink(format!("set {} up", vl.name), e)),
+                    }
+                }
+                continue;
+            }
+            let msg = LinkVlan::new(&vl.name, parent.iface.index, vl.id)
+                .up()
+                .build();
+            match ignore_exists(h.link().add(msg).execute().await) {
+                Ok(()) => {
+                    info!(link = %vl.name, id = vl.id, "created VLAN link");
+                    rep.add("link");
+                    changed = true;
+                }
+                Err(e) => rep.fail(KernelError::netlink(
+                    format!(
+                        "create VLAN link {} (id {} on {})",
+                        vl.name, vl.id, vl.parent
+                    ),
+                    e,
+                )),
+            }
+        }
+
+        // VXLAN device: stale ones go, a differing one is recreated, a missing one is created.
+        let want = plan.vxlan.as_ref();
+        for l in links {
+            let ours = l.iface.name.contains(".vxlan") && l.kind.as_deref() == Some("vxlan");
+            if ours && want.is_none_or(|w| w.name != l.iface.name) {
+                match ignore_missing(h.link().del(l.iface.index).execute().await) {
+                    Ok(()) => {
+                        info!(link = %l.iface.name, "removed stale VXLAN device");
+                        rep.del("link");
+                        changed = true;
+                    }
+                    Err(e) => rep.fail(KernelError::netlink(format!("delete {}", l.iface.name), e)),
+                }
+            }
+        }
+        if let Some(w) = want {
+            let Some(parent) = by_name.get(w.parent.as_str()) else {
+                rep.fail(format!(
+                    "VXLAN {}: parent {} does not exist",
+                    w.name, w.parent
+                ));
+                return changed;
+            };
+            let existing = by_name.get(w.name.as_str()).copied();
+            let matches = existing.is_some_and(|l| vxlan_matches(l, w, parent.iface.index));
+            if let Some(l) = existing
+                && !matches
+            {
+                warn!(link = %w.name, "VXLAN device differs from the plan; recreating it");
+                if let Err(e) = ignore_missing(h.link().del(l.iface.index).execute().await) {
+                    rep.fail(KernelError::netlink(format!("delete {}", w.name), e));
+                    return changed;
+                }
+                rep.del("link");
+            }
+            if !matches {
+                let mut b = LinkVxlan::new(&w.name, w.vni)
+                    .dev(parent.iface.index)
+                    .port(w.port)
+                    .learning(false);
+                b = match w.local {
+                    IpAddr::V4(v4) => b.local(v4),
+                    IpAddr::V6(v6) => b.local6(v6),
+                };
+                let msg = b.mtu(w.mtu).address(w.mac.0.to_vec()).up().build();
+                match h.link().add(msg).execute().await {
+                    Ok(()) => {
+                        info!(link = %w.name, vni = w.vni, local = %w.local, "created VXLAN device");
+                        rep.add("link");
+                        changed = true;
+                    }
+                    Err(e) => rep.fail(KernelError::netlink(
+                        format!("create VXLAN device {}", w.name),
+                        e,
+                    )),
+                }
+            } else if let Some(l) = existing
+                && (!l.iface.up || l.iface.mtu != w.mtu)
+            {
+                let msg = LinkUnspec::new_with_index(l.iface.index)
+                    .mtu(w.mtu)
+                    .up()
+                    .build();
+                match h.link().set(msg).execute().await {
+                    Ok(()) => {
+                        rep.add("link");
+                        changed = true;
+                    }
+                    Err(e) => rep.fail(KernelError::netlink(format!("set {} up/mtu", w.name), e)),
+                }
+            }
+        }
+        changed
+    }
+
+    async fn apply_vxlan_addresses(
+        &self,
+        plan: &DataPlanePlan,
+        links: &[KernelLink],
+        rep: &mut ApplyReport,
+    ) -> bool {
+        let Some(vx) = &plan.vxlan else { return false };
+        let Some(l) = links.iter().find(|l| l.iface.name == vx.name) else {
+            return false;
+        };
+        let h = &self.handle;
+        let mut changed = false;
+        let have: BTreeSet<IpAddr> = l
+            .iface
+            .addresses
+            .iter()
+            .filter(|a| a.prefix == host_prefix(a.ip) && !is_link_local(a.ip))
+            .map(|a| a.ip)
+            .collect();
+        for ip in plan.vxlan_addresses.difference(&have) {
+            let mut req = h.address().add(l.iface.index, *ip, host_prefix(*ip));
+            let mut flags = AddressFlags::Noprefixroute;
+            if ip.is_ipv6() {
+                flags |= AddressFlags::Nodad;
+            }
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(flags));
+            match ignore_exists(req.execute().await) {
+                Ok(()) => {
+                    rep.add("address");
+                    changed = true;
+                }
+                Err(e) => rep.fail(KernelError::netlink(format!("add {ip} to {}", vx.name), e)),
+            }
+        }
+        for a in l.iface.addresses.iter().filter(|a| !is_link_local(a.ip)) {
+            if plan.vxlan_addresses.contains(&a.ip) && a.prefix == host_prefix(a.ip) {
+                continue;
+            }
+            let msg = match a.ip {
+                IpAddr::V4(v4) => rtnetlink::AddressMessageBuilder::<std::net::Ipv4Addr>::new()
+                    .index(l.iface.index)
+                    .address(v4, a.prefix)
+                    .build(),
+                IpAddr::V6(v6) => rtnetlink::AddressMessageBuilder::<std::net::Ipv6Addr>::new()
+                    .index(l.iface.index)
+                    .address(v6, a.prefix)
+                    .build(),
+            };
+            match ignore_missing(h.address().del(msg).execute().await) {
+                Ok(()) => {
+                    rep.del("address");
+                    changed = true;
+                }
+                Err(e) => rep.fail(KernelError::netlink(
+                    format!("delete {} from {}", a.ip, vx.name),
+                    e,
+                )),
+            }
+        }
+        changed
+    }
+
+    async fn apply_fdb(
+        &self,
+        plan: &DataPlanePlan,
+        vx: u32,
+        rep: &mut ApplyReport,
+    ) -> Result<(), KernelError> {
+        let h = &self.handle;
+        let have: Vec<_> = kernel::fdb(h, vx).await?;
+        let have_set: BTreeSet<(crate::plan::MacAddr, IpAddr)> = have
+            .iter()
+            .filter_map(|n| Some((n.lladdr?, n.ip?)))
+            .collect();
+        for e in &plan.fdb {
+            if have_set.contains(&(e.mac, e.dst)) {
+                continue;
+            }
+            match ignore_exists(kernel::fdb_append(h, vx, e.mac, e.dst).await) {
+                Ok(()) => rep.add("fdb"),
+                Err(err) => rep.fail(KernelError::netlink(
+                    format!("fdb append {} dst {}", e.mac, e.dst),
+                    err,
+                )),
+            }
+        }
+        for (mac, dst) in have_set {
+            let wanted = plan.fdb.iter().any(|e| e.mac == mac && e.dst == dst);
+            // The all-zero entry (flood unknown unicast) is never wanted; others only go when
+            // every overlay node has published its VTEP.
+            if wanted || (!plan.fdb_prune && !mac.is_zero()) {
+                continue;
+            }
+            match ignore_missing(kernel::fdb_del(h, vx, mac, dst).await) {
+                Ok(()) => rep.del("fdb"),
+                Err(err) => rep.fail(KernelError::netlink(
+                    format!("fdb del {mac} dst {dst}"),
+                    err,
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_vxlan_neighbours(
+        &self,
+        plan: &DataPlanePlan,
+        vx: u32,
+        rep: &mut ApplyReport,
+    ) -> Result<(), KernelError> {
+        let h = &self.handle;
+        let have: BTreeMap<IpAddr, kernel::KernelNeighbour> = kernel::neighbours(h, false)
+            .await?
+            .into_iter()
+            .filter(|n| n.ifindex == vx)
+            .filter_map(|n| Some((n.ip?, n)))
+            .collect();
+        for (ip, mac) in &plan.vxlan_neighbours {
+            if let Some(n) = have.get(ip)
+                && n.lladdr == Some(*mac)
+                && n.state == NeighbourState::Permanent
+            {
+                continue;
+            }
+            let req = h
+                .neighbours()
+                .add(vx, *ip)
+                .link_layer_address(&mac.0)
+                .state(NeighbourState::Permanent)
+                .replace();
+            match req.execute().await {
+                Ok(()) => rep.add("neighbour"),
+                Err(e) => rep.fail(KernelError::netlink(
+                    format!("neigh replace {ip} lladdr {mac}"),
+                    e,
+                )),
+            }
+        }
+        for (ip, n) in have {
+            if plan.vxlan_neighbours.contains_key(&ip) {
+                continue;
+            }
+            // IPv6 link-local neighbours on the device are the kernel's own business.
+            if is_link_local(ip) || ip.is_multicast() {
+                continue;
+            }
+            match ignore_missing(h.neighbours().del(n.msg).execute().await) {
+                Ok(()) => rep.del("neighbour"),
+                Err(e) => rep.fail(KernelError::netlink(format!("neigh del {ip}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_proxies(
+        &self,
+        plan: &DataPlanePlan,
+        index: &BTreeMap<String, u32>,
+        links: &[KernelLink],
+        rep: &mut ApplyReport,
+    ) -> Result<(), KernelError> {
+        let h = &self.handle;
+        let names: BTreeMap<u32, &str> = links
+            .iter()
+            .map(|l| (l.iface.index, l.iface.name.as_str()))
+            .collect();
+        let have: BTreeSet<(u32, IpAddr)> = kernel::neighbours(h, true)
+            .await?
+            .into_iter()
+            .filter_map(|n| Some((n.ifindex, n.ip?)))
+            .collect();
+        let mut want: BTreeSet<(u32, IpAddr)> = BTreeSet::new();
+        for p in &plan.proxy_neighbours {
+            match index.get(&p.dev) {
+                Some(&i) => {
+                    want.insert((i, p.ip));
+                }
+                None => rep.fail(format!(
+                    "proxy {} dev {}: device does not exist",
+                    p.ip, p.dev
+                )),
+            }
+        }
+        for (i, ip) in want.difference(&have) {
+            let req = h.neighbours().add(*i, *ip).flags(NeighbourFlags::Proxy);
+            match ignore_exists(req.execute().await) {
+                Ok(()) => rep.add("proxy"),
+                Err(e) => rep.fail(KernelError::netlink(
+                    format!("neigh add proxy {ip} dev {}", names.get(i).unwrap_or(&"?")),
+                    e,
+                )),
+            }
+        }
+        let vx_index = plan
+            .vxlan
+            .as_ref()
+            .and_then(|v| index.get(&v.name).copied());
+        let managed: BTreeSet<u32> = plan
+            .proxy_neighbours
+            .iter()
+            .filter_map(|p| index.get(&p.dev).copied())
+            .chain(
+                plan.vlan_links
+                    .iter()
+                    .filter_map(|l| index.get(&l.name).copied()),
+            )
+            .collect();
+        for (i, ip) in have.difference(&want) {
+            let ours = Some(*i) == vx_index
+                || (managed.contains(i) && plan.cluster_cidrs.iter().any(|c| c.contains(*ip)));
+            if !ours {
+                continue;
+            }
+            let mut msg = rtnetlink::packet_route::neighbour::NeighbourMessage::default();
+            msg.header.family = if ip.is_ipv4() {
+                rtnetlink::packet_route::AddressFamily::Inet
+            } else {
+                rtnetlink::packet_route::AddressFamily::Inet6
+            };
+            msg.header.ifindex = *i;
+            msg.header.flags = NeighbourFlags::Proxy;
+            msg.attributes.push(
+                rtnetlink::packet_route::neighbour::NeighbourAttribute::Destination(match ip {
+                    IpAddr::V4(v4) => {
+                        rtnetlink::packet_route::neighbour::NeighbourAddress::Inet(*v4)
+                    }
+                    IpAddr::V6(v6) => {
+                        rtnetlink::packet_route::neighbour::NeighbourAddress::Inet6(*v6)
+                    }
+                }),
+            );
+            match ignore_missing(h.neighbours().del(msg).execute().await) {
+                Ok(()) => rep.del("proxy"),
+                Err(e) => rep.fail(KernelError::netlink(format!("neigh del proxy {ip}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_routes_and_rules(
+        &self,
+        plan: &DataPlanePlan,
+        family: IpVersion,
+        index: &BTreeMap<String, u32>,
+        rep: &mut ApplyReport,
+    ) -> Result<(), KernelError> {
+        let h = &self.handle;
+        let t = &self.tables;
+        let rules = kernel::rules(h, family).await?;
+        let owned_rules: Vec<_> = rules.iter().filter(|r| is_owned_rule(r, t)).collect();
+        // Tables of owned rules that the plan drops: their routes go with them.
+        let mut owned_tables: BTreeSet<u32> = plan.owned_tables.clone();
+        let stale_tables: BTreeSet<u32> = owned_rules
+            .iter()
+            .filter(|r| is_subnet_rule(r, t) && !plan.owned_tables.contains(&r.table))
+            .map(|r| r.table)
+            .collect();
+        owned_tables.extend(stale_tables.iter().copied());
+
+        // Routes before rules: a new rule never points at an empty table.
+        let have = kernel::routes(h, family).await?;
+        let want: Vec<&PlannedRoute> = plan
+            .routes
+            .iter()
+            .filter(|r| r.family() == family)
+            .collect();
+        let mut matched: BTreeSet<usize> = BTreeSet::new();
+        for r in &want {
+            let oif = match &r.dev {
+                Some(d) => match index.get(d) {
+                    Some(i) => Some(*i),
+                    None => {
+                        rep.fail(format!(
+                            "route {} table {}: device {d} does not exist",
+                            r.dst, r.table
+                        ));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let same_key: Vec<usize> = have
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| k.table == r.table && k.dst == r.dst)
+                .map(|(i, _)| i)
+                .collect();
+            if let Some(&i) = same_key.iter().find(|&&i| route_matches(&have[i], r, oif)) {
+                matched.insert(i);
+                continue;
+            }
+            // Replace in place (NLM_F_REPLACE): no moment without a route.
+            let msg = match build_route(r, oif) {
+                Ok(m) => m,
+                Err(e) => {
+                    rep.fail(e);
+                    continue;
+                }
+            };
+            match h.route().add(msg).replace().execute().await {
+                Ok(()) => {
+                    debug!(table = r.table, dst = %r.dst, "route programmed");
+                    rep.add("route");
+                    // The replaced entry is the first with that key; others are extras.
+                    if let Some(&i) = same_key.first() {
+                        matched.insert(i);
+                    }
+                }
+                Err(e) => rep.fail(KernelError::netlink(
+                    format!("route replace {} table {}", r.dst, r.table),
+                    e,
+                )),
+            }
+        }
+        for (i, k) in have.iter().enumerate() {
+            if matched.contains(&i) || !owned_tables.contains(&k.table) {
+                continue;
+            }
+            // Local-direct (39999) is never pruned here; see module docs.
+            match ignore_missing(h.route().del(k.msg.clone()).execute().await) {
+                Ok(()) => rep.del("route"),
+                Err(e) => rep.fail(KernelError::netlink(
+                    format!("route del {} table {}", k.dst, k.table),
+                    e,
+                )),
+            }
+        }
+
+        // Rules: add missing, then remove stale owned ones.
+        let want_rules: Vec<&PolicyRule> = plan.rules_of(family).collect();
+        for w in &want_rules {
+            let present = owned_rules.iter().any(|r| {
+                r.priority == w.priority
+                    && r.table == w.table
+                    && r.src == w.src
+                    && rule_mark(r) == w.fwmark
+                    && r.action == RuleAction::ToTable
+            });
+            if present {
+                continue;
+            }
+            match add_rule(h, w).await {
+                Ok(()) => rep.add("rule"),
+                Err(e) => rep.fail(KernelError::netlink(
+                    format!("rule add pref {} table {}", w.priority, w.table),
+                    e,
+                )),
+            }
+        }
+        for r in owned_rules {
+            let wanted = want_rules.iter().any(|w| {
+                r.priority == w.priority
+                    && r.table == w.table
+                    && r.src == w.src
+                    && rule_mark(r) == w.fwmark
+                    && r.action == RuleAction::ToTable
+            });
+            if wanted {
+                continue;
+            }
+            match ignore_missing(h.rule().del(r.msg.clone()).execute().await) {
+                Ok(()) => {
+                    info!(priority = r.priority, table = r.table, "removed stale rule");
+                    rep.del("rule");
+                }
+                Err(e) => rep.fail(KernelError::netlink(
+                    format!("rule del pref {} table {}", r.priority, r.table),
+                    e,
+                )),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    }
+}
+
+fn vxlan_matches(l: &KernelLink, w: &VxlanDevice, parent: u32) -> bool {
+    let Some(x) = &l.vxlan else { return false };
+    l.kind.as_deref() == Some("vxlan")
+        && x.vni == Some(w.vni)
+        && x.parent == Some(parent)
+        && x.local == Some(w.local)
+        && x.port == Some(w.port)
+        && x.learning != Some(true)
+        && l.iface.mac == Some(w.mac)
+}
+
+fn rule_mark(r: &kernel::KernelRule) -> Option<(u32, u32)> {
+    match (r.fwmark, r.fwmask) {
+        (None, None) => None,
+        (m, k) => Some((m.unwrap_or(0), k.unwrap_or(u32::MAX))),
+    }
+}
+
+fn scope_of(r: &PlannedRoute) -> RouteScope {
+    // As `ip route add`: unicast routes without a gateway are link scope.
+    if r.kind == RouteKind::Unicast && (r.via.is_none() || r.scope_link) {
+        RouteScope::Link
+    } else {
+        RouteScope::Universe
+    }
+}
+
+fn route_matches(k: &kernel::KernelRoute, r: &PlannedRoute, oif: Option<u32>) -> bool {
+    match r.kind {
+        // The kernel reports IPv6 throw routes on `lo`; only the type matters.
+        RouteKind::Throw => k.kind == RouteType::Throw,
+        RouteKind::Unicast => {
+            k.kind == RouteType::Unicast
+                && k.oif == oif
+                && k.gateway == r.via
+                && k.prefsrc == r.src
+                // IPv6 routes have no scope in the kernel (always reported as universe).
+                && (r.dst.version == IpVersion::V6 || k.scope == scope_of(r))
+        }
+    }
+}
+
+fn build_route(
+    r: &PlannedRoute,
+    oif: Option<u32>,
+) -> Result<rtnetlink::packet_route::route::RouteMessage, String> {
+    let dst = u128_to_ip(r.dst.version, r.dst.network);
+    fn err<E: std::fmt::Debug>(r: &PlannedRoute) -> impl Fn(E) -> String + '_ {
+        move |e| format!("route {} table {}: {e:?}", r.dst, r.table)
+    }
+    let mut b = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(dst, r.dst.prefix)
+        .map_err(err(r))?
+        .table_id(r.table)
+        .protocol(RouteProtocol::Static)
+        .scope(scope_of(r));
+    match r.kind {
+        RouteKind::Throw => b = b.kind(RouteType::Throw),
+        RouteKind::Unicast => {
+            b = b.kind(RouteType::Unicast);
+            if let Some(i) = oif {
+                b = b.output_interface(i);
+            }
+            if let Some(g) = r.via {
+                b = b.gateway(g).map_err(err(r))?;
+            }
+            if let Some(s) = r.src {
+                b = b.pref_source(s).map_err(err(r))?;
+            }
+        }
+    }
+    Ok(b.build())
+}
+
+async fn add_rule(h: &Handle, w: &PolicyRule) -> Result<(), rtnetlink::Error> {
+    let base = h
+        .rule()
+        .add()
+        .table_id(w.table)
+        .priority(w.priority)
+        // Without the action the kernel stores FR_ACT_UNSPEC and lookups fail with EINVAL.
+        .action(RuleAction::ToTable);
+    let base = match w.fwmark {
+        Some((mark, _)) => base.fw_mark(mark),
+        None => base,
+    };
+    match w.family {
+        IpVersion::V4 => {
+            let mut r = base.v4();
+            if let Some(src) = w.src
+                && let IpAddr::V4(a) = u128_to_ip(src.version, src.network)
+            {
+                r = r.source_prefix(a, src.prefix);
+            }
+            if let Some((_, mask)) = w.fwmark {
+                r.message_mut()
+                    .attributes
+                    .push(rtnetlink::packet_route::rule::RuleAttribute::FwMask(mask));
+            }
+            ignore_exists(r.execute().await)
+        }
+        IpVersion::V6 => {
+            let mut r = base.v6();
+            if let Some(src) = w.src
+                && let IpAddr::V6(a) = u128_to_ip(src.version, src.network)
+            {
+                r = r.source_prefix(a, src.prefix);
+            }
+            if let Some((_, mask)) = w.fwmark {
+                r.message_mut()
+                    .attributes
+                    .push(rtnetlink::packet_route::rule::RuleAttribute::FwMask(mask));
+            }
+            ignore_exists(r.execute().await)
+        }
+    }
+}
