@@ -1,0 +1,71 @@
+//! Writes the OLM bundle (`bundle/`, `bundle.Dockerfile`) and the kustomize install (`deploy/`)
+//! from the operator's rendering code.
+//!
+//! `cargo run -p hybridnet-operator --bin bundlegen [--check] [ROOT]`: ROOT defaults to the
+//! repository root; `--check` compares instead of writing and exits non-zero on drift.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use hybridnet_operator::lifecycle::install;
+
+fn main() -> ExitCode {
+    let mut check = false;
+    let mut root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--check" => check = true,
+            "-h" | "--help" => {
+                println!(
+                    "usage: bundlegen [--check] [ROOT]\nWrites (or with --check verifies) bundle/, bundle.Dockerfile and deploy/ under ROOT (default: the repository root)."
+                );
+                return ExitCode::SUCCESS;
+            }
+            "-V" | "--version" => {
+                println!("bundlegen {}", install::OPERATOR_VERSION);
+                return ExitCode::SUCCESS;
+            }
+            other if other.starts_with('-') => {
+                eprintln!("bundlegen: unknown flag {other:?} (see --help)");
+                return ExitCode::from(2);
+            }
+            other => root = PathBuf::from(other),
+        }
+    }
+    let files = match install::files(install::OPERATOR_VERSION) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("bundlegen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut drift = false;
+    for (rel, content) in files {
+        let path = root.join(&rel);
+        if check {
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
+                eprintln!(
+                    "bundlegen: {rel} differs from the generator; run `cargo run -p hybridnet-operator --bin bundlegen`"
+                );
+                drift = true;
+            }
+            continue;
+        }
+        if let Some(dir) = path.parent()
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            eprintln!("bundlegen: creating {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+        if let Err(e) = std::fs::write(&path, content) {
+            eprintln!("bundlegen: writing {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("wrote {rel}");
+    }
+    if drift {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,659 @@
+//! The HybridnetCluster controller: the thin I/O shell around [`render`](super::render),
+//! [`certs`](super::certs) and [`status`](super::status).
+//!
+//! Every reconcile: check the singleton rule, add the finalizer, check the spec, make sure the
+//! webhook certificate is valid, server-side apply every rendered object (field manager
+//! `hybridnet-operator`, forced, so edits to fields we manage are reverted while fields and labels
+//! others own survive), create the bootstrap Network/Subnet once, then compute and write the status.
+//! Deletion removes exactly what the operator created (label selector + known names); user data
+//! (Networks, Subnets, IPInstances, including the bootstrap ones) is never touched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use hybridnet_api::constants::{field_manager, finalizer as finalizers, label};
+use hybridnet_api::operator::{CLUSTER_SINGLETON_NAME, HybridnetCluster, HybridnetClusterStatus};
+use hybridnet_api::v1::{Network, Subnet};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::certs::{self, CertBundle, CertDecision};
+use super::names;
+use super::render::{self, ManagedObject};
+use super::settings::Settings;
+use super::status::{self, Failure, RolloutObservation, StatusInput, reason};
+
+/// Annotation on the HybridnetCluster recording that the bootstrap Network/Subnet were created
+/// (so a user who deletes them later does not see them come back).
+pub const BOOTSTRAP_DONE_ANNOTATION: &str = "operator.hybridnet.io/bootstrap-created";
+
+/// Settings of the lifecycle controller.
+#[derive(Clone, Debug)]
+pub struct LifecycleConfig {
+    /// Namespace the operator runs in and installs the node agent and webhook Service into.
+    pub namespace: String,
+    /// The operator's version: the operand version when the spec names none.
+    pub operator_version: String,
+    /// Reporter instance for Events (the pod name).
+    pub instance: Option<String>,
+    /// Periodic resync (drift on objects no watch covers, certificate expiry).
+    pub resync: Duration,
+}
+
+impl LifecycleConfig {
+    /// Namespace from `NAMESPACE` (the Deployment sets it from the downward API), the default
+    /// namespace otherwise; instance from `POD_NAME` or `HOSTNAME`.
+    pub fn from_env() -> LifecycleConfig {
+        LifecycleConfig {
+            namespace: std::env::var(hybridnet_api::constants::env::NAMESPACE)
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| names::DEFAULT_NAMESPACE.to_string()),
+            operator_version: super::install::OPERATOR_VERSION.to_string(),
+            instance: std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .ok(),
+            resync: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("{action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Cert(#[from] certs::CertError),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
+    let action = action.into();
+    move |source| ReconcileError::Kube { action, source }
+}
+
+struct Context {
+    client: Client,
+    config: LifecycleConfig,
+    recorder: Recorder,
+}
+
+/// Runs the controller until the watch streams end (or the future is dropped).
+pub async fn run(client: Client, config: LifecycleConfig) -> anyhow::Result<()> {
+    let ns = config.namespace.clone();
+    let clusters: Api<HybridnetCluster> = Api::all(client.clone());
+    let owned = || watcher::Config::default().labels(&names::managed_selector());
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: names::OPERATOR.into(),
+            instance: config.instance.clone(),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        config,
+        recorder,
+    });
+    info!(namespace = %ns, "lifecycle controller starting");
+    Controller::new(clusters, watcher::Config::default())
+        .owns(Api::<DaemonSet>::namespaced(client.clone(), &ns), owned())
+        .owns(Api::<Service>::namespaced(client.clone(), &ns), owned())
+        .owns(
+            Api::<ServiceAccount>::namespaced(client.clone(), &ns),
+            owned(),
+        )
+        .owns(Api::<Secret>::namespaced(client.clone(), &ns), owned())
+        .owns(Api::<ClusterRole>::all(client.clone()), owned())
+        .owns(Api::<ClusterRoleBinding>::all(client.clone()), owned())
+        .owns(
+            Api::<MutatingWebhookConfiguration>::all(client.clone()),
+            owned(),
+        )
+        .owns(
+            Api::<ValidatingWebhookConfiguration>::all(client.clone()),
+            owned(),
+        )
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
+                Err(e) => warn!(error = %e, "lifecycle reconcile failed"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn error_policy(obj: Arc<HybridnetCluster>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    warn!(cluster = %obj.name_any(), error = %err, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(15))
+}
+
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+async fn reconcile(
+    obj: Arc<HybridnetCluster>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let api: Api<HybridnetCluster> = Api::all(ctx.client.clone());
+    if obj.name_any() != CLUSTER_SINGLETON_NAME {
+        return refuse(&api, &obj, &ctx).await;
+    }
+    finalizer(&api, finalizers::CLUSTER_CLEANUP, obj, |event| async {
+        match event {
+            FinalizerEvent::Apply(o) => apply(o, &ctx).await,
+            FinalizerEvent::Cleanup(o) => cleanup(o, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => ReconcileError::Finalizer(other.to_string()),
+    })
+}
+
+/// A HybridnetCluster not named `default` (the CRD refuses it, but not every API server evaluates
+/// its validation rules): Degraded with reason NotSingleton, nothing applied, no finalizer.
+async fn refuse(
+    api: &Api<HybridnetCluster>,
+    obj: &HybridnetCluster,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    let failure = Failure {
+        reason: reason::NOT_SINGLETON,
+        message: format!(
+            "only the HybridnetCluster named {CLUSTER_SINGLETON_NAME:?} is acted upon; delete {:?}",
+            obj.name_any()
+        ),
+    };
+    let previous = obj.status.clone().unwrap_or_default();
+    let new = status::refused(obj.metadata.generation, &failure, &previous, now_unix());
+    write_status(api, obj, &previous, &new, ctx).await?;
+    Ok(Action::await_change())
+}
+
+fn owner_reference(obj: &HybridnetCluster) -> Option<OwnerReference> {
+    obj.controller_owner_ref(&())
+}
+
+async fn apply(obj: Arc<HybridnetCluster>, ctx: &Context) -> Result<Action, ReconcileError> {
+    let api: Api<HybridnetCluster> = Api::all(ctx.client.clone());
+    let cfg = &ctx.config;
+    let previous = obj.status.clone().unwrap_or_default();
+    let ds_api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &cfg.namespace);
+    let target_version = obj
+        .spec
+        .version
+        .clone()
+        .unwrap_or_else(|| cfg.operator_version.clone());
+
+    let mut failure = None;
+    match Settings::from_spec(&obj.spec, &cfg.operator_version, &cfg.namespace) {
+        Err(errs) => {
+            // Nothing is applied from an invalid spec: what runs keeps running.
+            failure = Some(Failure {
+                reason: reason::INVALID_SPEC,
+                message: format!("the spec is invalid, nothing was changed: {errs}"),
+            });
+        }
+        Ok(settings) => {
+            if let Err(e) = apply_settings(&obj, &settings, ctx).await {
+                failure = Some(Failure {
+                    reason: reason::APPLY_FAILED,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    let ds = ds_api
+        .get_opt(names::NODE_AGENT)
+        .await
+        .map_err(kube_err(format!(
+            "reading DaemonSet {}/{}",
+            cfg.namespace,
+            names::NODE_AGENT
+        )))?;
+    let rollout = ds.as_ref().map(RolloutObservation::from_daemonset);
+    let new = status::compute(&StatusInput {
+        generation: obj.metadata.generation,
+        target_version: &target_version,
+        rollout: rollout.as_ref(),
+        failure: failure.as_ref(),
+        previous: &previous,
+        now: now_unix(),
+    });
+    write_status(&api, &obj, &previous, &new, ctx).await?;
+    let progressing =
+        new.conditions.iter().flatten().any(|c| {
+            c.type_ == hybridnet_api::operator::condition::PROGRESSING && c.status == "True"
+        });
+    Ok(if failure.is_some() || progressing {
+        // DaemonSet status changes wake us through the watch; this bounds the wait otherwise.
+        Action::requeue(Duration::from_secs(30))
+    } else {
+        Action::requeue(cfg.resync)
+    })
+}
+
+async fn apply_settings(
+    obj: &HybridnetCluster,
+    settings: &Settings,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let owner = owner_reference(obj);
+    let bundle = ensure_certificate(obj, settings, owner.clone(), ctx).await?;
+    let rendered = render::render(settings, Some(bundle.ca_pem.as_bytes()));
+    for mut o in rendered.objects {
+        o.meta_mut().owner_references = owner.clone().map(|r| vec![r]);
+        apply_object(&ctx.client, &o).await?;
+    }
+    if let Some((network, subnet)) = rendered.bootstrap
+        && !obj.annotations().contains_key(BOOTSTRAP_DONE_ANNOTATION)
+    {
+        create_once(Api::<Network>::all(ctx.client.clone()), &network).await?;
+        create_once(Api::<Subnet>::all(ctx.client.clone()), &subnet).await?;
+        let api: Api<HybridnetCluster> = Api::all(ctx.client.clone());
+        let patch = json!({"metadata": {"annotations": {BOOTSTRAP_DONE_ANNOTATION: "true"}}});
+        api.patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(kube_err("recording the bootstrap network as created"))?;
+        publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            "BootstrapNetworkCreated",
+            format!(
+                "created Network and Subnet {:?} (never updated or deleted by the operator)",
+                network.name_any()
+            ),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Server-side apply under the operator's field manager, forced.
+async fn apply_object(client: &Client, o: &ManagedObject) -> Result<(), ReconcileError> {
+    let what = format!(
+        "applying {} {}{}",
+        o.kind(),
+        o.namespace().map(|n| format!("{n}/")).unwrap_or_default(),
+        o.name()
+    );
+    let dynamic = o.to_dynamic().map_err(|source| ReconcileError::Json {
+        what: what.clone(),
+        source,
+    })?;
+    let ar = o.api_resource();
+    let api: Api<DynamicObject> = match o.namespace() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    api.patch(
+        o.name(),
+        &PatchParams::apply(field_manager::OPERATOR).force(),
+        &Patch::Apply(&dynamic),
+    )
+    .await
+    .map_err(kube_err(what))?;
+    Ok(())
+}
+
+/// `create`, never `apply`: an existing object (the user's from then on) is left as it is.
+async fn create_once<K>(api: Api<K>, obj: &K) -> Result<(), ReconcileError>
+where
+    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(kube_err(format!(
+            "creating bootstrap {} {}",
+            std::any::type_name::<K>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("object"),
+            obj.meta().name.as_deref().unwrap_or_default()
+        ))(e)),
+    }
+}
+
+/// Reads the webhook Secret, reissues it when [`certs::decide`] says so, and returns the bundle.
+async fn ensure_certificate(
+    obj: &HybridnetCluster,
+    settings: &Settings,
+    owner: Option<OwnerReference>,
+    ctx: &Context,
+) -> Result<CertBundle, ReconcileError> {
+    let ns = &settings.namespace;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let existing = secrets
+        .get_opt(names::WEBHOOK_SECRET)
+        .await
+        .map_err(kube_err(format!(
+            "reading Secret {ns}/{}",
+            names::WEBHOOK_SECRET
+        )))?;
+    let current = existing.as_ref().and_then(|s| {
+        let data = s
+            .data
+            .as_ref()?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
+        CertBundle::from_secret_data(&data)
+    });
+    let dns = certs::service_dns_names(names::WEBHOOK_SERVICE, ns);
+    let now = time::OffsetDateTime::now_utc();
+    let (bundle, issued) = match certs::decide(current.as_ref(), &dns, now.unix_timestamp()) {
+        CertDecision::Keep => match current {
+            Some(b) => (b, None),
+            None => (
+                certs::issue(&dns, now, None)?,
+                Some("no certificate yet".to_string()),
+            ),
+        },
+        CertDecision::Issue(why) => (certs::issue(&dns, now, current.as_ref())?, Some(why)),
+    };
+    // Applied every time (cheap, idempotent): labels and owner stay as rendered.
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(names::WEBHOOK_SECRET.into()),
+            namespace: Some(ns.clone()),
+            labels: Some(names::managed_labels("webhook", &settings.version)),
+            owner_references: owner.map(|r| vec![r]),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(
+            bundle
+                .to_secret_data()
+                .into_iter()
+                .map(|(k, v)| (k, ByteString(v)))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    secrets
+        .patch(
+            names::WEBHOOK_SECRET,
+            &PatchParams::apply(field_manager::OPERATOR).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map_err(kube_err(format!(
+            "applying Secret {ns}/{}",
+            names::WEBHOOK_SECRET
+        )))?;
+    if let Some(why) = issued {
+        info!(reason = %why, "issued a new webhook certificate");
+        publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            "CertificateIssued",
+            format!("issued a new webhook CA and serving certificate: {why}"),
+        )
+        .await;
+    }
+    Ok(bundle)
+}
+
+/// Writes the status when it changed, and one Event per condition transition.
+async fn write_status(
+    api: &Api<HybridnetCluster>,
+    obj: &HybridnetCluster,
+    previous: &HybridnetClusterStatus,
+    new: &HybridnetClusterStatus,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    if previous == new {
+        return Ok(());
+    }
+    let patch = json!({ "status": new });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(kube_err(format!(
+        "writing the status of HybridnetCluster {}",
+        obj.name_any()
+    )))?;
+    for (type_, status_, reason_, message) in status::transitions(previous, new) {
+        let warning = (type_ == "Degraded" && status_ == "True")
+            || (type_ == "Available" && status_ == "False");
+        publish(
+            ctx,
+            obj,
+            if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            &format!("{type_}{status_}"),
+            format!("{type_}={status_} ({reason_}): {message}"),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Events are best effort: a failure is logged, never fails the reconcile.
+async fn publish(
+    ctx: &Context,
+    obj: &HybridnetCluster,
+    type_: EventType,
+    reason_: &str,
+    note: String,
+) {
+    let ev = KubeEvent {
+        type_,
+        reason: reason_.to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
+        warn!(error = %e, reason = reason_, "publishing an event failed");
+    }
+}
+
+/// The kinds the operator creates, with scope: (resource, namespaced, known name).
+fn cleanup_targets() -> Vec<(ApiResource, bool, &'static str)> {
+    vec![
+        (
+            ApiResource::erase::<DaemonSet>(&()),
+            true,
+            names::NODE_AGENT,
+        ),
+        (
+            ApiResource::erase::<Service>(&()),
+            true,
+            names::WEBHOOK_SERVICE,
+        ),
+        (
+            ApiResource::erase::<Secret>(&()),
+            true,
+            names::WEBHOOK_SECRET,
+        ),
+        (
+            ApiResource::erase::<ServiceAccount>(&()),
+            true,
+            names::NODE_AGENT,
+        ),
+        (
+            ApiResource::erase::<ClusterRoleBinding>(&()),
+            false,
+            names::NODE_AGENT,
+        ),
+        (
+            ApiResource::erase::<ClusterRole>(&()),
+            false,
+            names::NODE_AGENT,
+        ),
+        (
+            ApiResource::erase::<MutatingWebhookConfiguration>(&()),
+            false,
+            names::MUTATING_WEBHOOK_CONFIG,
+        ),
+        (
+            ApiResource::erase::<ValidatingWebhookConfiguration>(&()),
+            false,
+            names::VALIDATING_WEBHOOK_CONFIG,
+        ),
+    ]
+}
+
+/// Whether the operator created `meta` for the cluster `owner_uid`: our managed-by label with our
+/// part-of label, or an owner reference to the cluster.
+fn created_by_operator(meta: &ObjectMeta, owner_uid: Option<&str>) -> bool {
+    let labels = meta.labels.clone().unwrap_or_default();
+    let labelled = labels.get(label::MANAGED_BY).map(String::as_str)
+        == Some(label::MANAGED_BY_OPERATOR)
+        && labels.get(names::LABEL_PART_OF).map(String::as_str) == Some(names::PART_OF);
+    let owned =
+        owner_uid.is_some_and(|uid| meta.owner_references.iter().flatten().any(|r| r.uid == uid));
+    labelled || owned
+}
+
+async fn cleanup(obj: Arc<HybridnetCluster>, ctx: &Context) -> Result<Action, ReconcileError> {
+    let ns = &ctx.config.namespace;
+    let uid = obj.uid();
+    let mut removed = Vec::new();
+    for (ar, namespaced, known) in cleanup_targets() {
+        let api: Api<DynamicObject> = if namespaced {
+            Api::namespaced_with(ctx.client.clone(), ns, &ar)
+        } else {
+            Api::all_with(ctx.client.clone(), &ar)
+        };
+        let mut victims: Vec<String> = api
+            .list(&ListParams::default().labels(&names::managed_selector()))
+            .await
+            .map_err(kube_err(format!("listing {} to clean up", ar.kind)))?
+            .items
+            .into_iter()
+            .filter(|o| created_by_operator(&o.metadata, uid.as_deref()))
+            .filter_map(|o| o.metadata.name)
+            .collect();
+        if !victims.iter().any(|v| v == known)
+            && let Some(o) = api
+                .get_opt(known)
+                .await
+                .map_err(kube_err(format!("reading {} {known}", ar.kind)))?
+            && created_by_operator(&o.metadata, uid.as_deref())
+        {
+            victims.push(known.to_string());
+        }
+        for name in victims {
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => removed.push(format!("{} {name}", ar.kind)),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(kube_err(format!("deleting {} {name}", ar.kind))(e)),
+            }
+        }
+    }
+    info!(removed = ?removed, "removed what the operator created");
+    publish(
+        ctx,
+        &obj,
+        EventType::Normal,
+        "CleanedUp",
+        format!(
+            "removed {}; Networks, Subnets and IPInstances are left in place",
+            if removed.is_empty() {
+                "nothing".to_string()
+            } else {
+                removed.join(", ")
+            }
+        ),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn only_operator_labelled_or_owned_objects_are_cleanup_victims() {
+        let ours = ObjectMeta {
+            labels: Some(names::managed_labels("node-agent", "0.1.0")),
+            ..Default::default()
+        };
+        assert!(created_by_operator(&ours, None));
+        let foreign = ObjectMeta {
+            labels: Some(BTreeMap::from([(
+                label::MANAGED_BY.to_string(),
+                "helm".to_string(),
+            )])),
+            ..Default::default()
+        };
+        assert!(!created_by_operator(&foreign, Some("u1")));
+        let owned = ObjectMeta {
+            owner_references: Some(vec![OwnerReference {
+                uid: "u1".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert!(created_by_operator(&owned, Some("u1")));
+        assert!(!created_by_operator(&owned, Some("u2")));
+        // The bootstrap Network/Subnet labels lack part-of: never selected.
+        let mut boot = names::managed_labels("bootstrap", "0.1.0");
+        boot.remove(names::LABEL_PART_OF);
+        assert!(!created_by_operator(
+            &ObjectMeta {
+                labels: Some(boot),
+                ..Default::default()
+            },
+            None
+        ));
+    }
+
+    #[test]
+    fn cleanup_never_targets_user_data_kinds() {
+        for (ar, _, _) in cleanup_targets() {
+            assert_ne!(ar.group, "networking.alibaba.com", "{}", ar.kind);
+        }
+    }
+}

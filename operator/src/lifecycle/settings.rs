@@ -1,0 +1,742 @@
+//! The effective installation settings: the HybridnetCluster spec with every default filled in and
+//! every value checked. Invalid specs are refused here with the field named, so nothing is applied
+//! from them (the reconciler reports them as `Degraded`, reason `InvalidSpec`).
+
+use std::net::IpAddr;
+
+use hybridnet_api::operator::{FailurePolicy, HybridnetClusterSpec, ImagePullPolicy, IpFamily};
+use hybridnet_api::v1::{AddressRange, IpVersion, NetworkType};
+use hybridnet_api::{FieldError, FieldErrors};
+use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::names;
+
+pub const DEFAULT_HEALTH_PORT: i32 = 11021;
+pub const DEFAULT_METRICS_PORT: i32 = 9101;
+pub const DEFAULT_VXLAN_UDP_PORT: i32 = 8472;
+pub const DEFAULT_WEBHOOK_PORT: i32 = 9898;
+pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
+pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d";
+pub const DEFAULT_CONFLIST: &str = "06-hybridnet.conflist";
+pub const DEFAULT_CHAINED_PLUGINS: [&str; 2] = ["bandwidth", "portmap"];
+pub const DEFAULT_BOOTSTRAP_NAME: &str = "init";
+pub const DEFAULT_BOOTSTRAP_VNI: i32 = 4;
+
+/// Every setting the renderer needs, defaults applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub namespace: String,
+    /// Operand version (no leading `v`).
+    pub version: String,
+    pub operator_version: String,
+    pub image: String,
+    pub image_pull_policy: ImagePullPolicy,
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    pub default_network_type: NetworkType,
+    pub default_ip_family: IpFamily,
+    pub max_unavailable: IntOrString,
+    pub prefer_vlan_interfaces: Vec<String>,
+    pub prefer_vxlan_interfaces: Vec<String>,
+    pub prefer_bgp_interfaces: Vec<String>,
+    pub vxlan_udp_port: i32,
+    pub health_port: i32,
+    pub metrics_port: i32,
+    pub resources: Option<ResourceRequirements>,
+    pub extra_tolerations: Vec<Toleration>,
+    pub node_selector: std::collections::BTreeMap<String, String>,
+    pub bin_dir: String,
+    pub conf_dir: String,
+    pub conflist_name: String,
+    pub chained_plugins: Vec<String>,
+    pub mtu: Option<i32>,
+    pub pod_failure_policy: FailurePolicy,
+    pub webhook_port: i32,
+    pub bootstrap: Option<Bootstrap>,
+}
+
+/// The bootstrap overlay Network and Subnet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bootstrap {
+    pub name: String,
+    pub vxlan_id: i32,
+    pub range: AddressRange,
+}
+
+/// Whether `v` is a semantic version `MAJOR.MINOR.PATCH[-PRE]` (the CRD pattern, checked again here
+/// because the operator's own version is no CRD field).
+pub fn is_semver(v: &str) -> bool {
+    let (core, pre) = match v.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (v, None),
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()))
+        && pre.is_none_or(|p| {
+            !p.is_empty()
+                && p.len() <= 64
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        })
+}
+
+/// A Linux interface name: 1..=15 bytes, no `/`, whitespace, `:` or `,` (the agent flag separator).
+fn check_interface(name: &str, field: &str, errs: &mut FieldErrors) {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':' && b != b',');
+    if !ok {
+        errs.push(FieldError::new(
+            field,
+            format!("{name:?} is not a Linux interface name (1-15 visible characters, no '/', ':' or ',')"),
+        ));
+    }
+}
+
+/// An absolute host directory without `..`, not `/` itself, made of safe characters.
+fn check_host_dir(dir: &str, field: &str, errs: &mut FieldErrors) {
+    let ok = dir.starts_with('/')
+        && dir.len() > 1
+        && dir.len() <= 255
+        && !dir.split('/').any(|c| c == ".." || c == ".")
+        && dir
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'));
+    if !ok {
+        errs.push(FieldError::new(
+            field,
+            format!("{dir:?} is not an absolute host directory (no '..', not '/', characters [A-Za-z0-9/._-])"),
+        ));
+    }
+}
+
+fn check_port(port: i32, field: &str, errs: &mut FieldErrors) {
+    if !(1..=65535).contains(&port) {
+        errs.push(FieldError::new(
+            field,
+            format!("{port} is not a port (1-65535)"),
+        ));
+    }
+}
+
+/// `maxUnavailable`: a positive number or a percentage 1%..=100% (0 would never roll with maxSurge 0).
+fn check_max_unavailable(v: &IntOrString, errs: &mut FieldErrors) {
+    let field = "spec.nodeAgent.updateStrategy.maxUnavailable";
+    match v {
+        IntOrString::Int(n) if *n >= 1 => {}
+        IntOrString::Int(n) => errs.push(FieldError::new(
+            field,
+            format!("{n} must be at least 1: with maxSurge 0 a rollout would never start"),
+        )),
+        IntOrString::String(s) => {
+            let pct = s
+                .strip_suffix('%')
+                .filter(|d| !d.is_empty() && d.len() <= 3 && d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse::<u32>().ok());
+            if !matches!(pct, Some(1..=100)) {
+                errs.push(FieldError::new(
+                    field,
+                    format!("{s:?} is not a percentage between 1% and 100%"),
+                ));
+            }
+        }
+    }
+}
+
+fn check_name(name: &str, field: &str, errs: &mut FieldErrors) {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    if !ok {
+        errs.push(FieldError::new(
+            field,
+            format!(
+                "{name:?} is not a valid object name (lowercase DNS-1123, at most 63 characters)"
+            ),
+        ));
+    }
+}
+
+/// Registry and repository prefix: host[:port][/path], no scheme, no tag, no whitespace.
+fn check_registry(registry: &str, errs: &mut FieldErrors) {
+    let ok = !registry.is_empty()
+        && registry.len() <= 255
+        && !registry.contains("://")
+        && !registry.starts_with('/')
+        && !registry.contains("//")
+        && !registry.contains('@')
+        && registry
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b':'));
+    if !ok {
+        errs.push(FieldError::new(
+            "spec.registry",
+            format!("{registry:?} is not an image registry and repository prefix such as docker.io/hybridnet"),
+        ));
+    }
+}
+
+impl Settings {
+    /// Fills in defaults and checks every value; errors name the field.
+    pub fn from_spec(
+        spec: &HybridnetClusterSpec,
+        operator_version: &str,
+        namespace: &str,
+    ) -> Result<Settings, FieldErrors> {
+        let mut errs = FieldErrors::default();
+        if !is_semver(operator_version) {
+            errs.push(FieldError::new(
+                "operator version",
+                format!("{operator_version:?} is not a semantic version"),
+            ));
+        }
+        check_name(namespace, "operator namespace", &mut errs);
+        let version = spec
+            .version
+            .clone()
+            .unwrap_or_else(|| operator_version.to_string());
+        if !is_semver(&version) {
+            errs.push(FieldError::new(
+                "spec.version",
+                format!("{version:?} is not a version such as 0.1.0"),
+            ));
+        }
+        let registry = spec.registry.as_deref().unwrap_or(names::DEFAULT_REGISTRY);
+        check_registry(registry, &mut errs);
+        for (i, s) in spec.image_pull_secrets.iter().flatten().enumerate() {
+            check_name(
+                &s.name,
+                &format!("spec.imagePullSecrets[{i}].name"),
+                &mut errs,
+            );
+        }
+        let defaults = spec.defaults.clone().unwrap_or_default();
+        let agent = spec.node_agent.clone().unwrap_or_default();
+        let cni = spec.cni.clone().unwrap_or_default();
+        let webhook = spec.webhook.clone().unwrap_or_default();
+
+        let max_unavailable = agent
+            .update_strategy
+            .as_ref()
+            .and_then(|u| u.max_unavailable.clone())
+            .unwrap_or(IntOrString::Int(1));
+        check_max_unavailable(&max_unavailable, &mut errs);
+        let lists = [
+            ("preferVlanInterfaces", &agent.prefer_vlan_interfaces),
+            ("preferVxlanInterfaces", &agent.prefer_vxlan_interfaces),
+            ("preferBgpInterfaces", &agent.prefer_bgp_interfaces),
+        ];
+        for (field, list) in lists {
+            for (i, name) in list.iter().flatten().enumerate() {
+                check_interface(name, &format!("spec.nodeAgent.{field}[{i}]"), &mut errs);
+            }
+        }
+        let vxlan_udp_port = agent.vxlan_udp_port.unwrap_or(DEFAULT_VXLAN_UDP_PORT);
+        check_port(vxlan_udp_port, "spec.nodeAgent.vxlanUDPPort", &mut errs);
+        let health_port = agent.health_port.unwrap_or(DEFAULT_HEALTH_PORT);
+        check_port(health_port, "spec.nodeAgent.healthPort", &mut errs);
+        let metrics_port = agent.metrics_port.unwrap_or(DEFAULT_METRICS_PORT);
+        check_port(metrics_port, "spec.nodeAgent.metricsPort", &mut errs);
+        if health_port == metrics_port {
+            errs.push(FieldError::new(
+                "spec.nodeAgent.metricsPort",
+                format!("{metrics_port} is also the health port"),
+            ));
+        }
+        let bin_dir = cni
+            .bin_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_BIN_DIR.into());
+        check_host_dir(&bin_dir, "spec.cni.binDir", &mut errs);
+        let conf_dir = cni
+            .conf_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CONF_DIR.into());
+        check_host_dir(&conf_dir, "spec.cni.confDir", &mut errs);
+        let conflist_name = cni
+            .conflist_name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CONFLIST.into());
+        let conflist_ok = conflist_name.len() <= 255
+            && conflist_name.ends_with(".conflist")
+            && conflist_name
+                .as_bytes()
+                .first()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && conflist_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !conflist_ok {
+            errs.push(FieldError::new(
+                "spec.cni.conflistName",
+                format!("{conflist_name:?} is not a file name ending in .conflist"),
+            ));
+        }
+        let chained_plugins = cni.chained_plugins.clone().unwrap_or_else(|| {
+            DEFAULT_CHAINED_PLUGINS
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
+        for (i, p) in chained_plugins.iter().enumerate() {
+            let ok = !p.is_empty()
+                && p.len() <= 64
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+            if !ok {
+                errs.push(FieldError::new(
+                    format!("spec.cni.chainedPlugins[{i}]"),
+                    format!("{p:?} is not a CNI plugin binary name"),
+                ));
+            }
+        }
+        if let Some(mtu) = cni.mtu
+            && !(576..=9216).contains(&mtu)
+        {
+            errs.push(FieldError::new(
+                "spec.cni.mtu",
+                format!("{mtu} is outside 576-9216"),
+            ));
+        }
+        let webhook_port = webhook.port.unwrap_or(DEFAULT_WEBHOOK_PORT);
+        check_port(webhook_port, "spec.webhook.port", &mut errs);
+
+        let bootstrap = match &spec.bootstrap {
+            None => None,
+            Some(b) => {
+                let name = b
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_BOOTSTRAP_NAME.into());
+                check_name(&name, "spec.bootstrap.name", &mut errs);
+                let vxlan_id = b.vxlan_id.unwrap_or(DEFAULT_BOOTSTRAP_VNI);
+                if !(1..=16_777_215).contains(&vxlan_id) {
+                    errs.push(FieldError::new(
+                        "spec.bootstrap.vxlanID",
+                        format!("{vxlan_id} is outside 1-16777215"),
+                    ));
+                }
+                let family = b
+                    .cidr
+                    .split('/')
+                    .next()
+                    .and_then(|a| a.parse::<IpAddr>().ok());
+                let version = b
+                    .ip_version
+                    .or_else(|| family.map(|ip| IpVersion::of(&ip)))
+                    .unwrap_or(IpVersion::V4);
+                let range = AddressRange {
+                    version,
+                    cidr: b.cidr.clone(),
+                    ..AddressRange::default()
+                };
+                if let Err(e) = hybridnet_api::range::parse_address_range(&range, "spec.bootstrap")
+                {
+                    for fe in e.0 {
+                        errs.push(fe);
+                    }
+                }
+                Some(Bootstrap {
+                    name,
+                    vxlan_id,
+                    range,
+                })
+            }
+        };
+        errs.into_result()?;
+        Ok(Settings {
+            namespace: namespace.to_string(),
+            image: names::image(registry, &version),
+            version,
+            operator_version: operator_version.to_string(),
+            image_pull_policy: spec
+                .image_pull_policy
+                .unwrap_or(ImagePullPolicy::IfNotPresent),
+            image_pull_secrets: spec.image_pull_secrets.clone().unwrap_or_default(),
+            default_network_type: defaults.network_type.unwrap_or(NetworkType::Overlay),
+            default_ip_family: defaults.ip_family.unwrap_or(IpFamily::IPv4),
+            max_unavailable,
+            prefer_vlan_interfaces: agent.prefer_vlan_interfaces.unwrap_or_default(),
+            prefer_vxlan_interfaces: agent.prefer_vxlan_interfaces.unwrap_or_default(),
+            prefer_bgp_interfaces: agent.prefer_bgp_interfaces.unwrap_or_default(),
+            vxlan_udp_port,
+            health_port,
+            metrics_port,
+            resources: agent.resources,
+            extra_tolerations: agent.tolerations.unwrap_or_default(),
+            node_selector: agent.node_selector.unwrap_or_default(),
+            bin_dir,
+            conf_dir,
+            conflist_name,
+            chained_plugins,
+            mtu: cni.mtu,
+            pod_failure_policy: webhook.failure_policy.unwrap_or(FailurePolicy::Ignore),
+            webhook_port,
+            bootstrap,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hybridnet_api::operator::{
+        BootstrapNetwork, CniSpec, NodeAgentSpec, NodeAgentUpdateStrategy, WebhookSpec,
+    };
+
+    fn settings(spec: &HybridnetClusterSpec) -> Result<Settings, FieldErrors> {
+        Settings::from_spec(spec, "0.1.0", "hybridnet-system")
+    }
+
+    fn fields(spec: &HybridnetClusterSpec) -> Vec<String> {
+        settings(spec)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    }
+
+    #[test]
+    fn empty_spec_gets_every_default() {
+        let s = settings(&HybridnetClusterSpec::default()).unwrap();
+        assert_eq!(s.version, "0.1.0");
+        assert_eq!(s.image, "docker.io/hybridnet/hybridnet:v0.1.0");
+        assert_eq!(s.image_pull_policy, ImagePullPolicy::IfNotPresent);
+        assert_eq!(s.default_network_type, NetworkType::Overlay);
+        assert_eq!(s.default_ip_family, IpFamily::IPv4);
+        assert_eq!(s.max_unavailable, IntOrString::Int(1));
+        assert_eq!(
+            (
+                s.health_port,
+                s.metrics_port,
+                s.vxlan_udp_port,
+                s.webhook_port
+            ),
+            (11021, 9101, 8472, 9898)
+        );
+        assert_eq!(
+            (
+                s.bin_dir.as_str(),
+                s.conf_dir.as_str(),
+                s.conflist_name.as_str()
+            ),
+            ("/opt/cni/bin", "/etc/cni/net.d", "06-hybridnet.conflist")
+        );
+        assert_eq!(s.chained_plugins, vec!["bandwidth", "portmap"]);
+        assert_eq!(s.pod_failure_policy, FailurePolicy::Ignore);
+        assert_eq!(s.bootstrap, None);
+    }
+
+    #[test]
+    fn image_follows_registry_and_version() {
+        let spec = HybridnetClusterSpec {
+            version: Some("0.2.0-rc.1".into()),
+            registry: Some("registry.example.com:5000/net/".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            settings(&spec).unwrap().image,
+            "registry.example.com:5000/net/hybridnet:v0.2.0-rc.1"
+        );
+    }
+
+    #[test]
+    fn bootstrap_defaults_and_family_from_the_cidr() {
+        let spec = HybridnetClusterSpec {
+            bootstrap: Some(BootstrapNetwork {
+                name: None,
+                vxlan_id: None,
+                cidr: "fd00:100::/112".into(),
+                ip_version: None,
+            }),
+            ..Default::default()
+        };
+        let b = settings(&spec).unwrap().bootstrap.unwrap();
+        assert_eq!(b.name, "init");
+        assert_eq!(b.vxlan_id, 4);
+        assert_eq!(b.range.version, IpVersion::V6);
+        assert_eq!(b.range.cidr, "fd00:100::/112");
+    }
+
+    #[test]
+    fn hostile_and_malformed_values_are_refused_with_the_field() {
+        let cases: Vec<(HybridnetClusterSpec, &str)> = vec![
+            (
+                HybridnetClusterSpec {
+                    version: Some("v1.0".into()),
+                    ..Default::default()
+                },
+                "spec.version",
+            ),
+            (
+                HybridnetClusterSpec {
+                    version: Some("1.0.0; rm -rf /".into()),
+                    ..Default::default()
+                },
+                "spec.version",
+            ),
+            (
+                HybridnetClusterSpec {
+                    registry: Some("https://evil".into()),
+                    ..Default::default()
+                },
+                "spec.registry",
+            ),
+            (
+                HybridnetClusterSpec {
+                    registry: Some("a b".into()),
+                    ..Default::default()
+                },
+                "spec.registry",
+            ),
+            (
+                HybridnetClusterSpec {
+                    registry: Some(String::new()),
+                    ..Default::default()
+                },
+                "spec.registry",
+            ),
+            (
+                HybridnetClusterSpec {
+                    registry: Some("repo@sha256".into()),
+                    ..Default::default()
+                },
+                "spec.registry",
+            ),
+            (
+                HybridnetClusterSpec {
+                    image_pull_secrets: Some(vec![LocalObjectReference {
+                        name: "Bad_Name".into(),
+                    }]),
+                    ..Default::default()
+                },
+                "spec.imagePullSecrets[0].name",
+            ),
+            (
+                agent(NodeAgentSpec {
+                    update_strategy: Some(NodeAgentUpdateStrategy {
+                        max_unavailable: Some(IntOrString::Int(0)),
+                    }),
+                    ..Default::default()
+                }),
+                "spec.nodeAgent.updateStrategy.maxUnavailable",
+            ),
+            (
+                agent(NodeAgentSpec {
+                    update_strategy: Some(NodeAgentUpdateStrategy {
+                        max_unavailable: Some(IntOrString::String("150%".into())),
+                    }),
+                    ..Default::default()
+                }),
+                "spec.nodeAgent.updateStrategy.maxUnavailable",
+            ),
+            (
+                agent(NodeAgentSpec {
+                    update_strategy: Some(NodeAgentUpdateStrategy {
+                        max_unavailable: Some(IntOrString::String("two".into())),
+                    }),
+                    ..Default::default()
+                }),
+                "spec.nodeAgent.updateStrategy.maxUnavailable",
+            ),
+            (
+                agent(NodeAgentSpec {
+                    prefer_vxlan_interfaces: Some(vec!["eth0,eth1".into()]),
+                    ..Default::default()
+                }),
+                "spec.nodeAgent.preferVxlanInterfaces[0]",
+            ),
+            (
+                agent(NodeAgentSpec {
+                    prefer_vlan_interfaces: Some(vec!["x".repeat(16)]),
+                    ..Default::default()
+                }),
+                "spec.nodeAgent.preferVlanInterfaces[0]",
+            ),
+            (
+                agent(NodeAgentSpec {
+                    prefer_bgp_interfaces: Some(vec!["../etc".into()]),
+                    ..Default::default()
+                }),
+                "spec.nodeAgent.preferBgpInterfaces[0]",
+            ),
+            (
+                agent(NodeAgentSpec {
+                    vxlan_udp_port: Some(70000),
+                    ..Default::default()
+                }),
+                "spec.nodeAgent.vxlanUDPPort",
+            ),
+            (
+                agent(NodeAgentSpec {
+                    health_port: Some(0),
+                    ..Default::default()
+                }),
+                "spec.nodeAgent.healthPort",
+            ),
+            (
+                agent(NodeAgentSpec {
+                    metrics_port: Some(11021),
+                    ..Default::default()
+                }),
+                "spec.nodeAgent.metricsPort",
+            ),
+            (
+                cni(CniSpec {
+                    bin_dir: Some("opt/cni/bin".into()),
+                    ..Default::default()
+                }),
+                "spec.cni.binDir",
+            ),
+            (
+                cni(CniSpec {
+                    bin_dir: Some("/opt/../etc".into()),
+                    ..Default::default()
+                }),
+                "spec.cni.binDir",
+            ),
+            (
+                cni(CniSpec {
+                    conf_dir: Some("/".into()),
+                    ..Default::default()
+                }),
+                "spec.cni.confDir",
+            ),
+            (
+                cni(CniSpec {
+                    conf_dir: Some("/etc/cni net".into()),
+                    ..Default::default()
+                }),
+                "spec.cni.confDir",
+            ),
+            (
+                cni(CniSpec {
+                    conflist_name: Some("../x.conflist".into()),
+                    ..Default::default()
+                }),
+                "spec.cni.conflistName",
+            ),
+            (
+                cni(CniSpec {
+                    conflist_name: Some("10-x.conf".into()),
+                    ..Default::default()
+                }),
+                "spec.cni.conflistName",
+            ),
+            (
+                cni(CniSpec {
+                    chained_plugins: Some(vec!["port map".into()]),
+                    ..Default::default()
+                }),
+                "spec.cni.chainedPlugins[0]",
+            ),
+            (
+                cni(CniSpec {
+                    mtu: Some(100),
+                    ..Default::default()
+                }),
+                "spec.cni.mtu",
+            ),
+            (
+                HybridnetClusterSpec {
+                    webhook: Some(WebhookSpec {
+                        port: Some(-1),
+                        failure_policy: None,
+                    }),
+                    ..Default::default()
+                },
+                "spec.webhook.port",
+            ),
+            (boot("100.64.0.0/16", Some("Init")), "spec.bootstrap.name"),
+            (boot("100.64.0.1/16", None), "spec.bootstrap.cidr"),
+            (boot("not-a-cidr", None), "spec.bootstrap.cidr"),
+            // Capacity is a property of the whole range.
+            (boot("10.0.0.0/8", None), "spec.bootstrap"),
+        ];
+        for (spec, field) in cases {
+            let got = fields(&spec);
+            assert!(
+                got.iter().any(|f| f == field),
+                "{field}: got {got:?} for {spec:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_error_of_a_spec_is_reported_at_once() {
+        let spec = HybridnetClusterSpec {
+            version: Some("x".into()),
+            registry: Some("a b".into()),
+            ..agent(NodeAgentSpec {
+                vxlan_udp_port: Some(0),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            fields(&spec),
+            vec![
+                "spec.version",
+                "spec.registry",
+                "spec.nodeAgent.vxlanUDPPort"
+            ]
+        );
+    }
+
+    #[test]
+    fn semver_rules() {
+        for ok in ["0.1.0", "10.20.30", "1.2.3-rc.1", "1.2.3-alpha-2"] {
+            assert!(is_semver(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "1",
+            "1.2",
+            "v1.2.3",
+            "1.2.3.4",
+            "1..3",
+            "1.2.3-",
+            "1.2.3-a_b",
+            "1.2.3 ",
+        ] {
+            assert!(!is_semver(bad), "{bad}");
+        }
+        assert!(Settings::from_spec(&HybridnetClusterSpec::default(), "dev", "ns").is_err());
+        assert!(Settings::from_spec(&HybridnetClusterSpec::default(), "0.1.0", "Bad NS").is_err());
+    }
+
+    fn agent(a: NodeAgentSpec) -> HybridnetClusterSpec {
+        HybridnetClusterSpec {
+            node_agent: Some(a),
+            ..Default::default()
+        }
+    }
+    fn cni(c: CniSpec) -> HybridnetClusterSpec {
+        HybridnetClusterSpec {
+            cni: Some(c),
+            ..Default::default()
+        }
+    }
+    fn boot(cidr: &str, name: Option<&str>) -> HybridnetClusterSpec {
+        HybridnetClusterSpec {
+            bootstrap: Some(BootstrapNetwork {
+                name: name.map(str::to_string),
+                vxlan_id: None,
+                cidr: cidr.into(),
+                ip_version: None,
+            }),
+            ..Default::default()
+        }
+    }
+}
