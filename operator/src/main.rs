@@ -1,6 +1,24 @@
-//! hybridnet operator: cluster lifecycle, network control plane (IPAM) and admission webhooks
+//! hybridnet-operator: cluster lifecycle, network control plane (IPAM) and admission webhooks in
+//! one leader-elected binary. Flags and environment mirror the original manager and webhook
+//! where that makes sense (behaviour spec 2.4, 8.4).
 
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
 use clap::Parser;
+use hybridnet_api::constants::env;
+use hybridnet_api::operator::IpFamily;
+use hybridnet_api::v1::NetworkType;
+use hybridnet_operator::controlplane::config::ControlPlaneConfig;
+use hybridnet_operator::controlplane::replica::{Replica, ReplicaConfig};
+use hybridnet_operator::controlplane::run::TermTask;
+use hybridnet_operator::lifecycle;
+use hybridnet_operator::webhook::server::CertSource;
+use tracing::{info, warn};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -8,9 +26,299 @@ use clap::Parser;
     version,
     about = "hybridnet operator: cluster lifecycle, network control plane (IPAM) and admission webhooks"
 )]
-struct Cli {}
+struct Cli {
+    /// Network type of pods that name none: Underlay, Overlay or GlobalBGP.
+    #[arg(long, env = env::DEFAULT_NETWORK_TYPE, default_value = "Underlay", value_parser = parse_network_type)]
+    default_network_type: NetworkType,
+    /// IP family of pods that name none: IPv4, IPv6 or DualStack.
+    #[arg(long, env = env::DEFAULT_IP_FAMILY, default_value = "IPv4", value_parser = parse_ip_family)]
+    default_ip_family: IpFamily,
+    /// Stateful pods keep their addresses across re-creation unless annotated otherwise.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    default_ip_retain: bool,
+    /// Owner kinds whose pods are stateful (comma separated).
+    #[arg(long, default_value = "StatefulSet", value_delimiter = ',')]
+    stateful_workload_kinds: Vec<String>,
+    /// Parallel reconciles per controller, e.g. `Pod=8,IPInstance=8,Default=2` (1..100).
+    #[arg(long, default_value = "Pod=8,Default=2", value_parser = parse_concurrency)]
+    controller_concurrency: BTreeMap<String, u16>,
+    /// Requests per second to the API server (client-side limit; 0 = unlimited).
+    #[arg(long, default_value_t = 300.0)]
+    kube_client_qps: f64,
+    /// Burst above the QPS limit.
+    #[arg(long, default_value_t = 600)]
+    kube_client_burst: u32,
+    /// Port of `/metrics` (0 = off).
+    #[arg(long, default_value_t = 9899)]
+    metrics_port: u16,
+    /// Port of the admission webhook (0 = no webhook).
+    #[arg(long, default_value_t = 9898)]
+    webhook_port: u16,
+    /// Directory with the webhook's tls.crt and tls.key (reloaded when they change).
+    #[arg(long, default_value = "/tmp/k8s-webhook-server/serving-certs")]
+    webhook_cert_dir: PathBuf,
+    /// Take the webhook certificate from this kubernetes.io/tls Secret (name, in --namespace)
+    /// instead of --webhook-cert-dir.
+    #[arg(long)]
+    webhook_cert_secret: Option<String>,
+    /// Namespace of the leader-election Lease and the operator's objects.
+    #[arg(long, env = env::NAMESPACE, default_value = "kube-system")]
+    namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "hybridnet-manager-election")]
+    leader_election_id: String,
+    /// Identity in the Lease (default: the pod name, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Seconds between leak detection passes.
+    #[arg(long, default_value_t = 60)]
+    leak_check_interval_seconds: u64,
+    /// Do not run the HybridnetCluster lifecycle reconciler.
+    #[arg(long)]
+    disable_lifecycle: bool,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("hybridnet-operator is not implemented yet in this build")
+fn parse_network_type(s: &str) -> Result<NetworkType, String> {
+    if s.trim().is_empty() {
+        return Ok(NetworkType::Underlay);
+    }
+    NetworkType::parse_case_insensitive(s)
+        .ok_or_else(|| format!("{s:?} is not a network type (Underlay, Overlay or GlobalBGP)"))
+}
+
+fn parse_ip_family(s: &str) -> Result<IpFamily, String> {
+    if s.trim().is_empty() {
+        return Ok(IpFamily::IPv4);
+    }
+    IpFamily::parse_case_insensitive(s)
+        .ok_or_else(|| format!("{s:?} is not an IP family (IPv4, IPv6 or DualStack)"))
+}
+
+fn parse_concurrency(s: &str) -> Result<BTreeMap<String, u16>, String> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: want Name=number"))?;
+        let n: u16 = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{part:?}: {v:?} is not a number"))?;
+        if !(1..=100).contains(&n) {
+            return Err(format!("{part:?}: concurrency must be 1..100"));
+        }
+        out.insert(k.trim().to_string(), n);
+    }
+    Ok(out)
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "hybridnet-operator".into());
+    let mut b = [0u8; 4];
+    let suffix = match std::fs::read("/proc/sys/kernel/random/uuid") {
+        Ok(u) => String::from_utf8_lossy(&u[..8.min(u.len())]).to_string(),
+        Err(_) => {
+            b.copy_from_slice(&std::process::id().to_be_bytes());
+            format!("{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
+        }
+    };
+    format!("{host}_{suffix}")
+}
+
+impl Cli {
+    fn control_plane_config(&self) -> anyhow::Result<ControlPlaneConfig> {
+        if self
+            .stateful_workload_kinds
+            .iter()
+            .any(|k| k.trim().is_empty())
+        {
+            bail!(
+                "--stateful-workload-kinds: empty kind in {:?}",
+                self.stateful_workload_kinds
+            );
+        }
+        if self.lease_duration_seconds < 2 {
+            bail!("--lease-duration-seconds must be at least 2");
+        }
+        let pick = |name: &str| {
+            self.controller_concurrency
+                .get(name)
+                .or_else(|| self.controller_concurrency.get("Default"))
+                .copied()
+        };
+        let lease = Duration::from_secs(self.lease_duration_seconds);
+        Ok(ControlPlaneConfig {
+            default_network_type: self.default_network_type,
+            default_ip_family: self.default_ip_family,
+            default_ip_retain: self.default_ip_retain,
+            stateful_workload_kinds: self
+                .stateful_workload_kinds
+                .iter()
+                .map(|k| k.trim().to_string())
+                .collect(),
+            pod_concurrency: pick("Pod").unwrap_or(8),
+            concurrency: pick("Default").unwrap_or(2),
+            namespace: self.namespace.clone(),
+            leader_election_id: self.leader_election_id.clone(),
+            identity: self
+                .identity
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(default_identity),
+            lease_duration: lease,
+            lease_retry: (lease / 5).max(Duration::from_millis(500)),
+            leak_check_interval: Duration::from_secs(self.leak_check_interval_seconds.max(1)),
+        })
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube_runtime=warn".into());
+    if cli.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    hybridnet_operator::webhook::server::install_crypto_provider();
+    let control = cli.control_plane_config()?;
+    let mut kube_config = kube::Config::infer()
+        .await
+        .context("finding the cluster (in-cluster service account or kubeconfig)")?;
+    kube_config.read_timeout = Some(Duration::from_secs(295));
+    let client = hybridnet_operator::controlplane::ratelimit::client(
+        kube_config,
+        cli.kube_client_qps,
+        cli.kube_client_burst,
+    )
+    .context("building the Kubernetes client")?;
+
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let webhook = (cli.webhook_port != 0).then(|| {
+        let source = match &cli.webhook_cert_secret {
+            Some(name) => CertSource::Secret {
+                namespace: cli.namespace.clone(),
+                name: name.clone(),
+            },
+            None => CertSource::Dir(cli.webhook_cert_dir.clone()),
+        };
+        (SocketAddr::new(any, cli.webhook_port), source)
+    });
+    let cfg = ReplicaConfig {
+        control: control.clone(),
+        webhook,
+        cert_reload: Duration::from_secs(10),
+        metrics_addr: (cli.metrics_port != 0).then(|| SocketAddr::new(any, cli.metrics_port)),
+        control_plane: true,
+    };
+    let lifecycle_task: Option<TermTask> = (!cli.disable_lifecycle).then(|| {
+        let ns = cli.namespace.clone();
+        let task: TermTask = Arc::new(move |client: kube::Client| {
+            let mut lc = lifecycle::reconcile::LifecycleConfig::from_env();
+            lc.namespace = ns.clone();
+            Box::pin(async move {
+                if let Err(e) = lifecycle::reconcile::run(client, lc).await {
+                    warn!(error = %e, "lifecycle reconciler stopped");
+                }
+            })
+        });
+        task
+    });
+    info!(identity = %control.identity, namespace = %control.namespace, "starting hybridnet-operator");
+    let replica = Replica::start(client, cfg, lifecycle_task)
+        .await
+        .context("starting the operator")?;
+    shutdown_signal().await;
+    info!("shutting down");
+    replica.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_reject_hostile_values() {
+        let cli = Cli::try_parse_from([
+            "hybridnet-operator",
+            "--default-network-type",
+            "overlay",
+            "--default-ip-family",
+            "dualstack",
+            "--default-ip-retain",
+            "false",
+            "--stateful-workload-kinds",
+            "StatefulSet,AdvancedStatefulSet",
+            "--controller-concurrency",
+            "Pod=20,Default=3",
+            "--identity",
+            "me",
+        ])
+        .unwrap();
+        let c = cli.control_plane_config().unwrap();
+        assert_eq!(c.default_network_type, NetworkType::Overlay);
+        assert_eq!(c.default_ip_family, IpFamily::DualStack);
+        assert!(!c.default_ip_retain);
+        assert!(c.is_stateful_kind("AdvancedStatefulSet"));
+        assert_eq!((c.pod_concurrency, c.concurrency), (20, 3));
+        for bad in [
+            vec!["--default-network-type", "Bridge"],
+            vec!["--default-ip-family", "IPv5"],
+            vec!["--controller-concurrency", "Pod=0"],
+            vec!["--controller-concurrency", "Pod=abc"],
+            vec!["--controller-concurrency", "Pod"],
+            vec!["--default-ip-retain", "maybe"],
+            vec!["--metrics-port", "70000"],
+        ] {
+            let mut args = vec!["hybridnet-operator"];
+            args.extend(bad.iter().copied());
+            assert!(Cli::try_parse_from(&args).is_err(), "{bad:?} accepted");
+        }
+        let cli = Cli::try_parse_from([
+            "x",
+            "--stateful-workload-kinds",
+            "StatefulSet,,X",
+            "--identity",
+            "i",
+        ])
+        .unwrap();
+        assert!(cli.control_plane_config().is_err());
+    }
 }

@@ -1,1 +1,17 @@
-//! Admission webhook server: validating Network/Subnet/Pod, mutating Pod (issue 5).
+//! Admission webhook server: validating Network/Subnet/Pod (spec 4.2-4.4), mutating Pod (spec 4.1),
+//! over HTTPS with rustls (ring), AdmissionReview v1.
+
+pub mod mutate;
+pub mod review;
+pub mod server;
+
+use crate::controlplane::caches::Caches;
+use crate::controlplane::config::ControlPlaneConfig;
+use crate::controlplane::metrics::Metrics;
+
+/// What the handlers read.
+pub struct WebhookState {
+    pub caches: Caches,
+    pub config: ControlPlaneConfig,
+    pub metrics: Metrics,
+}

@@ -1,0 +1,658 @@
+//! Pod controller: allocation, stateful retention and reservation, release of evicted and completed
+//! pods (behaviour spec 3.6, 3.12).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hybridnet_api::constants::{annotation, label};
+use hybridnet_api::naming::{instance_name_to_ip, pod_name_label_value, stateful_ordinal};
+use hybridnet_api::pools::{parse_ip_pool, parse_mac_pool};
+use hybridnet_api::resolve::PodNetworkConfig;
+use hybridnet_api::v1::IPInstance;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use tracing::{debug, info, instrument, warn};
+
+use super::context::{Ctx, PodRecord, ReconcileError, pod_key};
+use super::metrics::AllocationLabels;
+use super::objects::{
+    add_finalizer_patch, build_ipinstance, rebind_patch, remove_finalizer_patch, reserve_patch,
+    select_network,
+};
+use super::podstate::{
+    PodAction, controller_owner, decide, has_ip_finalizer, is_stateful, node_name,
+};
+use super::resolution::{ip_retain, ipinstances_of_pod_name, resolve_for_pod};
+use crate::ipam::{Allocation, AssignCandidate, MacAddr, PodKey};
+
+pub const REASON_ALLOCATED: &str = "IPAllocationSucceed";
+pub const REASON_ALLOCATION_FAILED: &str = "IPAllocationFail";
+pub const REASON_RELEASED: &str = "IPReleaseSucceed";
+pub const REASON_RESERVED: &str = "IPReserveSucceed";
+
+fn pod_name(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+fn alloc_err(pod: &Pod, message: impl Into<String>) -> ReconcileError {
+    ReconcileError::Allocation {
+        pod: pod_name(pod),
+        message: message.into(),
+    }
+}
+
+/// The pod's IPInstances (by pod-name label), read from the API (not the cache): used where a
+/// stale view could lose or duplicate an address.
+async fn list_pod_ipinstances(ctx: &Ctx, pod: &Pod) -> Result<Vec<IPInstance>, ReconcileError> {
+    let ns = pod.namespace().unwrap_or_default();
+    let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let sel = format!("{}={}", label::POD, pod_name_label_value(&pod.name_any()));
+    let list = api
+        .list(&ListParams::default().labels(&sel))
+        .await
+        .map_err(ReconcileError::kube(
+            "list",
+            "IPInstance",
+            format!("{ns} {sel}"),
+        ))?;
+    Ok(ipinstances_of_pod_name(
+        &ns,
+        &pod.name_any(),
+        list.items.iter(),
+    ))
+}
+
+/// Reconciles one pod.
+#[instrument(skip_all, fields(pod = %pod_name(&pod)))]
+pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    ctx.ensure_leading()?;
+    let Some(_claim) = ctx.claim_pod(pod_key(&pod)) else {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    };
+    let owner_stateful_by_instances = controller_owner(&pod).is_none()
+        && (pod.metadata.deletion_timestamp.is_some() || has_ip_finalizer(&pod))
+        && {
+            let ns = pod.namespace().unwrap_or_default();
+            let all = ctx.caches.ipinstances.state();
+            ipinstances_of_pod_name(&ns, &pod.name_any(), all.iter().map(|a| a.as_ref()))
+                .iter()
+                .any(|i| {
+                    i.spec
+                        .binding
+                        .referred_object
+                        .as_ref()
+                        .and_then(|r| r.kind.as_deref())
+                        .is_some_and(|k| ctx.config.is_stateful_kind(k))
+                })
+        };
+    let action = decide(&pod, &ctx.config, owner_stateful_by_instances);
+    debug!(?action, "decided");
+    let res = match action {
+        PodAction::Ignore | PodAction::LeaveToGarbageCollector => Ok(Action::await_change()),
+        PodAction::WaitForContainers => Ok(Action::requeue(Duration::from_secs(5))),
+        PodAction::RemoveFinalizer => remove_pod_finalizer(&ctx, &pod)
+            .await
+            .map(|_| Action::await_change()),
+        PodAction::Reserve => reserve(&ctx, &pod).await.map(|_| Action::await_change()),
+        PodAction::Release => release(&ctx, &pod).await.map(|_| Action::await_change()),
+        PodAction::Allocate => allocate(&ctx, &pod).await.map(|_| Action::await_change()),
+    };
+    ctx.metrics.record_reconcile("pod", res.is_ok());
+    res
+}
+
+async fn remove_pod_finalizer(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
+    let Some(patch) = remove_finalizer_patch(pod.metadata.finalizers.as_ref()) else {
+        return Ok(());
+    };
+    ctx.ensure_leading()?;
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch).map_err(|e| alloc_err(pod, e.to_string()))?;
+    match api
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(ReconcileError::kube(
+            "remove finalizer from",
+            "Pod",
+            pod_name(pod),
+        )(e)),
+    }
+}
+
+async fn ensure_pod_finalizer(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
+    if has_ip_finalizer(pod) {
+        return Ok(());
+    }
+    ctx.ensure_leading()?;
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    let patch = add_finalizer_patch(
+        pod.metadata.finalizers.as_ref(),
+        pod.metadata.resource_version.as_deref().unwrap_or(""),
+    );
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch).map_err(|e| alloc_err(pod, e.to_string()))?;
+    api.patch(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await
+    .map_err(ReconcileError::kube(
+        "add finalizer to",
+        "Pod",
+        pod_name(pod),
+    ))?;
+    Ok(())
+}
+
+/// A stateful pod is gone (or going) and nothing runs: keep its addresses for the next incarnation.
+async fn reserve(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
+    let ns = pod.namespace().unwrap_or_default();
+    let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut reserved = Vec::new();
+    for ipi in list_pod_ipinstances(ctx, pod).await? {
+        // Only addresses bound to this incarnation (or already reserved) are ours to reserve.
+        let bound_uid = ipi.spec.binding.pod_uid.clone().unwrap_or_default();
+        if !bound_uid.is_empty() && Some(bound_uid.as_str()) != pod.metadata.uid.as_deref() {
+            continue;
+        }
+        if !ipi.spec.is_reserved() {
+            ctx.ensure_leading()?;
+            api.patch(
+                &ipi.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(reserve_patch()),
+            )
+            .await
+            .map_err(ReconcileError::kube(
+                "reserve",
+                "IPInstance",
+                format!("{ns}/{}", ipi.name_any()),
+            ))?;
+        }
+        if let Some(ip) = instance_name_to_ip(&ipi.name_any()) {
+            ctx.engine()
+                .reserve(&ipi.spec.network, &ipi.spec.subnet, ip);
+        }
+        reserved.push(ipi.spec.address.ip.clone());
+    }
+    ctx.pod_records().remove(&pod_key(pod));
+    ctx.notify_ipam_changed();
+    remove_pod_finalizer(ctx, pod).await?;
+    if !reserved.is_empty() {
+        info!(addresses = ?reserved, "reserved the addresses of a stateful pod");
+        ctx.pod_event(
+            pod,
+            EventType::Normal,
+            REASON_RESERVED,
+            format!("reserve IPs {reserved:?} successfully"),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// An evicted or completed ordinary pod: free its addresses now.
+async fn release(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
+    let ns = pod.namespace().unwrap_or_default();
+    let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut released = Vec::new();
+    for ipi in list_pod_ipinstances(ctx, pod).await? {
+        let bound_uid = ipi.spec.binding.pod_uid.clone().unwrap_or_default();
+        if !bound_uid.is_empty() && Some(bound_uid.as_str()) != pod.metadata.uid.as_deref() {
+            continue;
+        }
+        ctx.ensure_leading()?;
+        match api.delete(&ipi.name_any(), &DeleteParams::default()).await {
+            Ok(_) => released.push(ipi.spec.address.ip.clone()),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(ReconcileError::kube(
+                    "delete",
+                    "IPInstance",
+                    format!("{ns}/{}", ipi.name_any()),
+                )(e));
+            }
+        }
+    }
+    ctx.pod_records().remove(&pod_key(pod));
+    remove_pod_finalizer(ctx, pod).await?;
+    if !released.is_empty() {
+        info!(addresses = ?released, "released the addresses of an evicted or completed pod");
+        ctx.pod_event(
+            pod,
+            EventType::Normal,
+            REASON_RELEASED,
+            format!("release IPs {released:?} successfully"),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Allocation of a scheduled pod; on failure a Warning event says what the user can do.
+async fn allocate(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let key = pod_key(pod);
+    if ctx.pod_records().get(&key).is_some_and(|r| r.uid == uid) {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let stateful = is_stateful(pod, &ctx.config);
+    let res = if stateful {
+        allocate_stateful(ctx, pod).await
+    } else {
+        allocate_normal(ctx, pod).await
+    };
+    let kind = if stateful { "stateful" } else { "normal" };
+    ctx.metrics
+        .allocation_seconds
+        .get_or_create(&AllocationLabels {
+            allocate_type: kind.into(),
+            success: res.is_ok().to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    match res {
+        Ok(Some(note)) => {
+            ctx.pod_event(pod, EventType::Normal, REASON_ALLOCATED, note)
+                .await;
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => {
+            if !matches!(e, ReconcileError::NotLeader) {
+                ctx.pod_event(
+                    pod,
+                    EventType::Warning,
+                    REASON_ALLOCATION_FAILED,
+                    e.to_string(),
+                )
+                .await;
+            }
+            Err(e)
+        }
+    }
+}
+
+struct Plan {
+    config: PodNetworkConfig,
+    network: String,
+}
+
+fn plan(ctx: &Ctx, pod: &Pod, pod_ipis: &[IPInstance]) -> Result<Plan, ReconcileError> {
+    let ns = pod.namespace().unwrap_or_default();
+    let namespace = ctx
+        .caches
+        .namespaces
+        .get(&kube::runtime::reflector::ObjectRef::new(&ns));
+    let networks = ctx.caches.networks();
+    let config = resolve_for_pod(
+        pod,
+        namespace.as_deref(),
+        &ctx.config,
+        &networks,
+        &ctx.caches.subnets(),
+        pod_ipis,
+    )
+    .map_err(|e| alloc_err(pod, e.to_string()))?;
+    let node = node_name(pod).unwrap_or_default().to_string();
+    let node_obj = ctx
+        .caches
+        .nodes
+        .get(&kube::runtime::reflector::ObjectRef::new(&node));
+    let empty = Default::default();
+    let node_labels = node_obj
+        .as_ref()
+        .map(|n| n.metadata.labels.as_ref().unwrap_or(&empty));
+    let network =
+        select_network(&config, &node, node_labels, &networks).map_err(|m| alloc_err(pod, m))?;
+    Ok(Plan { config, network })
+}
+
+fn pod_ipam_key(pod: &Pod) -> PodKey {
+    PodKey::new(pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+async fn allocate_normal(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, ReconcileError> {
+    // Addresses already written for this incarnation (e.g. by a previous leader) count.
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let ns = pod.namespace().unwrap_or_default();
+    let existing: Vec<IPInstance> = {
+        let all = ctx.caches.ipinstances.state();
+        ipinstances_of_pod_name(&ns, &pod.name_any(), all.iter().map(|a| a.as_ref()))
+            .into_iter()
+            .filter(|i| i.spec.binding.pod_uid.as_deref() == Some(uid.as_str()))
+            .collect()
+    };
+    if !existing.is_empty() {
+        record(
+            ctx,
+            pod,
+            &existing.iter().map(|i| i.name_any()).collect::<Vec<_>>(),
+        );
+        return Ok(None);
+    }
+    let plan = plan(ctx, pod, &[])?;
+    let allocs = {
+        let mut engine = ctx.engine();
+        engine.allocate(
+            &plan.network,
+            &pod_ipam_key(pod),
+            plan.config.ip_family,
+            &plan.config.subnets,
+            None,
+        )
+    }
+    .map_err(|e| alloc_err(pod, e.to_string()))?;
+    ctx.notify_ipam_changed();
+    write_new(ctx, pod, &allocs.0, &allocs.1, false).await?;
+    let ips: Vec<String> = allocs.0.iter().map(|a| a.ip.to_string()).collect();
+    Ok(Some(format!("allocate IPs {ips:?} successfully")))
+}
+
+fn record(ctx: &Ctx, pod: &Pod, names: &[String]) {
+    ctx.pod_records().insert(
+        pod_key(pod),
+        PodRecord {
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            instances: names.to_vec(),
+        },
+    );
+}
+
+/// Creates one IPInstance per allocation. On failure, addresses without an IPInstance go back to
+/// the IPAM and the ones created are deleted (their deletion releases them).
+async fn write_new(
+    ctx: &Ctx,
+    pod: &Pod,
+    allocs: &[Allocation],
+    mac: &MacAddr,
+    stateful: bool,
+) -> Result<(), ReconcileError> {
+    let ns = pod.namespace().unwrap_or_default();
+    let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let mut created: Vec<String> = Vec::new();
+    let mut failure = None;
+    for a in allocs {
+        if let Err(e) = ctx.ensure_leading() {
+            failure = Some(e);
+            break;
+        }
+        let obj = build_ipinstance(pod, a, &mac.to_string(), stateful);
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => created.push(a.instance_name()),
+            Err(e) => {
+                // The write may have happened although we got an error: look before undoing.
+                match api.get_opt(&a.instance_name()).await {
+                    Ok(Some(found))
+                        if found.spec.binding.pod_uid.as_deref() == Some(uid.as_str()) =>
+                    {
+                        created.push(a.instance_name());
+                        continue;
+                    }
+                    Ok(Some(found)) => {
+                        // Someone else's IPInstance has this address: the in-memory IPAM
+                        // missed it. Keep the address held (a terminating one is released by
+                        // the IPInstance controller when it is gone) and retry with another.
+                        if found.metadata.deletion_timestamp.is_none() {
+                            warn!(ip = %a.ip, holder = ?found.spec.binding.pod_name, "address already has an IPInstance; learning it");
+                            ctx.engine().observe(&found);
+                        }
+                        failure = Some(alloc_err(
+                            pod,
+                            format!("address {} was already taken; retrying", a.ip),
+                        ));
+                        // Do not release: the address belongs to the other IPInstance now.
+                        let rest: Vec<&Allocation> = allocs
+                            .iter()
+                            .filter(|x| x.ip != a.ip && !created.contains(&x.instance_name()))
+                            .collect();
+                        release_in_memory(ctx, &rest);
+                        undo_created(ctx, &api, &created).await;
+                        ctx.notify_ipam_changed();
+                        return Err(failure.unwrap_or_else(|| alloc_err(pod, "write failed")));
+                    }
+                    _ => {
+                        failure = Some(ReconcileError::kube(
+                            "create",
+                            "IPInstance",
+                            format!("{ns}/{}", a.instance_name()),
+                        )(e));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(err) = failure {
+        let rest: Vec<&Allocation> = allocs
+            .iter()
+            .filter(|x| !created.contains(&x.instance_name()))
+            .collect();
+        release_in_memory(ctx, &rest);
+        undo_created(ctx, &api, &created).await;
+        ctx.notify_ipam_changed();
+        return Err(err);
+    }
+    record(ctx, pod, &created);
+    Ok(())
+}
+
+fn release_in_memory(ctx: &Ctx, allocs: &[&Allocation]) {
+    let mut engine = ctx.engine();
+    for a in allocs {
+        engine.release(&a.network, &a.subnet, a.ip);
+    }
+}
+
+async fn undo_created(ctx: &Ctx, api: &Api<IPInstance>, created: &[String]) {
+    if ctx.ensure_leading().is_err() {
+        return;
+    }
+    for name in created {
+        if let Err(e) = api.delete(name, &DeleteParams::default()).await {
+            warn!(ipinstance = %name, error = %e, "could not undo a partial allocation; the leak detector will");
+        }
+    }
+}
+
+/// Stateful pods: finalizer, mac-pool, retention, ip-pool pre-assignment (spec 3.6).
+async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, ReconcileError> {
+    ensure_pod_finalizer(ctx, pod).await?;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let node = node_name(pod).unwrap_or_default().to_string();
+    let ns = pod.namespace().unwrap_or_default();
+    let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = list_pod_ipinstances(ctx, pod).await?;
+    // Already bound to this incarnation on this node: done (e.g. a previous leader did it).
+    if !existing.is_empty()
+        && existing.iter().all(|i| {
+            i.spec.binding.pod_uid.as_deref() == Some(uid.as_str())
+                && i.spec.binding.node_name.as_deref() == Some(node.as_str())
+        })
+    {
+        record(
+            ctx,
+            pod,
+            &existing.iter().map(|i| i.name_any()).collect::<Vec<_>>(),
+        );
+        return Ok(None);
+    }
+    let anns = pod.metadata.annotations.clone().unwrap_or_default();
+    let name = pod.name_any();
+    let ordinal = stateful_ordinal(&name);
+    let at_ordinal = |field: &str, len: usize| -> Result<usize, ReconcileError> {
+        let i = ordinal
+            .ok_or_else(|| alloc_err(pod, format!("{field}: pod name {name:?} has no ordinal")))?
+            as usize;
+        if i >= len {
+            return Err(alloc_err(
+                pod,
+                format!("{field}: no entry for ordinal {i} (the pool has {len})"),
+            ));
+        }
+        Ok(i)
+    };
+    let mac = match anns
+        .get(annotation::MAC_POOL)
+        .filter(|v| !v.trim().is_empty())
+    {
+        Some(pool) => {
+            let field = format!("metadata.annotations[{}]", annotation::MAC_POOL);
+            let macs = parse_mac_pool(pool, &field).map_err(|e| alloc_err(pod, e.to_string()))?;
+            let i = at_ordinal(&field, macs.len())?;
+            Some(MacAddr(macs[i].0))
+        }
+        None => None,
+    };
+    let pool = anns
+        .get(annotation::IP_POOL)
+        .filter(|v| !v.trim().is_empty());
+    let retain = ip_retain(pod, &ctx.config);
+
+    if !retain && pool.is_none() {
+        // No retention: drop what earlier incarnations held, then allocate afresh.
+        for i in &existing {
+            delete_ipinstance(ctx, &api, i).await?;
+        }
+        let plan = plan(ctx, pod, &[])?;
+        let (allocs, mac) = ctx
+            .engine()
+            .allocate(
+                &plan.network,
+                &pod_ipam_key(pod),
+                plan.config.ip_family,
+                &plan.config.subnets,
+                mac,
+            )
+            .map_err(|e| alloc_err(pod, e.to_string()))?;
+        ctx.notify_ipam_changed();
+        write_new(ctx, pod, &allocs, &mac, true).await?;
+        let ips: Vec<String> = allocs.iter().map(|a| a.ip.to_string()).collect();
+        return Ok(Some(format!("allocate IPs {ips:?} successfully")));
+    }
+
+    let retained_view: Vec<IPInstance> = if retain { existing.clone() } else { Vec::new() };
+    let plan = plan(ctx, pod, &retained_view)?;
+    let (candidates, force) = if let Some(pool) = pool {
+        let field = format!("metadata.annotations[{}]", annotation::IP_POOL);
+        let entries = parse_ip_pool(pool, &field).map_err(|e| alloc_err(pod, e.to_string()))?;
+        let i = at_ordinal(&field, entries.len())?;
+        let wanted: Vec<IpAddr> = entries[i].addresses.clone();
+        // Free what this pod held outside its (possibly changed) pool entry (upstream #418, with
+        // the comparison of bug 12.2 #1 fixed).
+        let keep: BTreeSet<IpAddr> = wanted.iter().copied().collect();
+        for inst in &existing {
+            if instance_name_to_ip(&inst.name_any()).is_none_or(|ip| !keep.contains(&ip)) {
+                delete_ipinstance(ctx, &api, inst).await?;
+            }
+        }
+        let c: Vec<AssignCandidate> = wanted
+            .into_iter()
+            .map(|ip| AssignCandidate { subnet: None, ip })
+            .collect();
+        (c, true)
+    } else if !existing.is_empty() {
+        let c: Vec<AssignCandidate> = existing
+            .iter()
+            .filter_map(|i| {
+                instance_name_to_ip(&i.name_any()).map(|ip| AssignCandidate {
+                    subnet: Some(i.spec.subnet.clone()),
+                    ip,
+                })
+            })
+            .collect();
+        (c, false)
+    } else {
+        let (allocs, mac) = ctx
+            .engine()
+            .allocate(
+                &plan.network,
+                &pod_ipam_key(pod),
+                plan.config.ip_family,
+                &plan.config.subnets,
+                mac,
+            )
+            .map_err(|e| alloc_err(pod, e.to_string()))?;
+        ctx.notify_ipam_changed();
+        write_new(ctx, pod, &allocs, &mac, true).await?;
+        let ips: Vec<String> = allocs.iter().map(|a| a.ip.to_string()).collect();
+        return Ok(Some(format!("allocate IPs {ips:?} successfully")));
+    };
+
+    // Existing MAC of the pod (one MAC for all families) unless the pool says otherwise.
+    let existing_mac = existing
+        .iter()
+        .find_map(|i| MacAddr::parse(&i.spec.address.mac).ok());
+    let (allocs, mac) = ctx
+        .engine()
+        .assign(
+            &plan.network,
+            &pod_ipam_key(pod),
+            &candidates,
+            force,
+            mac.or(existing_mac),
+        )
+        .map_err(|e| alloc_err(pod, e.to_string()))?;
+    ctx.notify_ipam_changed();
+    let explicit_mac = anns.contains_key(annotation::MAC_POOL);
+    // Re-bind the IPInstances that exist, create the others.
+    let mut new_allocs = Vec::new();
+    for a in &allocs {
+        let name = a.instance_name();
+        match existing.iter().find(|i| i.name_any() == name) {
+            Some(_) => {
+                ctx.ensure_leading()?;
+                let mac_s = mac.to_string();
+                let patch = rebind_patch(pod, a, explicit_mac.then_some(mac_s.as_str()));
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                    .map_err(ReconcileError::kube(
+                        "re-bind",
+                        "IPInstance",
+                        format!("{ns}/{name}"),
+                    ))?;
+            }
+            None => new_allocs.push(a.clone()),
+        }
+    }
+    if !new_allocs.is_empty() {
+        write_new(ctx, pod, &new_allocs, &mac, true).await?;
+    }
+    record(
+        ctx,
+        pod,
+        &allocs.iter().map(|a| a.instance_name()).collect::<Vec<_>>(),
+    );
+    let ips: Vec<String> = allocs.iter().map(|a| a.ip.to_string()).collect();
+    Ok(Some(format!("assign IPs {ips:?} successfully")))
+}
+
+async fn delete_ipinstance(
+    ctx: &Ctx,
+    api: &Api<IPInstance>,
+    i: &IPInstance,
+) -> Result<(), ReconcileError> {
+    ctx.ensure_leading()?;
+    match api.delete(&i.name_any(), &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(ReconcileError::kube("delete", "IPInstance", i.name_any())(
+            e,
+        )),
+    }
+}

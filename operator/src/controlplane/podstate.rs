@@ -1,0 +1,263 @@
+//! Pure decisions about a pod's lifecycle for the IPAM (behaviour spec 3.6 step 2, 3.12).
+
+use hybridnet_api::constants::finalizer;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+use super::config::ControlPlaneConfig;
+
+/// What the pod controller should do with a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodAction {
+    /// hostNetwork pods, unscheduled pods and terminating pods without our finalizer.
+    Ignore,
+    /// A scheduled, live pod: make sure it has its addresses.
+    Allocate,
+    /// A stateful pod is going away but a container still runs (preStop): wait.
+    WaitForContainers,
+    /// A stateful pod is going away and nothing runs: reserve its addresses, drop the finalizer.
+    Reserve,
+    /// An evicted or completed ordinary pod: delete its IPInstances now.
+    Release,
+    /// A terminating pod still carries our finalizer but has nothing to keep: drop the finalizer.
+    RemoveFinalizer,
+    /// An ordinary terminating pod: its IPInstances go with it through garbage collection.
+    LeaveToGarbageCollector,
+}
+
+/// Phase `Failed` with reason `Evicted`.
+pub fn is_evicted(pod: &Pod) -> bool {
+    pod.status.as_ref().is_some_and(|s| {
+        s.phase.as_deref() == Some("Failed") && s.reason.as_deref() == Some("Evicted")
+    })
+}
+
+/// Phase `Succeeded` and every container of the spec has a status (upstream `IsPodCompleted`).
+pub fn is_completed(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    if status.phase.as_deref() != Some("Succeeded") {
+        return false;
+    }
+    let spec_containers = pod.spec.as_ref().map(|s| s.containers.len()).unwrap_or(0);
+    status
+        .container_statuses
+        .as_ref()
+        .map(Vec::len)
+        .unwrap_or(0)
+        >= spec_containers
+}
+
+/// Any container (init or app) is in state Running.
+pub fn any_container_running(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten())
+        .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+}
+
+pub fn is_host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+}
+
+pub fn node_name(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
+}
+
+pub fn is_terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+pub fn has_ip_finalizer(pod: &Pod) -> bool {
+    pod.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == finalizer::IP_ALLOCATED)
+}
+
+/// The pod's controller owner reference.
+pub fn controller_owner(pod: &Pod) -> Option<&OwnerReference> {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+}
+
+/// The pod is run by a stateful workload (controller owner of a stateful kind).
+pub fn is_stateful(pod: &Pod, cfg: &ControlPlaneConfig) -> bool {
+    controller_owner(pod).is_some_and(|o| cfg.is_stateful_kind(&o.kind))
+}
+
+/// Decides what to do with `pod`. `retained_owner_stateful` says whether the pod's existing
+/// IPInstances are owned by a stateful workload (used when the pod lost its owner reference,
+/// upstream fix v0.7.7).
+pub fn decide(pod: &Pod, cfg: &ControlPlaneConfig, retained_owner_stateful: bool) -> PodAction {
+    if is_host_network(pod) {
+        return if has_ip_finalizer(pod) {
+            PodAction::RemoveFinalizer
+        } else {
+            PodAction::Ignore
+        };
+    }
+    let going = is_terminating(pod) || is_evicted(pod) || is_completed(pod);
+    if going {
+        let stateful = is_stateful(pod, cfg) || retained_owner_stateful;
+        if stateful {
+            if any_container_running(pod) {
+                return PodAction::WaitForContainers;
+            }
+            return PodAction::Reserve;
+        }
+        if is_evicted(pod) || is_completed(pod) {
+            return PodAction::Release;
+        }
+        if has_ip_finalizer(pod) {
+            return PodAction::RemoveFinalizer;
+        }
+        return PodAction::LeaveToGarbageCollector;
+    }
+    if node_name(pod).is_none() {
+        return PodAction::Ignore;
+    }
+    PodAction::Allocate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+        ContainerStatus, PodSpec, PodStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn pod(node: Option<&str>, owner_kind: Option<&str>) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = Some("web-0".into());
+        p.spec = Some(PodSpec {
+            node_name: node.map(String::from),
+            containers: vec![Container {
+                name: "c".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        if let Some(k) = owner_kind {
+            p.metadata.owner_references = Some(vec![OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: k.into(),
+                name: "web".into(),
+                uid: "u".into(),
+                controller: Some(true),
+                ..Default::default()
+            }]);
+        }
+        p
+    }
+
+    fn with_container(mut p: Pod, running: bool) -> Pod {
+        let state = if running {
+            ContainerState {
+                running: Some(ContainerStateRunning::default()),
+                ..Default::default()
+            }
+        } else {
+            ContainerState {
+                terminated: Some(ContainerStateTerminated::default()),
+                ..Default::default()
+            }
+        };
+        let st = p.status.get_or_insert_with(PodStatus::default);
+        st.container_statuses = Some(vec![ContainerStatus {
+            name: "c".into(),
+            state: Some(state),
+            ..Default::default()
+        }]);
+        p
+    }
+
+    fn terminating(mut p: Pod) -> Pod {
+        p.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        p
+    }
+
+    #[test]
+    fn live_pods() {
+        let cfg = ControlPlaneConfig::default();
+        assert_eq!(decide(&pod(None, None), &cfg, false), PodAction::Ignore);
+        assert_eq!(
+            decide(&pod(Some("n1"), None), &cfg, false),
+            PodAction::Allocate
+        );
+        let mut hn = pod(Some("n1"), None);
+        hn.spec.as_mut().unwrap().host_network = Some(true);
+        assert_eq!(decide(&hn, &cfg, false), PodAction::Ignore);
+    }
+
+    #[test]
+    fn stateful_pods_wait_for_running_containers_then_reserve() {
+        let cfg = ControlPlaneConfig::default();
+        let p = terminating(with_container(pod(Some("n1"), Some("StatefulSet")), true));
+        assert_eq!(decide(&p, &cfg, false), PodAction::WaitForContainers);
+        let p = terminating(with_container(pod(Some("n1"), Some("StatefulSet")), false));
+        assert_eq!(decide(&p, &cfg, false), PodAction::Reserve);
+        // Owner reference gone, but the IPInstances say stateful.
+        let p = terminating(with_container(pod(Some("n1"), None), false));
+        assert_eq!(decide(&p, &cfg, true), PodAction::Reserve);
+        // A kind that is not configured as stateful is ordinary.
+        let p = terminating(pod(Some("n1"), Some("ReplicaSet")));
+        assert_eq!(decide(&p, &cfg, false), PodAction::LeaveToGarbageCollector);
+    }
+
+    #[test]
+    fn evicted_and_completed_release() {
+        let cfg = ControlPlaneConfig::default();
+        let mut p = pod(Some("n1"), Some("ReplicaSet"));
+        p.status = Some(PodStatus {
+            phase: Some("Failed".into()),
+            reason: Some("Evicted".into()),
+            ..Default::default()
+        });
+        assert!(is_evicted(&p));
+        assert_eq!(decide(&p, &cfg, false), PodAction::Release);
+        let mut c = with_container(pod(Some("n1"), None), false);
+        c.status.as_mut().unwrap().phase = Some("Succeeded".into());
+        assert!(is_completed(&c));
+        assert_eq!(decide(&c, &cfg, false), PodAction::Release);
+        // Succeeded without statuses for every container is not completed yet.
+        let mut c2 = pod(Some("n1"), None);
+        c2.status = Some(PodStatus {
+            phase: Some("Succeeded".into()),
+            ..Default::default()
+        });
+        assert!(!is_completed(&c2));
+        // An evicted stateful pod reserves.
+        let mut s = with_container(pod(Some("n1"), Some("StatefulSet")), false);
+        s.status.as_mut().unwrap().phase = Some("Failed".into());
+        s.status.as_mut().unwrap().reason = Some("Evicted".into());
+        assert_eq!(decide(&s, &cfg, false), PodAction::Reserve);
+    }
+
+    #[test]
+    fn finalizer_only() {
+        let cfg = ControlPlaneConfig::default();
+        let mut p = terminating(pod(Some("n1"), None));
+        p.metadata.finalizers = Some(vec![finalizer::IP_ALLOCATED.into()]);
+        assert_eq!(decide(&p, &cfg, false), PodAction::RemoveFinalizer);
+    }
+}

@@ -1,0 +1,274 @@
+//! AdmissionReview handling: decode, dispatch by kind and operation, answer with a decision or a
+//! JSON patch.
+
+use hybridnet_api::FieldErrors;
+use hybridnet_api::v1::{Network, Subnet};
+use hybridnet_api::validate::{self, Existing, NodeLabels};
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::response::{StatusCause, StatusDetails, StatusSummary};
+use serde::de::DeserializeOwned;
+use tracing::{debug, warn};
+
+use super::WebhookState;
+use crate::controlplane::metrics::WebhookLabels;
+
+/// The outcome of one rule set.
+#[derive(Debug)]
+pub enum Verdict {
+    Allow,
+    /// Refused: the errors name the fields.
+    Deny(FieldErrors),
+    /// The request cannot be judged (malformed object).
+    Invalid(String),
+}
+
+fn typed<K: DeserializeOwned>(obj: Option<&DynamicObject>, what: &str) -> Result<K, String> {
+    let obj = obj.ok_or_else(|| format!("the request carries no {what}"))?;
+    let v = serde_json::to_value(obj).map_err(|e| format!("{what}: {e}"))?;
+    serde_json::from_value(v).map_err(|e| format!("{what} is malformed: {e}"))
+}
+
+fn op_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+fn respond(
+    st: &WebhookState,
+    webhook: &str,
+    req: &AdmissionRequest<DynamicObject>,
+    verdict: Verdict,
+    patch: Option<json_patch::Patch>,
+) -> AdmissionReview<DynamicObject> {
+    let kind = req.kind.kind.clone();
+    let op = op_name(&req.operation);
+    let (decision, resp) = match verdict {
+        Verdict::Allow => {
+            let resp = AdmissionResponse::from(req);
+            match patch {
+                Some(p) if !p.0.is_empty() => match resp.with_patch(p) {
+                    Ok(r) => ("allowed", r),
+                    Err(e) => (
+                        "error",
+                        AdmissionResponse::from(req)
+                            .deny(format!("could not encode the patch: {e}")),
+                    ),
+                },
+                _ => ("allowed", resp),
+            }
+        }
+        Verdict::Deny(errs) => {
+            let mut r = AdmissionResponse::from(req).deny(format!(
+                "{} {:?} refused by hybridnet: {errs}",
+                kind, req.name
+            ));
+            r.result.code = 403;
+            r.result.reason = "Forbidden".into();
+            r.result.status = Some(StatusSummary::Failure);
+            r.result.details = Some(StatusDetails {
+                name: req.name.clone(),
+                kind: kind.clone(),
+                causes: errs
+                    .0
+                    .iter()
+                    .map(|e| StatusCause {
+                        reason: "FieldValueInvalid".into(),
+                        message: e.message.clone(),
+                        field: e.field.clone(),
+                    })
+                    .collect(),
+                group: req.kind.group.clone(),
+                uid: String::new(),
+                retry_after_seconds: 0,
+            });
+            debug!(kind = %kind, name = %req.name, operation = op, reason = %r.result.message, "admission denied");
+            ("denied", r)
+        }
+        Verdict::Invalid(msg) => {
+            let mut r = AdmissionResponse::from(req).deny(format!("{kind} {:?}: {msg}", req.name));
+            r.result.code = 400;
+            r.result.reason = "BadRequest".into();
+            warn!(kind = %kind, name = %req.name, operation = op, error = %msg, "admission request not understood");
+            ("error", r)
+        }
+    };
+    st.metrics
+        .webhook_decisions
+        .get_or_create(&WebhookLabels {
+            webhook: webhook.into(),
+            kind,
+            operation: op.into(),
+            decision: decision.into(),
+        })
+        .inc();
+    resp.into_review()
+}
+
+fn decode(
+    review: AdmissionReview<DynamicObject>,
+) -> Result<AdmissionRequest<DynamicObject>, Box<AdmissionReview<DynamicObject>>> {
+    review
+        .try_into()
+        .map_err(|e: kube::core::admission::ConvertAdmissionReviewError| {
+            Box::new(
+                AdmissionResponse::invalid(format!("not an AdmissionReview request: {e}"))
+                    .into_review(),
+            )
+        })
+}
+
+/// `/validate`: Network, Subnet and Pod rules.
+pub fn validate(
+    st: &WebhookState,
+    review: AdmissionReview<DynamicObject>,
+) -> AdmissionReview<DynamicObject> {
+    let req = match decode(review) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let verdict = match req.kind.kind.as_str() {
+        "Network" => validate_network(st, &req),
+        "Subnet" => validate_subnet(st, &req),
+        "Pod" => validate_pod(st, &req),
+        _ => Verdict::Allow,
+    };
+    respond(st, "validate", &req, verdict, None)
+}
+
+/// `/mutate`: Pod CREATE.
+pub fn mutate(
+    st: &WebhookState,
+    review: AdmissionReview<DynamicObject>,
+) -> AdmissionReview<DynamicObject> {
+    let req = match decode(review) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    if req.kind.kind != "Pod" || req.operation != Operation::Create {
+        return respond(st, "mutate", &req, Verdict::Allow, None);
+    }
+    let pod: Pod = match typed(req.object.as_ref(), "object") {
+        Ok(p) => p,
+        Err(e) => return respond(st, "mutate", &req, Verdict::Invalid(e), None),
+    };
+    match super::mutate::mutate_pod(st, &pod, req.namespace.as_deref()) {
+        Ok(patch) => respond(st, "mutate", &req, Verdict::Allow, Some(patch)),
+        Err(errs) => respond(st, "mutate", &req, Verdict::Deny(errs), None),
+    }
+}
+
+fn to_verdict(r: Result<(), FieldErrors>) -> Verdict {
+    match r {
+        Ok(()) => Verdict::Allow,
+        Err(e) => Verdict::Deny(e),
+    }
+}
+
+struct Snapshot {
+    networks: Vec<Network>,
+    subnets: Vec<Subnet>,
+    nodes: Vec<NodeLabels>,
+    ipinstances: Vec<hybridnet_api::v1::IPInstance>,
+}
+
+impl Snapshot {
+    fn take(st: &WebhookState) -> Self {
+        Self {
+            networks: st.caches.networks(),
+            subnets: st.caches.subnets(),
+            nodes: st
+                .caches
+                .nodes
+                .state()
+                .iter()
+                .map(|n| NodeLabels {
+                    name: n.metadata.name.clone().unwrap_or_default(),
+                    labels: n.metadata.labels.clone().unwrap_or_default(),
+                })
+                .collect(),
+            ipinstances: st
+                .caches
+                .ipinstances
+                .state()
+                .iter()
+                .map(|i| (**i).clone())
+                .collect(),
+        }
+    }
+
+    fn existing(&self) -> Existing<'_> {
+        Existing {
+            networks: &self.networks,
+            subnets: &self.subnets,
+            nodes: &self.nodes,
+            ipinstances: &self.ipinstances,
+        }
+    }
+}
+
+fn validate_network(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Verdict {
+    let snap = Snapshot::take(st);
+    let ex = snap.existing();
+    match req.operation {
+        Operation::Create => match typed::<Network>(req.object.as_ref(), "object") {
+            Ok(n) => to_verdict(validate::network_create(&n, &ex)),
+            Err(e) => Verdict::Invalid(e),
+        },
+        Operation::Update => {
+            match (
+                typed::<Network>(req.old_object.as_ref(), "oldObject"),
+                typed::<Network>(req.object.as_ref(), "object"),
+            ) {
+                (Ok(old), Ok(new)) => to_verdict(validate::network_update(&old, &new, &ex)),
+                (Err(e), _) | (_, Err(e)) => Verdict::Invalid(e),
+            }
+        }
+        Operation::Delete => match typed::<Network>(req.old_object.as_ref(), "oldObject") {
+            Ok(n) => to_verdict(validate::network_delete(&n, &ex)),
+            Err(e) => Verdict::Invalid(e),
+        },
+        Operation::Connect => Verdict::Allow,
+    }
+}
+
+fn validate_subnet(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Verdict {
+    let snap = Snapshot::take(st);
+    let ex = snap.existing();
+    match req.operation {
+        Operation::Create => match typed::<Subnet>(req.object.as_ref(), "object") {
+            Ok(s) => to_verdict(validate::subnet_create(&s, &ex)),
+            Err(e) => Verdict::Invalid(e),
+        },
+        Operation::Update => {
+            match (
+                typed::<Subnet>(req.old_object.as_ref(), "oldObject"),
+                typed::<Subnet>(req.object.as_ref(), "object"),
+            ) {
+                (Ok(old), Ok(new)) => to_verdict(validate::subnet_update(&old, &new, &ex)),
+                (Err(e), _) | (_, Err(e)) => Verdict::Invalid(e),
+            }
+        }
+        Operation::Delete => match typed::<Subnet>(req.old_object.as_ref(), "oldObject") {
+            Ok(s) => to_verdict(validate::subnet_delete(&s, &ex)),
+            Err(e) => Verdict::Invalid(e),
+        },
+        Operation::Connect => Verdict::Allow,
+    }
+}
+
+fn validate_pod(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Verdict {
+    if req.operation != Operation::Create {
+        return Verdict::Allow;
+    }
+    let pod: Pod = match typed(req.object.as_ref(), "object") {
+        Ok(p) => p,
+        Err(e) => return Verdict::Invalid(e),
+    };
+    to_verdict(super::mutate::check_pod(st, &pod, req.namespace.as_deref()))
+}
