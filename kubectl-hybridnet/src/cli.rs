@@ -307,11 +307,19 @@ pub struct IpCheckArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct TraceArgs {
-    /// The source pod (in -n NAMESPACE).
+    /// The source: a pod (in -n NAMESPACE), NAMESPACE/POD, or node/NAME for traffic of a node.
     pub pod: String,
-    /// Destination: an IP address, a pod name, or NAMESPACE/POD.
+    /// Destination: an IP address, a pod name, NAMESPACE/POD, or node/NAME (default: an address
+    /// outside the cluster, 198.51.100.1 or 2001:db8::1).
     #[arg(long)]
     pub to: Option<String>,
+    /// Trace a reply packet of an established connection (enables the pod -> node reply mark).
+    #[arg(long)]
+    pub reply: bool,
+    /// Name of the nodes' uplink interface (default: the HybridnetCluster's first preferred VXLAN
+    /// interface, else eth0); the API does not record it.
+    #[arg(long, value_name = "IFACE")]
+    pub uplink: Option<String>,
     /// Also resolve the path in the kernel of the nodes (kubectl exec into the node agent pods).
     #[arg(long)]
     pub live: bool,

@@ -8,6 +8,8 @@ pub mod flags;
 pub mod inventory;
 pub mod manifest;
 pub mod output;
+pub mod pathtrace;
+pub mod resources;
 pub mod status;
 pub mod usage;
 

@@ -12,6 +12,7 @@ use hybridnet_api::v1::{
     AddressRange, Network, NetworkConfig, NetworkMode, NetworkSpec, NetworkType, Subnet,
     SubnetConfig, SubnetSpec,
 };
+use hybridnet_api::validate::{self, Existing};
 use kube::api::ObjectMeta;
 
 use crate::cli::{
@@ -45,15 +46,74 @@ fn subnet_flag_of(field: &str) -> &'static str {
         "gateway" => "--gateway",
         "reservedIPs" => "--reserved",
         "excludeIPs" => "--exclude",
+        "spec.network" => "--network",
+        "spec.netID" => "--vlan-id",
+        "spec.config.autoNatOutgoing" => "--no-nat",
+        "spec.config.private" => "--private",
+        "metadata.name" => "NAME",
         _ => "--cidr/--start/--end",
     }
 }
 
-fn field_errors_to_problems(errs: &FieldErrors, flag_of: fn(&str) -> &'static str) -> Vec<String> {
+/// The flag a Network field comes from, for error messages.
+fn network_flag_of(field: &str, mode: NetworkMode) -> &'static str {
+    match field.split('[').next().unwrap_or(field) {
+        "spec.netID" => match mode {
+            NetworkMode::Vxlan => "--vni",
+            NetworkMode::Vlan => "--vlan-id",
+            NetworkMode::Bgp => "--asn",
+            NetworkMode::GlobalBgp => "--mode",
+        },
+        "spec.nodeSelector" => "--node-selector",
+        "spec.config.bgpPeers" => "--peer",
+        "spec.mode" | "spec.type" => "--mode",
+        "metadata.name" => "NAME",
+        _ => "flags",
+    }
+}
+
+fn field_errors_to_problems(
+    errs: &FieldErrors,
+    flag_of: impl Fn(&str) -> &'static str,
+) -> Vec<String> {
     errs.0
         .iter()
         .map(|e| format!("{} ({}): {}", flag_of(&e.field), e.field, e.message))
         .collect()
+}
+
+/// The shared admission rules of a Network create (`hybridnet_api::validate::network_create`):
+/// cluster-unique types and a node in at most one underlay network.
+pub fn check_network_create(net: &Network, existing: &Existing<'_>) -> Result<(), InvalidManifest> {
+    let mode = net.spec.effective_mode();
+    validate::network_create(net, existing).map_err(|e| InvalidManifest {
+        problems: field_errors_to_problems(&e, |f| network_flag_of(f, mode)),
+    })
+}
+
+/// The shared admission rules of a Subnet create (`hybridnet_api::validate::subnet_create`):
+/// the parent network exists, the mode rules (VLAN id, gateway, NAT) and no overlap.
+pub fn check_subnet_create(
+    subnet: &Subnet,
+    existing: &Existing<'_>,
+) -> Result<(), InvalidManifest> {
+    let name = subnet.metadata.name.as_deref().unwrap_or("");
+    let mut problems = Vec::new();
+    if existing
+        .subnets
+        .iter()
+        .any(|s| s.metadata.name.as_deref() == Some(name))
+    {
+        problems.push(format!("subnet {name} already exists"));
+    }
+    if let Err(e) = validate::subnet_create(subnet, existing) {
+        problems.extend(field_errors_to_problems(&e, subnet_flag_of));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(InvalidManifest { problems })
+    }
 }
 
 /// Metadata names of cluster-scoped objects: DNS subdomains (lower-case, at most 253 characters).
@@ -238,6 +298,9 @@ pub fn build_network(args: &NetworkCreateArgs) -> Result<Network, InvalidManifes
         name: Some(args.name.clone()),
         ..Default::default()
     };
+    validate::network_spec(&n).map_err(|e| InvalidManifest {
+        problems: field_errors_to_problems(&e, |f| network_flag_of(f, mode)),
+    })?;
     Ok(n)
 }
 
@@ -322,116 +385,6 @@ pub fn build_subnet(args: &SubnetCreateArgs) -> Result<(Subnet, ParsedRange), In
         ..Default::default()
     };
     Ok((s, parsed))
-}
-
-/// The admission rules of a Subnet that depend on its Network (behaviour spec 4.4, step 2).
-pub fn check_subnet_against_network(
-    subnet: &Subnet,
-    network: &Network,
-) -> Result<(), InvalidManifest> {
-    let mut problems = Vec::new();
-    let mode = network.spec.effective_mode();
-    let name = network.metadata.name.as_deref().unwrap_or("");
-    let sub_cfg_nat = subnet
-        .spec
-        .config
-        .as_ref()
-        .and_then(|c| c.auto_nat_outgoing);
-    match mode {
-        NetworkMode::Vlan => {
-            match (subnet.spec.net_id, network.spec.net_id) {
-                (None, None) => problems.push(format!(
-                    "--vlan-id (spec.netID) is required: network {name} has no VLAN id"
-                )),
-                (Some(s), Some(n)) if s != n => problems.push(format!(
-                    "--vlan-id (spec.netID): {s} differs from the VLAN id {n} of network {name}"
-                )),
-                _ => {}
-            }
-            if sub_cfg_nat.is_some() {
-                problems.push(format!(
-                    "--no-nat applies to overlay subnets only; network {name} is VLAN"
-                ));
-            }
-            if subnet.spec.range.gateway.is_none() {
-                problems.push(format!(
-                    "--gateway (spec.range.gateway) is required in VLAN network {name}"
-                ));
-            }
-        }
-        NetworkMode::Bgp | NetworkMode::GlobalBgp => {
-            if subnet.spec.net_id.is_some() {
-                problems.push(format!(
-                    "--vlan-id applies to VLAN networks only; network {name} is {mode}"
-                ));
-            }
-            if sub_cfg_nat.is_some() {
-                problems.push(format!(
-                    "--no-nat applies to overlay subnets only; network {name} is {mode}"
-                ));
-            }
-        }
-        NetworkMode::Vxlan => {
-            if subnet.spec.net_id.is_some() {
-                problems.push(format!(
-                    "--vlan-id applies to VLAN networks only; network {name} is VXLAN (its VNI is the network's)"
-                ));
-            }
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(InvalidManifest { problems })
-    }
-}
-
-/// Overlap with existing subnets (behaviour spec 4.4, step 6): intersecting CIDRs are refused;
-/// the same CIDR is allowed only within one network with disjoint start/end spans.
-pub fn check_subnet_conflicts(
-    name: &str,
-    network: &str,
-    parsed: &ParsedRange,
-    existing: &[Subnet],
-) -> Result<(), InvalidManifest> {
-    let mut problems = Vec::new();
-    for other in existing {
-        let oname = other.metadata.name.as_deref().unwrap_or("");
-        if oname == name {
-            problems.push(format!("subnet {name} already exists"));
-            continue;
-        }
-        let Ok(op) = parse_address_range(&other.spec.range, "spec.range") else {
-            continue;
-        };
-        if !parsed.cidr.intersects(&op.cidr) {
-            continue;
-        }
-        if parsed.cidr != op.cidr {
-            problems.push(format!(
-                "--cidr {} overlaps {} of subnet {oname}: overlapping CIDRs are not supported",
-                parsed.cidr, op.cidr
-            ));
-        } else if other.spec.network != network {
-            problems.push(format!(
-                "--cidr {} is already used by subnet {oname} of network {}",
-                parsed.cidr, other.spec.network
-            ));
-        } else if parsed.spans_overlap(&op) {
-            problems.push(format!(
-                "--start/--end {}-{} overlap {}-{} of subnet {oname} with the same CIDR",
-                parsed.ip(parsed.start),
-                parsed.ip(parsed.end),
-                op.ip(op.start),
-                op.ip(op.end)
-            ));
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(InvalidManifest { problems })
-    }
 }
 
 /// Builds the HybridnetCluster `default` of `install`.
@@ -845,6 +798,15 @@ mod tests {
         }
     }
 
+    fn existing<'a>(networks: &'a [Network], subnets: &'a [Subnet]) -> Existing<'a> {
+        Existing {
+            networks,
+            subnets,
+            nodes: &[],
+            ipinstances: &[],
+        }
+    }
+
     #[test]
     fn subnet_rules_by_network_mode() {
         let vlan = build_network(&NetworkCreateArgs {
@@ -853,14 +815,12 @@ mod tests {
             ..net_args("n1")
         })
         .unwrap();
+        let nets = [vlan];
         let (s, _) = build_subnet(&sub_args("10.14.0.0/24")).unwrap();
-        let e = check_subnet_against_network(&s, &vlan)
+        let e = check_subnet_create(&s, &existing(&nets, &[]))
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("--gateway (spec.range.gateway) is required"),
-            "{e}"
-        );
+        assert!(e.contains("--gateway (spec.range.gateway)"), "{e}");
         let (s, _) = build_subnet(&SubnetCreateArgs {
             gateway: Some("10.14.0.1".into()),
             vlan_id: Some(7),
@@ -868,36 +828,55 @@ mod tests {
             ..sub_args("10.14.0.0/24")
         })
         .unwrap();
-        let e = check_subnet_against_network(&s, &vlan)
+        let e = check_subnet_create(&s, &existing(&nets, &[]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("differs from the VLAN id 100"), "{e}");
         assert!(
-            e.contains("--no-nat applies to overlay subnets only"),
+            e.contains("--vlan-id (spec.netID): 7 differs from the VLAN id 100"),
+            "{e}"
+        );
+        assert!(e.contains("--no-nat (spec.config.autoNatOutgoing)"), "{e}");
+        let e = check_subnet_create(&s, &existing(&[], &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--network (spec.network): network \"n1\" does not exist"),
             "{e}"
         );
 
-        let overlay = build_network(&NetworkCreateArgs {
+        let overlay = [build_network(&NetworkCreateArgs {
             vni: Some(4),
             ..net_args("n1")
         })
-        .unwrap();
+        .unwrap()];
         let (s, _) = build_subnet(&SubnetCreateArgs {
             no_nat: true,
             ..sub_args("10.14.0.0/24")
         })
         .unwrap();
-        check_subnet_against_network(&s, &overlay).unwrap();
+        check_subnet_create(&s, &existing(&overlay, &[])).unwrap();
         let (s, _) = build_subnet(&SubnetCreateArgs {
             vlan_id: Some(3),
             ..sub_args("10.14.0.0/24")
         })
         .unwrap();
-        assert!(check_subnet_against_network(&s, &overlay).is_err());
+        assert!(check_subnet_create(&s, &existing(&overlay, &[])).is_err());
     }
 
     #[test]
     fn subnet_conflicts() {
+        let n1 = build_network(&NetworkCreateArgs {
+            vni: Some(4),
+            ..net_args("n1")
+        })
+        .unwrap();
+        let n2 = build_network(&NetworkCreateArgs {
+            vlan_id: Some(4),
+            node_selector: vec!["a=b".into()],
+            ..net_args("n2")
+        })
+        .unwrap();
+        let nets = [n1, n2];
         let (a, _) = build_subnet(&SubnetCreateArgs {
             name: "a".into(),
             start: Some("10.14.0.10".into()),
@@ -905,36 +884,84 @@ mod tests {
             ..sub_args("10.14.0.0/24")
         })
         .unwrap();
-        let (_, p) = build_subnet(&SubnetCreateArgs {
+        let subs = [a];
+        let (b, _) = build_subnet(&SubnetCreateArgs {
             name: "b".into(),
             start: Some("10.14.0.101".into()),
             ..sub_args("10.14.0.0/24")
         })
         .unwrap();
-        check_subnet_conflicts("b", "n1", &p, std::slice::from_ref(&a)).unwrap();
-        let e = check_subnet_conflicts("b", "n2", &p, std::slice::from_ref(&a))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("already used by subnet a of network n1"), "{e}");
-        let (_, p) = build_subnet(&SubnetCreateArgs {
+        check_subnet_create(&b, &existing(&nets, &subs)).unwrap();
+        let (b2, _) = build_subnet(&SubnetCreateArgs {
+            name: "b".into(),
+            network: "n2".into(),
+            gateway: Some("10.14.0.1".into()),
+            start: Some("10.14.0.101".into()),
+            ..sub_args("10.14.0.0/24")
+        })
+        .unwrap();
+        assert!(check_subnet_create(&b2, &existing(&nets, &subs)).is_err());
+        let (b3, _) = build_subnet(&SubnetCreateArgs {
             name: "b".into(),
             start: Some("10.14.0.50".into()),
             ..sub_args("10.14.0.0/24")
         })
         .unwrap();
-        let e = check_subnet_conflicts("b", "n1", &p, std::slice::from_ref(&a))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("overlap"), "{e}");
-        let (_, p) = build_subnet(&SubnetCreateArgs {
+        assert!(check_subnet_create(&b3, &existing(&nets, &subs)).is_err());
+        let (b4, _) = build_subnet(&SubnetCreateArgs {
             name: "b".into(),
             ..sub_args("10.14.0.0/25")
         })
         .unwrap();
-        let e = check_subnet_conflicts("b", "n1", &p, std::slice::from_ref(&a))
+        assert!(check_subnet_create(&b4, &existing(&nets, &subs)).is_err());
+        let (again, _) = build_subnet(&SubnetCreateArgs {
+            name: "a".into(),
+            ..sub_args("10.15.0.0/24")
+        })
+        .unwrap();
+        let e = check_subnet_create(&again, &existing(&nets, &subs))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("overlapping CIDRs are not supported"), "{e}");
+        assert!(e.contains("subnet a already exists"), "{e}");
+    }
+
+    #[test]
+    fn only_one_overlay_network() {
+        let a = build_network(&NetworkCreateArgs {
+            vni: Some(4),
+            ..net_args("a")
+        })
+        .unwrap();
+        let b = build_network(&NetworkCreateArgs {
+            vni: Some(5),
+            ..net_args("b")
+        })
+        .unwrap();
+        let nets = [a];
+        let e = check_network_create(&b, &existing(&nets, &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--mode (spec.type)"), "{e}");
+    }
+
+    #[test]
+    fn two_routing_peers_need_no_route() {
+        let e = build_network(&NetworkCreateArgs {
+            asn: Some("65010".into()),
+            peer: vec!["65000@192.0.2.1".into(), "65000@192.0.2.2".into()],
+            node_selector: vec!["bgp=yes".into()],
+            ..net_args("bgp")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--peer (spec.config.bgpPeers)"), "{e}");
+        build_network(&NetworkCreateArgs {
+            asn: Some("65010".into()),
+            peer: vec!["65000@192.0.2.1".into(), "65000@192.0.2.2,no-route".into()],
+            node_selector: vec!["bgp=yes".into()],
+            ..net_args("bgp")
+        })
+        .unwrap();
     }
 
     #[test]

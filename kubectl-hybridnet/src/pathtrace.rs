@@ -1,0 +1,486 @@
+//! `trace`: the policy-routing path of one packet, computed with the node agent's own pure `plan`
+//! and `trace` (crate `hybridnet-node`, without its Linux data plane) from API state.
+//!
+//! The host facts a plan needs are rebuilt from the API: the uplink interface carries the node's
+//! VTEP address and MAC (NodeInfo) and the Node's status addresses; every local pod has its host
+//! veth; the main table has a default route on the uplink. The uplink's real name and the node's
+//! subnet table numbers are not in the API: the uplink name comes from the HybridnetCluster's
+//! preferred interfaces (or `--uplink`), table numbers are the ones a freshly started agent picks.
+//! `--live` asks the kernel of the node for the real answer.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use hybridnet_api::ipmath::{Cidr, parse_ip};
+use hybridnet_api::naming::host_veth_name;
+use hybridnet_api::v1::{IPInstance, IpVersion, Network, NodeInfo, Subnet};
+use hybridnet_node::plan::{
+    ApiState, DataPlanePlan, HostAddress, HostInterface, HostRoute, HostState, MacAddr, Outcome,
+    PlanConfig, TraceQuery, TraceResult, build_plan, trace,
+};
+use serde::Serialize;
+
+use crate::inventory::InstanceFacts;
+
+/// API state the trace is computed from.
+#[derive(Debug, Clone, Default)]
+pub struct TraceInputs {
+    pub networks: Vec<Network>,
+    pub subnets: Vec<Subnet>,
+    pub ip_instances: Vec<IPInstance>,
+    pub node_infos: Vec<NodeInfo>,
+    /// Node name -> addresses of its `.status.addresses`.
+    pub node_addresses: BTreeMap<String, Vec<IpAddr>>,
+    /// Name of the nodes' uplink interface (VXLAN parent, VLAN parent, BGP interface).
+    pub uplink: String,
+    pub vxlan_udp_port: u16,
+}
+
+/// Where the packet starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A pod: its namespace, name, node and address.
+    Pod {
+        namespace: String,
+        name: String,
+        node: String,
+        ip: IpAddr,
+    },
+    /// A node itself (locally generated traffic).
+    Node { name: String, ip: IpAddr },
+}
+
+/// Where it goes: an address, and what owns it if known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub ip: IpAddr,
+    /// `namespace/pod` when the address is a pod's.
+    pub pod: Option<String>,
+    /// The node that holds the address (a pod's node, or a node's own address).
+    pub node: Option<String>,
+}
+
+/// One node's part of the path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeHop {
+    pub node: String,
+    pub query: TraceQuery,
+    pub result: TraceResult,
+    /// What the plan of this node could not use (e.g. no VTEP known for a node).
+    pub plan_problems: Vec<String>,
+}
+
+/// The whole path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathReport {
+    pub source: String,
+    pub destination: String,
+    pub hops: Vec<NodeHop>,
+    pub summary: String,
+}
+
+/// Errors of `trace` the user can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TraceError {
+    #[error("{0}")]
+    Input(String),
+}
+
+/// The source address of a pod: its IPInstance of the destination's family (IPv4 first).
+pub fn pod_address(
+    instances: &[InstanceFacts],
+    namespace: &str,
+    pod: &str,
+    family: Option<IpVersion>,
+) -> Option<(IpAddr, String)> {
+    let mut c: Vec<&InstanceFacts> = instances
+        .iter()
+        .filter(|f| {
+            f.namespace == namespace
+                && f.pod.as_deref() == Some(pod)
+                && !f.is_reserved()
+                && !f.terminating
+        })
+        .filter(|f| f.ip.is_some())
+        .collect();
+    c.sort_by_key(|f| f.ip.map(|i| i.is_ipv6()));
+    c.into_iter()
+        .find(|f| family.is_none_or(|v| f.ip.is_some_and(|i| IpVersion::of(&i) == v)))
+        .and_then(|f| Some((f.ip?, f.node.clone()?)))
+}
+
+/// The host facts of `node` as far as the API tells them.
+pub fn host_state_for(node: &str, inputs: &TraceInputs) -> HostState {
+    let info = inputs
+        .node_infos
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(node))
+        .and_then(|n| n.spec.vtep_info.clone());
+    let mac: Option<MacAddr> = info
+        .as_ref()
+        .and_then(|v| v.mac.as_deref())
+        .and_then(|m| m.parse().ok())
+        // Without a NodeInfo, a stable locally administered MAC keeps the plan computable.
+        .or(Some(MacAddr([0x02, 0, 0, 0, 0, 0x01])));
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    if let Some(v) = &info {
+        for s in v.ip.iter().chain(v.local_ips.iter().flatten()) {
+            if let Ok(ip) = parse_ip(s)
+                && !addrs.contains(&ip)
+            {
+                addrs.push(ip);
+            }
+        }
+    }
+    for ip in inputs.node_addresses.get(node).into_iter().flatten() {
+        if !addrs.contains(ip) {
+            addrs.push(*ip);
+        }
+    }
+    let mut interfaces = vec![HostInterface {
+        name: inputs.uplink.clone(),
+        index: 2,
+        mac,
+        mtu: 1500,
+        up: true,
+        addresses: addrs
+            .iter()
+            .map(|ip| HostAddress {
+                ip: *ip,
+                prefix: if ip.is_ipv4() { 32 } else { 128 },
+                noprefixroute: false,
+            })
+            .collect(),
+    }];
+    let mut index = 100;
+    for ipi in &inputs.ip_instances {
+        let f = InstanceFacts::from_ipinstance(ipi);
+        if f.node.as_deref() != Some(node) {
+            continue;
+        }
+        let Some(pod) = &f.pod else { continue };
+        let veth = host_veth_name(&f.namespace, pod);
+        if interfaces.iter().any(|i| i.name == veth) {
+            continue;
+        }
+        index += 1;
+        interfaces.push(HostInterface {
+            name: veth,
+            index,
+            mac: Some(MacAddr([0xee; 6])),
+            mtu: 1500,
+            up: true,
+            addresses: vec![],
+        });
+    }
+    let ipv6 = inputs
+        .subnets
+        .iter()
+        .any(|s| s.spec.range.version == IpVersion::V6);
+    let mut main_routes = vec![HostRoute {
+        dst: Cidr {
+            version: IpVersion::V4,
+            network: 0,
+            prefix: 0,
+        },
+        gateway: None,
+        dev: Some(inputs.uplink.clone()),
+        src: None,
+    }];
+    if ipv6 {
+        main_routes.push(HostRoute {
+            dst: Cidr {
+                version: IpVersion::V6,
+                network: 0,
+                prefix: 0,
+            },
+            gateway: None,
+            dev: Some(inputs.uplink.clone()),
+            src: None,
+        });
+    }
+    HostState {
+        interfaces,
+        main_routes,
+        ipv6_enabled: ipv6,
+        ..Default::default()
+    }
+}
+
+/// The plan the node agent of `node` would compute.
+pub fn plan_for(node: &str, inputs: &TraceInputs) -> DataPlanePlan {
+    let api = ApiState {
+        node_name: node.to_string(),
+        node_addresses: inputs.node_addresses.get(node).cloned().unwrap_or_default(),
+        networks: inputs.networks.clone(),
+        subnets: inputs.subnets.clone(),
+        ip_instances: inputs.ip_instances.clone(),
+        node_infos: inputs.node_infos.clone(),
+    };
+    let cfg = PlanConfig {
+        vxlan_udp_port: inputs.vxlan_udp_port,
+        ..Default::default()
+    };
+    build_plan(&api, &host_state_for(node, inputs), &cfg)
+}
+
+fn hop(node: &str, plan: &DataPlanePlan, q: TraceQuery) -> NodeHop {
+    let result = trace(plan, &q);
+    NodeHop {
+        node: node.to_string(),
+        query: q,
+        result,
+        plan_problems: plan.problems.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+/// Traces `src` -> `dst`: on the source node, and on the destination node when the packet is
+/// forwarded to it (VXLAN, or a direct underlay path).
+pub fn trace_path(
+    inputs: &TraceInputs,
+    src: &Source,
+    dst: &Destination,
+    established: bool,
+) -> Result<PathReport, TraceError> {
+    let (src_node, src_ip, src_text) = match src {
+        Source::Pod {
+            namespace,
+            name,
+            node,
+            ip,
+        } => (
+            node.clone(),
+            *ip,
+            format!("pod {namespace}/{name} ({ip}) on {node}"),
+        ),
+        Source::Node { name, ip } => (name.clone(), *ip, format!("node {name} ({ip})")),
+    };
+    if src_ip.is_ipv4() != dst.ip.is_ipv4() {
+        return Err(TraceError::Input(format!(
+            "source {src_ip} and destination {} are of different families",
+            dst.ip
+        )));
+    }
+    let dst_text = match (&dst.pod, &dst.node) {
+        (Some(p), Some(n)) => format!("pod {p} ({}) on {n}", dst.ip),
+        (None, Some(n)) => format!("node {n} ({})", dst.ip),
+        _ => format!("{}", dst.ip),
+    };
+    let src_plan = plan_for(&src_node, inputs);
+    let mut q = TraceQuery::new(src_ip, dst.ip);
+    q.established = established;
+    let first = hop(&src_node, &src_plan, q);
+    let mut hops = vec![first.clone()];
+
+    let r = &first.result;
+    let forwarded_to = match (&r.outcome, &r.encapsulation) {
+        (Outcome::Forwarded, Some(e)) => Some((e.remote_node.clone(), true)),
+        (Outcome::Forwarded, None) => dst
+            .node
+            .clone()
+            .filter(|n| *n != src_node)
+            .map(|n| (n, false)),
+        _ => None,
+    };
+    if let Some((node, encapsulated)) = forwarded_to
+        && !node.is_empty()
+    {
+        let plan = plan_for(&node, inputs);
+        let iif = if encapsulated {
+            plan.vxlan.as_ref().map(|v| v.name.clone())
+        } else {
+            // Underlay: the packet comes in on the interface it left A by (same VLAN link name
+            // pattern), or the uplink.
+            r.dev
+                .clone()
+                .filter(|d| plan.vlan_links.iter().any(|l| &l.name == d) || *d == inputs.uplink)
+                .or_else(|| Some(inputs.uplink.clone()))
+        };
+        let mut q = TraceQuery::new(src_ip, dst.ip);
+        q.iif = iif;
+        q.established = established;
+        hops.push(hop(&node, &plan, q));
+    }
+    let summary = summarize(&hops, inputs);
+    Ok(PathReport {
+        source: src_text,
+        destination: dst_text,
+        hops,
+        summary,
+    })
+}
+
+fn summarize(hops: &[NodeHop], inputs: &TraceInputs) -> String {
+    let mut parts = Vec::new();
+    for h in hops {
+        let r = &h.result;
+        let rule = r
+            .rule
+            .as_ref()
+            .map(|m| format!("rule {} table {}", m.priority, m.table))
+            .unwrap_or_else(|| "local table".into());
+        let what = match &r.outcome {
+            Outcome::LocalDelivery => format!("{}: {rule}, delivered to the node", h.node),
+            Outcome::LocalPod {
+                namespace,
+                pod,
+                veth,
+            } => {
+                format!(
+                    "{}: {rule}, delivered to pod {namespace}/{pod} via {veth}",
+                    h.node
+                )
+            }
+            Outcome::Forwarded => {
+                let mut s = format!("{}: {rule}, {}", h.node, r.route.as_deref().unwrap_or("?"));
+                if let Some(e) = &r.encapsulation {
+                    s.push_str(&format!(
+                        ", VXLAN VNI {} to VTEP {} ({})",
+                        e.vni, e.remote_vtep, e.remote_node
+                    ));
+                } else if let Some(nh) = r.next_hop {
+                    s.push_str(&format!(", next hop {nh}"));
+                }
+                s.push_str(if r.masquerade {
+                    ", masqueraded"
+                } else {
+                    ", no NAT"
+                });
+                s
+            }
+            Outcome::Unreachable => format!("{}: unreachable (no route)", h.node),
+            Outcome::NeighbourUnresolved => format!(
+                "{}: {rule}, next hop not resolvable on the VXLAN device",
+                h.node
+            ),
+            Outcome::Filtered { reason } => format!("{}: filtered: {reason}", h.node),
+        };
+        parts.push(what);
+    }
+    let _ = inputs;
+    parts.join(" -> ")
+}
+
+/// The text form of a report.
+pub fn render(report: &PathReport, uplink_note: bool, uplink: &str) -> String {
+    let mut out = format!("{} -> {}\n", report.source, report.destination);
+    for (i, h) in report.hops.iter().enumerate() {
+        let role = if i == 0 {
+            "source node"
+        } else {
+            "destination node"
+        };
+        out.push_str(&format!("\n{role} {}:\n", h.node));
+        for s in &h.result.steps {
+            out.push_str(&format!("  {s}\n"));
+        }
+        let r = &h.result;
+        if let Some(m) = &r.rule {
+            out.push_str(&format!(
+                "  => rule priority {} table {}",
+                m.priority, m.table
+            ));
+            if let Some(d) = &r.dev {
+                out.push_str(&format!(", dev {d}"));
+            }
+            if let Some(n) = r.next_hop {
+                out.push_str(&format!(", via {n}"));
+            }
+            out.push('\n');
+        }
+        if let Some(e) = &r.encapsulation {
+            out.push_str(&format!(
+                "  => VXLAN VNI {} UDP {}: {} -> VTEP {} (node {}), inner dst MAC {}\n",
+                e.vni, e.udp_port, e.local_vtep, e.remote_vtep, e.remote_node, e.inner_dst_mac
+            ));
+        }
+        if matches!(r.outcome, Outcome::Forwarded) {
+            out.push_str(if r.masquerade {
+                "  => NAT: source masqueraded to the node address\n"
+            } else {
+                "  => NAT: none\n"
+            });
+        }
+        for p in &h.plan_problems {
+            out.push_str(&format!("  ! plan: {p}\n"));
+        }
+    }
+    out.push_str(&format!("\nsummary: {}\n", report.summary));
+    if uplink_note {
+        out.push_str(&format!(
+            "note: interface {uplink:?} stands for each node's uplink and table numbers are those a freshly started agent picks; --live shows the kernel's view\n"
+        ));
+    }
+    out
+}
+
+/// The `ip route get` that resolves a hop's query in the kernel of its node.
+pub fn kernel_query_args(q: &TraceQuery) -> Vec<String> {
+    let mut a = vec!["ip".to_string()];
+    if q.dst.is_ipv6() {
+        a.push("-6".into());
+    }
+    a.extend([
+        "route".into(),
+        "get".into(),
+        q.dst.to_string(),
+        "from".into(),
+        q.src.to_string(),
+    ]);
+    if q.mark != 0 {
+        a.extend(["mark".into(), format!("{:#x}", q.mark)]);
+    }
+    if let Some(i) = &q.iif {
+        a.extend(["iif".into(), i.clone()]);
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_query() {
+        let mut q = TraceQuery::new("10.0.0.2".parse().unwrap(), "10.0.1.3".parse().unwrap());
+        q.iif = Some("hybr1234".into());
+        q.mark = 0x20;
+        assert_eq!(
+            kernel_query_args(&q).join(" "),
+            "ip route get 10.0.1.3 from 10.0.0.2 mark 0x20 iif hybr1234"
+        );
+        let q = TraceQuery::new("fd00::2".parse().unwrap(), "fd00::3".parse().unwrap());
+        assert_eq!(
+            kernel_query_args(&q).join(" "),
+            "ip -6 route get fd00::3 from fd00::2"
+        );
+    }
+
+    #[test]
+    fn families_must_match() {
+        let src = Source::Node {
+            name: "n1".into(),
+            ip: "192.0.2.1".parse().unwrap(),
+        };
+        let dst = Destination {
+            ip: "fd00::1".parse().unwrap(),
+            pod: None,
+            node: None,
+        };
+        assert!(
+            trace_path(
+                &TraceInputs {
+                    uplink: "eth0".into(),
+                    vxlan_udp_port: 8472,
+                    ..Default::default()
+                },
+                &src,
+                &dst,
+                false
+            )
+            .is_err()
+        );
+    }
+}

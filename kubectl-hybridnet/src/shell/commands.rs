@@ -1,0 +1,601 @@
+//! The commands: fetch, call the pure core, print.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+
+use hybridnet_api::constants::field_manager;
+use hybridnet_api::operator::{CLUSTER_SINGLETON_NAME, HybridnetCluster};
+use hybridnet_api::range::parse_address_range;
+use hybridnet_api::v1::{IPInstance, Network, Subnet};
+use hybridnet_api::validate::{self, Existing, NodeLabels};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+
+use kubectl_hybridnet::check::{self, CheckInput, SubnetFacts};
+use kubectl_hybridnet::cli::*;
+use kubectl_hybridnet::inventory::{InstanceFacts, IpFilter, PodFacts, ip_rows, ip_table};
+use kubectl_hybridnet::manifest::{
+    self, InvalidManifest, build_cluster, build_network, build_subnet, manifest_value,
+};
+use kubectl_hybridnet::output::OutputFormat;
+use kubectl_hybridnet::{VERSION, resources, status, usage};
+
+use super::connect::{Ctx, Failure, Res, exit};
+use super::io::{self, CLUSTERS_CRD, NETWORKS_CRD, SUBNETS_CRD};
+use super::print;
+
+const NETWORK_REF: &str = "network.networking.alibaba.com";
+const SUBNET_REF: &str = "subnet.networking.alibaba.com";
+const CLUSTER_REF: &str = "hybridnetcluster.operator.hybridnet.io";
+
+fn invalid(e: InvalidManifest) -> Failure {
+    Failure::usage(format!("invalid flags:\n  {}", e.problems.join("\n  ")))
+}
+
+fn post_params(dry: DryRun) -> PostParams {
+    PostParams {
+        dry_run: dry == DryRun::Server,
+        field_manager: Some(field_manager::KUBECTL_PLUGIN.to_string()),
+    }
+}
+
+fn dry_suffix(dry: DryRun) -> &'static str {
+    match dry {
+        DryRun::None => "",
+        DryRun::Client => " (dry run)",
+        DryRun::Server => " (server dry run)",
+    }
+}
+
+/// Prints a created object (`-o yaml|json|name`) or `kind/name created`.
+fn print_created<K: serde::Serialize>(
+    obj: &K,
+    name: &str,
+    kind_ref: &str,
+    output: Option<OutputFormat>,
+    dry: DryRun,
+    verb: &str,
+) -> Res<()> {
+    match output {
+        None => print::out(&format!("{kind_ref}/{name} {verb}{}\n", dry_suffix(dry))),
+        Some(OutputFormat::Name) => print::out(&format!("{kind_ref}/{name}\n")),
+        Some(f @ (OutputFormat::Yaml | OutputFormat::Json)) => {
+            let v = if dry == DryRun::Client {
+                manifest_value(obj).map_err(|e| Failure::error(format!("cannot render: {e}")))?
+            } else {
+                print::object_value(obj)?
+            };
+            if f == OutputFormat::Yaml {
+                print::yaml(&v)
+            } else {
+                print::json(&v)
+            }
+        }
+        Some(f) => Err(Failure::usage(format!(
+            "-o {f} is not an output of create: use yaml, json or name"
+        ))),
+    }
+}
+
+fn node_labels(nodes: &[k8s_openapi::api::core::v1::Node]) -> Vec<NodeLabels> {
+    nodes
+        .iter()
+        .map(|n| NodeLabels {
+            name: n.metadata.name.clone().unwrap_or_default(),
+            labels: n.metadata.labels.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- network
+
+pub async fn network(g: &GlobalFlags, cmd: &NetworkCommand) -> Res<i32> {
+    match cmd {
+        NetworkCommand::Ls(a) => {
+            let ctx = Ctx::connect(g).await?;
+            let nets = io::networks(&ctx).await?;
+            let subs = io::subnets(&ctx).await?;
+            show_networks(&nets, &subs, a.output, false)?;
+        }
+        NetworkCommand::Get(a) => {
+            let ctx = Ctx::connect(g).await?;
+            let mut nets = Vec::new();
+            for n in &a.names {
+                nets.push(
+                    io::get_cluster_scoped::<Network>(&ctx, n, "network", NETWORKS_CRD).await?,
+                );
+            }
+            let subs = io::subnets(&ctx).await?;
+            show_networks(&nets, &subs, a.output, true)?;
+        }
+        NetworkCommand::Create(a) => {
+            let net = build_network(a).map_err(invalid)?;
+            if a.dry_run == DryRun::Client {
+                print_created(&net, &a.name, NETWORK_REF, a.output, a.dry_run, "created")?;
+                return Ok(exit::OK);
+            }
+            let ctx = Ctx::connect(g).await?;
+            let nets = io::networks(&ctx).await?;
+            let nodes = io::nodes(&ctx).await?;
+            let labels = node_labels(&nodes);
+            if nets
+                .iter()
+                .any(|n| n.metadata.name.as_deref() == Some(a.name.as_str()))
+            {
+                return Err(Failure::error(format!(
+                    "network {:?} already exists",
+                    a.name
+                )));
+            }
+            manifest::check_network_create(
+                &net,
+                &Existing {
+                    networks: &nets,
+                    nodes: &labels,
+                    ..Default::default()
+                },
+            )
+            .map_err(invalid)?;
+            let api: Api<Network> = Api::all(ctx.client.clone());
+            let created = api
+                .create(&post_params(a.dry_run), &net)
+                .await
+                .map_err(|e| {
+                    ctx.fail(e, &format!("create network {}", a.name), Some(NETWORKS_CRD))
+                })?;
+            print_created(
+                &created,
+                &a.name,
+                NETWORK_REF,
+                a.output,
+                a.dry_run,
+                "created",
+            )?;
+        }
+        NetworkCommand::Delete(a) => {
+            let ctx = Ctx::connect(g).await?;
+            let subs = io::subnets(&ctx).await?;
+            let api: Api<Network> = Api::all(ctx.client.clone());
+            for name in &a.names {
+                let net =
+                    io::get_cluster_scoped::<Network>(&ctx, name, "network", NETWORKS_CRD).await?;
+                validate::network_delete(
+                    &net,
+                    &Existing {
+                        subnets: &subs,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| Failure::error(format!("cannot delete network {name}: {e}")))?;
+                api.delete(
+                    name,
+                    &DeleteParams {
+                        dry_run: a.dry_run == DryRun::Server,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| ctx.fail(e, &format!("delete network {name}"), Some(NETWORKS_CRD)))?;
+                print::out(&format!(
+                    "{NETWORK_REF}/{name} deleted{}\n",
+                    dry_suffix(a.dry_run)
+                ))?;
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn show_networks(nets: &[Network], subs: &[Subnet], fmt: OutputFormat, single: bool) -> Res<()> {
+    match fmt {
+        OutputFormat::Table | OutputFormat::Wide => {
+            let (h, rows) = resources::network_table(nets, subs, fmt == OutputFormat::Wide);
+            if rows.is_empty() {
+                eprintln!("No networks found.");
+                return Ok(());
+            }
+            print::table(&h, &rows)
+        }
+        f => print::objects(nets, f, NETWORK_REF, single),
+    }
+}
+
+// ---------------------------------------------------------------- subnet
+
+pub async fn subnet(g: &GlobalFlags, cmd: &SubnetCommand) -> Res<i32> {
+    match cmd {
+        SubnetCommand::Ls(a) => {
+            let ctx = Ctx::connect(g).await?;
+            let mut subs = io::subnets(&ctx).await?;
+            if let Some(n) = &a.network {
+                subs.retain(|s| &s.spec.network == n);
+            }
+            show_subnets(&subs, a.output, false)?;
+        }
+        SubnetCommand::Get(a) => {
+            let ctx = Ctx::connect(g).await?;
+            let mut subs = Vec::new();
+            for n in &a.names {
+                subs.push(io::get_cluster_scoped::<Subnet>(&ctx, n, "subnet", SUBNETS_CRD).await?);
+            }
+            show_subnets(&subs, a.output, true)?;
+        }
+        SubnetCommand::Create(a) => {
+            let (sub, _) = build_subnet(a).map_err(invalid)?;
+            if a.dry_run == DryRun::Client {
+                print_created(&sub, &a.name, SUBNET_REF, a.output, a.dry_run, "created")?;
+                return Ok(exit::OK);
+            }
+            let ctx = Ctx::connect(g).await?;
+            let nets = io::networks(&ctx).await?;
+            let subs = io::subnets(&ctx).await?;
+            manifest::check_subnet_create(
+                &sub,
+                &Existing {
+                    networks: &nets,
+                    subnets: &subs,
+                    ..Default::default()
+                },
+            )
+            .map_err(invalid)?;
+            let api: Api<Subnet> = Api::all(ctx.client.clone());
+            let created = api
+                .create(&post_params(a.dry_run), &sub)
+                .await
+                .map_err(|e| {
+                    ctx.fail(e, &format!("create subnet {}", a.name), Some(SUBNETS_CRD))
+                })?;
+            print_created(
+                &created, &a.name, SUBNET_REF, a.output, a.dry_run, "created",
+            )?;
+        }
+        SubnetCommand::Delete(a) => {
+            let ctx = Ctx::connect(g).await?;
+            let insts = io::ipinstances(&ctx, true).await?;
+            let api: Api<Subnet> = Api::all(ctx.client.clone());
+            for name in &a.names {
+                let sub =
+                    io::get_cluster_scoped::<Subnet>(&ctx, name, "subnet", SUBNETS_CRD).await?;
+                validate::subnet_delete(&sub, &Existing { ipinstances: &insts, ..Default::default() })
+                    .map_err(|e| Failure::error(format!("cannot delete subnet {name}: {e} (`kubectl hybridnet ip ls -A --subnet {name}` lists them)")))?;
+                api.delete(
+                    name,
+                    &DeleteParams {
+                        dry_run: a.dry_run == DryRun::Server,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| ctx.fail(e, &format!("delete subnet {name}"), Some(SUBNETS_CRD)))?;
+                print::out(&format!(
+                    "{SUBNET_REF}/{name} deleted{}\n",
+                    dry_suffix(a.dry_run)
+                ))?;
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn show_subnets(subs: &[Subnet], fmt: OutputFormat, single: bool) -> Res<()> {
+    match fmt {
+        OutputFormat::Table | OutputFormat::Wide => {
+            let (h, rows) = resources::subnet_table(subs, fmt == OutputFormat::Wide);
+            if rows.is_empty() {
+                eprintln!("No subnets found.");
+                return Ok(());
+            }
+            print::table(&h, &rows)
+        }
+        f => print::objects(subs, f, SUBNET_REF, single),
+    }
+}
+
+// ---------------------------------------------------------------- ip
+
+fn facts(insts: &[IPInstance]) -> Vec<InstanceFacts> {
+    insts.iter().map(InstanceFacts::from_ipinstance).collect()
+}
+
+pub async fn ip(g: &GlobalFlags, cmd: &IpCommand) -> Res<i32> {
+    match cmd {
+        IpCommand::Ls(a) => {
+            let ctx = Ctx::connect(g).await?;
+            let insts = io::ipinstances(&ctx, g.all_namespaces).await?;
+            let filter = IpFilter {
+                network: a.network.clone(),
+                subnet: a.subnet.clone(),
+                node: a.node.clone(),
+                pod: a.pod.clone(),
+                reserved_only: a.reserved,
+            };
+            let rows = ip_rows(&facts(&insts), &filter);
+            match a.output {
+                OutputFormat::Table | OutputFormat::Wide => {
+                    if rows.is_empty() {
+                        let scope = if g.all_namespaces {
+                            "any namespace".to_string()
+                        } else {
+                            format!("namespace {}", ctx.namespace)
+                        };
+                        eprintln!("No addresses found in {scope}.");
+                    } else {
+                        let (h, cells) = ip_table(&rows, a.output == OutputFormat::Wide);
+                        print::table(&h, &cells)?;
+                    }
+                }
+                OutputFormat::Json => print::json(&rows)?,
+                OutputFormat::Yaml => print::yaml(&rows)?,
+                OutputFormat::Name => {
+                    let s: String = rows
+                        .iter()
+                        .map(|r| format!("ipinstance.networking.alibaba.com/{}\n", r.name))
+                        .collect();
+                    print::out(&s)?;
+                }
+            }
+            Ok(exit::OK)
+        }
+        IpCommand::Usage(a) => {
+            print::only(
+                a.output,
+                &[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml],
+                "ip usage",
+            )?;
+            let ctx = Ctx::connect(g).await?;
+            let nets = io::networks(&ctx).await?;
+            let subs = io::subnets(&ctx).await?;
+            // Usage is cluster-wide: addresses of every namespace count.
+            let insts = io::ipinstances(&ctx, true).await?;
+            let report = usage::usage_report(
+                &nets,
+                &subs,
+                &facts(&insts),
+                a.network.as_deref(),
+                a.threshold,
+            );
+            match a.output {
+                OutputFormat::Json => print::json(&report)?,
+                OutputFormat::Yaml => print::yaml(&report)?,
+                _ => {
+                    if report.subnets.is_empty() && report.networks.is_empty() {
+                        eprintln!("No networks or subnets found.");
+                        return Ok(exit::OK);
+                    }
+                    let (h, rows) = usage::subnet_table(&report.subnets);
+                    if !rows.is_empty() {
+                        print::table(&h, &rows)?;
+                        print::out("\n")?;
+                    }
+                    let (h, rows) = usage::network_table(&report.networks);
+                    print::table(&h, &rows)?;
+                }
+            }
+            Ok(exit::OK)
+        }
+        IpCommand::Check(a) => ip_check(g, a).await,
+    }
+}
+
+fn confirm(question: &str) -> Res<bool> {
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Failure::error(format!("cannot read the answer: {e}")))?;
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+async fn ip_check(g: &GlobalFlags, a: &IpCheckArgs) -> Res<i32> {
+    print::only(
+        a.output,
+        &[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml],
+        "ip check",
+    )?;
+    if a.fix && !a.yes && !std::io::stdin().is_terminal() {
+        return Err(Failure::usage(
+            "--fix asks for confirmation, but stdin is not a terminal: add --yes to delete without asking",
+        ));
+    }
+    let ctx = Ctx::connect(g).await?;
+    // Cluster-wide unless -n is given: duplicates span namespaces.
+    let all = g.namespace.is_none() || g.all_namespaces;
+    let insts = io::ipinstances(&ctx, all).await?;
+    let pods = io::pods(&ctx, all).await?;
+    let sets = io::statefulsets(&ctx, all).await?;
+    let subs = io::subnets(&ctx).await?;
+    let input = CheckInput {
+        instances: facts(&insts),
+        pods: pods.iter().map(PodFacts::from_pod).collect(),
+        statefulsets: sets
+            .iter()
+            .map(|s| {
+                (
+                    (
+                        s.metadata.namespace.clone().unwrap_or_default(),
+                        s.metadata.name.clone().unwrap_or_default(),
+                    ),
+                    s.metadata.uid.clone(),
+                )
+            })
+            .collect(),
+        subnets: subs
+            .iter()
+            .map(|s| {
+                (
+                    s.metadata.name.clone().unwrap_or_default(),
+                    SubnetFacts {
+                        network: s.spec.network.clone(),
+                        range: parse_address_range(&s.spec.range, "spec.range")
+                            .map_err(|e| e.to_string()),
+                    },
+                )
+            })
+            .collect::<BTreeMap<_, _>>(),
+        stateful_kinds: a.stateful_kinds.clone(),
+    };
+    let report = check::check(&input);
+    match a.output {
+        OutputFormat::Json => print::json(&report)?,
+        OutputFormat::Yaml => print::yaml(&report)?,
+        _ => {
+            if !report.is_clean() {
+                let (h, rows) = check::findings_table(&report);
+                print::table(&h, &rows)?;
+                print::out("\n")?;
+            }
+            let scope = if all {
+                "all namespaces".to_string()
+            } else {
+                format!("namespace {}", ctx.namespace)
+            };
+            print::out(&format!(
+                "{} in {scope} ({} addresses, {} pods checked)\n",
+                check::summary(&report),
+                insts.len(),
+                pods.len()
+            ))?;
+        }
+    }
+    if report.is_clean() {
+        return Ok(exit::OK);
+    }
+    if !a.fix {
+        if !report.fixes.is_empty() && a.output == OutputFormat::Table {
+            eprintln!(
+                "`kubectl hybridnet ip check --fix` deletes the {} leaked IPInstance(s).",
+                report.fixes.len()
+            );
+        }
+        return Ok(exit::FINDINGS);
+    }
+    if report.fixes.is_empty() {
+        eprintln!("nothing --fix can repair: the remaining problems need a person");
+        return Ok(exit::FINDINGS);
+    }
+    if !a.yes
+        && !confirm(&format!(
+            "Delete {} leaked IPInstance(s)?",
+            report.fixes.len()
+        ))?
+    {
+        eprintln!("nothing deleted");
+        return Ok(exit::FINDINGS);
+    }
+    for (ns, name) in &report.fixes {
+        let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), ns);
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => eprintln!("ipinstance.networking.alibaba.com/{name} deleted (namespace {ns})"),
+            Err(e) if io::is_not_found(&e) => {
+                eprintln!("ipinstance.networking.alibaba.com/{name} already gone (namespace {ns})")
+            }
+            Err(e) => return Err(ctx.fail(e, &format!("delete ipinstance {ns}/{name}"), None)),
+        }
+    }
+    let unfixed = report.findings.iter().filter(|f| !f.fixable).count();
+    if unfixed > 0 {
+        eprintln!("{unfixed} problem(s) left that --fix does not repair");
+        Ok(exit::FINDINGS)
+    } else {
+        Ok(exit::OK)
+    }
+}
+
+// ---------------------------------------------------------------- status, install, version
+
+pub async fn status(g: &GlobalFlags, a: &StatusArgs) -> Res<i32> {
+    print::only(
+        a.output,
+        &[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml],
+        "status",
+    )?;
+    let ctx = Ctx::connect(g).await?;
+    let cluster = io::cluster(&ctx).await?;
+    let nets = io::networks(&ctx).await?;
+    let subs = io::subnets(&ctx).await?;
+    let insts = io::ipinstances(&ctx, true).await?;
+    let usage = usage::usage_report(&nets, &subs, &facts(&insts), None, 90);
+    let mut report = status::status_report(VERSION, cluster.as_ref().ok(), &nets, usage);
+    if let Err(why) = &cluster
+        && let Some(w) = report.warnings.first_mut()
+    {
+        *w = format!(
+            "{why}: {}",
+            "hybridnet is not installed through the operator"
+        );
+    }
+    match a.output {
+        OutputFormat::Json => print::json(&report)?,
+        OutputFormat::Yaml => print::yaml(&report)?,
+        _ => print::out(&status::render_status(&report, print::style()))?,
+    }
+    Ok(exit::OK)
+}
+
+pub async fn install(g: &GlobalFlags, a: &InstallArgs) -> Res<i32> {
+    let cluster = build_cluster(a).map_err(invalid)?;
+    if a.dry_run == DryRun::Client || (a.output.is_some() && a.dry_run == DryRun::None) {
+        let v =
+            manifest_value(&cluster).map_err(|e| Failure::error(format!("cannot render: {e}")))?;
+        return match a.output.unwrap_or(OutputFormat::Yaml) {
+            OutputFormat::Json => print::json(&v).map(|_| exit::OK),
+            OutputFormat::Yaml => print::yaml(&v).map(|_| exit::OK),
+            f => Err(Failure::usage(format!("install -o {f}: use yaml or json"))),
+        };
+    }
+    let ctx = Ctx::connect(g).await?;
+    let api: Api<HybridnetCluster> = Api::all(ctx.client.clone());
+    let mut pp = PatchParams::apply(field_manager::KUBECTL_PLUGIN).force();
+    pp.dry_run = a.dry_run == DryRun::Server;
+    let applied = match api
+        .patch(CLUSTER_SINGLETON_NAME, &pp, &Patch::Apply(&cluster))
+        .await
+    {
+        Ok(c) => c,
+        Err(e) if io::is_missing_type(&e) => {
+            return Err(Failure::error(format!(
+                "install: the {CLUSTERS_CRD} CRD is not installed: install the hybridnet operator first (its OLM bundle, or the operator manifests from the hybridnet repository); `kubectl hybridnet install -o yaml` prints the HybridnetCluster to apply afterwards"
+            )));
+        }
+        Err(e) => return Err(ctx.fail(e, "apply hybridnetcluster default", Some(CLUSTERS_CRD))),
+    };
+    match a.output {
+        Some(OutputFormat::Yaml) => print::yaml(&print::object_value(&applied)?)?,
+        Some(OutputFormat::Json) => print::json(&print::object_value(&applied)?)?,
+        _ => print::out(&format!(
+            "{CLUSTER_REF}/{CLUSTER_SINGLETON_NAME} serverside-applied{}\n",
+            dry_suffix(a.dry_run)
+        ))?,
+    }
+    Ok(exit::OK)
+}
+
+pub fn version(a: &VersionArgs) -> Res<i32> {
+    print::only(
+        a.output,
+        &[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml],
+        "version",
+    )?;
+    let v = serde_json::json!({
+        "plugin": "kubectl-hybridnet",
+        "version": VERSION,
+        "apiGroups": ["networking.alibaba.com/v1", "operator.hybridnet.io/v1alpha1"],
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+    });
+    match a.output {
+        OutputFormat::Json => print::json(&v)?,
+        OutputFormat::Yaml => print::yaml(&v)?,
+        _ => print::out(&format!(
+            "kubectl-hybridnet {VERSION} ({}/{}; networking.alibaba.com/v1, operator.hybridnet.io/v1alpha1)\n",
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        ))?,
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,144 @@
+//! Typed API access used by the commands, each failure described for the user.
+
+use hybridnet_api::operator::{CLUSTER_SINGLETON_NAME, HybridnetCluster};
+use hybridnet_api::v1::{IPInstance, Network, NodeInfo, Subnet};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::ListParams;
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+
+use super::connect::{Ctx, Failure, INSTALL_HINT, Res};
+
+pub const NETWORKS_CRD: &str = "networks.networking.alibaba.com";
+pub const SUBNETS_CRD: &str = "subnets.networking.alibaba.com";
+pub const IPINSTANCES_CRD: &str = "ipinstances.networking.alibaba.com";
+pub const NODEINFOS_CRD: &str = "nodeinfos.networking.alibaba.com";
+pub const CLUSTERS_CRD: &str = "hybridnetclusters.operator.hybridnet.io";
+
+/// Whether a 404 means the resource type is missing (not just the object).
+pub fn is_missing_type(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404
+        && s.details.as_ref().is_none_or(|d| d.name.is_empty())
+        && !s.message.contains("\" not found"))
+}
+
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+async fn list_api<K>(ctx: &Ctx, api: Api<K>, what: &str, crd: Option<&str>) -> Res<Vec<K>>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.list(&ListParams::default()).await {
+        Ok(l) => Ok(l.items),
+        Err(e) if crd.is_some() && is_missing_type(&e) => Err(Failure::error(format!(
+            "{what}: the {} CRD is not installed in this cluster; {INSTALL_HINT}",
+            crd.unwrap_or_default()
+        ))),
+        Err(e) => Err(ctx.fail(e, what, crd)),
+    }
+}
+
+pub async fn networks(ctx: &Ctx) -> Res<Vec<Network>> {
+    list_api(
+        ctx,
+        Api::all(ctx.client.clone()),
+        "list networks",
+        Some(NETWORKS_CRD),
+    )
+    .await
+}
+
+pub async fn subnets(ctx: &Ctx) -> Res<Vec<Subnet>> {
+    list_api(
+        ctx,
+        Api::all(ctx.client.clone()),
+        "list subnets",
+        Some(SUBNETS_CRD),
+    )
+    .await
+}
+
+pub async fn nodeinfos(ctx: &Ctx) -> Res<Vec<NodeInfo>> {
+    list_api(
+        ctx,
+        Api::all(ctx.client.clone()),
+        "list nodeinfos",
+        Some(NODEINFOS_CRD),
+    )
+    .await
+}
+
+pub async fn nodes(ctx: &Ctx) -> Res<Vec<Node>> {
+    list_api(ctx, Api::all(ctx.client.clone()), "list nodes", None).await
+}
+
+/// Namespaced lists in the scope of `-n`/`-A` (`all` forces every namespace).
+pub fn scoped<K>(ctx: &Ctx, all: bool) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    if all {
+        Api::all(ctx.client.clone())
+    } else {
+        Api::namespaced(ctx.client.clone(), &ctx.namespace)
+    }
+}
+
+pub async fn ipinstances(ctx: &Ctx, all: bool) -> Res<Vec<IPInstance>> {
+    list_api(
+        ctx,
+        scoped(ctx, all),
+        "list ipinstances",
+        Some(IPINSTANCES_CRD),
+    )
+    .await
+}
+
+pub async fn pods(ctx: &Ctx, all: bool) -> Res<Vec<Pod>> {
+    list_api(ctx, scoped(ctx, all), "list pods", None).await
+}
+
+pub async fn statefulsets(ctx: &Ctx, all: bool) -> Res<Vec<StatefulSet>> {
+    list_api(ctx, scoped(ctx, all), "list statefulsets", None).await
+}
+
+/// Gets one cluster-scoped hybridnet object; a missing object says how to list them.
+pub async fn get_cluster_scoped<K>(ctx: &Ctx, name: &str, kind: &str, crd: &str) -> Res<K>
+where
+    K: Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let api: Api<K> = Api::all(ctx.client.clone());
+    match api.get(name).await {
+        Ok(o) => Ok(o),
+        Err(e) if is_missing_type(&e) => Err(Failure::error(format!(
+            "get {kind} {name}: the {crd} CRD is not installed in this cluster; {INSTALL_HINT}"
+        ))),
+        Err(e) if is_not_found(&e) => Err(Failure::error(format!(
+            "{kind} {name:?} not found (`kubectl hybridnet {kind} ls` lists them)"
+        ))),
+        Err(e) => Err(ctx.fail(e, &format!("get {kind} {name}"), Some(crd))),
+    }
+}
+
+/// The HybridnetCluster `default`: `Ok(None)` if it (or its CRD) does not exist, with the reason.
+pub async fn cluster(ctx: &Ctx) -> Res<Result<HybridnetCluster, String>> {
+    let api: Api<HybridnetCluster> = Api::all(ctx.client.clone());
+    match api.get(CLUSTER_SINGLETON_NAME).await {
+        Ok(c) => Ok(Ok(c)),
+        Err(e) if is_missing_type(&e) => Ok(Err(format!(
+            "the {CLUSTERS_CRD} CRD is not installed: the hybridnet operator is not installed"
+        ))),
+        Err(e) if is_not_found(&e) => Ok(Err(
+            "no HybridnetCluster \"default\" (run `kubectl hybridnet install`)".to_string(),
+        )),
+        Err(e) => Err(ctx.fail(e, "get hybridnetcluster default", Some(CLUSTERS_CRD))),
+    }
+}

@@ -1,0 +1,8 @@
+//! The I/O shell of the plugin: connection, API access, printing, and the commands.
+
+pub mod commands;
+pub mod completion;
+pub mod connect;
+pub mod io;
+pub mod print;
+pub mod trace;

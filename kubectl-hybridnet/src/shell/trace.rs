@@ -1,0 +1,343 @@
+//! `trace`: fetch the API state, compute the path with the node agent's plan, optionally ask the
+//! kernels of the nodes (`kubectl exec` into the node agent pods).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use hybridnet_api::ipmath::parse_ip;
+use hybridnet_api::v1::IpVersion;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+
+use kubectl_hybridnet::cli::{GlobalFlags, TraceArgs};
+use kubectl_hybridnet::inventory::InstanceFacts;
+use kubectl_hybridnet::output::OutputFormat;
+use kubectl_hybridnet::pathtrace::{
+    self, Destination, PathReport, Source, TraceInputs, kernel_query_args, trace_path,
+};
+
+use super::connect::{Ctx, Failure, Res, exit};
+use super::{io, print};
+
+const OUTSIDE_V4: &str = "198.51.100.1";
+const OUTSIDE_V6: &str = "2001:db8::1";
+
+fn split_ref<'a>(s: &'a str, default_ns: &'a str) -> (&'a str, &'a str) {
+    s.split_once('/').unwrap_or((default_ns, s))
+}
+
+fn node_ip(
+    addrs: &BTreeMap<String, Vec<IpAddr>>,
+    node: &str,
+    family: Option<IpVersion>,
+) -> Option<IpAddr> {
+    addrs
+        .get(node)?
+        .iter()
+        .copied()
+        .find(|ip| family.is_none_or(|f| IpVersion::of(ip) == f))
+}
+
+pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
+    print::only(
+        a.output,
+        &[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml],
+        "trace",
+    )?;
+    let ctx = Ctx::connect(g).await?;
+    let nodes = io::nodes(&ctx).await?;
+    let node_addresses: BTreeMap<String, Vec<IpAddr>> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.metadata.name.clone().unwrap_or_default(),
+                hybridnet_node::plan::node_status_addresses(n),
+            )
+        })
+        .collect();
+    let networks = io::networks(&ctx).await?;
+    let subnets = io::subnets(&ctx).await?;
+    let ip_instances = io::ipinstances(&ctx, true).await?;
+    let node_infos = io::nodeinfos(&ctx).await?;
+    let cluster = io::cluster(&ctx).await?.ok();
+    let agent = cluster.as_ref().and_then(|c| c.spec.node_agent.clone());
+    let uplink = a
+        .uplink
+        .clone()
+        .or_else(|| {
+            agent
+                .as_ref()
+                .and_then(|n| n.prefer_vxlan_interfaces.clone())
+                .and_then(|v| v.into_iter().next())
+        })
+        .unwrap_or_else(|| "eth0".to_string());
+    let vxlan_udp_port = agent
+        .as_ref()
+        .and_then(|n| n.vxlan_udp_port)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(8472);
+    let facts: Vec<InstanceFacts> = ip_instances
+        .iter()
+        .map(InstanceFacts::from_ipinstance)
+        .collect();
+
+    // The destination first: it decides the family of the source address.
+    enum To {
+        Ip(IpAddr),
+        Pod(String, String),
+        Node(String),
+    }
+    let to = match a.to.as_deref() {
+        None => None,
+        Some(t) if t.starts_with("node/") => Some(To::Node(t["node/".len()..].to_string())),
+        Some(t) => match parse_ip(t) {
+            Ok(ip) => Some(To::Ip(ip)),
+            Err(_) if t.contains(':') || t.chars().all(|c| c.is_ascii_digit() || c == '.') => {
+                return Err(Failure::usage(format!(
+                    "--to {t:?} is not an IP address, a pod or node/NAME"
+                )));
+            }
+            Err(_) => {
+                let (ns, name) = split_ref(t, &ctx.namespace);
+                Some(To::Pod(ns.to_string(), name.to_string()))
+            }
+        },
+    };
+    let want_family = match &to {
+        Some(To::Ip(ip)) => Some(IpVersion::of(ip)),
+        _ => None,
+    };
+
+    let source = if let Some(name) = a.pod.strip_prefix("node/") {
+        if !node_addresses.contains_key(name) {
+            return Err(Failure::error(format!(
+                "node {name:?} not found (`kubectl get nodes` lists them)"
+            )));
+        }
+        let ip = node_ip(&node_addresses, name, want_family).ok_or_else(|| {
+            Failure::error(format!(
+                "node {name} has no address{} in .status.addresses",
+                want_family
+                    .map(|f| format!(" of IPv{f}"))
+                    .unwrap_or_default()
+            ))
+        })?;
+        Source::Node {
+            name: name.to_string(),
+            ip,
+        }
+    } else {
+        let (ns, name) = split_ref(&a.pod, &ctx.namespace);
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+        match pods.get(name).await {
+            Ok(_) => {}
+            Err(e) if io::is_not_found(&e) => {
+                return Err(Failure::error(format!(
+                    "pod {ns}/{name} not found (`kubectl get pods -n {ns}` lists them)"
+                )));
+            }
+            Err(e) => return Err(ctx.fail(e, &format!("get pod {ns}/{name}"), None)),
+        }
+        let (ip, node) = pathtrace::pod_address(&facts, ns, name, want_family).ok_or_else(|| {
+            Failure::error(format!(
+                "pod {ns}/{name} has no {}address bound to a node (`kubectl hybridnet ip ls -n {ns} --pod {name}`)",
+                want_family.map(|f| format!("IPv{f} ")).unwrap_or_default()
+            ))
+        })?;
+        Source::Pod {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            node,
+            ip,
+        }
+    };
+    let src_ip = match &source {
+        Source::Pod { ip, .. } | Source::Node { ip, .. } => *ip,
+    };
+    let family = Some(IpVersion::of(&src_ip));
+    let dst = match to {
+        None => Destination {
+            ip: (if src_ip.is_ipv4() {
+                OUTSIDE_V4
+            } else {
+                OUTSIDE_V6
+            })
+            .parse()
+            .map_err(|_| Failure::error("internal: outside address"))?,
+            pod: None,
+            node: None,
+        },
+        Some(To::Ip(ip)) => {
+            let owner = facts
+                .iter()
+                .find(|f| f.ip == Some(ip) && !f.is_reserved() && !f.terminating);
+            let node = owner.and_then(|f| f.node.clone()).or_else(|| {
+                node_addresses
+                    .iter()
+                    .find(|(_, a)| a.contains(&ip))
+                    .map(|(n, _)| n.clone())
+            });
+            Destination {
+                ip,
+                pod: owner.and_then(|f| f.pod.as_ref().map(|p| format!("{}/{p}", f.namespace))),
+                node,
+            }
+        }
+        Some(To::Pod(ns, name)) => {
+            let (ip, node) =
+                pathtrace::pod_address(&facts, &ns, &name, family).ok_or_else(|| {
+                    Failure::error(format!(
+                        "destination pod {ns}/{name} has no IPv{} address bound to a node",
+                        IpVersion::of(&src_ip)
+                    ))
+                })?;
+            Destination {
+                ip,
+                pod: Some(format!("{ns}/{name}")),
+                node: Some(node),
+            }
+        }
+        Some(To::Node(n)) => {
+            if !node_addresses.contains_key(&n) {
+                return Err(Failure::error(format!(
+                    "node {n:?} not found (`kubectl get nodes` lists them)"
+                )));
+            }
+            let ip = node_ip(&node_addresses, &n, family).ok_or_else(|| {
+                Failure::error(format!(
+                    "node {n} has no IPv{} address",
+                    IpVersion::of(&src_ip)
+                ))
+            })?;
+            Destination {
+                ip,
+                pod: None,
+                node: Some(n),
+            }
+        }
+    };
+    let inputs = TraceInputs {
+        networks,
+        subnets,
+        ip_instances,
+        node_infos,
+        node_addresses,
+        uplink: uplink.clone(),
+        vxlan_udp_port,
+    };
+    let report =
+        trace_path(&inputs, &source, &dst, a.reply).map_err(|e| Failure::usage(e.to_string()))?;
+
+    let live = if a.live {
+        Some(live_answers(&ctx, a, &report).await)
+    } else {
+        None
+    };
+    match a.output {
+        OutputFormat::Json | OutputFormat::Yaml => {
+            let mut v = serde_json::to_value(&report)
+                .map_err(|e| Failure::error(format!("cannot render: {e}")))?;
+            if let Some(l) = &live {
+                v["live"] = serde_json::to_value(l)
+                    .map_err(|e| Failure::error(format!("cannot render: {e}")))?;
+            }
+            if a.output == OutputFormat::Json {
+                print::json(&v)?
+            } else {
+                print::yaml(&v)?
+            }
+        }
+        _ => {
+            let mut text = pathtrace::render(&report, true, &uplink);
+            if let Some(l) = &live {
+                text.push_str("\nkernel (--live):\n");
+                for h in l {
+                    text.push_str(&format!("  {} $ {}\n", h.node, h.command));
+                    match (&h.output, &h.error) {
+                        (Some(o), _) => {
+                            for line in o.lines() {
+                                text.push_str(&format!("    {line}\n"));
+                            }
+                        }
+                        (None, Some(e)) => text.push_str(&format!("    error: {e}\n")),
+                        _ => {}
+                    }
+                }
+            }
+            print::out(&text)?;
+        }
+    }
+    match &live {
+        Some(l) if l.iter().any(|h| h.error.is_some()) => Ok(exit::ERROR),
+        _ => Ok(exit::OK),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct LiveHop {
+    node: String,
+    command: String,
+    output: Option<String>,
+    error: Option<String>,
+}
+
+async fn live_answers(ctx: &Ctx, a: &TraceArgs, report: &PathReport) -> Vec<LiveHop> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &a.agent_namespace);
+    let agents = pods
+        .list(&ListParams::default().labels(&a.agent_selector))
+        .await;
+    let mut out = Vec::new();
+    for h in &report.hops {
+        let args = kernel_query_args(&h.query);
+        let command = args.join(" ");
+        let agent = match &agents {
+            Err(e) => Err(format!("cannot list node agent pods in {}: {e}", a.agent_namespace)),
+            Ok(l) => l
+                .items
+                .iter()
+                .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(h.node.as_str()))
+                .and_then(|p| p.metadata.name.clone())
+                .ok_or_else(|| {
+                    format!(
+                        "no node agent pod on node {} (namespace {}, selector {}; see --agent-namespace, --agent-selector)",
+                        h.node, a.agent_namespace, a.agent_selector
+                    )
+                }),
+        };
+        let (output, error) = match agent {
+            Err(e) => (None, Some(e)),
+            Ok(pod) => {
+                let mut cmd = tokio::process::Command::new("kubectl");
+                if let Some(k) = &ctx.global.kubeconfig {
+                    cmd.arg("--kubeconfig").arg(k);
+                }
+                if let Some(c) = &ctx.global.context {
+                    cmd.arg("--context").arg(c);
+                }
+                cmd.args(["-n", &a.agent_namespace, "exec", &pod, "--"])
+                    .args(&args);
+                match cmd.output().await {
+                    Ok(o) if o.status.success() => {
+                        (Some(String::from_utf8_lossy(&o.stdout).into_owned()), None)
+                    }
+                    Ok(o) => (
+                        None,
+                        Some(format!(
+                            "kubectl exec {pod} failed: {}",
+                            String::from_utf8_lossy(&o.stderr).trim()
+                        )),
+                    ),
+                    Err(e) => (None, Some(format!("cannot run kubectl: {e}"))),
+                }
+            }
+        };
+        out.push(LiveHop {
+            node: h.node.clone(),
+            command,
+            output,
+            error,
+        });
+    }
+    out
+}

@@ -1,0 +1,713 @@
+//! `kubectl hybridnet network|subnet ...` and error handling, through the real kubectl against
+//! kube-lite.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networks_and_subnets_from_flags_to_the_cluster() {
+    if !kubectl_available() {
+        return;
+    }
+    let c = cluster(true).await;
+    let k = c.kubeconfig.as_path();
+    node(&c.client, "node1", "192.0.2.11", &[("rack", "a")]).await;
+    node(&c.client, "node2", "192.0.2.12", &[("rack", "b")]).await;
+
+    // GitOps manifest without contacting the cluster: stable YAML with only name and spec.
+    let r = kubectl(
+        k,
+        &[
+            "network",
+            "create",
+            "overlay",
+            "--vni",
+            "4",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ],
+    )
+    .await;
+    r.ok();
+    capture(
+        "network-create-dry-run",
+        "kubectl hybridnet network create overlay --vni 4 --dry-run=client -o yaml",
+        &r,
+    );
+    assert_eq!(
+        r.stdout,
+        "apiVersion: networking.alibaba.com/v1\nkind: Network\nmetadata:\n  name: overlay\nspec:\n  mode: VXLAN\n  netID: 4\n  type: Overlay\n"
+    );
+    let r = kubectl(k, &["network", "ls"]).await;
+    r.ok();
+    assert!(
+        r.stdout.is_empty() && r.stderr.contains("No networks found"),
+        "{r:?}"
+    );
+
+    let r = kubectl(k, &["network", "create", "overlay", "--vni", "4"]).await;
+    r.ok();
+    assert_eq!(r.stdout, "network.networking.alibaba.com/overlay created\n");
+    capture(
+        "network-create-overlay",
+        "kubectl hybridnet network create overlay --vni 4",
+        &r,
+    );
+    let r = kubectl(
+        k,
+        &[
+            "network",
+            "create",
+            "vlan100",
+            "--vlan-id",
+            "100",
+            "--node-selector",
+            "rack=a",
+        ],
+    )
+    .await;
+    r.ok();
+    capture(
+        "network-create-vlan",
+        "kubectl hybridnet network create vlan100 --vlan-id 100 --node-selector rack=a",
+        &r,
+    );
+    let r = kubectl(
+        k,
+        &[
+            "network",
+            "create",
+            "bgp",
+            "--asn",
+            "65010",
+            "--peer",
+            "65000@192.0.2.254,password=s3cret",
+            "--node-selector",
+            "rack=b",
+        ],
+    )
+    .await;
+    r.ok();
+    capture(
+        "network-create-bgp",
+        "kubectl hybridnet network create bgp --asn 65010 --peer 65000@192.0.2.254,password=s3cret --node-selector rack=b",
+        &r,
+    );
+
+    // The shared rules against the cluster: one overlay network only; a node in one underlay network.
+    let r = kubectl(k, &["network", "create", "overlay2", "--vni", "5"]).await;
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("--mode (spec.type)") && r.stderr.contains("already exists"),
+        "{}",
+        r.stderr
+    );
+    let r = kubectl(
+        k,
+        &[
+            "network",
+            "create",
+            "vlan200",
+            "--vlan-id",
+            "200",
+            "--node-selector",
+            "rack=a",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("node \"node1\" already belongs to underlay network \"vlan100\""),
+        "{}",
+        r.stderr
+    );
+    capture(
+        "network-create-overlap",
+        "kubectl hybridnet network create vlan200 --vlan-id 200 --node-selector rack=a",
+        &r,
+    );
+
+    let r = kubectl(
+        k,
+        &[
+            "subnet",
+            "create",
+            "overlay-a",
+            "--network",
+            "overlay",
+            "--cidr",
+            "10.244.0.0/24",
+        ],
+    )
+    .await;
+    r.ok();
+    capture(
+        "subnet-create-overlay",
+        "kubectl hybridnet subnet create overlay-a --network overlay --cidr 10.244.0.0/24",
+        &r,
+    );
+    let r = kubectl(
+        k,
+        &[
+            "subnet",
+            "create",
+            "overlay-nonat",
+            "--network",
+            "overlay",
+            "--cidr",
+            "10.245.0.0/24",
+            "--no-nat",
+            "--private",
+        ],
+    )
+    .await;
+    r.ok();
+    let r = kubectl(
+        k,
+        &[
+            "subnet",
+            "create",
+            "vlan100-a",
+            "--network",
+            "vlan100",
+            "--cidr",
+            "192.168.100.0/24",
+            "--gateway",
+            "192.168.100.1",
+            "--start",
+            "192.168.100.10",
+            "--end",
+            "192.168.100.200",
+            "--reserved",
+            "192.168.100.20,192.168.100.21",
+            "--exclude",
+            "192.168.100.30",
+        ],
+    )
+    .await;
+    r.ok();
+    capture(
+        "subnet-create-vlan",
+        "kubectl hybridnet subnet create vlan100-a --network vlan100 --cidr 192.168.100.0/24 --gateway 192.168.100.1 --start 192.168.100.10 --end 192.168.100.200 --reserved 192.168.100.20,192.168.100.21 --exclude 192.168.100.30",
+        &r,
+    );
+    // VLAN subnets need a gateway; overlapping CIDRs are refused.
+    let r = kubectl(
+        k,
+        &[
+            "subnet",
+            "create",
+            "vlan100-b",
+            "--network",
+            "vlan100",
+            "--cidr",
+            "192.168.101.0/24",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("--gateway (spec.range.gateway)"),
+        "{}",
+        r.stderr
+    );
+    let r = kubectl(
+        k,
+        &[
+            "subnet",
+            "create",
+            "overlay-b",
+            "--network",
+            "overlay",
+            "--cidr",
+            "10.244.0.0/16",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--cidr"), "{}", r.stderr);
+
+    let r = kubectl(k, &["network", "ls"]).await;
+    r.ok();
+    capture("network-ls", "kubectl hybridnet network ls", &r);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{}", r.stdout);
+    assert!(
+        lines[1].starts_with("bgp")
+            && lines[1].contains("Underlay")
+            && lines[1].contains("BGP")
+            && lines[1].contains("65010"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        lines[2].starts_with("overlay") && lines[2].contains("VXLAN"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains('\u{1b}'), "no colour off a terminal");
+    let r = kubectl(k, &["network", "ls", "-o", "wide"]).await;
+    r.ok();
+    assert!(
+        r.stdout.contains("65000@192.0.2.254") && r.stdout.contains("rack=a"),
+        "{}",
+        r.stdout
+    );
+    capture(
+        "network-ls-wide",
+        "kubectl hybridnet network ls -o wide",
+        &r,
+    );
+
+    let r = kubectl(k, &["subnet", "ls"]).await;
+    r.ok();
+    capture("subnet-ls", "kubectl hybridnet subnet ls", &r);
+    assert_eq!(r.stdout.lines().count(), 4, "{}", r.stdout);
+    let r = kubectl(k, &["subnet", "ls", "--network", "vlan100", "-o", "wide"]).await;
+    r.ok();
+    assert!(
+        r.stdout.contains("192.168.100.1") && !r.stdout.contains("overlay-a"),
+        "{}",
+        r.stdout
+    );
+    let r = kubectl(k, &["subnet", "get", "vlan100-a", "-o", "json"]).await;
+    r.ok();
+    let v = r.json();
+    assert_eq!(v["kind"], "Subnet");
+    assert_eq!(
+        v["spec"]["range"]["reservedIPs"],
+        serde_json::json!(["192.168.100.20", "192.168.100.21"])
+    );
+    assert!(v["metadata"].get("managedFields").is_none());
+    let r = kubectl(k, &["network", "get", "overlay", "bgp", "-o", "yaml"]).await;
+    r.ok();
+    assert!(
+        r.stdout.starts_with("apiVersion: v1\nitems:\n") && r.stdout.contains("\nkind: List\n"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.stdout.matches("kind: Network").count(), 2);
+    let r = kubectl(k, &["network", "get", "bgp", "-o", "name"]).await;
+    assert_eq!(r.ok().stdout, "network.networking.alibaba.com/bgp\n");
+
+    // Not found, and deletion rules.
+    let r = kubectl(k, &["network", "get", "nope"]).await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("network \"nope\" not found"),
+        "{}",
+        r.stderr
+    );
+    let r = kubectl(k, &["network", "delete", "overlay"]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("still has subnets"), "{}", r.stderr);
+    capture(
+        "network-delete-refused",
+        "kubectl hybridnet network delete overlay",
+        &r,
+    );
+    let r = kubectl(
+        k,
+        &["subnet", "delete", "overlay-nonat", "--dry-run=server"],
+    )
+    .await;
+    r.ok();
+    assert!(r.stdout.contains("deleted (server dry run)"));
+    let r = kubectl(k, &["subnet", "delete", "overlay-nonat"]).await;
+    r.ok();
+    let r = kubectl(k, &["subnet", "get", "overlay-nonat"]).await;
+    assert_eq!(r.code, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_hostile_flags_fail_clearly() {
+    if !kubectl_available() {
+        return;
+    }
+    let c = cluster(true).await;
+    let k = c.kubeconfig.as_path();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "n",
+                "--cidr",
+                "10.0.0.0/33",
+            ],
+            "--cidr (spec.range.cidr)",
+        ),
+        (
+            &[
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "n",
+                "--cidr",
+                "10.0.0.1/24",
+            ],
+            "not canonical",
+        ),
+        (
+            &[
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "n",
+                "--cidr",
+                "$(reboot)",
+            ],
+            "--cidr (spec.range.cidr)",
+        ),
+        (
+            &[
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "n",
+                "--cidr",
+                "10.0.0.0/24",
+                "--gateway",
+                "10.0.1.1",
+            ],
+            "--gateway (spec.range.gateway): 10.0.1.1 is outside 10.0.0.0/24",
+        ),
+        (
+            &[
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "n",
+                "--cidr",
+                "10.0.0.0/24",
+                "--start",
+                "10.0.0.9",
+                "--end",
+                "10.0.0.2",
+            ],
+            "--start (spec.range.start)",
+        ),
+        (
+            &[
+                "subnet",
+                "create",
+                "S_bad",
+                "--network",
+                "n",
+                "--cidr",
+                "10.0.0.0/24",
+            ],
+            "subnet name \"S_bad\" is invalid",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "b",
+                "--asn",
+                "65010",
+                "--peer",
+                "65000",
+                "--node-selector",
+                "a=b",
+            ],
+            "--peer \"65000\": expected ASN@ADDRESS",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "b",
+                "--asn",
+                "65010",
+                "--peer",
+                "65000@1.2.3.4,evil=1",
+                "--node-selector",
+                "a=b",
+            ],
+            "unknown option",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "b",
+                "--asn",
+                "99999999999",
+                "--peer",
+                "65000@1.2.3.4",
+                "--node-selector",
+                "a=b",
+            ],
+            "int32",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "v",
+                "--vlan-id",
+                "5000",
+                "--node-selector",
+                "a=b",
+            ],
+            "0..4094",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "v",
+                "--vlan-id",
+                "5",
+                "--node-selector",
+                "a b=c",
+            ],
+            "--node-selector",
+        ),
+        (&["network", "create", "x"], "choose a mode"),
+        (&["ip", "ls", "-o", "xml"], "unknown output format \"xml\""),
+        (
+            &["ip", "usage", "-o", "wide"],
+            "ip usage does not support -o wide",
+        ),
+        (
+            &["network", "ls", "--request-timeout", "soon"],
+            "--request-timeout",
+        ),
+        (
+            &["trace", "p", "--to", "10.0.0.300"],
+            "is not an IP address",
+        ),
+        (
+            &["install", "--bootstrap-cidr", "100.64.0.1/10", "-o", "yaml"],
+            "--bootstrap-cidr",
+        ),
+        (&["nosuchcommand"], "unrecognized subcommand"),
+    ];
+    for (args, want) in cases {
+        let r = kubectl(k, args).await;
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains(want),
+            "{args:?}: want {want:?} in {}",
+            r.stderr
+        );
+        assert!(r.stdout.is_empty(), "{args:?} printed {}", r.stdout);
+    }
+    let r = kubectl(
+        k,
+        &[
+            "subnet",
+            "create",
+            "s",
+            "--network",
+            "n",
+            "--cidr",
+            "10.0.0.0/24",
+            "--gateway",
+            "10.0.1.1",
+        ],
+    )
+    .await;
+    capture(
+        "error-gateway-outside",
+        "kubectl hybridnet subnet create s --network n --cidr 10.0.0.0/24 --gateway 10.0.1.1",
+        &r,
+    );
+    let r = kubectl(
+        k,
+        &[
+            "network",
+            "create",
+            "b",
+            "--asn",
+            "65010",
+            "--peer",
+            "65000",
+            "--node-selector",
+            "a=b",
+        ],
+    )
+    .await;
+    capture(
+        "error-bad-peer",
+        "kubectl hybridnet network create b --asn 65010 --peer 65000 --node-selector a=b",
+        &r,
+    );
+    // Nothing was created by any of them.
+    let r = kubectl(k, &["subnet", "ls", "-o", "json"]).await;
+    assert_eq!(r.ok().json()["items"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_say_what_to_do() {
+    if !kubectl_available() {
+        return;
+    }
+    // CRDs not installed.
+    let c = cluster(false).await;
+    let k = c.kubeconfig.as_path();
+    let r = kubectl(k, &["network", "ls"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("networks.networking.alibaba.com CRD is not installed")
+            && r.stderr.contains("install hybridnet first"),
+        "{}",
+        r.stderr
+    );
+    capture("error-no-crds", "kubectl hybridnet network ls", &r);
+    let r = kubectl(k, &["install"]).await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("hybridnetclusters.operator.hybridnet.io CRD is not installed"),
+        "{}",
+        r.stderr
+    );
+
+    // Cluster unreachable: a kubeconfig pointing at a closed port.
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    std::fs::write(
+        &dead,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n"),
+    )
+    .unwrap();
+    let r = kubectl(&dead, &["ip", "ls", "--request-timeout", "5s"]).await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(&format!(
+            "cannot reach the cluster at http://127.0.0.1:{port}/"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("check that the API server is running"),
+        "{}",
+        r.stderr
+    );
+    capture(
+        "error-unreachable",
+        "kubectl hybridnet ip ls",
+        &Run {
+            stderr: r.stderr.replace(&port.to_string(), "6443"),
+            ..r
+        },
+    );
+    // A context that does not exist; a kubeconfig that does not exist.
+    let r = kubectl(k, &["network", "ls", "--context", "nope"]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("context named \"nope\""), "{}", r.stderr);
+    let r = kubectl(&dir.path().join("missing"), &["network", "ls"]).await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("cannot read the kubeconfig"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_help_and_completion() {
+    if !kubectl_available() {
+        return;
+    }
+    let c = cluster(true).await;
+    let k = c.kubeconfig.as_path();
+    let r = kubectl(k, &["version"]).await;
+    r.ok();
+    assert!(
+        r.stdout
+            .starts_with(&format!("kubectl-hybridnet {}", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        r.stdout
+    );
+    capture("version", "kubectl hybridnet version", &r);
+    let r = kubectl(k, &["version", "-o", "json"]).await;
+    assert_eq!(r.ok().json()["version"], env!("CARGO_PKG_VERSION"));
+    let r = kubectl(k, &["--help"]).await;
+    r.ok();
+    assert!(
+        r.stdout
+            .contains("Usage: kubectl hybridnet [OPTIONS] <COMMAND>"),
+        "{}",
+        r.stdout
+    );
+    capture("help", "kubectl hybridnet --help", &r);
+    let r = kubectl(k, &["ip", "check", "--help"]).await;
+    assert!(
+        r.ok().stdout.contains("Usage: kubectl hybridnet ip check"),
+        "{}",
+        r.stdout
+    );
+
+    let r = kubectl(k, &["completion", "bash"]).await;
+    assert!(
+        r.ok().stdout.contains("complete -F") && r.stdout.contains("kubectl-hybridnet"),
+        "{}",
+        &r.stdout[..200.min(r.stdout.len())]
+    );
+    for sh in ["zsh", "fish"] {
+        let r = kubectl(k, &["completion", sh]).await;
+        assert!(!r.ok().stdout.is_empty());
+    }
+
+    // `kubectl hybridnet <TAB>`: kubectl >= 1.26 runs kubectl_complete-hybridnet from PATH.
+    let helper = c.helper_dir.path();
+    let r = kubectl(
+        k,
+        &["completion", "--kubectl-helper", helper.to_str().unwrap()],
+    )
+    .await;
+    r.ok();
+    let script = std::fs::read_to_string(helper.join("kubectl_complete-hybridnet")).unwrap();
+    assert_eq!(script, kubectl_hybridnet::complete::KUBECTL_HELPER_SCRIPT);
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/kubectl_complete-hybridnet"
+    ))
+    .unwrap();
+    assert_eq!(
+        shipped, script,
+        "the helper shipped in the repository is the one the command writes"
+    );
+    let kc = k.to_str().unwrap();
+    let r = kubectl_raw(&["__complete", "hybridnet", ""], Some(helper), &[]).await;
+    r.ok();
+    capture(
+        "completion-kubectl",
+        "kubectl __complete hybridnet \"\"",
+        &r,
+    );
+    for want in ["network\t", "subnet\t", "ip\t", "trace\t", "status\t"] {
+        assert!(r.stdout.contains(want), "{want} in {}", r.stdout);
+    }
+    assert!(r.stdout.contains(":4\n"), "{}", r.stdout);
+    let r = kubectl_raw(&["__complete", "hybridnet", "ip", "u"], Some(helper), &[]).await;
+    assert!(r.ok().stdout.starts_with("usage\t"), "{}", r.stdout);
+    // Names come from the cluster (KUBECONFIG, since kubectl strips global flags).
+    let r = kubectl(k, &["network", "create", "overlay", "--vni", "4"]).await;
+    r.ok();
+    let r = kubectl_raw(
+        &["__complete", "hybridnet", "network", "get", "o"],
+        Some(helper),
+        &[("KUBECONFIG", kc)],
+    )
+    .await;
+    assert!(r.ok().stdout.starts_with("overlay\n"), "{}", r.stdout);
+}
