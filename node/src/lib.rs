@@ -8,6 +8,8 @@ pub mod plan;
 pub use plan::{DataPlanePlan, build_plan, trace};
 
 #[cfg(all(target_os = "linux", feature = "dataplane"))]
+pub mod agent;
+#[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub mod cniserver;
 #[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub mod dataplane;

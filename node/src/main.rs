@@ -1,16 +1,19 @@
 //! hybridnet node agent: programs the node data plane and serves the CNI plugin
 
 use clap::Parser;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "hybridnet-node",
-    version,
-    about = "hybridnet node agent: programs the node data plane and serves the CNI plugin"
-)]
-struct Cli {}
+use hybridnet_node::agent::{AgentConfig, run};
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("hybridnet-node is not implemented yet in this build")
+    let cfg = AgentConfig::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cfg))
 }

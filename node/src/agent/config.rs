@@ -1,0 +1,256 @@
+//! Command-line flags of `hybridnet-node` (names follow the original daemon where they exist).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use hybridnet_api::ipmath::Cidr;
+
+use crate::plan::{PlanConfig, TableConfig};
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "hybridnet-node",
+    version,
+    about = "hybridnet node agent: programs the node data plane and serves the CNI plugin"
+)]
+pub struct AgentConfig {
+    /// This node's name.
+    #[arg(long, env = "KUBE_NODE_NAME")]
+    pub node_name: String,
+
+    /// kubeconfig file (default: in-cluster config or $KUBECONFIG).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// VLAN parent interfaces, first existing wins (default: interface of the default route).
+    #[arg(long, value_delimiter = ',')]
+    pub prefer_vlan_interfaces: Vec<String>,
+    /// Deprecated fallback for --prefer-vlan-interfaces.
+    #[arg(long, value_delimiter = ',', hide = true)]
+    pub prefer_interfaces: Vec<String>,
+    /// VXLAN parent interfaces, first existing wins.
+    #[arg(long, value_delimiter = ',')]
+    pub prefer_vxlan_interfaces: Vec<String>,
+    /// BGP peering interfaces, first existing wins.
+    #[arg(long, value_delimiter = ',')]
+    pub prefer_bgp_interfaces: Vec<String>,
+
+    /// UDP port of the VXLAN device.
+    #[arg(long, default_value_t = 8472, value_parser = clap::value_parser!(u16).range(1..))]
+    pub vxlan_udp_port: u16,
+    /// The VTEP address must be inside one of these CIDRs.
+    #[arg(long, value_delimiter = ',', default_value = "0.0.0.0/0,::/0")]
+    pub vtep_address_cidrs: Vec<String>,
+    /// Node addresses inside these CIDRs are published as node-local VXLAN IPs too.
+    #[arg(long, value_delimiter = ',')]
+    pub extra_node_local_vxlan_ip_cidrs: Vec<String>,
+
+    /// Table of the routes to local pods.
+    #[arg(long, default_value_t = 39999)]
+    pub local_direct_table: u32,
+    /// Table of the routes to overlay subnets.
+    #[arg(long, default_value_t = 40000)]
+    pub to_overlay_table: u32,
+    /// Table of marked pod -> node replies.
+    #[arg(long, default_value_t = 40001)]
+    pub overlay_mark_table: u32,
+    /// Priority of the first hybridnet rule; the others follow at +1, +2, +3.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..32000))]
+    pub rule_priority_base: u32,
+
+    /// Unix socket the CNI plugin talks to.
+    #[arg(long, default_value = "/run/cni/hybridnet.sock")]
+    pub bind_socket: PathBuf,
+    /// Port of /healthz and /readyz (0 disables).
+    #[arg(long, default_value_t = 11021)]
+    pub health_port: u16,
+    /// Port of /metrics (0 disables; equal to --health-port serves both on one listener).
+    #[arg(long, default_value_t = 8091)]
+    pub metrics_port: u16,
+    /// Address the health and metrics listeners bind to.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: std::net::IpAddr,
+
+    /// Seconds between full resyncs (events trigger earlier reconciles).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..86400))]
+    pub resync_seconds: u64,
+    /// The nft binary.
+    #[arg(long, default_value = "nft")]
+    pub nft_binary: String,
+
+    /// Directory the CNI plugin binary is installed into.
+    #[arg(long, default_value = "/opt/cni/bin")]
+    pub cni_bin_dir: PathBuf,
+    /// Directory the conflist is written to.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// File name of the conflist.
+    #[arg(long, default_value = "06-hybridnet.conflist")]
+    pub cni_conflist_name: String,
+    /// The plugin binary to install (e.g. /hybridnet/bin/hybridnet); unset: do not install the
+    /// binary (the conflist is still written unless --skip-cni-install).
+    #[arg(long)]
+    pub cni_source_binary: Option<PathBuf>,
+    /// Do not install anything into the CNI directories.
+    #[arg(long)]
+    pub skip_cni_install: bool,
+}
+
+impl AgentConfig {
+    pub fn resync(&self) -> Duration {
+        Duration::from_secs(self.resync_seconds)
+    }
+
+    pub fn tables(&self) -> Result<TableConfig, String> {
+        let t = TableConfig {
+            local_direct: self.local_direct_table,
+            to_overlay: self.to_overlay_table,
+            overlay_mark: self.overlay_mark_table,
+            priority_base: self.rule_priority_base,
+            ..TableConfig::default()
+        };
+        let fixed = [t.local_direct, t.to_overlay, t.overlay_mark];
+        if fixed[0] == fixed[1] || fixed[1] == fixed[2] || fixed[0] == fixed[2] {
+            return Err(format!(
+                "--local-direct-table, --to-overlay-table and --overlay-mark-table must differ (got {fixed:?})"
+            ));
+        }
+        for (flag, v) in [
+            ("--local-direct-table", t.local_direct),
+            ("--to-overlay-table", t.to_overlay),
+            ("--overlay-mark-table", t.overlay_mark),
+        ] {
+            // 0 unspec, 253 default, 254 main, 255 local belong to the kernel.
+            if v == 0 || (253..=255).contains(&v) {
+                return Err(format!("{flag}={v} is a kernel table"));
+            }
+        }
+        Ok(t)
+    }
+
+    pub fn plan_config(&self) -> Result<PlanConfig, String> {
+        let cidrs = |flag: &str, v: &[String]| -> Result<Vec<Cidr>, String> {
+            v.iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| Cidr::parse_canonical(s.trim()).map_err(|e| format!("{flag}: {e}")))
+                .collect()
+        };
+        let names = |flag: &str, v: &[String]| -> Result<Vec<String>, String> {
+            v.iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    if s.len() > 15 || s.contains(['/', ' ', '\0']) || s == "." || s == ".." {
+                        Err(format!("{flag}: {s:?} is not an interface name"))
+                    } else {
+                        Ok(s.to_string())
+                    }
+                })
+                .collect()
+        };
+        let mut vlan = names("--prefer-vlan-interfaces", &self.prefer_vlan_interfaces)?;
+        if vlan.is_empty() {
+            vlan = names("--prefer-interfaces", &self.prefer_interfaces)?;
+        }
+        if self.node_name.trim().is_empty() {
+            return Err("--node-name (KUBE_NODE_NAME) is empty".into());
+        }
+        Ok(PlanConfig {
+            prefer_vlan_interfaces: vlan,
+            prefer_vxlan_interfaces: names(
+                "--prefer-vxlan-interfaces",
+                &self.prefer_vxlan_interfaces,
+            )?,
+            prefer_bgp_interfaces: names("--prefer-bgp-interfaces", &self.prefer_bgp_interfaces)?,
+            vxlan_udp_port: self.vxlan_udp_port,
+            vtep_address_cidrs: cidrs("--vtep-address-cidrs", &self.vtep_address_cidrs)?,
+            extra_node_local_vxlan_ip_cidrs: cidrs(
+                "--extra-node-local-vxlan-ip-cidrs",
+                &self.extra_node_local_vxlan_ip_cidrs,
+            )?,
+            tables: self.tables()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<AgentConfig, clap::Error> {
+        let mut v = vec!["hybridnet-node", "--node-name", "n1"];
+        v.extend_from_slice(args);
+        AgentConfig::try_parse_from(v)
+    }
+
+    #[test]
+    fn defaults_mirror_upstream() {
+        let c = parse(&[]).unwrap();
+        let p = c.plan_config().unwrap();
+        assert_eq!(p.vxlan_udp_port, 8472);
+        assert_eq!(p.tables, TableConfig::default());
+        assert_eq!(p.vtep_address_cidrs.len(), 2);
+        assert_eq!(c.cni_conflist_name, "06-hybridnet.conflist");
+        assert_eq!(c.health_port, 11021);
+    }
+
+    #[test]
+    fn lists_and_fallbacks() {
+        let c = parse(&[
+            "--prefer-interfaces",
+            "eth1,eth2",
+            "--prefer-vxlan-interfaces",
+            " eth3 ,",
+        ])
+        .unwrap();
+        let p = c.plan_config().unwrap();
+        assert_eq!(p.prefer_vlan_interfaces, ["eth1", "eth2"]);
+        assert_eq!(p.prefer_vxlan_interfaces, ["eth3"]);
+    }
+
+    #[test]
+    fn hostile_flags_are_refused_with_the_flag_named() {
+        assert!(parse(&["--vxlan-udp-port", "0"]).is_err());
+        assert!(parse(&["--vxlan-udp-port", "70000"]).is_err());
+        assert!(parse(&["--rule-priority-base", "40000"]).is_err());
+        assert!(parse(&["--resync-seconds", "0"]).is_err());
+        let e = parse(&["--vtep-address-cidrs", "10.0.0.1/8"])
+            .unwrap()
+            .plan_config()
+            .unwrap_err();
+        assert!(
+            e.contains("--vtep-address-cidrs") && e.contains("canonical"),
+            "{e}"
+        );
+        let e = parse(&["--prefer-vlan-interfaces", "../../etc"])
+            .unwrap()
+            .plan_config()
+            .unwrap_err();
+        assert!(e.contains("not an interface name"), "{e}");
+        let e = parse(&["--prefer-bgp-interfaces", "averyveryverylongname"])
+            .unwrap()
+            .plan_config()
+            .unwrap_err();
+        assert!(e.contains("--prefer-bgp-interfaces"), "{e}");
+        let e = parse(&["--to-overlay-table", "39999"])
+            .unwrap()
+            .plan_config()
+            .unwrap_err();
+        assert!(e.contains("must differ"), "{e}");
+        let e = parse(&["--local-direct-table", "254"])
+            .unwrap()
+            .plan_config()
+            .unwrap_err();
+        assert!(e.contains("kernel table"), "{e}");
+        assert!(
+            AgentConfig::try_parse_from(["hybridnet-node"]).is_err()
+                || std::env::var("KUBE_NODE_NAME").is_ok()
+        );
+        let e = parse(&[]).map(|mut c| {
+            c.node_name = " ".into();
+            c.plan_config().unwrap_err()
+        });
+        assert!(e.unwrap().contains("--node-name"));
+    }
+}
