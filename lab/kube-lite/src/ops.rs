@@ -959,15 +959,7 @@ pub async fn patch(
         let mut versioned = (*for_version(old.clone(), &t.info, &t.version)).clone();
         let (new, manage) = match &doc {
             Doc::Json(p) => {
-                json_patch::patch(&mut versioned, p).map_err(|e| {
-                    ApiError::new(
-                        422,
-                        "Invalid",
-                        format!(
-                            "the server rejected our request due to an error in our request: {e}"
-                        ),
-                    )
-                })?;
+                apply_json_patch(&mut versioned, p)?;
                 (versioned, true)
             }
             Doc::Merge(p) if ptype == PatchType::Merge => {
@@ -1050,6 +1042,30 @@ pub async fn patch(
         t.name(),
         "too many concurrent modifications",
     ))
+}
+
+/// Apply an RFC 6902 patch the way Kubernetes (evanphx/json-patch) does: a `test` of `null`
+/// succeeds when the path is absent (kube-rs' finalizer helper relies on this).
+pub fn apply_json_patch(doc: &mut Value, patch: &json_patch::Patch) -> ApiResult<()> {
+    for (i, op) in patch.0.iter().enumerate() {
+        if let json_patch::PatchOperation::Test(t) = op
+            && t.value.is_null()
+            && doc.pointer(t.path.as_str()).is_none_or(Value::is_null)
+        {
+            continue;
+        }
+        json_patch::patch(doc, std::slice::from_ref(op)).map_err(|e| {
+            let msg = e
+                .to_string()
+                .replacen("operation '/0'", &format!("operation '/{i}'"), 1);
+            ApiError::new(
+                422,
+                "Invalid",
+                format!("the server rejected our request due to an error in our request: {msg}"),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn conflict_error(t: &Target, conflicts: &[managed::Conflict]) -> ApiError {
