@@ -398,7 +398,8 @@ impl BgpSpeaker {
 
     /// True when `prefix` is desired and every required peer (those without
     /// `allow_not_established`) is Established and has it in its Adj-RIB-Out. A session that did
-    /// not negotiate the prefix's family cannot carry it and does not hold readiness back.
+    /// not negotiate the prefix's family cannot carry it and does not hold readiness back; with
+    /// no required peers at all, a desired prefix counts as announced.
     pub fn is_announced_to_required_peers(&self, prefix: &Prefix) -> bool {
         if !self.desired.borrow().iter().any(|a| &a.prefix == prefix) {
             return false;
@@ -567,6 +568,35 @@ mod tests {
             .validate(),
             Err(ConfigError::RouterIdZero)
         );
+    }
+
+    #[tokio::test]
+    async fn invalid_peer_lists_change_nothing() {
+        let speaker =
+            BgpSpeaker::new(SpeakerConfig::new(65001, Ipv4Addr::new(198, 18, 1, 2))).unwrap();
+        // Loopback addresses where nothing listens on port 179: connects are refused.
+        speaker.set_peers(vec![peer("127.0.0.11")]).unwrap();
+        let before: Vec<IpAddr> = speaker.peer_states().iter().map(|p| p.address).collect();
+        let mut bad = peer("127.0.0.13");
+        bad.password = Some("x".repeat(100));
+        let err = speaker
+            .set_peers(vec![peer("127.0.0.12"), bad])
+            .unwrap_err();
+        assert!(err.to_string().contains("127.0.0.13"), "{err}");
+        let after: Vec<IpAddr> = speaker.peer_states().iter().map(|p| p.address).collect();
+        assert_eq!(before, after);
+        assert_eq!(after, vec!["127.0.0.11".parse::<IpAddr>().unwrap()]);
+        // Nothing desired: not ready; with no required peers a desired prefix is ready.
+        let prefix: Prefix = "198.19.0.5/32".parse().unwrap();
+        assert!(!speaker.is_announced_to_required_peers(&prefix));
+        let mut optional = peer("127.0.0.11");
+        optional.allow_not_established = true;
+        speaker.set_peers(vec![optional]).unwrap();
+        speaker.set_routes([Announcement::new(prefix, crate::rib::Communities::NoExport)].into());
+        assert!(speaker.is_announced_to_required_peers(&prefix));
+        assert!(speaker.required_peers_established());
+        speaker.set_peers(vec![]).unwrap();
+        assert!(speaker.peer_states().is_empty());
     }
 
     #[test]

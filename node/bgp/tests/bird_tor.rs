@@ -26,7 +26,12 @@ struct Proto<'a> {
 }
 
 fn bird_config(protocols: &[Proto<'_>]) -> String {
-    let mut c = format!("router id {TOR_V4};\nlog stderr all;\nprotocol device {{ }}\n");
+    // The ToR also exports routes of its own, which the speaker must parse and drop.
+    let mut c = format!(
+        "router id {TOR_V4};\nlog stderr all;\nprotocol device {{ }}\n\
+         protocol static tor_routes4 {{ ipv4; route 198.18.99.0/24 blackhole; }}\n\
+         protocol static tor_routes6 {{ ipv6; route fd00:99::/64 blackhole; }}\n"
+    );
     for p in protocols {
         c.push_str(&format!(
             "protocol bgp {} {{\n  local {} as {TOR_AS};\n  neighbor {} as {NODE_AS};\n  passive on;\n  error wait time 1, 2;\n",
@@ -41,7 +46,9 @@ fn bird_config(protocols: &[Proto<'_>]) -> String {
             c.push_str("  graceful restart off;\n");
         }
         for ch in p.channels {
-            c.push_str(&format!("  {ch} {{ import all; export none; }};\n"));
+            c.push_str(&format!(
+                "  {ch} {{ import all; export where source = RTS_STATIC; }};\n"
+            ));
         }
         c.push_str("}\n");
     }
@@ -101,6 +108,15 @@ fn pod_and_subnet_routes() -> BTreeSet<Announcement> {
         ann("fd00:1::/64", Communities::None),
     ]
     .into()
+}
+
+/// Paths bird learned from the node's sessions (not its own static routes).
+async fn node_routes(bird: &Bird) -> Vec<BirdPath> {
+    bird.routes()
+        .await
+        .into_iter()
+        .filter(|p| p.protocol.starts_with("node"))
+        .collect()
 }
 
 async fn wait_established(speaker: &BgpSpeaker, n: usize) {
@@ -178,7 +194,7 @@ fn announce_and_withdraw_against_bird() {
         return;
     }
     let topo = Topology::new();
-    let (tor, dir) = (topo.tor.clone(), topo.dir.clone());
+    let (tor, node, dir) = (topo.tor.clone(), topo.node.clone(), topo.dir.clone());
     topo.run_in_node(move || async move {
         let bird = Bird::start(
             &tor,
@@ -225,6 +241,17 @@ fn announce_and_withdraw_against_bird() {
                 a.prefix
             );
         }
+        // The ToR's own routes arrived, were parsed, and were not installed.
+        assert!(states.iter().all(|p| p.updates_received > 0), "{states:#?}");
+        for (family, prefix) in [("-4", "198.18.99.0/24"), ("-6", "fd00:99::/64")] {
+            let table = ns_exec(&node, &["ip", family, "route", "show", "table", "all"])
+                .await
+                .unwrap();
+            assert!(
+                !table.contains(prefix),
+                "learned route {prefix} installed: {table}"
+            );
+        }
         let not_desired: Prefix = "198.19.9.9/32".parse().unwrap();
         assert!(!speaker.is_announced_to_required_peers(&not_desired));
 
@@ -252,7 +279,7 @@ fn announce_and_withdraw_against_bird() {
             "bird to drop all routes after Cease",
             Duration::from_secs(10),
             || async {
-                let n = bird.routes().await.len();
+                let n = node_routes(&bird).await.len();
                 if n == 0 {
                     Ok(())
                 } else {
@@ -290,7 +317,7 @@ async fn restart_gap(bird: &Bird, speaker: BgpSpeaker) -> Vec<BirdPath> {
         },
     )
     .await;
-    bird.routes().await
+    node_routes(bird).await
 }
 
 #[test]
@@ -402,7 +429,7 @@ fn wrong_password_never_establishes() {
                 .await;
             assert!(!established, "password {password:?} must not establish");
             assert!(!bird.is_established("node4").await);
-            assert!(bird.routes().await.is_empty());
+            assert!(node_routes(&bird).await.is_empty());
             assert!(!speaker.is_announced_to_required_peers(&"198.19.0.0/24".parse().unwrap()));
         }
         // Control: the right password establishes (a live password change restarts the peer).
