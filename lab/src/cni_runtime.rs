@@ -19,6 +19,9 @@ pub struct RuntimeConf {
     pub args: Vec<(String, String)>,
     /// Directories searched for plugin binaries.
     pub cni_path: Vec<PathBuf>,
+    /// Network namespace the plugins run in (the node's; the runtime of a real node runs them in
+    /// the host namespace of that node).
+    pub exec_netns: Option<String>,
 }
 
 /// A failed plugin call, with the CNI error object when the plugin printed one.
@@ -78,7 +81,15 @@ fn exec(rt: &RuntimeConf, command: &str, ty: &str, config: &Value) -> Result<Val
     })?;
     let args: Vec<String> = rt.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let cni_path = std::env::join_paths(&rt.cni_path).map_err(|e| err(None, e.to_string()))?;
-    let mut child = Command::new(&bin)
+    let mut cmd = match &rt.exec_netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    let mut child = cmd
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", &rt.container_id)
         .env("CNI_NETNS", &rt.netns)
@@ -202,6 +213,7 @@ mod tests {
             ifname: "eth0".into(),
             args: vec![],
             cni_path: vec!["/usr/lib/cni".into()],
+            exec_netns: None,
         };
         assert!(find_plugin(&rt, "../../bin/sh").is_none());
         assert!(find_plugin(&rt, "").is_none());

@@ -1,6 +1,16 @@
 //! hybridnet lab: the whole system on one Linux host in network namespaces.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use hybridnet_lab::cluster::{self, LabParams};
+use hybridnet_lab::kubelet::{self, KubeletConfig};
+use hybridnet_lab::state::LabDirs;
+use hybridnet_lab::supervisor::{self, ProcessSpec};
+use hybridnet_lab::topology::{self, Role};
+use hybridnet_lab::{demo, proxy, scheduler};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -9,26 +19,266 @@ use clap::{Parser, Subcommand};
     about = "hybridnet lab: the whole system on one Linux host in network namespaces"
 )]
 struct Cli {
+    /// Lab id: several labs can coexist under different ids.
+    #[arg(long, global = true, default_value = "0", value_parser = parse_id)]
+    id: String,
     #[command(subcommand)]
     command: Command,
 }
 
+fn parse_id(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(format!("{s:?}: a lab id is 1-4 letters or digits"));
+    }
+    Ok(s.to_string())
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Create the lab.
-    Up,
-    /// Remove everything the lab created.
+    /// Create the lab: namespaces, API server, operator, node agents, scheduler and kubelets.
+    Up {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+        nodes: u32,
+        /// How many of the nodes are in the lab's underlay network (label network=underlay).
+        #[arg(long, default_value_t = 2)]
+        underlay_nodes: u32,
+    },
+    /// Remove every namespace, process and file of the lab (also after a crash of `up`).
     Down,
-    /// Show the lab.
+    /// Show the lab's hosts, processes and nodes.
     Status,
-    /// Up, create networks and pods, show them, down.
-    Demo,
+    /// Up, networks and pods of both kinds, IP list, connectivity matrix, one trace, down.
+    Demo {
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// Leave the lab running at the end.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// (internal) The lab daemon: host proxy to the API server, scheduler and kubelets.
+    #[command(hide = true)]
+    Daemon,
 }
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "hybridnet_lab=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
-    anyhow::bail!(
-        "hybridnet-lab {:?}: the lab (issue 9) has not landed yet; nothing to run",
-        cli.command
-    )
+    let dirs = LabDirs::new(&cli.id);
+    match cli.command {
+        Command::Up {
+            nodes,
+            underlay_nodes,
+        } => up(&cli.id, &dirs, nodes, underlay_nodes),
+        Command::Down => down(&cli.id, &dirs),
+        Command::Status => status(&cli.id, &dirs),
+        Command::Demo { nodes, keep } => {
+            let r = up(&cli.id, &dirs, nodes, nodes.saturating_sub(1).max(1))
+                .and_then(|()| runtime()?.block_on(demo::run(&dirs)));
+            if !keep {
+                down(&cli.id, &dirs)?;
+            }
+            r
+        }
+        Command::Daemon => runtime()?.block_on(daemon(&dirs)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn require_root() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the lab creates network namespaces: run it as root");
+    }
+    Ok(())
+}
+
+fn up(id: &str, dirs: &LabDirs, nodes: u32, underlay_nodes: u32) -> anyhow::Result<()> {
+    require_root()?;
+    if dirs.root.join("lab.json").exists() {
+        bail!(
+            "lab {id} exists already ({}); run `hybridnet-lab --id {id} down` first",
+            dirs.root.display()
+        );
+    }
+    let bin_dir: PathBuf = std::env::current_exe()?
+        .parent()
+        .context("no folder of the running binary")?
+        .to_path_buf();
+    let params = LabParams {
+        id: id.to_string(),
+        nodes,
+        underlay_nodes: underlay_nodes.min(nodes),
+        bin_dir,
+    };
+    dirs.create()?;
+    params.save(dirs)?;
+    let r = up_steps(&params, dirs);
+    if r.is_err() {
+        eprintln!(
+            "hybridnet-lab: up failed; logs are in {} (run `hybridnet-lab --id {id} down` to clean up)",
+            dirs.logs().display()
+        );
+    }
+    r
+}
+
+fn up_steps(params: &LabParams, dirs: &LabDirs) -> anyhow::Result<()> {
+    let layout = topology::layout(&params.id, params.nodes);
+    eprintln!(
+        "lab {}: building {} hosts",
+        params.id,
+        layout.namespaces().len()
+    );
+    topology::build(&layout)?;
+    cluster::start_api_server(params, dirs, &layout)?;
+    supervisor::start(
+        dirs,
+        &ProcessSpec {
+            name: "lab-daemon".into(),
+            netns: None,
+            program: std::env::current_exe()?,
+            args: vec!["--id".into(), params.id.clone(), "daemon".into()],
+            env: std::env::vars().filter(|(k, _)| k == "RUST_LOG").collect(),
+        },
+    )?;
+    cluster::wait_for_file(&dirs.host_kubeconfig(), Duration::from_secs(20))?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let client = cluster::client_from(&dirs.host_kubeconfig()).await?;
+        cluster::register_nodes(&client, params, &layout).await?;
+        cluster::apply_crds(&client).await?;
+        let cp = layout
+            .host(&Role::ControlPlane)
+            .context("no control plane")?;
+        eprintln!("lab {}: starting the operator", params.id);
+        supervisor::start(
+            dirs,
+            &ProcessSpec {
+                name: "operator".into(),
+                netns: Some(cp.netns.clone()),
+                program: cluster::binary(params, "hybridnet-operator")?,
+                args: vec![],
+                env: vec![
+                    (
+                        "KUBECONFIG".into(),
+                        dirs.lab_kubeconfig().display().to_string(),
+                    ),
+                    ("NAMESPACE".into(), "kube-system".into()),
+                    (
+                        "RUST_LOG".into(),
+                        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                    ),
+                ],
+            },
+        )?;
+        demo::create_cluster_object(&client).await?;
+        let ds = cluster::wait_for_agent_daemonset(&client, Duration::from_secs(60)).await?;
+        eprintln!(
+            "lab {}: starting node agents from DaemonSet {}",
+            params.id,
+            ds.metadata.name.as_deref().unwrap_or("")
+        );
+        cluster::start_node_agents(params, dirs, &layout, &ds).await?;
+        anyhow::Ok(())
+    })?;
+    cluster::wait_for_conflists(dirs, &layout, Duration::from_secs(60))?;
+    eprintln!(
+        "lab {} is up: export KUBECONFIG={}",
+        params.id,
+        dirs.host_kubeconfig().display()
+    );
+    Ok(())
+}
+
+async fn daemon(dirs: &LabDirs) -> anyhow::Result<()> {
+    let params = LabParams::load(dirs)?;
+    let layout = topology::layout(&params.id, params.nodes);
+    let cp = layout
+        .host(&Role::ControlPlane)
+        .context("no control plane")?
+        .netns
+        .clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let target = format!("{}.2:{}", topology::SEGMENT_V4, cluster::API_PORT).parse()?;
+    tokio::spawn(proxy::forward(listener, cp, target));
+    let lab_kc = std::fs::read_to_string(dirs.lab_kubeconfig())?;
+    let host_kc = lab_kc.replace(&cluster::api_url(), &format!("http://127.0.0.1:{port}"));
+    let tmp = dirs.root.join("kubeconfig.tmp");
+    std::fs::write(&tmp, host_kc)?;
+    std::fs::rename(&tmp, dirs.host_kubeconfig())?;
+    let client = cluster::client_from(&dirs.host_kubeconfig()).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(scheduler::run(client.clone()));
+    for h in layout.nodes() {
+        let Role::Node(n) = h.role else { continue };
+        let node = format!("node{n}");
+        let cfg = KubeletConfig {
+            lab_id: params.id.clone(),
+            node_name: node.clone(),
+            node_netns: h.netns.clone(),
+            node_ip: h.ip4().unwrap_or_default().to_string(),
+            cni_conf_dir: dirs.cni_conf(&node),
+            cni_path: vec![dirs.cni_bin(&node), PathBuf::from("/usr/lib/cni")],
+            log_dir: dirs.logs(),
+        };
+        tasks.spawn(kubelet::run(client.clone(), cfg));
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        Some(r) = tasks.join_next() => {
+            r??;
+        }
+    }
+    Ok(())
+}
+
+fn down(id: &str, dirs: &LabDirs) -> anyhow::Result<()> {
+    require_root()?;
+    supervisor::stop_all(dirs, Duration::from_secs(3));
+    topology::destroy(id)?;
+    if dirs.root.exists() {
+        std::fs::remove_dir_all(&dirs.root)
+            .with_context(|| format!("removing {}", dirs.root.display()))?;
+    }
+    eprintln!("lab {id} is down");
+    Ok(())
+}
+
+fn status(id: &str, dirs: &LabDirs) -> anyhow::Result<()> {
+    let params = LabParams::load(dirs)?;
+    println!(
+        "lab {id}: {} nodes ({} underlay), state in {}",
+        params.nodes,
+        params.underlay_nodes,
+        dirs.root.display()
+    );
+    println!("kubeconfig: {}", dirs.host_kubeconfig().display());
+    println!("\nnamespaces:");
+    for ns in hybridnet_lab::netns::list_with_prefix(&format!("{}{id}-", topology::NS_PREFIX))? {
+        println!("  {ns}");
+    }
+    println!("\nprocesses:");
+    for name in supervisor::names(dirs) {
+        let state = if supervisor::alive(dirs, &name) {
+            "running"
+        } else {
+            "EXITED"
+        };
+        println!("  {name:<28} {state}");
+    }
+    Ok(())
 }

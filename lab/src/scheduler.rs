@@ -113,6 +113,81 @@ pub fn pick<'a>(
         })
 }
 
+/// Binds every unscheduled pod to a fitting node (through the `binding` subresource, as the real
+/// scheduler does), until the watch ends. Pods that fit nowhere are retried when anything changes.
+pub async fn run(client: kube::Client) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use kube::api::{Api, ListParams, PostParams};
+    use kube::runtime::watcher;
+
+    let pods: Api<Pod> = Api::all(client.clone());
+    let nodes_api: Api<Node> = Api::all(client.clone());
+    let wc = watcher::Config::default().fields("spec.nodeName=");
+    let mut stream = watcher(pods.clone(), wc).boxed();
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            ev = stream.next() => match ev {
+                None => return Ok(()),
+                Some(Err(e)) => { tracing::warn!(error = %e, "scheduler watch error"); continue; }
+                Some(Ok(_)) => {}
+            },
+            _ = ticker.tick() => {}
+        }
+        let pending = pods
+            .list(&ListParams::default().fields("spec.nodeName="))
+            .await?;
+        if pending.items.is_empty() {
+            continue;
+        }
+        let nodes = nodes_api.list(&ListParams::default()).await?.items;
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for p in pods.list(&ListParams::default()).await?.items {
+            if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                *counts.entry(n).or_default() += 1;
+            }
+        }
+        for pod in pending
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+        {
+            let (Some(name), Some(ns)) = (
+                pod.metadata.name.as_deref(),
+                pod.metadata.namespace.as_deref(),
+            ) else {
+                continue;
+            };
+            match pick(pod, &nodes, &counts) {
+                Ok(node) => {
+                    let node_name = node.metadata.name.clone().unwrap_or_default();
+                    let binding = serde_json::json!({
+                        "apiVersion": "v1", "kind": "Binding",
+                        "metadata": {"name": name, "namespace": ns},
+                        "target": {"apiVersion": "v1", "kind": "Node", "name": node_name},
+                    });
+                    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+                    match api
+                        .create_subresource::<serde_json::Value, serde_json::Value>(
+                            "binding",
+                            name,
+                            &PostParams::default(),
+                            &binding,
+                        )
+                        .await
+                    {
+                        Ok(_) => *counts.entry(node_name).or_default() += 1,
+                        Err(e) => {
+                            tracing::warn!(pod = name, error = %e, "scheduler: binding failed")
+                        }
+                    }
+                }
+                Err(why) => tracing::debug!(pod = name, why, "scheduler: pod does not fit yet"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

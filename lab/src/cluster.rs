@@ -1,0 +1,380 @@
+//! Bringing the cluster up inside the topology: kube-lite, the lab daemon (host proxy, scheduler,
+//! kubelets), Node objects, CRDs, the operator and the node agents started from the DaemonSet the
+//! operator rendered.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Container, Node};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::state::LabDirs;
+use crate::supervisor::{self, ProcessSpec};
+use crate::topology::{Layout, Role, SEGMENT_V4};
+
+/// Port of the API server on the node segment.
+pub const API_PORT: u16 = 6443;
+/// Label selecting the nodes of the lab's underlay network.
+pub const UNDERLAY_LABEL: (&str, &str) = ("network", "underlay");
+
+/// What `up` was asked for, kept in the state folder for `daemon`, `status` and `down`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabParams {
+    pub id: String,
+    pub nodes: u32,
+    pub underlay_nodes: u32,
+    /// Folder with the project's binaries.
+    pub bin_dir: PathBuf,
+}
+
+impl LabParams {
+    pub fn save(&self, dirs: &LabDirs) -> anyhow::Result<()> {
+        std::fs::write(dirs.root.join("lab.json"), serde_json::to_vec_pretty(self)?)?;
+        Ok(())
+    }
+
+    pub fn load(dirs: &LabDirs) -> anyhow::Result<Self> {
+        let text = std::fs::read(dirs.root.join("lab.json")).with_context(|| {
+            format!("no lab at {} (run `hybridnet-lab up`)", dirs.root.display())
+        })?;
+        Ok(serde_json::from_slice(&text)?)
+    }
+}
+
+/// The API server's URL on the node segment.
+pub fn api_url() -> String {
+    format!("http://{SEGMENT_V4}.2:{API_PORT}")
+}
+
+/// A kube client from a kubeconfig file.
+pub async fn client_from(path: &Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+/// Waits for a file to exist (a process writing it at start).
+pub fn wait_for_file(path: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        if Instant::now() > deadline {
+            bail!("{} did not appear within {timeout:?}", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+pub fn binary(params: &LabParams, name: &str) -> anyhow::Result<PathBuf> {
+    let p = params.bin_dir.join(name);
+    if !p.is_file() {
+        bail!(
+            "{} not found: build the workspace first (cargo build --workspace --bins)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// Starts kube-lite in the control-plane namespace.
+pub fn start_api_server(params: &LabParams, dirs: &LabDirs, layout: &Layout) -> anyhow::Result<()> {
+    let cp = layout
+        .host(&Role::ControlPlane)
+        .context("no control plane host")?;
+    let kc = dirs.lab_kubeconfig();
+    let _ = std::fs::remove_file(&kc);
+    supervisor::start(
+        dirs,
+        &ProcessSpec {
+            name: "kube-lite".into(),
+            netns: Some(cp.netns.clone()),
+            program: binary(params, "kube-lite")?,
+            args: vec![
+                "--listen".into(),
+                format!("{SEGMENT_V4}.2:{API_PORT}"),
+                "--kubeconfig".into(),
+                kc.display().to_string(),
+                "--webhook-service".into(),
+                format!("kube-system/hybridnet-webhook=https://{SEGMENT_V4}.2:9898"),
+            ],
+            env: vec![],
+        },
+    )?;
+    wait_for_file(&kc, Duration::from_secs(20))
+}
+
+/// Registers the lab's nodes as Node objects (Ready, with their addresses and labels).
+pub async fn register_nodes(
+    client: &kube::Client,
+    params: &LabParams,
+    layout: &Layout,
+) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    for (i, h) in layout.nodes().enumerate() {
+        let Role::Node(n) = h.role else { continue };
+        let name = format!("node{n}");
+        let mut labels = BTreeMap::from([
+            ("kubernetes.io/hostname".to_string(), name.clone()),
+            ("kubernetes.io/os".to_string(), "linux".to_string()),
+        ]);
+        if (i as u32) < params.underlay_nodes {
+            labels.insert(UNDERLAY_LABEL.0.into(), UNDERLAY_LABEL.1.into());
+        }
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {},
+        }))?;
+        match nodes.create(&PostParams::default(), &node).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e).context(format!("creating Node {name}")),
+        }
+        let v4 = h.ip4().unwrap_or_default().to_string();
+        let v6 =
+            h.v6.as_deref()
+                .and_then(|a| a.split('/').next())
+                .unwrap_or_default()
+                .to_string();
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let status = json!({"status": {
+            "addresses": [{"type": "InternalIP", "address": v4}, {"type": "InternalIP", "address": v6}, {"type": "Hostname", "address": name}],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "lab kubelet is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}],
+            "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kernelVersion": "", "osImage": "hybridnet lab", "containerRuntimeVersion": "lab://1", "kubeletVersion": "v1.32.0", "kubeProxyVersion": "", "bootID": "", "machineID": "", "systemUUID": ""},
+        }});
+        nodes
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .with_context(|| format!("reporting Node {name} ready"))?;
+    }
+    Ok(())
+}
+
+/// Applies hybridnet's CRDs (generated from the types, as committed in `crds/`).
+pub async fn apply_crds(client: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (_, crd) in hybridnet_api::crd::all() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(
+            &name,
+            &PatchParams::apply("hybridnet-lab").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("applying CRD {name}"))?;
+    }
+    Ok(())
+}
+
+/// Finds the node agent DaemonSet the operator rendered.
+pub async fn wait_for_agent_daemonset(
+    client: &kube::Client,
+    timeout: Duration,
+) -> anyhow::Result<DaemonSet> {
+    let dss: Api<DaemonSet> = Api::all(client.clone());
+    let deadline = Instant::now() + timeout;
+    loop {
+        let list = dss.list(&ListParams::default()).await?;
+        if let Some(ds) = list.items.into_iter().find(|d| {
+            d.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.contains("hybridnet"))
+        }) {
+            return Ok(ds);
+        }
+        if Instant::now() > deadline {
+            bail!("the operator rendered no hybridnet DaemonSet within {timeout:?} (see its log)");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// How a node emulates the pod's volume mounts: container path -> folder of this node.
+fn mount_map(
+    ds: &DaemonSet,
+    container: &Container,
+    dirs: &LabDirs,
+    node: &str,
+) -> Vec<(String, String)> {
+    let volumes: BTreeMap<String, String> = ds
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| Some((v.name.clone(), v.host_path.as_ref()?.path.clone())))
+        .collect();
+    let mut map = Vec::new();
+    for m in container.volume_mounts.iter().flatten() {
+        let Some(host) = volumes.get(&m.name) else {
+            continue;
+        };
+        // Only per-node state is redirected; shared host paths (netns, modules) stay as they are.
+        let local = if host.contains("cni/bin") {
+            dirs.cni_bin(node)
+        } else if host.contains("cni/net.d") {
+            dirs.cni_conf(node)
+        } else if host.starts_with("/run/hybridnet") || host.starts_with("/var/run/hybridnet") {
+            dirs.agent_run(node)
+        } else {
+            continue;
+        };
+        map.push((m.mount_path.clone(), local.display().to_string()));
+    }
+    // Longest paths first, so nested mounts win.
+    map.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
+    map
+}
+
+fn rewrite(s: &str, map: &[(String, String)]) -> String {
+    for (from, to) in map {
+        if let Some(rest) = s.strip_prefix(from.as_str()) {
+            return format!("{to}{rest}");
+        }
+        if let Some((flag, value)) = s.split_once('=')
+            && let Some(rest) = value.strip_prefix(from.as_str())
+        {
+            return format!("{flag}={to}{rest}");
+        }
+    }
+    s.to_string()
+}
+
+/// The process a container of the DaemonSet becomes on one lab node.
+pub fn container_process(
+    ds: &DaemonSet,
+    container: &Container,
+    params: &LabParams,
+    dirs: &LabDirs,
+    node: &str,
+    node_ip: &str,
+    netns: &str,
+) -> anyhow::Result<ProcessSpec> {
+    let map = mount_map(ds, container, dirs, node);
+    let mut argv: Vec<String> = container.command.clone().unwrap_or_default();
+    argv.extend(container.args.clone().unwrap_or_default());
+    if argv.is_empty() {
+        bail!("container {} has no command", container.name);
+    }
+    let argv: Vec<String> = argv.iter().map(|a| rewrite(a, &map)).collect();
+    // The image's binaries are the workspace's.
+    let program_name = Path::new(&argv[0])
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or(&argv[0])
+        .to_string();
+    let program = binary(params, &program_name)?;
+    let ns_of_ds = ds.metadata.namespace.clone().unwrap_or_default();
+    let mut env = vec![(
+        "KUBECONFIG".to_string(),
+        dirs.lab_kubeconfig().display().to_string(),
+    )];
+    for e in container.env.iter().flatten() {
+        let value = if let Some(v) = &e.value {
+            rewrite(v, &map)
+        } else if let Some(f) = e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
+            match f.field_path.as_str() {
+                "spec.nodeName" => node.to_string(),
+                "status.hostIP" | "status.podIP" => node_ip.to_string(),
+                "metadata.namespace" => ns_of_ds.clone(),
+                "metadata.name" => {
+                    format!("{}-{node}", ds.metadata.name.as_deref().unwrap_or("agent"))
+                }
+                _ => continue,
+            }
+        } else {
+            continue;
+        };
+        env.push((e.name.clone(), value));
+    }
+    Ok(ProcessSpec {
+        name: format!("{}-{node}", container.name),
+        netns: Some(netns.to_string()),
+        program,
+        args: argv[1..].to_vec(),
+        env,
+    })
+}
+
+/// Runs the DaemonSet's init containers, then starts its containers on every node.
+pub async fn start_node_agents(
+    params: &LabParams,
+    dirs: &LabDirs,
+    layout: &Layout,
+    ds: &DaemonSet,
+) -> anyhow::Result<()> {
+    let pod_spec = ds
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .context("DaemonSet without a pod template")?;
+    for h in layout.nodes() {
+        let Role::Node(n) = h.role else { continue };
+        let node = format!("node{n}");
+        for d in [
+            dirs.cni_bin(&node),
+            dirs.cni_conf(&node),
+            dirs.agent_run(&node),
+        ] {
+            std::fs::create_dir_all(d)?;
+        }
+        let ip = h.ip4().unwrap_or_default().to_string();
+        for c in pod_spec.init_containers.iter().flatten() {
+            let spec = container_process(ds, c, params, dirs, &node, &ip, &h.netns)?;
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &h.netns])
+                .arg(&spec.program)
+                .args(&spec.args)
+                .envs(spec.env.iter().map(|(k, v)| (k, v)))
+                .output()
+                .with_context(|| format!("init container {} on {node}", c.name))?;
+            if !out.status.success() {
+                bail!(
+                    "init container {} on {node} failed: {}",
+                    c.name,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        for c in &pod_spec.containers {
+            let spec = container_process(ds, c, params, dirs, &node, &ip, &h.netns)?;
+            supervisor::start(dirs, &spec)?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every node has the conflist its agent installs.
+pub fn wait_for_conflists(
+    dirs: &LabDirs,
+    layout: &Layout,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    for h in layout.nodes() {
+        let Role::Node(n) = h.role else { continue };
+        let dir = dirs.cni_conf(&format!("node{n}"));
+        while crate::cni_runtime::load_conflist(&dir).is_err() {
+            if Instant::now() > deadline {
+                bail!(
+                    "node{n}: no CNI conflist in {} within {timeout:?} (see logs/*-node{n}.log)",
+                    dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}

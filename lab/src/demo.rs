@@ -1,0 +1,258 @@
+//! The demo: an overlay and an underlay network (IPv4 and IPv6), pods of both kinds on several
+//! nodes, `kubectl hybridnet ip ls`, a connectivity matrix measured with ping from inside the pods,
+//! and one `kubectl hybridnet trace`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hybridnet_api::operator::HybridnetCluster;
+use hybridnet_api::v1::{Network, Subnet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::kubelet::pod_netns;
+use crate::state::LabDirs;
+use crate::topology::{OUTSIDE_V4, SEGMENT_V4, SEGMENT_V6};
+
+/// The lab's overlay range: inside the benchmarking range, apart from the node segment.
+pub const OVERLAY_V4: &str = "198.18.64.0/20";
+pub const OVERLAY_V6: &str = "fd00:64::/112";
+
+/// Creates `HybridnetCluster/default` with the lab's defaults and bootstrap overlay network.
+pub async fn create_cluster_object(client: &kube::Client) -> anyhow::Result<()> {
+    let api: Api<HybridnetCluster> = Api::all(client.clone());
+    let hc: HybridnetCluster = serde_json::from_value(json!({
+        "apiVersion": "operator.hybridnet.io/v1alpha1", "kind": "HybridnetCluster",
+        "metadata": {"name": "default"},
+        "spec": {
+            "defaults": {"networkType": "Overlay", "ipFamily": "IPv4"},
+            "nodeAgent": {"preferVxlanInterfaces": ["eth0"], "preferVlanInterfaces": ["eth0"]},
+            "bootstrap": {"name": "overlay", "vxlanID": 4, "cidr": OVERLAY_V4, "ipVersion": "4"},
+        }
+    }))?;
+    match api.create(&PostParams::default(), &hc).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e).context("creating HybridnetCluster default"),
+    }
+}
+
+async fn apply<K>(api: &Api<K>, obj: serde_json::Value) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    api.patch(
+        &name,
+        &PatchParams::apply("hybridnet-lab").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .with_context(|| format!("applying {name}"))?;
+    Ok(())
+}
+
+/// The demo's networks and subnets.
+pub async fn create_networks(client: &kube::Client) -> anyhow::Result<()> {
+    let nets: Api<Network> = Api::all(client.clone());
+    let subnets: Api<Subnet> = Api::all(client.clone());
+    apply(&nets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Network", "metadata": {"name": "underlay"},
+        "spec": {"type": "Underlay", "netID": 0, "nodeSelector": {"network": "underlay"}}})).await?;
+    apply(&subnets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Subnet", "metadata": {"name": "underlay-v4"},
+        "spec": {"network": "underlay", "range": {"version": "4", "cidr": format!("{SEGMENT_V4}.0/24"), "gateway": format!("{SEGMENT_V4}.1"), "start": format!("{SEGMENT_V4}.100"), "end": format!("{SEGMENT_V4}.199")}}})).await?;
+    apply(&subnets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Subnet", "metadata": {"name": "underlay-v6"},
+        "spec": {"network": "underlay", "range": {"version": "6", "cidr": format!("{SEGMENT_V6}/112"), "gateway": format!("{SEGMENT_V6}1"), "start": format!("{SEGMENT_V6}100"), "end": format!("{SEGMENT_V6}1ff")}}})).await?;
+    // The operator created the overlay network and its IPv4 subnet from the bootstrap settings.
+    wait_until(
+        Duration::from_secs(30),
+        "the bootstrap overlay network",
+        || async { Ok(nets.get_opt("overlay").await?.is_some()) },
+    )
+    .await?;
+    apply(&subnets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Subnet", "metadata": {"name": "overlay-v6"},
+        "spec": {"network": "overlay", "range": {"version": "6", "cidr": OVERLAY_V6}}})).await?;
+    Ok(())
+}
+
+async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f().await.unwrap_or(false) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A demo pod: name, node, network type and family.
+pub struct DemoPod {
+    pub name: &'static str,
+    pub node: &'static str,
+    pub network_type: &'static str,
+}
+
+pub const PODS: [DemoPod; 4] = [
+    DemoPod {
+        name: "overlay-a",
+        node: "node1",
+        network_type: "Overlay",
+    },
+    DemoPod {
+        name: "overlay-b",
+        node: "node3",
+        network_type: "Overlay",
+    },
+    DemoPod {
+        name: "underlay-a",
+        node: "node1",
+        network_type: "Underlay",
+    },
+    DemoPod {
+        name: "underlay-b",
+        node: "node2",
+        network_type: "Underlay",
+    },
+];
+
+/// Creates the demo pods (dual stack) and waits for them to run.
+pub async fn create_pods(
+    client: &kube::Client,
+) -> anyhow::Result<BTreeMap<String, (String, Vec<String>)>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for p in &PODS {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": p.name, "annotations": {
+                "networking.alibaba.com/network-type": p.network_type,
+                "networking.alibaba.com/ip-family": "DualStack"}},
+            "spec": {"nodeSelector": {"kubernetes.io/hostname": p.node},
+                     "containers": [{"name": "main", "image": "lab", "command": ["sleep", "infinity"]}]}
+        }))?;
+        match pods.create(&PostParams::default(), &pod).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e).with_context(|| format!("creating pod {}", p.name)),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut out = BTreeMap::new();
+        for p in pods.list(&ListParams::default()).await?.items {
+            let st = p.status.clone().unwrap_or_default();
+            if st.phase.as_deref() == Some("Running") {
+                let ips = st
+                    .pod_ips
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|i| i.ip)
+                    .collect();
+                out.insert(
+                    p.metadata.name.clone().unwrap_or_default(),
+                    (p.metadata.uid.clone().unwrap_or_default(), ips),
+                );
+            }
+        }
+        if out.len() == PODS.len() {
+            return Ok(out);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {} demo pods run after 90 s: {:?}",
+                out.len(),
+                PODS.len(),
+                out.keys()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn ping(netns: &str, ip: &str) -> bool {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "ping", "-c1", "-W2", ip])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn kubectl(dirs: &LabDirs, args: &[&str]) -> anyhow::Result<String> {
+    let exe_dir = std::env::current_exe()?
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    let path = format!(
+        "{}:{}",
+        exe_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(dirs.host_kubeconfig())
+        .args(args)
+        .env("PATH", path)
+        .output()
+        .context("running kubectl")?;
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        s.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(s)
+}
+
+/// Runs the demo on a lab that is up.
+pub async fn run(dirs: &LabDirs) -> anyhow::Result<()> {
+    let params = crate::cluster::LabParams::load(dirs)?;
+    let client = crate::cluster::client_from(&dirs.host_kubeconfig()).await?;
+    create_networks(&client).await?;
+    let pods = create_pods(&client).await?;
+
+    println!("\n$ kubectl hybridnet ip ls -A");
+    print!("{}", kubectl(dirs, &["hybridnet", "ip", "ls", "-A"])?);
+
+    println!("\nconnectivity (ping from the row's pod to the column's address):");
+    let mut targets: Vec<(String, String)> = Vec::new();
+    for (name, (_, ips)) in &pods {
+        for ip in ips {
+            targets.push((name.clone(), ip.clone()));
+        }
+    }
+    targets.push(("outside".into(), format!("{OUTSIDE_V4}.2")));
+    let mut failures = 0;
+    for (from, (uid, _)) in &pods {
+        let ns = pod_netns(&params.id, uid);
+        let mut row = format!("  {from:<11}");
+        for (to, ip) in &targets {
+            if to == from {
+                continue;
+            }
+            let ok = ping(&ns, ip);
+            failures += usize::from(!ok);
+            row.push_str(&format!(" {}:{}", ip, if ok { "ok" } else { "FAIL" }));
+        }
+        println!("{row}");
+    }
+
+    println!("\n$ kubectl hybridnet trace overlay-a --to underlay-b");
+    print!(
+        "{}",
+        kubectl(
+            dirs,
+            &["hybridnet", "trace", "overlay-a", "--to", "underlay-b"]
+        )?
+    );
+    if failures > 0 {
+        bail!("{failures} connectivity checks failed");
+    }
+    Ok(())
+}

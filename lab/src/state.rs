@@ -1,0 +1,67 @@
+//! Where a lab keeps its files: `/run/hybridnet-lab/<id>/` (kubeconfigs, logs, pid files, each
+//! node's CNI directories and agent socket). `down` removes the whole folder.
+
+use std::path::{Path, PathBuf};
+
+/// Root of every lab's state.
+pub const STATE_ROOT: &str = "/run/hybridnet-lab";
+
+/// The files of one lab.
+#[derive(Debug, Clone)]
+pub struct LabDirs {
+    pub root: PathBuf,
+}
+
+impl LabDirs {
+    pub fn new(id: &str) -> Self {
+        Self::under(Path::new(STATE_ROOT), id)
+    }
+
+    pub fn under(base: &Path, id: &str) -> Self {
+        Self {
+            root: base.join(id),
+        }
+    }
+
+    /// Kubeconfig for the host's kubectl (server on 127.0.0.1).
+    pub fn host_kubeconfig(&self) -> PathBuf {
+        self.root.join("kubeconfig")
+    }
+
+    /// Kubeconfig for processes inside the lab (server on the node segment).
+    pub fn lab_kubeconfig(&self) -> PathBuf {
+        self.root.join("kubeconfig.lab")
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    pub fn pids(&self) -> PathBuf {
+        self.root.join("pids")
+    }
+
+    /// Per-node folder: `cni/bin`, `cni/net.d`, `run` (agent socket).
+    pub fn node(&self, node: &str) -> PathBuf {
+        self.root.join("nodes").join(node)
+    }
+
+    pub fn cni_bin(&self, node: &str) -> PathBuf {
+        self.node(node).join("cni/bin")
+    }
+
+    pub fn cni_conf(&self, node: &str) -> PathBuf {
+        self.node(node).join("cni/net.d")
+    }
+
+    pub fn agent_run(&self, node: &str) -> PathBuf {
+        self.node(node).join("run")
+    }
+
+    pub fn create(&self) -> std::io::Result<()> {
+        for d in [self.logs(), self.pids()] {
+            std::fs::create_dir_all(d)?;
+        }
+        Ok(())
+    }
+}
