@@ -16,6 +16,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,7 +27,9 @@ import (
 )
 
 func fail(err error) {
-	if e, ok := err.(*types.Error); ok {
+	// libcni wraps the plugin's error ("plugin type=... failed (add): %w"): unwrap it.
+	var e *types.Error
+	if errors.As(err, &e) {
 		_ = json.NewEncoder(os.Stderr).Encode(e)
 	} else {
 		fmt.Fprintln(os.Stderr, err)

@@ -1,0 +1,427 @@
+//! Shared fixtures of the CNI tests: unique network namespaces with Drop guards, an in-process
+//! agent (cniserver) whose node is a test namespace, Debian's libcni through target/tools/cnitool,
+//! and the real `hybridnet` plugin binary.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hybridnet_api::v1::{Address, Binding, IPInstance, IPInstanceSpec, IpVersion};
+use hybridnet_cni::PodRef;
+use hybridnet_node::cniserver::{CniServer, CniServerConfig, IpInstanceLookup};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// `true` when the test may run; otherwise prints why it is skipped. Under CI=true a missing
+/// prerequisite fails the test instead.
+pub fn prerequisites() -> bool {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root (network namespaces)".to_string());
+    }
+    for bin in [
+        "/usr/lib/cni/portmap",
+        "/usr/lib/cni/bandwidth",
+        "/usr/sbin/ip",
+    ] {
+        if !Path::new(bin).exists() {
+            missing.push(format!(
+                "{bin} (Debian containernetworking-plugins / iproute2)"
+            ));
+        }
+    }
+    if missing.is_empty() && cnitool().is_none() {
+        missing.push(
+            "target/tools/cnitool (make tools; needs golang-go, golang-github-appc-cni-dev)".into(),
+        );
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("CNI test needs: {}", missing.join(", "));
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg} (CI=true: not skipping)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// target/tools/cnitool, built by scripts/tools/cnitool.sh when missing.
+pub fn cnitool() -> Option<PathBuf> {
+    let root = workspace_root();
+    let tool = root.join("target/tools/cnitool");
+    if !tool.exists() {
+        let _ = Command::new("bash")
+            .arg(root.join("scripts/tools/cnitool.sh"))
+            .status();
+    }
+    tool.exists().then_some(tool)
+}
+
+/// The `hybridnet` plugin binary of this workspace (built on demand, a no-op when fresh).
+pub fn plugin_binary() -> PathBuf {
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap();
+    if let Some(p) = built.as_ref() {
+        return p.clone();
+    }
+    let root = workspace_root();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "-q", "-p", "hybridnet-cni", "--bin", "hybridnet"])
+        .current_dir(&root)
+        .status()
+        .expect("running cargo build for the plugin");
+    assert!(status.success(), "building the hybridnet plugin failed");
+    // The test executable lives in target/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let p = profile_dir.join("hybridnet");
+    let p = if p.exists() {
+        p
+    } else {
+        root.join("target/debug/hybridnet")
+    };
+    assert!(p.exists(), "plugin binary not found at {}", p.display());
+    *built = Some(p.clone());
+    p
+}
+
+/// A network namespace `hnt-<pid>-<n>-<tag>`, deleted on drop.
+pub struct NetnsGuard {
+    pub name: String,
+}
+
+impl NetnsGuard {
+    pub fn new(tag: &str) -> NetnsGuard {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("hnt-{}-{n}-{tag}", std::process::id());
+        run_ok("ip", &["netns", "add", &name]);
+        run_ok("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        NetnsGuard { name }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// `ip -n <ns> ARGS`, stdout.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut a = vec!["-n", self.name.as_str()];
+        a.extend_from_slice(args);
+        run_ok("ip", &a)
+    }
+
+    /// `ip -n <ns> ARGS`, success or not.
+    pub fn ip_status(&self, args: &[&str]) -> bool {
+        let mut a = vec!["-n", self.name.as_str()];
+        a.extend_from_slice(args);
+        Command::new("ip")
+            .args(&a)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    /// `ip netns exec <ns> CMD ARGS`.
+    pub fn exec(&self, cmd: &str, args: &[&str]) -> Output {
+        let mut a = vec!["netns", "exec", self.name.as_str(), cmd];
+        a.extend_from_slice(args);
+        Command::new("ip").args(&a).output().expect("ip netns exec")
+    }
+
+    pub fn sysctl(&self, key: &str) -> String {
+        let o = self.exec("cat", &[&format!("/proc/sys/net/{key}")]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// Interface names in the namespace.
+    pub fn links(&self) -> Vec<String> {
+        let out = self.ip(&["-o", "link", "show"]);
+        out.lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect()
+    }
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+pub fn run_ok(cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// IPInstances served from memory, keyed by pod.
+#[derive(Default)]
+pub struct StaticLookup {
+    pub instances: Mutex<Vec<IPInstance>>,
+    pub attached: Mutex<Vec<String>>,
+}
+
+impl IpInstanceLookup for StaticLookup {
+    fn pod_instances(&self, pod: &PodRef) -> Vec<IPInstance> {
+        self.instances
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|i| {
+                i.metadata.namespace.as_deref() == Some(pod.namespace.as_str())
+                    && i.spec.binding.pod_name.as_deref() == Some(pod.name.as_str())
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn attached(&self, e: &hybridnet_node::cniserver::AttachmentEvent) {
+        self.attached.lock().unwrap().push(e.container_id.clone());
+    }
+}
+
+pub fn ipinstance(ns: &str, pod: &str, ip: &str, version: IpVersion, mac: &str) -> IPInstance {
+    let addr: std::net::IpAddr = ip.split('/').next().unwrap().parse().unwrap();
+    let mut i = IPInstance::new(
+        &hybridnet_api::naming::ip_to_instance_name(addr),
+        IPInstanceSpec {
+            network: "net1".into(),
+            subnet: "subnet1".into(),
+            address: Address {
+                version,
+                ip: ip.into(),
+                gateway: None,
+                net_id: None,
+                mac: mac.into(),
+            },
+            binding: Binding {
+                node_name: Some("node1".into()),
+                pod_name: Some(pod.into()),
+                ..Default::default()
+            },
+        },
+    );
+    i.metadata.namespace = Some(ns.into());
+    i
+}
+
+/// A node namespace with an in-process agent serving the CNI socket, a plugin directory and a
+/// conflist directory.
+pub struct Agent {
+    pub node: NetnsGuard,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub lookup: Arc<StaticLookup>,
+    pub runtime: tokio::runtime::Runtime,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Agent {
+    pub fn start(wait: Duration) -> Agent {
+        let node = NetnsGuard::new("node");
+        // The node's own addresses live on lo (this kernel has no dummy links); rule 1 sends
+        // traffic for local pods to table 39999 as the data plane does.
+        node.ip(&["addr", "add", "198.19.0.1/32", "dev", "lo"]);
+        node.ip(&["addr", "add", "fd00:ff::1/128", "dev", "lo"]);
+        node.ip(&["rule", "add", "pref", "1", "lookup", "39999"]);
+        node.ip(&["-6", "rule", "add", "pref", "1", "lookup", "39999"]);
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("run/hybridnet.sock");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink(plugin_binary(), bin.join("hybridnet")).unwrap();
+        std::fs::create_dir_all(dir.path().join("net.d")).unwrap();
+        let lookup = Arc::new(StaticLookup::default());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = CniServerConfig {
+            host_netns: Some(node.path().into()),
+            ipinstance_wait: wait,
+            ipinstance_poll: Duration::from_millis(20),
+            ..Default::default()
+        };
+        let server = {
+            let _g = runtime.enter();
+            let l: Arc<dyn IpInstanceLookup> = lookup.clone();
+            let srv = CniServer::bind(&socket, l, config).expect("binding the CNI socket");
+            runtime.spawn(async move {
+                let _ = srv.run().await;
+            })
+        };
+        Agent {
+            node,
+            dir,
+            socket,
+            lookup,
+            runtime,
+            server,
+        }
+    }
+
+    pub fn add_instances(&self, list: Vec<IPInstance>) {
+        self.lookup.instances.lock().unwrap().extend(list);
+    }
+
+    /// Writes `<name>.conflist`: hybridnet, then Debian's portmap and bandwidth.
+    pub fn write_conflist(&self, name: &str, version: &str) {
+        self.write_plugins(
+            name,
+            version,
+            serde_json::json!([
+                {"type": "hybridnet", "server_socket": self.socket},
+                {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
+                {"type": "bandwidth", "capabilities": {"bandwidth": true}},
+            ]),
+        );
+    }
+
+    /// Writes `<name>.conflist`: hybridnet, then Debian's bandwidth (portmap 1.1.1 cannot CHECK).
+    pub fn write_conflist_without_portmap(&self, name: &str, version: &str) {
+        self.write_plugins(
+            name,
+            version,
+            serde_json::json!([
+                {"type": "hybridnet", "server_socket": self.socket},
+                {"type": "bandwidth", "capabilities": {"bandwidth": true}},
+            ]),
+        );
+    }
+
+    pub fn write_plugins(&self, name: &str, version: &str, plugins: serde_json::Value) {
+        let conf = serde_json::json!({"cniVersion": version, "name": name, "plugins": plugins});
+        std::fs::write(
+            self.dir.path().join(format!("net.d/{name}.conflist")),
+            serde_json::to_vec_pretty(&conf).unwrap(),
+        )
+        .unwrap();
+    }
+
+    pub fn cni_path(&self) -> String {
+        format!("{}:/usr/lib/cni", self.dir.path().join("bin").display())
+    }
+
+    /// `cnitool CMD NET NETNS` run inside the node namespace (chained plugins program the node).
+    pub fn cnitool(
+        &self,
+        cmd: &str,
+        net: &str,
+        netns: &str,
+        container_id: &str,
+        pod: (&str, &str),
+        cap_args: Option<&str>,
+    ) -> Output {
+        let tool = cnitool().expect("cnitool");
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.node.name])
+            .arg(tool)
+            .args([cmd, net, netns])
+            .env("NETCONFPATH", self.dir.path().join("net.d"))
+            .env("CNI_PATH", self.cni_path())
+            .env("CNI_CACHE_DIR", self.dir.path().join("cache"))
+            .env("CNI_CONTAINERID", container_id)
+            .env("CNI_IFNAME", "eth0")
+            .env(
+                "CNI_ARGS",
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={container_id}", pod.0, pod.1),
+            );
+        if let Some(caps) = cap_args {
+            c.env("CAP_ARGS", caps);
+        }
+        c.output().expect("running cnitool")
+    }
+
+    /// The plugin binary invoked directly, as a runtime would: env + stdin.
+    pub fn plugin(
+        &self,
+        env: &HashMap<&str, String>,
+        stdin: &[u8],
+    ) -> (i32, serde_json::Value, String) {
+        let mut c = Command::new(plugin_binary());
+        c.env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("spawning the plugin");
+        {
+            let mut si = child.stdin.take().unwrap();
+            // The plugin may stop reading once it has seen too much: ignore EPIPE.
+            let _ = si.write_all(stdin);
+        }
+        let o = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        let v = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+        (o.status.code().unwrap_or(-1), v, stdout)
+    }
+
+    pub fn conf(&self, version: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "cniVersion": version, "name": "hnt", "type": "hybridnet", "server_socket": self.socket
+        }))
+        .unwrap()
+    }
+}
+
+/// The standard env of a direct plugin call.
+pub fn plugin_env(
+    cmd: &str,
+    netns: &str,
+    cid: &str,
+    ns: &str,
+    pod: &str,
+) -> HashMap<&'static str, String> {
+    HashMap::from([
+        ("CNI_COMMAND", cmd.to_string()),
+        ("CNI_CONTAINERID", cid.to_string()),
+        ("CNI_NETNS", netns.to_string()),
+        ("CNI_IFNAME", "eth0".to_string()),
+        ("CNI_PATH", "/usr/lib/cni".to_string()),
+        (
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={pod}"),
+        ),
+    ])
+}
+
+/// The parsed CNI error object cnitool printed on stderr.
+pub fn cnitool_error(o: &Output) -> serde_json::Value {
+    let err = String::from_utf8_lossy(&o.stderr);
+    err.lines()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .unwrap_or_else(|| panic!("no CNI error object on cnitool's stderr: {err}"))
+}
