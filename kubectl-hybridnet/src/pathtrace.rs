@@ -271,6 +271,13 @@ pub fn trace_path(
     let src_plan = plan_for(&src_node, inputs);
     let mut q = TraceQuery::new(src_ip, dst.ip);
     q.established = established;
+    // A pod's packets enter the node through its host veth (also what `ip route get` needs).
+    if let Source::Pod {
+        namespace, name, ..
+    } = src
+    {
+        q.iif = Some(host_veth_name(namespace, name));
+    }
     let first = hop(&src_node, &src_plan, q);
     let mut hops = vec![first.clone()];
 

@@ -1,0 +1,411 @@
+//! `kubectl hybridnet trace` for the traffic flows of the behaviour spec 5.11, against known
+//! answers, through the real kubectl against kube-lite.
+//!
+//! Topology: node1 (rack=a) and node2 (rack=a) are in the VLAN network vlan100 (VLAN 100) and,
+//! like every node, in the overlay network (VNI 4); node3 (rack=b) is in the BGP network (AS 65010,
+//! peer 192.0.2.254). Node addresses 192.0.2.1x are also their VTEPs.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+struct Topology {
+    c: Cluster,
+}
+
+async fn topology() -> Topology {
+    let c = cluster(true).await;
+    let k = c.kubeconfig.as_path();
+    let cl = &c.client;
+    for (n, ip, rack, mac) in [
+        ("node1", "192.0.2.11", "a", "02:00:00:00:00:11"),
+        ("node2", "192.0.2.12", "a", "02:00:00:00:00:12"),
+        ("node3", "192.0.2.13", "b", "02:00:00:00:00:13"),
+    ] {
+        node(cl, n, ip, &[("rack", rack)]).await;
+        nodeinfo(cl, n, ip, mac).await;
+    }
+    kubectl(k, &["network", "create", "overlay", "--vni", "4"])
+        .await
+        .ok();
+    kubectl(
+        k,
+        &[
+            "subnet",
+            "create",
+            "overlay-a",
+            "--network",
+            "overlay",
+            "--cidr",
+            "10.244.0.0/24",
+        ],
+    )
+    .await
+    .ok();
+    kubectl(
+        k,
+        &[
+            "subnet",
+            "create",
+            "overlay-nonat",
+            "--network",
+            "overlay",
+            "--cidr",
+            "10.245.0.0/24",
+            "--no-nat",
+        ],
+    )
+    .await
+    .ok();
+    kubectl(
+        k,
+        &[
+            "network",
+            "create",
+            "vlan100",
+            "--vlan-id",
+            "100",
+            "--node-selector",
+            "rack=a",
+        ],
+    )
+    .await
+    .ok();
+    kubectl(
+        k,
+        &[
+            "subnet",
+            "create",
+            "vlan100-a",
+            "--network",
+            "vlan100",
+            "--cidr",
+            "192.168.100.0/24",
+            "--gateway",
+            "192.168.100.1",
+        ],
+    )
+    .await
+    .ok();
+    kubectl(
+        k,
+        &[
+            "network",
+            "create",
+            "bgp",
+            "--asn",
+            "65010",
+            "--peer",
+            "65000@192.0.2.254",
+            "--node-selector",
+            "rack=b",
+        ],
+    )
+    .await
+    .ok();
+    kubectl(
+        k,
+        &[
+            "subnet",
+            "create",
+            "bgp-a",
+            "--network",
+            "bgp",
+            "--cidr",
+            "172.16.0.0/24",
+        ],
+    )
+    .await
+    .ok();
+    network_nodes(cl, "overlay", &["node1", "node2", "node3"]).await;
+    network_nodes(cl, "vlan100", &["node1", "node2"]).await;
+    network_nodes(cl, "bgp", &["node3"]).await;
+    for (name, node, ip, subnet, network, prefix) in [
+        ("o1", "node1", "10.244.0.10", "overlay-a", "overlay", 24),
+        ("o2", "node2", "10.244.0.11", "overlay-a", "overlay", 24),
+        ("o3", "node1", "10.244.0.12", "overlay-a", "overlay", 24),
+        ("x1", "node1", "10.245.0.10", "overlay-nonat", "overlay", 24),
+        ("u1", "node1", "192.168.100.10", "vlan100-a", "vlan100", 24),
+        ("u2", "node2", "192.168.100.11", "vlan100-a", "vlan100", 24),
+        ("b1", "node3", "172.16.0.10", "bgp-a", "bgp", 24),
+    ] {
+        let uid = pod(cl, "default", name, node, Some(ip), None).await;
+        ipinstance(
+            cl,
+            "default",
+            ip,
+            prefix,
+            subnet,
+            network,
+            Some((name, &uid)),
+            Some(node),
+            ("Pod", name, &uid),
+            true,
+        )
+        .await;
+    }
+    Topology { c }
+}
+
+impl Topology {
+    async fn trace(&self, args: &[&str]) -> Value {
+        let mut a = vec!["trace"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        let r = kubectl(&self.c.kubeconfig, &a).await;
+        r.ok().json()
+    }
+}
+
+fn veth(pod: &str) -> String {
+    hybridnet_api::naming::host_veth_name("default", pod)
+}
+
+fn hop(v: &Value, i: usize) -> &Value {
+    &v["hops"][i]["result"]
+}
+
+fn rule(h: &Value) -> (u64, u64) {
+    (
+        h["rule"]["priority"].as_u64().unwrap_or(0),
+        h["rule"]["table"].as_u64().unwrap_or(0),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_flows_of_the_spec() {
+    if !kubectl_available() {
+        return;
+    }
+    let t = topology().await;
+
+    // any -> local pod (same node): rule 1 (39999) `/32 dev hybr..`.
+    let v = t.trace(&["o1", "--to", "o3"]).await;
+    assert_eq!(v["hops"].as_array().unwrap().len(), 1, "{v:#}");
+    let h = hop(&v, 0);
+    assert_eq!(rule(h), (1000, 39999), "{v:#}");
+    assert_eq!(h["dev"], veth("o3"));
+    assert_eq!(h["outcome"]["LocalPod"]["pod"], "o3");
+
+    // pod -> own node: local delivery.
+    let v = t.trace(&["o1", "--to", "node/node1"]).await;
+    assert_eq!(hop(&v, 0)["outcome"], "LocalDelivery", "{v:#}");
+
+    // overlay pod -> overlay pod on another node: 40000 `cidr dev vxlan` -> VXLAN to node2's VTEP
+    // -> node2: 39999 -> pod.
+    let v = t.trace(&["o1", "--to", "o2"]).await;
+    let h = hop(&v, 0);
+    assert_eq!(rule(h), (1001, 40000), "{v:#}");
+    assert_eq!(h["dev"], "eth0.vxlan4");
+    assert_eq!(h["encapsulation"]["remote_vtep"], "192.0.2.12");
+    assert_eq!(h["encapsulation"]["remote_node"], "node2");
+    assert_eq!(h["encapsulation"]["vni"], 4);
+    assert_eq!(h["encapsulation"]["udp_port"], 8472);
+    assert_eq!(h["masquerade"], false);
+    let d = hop(&v, 1);
+    assert_eq!(v["hops"][1]["node"], "node2");
+    assert_eq!(v["hops"][1]["query"]["iif"], "eth0.vxlan4");
+    assert_eq!(rule(d), (1000, 39999), "{v:#}");
+    assert_eq!(d["outcome"]["LocalPod"]["veth"], veth("o2"));
+
+    // overlay pod -> underlay pod: the subnet table (autoNat) routes the underlay CIDR into the
+    // VXLAN device, no NAT; node2 delivers.
+    let v = t.trace(&["o1", "--to", "u2"]).await;
+    let h = hop(&v, 0);
+    assert_eq!(h["rule"]["priority"], 1003, "{v:#}");
+    assert!(
+        h["rule"]["table"].as_u64().unwrap() >= 10000
+            && h["rule"]["table"].as_u64().unwrap() < 39999,
+        "{v:#}"
+    );
+    assert_eq!(h["route"], "192.168.100.0/24 dev eth0.vxlan4");
+    assert_eq!(h["encapsulation"]["remote_node"], "node2");
+    assert_eq!(h["masquerade"], false);
+    assert_eq!(hop(&v, 1)["outcome"]["LocalPod"]["pod"], "u2");
+    // ... except the underlay gateway: a throw route sends it to main (then masquerade).
+    let v = t.trace(&["o1", "--to", "192.168.100.1"]).await;
+    let h = hop(&v, 0);
+    assert_eq!(rule(h), (32766, 254), "{v:#}");
+    assert!(
+        h["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s.as_str().unwrap().contains("throw")),
+        "{v:#}"
+    );
+    assert_eq!(h["masquerade"], true);
+
+    // overlay pod (no NAT) -> underlay pod: `default dev vxlan`.
+    let v = t.trace(&["x1", "--to", "u2"]).await;
+    let h = hop(&v, 0);
+    assert_eq!(h["route"], "0.0.0.0/0 dev eth0.vxlan4", "{v:#}");
+    assert_eq!(h["encapsulation"]["remote_node"], "node2");
+
+    // underlay pod -> overlay pod: rule 2 (40000) comes before the subnet rule -> VXLAN.
+    let v = t.trace(&["u1", "--to", "o2"]).await;
+    let h = hop(&v, 0);
+    assert_eq!(rule(h), (1001, 40000), "{v:#}");
+    assert_eq!(h["encapsulation"]["remote_node"], "node2");
+    assert_eq!(hop(&v, 1)["outcome"]["LocalPod"]["pod"], "o2");
+
+    // underlay VLAN pod -> underlay pod of the same subnet on another node: the subnet table's
+    // `cidr dev vlanIf scope link`, no encapsulation; node2 delivers from its VLAN interface.
+    let v = t.trace(&["u1", "--to", "u2"]).await;
+    let h = hop(&v, 0);
+    assert_eq!(h["rule"]["priority"], 1003, "{v:#}");
+    assert_eq!(h["route"], "192.168.100.0/24 dev eth0.100 scope link");
+    assert!(h["encapsulation"].is_null());
+    assert_eq!(v["hops"][1]["query"]["iif"], "eth0.100");
+    assert_eq!(hop(&v, 1)["outcome"]["LocalPod"]["pod"], "u2", "{v:#}");
+
+    // underlay VLAN pod -> elsewhere: `default via <gateway> dev vlanIf`, no NAT.
+    let v = t.trace(&["u1", "--to", "198.51.100.7"]).await;
+    let h = hop(&v, 0);
+    assert_eq!(
+        h["route"], "0.0.0.0/0 via 192.168.100.1 dev eth0.100",
+        "{v:#}"
+    );
+    assert_eq!(h["next_hop"], "192.168.100.1");
+    assert_eq!(h["masquerade"], false);
+
+    // underlay BGP pod -> outside: `default via <peer>`, no NAT.
+    let v = t.trace(&["b1"]).await;
+    let h = hop(&v, 0);
+    assert_eq!(h["route"], "0.0.0.0/0 via 192.0.2.254 dev eth0", "{v:#}");
+    assert_eq!(h["masquerade"], false);
+
+    // overlay pod -> outside (autoNat): no match in the subnet table -> main -> MASQUERADE.
+    let v = t.trace(&["o1", "--to", "198.51.100.7"]).await;
+    let h = hop(&v, 0);
+    assert_eq!(rule(h), (32766, 254), "{v:#}");
+    assert_eq!(h["masquerade"], true);
+    assert_eq!(h["outcome"], "Forwarded");
+
+    // overlay pod -> outside without autoNat: `default dev vxlan`, a new connection to a
+    // non-cluster address is rejected.
+    let v = t.trace(&["x1", "--to", "198.51.100.7"]).await;
+    let h = hop(&v, 0);
+    assert_eq!(h["route"], "0.0.0.0/0 dev eth0.vxlan4", "{v:#}");
+    assert!(
+        h["outcome"]["Filtered"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a cluster address"),
+        "{v:#}"
+    );
+
+    // node -> remote overlay pod: rule 2 -> VXLAN -> node2 -> pod.
+    let v = t.trace(&["node/node1", "--to", "o2"]).await;
+    let h = hop(&v, 0);
+    assert_eq!(rule(h), (1001, 40000), "{v:#}");
+    assert_eq!(h["encapsulation"]["remote_node"], "node2");
+    assert_eq!(hop(&v, 1)["outcome"]["LocalPod"]["pod"], "o2");
+
+    // A reply of an overlay pod to another node's IP: marked 0x20 -> rule 3 (40001) `default dev
+    // vxlan` -> back to that node through VXLAN.
+    let v = t.trace(&["o2", "--to", "node/node1", "--reply"]).await;
+    let h = hop(&v, 0);
+    assert_eq!(rule(h), (1002, 40001), "{v:#}");
+    assert_eq!(h["encapsulation"]["remote_node"], "node1");
+    assert_eq!(hop(&v, 1)["outcome"], "LocalDelivery", "{v:#}");
+
+    // overlay pod -> other node IP (new connection): main table -> MASQUERADE.
+    let v = t.trace(&["o2", "--to", "node/node1"]).await;
+    let h = hop(&v, 0);
+    assert_eq!(rule(h), (32766, 254), "{v:#}");
+    assert_eq!(h["masquerade"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_text_output_and_errors() {
+    if !kubectl_available() {
+        return;
+    }
+    let t = topology().await;
+    let k = t.c.kubeconfig.as_path();
+    let r = kubectl(k, &["trace", "o1", "--to", "o2"]).await;
+    r.ok();
+    capture("trace-overlay", "kubectl hybridnet trace o1 --to o2", &r);
+    assert!(
+        r.stdout.starts_with(
+            "pod default/o1 (10.244.0.10) on node1 -> pod default/o2 (10.244.0.11) on node2\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("=> VXLAN VNI 4 UDP 8472: 192.0.2.11 -> VTEP 192.0.2.12 (node node2)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("summary: node1: rule 1001 table 40000"),
+        "{}",
+        r.stdout
+    );
+    let r = kubectl(k, &["trace", "u1", "--to", "u2"]).await;
+    capture(
+        "trace-vlan",
+        "kubectl hybridnet trace u1 --to u2",
+        &r.ok().clone_run(),
+    );
+    let r = kubectl(k, &["trace", "o1"]).await;
+    capture(
+        "trace-outside",
+        "kubectl hybridnet trace o1",
+        &r.ok().clone_run(),
+    );
+    assert!(r.stdout.contains("NAT: source masqueraded"), "{}", r.stdout);
+
+    let r = kubectl(k, &["trace", "nope"]).await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("pod default/nope not found"),
+        "{}",
+        r.stderr
+    );
+    let r = kubectl(k, &["trace", "o1", "--to", "fd00::1"]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no IPv6 address"), "{}", r.stderr);
+    let r = kubectl(k, &["trace", "node/nope"]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("node \"nope\" not found"), "{}", r.stderr);
+    // --live needs node agent pods; kube-lite has none (and cannot exec): say so, show the plan.
+    let r = kubectl(k, &["trace", "o1", "--to", "o2", "--live"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("node1 $ ip route get 10.244.0.11 from 10.244.0.10 iif hybr"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("node2 $ ip route get 10.244.0.11 from 10.244.0.10 iif eth0.vxlan4"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("no node agent pod on node node1 (namespace kube-system"),
+        "{}",
+        r.stdout
+    );
+}
+
+trait CloneRun {
+    fn clone_run(&self) -> Run;
+}
+
+impl CloneRun for Run {
+    fn clone_run(&self) -> Run {
+        Run {
+            code: self.code,
+            stdout: self.stdout.clone(),
+            stderr: self.stderr.clone(),
+        }
+    }
+}
