@@ -70,7 +70,22 @@ pub fn cnitool() -> Option<PathBuf> {
     tool.exists().then_some(tool)
 }
 
-/// The `hybridnet` plugin binary of this workspace (built on demand, a no-op when fresh).
+fn newest_source_mtime(dir: &Path) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let t = if p.is_dir() {
+            newest_source_mtime(&p)
+        } else {
+            e.metadata().and_then(|m| m.modified()).unwrap_or(newest)
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// The `hybridnet` plugin binary of this workspace. `cargo test --workspace` has built it next to
+/// the test executable; when it is missing or older than the plugin's sources it is built here.
 pub fn plugin_binary() -> PathBuf {
     static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
     let mut built = BUILT.lock().unwrap();
@@ -78,21 +93,24 @@ pub fn plugin_binary() -> PathBuf {
         return p.clone();
     }
     let root = workspace_root();
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "-q", "-p", "hybridnet-cni", "--bin", "hybridnet"])
-        .current_dir(&root)
-        .status()
-        .expect("running cargo build for the plugin");
-    assert!(status.success(), "building the hybridnet plugin failed");
     // The test executable lives in target/<profile>/deps/.
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
     let p = profile_dir.join("hybridnet");
-    let p = if p.exists() {
-        p
-    } else {
-        root.join("target/debug/hybridnet")
-    };
+    let sources = newest_source_mtime(&root.join("cni"));
+    let fresh = std::fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= sources);
+    if !fresh {
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.args(["build", "-q", "-p", "hybridnet-cni", "--bin", "hybridnet"])
+            .current_dir(&root);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            c.arg("--release");
+        }
+        let status = c.status().expect("running cargo build for the plugin");
+        assert!(status.success(), "building the hybridnet plugin failed");
+    }
     assert!(p.exists(), "plugin binary not found at {}", p.display());
     *built = Some(p.clone());
     p
