@@ -1,0 +1,513 @@
+//! kube-lite driven by the real `kubectl` (v1.32 at /usr/bin/kubectl): the project's CRDs,
+//! create/get/list/watch/patch/label/annotate/delete of custom and built-in objects, Table output
+//! with printer columns, and the `kube-lite` binary with TLS.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn kubectl_bin() -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var("KUBECTL").unwrap_or_else(|_| "/usr/bin/kubectl".into()));
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "kubectl not found at {} and CI=true: these tests must run",
+            p.display()
+        );
+    }
+    eprintln!(
+        "SKIP: kubectl not found at {}; set KUBECTL to run the kubectl tests",
+        p.display()
+    );
+    None
+}
+
+struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let (bin, kc) = (self.bin.clone(), self.kubeconfig.clone());
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let stdin = stdin.map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            let mut child = Command::new(bin)
+                .arg("--kubeconfig")
+                .arg(kc)
+                .arg("--request-timeout=10s")
+                .args(&args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn kubectl");
+            if let Some(s) = stdin {
+                child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+            }
+            drop(child.stdin.take());
+            child.wait_with_output().expect("kubectl output")
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Run and require success; returns stdout.
+    async fn ok(&self, args: &[&str]) -> String {
+        self.ok_stdin(args, None).await
+    }
+
+    async fn ok_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin).await;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\nstdout: {stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Run and require failure; returns stderr.
+    async fn fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin).await;
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} unexpectedly succeeded"
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+fn rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+const WIDGET_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Cluster
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wg]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    - {name: Phase, type: string, jsonPath: .status.phase}
+"#;
+
+#[tokio::test]
+async fn kubectl_custom_resources_with_printer_columns_and_watch() {
+    let Some(bin) = kubectl_bin() else { return };
+    let srv = kube_lite::Server::start(kube_lite::Config::default())
+        .await
+        .unwrap();
+    let k = Kubectl {
+        bin: bin.clone(),
+        kubeconfig: srv.kubeconfig_path().to_path_buf(),
+    };
+
+    k.ok_stdin(&["apply", "--server-side", "-f", "-"], Some(WIDGET_CRD))
+        .await;
+    k.ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "crd/widgets.example.com",
+        "--timeout=10s",
+    ])
+    .await;
+    k.ok_stdin(
+        &["create", "-f", "-"],
+        Some("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {size: 3}\n"),
+    )
+    .await;
+    k.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        Some("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w2}\nspec: {size: 7}\n"),
+    )
+    .await;
+
+    let table = k.ok(&["get", "wg"]).await;
+    let r = rows(&table);
+    assert_eq!(r[0], vec!["NAME", "SIZE", "PHASE"], "{table}");
+    assert_eq!(r[1], vec!["w1", "3"]);
+    assert_eq!(r[2], vec!["w2", "7"]);
+
+    // get -w: a watch with Table output, ended by killing kubectl once the expected rows came
+    let mut child = tokio::process::Command::new(&bin)
+        .arg("--kubeconfig")
+        .arg(srv.kubeconfig_path())
+        .args(["get", "widgets", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // initial state: header + two rows
+    while seen.len() < 3 {
+        seen.push(
+            tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    k.ok(&[
+        "patch",
+        "widget",
+        "w1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"size":4}}"#,
+    ])
+    .await;
+    k.ok(&[
+        "patch",
+        "widget",
+        "w1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Ready"}}"#,
+    ])
+    .await;
+    while seen.len() < 5 {
+        seen.push(
+            tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let _ = child.kill().await;
+    let seen: Vec<Vec<String>> = seen
+        .iter()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert_eq!(seen[0], vec!["NAME", "SIZE", "PHASE"]);
+    assert_eq!(seen[3], vec!["w1", "4"]);
+    assert_eq!(seen[4], vec!["w1", "4", "Ready"]);
+
+    // -o yaml, label, annotate, json patch, delete
+    let yaml = k.ok(&["get", "widget", "w1", "-o", "yaml"]).await;
+    assert!(
+        yaml.contains("kind: Widget") && yaml.contains("size: 4") && yaml.contains("phase: Ready"),
+        "{yaml}"
+    );
+    k.ok(&["label", "widget", "w1", "team=net"]).await;
+    k.ok(&["annotate", "widget", "w1", "note=hi"]).await;
+    k.ok(&[
+        "patch",
+        "widget",
+        "w2",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/size","value":8}]"#,
+    ])
+    .await;
+    let labelled = k
+        .ok(&[
+            "get",
+            "wg",
+            "-l",
+            "team=net",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .await;
+    assert_eq!(labelled, "w1");
+    let size = k
+        .ok(&["get", "wg", "w2", "-o", "jsonpath={.spec.size}"])
+        .await;
+    assert_eq!(size, "8");
+    // strategic merge is refused for custom resources, as by a real API server
+    let err = k
+        .fails(
+            &[
+                "patch",
+                "widget",
+                "w2",
+                "--type=strategic",
+                "-p",
+                r#"{"spec":{"size":9}}"#,
+            ],
+            None,
+        )
+        .await;
+    assert!(
+        err.contains("unknown format")
+            || err.contains("UnsupportedMediaType")
+            || err.contains("415"),
+        "{err}"
+    );
+    k.ok(&["delete", "widget", "w1", "w2"]).await;
+    assert!(k.ok(&["get", "wg", "-o", "name"]).await.trim().is_empty());
+    let err = k.fails(&["get", "widget", "w1"], None).await;
+    assert!(
+        err.contains("NotFound") && err.contains("\"w1\" not found"),
+        "{err}"
+    );
+}
+
+fn project_crds() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds");
+    dir.is_dir().then_some(dir)
+}
+
+#[tokio::test]
+async fn kubectl_applies_the_project_crds() {
+    let Some(bin) = kubectl_bin() else { return };
+    let Some(dir) = project_crds() else {
+        eprintln!("SKIP: deploy/crds not present in this checkout");
+        return;
+    };
+    let srv = kube_lite::Server::start(kube_lite::Config::default())
+        .await
+        .unwrap();
+    let k = Kubectl {
+        bin,
+        kubeconfig: srv.kubeconfig_path().to_path_buf(),
+    };
+    let dir = dir.to_string_lossy().into_owned();
+    k.ok(&["apply", "--server-side", "-f", &dir]).await;
+    // client-side apply of the same files also works (last-applied annotation, 3-way merge)
+    k.ok(&["apply", "-f", &dir]).await;
+    let crds = k.ok(&["get", "crd", "-o", "name"]).await;
+    for name in [
+        "networks.networking.alibaba.com",
+        "subnets.networking.alibaba.com",
+        "ipinstances.networking.alibaba.com",
+    ] {
+        assert!(crds.contains(name), "{name} missing in {crds}");
+        k.ok(&[
+            "wait",
+            "--for",
+            "condition=established",
+            &format!("crd/{name}"),
+            "--timeout=10s",
+        ])
+        .await;
+    }
+    let resources = k
+        .ok(&[
+            "api-resources",
+            "--api-group=networking.alibaba.com",
+            "-o",
+            "name",
+        ])
+        .await;
+    assert!(
+        resources.contains("networks.networking.alibaba.com"),
+        "{resources}"
+    );
+    // a cluster-scoped project object with its printer columns
+    k.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        Some("apiVersion: networking.alibaba.com/v1\nkind: Network\nmetadata: {name: underlay1}\nspec: {netID: 100, type: Underlay, mode: VLAN}\n"),
+    )
+    .await;
+    let table = k.ok(&["get", "hnet"]).await;
+    let r = rows(&table);
+    assert_eq!(&r[0][..4], &["NAME", "NETID", "TYPE", "MODE"], "{table}");
+    assert_eq!(
+        &r[1][..4],
+        &["underlay1", "100", "Underlay", "VLAN"],
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn kubectl_builtin_objects() {
+    let Some(bin) = kubectl_bin() else { return };
+    let srv = kube_lite::Server::start(kube_lite::Config::default())
+        .await
+        .unwrap();
+    let k = Kubectl {
+        bin,
+        kubeconfig: srv.kubeconfig_path().to_path_buf(),
+    };
+    let ns = k.ok(&["get", "ns"]).await;
+    assert!(
+        rows(&ns)
+            .iter()
+            .any(|r| r.first().map(String::as_str) == Some("kube-system")
+                && r.get(1).map(String::as_str) == Some("Active")),
+        "{ns}"
+    );
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p1, labels: {app: web}}\nspec:\n  nodeName: node-1\n  containers:\n  - {name: app, image: nginx}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {a: b}\n",
+        ),
+    )
+    .await;
+    let pods = k.ok(&["get", "pods", "-o", "wide"]).await;
+    let r = rows(&pods);
+    assert_eq!(
+        &r[0][..4],
+        &["NAME", "READY", "STATUS", "RESTARTS"],
+        "{pods}"
+    );
+    assert_eq!(&r[1][..3], &["p1", "0/1", "Pending"], "{pods}");
+    assert!(r[1].contains(&"node-1".to_string()), "{pods}");
+    // client-side apply again with a changed image: strategic 3-way merge on containers
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: p1, labels: {app: web}}\nspec:\n  nodeName: node-1\n  containers:\n  - {name: app, image: nginx:2}\n"),
+    )
+    .await;
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pod",
+            "p1",
+            "-o",
+            "jsonpath={.spec.containers[0].image}"
+        ])
+        .await,
+        "nginx:2"
+    );
+    k.ok(&[
+        "patch",
+        "pod",
+        "p1",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"app","env":[{"name":"X","value":"1"}]}]}}"#,
+    ])
+    .await;
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pod",
+            "p1",
+            "-o",
+            "jsonpath={.spec.containers[0].env[0].name}"
+        ])
+        .await,
+        "X"
+    );
+    k.ok(&["label", "cm", "cfg", "tier=a"]).await;
+    k.ok(&["annotate", "cm", "cfg", "owner=me"]).await;
+    assert_eq!(
+        k.ok(&["get", "cm", "-l", "tier in (a,b)", "-o", "name"])
+            .await
+            .trim(),
+        "configmap/cfg"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "spec.nodeName=node-1",
+            "-o",
+            "name"
+        ])
+        .await
+        .trim(),
+        "pod/p1"
+    );
+    let err = k
+        .fails(&["get", "pods", "--field-selector", "spec.bogus=1"], None)
+        .await;
+    assert!(err.contains("field label not supported"), "{err}");
+    let err = k.fails(&["get", "pods", "-l", "a in b"], None).await;
+    assert!(!err.is_empty());
+    k.ok(&["delete", "pod", "p1"]).await;
+    k.ok(&["delete", "cm", "cfg"]).await;
+    assert!(
+        k.ok(&["get", "pods,cm", "-o", "name"])
+            .await
+            .trim()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn binary_serves_tls_with_token_until_sigterm() {
+    let Some(bin) = kubectl_bin() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-lite"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--tls",
+            "--token",
+            "s3cret",
+            "--kubeconfig",
+        ])
+        .arg(&kc)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(10), out.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let text = std::fs::read_to_string(&kc).unwrap();
+    assert!(
+        text.contains(&format!("server: https://{addr}"))
+            && text.contains("certificate-authority-data:")
+            && text.contains("token: s3cret")
+    );
+    let k = Kubectl {
+        bin,
+        kubeconfig: kc.clone(),
+    };
+    let v = k.ok(&["get", "--raw", "/version"]).await;
+    assert!(v.contains("\"gitVersion\""), "{v}");
+    k.ok(&["get", "ns", "default"]).await;
+    // the wrong token is refused
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, text.replace("token: s3cret", "token: wrong")).unwrap();
+    let kb = Kubectl {
+        bin: k.bin.clone(),
+        kubeconfig: bad,
+    };
+    let err = kb.fails(&["get", "ns"], None).await;
+    assert!(
+        err.contains("Unauthorized") || err.contains("must be logged in"),
+        "{err}"
+    );
+    // SIGTERM ends it cleanly
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
