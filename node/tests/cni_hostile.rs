@@ -14,6 +14,9 @@ use cni_common::*;
 use hybridnet_api::v1::IpVersion;
 use hybridnet_node::cniserver::{CniServer, CniServerConfig, CniServerError, IpInstanceLookup};
 
+/// (what, environment, stdin, expected CNI code)
+type Case = (&'static str, HashMap<&'static str, String>, Vec<u8>, u64);
+
 /// Everything a hostile call could have touched.
 fn snapshot(agent: &Agent, pod: &NetnsGuard) -> Vec<String> {
     vec![
@@ -71,7 +74,7 @@ fn hostile_plugin_input_gets_the_right_code_and_changes_nothing() {
         serde_json::to_vec(&c).unwrap()
     };
 
-    let cases: Vec<(&str, HashMap<&str, String>, Vec<u8>, u64)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "bad JSON",
             good_env.clone(),
