@@ -164,8 +164,10 @@ fn leak_reason(
     match pods.get(&(f.namespace.as_str(), pod_name)) {
         None => match stateful {
             Some(OwnerState::Exists) | Some(OwnerState::Unknown) => None,
-            Some(OwnerState::Gone) => Some(format!("pod {pod_name} and its {owner_text} are gone")),
-            None => Some(format!("pod {pod_name} is gone")),
+            Some(OwnerState::Gone) => Some(format!(
+                "pod {pod_name} and its {owner_text} no longer exist"
+            )),
+            None => Some(format!("pod {pod_name} no longer exists")),
         },
         Some(p) => {
             let recreated = matches!((&p.uid, &f.pod_uid), (Some(a), Some(b)) if a != b);

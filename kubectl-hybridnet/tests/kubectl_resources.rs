@@ -711,3 +711,65 @@ async fn version_help_and_completion() {
     .await;
     assert!(r.ok().stdout.starts_with("overlay\n"), "{}", r.stdout);
 }
+
+/// The krew manifest: the fields krew checks, one platform per OS and architecture, the version
+/// of this crate, and sha256 values that are either real digests or the marked placeholder.
+#[test]
+fn krew_manifest() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/krew.yaml")).unwrap();
+    let v: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    assert_eq!(
+        v["apiVersion"],
+        "krew.googlecontainertools.github.com/v1alpha2"
+    );
+    assert_eq!(v["kind"], "Plugin");
+    assert_eq!(v["metadata"]["name"], "hybridnet");
+    let version = format!("v{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["spec"]["version"], version.as_str());
+    for f in ["homepage", "shortDescription", "description", "caveats"] {
+        assert!(v["spec"][f].as_str().is_some_and(|s| !s.is_empty()), "{f}");
+    }
+    let platforms = v["spec"]["platforms"].as_array().unwrap();
+    let mut seen = Vec::new();
+    for p in platforms {
+        let os = p["selector"]["matchLabels"]["os"].as_str().unwrap();
+        let arch = p["selector"]["matchLabels"]["arch"].as_str().unwrap();
+        seen.push(format!("{os}/{arch}"));
+        let uri = p["uri"].as_str().unwrap();
+        assert!(uri.starts_with(&format!("https://github.com/hybridnet/hybridnet/releases/download/{version}/kubectl-hybridnet_{version}_{os}_{arch}.")), "{uri}");
+        let sha = p["sha256"].as_str().unwrap();
+        assert!(
+            sha == format!("RELEASE-JOB-FILLS-SHA256-{os}-{arch}")
+                || (sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{sha}"
+        );
+        let bin = p["bin"].as_str().unwrap();
+        assert_eq!(
+            bin,
+            if os == "windows" {
+                "kubectl-hybridnet.exe"
+            } else {
+                "kubectl-hybridnet"
+            }
+        );
+        assert!(
+            p["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["from"] == bin)
+        );
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "darwin/amd64",
+            "darwin/arm64",
+            "linux/amd64",
+            "linux/arm64",
+            "windows/amd64",
+            "windows/arm64"
+        ]
+    );
+}

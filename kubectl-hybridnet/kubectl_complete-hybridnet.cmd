@@ -1,0 +1,2 @@
+@echo off
+kubectl-hybridnet __complete %*
