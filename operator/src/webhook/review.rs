@@ -123,6 +123,24 @@ fn decode(
         })
 }
 
+/// The review as sent on the wire. kube-core serialises the patch bytes as a JSON number array;
+/// the AdmissionReview API (and kube-lite) define it as base64 text (Go accepts both), so it is
+/// rewritten as base64.
+pub fn to_wire(review: AdmissionReview<DynamicObject>) -> serde_json::Value {
+    let patch = review.response.as_ref().and_then(|r| r.patch.clone());
+    let mut v = serde_json::to_value(&review).unwrap_or_else(|e| {
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "response": {"uid": "", "allowed": false, "status": {"message": format!("could not encode the review: {e}")}},
+        })
+    });
+    if let (Some(bytes), Some(resp)) = (patch, v.get_mut("response")) {
+        resp["patch"] = serde_json::to_value(k8s_openapi::ByteString(bytes)).unwrap_or_default();
+    }
+    v
+}
+
 /// `/validate`: Network, Subnet and Pod rules.
 pub fn validate(
     st: &WebhookState,

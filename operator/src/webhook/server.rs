@@ -86,9 +86,9 @@ async fn readyz(State(st): State<Arc<WebhookState>>) -> (StatusCode, &'static st
 async fn validate(
     State(st): State<Arc<WebhookState>>,
     Json(review): Json<AdmissionReview<DynamicObject>>,
-) -> Json<AdmissionReview<DynamicObject>> {
+) -> Json<serde_json::Value> {
     let started = Instant::now();
-    let out = super::review::validate(&st, review);
+    let out = super::review::to_wire(super::review::validate(&st, review));
     st.metrics
         .webhook_seconds
         .get_or_create(&WebhookLatencyLabels {
@@ -101,9 +101,9 @@ async fn validate(
 async fn mutate(
     State(st): State<Arc<WebhookState>>,
     Json(review): Json<AdmissionReview<DynamicObject>>,
-) -> Json<AdmissionReview<DynamicObject>> {
+) -> Json<serde_json::Value> {
     let started = Instant::now();
-    let out = super::review::mutate(&st, review);
+    let out = super::review::to_wire(super::review::mutate(&st, review));
     st.metrics
         .webhook_seconds
         .get_or_create(&WebhookLatencyLabels {
