@@ -1,0 +1,437 @@
+//! The admission webhook through kube-lite: the valid upstream examples are accepted; invalid
+//! Networks, Subnets and Pods are refused with messages that name the field.
+
+mod common;
+
+use common::*;
+use hybridnet_api::constants::annotation;
+use hybridnet_api::v1::{Network, Subnet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+
+fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    let path = format!(
+        "{}/../crds/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn refusal(r: Result<impl std::fmt::Debug, kube::Error>) -> String {
+    match r {
+        Err(kube::Error::Api(s)) => {
+            assert!(s.code >= 400, "{s:?}");
+            s.message
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_accepts_upstream_examples_and_refuses_invalid_objects_naming_the_field() {
+    let env = Env::start().await;
+    let r = env.replica("r1").await;
+    env.register_webhooks(r.webhook_addr.expect("webhook"))
+        .await;
+    env.node("node1", &[("network", "network1")]).await;
+    env.node("bgp1", &[("network", "bgp-network1")]).await;
+    let nets: Api<Network> = Api::all(env.client.clone());
+    let subs: Api<Subnet> = Api::all(env.client.clone());
+    let pp = PostParams::default();
+
+    // The upstream examples.
+    let vlan: Network = fixture("network-vlan.yaml");
+    let mut overlay: Network = fixture("network-overlay.yaml");
+    overlay.metadata.name = Some("overlay-network".into());
+    overlay.status = None;
+    let bgp: Network = fixture("network-bgp.yaml");
+    let global: Network = fixture("network-globalbgp.yaml");
+    for n in [vlan, overlay, bgp, global] {
+        let mut n = n;
+        n.status = None;
+        nets.create(&pp, &n)
+            .await
+            .unwrap_or_else(|e| panic!("{:?} refused: {e}", n.name_any()));
+    }
+    for f in ["subnet-vlan.yaml", "subnet-overlay-v6.yaml"] {
+        let mut s: Subnet = fixture(f);
+        s.status = None;
+        env.create_subnet(s)
+            .await
+            .unwrap_or_else(|e| panic!("{f} refused: {e}"));
+    }
+
+    // Invalid creations: (what, kind, object, field the message must name).
+    let net = |spec: Value| json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Network", "metadata": {"name": "bad"}, "spec": spec});
+    let sub = |spec: Value| json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Subnet", "metadata": {"name": "bad"}, "spec": spec});
+    let range = |cidr: &str, extra: Value| {
+        let mut r = json!({"version": "4", "cidr": cidr});
+        if let (Some(o), Some(e)) = (r.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        r
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "underlay without selector",
+            net(json!({"type": "Underlay", "netID": 10})),
+            "spec.nodeSelector",
+        ),
+        (
+            "overlay with selector",
+            net(json!({"type": "Overlay", "netID": 5, "nodeSelector": {"a": "b"}})),
+            "spec.nodeSelector",
+        ),
+        (
+            "second overlay",
+            net(json!({"type": "Overlay", "netID": 7})),
+            "spec.type",
+        ),
+        (
+            "globalbgp with netID",
+            net(json!({"type": "GlobalBGP", "netID": 3})),
+            "spec.netID",
+        ),
+        (
+            "vlan id out of range",
+            net(json!({"type": "Underlay", "netID": 5000, "nodeSelector": {"x": "y"}})),
+            "spec.netID",
+        ),
+        (
+            "bgp without peers",
+            net(
+                json!({"type": "Underlay", "mode": "BGP", "netID": 65000, "nodeSelector": {"x": "y"}}),
+            ),
+            "spec.config.bgpPeers",
+        ),
+        (
+            "bgp peer address",
+            net(
+                json!({"type": "Underlay", "mode": "BGP", "netID": 65000, "nodeSelector": {"x": "y"}, "config": {"bgpPeers": [{"asn": 65001, "address": "10.0.0.300"}]}}),
+            ),
+            "spec.config.bgpPeers[0].address",
+        ),
+        (
+            "bgp peer asn 0",
+            net(
+                json!({"type": "Underlay", "mode": "BGP", "netID": 65000, "nodeSelector": {"x": "y"}, "config": {"bgpPeers": [{"asn": 0, "address": "10.0.0.1"}]}}),
+            ),
+            "spec.config.bgpPeers[0].asn",
+        ),
+        (
+            "bgp without AS number",
+            net(
+                json!({"type": "Underlay", "mode": "BGP", "nodeSelector": {"x": "y"}, "config": {"bgpPeers": [{"asn": 65001, "address": "10.0.0.1"}]}}),
+            ),
+            "spec.netID",
+        ),
+        (
+            "vxlan mode on underlay",
+            net(
+                json!({"type": "Underlay", "mode": "VXLAN", "netID": 5, "nodeSelector": {"x": "y"}}),
+            ),
+            "spec.mode",
+        ),
+        (
+            "node already in an underlay network",
+            net(json!({"type": "Underlay", "netID": 11, "nodeSelector": {"network": "network1"}})),
+            "spec.nodeSelector",
+        ),
+        (
+            "subnet of a missing network",
+            sub(json!({"network": "nope", "range": range("10.1.0.0/24", json!({}))})),
+            "spec.network",
+        ),
+        (
+            "non-canonical cidr",
+            sub(json!({"network": "overlay-network", "range": range("10.1.0.5/24", json!({}))})),
+            "spec.range.cidr",
+        ),
+        (
+            "/32 cidr",
+            sub(json!({"network": "overlay-network", "range": range("10.1.0.5/32", json!({}))})),
+            "spec.range.cidr",
+        ),
+        (
+            "gateway outside",
+            sub(
+                json!({"network": "overlay-network", "range": range("10.1.0.0/24", json!({"gateway": "10.2.0.1"}))}),
+            ),
+            "spec.range.gateway",
+        ),
+        (
+            "start after end",
+            sub(
+                json!({"network": "overlay-network", "range": range("10.1.0.0/24", json!({"start": "10.1.0.200", "end": "10.1.0.100"}))}),
+            ),
+            "spec.range.start",
+        ),
+        (
+            "version mismatch",
+            sub(
+                json!({"network": "overlay-network", "range": {"version": "6", "cidr": "10.1.0.0/24"}}),
+            ),
+            "spec.range.version",
+        ),
+        (
+            "reserved ip outside",
+            sub(
+                json!({"network": "overlay-network", "range": range("10.1.0.0/24", json!({"reservedIPs": ["10.9.9.9"]}))}),
+            ),
+            "spec.range.reservedIPs[0]",
+        ),
+        (
+            "exclude ip malformed",
+            sub(
+                json!({"network": "overlay-network", "range": range("10.1.0.0/24", json!({"excludeIPs": ["not-an-ip"]}))}),
+            ),
+            "spec.range.excludeIPs[0]",
+        ),
+        (
+            "too many addresses",
+            sub(json!({"network": "overlay-network", "range": range("10.0.0.0/14", json!({}))})),
+            "spec.range",
+        ),
+        (
+            "vlan subnet without gateway",
+            sub(json!({"network": "underlay-network1", "range": range("10.3.0.0/24", json!({}))})),
+            "spec.range.gateway",
+        ),
+        (
+            "overlay subnet with netID",
+            sub(
+                json!({"network": "overlay-network", "netID": 9, "range": range("10.1.0.0/24", json!({}))}),
+            ),
+            "spec.netID",
+        ),
+        (
+            "vlan subnet with autoNatOutgoing",
+            sub(
+                json!({"network": "underlay-network1", "range": range("10.3.0.0/24", json!({"gateway": "10.3.0.1"})), "config": {"autoNatOutgoing": true}}),
+            ),
+            "spec.config.autoNatOutgoing",
+        ),
+        (
+            "overlapping cidr",
+            sub(
+                json!({"network": "underlay-network1", "range": range("192.168.0.0/16", json!({"gateway": "192.168.0.1", "start": "192.168.0.10", "end": "192.168.0.20"}))}),
+            ),
+            "spec.range.cidr",
+        ),
+        (
+            "same cidr, overlapping span",
+            sub(
+                json!({"network": "underlay-network1", "range": range("192.168.56.0/24", json!({"gateway": "192.168.56.1", "start": "192.168.56.150", "end": "192.168.56.250"}))}),
+            ),
+            "spec.range",
+        ),
+    ];
+    let mut refused = 0;
+    for (what, obj, field) in &cases {
+        let kind = obj["kind"].as_str().unwrap_or("");
+        let api = match kind {
+            "Network" => Api::<kube::core::DynamicObject>::all_with(
+                env.client.clone(),
+                &kube::core::ApiResource::erase::<Network>(&()),
+            ),
+            _ => Api::<kube::core::DynamicObject>::all_with(
+                env.client.clone(),
+                &kube::core::ApiResource::erase::<Subnet>(&()),
+            ),
+        };
+        let dobj: kube::core::DynamicObject = serde_json::from_value(obj.clone()).unwrap();
+        let msg = refusal(api.create(&pp, &dobj).await);
+        assert!(
+            msg.contains(field),
+            "{what}: message does not name {field}: {msg}"
+        );
+        refused += 1;
+    }
+
+    // Updates: immutable fields, nil BGP config (upstream bug 12.2 #3), excludeIPs.
+    let upd = |name: &'static str, patch: Value| {
+        let nets = nets.clone();
+        async move {
+            nets.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+        }
+    };
+    let msg = refusal(upd("underlay-network1", json!({"spec": {"type": "Overlay"}})).await);
+    assert!(msg.contains("spec.type"), "{msg}");
+    let msg = refusal(upd("underlay-network1", json!({"spec": {"netID": 12}})).await);
+    assert!(msg.contains("spec.netID"), "{msg}");
+    let msg = refusal(upd("bgp-network1", json!({"spec": {"config": null}})).await);
+    assert!(msg.contains("spec.config.bgpPeers"), "{msg}");
+    let msg = refusal(upd("underlay-network1", json!({"spec": {"mode": "BGP"}})).await);
+    assert!(msg.contains("spec.mode"), "{msg}");
+    let msg = refusal(
+        subs.patch(
+            "underlay-subnet1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"range": {"excludeIPs": ["192.168.56.151"]}}})),
+        )
+        .await,
+    );
+    assert!(msg.contains("spec.range.excludeIPs"), "{msg}");
+    // reservedIPs may change.
+    subs.patch(
+        "underlay-subnet1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"range": {"reservedIPs": ["192.168.56.103"]}}})),
+    )
+    .await
+    .expect("reservedIPs are mutable");
+    refused += 5;
+
+    // Deletes: a Network with Subnets, a Subnet with addresses in use.
+    let msg = refusal(
+        nets.delete("underlay-network1", &DeleteParams::default())
+            .await,
+    );
+    assert!(msg.contains("underlay-subnet1"), "{msg}");
+    env.pod(pod("default", "holder", "node1", &[])).await;
+    let held = env.allocated("default", "holder", 1).await;
+    assert_eq!(held[0].spec.subnet, "underlay-subnet1");
+    let msg = refusal(
+        subs.delete("underlay-subnet1", &DeleteParams::default())
+            .await,
+    );
+    assert!(
+        msg.contains(&ip_of(&held[0])) || msg.contains("in use"),
+        "{msg}"
+    );
+    refused += 2;
+
+    // Pods.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    let pod_cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+        (
+            "missing network",
+            vec![(annotation::SPECIFIED_NETWORK, "nope")],
+            annotation::SPECIFIED_NETWORK,
+        ),
+        (
+            "missing subnet",
+            vec![(annotation::SPECIFIED_SUBNET, "nope")],
+            annotation::SPECIFIED_SUBNET,
+        ),
+        (
+            "three subnets",
+            vec![(annotation::SPECIFIED_SUBNET, "a/b/c")],
+            annotation::SPECIFIED_SUBNET,
+        ),
+        (
+            "unknown family",
+            vec![(annotation::IP_FAMILY, "IPv5")],
+            annotation::IP_FAMILY,
+        ),
+        (
+            "unknown type",
+            vec![(annotation::NETWORK_TYPE, "Bridge")],
+            annotation::NETWORK_TYPE,
+        ),
+        (
+            "type contradicts network",
+            vec![
+                (annotation::SPECIFIED_NETWORK, "overlay-network"),
+                (annotation::NETWORK_TYPE, "Underlay"),
+            ],
+            annotation::NETWORK_TYPE,
+        ),
+        (
+            "ip-pool without network",
+            vec![(annotation::IP_POOL, "192.168.56.120")],
+            annotation::IP_POOL,
+        ),
+        (
+            "ip-pool bad entry",
+            vec![
+                (annotation::SPECIFIED_NETWORK, "underlay-network1"),
+                (annotation::IP_POOL, "192.168.56.120,300.1.1.1"),
+            ],
+            annotation::IP_POOL,
+        ),
+        (
+            "ip-pool empty entry",
+            vec![
+                (annotation::SPECIFIED_NETWORK, "underlay-network1"),
+                (annotation::IP_POOL, "192.168.56.120,,192.168.56.121"),
+            ],
+            annotation::IP_POOL,
+        ),
+        (
+            "mac-pool bad",
+            vec![(annotation::MAC_POOL, "02:00:00:00:00")],
+            annotation::MAC_POOL,
+        ),
+        (
+            "mac-pool multicast",
+            vec![(annotation::MAC_POOL, "01:00:5e:00:00:01")],
+            annotation::MAC_POOL,
+        ),
+        (
+            "dual stack with one subnet",
+            vec![
+                (annotation::SPECIFIED_SUBNET, "overlay-ipv6-subnet"),
+                (annotation::IP_FAMILY, "DualStack"),
+            ],
+            annotation::SPECIFIED_SUBNET,
+        ),
+    ];
+    for (i, (what, anns, field)) in pod_cases.iter().enumerate() {
+        let msg = refusal(
+            pods.create(&pp, &pod("default", &format!("bad-{i}"), "node1", anns))
+                .await,
+        );
+        assert!(
+            msg.contains(field),
+            "{what}: message does not name {field}: {msg}"
+        );
+        refused += 1;
+    }
+    assert!(refused >= 25, "only {refused} refusals");
+
+    // A multi-entry ip-pool is accepted (upstream bug 12.2 #2) and hostNetwork pods always are,
+    // getting the network-unavailable toleration.
+    pods.create(
+        &pp,
+        &pod(
+            "default",
+            "pooled-0",
+            "node1",
+            &[
+                (annotation::SPECIFIED_NETWORK, "underlay-network1"),
+                (annotation::IP_POOL, "192.168.56.120,192.168.56.121"),
+            ],
+        ),
+    )
+    .await
+    .expect("multi-entry ip-pool accepted");
+    let mut hn = pod(
+        "default",
+        "hostnet",
+        "node1",
+        &[(annotation::SPECIFIED_NETWORK, "nope")],
+    );
+    hn.spec.as_mut().unwrap().host_network = Some(true);
+    let created = pods.create(&pp, &hn).await.expect("hostNetwork pod");
+    let tol = created.spec.unwrap().tolerations.unwrap_or_default();
+    assert!(
+        tol.iter()
+            .any(|t| t.key.as_deref() == Some("node.kubernetes.io/network-unavailable")),
+        "{tol:?}"
+    );
+
+    // Decisions are counted.
+    let text = r.metrics.encode();
+    assert!(text.contains("decision=\"denied\""), "{text}");
+    assert!(
+        text.contains("hybridnet_webhook_duration_seconds"),
+        "{text}"
+    );
+}
