@@ -323,8 +323,8 @@ pub struct TraceArgs {
     /// Also resolve the path in the kernel of the nodes (kubectl exec into the node agent pods).
     #[arg(long)]
     pub live: bool,
-    /// Namespace of the node agent pods (for --live).
-    #[arg(long, default_value = "kube-system")]
+    /// Namespace of the node agent pods (for --live; the operator's namespace).
+    #[arg(long, default_value = "hybridnet-system")]
     pub agent_namespace: String,
     /// Label selector of the node agent pods (for --live).
     #[arg(long, default_value = "app.kubernetes.io/name=hybridnet-node")]

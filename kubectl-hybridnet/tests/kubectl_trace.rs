@@ -390,9 +390,55 @@ async fn trace_text_output_and_errors() {
     );
     assert!(
         r.stdout
-            .contains("no node agent pod on node node1 (namespace kube-system"),
+            .contains("no node agent pod on node node1 (namespace hybridnet-system"),
         "{}",
         r.stdout
+    );
+    // With an agent pod on node1 the plugin runs `kubectl exec` into it; kube-lite cannot exec,
+    // so kubectl's own error is shown for node1, and node2 still has no agent.
+    let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(t.c.client.clone());
+    let mut n = k8s_openapi::api::core::v1::Namespace::default();
+    n.metadata.name = Some("hybridnet-system".into());
+    ns.create(&Default::default(), &n).await.unwrap();
+    let agents: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(t.c.client.clone(), "hybridnet-system");
+    let mut p = k8s_openapi::api::core::v1::Pod::default();
+    p.metadata.name = Some("hybridnet-node-x1".into());
+    p.metadata.labels = Some(
+        [(
+            "app.kubernetes.io/name".to_string(),
+            "hybridnet-node".to_string(),
+        )]
+        .into(),
+    );
+    p.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+        node_name: Some("node1".into()),
+        host_network: Some(true),
+        containers: vec![k8s_openapi::api::core::v1::Container {
+            name: "agent".into(),
+            image: Some("hybridnet".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    agents.create(&Default::default(), &p).await.unwrap();
+    let r = kubectl(k, &["trace", "o1", "--to", "o2", "--live"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("error: kubectl exec hybridnet-node-x1 failed:"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("no node agent pod on node node2"),
+        "{}",
+        r.stdout
+    );
+    capture(
+        "trace-live",
+        "kubectl hybridnet trace o1 --to o2 --live",
+        &r.clone_run(),
     );
 }
 
