@@ -10,6 +10,8 @@ pub use plan::{DataPlanePlan, build_plan, trace};
 #[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub mod agent;
 #[cfg(all(target_os = "linux", feature = "dataplane"))]
+pub mod bgp;
+#[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub mod cniserver;
 #[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub mod dataplane;

@@ -157,6 +157,14 @@ impl Metrics {
         }
     }
 
+    /// Adds metrics read at scrape time (the BGP speaker's sessions, `crate::bgp::BgpCollector`).
+    pub fn register_collector(
+        &mut self,
+        collector: Box<dyn prometheus_client::collector::Collector>,
+    ) {
+        self.registry.register_collector(collector);
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut s = String::new();

@@ -110,12 +110,18 @@ pub struct Shared {
     reconciled_ok: AtomicBool,
     last_loop_unix: AtomicU64,
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// BGP speaker state: CNI ADD readiness of BGP pods, `/readyz`, metrics.
+    pub bgp: Arc<crate::bgp::BgpState>,
 }
 
 impl Default for Shared {
     fn default() -> Self {
+        let bgp = Arc::new(crate::bgp::BgpState::default());
+        let mut metrics = Metrics::new();
+        metrics.register_collector(Box::new(crate::bgp::BgpCollector::new(bgp.clone())));
         Self {
-            metrics: Metrics::new(),
+            bgp,
+            metrics,
             trigger: Notify::new(),
             caches_synced: AtomicBool::new(false),
             reconciled_ok: AtomicBool::new(false),
@@ -147,6 +153,7 @@ impl Shared {
                 .unwrap_or_else(|| "no successful reconcile yet".into());
             return Err(e);
         }
+        self.bgp.readiness()?;
         Ok(())
     }
 
@@ -296,6 +303,7 @@ pub async fn reconcile_loop(
         NftRunner::new(cfg.nft_binary.clone()),
     );
     let mut published: Option<PublishedVtep> = None;
+    let mut bgp = crate::bgp::BgpController::new(shared.bgp.clone());
     let mut last_problems: BTreeMap<String, String> = BTreeMap::new();
     let debounce = Duration::from_millis(100);
     loop {
@@ -305,6 +313,7 @@ pub async fn reconcile_loop(
         let result: anyhow::Result<(DataPlanePlan, crate::dataplane::ApplyReport)> = async {
             let host = read_host_state(&handle, &plan_cfg.tables).await?;
             let plan = build_plan(&api, &host, &plan_cfg);
+            bgp.reconcile(&api, &host, &plan_cfg.prefer_bgp_interfaces);
             let report = applier.apply(&plan).await?;
             Ok((plan, report))
         }

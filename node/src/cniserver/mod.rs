@@ -54,7 +54,19 @@ pub trait IpInstanceLookup: Send + Sync + 'static {
 
     /// Called after DEL removed (or found gone) the pod's interface.
     fn detached(&self, _pod: &PodRef, _container_id: &str) {}
+
+    /// Readiness hook of ADD, after the interface is set up: waits (bounded) until the pod is
+    /// reachable from outside the node, e.g. its address announced to every required BGP peer
+    /// (`crate::bgp::BgpState::wait_pod_reachable`). `Err` fails the ADD (code 11: retry later).
+    fn wait_pod_reachable<'a>(&'a self, _addressing: &'a PodAddressing) -> ReadinessFuture<'a> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
+
+/// What [`IpInstanceLookup::wait_pod_reachable`] returns.
+pub type ReadinessFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), hybridnet_cni::CniError>> + Send + 'a>,
+>;
 
 /// A completed ADD.
 #[derive(Clone, Debug, PartialEq, Eq)]

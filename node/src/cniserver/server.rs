@@ -182,6 +182,8 @@ impl CniService {
         podnet::setup_pod_interface(&self.host, &pod_ns, &spec)
             .await
             .map_err(|e| e.to_cni().with_details(format!("pod {}", att.pod)))?;
+        // Readiness hook (BGP pods: announced to every required peer).
+        self.lookup.wait_pod_reachable(&addressing).await?;
         self.lookup.attached(&AttachmentEvent {
             pod: att.pod.clone(),
             container_id: spec.container_id.clone(),

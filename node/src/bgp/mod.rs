@@ -1,0 +1,30 @@
+//! BGP mode in the node agent (issue 10, behaviour spec 6): wires the in-house speaker
+//! ([`hybridnet_bgp`]) to the agent's API state.
+//!
+//! - [`desired`]: pure. API state and host facts -> the speaker's identity (AS = the BGP
+//!   network's netID, router id and next hops from the BGP interface), its peers (the
+//!   networks' `bgpPeers`) and its announcements (each BGP-mode subnet prefix; each local pod
+//!   /32 or /128, with NO_EXPORT for BGP-mode pods and without for GlobalBGP pods).
+//! - [`BgpController`]: the shell the reconcile loop calls; one speaker per agent, created
+//!   lazily, peers and routes applied live.
+//! - [`BgpState`]: shared with the CNI server (ADD of a BGP pod is ready only once its address
+//!   is announced to every required peer, else CNI code 11 after a bounded wait), `/readyz`
+//!   (required sessions established) and [`BgpCollector`] (metrics).
+//!
+//! The routing tables of BGP subnets (default via the traffic-routing peer, else a copy of the
+//! main default route, spec 5.3) are rendered by the planner from the same API state;
+//! [`desired::family_gateway`] states the rule and the tests check that both agree. Like
+//! upstream, the tables do not depend on whether a session is up: a pod is not ready (and the
+//! agent not ready) until the required sessions are, and a session that drops later keeps its
+//! routes at the ToR for the graceful restart time.
+
+pub mod controller;
+pub mod desired;
+pub mod metrics;
+
+#[cfg(test)]
+mod tests;
+
+pub use controller::{BgpController, BgpReport, BgpState, DEFAULT_POD_WAIT};
+pub use desired::{DesiredBgp, DesiredSpeaker, SpeakerIdentity, desired_bgp};
+pub use metrics::BgpCollector;
