@@ -309,7 +309,8 @@ async fn webhook_accepts_upstream_examples_and_refuses_invalid_objects_naming_th
 
     // Pods.
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
-    let pod_cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    type PodCase<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let pod_cases: Vec<PodCase> = vec![
         (
             "missing network",
             vec![(annotation::SPECIFIED_NETWORK, "nope")],

@@ -72,7 +72,11 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx) -> Result<Action, ReconcileErro
         // Replace the list only if nobody changed the node meanwhile (kubelet owns other taints).
         let patch: json_patch::Patch = serde_json::from_value(json!([
             {"op": "test", "path": "/metadata/resourceVersion", "value": node.metadata.resource_version.clone().unwrap_or_default()},
-            {"op": "add", "path": "/spec/taints", "value": taints},
+            if node.spec.is_some() {
+                json!({"op": "add", "path": "/spec/taints", "value": taints})
+            } else {
+                json!({"op": "add", "path": "/spec", "value": {"taints": taints}})
+            },
         ]))
         .map_err(|e| ReconcileError::Allocation {
             pod: name.clone(),
