@@ -54,7 +54,7 @@ fn network(
             net_id,
             network_type: Some(ty),
             mode: Some(mode),
-            config: (!peers.is_empty()).then(|| NetworkConfig {
+            config: (!peers.is_empty()).then_some(NetworkConfig {
                 bgp_peers: Some(peers),
             }),
         },
