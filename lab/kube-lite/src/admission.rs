@@ -94,6 +94,9 @@ pub fn rule_matches(
 struct Call {
     name: String,
     url: String,
+    /// TLS server name to verify: `<service>.<namespace>.svc` for service references, as the real
+    /// API server does (the override URL may be a bare IP); None means the URL's host.
+    server_name: Option<String>,
     ca: Vec<u8>,
     timeout: Duration,
     fail_closed: bool,
@@ -310,6 +313,7 @@ fn call_target(state: &State, wh: &Value, mutating: bool) -> Result<Call, String
         ));
     }
     let cc = wh.get("clientConfig").cloned().unwrap_or(json!({}));
+    let mut server_name = None;
     let url = if let Some(u) = cc.get("url").and_then(Value::as_str) {
         u.to_string()
     } else if let Some(svc) = cc.get("service") {
@@ -324,6 +328,7 @@ fn call_target(state: &State, wh: &Value, mutating: bool) -> Result<Call, String
             .cloned()
             .or_else(|| state.config.service_resolver.as_ref().and_then(|r| r(ns, sname, port)))
             .ok_or_else(|| format!("service \"{ns}/{sname}\" cannot be resolved (no cluster DNS; set Config::service_overrides)"))?;
+        server_name = Some(format!("{sname}.{ns}.svc"));
         format!("{}{}", base.trim_end_matches('/'), path)
     } else {
         return Err("clientConfig has neither url nor service".into());
@@ -342,6 +347,7 @@ fn call_target(state: &State, wh: &Value, mutating: bool) -> Result<Call, String
     Ok(Call {
         name,
         url,
+        server_name,
         ca,
         timeout,
         fail_closed,
@@ -402,7 +408,7 @@ fn check_response(resp: &Value, uid: &str) -> Result<Value, String> {
 
 /// POST the review to the webhook and parse the JSON answer.
 async fn send(call: &Call, review: &Value) -> Result<Value, String> {
-    let fut = post_json(&call.url, &call.ca, review);
+    let fut = post_json_as(&call.url, call.server_name.as_deref(), &call.ca, review);
     match tokio::time::timeout(call.timeout, fut).await {
         Ok(r) => r,
         Err(_) => Err(format!(
@@ -414,6 +420,16 @@ async fn send(call: &Call, review: &Value) -> Result<Value, String> {
 
 /// Minimal HTTP/1.1 client over TCP or TLS (trusting only `ca_pem`).
 pub async fn post_json(url: &str, ca_pem: &[u8], body: &Value) -> Result<Value, String> {
+    post_json_as(url, None, ca_pem, body).await
+}
+
+/// Like [`post_json`], verifying the server's certificate for `server_name` when given.
+pub async fn post_json_as(
+    url: &str,
+    server_name: Option<&str>,
+    ca_pem: &[u8],
+    body: &Value,
+) -> Result<Value, String> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| format!("invalid webhook URL {url}: {e}"))?;
@@ -444,8 +460,11 @@ pub async fn post_json(url: &str, ca_pem: &[u8], body: &Value) -> Result<Value, 
         .map_err(|e| e.to_string())?;
     let resp = if https {
         let config = crate::tls::client_config(ca_pem)?;
-        let server_name = rustls::pki_types::ServerName::try_from(host.clone())
-            .map_err(|e| format!("bad server name {host}: {e}"))?;
+        let name = server_name
+            .map(str::to_string)
+            .unwrap_or_else(|| host.clone());
+        let server_name = rustls::pki_types::ServerName::try_from(name.clone())
+            .map_err(|e| format!("bad server name {name}: {e}"))?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(server_name, tcp)
             .await

@@ -81,7 +81,12 @@ struct Hooks {
 }
 
 async fn start_hooks() -> Hooks {
-    let certs = kube_lite::tls::generate(&["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let certs = kube_lite::tls::generate(&[
+        "127.0.0.1".into(),
+        "localhost".into(),
+        "denier.hooks.svc".into(),
+    ])
+    .unwrap();
     let cfg = kube_lite::tls::server_config(&certs.cert_pem, &certs.key_pem).unwrap();
     let calls = Arc::new(Calls::default());
     let app = axum::Router::new()
