@@ -227,3 +227,252 @@ pub fn nodeinfo(name: &str, vtep: &str, mac: &str, local: &[&str]) -> NodeInfo {
         },
     )
 }
+
+/// kube-lite running inside a network namespace (reachable at `ip` from namespaces wired to it).
+/// All API calls of the test run on the control plane's own runtime thread, so their sockets are
+/// created in that namespace.
+pub struct ControlPlane {
+    client: kube::Client,
+    rt: tokio::runtime::Handle,
+    pub kubeconfig: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ControlPlane {
+    /// Starts kube-lite in `ns` listening on `ip:0` and installs hybridnet's CRDs.
+    pub fn start(ns: &Netns, ip: &str) -> Self {
+        use std::os::fd::AsFd;
+        let path = format!("/run/netns/{}", ns.name);
+        let listen: std::net::SocketAddr = format!("{ip}:0").parse().unwrap();
+        let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", ns.name));
+        let kc = kubeconfig.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let handle = rt.handle().clone();
+            rt.block_on(async move {
+                let cfg = kube_lite::Config {
+                    listen,
+                    kubeconfig_path: Some(kc.clone()),
+                    ..Default::default()
+                };
+                let srv = kube_lite::Server::start(cfg)
+                    .await
+                    .expect("kube-lite start");
+                let client = srv.client().await.expect("client");
+                tx.send((client, handle)).unwrap();
+                let _ = stop_rx.await;
+                drop(srv);
+            });
+        });
+        let (client, rt) = rx.recv().expect("control plane started");
+        let cp = Self {
+            client,
+            rt,
+            kubeconfig,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        };
+        cp.run(|client| async move {
+            use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+            let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client);
+            for (_, crd) in hybridnet_api::crd::all() {
+                api.create(&Default::default(), &crd).await.expect("create CRD");
+            }
+        });
+        cp
+    }
+
+    /// Runs `f(client)` on the control plane's runtime and waits for its output.
+    pub fn run<F, Fut, T>(&self, f: F) -> T
+    where
+        F: FnOnce(kube::Client) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let client = self.client.clone();
+        self.rt.spawn(async move {
+            let _ = tx.send(f(client).await);
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("API call on the control plane")
+    }
+
+    pub fn create<K>(&self, obj: &K) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+        K::DynamicType: Default,
+    {
+        let obj = obj.clone();
+        self.run(move |c| async move {
+            let api: kube::Api<K> = kube::Api::all(c);
+            api.create(&Default::default(), &obj).await.expect("create")
+        })
+    }
+
+    /// Creates a Network and sets its status (nodeList) through the status subresource, as the
+    /// operator does.
+    pub fn create_network(&self, net: &Network) {
+        let mut spec_only = net.clone();
+        let status = spec_only.status.take();
+        self.create(&spec_only);
+        let name = net.metadata.name.clone().unwrap_or_default();
+        self.run(move |c| async move {
+            let api: kube::Api<Network> = kube::Api::all(c);
+            let patch = serde_json::json!({ "status": status });
+            api.patch_status(&name, &Default::default(), &kube::api::Patch::Merge(&patch))
+                .await
+                .expect("patch Network status")
+        });
+    }
+
+    pub fn create_ns<K>(&self, ns: &str, obj: &K) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+        K::DynamicType: Default,
+    {
+        let obj = obj.clone();
+        let ns = ns.to_string();
+        self.run(move |c| async move {
+            let api: kube::Api<K> = kube::Api::namespaced(c, &ns);
+            api.create(&Default::default(), &obj).await.expect("create")
+        })
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
+
+/// A Node object with an InternalIP.
+pub fn node_object(name: &str, ips: &[&str]) -> k8s_openapi::api::core::v1::Node {
+    use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus};
+    let mut n = Node::default();
+    n.metadata.name = Some(name.into());
+    n.status = Some(NodeStatus {
+        addresses: Some(
+            ips.iter()
+                .map(|i| NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: i.to_string(),
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    });
+    n
+}
+
+/// Polls `f` every 50 ms until it returns Some or `secs` pass.
+pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A child process killed on drop.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `hybridnet-node` inside `ns`.
+pub fn start_agent(
+    ns: &Netns,
+    node: &str,
+    kubeconfig: &std::path::Path,
+    port: u16,
+    extra: &[&str],
+) -> Child {
+    let log = std::env::temp_dir().join(format!("{}-agent.log", ns.name));
+    let f = std::fs::File::create(&log).unwrap();
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        &ns.name,
+        env!("CARGO_BIN_EXE_hybridnet-node"),
+    ])
+    .args(["--node-name", node, "--kubeconfig"])
+    .arg(kubeconfig)
+    .args([
+        "--skip-cni-install",
+        "--health-port",
+        &port.to_string(),
+        "--metrics-port",
+        &port.to_string(),
+    ])
+    .args(["--resync-seconds", "5"])
+    .args(extra)
+    .env("RUST_LOG", "info")
+    .stdout(f.try_clone().unwrap())
+    .stderr(f);
+    Child(cmd.spawn().expect("spawn hybridnet-node"))
+}
+
+/// HTTP GET from inside a namespace: (status, body).
+pub fn http_get(ns: &Netns, addr: &str, path: &str) -> Option<(u16, String)> {
+    let addr = addr.to_string();
+    let path = path.to_string();
+    hybridnet_node::dataplane::netns::run_in_netns(&ns.name, move |_h| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await?;
+        let code = buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
+        Ok((code, body))
+    })
+    .ok()
+}

@@ -1,0 +1,184 @@
+//! The real `hybridnet-node` binary in a node namespace against kube-lite (in its own namespace on
+//! the same L2 segment): caches sync, the data plane is programmed, the NodeInfo is published by
+//! server-side apply, watch events reconcile incrementally, health and metrics answer, and a
+//! restart adopts the state without changing it.
+
+mod common;
+
+use common::*;
+use hybridnet_api::v1::{IPInstance, NetworkMode, NetworkType, NodeInfo};
+
+fn l2() -> (Netns, Netns, Netns) {
+    let sw = Netns::new("sw");
+    sw.ip("link add br0 type bridge");
+    sw.ip("link set br0 up");
+    let cp = Netns::new("cp");
+    veth(&cp, "eth0", &sw, "p-cp");
+    sw.ip("link set p-cp master br0");
+    cp.ip("addr add 198.18.0.250/24 dev eth0");
+    let n1 = Netns::new("n1");
+    veth(&n1, "eth0", &sw, "p-n1");
+    sw.ip("link set p-n1 master br0");
+    n1.ip("link set eth0 address 02:00:00:00:00:11");
+    n1.ip("addr add 198.18.0.11/24 dev eth0");
+    n1.ip("route add default via 198.18.0.1 dev eth0");
+    (sw, cp, n1)
+}
+
+#[test]
+fn agent_programs_publishes_and_follows_events() {
+    if !privileged("agent_programs_publishes_and_follows_events") {
+        return;
+    }
+    let (_sw, cpns, n1) = l2();
+    let cp = ControlPlane::start(&cpns, "198.18.0.250");
+    cp.create(&node_object("n1", &["198.18.0.11"]));
+    cp.create_network(&network(
+        "overlay",
+        NetworkType::Overlay,
+        None,
+        Some(4),
+        &["n1", "n2"],
+    ));
+    cp.create_network(&network(
+        "underlay",
+        NetworkType::Underlay,
+        Some(NetworkMode::Vlan),
+        Some(0),
+        &["n1"],
+    ));
+    cp.create(&subnet("ov4", "overlay", "198.19.0.0/24", None, None, None));
+    cp.create(&subnet(
+        "ul4",
+        "underlay",
+        "198.18.0.0/24",
+        Some("198.18.0.1"),
+        Some("198.18.0.100"),
+        Some("198.18.0.200"),
+    ));
+    cp.create(&nodeinfo(
+        "n2",
+        "198.18.0.12",
+        "02:00:00:00:00:12",
+        &["198.18.0.12"],
+    ));
+    cp.create_ns(
+        "default",
+        &ipinstance(
+            "default",
+            "c",
+            "198.19.0.6",
+            "overlay",
+            "ov4",
+            "n2",
+            "02:aa:00:00:00:06",
+        ),
+    );
+
+    let agent = start_agent(&n1, "n1", &cp.kubeconfig, 11021, &[]);
+    wait_for("rules and overlay routes", 30, || {
+        let r = n1.try_ip("rule show").unwrap_or_default();
+        let t = n1.try_ip("route show table 40000").unwrap_or_default();
+        (r.contains("1000:\tfrom all lookup 39999")
+            && r.contains("from 198.18.0.0/24 fwmark 0/0x4040")
+            && t.contains("198.19.0.0/24 dev eth0.vxlan4"))
+        .then_some(())
+    });
+    wait_for("neighbour of the remote pod", 30, || {
+        n1.try_ip("neigh show dev eth0.vxlan4")
+            .unwrap_or_default()
+            .contains("198.19.0.6 lladdr 02:00:00:00:00:12 PERMANENT")
+            .then_some(())
+    });
+
+    // NodeInfo published by server-side apply with the agent's field manager.
+    let ni: NodeInfo = wait_for("NodeInfo n1", 30, || {
+        cp.run(|c| async move {
+            kube::Api::<NodeInfo>::all(c)
+                .get_opt("n1")
+                .await
+                .ok()
+                .flatten()
+        })
+    });
+    let v = ni.spec.vtep_info.clone().unwrap();
+    assert_eq!(v.ip.as_deref(), Some("198.18.0.11"));
+    assert_eq!(v.mac.as_deref(), Some("02:00:00:00:00:11"));
+    assert_eq!(v.local_ips, Some(vec!["198.18.0.11".to_string()]));
+    let managers: Vec<String> = ni
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(
+        managers.iter().any(|m| m == "hybridnet-node"),
+        "{managers:?}"
+    );
+
+    // An event: a new remote pod appears and is resolved without waiting for the resync.
+    cp.create_ns(
+        "default",
+        &ipinstance(
+            "default",
+            "e",
+            "198.19.0.7",
+            "overlay",
+            "ov4",
+            "n2",
+            "02:aa:00:00:00:07",
+        ),
+    );
+    wait_for("neighbour of the new remote pod", 4, || {
+        n1.ip("neigh show dev eth0.vxlan4")
+            .contains("198.19.0.7 lladdr 02:00:00:00:00:12")
+            .then_some(())
+    });
+    cp.run(|c| async move {
+        kube::Api::<IPInstance>::namespaced(c, "default")
+            .delete("198-19-0-6", &Default::default())
+            .await
+            .expect("delete")
+    });
+    wait_for("neighbour of the deleted pod gone", 4, || {
+        (!n1.ip("neigh show dev eth0.vxlan4").contains("198.19.0.6 ")).then_some(())
+    });
+
+    // Health and metrics.
+    let (code, body) = wait_for("/readyz 200", 10, || {
+        http_get(&n1, "198.18.0.11:11021", "/readyz").filter(|(c, _)| *c == 200)
+    });
+    assert_eq!((code, body.as_str()), (200, "ok"));
+    let (code, _) = http_get(&n1, "198.18.0.11:11021", "/healthz").unwrap();
+    assert_eq!(code, 200);
+    let (code, metrics) = http_get(&n1, "198.18.0.11:11021", "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("hybridnet_node_reconcile_duration_seconds_count"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hybridnet_node_programmed_objects{kind=\"neighbour\"}"),
+        "{metrics}"
+    );
+
+    // Restart: the new agent adopts the kernel state; nothing hybridnet owns changes.
+    let snapshot = || {
+        format!(
+            "{}{}{}{}{}",
+            n1.ip("rule show"),
+            n1.ip("route show table all"),
+            n1.ip("neigh show"),
+            n1.ip("-d link show"),
+            n1.exec(&["bridge", "fdb", "show"]).unwrap_or_default()
+        )
+    };
+    let before = snapshot();
+    drop(agent);
+    let _agent = start_agent(&n1, "n1", &cp.kubeconfig, 11021, &[]);
+    wait_for("restarted agent ready", 30, || {
+        http_get(&n1, "198.18.0.11:11021", "/readyz").filter(|(c, _)| *c == 200)
+    });
+    assert_eq!(before, snapshot());
+}
