@@ -228,19 +228,27 @@ async fn handle(
             format!("injected fault: {verb} {}", info.plural),
         ));
     }
-    if matches!(
-        verb,
-        "create" | "update" | "patch" | "delete" | "deletecollection"
-    ) && headers
+    let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.contains("protobuf") || c.contains("cbor"))
-    {
-        // protobuf/CBOR bodies are not decoded; clients fall back to JSON on 415
+        .unwrap_or("");
+    let body = if content_type.contains("protobuf") && !body.is_empty() {
+        // kubectl's `create namespace|configmap|secret|serviceaccount` send protobuf
+        match crate::proto::decode(&body) {
+            Ok(v) => Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+            Err(e) => {
+                return error_response(&ApiError::unsupported_media(format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({e})"
+                )));
+            }
+        }
+    } else if content_type.contains("cbor") {
         return error_response(&ApiError::unsupported_media(
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
         ));
-    }
+    } else {
+        body
+    };
     let table = wants_table(&headers);
     let include = query
         .get("includeObject")
@@ -293,6 +301,7 @@ fn write_opts(q: &HashMap<String, String>, headers: &HeaderMap) -> ApiResult<Wri
     }
     Ok(WriteOpts {
         field_manager: q.get("fieldManager").cloned().filter(|s| !s.is_empty()),
+        strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())

@@ -12,6 +12,7 @@ use crate::store::{Expect, Key};
 use crate::util::{self, finalizers, meta, meta_mut, meta_str, now_rfc3339, resource_version};
 use crate::validate;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// What a request addresses.
@@ -52,6 +53,8 @@ impl Target {
 #[derive(Debug, Clone, Default)]
 pub struct WriteOpts {
     pub field_manager: Option<String>,
+    /// `fieldValidation=Strict`: unknown fields of custom resources are an error, not pruned.
+    pub strict: bool,
     pub user_agent: String,
     pub dry_run: bool,
     pub force: bool,
@@ -426,6 +429,7 @@ fn prepare_create(
     t: &Target,
     body: Value,
     creator: Option<&str>,
+    strict: bool,
 ) -> ApiResult<Value> {
     let mut obj = require_object(body)?;
     check_type(t, &mut obj)?;
@@ -509,6 +513,7 @@ fn prepare_create(
         m.remove("status");
     }
     defaults_on_create(info, &mut obj);
+    apply_schema(t, &mut obj, strict)?;
     let errs = validate_common(t, &obj);
     if !errs.is_empty() {
         return Err(invalid(t, &name, errs));
@@ -547,6 +552,46 @@ fn prepare_create(
     Ok(obj)
 }
 
+/// Default, prune (or reject unknown fields) and validate a custom resource against its schema.
+fn apply_schema(t: &Target, obj: &mut Value, strict: bool) -> ApiResult<()> {
+    if !t.info.custom {
+        return Ok(());
+    }
+    let Some(schema) = t
+        .info
+        .schemas
+        .get(&t.version)
+        .or_else(|| t.info.schemas.get(t.info.storage_version()))
+    else {
+        return Ok(());
+    };
+    let mode = if strict {
+        crate::schema::Unknown::Reject
+    } else {
+        crate::schema::Unknown::Prune
+    };
+    let out = crate::schema::process(schema, obj, mode);
+    let name = meta_str(obj, "name").to_string();
+    if !out.unknown.is_empty() {
+        let all: Vec<String> = out
+            .unknown
+            .iter()
+            .map(|u| format!("unknown field \"{u}\""))
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+            t.info.kind,
+            t.version,
+            t.info.kind,
+            all.join(", ")
+        )));
+    }
+    if !out.invalid.is_empty() {
+        return Err(invalid(t, &name, out.invalid));
+    }
+    Ok(())
+}
+
 /// Result of preparing an update.
 struct Prepared {
     obj: Value,
@@ -561,6 +606,7 @@ fn prepare_update(
     old: &Value,
     mut new: Value,
     manager: Option<&str>,
+    strict: bool,
 ) -> ApiResult<Prepared> {
     let info = &t.info;
     check_type(t, &mut new)?;
@@ -674,6 +720,7 @@ fn prepare_update(
             return Err(invalid(t, &name, errs));
         }
     }
+    apply_schema(t, &mut obj, strict)?;
     // generation: bumped when anything but metadata (and status with a status subresource) changes
     if meta(old).contains_key("generation") {
         let strip = |v: &Value| -> Value {
@@ -765,7 +812,7 @@ pub async fn create(
     opts: &WriteOpts,
 ) -> ApiResult<Arc<Value>> {
     let manager = opts.manager();
-    let obj = prepare_create(state, t, body, Some(&manager))?;
+    let obj = prepare_create(state, t, body, Some(&manager), opts.strict)?;
     let obj = admission::admit(state, t, Operation::Create, Some(obj), None, opts.dry_run).await?;
     let obj = obj.unwrap_or(Value::Null);
     // webhooks may not change identity
@@ -822,7 +869,7 @@ pub async fn update(
         return Err(ApiError::stale(&t.info.group, &t.info.plural, t.name()));
     }
     let manager = opts.manager();
-    let p = prepare_update(t, &old, body, Some(&manager))?;
+    let p = prepare_update(t, &old, body, Some(&manager), opts.strict)?;
     let obj = admission::admit(
         state,
         t,
@@ -931,7 +978,7 @@ pub async fn patch(
                         }
                     }
                 }
-                let obj = prepare_create(state, t, obj, None)?;
+                let obj = prepare_create(state, t, obj, None, opts.strict)?;
                 let obj =
                     admission::admit(state, t, Operation::Create, Some(obj), None, opts.dry_run)
                         .await?;
@@ -1013,7 +1060,13 @@ pub async fn patch(
         if !patched_rv.is_empty() && patched_rv.parse::<u64>().ok() != Some(old_rv) {
             return Err(ApiError::stale(&t.info.group, &t.info.plural, t.name()));
         }
-        let p = prepare_update(t, &old, new, if manage { Some(&manager) } else { None })?;
+        let p = prepare_update(
+            t,
+            &old,
+            new,
+            if manage { Some(&manager) } else { None },
+            opts.strict,
+        )?;
         if !manage {
             // apply computed managedFields itself; keep them
         }
@@ -1179,7 +1232,8 @@ pub async fn delete(state: &State, t: &Target, opts: &DeleteOpts) -> ApiResult<A
             return Ok(for_version(old, &t.info, &t.version));
         }
         let is_ns = gr.0.is_empty() && gr.1 == "namespaces";
-        let res = if !finalizers(&old).is_empty() || is_ns {
+        let foreground = opts.propagation.as_deref() == Some("Foreground");
+        let res = if !finalizers(&old).is_empty() || is_ns || foreground {
             let mut o = (*old).clone();
             {
                 let m = meta_mut(&mut o);
@@ -1187,6 +1241,15 @@ pub async fn delete(state: &State, t: &Target, opts: &DeleteOpts) -> ApiResult<A
                 m.insert("deletionGracePeriodSeconds".into(), json!(0));
                 if let Some(g) = m.get("generation").and_then(Value::as_i64) {
                     m.insert("generation".into(), json!(g + 1));
+                }
+                if foreground {
+                    // dependents go first; the garbage collector removes this finalizer after them
+                    let f = m.entry("finalizers").or_insert_with(|| json!([]));
+                    if let Some(list) = f.as_array_mut()
+                        && !list.iter().any(|x| x == FOREGROUND)
+                    {
+                        list.push(json!(FOREGROUND));
+                    }
                 }
             }
             if is_ns {
@@ -1206,7 +1269,7 @@ pub async fn delete(state: &State, t: &Target, opts: &DeleteOpts) -> ApiResult<A
                     orphan_dependents(state, meta_str(&obj, "uid"));
                 }
                 after_commit(state, t, &obj, removed);
-                if is_ns {
+                if is_ns || foreground {
                     state.gc.notify_one();
                 }
                 return Ok(for_version(obj, &t.info, &t.version));
@@ -1222,6 +1285,8 @@ pub async fn delete(state: &State, t: &Target, opts: &DeleteOpts) -> ApiResult<A
         "too many concurrent modifications",
     ))
 }
+
+const FOREGROUND: &str = "foregroundDeletion";
 
 /// Remove ownerReferences to `owner_uid` from every object (DeleteOptions propagationPolicy=Orphan).
 fn orphan_dependents(state: &State, owner_uid: &str) {
@@ -1287,6 +1352,7 @@ pub fn bind(state: &State, t: &Target, body: &Value) -> ApiResult<Value> {
 pub async fn collect_garbage(state: &State) -> usize {
     let mut victims: Vec<Target> = Vec::new();
     let mut empty_namespaces = Vec::new();
+    let finished_foreground: Vec<Target>;
     {
         let inner = state.store.read();
         let terminating: Vec<String> = inner
@@ -1296,6 +1362,28 @@ pub async fn collect_garbage(state: &State) -> usize {
             .map(|n| meta_str(&n, "name").to_string())
             .collect();
         let mut ns_has_content: std::collections::HashSet<String> = Default::default();
+        // owners being deleted in the foreground, and whether they still have dependents
+        let mut foreground: HashMap<String, (Target, bool)> = HashMap::new();
+        for (gr, table) in inner.tables.iter() {
+            let Some(info) = inner.registry.get(&gr.0, &gr.1).cloned() else {
+                continue;
+            };
+            for obj in table.objects.values() {
+                if meta(obj).contains_key("deletionTimestamp")
+                    && finalizers(obj).iter().any(|f| f == FOREGROUND)
+                {
+                    let ns = meta_str(obj, "namespace");
+                    let t = Target {
+                        info: info.clone(),
+                        version: info.storage_version().to_string(),
+                        ns: info.namespaced.then(|| ns.to_string()),
+                        name: Some(meta_str(obj, "name").to_string()),
+                        sub: None,
+                    };
+                    foreground.insert(meta_str(obj, "uid").to_string(), (t, false));
+                }
+            }
+        }
         for (gr, table) in inner.tables.iter() {
             let Some(info) = inner.registry.get(&gr.0, &gr.1).cloned() else {
                 continue;
@@ -1306,6 +1394,22 @@ pub async fn collect_garbage(state: &State) -> usize {
                 let in_terminating = info.namespaced && terminating.iter().any(|t| t == ns);
                 if in_terminating {
                     ns_has_content.insert(ns.to_string());
+                }
+                let refs: Vec<&str> = m
+                    .get("ownerReferences")
+                    .and_then(Value::as_array)
+                    .map(|r| {
+                        r.iter()
+                            .filter_map(|x| x.get("uid").and_then(Value::as_str))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut owner_in_foreground = false;
+                for uid in &refs {
+                    if let Some(entry) = foreground.get_mut(*uid) {
+                        entry.1 = true;
+                        owner_in_foreground = true;
+                    }
                 }
                 if m.contains_key("deletionTimestamp") {
                     continue;
@@ -1320,7 +1424,7 @@ pub async fn collect_garbage(state: &State) -> usize {
                                 !inner.uids.contains_key(uid)
                             })
                     });
-                if orphaned || in_terminating {
+                if orphaned || in_terminating || owner_in_foreground {
                     victims.push(Target {
                         info: info.clone(),
                         version: info.storage_version().to_string(),
@@ -1336,8 +1440,32 @@ pub async fn collect_garbage(state: &State) -> usize {
                 empty_namespaces.push(ns);
             }
         }
+        finished_foreground = foreground
+            .into_values()
+            .filter(|(_, has)| !has)
+            .map(|(t, _)| t)
+            .collect();
     }
-    let n = victims.len();
+    let n = victims.len() + finished_foreground.len();
+    for t in finished_foreground {
+        // all dependents are gone: drop the foregroundDeletion finalizer (removes the owner if last)
+        let Ok(old) = get(state, &t) else { continue };
+        let mut o = (*old).clone();
+        if let Some(Value::Array(f)) = meta_mut(&mut o).get_mut("finalizers") {
+            f.retain(|x| x != FOREGROUND);
+        }
+        let rv = resource_version(&old).unwrap_or(0);
+        match prepare_update(&t, &old, o, None, false) {
+            Ok(p) => {
+                if let Err(e) = commit_update(state, &t, p, Expect::Rv(rv), false) {
+                    tracing::debug!(name = t.name(), error = %e, "foreground finalizer removal retried later");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(name = t.name(), error = %e, "foreground finalizer removal failed")
+            }
+        }
+    }
     for t in victims {
         let opts = DeleteOpts {
             propagation: Some("Background".into()),

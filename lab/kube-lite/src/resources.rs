@@ -37,6 +37,8 @@ pub struct ResourceInfo {
     pub columns: HashMap<String, Vec<PrinterColumn>>,
     /// Defined by a CustomResourceDefinition (no strategic merge patch).
     pub custom: bool,
+    /// `openAPIV3Schema` per version (custom resources).
+    pub schemas: HashMap<String, Value>,
 }
 
 impl ResourceInfo {
@@ -316,6 +318,7 @@ impl Registry {
                 extra_subresources: bi.extra.iter().map(|s| s.to_string()).collect(),
                 columns,
                 custom: false,
+                schemas: HashMap::new(),
             });
         }
         r
@@ -440,6 +443,7 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceInfo, Vec<(String, String)>> 
     let mut storage = None;
     let mut status = false;
     let mut columns = HashMap::new();
+    let mut schemas = HashMap::new();
     let vs = spec
         .get("versions")
         .and_then(Value::as_array)
@@ -491,6 +495,9 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceInfo, Vec<(String, String)>> 
         if !cols.is_empty() {
             columns.insert(vname.clone(), cols);
         }
+        if let Some(s) = v.pointer("/schema/openAPIV3Schema") {
+            schemas.insert(vname.clone(), s.clone());
+        }
         versions.push(vname);
     }
     if storage.is_none() && !vs.is_empty() {
@@ -540,6 +547,7 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceInfo, Vec<(String, String)>> 
         extra_subresources: vec![],
         columns,
         custom: true,
+        schemas,
     })
 }
 

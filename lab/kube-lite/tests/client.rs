@@ -845,3 +845,58 @@ async fn controller_reconciles_cluster_scoped_crd_with_finalizer() {
         404
     );
 }
+
+#[tokio::test]
+async fn foreground_deletion_waits_for_dependents() {
+    let (_srv, client) = server().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let owner = cms
+        .create(&PostParams::default(), &cm("fg-owner", &[]))
+        .await
+        .unwrap();
+    let mut d = cm("fg-dep", &[]);
+    d.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: "fg-owner".into(),
+        uid: owner.uid().unwrap(),
+        ..Default::default()
+    }]);
+    // the dependent has its own finalizer, so the owner must wait for it
+    d.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    cms.create(&PostParams::default(), &d).await.unwrap();
+    cms.delete("fg-owner", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let deleting =
+        |o: Option<&ConfigMap>| o.is_some_and(|o| o.metadata.deletion_timestamp.is_some());
+    tokio::time::timeout(T, await_condition(cms.clone(), "fg-dep", deleting))
+        .await
+        .unwrap()
+        .unwrap();
+    let o = cms.get("fg-owner").await.unwrap();
+    assert!(
+        o.finalizers().contains(&"foregroundDeletion".to_string()),
+        "{:?}",
+        o.finalizers()
+    );
+    // release the dependent: then the owner goes too
+    cms.patch(
+        "fg-dep",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(
+        T,
+        await_condition(
+            cms.clone(),
+            "fg-owner",
+            conditions::is_deleted(&owner.uid().unwrap()),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+}

@@ -511,3 +511,165 @@ async fn binary_serves_tls_with_token_until_sigterm() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+const SCHEMA_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gizmos.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: gizmos, kind: Gizmo}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [mode]
+            properties:
+              mode: {type: string, enum: [VLAN, VXLAN]}
+              netID: {type: integer, minimum: 0, maximum: 4095}
+              replicas: {type: integer, default: 1}
+"#;
+
+#[tokio::test]
+async fn kubectl_custom_resource_schema_validation_pruning_and_defaults() {
+    let Some(bin) = kubectl_bin() else { return };
+    let srv = kube_lite::Server::start(kube_lite::Config::default())
+        .await
+        .unwrap();
+    let k = Kubectl {
+        bin,
+        kubeconfig: srv.kubeconfig_path().to_path_buf(),
+    };
+    k.ok_stdin(&["apply", "--server-side", "-f", "-"], Some(SCHEMA_CRD))
+        .await;
+    k.ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "crd/gizmos.example.com",
+        "--timeout=10s",
+    ])
+    .await;
+    // kubectl validates strictly by default: unknown fields are refused
+    let err = k
+        .fails(&["apply", "-f", "-"], Some("apiVersion: example.com/v1\nkind: Gizmo\nmetadata: {name: g}\nspec: {mode: VLAN, typo: 1}\n"))
+        .await;
+    assert!(err.contains("unknown field \"spec.typo\""), "{err}");
+    // ... and pruned when validation is off
+    k.ok_stdin(
+        &["apply", "--validate=false", "-f", "-"],
+        Some("apiVersion: example.com/v1\nkind: Gizmo\nmetadata: {name: g}\nspec: {mode: VLAN, typo: 1}\n"),
+    )
+    .await;
+    let spec = k.ok(&["get", "gizmo", "g", "-o", "jsonpath={.spec}"]).await;
+    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    assert_eq!(
+        spec,
+        serde_json::json!({"mode": "VLAN", "replicas": 1}),
+        "pruned and defaulted"
+    );
+    // schema violations are 422 Invalid with the field named
+    let err = k
+        .fails(&["apply", "-f", "-"], Some("apiVersion: example.com/v1\nkind: Gizmo\nmetadata: {name: h}\nspec: {mode: GRE, netID: 5000}\n"))
+        .await;
+    assert!(
+        err.contains("spec.mode") && err.contains("supported values") && err.contains("spec.netID"),
+        "{err}"
+    );
+    let err = k
+        .fails(
+            &["apply", "-f", "-"],
+            Some(
+                "apiVersion: example.com/v1\nkind: Gizmo\nmetadata: {name: i}\nspec: {netID: 1}\n",
+            ),
+        )
+        .await;
+    assert!(err.contains("spec.mode: Required value"), "{err}");
+}
+
+#[tokio::test]
+async fn kubectl_imperative_create_generators() {
+    let Some(bin) = kubectl_bin() else { return };
+    let srv = kube_lite::Server::start(kube_lite::Config::default())
+        .await
+        .unwrap();
+    let k = Kubectl {
+        bin,
+        kubeconfig: srv.kubeconfig_path().to_path_buf(),
+    };
+    // these generators send protobuf bodies
+    k.ok(&["create", "namespace", "lab"]).await;
+    k.ok(&[
+        "-n",
+        "lab",
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=a=b",
+        "--from-literal=c=d",
+    ])
+    .await;
+    k.ok(&[
+        "-n",
+        "lab",
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "--from-literal=user=admin",
+    ])
+    .await;
+    k.ok(&["-n", "lab", "create", "serviceaccount", "robot"])
+        .await;
+    assert_eq!(
+        k.ok(&[
+            "-n",
+            "lab",
+            "get",
+            "cm",
+            "cfg",
+            "-o",
+            "jsonpath={.data.a}{.data.c}"
+        ])
+        .await,
+        "bd"
+    );
+    assert_eq!(
+        k.ok(&[
+            "-n",
+            "lab",
+            "get",
+            "secret",
+            "sec",
+            "-o",
+            "jsonpath={.data.user}"
+        ])
+        .await,
+        "YWRtaW4="
+    );
+    k.ok(&["-n", "lab", "get", "sa", "robot"]).await;
+    assert_eq!(
+        k.ok(&["get", "ns", "lab", "-o", "jsonpath={.status.phase}"])
+            .await,
+        "Active"
+    );
+    // a generator whose protobuf kind is not decoded fails with a clear 415
+    let err = k
+        .fails(
+            &["-n", "lab", "create", "deployment", "web", "--image=nginx"],
+            None,
+        )
+        .await;
+    assert!(
+        err.contains("send JSON") || err.contains("unknown format"),
+        "{err}"
+    );
+}
