@@ -1,0 +1,509 @@
+//! The connectivity matrix of issue 6 on a real topology: three node namespaces on one L2 segment
+//! (a bridge namespace as the switch), a gateway/ToR namespace with an "outside" host behind it, and
+//! kube-lite in a control-plane namespace on the same segment. The real `hybridnet-node` binary
+//! runs in every node namespace. Pods are namespaces wired the way the CNI ADD path wires them
+//! (host veth `hybr…` with ee:ee:ee:ee:ee:ee, /32 and /128 addresses without prefix routes,
+//! default via 169.254.1.1 and fe80::ecee:eeff:feee:eeee, local-direct route, proxy entries) by a
+//! test-only helper.
+//!
+//! Checked with ping and TCP, IPv4 and IPv6: overlay<->overlay on one node and across nodes,
+//! underlay<->underlay across nodes, overlay<->underlay both ways with the source preserved (seen by
+//! the receiver), pod<->own node, pod<->other node, overlay pod -> outside (masqueraded) and
+//! underlay pod -> outside (not masqueraded), node -> remote overlay pod; and killing and
+//! restarting the agents during a TCP stream drops nothing.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+use hybridnet_api::naming::host_veth_name;
+use hybridnet_api::v1::{NetworkMode, NetworkType};
+
+struct Pod {
+    ns: Netns,
+    v4: String,
+    v6: String,
+}
+
+/// Wires a pod namespace to `node` as the CNI ADD path does.
+fn wire_pod(node: &Netns, name: &str, v4: &str, v6: &str, mac: &str, mtu: u32) -> Pod {
+    let ns = Netns::new(&format!("pod{name}"));
+    let host = host_veth_name("default", name);
+    veth(node, &host, &ns, "eth0");
+    node.ip(&format!(
+        "link set {host} address ee:ee:ee:ee:ee:ee mtu {mtu}"
+    ));
+    ns.ip(&format!("link set eth0 address {mac} mtu {mtu}"));
+    node.set_sysctl(&format!("net/ipv4/conf/{host}/proxy_arp"), "1");
+    node.set_sysctl(&format!("net/ipv4/neigh/{host}/proxy_delay"), "0");
+    node.set_sysctl(&format!("net/ipv4/conf/{host}/rp_filter"), "0");
+    node.set_sysctl(&format!("net/ipv6/conf/{host}/proxy_ndp"), "1");
+    node.ip(&format!(
+        "-6 neigh add proxy fe80::ecee:eeff:feee:eeee dev {host}"
+    ));
+    node.ip(&format!("route replace {v4}/32 dev {host} table 39999"));
+    node.ip(&format!("-6 route replace {v6}/128 dev {host} table 39999"));
+    ns.set_sysctl("net/ipv6/conf/eth0/accept_dad", "0");
+    ns.ip(&format!("addr add {v4}/32 dev eth0"));
+    ns.ip(&format!("-6 addr add {v6}/128 dev eth0 nodad"));
+    ns.ip("route add 169.254.1.1/32 dev eth0 scope link");
+    ns.ip("route add default via 169.254.1.1 dev eth0");
+    ns.ip("-6 route add default via fe80::ecee:eeff:feee:eeee dev eth0");
+    Pod {
+        ns,
+        v4: v4.into(),
+        v6: v6.into(),
+    }
+}
+
+fn ping(from: &Netns, to: &str) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..10 {
+        match from.exec(&["ping", "-c1", "-W1", to]) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(last)
+}
+
+/// Runs `f` on a thread inside `ns`.
+fn in_ns<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+}
+
+/// One TCP exchange `client -> server_ip:port`; returns the source address the server saw.
+fn tcp_source(server: &Netns, server_ip: &str, client: &Netns) -> Result<IpAddr, String> {
+    let bind: SocketAddr = SocketAddr::new(server_ip.parse().unwrap(), 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let srv = in_ns(server, move || -> Result<IpAddr, String> {
+        let l = std::net::TcpListener::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+        tx.send(l.local_addr().unwrap()).unwrap();
+        l.set_nonblocking(false).ok();
+        let (mut s, peer) = l.accept().map_err(|e| e.to_string())?;
+        let mut b = [0u8; 5];
+        s.read_exact(&mut b).map_err(|e| e.to_string())?;
+        s.write_all(b"world").map_err(|e| e.to_string())?;
+        Ok(peer.ip())
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    let cli = in_ns(client, move || -> Result<(), String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        s.write_all(b"hello").map_err(|e| e.to_string())?;
+        let mut b = [0u8; 5];
+        s.read_exact(&mut b).map_err(|e| e.to_string())?;
+        (&b == b"world").then_some(()).ok_or("bad reply".into())
+    });
+    let c = cli.join().map_err(|_| "client panicked".to_string())?;
+    if let Err(e) = c {
+        // Unblock the server.
+        let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(1));
+        return Err(e);
+    }
+    srv.join().map_err(|_| "server panicked".to_string())?
+}
+
+struct Topology {
+    _sw: Netns,
+    gw: Netns,
+    outside: Netns,
+    _cpns: Netns,
+    cp: ControlPlane,
+    nodes: Vec<Netns>,
+}
+
+fn topology() -> Topology {
+    let sw = Netns::new("sw");
+    sw.ip("link add br0 type bridge");
+    sw.ip("link set br0 up");
+    let attach = |ns: &Netns, port: &str| {
+        veth(ns, "eth0", &sw, port);
+        sw.ip(&format!("link set {port} master br0"));
+    };
+    let gw = Netns::new("gw");
+    attach(&gw, "p-gw");
+    gw.ip("addr add 198.18.0.1/24 dev eth0");
+    gw.ip("-6 addr add fd00:18::1/64 dev eth0 nodad");
+    gw.set_sysctl("net/ipv4/ip_forward", "1");
+    gw.set_sysctl("net/ipv6/conf/all/forwarding", "1");
+    let outside = Netns::new("out");
+    veth(&gw, "eth1", &outside, "eth0");
+    gw.ip("addr add 198.20.0.1/24 dev eth1");
+    gw.ip("-6 addr add fd00:20::1/64 dev eth1 nodad");
+    outside.ip("addr add 198.20.0.2/24 dev eth0");
+    outside.ip("-6 addr add fd00:20::2/64 dev eth0 nodad");
+    outside.ip("route add default via 198.20.0.1");
+    outside.ip("-6 route add default via fd00:20::1");
+    let cpns = Netns::new("cp");
+    attach(&cpns, "p-cp");
+    cpns.ip("addr add 198.18.0.250/24 dev eth0");
+    let mut nodes = Vec::new();
+    for i in 1..=3 {
+        let n = Netns::new(&format!("n{i}"));
+        attach(&n, &format!("p-n{i}"));
+        n.ip(&format!("link set eth0 address 02:00:00:00:00:1{i}"));
+        n.ip(&format!("addr add 198.18.0.1{i}/24 dev eth0"));
+        n.ip(&format!("-6 addr add fd00:18::1{i}/64 dev eth0 nodad"));
+        n.ip("route add default via 198.18.0.1 dev eth0");
+        n.ip("-6 route add default via fd00:18::1 dev eth0");
+        nodes.push(n);
+    }
+    let cp = ControlPlane::start(&cpns, "198.18.0.250");
+    Topology {
+        _sw: sw,
+        gw,
+        outside,
+        _cpns: cpns,
+        cp,
+        nodes,
+    }
+}
+
+#[test]
+fn connectivity_matrix_v4_v6_and_agent_restart() {
+    if !privileged("connectivity_matrix_v4_v6_and_agent_restart") {
+        return;
+    }
+    let t = topology();
+    let cp = &t.cp;
+    for i in 1..=3 {
+        cp.create(&node_object(
+            &format!("n{i}"),
+            &[&format!("198.18.0.1{i}"), &format!("fd00:18::1{i}")],
+        ));
+    }
+    cp.create_network(&network(
+        "overlay",
+        NetworkType::Overlay,
+        None,
+        Some(4),
+        &["n1", "n2", "n3"],
+    ));
+    cp.create_network(&network(
+        "underlay",
+        NetworkType::Underlay,
+        Some(NetworkMode::Vlan),
+        Some(0),
+        &["n1", "n2", "n3"],
+    ));
+    cp.create(&subnet("ov4", "overlay", "198.19.0.0/24", None, None, None));
+    cp.create(&subnet("ov6", "overlay", "fd00:19::/112", None, None, None));
+    cp.create(&subnet(
+        "ul4",
+        "underlay",
+        "198.18.0.0/24",
+        Some("198.18.0.1"),
+        Some("198.18.0.100"),
+        Some("198.18.0.200"),
+    ));
+    cp.create(&subnet(
+        "ul6",
+        "underlay",
+        "fd00:18::/112",
+        Some("fd00:18::1"),
+        Some("fd00:18::100"),
+        Some("fd00:18::200"),
+    ));
+    // (pod, node, network, subnet4, subnet6, v4, v6, mac, mtu)
+    let pods = [
+        (
+            "o1",
+            1,
+            "overlay",
+            "ov4",
+            "ov6",
+            "198.19.0.11",
+            "fd00:19::11",
+            "02:aa:00:00:00:11",
+            1450,
+        ),
+        (
+            "o1b",
+            1,
+            "overlay",
+            "ov4",
+            "ov6",
+            "198.19.0.12",
+            "fd00:19::12",
+            "02:aa:00:00:00:12",
+            1450,
+        ),
+        (
+            "o2",
+            2,
+            "overlay",
+            "ov4",
+            "ov6",
+            "198.19.0.21",
+            "fd00:19::21",
+            "02:aa:00:00:00:21",
+            1450,
+        ),
+        (
+            "u1",
+            1,
+            "underlay",
+            "ul4",
+            "ul6",
+            "198.18.0.101",
+            "fd00:18::101",
+            "02:aa:00:00:01:01",
+            1500,
+        ),
+        (
+            "u2",
+            2,
+            "underlay",
+            "ul4",
+            "ul6",
+            "198.18.0.102",
+            "fd00:18::102",
+            "02:aa:00:00:01:02",
+            1500,
+        ),
+        (
+            "o3",
+            3,
+            "overlay",
+            "ov4",
+            "ov6",
+            "198.19.0.31",
+            "fd00:19::31",
+            "02:aa:00:00:00:31",
+            1450,
+        ),
+    ];
+    let mut wired = std::collections::BTreeMap::new();
+    for (name, node, net, s4, s6, v4, v6, mac, mtu) in pods {
+        let nn = format!("n{node}");
+        cp.create_ns(
+            "default",
+            &ipinstance("default", name, v4, net, s4, &nn, mac),
+        );
+        cp.create_ns(
+            "default",
+            &ipinstance("default", name, v6, net, s6, &nn, mac),
+        );
+        wired.insert(name, wire_pod(&t.nodes[node - 1], name, v4, v6, mac, mtu));
+    }
+    let mut agents: Vec<Child> = t
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| start_agent(n, &format!("n{}", i + 1), &cp.kubeconfig, 11021, &[]))
+        .collect();
+    for n in &t.nodes {
+        wait_for(&format!("{} ready", n.name), 60, || {
+            let ip = n.ip("-4 -o addr show dev eth0");
+            let addr = ip.split_whitespace().nth(3)?.split('/').next()?.to_string();
+            http_get(n, &format!("{addr}:11021"), "/readyz").filter(|(c, _)| *c == 200)
+        });
+    }
+    // Every node knows every other node's VTEP.
+    for n in &t.nodes {
+        wait_for(&format!("{} FDB", n.name), 30, || {
+            let fdb = n
+                .exec(&["bridge", "fdb", "show", "dev", "eth0.vxlan4"])
+                .unwrap_or_default();
+            (fdb.matches("self permanent").count() >= 4).then_some(())
+        });
+    }
+
+    let p = |n: &str| &wired[n];
+    let mut failures = Vec::new();
+    let mut check = |what: &str, r: Result<(), String>| {
+        if let Err(e) = r {
+            failures.push(format!("{what}: {e}"));
+        }
+    };
+    for v6 in [false, true] {
+        let fam = if v6 { "v6" } else { "v4" };
+        let a = |pod: &Pod| if v6 { pod.v6.clone() } else { pod.v4.clone() };
+        let node_ip = |i: usize| {
+            if v6 {
+                format!("fd00:18::1{i}")
+            } else {
+                format!("198.18.0.1{i}")
+            }
+        };
+        let outside_ip = if v6 { "fd00:20::2" } else { "198.20.0.2" };
+        // (description, from pod, to pod, source must be preserved)
+        let pairs = [
+            ("overlay->overlay same node", "o1", "o1b"),
+            ("overlay->overlay across nodes", "o1", "o2"),
+            ("overlay->overlay across nodes (n3)", "o3", "o1"),
+            ("underlay->underlay across nodes", "u1", "u2"),
+            ("overlay->underlay across nodes", "o1", "u2"),
+            ("underlay->overlay across nodes", "u1", "o2"),
+            ("underlay->overlay same node", "u1", "o1"),
+        ];
+        for (what, from, to) in pairs {
+            check(&format!("{fam} ping {what}"), ping(&p(from).ns, &a(p(to))));
+            let seen = tcp_source(&p(to).ns, &a(p(to)), &p(from).ns);
+            check(
+                &format!("{fam} tcp {what} keeps the source"),
+                seen.and_then(|s| {
+                    (s.to_string() == a(p(from)))
+                        .then_some(())
+                        .ok_or(format!("server saw {s}, want {}", a(p(from))))
+                }),
+            );
+            // And back.
+            check(
+                &format!("{fam} ping {what} (reverse)"),
+                ping(&p(to).ns, &a(p(from))),
+            );
+        }
+        for pod in ["o1", "u1"] {
+            check(
+                &format!("{fam} {pod} -> own node"),
+                ping(&p(pod).ns, &node_ip(1)),
+            );
+            check(
+                &format!("{fam} {pod} -> other node"),
+                ping(&p(pod).ns, &node_ip(2)),
+            );
+            check(
+                &format!("{fam} own node -> {pod}"),
+                ping(&t.nodes[0], &a(p(pod))),
+            );
+            check(
+                &format!("{fam} other node -> {pod}"),
+                ping(&t.nodes[1], &a(p(pod))),
+            );
+        }
+        // Node -> remote overlay pod over TCP (reply marked 0x20 back through VXLAN).
+        check(
+            &format!("{fam} tcp node n1 -> remote overlay pod o2"),
+            tcp_source(&p("o2").ns, &a(p("o2")), &t.nodes[0]).map(|_| ()),
+        );
+        // Outside: overlay masqueraded to the node address, underlay keeps its address.
+        check(
+            &format!("{fam} ping overlay -> outside"),
+            ping(&p("o1").ns, outside_ip),
+        );
+        check(
+            &format!("{fam} tcp overlay -> outside is masqueraded"),
+            tcp_source(&t.outside, outside_ip, &p("o1").ns).and_then(|s| {
+                (s.to_string() == node_ip(1))
+                    .then_some(())
+                    .ok_or(format!("outside saw {s}, want {}", node_ip(1)))
+            }),
+        );
+        check(
+            &format!("{fam} ping underlay -> outside"),
+            ping(&p("u1").ns, outside_ip),
+        );
+        check(
+            &format!("{fam} tcp underlay -> outside keeps the source"),
+            tcp_source(&t.outside, outside_ip, &p("u1").ns).and_then(|s| {
+                (s.to_string() == a(p("u1")))
+                    .then_some(())
+                    .ok_or(format!("outside saw {s}, want {}", a(p("u1"))))
+            }),
+        );
+        check(
+            &format!("{fam} ping outside -> underlay pod"),
+            ping(&t.outside, &a(p("u1"))),
+        );
+    }
+    let _ = &t.gw;
+    assert!(
+        failures.is_empty(),
+        "connectivity failures:\n{}",
+        failures.join("\n")
+    );
+
+    // Agent restart during a TCP stream: nothing is dropped.
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let bind: SocketAddr = SocketAddr::new(p("o2").v4.parse().unwrap(), 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let recv = received.clone();
+    let srv = in_ns(&p("o2").ns, move || -> Result<(), String> {
+        let l = std::net::TcpListener::bind(bind).map_err(|e| e.to_string())?;
+        tx.send(l.local_addr().unwrap()).unwrap();
+        let (mut s, _) = l.accept().map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    recv.fetch_add(n as u64, Ordering::SeqCst);
+                }
+                Err(e) => return Err(format!("server read: {e}")),
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let stop2 = stop.clone();
+    let cli = in_ns(&p("o1").ns, move || -> Result<u64, String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(Duration::from_secs(5))).ok();
+        let mut sent = 0u64;
+        let chunk = [7u8; 1000];
+        while !stop2.load(Ordering::SeqCst) {
+            s.write_all(&chunk)
+                .map_err(|e| format!("client write after {sent} bytes: {e}"))?;
+            sent += chunk.len() as u64;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(sent)
+    });
+    wait_for("stream flowing", 10, || {
+        (received.load(Ordering::SeqCst) > 10_000).then_some(())
+    });
+    for (i, n) in t.nodes.iter().enumerate().take(2) {
+        drop(std::mem::replace(
+            &mut agents[i],
+            start_agent(n, &format!("n{}", i + 1), &cp.kubeconfig, 11021, &[]),
+        ));
+    }
+    for n in t.nodes.iter().take(2) {
+        let ip = n.ip("-4 -o addr show dev eth0");
+        let addr = ip
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        wait_for("restarted agent ready", 60, || {
+            http_get(n, &format!("{addr}:11021"), "/readyz").filter(|(c, _)| *c == 200)
+        });
+    }
+    let at_restart = received.load(Ordering::SeqCst);
+    wait_for("stream still flowing after restart", 10, || {
+        (received.load(Ordering::SeqCst) > at_restart + 10_000).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    let sent = cli.join().unwrap().expect("client stream");
+    srv.join().unwrap().expect("server stream");
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        sent,
+        "bytes lost across the agent restart"
+    );
+    drop(agents);
+}
