@@ -687,7 +687,11 @@ async fn version_help_and_completion() {
         "the helper shipped in the repository is the one the command writes"
     );
     let kc = k.to_str().unwrap();
-    let r = kubectl_raw(&["__complete", "hybridnet", ""], Some(helper), &[]).await;
+    let complete = |words: &'static [&'static str], env: Vec<(&'static str, String)>| {
+        let helper = helper.to_path_buf();
+        async move { complete_via_kubectl(words, &helper, env).await }
+    };
+    let r = complete(&[""], vec![]).await;
     r.ok();
     capture(
         "completion-kubectl",
@@ -698,18 +702,20 @@ async fn version_help_and_completion() {
         assert!(r.stdout.contains(want), "{want} in {}", r.stdout);
     }
     assert!(r.stdout.contains(":4\n"), "{}", r.stdout);
-    let r = kubectl_raw(&["__complete", "hybridnet", "ip", "u"], Some(helper), &[]).await;
+    let r = complete(&["ip", "u"], vec![]).await;
     assert!(r.ok().stdout.starts_with("usage\t"), "{}", r.stdout);
     // Names come from the cluster (KUBECONFIG, since kubectl strips global flags).
     let r = kubectl(k, &["network", "create", "overlay", "--vni", "4"]).await;
     r.ok();
-    let r = kubectl_raw(
-        &["__complete", "hybridnet", "network", "get", "o"],
-        Some(helper),
-        &[("KUBECONFIG", kc)],
+    let r = complete(
+        &["network", "get", "o"],
+        vec![("KUBECONFIG", kc.to_string())],
     )
     .await;
     assert!(r.ok().stdout.starts_with("overlay\n"), "{}", r.stdout);
+    // The helper itself, as any kubectl >= 1.26 runs it (and the fallback above for older ones).
+    let r = complete_direct(&["network", "get", ""], helper, &[("KUBECONFIG", kc)]).await;
+    assert_eq!(r.ok().stdout, "overlay\n:4\n");
 }
 
 /// The krew manifest: the fields krew checks, one platform per OS and architecture, the version
@@ -772,4 +778,50 @@ fn krew_manifest() {
             "windows/arm64"
         ]
     );
+}
+
+/// kubectl's minor version, e.g. 32 for v1.32.4.
+async fn kubectl_minor() -> u32 {
+    let r = kubectl_raw(&["version", "--client", "-o", "json"], None, &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_default();
+    v["clientVersion"]["minor"]
+        .as_str()
+        .map(|m| m.trim_end_matches('+'))
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `kubectl __complete hybridnet WORDS...`: kubectl >= 1.26 runs kubectl_complete-hybridnet from
+/// PATH. Older kubectl (Debian's 1.20 fallback) cannot complete plugins, so the helper is run the
+/// way kubectl would run it, with the same words.
+async fn complete_via_kubectl(
+    words: &[&str],
+    helper: &std::path::Path,
+    env: Vec<(&str, String)>,
+) -> Run {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    if kubectl_minor().await >= 26 {
+        let mut args = vec!["__complete", "hybridnet"];
+        args.extend_from_slice(words);
+        return kubectl_raw(&args, Some(helper), &env).await;
+    }
+    eprintln!(
+        "kubectl < 1.26 does not complete plugins: running kubectl_complete-hybridnet directly"
+    );
+    complete_direct(words, helper, &env).await
+}
+
+/// Runs kubectl_complete-hybridnet as kubectl runs it: the words after the plugin name.
+async fn complete_direct(words: &[&str], helper: &std::path::Path, env: &[(&str, &str)]) -> Run {
+    let mut cmd = tokio::process::Command::new(helper.join("kubectl_complete-hybridnet"));
+    cmd.args(words).env("PATH", path_env(Some(helper)));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("run the helper");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
