@@ -18,9 +18,9 @@ use hybridnet_api::operator::{
 use hybridnet_api::v1::{IpVersion, NetworkType};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, Namespace, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Namespace,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, ServiceAccount, Toleration,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -59,6 +59,23 @@ fn install_meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
         name: Some(name.into()),
         namespace: namespace.map(str::to_string),
         labels: Some(install_labels()),
+        ..Default::default()
+    }
+}
+
+/// Port of the operator's `/metrics` (its `--metrics-port` default).
+pub const OPERATOR_METRICS_PORT: i32 = 9899;
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -114,23 +131,45 @@ pub fn operator_deployment_spec(registry: &str, version: &str) -> DeploymentSpec
                     image: Some(names::image(registry, version)),
                     image_pull_policy: Some("IfNotPresent".into()),
                     command: Some(vec![names::OPERATOR.into()]),
-                    env: Some(vec![EnvVar {
-                        name: env::NAMESPACE.into(),
-                        value_from: Some(EnvVarSource {
-                            field_ref: Some(ObjectFieldSelector {
-                                field_path: "metadata.namespace".into(),
-                                ..Default::default()
-                            }),
+                    // The webhook server reads (and reloads) the certificate the lifecycle keeps
+                    // in this Secret.
+                    args: Some(vec![format!(
+                        "--webhook-cert-secret={}",
+                        names::WEBHOOK_SECRET
+                    )]),
+                    env: Some(vec![
+                        field_env(env::NAMESPACE, "metadata.namespace"),
+                        field_env("POD_NAME", "metadata.name"),
+                    ]),
+                    ports: Some(vec![
+                        ContainerPort {
+                            name: Some("webhook".into()),
+                            container_port: settings::DEFAULT_WEBHOOK_PORT,
+                            protocol: Some("TCP".into()),
+                            ..Default::default()
+                        },
+                        ContainerPort {
+                            name: Some("metrics".into()),
+                            container_port: OPERATOR_METRICS_PORT,
+                            protocol: Some("TCP".into()),
+                            ..Default::default()
+                        },
+                    ]),
+                    // Ready once the webhook serves; no liveness probe: before the first leader
+                    // has issued the certificate the server cannot answer, and restarting would
+                    // not help.
+                    readiness_probe: Some(Probe {
+                        http_get: Some(HTTPGetAction {
+                            path: Some("/readyz".into()),
+                            port: IntOrString::Int(settings::DEFAULT_WEBHOOK_PORT),
+                            scheme: Some("HTTPS".into()),
                             ..Default::default()
                         }),
+                        period_seconds: Some(10),
+                        timeout_seconds: Some(5),
+                        failure_threshold: Some(3),
                         ..Default::default()
-                    }]),
-                    ports: Some(vec![ContainerPort {
-                        name: Some("webhook".into()),
-                        container_port: settings::DEFAULT_WEBHOOK_PORT,
-                        protocol: Some("TCP".into()),
-                        ..Default::default()
-                    }]),
+                    }),
                     resources: Some(ResourceRequirements {
                         requests: Some(BTreeMap::from([
                             ("cpu".to_string(), Quantity("100m".into())),
@@ -147,24 +186,8 @@ pub fn operator_deployment_spec(registry: &str, version: &str) -> DeploymentSpec
                         }),
                         ..Default::default()
                     }),
-                    volume_mounts: Some(vec![VolumeMount {
-                        name: "webhook-cert".into(),
-                        mount_path: names::WEBHOOK_CERT_DIR.into(),
-                        read_only: Some(true),
-                        ..Default::default()
-                    }]),
                     ..Default::default()
                 }],
-                volumes: Some(vec![Volume {
-                    name: "webhook-cert".into(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(names::WEBHOOK_SECRET.into()),
-                        // The operator creates the Secret after it starts.
-                        optional: Some(true),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }]),
                 ..Default::default()
             }),
         },

@@ -33,9 +33,6 @@ pub const SECRET_CA: &str = "ca.crt";
 pub const SECRET_CERT: &str = "tls.crt";
 pub const SECRET_KEY: &str = "tls.key";
 
-/// Where the operator Deployment mounts the webhook Secret (optional volume: the operator creates it).
-pub const WEBHOOK_CERT_DIR: &str = "/var/run/hybridnet/webhook-cert";
-
 /// Node agent paths inside its container.
 pub const AGENT_SOCKET_DIR: &str = "/run/hybridnet";
 pub const NETNS_DIR: &str = "/var/run/netns";

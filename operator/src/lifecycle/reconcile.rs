@@ -95,6 +95,21 @@ pub enum ReconcileError {
     Finalizer(String),
 }
 
+impl ReconcileError {
+    /// Conflicts, throttling, server errors and connection failures pass by themselves: they are
+    /// retried with backoff and never reported as Degraded (a persistent-failure condition).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReconcileError::Kube {
+                source: kube::Error::Api(s),
+                ..
+            } => s.code == 409 || s.code == 429 || s.code >= 500,
+            ReconcileError::Kube { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
     let action = action.into();
     move |source| ReconcileError::Kube { action, source }
@@ -230,6 +245,9 @@ async fn apply(obj: Arc<HybridnetCluster>, ctx: &Context) -> Result<Action, Reco
         }
         Ok(settings) => {
             if let Err(e) = apply_settings(&obj, &settings, ctx).await {
+                if e.is_transient() {
+                    return Err(e);
+                }
                 failure = Some(Failure {
                     reason: reason::APPLY_FAILED,
                     message: e.to_string(),
@@ -325,14 +343,16 @@ async fn apply_object(client: &Client, o: &ManagedObject) -> Result<(), Reconcil
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         None => Api::all_with(client.clone(), &ar),
     };
-    api.patch(
-        o.name(),
-        &PatchParams::apply(field_manager::OPERATOR).force(),
-        &Patch::Apply(&dynamic),
-    )
-    .await
-    .map_err(kube_err(what))?;
-    Ok(())
+    let params = PatchParams::apply(field_manager::OPERATOR).force();
+    // An apply carries no resourceVersion; a conflict only means someone wrote in between.
+    let mut attempt = 0;
+    loop {
+        match api.patch(o.name(), &params, &Patch::Apply(&dynamic)).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < 3 => attempt += 1,
+            Err(e) => return Err(kube_err(what)(e)),
+        }
+    }
 }
 
 /// `create`, never `apply`: an existing object (the user's from then on) is left as it is.
@@ -447,16 +467,27 @@ async fn write_status(
         return Ok(());
     }
     let patch = json!({ "status": new });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(kube_err(format!(
-        "writing the status of HybridnetCluster {}",
-        obj.name_any()
-    )))?;
+    let mut attempt = 0;
+    loop {
+        match api
+            .patch_status(
+                &obj.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => break,
+            // No resourceVersion in the patch: a conflict is a concurrent write, try again.
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < 3 => attempt += 1,
+            Err(e) => {
+                return Err(kube_err(format!(
+                    "writing the status of HybridnetCluster {}",
+                    obj.name_any()
+                ))(e));
+            }
+        }
+    }
     for (type_, status_, reason_, message) in status::transitions(previous, new) {
         let warning = (type_ == "Degraded" && status_ == "True")
             || (type_ == "Available" && status_ == "False");

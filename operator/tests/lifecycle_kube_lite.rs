@@ -1,0 +1,735 @@
+//! The lifecycle controller against kube-lite through the real kube client (and the real kubectl
+//! for the GitOps install): install, upgrade, drift repair, invalid specs, singleton and deletion.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hybridnet_api::operator::{HybridnetCluster, HybridnetClusterStatus};
+use hybridnet_api::v1::{Network, Subnet};
+use hybridnet_operator::lifecycle::install::{self, OPERATOR_VERSION};
+use hybridnet_operator::lifecycle::render::{self, ManagedObject};
+use hybridnet_operator::lifecycle::settings::Settings;
+use hybridnet_operator::lifecycle::{LifecycleConfig, names};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::DynamicObject;
+use kube::runtime::wait::await_condition;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+const NS: &str = "hybridnet-system";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// An allow-all admission webhook standing in for the operator's webhook server (another part of
+/// the operator), so kube-lite can call the webhooks the lifecycle registers.
+async fn allow_all_webhook() -> String {
+    async fn review(axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
+        axum::Json(json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "response": {"uid": body["request"]["uid"], "allowed": true}
+        }))
+    }
+    let app = axum::Router::new()
+        .route("/validate", axum::routing::post(review))
+        .route("/mutate", axum::routing::post(review));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// Retries a write without a resourceVersion when the API server reports a concurrent write
+/// (kube-lite returns 409 there where a real API server retries internally).
+async fn retry_conflict<T, F, Fut>(mut write: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut last = None;
+    for _ in 0..10 {
+        match write().await {
+            Err(kube::Error::Api(s)) if s.code == 409 => last = Some(kube::Error::Api(s)),
+            other => return other,
+        }
+    }
+    Err(last.expect("ten conflicts"))
+}
+
+/// Merge-patches the spec of `HybridnetCluster/default`.
+async fn patch_cluster(
+    api: &Api<HybridnetCluster>,
+    patch: Value,
+) -> Result<HybridnetCluster, kube::Error> {
+    retry_conflict(|| async {
+        api.patch("default", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+    })
+    .await
+}
+
+struct Env {
+    server: kube_lite::ServerHandle,
+    client: Client,
+}
+
+async fn start_kube_lite() -> Env {
+    let webhook = allow_all_webhook().await;
+    let cfg = kube_lite::Config {
+        service_overrides: HashMap::from([(format!("{NS}/{}", names::WEBHOOK_SERVICE), webhook)]),
+        ..Default::default()
+    };
+    let server = kube_lite::Server::start(cfg).await.unwrap();
+    let client = server.client().await.unwrap();
+    Env { server, client }
+}
+
+async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (_, crd) in hybridnet_api::crd::all() {
+        api.create(&PostParams::default(), &crd).await.unwrap();
+    }
+}
+
+async fn create_namespace(client: &Client) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let mut ns = k8s_openapi::api::core::v1::Namespace::default();
+    ns.metadata.name = Some(NS.into());
+    api.create(&PostParams::default(), &ns).await.unwrap();
+}
+
+fn start_controller(client: &Client) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let cfg = LifecycleConfig {
+        namespace: NS.into(),
+        operator_version: OPERATOR_VERSION.into(),
+        instance: Some("test".into()),
+        resync: Duration::from_secs(2),
+    };
+    tokio::spawn(hybridnet_operator::lifecycle::run(client.clone(), cfg))
+}
+
+async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    cond: impl Fn(Option<&K>) -> bool,
+) -> Option<K>
+where
+    K: Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + Resource + 'static,
+{
+    match tokio::time::timeout(WAIT, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => panic!("watching {name} for {what}: {e}"),
+        Err(_) => panic!(
+            "timed out waiting for {name}: {what}; now: {:?}",
+            api.get_opt(name).await
+        ),
+    }
+}
+
+fn condition<'a>(
+    s: &'a HybridnetClusterStatus,
+    t: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    s.conditions.iter().flatten().find(|c| c.type_ == t)
+}
+
+fn cond_is(c: Option<&HybridnetCluster>, t: &str, status: &str) -> bool {
+    c.and_then(|c| c.status.as_ref())
+        .and_then(|s| condition(s, t))
+        .is_some_and(|c| c.status == status)
+}
+
+/// `expected` is contained in `actual` (objects by key, arrays element-wise, scalars equal).
+fn is_subset(expected: &Value, actual: &Value, path: &str) -> Result<(), String> {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            for (k, v) in e {
+                let sub = format!("{path}.{k}");
+                is_subset(v, a.get(k).unwrap_or(&Value::Null), &sub)?;
+            }
+            Ok(())
+        }
+        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => {
+            for (i, (x, y)) in e.iter().zip(a).enumerate() {
+                is_subset(x, y, &format!("{path}[{i}]"))?;
+            }
+            Ok(())
+        }
+        (e, a) if e == a => Ok(()),
+        (e, a) => Err(format!("{path}: expected {e}, found {a}")),
+    }
+}
+
+fn dynamic_api(client: &Client, o: &ManagedObject) -> Api<DynamicObject> {
+    let ar = o.api_resource();
+    match o.namespace() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+/// Every rendered object exists with the rendered content (the webhook caBundle is the Secret's CA).
+async fn assert_installed(client: &Client, spec: &hybridnet_api::operator::HybridnetClusterSpec) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let secret = secrets.get(names::WEBHOOK_SECRET).await.unwrap();
+    let data = secret.data.clone().unwrap();
+    for k in ["ca.crt", "tls.crt", "tls.key"] {
+        assert!(!data[k].0.is_empty(), "Secret key {k}");
+    }
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let ca = data["ca.crt"].0.clone();
+    let settings = Settings::from_spec(spec, OPERATOR_VERSION, NS).unwrap();
+    let rendered = render::render(&settings, Some(&ca));
+    for o in &rendered.objects {
+        let api = dynamic_api(client, o);
+        let live = api
+            .get_opt(o.name())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} {} was not created", o.kind(), o.name()));
+        let live = serde_json::to_value(&live).unwrap();
+        if let Err(e) = is_subset(&o.to_value().unwrap(), &live, o.kind()) {
+            panic!("{} {}: {e}", o.kind(), o.name());
+        }
+        // Server-side applied by the operator's field manager.
+        let managers: Vec<&str> = live["metadata"]["managedFields"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|f| f["manager"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            managers.contains(&"hybridnet-operator"),
+            "{} {}: managers {managers:?}",
+            o.kind(),
+            o.name()
+        );
+    }
+    if let Some((network, subnet)) = rendered.bootstrap {
+        let n = Api::<Network>::all(client.clone())
+            .get(&network.name_any())
+            .await
+            .unwrap();
+        assert_eq!(n.spec, network.spec);
+        let s = Api::<Subnet>::all(client.clone())
+            .get(&subnet.name_any())
+            .await
+            .unwrap();
+        assert_eq!(s.spec, subnet.spec);
+    }
+}
+
+/// Plays the DaemonSet controller: status for `desired` nodes, `updated` on the current template.
+async fn ds_status(client: &Client, desired: i32, updated: i32, available: i32) {
+    let api: Api<DaemonSet> = Api::namespaced(client.clone(), NS);
+    // Like a real controller: read, write, and retry when someone else wrote in between.
+    for _ in 0..10 {
+        let ds = api.get(names::NODE_AGENT).await.unwrap();
+        let patch = json!({"status": {
+            "observedGeneration": ds.metadata.generation,
+            "desiredNumberScheduled": desired,
+            "currentNumberScheduled": desired,
+            "numberMisscheduled": 0,
+            "updatedNumberScheduled": updated,
+            "numberReady": available,
+            "numberAvailable": available,
+            "numberUnavailable": desired - available
+        }});
+        match api
+            .patch_status(
+                names::NODE_AGENT,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => return,
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => panic!("DaemonSet status: {e}"),
+        }
+    }
+    panic!("DaemonSet status: conflicts did not stop");
+}
+
+fn counts(c: Option<&HybridnetCluster>) -> Option<(i32, i32, i32, i32)> {
+    let n = c?.status.as_ref()?.node_agents.as_ref()?;
+    Some((n.desired, n.updated, n.ready, n.available))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_upgrade_repair_refuse_and_delete() {
+    let env = start_kube_lite().await;
+    let client = env.client.clone();
+    install_crds(&client).await;
+    create_namespace(&client).await;
+    let controller = start_controller(&client);
+    let clusters: Api<HybridnetCluster> = Api::all(client.clone());
+    let ds_api: Api<DaemonSet> = Api::namespaced(client.clone(), NS);
+
+    // ---- install
+    let sample = install::sample_cluster(OPERATOR_VERSION);
+    clusters
+        .create(&PostParams::default(), &sample)
+        .await
+        .unwrap();
+    wait_for(&clusters, "default", "Progressing while installing", |c| {
+        cond_is(c, "Progressing", "True") && cond_is(c, "Available", "False")
+    })
+    .await;
+    let c = clusters.get("default").await.unwrap();
+    assert!(
+        c.finalizers()
+            .iter()
+            .any(|f| f == "operator.hybridnet.io/cleanup")
+    );
+    assert_eq!(
+        c.status.as_ref().unwrap().target_version.as_deref(),
+        Some(OPERATOR_VERSION)
+    );
+    assert_eq!(c.status.as_ref().unwrap().version, None);
+    assert_installed(&client, &sample.spec).await;
+    let ds = ds_api.get(names::NODE_AGENT).await.unwrap();
+    let owner = &ds.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("HybridnetCluster", "default", Some(true))
+    );
+
+    // The DaemonSet controller rolls out 3 nodes.
+    ds_status(&client, 3, 3, 3).await;
+    let done = wait_for(&clusters, "default", "Available after the rollout", |c| {
+        cond_is(c, "Available", "True")
+            && cond_is(c, "Progressing", "False")
+            && counts(c) == Some((3, 3, 3, 3))
+    })
+    .await
+    .unwrap();
+    let st = done.status.unwrap();
+    assert_eq!(st.version.as_deref(), Some(OPERATOR_VERSION));
+    assert_eq!(st.observed_generation, done.metadata.generation);
+    assert_eq!(
+        condition(&st, "Degraded").unwrap().status,
+        "False",
+        "{st:?}"
+    );
+
+    // ---- upgrade: a new operand version rolls the DaemonSet; Available never drops.
+    let new_version = "0.1.1";
+    patch_cluster(&clusters, json!({"spec": {"version": new_version}}))
+        .await
+        .unwrap();
+    let rolled = wait_for(
+        &ds_api,
+        names::NODE_AGENT,
+        "new image in the template",
+        |d| {
+            d.and_then(|d| d.spec.template.spec.as_ref())
+                .is_some_and(|p| {
+                    p.containers[0].image.as_deref() == Some("docker.io/hybridnet/hybridnet:v0.1.1")
+                })
+        },
+    )
+    .await
+    .unwrap();
+    let inits = rolled
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .init_containers
+        .clone()
+        .unwrap();
+    assert_eq!(
+        inits[0].image.as_deref(),
+        Some("docker.io/hybridnet/hybridnet:v0.1.1")
+    );
+    let mut history = Vec::new();
+    for (updated, available) in [(0, 3), (1, 2), (2, 2), (3, 2)] {
+        ds_status(&client, 3, updated, available).await;
+        let c = wait_for(&clusters, "default", "rollout progress", |c| {
+            counts(c) == Some((3, updated, available, available))
+        })
+        .await
+        .unwrap();
+        let st = c.status.unwrap();
+        assert_eq!(
+            condition(&st, "Progressing").unwrap().status,
+            "True",
+            "{st:?}"
+        );
+        assert_eq!(condition(&st, "Progressing").unwrap().reason, "RollingOut");
+        assert_eq!(
+            st.version.as_deref(),
+            Some(OPERATOR_VERSION),
+            "old version until rolled out"
+        );
+        assert_eq!(st.target_version.as_deref(), Some(new_version));
+        history.push(condition(&st, "Available").unwrap().status.clone());
+    }
+    assert!(
+        history.iter().all(|s| s == "True"),
+        "Available dropped during the upgrade: {history:?}"
+    );
+    ds_status(&client, 3, 3, 3).await;
+    let up = wait_for(&clusters, "default", "upgrade done", |c| {
+        cond_is(c, "Progressing", "False")
+            && c.and_then(|c| c.status.as_ref())
+                .and_then(|s| s.version.as_deref())
+                == Some(new_version)
+    })
+    .await
+    .unwrap();
+    assert!(cond_is(Some(&up), "Available", "True"));
+    let mut upgraded_spec = sample.spec.clone();
+    upgraded_spec.version = Some(new_version.into());
+    assert_installed(&client, &upgraded_spec).await;
+
+    // ---- drift: a user edits a managed field and adds a label; the edit is reverted, the label kept.
+    let edit = json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": names::NODE_AGENT, "labels": {"team": "net"}},
+        "spec": {"updateStrategy": {"rollingUpdate": {"maxUnavailable": 5}}}
+    });
+    retry_conflict(|| async {
+        ds_api
+            .patch(
+                names::NODE_AGENT,
+                &PatchParams::apply("someone-else").force(),
+                &Patch::Apply(&edit),
+            )
+            .await
+    })
+    .await
+    .unwrap();
+    let vwc: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let loosen: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore"}
+    ]))
+    .unwrap();
+    retry_conflict(|| async {
+        vwc.patch(
+            names::VALIDATING_WEBHOOK_CONFIG,
+            &PatchParams::default(),
+            &Patch::Json::<()>(loosen.clone()),
+        )
+        .await
+    })
+    .await
+    .unwrap();
+    let repaired = wait_for(&ds_api, names::NODE_AGENT, "maxUnavailable reverted", |d| {
+        d.and_then(|d| d.spec.update_strategy.as_ref())
+            .and_then(|s| s.rolling_update.as_ref())
+            .and_then(|r| r.max_unavailable.clone())
+            == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        repaired.labels().get("team").map(String::as_str),
+        Some("net"),
+        "user label survives"
+    );
+    assert_eq!(
+        repaired.labels()["app.kubernetes.io/managed-by"],
+        "hybridnet-operator"
+    );
+    wait_for(
+        &vwc,
+        names::VALIDATING_WEBHOOK_CONFIG,
+        "networking webhook fails closed again",
+        |w| {
+            w.and_then(|w| w.webhooks.as_ref())
+                .is_some_and(|h| h[0].failure_policy.as_deref() == Some("Fail"))
+        },
+    )
+    .await;
+
+    // ---- invalid specs: what the CRD schema can express is refused by the API server with the
+    // field named; the rest is reported as Degraded with the field named, and nothing is applied.
+    match patch_cluster(
+        &clusters,
+        json!({"spec": {"nodeAgent": {"vxlanUDPPort": 70000}}}),
+    )
+    .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422);
+            assert!(
+                s.message.contains("spec.nodeAgent.vxlanUDPPort"),
+                "{}",
+                s.message
+            );
+        }
+        Err(e) => panic!("{e}"),
+        // An API server that does not check CRD schemas: the operator refuses it.
+        Ok(_) => {
+            let c = wait_for(&clusters, "default", "Degraded for the port", |c| {
+                cond_is(c, "Degraded", "True")
+            })
+            .await
+            .unwrap();
+            let msg = &condition(c.status.as_ref().unwrap(), "Degraded")
+                .unwrap()
+                .message;
+            assert!(msg.contains("spec.nodeAgent.vxlanUDPPort"), "{msg}");
+            patch_cluster(
+                &clusters,
+                json!({"spec": {"nodeAgent": {"vxlanUDPPort": 8472}}}),
+            )
+            .await
+            .unwrap();
+            wait_for(&clusters, "default", "Degraded cleared", |c| {
+                cond_is(c, "Degraded", "False")
+            })
+            .await;
+        }
+    }
+    let generation_before = ds_api
+        .get(names::NODE_AGENT)
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    patch_cluster(&clusters, json!({"spec": {"nodeAgent": {"preferVxlanInterfaces": ["eth0,evil"], "healthPort": 9101}}})).await
+        .unwrap();
+    let bad = wait_for(&clusters, "default", "Degraded InvalidSpec", |c| {
+        cond_is(c, "Degraded", "True")
+    })
+    .await
+    .unwrap();
+    let st = bad.status.unwrap();
+    let d = condition(&st, "Degraded").unwrap();
+    assert_eq!(d.reason, "InvalidSpec", "{}", d.message);
+    assert!(
+        d.message
+            .contains("spec.nodeAgent.preferVxlanInterfaces[0]"),
+        "{}",
+        d.message
+    );
+    assert!(
+        d.message
+            .contains("spec.nodeAgent.metricsPort: 9101 is also the health port"),
+        "{}",
+        d.message
+    );
+    assert_eq!(
+        condition(&st, "Available").unwrap().status,
+        "True",
+        "what runs keeps running"
+    );
+    assert_eq!(
+        ds_api
+            .get(names::NODE_AGENT)
+            .await
+            .unwrap()
+            .metadata
+            .generation,
+        generation_before
+    );
+    patch_cluster(
+        &clusters,
+        json!({"spec": {"nodeAgent": {"preferVxlanInterfaces": null, "healthPort": 11021}}}),
+    )
+    .await
+    .unwrap();
+    wait_for(&clusters, "default", "Degraded cleared", |c| {
+        cond_is(c, "Degraded", "False")
+    })
+    .await;
+
+    // ---- a second HybridnetCluster is refused: by the CRD's validation rule where the API server
+    // evaluates it, otherwise by the operator with Degraded/NotSingleton and nothing applied.
+    let mut other = install::sample_cluster(OPERATOR_VERSION);
+    other.metadata.name = Some("second".into());
+    match clusters.create(&PostParams::default(), &other).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{}", s.message);
+            assert!(s.message.contains("default"), "{}", s.message);
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => {
+            let refused = wait_for(&clusters, "second", "NotSingleton", |c| {
+                cond_is(c, "Degraded", "True")
+            })
+            .await
+            .unwrap();
+            assert_eq!(
+                condition(refused.status.as_ref().unwrap(), "Degraded")
+                    .unwrap()
+                    .reason,
+                "NotSingleton"
+            );
+            assert!(refused.finalizers().is_empty());
+            clusters
+                .delete("second", &DeleteParams::default())
+                .await
+                .unwrap();
+        }
+    }
+
+    // ---- deletion: what the operator created goes; user objects and user data stay.
+    let sa_api: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
+    let mut user_sa = ServiceAccount::default();
+    user_sa.metadata.name = Some("user-sa".into());
+    sa_api
+        .create(&PostParams::default(), &user_sa)
+        .await
+        .unwrap();
+    let cr_api: Api<ClusterRole> = Api::all(client.clone());
+    let mut user_role = ClusterRole::default();
+    user_role.metadata.name = Some("user-role".into());
+    user_role.metadata.labels = Some(
+        [(
+            "app.kubernetes.io/part-of".to_string(),
+            "hybridnet".to_string(),
+        )]
+        .into(),
+    );
+    cr_api
+        .create(&PostParams::default(), &user_role)
+        .await
+        .unwrap();
+    let nets: Api<Network> = Api::all(client.clone());
+    let mut user_net = Network::new("underlay1", Default::default());
+    user_net.spec.node_selector = Some([("net".to_string(), "u1".to_string())].into());
+    nets.create(&PostParams::default(), &user_net)
+        .await
+        .unwrap();
+
+    let settings = Settings::from_spec(&upgraded_spec, OPERATOR_VERSION, NS).unwrap();
+    let rendered = render::render(&settings, None);
+    clusters
+        .delete("default", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(&clusters, "default", "deleted", |c| c.is_none()).await;
+    for o in &rendered.objects {
+        assert!(
+            dynamic_api(&client, o)
+                .get_opt(o.name())
+                .await
+                .unwrap()
+                .is_none(),
+            "{} {} left behind",
+            o.kind(),
+            o.name()
+        );
+    }
+    assert!(
+        Api::<Secret>::namespaced(client.clone(), NS)
+            .get_opt(names::WEBHOOK_SECRET)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        sa_api.get_opt("user-sa").await.unwrap().is_some(),
+        "user ServiceAccount removed"
+    );
+    assert!(
+        cr_api.get_opt("user-role").await.unwrap().is_some(),
+        "user ClusterRole removed"
+    );
+    assert!(
+        nets.get_opt("underlay1").await.unwrap().is_some(),
+        "user Network removed"
+    );
+    assert!(
+        nets.get_opt("init").await.unwrap().is_some(),
+        "bootstrap Network removed"
+    );
+    assert!(
+        Api::<Subnet>::all(client.clone())
+            .get_opt("init")
+            .await
+            .unwrap()
+            .is_some(),
+        "bootstrap Subnet removed"
+    );
+
+    controller.abort();
+    drop(env.server);
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("running kubectl")
+}
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitops_install_with_kubectl_server_side_apply_reaches_the_same_state() {
+    let env = start_kube_lite().await;
+    let kc = env.server.kubeconfig_path().to_path_buf();
+    // CRDs first (Flux does this by itself; Argo CD uses the sync-wave on the sample).
+    let crds = repo("deploy/crds");
+    let out = kubectl(
+        &kc,
+        &["apply", "--server-side", "-f", crds.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deploy = repo("deploy");
+    let out = kubectl(
+        &kc,
+        &["apply", "--server-side", "-k", deploy.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "kubectl apply -k deploy/: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let applied = String::from_utf8_lossy(&out.stdout).to_string();
+    for want in [
+        "namespace/hybridnet-system serverside-applied",
+        "deployment.apps/hybridnet-operator serverside-applied",
+        "clusterrole.rbac.authorization.k8s.io/hybridnet-operator serverside-applied",
+        "hybridnetcluster.operator.hybridnet.io/default serverside-applied",
+    ] {
+        assert!(applied.contains(want), "{want} not in:\n{applied}");
+    }
+    // What the Deployment would run: the lifecycle controller in the operator's namespace.
+    let client = env.client.clone();
+    let controller = start_controller(&client);
+    let clusters: Api<HybridnetCluster> = Api::all(client.clone());
+    wait_for(&clusters, "default", "reconciled", |c| {
+        cond_is(c, "Progressing", "True")
+    })
+    .await;
+    let sample = install::sample_cluster(OPERATOR_VERSION);
+    let live = clusters.get("default").await.unwrap();
+    assert_eq!(live.spec, sample.spec);
+    assert_installed(&client, &sample.spec).await;
+    ds_status(&client, 2, 2, 2).await;
+    wait_for(&clusters, "default", "Available", |c| {
+        cond_is(c, "Available", "True") && cond_is(c, "Progressing", "False")
+    })
+    .await;
+    // Re-applying the GitOps install is a no-op for the operator's objects and keeps them valid.
+    let out = kubectl(
+        &kc,
+        &["apply", "--server-side", "-k", deploy.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_installed(&client, &sample.spec).await;
+    controller.abort();
+}
