@@ -9,7 +9,7 @@ use axum_server::Handle;
 use kube::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{debug, error, info, warn};
 
 use super::caches::Caches;
 use super::config::ControlPlaneConfig;
@@ -73,7 +73,6 @@ impl Replica {
         let mut webhook = None;
         let mut webhook_addr = None;
         if let Some((addr, source)) = &cfg.webhook {
-            let tls = load_certificate(&client, source, cfg.cert_reload).await?;
             let state = Arc::new(WebhookState {
                 caches: caches.clone(),
                 config: cfg.control.clone(),
@@ -82,13 +81,39 @@ impl Replica {
             let handle: Handle<SocketAddr> = Handle::new();
             let h = handle.clone();
             let addr = *addr;
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = serve(addr, tls, state, h).await {
-                    error!(error = %e, "webhook server stopped");
+            match load_certificate(&client, source, cfg.cert_reload).await {
+                Ok(tls) => {
+                    tasks.push(tokio::spawn(async move {
+                        if let Err(e) = serve(addr, tls, state, h).await {
+                            error!(error = %e, "webhook server stopped");
+                        }
+                    }));
+                    webhook_addr = Some(handle.listening().await.ok_or(StartError::NotListening)?);
+                    info!(addr = ?webhook_addr, "webhook server listening");
                 }
-            }));
-            webhook_addr = Some(handle.listening().await.ok_or(StartError::NotListening)?);
-            info!(addr = ?webhook_addr, "webhook server listening");
+                // The certificate Secret is written by the lifecycle reconciler of whichever
+                // replica leads, which may be this one: failing here would crash-loop a fresh
+                // install forever. Serve as soon as the Secret is there instead.
+                Err(first @ ServerError::SecretGet { .. }) => {
+                    warn!(error = %first, "webhook certificate Secret not there yet; the webhook starts once it is");
+                    let (client, source, reload) =
+                        (client.clone(), source.clone(), cfg.cert_reload);
+                    tasks.push(tokio::spawn(async move {
+                        let tls = loop {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            match load_certificate(&client, &source, reload).await {
+                                Ok(tls) => break tls,
+                                Err(e) => debug!(error = %e, "webhook certificate still missing"),
+                            }
+                        };
+                        info!(%addr, "webhook certificate found; starting the webhook server");
+                        if let Err(e) = serve(addr, tls, state, h).await {
+                            error!(error = %e, "webhook server stopped");
+                        }
+                    }));
+                }
+                Err(e) => return Err(e.into()),
+            }
             webhook = Some(handle);
         }
 
