@@ -173,14 +173,26 @@ pub fn list(state: &State, t: &Target, opts: &ListOpts) -> ApiResult<ListResult>
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
             ));
         }
-        (
-            inner.list(
+        // `metadata.name=` within one namespace (or cluster-scoped) is a point lookup; kube-runtime's
+        // await_condition and watch_object list this way
+        let by_name = opts
+            .fields
+            .0
+            .iter()
+            .find(|(f, eq, _)| f == "metadata.name" && *eq)
+            .map(|(_, _, v)| v);
+        let items = match by_name {
+            Some(name) if after.is_none() && (t.ns.is_some() || !t.info.namespaced) => {
+                let key = (t.ns.clone().unwrap_or_default(), name.clone());
+                inner.get(&t.info.gr(), &key).into_iter().collect()
+            }
+            _ => inner.list(
                 &t.info.gr(),
                 t.ns.as_deref(),
                 after.as_ref().map(|(_, k)| k),
             ),
-            inner.rv,
-        )
+        };
+        (items, inner.rv)
     };
     let rv = after.as_ref().map(|(r, _)| *r).unwrap_or(rv);
     let filtered = all

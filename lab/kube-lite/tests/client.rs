@@ -900,3 +900,108 @@ async fn foreground_deletion_waits_for_dependents() {
     .unwrap()
     .unwrap();
 }
+
+#[tokio::test]
+async fn streaming_list_watcher_tls_client_and_event_recorder() {
+    let srv = kube_lite::Server::start(kube_lite::Config {
+        tls: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(srv.url().starts_with("https://"));
+    assert!(srv.ca_pem().unwrap().contains("BEGIN CERTIFICATE"));
+    let client = srv.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..3 {
+        cms.create(&PostParams::default(), &cm(&format!("s-{i}"), &[]))
+            .await
+            .unwrap();
+    }
+    // sendInitialEvents=true (streaming lists) instead of list+watch
+    let (reader, writer) = reflector::store::<ConfigMap>();
+    let stream = reflector(
+        writer,
+        watcher(cms.clone(), watcher::Config::default().streaming_lists()),
+    )
+    .applied_objects();
+    let task = tokio::spawn(async move {
+        let mut s = std::pin::pin!(stream);
+        while s.next().await.is_some() {}
+    });
+    tokio::time::timeout(T, reader.wait_until_ready())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reader.state().len(), 3);
+    task.abort();
+
+    // kube-runtime's event recorder (events.k8s.io/v1 create, then a merge patch for the series)
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "test-ctl".into(),
+            instance: None,
+        },
+    );
+    let target = cms.get("s-0").await.unwrap().object_ref(&());
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "Tested".into(),
+        note: Some("hello".into()),
+        action: "Test".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &target).await.unwrap();
+    recorder.publish(&ev, &target).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, "default");
+    let list = events.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].series.as_ref().map(|s| s.count), Some(2));
+    assert_eq!(
+        list.items[0]
+            .regarding
+            .as_ref()
+            .and_then(|r| r.name.as_deref()),
+        Some("s-0")
+    );
+}
+
+#[tokio::test]
+async fn multi_version_crd_serves_every_version() {
+    let (_srv, client) = server().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "things.multi.io"},
+        "spec": {"group": "multi.io", "scope": "Namespaced", "names": {"plural": "things", "kind": "Thing"},
+            "versions": [
+                {"name": "v1beta1", "served": true, "storage": false, "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}},
+                {"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let gvk = |v: &str| kube::core::ApiResource {
+        group: "multi.io".into(),
+        version: v.into(),
+        api_version: format!("multi.io/{v}"),
+        kind: "Thing".into(),
+        plural: "things".into(),
+    };
+    let beta: Api<kube::core::DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &gvk("v1beta1"));
+    let ga: Api<kube::core::DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &gvk("v1"));
+    let obj = kube::core::DynamicObject::new("t1", &gvk("v1beta1")).data(json!({"spec": {"a": 1}}));
+    let made = beta.create(&PostParams::default(), &obj).await.unwrap();
+    assert_eq!(made.types.unwrap().api_version, "multi.io/v1beta1");
+    let read = ga.get("t1").await.unwrap();
+    assert_eq!(read.types.unwrap().api_version, "multi.io/v1");
+    assert_eq!(read.data["spec"]["a"], 1);
+    let stored = crds.get("things.multi.io").await.unwrap();
+    assert_eq!(
+        stored.status.unwrap().stored_versions,
+        Some(vec!["v1".to_string()])
+    );
+}
