@@ -23,6 +23,7 @@
 //! The trade-off is that every node holds an entry per remote pod even if it never talks to it;
 //! at the target scale that is cheaper than a resolver on the packet path.
 
+pub mod cni;
 pub mod config;
 pub mod install;
 pub mod metrics;
@@ -32,7 +33,7 @@ use std::fmt::Debug;
 use std::hash::Hash;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -110,6 +111,8 @@ pub struct Shared {
     reconciled_ok: AtomicBool,
     last_loop_unix: AtomicU64,
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// MTU of overlay pods (VXLAN device MTU of the last plan; 0 = unknown).
+    pub vxlan_mtu: AtomicU32,
     /// BGP speaker state: CNI ADD readiness of BGP pods, `/readyz`, metrics.
     pub bgp: Arc<crate::bgp::BgpState>,
 }
@@ -127,6 +130,7 @@ impl Default for Shared {
             reconciled_ok: AtomicBool::new(false),
             last_loop_unix: AtomicU64::new(0),
             last_error: std::sync::Mutex::new(None),
+            vxlan_mtu: AtomicU32::new(0),
         }
     }
 }
@@ -339,6 +343,10 @@ pub async fn reconcile_loop(
                     *g = (!ok).then(|| report.errors.join("; "));
                 }
                 shared.reconciled_ok.store(ok, Ordering::SeqCst);
+                shared.vxlan_mtu.store(
+                    plan.vxlan.as_ref().map(|v| v.mtu).unwrap_or(0),
+                    Ordering::SeqCst,
+                );
                 if plan.published_vtep != published
                     && let Some(v) = &plan.published_vtep
                 {
@@ -487,6 +495,21 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     let caches = start_caches(&client, &cfg.node_name, &shared);
     spawn_netlink_watch(shared.clone())?;
+    // The CNI server answers STATUS/ADD with "not ready" until the caches sync and the first
+    // reconcile succeeded (AgentLookup::ready).
+    let lookup = Arc::new(cni::AgentLookup {
+        caches: caches.clone(),
+        node_name: cfg.node_name.clone(),
+        shared: shared.clone(),
+    });
+    let cni_cfg = crate::cniserver::CniServerConfig {
+        local_direct_table: plan_cfg.tables.local_direct,
+        observer: Some(Arc::new(cni::MetricsObserver(shared.clone()))),
+        ..Default::default()
+    };
+    let cni_server = crate::cniserver::CniServer::bind(&cfg.bind_socket, lookup, cni_cfg)
+        .with_context(|| format!("bind CNI socket {}", cfg.bind_socket.display()))?;
+    let cni_task = tokio::spawn(cni_server.run());
     info!(node = %cfg.node_name, "waiting for watch caches");
     caches.wait_until_ready().await?;
     shared.caches_synced.store(true, Ordering::SeqCst);
@@ -500,6 +523,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         _ = term.recv() => info!("SIGTERM: exiting, the data plane stays as programmed"),
         _ = tokio::signal::ctrl_c() => info!("SIGINT: exiting, the data plane stays as programmed"),
         r = lp => anyhow::bail!("reconcile loop ended: {r:?}"),
+        r = cni_task => anyhow::bail!("CNI server ended: {r:?}"),
     }
     Ok(())
 }

@@ -444,7 +444,8 @@ pub fn start_agent(
         "--metrics-port",
         &port.to_string(),
     ])
-    .args(["--resync-seconds", "5"])
+    .args(["--resync-seconds", "5", "--bind-socket"])
+    .arg(std::env::temp_dir().join(format!("{}-cni.sock", ns.name)))
     .args(extra)
     .env("RUST_LOG", "info")
     .stdout(f.try_clone().unwrap())

@@ -1,0 +1,168 @@
+//! The agent's side of the CNI server: pod addresses from the IPInstance watch cache, pod MTU from
+//! the plan, readiness, BGP reachability, and CNI request metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hybridnet_api::constants::label;
+use hybridnet_api::naming::pod_name_label_value;
+use hybridnet_api::v1::IPInstance;
+use hybridnet_cni::{AgentCommand, PodRef};
+
+use super::{Caches, Shared};
+use crate::cniserver::{
+    AttachmentEvent, CniObserver, IpInstanceLookup, PodAddressing, ReadinessFuture,
+};
+
+/// [`IpInstanceLookup`] over the agent's caches.
+pub struct AgentLookup {
+    pub caches: Caches,
+    pub node_name: String,
+    pub shared: Arc<Shared>,
+}
+
+/// The non-terminating IPInstances of `pod` bound to `node` (by the node label, or the binding
+/// when unlabelled), pod matched by the label value upstream writes (hashed for long names) or
+/// the binding's pod name.
+pub fn pod_instances_on_node(all: &[Arc<IPInstance>], node: &str, pod: &PodRef) -> Vec<IPInstance> {
+    let pod_label = pod_name_label_value(&pod.name);
+    all.iter()
+        .filter(|i| i.metadata.namespace.as_deref() == Some(pod.namespace.as_str()))
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .filter(|i| {
+            let labels = i.metadata.labels.as_ref();
+            let on_node = labels
+                .and_then(|l| l.get(label::NODE))
+                .map(String::as_str)
+                .or(i.spec.binding.node_name.as_deref())
+                == Some(node);
+            let of_pod = labels.and_then(|l| l.get(label::POD)) == Some(&pod_label)
+                || i.spec.binding.pod_name.as_deref() == Some(pod.name.as_str());
+            on_node && of_pod
+        })
+        .map(|i| (**i).clone())
+        .collect()
+}
+
+impl IpInstanceLookup for AgentLookup {
+    fn pod_instances(&self, pod: &PodRef) -> Vec<IPInstance> {
+        pod_instances_on_node(&self.caches.ip_instances.state(), &self.node_name, pod)
+    }
+
+    fn network_mtu(&self, network: &str) -> Option<u32> {
+        let is_overlay = self.caches.networks.state().iter().any(|n| {
+            n.metadata.name.as_deref() == Some(network)
+                && n.spec.effective_type() == hybridnet_api::v1::NetworkType::Overlay
+        });
+        let mtu = self.shared.vxlan_mtu.load(Ordering::SeqCst);
+        (is_overlay && mtu > 0).then_some(mtu)
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.shared.readiness()
+    }
+
+    fn attached(&self, _event: &AttachmentEvent) {
+        // The new veth gets its local-direct route checked and the pod its nft set entries.
+        self.shared.trigger.notify_one();
+    }
+
+    fn detached(&self, _pod: &PodRef, _container_id: &str) {
+        self.shared.trigger.notify_one();
+    }
+
+    fn wait_pod_reachable<'a>(&'a self, addressing: &'a PodAddressing) -> ReadinessFuture<'a> {
+        let bgp = self.shared.bgp.clone();
+        Box::pin(async move { bgp.wait_pod_reachable(addressing).await })
+    }
+}
+
+/// Records CNI requests in the agent's metrics.
+pub struct MetricsObserver(pub Arc<Shared>);
+
+impl CniObserver for MetricsObserver {
+    fn observe(&self, command: AgentCommand, elapsed: Duration, error_code: Option<u32>) {
+        let name = match command {
+            AgentCommand::Add => "ADD",
+            AgentCommand::Del => "DEL",
+            AgentCommand::Check => "CHECK",
+            AgentCommand::Status => "STATUS",
+            AgentCommand::Gc => "GC",
+        };
+        self.0.metrics.observe_cni(name, elapsed, error_code);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hybridnet_api::v1::{Address, Binding, IPInstanceSpec, IpVersion};
+    use std::collections::BTreeMap;
+
+    fn ipi(ns: &str, name: &str, pod: &str, node: &str, terminating: bool) -> Arc<IPInstance> {
+        let mut i = IPInstance::new(
+            name,
+            IPInstanceSpec {
+                network: "n".into(),
+                subnet: "s".into(),
+                address: Address {
+                    version: IpVersion::V4,
+                    ip: "198.19.0.5".into(),
+                    gateway: None,
+                    net_id: None,
+                    mac: "02:00:00:00:00:01".into(),
+                },
+                binding: Binding {
+                    node_name: Some(node.into()),
+                    pod_name: Some(pod.into()),
+                    ..Default::default()
+                },
+            },
+        );
+        i.metadata.namespace = Some(ns.into());
+        i.metadata.labels = Some(BTreeMap::from([
+            (label::NODE.to_string(), node.to_string()),
+            (label::POD.to_string(), pod_name_label_value(pod)),
+        ]));
+        if terminating {
+            i.metadata.deletion_timestamp = Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+            );
+        }
+        Arc::new(i)
+    }
+
+    #[test]
+    fn selects_by_namespace_node_pod_and_liveness() {
+        let long = "p".repeat(80);
+        let all = vec![
+            ipi("a", "1", "web", "n1", false),
+            ipi("a", "2", "web", "n2", false),
+            ipi("b", "3", "web", "n1", false),
+            ipi("a", "4", "web", "n1", true),
+            ipi("a", "5", "db", "n1", false),
+            ipi("a", "6", &long, "n1", false),
+        ];
+        let pod = |ns: &str, n: &str| PodRef {
+            namespace: ns.into(),
+            name: n.into(),
+            uid: None,
+        };
+        let names = |v: Vec<IPInstance>| {
+            v.into_iter()
+                .filter_map(|i| i.metadata.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(pod_instances_on_node(&all, "n1", &pod("a", "web"))),
+            ["1"]
+        );
+        assert_eq!(
+            names(pod_instances_on_node(&all, "n1", &pod("a", &long))),
+            ["6"]
+        );
+        assert!(pod_instances_on_node(&all, "n3", &pod("a", "web")).is_empty());
+        assert!(pod_instances_on_node(&all, "n1", &pod("a/../b", "web")).is_empty());
+    }
+}
