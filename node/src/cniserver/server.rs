@@ -182,8 +182,22 @@ impl CniService {
         podnet::setup_pod_interface(&self.host, &pod_ns, &spec)
             .await
             .map_err(|e| e.to_cni().with_details(format!("pod {}", att.pod)))?;
-        // Readiness hook (BGP pods: announced to every required peer).
-        self.lookup.wait_pod_reachable(&addressing).await?;
+        // Readiness hook (BGP pods: announced to every required peer). A pod that is not
+        // reachable fails the ADD, and a failed ADD leaves nothing behind.
+        if let Err(e) = self.lookup.wait_pod_reachable(&addressing).await {
+            if let Err(cleanup) = podnet::teardown_pod_interface(
+                &self.host,
+                &spec.host_veth,
+                att.container_id,
+                att.ifname,
+            )
+            .await
+            {
+                tracing::warn!(host_veth = %spec.host_veth, error = %cleanup,
+                    "removing the interface of a pod that did not become reachable failed");
+            }
+            return Err(e);
+        }
         self.lookup.attached(&AttachmentEvent {
             pod: att.pod.clone(),
             container_id: spec.container_id.clone(),
