@@ -303,6 +303,18 @@ mod tests {
         assert_eq!(v.directive, directive::DEFAULT, "paths complete as files");
     }
 
+    proptest::proptest! {
+        /// Any words (typed by a user, or garbage) give an answer with a valid directive.
+        #[test]
+        fn never_panics(words in proptest::collection::vec("[-a-z=/ ]{0,12}", 0..6)) {
+            let w: Vec<&str> = words.iter().map(String::as_str).collect();
+            let c = run(&w);
+            proptest::prop_assert!(c.directive == directive::DEFAULT || c.directive == directive::NO_FILE_COMP);
+            let tail = format!(":{}\n", c.directive);
+            proptest::prop_assert!(c.render().ends_with(&tail));
+        }
+    }
+
     #[test]
     fn dynamic_positionals() {
         assert_eq!(values(&run(&["network", "get", "o"])), vec!["overlay"]);

@@ -116,6 +116,24 @@ pub fn check_subnet_create(
     }
 }
 
+/// A namespace name: a DNS label (lower-case alphanumerics and '-', at most 63 characters).
+pub fn validate_namespace(ns: &str) -> Result<(), String> {
+    let b = ns.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "namespace {ns:?} is invalid: use lower-case letters, digits and '-' (at most 63 characters)"
+        ))
+    }
+}
+
 /// Metadata names of cluster-scoped objects: DNS subdomains (lower-case, at most 253 characters).
 pub fn validate_object_name(kind: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -962,6 +980,34 @@ mod tests {
             ..net_args("bgp")
         })
         .unwrap();
+    }
+
+    #[test]
+    fn names_that_go_into_request_paths() {
+        for ok in ["default", "team-a", "a1"] {
+            validate_namespace(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "a/b",
+            "A",
+            "-a",
+            "a-",
+            &"a".repeat(64),
+            "a.b",
+            "a b",
+            "a%2f",
+        ] {
+            assert!(validate_namespace(bad).is_err(), "{bad}");
+        }
+        for ok in ["web-0", "a.b", "overlay"] {
+            validate_object_name("pod", ok).unwrap();
+        }
+        for bad in ["", "..", "../x", "a/b", "Bad_Pod", ".a", "a..b", "a?b"] {
+            assert!(validate_object_name("pod", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -466,6 +466,74 @@ mod tests {
     }
 
     #[test]
+    fn host_facts_from_the_api() {
+        use hybridnet_api::v1::{Address, Binding, IPInstanceSpec, NodeInfoSpec, VtepInfo};
+        let mut ni = NodeInfo::new(
+            "n1",
+            NodeInfoSpec {
+                vtep_info: Some(VtepInfo {
+                    ip: Some("192.0.2.11".into()),
+                    mac: Some("02:00:00:00:00:11".into()),
+                    local_ips: Some(vec!["192.0.2.11".into(), "198.18.0.1".into()]),
+                }),
+            },
+        );
+        ni.metadata.name = Some("n1".into());
+        let mut ipi = IPInstance::new(
+            "10-0-0-5",
+            IPInstanceSpec {
+                network: "o".into(),
+                subnet: "s".into(),
+                address: Address {
+                    ip: "10.0.0.5/24".into(),
+                    mac: "02:12:34:00:00:01".into(),
+                    ..Default::default()
+                },
+                binding: Binding {
+                    node_name: Some("n1".into()),
+                    pod_name: Some("web".into()),
+                    ..Default::default()
+                },
+            },
+        );
+        ipi.metadata.namespace = Some("default".into());
+        let mut other = ipi.clone();
+        other.spec.binding.node_name = Some("n2".into());
+        other.spec.binding.pod_name = Some("db".into());
+        let inputs = TraceInputs {
+            ip_instances: vec![ipi, other],
+            node_infos: vec![ni],
+            node_addresses: [(
+                "n1".to_string(),
+                vec![
+                    "192.0.2.11".parse().unwrap(),
+                    "2001:db8::11".parse().unwrap(),
+                ],
+            )]
+            .into(),
+            uplink: "ens3".into(),
+            vxlan_udp_port: 4789,
+            ..Default::default()
+        };
+        let h = host_state_for("n1", &inputs);
+        let up = &h.interfaces[0];
+        assert_eq!(up.name, "ens3");
+        assert_eq!(up.mac.unwrap().to_string(), "02:00:00:00:00:11");
+        let ips: Vec<String> = up.addresses.iter().map(|a| a.ip.to_string()).collect();
+        assert_eq!(ips, vec!["192.0.2.11", "198.18.0.1", "2001:db8::11"]);
+        // Only this node's pods get a veth.
+        let names: Vec<&str> = h.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["ens3", host_veth_name("default", "web").as_str()]
+        );
+        assert_eq!(h.main_routes[0].dev.as_deref(), Some("ens3"));
+        assert!(!h.ipv6_enabled, "no IPv6 subnet");
+        // A node without NodeInfo still gets a computable (placeholder-MAC) uplink.
+        assert!(host_state_for("n9", &inputs).interfaces[0].mac.is_some());
+    }
+
+    #[test]
     fn families_must_match() {
         let src = Source::Node {
             name: "n1".into(),

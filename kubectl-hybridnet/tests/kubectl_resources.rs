@@ -493,6 +493,24 @@ async fn malformed_and_hostile_flags_fail_clearly() {
             "--bootstrap-cidr",
         ),
         (&["nosuchcommand"], "unrecognized subcommand"),
+        (
+            &["ip", "ls", "-n", "../../api/v1/secrets"],
+            "-n/--namespace: namespace \"../../api/v1/secrets\" is invalid",
+        ),
+        (
+            &["network", "get", "../x"],
+            "network name \"../x\" is invalid",
+        ),
+        (
+            &["subnet", "delete", "a/b"],
+            "subnet name \"a/b\" is invalid",
+        ),
+        (
+            &["trace", "../etc", "--to", "o2"],
+            "namespace \"..\" is invalid",
+        ),
+        (&["trace", "Bad_Pod"], "pod name \"Bad_Pod\" is invalid"),
+        (&["trace", "o1", "--to", "x/../y"], "--to:"),
     ];
     for (args, want) in cases {
         let r = kubectl(k, args).await;

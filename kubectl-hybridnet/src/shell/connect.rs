@@ -121,6 +121,10 @@ fn context_hint(g: &GlobalFlags) -> String {
 
 impl Ctx {
     pub async fn connect(g: &GlobalFlags) -> Res<Ctx> {
+        if let Some(ns) = &g.namespace {
+            kubectl_hybridnet::manifest::validate_namespace(ns)
+                .map_err(|e| Failure::usage(format!("-n/--namespace: {e}")))?;
+        }
         let mut config = load_config(g).await?;
         if let Some(t) = g.request_timeout.0 {
             config.connect_timeout = Some(t);

@@ -115,6 +115,7 @@ where
         + std::fmt::Debug,
     <K as Resource>::DynamicType: Default,
 {
+    kubectl_hybridnet::manifest::validate_object_name(kind, name).map_err(Failure::usage)?;
     let api: Api<K> = Api::all(ctx.client.clone());
     match api.get(name).await {
         Ok(o) => Ok(o),

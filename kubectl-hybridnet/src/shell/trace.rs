@@ -27,6 +27,12 @@ fn split_ref<'a>(s: &'a str, default_ns: &'a str) -> (&'a str, &'a str) {
     s.split_once('/').unwrap_or((default_ns, s))
 }
 
+/// Pod and namespace names go into request paths: only valid names get there.
+fn check_ref(ns: &str, name: &str) -> Res<()> {
+    kubectl_hybridnet::manifest::validate_namespace(ns).map_err(Failure::usage)?;
+    kubectl_hybridnet::manifest::validate_object_name("pod", name).map_err(Failure::usage)
+}
+
 fn node_ip(
     addrs: &BTreeMap<String, Vec<IpAddr>>,
     node: &str,
@@ -100,6 +106,7 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
             }
             Err(_) => {
                 let (ns, name) = split_ref(t, &ctx.namespace);
+                check_ref(ns, name).map_err(|e| Failure::usage(format!("--to: {}", e.message)))?;
                 Some(To::Pod(ns.to_string(), name.to_string()))
             }
         },
@@ -110,6 +117,7 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
     };
 
     let source = if let Some(name) = a.pod.strip_prefix("node/") {
+        kubectl_hybridnet::manifest::validate_object_name("node", name).map_err(Failure::usage)?;
         if !node_addresses.contains_key(name) {
             return Err(Failure::error(format!(
                 "node {name:?} not found (`kubectl get nodes` lists them)"
@@ -129,6 +137,7 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
         }
     } else {
         let (ns, name) = split_ref(&a.pod, &ctx.namespace);
+        check_ref(ns, name)?;
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
         match pods.get(name).await {
             Ok(_) => {}
