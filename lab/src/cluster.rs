@@ -19,6 +19,8 @@ use crate::topology::{Layout, Role, SEGMENT_V4};
 
 /// Port of the API server on the node segment.
 pub const API_PORT: u16 = 6443;
+/// Namespace of the operator (as in `deploy/`).
+pub const OPERATOR_NAMESPACE: &str = "hybridnet-system";
 /// Label selecting the nodes of the lab's underlay network.
 pub const UNDERLAY_LABEL: (&str, &str) = ("network", "underlay");
 
@@ -102,7 +104,7 @@ pub fn start_api_server(params: &LabParams, dirs: &LabDirs, layout: &Layout) -> 
                 "--kubeconfig".into(),
                 kc.display().to_string(),
                 "--webhook-service".into(),
-                format!("kube-system/hybridnet-webhook=https://{SEGMENT_V4}.2:9898"),
+                format!("{OPERATOR_NAMESPACE}/hybridnet-webhook=https://{SEGMENT_V4}.2:9898"),
             ],
             env: vec![],
         },
@@ -155,6 +157,18 @@ pub async fn register_nodes(
             .with_context(|| format!("reporting Node {name} ready"))?;
     }
     Ok(())
+}
+
+/// Creates the operator's namespace (the GitOps install's `deploy/namespace.yaml`).
+pub async fn create_operator_namespace(client: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": OPERATOR_NAMESPACE}}))?;
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e).context("creating the operator namespace"),
+    }
 }
 
 /// Applies hybridnet's CRDs (generated from the types, as committed in `crds/`).

@@ -159,6 +159,7 @@ fn up_steps(params: &LabParams, dirs: &LabDirs) -> anyhow::Result<()> {
         let client = cluster::client_from(&dirs.host_kubeconfig()).await?;
         cluster::register_nodes(&client, params, &layout).await?;
         cluster::apply_crds(&client).await?;
+        cluster::create_operator_namespace(&client).await?;
         let cp = layout
             .host(&Role::ControlPlane)
             .context("no control plane")?;
@@ -169,13 +170,15 @@ fn up_steps(params: &LabParams, dirs: &LabDirs) -> anyhow::Result<()> {
                 name: "operator".into(),
                 netns: Some(cp.netns.clone()),
                 program: cluster::binary(params, "hybridnet-operator")?,
-                args: vec![],
+                // As the operator Deployment of deploy/operator.yaml runs it.
+                args: vec!["--webhook-cert-secret=hybridnet-webhook-cert".into()],
                 env: vec![
                     (
                         "KUBECONFIG".into(),
                         dirs.lab_kubeconfig().display().to_string(),
                     ),
-                    ("NAMESPACE".into(), "kube-system".into()),
+                    ("NAMESPACE".into(), cluster::OPERATOR_NAMESPACE.into()),
+                    ("POD_NAME".into(), "hybridnet-operator-lab-0".into()),
                     (
                         "RUST_LOG".into(),
                         std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
