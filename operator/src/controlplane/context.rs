@@ -22,6 +22,9 @@ use super::metrics::Metrics;
 pub struct PodRecord {
     pub uid: String,
     pub instances: Vec<String>,
+    /// Written by this term after a full allocation; records rebuilt from the API may describe
+    /// a partial one and are checked again.
+    pub complete: bool,
 }
 
 /// Errors of a reconcile; all are retried with backoff.

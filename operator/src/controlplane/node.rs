@@ -49,7 +49,14 @@ async fn reconcile_inner(node: &Node, ctx: &Ctx) -> Result<Action, ReconcileErro
     }
     let name = node.name_any();
     let labels = node.metadata.labels.clone().unwrap_or_default();
-    let want = desired_node_state(&labels, &ctx.caches.networks());
+    // Read Networks from the API: the trigger may be a Network status change the shared cache
+    // has not seen yet.
+    let networks = Api::<hybridnet_api::v1::Network>::all(ctx.client.clone())
+        .list(&Default::default())
+        .await
+        .map_err(ReconcileError::kube("list", "Network", ""))?
+        .items;
+    let want = desired_node_state(&labels, &networks);
     let api: Api<Node> = Api::all(ctx.client.clone());
     let lp = label_patch(&labels, &want.labels);
     if !lp.is_empty() {

@@ -247,7 +247,11 @@ async fn release(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
 async fn allocate(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let key = pod_key(pod);
-    if ctx.pod_records().get(&key).is_some_and(|r| r.uid == uid) {
+    if ctx
+        .pod_records()
+        .get(&key)
+        .is_some_and(|r| r.uid == uid && r.complete)
+    {
         return Ok(());
     }
     let started = Instant::now();
@@ -322,6 +326,23 @@ fn plan(ctx: &Ctx, pod: &Pod, pod_ipis: &[IPInstance]) -> Result<Plan, Reconcile
     Ok(Plan { config, network })
 }
 
+/// The instances hold exactly one address of every version the family needs.
+fn covers_family(instances: &[IPInstance], family: hybridnet_api::operator::IpFamily) -> bool {
+    let mut have: Vec<hybridnet_api::v1::IpVersion> =
+        instances.iter().map(|i| i.spec.address.version).collect();
+    have.sort_by_key(|v| *v == hybridnet_api::v1::IpVersion::V6);
+    have == family.versions()
+}
+
+/// The family the webhook recorded on the pod, if any.
+fn anns_family(pod: &Pod) -> Option<hybridnet_api::operator::IpFamily> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(annotation::IP_FAMILY)
+        .and_then(|f| hybridnet_api::operator::IpFamily::parse_case_insensitive(f))
+}
+
 fn pod_ipam_key(pod: &Pod) -> PodKey {
     PodKey::new(pod.namespace().unwrap_or_default(), pod.name_any())
 }
@@ -330,22 +351,33 @@ async fn allocate_normal(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Reconci
     // Addresses already written for this incarnation (e.g. by a previous leader) count.
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let ns = pod.namespace().unwrap_or_default();
-    let existing: Vec<IPInstance> = {
-        let all = ctx.caches.ipinstances.state();
-        ipinstances_of_pod_name(&ns, &pod.name_any(), all.iter().map(|a| a.as_ref()))
-            .into_iter()
-            .filter(|i| i.spec.binding.pod_uid.as_deref() == Some(uid.as_str()))
-            .collect()
-    };
-    if !existing.is_empty() {
-        record(
-            ctx,
-            pod,
-            &existing.iter().map(|i| i.name_any()).collect::<Vec<_>>(),
-        );
-        return Ok(None);
-    }
+    // Read from the API, not the cache: a previous leader may have written (part of) it.
+    let existing: Vec<IPInstance> = list_pod_ipinstances(ctx, pod)
+        .await?
+        .into_iter()
+        .filter(|i| i.spec.binding.pod_uid.as_deref() == Some(uid.as_str()))
+        .collect();
     let plan = plan(ctx, pod, &[])?;
+    if !existing.is_empty() {
+        if covers_family(&existing, plan.config.ip_family) {
+            record(
+                ctx,
+                pod,
+                &existing.iter().map(|i| i.name_any()).collect::<Vec<_>>(),
+            );
+            return Ok(None);
+        }
+        // A partial allocation (e.g. a leader died between the IPv4 and the IPv6 write): undo it
+        // and start again once it is gone.
+        let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), &ns);
+        for i in &existing {
+            delete_ipinstance(ctx, &api, i).await?;
+        }
+        return Err(alloc_err(
+            pod,
+            "removed a partial allocation of an earlier attempt; allocating again",
+        ));
+    }
     let allocs = {
         let mut engine = ctx.engine();
         engine.allocate(
@@ -369,6 +401,7 @@ fn record(ctx: &Ctx, pod: &Pod, names: &[String]) {
         PodRecord {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             instances: names.to_vec(),
+            complete: true,
         },
     );
 }
@@ -479,7 +512,9 @@ async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Recon
     let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = list_pod_ipinstances(ctx, pod).await?;
     // Already bound to this incarnation on this node: done (e.g. a previous leader did it).
+    let family_ok = anns_family(pod).is_none_or(|f| covers_family(&existing, f));
     if !existing.is_empty()
+        && family_ok
         && existing.iter().all(|i| {
             i.spec.binding.pod_uid.as_deref() == Some(uid.as_str())
                 && i.spec.binding.node_name.as_deref() == Some(node.as_str())

@@ -100,6 +100,7 @@ pub async fn rebuild(client: &Client) -> Result<Rebuilt, kube::Error> {
         let rec = pods.entry(key).or_insert_with(|| PodRecord {
             uid: uid.clone(),
             instances: Vec::new(),
+            complete: false,
         });
         if rec.uid == uid {
             rec.instances.push(i.name_any());

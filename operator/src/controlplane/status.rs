@@ -196,7 +196,8 @@ async fn reconcile_inner(network: &Network, ctx: &Ctx) -> Result<Action, Reconci
                 ))?;
         }
     }
-    Ok(Action::await_change())
+    // Level-triggered safety net: the node and subnet caches may lag behind the trigger.
+    Ok(Action::requeue(std::time::Duration::from_secs(5)))
 }
 
 #[cfg(test)]

@@ -229,14 +229,20 @@ impl Env {
             }]),
         };
         let pp = PatchParams::apply("test").force();
-        Api::<ValidatingWebhookConfiguration>::all(self.client.clone())
-            .patch("hybridnet-validating", &pp, &Patch::Apply(&vwc))
-            .await
-            .expect("validating webhook configuration");
-        Api::<MutatingWebhookConfiguration>::all(self.client.clone())
-            .patch("hybridnet-mutating", &pp, &Patch::Apply(&mwc))
-            .await
-            .expect("mutating webhook configuration");
+        // Injected conflicts may hit these writes too: retry them.
+        for _ in 0..100 {
+            let v = Api::<ValidatingWebhookConfiguration>::all(self.client.clone())
+                .patch("hybridnet-validating", &pp, &Patch::Apply(&vwc))
+                .await;
+            let m = Api::<MutatingWebhookConfiguration>::all(self.client.clone())
+                .patch("hybridnet-mutating", &pp, &Patch::Apply(&mwc))
+                .await;
+            if v.is_ok() && m.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("could not register the webhooks");
     }
 
     pub async fn namespace(&self, name: &str, annotations: &[(&str, &str)]) {
