@@ -504,8 +504,8 @@ async fn delete_collection(
         one.ns = t
             .info
             .namespaced
-            .then(|| meta_str(&o, "namespace").to_string());
-        one.name = Some(meta_str(&o, "name").to_string());
+            .then(|| meta_str(&o.obj, "namespace").to_string());
+        one.name = Some(meta_str(&o.obj, "name").to_string());
         match ops::delete(state, &one, &dopts).await {
             Ok(d) => deleted.push((*d).clone()),
             Err(e) if e.code == 404 => {}
@@ -533,7 +533,7 @@ fn list(
         let rows = res
             .items
             .iter()
-            .map(|o| table::row(&cols, o, include))
+            .map(|o| table::row(&cols, &o.obj, include))
             .collect();
         return Ok(value_response(
             200,
@@ -569,7 +569,7 @@ fn list(
         if i > 0 {
             out.push(b',');
         }
-        serde_json::to_writer(&mut out, &**o).map_err(|e| ApiError::internal(e.to_string()))?;
+        out.extend_from_slice(&o.json);
     }
     out.extend_from_slice(b"]}");
     Ok(json_response(200, out))

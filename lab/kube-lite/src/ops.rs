@@ -8,7 +8,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::managed::{self, Scope};
 use crate::resources::{self, ResourceInfo};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::{Expect, Key};
+use crate::store::{Expect, Key, Stored};
 use crate::util::{self, finalizers, meta, meta_mut, meta_str, now_rfc3339, resource_version};
 use crate::validate;
 use serde_json::{Value, json};
@@ -135,7 +135,8 @@ pub struct ListOpts {
 }
 
 pub struct ListResult {
-    pub items: Vec<Arc<Value>>,
+    /// Objects (in the requested version) with their serialisation.
+    pub items: Vec<Stored>,
     pub rv: u64,
     pub continue_token: Option<String>,
     pub remaining: Option<usize>,
@@ -184,9 +185,9 @@ pub fn list(state: &State, t: &Target, opts: &ListOpts) -> ApiResult<ListResult>
         let items = match by_name {
             Some(name) if after.is_none() && (t.ns.is_some() || !t.info.namespaced) => {
                 let key = (t.ns.clone().unwrap_or_default(), name.clone());
-                inner.get(&t.info.gr(), &key).into_iter().collect()
+                inner.get_stored(&t.info.gr(), &key).into_iter().collect()
             }
-            _ => inner.list(
+            _ => inner.list_stored(
                 &t.info.gr(),
                 t.ns.as_deref(),
                 after.as_ref().map(|(_, k)| k),
@@ -197,8 +198,8 @@ pub fn list(state: &State, t: &Target, opts: &ListOpts) -> ApiResult<ListResult>
     let rv = after.as_ref().map(|(r, _)| *r).unwrap_or(rv);
     let filtered = all
         .into_iter()
-        .filter(|o| opts.labels.matches(o) && opts.fields.matches(o));
-    let mut items: Vec<Arc<Value>> = Vec::new();
+        .filter(|o| opts.labels.matches(&o.obj) && opts.fields.matches(&o.obj));
+    let mut items: Vec<Stored> = Vec::new();
     let mut continue_token = None;
     let mut remaining = None;
     match opts.limit.filter(|l| *l > 0) {
@@ -215,8 +216,8 @@ pub fn list(state: &State, t: &Target, opts: &ListOpts) -> ApiResult<ListResult>
                 && let Some(last) = items.last()
             {
                 let key = (
-                    meta_str(last, "namespace").to_string(),
-                    meta_str(last, "name").to_string(),
+                    meta_str(&last.obj, "namespace").to_string(),
+                    meta_str(&last.obj, "name").to_string(),
                 );
                 continue_token = Some(encode_continue(rv, &key));
                 remaining = Some(rest);
@@ -227,7 +228,7 @@ pub fn list(state: &State, t: &Target, opts: &ListOpts) -> ApiResult<ListResult>
     if t.version != t.info.storage_version() {
         items = items
             .into_iter()
-            .map(|o| for_version(o, &t.info, &t.version))
+            .map(|o| Stored::new(for_version(o.obj, &t.info, &t.version)))
             .collect();
     }
     Ok(ListResult {
@@ -1305,7 +1306,7 @@ fn orphan_dependents(state: &State, owner_uid: &str) {
     let mut inner = state.store.write();
     let mut changes = Vec::new();
     for (gr, table) in inner.tables.iter() {
-        for obj in table.objects.values() {
+        for obj in table.objects.values().map(|s| &s.obj) {
             let refs = meta(obj).get("ownerReferences").and_then(Value::as_array);
             if refs.is_some_and(|r| {
                 r.iter()
@@ -1380,7 +1381,7 @@ pub async fn collect_garbage(state: &State) -> usize {
             let Some(info) = inner.registry.get(&gr.0, &gr.1).cloned() else {
                 continue;
             };
-            for obj in table.objects.values() {
+            for obj in table.objects.values().map(|s| &s.obj) {
                 if meta(obj).contains_key("deletionTimestamp")
                     && finalizers(obj).iter().any(|f| f == FOREGROUND)
                 {
@@ -1400,7 +1401,7 @@ pub async fn collect_garbage(state: &State) -> usize {
             let Some(info) = inner.registry.get(&gr.0, &gr.1).cloned() else {
                 continue;
             };
-            for obj in table.objects.values() {
+            for obj in table.objects.values().map(|s| &s.obj) {
                 let m = meta(obj);
                 let ns = meta_str(obj, "namespace");
                 let in_terminating = info.namespaced && terminating.iter().any(|t| t == ns);
@@ -1458,7 +1459,9 @@ pub async fn collect_garbage(state: &State) -> usize {
             .map(|(t, _)| t)
             .collect();
     }
-    let n = victims.len() + finished_foreground.len();
+    // count only progress, so a deletion that keeps failing (e.g. denied by a webhook) does not
+    // make the caller loop; it is retried on the next trigger
+    let mut n = 0;
     for t in finished_foreground {
         // all dependents are gone: drop the foregroundDeletion finalizer (removes the owner if last)
         let Ok(old) = get(state, &t) else { continue };
@@ -1468,11 +1471,12 @@ pub async fn collect_garbage(state: &State) -> usize {
         }
         let rv = resource_version(&old).unwrap_or(0);
         match prepare_update(&t, &old, o, None, false) {
-            Ok(p) => {
-                if let Err(e) = commit_update(state, &t, p, Expect::Rv(rv), false) {
-                    tracing::debug!(name = t.name(), error = %e, "foreground finalizer removal retried later");
+            Ok(p) => match commit_update(state, &t, p, Expect::Rv(rv), false) {
+                Ok(_) => n += 1,
+                Err(e) => {
+                    tracing::debug!(name = t.name(), error = %e, "foreground finalizer removal retried later")
                 }
-            }
+            },
             Err(e) => {
                 tracing::warn!(name = t.name(), error = %e, "foreground finalizer removal failed")
             }
@@ -1483,10 +1487,12 @@ pub async fn collect_garbage(state: &State) -> usize {
             propagation: Some("Background".into()),
             ..Default::default()
         };
-        if let Err(e) = delete(state, &t, &opts).await
-            && e.code != 404
-        {
-            tracing::warn!(resource = %t.info.plural, name = t.name(), error = %e, "garbage collection delete failed");
+        match delete(state, &t, &opts).await {
+            Ok(_) => n += 1,
+            Err(e) if e.code == 404 => {}
+            Err(e) => {
+                tracing::warn!(resource = %t.info.plural, name = t.name(), error = %e, "garbage collection delete failed")
+            }
         }
     }
     for ns in empty_namespaces {

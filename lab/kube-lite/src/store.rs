@@ -27,6 +27,22 @@ impl EventType {
     }
 }
 
+/// A stored object with its JSON serialisation (made once per write, reused by lists and watches).
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub obj: Arc<Value>,
+    pub json: bytes::Bytes,
+}
+
+impl Stored {
+    pub fn new(obj: Arc<Value>) -> Self {
+        let json = serde_json::to_vec(&*obj)
+            .map(bytes::Bytes::from)
+            .unwrap_or_default();
+        Stored { obj, json }
+    }
+}
+
 /// A change to one object.
 #[derive(Debug)]
 pub struct Event {
@@ -40,6 +56,17 @@ pub struct Event {
 }
 
 impl Event {
+    fn with_json(rv: u64, kind: EventType, stored: &Stored, prev: Option<Arc<Value>>) -> Self {
+        let json = OnceLock::new();
+        let _ = json.set(stored.json.clone());
+        Event {
+            rv,
+            kind,
+            obj: stored.obj.clone(),
+            prev,
+            json,
+        }
+    }
     pub fn new(rv: u64, kind: EventType, obj: Arc<Value>, prev: Option<Arc<Value>>) -> Self {
         Event {
             rv,
@@ -65,7 +92,7 @@ pub type Key = (String, String);
 
 /// One resource's objects and recent events.
 pub struct Table {
-    pub objects: BTreeMap<Key, Arc<Value>>,
+    pub objects: BTreeMap<Key, Stored>,
     ring: VecDeque<Arc<Event>>,
     /// Watching from a resourceVersion below this one needs events that were compacted away.
     floor: u64,
@@ -146,11 +173,23 @@ impl Store {
 
 impl Inner {
     pub fn get(&self, gr: &Gr, key: &Key) -> Option<Arc<Value>> {
+        self.tables.get(gr)?.objects.get(key).map(|s| s.obj.clone())
+    }
+
+    pub fn get_stored(&self, gr: &Gr, key: &Key) -> Option<Stored> {
         self.tables.get(gr)?.objects.get(key).cloned()
     }
 
     /// Objects of a resource, optionally within a namespace, in key order, starting after `after`.
     pub fn list(&self, gr: &Gr, ns: Option<&str>, after: Option<&Key>) -> Vec<Arc<Value>> {
+        self.list_stored(gr, ns, after)
+            .into_iter()
+            .map(|s| s.obj)
+            .collect()
+    }
+
+    /// Like [`Inner::list`], with each object's serialisation.
+    pub fn list_stored(&self, gr: &Gr, ns: Option<&str>, after: Option<&Key>) -> Vec<Stored> {
         let Some(t) = self.tables.get(gr) else {
             return vec![];
         };
@@ -216,8 +255,8 @@ impl Inner {
         let rv = self.rv;
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
         let uid = meta_str(&obj, "uid").to_string();
-        let obj = Arc::new(obj);
-        self.table(gr).objects.insert(key.clone(), obj.clone());
+        let stored = Stored::new(Arc::new(obj));
+        self.table(gr).objects.insert(key.clone(), stored.clone());
         if !uid.is_empty() {
             self.uids.insert(uid, (gr.clone(), key));
         }
@@ -226,8 +265,8 @@ impl Inner {
         } else {
             EventType::Added
         };
-        self.record(gr, Event::new(rv, kind, obj.clone(), prev));
-        Ok(obj)
+        self.record(gr, Event::with_json(rv, kind, &stored, prev));
+        Ok(stored.obj)
     }
 
     /// Remove an object. Emits DELETED carrying the final object with a new resourceVersion.
@@ -270,15 +309,11 @@ impl Inner {
         let rv = self.rv;
         let initial = match from {
             None => self
-                .list(gr, ns, None)
+                .list_stored(gr, ns, None)
                 .into_iter()
-                .map(|o| {
-                    Arc::new(Event::new(
-                        resource_version(&o).unwrap_or(0),
-                        EventType::Added,
-                        o,
-                        None,
-                    ))
+                .map(|st| {
+                    let rv = resource_version(&st.obj).unwrap_or(0);
+                    Arc::new(Event::with_json(rv, EventType::Added, &st, None))
                 })
                 .collect(),
             Some(from) => self.events_after(gr, from)?,
