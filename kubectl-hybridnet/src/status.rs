@@ -299,6 +299,11 @@ pub fn render_status(r: &StatusReport, style: TableStyle) -> String {
             style,
         ));
     }
+    if !r.usage.subnets.is_empty() {
+        out.push('\n');
+        let (h, rows) = crate::usage::subnet_table(&r.usage.subnets);
+        out.push_str(&render_table(&h, &rows, style));
+    }
     if !r.warnings.is_empty() {
         out.push_str("\nWarnings:\n");
         for w in &r.warnings {

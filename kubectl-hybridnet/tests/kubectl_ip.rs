@@ -694,6 +694,15 @@ async fn install_and_status() {
         avail.contains("True") && avail.contains("AsExpected"),
         "{avail}"
     );
+    let sub = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("vlan100-a "))
+        .unwrap();
+    assert!(
+        sub.contains("192.168.100.0/24") && sub.contains("188"),
+        "{sub}"
+    );
     let vlan = r.stdout.lines().find(|l| l.starts_with("vlan100")).unwrap();
     assert!(vlan.contains("VLAN") && vlan.contains("188"), "{vlan}");
     let v = kubectl(k, &["status", "-o", "json"]).await.ok().json();
