@@ -183,6 +183,150 @@ fn connectivity_matrix_v4_v6_and_agent_restart() {
     if !privileged("connectivity_matrix_v4_v6_and_agent_restart") {
         return;
     }
+    matrix(false);
+}
+
+/// The same matrix with pods attached the production way: Debian's libcni (cnitool) runs the
+/// conflist the agent installed (hybridnet chained with Debian's bandwidth and portmap), the
+/// `hybridnet` plugin talks to the agent's socket, the agent's CNI server wires the pod.
+#[test]
+fn connectivity_matrix_through_libcni() {
+    if !privileged("connectivity_matrix_through_libcni") {
+        return;
+    }
+    let Some(tool) = cnitool() else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!(
+                "connectivity_matrix_through_libcni: target/tools/cnitool is missing and CI=true"
+            );
+        }
+        eprintln!(
+            "SKIPPED connectivity_matrix_through_libcni: target/tools/cnitool missing (needs golang-go, golang-github-appc-cni-dev)"
+        );
+        return;
+    };
+    let _ = tool;
+    matrix(true);
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// target/tools/cnitool, built by scripts/tools/cnitool.sh when missing.
+fn cnitool() -> Option<std::path::PathBuf> {
+    let root = workspace_root();
+    let tool = root.join("target/tools/cnitool");
+    if !tool.exists() {
+        let _ = std::process::Command::new("bash")
+            .arg(root.join("scripts/tools/cnitool.sh"))
+            .status();
+    }
+    tool.exists().then_some(tool)
+}
+
+/// The workspace's `hybridnet` plugin binary (built if missing).
+fn plugin_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let p = profile_dir.join("hybridnet");
+    if !p.exists() {
+        let status =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "-q", "-p", "hybridnet-cni", "--bin", "hybridnet"])
+                .current_dir(workspace_root())
+                .status()
+                .expect("cargo build of the plugin");
+        assert!(status.success(), "building the hybridnet plugin failed");
+    }
+    p
+}
+
+/// Per-node CNI directories: bin (plugin installed by the agent, Debian's chained plugins),
+/// net.d (conflist written by the agent), cache.
+struct CniDirs {
+    root: std::path::PathBuf,
+}
+
+impl CniDirs {
+    fn new(node: &Netns) -> Self {
+        let root = std::env::temp_dir().join(format!("{}-cni", node.name));
+        for d in ["bin", "net.d", "cache"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for p in ["bandwidth", "portmap", "loopback"] {
+            std::fs::copy(format!("/usr/lib/cni/{p}"), root.join("bin").join(p)).unwrap();
+        }
+        Self { root }
+    }
+
+    fn agent_args(&self) -> Vec<String> {
+        vec![
+            "--cni-bin-dir".into(),
+            self.root.join("bin").display().to_string(),
+            "--cni-conf-dir".into(),
+            self.root.join("net.d").display().to_string(),
+            "--cni-source-binary".into(),
+            plugin_binary().display().to_string(),
+        ]
+    }
+}
+
+impl Drop for CniDirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// `cnitool add hybridnet <netns>` inside the node namespace.
+fn cni_add_pod(node: &Netns, dirs: &CniDirs, name: &str, v4: &str, v6: &str) -> Pod {
+    let ns = Netns::new(&format!("pod{name}"));
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &node.name])
+        .arg(cnitool().expect("cnitool"))
+        .args(["add", "hybridnet", &format!("/run/netns/{}", ns.name)])
+        .env("NETCONFPATH", dirs.root.join("net.d"))
+        .env("CNI_PATH", format!("{}:/usr/lib/cni", dirs.root.join("bin").display()))
+        .env("CNI_CACHE_DIR", dirs.root.join("cache"))
+        .env("CNI_CONTAINERID", format!("c-{name}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID=c-{name}"))
+        .output()
+        .expect("run cnitool");
+    assert!(
+        out.status.success(),
+        "cnitool add {name}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("CNI result JSON");
+    let ips: Vec<String> = result["ips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["address"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        ips.iter().any(|a| a.starts_with(&format!("{v4}/"))),
+        "{name}: result {result}"
+    );
+    assert!(
+        ips.iter().any(|a| a.starts_with(&format!("{v6}/"))),
+        "{name}: result {result}"
+    );
+    Pod {
+        ns,
+        v4: v4.into(),
+        v6: v6.into(),
+    }
+}
+
+fn matrix(via_cni: bool) {
     let t = topology();
     let cp = &t.cp;
     for i in 1..=3 {
@@ -303,20 +447,56 @@ fn connectivity_matrix_v4_v6_and_agent_restart() {
             "default",
             &ipinstance("default", name, v6, net, s6, &nn, mac),
         );
-        wired.insert(name, wire_pod(&t.nodes[node - 1], name, v4, v6, mac, mtu));
+        if !via_cni {
+            wired.insert(name, wire_pod(&t.nodes[node - 1], name, v4, v6, mac, mtu));
+        }
     }
-    let mut agents: Vec<Child> = t
+    let cni_dirs: Vec<Option<CniDirs>> = t
         .nodes
         .iter()
-        .enumerate()
-        .map(|(i, n)| start_agent(n, &format!("n{}", i + 1), &cp.kubeconfig, 11021, &[]))
+        .map(|n| via_cni.then(|| CniDirs::new(n)))
         .collect();
+    let agent_args = |i: usize| -> Vec<String> {
+        cni_dirs[i]
+            .as_ref()
+            .map(|d| d.agent_args())
+            .unwrap_or_default()
+    };
+    let start = |i: usize| {
+        let args = agent_args(i);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        start_agent(
+            &t.nodes[i],
+            &format!("n{}", i + 1),
+            &cp.kubeconfig,
+            11021,
+            &refs,
+        )
+    };
+    let mut agents: Vec<Child> = (0..t.nodes.len()).map(start).collect();
     for n in &t.nodes {
         wait_for(&format!("{} ready", n.name), 60, || {
             let ip = n.ip("-4 -o addr show dev eth0");
             let addr = ip.split_whitespace().nth(3)?.split('/').next()?.to_string();
             http_get(n, &format!("{addr}:11021"), "/readyz").filter(|(c, _)| *c == 200)
         });
+    }
+    if via_cni {
+        for (i, d) in cni_dirs.iter().enumerate() {
+            let conf = std::fs::read_to_string(
+                d.as_ref().unwrap().root.join("net.d/06-hybridnet.conflist"),
+            )
+            .expect("agent installed the conflist");
+            assert!(
+                conf.contains("\"bandwidth\"") && conf.contains("\"portmap\""),
+                "n{}: {conf}",
+                i + 1
+            );
+        }
+        for (name, node, _, _, _, v4, v6, _, _) in pods {
+            let dirs = cni_dirs[node - 1].as_ref().unwrap();
+            wired.insert(name, cni_add_pod(&t.nodes[node - 1], dirs, name, v4, v6));
+        }
     }
     // Every node knows every other node's VTEP.
     for n in &t.nodes {
@@ -473,11 +653,8 @@ fn connectivity_matrix_v4_v6_and_agent_restart() {
     wait_for("stream flowing", 10, || {
         (received.load(Ordering::SeqCst) > 10_000).then_some(())
     });
-    for (i, n) in t.nodes.iter().enumerate().take(2) {
-        drop(std::mem::replace(
-            &mut agents[i],
-            start_agent(n, &format!("n{}", i + 1), &cp.kubeconfig, 11021, &[]),
-        ));
+    for (i, agent) in agents.iter_mut().enumerate().take(2) {
+        drop(std::mem::replace(agent, start(i)));
     }
     for n in t.nodes.iter().take(2) {
         let ip = n.ip("-4 -o addr show dev eth0");

@@ -184,6 +184,13 @@ pub fn ipinstance(
     node: &str,
     mac: &str,
 ) -> IPInstance {
+    // Upstream's wire format: the address with its subnet prefix (the test subnets are /24 and
+    // /112).
+    let with_prefix = if addr.contains(':') {
+        format!("{addr}/112")
+    } else {
+        format!("{addr}/24")
+    };
     let mut i = IPInstance::new(
         &hybridnet_api::naming::ip_to_instance_name(ip(addr)),
         IPInstanceSpec {
@@ -195,7 +202,7 @@ pub fn ipinstance(
                 } else {
                     IpVersion::V4
                 },
-                ip: addr.into(),
+                ip: with_prefix,
                 gateway: None,
                 net_id: None,
                 mac: mac.into(),
@@ -437,8 +444,12 @@ pub fn start_agent(
     ])
     .args(["--node-name", node, "--kubeconfig"])
     .arg(kubeconfig)
+    .args(if extra.contains(&"--cni-conf-dir") {
+        &[][..]
+    } else {
+        &["--skip-cni-install"][..]
+    })
     .args([
-        "--skip-cni-install",
         "--health-port",
         &port.to_string(),
         "--metrics-port",
