@@ -4,6 +4,7 @@
 //! ([`dataplane`], [`cniserver`]) sit behind the default `dataplane` feature.
 
 pub mod plan;
+pub mod procfs;
 
 pub use plan::{DataPlanePlan, build_plan, trace};
 

@@ -120,15 +120,15 @@ impl Netns {
 
 /// Writes a sysctl below `/proc/sys/net/` (call from inside [`Netns::run`]).
 pub fn write_sysctl(key: &str, value: &str) -> Result<(), PodNetError> {
-    let path = format!("/proc/sys/net/{key}");
+    let path = crate::procfs::net_root().join(key);
     std::fs::write(&path, value)
-        .map_err(|e| PodNetError::io(format!("writing {value} to {path}"), e))
+        .map_err(|e| PodNetError::io(format!("writing {value} to {}", path.display()), e))
 }
 
 /// Reads a sysctl below `/proc/sys/net/` (call from inside [`Netns::run`]).
 pub fn read_sysctl(key: &str) -> Result<String, PodNetError> {
-    let path = format!("/proc/sys/net/{key}");
+    let path = crate::procfs::net_root().join(key);
     std::fs::read_to_string(&path)
         .map(|s| s.trim().to_string())
-        .map_err(|e| PodNetError::io(format!("reading {path}"), e))
+        .map_err(|e| PodNetError::io(format!("reading {}", path.display()), e))
 }

@@ -17,7 +17,7 @@ fn path_of(key: &str) -> Result<PathBuf, KernelError> {
             "not a /proc/sys relative path",
         ));
     }
-    Ok(PathBuf::from("/proc/sys").join(key))
+    Ok(crate::procfs::sysctl_path(key))
 }
 
 pub fn read_sysctl(key: &str) -> Result<String, KernelError> {
