@@ -537,3 +537,59 @@ fn status_and_gc_with_cni_1_1() {
     assert!(!stale.ip_status(&["link", "show", "eth0"]));
     assert!(keep.ip_status(&["link", "show", "eth0"]));
 }
+
+#[test]
+fn unreachable_pod_fails_add_and_leaves_nothing() {
+    if !prerequisites() {
+        return;
+    }
+    let agent = Agent::start(Duration::from_secs(5));
+    agent.add_instances(vec![
+        ipinstance(
+            "default",
+            "bgp-0",
+            "198.18.5.5/24",
+            IpVersion::V4,
+            "02:00:c6:12:05:05",
+        ),
+        ipinstance(
+            "default",
+            "bgp-0",
+            "fd00::5:5/64",
+            IpVersion::V6,
+            "02:00:c6:12:05:05",
+        ),
+    ]);
+    agent
+        .lookup
+        .unreachable
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let pod = NetnsGuard::new("pod");
+    let before = (
+        agent.node.links(),
+        table(&agent.node, "-4"),
+        table(&agent.node, "-6"),
+        pod.links(),
+    );
+    let (rc, v, out) = agent.plugin(
+        &plugin_env("ADD", &pod.path(), "bgp1", "default", "bgp-0"),
+        &agent.conf("1.0.0"),
+    );
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(11)), "{out}");
+    assert_eq!(
+        (
+            agent.node.links(),
+            table(&agent.node, "-4"),
+            table(&agent.node, "-6"),
+            pod.links()
+        ),
+        before,
+        "a failed ADD left something behind"
+    );
+}
+
+/// Table 39999 of a namespace ("" while the kernel has not created the table yet).
+fn table(ns: &NetnsGuard, family: &str) -> String {
+    let o = ns.exec("ip", &[family, "route", "show", "table", "39999"]);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

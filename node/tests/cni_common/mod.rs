@@ -201,6 +201,9 @@ pub fn run_ok(cmd: &str, args: &[&str]) -> String {
 pub struct StaticLookup {
     pub instances: Mutex<Vec<IPInstance>>,
     pub attached: Mutex<Vec<String>>,
+    /// When set, the readiness hook says the pod is not reachable (as BGP mode does before the
+    /// pod's route is announced).
+    pub unreachable: std::sync::atomic::AtomicBool,
 }
 
 impl IpInstanceLookup for StaticLookup {
@@ -215,6 +218,23 @@ impl IpInstanceLookup for StaticLookup {
             })
             .cloned()
             .collect()
+    }
+
+    fn wait_pod_reachable<'a>(
+        &'a self,
+        a: &'a hybridnet_node::cniserver::PodAddressing,
+    ) -> hybridnet_node::cniserver::ReadinessFuture<'a> {
+        let unreachable = self.unreachable.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if unreachable {
+                Err(hybridnet_cni::CniError::try_again_later(format!(
+                    "pod {:?} is not announced yet",
+                    a.ipv4
+                )))
+            } else {
+                Ok(())
+            }
+        })
     }
 
     fn attached(&self, e: &hybridnet_node::cniserver::AttachmentEvent) {
