@@ -36,23 +36,20 @@ impl MacAddr {
             }
         };
         let mut out = [0u8; 6];
-        if s.len() == 17 && (s.contains(':') ^ s.contains('-')) {
-            let sep = if s.contains(':') { ':' } else { '-' };
-            let parts: Vec<&str> = s.split(sep).collect();
-            if parts.len() != 6 {
-                return Err(bad());
-            }
-            for (o, p) in out.iter_mut().zip(parts) {
-                *o = hex_pair(p).ok_or_else(bad)?;
-            }
-        } else if s.len() == 14 && s.matches('.').count() == 2 {
-            let groups: Vec<&str> = s.split('.').collect();
-            for (i, g) in groups.iter().enumerate() {
-                if g.len() != 4 || !g.is_char_boundary(2) {
+        let b = s.as_bytes();
+        if b.len() == 17 && (b[2] == b':' || b[2] == b'-') {
+            let sep = b[2];
+            for (i, o) in out.iter_mut().enumerate() {
+                if i < 5 && b[3 * i + 2] != sep {
                     return Err(bad());
                 }
-                out[2 * i] = hex_pair(&g[..2]).ok_or_else(bad)?;
-                out[2 * i + 1] = hex_pair(&g[2..]).ok_or_else(bad)?;
+                *o = s.get(3 * i..3 * i + 2).and_then(hex_pair).ok_or_else(bad)?;
+            }
+        } else if b.len() == 14 && b[4] == b'.' && b[9] == b'.' {
+            for g in 0..3 {
+                let group = s.get(5 * g..5 * g + 4).ok_or_else(bad)?;
+                out[2 * g] = group.get(..2).and_then(hex_pair).ok_or_else(bad)?;
+                out[2 * g + 1] = group.get(2..).and_then(hex_pair).ok_or_else(bad)?;
             }
         } else {
             return Err(bad());

@@ -363,7 +363,7 @@ impl Ipam {
             let Some(s) = self.subnets.get_mut(id as usize).and_then(Option::as_mut) else {
                 continue;
             };
-            let slot = net.pods.find_or_insert(&req.pod);
+            let slot = net.pods.find_or_insert(&req.pod.namespace, &req.pod.name);
             s.take(
                 off,
                 Holder {
@@ -497,7 +497,7 @@ impl Ipam {
             let Some(s) = self.subnets.get_mut(id as usize).and_then(Option::as_mut) else {
                 continue;
             };
-            let slot = net.pods.find_or_insert(&req.pod);
+            let slot = net.pods.find_or_insert(&req.pod.namespace, &req.pod.name);
             let r = IpRef {
                 subnet: id,
                 offset: off,

@@ -26,7 +26,8 @@ pub(crate) enum IpRefs {
     Zero,
     One(IpRef),
     Two(IpRef, IpRef),
-    Many(Vec<IpRef>),
+    /// Boxed so the common cases keep the enum small (24 bytes).
+    Many(Box<[IpRef]>),
 }
 
 impl IpRefs {
@@ -34,10 +35,11 @@ impl IpRefs {
         *self = match std::mem::take(self) {
             Self::Zero => Self::One(r),
             Self::One(a) => Self::Two(a, r),
-            Self::Two(a, b) => Self::Many(vec![a, b, r]),
-            Self::Many(mut v) => {
+            Self::Two(a, b) => Self::Many(Box::new([a, b, r])),
+            Self::Many(v) => {
+                let mut v = v.into_vec();
                 v.push(r);
-                Self::Many(v)
+                Self::Many(v.into_boxed_slice())
             }
         };
     }
@@ -51,7 +53,8 @@ impl IpRefs {
             Self::Two(a, b) if a == r => (Self::One(b), true),
             Self::Two(a, b) if b == r => (Self::One(a), true),
             Self::Two(a, b) => (Self::Two(a, b), false),
-            Self::Many(mut v) => {
+            Self::Many(v) => {
+                let mut v = v.into_vec();
                 let found = match v.iter().position(|x| *x == r) {
                     Some(i) => {
                         v.remove(i);
@@ -63,7 +66,7 @@ impl IpRefs {
                     [] => Self::Zero,
                     [a] => Self::One(*a),
                     [a, b] => Self::Two(*a, *b),
-                    _ => Self::Many(v),
+                    _ => Self::Many(v.into_boxed_slice()),
                 };
                 (next, found)
             }
@@ -77,7 +80,7 @@ impl IpRefs {
             Self::Zero => vec![],
             Self::One(a) => vec![*a],
             Self::Two(a, b) => vec![*a, *b],
-            Self::Many(v) => v.clone(),
+            Self::Many(v) => v.to_vec(),
         }
     }
 
@@ -87,7 +90,7 @@ impl IpRefs {
 
     fn heap_bytes(&self) -> usize {
         match self {
-            Self::Many(v) => v.capacity() * std::mem::size_of::<IpRef>(),
+            Self::Many(v) => std::mem::size_of_val::<[IpRef]>(v),
             _ => 0,
         }
     }
@@ -106,7 +109,8 @@ pub(crate) struct PodSlot {
     next: u32,
 }
 
-/// Hasher for keys that already are hashes.
+/// Hasher for `u32` keys that already are (keyed) hashes: the value is repeated in both halves so
+/// the table's bucket index (low bits) and tag (high bits) are both well spread.
 #[derive(Default)]
 pub(crate) struct PassThrough(u64);
 
@@ -116,39 +120,38 @@ impl Hasher for PassThrough {
     }
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
     }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (u64::from(n) << 32) | u64::from(n);
     }
 }
 
-type PassThroughMap<V> = HashMap<u64, V, BuildHasherDefault<PassThrough>>;
+type PassThroughMap<V> = HashMap<u32, V, BuildHasherDefault<PassThrough>>;
 
 #[derive(Debug, Default)]
 pub(crate) struct PodTable {
     slots: Vec<PodSlot>,
     free: Vec<u32>,
-    /// Keyed hash of (namespace id, name) -> first slot of its chain.
+    /// Keyed hash (32 bits) of (namespace id, name) -> first slot of its chain. 32 bits keep the
+    /// table small; colliding pods share a chain.
     index: PassThroughMap<u32>,
     namespaces: Vec<Box<str>>,
     ns_index: HashMap<Box<str>, u32>,
-    /// MAC (as u64) -> slot holding it.
-    macs: PassThroughMap<u32>,
+    /// MAC -> slot holding it (SipHash with random keys: MACs can come from users).
+    macs: HashMap<[u8; 6], u32>,
     keys: RandomState,
     live: usize,
 }
 
-fn mac_key(m: MacAddr) -> u64 {
-    let mut b = [0u8; 8];
-    b[2..].copy_from_slice(&m.0);
-    u64::from_be_bytes(b)
+fn mac_key(m: MacAddr) -> [u8; 6] {
+    m.0
 }
 
 impl PodTable {
-    fn hash(&self, ns: u32, name: &str) -> u64 {
-        self.keys.hash_one((ns, name))
+    fn hash(&self, ns: u32, name: &str) -> u32 {
+        self.keys.hash_one((ns, name)) as u32
     }
 
     fn ns_id(&self, namespace: &str) -> Option<u32> {
@@ -171,10 +174,14 @@ impl PodTable {
             return None;
         }
         let ns = self.ns_id(&pod.namespace)?;
-        let mut cur = *self.index.get(&self.hash(ns, &pod.name))?;
+        self.find_hashed(ns, &pod.name, self.hash(ns, &pod.name))
+    }
+
+    fn find_hashed(&self, ns: u32, name: &str, h: u32) -> Option<u32> {
+        let mut cur = *self.index.get(&h)?;
         while cur != NO_SLOT {
             let s = &self.slots[cur as usize];
-            if s.ns == ns && *s.name == *pod.name {
+            if s.ns == ns && *s.name == *name {
                 return Some(cur);
             }
             cur = s.next;
@@ -204,13 +211,13 @@ impl PodTable {
     }
 
     /// The slot of a named pod, created when missing.
-    pub(crate) fn find_or_insert(&mut self, pod: &PodKey) -> u32 {
-        if let Some(s) = self.find(pod) {
+    pub(crate) fn find_or_insert(&mut self, namespace: &str, name: &str) -> u32 {
+        let ns = self.intern(namespace);
+        let h = self.hash(ns, name);
+        if let Some(s) = self.find_hashed(ns, name, h) {
             return s;
         }
-        let ns = self.intern(&pod.namespace);
-        let id = self.alloc_slot(ns, &pod.name);
-        let h = self.hash(ns, &pod.name);
+        let id = self.alloc_slot(ns, name);
         let head = self.index.insert(h, id).unwrap_or(NO_SLOT);
         self.slots[id as usize].next = head;
         id
@@ -254,15 +261,18 @@ impl PodTable {
     }
 
     fn free_slot(&mut self, id: u32) {
-        let (ns, name, mac) = {
+        let (named, mac) = {
             let s = &self.slots[id as usize];
-            (s.ns, s.name.clone(), s.mac)
+            (!s.name.is_empty(), s.mac)
         };
         if let Some(m) = mac {
             self.unindex_mac(id, m);
         }
-        if !name.is_empty() {
-            let h = self.hash(ns, &name);
+        if named {
+            let h = {
+                let s = &self.slots[id as usize];
+                self.hash(s.ns, &s.name)
+            };
             let next = self.slots[id as usize].next;
             if let Some(head) = self.index.get(&h).copied() {
                 if head == id {
@@ -284,13 +294,12 @@ impl PodTable {
                 }
             }
         }
-        self.slots[id as usize] = PodSlot {
-            ns: NO_SLOT,
-            name: Box::from(""),
-            mac: None,
-            ips: IpRefs::Zero,
-            next: NO_SLOT,
-        };
+        let s = &mut self.slots[id as usize];
+        s.ns = NO_SLOT;
+        s.name = Box::default();
+        s.mac = None;
+        s.ips = IpRefs::Zero;
+        s.next = NO_SLOT;
         self.free.push(id);
         self.live -= 1;
     }
@@ -340,7 +349,7 @@ impl PodTable {
                 .map(|s| s.name.len() + s.ips.heap_bytes())
                 .sum::<usize>();
         // hashbrown: one control byte per bucket plus the entry.
-        let index = self.index.capacity() * (12 + 1) + self.macs.capacity() * (12 + 1);
+        let index = self.index.capacity() * (8 + 1) + self.macs.capacity() * (12 + 1);
         slots + index + self.free.capacity() * 4
     }
 }

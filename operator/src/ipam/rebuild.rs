@@ -3,13 +3,18 @@
 
 use std::collections::BTreeMap;
 
+use hybridnet_api::ipmath::ip_to_u128;
+use hybridnet_api::naming::ip_to_instance_name;
 use hybridnet_api::v1::{IPInstance, Network, Subnet};
 
+use super::Ipam;
 use super::error::{Conflict, InstanceRef, IpamError};
 use super::pods::IpRef;
 use super::subnet::{Holder, unusable_reason};
-use super::types::{Cursors, InstanceInput, NetworkInput, SubnetInput};
-use super::{Ipam, PodKey};
+use super::types::{Cursors, InstanceInput, InstanceView, NetworkInput, SubnetInput};
+
+/// Claimants of addresses held twice, by (subnet, address): the kept one and the others.
+type Duplicates = BTreeMap<(String, u128), (InstanceRef, Vec<InstanceRef>)>;
 
 impl Ipam {
     /// Builds an IPAM from plain inputs and persisted cursors.
@@ -23,8 +28,51 @@ impl Ipam {
         instances: &[InstanceInput],
         cursors: &Cursors,
     ) -> (Ipam, Vec<Conflict>) {
-        let mut ipam = Ipam::new();
+        let views = instances.iter().map(InstanceInput::view).collect();
+        Self::rebuild_views(networks, subnets, views, cursors, Vec::new())
+    }
+
+    /// Builds an IPAM from the CRD objects, cursors from their status. Objects that do not
+    /// parse are reported as conflicts (and skipped).
+    pub fn rebuild_from_crds(
+        networks: &[Network],
+        subnets: &[Subnet],
+        instances: &[IPInstance],
+    ) -> (Ipam, Vec<Conflict>) {
         let mut conflicts = Vec::new();
+        let mut nets = Vec::with_capacity(networks.len());
+        for n in networks {
+            match NetworkInput::from_crd(n) {
+                Ok(i) => nets.push(i),
+                Err(e) => conflicts.push(Conflict::InvalidNetwork(e)),
+            }
+        }
+        let mut subs = Vec::with_capacity(subnets.len());
+        for s in subnets {
+            match SubnetInput::from_crd(s) {
+                Ok(i) => subs.push(i),
+                Err(e) => conflicts.push(Conflict::InvalidSubnet(e)),
+            }
+        }
+        let mut views = Vec::with_capacity(instances.len());
+        for i in instances {
+            match InstanceView::from_crd(i) {
+                Ok(v) => views.push(v),
+                Err(e) => conflicts.push(Conflict::InvalidInstance(e)),
+            }
+        }
+        let cursors = Cursors::from_status(networks, subnets);
+        Self::rebuild_views(&nets, &subs, views, &cursors, conflicts)
+    }
+
+    fn rebuild_views(
+        networks: &[NetworkInput],
+        subnets: &[SubnetInput],
+        mut instances: Vec<InstanceView<'_>>,
+        cursors: &Cursors,
+        mut conflicts: Vec<Conflict>,
+    ) -> (Ipam, Vec<Conflict>) {
+        let mut ipam = Ipam::new();
         for n in networks {
             if let Err(e) = ipam.upsert_network(n.clone()) {
                 conflicts.push(Conflict::InvalidNetwork(e));
@@ -37,27 +85,20 @@ impl Ipam {
                 conflicts.push(Conflict::InvalidSubnet(e));
             }
         }
-        let mut order: Vec<&InstanceInput> = instances.iter().collect();
-        order.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        let mut duplicates: BTreeMap<(String, u128), (InstanceRef, Vec<InstanceRef>)> =
-            BTreeMap::new();
+        instances.sort_unstable_by(|a, b| (a.namespace, a.name).cmp(&(b.namespace, b.name)));
+        let mut duplicates = Duplicates::new();
         let mut mac_conflicts = Vec::new();
-        for inst in order {
+        for inst in &instances {
             if let Some(c) = ipam.place(inst, &mut duplicates, &mut mac_conflicts) {
                 conflicts.push(c);
             }
         }
-        for ((subnet, _), (kept, others)) in duplicates {
+        for ((subnet, n), (kept, others)) in duplicates {
             let ip = ipam
                 .subnet_ids
                 .get(&subnet)
                 .and_then(|id| ipam.sub(*id))
-                .and_then(|s| {
-                    others
-                        .first()
-                        .and_then(|o| hybridnet_api::naming::instance_name_to_ip(&o.name))
-                        .filter(|ip| s.offset_of(*ip).is_some())
-                });
+                .map(|s| s.range.ip(n));
             if let Some(ip) = ip {
                 conflicts.push(Conflict::DuplicateIp {
                     ip,
@@ -75,63 +116,63 @@ impl Ipam {
     /// Marks one instance; returns a conflict when it cannot be placed.
     fn place(
         &mut self,
-        inst: &InstanceInput,
-        duplicates: &mut BTreeMap<(String, u128), (InstanceRef, Vec<InstanceRef>)>,
+        inst: &InstanceView<'_>,
+        duplicates: &mut Duplicates,
         mac_conflicts: &mut Vec<Conflict>,
     ) -> Option<Conflict> {
-        let me = InstanceRef {
-            namespace: inst.namespace.clone(),
-            name: inst.name.clone(),
+        let me = || InstanceRef {
+            namespace: inst.namespace.to_string(),
+            name: inst.name.to_string(),
         };
         if inst.namespace.is_empty() {
             return Some(Conflict::InvalidInstance(IpamError::InvalidInstance {
-                namespace: inst.namespace.clone(),
-                name: inst.name.clone(),
+                namespace: inst.namespace.to_string(),
+                name: inst.name.to_string(),
                 reason: "metadata.namespace is empty".into(),
             }));
         }
         let ip = inst.ip.to_canonical();
-        let Some(&id) = self.subnet_ids.get(&inst.subnet) else {
+        let Some(&id) = self.subnet_ids.get(inst.subnet) else {
             return Some(Conflict::UnknownSubnet {
-                instance: me,
-                subnet: inst.subnet.clone(),
+                instance: me(),
+                subnet: inst.subnet.to_string(),
             });
         };
         let s = self.sub(id)?;
         if s.network != inst.network {
             return Some(Conflict::NetworkMismatch {
-                instance: me,
-                subnet: inst.subnet.clone(),
-                instance_network: inst.network.clone(),
+                instance: me(),
+                subnet: inst.subnet.to_string(),
+                instance_network: inst.network.to_string(),
                 subnet_network: s.network.clone(),
             });
         }
         if let Some(reason) = unusable_reason(&s.range, ip) {
             return Some(Conflict::OutsideSubnet {
-                instance: me,
+                instance: me(),
                 ip,
-                subnet: inst.subnet.clone(),
+                subnet: inst.subnet.to_string(),
                 reason,
             });
         }
         let off = s.offset_of(ip)?;
         if let Some(h) = s.holder(off) {
-            let net = self.networks.get(&inst.network)?;
+            let net = self.networks.get(inst.network)?;
             let kept = InstanceRef {
                 namespace: net.pods.namespace(h.slot).to_string(),
-                name: hybridnet_api::naming::ip_to_instance_name(ip),
+                name: ip_to_instance_name(ip),
             };
             duplicates
-                .entry((inst.subnet.clone(), hybridnet_api::ipmath::ip_to_u128(ip)))
+                .entry((inst.subnet.to_string(), ip_to_u128(ip)))
                 .or_insert_with(|| (kept, Vec::new()))
                 .1
-                .push(me);
+                .push(me());
             return None;
         }
-        let net = self.networks.get_mut(&inst.network)?;
-        let slot = match &inst.pod {
-            Some(name) => net.pods.find_or_insert(&PodKey::new(&inst.namespace, name)),
-            None => net.pods.insert_anonymous(&inst.namespace),
+        let net = self.networks.get_mut(inst.network)?;
+        let slot = match inst.pod {
+            Some(name) => net.pods.find_or_insert(inst.namespace, name),
+            None => net.pods.insert_anonymous(inst.namespace),
         };
         let s = self.subnets.get_mut(id as usize).and_then(Option::as_mut)?;
         s.take(
@@ -156,7 +197,7 @@ impl Ipam {
                     if let (Some(kept), Some(other)) = (net.pods.key(other), net.pods.key(slot)) {
                         mac_conflicts.push(Conflict::DuplicateMac {
                             mac,
-                            network: inst.network.clone(),
+                            network: inst.network.to_string(),
                             kept,
                             other,
                         });
@@ -166,40 +207,5 @@ impl Ipam {
             }
         }
         None
-    }
-
-    /// Builds an IPAM from the CRD objects, cursors from their status. Objects that do not
-    /// parse are reported as conflicts.
-    pub fn rebuild_from_crds(
-        networks: &[Network],
-        subnets: &[Subnet],
-        instances: &[IPInstance],
-    ) -> (Ipam, Vec<Conflict>) {
-        let mut conflicts = Vec::new();
-        let mut nets = Vec::with_capacity(networks.len());
-        for n in networks {
-            match NetworkInput::from_crd(n) {
-                Ok(i) => nets.push(i),
-                Err(e) => conflicts.push(Conflict::InvalidNetwork(e)),
-            }
-        }
-        let mut subs = Vec::with_capacity(subnets.len());
-        for s in subnets {
-            match SubnetInput::from_crd(s) {
-                Ok(i) => subs.push(i),
-                Err(e) => conflicts.push(Conflict::InvalidSubnet(e)),
-            }
-        }
-        let mut insts = Vec::with_capacity(instances.len());
-        for i in instances {
-            match InstanceInput::from_crd(i) {
-                Ok(x) => insts.push(x),
-                Err(e) => conflicts.push(Conflict::InvalidInstance(e)),
-            }
-        }
-        let cursors = Cursors::from_status(networks, subnets);
-        let (ipam, more) = Ipam::rebuild(&nets, &subs, &insts, &cursors);
-        conflicts.extend(more);
-        (ipam, conflicts)
     }
 }
