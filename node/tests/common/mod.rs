@@ -415,13 +415,19 @@ pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T
     }
 }
 
-/// A child process killed on drop.
-pub struct Child(pub std::process::Child);
+/// A child process killed on drop; its log file is removed unless the test is failing (then its
+/// path is printed).
+pub struct Child(pub std::process::Child, pub std::path::PathBuf);
 
 impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if std::thread::panicking() {
+            eprintln!("agent log kept: {}", self.1.display());
+        } else {
+            let _ = std::fs::remove_file(&self.1);
+        }
     }
 }
 
@@ -433,7 +439,11 @@ pub fn start_agent(
     port: u16,
     extra: &[&str],
 ) -> Child {
-    let log = std::env::temp_dir().join(format!("{}-agent.log", ns.name));
+    let log = std::env::temp_dir().join(format!(
+        "{}-agent{}.log",
+        ns.name,
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    ));
     let f = std::fs::File::create(&log).unwrap();
     let mut cmd = std::process::Command::new("ip");
     cmd.args([
@@ -461,7 +471,7 @@ pub fn start_agent(
     .env("RUST_LOG", "info")
     .stdout(f.try_clone().unwrap())
     .stderr(f);
-    Child(cmd.spawn().expect("spawn hybridnet-node"))
+    Child(cmd.spawn().expect("spawn hybridnet-node"), log)
 }
 
 /// HTTP GET from inside a namespace: (status, body).
