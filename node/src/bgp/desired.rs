@@ -366,7 +366,7 @@ impl<'a> Builder<'a> {
         local_v4: Option<Ipv4Addr>,
         local_v6: Option<Ipv6Addr>,
     ) -> BTreeSet<Announcement> {
-        let node = self.api.node_name.clone();
+        let node = self.api.node_name.as_str();
         let mut routes: BTreeMap<Prefix, Communities> = BTreeMap::new();
         let has_next_hop = |ip: &IpAddr| match ip {
             IpAddr::V4(_) => local_v4.is_some(),
@@ -411,12 +411,8 @@ impl<'a> Builder<'a> {
                 Err(e) => problems.push((obj, format!("spec.range.cidr: {e}"))),
             }
         }
-        let mut instances: Vec<&IPInstance> = self.api.ip_instances.iter().collect();
-        instances.sort_by(|a, b| {
-            (&a.metadata.namespace, &a.metadata.name)
-                .cmp(&(&b.metadata.namespace, &b.metadata.name))
-        });
-        for ipi in instances {
+        // No sorting needed: the result is a map, and a clash resolves the same in any order.
+        for ipi in &self.api.ip_instances {
             let communities = if bgp_networks.contains(&ipi.spec.network) {
                 Communities::NoExport
             } else if global_networks.contains(&ipi.spec.network) {
@@ -472,14 +468,13 @@ impl<'a> Builder<'a> {
 }
 
 /// The node an IPInstance is bound to (label first, as the planner reads it); empty = reserved.
-fn instance_node(ipi: &IPInstance) -> String {
+fn instance_node(ipi: &IPInstance) -> &str {
     ipi.metadata
         .labels
         .as_ref()
         .and_then(|l| l.get(label::NODE))
-        .cloned()
-        .or_else(|| ipi.spec.binding.node_name.clone())
-        .unwrap_or_default()
+        .or(ipi.spec.binding.node_name.as_ref())
+        .map_or("", String::as_str)
 }
 
 /// `spec.address.ip` is `IP/prefixlen`; a bare IP is accepted too.

@@ -859,3 +859,23 @@ async fn metrics_show_sessions_prefixes_and_flaps() {
         .count();
     assert_eq!(current, 1, "{t}");
 }
+
+/// The agent's registry carries the BGP series (the collector registered by `Shared::default`).
+#[tokio::test]
+async fn agent_registry_exposes_the_bgp_series() {
+    let shared = crate::agent::Shared::default();
+    assert!(!shared.metrics.encode().contains("bgp_"));
+    let mut c = BgpController::new(shared.bgp.clone());
+    c.reconcile(
+        &pod_api(vec![dead_peer("127.0.0.26", false)]),
+        &lo_host(),
+        &[],
+    );
+    let t = shared.metrics.encode();
+    assert!(
+        t.contains("hybridnet_node_bgp_session_state{peer=\"127.0.0.26\",asn=\"65000\",state=\"Established\"} 0"),
+        "{t}"
+    );
+    assert!(shared.bgp.readiness().is_err());
+    assert!(shared.readiness().is_err());
+}
