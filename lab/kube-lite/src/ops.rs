@@ -164,41 +164,36 @@ pub fn list(state: &State, t: &Target, opts: &ListOpts) -> ApiResult<ListResult>
         .as_deref()
         .map(decode_continue)
         .transpose()?;
-    let (all, rv) = {
-        let inner = state.store.read();
-        if let Some((crv, _)) = &after
-            && *crv + (inner.window as u64) * 1000 < inner.rv
-        {
-            // keep tokens valid for a long time; only absurdly old ones expire
-            return Err(ApiError::expired(
-                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-            ));
-        }
-        // `metadata.name=` within one namespace (or cluster-scoped) is a point lookup; kube-runtime's
-        // await_condition and watch_object list this way
-        let by_name = opts
-            .fields
-            .0
-            .iter()
-            .find(|(f, eq, _)| f == "metadata.name" && *eq)
-            .map(|(_, _, v)| v);
-        let items = match by_name {
-            Some(name) if after.is_none() && (t.ns.is_some() || !t.info.namespaced) => {
-                let key = (t.ns.clone().unwrap_or_default(), name.clone());
-                inner.get_stored(&t.info.gr(), &key).into_iter().collect()
-            }
-            _ => inner.list_stored(
-                &t.info.gr(),
-                t.ns.as_deref(),
-                after.as_ref().map(|(_, k)| k),
-            ),
-        };
-        (items, inner.rv)
+    let inner = state.store.read();
+    if let Some((crv, _)) = &after
+        && *crv + (inner.window as u64) * 1000 < inner.rv
+    {
+        // keep tokens valid for a long time; only absurdly old ones expire
+        return Err(ApiError::expired(
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+        ));
+    }
+    let rv = after.as_ref().map(|(r, _)| *r).unwrap_or(inner.rv);
+    let gr = t.info.gr();
+    // `metadata.name=` within one namespace (or cluster-scoped) is a point lookup; kube-runtime's
+    // await_condition and watch_object list this way
+    let by_name = opts
+        .fields
+        .0
+        .iter()
+        .find(|(f, eq, _)| f == "metadata.name" && *eq)
+        .map(|(_, _, v)| v);
+    let point_lookup =
+        by_name.filter(|_| after.is_none() && (t.ns.is_some() || !t.info.namespaced));
+    let point: Option<Stored> = point_lookup
+        .and_then(|name| inner.get_stored(&gr, &(t.ns.clone().unwrap_or_default(), name.clone())));
+    let candidates: Box<dyn Iterator<Item = &Stored>> = match point_lookup {
+        Some(_) => Box::new(point.iter()),
+        None => Box::new(inner.range(&gr, t.ns.as_deref(), after.as_ref().map(|(_, k)| k))),
     };
-    let rv = after.as_ref().map(|(r, _)| *r).unwrap_or(rv);
-    let filtered = all
-        .into_iter()
-        .filter(|o| opts.labels.matches(&o.obj) && opts.fields.matches(&o.obj));
+    // filter and page under the read lock; only the returned page is cloned (Arc + Bytes)
+    let filtered =
+        candidates.filter(|o| opts.labels.matches(&o.obj) && opts.fields.matches(&o.obj));
     let mut items: Vec<Stored> = Vec::new();
     let mut continue_token = None;
     let mut remaining = None;
@@ -207,7 +202,7 @@ pub fn list(state: &State, t: &Target, opts: &ListOpts) -> ApiResult<ListResult>
             let mut rest = 0usize;
             for o in filtered {
                 if items.len() < limit {
-                    items.push(o);
+                    items.push(o.clone());
                 } else {
                     rest += 1;
                 }
@@ -223,8 +218,9 @@ pub fn list(state: &State, t: &Target, opts: &ListOpts) -> ApiResult<ListResult>
                 remaining = Some(rest);
             }
         }
-        None => items.extend(filtered),
+        None => items.extend(filtered.cloned()),
     }
+    drop(inner);
     if t.version != t.info.storage_version() {
         items = items
             .into_iter()

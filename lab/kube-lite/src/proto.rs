@@ -274,4 +274,13 @@ mod tests {
         body.extend(field(1, &tm));
         assert!(decode(&body).unwrap_err().contains("send JSON"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_hostile_bytes(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let mut b = MAGIC.to_vec();
+            b.extend(tail);
+            let _ = decode(&b);
+        }
+    }
 }

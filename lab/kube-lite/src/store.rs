@@ -190,20 +190,28 @@ impl Inner {
 
     /// Like [`Inner::list`], with each object's serialisation.
     pub fn list_stored(&self, gr: &Gr, ns: Option<&str>, after: Option<&Key>) -> Vec<Stored> {
-        let Some(t) = self.tables.get(gr) else {
-            return vec![];
-        };
+        self.range(gr, ns, after).cloned().collect()
+    }
+
+    /// Iterate a resource's objects in key order (optionally one namespace, after a key).
+    pub fn range<'a>(
+        &'a self,
+        gr: &Gr,
+        ns: Option<&'a str>,
+        after: Option<&Key>,
+    ) -> impl Iterator<Item = &'a Stored> + 'a {
         use std::ops::Bound::*;
         let lower = match (after, ns) {
             (Some(k), _) => Excluded(k.clone()),
             (None, Some(ns)) => Included((ns.to_string(), String::new())),
             (None, None) => Unbounded,
         };
-        t.objects
-            .range((lower, Unbounded))
-            .take_while(|((kns, _), _)| ns.is_none_or(|ns| kns == ns))
-            .map(|(_, v)| v.clone())
-            .collect()
+        self.tables
+            .get(gr)
+            .into_iter()
+            .flat_map(move |t| t.objects.range((lower.clone(), Unbounded)))
+            .take_while(move |((kns, _), _)| ns.is_none_or(|ns| kns == ns))
+            .map(|(_, v)| v)
     }
 
     pub fn count(&self, gr: &Gr) -> usize {
