@@ -215,7 +215,9 @@ impl<'a> InstanceView<'a> {
         let from_spec = Cidr::parse_any(&spec.address.ip)
             .map_err(|e| invalid(format!("spec.address.ip: {e}")))?;
         let ip = u128_to_ip(from_spec.version, from_spec.network);
-        if !is_instance_name_of(name, ip) {
+        // Fast path: the canonical DNS form. Other spellings of the same address (zero-padded
+        // groups, written by hand) still count: refusing them could hand the address out twice.
+        if !is_instance_name_of(name, ip) && instance_name_to_ip(name) != Some(ip) {
             return Err(invalid(match instance_name_to_ip(name) {
                 Some(n) => format!(
                     "spec.address.ip {} does not match the name's address {n}",
