@@ -541,3 +541,49 @@ fn vlan_id_zero_is_the_parent_and_tagged_vlans_where_supported() {
             .contains("vlan protocol 802.1Q id 30")
     );
 }
+
+#[test]
+fn nft_script_loads_for_plan_variants() {
+    if !privileged("nft_script_loads_for_plan_variants") {
+        return;
+    }
+    let (node, _pod, _wire) = node_ns();
+    let mut variants: Vec<(&str, ApiState)> = Vec::new();
+    variants.push(("full", api(0)));
+    let mut no_overlay = api(0);
+    no_overlay
+        .networks
+        .retain(|n| n.metadata.name.as_deref() != Some("overlay"));
+    no_overlay.subnets.retain(|s| s.spec.network != "overlay");
+    variants.push(("no overlay", no_overlay));
+    let mut no_underlay = api(0);
+    no_underlay
+        .networks
+        .retain(|n| n.metadata.name.as_deref() != Some("underlay"));
+    no_underlay.subnets.retain(|s| s.spec.network != "underlay");
+    variants.push(("no underlay", no_underlay));
+    variants.push((
+        "empty",
+        ApiState {
+            node_name: "n1".into(),
+            ..Default::default()
+        },
+    ));
+    for (what, api) in variants {
+        let (plan, rep) = plan_and_apply(&node, api, PlanConfig::default());
+        assert!(
+            rep.errors.is_empty(),
+            "{what}: {:?}\n{}",
+            rep.errors,
+            plan.nft.script
+        );
+        assert!(
+            node.nft_ruleset().contains("table inet hybridnet"),
+            "{what}"
+        );
+    }
+    // From "full" to "empty": hybridnet's routes and rules beyond the fixed three are gone.
+    let rules = node.ip("rule show");
+    assert!(!rules.contains("1003:"), "{rules}");
+    assert!(node.try_ip("link show eth0.vxlan4").is_err());
+}

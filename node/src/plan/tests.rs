@@ -1329,3 +1329,32 @@ proptest! {
         }
     }
 }
+
+fn arb_ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        any::<[u8; 4]>().prop_map(IpAddr::from),
+        any::<[u8; 16]>().prop_map(IpAddr::from),
+        (0u8..=255).prop_map(|x| IpAddr::from([198, 19, 0, x])),
+        (0u8..=255).prop_map(|x| IpAddr::from([198, 18, 0, x])),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `trace` takes user input from `kubectl hybridnet trace`: any packet gets an answer, and a
+    /// forwarded packet always names its device.
+    #[test]
+    fn trace_answers_any_packet(src in arb_ip(), dst in arb_ip(), mark in any::<u32>(), established in any::<bool>(), iif in proptest::option::of("[a-z0-9.]{1,15}")) {
+        let p = plan_of(&fixture());
+        let q = TraceQuery { src, dst, mark, iif, established };
+        let r = trace(&p, &q);
+        prop_assert!(!r.steps.is_empty());
+        if r.outcome == Outcome::Forwarded {
+            prop_assert!(r.dev.is_some());
+        }
+        if r.encapsulation.is_some() {
+            prop_assert_eq!(r.dev.as_deref(), Some("eth0.vxlan4"));
+        }
+    }
+}
