@@ -852,10 +852,10 @@ fn rebuild_reports_conflicts_instead_of_picking_silently() {
         text,
         [
             "IPInstance aa/10-0-0-1: 10.0.0.1 is not usable in subnet \"a\": it is the gateway",
-            "IPInstance aa/10-0-0-250: 10.0.0.250 is not usable in subnet \"a\": it is outside the subnet's start..end",
             "IPInstance aa/10-0-0-6 refers to unknown subnet \"ghost\"",
             "IPInstance aa/10-0-0-7 is in network \"other\" but its subnet \"a\" belongs to \"net\"",
             "IPInstance aa/10-0-0-9: 10.0.0.9 is not usable in subnet \"a\": it is excluded (excludeIPs)",
+            "IPInstance aa/10-0-0-250: 10.0.0.250 is not usable in subnet \"a\": it is outside the subnet's start..end",
             "10.0.0.5 in subnet \"a\" is claimed by aa/10-0-0-5 and also by [InstanceRef { namespace: \"zz\", name: \"10-0-0-5\" }]",
         ]
     );

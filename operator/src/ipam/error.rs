@@ -154,8 +154,8 @@ pub enum Conflict {
         kept: InstanceRef,
         others: Vec<InstanceRef>,
     },
-    /// Two pods of one network carry the same MAC; the later pod (in (namespace, name) order)
-    /// gets no MAC recorded and is given a fresh one on its next `allocate_mac`.
+    /// Two pods of one network carry the same MAC; the pod whose address sorts first keeps
+    /// it, the other gets no MAC recorded and is given a fresh one on its next `allocate_mac`.
     #[error("MAC {mac} is used by pod {kept} and pod {other} in network {network:?}")]
     DuplicateMac {
         mac: MacAddr,

@@ -20,8 +20,10 @@ impl Ipam {
     /// Builds an IPAM from plain inputs and persisted cursors.
     ///
     /// The result does not depend on input order: subnets are added by name and instances are
-    /// taken in (namespace, name) order. Instances that cannot be placed are reported and not
-    /// marked (see [`Conflict`]), except duplicates: an address claimed twice stays taken.
+    /// taken in (address, namespace, name) order, so of several claimants of one address the
+    /// first by (namespace, name) is kept, and of two pods with one MAC the one whose address
+    /// sorts first keeps it. Instances that cannot be placed are reported and not marked (see
+    /// [`Conflict`]), except duplicates: an address claimed twice stays taken.
     pub fn rebuild(
         networks: &[NetworkInput],
         subnets: &[SubnetInput],
@@ -85,11 +87,19 @@ impl Ipam {
                 conflicts.push(Conflict::InvalidSubnet(e));
             }
         }
-        instances.sort_unstable_by(|a, b| (a.namespace, a.name).cmp(&(b.namespace, b.name)));
+        // Integer comparison first: string comparison only between claimants of one address.
+        instances.sort_unstable_by(|a, b| {
+            ip_to_u128(a.ip)
+                .cmp(&ip_to_u128(b.ip))
+                .then_with(|| a.ip.is_ipv6().cmp(&b.ip.is_ipv6()))
+                .then_with(|| (a.namespace, a.name).cmp(&(b.namespace, b.name)))
+        });
         let mut duplicates = Duplicates::new();
         let mut mac_conflicts = Vec::new();
+        let mut last_subnet: Option<(&str, u32)> = None;
         for inst in &instances {
-            if let Some(c) = ipam.place(inst, &mut duplicates, &mut mac_conflicts) {
+            if let Some(c) = ipam.place(inst, &mut last_subnet, &mut duplicates, &mut mac_conflicts)
+            {
                 conflicts.push(c);
             }
         }
@@ -114,9 +124,10 @@ impl Ipam {
     }
 
     /// Marks one instance; returns a conflict when it cannot be placed.
-    fn place(
+    fn place<'a>(
         &mut self,
-        inst: &InstanceView<'_>,
+        inst: &InstanceView<'a>,
+        last_subnet: &mut Option<(&'a str, u32)>,
         duplicates: &mut Duplicates,
         mac_conflicts: &mut Vec<Conflict>,
     ) -> Option<Conflict> {
@@ -132,11 +143,19 @@ impl Ipam {
             }));
         }
         let ip = inst.ip.to_canonical();
-        let Some(&id) = self.subnet_ids.get(inst.subnet) else {
-            return Some(Conflict::UnknownSubnet {
-                instance: me(),
-                subnet: inst.subnet.to_string(),
-            });
+        // Sorted by address, consecutive instances are mostly in one subnet.
+        let id = match *last_subnet {
+            Some((name, id)) if name == inst.subnet => id,
+            _ => {
+                let Some(&id) = self.subnet_ids.get(inst.subnet) else {
+                    return Some(Conflict::UnknownSubnet {
+                        instance: me(),
+                        subnet: inst.subnet.to_string(),
+                    });
+                };
+                *last_subnet = Some((inst.subnet, id));
+                id
+            }
         };
         let s = self.sub(id)?;
         if s.network != inst.network {
