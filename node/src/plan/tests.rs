@@ -1358,3 +1358,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn ipinstance_addresses_in_upstream_prefix_form() {
+    let mut f = fixture();
+    for i in &mut f.api.ip_instances {
+        let plen = if i.spec.address.ip.contains(':') {
+            112
+        } else {
+            24
+        };
+        i.spec.address.ip = format!("{}/{plen}", i.spec.address.ip);
+    }
+    assert_eq!(plan_of(&f), plan_of(&fixture()));
+    let mut f = fixture();
+    f.api.ip_instances[2].spec.address.ip = "198.19.0.6/99".into();
+    let p = plan_of(&f);
+    assert!(
+        p.problems.iter().any(|x| x.object.ends_with("198-19-0-6")),
+        "{:?}",
+        p.problems
+    );
+    assert!(!p.vxlan_neighbours.contains_key(&ip("198.19.0.6")));
+}
