@@ -185,7 +185,10 @@ mod tests {
         with_node.push("--node-name=node1".into());
         let cfg = AgentConfig::try_parse_from(&with_node).unwrap();
         assert!(cfg.skip_cni_install);
-        assert_eq!(cfg.bind_socket, PathBuf::from("/run/hybridnet/hybridnet.sock"));
+        assert_eq!(
+            cfg.bind_socket,
+            PathBuf::from("/run/hybridnet/hybridnet.sock")
+        );
     }
 
     #[test]
