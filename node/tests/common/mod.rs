@@ -428,6 +428,8 @@ impl Drop for Child {
         } else {
             let _ = std::fs::remove_file(&self.1);
         }
+        // The agent's CNI socket (a killed agent cannot remove it); unique per agent start.
+        let _ = std::fs::remove_file(self.1.with_extension("sock"));
     }
 }
 
@@ -466,7 +468,7 @@ pub fn start_agent(
         &port.to_string(),
     ])
     .args(["--resync-seconds", "5", "--bind-socket"])
-    .arg(std::env::temp_dir().join(format!("{}-cni.sock", ns.name)))
+    .arg(log.with_extension("sock"))
     .args(extra)
     .env("RUST_LOG", "info")
     .stdout(f.try_clone().unwrap())
