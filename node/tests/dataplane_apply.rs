@@ -481,6 +481,27 @@ fn stale_objects_go_and_foreign_ones_stay() {
 }
 
 #[test]
+fn ra_learnt_default_route_keeps_accepting_ra() {
+    if !privileged("ra_learnt_default_route_keeps_accepting_ra") {
+        return;
+    }
+    let node = Netns::new("ra");
+    let wire = Netns::new("rawire");
+    veth(&node, "eth0", &wire, "e0");
+    node.ip("link set eth0 address 02:00:00:00:00:11");
+    node.ip("addr add 198.18.0.11/24 dev eth0");
+    node.ip("-6 addr add fd00:18::11/64 dev eth0 nodad");
+    node.ip("route add default via 198.18.0.1 dev eth0");
+    node.set_sysctl("net/ipv6/conf/all/forwarding", "0");
+    node.set_sysctl("net/ipv6/conf/eth0/accept_ra", "1");
+    node.ip("-6 route add default via fd00:18::1 dev eth0 proto ra");
+    let (_, rep) = plan_and_apply(&node, api(0), PlanConfig::default());
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    assert_eq!(node.sysctl("net/ipv6/conf/eth0/accept_ra"), "2");
+    assert_eq!(node.sysctl("net/ipv6/conf/all/forwarding"), "1");
+}
+
+#[test]
 fn foreign_subnet_table_is_never_allocated() {
     if !privileged("foreign_subnet_table_is_never_allocated") {
         return;

@@ -95,6 +95,11 @@ impl Applier {
         if super::host::ipv6_enabled() {
             families.push(IpVersion::V6);
         }
+        // A host whose IPv6 default route was learnt by router advertisement would lose it when
+        // forwarding is turned on (accept_ra=1 ignores RAs on routers): keep accepting them (2).
+        if plan.sysctls.contains_key("net/ipv6/conf/all/forwarding") {
+            self.keep_accepting_ra(&mut rep).await;
+        }
         // Forwarding first: nothing below works without it.
         for key in ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"] {
             if let Some(v) = plan.sysctls.get(key) {
@@ -156,6 +161,37 @@ impl Applier {
             }
         }
         Ok(rep)
+    }
+
+    async fn keep_accepting_ra(&self, rep: &mut ApplyReport) {
+        let Ok(routes) = kernel::routes(&self.handle, IpVersion::V6).await else {
+            return;
+        };
+        let Ok(links) = kernel::links(&self.handle).await else {
+            return;
+        };
+        for r in routes.iter().filter(|r| {
+            r.table == 254 && r.dst.prefix == 0 && r.msg.header.protocol == RouteProtocol::Ra
+        }) {
+            let Some(dev) = links
+                .iter()
+                .find(|l| Some(l.iface.index) == r.oif)
+                .map(|l| l.iface.name.clone())
+            else {
+                continue;
+            };
+            let key = format!("net/ipv6/conf/{dev}/accept_ra");
+            if super::sysctl::read_sysctl(&key).ok().as_deref() == Some("1") {
+                match write_sysctl(&key, "2") {
+                    Ok(true) => {
+                        info!(dev = %dev, "IPv6 default route came from RA: accept_ra=2");
+                        rep.add("sysctl");
+                    }
+                    Ok(false) => {}
+                    Err(e) => rep.fail(e),
+                }
+            }
+        }
     }
 
     async fn apply_links(
