@@ -108,7 +108,8 @@ fn start_controller(client: &Client) -> tokio::task::JoinHandle<anyhow::Result<(
         namespace: NS.into(),
         operator_version: OPERATOR_VERSION.into(),
         instance: Some("test".into()),
-        resync: Duration::from_secs(2),
+        // Long: every reaction in these tests must come from a watch, not from the resync.
+        resync: Duration::from_secs(600),
     };
     tokio::spawn(hybridnet_operator::lifecycle::run(client.clone(), cfg))
 }
@@ -609,15 +610,13 @@ async fn install_upgrade_repair_refuse_and_delete() {
         .unwrap();
     wait_for(&clusters, "default", "deleted", |c| c.is_none()).await;
     for o in &rendered.objects {
+        let left = dynamic_api(&client, o).get_opt(o.name()).await.unwrap();
         assert!(
-            dynamic_api(&client, o)
-                .get_opt(o.name())
-                .await
-                .unwrap()
-                .is_none(),
-            "{} {} left behind",
+            left.is_none(),
+            "{} {} left behind: {:?}",
             o.kind(),
-            o.name()
+            o.name(),
+            left.map(|l| l.metadata)
         );
     }
     assert!(
@@ -731,5 +730,139 @@ async fn gitops_install_with_kubectl_server_side_apply_reaches_the_same_state() 
         String::from_utf8_lossy(&out.stderr)
     );
     assert_installed(&client, &sample.spec).await;
+    controller.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_webhook_certificate_is_rotated_injected_and_announced() {
+    use hybridnet_operator::lifecycle::certs::{self, CertBundle, CertDecision};
+    let env = start_kube_lite().await;
+    let client = env.client.clone();
+    install_crds(&client).await;
+    create_namespace(&client).await;
+    // A certificate issued 340 days ago: it expires in 25 days, inside the 30-day window.
+    let dns = certs::service_dns_names(names::WEBHOOK_SERVICE, NS);
+    let now = time::OffsetDateTime::now_utc();
+    let old = certs::issue(&dns, now - time::Duration::days(340), None).unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(names::WEBHOOK_SECRET.into());
+    secret.type_ = Some("kubernetes.io/tls".into());
+    secret.data = Some(
+        old.to_secret_data()
+            .into_iter()
+            .map(|(k, v)| (k, k8s_openapi::ByteString(v)))
+            .collect(),
+    );
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+
+    let controller = start_controller(&client);
+    let clusters: Api<HybridnetCluster> = Api::all(client.clone());
+    clusters
+        .create(
+            &PostParams::default(),
+            &install::sample_cluster(OPERATOR_VERSION),
+        )
+        .await
+        .unwrap();
+    let old_cert = old.cert_pem.clone();
+    let rotated = wait_for(&secrets, names::WEBHOOK_SECRET, "a new certificate", |s| {
+        s.and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get("tls.crt"))
+            .is_some_and(|c| c.0 != old_cert.as_bytes())
+    })
+    .await
+    .unwrap();
+    let data = rotated
+        .data
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    let new = CertBundle::from_secret_data(&data).unwrap();
+    assert_eq!(
+        certs::decide(Some(&new), &dns, now.unix_timestamp()),
+        CertDecision::Keep
+    );
+    assert!(
+        new.ca_pem.ends_with(&old.ca_pem),
+        "the previous CA stays trusted during the rotation"
+    );
+    assert_eq!(new.ca_pem.matches("BEGIN CERTIFICATE").count(), 2);
+    // Both webhook configurations carry the new bundle.
+    let vwc: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let ca = new.ca_pem.clone();
+    let v = wait_for(
+        &vwc,
+        names::VALIDATING_WEBHOOK_CONFIG,
+        "new caBundle",
+        |w| {
+            w.and_then(|w| w.webhooks.as_ref()).is_some_and(|h| {
+                h.iter().all(|x| {
+                    x.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice())
+                        == Some(ca.as_bytes())
+                })
+            })
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(v.webhooks.unwrap().len(), 2);
+    let mwc: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+        Api::all(client.clone());
+    wait_for(&mwc, names::MUTATING_WEBHOOK_CONFIG, "new caBundle", |w| {
+        w.and_then(|w| w.webhooks.as_ref()).is_some_and(|h| {
+            h[0].client_config
+                .ca_bundle
+                .as_ref()
+                .map(|b| b.0.as_slice())
+                == Some(ca.as_bytes())
+        })
+    })
+    .await;
+    // The rotation and the condition transitions are Events on the HybridnetCluster.
+    wait_for(&clusters, "default", "reconciled", |c| {
+        cond_is(c, "Progressing", "True")
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let mut reasons = Vec::new();
+    for _ in 0..100 {
+        reasons = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("HybridnetCluster")
+            })
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect::<Vec<_>>();
+        if reasons.iter().any(|(r, _)| r == "CertificateIssued")
+            && reasons.iter().any(|(r, _)| r == "ProgressingTrue")
+        {
+            break;
+        }
+        // Events are written after the status; give the publisher a moment.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let issued = reasons
+        .iter()
+        .find(|(r, _)| r == "CertificateIssued")
+        .unwrap_or_else(|| panic!("no CertificateIssued event in {reasons:?}"));
+    // 25 days minus the moments since the old certificate was issued.
+    assert!(
+        issued.1.contains("expires in 25 days") || issued.1.contains("expires in 24 days"),
+        "{}",
+        issued.1
+    );
+    assert!(
+        reasons.iter().any(|(r, _)| r == "ProgressingTrue"),
+        "{reasons:?}"
+    );
     controller.abort();
 }

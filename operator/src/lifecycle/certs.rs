@@ -296,25 +296,88 @@ mod tests {
         ));
     }
 
+    /// A real TLS 1.3 handshake (rustls, ring) in memory: the server presents `tls.crt`/`tls.key`,
+    /// the client trusts only `ca_bundle` and checks the name, as an API server calling the webhook.
+    fn handshake(server: &CertBundle, ca_bundle: &str, name: &str) -> Result<(), String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(server.cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+        let key =
+            PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).map_err(|e| e.to_string())?;
+        let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| e.to_string())?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_bundle.as_bytes()) {
+            roots
+                .add(c.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+        let client_cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let sn = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
+        let mut client = rustls::ClientConnection::new(std::sync::Arc::new(client_cfg), sn)
+            .map_err(|e| e.to_string())?;
+        let mut srv = rustls::ServerConnection::new(std::sync::Arc::new(server_cfg))
+            .map_err(|e| e.to_string())?;
+        for _ in 0..10 {
+            if !client.is_handshaking() && !srv.is_handshaking() {
+                return Ok(());
+            }
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).map_err(|e| e.to_string())?;
+            srv.read_tls(&mut buf.as_slice())
+                .map_err(|e| e.to_string())?;
+            srv.process_new_packets()
+                .map_err(|e| format!("server: {e}"))?;
+            let mut back = Vec::new();
+            srv.write_tls(&mut back).map_err(|e| e.to_string())?;
+            client
+                .read_tls(&mut back.as_slice())
+                .map_err(|e| e.to_string())?;
+            client
+                .process_new_packets()
+                .map_err(|e| format!("client: {e}"))?;
+        }
+        Err("handshake did not finish".into())
+    }
+
     #[test]
-    fn certificate_chains_to_the_ca_with_rustls_verification() {
-        // The real check an API server makes: verify the serving cert against caBundle.
+    fn api_servers_trusting_the_ca_bundle_accept_the_serving_certificate() {
         let b = issue(&names(), OffsetDateTime::now_utc(), None).unwrap();
-        let ca_der = x509_parser::pem::Pem::iter_from_buffer(b.ca_pem.as_bytes())
-            .next()
-            .unwrap()
-            .unwrap()
-            .contents;
-        let cert_der = x509_parser::pem::Pem::iter_from_buffer(b.cert_pem.as_bytes())
-            .next()
-            .unwrap()
-            .unwrap()
-            .contents;
-        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
-        let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).unwrap();
-        assert_eq!(cert.issuer(), ca.subject());
-        assert!(ca.is_ca());
-        assert!(!cert.is_ca());
+        for n in names() {
+            handshake(&b, &b.ca_pem, &n).unwrap_or_else(|e| panic!("{n}: {e}"));
+        }
+        let wrong = handshake(&b, &b.ca_pem, "hybridnet-webhook.other.svc").unwrap_err();
+        assert!(wrong.contains("client"), "{wrong}");
+        let other = issue(&names(), OffsetDateTime::now_utc(), None).unwrap();
+        assert!(
+            handshake(&b, &other.ca_pem, &names()[2]).is_err(),
+            "foreign CA accepted"
+        );
+    }
+
+    #[test]
+    fn after_rotation_the_bundle_trusts_both_the_old_and_the_new_certificate() {
+        let now = OffsetDateTime::now_utc();
+        let old = issue(&names(), now - Duration::days(340), None).unwrap();
+        let new = issue(&names(), now, Some(&old)).unwrap();
+        // The webhook server may still serve the old certificate until it reloads the Secret.
+        handshake(&old, &new.ca_pem, &names()[2]).unwrap();
+        handshake(&new, &new.ca_pem, &names()[2]).unwrap();
+        // Without the previous CA the old certificate would be refused.
+        let fresh = issue(&names(), now, None).unwrap();
+        assert!(handshake(&old, &fresh.ca_pem, &names()[2]).is_err());
     }
 
     #[test]

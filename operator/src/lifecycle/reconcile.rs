@@ -28,6 +28,7 @@ use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -119,6 +120,9 @@ struct Context {
     client: Client,
     config: LifecycleConfig,
     recorder: Recorder,
+    /// One reconcile at a time, whatever key triggered it: there is one installation, and apply
+    /// and clean-up must never interleave.
+    serial: tokio::sync::Mutex<()>,
 }
 
 /// Runs the controller until the watch streams end (or the future is dropped).
@@ -137,25 +141,48 @@ pub async fn run(client: Client, config: LifecycleConfig) -> anyhow::Result<()> 
         client: client.clone(),
         config,
         recorder,
+        serial: tokio::sync::Mutex::new(()),
     });
     info!(namespace = %ns, "lifecycle controller starting");
+    // `watches` with an explicit mapper rather than `owns`: `owns` keys a namespaced child's
+    // owner with the child's namespace, which for our cluster-scoped owner is a second key for
+    // the same HybridnetCluster, and two reconciles of one object could then run at once.
     Controller::new(clusters, watcher::Config::default())
-        .owns(Api::<DaemonSet>::namespaced(client.clone(), &ns), owned())
-        .owns(Api::<Service>::namespaced(client.clone(), &ns), owned())
-        .owns(
+        .watches(
+            Api::<DaemonSet>::namespaced(client.clone(), &ns),
+            owned(),
+            owner_of,
+        )
+        .watches(
+            Api::<Service>::namespaced(client.clone(), &ns),
+            owned(),
+            owner_of,
+        )
+        .watches(
             Api::<ServiceAccount>::namespaced(client.clone(), &ns),
             owned(),
+            owner_of,
         )
-        .owns(Api::<Secret>::namespaced(client.clone(), &ns), owned())
-        .owns(Api::<ClusterRole>::all(client.clone()), owned())
-        .owns(Api::<ClusterRoleBinding>::all(client.clone()), owned())
-        .owns(
+        .watches(
+            Api::<Secret>::namespaced(client.clone(), &ns),
+            owned(),
+            owner_of,
+        )
+        .watches(Api::<ClusterRole>::all(client.clone()), owned(), owner_of)
+        .watches(
+            Api::<ClusterRoleBinding>::all(client.clone()),
+            owned(),
+            owner_of,
+        )
+        .watches(
             Api::<MutatingWebhookConfiguration>::all(client.clone()),
             owned(),
+            owner_of,
         )
-        .owns(
+        .watches(
             Api::<ValidatingWebhookConfiguration>::all(client.clone()),
             owned(),
+            owner_of,
         )
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -166,6 +193,19 @@ pub async fn run(client: Client, config: LifecycleConfig) -> anyhow::Result<()> 
         })
         .await;
     Ok(())
+}
+
+/// The HybridnetCluster a managed object belongs to (cluster-scoped: no namespace in the key).
+fn owner_of<C: Resource>(child: C) -> Option<ObjectRef<HybridnetCluster>> {
+    child
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| {
+            o.kind == "HybridnetCluster" && o.api_version == HybridnetCluster::api_version(&())
+        })
+        .map(|o| ObjectRef::new(&o.name))
 }
 
 fn error_policy(obj: Arc<HybridnetCluster>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
@@ -181,6 +221,7 @@ async fn reconcile(
     obj: Arc<HybridnetCluster>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
+    let _one_at_a_time = ctx.serial.lock().await;
     let api: Api<HybridnetCluster> = Api::all(ctx.client.clone());
     if obj.name_any() != CLUSTER_SINGLETON_NAME {
         return refuse(&api, &obj, &ctx).await;
@@ -290,6 +331,15 @@ async fn apply_settings(
     settings: &Settings,
     ctx: &Context,
 ) -> Result<(), ReconcileError> {
+    // The cached object may lag behind: never re-create anything for a cluster being deleted.
+    let api: Api<HybridnetCluster> = Api::all(ctx.client.clone());
+    let fresh = api
+        .get_opt(&obj.name_any())
+        .await
+        .map_err(kube_err("reading the HybridnetCluster"))?;
+    if fresh.is_none_or(|c| c.metadata.deletion_timestamp.is_some()) {
+        return Ok(());
+    }
     let owner = owner_reference(obj);
     let bundle = ensure_certificate(obj, settings, owner.clone(), ctx).await?;
     let rendered = render::render(settings, Some(bundle.ca_pem.as_bytes()));
