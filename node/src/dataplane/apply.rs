@@ -644,7 +644,26 @@ impl Applier {
             if matched.contains(&i) || !owned_tables.contains(&k.table) {
                 continue;
             }
-            // Local-direct (39999) is never pruned here; see module docs.
+            // Local-direct (39999) is never pruned here; see module docs. In the fixed overlay
+            // tables only hybridnet-shaped routes (throw, or via a VXLAN device) are removed:
+            // anything else means another program uses the table (upstream refused to start).
+            let fixed = k.table == t.to_overlay || k.table == t.overlay_mark;
+            let vxlan_shaped = k.kind == RouteType::Throw
+                || k.oif
+                    .and_then(|i| {
+                        index
+                            .iter()
+                            .find(|(_, v)| **v == i)
+                            .map(|(n, _)| n.contains(".vxlan"))
+                    })
+                    .unwrap_or(false);
+            if fixed && !vxlan_shaped {
+                rep.fail(format!(
+                    "table {} holds route {} that hybridnet did not create; left in place (is the table used by another program? see --to-overlay-table/--overlay-mark-table)",
+                    k.table, k.dst
+                ));
+                continue;
+            }
             match ignore_missing(h.route().del(k.msg.clone()).execute().await) {
                 Ok(()) => rep.del("route"),
                 Err(e) => rep.fail(KernelError::netlink(

@@ -9,7 +9,9 @@
 //! * rules whose table is local-direct/to-overlay/overlay-mark, or a subnet-range table selected by
 //!   `from <cidr> fwmark 0x0/0x4040` (any priority, so rules of the original Go daemon are adopted
 //!   and moved to the fixed priorities);
-//! * routes in to-overlay, overlay-mark and the subnet tables of hybridnet's rules; local-direct
+//! * routes in the subnet tables of hybridnet's rules, and hybridnet-shaped routes (throw, or via
+//!   a `*.vxlan*` device) in to-overlay and overlay-mark (any other route there is left in place
+//!   and reported: another program uses the table); local-direct
 //!   routes are only added (the CNI ADD path writes them and the kernel drops them with the veth,
 //!   deleting them here would race with a concurrent ADD);
 //! * links named `*.vxlan*`; FDB, neighbour and proxy entries on the VXLAN device; proxy entries on
