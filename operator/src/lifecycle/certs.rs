@@ -476,8 +476,11 @@ mod tests {
         let mut partial = data.clone();
         partial.remove("tls.key");
         assert_eq!(CertBundle::from_secret_data(&partial), None);
-        let mut empty = data;
+        let mut empty = data.clone();
         empty.insert("tls.crt".into(), vec![]);
         assert_eq!(CertBundle::from_secret_data(&empty), None);
+        let mut binary = data;
+        binary.insert("tls.key".into(), vec![0xff, 0xfe, 0x00]);
+        assert_eq!(CertBundle::from_secret_data(&binary), None);
     }
 }

@@ -587,6 +587,33 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_without_matching_nodes_is_available_once_observed() {
+        let s0 = HybridnetClusterStatus::default();
+        let unseen = step(&s0, "0.1.0", Some(&obs(1, 0, "0.1.0", 0, 0, 0, 0)), None, 1);
+        assert_eq!(summary(&unseen), tft("False", "True", "False"));
+        let seen = step(
+            &unseen,
+            "0.1.0",
+            Some(&obs(1, 1, "0.1.0", 0, 0, 0, 0)),
+            None,
+            2,
+        );
+        assert_eq!(summary(&seen), tft("True", "False", "False"));
+        assert_eq!(seen.version.as_deref(), Some("0.1.0"));
+    }
+
+    #[test]
+    fn a_template_of_another_version_is_still_rolling_out() {
+        // The spec says 0.2.0 but the DaemonSet (not yet re-applied) still carries 0.1.0.
+        let o = obs(1, 1, "0.1.0", 2, 2, 2, 2);
+        assert!(o.rolling_out("0.2.0", false));
+        assert!(!o.rolling_out("0.1.0", false));
+        let mut no_label = o.clone();
+        no_label.template_version = None;
+        assert!(no_label.rolling_out("0.1.0", false));
+    }
+
+    #[test]
     fn refused_cluster_is_only_degraded_not_singleton() {
         let f = Failure {
             reason: reason::NOT_SINGLETON,
