@@ -17,6 +17,8 @@ use crate::cniserver::{
 
 /// [`IpInstanceLookup`] over the agent's caches.
 pub struct AgentLookup {
+    /// Reads the pod (its `ip-family` annotation) at ADD.
+    pub client: kube::Client,
     pub caches: Caches,
     pub node_name: String,
     pub shared: Arc<Shared>,
@@ -70,6 +72,21 @@ impl IpInstanceLookup for AgentLookup {
 
     fn detached(&self, _pod: &PodRef, _container_id: &str) {
         self.shared.trigger.notify_one();
+    }
+
+    fn expected_addresses<'a>(&'a self, pod: &'a PodRef) -> crate::cniserver::ExpectedFuture<'a> {
+        Box::pin(async move {
+            let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+                kube::Api::namespaced(self.client.clone(), &pod.namespace);
+            let p = api.get_opt(&pod.name).await.ok().flatten()?;
+            let family = p
+                .metadata
+                .annotations
+                .as_ref()?
+                .get(hybridnet_api::constants::annotation::IP_FAMILY)?;
+            hybridnet_api::operator::IpFamily::parse_case_insensitive(family)
+                .map(|f| f.versions().len())
+        })
     }
 
     fn wait_pod_reachable<'a>(&'a self, addressing: &'a PodAddressing) -> ReadinessFuture<'a> {

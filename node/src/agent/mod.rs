@@ -499,6 +499,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // The CNI server answers STATUS/ADD with "not ready" until the caches sync and the first
     // reconcile succeeded (AgentLookup::ready).
     let lookup = Arc::new(cni::AgentLookup {
+        client: client.clone(),
         caches: caches.clone(),
         node_name: cfg.node_name.clone(),
         shared: shared.clone(),

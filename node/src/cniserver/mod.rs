@@ -61,7 +61,17 @@ pub trait IpInstanceLookup: Send + Sync + 'static {
     fn wait_pod_reachable<'a>(&'a self, _addressing: &'a PodAddressing) -> ReadinessFuture<'a> {
         Box::pin(std::future::ready(Ok(())))
     }
+
+    /// How many addresses the pod gets (2 for dual stack), when known: ADD then waits until all
+    /// of them exist instead of wiring a dual-stack pod with the first one the cache shows.
+    fn expected_addresses<'a>(&'a self, _pod: &'a PodRef) -> ExpectedFuture<'a> {
+        Box::pin(std::future::ready(None))
+    }
 }
+
+/// What [`IpInstanceLookup::expected_addresses`] returns.
+pub type ExpectedFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<usize>> + Send + 'a>>;
 
 /// What [`IpInstanceLookup::wait_pod_reachable`] returns.
 pub type ReadinessFuture<'a> = std::pin::Pin<

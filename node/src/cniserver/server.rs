@@ -138,10 +138,13 @@ impl CniService {
         att: &AttachmentRequest<'_>,
     ) -> Result<PodAddressing, CniError> {
         let deadline = Instant::now() + self.config.ipinstance_wait;
+        let expected = self.lookup.expected_addresses(att.pod).await.unwrap_or(1);
         loop {
             let all = self.lookup.pod_instances(att.pod);
             let mine = matching_instances(att.pod, &all);
-            if !mine.is_empty() {
+            // The operator writes a dual-stack pod's two IPInstances one after the other: wire
+            // the pod only once the cache holds all of them.
+            if !mine.is_empty() && mine.len() >= expected {
                 return pod_addressing(att.pod, &mine);
             }
             let now = Instant::now();
