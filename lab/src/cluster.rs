@@ -234,7 +234,7 @@ fn mount_map(
         let Some(host) = volumes.get(&m.name) else {
             continue;
         };
-        // Only per-node state is redirected; shared host paths (netns, modules) stay as they are.
+        // Per-node state goes to the node's folder.
         let local = if host.contains("cni/bin") {
             dirs.cni_bin(node)
         } else if host.contains("cni/net.d") {
@@ -242,7 +242,9 @@ fn mount_map(
         } else if host.starts_with("/run/hybridnet") || host.starts_with("/var/run/hybridnet") {
             dirs.agent_run(node)
         } else {
-            continue;
+            // Shared host paths (/proc/sys/net, /var/run/netns, /lib/modules): every lab node is
+            // this host, so the container path stands for the host path itself.
+            PathBuf::from(host)
         };
         map.push((m.mount_path.clone(), local.display().to_string()));
     }
@@ -391,4 +393,107 @@ pub fn wait_for_conflists(
         }
     }
     Ok(())
+}
+
+/// Whether the agent on `netns` answers `GET /readyz` with 200 on `port`.
+pub async fn agent_ready(netns: &str, port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut s) = crate::proxy::connect_in_netns(netns, target).await else {
+        return false;
+    };
+    let req = b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    if s.write_all(req).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await,
+        Ok(Ok(n)) if n >= 12 && &buf[9..12] == b"200"
+    )
+}
+
+/// The lab's DaemonSet controller: reports the node agent DaemonSet's status from the agents the
+/// lab runs (scheduled on every node, ready when `/readyz` answers), as kube-controller-manager
+/// would, so the operator's rollout conditions work.
+pub async fn daemonset_status_loop(client: kube::Client, layout: Layout) -> anyhow::Result<()> {
+    let dss: Api<DaemonSet> = Api::all(client.clone());
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let Ok(list) = dss.list(&ListParams::default()).await else {
+            continue;
+        };
+        for ds in list
+            .items
+            .iter()
+            .filter(|d| d.metadata.name.as_deref() == Some("hybridnet-node"))
+        {
+            let port = ds
+                .spec
+                .template
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.readiness_probe.as_ref())
+                .and_then(|p| p.http_get.as_ref())
+                .and_then(|g| match &g.port {
+                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p) => {
+                        u16::try_from(*p).ok()
+                    }
+                    _ => None,
+                })
+                .unwrap_or(11021);
+            let nodes: Vec<_> = layout.nodes().collect();
+            let mut ready = 0;
+            for h in &nodes {
+                if agent_ready(&h.netns, port).await {
+                    ready += 1;
+                }
+            }
+            let desired = nodes.len() as i32;
+            let status = json!({"status": {
+                "currentNumberScheduled": desired,
+                "desiredNumberScheduled": desired,
+                "numberMisscheduled": 0,
+                "updatedNumberScheduled": desired,
+                "numberReady": ready,
+                "numberAvailable": ready,
+                "numberUnavailable": desired - ready,
+                "observedGeneration": ds.metadata.generation,
+            }});
+            let ns = ds.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+            let _ = api
+                .patch_status(
+                    "hybridnet-node",
+                    &PatchParams::default(),
+                    &Patch::Merge(status),
+                )
+                .await;
+        }
+    }
+}
+
+/// Waits until `HybridnetCluster/default` reports Available=True.
+pub async fn wait_for_available(client: &kube::Client, timeout: Duration) -> anyhow::Result<()> {
+    let api: Api<hybridnet_api::operator::HybridnetCluster> = Api::all(client.clone());
+    let deadline = Instant::now() + timeout;
+    loop {
+        let hc = api.get_opt("default").await?;
+        let conds = hc
+            .as_ref()
+            .and_then(|h| h.status.as_ref())
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        if conds
+            .iter()
+            .any(|c| c.type_ == "Available" && c.status == "True")
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("HybridnetCluster default is not Available after {timeout:?}: {conds:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -76,6 +76,19 @@ pub async fn create_networks(client: &kube::Client) -> anyhow::Result<()> {
     .await?;
     apply(&subnets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Subnet", "metadata": {"name": "overlay-v6"},
         "spec": {"network": "overlay", "range": {"version": "6", "cidr": OVERLAY_V6}}})).await?;
+    // Pods are admitted by the networks' statistics: wait until the operator has counted both
+    // families of both networks.
+    for net in ["overlay", "underlay"] {
+        wait_until(
+            Duration::from_secs(30),
+            "dual-stack addresses in the network status",
+            || async {
+                let st = nets.get(net).await?.status.unwrap_or_default();
+                Ok(st.dual_stack_statistics.is_some_and(|c| c.has_available()))
+            },
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -196,10 +209,10 @@ fn kubectl(dirs: &LabDirs, args: &[&str]) -> anyhow::Result<String> {
         exe_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // kubectl refuses global flags before a plugin's name: the kubeconfig goes by environment.
     let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(dirs.host_kubeconfig())
         .args(args)
+        .env("KUBECONFIG", dirs.host_kubeconfig())
         .env("PATH", path)
         .output()
         .context("running kubectl")?;

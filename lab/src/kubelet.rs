@@ -28,6 +28,27 @@ pub struct KubeletConfig {
     /// Plugin search path: the node agent's bin dir first, then Debian's plugins.
     pub cni_path: Vec<PathBuf>,
     pub log_dir: PathBuf,
+    /// Node host paths and the folders that stand for them in the lab (every lab node shares this
+    /// host's file system), e.g. `/run/hybridnet` -> the node's agent socket folder.
+    pub host_paths: Vec<(String, PathBuf)>,
+}
+
+/// Rewrites node host paths in the conflist's plugin settings (the agent socket) to the node's
+/// folders, as the node's file system would resolve them.
+pub fn localize_conflist(list: &mut Value, host_paths: &[(String, PathBuf)]) {
+    for p in list["plugins"].as_array_mut().into_iter().flatten() {
+        if let Some(o) = p.as_object_mut() {
+            for v in o.values_mut() {
+                if let Some(s) = v.as_str()
+                    && let Some((from, to)) = host_paths
+                        .iter()
+                        .find(|(from, _)| s.starts_with(from.as_str()))
+                {
+                    *v = Value::String(format!("{}{}", to.display(), &s[from.len()..]));
+                }
+            }
+        }
+    }
 }
 
 struct Sandbox {
@@ -165,8 +186,9 @@ async fn create_sandbox(cfg: &KubeletConfig, pod: &Pod, uid: &str) -> anyhow::Re
         .clone()
         .unwrap_or_else(|| "default".into());
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
-    let (_, conflist) =
+    let (_, mut conflist) =
         cni_runtime::load_conflist(&cfg.cni_conf_dir).map_err(anyhow::Error::msg)?;
+    localize_conflist(&mut conflist, &cfg.host_paths);
     let rt = RuntimeConf {
         container_id: format!("lab-{}", uid.replace('-', "")),
         netns: PathBuf::from(format!("/run/netns/{netns}")),
@@ -312,6 +334,23 @@ mod tests {
         let n = pod_netns("0", "3f1c1f0e-1111-2222-3333-444455556666");
         assert_eq!(n, "hl0-p3f1c1f0e11");
         assert!(n.len() <= 32);
+    }
+
+    #[test]
+    fn conflist_host_paths_point_at_the_node_folder() {
+        let mut l = json!({"plugins": [{"type": "hybridnet", "server_socket": "/run/hybridnet/hybridnet.sock"}, {"type": "portmap"}]});
+        localize_conflist(
+            &mut l,
+            &[(
+                "/run/hybridnet".into(),
+                PathBuf::from("/run/hybridnet-lab/0/nodes/node1/run"),
+            )],
+        );
+        assert_eq!(
+            l["plugins"][0]["server_socket"],
+            "/run/hybridnet-lab/0/nodes/node1/run/hybridnet.sock"
+        );
+        assert_eq!(l["plugins"][1]["type"], "portmap");
     }
 
     #[test]

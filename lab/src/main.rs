@@ -194,6 +194,7 @@ fn up_steps(params: &LabParams, dirs: &LabDirs) -> anyhow::Result<()> {
             ds.metadata.name.as_deref().unwrap_or("")
         );
         cluster::start_node_agents(params, dirs, &layout, &ds).await?;
+        cluster::wait_for_available(&client, Duration::from_secs(120)).await?;
         anyhow::Ok(())
     })?;
     cluster::wait_for_conflists(dirs, &layout, Duration::from_secs(60))?;
@@ -225,6 +226,10 @@ async fn daemon(dirs: &LabDirs) -> anyhow::Result<()> {
     let client = cluster::client_from(&dirs.host_kubeconfig()).await?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(scheduler::run(client.clone()));
+    tasks.spawn(cluster::daemonset_status_loop(
+        client.clone(),
+        layout.clone(),
+    ));
     for h in layout.nodes() {
         let Role::Node(n) = h.role else { continue };
         let node = format!("node{n}");
@@ -236,6 +241,7 @@ async fn daemon(dirs: &LabDirs) -> anyhow::Result<()> {
             cni_conf_dir: dirs.cni_conf(&node),
             cni_path: vec![dirs.cni_bin(&node), PathBuf::from("/usr/lib/cni")],
             log_dir: dirs.logs(),
+            host_paths: vec![("/run/hybridnet".into(), dirs.agent_run(&node))],
         };
         tasks.spawn(kubelet::run(client.clone(), cfg));
     }
