@@ -20,7 +20,9 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The end-to-end tests run the workspace's binaries (operator, node agent, CNI plugin, kube-lite).
 unit:
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
 # Regenerates the committed CRD YAML from the Rust types.

@@ -1,0 +1,233 @@
+//! End-to-end suite: the whole system (webhook, IPAM, operator, node agents, CNI plugin) in a lab of
+//! network namespaces. Needs root; under CI=true it must run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use hybridnet_lab::state::LabDirs;
+use hybridnet_lab::topology;
+
+fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: needs root, and CI=true forbids skipping"
+    );
+    eprintln!("SKIP {test}: needs root to create network namespaces");
+    false
+}
+
+fn lab_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hybridnet-lab"))
+}
+
+/// A lab that is always taken down, also when the test fails.
+struct Lab {
+    id: String,
+}
+
+impl Lab {
+    fn up(nodes: u32, underlay: u32) -> Self {
+        let id = format!("e{}", std::process::id() % 1000);
+        let lab = Lab { id };
+        let out = Command::new(lab_bin())
+            .args([
+                "--id",
+                &lab.id,
+                "up",
+                "--nodes",
+                &nodes.to_string(),
+                "--underlay-nodes",
+                &underlay.to_string(),
+            ])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            let logs = LabDirs::new(&lab.id).logs();
+            let mut all = String::new();
+            for e in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                all.push_str(&format!(
+                    "--- {}\n{}\n",
+                    e.path().display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
+            }
+            panic!(
+                "lab up failed: {}\n{all}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        lab
+    }
+
+    fn dirs(&self) -> LabDirs {
+        LabDirs::new(&self.id)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new(lab_bin())
+            .args(["--id", &self.id, "down"])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_system_connectivity_and_ip_hygiene() {
+    if !require_root("whole_system_connectivity_and_ip_hygiene") {
+        return;
+    }
+    let lab = Lab::up(3, 2);
+    let dirs = lab.dirs();
+    let client = hybridnet_lab::cluster::client_from(&dirs.host_kubeconfig())
+        .await
+        .unwrap();
+    hybridnet_lab::demo::create_networks(&client).await.unwrap();
+    let pods: BTreeMap<String, (String, Vec<String>)> =
+        hybridnet_lab::demo::create_pods(&client).await.unwrap();
+    for (name, (_, ips)) in &pods {
+        assert_eq!(ips.len(), 2, "{name} is dual stack: {ips:?}");
+    }
+    // Every pod reaches every other pod's v4 and v6 address.
+    let mut failures = Vec::new();
+    for (from, (uid, _)) in &pods {
+        let ns = hybridnet_lab::kubelet::pod_netns(&lab.id, uid);
+        for (to, (_, ips)) in &pods {
+            if from == to {
+                continue;
+            }
+            for ip in ips {
+                let ok = Command::new("ip")
+                    .args(["netns", "exec", &ns, "ping", "-c1", "-W2", ip])
+                    .status()
+                    .unwrap()
+                    .success();
+                if !ok {
+                    failures.push(format!("{from} -> {to} {ip}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "unreachable: {failures:#?}");
+
+    // Overlay pods leave the cluster masqueraded (the outside host sees the node), underlay pods
+    // with their own address.
+    let outside = topology::layout(&lab.id, 3).outside.netns.clone();
+    for (pod, want_own_ip) in [("overlay-a", false), ("underlay-b", true)] {
+        let (uid, ips) = &pods[pod];
+        let seen = source_seen_outside(&outside, &hybridnet_lab::kubelet::pod_netns(&lab.id, uid));
+        let own = &ips[0];
+        assert_eq!(
+            &seen == own,
+            want_own_ip,
+            "{pod} ({own}) reached the outside host as {seen}"
+        );
+    }
+
+    // The kubectl plugin's trace agrees with the kernel's route lookup on each node of the path.
+    for (from, to) in [
+        ("overlay-a", "underlay-b"),
+        ("underlay-a", "overlay-b"),
+        ("overlay-a", "overlay-b"),
+        ("underlay-a", "underlay-b"),
+    ] {
+        let out = kubectl(
+            &dirs,
+            &["hybridnet", "trace", from, "--to", to, "-o", "json"],
+        );
+        let trace: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("trace {from} -> {to}: {e}: {out}"));
+        for hop in trace["hops"].as_array().unwrap() {
+            let node = hop["node"].as_str().unwrap();
+            let q = &hop["query"];
+            let ns = format!("hl{}-{node}", lab.id);
+            let kernel = Command::new("ip")
+                .args([
+                    "-n",
+                    &ns,
+                    "route",
+                    "get",
+                    q["dst"].as_str().unwrap(),
+                    "from",
+                    q["src"].as_str().unwrap(),
+                    "iif",
+                    q["iif"].as_str().unwrap(),
+                    "mark",
+                    &q["mark"].to_string(),
+                ])
+                .output()
+                .unwrap();
+            let kernel = String::from_utf8_lossy(&kernel.stdout).to_string();
+            let dev = hop["result"]["dev"].as_str().unwrap();
+            assert!(
+                kernel.contains(&format!(" dev {dev} ")),
+                "trace {from} -> {to} on {node}: plan says dev {dev}, kernel says {kernel}"
+            );
+        }
+    }
+
+    // No leaked, duplicate or orphaned address after the scenario.
+    let check = kubectl(&dirs, &["hybridnet", "ip", "check"]);
+    assert!(check.contains("no problems found"), "{check}");
+}
+
+fn kubectl(dirs: &LabDirs, args: &[&str]) -> String {
+    let bin_dir = lab_bin().parent().unwrap().to_path_buf();
+    let out = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", dirs.host_kubeconfig())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Connects from `pod_ns` to a TCP listener in the outside host's namespace and returns the source
+/// address the outside host sees.
+fn source_seen_outside(outside_ns: &str, pod_ns: &str) -> String {
+    use std::os::fd::AsFd;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ns_path = format!("/run/netns/{outside_ns}");
+    let server = std::thread::spawn(move || {
+        let f = std::fs::File::open(ns_path).unwrap();
+        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let l = std::net::TcpListener::bind("0.0.0.0:7070").unwrap();
+        tx.send(()).unwrap();
+        let (_, peer) = l.accept().unwrap();
+        peer.ip().to_string()
+    });
+    rx.recv().unwrap();
+    let status = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            pod_ns,
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/198.19.0.2/7070",
+        ])
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "TCP from {pod_ns} to the outside host failed"
+    );
+    server.join().unwrap()
+}
