@@ -977,3 +977,39 @@ fn upstream_100_mixed_allocations_over_2_plus_2_subnets() {
     assert!(ipam.held_ips().iter().all(|h| h.subnet.ends_with("-1")));
     ipam.check_consistency().unwrap();
 }
+
+#[test]
+fn anonymous_reserved_addresses_do_not_take_part_in_mac_uniqueness() {
+    // Found by the rebuild property: a VM's reserved address (pod name dropped) carrying a MAC
+    // made rebuild-from-export differ from the first rebuild.
+    let subnets = vec![
+        simple_subnet("a", "net", "10.0.0.0/24"),
+        simple_subnet("c", "net", "fd00::/120"),
+    ];
+    let mac = MacAddr([2, 0, 0, 0, 0, 2]);
+    let mk = |ns: &str, addr: &str, pod: Option<&str>, mac: Option<MacAddr>| InstanceInput {
+        namespace: ns.into(),
+        name: hybridnet_api::naming::ip_to_instance_name(ip(addr)),
+        network: "net".into(),
+        subnet: if addr.contains(':') { "c" } else { "a" }.into(),
+        ip: ip(addr),
+        pod: pod.map(Into::into),
+        state: HoldState::Reserved,
+        mac,
+    };
+    let insts = vec![
+        mk("ns2", "10.0.0.3", Some("pod2"), None),
+        mk("ns0", "fd00::2", None, Some(mac)),
+        mk("ns2", "fd00::3", Some("pod2"), Some(mac)),
+    ];
+    let nets = [network("net", None)];
+    let (a, ca) = Ipam::rebuild(&nets, &subnets, &insts, &Cursors::default());
+    assert!(ca.is_empty(), "{ca:?}");
+    let anon = a.holder_of("net", ip("fd00::2")).unwrap();
+    assert_eq!((anon.pod, anon.mac), (None, None));
+    assert_eq!(a.holder_of("net", ip("10.0.0.3")).unwrap().mac, Some(mac));
+    let again: Vec<InstanceInput> = a.held_ips().iter().map(|h| h.to_instance()).collect();
+    let (b, cb) = Ipam::rebuild(&nets, &subnets, &again, &a.cursors());
+    assert!(cb.is_empty());
+    assert_eq!(b.held_ips(), a.held_ips());
+}

@@ -93,6 +93,11 @@ impl Ipam {
                 .cmp(&ip_to_u128(b.ip))
                 .then_with(|| a.ip.is_ipv6().cmp(&b.ip.is_ipv6()))
                 .then_with(|| (a.namespace, a.name).cmp(&(b.namespace, b.name)))
+                // A total order even for inputs the API server cannot hold (one name twice).
+                .then_with(|| {
+                    (a.subnet, a.network, a.pod, a.state, a.mac)
+                        .cmp(&(b.subnet, b.network, b.pod, b.state, b.mac))
+                })
         });
         let mut duplicates = Duplicates::new();
         let mut mac_conflicts = Vec::new();
@@ -208,7 +213,10 @@ impl Ipam {
                 offset: off,
             },
         );
+        // MACs belong to pods: an anonymous reserved address (pod name dropped) keeps its MAC
+        // in its IPInstance only, so it can neither collide with nor block a pod's MAC.
         if let Some(mac) = inst.mac
+            && inst.pod.is_some()
             && net.pods.slot(slot).mac.is_none()
         {
             match net.pods.mac_holder(mac) {

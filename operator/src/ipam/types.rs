@@ -280,7 +280,8 @@ pub struct HeldIp {
     /// `None` for an anonymous reserved address (pod name dropped).
     pub pod: Option<String>,
     pub state: HoldState,
-    /// The pod's MAC (one per pod and network, shared by both families).
+    /// The pod's MAC (one per pod and network, shared by both families); `None` for anonymous
+    /// holdings, whose MAC is only kept in their IPInstance.
     pub mac: Option<MacAddr>,
 }
 
