@@ -1,0 +1,387 @@
+//! Benchmark: pods to network-ready in a lab of 4 nodes.
+//!
+//! Brings up a lab (unique id, always taken down, also on panic), creates the demo networks and a
+//! probe pod, then creates `BENCH_PODS` pods (default 300; overlay spread by the scheduler over all
+//! nodes, underlay on the underlay nodes) as fast as the API server takes them, and measures per
+//! pod the time from its create request to
+//! - Running: status Running with podIPs set (seen by a watch), and
+//! - network-ready: Running and a ping from the probe pod's network namespace answered.
+//!
+//! Needs root and the workspace's binaries (`cargo build --workspace --bins`); the lab binary is
+//! taken from the folder of the bench's profile or from `HYBRIDNET_LAB_BIN`.
+//! Run: `cargo bench -p hybridnet-lab --bench pods --profile dev`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use hybridnet_lab::kubelet::pod_netns;
+use hybridnet_lab::state::LabDirs;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+use tokio::sync::{Mutex, Semaphore};
+
+const NODES: u32 = 4;
+const UNDERLAY_NODES: u32 = 2;
+/// The lab's underlay IPv4 subnet holds 100 addresses: stay well below.
+const UNDERLAY_PODS: usize = 80;
+const CREATE_CONCURRENCY: usize = 32;
+const PING_CONCURRENCY: usize = 32;
+const OVERALL_TIMEOUT: Duration = Duration::from_secs(300);
+const PING_DEADLINE_SECS: &str = "30";
+
+fn lab_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("HYBRIDNET_LAB_BIN") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_BIN_EXE_hybridnet-lab"))
+}
+
+/// A lab that is always taken down, also when the bench panics.
+struct Lab {
+    id: String,
+}
+
+impl Lab {
+    fn up() -> anyhow::Result<Self> {
+        let id = format!("b{}", std::process::id() % 1000);
+        let lab = Lab { id };
+        let out = Command::new(lab_bin())
+            .args([
+                "--id",
+                &lab.id,
+                "up",
+                "--nodes",
+                &NODES.to_string(),
+                "--underlay-nodes",
+                &UNDERLAY_NODES.to_string(),
+            ])
+            .output()
+            .with_context(|| format!("running {}", lab_bin().display()))?;
+        if !out.status.success() {
+            bail!(
+                "lab up failed (logs in {}): {}",
+                LabDirs::new(&lab.id).logs().display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(lab)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new(lab_bin())
+            .args(["--id", &self.id, "down"])
+            .output();
+    }
+}
+
+fn pod_object(name: &str, network_type: &str, selector: serde_json::Value) -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"bench": "pods"}, "annotations": {
+            "networking.alibaba.com/network-type": network_type,
+            "networking.alibaba.com/ip-family": "IPv4"}},
+        "spec": {"nodeSelector": selector,
+                 "containers": [{"name": "main", "image": "lab", "command": ["sleep", "infinity"]}]}
+    }))?)
+}
+
+#[derive(Default, Clone)]
+struct Timing {
+    created: Option<Instant>,
+    running: Option<Instant>,
+    ready: Option<Instant>,
+    node: String,
+    network_type: &'static str,
+}
+
+fn running_ip(p: &Pod) -> Option<String> {
+    let st = p.status.as_ref()?;
+    if st.phase.as_deref() != Some("Running") {
+        return None;
+    }
+    st.pod_ips.as_ref()?.first().map(|i| i.ip.clone())
+}
+
+async fn ping_until(netns: String, ip: String) -> bool {
+    tokio::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &netns,
+            "ping",
+            "-q",
+            "-c1",
+            "-i0.05",
+            "-w",
+            PING_DEADLINE_SECS,
+            &ip,
+        ])
+        .output()
+        .await
+        .is_ok_and(|o| o.status.success())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn bench(lab: &Lab, n_pods: usize) -> anyhow::Result<bool> {
+    let dirs = LabDirs::new(&lab.id);
+    let client = hybridnet_lab::cluster::client_from(&dirs.host_kubeconfig()).await?;
+    hybridnet_lab::demo::create_networks(&client).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+
+    // The probe: every measured pod is pinged from here.
+    pods.create(
+        &PostParams::default(),
+        &pod_object(
+            "probe",
+            "Overlay",
+            json!({"kubernetes.io/hostname": "node1"}),
+        )?,
+    )
+    .await
+    .context("creating the probe pod")?;
+    let probe_deadline = Instant::now() + Duration::from_secs(60);
+    let probe_ns = loop {
+        let p = pods.get("probe").await?;
+        if running_ip(&p).is_some() {
+            break pod_netns(&lab.id, p.metadata.uid.as_deref().unwrap_or_default());
+        }
+        if Instant::now() > probe_deadline {
+            bail!("the probe pod is not Running after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    let specs: Vec<(String, &'static str)> = (0..n_pods)
+        .map(|i| {
+            // Every fourth pod underlay until the underlay budget is used.
+            if i % 4 == 3 && i / 4 < UNDERLAY_PODS {
+                (format!("bench-u{i:03}"), "Underlay")
+            } else {
+                (format!("bench-o{i:03}"), "Overlay")
+            }
+        })
+        .collect();
+    let n_underlay = specs.iter().filter(|(_, t)| *t == "Underlay").count();
+    let timings: Arc<Mutex<HashMap<String, Timing>>> = Arc::new(Mutex::new(
+        specs
+            .iter()
+            .map(|(n, t)| {
+                (
+                    n.clone(),
+                    Timing {
+                        network_type: t,
+                        ..Timing::default()
+                    },
+                )
+            })
+            .collect(),
+    ));
+
+    // Watch first, so that no transition is missed.
+    let wc = watcher::Config::default().labels("bench=pods");
+    let mut stream = watcher(pods.clone(), wc).boxed();
+    let pings = Arc::new(Semaphore::new(PING_CONCURRENCY));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let watch_timings = timings.clone();
+    let watch_probe = probe_ns.clone();
+    let watch = tokio::spawn(async move {
+        while let Some(ev) = stream.next().await {
+            let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = ev else {
+                continue;
+            };
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let Some(ip) = running_ip(&p) else { continue };
+            let mut t = watch_timings.lock().await;
+            let Some(entry) = t.get_mut(&name) else {
+                continue;
+            };
+            if entry.running.is_some() {
+                continue;
+            }
+            entry.running = Some(Instant::now());
+            entry.node = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            let (timings, pings, ns, done) = (
+                watch_timings.clone(),
+                pings.clone(),
+                watch_probe.clone(),
+                done_tx.clone(),
+            );
+            tokio::spawn(async move {
+                let ok = match pings.acquire().await {
+                    Ok(_permit) => ping_until(ns, ip).await,
+                    Err(_) => false,
+                };
+                if ok && let Some(e) = timings.lock().await.get_mut(&name) {
+                    e.ready = Some(Instant::now());
+                }
+                let _ = done.send(());
+            });
+        }
+    });
+    // Let the watch's initial list finish before the clock starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let start = Instant::now();
+    let create_results: Vec<anyhow::Result<()>> = futures::stream::iter(specs.iter().cloned())
+        .map(|(name, network_type)| {
+            let pods = pods.clone();
+            let timings = timings.clone();
+            async move {
+                let selector = if network_type == "Underlay" {
+                    json!({"network": "underlay"})
+                } else {
+                    json!({})
+                };
+                let obj = pod_object(&name, network_type, selector)?;
+                let t0 = Instant::now();
+                pods.create(&PostParams::default(), &obj)
+                    .await
+                    .with_context(|| format!("creating pod {name}"))?;
+                if let Some(e) = timings.lock().await.get_mut(&name) {
+                    e.created = Some(t0);
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .collect()
+        .await;
+    let all_created = start.elapsed();
+    let create_errors: Vec<String> = create_results
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
+        .collect();
+
+    // Wait until every created pod's ping has finished (answered or given up), bounded.
+    let expected = n_pods - create_errors.len();
+    let mut finished = 0;
+    let deadline = tokio::time::Instant::now() + OVERALL_TIMEOUT;
+    while finished < expected {
+        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+            Ok(Some(())) => finished += 1,
+            _ => break,
+        }
+    }
+    watch.abort();
+
+    let t = timings.lock().await.clone();
+    let mut running: Vec<Duration> = Vec::new();
+    let mut ready: Vec<Duration> = Vec::new();
+    let mut last_ready = start;
+    let mut per_node: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut per_type: HashMap<&str, Vec<Duration>> = HashMap::new();
+    for e in t.values() {
+        let Some(c) = e.created else { continue };
+        if let Some(r) = e.running {
+            running.push(r - c);
+            *per_node.entry(e.node.clone()).or_default() += 1;
+        }
+        if let Some(r) = e.ready {
+            ready.push(r - c);
+            per_type.entry(e.network_type).or_default().push(r - c);
+            last_ready = last_ready.max(r);
+        }
+    }
+    running.sort();
+    ready.sort();
+    let total = last_ready - start;
+
+    println!(
+        "\npods to network-ready: lab {}, {NODES} nodes ({UNDERLAY_NODES} underlay)",
+        lab.id
+    );
+    println!(
+        "pods: {n_pods} ({} underlay, {} overlay, IPv4), create concurrency {CREATE_CONCURRENCY}",
+        n_underlay,
+        n_pods - n_underlay
+    );
+    println!("pods per node: {per_node:?}");
+    println!("all create requests answered after {}", ms(all_created));
+    println!();
+    println!("| measure                          | count | p50      | p99      | max      |");
+    println!("|----------------------------------|------:|---------:|---------:|---------:|");
+    let row = |what: &str, v: &[Duration]| {
+        println!(
+            "| {what:<32} | {:>5} | {:>8} | {:>8} | {:>8} |",
+            v.len(),
+            ms(percentile(v, 50.0)),
+            ms(percentile(v, 99.0)),
+            ms(v.last().copied().unwrap_or_default())
+        );
+    };
+    row("create -> Running with podIPs", &running);
+    row("create -> network-ready (ping)", &ready);
+    for ty in ["Overlay", "Underlay"] {
+        let mut v = per_type.get(ty).cloned().unwrap_or_default();
+        v.sort();
+        row(&format!("  {ty} network-ready"), &v);
+    }
+    println!();
+    println!(
+        "throughput: {} pods network-ready in {:.1} s = {:.1} pods/s (first create to last ready)",
+        ready.len(),
+        total.as_secs_f64(),
+        ready.len() as f64 / total.as_secs_f64().max(1e-9)
+    );
+    if !create_errors.is_empty() {
+        println!(
+            "create errors ({}): {:?}",
+            create_errors.len(),
+            &create_errors[..create_errors.len().min(5)]
+        );
+    }
+    Ok(ready.len() == n_pods)
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs the binary without it, and a
+    // 300-pod lab has no place in the test suite.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("pods bench: not run (run it with `cargo bench`)");
+        return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP pods bench: needs root to create network namespaces");
+        return Ok(());
+    }
+    let n_pods: usize = std::env::var("BENCH_PODS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let lab = Lab::up()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let all_ready = rt.block_on(bench(&lab, n_pods))?;
+    drop(rt);
+    drop(lab);
+    if !all_ready {
+        bail!("not every pod became network-ready");
+    }
+    Ok(())
+}
