@@ -29,7 +29,9 @@ unit:
 crds:
 	$(CARGO) run -q -p hybridnet-api --bin crdgen
 
+# The lab benchmark runs the workspace's release binaries.
 bench:
+	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench --workspace
 
 demo: deps
