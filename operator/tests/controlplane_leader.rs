@@ -155,3 +155,117 @@ async fn webhook_certificate_is_reloaded_from_files() {
     r.caches.wait_ready().await;
     assert!(r.caches.is_ready());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_certificate_is_reloaded_from_a_secret() {
+    use hybridnet_operator::controlplane::replica::{Replica, ReplicaConfig};
+    use hybridnet_operator::webhook::server::CertSource;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::PostParams;
+
+    let env = Env::start().await;
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), "kube-system");
+    let secret = |c: &TestCerts| Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("hybridnet-webhook-cert".into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(
+            [
+                (
+                    "tls.crt".to_string(),
+                    ByteString(c.cert_pem.clone().into_bytes()),
+                ),
+                (
+                    "tls.key".to_string(),
+                    ByteString(c.key_pem.clone().into_bytes()),
+                ),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    secrets
+        .create(&PostParams::default(), &secret(&env.certs))
+        .await
+        .unwrap();
+    let r = Replica::start(
+        env.srv.client().await.unwrap(),
+        ReplicaConfig {
+            control: test_config("r1"),
+            webhook: Some((
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                CertSource::Secret {
+                    namespace: "kube-system".into(),
+                    name: "hybridnet-webhook-cert".into(),
+                },
+            )),
+            cert_reload: Duration::from_millis(200),
+            metrics_addr: None,
+            control_plane: false,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let url = format!("https://{}/validate", r.webhook_addr.unwrap());
+    let tls_refused =
+        |r: &Result<serde_json::Value, String>| matches!(r, Err(e) if e.starts_with("tls:"));
+    let first =
+        kube_lite::admission::post_json(&url, env.certs.ca_pem.as_bytes(), &json!({})).await;
+    assert!(!tls_refused(&first), "{first:?}");
+    let fresh = make_certs();
+    secrets
+        .replace("hybridnet-webhook-cert", &PostParams::default(), &{
+            let mut s = secret(&fresh);
+            s.metadata.resource_version = secrets
+                .get("hybridnet-webhook-cert")
+                .await
+                .unwrap()
+                .metadata
+                .resource_version;
+            s
+        })
+        .await
+        .unwrap();
+    wait_for("certificate from the updated Secret served", || async {
+        !tls_refused(
+            &kube_lite::admission::post_json(&url, fresh.ca_pem.as_bytes(), &json!({})).await,
+        )
+    })
+    .await;
+    // A Secret without a key is refused at start with an error naming it.
+    let mut broken = secret(&fresh);
+    broken.metadata.name = Some("broken".into());
+    broken.data.as_mut().unwrap().remove("tls.key");
+    secrets
+        .create(&PostParams::default(), &broken)
+        .await
+        .unwrap();
+    let err = Replica::start(
+        env.srv.client().await.unwrap(),
+        ReplicaConfig {
+            control: test_config("r2"),
+            webhook: Some((
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                CertSource::Secret {
+                    namespace: "kube-system".into(),
+                    name: "broken".into(),
+                },
+            )),
+            cert_reload: Duration::from_millis(200),
+            metrics_addr: None,
+            control_plane: false,
+        },
+        None,
+    )
+    .await
+    .err()
+    .expect("a Secret without tls.key must be refused");
+    assert!(
+        err.to_string().contains("kube-system/broken") && err.to_string().contains("tls.key"),
+        "{err}"
+    );
+}
