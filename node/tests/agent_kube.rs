@@ -117,6 +117,38 @@ fn agent_programs_publishes_and_follows_events() {
         "{managers:?}"
     );
 
+    // The subnet -> table assignment is published, and it is the kernel's.
+    let rules = n1.ip("rule show");
+    let kernel_table: u32 = rules
+        .lines()
+        .find(|l| l.contains("from 198.18.0.0/24 fwmark 0/0x4040"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no subnet rule for 198.18.0.0/24: {rules}"));
+    let published = wait_for("route-tables annotation of n1", 30, || {
+        let ni: NodeInfo = cp.run(|c| async move {
+            kube::Api::<NodeInfo>::all(c)
+                .get_opt("n1")
+                .await
+                .ok()
+                .flatten()
+        })?;
+        let v = ni
+            .metadata
+            .annotations?
+            .get(hybridnet_node::plan::ROUTE_TABLES_ANNOTATION)?
+            .clone();
+        v.contains("198.18.0.0/24").then_some(v)
+    });
+    let tables = hybridnet_node::plan::RouteTables::parse_annotation(&published).unwrap();
+    assert_eq!(
+        tables
+            .0
+            .get(&hybridnet_api::ipmath::Cidr::parse_canonical("198.18.0.0/24").unwrap()),
+        Some(&kernel_table),
+        "annotation {published} vs kernel rules {rules}"
+    );
+
     // An event: a new remote pod appears and is resolved without waiting for the resync.
     cp.create_ns(
         "default",

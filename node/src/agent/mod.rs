@@ -55,7 +55,8 @@ pub use metrics::Metrics;
 
 use crate::dataplane::{Applier, NftRunner, read_host_state};
 use crate::plan::{
-    ApiState, DataPlanePlan, PlanConfig, PublishedVtep, build_plan, node_status_addresses,
+    ApiState, DataPlanePlan, PlanConfig, PublishedVtep, ROUTE_TABLES_ANNOTATION, RouteTables,
+    build_plan, node_status_addresses,
 };
 
 /// The agent's watch caches.
@@ -247,22 +248,61 @@ impl Caches {
     }
 }
 
-/// Server-side applies this node's NodeInfo (spec, then status.updateTimestamp).
+/// What the agent publishes in its NodeInfo: the VTEP (spec) and the subnet tables (annotation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfoPublication {
+    pub vtep: Option<PublishedVtep>,
+    pub route_tables: RouteTables,
+}
+
+impl NodeInfoPublication {
+    /// What to publish after `plan`: a VTEP once known is kept (as before, it is never retracted).
+    pub fn after(plan: &DataPlanePlan, last: Option<&NodeInfoPublication>) -> Self {
+        Self {
+            vtep: plan
+                .published_vtep
+                .clone()
+                .or_else(|| last.and_then(|l| l.vtep.clone())),
+            route_tables: RouteTables::of_plan(plan),
+        }
+    }
+
+    /// Whether there is anything to publish at all.
+    pub fn is_empty(&self) -> bool {
+        self.vtep.is_none() && self.route_tables.is_empty()
+    }
+
+    /// The server-side apply body of the NodeInfo object (without status). It always holds every
+    /// field the agent owns: an apply that left one out would delete it.
+    pub fn apply_body(&self, node: &str) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "apiVersion": "networking.alibaba.com/v1",
+            "kind": "NodeInfo",
+            "metadata": {
+                "name": node,
+                "annotations": {(ROUTE_TABLES_ANNOTATION): self.route_tables.to_annotation()},
+            },
+        });
+        if let Some(v) = &self.vtep {
+            let local: Vec<String> = v.local_ips.iter().map(|i| i.to_string()).collect();
+            body["spec"] = serde_json::json!({
+                "vtepInfo": {"ip": v.ip.to_string(), "mac": v.mac.to_string(), "localIPs": local},
+            });
+        }
+        body
+    }
+}
+
+/// Server-side applies this node's NodeInfo (spec and annotations, then status.updateTimestamp).
 pub async fn publish_node_info(
     client: &Client,
     node: &str,
-    vtep: &PublishedVtep,
+    publication: &NodeInfoPublication,
 ) -> kube::Result<()> {
     let api: Api<NodeInfo> = Api::all(client.clone());
     let pp = PatchParams::apply(field_manager::NODE_AGENT).force();
-    let local: Vec<String> = vtep.local_ips.iter().map(|i| i.to_string()).collect();
-    let spec = serde_json::json!({
-        "apiVersion": "networking.alibaba.com/v1",
-        "kind": "NodeInfo",
-        "metadata": {"name": node},
-        "spec": {"vtepInfo": {"ip": vtep.ip.to_string(), "mac": vtep.mac.to_string(), "localIPs": local}},
-    });
-    api.patch(node, &pp, &Patch::Apply(&spec)).await?;
+    api.patch(node, &pp, &Patch::Apply(&publication.apply_body(node)))
+        .await?;
     let ts = k8s_openapi::jiff::Timestamp::now().to_string();
     let status = serde_json::json!({
         "apiVersion": "networking.alibaba.com/v1",
@@ -307,7 +347,7 @@ pub async fn reconcile_loop(
         plan_cfg.tables.clone(),
         NftRunner::new(cfg.nft_binary.clone()),
     );
-    let mut published: Option<PublishedVtep> = None;
+    let mut published: Option<NodeInfoPublication> = None;
     let mut bgp = crate::bgp::BgpController::new(shared.bgp.clone());
     let mut last_problems: BTreeMap<String, String> = BTreeMap::new();
     let debounce = Duration::from_millis(100);
@@ -348,13 +388,16 @@ pub async fn reconcile_loop(
                     plan.vxlan.as_ref().map(|v| v.mtu).unwrap_or(0),
                     Ordering::SeqCst,
                 );
-                if plan.published_vtep != published
-                    && let Some(v) = &plan.published_vtep
-                {
-                    match publish_node_info(&client, &cfg.node_name, v).await {
+                let want = NodeInfoPublication::after(&plan, published.as_ref());
+                if published.as_ref() != Some(&want) && !want.is_empty() {
+                    match publish_node_info(&client, &cfg.node_name, &want).await {
                         Ok(()) => {
-                            info!(vtep = %v.ip, mac = %v.mac, "published NodeInfo");
-                            published = Some(v.clone());
+                            info!(
+                                vtep = ?want.vtep.as_ref().map(|v| v.ip),
+                                route_tables = %want.route_tables.to_annotation(),
+                                "published NodeInfo"
+                            );
+                            published = Some(want);
                         }
                         Err(e) => warn!(error = %e, "publishing NodeInfo failed (retrying)"),
                     }
@@ -528,4 +571,102 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         r = cni_task => anyhow::bail!("CNI server ended: {r:?}"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{MacAddr, SubnetTable};
+    use hybridnet_api::ipmath::Cidr;
+    use hybridnet_api::v1::NetworkMode;
+
+    fn plan_with(vtep: Option<PublishedVtep>, tables: &[(&str, u32)]) -> DataPlanePlan {
+        let mut p = DataPlanePlan {
+            published_vtep: vtep,
+            ..Default::default()
+        };
+        for (c, t) in tables {
+            p.subnet_tables.insert(
+                Cidr::parse_canonical(c).unwrap(),
+                SubnetTable {
+                    table: *t,
+                    network: "n".into(),
+                    mode: NetworkMode::Vlan,
+                    auto_nat_outgoing: false,
+                },
+            );
+        }
+        p
+    }
+
+    fn vtep() -> PublishedVtep {
+        PublishedVtep {
+            ip: "198.18.0.11".parse().unwrap(),
+            mac: MacAddr([2, 0, 0, 0, 0, 0x11]),
+            local_ips: vec!["198.18.0.11".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn apply_body_holds_every_owned_field() {
+        let p = NodeInfoPublication::after(
+            &plan_with(
+                Some(vtep()),
+                &[("198.18.0.0/24", 10001), ("fd00::/64", 10000)],
+            ),
+            None,
+        );
+        assert_eq!(
+            p.apply_body("n1"),
+            serde_json::json!({
+                "apiVersion": "networking.alibaba.com/v1",
+                "kind": "NodeInfo",
+                "metadata": {
+                    "name": "n1",
+                    "annotations": {
+                        "hybridnet.io/route-tables":
+                            r#"{"4":{"198.18.0.0/24":10001},"6":{"fd00::/64":10000}}"#,
+                    },
+                },
+                "spec": {"vtepInfo": {"ip": "198.18.0.11", "mac": "02:00:00:00:00:11", "localIPs": ["198.18.0.11"]}},
+            })
+        );
+        // The annotation read back is the plan's assignment.
+        let back = RouteTables::parse_annotation(
+            p.apply_body("n1")["metadata"]["annotations"][ROUTE_TABLES_ANNOTATION]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(back, p.route_tables);
+    }
+
+    #[test]
+    fn publication_changes_only_with_vtep_or_tables_and_keeps_a_known_vtep() {
+        let first = NodeInfoPublication::after(&plan_with(Some(vtep()), &[]), None);
+        assert!(!first.is_empty());
+        // Same plan again: nothing to publish.
+        assert_eq!(
+            NodeInfoPublication::after(&plan_with(Some(vtep()), &[]), Some(&first)),
+            first
+        );
+        // A subnet table appears: a change.
+        let second = NodeInfoPublication::after(
+            &plan_with(Some(vtep()), &[("198.18.0.0/24", 10000)]),
+            Some(&first),
+        );
+        assert_ne!(second, first);
+        // The VTEP disappears from a plan: the published one stays.
+        let third = NodeInfoPublication::after(
+            &plan_with(None, &[("198.18.0.0/24", 10000)]),
+            Some(&second),
+        );
+        assert_eq!(third, second);
+        // An underlay-only node publishes its tables without a spec.
+        let underlay =
+            NodeInfoPublication::after(&plan_with(None, &[("198.18.0.0/24", 10000)]), None);
+        assert!(!underlay.is_empty());
+        assert!(underlay.apply_body("n1").get("spec").is_none());
+        assert!(NodeInfoPublication::after(&plan_with(None, &[]), None).is_empty());
+    }
 }

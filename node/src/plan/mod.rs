@@ -23,6 +23,7 @@ mod build;
 mod exclude;
 mod model;
 pub mod nft;
+mod route_tables;
 mod trace;
 
 #[cfg(test)]
@@ -33,6 +34,7 @@ use std::net::IpAddr;
 pub use build::{build_plan, is_container_link, is_global_unicast, vlan_link};
 pub use exclude::{RangePart, exclude_blocks};
 pub use model::*;
+pub use route_tables::{ROUTE_TABLES_ANNOTATION, RouteTables, RouteTablesError};
 pub use trace::{Encapsulation, MatchedRule, Outcome, TraceQuery, TraceResult, trace};
 
 /// Addresses of a Node's `.status.addresses` that parse as IPs.
