@@ -4,9 +4,11 @@
 //! The host facts a plan needs are rebuilt from the API: the uplink interface carries the node's
 //! VTEP address and MAC (NodeInfo) and the Node's status addresses; every local pod has its host
 //! veth; the main table has a default route on the uplink. The uplink's real name and the node's
-//! subnet table numbers are not in the API: the uplink name comes from the HybridnetCluster's
-//! preferred interfaces (or `--uplink`), table numbers are the ones a freshly started agent picks.
-//! `--live` asks the kernel of the node for the real answer.
+//! subnet table numbers are not in the API objects proper: the uplink name comes from the
+//! HybridnetCluster's preferred interfaces (or `--uplink`); table numbers come from the agent's
+//! NodeInfo annotation `hybridnet.io/route-tables` (fed to the plan as the tables already in the
+//! kernel, exactly as the agent itself adopts them), and without it are the ones a freshly started
+//! agent picks. `--live` asks the kernel of the node for the real answer.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -16,7 +18,8 @@ use hybridnet_api::naming::host_veth_name;
 use hybridnet_api::v1::{IPInstance, IpVersion, Network, NodeInfo, Subnet};
 use hybridnet_node::plan::{
     ApiState, DataPlanePlan, HostAddress, HostInterface, HostRoute, HostState, MacAddr, Outcome,
-    PlanConfig, TraceQuery, TraceResult, build_plan, trace,
+    PlanConfig, ROUTE_TABLES_ANNOTATION, RouteTables, RouteTablesError, TraceQuery, TraceResult,
+    build_plan, trace,
 };
 use serde::Serialize;
 
@@ -69,6 +72,9 @@ pub struct NodeHop {
     pub result: TraceResult,
     /// What the plan of this node could not use (e.g. no VTEP known for a node).
     pub plan_problems: Vec<String>,
+    /// The subnet table numbers are the ones the node's agent published (else those a freshly
+    /// started agent picks).
+    pub tables_published: bool,
 }
 
 /// The whole path.
@@ -109,6 +115,22 @@ pub fn pod_address(
     c.into_iter()
         .find(|f| family.is_none_or(|v| f.ip.is_some_and(|i| IpVersion::of(&i) == v)))
         .and_then(|f| Some((f.ip?, f.node.clone()?)))
+}
+
+/// The subnet -> table assignment the agent of `node` published in its NodeInfo, if any.
+pub fn published_route_tables(
+    node: &str,
+    inputs: &TraceInputs,
+) -> Option<Result<RouteTables, RouteTablesError>> {
+    let value = inputs
+        .node_infos
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(node))?
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ROUTE_TABLES_ANNOTATION)?;
+    Some(RouteTables::parse_annotation(value))
 }
 
 /// The host facts of `node` as far as the API tells them.
@@ -201,10 +223,17 @@ pub fn host_state_for(node: &str, inputs: &TraceInputs) -> HostState {
             src: None,
         });
     }
+    // The agent's published tables are what it adopted from (and keeps in) the kernel: the plan
+    // takes them the same way, as tables already programmed.
+    let existing_subnet_tables = match published_route_tables(node, inputs) {
+        Some(Ok(t)) => t.0,
+        _ => BTreeMap::new(),
+    };
     HostState {
         interfaces,
         main_routes,
         ipv6_enabled: ipv6,
+        existing_subnet_tables,
         ..Default::default()
     }
 }
@@ -226,13 +255,21 @@ pub fn plan_for(node: &str, inputs: &TraceInputs) -> DataPlanePlan {
     build_plan(&api, &host_state_for(node, inputs), &cfg)
 }
 
-fn hop(node: &str, plan: &DataPlanePlan, q: TraceQuery) -> NodeHop {
+fn hop(node: &str, inputs: &TraceInputs, plan: &DataPlanePlan, q: TraceQuery) -> NodeHop {
     let result = trace(plan, &q);
+    let mut plan_problems: Vec<String> = plan.problems.iter().map(|p| p.to_string()).collect();
+    let published = published_route_tables(node, inputs);
+    if let Some(Err(e)) = &published {
+        plan_problems.push(format!(
+            "NodeInfo {node}: {e}; table numbers are those a freshly started agent picks"
+        ));
+    }
     NodeHop {
         node: node.to_string(),
         query: q,
         result,
-        plan_problems: plan.problems.iter().map(|p| p.to_string()).collect(),
+        plan_problems,
+        tables_published: matches!(published, Some(Ok(_))),
     }
 }
 
@@ -278,7 +315,7 @@ pub fn trace_path(
     {
         q.iif = Some(host_veth_name(namespace, name));
     }
-    let first = hop(&src_node, &src_plan, q);
+    let first = hop(&src_node, inputs, &src_plan, q);
     let mut hops = vec![first.clone()];
 
     let r = &first.result;
@@ -308,7 +345,7 @@ pub fn trace_path(
         let mut q = TraceQuery::new(src_ip, dst.ip);
         q.iif = iif;
         q.established = established;
-        hops.push(hop(&node, &plan, q));
+        hops.push(hop(&node, inputs, &plan, q));
     }
     let summary = summarize(&hops, inputs);
     Ok(PathReport {
@@ -416,9 +453,15 @@ pub fn render(report: &PathReport, uplink_note: bool, uplink: &str) -> String {
     }
     out.push_str(&format!("\nsummary: {}\n", report.summary));
     if uplink_note {
-        out.push_str(&format!(
-            "note: interface {uplink:?} stands for each node's uplink and table numbers are those a freshly started agent picks; --live shows the kernel's view\n"
-        ));
+        if report.hops.iter().all(|h| h.tables_published) {
+            out.push_str(&format!(
+                "note: interface {uplink:?} stands for each node's uplink; table numbers are those the node agents published; --live shows the kernel's view\n"
+            ));
+        } else {
+            out.push_str(&format!(
+                "note: interface {uplink:?} stands for each node's uplink and table numbers are those a freshly started agent picks; --live shows the kernel's view\n"
+            ));
+        }
     }
     out
 }
@@ -531,6 +574,103 @@ mod tests {
         assert!(!h.ipv6_enabled, "no IPv6 subnet");
         // A node without NodeInfo still gets a computable (placeholder-MAC) uplink.
         assert!(host_state_for("n9", &inputs).interfaces[0].mac.is_some());
+        // Without the route-tables annotation the plan picks table numbers itself.
+        assert!(h.existing_subnet_tables.is_empty());
+        assert!(published_route_tables("n1", &inputs).is_none());
+    }
+
+    #[test]
+    fn published_route_tables_feed_the_plan_as_existing_tables() {
+        let mut ni = NodeInfo::new("n1", Default::default());
+        ni.metadata.name = Some("n1".into());
+        ni.metadata.annotations = Some(
+            [(
+                ROUTE_TABLES_ANNOTATION.to_string(),
+                r#"{"4":{"10.0.0.0/24":10003},"6":{"fd00::/64":10000}}"#.to_string(),
+            )]
+            .into(),
+        );
+        let mut inputs = TraceInputs {
+            node_infos: vec![ni],
+            uplink: "eth0".into(),
+            vxlan_udp_port: 8472,
+            ..Default::default()
+        };
+        let h = host_state_for("n1", &inputs);
+        let got: Vec<(String, u32)> = h
+            .existing_subnet_tables
+            .iter()
+            .map(|(c, t)| (c.to_string(), *t))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("10.0.0.0/24".into(), 10003), ("fd00::/64".into(), 10000)]
+        );
+        // Another node's annotation is not this node's.
+        assert!(
+            host_state_for("n2", &inputs)
+                .existing_subnet_tables
+                .is_empty()
+        );
+
+        // A malformed annotation is not used, and the hop says why.
+        inputs.node_infos[0].metadata.annotations = Some(
+            [(
+                ROUTE_TABLES_ANNOTATION.to_string(),
+                r#"{"4":{"10.0.0.1/24":10003}}"#.to_string(),
+            )]
+            .into(),
+        );
+        assert!(matches!(
+            published_route_tables("n1", &inputs),
+            Some(Err(_))
+        ));
+        assert!(
+            host_state_for("n1", &inputs)
+                .existing_subnet_tables
+                .is_empty()
+        );
+        let plan = plan_for("n1", &inputs);
+        let q = TraceQuery::new("10.0.0.2".parse().unwrap(), "10.0.1.3".parse().unwrap());
+        let h = hop("n1", &inputs, &plan, q);
+        assert!(!h.tables_published);
+        assert!(
+            h.plan_problems
+                .iter()
+                .any(|p| p.contains(ROUTE_TABLES_ANNOTATION) && p.contains("not canonical")),
+            "{:?}",
+            h.plan_problems
+        );
+    }
+
+    #[test]
+    fn note_mentions_guessed_tables_only_without_published_ones() {
+        let q = TraceQuery::new("10.0.0.2".parse().unwrap(), "10.0.1.3".parse().unwrap());
+        let plan = DataPlanePlan::default();
+        let mut h = NodeHop {
+            node: "n1".into(),
+            query: q.clone(),
+            result: trace(&plan, &q),
+            plan_problems: vec![],
+            tables_published: true,
+        };
+        let mut report = PathReport {
+            source: "a".into(),
+            destination: "b".into(),
+            hops: vec![h.clone()],
+            summary: "s".into(),
+        };
+        let text = render(&report, true, "eth0");
+        assert!(
+            text.contains("table numbers are those the node agents published"),
+            "{text}"
+        );
+        assert!(!text.contains("freshly"), "{text}");
+        h.tables_published = false;
+        h.node = "n2".into();
+        report.hops.push(h);
+        let text = render(&report, true, "eth0");
+        assert!(text.contains("a freshly started agent picks"), "{text}");
     }
 
     #[test]

@@ -455,3 +455,79 @@ impl CloneRun for Run {
         }
     }
 }
+
+/// Sets (or, with `None`, removes) node1's published route-tables annotation.
+async fn publish_tables(t: &Topology, value: Option<&str>) {
+    use kube::api::{Patch, PatchParams};
+    let api: kube::Api<hybridnet_api::v1::NodeInfo> = kube::Api::all(t.c.client.clone());
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {"hybridnet.io/route-tables": value}}});
+    api.patch("node1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate NodeInfo node1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_numbers_come_from_the_published_assignment() {
+    if !kubectl_available() {
+        return;
+    }
+    let t = topology().await;
+    let k = t.c.kubeconfig.as_path();
+    // Without the annotation: the numbers a freshly started agent picks, and the note says so.
+    let v = t.trace(&["u1", "--to", "u2"]).await;
+    let fresh = rule(hop(&v, 0));
+    assert_eq!(fresh.0, 1003, "{v:#}");
+    assert_eq!(v["hops"][0]["tablesPublished"], false, "{v:#}");
+    let r = kubectl(k, &["trace", "u1", "--to", "u2"]).await;
+    assert!(
+        r.stdout
+            .contains("table numbers are those a freshly started agent picks"),
+        "{}",
+        r.stdout
+    );
+
+    // node1's agent published other numbers (as after a restart that adopted the kernel's).
+    let published = 10000 + (fresh.1 - 10000 + 5) % 20;
+    publish_tables(
+        &t,
+        Some(&format!(
+            r#"{{"4":{{"192.168.100.0/24":{published},"10.244.0.0/24":{fresh}}}}}"#,
+            fresh = fresh.1
+        )),
+    )
+    .await;
+    let v = t.trace(&["u1", "--to", "u2"]).await;
+    assert_eq!(rule(hop(&v, 0)), (1003, published), "{v:#}");
+    assert_eq!(v["hops"][0]["tablesPublished"], true, "{v:#}");
+    // node2 published nothing: its hop still says so.
+    assert_eq!(v["hops"][1]["tablesPublished"], false, "{v:#}");
+    // The overlay subnet's table is the published one as well.
+    let v = t.trace(&["o1", "--to", "u2"]).await;
+    assert_eq!(rule(hop(&v, 0)), (1003, fresh.1), "{v:#}");
+    let r = kubectl(k, &["trace", "u1", "--to", "192.168.100.77"]).await;
+    assert!(
+        r.stdout.contains(&format!("table {published}"))
+            && r.stdout
+                .contains("table numbers are those the node agents published"),
+        "{}",
+        r.stdout
+    );
+
+    // A malformed annotation: not used, the hop names the problem, nothing fails.
+    publish_tables(&t, Some(r#"{"4":{"192.168.100.0/24":"x"}}"#)).await;
+    let v = t.trace(&["u1", "--to", "u2"]).await;
+    assert_eq!(rule(hop(&v, 0)), fresh, "{v:#}");
+    assert_eq!(v["hops"][0]["tablesPublished"], false, "{v:#}");
+    assert!(
+        v["hops"][0]["planProblems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("hybridnet.io/route-tables")),
+        "{v:#}"
+    );
+    publish_tables(&t, None).await;
+    let v = t.trace(&["u1", "--to", "u2"]).await;
+    assert_eq!(rule(hop(&v, 0)), fresh, "{v:#}");
+}

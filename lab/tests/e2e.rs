@@ -131,6 +131,7 @@ async fn whole_system_connectivity_and_ip_hygiene() {
     }
 
     // The kubectl plugin's trace agrees with the kernel's route lookup on each node of the path.
+    let mut tables_compared = Vec::new();
     for (from, to) in [
         ("overlay-a", "underlay-b"),
         ("underlay-a", "overlay-b"),
@@ -169,12 +170,54 @@ async fn whole_system_connectivity_and_ip_hygiene() {
                 kernel.contains(&format!(" dev {dev} ")),
                 "trace {from} -> {to} on {node}: plan says dev {dev}, kernel says {kernel}"
             );
+            // The kernel names the table when it is not main (IPv4 does): the agent published
+            // its subnet tables, so trace's number must be the kernel's.
+            if let Some(table) = kernel_table(&kernel) {
+                tables_compared.push(format!("{from} -> {to} on {node}: table {table}"));
+                let planned = &hop["result"]["rule"]["table"];
+                assert_eq!(
+                    planned.as_u64(),
+                    Some(table),
+                    "trace {from} -> {to} on {node}: plan says table {planned}, kernel says {kernel}"
+                );
+            }
         }
     }
+
+    assert!(
+        tables_compared.iter().any(|t| !t.ends_with("table 39999")
+            && !t.ends_with("table 40000")
+            && !t.ends_with("table 40001")),
+        "no subnet table was compared with the kernel: {tables_compared:?}"
+    );
+    eprintln!("tables compared with the kernel: {tables_compared:#?}");
 
     // No leaked, duplicate or orphaned address after the scenario.
     let check = kubectl(&dirs, &["hybridnet", "ip", "check"]);
     assert!(check.contains("no problems found"), "{check}");
+}
+
+/// The `table N` of an `ip route get` answer, if it names one.
+fn kernel_table(route_get: &str) -> Option<u64> {
+    let mut words = route_get.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "table" {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
+}
+
+#[test]
+fn kernel_table_is_read_from_route_get() {
+    assert_eq!(
+        kernel_table("10.0.1.3 from 10.0.0.2 dev eth0.vxlan4 table 10000 \n    cache iif hybr1 \n"),
+        Some(10000)
+    );
+    assert_eq!(
+        kernel_table("10.0.1.3 dev eth0 src 10.0.0.1 uid 0 \n    cache \n"),
+        None
+    );
 }
 
 fn kubectl(dirs: &LabDirs, args: &[&str]) -> String {
