@@ -497,3 +497,56 @@ pub async fn wait_for_available(client: &kube::Client, timeout: Duration) -> any
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// The operator process, run as the operator Deployment of `deploy/operator.yaml` runs it.
+pub fn operator_process(
+    params: &LabParams,
+    dirs: &LabDirs,
+    netns: &str,
+) -> anyhow::Result<ProcessSpec> {
+    Ok(ProcessSpec {
+        name: "operator".into(),
+        netns: Some(netns.to_string()),
+        program: binary(params, "hybridnet-operator")?,
+        args: vec!["--webhook-cert-secret=hybridnet-webhook-cert".into()],
+        env: vec![
+            (
+                "KUBECONFIG".into(),
+                dirs.lab_kubeconfig().display().to_string(),
+            ),
+            ("NAMESPACE".into(), OPERATOR_NAMESPACE.into()),
+            ("POD_NAME".into(), "hybridnet-operator-lab-0".into()),
+            (
+                "RUST_LOG".into(),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            ),
+        ],
+    })
+}
+
+/// The node agent process of one node, from the DaemonSet's main container.
+pub fn agent_process(
+    params: &LabParams,
+    dirs: &LabDirs,
+    layout: &Layout,
+    ds: &DaemonSet,
+    node: u32,
+) -> anyhow::Result<ProcessSpec> {
+    let h = layout.host(&Role::Node(node)).context("no such node")?;
+    let c = ds
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .context("DaemonSet without a container")?;
+    container_process(
+        ds,
+        c,
+        params,
+        dirs,
+        &format!("node{node}"),
+        h.ip4().unwrap_or_default(),
+        &h.netns,
+    )
+}

@@ -164,28 +164,7 @@ fn up_steps(params: &LabParams, dirs: &LabDirs) -> anyhow::Result<()> {
             .host(&Role::ControlPlane)
             .context("no control plane")?;
         eprintln!("lab {}: starting the operator", params.id);
-        supervisor::start(
-            dirs,
-            &ProcessSpec {
-                name: "operator".into(),
-                netns: Some(cp.netns.clone()),
-                program: cluster::binary(params, "hybridnet-operator")?,
-                // As the operator Deployment of deploy/operator.yaml runs it.
-                args: vec!["--webhook-cert-secret=hybridnet-webhook-cert".into()],
-                env: vec![
-                    (
-                        "KUBECONFIG".into(),
-                        dirs.lab_kubeconfig().display().to_string(),
-                    ),
-                    ("NAMESPACE".into(), cluster::OPERATOR_NAMESPACE.into()),
-                    ("POD_NAME".into(), "hybridnet-operator-lab-0".into()),
-                    (
-                        "RUST_LOG".into(),
-                        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-                    ),
-                ],
-            },
-        )?;
+        supervisor::start(dirs, &cluster::operator_process(params, dirs, &cp.netns)?)?;
         demo::create_cluster_object(&client).await?;
         let ds = cluster::wait_for_agent_daemonset(&client, Duration::from_secs(60)).await?;
         eprintln!(

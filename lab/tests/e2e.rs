@@ -196,6 +196,9 @@ async fn whole_system_connectivity_and_ip_hygiene() {
     // addresses and connectivity; its sibling gets the address its ip-pool entry pins.
     stateful_pods_keep_and_pin_addresses(&client, &lab, &pods).await;
 
+    // Restarting node agents and the operator during a TCP stream between pods drops nothing.
+    restarts_keep_a_tcp_stream(&client, &lab, &pods).await;
+
     // No leaked, duplicate or orphaned address after the scenario.
     let check = kubectl(&dirs, &["hybridnet", "ip", "check"]);
     assert!(check.contains("no problems found"), "{check}");
@@ -393,4 +396,108 @@ async fn stateful_pods_keep_and_pin_addresses(
         "web-1 gets its pinned address"
     );
     eprintln!("stateful: web-0 kept {ips0b:?} moving node1 -> node2; web-1 pinned to {ips1:?}");
+}
+
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    use std::os::fd::AsFd;
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(path).unwrap();
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+}
+
+async fn restarts_keep_a_tcp_stream(
+    client: &kube::Client,
+    lab: &Lab,
+    pods: &BTreeMap<String, (String, Vec<String>)>,
+) {
+    use hybridnet_lab::{cluster, supervisor};
+    use std::io::{Read, Write};
+    let dirs = lab.dirs();
+    let params = cluster::LabParams::load(&dirs).unwrap();
+    let layout = topology::layout(&lab.id, params.nodes);
+    let server_ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["underlay-b"].0);
+    let client_ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["overlay-a"].0);
+    let server_ip = pods["underlay-b"].1[0].clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = in_netns(&server_ns, move || {
+        let l = std::net::TcpListener::bind("0.0.0.0:7071").unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut c, _) = l.accept().unwrap();
+        let mut total = 0usize;
+        let mut buf = [0u8; 4096];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => total += n,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    });
+    ready_rx.recv().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let sender = in_netns(&client_ns, move || {
+        let mut s = std::net::TcpStream::connect((server_ip.as_str(), 7071)).unwrap();
+        s.set_write_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let chunk = [7u8; 1024];
+        let mut sent = 0usize;
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Err(e) = s.write_all(&chunk) {
+                return Err(format!("after {sent} bytes: {e}"));
+            }
+            sent += chunk.len();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(s);
+        Ok(sent)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let ds = cluster::wait_for_agent_daemonset(client, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    for node in [1, 2] {
+        let spec = cluster::agent_process(&params, &dirs, &layout, &ds, node).unwrap();
+        supervisor::stop(&dirs, &spec.name, std::time::Duration::from_secs(3));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        supervisor::start(&dirs, &spec).unwrap();
+    }
+    let cp = layout
+        .host(&topology::Role::ControlPlane)
+        .unwrap()
+        .netns
+        .clone();
+    let op = cluster::operator_process(&params, &dirs, &cp).unwrap();
+    supervisor::stop(&dirs, &op.name, std::time::Duration::from_secs(3));
+    supervisor::start(&dirs, &op).unwrap();
+    cluster::wait_for_available(client, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = sender
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the TCP stream broke during the restarts: {e}"));
+    let received = server
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the receiving side failed: {e}"));
+    assert_eq!(
+        received, sent,
+        "bytes lost across agent and operator restarts"
+    );
+    assert!(
+        sent > 100 * 1024,
+        "the stream carried traffic throughout ({sent} bytes)"
+    );
+    eprintln!(
+        "restarts: {sent} bytes sent and received across 2 agent restarts and an operator restart"
+    );
 }
