@@ -130,6 +130,44 @@ async fn whole_system_connectivity_and_ip_hygiene() {
         );
     }
 
+    // Overlay <-> underlay in both directions keeps the source address (no NAT inside the cluster),
+    // for IPv4 and IPv6.
+    for (from, to) in [
+        ("overlay-a", "underlay-b"),
+        ("underlay-b", "overlay-a"),
+        ("overlay-b", "underlay-a"),
+    ] {
+        for fam in 0..2 {
+            let server_ip = &pods[to].1[fam];
+            let seen = source_seen(
+                &hybridnet_lab::kubelet::pod_netns(&lab.id, &pods[to].0),
+                &hybridnet_lab::kubelet::pod_netns(&lab.id, &pods[from].0),
+                server_ip,
+            );
+            assert_eq!(
+                seen, pods[from].1[fam],
+                "{from} -> {to} ({server_ip}) arrived as {seen}"
+            );
+        }
+    }
+
+    // Pods reach their own node and another node.
+    for (pod, node_ips) in [
+        ("overlay-b", ["198.18.0.13", "198.18.0.11"]),
+        ("underlay-a", ["198.18.0.11", "198.18.0.12"]),
+    ] {
+        let ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods[pod].0);
+        for ip in node_ips {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", &ns, "ping", "-c1", "-W2", ip])
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "{pod} cannot reach node address {ip}");
+        }
+    }
+
     // The kubectl plugin's trace agrees with the kernel's route lookup on each node of the path.
     let mut tables_compared = Vec::new();
     for (from, to) in [
@@ -199,6 +237,9 @@ async fn whole_system_connectivity_and_ip_hygiene() {
     // Restarting node agents and the operator during a TCP stream between pods drops nothing.
     restarts_keep_a_tcp_stream(&client, &lab, &pods).await;
 
+    // Operator failover with two replicas: the standby takes over and allocates without duplicates.
+    operator_failover_allocates(&client, &lab, &pods).await;
+
     // No leaked, duplicate or orphaned address after the scenario.
     let check = kubectl(&dirs, &["hybridnet", "ip", "check"]);
     assert!(check.contains("no problems found"), "{check}");
@@ -252,16 +293,24 @@ fn kubectl(dirs: &LabDirs, args: &[&str]) -> String {
 /// Connects from `pod_ns` to a TCP listener in the outside host's namespace and returns the source
 /// address the outside host sees.
 fn source_seen_outside(outside_ns: &str, pod_ns: &str) -> String {
+    source_seen(outside_ns, pod_ns, "198.19.0.2")
+}
+
+/// Connects from `client_ns` to a TCP listener in `server_ns` at `server_ip` and returns the
+/// source address the server sees.
+fn source_seen(server_ns: &str, client_ns: &str, server_ip: &str) -> String {
+    let pod_ns = client_ns;
+    let outside_ns = server_ns;
     use std::os::fd::AsFd;
     let (tx, rx) = std::sync::mpsc::channel();
     let ns_path = format!("/run/netns/{outside_ns}");
     let server = std::thread::spawn(move || {
         let f = std::fs::File::open(ns_path).unwrap();
         nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let l = std::net::TcpListener::bind("0.0.0.0:7070").unwrap();
+        let l = std::net::TcpListener::bind("[::]:7070").unwrap();
         tx.send(()).unwrap();
         let (_, peer) = l.accept().unwrap();
-        peer.ip().to_string()
+        peer.ip().to_canonical().to_string()
     });
     rx.recv().unwrap();
     let status = Command::new("ip")
@@ -271,14 +320,11 @@ fn source_seen_outside(outside_ns: &str, pod_ns: &str) -> String {
             pod_ns,
             "bash",
             "-c",
-            "exec 3<>/dev/tcp/198.19.0.2/7070",
+            &format!("exec 3<>/dev/tcp/{server_ip}/7070"),
         ])
         .status()
         .unwrap();
-    assert!(
-        status.success(),
-        "TCP from {pod_ns} to the outside host failed"
-    );
+    assert!(status.success(), "TCP from {pod_ns} to {server_ip} failed");
     server.join().unwrap()
 }
 
@@ -500,4 +546,66 @@ async fn restarts_keep_a_tcp_stream(
     eprintln!(
         "restarts: {sent} bytes sent and received across 2 agent restarts and an operator restart"
     );
+}
+
+async fn operator_failover_allocates(
+    client: &kube::Client,
+    lab: &Lab,
+    pods: &BTreeMap<String, (String, Vec<String>)>,
+) {
+    use hybridnet_lab::{cluster, supervisor};
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, PostParams};
+    let dirs = lab.dirs();
+    let params = cluster::LabParams::load(&dirs).unwrap();
+    let layout = topology::layout(&lab.id, params.nodes);
+    let cp = layout
+        .host(&topology::Role::ControlPlane)
+        .unwrap()
+        .netns
+        .clone();
+    let first = cluster::operator_process(&params, &dirs, &cp).unwrap();
+    // The second replica shares the control-plane host: no webhook or metrics port of its own.
+    let mut second = first.clone();
+    second.name = "operator-2".into();
+    second.args.extend([
+        "--webhook-port=0".to_string(),
+        "--metrics-port=0".to_string(),
+    ]);
+    for (k, v) in second.env.iter_mut() {
+        if k == "POD_NAME" {
+            *v = "hybridnet-operator-lab-1".into();
+        }
+    }
+    supervisor::start(&dirs, &second).unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // The leader stops (and releases its Lease); the standby must take over.
+    supervisor::stop(&dirs, &first.name, std::time::Duration::from_secs(5));
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "after-failover", "annotations": {"networking.alibaba.com/network-type": "Overlay"}},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": "node3"},
+                 "containers": [{"name": "main", "image": "lab", "command": ["sleep", "infinity"]}]}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &pod).await.unwrap();
+    let (_, ips, _) = running_pod(&api, "after-failover", None).await;
+    let taken: Vec<&String> = pods.values().flat_map(|(_, ips)| ips).collect();
+    for ip in &ips {
+        assert!(!taken.contains(&ip), "{ip} handed out twice after failover");
+        let from = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["overlay-a"].0);
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &from, "ping", "-c1", "-W2", ip])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(
+            ok,
+            "overlay-a cannot reach the pod created after failover at {ip}"
+        );
+    }
+    // The first replica comes back as the standby (and serves the webhook again).
+    supervisor::start(&dirs, &first).unwrap();
+    eprintln!("failover: the standby replica allocated {ips:?}");
 }
