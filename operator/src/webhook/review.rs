@@ -230,54 +230,54 @@ impl Snapshot {
     }
 }
 
-fn validate_network(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Verdict {
-    let snap = Snapshot::take(st);
-    let ex = snap.existing();
+/// Runs the rule of the request's operation on the typed object(s): one dispatch for every kind
+/// whose rules take (new), (old, new) and (old).
+fn validate_typed<K: DeserializeOwned>(
+    req: &AdmissionRequest<DynamicObject>,
+    create: impl FnOnce(&K) -> Result<(), FieldErrors>,
+    update: impl FnOnce(&K, &K) -> Result<(), FieldErrors>,
+    delete: impl FnOnce(&K) -> Result<(), FieldErrors>,
+) -> Verdict {
     match req.operation {
-        Operation::Create => match typed::<Network>(req.object.as_ref(), "object") {
-            Ok(n) => to_verdict(validate::network_create(&n, &ex)),
+        Operation::Create => match typed::<K>(req.object.as_ref(), "object") {
+            Ok(o) => to_verdict(create(&o)),
             Err(e) => Verdict::Invalid(e),
         },
-        Operation::Update => {
-            match (
-                typed::<Network>(req.old_object.as_ref(), "oldObject"),
-                typed::<Network>(req.object.as_ref(), "object"),
-            ) {
-                (Ok(old), Ok(new)) => to_verdict(validate::network_update(&old, &new, &ex)),
-                (Err(e), _) | (_, Err(e)) => Verdict::Invalid(e),
-            }
-        }
-        Operation::Delete => match typed::<Network>(req.old_object.as_ref(), "oldObject") {
-            Ok(n) => to_verdict(validate::network_delete(&n, &ex)),
+        Operation::Update => match (
+            typed::<K>(req.old_object.as_ref(), "oldObject"),
+            typed::<K>(req.object.as_ref(), "object"),
+        ) {
+            (Ok(old), Ok(new)) => to_verdict(update(&old, &new)),
+            (Err(e), _) | (_, Err(e)) => Verdict::Invalid(e),
+        },
+        Operation::Delete => match typed::<K>(req.old_object.as_ref(), "oldObject") {
+            Ok(o) => to_verdict(delete(&o)),
             Err(e) => Verdict::Invalid(e),
         },
         Operation::Connect => Verdict::Allow,
     }
 }
 
+fn validate_network(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Verdict {
+    let snap = Snapshot::take(st);
+    let ex = snap.existing();
+    validate_typed::<Network>(
+        req,
+        |n| validate::network_create(n, &ex),
+        |old, new| validate::network_update(old, new, &ex),
+        |n| validate::network_delete(n, &ex),
+    )
+}
+
 fn validate_subnet(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Verdict {
     let snap = Snapshot::take(st);
     let ex = snap.existing();
-    match req.operation {
-        Operation::Create => match typed::<Subnet>(req.object.as_ref(), "object") {
-            Ok(s) => to_verdict(validate::subnet_create(&s, &ex)),
-            Err(e) => Verdict::Invalid(e),
-        },
-        Operation::Update => {
-            match (
-                typed::<Subnet>(req.old_object.as_ref(), "oldObject"),
-                typed::<Subnet>(req.object.as_ref(), "object"),
-            ) {
-                (Ok(old), Ok(new)) => to_verdict(validate::subnet_update(&old, &new, &ex)),
-                (Err(e), _) | (_, Err(e)) => Verdict::Invalid(e),
-            }
-        }
-        Operation::Delete => match typed::<Subnet>(req.old_object.as_ref(), "oldObject") {
-            Ok(s) => to_verdict(validate::subnet_delete(&s, &ex)),
-            Err(e) => Verdict::Invalid(e),
-        },
-        Operation::Connect => Verdict::Allow,
-    }
+    validate_typed::<Subnet>(
+        req,
+        |s| validate::subnet_create(s, &ex),
+        |old, new| validate::subnet_update(old, new, &ex),
+        |s| validate::subnet_delete(s, &ex),
+    )
 }
 
 fn validate_pod(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Verdict {
