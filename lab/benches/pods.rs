@@ -145,7 +145,7 @@ fn ms(d: Duration) -> String {
 async fn bench(lab: &Lab, n_pods: usize) -> anyhow::Result<bool> {
     let dirs = LabDirs::new(&lab.id);
     let client = hybridnet_lab::cluster::client_from(&dirs.host_kubeconfig()).await?;
-    hybridnet_lab::demo::create_networks(&client).await?;
+    hybridnet_lab::demo::create_networks(&client, false).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
 
     // The probe: every measured pod is pinged from here.

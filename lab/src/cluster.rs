@@ -23,6 +23,8 @@ pub const API_PORT: u16 = 6443;
 pub const OPERATOR_NAMESPACE: &str = "hybridnet-system";
 /// Label selecting the nodes of the lab's underlay network.
 pub const UNDERLAY_LABEL: (&str, &str) = ("network", "underlay");
+/// Label of the BGP nodes (on routed links to the ToR).
+pub const BGP_LABEL: (&str, &str) = ("network", "bgp");
 
 /// What `up` was asked for, kept in the state folder for `daemon`, `status` and `down`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,11 +32,20 @@ pub struct LabParams {
     pub id: String,
     pub nodes: u32,
     pub underlay_nodes: u32,
+    /// Nodes on routed links to the ToR (numbered after the segment's nodes), peering with its
+    /// bird2 over BGP.
+    #[serde(default)]
+    pub bgp_nodes: u32,
     /// Folder with the project's binaries.
     pub bin_dir: PathBuf,
 }
 
 impl LabParams {
+    /// The lab's hosts and wires.
+    pub fn layout(&self) -> Layout {
+        crate::topology::layout_with(&self.id, self.nodes, self.bgp_nodes)
+    }
+
     pub fn save(&self, dirs: &LabDirs) -> anyhow::Result<()> {
         std::fs::write(dirs.root.join("lab.json"), serde_json::to_vec_pretty(self)?)?;
         Ok(())
@@ -112,6 +123,40 @@ pub fn start_api_server(params: &LabParams, dirs: &LabDirs, layout: &Layout) -> 
     wait_for_file(&kc, Duration::from_secs(20))
 }
 
+/// Starts bird2 as the ToR's BGP router when the lab has BGP nodes.
+pub fn start_tor_bird(dirs: &LabDirs, layout: &Layout) -> anyhow::Result<()> {
+    let Some(conf) = layout.tor_bird_config() else {
+        return Ok(());
+    };
+    let dir = dirs.root.join("tor");
+    std::fs::create_dir_all(&dir)?;
+    let conf_path = dir.join("bird.conf");
+    std::fs::write(&conf_path, conf)?;
+    supervisor::start(
+        dirs,
+        &ProcessSpec {
+            name: "bird-tor".into(),
+            netns: Some(layout.tor().netns.clone()),
+            // Found on PATH by `ip netns exec` (Debian's bird2 package).
+            program: PathBuf::from("bird"),
+            args: vec![
+                "-f".into(),
+                "-c".into(),
+                conf_path.display().to_string(),
+                "-s".into(),
+                tor_bird_socket(dirs).display().to_string(),
+            ],
+            env: vec![],
+        },
+    )?;
+    wait_for_file(&tor_bird_socket(dirs), Duration::from_secs(20))
+}
+
+/// The control socket of the ToR's bird (for `birdc -s`).
+pub fn tor_bird_socket(dirs: &LabDirs) -> PathBuf {
+    dirs.root.join("tor").join("bird.ctl")
+}
+
 /// Registers the lab's nodes as Node objects (Ready, with their addresses and labels).
 pub async fn register_nodes(
     client: &kube::Client,
@@ -126,7 +171,9 @@ pub async fn register_nodes(
             ("kubernetes.io/hostname".to_string(), name.clone()),
             ("kubernetes.io/os".to_string(), "linux".to_string()),
         ]);
-        if (i as u32) < params.underlay_nodes {
+        if h.is_routed() {
+            labels.insert(BGP_LABEL.0.into(), BGP_LABEL.1.into());
+        } else if (i as u32) < params.underlay_nodes {
             labels.insert(UNDERLAY_LABEL.0.into(), UNDERLAY_LABEL.1.into());
         }
         let node: Node = serde_json::from_value(json!({
@@ -140,11 +187,7 @@ pub async fn register_nodes(
             Err(e) => return Err(e).context(format!("creating Node {name}")),
         }
         let v4 = h.ip4().unwrap_or_default().to_string();
-        let v6 =
-            h.v6.as_deref()
-                .and_then(|a| a.split('/').next())
-                .unwrap_or_default()
-                .to_string();
+        let v6 = h.ip6().unwrap_or_default().to_string();
         let now = k8s_openapi::jiff::Timestamp::now().to_string();
         let status = json!({"status": {
             "addresses": [{"type": "InternalIP", "address": v4}, {"type": "InternalIP", "address": v6}, {"type": "Hostname", "address": name}],

@@ -1,6 +1,6 @@
-//! The demo: an overlay and an underlay network (IPv4 and IPv6), pods of both kinds on several
-//! nodes, `kubectl hybridnet ip ls`, a connectivity matrix measured with ping from inside the pods,
-//! and one `kubectl hybridnet trace`.
+//! The demo: an overlay, a VLAN underlay and (when the lab has BGP nodes) a BGP underlay network,
+//! each IPv4 and IPv6, pods of every kind on several nodes, `kubectl hybridnet ip ls`, a
+//! connectivity matrix measured with ping from inside the pods, and one `kubectl hybridnet trace`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -14,11 +14,14 @@ use serde_json::json;
 
 use crate::kubelet::pod_netns;
 use crate::state::LabDirs;
-use crate::topology::{OUTSIDE_V4, SEGMENT_V4, SEGMENT_V6};
+use crate::topology::{BGP_NODE_AS, OUTSIDE_V4, SEGMENT_V4, SEGMENT_V6, TOR_AS, TOR_PEER_V4};
 
 /// The lab's overlay range: inside the benchmarking range, apart from the node segment.
 pub const OVERLAY_V4: &str = "198.18.64.0/20";
 pub const OVERLAY_V6: &str = "fd00:64::/112";
+/// The BGP network's ranges: on no link at all, reachable only through announced routes.
+pub const BGP_V4: &str = "198.18.32.0/24";
+pub const BGP_V6: &str = "fd00:32::/112";
 
 /// Creates `HybridnetCluster/default` with the lab's defaults and bootstrap overlay network.
 pub async fn create_cluster_object(client: &kube::Client) -> anyhow::Result<()> {
@@ -57,10 +60,22 @@ where
     Ok(())
 }
 
-/// The demo's networks and subnets.
-pub async fn create_networks(client: &kube::Client) -> anyhow::Result<()> {
+/// The demo's networks and subnets; with `bgp` also the BGP underlay network of the BGP nodes,
+/// peering with the ToR.
+pub async fn create_networks(client: &kube::Client, bgp: bool) -> anyhow::Result<()> {
     let nets: Api<Network> = Api::all(client.clone());
     let subnets: Api<Subnet> = Api::all(client.clone());
+    let mut networks = vec!["overlay", "underlay"];
+    if bgp {
+        networks.push("bgp");
+        apply(&nets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Network", "metadata": {"name": "bgp"},
+            "spec": {"type": "Underlay", "mode": "BGP", "netID": BGP_NODE_AS, "nodeSelector": {"network": "bgp"},
+                     "config": {"bgpPeers": [{"asn": TOR_AS, "address": TOR_PEER_V4, "gracefulRestartSeconds": 120}]}}})).await?;
+        apply(&subnets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Subnet", "metadata": {"name": "bgp-v4"},
+            "spec": {"network": "bgp", "range": {"version": "4", "cidr": BGP_V4}}})).await?;
+        apply(&subnets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Subnet", "metadata": {"name": "bgp-v6"},
+            "spec": {"network": "bgp", "range": {"version": "6", "cidr": BGP_V6}}})).await?;
+    }
     apply(&nets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Network", "metadata": {"name": "underlay"},
         "spec": {"type": "Underlay", "netID": 0, "nodeSelector": {"network": "underlay"}}})).await?;
     apply(&subnets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Subnet", "metadata": {"name": "underlay-v4"},
@@ -78,7 +93,7 @@ pub async fn create_networks(client: &kube::Client) -> anyhow::Result<()> {
         "spec": {"network": "overlay", "range": {"version": "6", "cidr": OVERLAY_V6}}})).await?;
     // Pods are admitted by the networks' statistics: wait until the operator has counted both
     // families of both networks.
-    for net in ["overlay", "underlay"] {
+    for net in networks {
         wait_until(
             Duration::from_secs(30),
             "dual-stack addresses in the network status",
@@ -109,42 +124,43 @@ where
     }
 }
 
-/// A demo pod: name, node, network type and family.
+/// A demo pod: name, node and network type (the node decides which underlay network).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DemoPod {
     pub name: &'static str,
-    pub node: &'static str,
+    pub node: String,
     pub network_type: &'static str,
 }
 
-pub const PODS: [DemoPod; 4] = [
-    DemoPod {
-        name: "overlay-a",
-        node: "node1",
-        network_type: "Overlay",
-    },
-    DemoPod {
-        name: "overlay-b",
-        node: "node3",
-        network_type: "Overlay",
-    },
-    DemoPod {
-        name: "underlay-a",
-        node: "node1",
-        network_type: "Underlay",
-    },
-    DemoPod {
-        name: "underlay-b",
-        node: "node2",
-        network_type: "Underlay",
-    },
-];
+/// The demo's pods for a lab with `nodes` segment nodes (at least 3) and `bgp_nodes` BGP nodes:
+/// two overlay and two VLAN underlay pods, and with at least two BGP nodes one BGP pod on each of
+/// the first two.
+pub fn demo_pods(nodes: u32, bgp_nodes: u32) -> Vec<DemoPod> {
+    let pod = |name, node: String, network_type| DemoPod {
+        name,
+        node,
+        network_type,
+    };
+    let mut v = vec![
+        pod("overlay-a", "node1".into(), "Overlay"),
+        pod("overlay-b", "node3".into(), "Overlay"),
+        pod("underlay-a", "node1".into(), "Underlay"),
+        pod("underlay-b", "node2".into(), "Underlay"),
+    ];
+    if bgp_nodes >= 2 {
+        v.push(pod("bgp-a", format!("node{}", nodes + 1), "Underlay"));
+        v.push(pod("bgp-b", format!("node{}", nodes + 2), "Underlay"));
+    }
+    v
+}
 
 /// Creates the demo pods (dual stack) and waits for them to run.
 pub async fn create_pods(
     client: &kube::Client,
+    demo: &[DemoPod],
 ) -> anyhow::Result<BTreeMap<String, (String, Vec<String>)>> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    for p in &PODS {
+    for p in demo {
         let pod: Pod = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": p.name, "annotations": {
@@ -177,14 +193,15 @@ pub async fn create_pods(
                 );
             }
         }
-        if out.len() == PODS.len() {
+        if demo.iter().all(|p| out.contains_key(p.name)) {
+            out.retain(|name, _| demo.iter().any(|p| p.name == name));
             return Ok(out);
         }
         if Instant::now() > deadline {
             bail!(
                 "only {} of {} demo pods run after 90 s: {:?}",
                 out.len(),
-                PODS.len(),
+                demo.len(),
                 out.keys()
             );
         }
@@ -227,8 +244,9 @@ fn kubectl(dirs: &LabDirs, args: &[&str]) -> anyhow::Result<String> {
 pub async fn run(dirs: &LabDirs) -> anyhow::Result<()> {
     let params = crate::cluster::LabParams::load(dirs)?;
     let client = crate::cluster::client_from(&dirs.host_kubeconfig()).await?;
-    create_networks(&client).await?;
-    let pods = create_pods(&client).await?;
+    let bgp = params.bgp_nodes >= 2;
+    create_networks(&client, bgp).await?;
+    let pods = create_pods(&client, &demo_pods(params.nodes, params.bgp_nodes)).await?;
 
     println!("\n$ kubectl hybridnet ip ls -A");
     print!("{}", kubectl(dirs, &["hybridnet", "ip", "ls", "-A"])?);
@@ -264,6 +282,21 @@ pub async fn run(dirs: &LabDirs) -> anyhow::Result<()> {
             &["hybridnet", "trace", "overlay-a", "--to", "underlay-b"]
         )?
     );
+    if bgp {
+        println!("\n$ kubectl hybridnet trace bgp-a --to overlay-a");
+        print!(
+            "{}",
+            kubectl(dirs, &["hybridnet", "trace", "bgp-a", "--to", "overlay-a"])?
+        );
+        println!("\n$ birdc show route   (on the ToR: pod routes the BGP nodes announce)");
+        let out = std::process::Command::new("birdc")
+            .arg("-s")
+            .arg(crate::cluster::tor_bird_socket(dirs))
+            .args(["show", "route"])
+            .output()
+            .context("running birdc")?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
     if failures > 0 {
         bail!("{failures} connectivity checks failed");
     }

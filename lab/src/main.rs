@@ -43,6 +43,10 @@ enum Command {
         /// How many of the nodes are in the lab's underlay network (label network=underlay).
         #[arg(long, default_value_t = 2)]
         underlay_nodes: u32,
+        /// Extra nodes on their own routed links to the ToR (label network=bgp), which runs
+        /// bird2 and peers with them.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8))]
+        bgp_nodes: u32,
     },
     /// Remove every namespace, process and file of the lab (also after a crash of `up`).
     Down,
@@ -50,8 +54,11 @@ enum Command {
     Status,
     /// Up, networks and pods of both kinds, IP list, connectivity matrix, one trace, down.
     Demo {
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(3..=16))]
         nodes: u32,
+        /// BGP nodes (0, or at least 2 for the BGP pods).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=8))]
+        bgp_nodes: u32,
         /// Leave the lab running at the end.
         #[arg(long)]
         keep: bool,
@@ -75,12 +82,23 @@ fn main() -> anyhow::Result<()> {
         Command::Up {
             nodes,
             underlay_nodes,
-        } => up(&cli.id, &dirs, nodes, underlay_nodes),
+            bgp_nodes,
+        } => up(&cli.id, &dirs, nodes, underlay_nodes, bgp_nodes),
         Command::Down => down(&cli.id, &dirs),
         Command::Status => status(&cli.id, &dirs),
-        Command::Demo { nodes, keep } => {
-            let r = up(&cli.id, &dirs, nodes, nodes.saturating_sub(1).max(1))
-                .and_then(|()| runtime()?.block_on(demo::run(&dirs)));
+        Command::Demo {
+            nodes,
+            bgp_nodes,
+            keep,
+        } => {
+            let r = up(
+                &cli.id,
+                &dirs,
+                nodes,
+                nodes.saturating_sub(1).max(1),
+                bgp_nodes,
+            )
+            .and_then(|()| runtime()?.block_on(demo::run(&dirs)));
             if !keep {
                 down(&cli.id, &dirs)?;
             }
@@ -104,7 +122,13 @@ fn require_root() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn up(id: &str, dirs: &LabDirs, nodes: u32, underlay_nodes: u32) -> anyhow::Result<()> {
+fn up(
+    id: &str,
+    dirs: &LabDirs,
+    nodes: u32,
+    underlay_nodes: u32,
+    bgp_nodes: u32,
+) -> anyhow::Result<()> {
     require_root()?;
     if dirs.root.join("lab.json").exists() {
         bail!(
@@ -120,6 +144,7 @@ fn up(id: &str, dirs: &LabDirs, nodes: u32, underlay_nodes: u32) -> anyhow::Resu
         id: id.to_string(),
         nodes,
         underlay_nodes: underlay_nodes.min(nodes),
+        bgp_nodes,
         bin_dir,
     };
     dirs.create()?;
@@ -135,13 +160,14 @@ fn up(id: &str, dirs: &LabDirs, nodes: u32, underlay_nodes: u32) -> anyhow::Resu
 }
 
 fn up_steps(params: &LabParams, dirs: &LabDirs) -> anyhow::Result<()> {
-    let layout = topology::layout(&params.id, params.nodes);
+    let layout = params.layout();
     eprintln!(
         "lab {}: building {} hosts",
         params.id,
         layout.namespaces().len()
     );
     topology::build(&layout)?;
+    cluster::start_tor_bird(dirs, &layout)?;
     cluster::start_api_server(params, dirs, &layout)?;
     supervisor::start(
         dirs,
@@ -187,7 +213,7 @@ fn up_steps(params: &LabParams, dirs: &LabDirs) -> anyhow::Result<()> {
 
 async fn daemon(dirs: &LabDirs) -> anyhow::Result<()> {
     let params = LabParams::load(dirs)?;
-    let layout = topology::layout(&params.id, params.nodes);
+    let layout = params.layout();
     let cp = layout
         .host(&Role::ControlPlane)
         .context("no control plane")?
@@ -249,9 +275,10 @@ fn down(id: &str, dirs: &LabDirs) -> anyhow::Result<()> {
 fn status(id: &str, dirs: &LabDirs) -> anyhow::Result<()> {
     let params = LabParams::load(dirs)?;
     println!(
-        "lab {id}: {} nodes ({} underlay), state in {}",
+        "lab {id}: {} nodes ({} underlay) and {} BGP nodes, state in {}",
         params.nodes,
         params.underlay_nodes,
+        params.bgp_nodes,
         dirs.root.display()
     );
     println!("kubeconfig: {}", dirs.host_kubeconfig().display());
@@ -267,6 +294,16 @@ fn status(id: &str, dirs: &LabDirs) -> anyhow::Result<()> {
             "EXITED"
         };
         println!("  {name:<28} {state}");
+    }
+    if params.bgp_nodes > 0 {
+        println!("\nToR BGP sessions (birdc show protocols):");
+        let out = std::process::Command::new("birdc")
+            .arg("-s")
+            .arg(cluster::tor_bird_socket(dirs))
+            .args(["show", "protocols"])
+            .output()
+            .context("running birdc")?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
     }
     Ok(())
 }

@@ -2,8 +2,10 @@
 //!
 //! Every host is a network namespace named `hl<id>-<role>`; one namespace holds a bridge, the L2
 //! segment that the control plane, the ToR and the nodes share; the outside host hangs off the ToR on
-//! its own link. Addresses come from the benchmarking ranges 198.18.0.0/15 and fd00::/8, never from
-//! anything the host uses. Nothing is created in the host's own network namespace.
+//! its own link. BGP nodes are not on the segment: each has its own routed point-to-point link to the
+//! ToR (as in a routed access layer), so nothing but BGP-announced routes connects their pods.
+//! Addresses come from the benchmarking ranges 198.18.0.0/15 and fd00::/8, never from anything the
+//! host uses. Nothing is created in the host's own network namespace.
 
 use std::fmt;
 
@@ -16,6 +18,16 @@ pub const SEGMENT_V6: &str = "fd00:18::";
 /// The ToR <-> outside link.
 pub const OUTSIDE_V4: &str = "198.19.0";
 pub const OUTSIDE_V6: &str = "fd00:19::";
+/// Routed links of BGP nodes: link k (from 0) is 198.18.2.(2k)/31 on the ToR and .(2k+1)/31 on the
+/// node; IPv6 fd00:2:(k+1)::1/64 and ::2/64.
+pub const ROUTED_V4: &str = "198.18.2";
+pub const ROUTED_V6: &str = "fd00:2";
+/// The ToR's BGP address: a /32 on every routed link (one peer address for the whole BGP
+/// network, as the Network's `bgpPeers` list is shared by its nodes); nodes reach it on-link.
+pub const TOR_PEER_V4: &str = "198.18.1.1";
+/// AS numbers (private range): the ToR's, and the one the lab's BGP network (netID) uses.
+pub const TOR_AS: u32 = 65000;
+pub const BGP_NODE_AS: u32 = 65001;
 
 /// Role of a lab host.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -44,6 +56,19 @@ impl fmt::Display for Role {
     }
 }
 
+/// How a host is wired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uplink {
+    /// A port on the shared L2 segment (or, for the outside host, its own link).
+    Segment,
+    /// Its own point-to-point link to the ToR: the ToR side's interface and addresses.
+    Routed {
+        tor_iface: String,
+        tor_v4: String,
+        tor_v6: String,
+    },
+}
+
 /// One lab host (a network namespace).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
@@ -53,6 +78,7 @@ pub struct Host {
     pub iface: String,
     pub v4: Option<String>,
     pub v6: Option<String>,
+    pub uplink: Uplink,
 }
 
 impl Host {
@@ -60,6 +86,28 @@ impl Host {
     pub fn ip4(&self) -> Option<&str> {
         self.v4.as_deref().and_then(|a| a.split('/').next())
     }
+
+    /// The IPv6 address without the prefix length.
+    pub fn ip6(&self) -> Option<&str> {
+        self.v6.as_deref().and_then(|a| a.split('/').next())
+    }
+
+    /// Whether the host is a BGP node on its own routed link.
+    pub fn is_routed(&self) -> bool {
+        matches!(self.uplink, Uplink::Routed { .. })
+    }
+
+    /// The gateways of the host's default routes (v4, v6).
+    fn gateways(&self) -> (String, String) {
+        match &self.uplink {
+            Uplink::Routed { tor_v4, tor_v6, .. } => (strip_len(tor_v4), strip_len(tor_v6)),
+            Uplink::Segment => (format!("{SEGMENT_V4}.1"), format!("{SEGMENT_V6}1")),
+        }
+    }
+}
+
+fn strip_len(a: &str) -> String {
+    a.split('/').next().unwrap_or(a).to_string()
 }
 
 /// The whole lab.
@@ -76,8 +124,14 @@ pub struct Layout {
     pub tor_outside_v6: String,
 }
 
-/// Builds the layout of a lab with `nodes` node hosts.
+/// Builds the layout of a lab with `nodes` node hosts on the segment.
 pub fn layout(id: &str, nodes: u32) -> Layout {
+    layout_with(id, nodes, 0)
+}
+
+/// Builds the layout of a lab with `nodes` node hosts on the segment and `bgp_nodes` more (numbered
+/// after them) on routed links.
+pub fn layout_with(id: &str, nodes: u32, bgp_nodes: u32) -> Layout {
     let ns = |role: &Role| format!("{NS_PREFIX}{id}-{role}");
     let mut hosts = vec![
         Host {
@@ -86,6 +140,7 @@ pub fn layout(id: &str, nodes: u32) -> Layout {
             iface: "eth0".into(),
             v4: Some(format!("{SEGMENT_V4}.1/24")),
             v6: Some(format!("{SEGMENT_V6}1/64")),
+            uplink: Uplink::Segment,
         },
         Host {
             role: Role::ControlPlane,
@@ -93,6 +148,7 @@ pub fn layout(id: &str, nodes: u32) -> Layout {
             iface: "eth0".into(),
             v4: Some(format!("{SEGMENT_V4}.2/24")),
             v6: Some(format!("{SEGMENT_V6}2/64")),
+            uplink: Uplink::Segment,
         },
     ];
     for n in 1..=nodes {
@@ -103,6 +159,22 @@ pub fn layout(id: &str, nodes: u32) -> Layout {
             iface: "eth0".into(),
             v4: Some(format!("{SEGMENT_V4}.{}/24", 10 + n)),
             v6: Some(format!("{SEGMENT_V6}{:x}/64", 0x10 + n)),
+            uplink: Uplink::Segment,
+        });
+    }
+    for k in 0..bgp_nodes {
+        let role = Role::Node(nodes + 1 + k);
+        hosts.push(Host {
+            netns: ns(&role),
+            role,
+            iface: "eth0".into(),
+            v4: Some(format!("{ROUTED_V4}.{}/31", 2 * k + 1)),
+            v6: Some(format!("{ROUTED_V6}:{:x}::2/64", k + 1)),
+            uplink: Uplink::Routed {
+                tor_iface: format!("bgp{k}"),
+                tor_v4: format!("{ROUTED_V4}.{}/31", 2 * k),
+                tor_v6: format!("{ROUTED_V6}:{:x}::1/64", k + 1),
+            },
         });
     }
     Layout {
@@ -116,6 +188,7 @@ pub fn layout(id: &str, nodes: u32) -> Layout {
             iface: "eth0".into(),
             v4: Some(format!("{OUTSIDE_V4}.2/24")),
             v6: Some(format!("{OUTSIDE_V6}2/64")),
+            uplink: Uplink::Segment,
         },
         tor_outside_iface: "eth1".into(),
         tor_outside_v4: format!("{OUTSIDE_V4}.1/24"),
@@ -128,6 +201,41 @@ impl Layout {
         self.hosts
             .iter()
             .filter(|h| matches!(h.role, Role::Node(_)))
+    }
+
+    /// The BGP nodes (on routed links).
+    pub fn bgp_nodes(&self) -> impl Iterator<Item = &Host> {
+        self.nodes().filter(|h| h.is_routed())
+    }
+
+    /// The ToR.
+    pub fn tor(&self) -> &Host {
+        &self.hosts[0]
+    }
+
+    /// bird2's configuration for the ToR when the lab has BGP nodes: one passive eBGP session per
+    /// BGP node (IPv4 and IPv6 unicast over one IPv4 session, graceful restart), every learned
+    /// route installed in the ToR's kernel, nothing announced back (the nodes install no learned
+    /// routes anyway).
+    pub fn tor_bird_config(&self) -> Option<String> {
+        let mut bgp = self.bgp_nodes().peekable();
+        bgp.peek()?;
+        let mut c = format!(
+            "router id {TOR_PEER_V4};\n\
+             protocol device {{ }}\n\
+             protocol kernel kernel4 {{ ipv4 {{ export all; }}; }}\n\
+             protocol kernel kernel6 {{ ipv6 {{ export all; }}; }}\n"
+        );
+        for h in bgp {
+            c.push_str(&format!(
+                "protocol bgp {role} {{\n  local {TOR_PEER_V4} as {TOR_AS};\n  neighbor {ip} as {BGP_NODE_AS};\n  \
+                 passive on;\n  error wait time 1, 2;\n  graceful restart on;\n  \
+                 ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n",
+                role = h.role,
+                ip = h.ip4().unwrap_or_default(),
+            ));
+        }
+        Some(c)
     }
 
     pub fn host(&self, role: &Role) -> Option<&Host> {
@@ -156,7 +264,37 @@ impl Layout {
         let sw = &self.switch_ns;
         cmds.push(c(&format!("-n {sw} link add {} type bridge", self.bridge)));
         cmds.push(c(&format!("-n {sw} link set {} up", self.bridge)));
+        let tor = &self.hosts[0];
         for (i, h) in self.hosts.iter().enumerate() {
+            if let Uplink::Routed {
+                tor_iface,
+                tor_v4,
+                tor_v6,
+            } = &h.uplink
+            {
+                // A point-to-point link created in the ToR, one end moved to the node.
+                let t = &tor.netns;
+                cmds.push(c(&format!(
+                    "-n {t} link add {tor_iface} type veth peer name {} netns {}",
+                    h.iface, h.netns
+                )));
+                cmds.push(c(&format!("-n {t} addr add {tor_v4} dev {tor_iface}")));
+                cmds.push(c(&format!(
+                    "-n {t} addr add {TOR_PEER_V4}/32 dev {tor_iface}"
+                )));
+                cmds.push(c(&format!(
+                    "-n {t} addr add {tor_v6} dev {tor_iface} nodad"
+                )));
+                cmds.push(c(&format!("-n {t} link set {tor_iface} up")));
+                push_addresses(&mut cmds, h);
+                // The ToR's BGP address is on the link (the BGP subnet tables route `default
+                // via` it).
+                cmds.push(c(&format!(
+                    "-n {} route add {TOR_PEER_V4}/32 dev {} scope link",
+                    h.netns, h.iface
+                )));
+                continue;
+            }
             // Created inside the switch namespace, one end moved to the host: nothing touches the
             // host's own namespace.
             let port = format!("p{i}");
@@ -170,7 +308,6 @@ impl Layout {
             )));
             push_addresses(&mut cmds, h);
         }
-        let tor = &self.hosts[0];
         cmds.push(c(&format!(
             "-n {} link add {} type veth peer name {} netns {}",
             tor.netns, self.tor_outside_iface, self.outside.iface, self.outside.netns
@@ -199,14 +336,9 @@ impl Layout {
         // Hosts on the segment use the ToR as their gateway (nodes' default route picks the
         // interfaces hybridnet uses).
         for h in self.hosts.iter().skip(1) {
-            cmds.push(c(&format!(
-                "-n {} route add default via {SEGMENT_V4}.1",
-                h.netns
-            )));
-            cmds.push(c(&format!(
-                "-n {} -6 route add default via {SEGMENT_V6}1",
-                h.netns
-            )));
+            let (gw4, gw6) = h.gateways();
+            cmds.push(c(&format!("-n {} route add default via {gw4}", h.netns)));
+            cmds.push(c(&format!("-n {} -6 route add default via {gw6}", h.netns)));
         }
         cmds
     }
@@ -233,6 +365,13 @@ pub fn sysctls(layout: &Layout) -> Vec<(String, &'static str, &'static str)> {
         if matches!(h.role, Role::Tor | Role::Node(_)) {
             v.push((h.netns.clone(), "net.ipv4.ip_forward", "1"));
             v.push((h.netns.clone(), "net.ipv6.conf.all.forwarding", "1"));
+        }
+        if h.role == Role::Tor {
+            // Explicit, in case the host's settings are inherited (devconf_inherit_init_net):
+            // traffic of BGP pods reaches the ToR on per-node links, with sources that only
+            // bird's routes explain; strict reverse-path filtering would drop it.
+            v.push((h.netns.clone(), "net.ipv4.conf.all.rp_filter", "0"));
+            v.push((h.netns.clone(), "net.ipv4.conf.default.rp_filter", "0"));
         }
     }
     v
@@ -302,8 +441,64 @@ mod tests {
     }
 
     #[test]
+    fn bgp_nodes_get_their_own_routed_links() {
+        let l = layout_with("3", 2, 2);
+        let bgp: Vec<_> = l.bgp_nodes().collect();
+        assert_eq!(bgp.len(), 2);
+        assert_eq!(bgp[0].role, Role::Node(3));
+        assert_eq!(bgp[1].role, Role::Node(4));
+        assert_eq!(bgp[0].ip4(), Some("198.18.2.1"));
+        assert_eq!(bgp[1].ip4(), Some("198.18.2.3"));
+        assert_eq!(bgp[1].ip6(), Some("fd00:2:2::2"));
+        let cmds: Vec<String> = l.build_commands().iter().map(|c| c.join(" ")).collect();
+        // No bridge port for a BGP node: its only link goes to the ToR.
+        for h in &bgp {
+            assert!(
+                !cmds
+                    .iter()
+                    .any(|c| c.contains("master br0") && c.contains(&format!("netns {}", h.netns))),
+                "{} is on the segment",
+                h.netns
+            );
+            assert!(cmds.iter().any(|c| c.starts_with("-n hl3-tor link add bgp")
+                && c.ends_with(&format!("netns {}", h.netns))));
+            assert!(cmds.contains(&format!(
+                "-n {} route add 198.18.1.1/32 dev eth0 scope link",
+                h.netns
+            )));
+        }
+        assert!(cmds.contains(&"-n hl3-node4 route add default via 198.18.2.2".to_string()));
+        assert!(cmds.contains(&"-n hl3-node4 -6 route add default via fd00:2:2::1".to_string()));
+        assert!(cmds.contains(&"-n hl3-node1 route add default via 198.18.0.1".to_string()));
+        // Every address is unique across the lab.
+        let mut addrs: Vec<String> = l
+            .hosts
+            .iter()
+            .flat_map(|h| [h.ip4(), h.ip6()])
+            .flatten()
+            .map(str::to_string)
+            .collect();
+        let n = addrs.len();
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), n);
+    }
+
+    #[test]
+    fn bird_peers_with_every_bgp_node_and_only_then() {
+        assert_eq!(layout_with("1", 3, 0).tor_bird_config(), None);
+        let conf = layout_with("1", 1, 2).tor_bird_config().unwrap();
+        assert!(conf.contains("protocol bgp node2 {"), "{conf}");
+        assert!(conf.contains("neighbor 198.18.2.1 as 65001;"), "{conf}");
+        assert!(conf.contains("protocol bgp node3 {"), "{conf}");
+        assert!(conf.contains("neighbor 198.18.2.3 as 65001;"), "{conf}");
+        assert_eq!(conf.matches("local 198.18.1.1 as 65000;").count(), 2);
+        assert!(!conf.contains("node1"), "{conf}");
+    }
+
+    #[test]
     fn no_command_touches_the_host_namespace() {
-        for cmd in layout("1", 2).build_commands() {
+        for cmd in layout_with("1", 2, 2).build_commands() {
             let ok = cmd[0] == "-n" || (cmd[0] == "netns" && cmd[1] == "add");
             assert!(ok, "{cmd:?} would run in the host namespace");
         }

@@ -30,7 +30,7 @@ struct Lab {
 }
 
 impl Lab {
-    fn up(nodes: u32, underlay: u32) -> Self {
+    fn up(nodes: u32, underlay: u32, bgp: u32) -> Self {
         let id = format!("e{}", std::process::id() % 1000);
         let lab = Lab { id };
         let out = Command::new(lab_bin())
@@ -42,6 +42,8 @@ impl Lab {
                 &nodes.to_string(),
                 "--underlay-nodes",
                 &underlay.to_string(),
+                "--bgp-nodes",
+                &bgp.to_string(),
             ])
             .output()
             .unwrap();
@@ -83,18 +85,37 @@ async fn whole_system_connectivity_and_ip_hygiene() {
     if !require_root("whole_system_connectivity_and_ip_hygiene") {
         return;
     }
-    let lab = Lab::up(3, 2);
+    // Three nodes on the L2 segment (two in the VLAN underlay network) and two BGP nodes on their
+    // own routed links to the ToR (bird2).
+    let lab = Lab::up(3, 2, 2);
     let dirs = lab.dirs();
     let client = hybridnet_lab::cluster::client_from(&dirs.host_kubeconfig())
         .await
         .unwrap();
-    hybridnet_lab::demo::create_networks(&client).await.unwrap();
+    hybridnet_lab::demo::create_networks(&client, true)
+        .await
+        .unwrap();
+    let demo_pods = hybridnet_lab::demo::demo_pods(3, 2);
     let pods: BTreeMap<String, (String, Vec<String>)> =
-        hybridnet_lab::demo::create_pods(&client).await.unwrap();
+        hybridnet_lab::demo::create_pods(&client, &demo_pods)
+            .await
+            .unwrap();
+    assert_eq!(pods.len(), 6, "{pods:?}");
     for (name, (_, ips)) in &pods {
         assert_eq!(ips.len(), 2, "{name} is dual stack: {ips:?}");
     }
-    // Every pod reaches every other pod's v4 and v6 address.
+    // BGP pods take addresses of the BGP network (the network of their node).
+    for pod in ["bgp-a", "bgp-b"] {
+        let ips = &pods[pod].1;
+        assert!(
+            ips[0].starts_with("198.18.32.") && ips[1].starts_with("fd00:32::"),
+            "{pod}: {ips:?}"
+        );
+    }
+    // The ToR learned the BGP pods' routes from bird's sessions with the two BGP nodes.
+    bgp_routes_at_the_tor(&lab, &pods).await;
+    // Every pod reaches every other pod's v4 and v6 address: overlay, VLAN underlay and BGP
+    // underlay, on the same and on other nodes.
     let mut failures = Vec::new();
     for (from, (uid, _)) in &pods {
         let ns = hybridnet_lab::kubelet::pod_netns(&lab.id, uid);
@@ -119,7 +140,7 @@ async fn whole_system_connectivity_and_ip_hygiene() {
     // Overlay pods leave the cluster masqueraded (the outside host sees the node), underlay pods
     // with their own address.
     let outside = topology::layout(&lab.id, 3).outside.netns.clone();
-    for (pod, want_own_ip) in [("overlay-a", false), ("underlay-b", true)] {
+    for (pod, want_own_ip) in [("overlay-a", false), ("underlay-b", true), ("bgp-a", true)] {
         let (uid, ips) = &pods[pod];
         for (fam, outside_ip) in [(0, "198.19.0.2"), (1, "fd00:19::2")] {
             let seen = source_seen(
@@ -142,6 +163,10 @@ async fn whole_system_connectivity_and_ip_hygiene() {
         ("overlay-a", "underlay-b"),
         ("underlay-b", "overlay-a"),
         ("overlay-b", "underlay-a"),
+        ("overlay-a", "bgp-b"),
+        ("bgp-a", "overlay-b"),
+        ("bgp-b", "underlay-a"),
+        ("bgp-a", "bgp-b"),
     ] {
         for fam in 0..2 {
             let server_ip = &pods[to].1[fam];
@@ -185,6 +210,9 @@ async fn whole_system_connectivity_and_ip_hygiene() {
         ("underlay-b", "198.19.0.2"),
         ("overlay-b", "node/node1"),
         ("underlay-a", "node/node2"),
+        ("bgp-a", "bgp-b"),
+        ("overlay-a", "bgp-a"),
+        ("bgp-b", "198.19.0.2"),
     ] {
         let out = kubectl(
             &dirs,
@@ -255,6 +283,10 @@ async fn whole_system_connectivity_and_ip_hygiene() {
     // Restarting node agents and the operator during a TCP stream between pods drops nothing.
     restarts_keep_a_tcp_stream(&client, &lab, &pods).await;
     assert_ip_check_clean(&dirs, "after the restarts");
+
+    // Deleting a BGP pod withdraws its routes at the ToR; the subnets stay announced.
+    bgp_pod_deletion_withdraws(&client, &lab, &pods).await;
+    assert_ip_check_clean(&dirs, "after deleting a BGP pod");
 
     // No leaked, duplicate or orphaned address after the scenario.
     let check = kubectl(&dirs, &["hybridnet", "ip", "check"]);
@@ -476,7 +508,7 @@ async fn restarts_keep_a_tcp_stream(
     use std::io::{Read, Write};
     let dirs = lab.dirs();
     let params = cluster::LabParams::load(&dirs).unwrap();
-    let layout = topology::layout(&lab.id, params.nodes);
+    let layout = params.layout();
     let server_ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["underlay-b"].0);
     let client_ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["overlay-a"].0);
     let server_ip = pods["underlay-b"].1[0].clone();
@@ -560,7 +592,7 @@ async fn operator_failover_allocates(
     use kube::api::{Api, PostParams};
     let dirs = lab.dirs();
     let params = cluster::LabParams::load(&dirs).unwrap();
-    let layout = topology::layout(&lab.id, params.nodes);
+    let layout = params.layout();
     let cp = layout
         .host(&topology::Role::ControlPlane)
         .unwrap()
@@ -618,4 +650,128 @@ fn assert_ip_check_clean(dirs: &LabDirs, when: &str) {
         check.contains("no problems found"),
         "ip check {when}: {check}"
     );
+}
+
+/// bird's `show route all` on the ToR: prefix -> its paths (first line and attribute lines).
+fn tor_routes(lab: &Lab) -> BTreeMap<String, String> {
+    let out = Command::new("birdc")
+        .arg("-s")
+        .arg(hybridnet_lab::cluster::tor_bird_socket(&lab.dirs()))
+        .args(["show", "route", "all"])
+        .output()
+        .unwrap();
+    let mut routes: BTreeMap<String, String> = BTreeMap::new();
+    let mut prefix = String::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with("Table") || line.starts_with("BIRD") || line.trim().is_empty() {
+            continue;
+        }
+        if !line.starts_with(char::is_whitespace) && line.contains(" unicast [") {
+            prefix = line.split_whitespace().next().unwrap_or("").to_string();
+        }
+        let entry = routes.entry(prefix.clone()).or_default();
+        entry.push_str(line.trim());
+        entry.push('\n');
+    }
+    routes
+}
+
+async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(e) if std::time::Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// The BGP nodes announced each BGP pod's /32 and /128 (AS_PATH = the nodes' AS, NO_EXPORT) and
+/// the BGP subnets; the ToR's kernel forwards each pod address over the link of the pod's node.
+async fn bgp_routes_at_the_tor(lab: &Lab, pods: &BTreeMap<String, (String, Vec<String>)>) {
+    let mut want: Vec<(String, &str)> =
+        vec![("198.18.32.0/24".into(), ""), ("fd00:32::/112".into(), "")];
+    for (pod, node_link) in [("bgp-a", "bgp0"), ("bgp-b", "bgp1")] {
+        let ips = &pods[pod].1;
+        want.push((format!("{}/32", ips[0]), node_link));
+        want.push((format!("{}/128", ips[1]), node_link));
+    }
+    let routes = wait_for("pod routes at the ToR", || {
+        let r = tor_routes(lab);
+        if want.iter().all(|(p, _)| r.contains_key(p)) {
+            Ok(r)
+        } else {
+            Err(format!("want {want:?}, bird has {r:#?}"))
+        }
+    })
+    .await;
+    let tor = format!("hl{}-tor", lab.id);
+    for (prefix, link) in &want {
+        let paths = &routes[prefix];
+        assert!(
+            paths.contains("BGP.as_path: 65001"),
+            "{prefix}: AS_PATH is not the nodes' AS: {paths}"
+        );
+        if link.is_empty() {
+            continue;
+        }
+        assert!(
+            paths.contains("(65535,65281)"),
+            "{prefix}: a BGP-mode pod route carries NO_EXPORT: {paths}"
+        );
+        let addr = prefix.split('/').next().unwrap();
+        let got = Command::new("ip")
+            .args(["-n", &tor, "route", "get", addr])
+            .output()
+            .unwrap();
+        let got = String::from_utf8_lossy(&got.stdout).into_owned();
+        assert!(
+            got.contains(&format!("dev {link}")),
+            "the ToR forwards {addr} over {got}, not over the pod's node link {link}"
+        );
+    }
+    eprintln!("bgp: the ToR learned {want:?}");
+}
+
+async fn bgp_pod_deletion_withdraws(
+    client: &kube::Client,
+    lab: &Lab,
+    pods: &BTreeMap<String, (String, Vec<String>)>,
+) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams};
+    let ips = pods["bgp-b"].1.clone();
+    let gone = [format!("{}/32", ips[0]), format!("{}/128", ips[1])];
+    assert!(
+        gone.iter().all(|p| tor_routes(lab).contains_key(p)),
+        "bgp-b's routes are announced before the deletion"
+    );
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    api.delete("bgp-b", &DeleteParams::default()).await.unwrap();
+    wait_for("bgp-b's routes withdrawn at the ToR", || {
+        let r = tor_routes(lab);
+        let left: Vec<_> = gone.iter().filter(|p| r.contains_key(*p)).collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still announced: {left:?}"))
+        }
+    })
+    .await;
+    let r = tor_routes(lab);
+    assert!(
+        r.contains_key("198.18.32.0/24") && r.contains_key("fd00:32::/112"),
+        "the BGP subnets stay announced while the network has nodes: {r:#?}"
+    );
+    // bgp-a still reaches the outside host.
+    let ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["bgp-a"].0);
+    let ok = Command::new("ip")
+        .args(["netns", "exec", &ns, "ping", "-c1", "-W2", "198.19.0.2"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(ok, "bgp-a lost the outside host after bgp-b was deleted");
+    eprintln!("bgp: deleting bgp-b withdrew {gone:?}");
 }

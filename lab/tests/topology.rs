@@ -34,13 +34,20 @@ fn hosts_reach_each_other_and_destroy_cleans_up() {
         return;
     }
     let id = format!("t{}", std::process::id());
-    let layout = topology::layout(&id, 2);
+    let layout = topology::layout_with(&id, 2, 1);
     let guard = Lab(id.clone());
     topology::build(&layout).unwrap();
 
     let n1 = layout.host(&Role::Node(1)).unwrap().netns.clone();
     let out = layout.host(&Role::Outside).unwrap().netns.clone();
+    // Node 3 is a BGP node on its own routed link: it reaches the ToR's BGP address on-link and
+    // the control plane through the ToR.
+    let n3 = layout.host(&Role::Node(3)).unwrap().netns.clone();
     for (from, to) in [
+        (&n3, "198.18.1.1"),
+        (&n3, "198.18.0.2"),
+        (&n3, "fd00:18::2"),
+        (&out, "198.18.2.1"),
         (&n1, "198.18.0.12"),
         (&n1, "198.18.0.1"),
         (&n1, "198.19.0.2"),

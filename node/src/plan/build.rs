@@ -896,13 +896,15 @@ impl<'a> Planner<'a> {
             .into_iter()
             .collect();
         let gateway = match peers.as_slice() {
-            [one] => Some((*one, dev.to_string())),
+            [one] => Some((Some(*one), dev.to_string())),
+            // The main table's default route, also one without a gateway (a point-to-point
+            // uplink, or the device-only routes `kubectl hybridnet trace` reconstructs).
             [] => self
                 .host
                 .main_routes
                 .iter()
                 .filter(|r| r.dst == default_cidr(s.cidr.version))
-                .find_map(|r| Some((r.gateway?, r.dev.clone()?))),
+                .find_map(|r| Some((r.gateway, r.dev.clone()?))),
             many => {
                 self.problem(
                     obj,
@@ -916,7 +918,7 @@ impl<'a> Planner<'a> {
                 table,
                 default_cidr(s.cidr.version),
                 Some(&d),
-                Some(gw),
+                gw,
                 None,
                 false,
             ),

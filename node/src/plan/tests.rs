@@ -778,6 +778,24 @@ fn bgp_tables_default_via_the_routing_peer() {
 }
 
 #[test]
+fn bgp_table_copies_a_device_only_default_route() {
+    // A point-to-point uplink's default route has no gateway: the v6 table (no v6 peer) copies
+    // it as it is instead of leaving the subnet without a way out.
+    let mut f = bgp_fixture();
+    for r in &mut f.host.main_routes {
+        if r.dst.version == IpVersion::V6 && r.dst.prefix == 0 {
+            r.gateway = None;
+        }
+    }
+    let p = plan_of(&f);
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    assert_eq!(
+        routes_text(&p, table_of(&p, "fd00:20::/112")),
+        ["::/0 dev eth0"]
+    );
+}
+
+#[test]
 fn bgp_with_two_routing_peers_is_refused() {
     let mut f = bgp_fixture();
     let peers = f.api.networks[2]
