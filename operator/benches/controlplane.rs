@@ -16,6 +16,7 @@ use hybridnet_api::v1::{
     NetworkSpec, NetworkType, ReferredObject, Subnet, SubnetSpec,
 };
 use hybridnet_operator::controlplane::config::ControlPlaneConfig;
+use hybridnet_operator::controlplane::defaults::PodDefaults;
 use hybridnet_operator::controlplane::replica::{Replica, ReplicaConfig};
 use hybridnet_operator::controlplane::run::rebuild;
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
@@ -106,7 +107,10 @@ async fn pods_per_second(n: usize) {
         ReplicaConfig {
             control: ControlPlaneConfig {
                 identity: "bench".into(),
-                default_network_type: NetworkType::Overlay,
+                defaults: PodDefaults {
+                    network_type: NetworkType::Overlay,
+                    ..Default::default()
+                },
                 pod_concurrency: 16,
                 lease_duration: Duration::from_secs(5),
                 lease_retry: Duration::from_millis(200),

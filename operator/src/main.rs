@@ -14,6 +14,7 @@ use hybridnet_api::constants::env;
 use hybridnet_api::operator::IpFamily;
 use hybridnet_api::v1::NetworkType;
 use hybridnet_operator::controlplane::config::ControlPlaneConfig;
+use hybridnet_operator::controlplane::defaults::PodDefaults;
 use hybridnet_operator::controlplane::replica::{Replica, ReplicaConfig};
 use hybridnet_operator::controlplane::run::TermTask;
 use hybridnet_operator::lifecycle;
@@ -27,16 +28,20 @@ use tracing::{info, warn};
     about = "hybridnet operator: cluster lifecycle, network control plane (IPAM) and admission webhooks"
 )]
 struct Cli {
-    /// Network type of pods that name none: Underlay, Overlay or GlobalBGP.
-    #[arg(long, env = env::DEFAULT_NETWORK_TYPE, default_value = "Underlay", value_parser = parse_network_type)]
+    /// Network type of pods that name none: Underlay, Overlay or GlobalBGP. Used only when
+    /// HybridnetCluster/default does not exist; its spec.defaults win otherwise.
+    #[arg(long, env = env::DEFAULT_NETWORK_TYPE, default_value = "Overlay", value_parser = parse_network_type)]
     default_network_type: NetworkType,
-    /// IP family of pods that name none: IPv4, IPv6 or DualStack.
+    /// IP family of pods that name none: IPv4, IPv6 or DualStack (fallback, like
+    /// --default-network-type).
     #[arg(long, env = env::DEFAULT_IP_FAMILY, default_value = "IPv4", value_parser = parse_ip_family)]
     default_ip_family: IpFamily,
-    /// Stateful pods keep their addresses across re-creation unless annotated otherwise.
+    /// Stateful pods keep their addresses across re-creation unless annotated otherwise
+    /// (fallback, like --default-network-type).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     default_ip_retain: bool,
-    /// Owner kinds whose pods are stateful (comma separated).
+    /// Owner kinds whose pods are stateful, comma separated (fallback, like
+    /// --default-network-type).
     #[arg(long, default_value = "StatefulSet", value_delimiter = ',')]
     stateful_workload_kinds: Vec<String>,
     /// Parallel reconciles per controller, e.g. `Pod=8,IPInstance=8,Default=2` (1..100).
@@ -85,8 +90,10 @@ struct Cli {
 }
 
 fn parse_network_type(s: &str) -> Result<NetworkType, String> {
+    // Empty means "not set", as in upstream; the default when not set is the documented one,
+    // Overlay (upstream's chart value), not upstream's bare-binary Underlay.
     if s.trim().is_empty() {
-        return Ok(NetworkType::Underlay);
+        return Ok(PodDefaults::default().network_type);
     }
     NetworkType::parse_case_insensitive(s)
         .ok_or_else(|| format!("{s:?} is not a network type (Underlay, Overlay or GlobalBGP)"))
@@ -162,14 +169,16 @@ impl Cli {
         };
         let lease = Duration::from_secs(self.lease_duration_seconds);
         Ok(ControlPlaneConfig {
-            default_network_type: self.default_network_type,
-            default_ip_family: self.default_ip_family,
-            default_ip_retain: self.default_ip_retain,
-            stateful_workload_kinds: self
-                .stateful_workload_kinds
-                .iter()
-                .map(|k| k.trim().to_string())
-                .collect(),
+            defaults: PodDefaults {
+                network_type: self.default_network_type,
+                ip_family: self.default_ip_family,
+                ip_retain: self.default_ip_retain,
+                stateful_workload_kinds: self
+                    .stateful_workload_kinds
+                    .iter()
+                    .map(|k| k.trim().to_string())
+                    .collect(),
+            },
             pod_concurrency: pick("Pod").unwrap_or(8),
             concurrency: pick("Default").unwrap_or(2),
             namespace: self.namespace.clone(),
@@ -275,6 +284,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn flag_defaults_are_the_documented_ones() {
+        // Only meaningful when the environment does not set them (it never does under cargo test).
+        if std::env::var_os(env::DEFAULT_NETWORK_TYPE).is_some()
+            || std::env::var_os(env::DEFAULT_IP_FAMILY).is_some()
+        {
+            panic!("unset DEFAULT_NETWORK_TYPE / DEFAULT_IP_FAMILY to run this test");
+        }
+        let c = Cli::try_parse_from(["x", "--identity", "i"])
+            .unwrap()
+            .control_plane_config()
+            .unwrap();
+        assert_eq!(c.defaults, PodDefaults::default());
+        assert_eq!(c.defaults.network_type, NetworkType::Overlay);
+        for (value, want) in [
+            ("", NetworkType::Overlay),
+            (" ", NetworkType::Overlay),
+            ("UNDERLAY", NetworkType::Underlay),
+            ("globalbgp", NetworkType::GlobalBgp),
+        ] {
+            let c = Cli::try_parse_from(["x", "--default-network-type", value])
+                .unwrap()
+                .control_plane_config()
+                .unwrap();
+            assert_eq!(c.defaults.network_type, want, "{value:?}");
+        }
+    }
+
+    #[test]
     fn flags_parse_and_reject_hostile_values() {
         let cli = Cli::try_parse_from([
             "hybridnet-operator",
@@ -293,10 +330,10 @@ mod tests {
         ])
         .unwrap();
         let c = cli.control_plane_config().unwrap();
-        assert_eq!(c.default_network_type, NetworkType::Overlay);
-        assert_eq!(c.default_ip_family, IpFamily::DualStack);
-        assert!(!c.default_ip_retain);
-        assert!(c.is_stateful_kind("AdvancedStatefulSet"));
+        assert_eq!(c.defaults.network_type, NetworkType::Overlay);
+        assert_eq!(c.defaults.ip_family, IpFamily::DualStack);
+        assert!(!c.defaults.ip_retain);
+        assert!(c.defaults.is_stateful_kind("AdvancedStatefulSet"));
         assert_eq!((c.pod_concurrency, c.concurrency), (20, 3));
         for bad in [
             vec!["--default-network-type", "Bridge"],

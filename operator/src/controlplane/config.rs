@@ -2,20 +2,15 @@
 
 use std::time::Duration;
 
-use hybridnet_api::operator::IpFamily;
-use hybridnet_api::v1::NetworkType;
+use super::defaults::PodDefaults;
 
 /// Everything the controllers and the webhook need to know about the cluster's defaults.
 #[derive(Debug, Clone)]
 pub struct ControlPlaneConfig {
-    /// Type of pods that name no network type (`DEFAULT_NETWORK_TYPE`).
-    pub default_network_type: NetworkType,
-    /// Family of pods that name no family (`DEFAULT_IP_FAMILY`).
-    pub default_ip_family: IpFamily,
-    /// Stateful pods keep their addresses unless `ip-retain: "false"` (`--default-ip-retain`).
-    pub default_ip_retain: bool,
-    /// Owner kinds whose pods are stateful (`--stateful-workload-kinds`).
-    pub stateful_workload_kinds: Vec<String>,
+    /// Pod defaults from the flags (`--default-network-type`, `--default-ip-family`,
+    /// `--default-ip-retain`, `--stateful-workload-kinds`): the fallback when
+    /// `HybridnetCluster/default` does not exist (see [`super::defaults`]).
+    pub defaults: PodDefaults,
     /// Parallel reconciles of the pod controller.
     pub pod_concurrency: u16,
     /// Parallel reconciles of the other controllers.
@@ -37,10 +32,7 @@ pub struct ControlPlaneConfig {
 impl Default for ControlPlaneConfig {
     fn default() -> Self {
         Self {
-            default_network_type: NetworkType::Underlay,
-            default_ip_family: IpFamily::IPv4,
-            default_ip_retain: true,
-            stateful_workload_kinds: vec!["StatefulSet".to_string()],
+            defaults: PodDefaults::default(),
             pod_concurrency: 8,
             concurrency: 2,
             namespace: "kube-system".to_string(),
@@ -50,12 +42,5 @@ impl Default for ControlPlaneConfig {
             lease_retry: Duration::from_secs(2),
             leak_check_interval: Duration::from_secs(60),
         }
-    }
-}
-
-impl ControlPlaneConfig {
-    /// Whether an owner of `kind` makes its pods stateful.
-    pub fn is_stateful_kind(&self, kind: &str) -> bool {
-        self.stateful_workload_kinds.iter().any(|k| k == kind)
     }
 }

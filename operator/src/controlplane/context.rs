@@ -13,6 +13,7 @@ use tracing::debug;
 
 use super::caches::Caches;
 use super::config::ControlPlaneConfig;
+use super::defaults::{EffectiveDefaults, LiveDefaults};
 use super::engine::Engine;
 use super::metrics::Metrics;
 
@@ -64,6 +65,8 @@ impl ReconcileError {
 pub struct Ctx {
     pub client: Client,
     pub config: ControlPlaneConfig,
+    /// Pod defaults in force (HybridnetCluster, else the flags).
+    pub live_defaults: LiveDefaults,
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub caches: Caches,
@@ -82,6 +85,7 @@ impl Ctx {
     pub fn new(
         client: Client,
         config: ControlPlaneConfig,
+        live_defaults: LiveDefaults,
         metrics: Metrics,
         recorder: Recorder,
         caches: Caches,
@@ -93,6 +97,7 @@ impl Ctx {
         Self {
             client,
             config,
+            live_defaults,
             metrics,
             recorder,
             caches,
@@ -103,6 +108,11 @@ impl Ctx {
             pod_requeue,
             ipam_changed: Arc::new(Notify::new()),
         }
+    }
+
+    /// The pod defaults in force now.
+    pub fn defaults(&self) -> Arc<EffectiveDefaults> {
+        self.live_defaults.current()
     }
 
     /// The in-memory IPAM. Held only for pure, quick operations, never across an await.

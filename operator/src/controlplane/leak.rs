@@ -16,8 +16,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use super::config::ControlPlaneConfig;
 use super::context::Ctx;
+use super::defaults::PodDefaults;
 use super::objects::reserve_patch;
 use super::podstate::{is_host_network, is_terminating, node_name};
 
@@ -51,11 +51,7 @@ pub enum Finding {
 }
 
 /// Finds leaked IPInstances and Running pods without addresses (pure).
-pub fn find_leaks(
-    instances: &[IPInstance],
-    pods: &[Pod],
-    cfg: &ControlPlaneConfig,
-) -> Vec<Finding> {
+pub fn find_leaks(instances: &[IPInstance], pods: &[Pod], cfg: &PodDefaults) -> Vec<Finding> {
     let pods_by_key: BTreeMap<(String, String), &Pod> = pods
         .iter()
         .map(|p| ((p.namespace().unwrap_or_default(), p.name_any()), p))
@@ -178,7 +174,7 @@ impl LeakDetector {
             .list(&ListParams::default())
             .await?
             .items;
-        let findings = find_leaks(&instances, &pods, &ctx.config);
+        let findings = find_leaks(&instances, &pods, &ctx.defaults().defaults);
         let now: HashSet<Finding> = findings.iter().cloned().collect();
         let confirmed: Vec<Finding> = findings
             .into_iter()
@@ -385,7 +381,7 @@ mod tests {
 
     #[test]
     fn leaks_and_non_leaks() {
-        let cfg = ControlPlaneConfig::default();
+        let cfg = PodDefaults::default();
         let instances = vec![
             inst("a", "10.0.0.1", "ok", Some("u1"), Some("n1"), "Pod"),
             inst("a", "10.0.0.2", "gone", Some("u2"), Some("n1"), "Pod"),

@@ -4,6 +4,7 @@
 pub mod caches;
 pub mod config;
 pub mod context;
+pub mod defaults;
 pub mod engine;
 pub mod ipinstance;
 pub mod leader;

@@ -74,6 +74,8 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
     let Some(_claim) = ctx.claim_pod(pod_key(&pod)) else {
         return Ok(Action::requeue(Duration::from_millis(200)));
     };
+    let effective = ctx.defaults();
+    let defaults = &effective.defaults;
     let owner_stateful_by_instances = controller_owner(&pod).is_none()
         && (pod.metadata.deletion_timestamp.is_some() || has_ip_finalizer(&pod))
         && {
@@ -87,10 +89,10 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
                         .referred_object
                         .as_ref()
                         .and_then(|r| r.kind.as_deref())
-                        .is_some_and(|k| ctx.config.is_stateful_kind(k))
+                        .is_some_and(|k| defaults.is_stateful_kind(k))
                 })
         };
-    let action = decide(&pod, &ctx.config, owner_stateful_by_instances);
+    let action = decide(&pod, defaults, owner_stateful_by_instances);
     debug!(?action, "decided");
     let res = match action {
         PodAction::Ignore | PodAction::LeaveToGarbageCollector => Ok(Action::await_change()),
@@ -255,7 +257,7 @@ async fn allocate(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
         return Ok(());
     }
     let started = Instant::now();
-    let stateful = is_stateful(pod, &ctx.config);
+    let stateful = is_stateful(pod, &ctx.defaults().defaults);
     let res = if stateful {
         allocate_stateful(ctx, pod).await
     } else {
@@ -306,7 +308,7 @@ fn plan(ctx: &Ctx, pod: &Pod, pod_ipis: &[IPInstance]) -> Result<Plan, Reconcile
     let config = resolve_for_pod(
         pod,
         namespace.as_deref(),
-        &ctx.config,
+        &ctx.defaults().defaults,
         &networks,
         &ctx.caches.subnets(),
         pod_ipis,
@@ -557,7 +559,7 @@ async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Recon
     let pool = anns
         .get(annotation::IP_POOL)
         .filter(|v| !v.trim().is_empty());
-    let retain = ip_retain(pod, &ctx.config);
+    let retain = ip_retain(pod, &ctx.defaults().defaults);
 
     if !retain && pool.is_none() {
         // No retention: drop what earlier incarnations held, then allocate afresh.

@@ -4,7 +4,7 @@ use hybridnet_api::constants::finalizer;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
-use super::config::ControlPlaneConfig;
+use super::defaults::PodDefaults;
 
 /// What the pod controller should do with a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,14 +98,14 @@ pub fn controller_owner(pod: &Pod) -> Option<&OwnerReference> {
 }
 
 /// The pod is run by a stateful workload (controller owner of a stateful kind).
-pub fn is_stateful(pod: &Pod, cfg: &ControlPlaneConfig) -> bool {
+pub fn is_stateful(pod: &Pod, cfg: &PodDefaults) -> bool {
     controller_owner(pod).is_some_and(|o| cfg.is_stateful_kind(&o.kind))
 }
 
 /// Decides what to do with `pod`. `retained_owner_stateful` says whether the pod's existing
 /// IPInstances are owned by a stateful workload (used when the pod lost its owner reference,
 /// upstream fix v0.7.7).
-pub fn decide(pod: &Pod, cfg: &ControlPlaneConfig, retained_owner_stateful: bool) -> PodAction {
+pub fn decide(pod: &Pod, cfg: &PodDefaults, retained_owner_stateful: bool) -> PodAction {
     if is_host_network(pod) {
         return if has_ip_finalizer(pod) {
             PodAction::RemoveFinalizer
@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn live_pods() {
-        let cfg = ControlPlaneConfig::default();
+        let cfg = PodDefaults::default();
         assert_eq!(decide(&pod(None, None), &cfg, false), PodAction::Ignore);
         assert_eq!(
             decide(&pod(Some("n1"), None), &cfg, false),
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn stateful_pods_wait_for_running_containers_then_reserve() {
-        let cfg = ControlPlaneConfig::default();
+        let cfg = PodDefaults::default();
         let p = terminating(with_container(pod(Some("n1"), Some("StatefulSet")), true));
         assert_eq!(decide(&p, &cfg, false), PodAction::WaitForContainers);
         let p = terminating(with_container(pod(Some("n1"), Some("StatefulSet")), false));
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn evicted_and_completed_release() {
-        let cfg = ControlPlaneConfig::default();
+        let cfg = PodDefaults::default();
         let mut p = pod(Some("n1"), Some("ReplicaSet"));
         p.status = Some(PodStatus {
             phase: Some("Failed".into()),
@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn finalizer_only() {
-        let cfg = ControlPlaneConfig::default();
+        let cfg = PodDefaults::default();
         let mut p = terminating(pod(Some("n1"), None));
         p.metadata.finalizers = Some(vec![finalizer::IP_ALLOCATED.into()]);
         assert_eq!(decide(&p, &cfg, false), PodAction::RemoveFinalizer);

@@ -13,6 +13,7 @@ use tracing::{debug, error, info, warn};
 
 use super::caches::Caches;
 use super::config::ControlPlaneConfig;
+use super::defaults::LiveDefaults;
 use super::metrics::{self, Metrics};
 use super::run::{ControlPlane, TermTask};
 use crate::webhook::WebhookState;
@@ -41,6 +42,8 @@ pub struct Replica {
     pub metrics_addr: Option<SocketAddr>,
     pub metrics: Metrics,
     pub caches: Caches,
+    /// Pod defaults in force (HybridnetCluster, else the flags).
+    pub defaults: LiveDefaults,
 }
 
 /// Errors starting a replica.
@@ -69,6 +72,8 @@ impl Replica {
         let mut tasks = Vec::new();
         let (caches, caches_run) = Caches::start(&client);
         tasks.push(tokio::spawn(caches_run));
+        let (defaults, defaults_run) = LiveDefaults::watch(&client, cfg.control.defaults.clone());
+        tasks.push(tokio::spawn(defaults_run));
 
         let mut webhook = None;
         let mut webhook_addr = None;
@@ -76,6 +81,7 @@ impl Replica {
             let state = Arc::new(WebhookState {
                 caches: caches.clone(),
                 config: cfg.control.clone(),
+                defaults: defaults.clone(),
                 metrics: metrics.clone(),
             });
             let handle: Handle<SocketAddr> = Handle::new();
@@ -141,6 +147,7 @@ impl Replica {
                 config: cfg.control.clone(),
                 metrics: metrics.clone(),
                 caches: caches.clone(),
+                defaults: defaults.clone(),
                 with_term,
             };
             control_plane = Some(tokio::spawn(cp.run(shutdown_rx)));
@@ -154,6 +161,7 @@ impl Replica {
             metrics_addr,
             metrics,
             caches,
+            defaults,
         })
     }
 

@@ -9,7 +9,7 @@ use hybridnet_api::resolve::{PodConfigInput, PodNetworkConfig, resolve_pod_netwo
 use hybridnet_api::v1::{IPInstance, IpVersion, Network, Subnet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 
-use super::config::ControlPlaneConfig;
+use super::defaults::PodDefaults;
 use super::podstate::is_stateful;
 
 /// Go's `strconv.ParseBool`, as upstream reads `ip-retain`.
@@ -22,13 +22,13 @@ pub fn parse_go_bool(s: &str) -> Option<bool> {
 }
 
 /// Whether the pod keeps its addresses across re-creation (`ip-retain`, else the default).
-pub fn ip_retain(pod: &Pod, cfg: &ControlPlaneConfig) -> bool {
+pub fn ip_retain(pod: &Pod, cfg: &PodDefaults) -> bool {
     pod.metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(annotation::IP_RETAIN))
         .and_then(|v| parse_go_bool(v))
-        .unwrap_or(cfg.default_ip_retain)
+        .unwrap_or(cfg.ip_retain)
 }
 
 /// Non-terminating IPInstances in the pod's namespace labelled with the pod's name.
@@ -69,7 +69,7 @@ pub fn ipinstances_of_pod_name<'a>(
 pub fn resolve_for_pod(
     pod: &Pod,
     namespace: Option<&Namespace>,
-    cfg: &ControlPlaneConfig,
+    cfg: &PodDefaults,
     networks: &[Network],
     subnets: &[Subnet],
     pod_ipinstances: &[IPInstance],
@@ -93,8 +93,8 @@ pub fn resolve_for_pod(
             .and_then(|n| n.metadata.labels.as_ref())
             .unwrap_or(&empty),
         retained: &retained,
-        default_network_type: cfg.default_network_type,
-        default_ip_family: cfg.default_ip_family,
+        default_network_type: cfg.network_type,
+        default_ip_family: cfg.ip_family,
         networks,
         subnets,
     };

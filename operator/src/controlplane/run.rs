@@ -24,6 +24,7 @@ use tracing::{error, info, warn};
 use super::caches::Caches;
 use super::config::ControlPlaneConfig;
 use super::context::{Ctx, PodRecord, ReconcileError};
+use super::defaults::LiveDefaults;
 use super::engine::Engine;
 use super::leader::{LeaseElector, run_election};
 use super::leak::LeakDetector;
@@ -46,6 +47,9 @@ mod tokio_stream_shim {
         }
     }
 }
+
+/// Longest wait for the first answer about `HybridnetCluster/default` at the start of a term.
+const DEFAULTS_SETTLE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Lists every object of a kind from the API server, page by page (a consistent read at the
 /// moment of the first page, never a cache).
@@ -354,6 +358,8 @@ pub struct ControlPlane {
     pub config: ControlPlaneConfig,
     pub metrics: Metrics,
     pub caches: Caches,
+    /// Pod defaults in force (HybridnetCluster, else the flags).
+    pub defaults: LiveDefaults,
     /// Runs beside the controllers in every term.
     pub with_term: Option<TermTask>,
 }
@@ -394,6 +400,7 @@ impl ControlPlane {
                 self.config.clone(),
                 self.metrics.clone(),
                 self.caches.clone(),
+                self.defaults.clone(),
                 lead_rx.clone(),
             );
             let extra = self.with_term.as_ref().map(|f| f(self.client.clone()));
@@ -431,9 +438,19 @@ impl ControlPlane {
         config: ControlPlaneConfig,
         metrics: Metrics,
         caches: Caches,
+        defaults: LiveDefaults,
         leading: watch::Receiver<bool>,
     ) {
         caches.wait_ready().await;
+        // Give the HybridnetCluster watch a moment to answer (listed, or CRD not served: both
+        // come back at once) so the first allocations use the cluster's defaults; never more
+        // than this, whatever the API server does.
+        if !defaults.settle(DEFAULTS_SETTLE_LIMIT).await {
+            warn!(
+                limit = ?DEFAULTS_SETTLE_LIMIT,
+                "HybridnetCluster not read yet; starting with the flag defaults"
+            );
+        }
         let rebuilt = loop {
             match rebuild(&client).await {
                 Ok(r) => break r,
@@ -463,6 +480,7 @@ impl ControlPlane {
         let ctx = Arc::new(Ctx::new(
             client,
             config,
+            defaults,
             metrics,
             recorder,
             caches,

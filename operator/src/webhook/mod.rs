@@ -7,11 +7,14 @@ pub mod server;
 
 use crate::controlplane::caches::Caches;
 use crate::controlplane::config::ControlPlaneConfig;
+use crate::controlplane::defaults::LiveDefaults;
 use crate::controlplane::metrics::Metrics;
 
 /// What the handlers read.
 pub struct WebhookState {
     pub caches: Caches,
     pub config: ControlPlaneConfig,
+    /// Pod defaults in force (HybridnetCluster, else the flags).
+    pub defaults: LiveDefaults,
     pub metrics: Metrics,
 }

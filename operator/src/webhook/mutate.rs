@@ -39,7 +39,7 @@ fn resolve(
     let config = resolve_for_pod(
         pod,
         namespace_obj.as_deref(),
-        &st.config,
+        &st.defaults.current().defaults,
         &st.caches.networks(),
         &st.caches.subnets(),
         &ipis,

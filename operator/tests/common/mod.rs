@@ -14,6 +14,7 @@ use hybridnet_api::v1::{
     SubnetSpec,
 };
 use hybridnet_operator::controlplane::config::ControlPlaneConfig;
+use hybridnet_operator::controlplane::defaults::PodDefaults;
 use hybridnet_operator::controlplane::replica::{Replica, ReplicaConfig};
 use hybridnet_operator::webhook::server::CertSource;
 use k8s_openapi::ByteString;
@@ -68,9 +69,15 @@ pub struct Env {
     pub cert_dir: tempfile::TempDir,
 }
 
+/// A replica as started with `--default-network-type=Underlay` (the tests below were written
+/// for that fallback; no HybridnetCluster exists in them).
 pub fn test_config(identity: &str) -> ControlPlaneConfig {
     ControlPlaneConfig {
         identity: identity.to_string(),
+        defaults: PodDefaults {
+            network_type: NetworkType::Underlay,
+            ..Default::default()
+        },
         lease_duration: Duration::from_secs(2),
         lease_retry: Duration::from_millis(200),
         leak_check_interval: Duration::from_millis(700),
@@ -82,6 +89,12 @@ pub fn test_config(identity: &str) -> ControlPlaneConfig {
 
 impl Env {
     pub async fn start() -> Env {
+        Self::start_without_crds(&[]).await
+    }
+
+    /// Like [`Env::start`], without the CRDs whose file names are in `skip` (e.g.
+    /// `operator.hybridnet.io_hybridnetclusters.yaml` for a control plane installed alone).
+    pub async fn start_without_crds(skip: &[&str]) -> Env {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -97,7 +110,10 @@ impl Env {
         .expect("start kube-lite");
         let client = srv.client().await.expect("client");
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for (_, crd) in hybridnet_api::crd::all() {
+        for (_, crd) in hybridnet_api::crd::all()
+            .into_iter()
+            .filter(|(file, _)| !skip.contains(file))
+        {
             crds.create(&PostParams::default(), &crd)
                 .await
                 .expect("create CRD");

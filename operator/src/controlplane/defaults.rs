@@ -1,0 +1,401 @@
+//! The cluster-wide pod defaults (network type, IP family, IP retention, stateful kinds) and where
+//! they come from.
+//!
+//! `HybridnetCluster/default` wins when it exists: its `spec.defaults`, with the documented
+//! default for every field it leaves out (the same values the lifecycle renders into the node
+//! agent's environment). The operator flags are the fallback for clusters without that object or
+//! even without its CRD (a control plane installed without the lifecycle part). The watch that
+//! keeps the value current never gates cache readiness, leadership or the webhook: until it has
+//! seen the object, and whenever the CRD is not served, the flags apply.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, future::BoxFuture};
+use hybridnet_api::operator::{
+    CLUSTER_SINGLETON_NAME, ClusterDefaults, HybridnetCluster, IpFamily,
+};
+use hybridnet_api::v1::NetworkType;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// Defaults for pods that do not say otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodDefaults {
+    /// Type of pods that name no network type (`DEFAULT_NETWORK_TYPE`).
+    pub network_type: NetworkType,
+    /// Family of pods that name no family (`DEFAULT_IP_FAMILY`).
+    pub ip_family: IpFamily,
+    /// Stateful pods keep their addresses unless `ip-retain: "false"`.
+    pub ip_retain: bool,
+    /// Owner kinds whose pods are stateful.
+    pub stateful_workload_kinds: Vec<String>,
+}
+
+impl Default for PodDefaults {
+    /// The documented defaults (HybridnetCluster CRD, upstream chart): Overlay, IPv4, retain,
+    /// StatefulSet.
+    fn default() -> Self {
+        Self {
+            network_type: NetworkType::Overlay,
+            ip_family: IpFamily::IPv4,
+            ip_retain: true,
+            stateful_workload_kinds: vec!["StatefulSet".to_string()],
+        }
+    }
+}
+
+impl PodDefaults {
+    /// Whether an owner of `kind` makes its pods stateful.
+    pub fn is_stateful_kind(&self, kind: &str) -> bool {
+        self.stateful_workload_kinds.iter().any(|k| k == kind)
+    }
+}
+
+/// Where the effective defaults came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultsSource {
+    /// The operator flags (no `HybridnetCluster/default`, or its CRD is not served).
+    Flags,
+    /// `HybridnetCluster/default`.
+    Cluster,
+}
+
+impl DefaultsSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Flags => "flags",
+            Self::Cluster => "HybridnetCluster/default",
+        }
+    }
+}
+
+/// The defaults in force and their origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveDefaults {
+    pub defaults: PodDefaults,
+    pub source: DefaultsSource,
+}
+
+/// The defaults in force (pure): the singleton's `spec.defaults` when `cluster` is it, each
+/// absent field at its documented default; the flags otherwise. Blank stateful kinds are dropped
+/// (no owner has an empty kind); the rest is checked by the CRD schema.
+pub fn effective_defaults(
+    flags: &PodDefaults,
+    cluster: Option<&HybridnetCluster>,
+) -> EffectiveDefaults {
+    let Some(cluster) =
+        cluster.filter(|c| c.metadata.name.as_deref() == Some(CLUSTER_SINGLETON_NAME))
+    else {
+        return EffectiveDefaults {
+            defaults: flags.clone(),
+            source: DefaultsSource::Flags,
+        };
+    };
+    let documented = PodDefaults::default();
+    let spec = cluster.spec.defaults.clone().unwrap_or_default();
+    let ClusterDefaults {
+        network_type,
+        ip_family,
+        ip_retain,
+        stateful_workload_kinds,
+    } = spec;
+    EffectiveDefaults {
+        defaults: PodDefaults {
+            network_type: network_type.unwrap_or(documented.network_type),
+            ip_family: ip_family.unwrap_or(documented.ip_family),
+            ip_retain: ip_retain.unwrap_or(documented.ip_retain),
+            stateful_workload_kinds: match stateful_workload_kinds {
+                Some(kinds) => kinds
+                    .iter()
+                    .map(|k| k.trim())
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                None => documented.stateful_workload_kinds,
+            },
+        },
+        source: DefaultsSource::Cluster,
+    }
+}
+
+/// A live view of the defaults, shared by the controllers and the webhook of one replica.
+#[derive(Clone, Debug)]
+pub struct LiveDefaults {
+    rx: watch::Receiver<Arc<EffectiveDefaults>>,
+    settled: watch::Receiver<bool>,
+}
+
+impl LiveDefaults {
+    /// Defaults that never change (tests, and replicas without a cluster to watch).
+    pub fn fixed(defaults: PodDefaults) -> Self {
+        let (_, rx) = watch::channel(Arc::new(EffectiveDefaults {
+            defaults,
+            source: DefaultsSource::Flags,
+        }));
+        let (_, settled) = watch::channel(true);
+        Self { rx, settled }
+    }
+
+    /// Starts from the flags and returns the future that follows `HybridnetCluster/default` (run
+    /// it until shutdown).
+    pub fn watch(client: &Client, flags: PodDefaults) -> (Self, BoxFuture<'static, ()>) {
+        let initial = effective_defaults(&flags, None);
+        let (tx, rx) = watch::channel(Arc::new(initial));
+        let (settled_tx, settled) = watch::channel(false);
+        let api: Api<HybridnetCluster> = Api::all(client.clone());
+        let (store, writer) = reflector::store();
+        let mut missing_reported = false;
+        let fut = watcher(api, watcher::Config::default())
+            // Exponential, capped: a missing CRD is asked about again quietly, not in a hot loop.
+            .default_backoff()
+            .reflect(writer)
+            .for_each(move |ev| {
+                match ev {
+                    Ok(_) => {
+                        missing_reported = false;
+                        publish(&tx, &flags, &store);
+                        if store_settled(&store) {
+                            settled_tx.send_replace(true);
+                        }
+                    }
+                    Err(e) if is_not_served(&e) => {
+                        // No CRD (or no such API group): the flags apply, and that is normal.
+                        if !missing_reported {
+                            info!(
+                                "HybridnetCluster is not served (no CRD); pod defaults come from the flags"
+                            );
+                            missing_reported = true;
+                        } else {
+                            debug!(error = %e, "HybridnetCluster still not served");
+                        }
+                        set(&tx, effective_defaults(&flags, None));
+                        settled_tx.send_replace(true);
+                    }
+                    Err(e) => {
+                        // Transient: keep what we had, the watcher retries with backoff.
+                        debug!(error = %e, "HybridnetCluster watch failed; retrying");
+                    }
+                }
+                futures::future::ready(())
+            });
+        (Self { rx, settled }, Box::pin(fut))
+    }
+
+    /// The defaults in force now.
+    pub fn current(&self) -> Arc<EffectiveDefaults> {
+        self.rx.borrow().clone()
+    }
+
+    /// Waits until the first answer about `HybridnetCluster` (listed, or not served), at most
+    /// `limit`; afterwards the flags or the last known value apply. Never blocks longer.
+    pub async fn settle(&self, limit: Duration) -> bool {
+        let mut settled = self.settled.clone();
+        matches!(
+            tokio::time::timeout(limit, settled.wait_for(|s| *s)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Resolves when the defaults change (for tests and logs).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<EffectiveDefaults>> {
+        self.rx.clone()
+    }
+}
+
+fn store_settled(store: &Store<HybridnetCluster>) -> bool {
+    // The store is ready after the first complete list.
+    futures::FutureExt::now_or_never(store.wait_until_ready()).is_some_and(|r| r.is_ok())
+}
+
+fn publish(
+    tx: &watch::Sender<Arc<EffectiveDefaults>>,
+    flags: &PodDefaults,
+    store: &Store<HybridnetCluster>,
+) {
+    if !store_settled(store) {
+        return;
+    }
+    let cluster = store.get(&ObjectRef::new(CLUSTER_SINGLETON_NAME));
+    set(tx, effective_defaults(flags, cluster.as_deref()));
+}
+
+fn set(tx: &watch::Sender<Arc<EffectiveDefaults>>, new: EffectiveDefaults) {
+    tx.send_if_modified(|cur| {
+        if **cur == new {
+            return false;
+        }
+        info!(
+            source = new.source.as_str(),
+            network_type = new.defaults.network_type.as_str(),
+            ip_family = new.defaults.ip_family.as_str(),
+            ip_retain = new.defaults.ip_retain,
+            stateful_workload_kinds = ?new.defaults.stateful_workload_kinds,
+            "pod defaults changed"
+        );
+        *cur = Arc::new(new);
+        true
+    });
+}
+
+/// 404 (no CRD, no group) and 405 mean the kind is not served at all.
+fn is_not_served(e: &watcher::Error) -> bool {
+    let api_code = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
+    };
+    match api_code {
+        Some(404 | 405) => true,
+        Some(403) => {
+            warn!("not allowed to read HybridnetCluster; pod defaults come from the flags");
+            false
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hybridnet_api::operator::HybridnetClusterSpec;
+
+    fn cluster(name: &str, defaults: Option<ClusterDefaults>) -> HybridnetCluster {
+        let mut c = HybridnetCluster::new(
+            name,
+            HybridnetClusterSpec {
+                defaults,
+                ..Default::default()
+            },
+        );
+        c.metadata.name = Some(name.to_string());
+        c
+    }
+
+    fn flags() -> PodDefaults {
+        PodDefaults {
+            network_type: NetworkType::Underlay,
+            ip_family: IpFamily::DualStack,
+            ip_retain: false,
+            stateful_workload_kinds: vec!["AdvancedStatefulSet".into()],
+        }
+    }
+
+    #[test]
+    fn documented_defaults_are_overlay_ipv4_retain_statefulset() {
+        let d = PodDefaults::default();
+        assert_eq!(d.network_type, NetworkType::Overlay);
+        assert_eq!(d.ip_family, IpFamily::IPv4);
+        assert!(d.ip_retain);
+        assert!(d.is_stateful_kind("StatefulSet"));
+        assert!(!d.is_stateful_kind("Deployment"));
+    }
+
+    #[test]
+    fn without_the_cluster_the_flags_apply() {
+        let e = effective_defaults(&flags(), None);
+        assert_eq!(e.source, DefaultsSource::Flags);
+        assert_eq!(e.defaults, flags());
+    }
+
+    #[test]
+    fn the_cluster_wins_over_every_flag() {
+        let c = cluster(
+            "default",
+            Some(ClusterDefaults {
+                network_type: Some(NetworkType::GlobalBgp),
+                ip_family: Some(IpFamily::IPv6),
+                ip_retain: Some(true),
+                stateful_workload_kinds: Some(vec!["StatefulSet".into(), "Kruise".into()]),
+            }),
+        );
+        let e = effective_defaults(&flags(), Some(&c));
+        assert_eq!(e.source, DefaultsSource::Cluster);
+        assert_eq!(
+            e.defaults,
+            PodDefaults {
+                network_type: NetworkType::GlobalBgp,
+                ip_family: IpFamily::IPv6,
+                ip_retain: true,
+                stateful_workload_kinds: vec!["StatefulSet".into(), "Kruise".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn fields_the_cluster_leaves_out_take_the_documented_default_not_the_flag() {
+        // The lifecycle renders the same documented values into the node agent: the control
+        // plane must not disagree with it because of a flag.
+        for defaults in [None, Some(ClusterDefaults::default())] {
+            let e = effective_defaults(&flags(), Some(&cluster("default", defaults)));
+            assert_eq!(e.source, DefaultsSource::Cluster);
+            assert_eq!(e.defaults, PodDefaults::default());
+        }
+        let partial = cluster(
+            "default",
+            Some(ClusterDefaults {
+                network_type: Some(NetworkType::Underlay),
+                ..Default::default()
+            }),
+        );
+        let e = effective_defaults(&flags(), Some(&partial));
+        assert_eq!(e.defaults.network_type, NetworkType::Underlay);
+        assert_eq!(e.defaults.ip_family, IpFamily::IPv4);
+        assert!(e.defaults.ip_retain);
+    }
+
+    #[test]
+    fn a_cluster_not_named_default_is_ignored() {
+        let other = cluster(
+            "second",
+            Some(ClusterDefaults {
+                network_type: Some(NetworkType::Overlay),
+                ..Default::default()
+            }),
+        );
+        assert_eq!(
+            effective_defaults(&flags(), Some(&other)),
+            effective_defaults(&flags(), None)
+        );
+    }
+
+    #[test]
+    fn blank_stateful_kinds_are_dropped_and_an_empty_list_means_none() {
+        let c = cluster(
+            "default",
+            Some(ClusterDefaults {
+                stateful_workload_kinds: Some(vec![" ".into(), "".into(), " StatefulSet ".into()]),
+                ..Default::default()
+            }),
+        );
+        let e = effective_defaults(&flags(), Some(&c));
+        assert_eq!(e.defaults.stateful_workload_kinds, vec!["StatefulSet"]);
+        assert!(!e.defaults.is_stateful_kind(""));
+        let none = cluster(
+            "default",
+            Some(ClusterDefaults {
+                stateful_workload_kinds: Some(vec![]),
+                ..Default::default()
+            }),
+        );
+        let e = effective_defaults(&flags(), Some(&none));
+        assert!(e.defaults.stateful_workload_kinds.is_empty());
+        assert!(!e.defaults.is_stateful_kind("StatefulSet"));
+    }
+
+    #[test]
+    fn fixed_defaults_are_settled_and_unchanging() {
+        let live = LiveDefaults::fixed(flags());
+        assert_eq!(live.current().defaults, flags());
+        assert_eq!(live.current().source, DefaultsSource::Flags);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        assert!(rt.block_on(live.settle(Duration::from_millis(1))));
+    }
+}
