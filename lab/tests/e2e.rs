@@ -284,6 +284,10 @@ async fn whole_system_connectivity_and_ip_hygiene() {
     restarts_keep_a_tcp_stream(&client, &lab, &pods).await;
     assert_ip_check_clean(&dirs, "after the restarts");
 
+    // A BGP node's agent stopped within the graceful-restart time: the ToR keeps its routes and
+    // its pods stay reachable; restarted, the session comes back.
+    bgp_agent_restart_keeps_routes(&client, &lab, &pods).await;
+
     // Deleting a BGP pod withdraws its routes at the ToR; the subnets stay announced.
     bgp_pod_deletion_withdraws(&client, &lab, &pods).await;
     assert_ip_check_clean(&dirs, "after deleting a BGP pod");
@@ -774,4 +778,91 @@ async fn bgp_pod_deletion_withdraws(
         .success();
     assert!(ok, "bgp-a lost the outside host after bgp-b was deleted");
     eprintln!("bgp: deleting bgp-b withdrew {gone:?}");
+}
+
+fn bird_session(lab: &Lab, protocol: &str) -> String {
+    let out = Command::new("birdc")
+        .arg("-s")
+        .arg(hybridnet_lab::cluster::tor_bird_socket(&lab.dirs()))
+        .args(["show", "protocols", protocol])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn pings(from_ns: &str, to: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", from_ns, "ping", "-c1", "-W2", to])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+async fn bgp_agent_restart_keeps_routes(
+    client: &kube::Client,
+    lab: &Lab,
+    pods: &BTreeMap<String, (String, Vec<String>)>,
+) {
+    use hybridnet_lab::{cluster, supervisor};
+    let dirs = lab.dirs();
+    let params = cluster::LabParams::load(&dirs).unwrap();
+    let layout = params.layout();
+    let ds = cluster::wait_for_agent_daemonset(client, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    // bgp-a runs on node4 (the first BGP node).
+    let spec = cluster::agent_process(&params, &dirs, &layout, &ds, 4).unwrap();
+    let ips = pods["bgp-a"].1.clone();
+    let kept = [format!("{}/32", ips[0]), format!("{}/128", ips[1])];
+    supervisor::stop(&dirs, &spec.name, std::time::Duration::from_secs(3));
+    wait_for("the ToR noticing node4's agent is gone", || {
+        let s = bird_session(lab, "node4");
+        if s.contains("Established") {
+            Err(s)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    let routes = tor_routes(lab);
+    assert!(
+        kept.iter().all(|p| routes.contains_key(p)),
+        "graceful restart: the ToR keeps node4's routes {kept:?} while its agent is down: {routes:#?}"
+    );
+    let from_b = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["bgp-b"].0);
+    let from_a = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["bgp-a"].0);
+    for ip in &ips {
+        assert!(
+            pings(&from_b, ip),
+            "bgp-b -> bgp-a {ip} while node4's agent is down"
+        );
+    }
+    assert!(
+        pings(&from_a, "198.19.0.2"),
+        "bgp-a -> outside while node4's agent is down"
+    );
+    supervisor::start(&dirs, &spec).unwrap();
+    wait_for("node4's session re-established", || {
+        let s = bird_session(lab, "node4");
+        if s.contains("Established") {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    })
+    .await;
+    wait_for("node4's routes after the restart", || {
+        let r = tor_routes(lab);
+        if kept
+            .iter()
+            .all(|p| r.get(p).is_some_and(|x| !x.contains("stale")))
+        {
+            Ok(())
+        } else {
+            Err(format!("{r:#?}"))
+        }
+    })
+    .await;
+    eprintln!("bgp: node4's agent restarted; the ToR kept {kept:?} throughout");
 }
