@@ -15,6 +15,7 @@ use hybridnet_api::operator::IpFamily;
 use hybridnet_api::v1::NetworkType;
 use hybridnet_operator::controlplane::config::ControlPlaneConfig;
 use hybridnet_operator::controlplane::defaults::PodDefaults;
+use hybridnet_operator::controlplane::podselector::{self, PodSelector};
 use hybridnet_operator::controlplane::replica::{Replica, ReplicaConfig};
 use hybridnet_operator::controlplane::run::TermTask;
 use hybridnet_operator::lifecycle;
@@ -44,6 +45,11 @@ struct Cli {
     /// --default-network-type).
     #[arg(long, default_value = "StatefulSet", value_delimiter = ',')]
     stateful_workload_kinds: Vec<String>,
+    /// Only pods whose labels match this selector are allocated and released (upstream
+    /// v0.8.9), e.g. `hybridnet in (yes),!legacy`; empty = every pod. The webhook is not
+    /// filtered (as upstream); exclude pods from it with the `webhook.hybridnet.io/ignore` label.
+    #[arg(long, default_value = "", value_parser = parse_pod_selector)]
+    pod_label_selector: PodSelector,
     /// Parallel reconciles per controller, e.g. `Pod=8,IPInstance=8,Default=2` (1..100).
     #[arg(long, default_value = "Pod=8,Default=2", value_parser = parse_concurrency)]
     controller_concurrency: BTreeMap<String, u16>,
@@ -97,6 +103,10 @@ fn parse_network_type(s: &str) -> Result<NetworkType, String> {
     }
     NetworkType::parse_case_insensitive(s)
         .ok_or_else(|| format!("{s:?} is not a network type (Underlay, Overlay or GlobalBGP)"))
+}
+
+fn parse_pod_selector(s: &str) -> Result<PodSelector, String> {
+    podselector::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_ip_family(s: &str) -> Result<IpFamily, String> {
@@ -179,6 +189,7 @@ impl Cli {
                     .map(|k| k.trim().to_string())
                     .collect(),
             },
+            pod_selector: self.pod_label_selector.clone(),
             pod_concurrency: pick("Pod").unwrap_or(8),
             concurrency: pick("Default").unwrap_or(2),
             namespace: self.namespace.clone(),
@@ -335,6 +346,28 @@ mod tests {
         assert!(!c.defaults.ip_retain);
         assert!(c.defaults.is_stateful_kind("AdvancedStatefulSet"));
         assert_eq!((c.pod_concurrency, c.concurrency), (20, 3));
+        assert!(c.pod_selector.is_everything());
+        let c = Cli::try_parse_from([
+            "x",
+            "--pod-label-selector",
+            "hybridnet in (yes, true), !legacy",
+            "--identity",
+            "i",
+        ])
+        .unwrap()
+        .control_plane_config()
+        .unwrap();
+        assert_eq!(
+            c.pod_selector.to_string(),
+            "hybridnet in (true,yes),!legacy"
+        );
+        let e = Cli::try_parse_from(["x", "--pod-label-selector", "app=web;rm"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("label selector") && e.contains("not allowed"),
+            "{e}"
+        );
         for bad in [
             vec!["--default-network-type", "Bridge"],
             vec!["--default-ip-family", "IPv5"],
@@ -343,6 +376,10 @@ mod tests {
             vec!["--controller-concurrency", "Pod"],
             vec!["--default-ip-retain", "maybe"],
             vec!["--metrics-port", "70000"],
+            vec!["--pod-label-selector", "a in ("],
+            vec!["--pod-label-selector", "a>1"],
+            vec!["--pod-label-selector", "a=b,"],
+            vec!["--pod-label-selector", "A_/b=c"],
         ] {
             let mut args = vec!["hybridnet-operator"];
             args.extend(bad.iter().copied());

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::defaults::PodDefaults;
+use super::podselector::PodSelector;
 
 /// Everything the controllers and the webhook need to know about the cluster's defaults.
 #[derive(Debug, Clone)]
@@ -11,6 +12,9 @@ pub struct ControlPlaneConfig {
     /// `--default-ip-retain`, `--stateful-workload-kinds`): the fallback when
     /// `HybridnetCluster/default` does not exist (see [`super::defaults`]).
     pub defaults: PodDefaults,
+    /// Only pods whose labels match are allocated and released by the pod controller
+    /// (`--pod-label-selector`; empty = every pod).
+    pub pod_selector: PodSelector,
     /// Parallel reconciles of the pod controller.
     pub pod_concurrency: u16,
     /// Parallel reconciles of the other controllers.
@@ -33,6 +37,7 @@ impl Default for ControlPlaneConfig {
     fn default() -> Self {
         Self {
             defaults: PodDefaults::default(),
+            pod_selector: PodSelector::everything(),
             pod_concurrency: 8,
             concurrency: 2,
             namespace: "kube-system".to_string(),

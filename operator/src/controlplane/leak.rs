@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use super::context::Ctx;
 use super::defaults::PodDefaults;
 use super::objects::reserve_patch;
+use super::podselector::PodSelector;
 use super::podstate::{is_host_network, is_terminating, node_name};
 
 pub const KIND_INSTANCE_WITHOUT_POD: &str = "ipinstance-without-pod";
@@ -51,7 +52,12 @@ pub enum Finding {
 }
 
 /// Finds leaked IPInstances and Running pods without addresses (pure).
-pub fn find_leaks(instances: &[IPInstance], pods: &[Pod], cfg: &PodDefaults) -> Vec<Finding> {
+pub fn find_leaks(
+    instances: &[IPInstance],
+    pods: &[Pod],
+    cfg: &PodDefaults,
+    selector: &PodSelector,
+) -> Vec<Finding> {
     let pods_by_key: BTreeMap<(String, String), &Pod> = pods
         .iter()
         .map(|p| ((p.namespace().unwrap_or_default(), p.name_any()), p))
@@ -100,7 +106,12 @@ pub fn find_leaks(instances: &[IPInstance], pods: &[Pod], cfg: &PodDefaults) -> 
     }
     for p in pods {
         let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-        if !running || is_terminating(p) || is_host_network(p) || node_name(p).is_none() {
+        if !running
+            || is_terminating(p)
+            || is_host_network(p)
+            || node_name(p).is_none()
+            || !selector.matches_pod(p)
+        {
             continue;
         }
         let key = (
@@ -174,7 +185,12 @@ impl LeakDetector {
             .list(&ListParams::default())
             .await?
             .items;
-        let findings = find_leaks(&instances, &pods, &ctx.defaults().defaults);
+        let findings = find_leaks(
+            &instances,
+            &pods,
+            &ctx.defaults().defaults,
+            &ctx.config.pod_selector,
+        );
         let now: HashSet<Finding> = findings.iter().cloned().collect();
         let confirmed: Vec<Finding> = findings
             .into_iter()
@@ -402,7 +418,7 @@ mod tests {
             pod("a", "bare", "u9", "Running"),
             pod("a", "pending", "u8", "Pending"),
         ];
-        let f = find_leaks(&instances, &pods, &cfg);
+        let f = find_leaks(&instances, &pods, &cfg, &PodSelector::everything());
         let names: Vec<(String, Option<Repair>)> = f
             .iter()
             .map(|x| match x {
@@ -425,6 +441,31 @@ mod tests {
         assert!(names.contains(&("bare".into(), None)), "{names:?}");
         assert!(names.contains(&("reused".into(), None)), "{names:?}");
         assert_eq!(names.len(), 5, "{names:?}");
+    }
+
+    #[test]
+    fn pods_outside_the_selector_are_not_missing_addresses() {
+        let mut chosen = pod("a", "chosen", "u1", "Running");
+        chosen.metadata.labels = Some([("hybridnet".to_string(), "yes".to_string())].into());
+        let other = pod("a", "other", "u2", "Running");
+        let pods = vec![chosen, other];
+        let selector = crate::controlplane::podselector::parse("hybridnet=yes").unwrap();
+        let f = find_leaks(&[], &pods, &PodDefaults::default(), &selector);
+        assert_eq!(
+            f,
+            vec![Finding::PodWithoutInstance {
+                namespace: "a".into(),
+                name: "chosen".into(),
+                uid: "u1".into(),
+            }]
+        );
+        let all = find_leaks(
+            &[],
+            &pods,
+            &PodDefaults::default(),
+            &PodSelector::everything(),
+        );
+        assert_eq!(all.len(), 2, "{all:?}");
     }
 
     #[test]

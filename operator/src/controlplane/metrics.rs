@@ -78,6 +78,8 @@ pub struct Metrics {
     pub webhook_decisions: Family<WebhookLabels, Counter>,
     pub webhook_seconds: Family<WebhookLatencyLabels, Histogram>,
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Pod reconciles skipped because the pod does not match `--pod-label-selector`.
+    pub pods_not_selected: Counter,
     pub leader: Gauge,
     pub ipam_rebuild_seconds: Histogram,
 }
@@ -103,12 +105,18 @@ impl Metrics {
         let leaks_repaired = Family::<LeakLabels, Counter>::default();
         let webhook_decisions = Family::<WebhookLabels, Counter>::default();
         let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let pods_not_selected = Counter::default();
         let leader = Gauge::default();
         let ipam_rebuild_seconds = latency_histogram();
         registry.register(
             "ip_allocation_seconds",
             "Time from seeing a scheduled pod to its IPInstances being written",
             allocation_seconds.clone(),
+        );
+        registry.register(
+            "pods_not_selected",
+            "Pod reconciles skipped because the pod does not match --pod-label-selector",
+            pods_not_selected.clone(),
         );
         registry.register(
             "ip_usage",
@@ -161,6 +169,7 @@ impl Metrics {
             webhook_decisions,
             webhook_seconds,
             reconciles,
+            pods_not_selected,
             leader,
             ipam_rebuild_seconds,
         }

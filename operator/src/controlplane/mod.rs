@@ -15,6 +15,7 @@ pub mod nodeinfo;
 pub mod nodestate;
 pub mod objects;
 pub mod pod;
+pub mod podselector;
 pub mod podstate;
 pub mod ratelimit;
 pub mod replica;

@@ -71,6 +71,12 @@ async fn list_pod_ipinstances(ctx: &Ctx, pod: &Pod) -> Result<Vec<IPInstance>, R
 #[instrument(skip_all, fields(pod = %pod_name(&pod)))]
 pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     ctx.ensure_leading()?;
+    // Upstream's predicate: pods outside --pod-label-selector are not ours to allocate or release.
+    if !ctx.config.pod_selector.matches_pod(&pod) {
+        ctx.metrics.pods_not_selected.inc();
+        debug!("not selected by --pod-label-selector");
+        return Ok(Action::await_change());
+    }
     let Some(_claim) = ctx.claim_pod(pod_key(&pod)) else {
         return Ok(Action::requeue(Duration::from_millis(200)));
     };
