@@ -4,7 +4,7 @@
 use crate::State;
 use crate::error::{ApiError, ApiResult};
 use crate::ops::Target;
-use crate::selector::from_label_selector_object;
+use crate::selector::{LabelSelector, from_label_selector_object};
 use crate::util::{base64_decode, meta, meta_str, new_uid};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -264,24 +264,19 @@ fn webhook_applies(
     }) {
         return false;
     }
-    if let Some(sel) = wh
-        .get("objectSelector")
-        .filter(|s| s.as_object().is_some_and(|m| !m.is_empty()))
+    // a selector that does not parse matches nothing
+    let Ok(object_selector) = webhook_selector(wh, "objectSelector") else {
+        return false;
+    };
+    if let Some(sel) = object_selector
+        && !(obj.is_some_and(|o| sel.matches(o)) || old.is_some_and(|o| sel.matches(o)))
     {
-        let Ok(sel) = from_label_selector_object(sel) else {
-            return false;
-        };
-        if !(obj.is_some_and(|o| sel.matches(o)) || old.is_some_and(|o| sel.matches(o))) {
-            return false;
-        }
+        return false;
     }
-    if let Some(sel) = wh
-        .get("namespaceSelector")
-        .filter(|s| s.as_object().is_some_and(|m| !m.is_empty()))
-    {
-        let Ok(sel) = from_label_selector_object(sel) else {
-            return false;
-        };
+    let Ok(namespace_selector) = webhook_selector(wh, "namespaceSelector") else {
+        return false;
+    };
+    if let Some(sel) = namespace_selector {
         let is_namespace = group.is_empty() && t.info.plural == "namespaces";
         if is_namespace {
             return obj.or(old).is_some_and(|o| sel.matches(o));
@@ -298,6 +293,14 @@ fn webhook_applies(
         }
     }
     true
+}
+
+/// A webhook's `objectSelector` or `namespaceSelector`; absent or empty selects everything.
+fn webhook_selector(wh: &Value, field: &str) -> Result<Option<LabelSelector>, String> {
+    wh.get(field)
+        .filter(|s| s.as_object().is_some_and(|m| !m.is_empty()))
+        .map(from_label_selector_object)
+        .transpose()
 }
 
 fn call_target(state: &State, wh: &Value, mutating: bool) -> Result<Call, String> {

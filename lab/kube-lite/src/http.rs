@@ -280,7 +280,7 @@ fn object_out(t: &Target, obj: &Value, as_table: bool, include: &str, code: u16)
             &table::table(&cols, true, vec![table::row(&cols, obj, include)], rv, None),
         );
     }
-    json_response(code, serde_json::to_vec(obj).unwrap_or_default())
+    value_response(code, obj)
 }
 
 fn write_opts(q: &HashMap<String, String>, headers: &HeaderMap) -> ApiResult<WriteOpts> {
@@ -351,10 +351,7 @@ async fn create(
     }
     let opts = write_opts(q, headers)?;
     let obj = ops::create(state, t, parse_body(body)?, &opts).await?;
-    Ok(json_response(
-        201,
-        serde_json::to_vec(&*obj).unwrap_or_default(),
-    ))
+    Ok(value_response(201, &obj))
 }
 
 async fn update(
@@ -369,10 +366,7 @@ async fn update(
     }
     let opts = write_opts(q, headers)?;
     let obj = ops::update(state, t, parse_body(body)?, &opts).await?;
-    Ok(json_response(
-        200,
-        serde_json::to_vec(&*obj).unwrap_or_default(),
-    ))
+    Ok(value_response(200, &obj))
 }
 
 async fn patch(
@@ -399,10 +393,7 @@ async fn patch(
     }
     let opts = write_opts(q, headers)?;
     let (code, obj) = ops::patch(state, t, ptype, body, &opts).await?;
-    Ok(json_response(
-        code,
-        serde_json::to_vec(&*obj).unwrap_or_default(),
-    ))
+    Ok(value_response(code, &obj))
 }
 
 fn delete_opts(q: &HashMap<String, String>, body: &[u8]) -> ApiResult<DeleteOpts> {
@@ -438,10 +429,7 @@ async fn delete(
 ) -> ApiResult<Response> {
     let opts = delete_opts(q, body)?;
     let obj = ops::delete(state, t, &opts).await?;
-    Ok(json_response(
-        200,
-        serde_json::to_vec(&*obj).unwrap_or_default(),
-    ))
+    Ok(value_response(200, &obj))
 }
 
 fn list_opts(t: &Target, q: &HashMap<String, String>) -> ApiResult<ListOpts> {

@@ -142,21 +142,45 @@ pub fn value_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     Some(cur)
 }
 
-fn step<'a>(cur: &'a Value, el: &str) -> Option<&'a Value> {
+/// Where one path element (`f:field`, `k:{key}`, `v:value`, `i:index`) points inside a value.
+enum Slot<'p> {
+    Field(&'p str),
+    Index(usize),
+}
+
+fn slot<'p>(cur: &Value, el: &'p str) -> Option<Slot<'p>> {
     if let Some(f) = el.strip_prefix("f:") {
-        cur.get(f)
-    } else if let Some(k) = el.strip_prefix("k:") {
+        return Some(Slot::Field(f));
+    }
+    let arr = cur.as_array()?;
+    let index = if let Some(k) = el.strip_prefix("k:") {
         let key: Map<String, Value> = serde_json::from_str(k).ok()?;
-        cur.as_array()?
-            .iter()
-            .find(|item| key.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))
+        arr.iter().position(|item| has_key(item, &key))?
     } else if let Some(x) = el.strip_prefix("v:") {
         let want: Value = serde_json::from_str(x).ok()?;
-        cur.as_array()?.iter().find(|item| **item == want)
-    } else if let Some(i) = el.strip_prefix("i:") {
-        cur.as_array()?.get(i.parse::<usize>().ok()?)
+        arr.iter().position(|item| *item == want)?
     } else {
-        None
+        el.strip_prefix("i:")?.parse::<usize>().ok()?
+    };
+    Some(Slot::Index(index))
+}
+
+/// Whether a list item carries every field of an associative-list key.
+fn has_key(item: &Value, key: &Map<String, Value>) -> bool {
+    key.iter().all(|(k, v)| item.get(k) == Some(v))
+}
+
+fn step<'a>(cur: &'a Value, el: &str) -> Option<&'a Value> {
+    match slot(cur, el)? {
+        Slot::Field(f) => cur.get(f),
+        Slot::Index(i) => cur.get(i),
+    }
+}
+
+fn step_mut<'a>(cur: &'a mut Value, el: &str) -> Option<&'a mut Value> {
+    match slot(cur, el)? {
+        Slot::Field(f) => cur.get_mut(f),
+        Slot::Index(i) => cur.get_mut(i),
     }
 }
 
@@ -167,11 +191,7 @@ pub fn remove_at(v: &mut Value, path: &[String]) -> bool {
     };
     let mut cur = v;
     for el in parent_path {
-        let next = match step(cur, el) {
-            Some(_) => step_mut(cur, el),
-            None => None,
-        };
-        match next {
+        match step_mut(cur, el) {
             Some(n) => cur = n,
             None => return false,
         }
@@ -187,7 +207,7 @@ pub fn remove_at(v: &mut Value, path: &[String]) -> bool {
         let Ok(key) = serde_json::from_str::<Map<String, Value>>(k) else {
             return false;
         };
-        arr.retain(|item| !key.iter().all(|(kk, kv)| item.get(kk) == Some(kv)));
+        arr.retain(|item| !has_key(item, &key));
     } else if let Some(x) = last.strip_prefix("v:") {
         let Ok(want) = serde_json::from_str::<Value>(x) else {
             return false;
@@ -195,24 +215,6 @@ pub fn remove_at(v: &mut Value, path: &[String]) -> bool {
         arr.retain(|item| *item != want);
     }
     arr.len() != before
-}
-
-fn step_mut<'a>(cur: &'a mut Value, el: &str) -> Option<&'a mut Value> {
-    if let Some(f) = el.strip_prefix("f:") {
-        cur.get_mut(f)
-    } else if let Some(k) = el.strip_prefix("k:") {
-        let key: Map<String, Value> = serde_json::from_str(k).ok()?;
-        cur.as_array_mut()?
-            .iter_mut()
-            .find(|item| key.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))
-    } else if let Some(x) = el.strip_prefix("v:") {
-        let want: Value = serde_json::from_str(x).ok()?;
-        cur.as_array_mut()?.iter_mut().find(|item| **item == want)
-    } else if let Some(i) = el.strip_prefix("i:") {
-        cur.as_array_mut()?.get_mut(i.parse::<usize>().ok()?)
-    } else {
-        None
-    }
 }
 
 /// Human path for messages: `.spec.containers[name="a"].image`.

@@ -828,6 +828,11 @@ pub async fn create(
     if opts.dry_run {
         return Ok(Arc::new(obj));
     }
+    store_created(state, t, obj)
+}
+
+/// Stores an admitted new object (it must not exist yet) and returns it in the client's version.
+fn store_created(state: &State, t: &Target, obj: Value) -> ApiResult<Arc<Value>> {
     let created =
         state
             .store
@@ -835,6 +840,29 @@ pub async fn create(
             .put(&t.info.gr(), to_storage(obj, &t.info), Expect::Absent)?;
     after_commit(state, t, &created, false);
     Ok(for_version(created, &t.info, &t.version))
+}
+
+/// Runs the update admission webhooks over a prepared object; they may mutate it.
+async fn admit_update(
+    state: &State,
+    t: &Target,
+    p: Prepared,
+    old: &Arc<Value>,
+    dry_run: bool,
+) -> ApiResult<Prepared> {
+    let obj = admission::admit(
+        state,
+        t,
+        Operation::Update,
+        Some(p.obj),
+        Some(old.clone()),
+        dry_run,
+    )
+    .await?;
+    Ok(Prepared {
+        obj: obj.unwrap_or(Value::Null),
+        remove: p.remove,
+    })
 }
 
 pub async fn update(
@@ -879,19 +907,7 @@ pub async fn update(
     }
     let manager = opts.manager();
     let p = prepare_update(t, &old, body, Some(&manager), opts.strict)?;
-    let obj = admission::admit(
-        state,
-        t,
-        Operation::Update,
-        Some(p.obj),
-        Some(old.clone()),
-        opts.dry_run,
-    )
-    .await?;
-    let p = Prepared {
-        obj: obj.unwrap_or(Value::Null),
-        remove: p.remove,
-    };
+    let p = admit_update(state, t, p, &old, opts.dry_run).await?;
     let res = commit_update(state, t, p, Expect::Rv(rv), opts.dry_run)?;
     Ok(for_version(res, &t.info, &t.version))
 }
@@ -995,16 +1011,8 @@ pub async fn patch(
                 if opts.dry_run {
                     return Ok((201, Arc::new(obj)));
                 }
-                let put =
-                    state
-                        .store
-                        .write()
-                        .put(&t.info.gr(), to_storage(obj, &t.info), Expect::Absent);
-                match put {
-                    Ok(created) => {
-                        after_commit(state, t, &created, false);
-                        return Ok((201, for_version(created, &t.info, &t.version)));
-                    }
+                match store_created(state, t, obj) {
+                    Ok(created) => return Ok((201, created)),
                     Err(e) if e.reason == "AlreadyExists" => continue,
                     Err(e) => return Err(e),
                 }
@@ -1069,6 +1077,7 @@ pub async fn patch(
         if !patched_rv.is_empty() && patched_rv.parse::<u64>().ok() != Some(old_rv) {
             return Err(ApiError::stale(&t.info.group, &t.info.plural, t.name()));
         }
+        // an apply patch computed its managedFields itself: record no update entry over them
         let p = prepare_update(
             t,
             &old,
@@ -1076,22 +1085,7 @@ pub async fn patch(
             if manage { Some(&manager) } else { None },
             opts.strict,
         )?;
-        if !manage {
-            // apply computed managedFields itself; keep them
-        }
-        let obj = admission::admit(
-            state,
-            t,
-            Operation::Update,
-            Some(p.obj),
-            Some(old.clone()),
-            opts.dry_run,
-        )
-        .await?;
-        let p = Prepared {
-            obj: obj.unwrap_or(Value::Null),
-            remove: p.remove,
-        };
+        let p = admit_update(state, t, p, &old, opts.dry_run).await?;
         match commit_update(state, t, p, Expect::Rv(old_rv), opts.dry_run) {
             Ok(res) => return Ok((200, for_version(res, &t.info, &t.version))),
             Err(e) if e.reason == "Conflict" && patched_rv.is_empty() => continue,

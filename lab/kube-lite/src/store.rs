@@ -111,6 +111,13 @@ impl Table {
             tx: None,
         }
     }
+
+    /// A receiver of this resource's events from now on; the channel opens with the first watcher.
+    fn subscribe(&mut self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx
+            .get_or_insert_with(|| broadcast::channel(BROADCAST_CAPACITY).0)
+            .subscribe()
+    }
 }
 
 pub struct Inner {
@@ -327,14 +334,7 @@ impl Inner {
             Some(from) => self.events_after(gr, from)?,
         };
         let t = self.table(gr);
-        let rx = match &t.tx {
-            Some(tx) => tx.subscribe(),
-            None => {
-                let (tx, rx) = broadcast::channel(BROADCAST_CAPACITY);
-                t.tx = Some(tx);
-                rx
-            }
-        };
+        let rx = t.subscribe();
         Ok(WatchStart { initial, rx, rv })
     }
 
@@ -352,14 +352,7 @@ impl Inner {
     pub fn resync(&mut self, gr: &Gr, from: u64) -> Result<Resync, u64> {
         let evs = self.events_after(gr, from)?;
         let t = self.table(gr);
-        let rx = match &t.tx {
-            Some(tx) => tx.subscribe(),
-            None => {
-                let (tx, rx) = broadcast::channel(BROADCAST_CAPACITY);
-                t.tx = Some(tx);
-                rx
-            }
-        };
+        let rx = t.subscribe();
         Ok((evs, rx))
     }
 
