@@ -6,7 +6,6 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
-use hybridnet_api::range::parse_address_range;
 use hybridnet_api::v1::{
     AddressRange, IpVersion, Network, NetworkSpec, NetworkType, Subnet, SubnetSpec,
 };
@@ -107,19 +106,7 @@ fn main() {
         instances: instances.clone(),
         pods,
         statefulsets: BTreeMap::new(),
-        subnets: subnets
-            .iter()
-            .map(|s| {
-                (
-                    s.metadata.name.clone().unwrap_or_default(),
-                    SubnetFacts {
-                        network: s.spec.network.clone(),
-                        range: parse_address_range(&s.spec.range, "spec.range")
-                            .map_err(|e| e.to_string()),
-                    },
-                )
-            })
-            .collect(),
+        subnets: SubnetFacts::by_name(&subnets),
         stateful_kinds: vec!["StatefulSet".into()],
     };
     let n = instances.len();

@@ -16,7 +16,8 @@ use std::net::IpAddr;
 
 use hybridnet_api::ipmath::ip_to_u128;
 use hybridnet_api::naming::ip_to_instance_name;
-use hybridnet_api::range::ParsedRange;
+use hybridnet_api::range::{ParsedRange, parse_address_range};
+use hybridnet_api::v1::Subnet;
 use serde::Serialize;
 
 use crate::inventory::{InstanceFacts, PodFacts};
@@ -61,6 +62,25 @@ pub struct SubnetFacts {
     pub network: String,
     /// The parsed range, or why it does not parse.
     pub range: Result<ParsedRange, String>,
+}
+
+impl SubnetFacts {
+    /// The facts of each subnet, by name; a range that does not parse is kept as its error.
+    pub fn by_name(subnets: &[Subnet]) -> BTreeMap<String, SubnetFacts> {
+        subnets
+            .iter()
+            .map(|s| {
+                (
+                    s.metadata.name.clone().unwrap_or_default(),
+                    SubnetFacts {
+                        network: s.spec.network.clone(),
+                        range: parse_address_range(&s.spec.range, "spec.range")
+                            .map_err(|e| e.to_string()),
+                    },
+                )
+            })
+            .collect()
+    }
 }
 
 /// Everything the check looks at.
@@ -392,7 +412,6 @@ mod tests {
     use super::*;
     use crate::inventory::OwnerRef;
     use crate::inventory::testdata::inst;
-    use hybridnet_api::range::parse_address_range;
     use hybridnet_api::v1::{AddressRange, IpVersion};
     use proptest::prelude::*;
 

@@ -236,24 +236,27 @@ fn level_cell(l: Level) -> TextCell {
     .warned(l != Level::Ok)
 }
 
+/// The columns both `ip usage` tables show after their own: the counts, then the level.
+const USAGE_HEADER: [&str; 6] = ["TOTAL", "USED", "RESERVED", "AVAILABLE", "USED%", ""];
+
+/// A row's cells for [`USAGE_HEADER`] but the last (the level, which a subnet may replace).
+fn count_cells(counts: &Counts, percent: f64, level: Level) -> [TextCell; 5] {
+    [
+        TextCell::number(counts.total.to_string()),
+        TextCell::number(counts.used.to_string()),
+        TextCell::number(counts.reserved.to_string()),
+        TextCell::number(counts.available.to_string()),
+        TextCell::number(pct_text(percent)).warned(level != Level::Ok),
+    ]
+}
+
 /// The subnet table of `ip usage`.
 pub fn subnet_table(rows: &[SubnetUsage]) -> (Vec<&'static str>, Vec<Vec<TextCell>>) {
-    let header = vec![
-        "SUBNET",
-        "NETWORK",
-        "CIDR",
-        "TOTAL",
-        "USED",
-        "RESERVED",
-        "AVAILABLE",
-        "USED%",
-        "",
-    ];
+    let header = [&["SUBNET", "NETWORK", "CIDR"][..], &USAGE_HEADER].concat();
     let cells = rows
         .iter()
         .map(|r| {
-            let warn = r.level != Level::Ok;
-            vec![
+            let mut row = vec![
                 TextCell::plain(if r.private {
                     format!("{} (private)", r.name)
                 } else {
@@ -261,16 +264,13 @@ pub fn subnet_table(rows: &[SubnetUsage]) -> (Vec<&'static str>, Vec<Vec<TextCel
                 }),
                 r.network.as_str().into(),
                 r.cidr.as_str().into(),
-                TextCell::number(r.counts.total.to_string()),
-                TextCell::number(r.counts.used.to_string()),
-                TextCell::number(r.counts.reserved.to_string()),
-                TextCell::number(r.counts.available.to_string()),
-                TextCell::number(pct_text(r.percent)).warned(warn),
-                match &r.error {
-                    Some(e) => TextCell::plain(format!("invalid range: {e}")).warned(true),
-                    None => level_cell(r.level),
-                },
-            ]
+            ];
+            row.extend(count_cells(&r.counts, r.percent, r.level));
+            row.push(match &r.error {
+                Some(e) => TextCell::plain(format!("invalid range: {e}")).warned(true),
+                None => level_cell(r.level),
+            });
+            row
         })
         .collect();
     (header, cells)
@@ -278,31 +278,18 @@ pub fn subnet_table(rows: &[SubnetUsage]) -> (Vec<&'static str>, Vec<Vec<TextCel
 
 /// The network table of `ip usage`.
 pub fn network_table(rows: &[NetworkUsage]) -> (Vec<&'static str>, Vec<Vec<TextCell>>) {
-    let header = vec![
-        "NETWORK",
-        "FAMILY",
-        "SUBNETS",
-        "TOTAL",
-        "USED",
-        "RESERVED",
-        "AVAILABLE",
-        "USED%",
-        "",
-    ];
+    let header = [&["NETWORK", "FAMILY", "SUBNETS"][..], &USAGE_HEADER].concat();
     let cells = rows
         .iter()
         .map(|r| {
-            vec![
+            let mut row = vec![
                 r.name.as_str().into(),
                 TextCell::plain(format!("IPv{}", r.version)),
                 TextCell::number(r.subnets.to_string()),
-                TextCell::number(r.counts.total.to_string()),
-                TextCell::number(r.counts.used.to_string()),
-                TextCell::number(r.counts.reserved.to_string()),
-                TextCell::number(r.counts.available.to_string()),
-                TextCell::number(pct_text(r.percent)).warned(r.level != Level::Ok),
-                level_cell(r.level),
-            ]
+            ];
+            row.extend(count_cells(&r.counts, r.percent, r.level));
+            row.push(level_cell(r.level));
+            row
         })
         .collect();
     (header, cells)
@@ -430,9 +417,48 @@ mod tests {
                 available: 5
             }
         );
-        let (_, cells) = subnet_table(&r.subnets);
+        let (header, cells) = subnet_table(&r.subnets);
+        assert_eq!(
+            header,
+            [
+                "SUBNET",
+                "NETWORK",
+                "CIDR",
+                "TOTAL",
+                "USED",
+                "RESERVED",
+                "AVAILABLE",
+                "USED%",
+                ""
+            ]
+        );
+        assert!(cells.iter().all(|row| row.len() == header.len()));
+        let b: Vec<&str> = cells[0].iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(
+            b[..8],
+            ["b", "n1", "10.2.0.0/29", "6", "6", "0", "0", "100.0%"]
+        );
+        assert!(cells[0][7].warn && cells[0][7].right);
         assert!(cells[0][8].warn && cells[0][8].text.contains("exhausted"));
         assert!(!cells[1][8].warn);
+        let (header, cells) = network_table(&r.networks);
+        assert_eq!(
+            header,
+            [
+                "NETWORK",
+                "FAMILY",
+                "SUBNETS",
+                "TOTAL",
+                "USED",
+                "RESERVED",
+                "AVAILABLE",
+                "USED%",
+                ""
+            ]
+        );
+        assert!(cells.iter().all(|row| row.len() == header.len()));
+        let n1: Vec<&str> = cells[1].iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(n1, ["n1", "IPv4", "2", "12", "7", "0", "5", "58.3%", ""]);
         let only = usage_report(&[], &subnets, &inst, Some("n2"), 90);
         assert_eq!(only.subnets.len(), 1);
     }

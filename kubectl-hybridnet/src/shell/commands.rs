@@ -1,15 +1,15 @@
 //! The commands: fetch, call the pure core, print.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 
 use hybridnet_api::constants::field_manager;
 use hybridnet_api::operator::{CLUSTER_SINGLETON_NAME, HybridnetCluster};
-use hybridnet_api::range::parse_address_range;
 use hybridnet_api::v1::{IPInstance, Network, Subnet};
 use hybridnet_api::validate::{self, Existing, NodeLabels};
-use kube::Api;
+use k8s_openapi::ClusterResourceScope;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
 
 use kubectl_hybridnet::check::{self, CheckInput, SubnetFacts};
 use kubectl_hybridnet::cli::*;
@@ -24,9 +24,28 @@ use super::connect::{Ctx, Failure, Res, exit};
 use super::io::{self, CLUSTERS_CRD, NETWORKS_CRD, SUBNETS_CRD};
 use super::print;
 
-const NETWORK_REF: &str = "network.networking.alibaba.com";
-const SUBNET_REF: &str = "subnet.networking.alibaba.com";
 const CLUSTER_REF: &str = "hybridnetcluster.operator.hybridnet.io";
+
+/// A cluster-scoped hybridnet kind as the network and subnet commands name it.
+struct ClusterKind {
+    /// The command's noun: `network` in `kubectl hybridnet network ls`.
+    noun: &'static str,
+    /// kubectl's prefix of printed names: `network.networking.alibaba.com`.
+    kind_ref: &'static str,
+    crd: &'static str,
+}
+
+const NETWORK: ClusterKind = ClusterKind {
+    noun: "network",
+    kind_ref: "network.networking.alibaba.com",
+    crd: NETWORKS_CRD,
+};
+
+const SUBNET: ClusterKind = ClusterKind {
+    noun: "subnet",
+    kind_ref: "subnet.networking.alibaba.com",
+    crd: SUBNETS_CRD,
+};
 
 fn invalid(e: InvalidManifest) -> Failure {
     Failure::usage(format!("invalid flags:\n  {}", e.problems.join("\n  ")))
@@ -54,10 +73,9 @@ fn print_created<K: serde::Serialize>(
     kind_ref: &str,
     output: Option<OutputFormat>,
     dry: DryRun,
-    verb: &str,
 ) -> Res<()> {
     match output {
-        None => print::out(&format!("{kind_ref}/{name} {verb}{}\n", dry_suffix(dry))),
+        None => print::out(&format!("{kind_ref}/{name} created{}\n", dry_suffix(dry))),
         Some(OutputFormat::Name) => print::out(&format!("{kind_ref}/{name}\n")),
         Some(f @ (OutputFormat::Yaml | OutputFormat::Json)) => {
             let v = if dry == DryRun::Client {
@@ -75,6 +93,67 @@ fn print_created<K: serde::Serialize>(
             "-o {f} is not an output of create: use yaml, json or name"
         ))),
     }
+}
+
+/// Gets the named objects, in the order given; the first missing one fails the command.
+async fn get_named<K>(ctx: &Ctx, kind: &ClusterKind, names: &[String]) -> Res<Vec<K>>
+where
+    K: Resource<Scope = ClusterResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let mut objects = Vec::with_capacity(names.len());
+    for name in names {
+        objects.push(io::get_cluster_scoped::<K>(ctx, name, kind.noun, kind.crd).await?);
+    }
+    Ok(objects)
+}
+
+/// Creates an object the caller has validated and prints it as `-o` asks.
+async fn create_object<K>(
+    ctx: &Ctx,
+    kind: &ClusterKind,
+    obj: &K,
+    name: &str,
+    output: Option<OutputFormat>,
+    dry: DryRun,
+) -> Res<()>
+where
+    K: Resource<Scope = ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let api: Api<K> = Api::all(ctx.client.clone());
+    let created = api
+        .create(&post_params(dry), obj)
+        .await
+        .map_err(|e| ctx.fail(e, &format!("create {} {name}", kind.noun), Some(kind.crd)))?;
+    print_created(&created, name, kind.kind_ref, output, dry)
+}
+
+/// Deletes an object the caller has checked may go, and says so as kubectl does.
+async fn delete_object<K>(ctx: &Ctx, kind: &ClusterKind, name: &str, dry: DryRun) -> Res<()>
+where
+    K: Resource<Scope = ClusterResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let api: Api<K> = Api::all(ctx.client.clone());
+    api.delete(
+        name,
+        &DeleteParams {
+            dry_run: dry == DryRun::Server,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| ctx.fail(e, &format!("delete {} {name}", kind.noun), Some(kind.crd)))?;
+    print::out(&format!(
+        "{}/{name} deleted{}\n",
+        kind.kind_ref,
+        dry_suffix(dry)
+    ))
 }
 
 fn node_labels(nodes: &[k8s_openapi::api::core::v1::Node]) -> Vec<NodeLabels> {
@@ -99,19 +178,14 @@ pub async fn network(g: &GlobalFlags, cmd: &NetworkCommand) -> Res<i32> {
         }
         NetworkCommand::Get(a) => {
             let ctx = Ctx::connect(g).await?;
-            let mut nets = Vec::new();
-            for n in &a.names {
-                nets.push(
-                    io::get_cluster_scoped::<Network>(&ctx, n, "network", NETWORKS_CRD).await?,
-                );
-            }
+            let nets = get_named::<Network>(&ctx, &NETWORK, &a.names).await?;
             let subs = io::subnets(&ctx).await?;
             show_networks(&nets, &subs, a.output, true)?;
         }
         NetworkCommand::Create(a) => {
             let net = build_network(a).map_err(invalid)?;
             if a.dry_run == DryRun::Client {
-                print_created(&net, &a.name, NETWORK_REF, a.output, a.dry_run, "created")?;
+                print_created(&net, &a.name, NETWORK.kind_ref, a.output, a.dry_run)?;
                 return Ok(exit::OK);
             }
             let ctx = Ctx::connect(g).await?;
@@ -136,29 +210,14 @@ pub async fn network(g: &GlobalFlags, cmd: &NetworkCommand) -> Res<i32> {
                 },
             )
             .map_err(invalid)?;
-            let api: Api<Network> = Api::all(ctx.client.clone());
-            let created = api
-                .create(&post_params(a.dry_run), &net)
-                .await
-                .map_err(|e| {
-                    ctx.fail(e, &format!("create network {}", a.name), Some(NETWORKS_CRD))
-                })?;
-            print_created(
-                &created,
-                &a.name,
-                NETWORK_REF,
-                a.output,
-                a.dry_run,
-                "created",
-            )?;
+            create_object(&ctx, &NETWORK, &net, &a.name, a.output, a.dry_run).await?;
         }
         NetworkCommand::Delete(a) => {
             let ctx = Ctx::connect(g).await?;
             let subs = io::subnets(&ctx).await?;
-            let api: Api<Network> = Api::all(ctx.client.clone());
             for name in &a.names {
-                let net =
-                    io::get_cluster_scoped::<Network>(&ctx, name, "network", NETWORKS_CRD).await?;
+                let net = io::get_cluster_scoped::<Network>(&ctx, name, NETWORK.noun, NETWORK.crd)
+                    .await?;
                 validate::network_delete(
                     &net,
                     &Existing {
@@ -167,19 +226,7 @@ pub async fn network(g: &GlobalFlags, cmd: &NetworkCommand) -> Res<i32> {
                     },
                 )
                 .map_err(|e| Failure::error(format!("cannot delete network {name}: {e}")))?;
-                api.delete(
-                    name,
-                    &DeleteParams {
-                        dry_run: a.dry_run == DryRun::Server,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| ctx.fail(e, &format!("delete network {name}"), Some(NETWORKS_CRD)))?;
-                print::out(&format!(
-                    "{NETWORK_REF}/{name} deleted{}\n",
-                    dry_suffix(a.dry_run)
-                ))?;
+                delete_object::<Network>(&ctx, &NETWORK, name, a.dry_run).await?;
             }
         }
     }
@@ -196,7 +243,7 @@ fn show_networks(nets: &[Network], subs: &[Subnet], fmt: OutputFormat, single: b
             }
             print::table(&h, &rows)
         }
-        f => print::objects(nets, f, NETWORK_REF, single),
+        f => print::objects(nets, f, NETWORK.kind_ref, single),
     }
 }
 
@@ -214,16 +261,13 @@ pub async fn subnet(g: &GlobalFlags, cmd: &SubnetCommand) -> Res<i32> {
         }
         SubnetCommand::Get(a) => {
             let ctx = Ctx::connect(g).await?;
-            let mut subs = Vec::new();
-            for n in &a.names {
-                subs.push(io::get_cluster_scoped::<Subnet>(&ctx, n, "subnet", SUBNETS_CRD).await?);
-            }
+            let subs = get_named::<Subnet>(&ctx, &SUBNET, &a.names).await?;
             show_subnets(&subs, a.output, true)?;
         }
         SubnetCommand::Create(a) => {
             let (sub, _) = build_subnet(a).map_err(invalid)?;
             if a.dry_run == DryRun::Client {
-                print_created(&sub, &a.name, SUBNET_REF, a.output, a.dry_run, "created")?;
+                print_created(&sub, &a.name, SUBNET.kind_ref, a.output, a.dry_run)?;
                 return Ok(exit::OK);
             }
             let ctx = Ctx::connect(g).await?;
@@ -238,39 +282,17 @@ pub async fn subnet(g: &GlobalFlags, cmd: &SubnetCommand) -> Res<i32> {
                 },
             )
             .map_err(invalid)?;
-            let api: Api<Subnet> = Api::all(ctx.client.clone());
-            let created = api
-                .create(&post_params(a.dry_run), &sub)
-                .await
-                .map_err(|e| {
-                    ctx.fail(e, &format!("create subnet {}", a.name), Some(SUBNETS_CRD))
-                })?;
-            print_created(
-                &created, &a.name, SUBNET_REF, a.output, a.dry_run, "created",
-            )?;
+            create_object(&ctx, &SUBNET, &sub, &a.name, a.output, a.dry_run).await?;
         }
         SubnetCommand::Delete(a) => {
             let ctx = Ctx::connect(g).await?;
             let insts = io::ipinstances(&ctx, true).await?;
-            let api: Api<Subnet> = Api::all(ctx.client.clone());
             for name in &a.names {
                 let sub =
-                    io::get_cluster_scoped::<Subnet>(&ctx, name, "subnet", SUBNETS_CRD).await?;
+                    io::get_cluster_scoped::<Subnet>(&ctx, name, SUBNET.noun, SUBNET.crd).await?;
                 validate::subnet_delete(&sub, &Existing { ipinstances: &insts, ..Default::default() })
                     .map_err(|e| Failure::error(format!("cannot delete subnet {name}: {e} (`kubectl hybridnet ip ls -A --subnet {name}` lists them)")))?;
-                api.delete(
-                    name,
-                    &DeleteParams {
-                        dry_run: a.dry_run == DryRun::Server,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| ctx.fail(e, &format!("delete subnet {name}"), Some(SUBNETS_CRD)))?;
-                print::out(&format!(
-                    "{SUBNET_REF}/{name} deleted{}\n",
-                    dry_suffix(a.dry_run)
-                ))?;
+                delete_object::<Subnet>(&ctx, &SUBNET, name, a.dry_run).await?;
             }
         }
     }
@@ -287,7 +309,7 @@ fn show_subnets(subs: &[Subnet], fmt: OutputFormat, single: bool) -> Res<()> {
             }
             print::table(&h, &rows)
         }
-        f => print::objects(subs, f, SUBNET_REF, single),
+        f => print::objects(subs, f, SUBNET.kind_ref, single),
     }
 }
 
@@ -424,19 +446,7 @@ async fn ip_check(g: &GlobalFlags, a: &IpCheckArgs) -> Res<i32> {
                 )
             })
             .collect(),
-        subnets: subs
-            .iter()
-            .map(|s| {
-                (
-                    s.metadata.name.clone().unwrap_or_default(),
-                    SubnetFacts {
-                        network: s.spec.network.clone(),
-                        range: parse_address_range(&s.spec.range, "spec.range")
-                            .map_err(|e| e.to_string()),
-                    },
-                )
-            })
-            .collect::<BTreeMap<_, _>>(),
+        subnets: SubnetFacts::by_name(&subs),
         stateful_kinds: a.stateful_kinds.clone(),
     };
     let report = check::check(&input);
