@@ -87,6 +87,10 @@ struct Cli {
     /// Seconds between leak detection passes.
     #[arg(long, default_value_t = 60)]
     leak_check_interval_seconds: u64,
+    /// A node agent rollout (DaemonSet updated/ready/available counts) without progress for
+    /// longer than this makes HybridnetCluster Degraded=True/RolloutStuck (1 s .. 7 days).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    rollout_progress_deadline_seconds: u64,
     /// Do not run the HybridnetCluster lifecycle reconciler.
     #[arg(long)]
     disable_lifecycle: bool,
@@ -269,9 +273,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let lifecycle_task: Option<TermTask> = (!cli.disable_lifecycle).then(|| {
         let ns = cli.namespace.clone();
+        let deadline = Duration::from_secs(cli.rollout_progress_deadline_seconds);
         let task: TermTask = Arc::new(move |client: kube::Client| {
             let mut lc = lifecycle::reconcile::LifecycleConfig::from_env();
             lc.namespace = ns.clone();
+            lc.progress_deadline = deadline;
             Box::pin(async move {
                 if let Err(e) = lifecycle::reconcile::run(client, lc).await {
                     warn!(error = %e, "lifecycle reconciler stopped");
@@ -347,6 +353,7 @@ mod tests {
         assert!(c.defaults.is_stateful_kind("AdvancedStatefulSet"));
         assert_eq!((c.pod_concurrency, c.concurrency), (20, 3));
         assert!(c.pod_selector.is_everything());
+        assert_eq!(cli.rollout_progress_deadline_seconds, 600);
         let c = Cli::try_parse_from([
             "x",
             "--pod-label-selector",
@@ -376,6 +383,10 @@ mod tests {
             vec!["--controller-concurrency", "Pod"],
             vec!["--default-ip-retain", "maybe"],
             vec!["--metrics-port", "70000"],
+            vec!["--rollout-progress-deadline-seconds", "0"],
+            vec!["--rollout-progress-deadline-seconds", "604801"],
+            vec!["--rollout-progress-deadline-seconds", "-5"],
+            vec!["--rollout-progress-deadline-seconds", "10m"],
             vec!["--pod-label-selector", "a in ("],
             vec!["--pod-label-selector", "a>1"],
             vec!["--pod-label-selector", "a=b,"],

@@ -104,12 +104,23 @@ async fn create_namespace(client: &Client) {
 }
 
 fn start_controller(client: &Client) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    start_controller_with_deadline(
+        client,
+        hybridnet_operator::lifecycle::DEFAULT_PROGRESS_DEADLINE,
+    )
+}
+
+fn start_controller_with_deadline(
+    client: &Client,
+    progress_deadline: Duration,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let cfg = LifecycleConfig {
         namespace: NS.into(),
         operator_version: OPERATOR_VERSION.into(),
         instance: Some("test".into()),
         // Long: every reaction in these tests must come from a watch, not from the resync.
         resync: Duration::from_secs(600),
+        progress_deadline,
     };
     tokio::spawn(hybridnet_operator::lifecycle::run(client.clone(), cfg))
 }
@@ -863,6 +874,106 @@ async fn an_expiring_webhook_certificate_is_rotated_injected_and_announced() {
     assert!(
         reasons.iter().any(|(r, _)| r == "ProgressingTrue"),
         "{reasons:?}"
+    );
+    controller.abort();
+}
+
+fn degraded_reason(c: Option<&HybridnetCluster>) -> Option<String> {
+    c.and_then(|c| c.status.as_ref())
+        .and_then(|s| condition(s, "Degraded"))
+        .filter(|d| d.status == "True")
+        .map(|d| d.reason.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_without_progress_is_degraded_across_a_restart_and_clears_when_agents_are_ready()
+{
+    let env = start_kube_lite().await;
+    let client = env.client.clone();
+    install_crds(&client).await;
+    create_namespace(&client).await;
+    let deadline = Duration::from_secs(2);
+    let controller = start_controller_with_deadline(&client, deadline);
+    let clusters: Api<HybridnetCluster> = Api::all(client.clone());
+    let ds_api: Api<DaemonSet> = Api::namespaced(client.clone(), NS);
+    clusters
+        .create(
+            &PostParams::default(),
+            &install::sample_cluster(OPERATOR_VERSION),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &ds_api,
+        names::NODE_AGENT,
+        "the node agent DaemonSet",
+        |d| d.is_some(),
+    )
+    .await;
+
+    // One node, its pod created on the current template but never ready.
+    ds_status(&client, 1, 1, 0).await;
+    let stuck = wait_for(&clusters, "default", "Degraded/RolloutStuck", |c| {
+        degraded_reason(c).as_deref() == Some("RolloutStuck")
+    })
+    .await
+    .unwrap();
+    let st = stuck.status.unwrap();
+    let d = condition(&st, "Degraded").unwrap();
+    assert!(
+        d.message
+            .contains(&format!("DaemonSet {NS}/{}", names::NODE_AGENT))
+            && d.message.contains("deadline 2s")
+            && d.message
+                .contains("1 of 1 node agents updated, 0 ready, 0 available"),
+        "{}",
+        d.message
+    );
+    let p = condition(&st, "Progressing").unwrap();
+    assert_eq!(p.status, "True");
+    let last_progress = p.last_transition_time.clone();
+    assert!(
+        d.last_transition_time.0.as_second() - last_progress.0.as_second() > 2,
+        "Degraded only after the deadline: {st:?}"
+    );
+    assert_eq!(condition(&st, "Available").unwrap().status, "False");
+
+    // Restart the operator: the timer comes from the status, so it stays Degraded. A second node
+    // (more work, no progress) is the change the new controller must react to.
+    controller.abort();
+    let _ = controller.await;
+    let controller = start_controller_with_deadline(&client, deadline);
+    ds_status(&client, 2, 1, 0).await;
+    let after = wait_for(&clusters, "default", "the new counts", |c| {
+        counts(c) == Some((2, 1, 0, 0))
+    })
+    .await
+    .unwrap();
+    let st = after.status.clone().unwrap();
+    assert_eq!(
+        degraded_reason(Some(&after)).as_deref(),
+        Some("RolloutStuck"),
+        "{st:?}"
+    );
+    assert_eq!(
+        condition(&st, "Progressing").unwrap().last_transition_time,
+        last_progress
+    );
+
+    // The agents become ready: Degraded clears, Available.
+    ds_status(&client, 2, 2, 2).await;
+    let ok = wait_for(&clusters, "default", "Available, not Degraded", |c| {
+        cond_is(c, "Available", "True")
+            && cond_is(c, "Degraded", "False")
+            && cond_is(c, "Progressing", "False")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        condition(ok.status.as_ref().unwrap(), "Degraded")
+            .unwrap()
+            .reason,
+        "AsExpected"
     );
     controller.abort();
 }

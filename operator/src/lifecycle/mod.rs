@@ -18,4 +18,4 @@ pub mod render;
 pub mod settings;
 pub mod status;
 
-pub use reconcile::{LifecycleConfig, run};
+pub use reconcile::{DEFAULT_PROGRESS_DEADLINE, LifecycleConfig, run};

@@ -56,7 +56,13 @@ pub struct LifecycleConfig {
     pub instance: Option<String>,
     /// Periodic resync (drift on objects no watch covers, certificate expiry).
     pub resync: Duration,
+    /// A node agent rollout without progress for longer than this is reported
+    /// `Degraded=True/RolloutStuck` (`--rollout-progress-deadline-seconds`).
+    pub progress_deadline: Duration,
 }
+
+/// Default of [`LifecycleConfig::progress_deadline`] (a Deployment's default too).
+pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
 
 impl LifecycleConfig {
     /// Namespace from `NAMESPACE` (the Deployment sets it from the downward API), the default
@@ -72,6 +78,7 @@ impl LifecycleConfig {
                 .or_else(|_| std::env::var("HOSTNAME"))
                 .ok(),
             resync: Duration::from_secs(300),
+            progress_deadline: DEFAULT_PROGRESS_DEADLINE,
         }
     }
 }
@@ -305,22 +312,31 @@ async fn apply(obj: Arc<HybridnetCluster>, ctx: &Context) -> Result<Action, Reco
             names::NODE_AGENT
         )))?;
     let rollout = ds.as_ref().map(RolloutObservation::from_daemonset);
+    let deadline = i64::try_from(cfg.progress_deadline.as_secs()).unwrap_or(i64::MAX);
+    let daemonset = format!("{}/{}", cfg.namespace, names::NODE_AGENT);
+    let now = now_unix();
     let new = status::compute(&StatusInput {
         generation: obj.metadata.generation,
         target_version: &target_version,
         rollout: rollout.as_ref(),
         failure: failure.as_ref(),
         previous: &previous,
-        now: now_unix(),
+        now,
+        progress_deadline: deadline,
+        daemonset: &daemonset,
     });
     write_status(&api, &obj, &previous, &new, ctx).await?;
     let progressing =
         new.conditions.iter().flatten().any(|c| {
             c.type_ == hybridnet_api::operator::condition::PROGRESSING && c.status == "True"
         });
+    // A rollout without progress produces no event: look again when its deadline passes.
+    let deadline_check = status::recheck_in(&new, now, deadline)
+        .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(1)));
     Ok(if failure.is_some() || progressing {
         // DaemonSet status changes wake us through the watch; this bounds the wait otherwise.
-        Action::requeue(Duration::from_secs(30))
+        let bound = Duration::from_secs(30);
+        Action::requeue(deadline_check.map_or(bound, |d| d.min(bound)))
     } else {
         Action::requeue(cfg.resync)
     })

@@ -4,7 +4,10 @@
 //!   once the installation has been available, a rolling upgrade never drops it.
 //! - `Progressing` is True while the DaemonSet rolls out a new template (a version or config change),
 //!   not while it merely adjusts to nodes joining or rebooting.
-//! - `Degraded` is True for persistent failures: an invalid spec, a refused singleton, a failed apply.
+//! - `Degraded` is True for persistent failures: an invalid spec, a refused singleton, a failed apply,
+//!   and a rollout that made no progress for longer than the progress deadline ([`rollout_progress`]).
+//!   While `Progressing` is True its `lastTransitionTime` is the time of the last observed progress
+//!   (like a Deployment's `lastUpdateTime`), so the deadline survives an operator restart.
 
 use hybridnet_api::operator::{HybridnetClusterStatus, RolloutCounts, condition};
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -22,6 +25,7 @@ pub mod reason {
     pub const NOT_SINGLETON: &str = "NotSingleton";
     pub const APPLY_FAILED: &str = "ApplyFailed";
     pub const DELETING: &str = "Deleting";
+    pub const ROLLOUT_STUCK: &str = "RolloutStuck";
 }
 
 /// A persistent failure to report as Degraded.
@@ -90,10 +94,85 @@ pub struct StatusInput<'a> {
     pub previous: &'a HybridnetClusterStatus,
     /// Unix seconds, for lastTransitionTime.
     pub now: i64,
+    /// Longest time a rollout may go without progress before it is Degraded (seconds).
+    pub progress_deadline: i64,
+    /// `namespace/name` of the node agent DaemonSet, for messages.
+    pub daemonset: &'a str,
+}
+
+/// What [`rollout_progress`] decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutProgress {
+    /// Unix seconds of the last observed progress (the start of the rollout at first).
+    pub since: i64,
+    /// No progress for longer than the deadline.
+    pub stuck: bool,
+}
+
+fn seconds(t: &Time) -> i64 {
+    t.0.as_second()
+}
+
+/// Whether a rollout under way is stuck (pure). Progress is a rollout starting (Progressing was
+/// not True, or the spec generation changed) or more agents updated, ready or available than the
+/// previous status recorded; the time of the last progress is the previous Progressing condition's
+/// lastTransitionTime, so it survives restarts. A timestamp from the future (clock stepped back,
+/// another replica's clock ahead) is not trusted: the wait restarts now. Stuck means strictly
+/// longer than `deadline` seconds.
+pub fn rollout_progress(
+    previous: &HybridnetClusterStatus,
+    generation: Option<i64>,
+    counts: &RolloutCounts,
+    now: i64,
+    deadline: i64,
+) -> RolloutProgress {
+    let prev_progressing =
+        previous_condition(previous, condition::PROGRESSING).filter(|c| c.status == "True");
+    let before = previous.node_agents.clone().unwrap_or_default();
+    let advanced = counts.updated > before.updated
+        || counts.ready > before.ready
+        || counts.available > before.available;
+    let new_spec = previous.observed_generation != generation;
+    let since = match prev_progressing {
+        Some(c) if !advanced && !new_spec && seconds(&c.last_transition_time) <= now => {
+            seconds(&c.last_transition_time)
+        }
+        _ => now,
+    };
+    RolloutProgress {
+        since,
+        stuck: now.saturating_sub(since) > deadline,
+    }
+}
+
+/// When to look again so a rollout without progress is reported Degraded on time: one second
+/// after its deadline, if it is rolling out and not reported yet.
+pub fn recheck_in(status: &HybridnetClusterStatus, now: i64, deadline: i64) -> Option<i64> {
+    let progressing =
+        previous_condition(status, condition::PROGRESSING).filter(|c| c.status == "True")?;
+    let stuck = previous_condition(status, condition::DEGRADED)
+        .is_some_and(|c| c.status == "True" && c.reason == reason::ROLLOUT_STUCK);
+    if stuck {
+        return None;
+    }
+    let due = seconds(&progressing.last_transition_time)
+        .saturating_add(deadline)
+        .saturating_add(1);
+    Some(due.saturating_sub(now).max(1))
+}
+
+fn rfc3339(unix: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_second(unix)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| format!("{unix}s"))
 }
 
 fn previous_condition<'a>(prev: &'a HybridnetClusterStatus, t: &str) -> Option<&'a Condition> {
     prev.conditions.iter().flatten().find(|c| c.type_ == t)
+}
+
+fn time_at(unix: i64) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_second(unix).unwrap_or_default())
 }
 
 fn condition(
@@ -108,9 +187,7 @@ fn condition(
     let last = previous_condition(input.previous, type_)
         .filter(|c| c.status == status)
         .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| {
-            Time(k8s_openapi::jiff::Timestamp::from_second(input.now).unwrap_or_default())
-        });
+        .unwrap_or_else(|| time_at(input.now));
     Condition {
         type_: type_.to_string(),
         status,
@@ -128,6 +205,7 @@ pub fn compute(input: &StatusInput<'_>) -> HybridnetClusterStatus {
         previous_condition(prev, condition::AVAILABLE).is_some_and(|c| c.status == "True");
     let target = input.target_version;
 
+    let mut stuck: Option<Failure> = None;
     let (available, progressing, version) = match input.rollout {
         None => (
             condition(
@@ -156,8 +234,12 @@ pub fn compute(input: &StatusInput<'_>) -> HybridnetClusterStatus {
         ),
         Some(r) => {
             let c = &r.counts;
+            // A rollout that has not reached its version yet (a fresh install, an upgrade) goes on
+            // until every agent is available, even when the first status we see already has
+            // every pod updated; only after that do unavailable agents stop counting as a rollout.
             let was_rolling_out = previous_condition(prev, condition::PROGRESSING)
-                .is_some_and(|c| c.status == "True");
+                .is_some_and(|c| c.status == "True")
+                || prev.version.as_deref() != Some(target);
             let done = !r.rolling_out(target, was_rolling_out);
             let progressing = if done {
                 condition(
@@ -171,7 +253,29 @@ pub fn compute(input: &StatusInput<'_>) -> HybridnetClusterStatus {
                     ),
                 )
             } else {
-                condition(
+                let p = rollout_progress(
+                    prev,
+                    input.generation,
+                    c,
+                    input.now,
+                    input.progress_deadline,
+                );
+                if p.stuck {
+                    stuck = Some(Failure {
+                        reason: reason::ROLLOUT_STUCK,
+                        message: format!(
+                            "DaemonSet {} made no rollout progress since {} (deadline {}s): {} of {} node agents updated, {} ready, {} available",
+                            input.daemonset,
+                            rfc3339(p.since),
+                            input.progress_deadline,
+                            c.updated,
+                            c.desired,
+                            c.ready,
+                            c.available
+                        ),
+                    });
+                }
+                let mut cond = condition(
                     input,
                     condition::PROGRESSING,
                     true,
@@ -180,7 +284,10 @@ pub fn compute(input: &StatusInput<'_>) -> HybridnetClusterStatus {
                         "rolling out version {target}: {} of {} node agents updated, {} available",
                         c.updated, c.desired, c.available
                     ),
-                )
+                );
+                // The time of the last progress (see the module documentation).
+                cond.last_transition_time = time_at(p.since);
+                cond
             };
             let upgrading = !done && was_available;
             let no_nodes = c.desired == 0 && r.observed_generation >= r.generation;
@@ -217,7 +324,7 @@ pub fn compute(input: &StatusInput<'_>) -> HybridnetClusterStatus {
             (available, progressing, version)
         }
     };
-    let degraded = match input.failure {
+    let degraded = match input.failure.or(stuck.as_ref()) {
         Some(f) => condition(
             input,
             condition::DEGRADED,
@@ -260,6 +367,8 @@ pub fn refused(
         failure: Some(failure),
         previous,
         now,
+        progress_deadline: i64::MAX,
+        daemonset: "",
     };
     HybridnetClusterStatus {
         observed_generation: generation,
@@ -355,6 +464,8 @@ mod tests {
             failure,
             previous: prev,
             now,
+            progress_deadline: 600,
+            daemonset: "ns/hybridnet-node",
         })
     }
 
@@ -624,6 +735,207 @@ mod tests {
         assert_eq!(cond(&s, "Degraded").reason, "NotSingleton");
         assert_eq!(s.version, None);
         assert_eq!(s.node_agents, None);
+    }
+
+    fn rolling(
+        since: i64,
+        generation: i64,
+        counts: (i32, i32, i32, i32),
+    ) -> HybridnetClusterStatus {
+        HybridnetClusterStatus {
+            observed_generation: Some(generation),
+            conditions: Some(vec![Condition {
+                type_: condition::PROGRESSING.into(),
+                status: "True".into(),
+                reason: reason::ROLLING_OUT.into(),
+                message: String::new(),
+                observed_generation: Some(generation),
+                last_transition_time: time_at(since),
+            }]),
+            version: None,
+            target_version: Some("0.1.0".into()),
+            node_agents: Some(RolloutCounts {
+                desired: counts.0,
+                updated: counts.1,
+                ready: counts.2,
+                available: counts.3,
+            }),
+        }
+    }
+
+    fn counts(d: i32, u: i32, r: i32, a: i32) -> RolloutCounts {
+        RolloutCounts {
+            desired: d,
+            updated: u,
+            ready: r,
+            available: a,
+        }
+    }
+
+    #[test]
+    fn an_install_first_seen_with_every_pod_updated_but_none_available_is_still_rolling_out() {
+        let s = step(
+            &HybridnetClusterStatus::default(),
+            "0.1.0",
+            Some(&obs(1, 1, "0.1.0", 1, 1, 0, 0)),
+            None,
+            1,
+        );
+        assert_eq!(summary(&s), tft("False", "True", "False"));
+        assert_eq!(s.version, None);
+        let up = step(&s, "0.1.0", Some(&obs(1, 1, "0.1.0", 1, 1, 1, 1)), None, 2);
+        assert_eq!(summary(&up), tft("True", "False", "False"));
+        assert_eq!(up.version.as_deref(), Some("0.1.0"));
+    }
+
+    #[test]
+    fn rollout_progress_deadline_and_clock_edges() {
+        let prev = rolling(100, 3, (2, 1, 0, 0));
+        let same = counts(2, 1, 0, 0);
+        let at = |now: i64| rollout_progress(&prev, Some(3), &same, now, 600);
+        // Exactly the deadline is not longer than it; one second more is.
+        assert_eq!(
+            at(700),
+            RolloutProgress {
+                since: 100,
+                stuck: false
+            }
+        );
+        assert_eq!(
+            at(701),
+            RolloutProgress {
+                since: 100,
+                stuck: true
+            }
+        );
+        assert!(at(i64::MAX).stuck, "no overflow at the end of time");
+        // A last-progress time from the future is not trusted: the wait restarts now.
+        assert_eq!(
+            at(50),
+            RolloutProgress {
+                since: 50,
+                stuck: false
+            }
+        );
+        assert_eq!(
+            at(100),
+            RolloutProgress {
+                since: 100,
+                stuck: false
+            }
+        );
+        // An unbounded deadline never fires; a zero deadline fires one second after progress.
+        assert!(!rollout_progress(&prev, Some(3), &same, i64::MAX, i64::MAX).stuck);
+        assert!(!rollout_progress(&prev, Some(3), &same, 100, 0).stuck);
+        assert!(rollout_progress(&prev, Some(3), &same, 101, 0).stuck);
+        // Any of updated, ready, available going up is progress.
+        for c in [counts(2, 2, 0, 0), counts(2, 1, 1, 0), counts(2, 1, 0, 1)] {
+            assert_eq!(
+                rollout_progress(&prev, Some(3), &c, 900, 600),
+                RolloutProgress {
+                    since: 900,
+                    stuck: false
+                },
+                "{c:?}"
+            );
+        }
+        // Going down, or only more nodes to run on, is not.
+        for c in [counts(2, 0, 0, 0), counts(3, 1, 0, 0), counts(1, 1, 0, 0)] {
+            assert_eq!(
+                rollout_progress(&prev, Some(3), &c, 900, 600),
+                RolloutProgress {
+                    since: 100,
+                    stuck: true
+                },
+                "{c:?}"
+            );
+        }
+        // A new spec generation starts a new rollout, and so does a first one.
+        assert_eq!(
+            rollout_progress(&prev, Some(4), &same, 900, 600),
+            RolloutProgress {
+                since: 900,
+                stuck: false
+            }
+        );
+        let mut done = prev.clone();
+        done.conditions.as_mut().unwrap()[0].status = "False".into();
+        assert_eq!(rollout_progress(&done, Some(3), &same, 900, 600).since, 900);
+        assert_eq!(
+            rollout_progress(&HybridnetClusterStatus::default(), Some(3), &same, 900, 600).since,
+            900
+        );
+    }
+
+    #[test]
+    fn a_rollout_without_progress_is_degraded_until_it_moves_and_a_restart_keeps_the_timer() {
+        let s0 = step(&HybridnetClusterStatus::default(), "0.1.0", None, None, 0);
+        // The DaemonSet appears with its pod scheduled: progress at 10.
+        let stalled = obs(1, 1, "0.1.0", 1, 1, 0, 0);
+        let s1 = step(&s0, "0.1.0", Some(&stalled), None, 10);
+        assert_eq!(summary(&s1), tft("False", "True", "False"));
+        assert_eq!(
+            cond(&s1, "Progressing").last_transition_time.0.as_second(),
+            10
+        );
+        assert_eq!(recheck_in(&s1, 10, 600), Some(601));
+        assert_eq!(recheck_in(&s1, 605, 600), Some(6));
+        let s2 = step(&s1, "0.1.0", Some(&stalled), None, 610);
+        assert_eq!(s2, s1, "nothing changes up to the deadline");
+        let s3 = step(&s2, "0.1.0", Some(&stalled), None, 611);
+        assert_eq!(summary(&s3), tft("False", "True", "True"));
+        let d = cond(&s3, "Degraded");
+        assert_eq!(d.reason, reason::ROLLOUT_STUCK);
+        assert_eq!(
+            d.message,
+            "DaemonSet ns/hybridnet-node made no rollout progress since 1970-01-01T00:00:10Z \
+             (deadline 600s): 1 of 1 node agents updated, 0 ready, 0 available"
+        );
+        assert_eq!(d.last_transition_time.0.as_second(), 611);
+        assert_eq!(recheck_in(&s3, 611, 600), None);
+        let t = transitions(&s2, &s3);
+        assert_eq!(
+            (t[0].0.as_str(), t[0].1.as_str(), t[0].2.as_str()),
+            ("Degraded", "True", "RolloutStuck")
+        );
+        // An operator restart reads the status back from the API: still stuck, nothing rewritten.
+        let reread: HybridnetClusterStatus =
+            serde_json::from_value(serde_json::to_value(&s3).unwrap()).unwrap();
+        assert_eq!(step(&reread, "0.1.0", Some(&stalled), None, 5000), s3);
+        // A real failure takes precedence in Degraded.
+        let f = Failure {
+            reason: reason::APPLY_FAILED,
+            message: "403".into(),
+        };
+        let failed = step(&s3, "0.1.0", Some(&stalled), Some(&f), 5001);
+        assert_eq!(cond(&failed, "Degraded").reason, reason::APPLY_FAILED);
+        // Progress resumes: Degraded clears, the timer restarts.
+        let moving = step(
+            &s3,
+            "0.1.0",
+            Some(&obs(1, 1, "0.1.0", 2, 2, 1, 1)),
+            None,
+            6000,
+        );
+        assert_eq!(summary(&moving), tft("True", "True", "False"));
+        assert_eq!(cond(&moving, "Degraded").reason, reason::AS_EXPECTED);
+        assert_eq!(
+            cond(&moving, "Progressing")
+                .last_transition_time
+                .0
+                .as_second(),
+            6000
+        );
+        // Done: not progressing, available, no deadline to watch.
+        let done = step(
+            &moving,
+            "0.1.0",
+            Some(&obs(1, 1, "0.1.0", 2, 2, 2, 2)),
+            None,
+            6001,
+        );
+        assert_eq!(summary(&done), tft("True", "False", "False"));
+        assert_eq!(recheck_in(&done, 6001, 600), None);
     }
 
     #[test]
