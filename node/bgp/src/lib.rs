@@ -57,9 +57,13 @@
 //!
 //! - Announce-only: learned routes are decoded (so malformed ones are answered with the right
 //!   NOTIFICATION) and dropped; there is no Loc-RIB, no best-path selection, no FIB.
-//! - Outbound connections only: we always connect to the ToR, so there are no collisions to
-//!   resolve; a ToR that also connects actively just gets "connection refused" on port 179.
-//!   The state machine accepts an inbound connection event, but the driver does not listen.
+//! - Both directions: the speaker connects to each peer (unless the peer is `passive`) and,
+//!   with `listen_port` set (the agent uses 179), accepts connections from configured peers
+//!   only, with their TCP MD5 keys on the listening socket. Connection collisions are resolved
+//!   as RFC 4271 6.8 says (higher BGP Identifier's connection wins; an Established session
+//!   always wins), the loser closed with Cease / Connection Collision Resolution. A new
+//!   connection from a peer whose session is Established is closed, also after the peer
+//!   restarted (the old session ends when its hold timer or TCP notices).
 //! - Graceful restart: we advertise the capability with the configured restart time, the R bit
 //!   on the first session of a speaker instance and the F bit for IPv4 and IPv6 (the kernel keeps
 //!   forwarding while the agent restarts). Dropping [`BgpSpeaker`] closes connections without
@@ -71,6 +75,7 @@
 //!   ignored); no ADD-PATH, no extended messages, no AS4_PATH towards 2-octet-only peers.
 //! - Sessions live in the network namespace of the runtime thread that creates their sockets.
 
+mod listener;
 pub mod prefix;
 pub mod rib;
 pub mod session;
@@ -81,4 +86,5 @@ pub mod wire;
 pub use prefix::{Ipv4Prefix, Ipv6Prefix, Prefix};
 pub use rib::{Announcement, Communities};
 pub use session::State;
+pub use session::collision::Direction;
 pub use speaker::{BgpSpeaker, ConfigError, PeerConfig, PeerState, SpeakerConfig, traffic_gateway};

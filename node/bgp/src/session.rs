@@ -6,9 +6,14 @@
 //! [`Session::next_deadline`].
 //!
 //! Design choices (and limits):
-//! - Outbound connections only: the driver connects to the peer, so there is no connection
-//!   collision to resolve. An inbound connection may still be fed as [`Event::TcpConnected`] in
-//!   `Active`/`Connect` (the driver does not listen today).
+//! - One machine per connection. The peer's driver keeps a primary machine (connects out unless
+//!   `passive`) and, while a connection collision is possible, a second one for an inbound
+//!   connection ([`Session::accepting`]); [`collision`] decides which survives (RFC 4271
+//!   section 6.8), and the loser gets Cease / Connection Collision Resolution.
+//! - An inbound connection is [`Event::TcpConnectionConfirmed`] (RFC 4271 event 17): in
+//!   `Connect` or `Active` (and, unlike RFC 4271, in the hold-down `Idle` of a started machine)
+//!   the machine sends its OPEN and goes to `OpenSent`; otherwise it is not adopted (the
+//!   driver refuses it, or runs it on a second machine).
 //! - Connect retry uses exponential backoff from `retry_initial` up to `retry_max`, reset when a
 //!   session reaches Established. After an error the machine waits in `Idle` (RFC 4271's
 //!   automatic start with IdleHoldTimer); after a failed TCP connect it waits in `Active`.
@@ -74,6 +79,8 @@ pub struct SessionConfig {
     pub retry_max: Duration,
     /// Restart time to advertise in the graceful restart capability; `None`: no capability.
     pub graceful_restart_time: Option<u16>,
+    /// Never connect out; only wait in `Active` for the peer's connection.
+    pub passive: bool,
 }
 
 impl SessionConfig {
@@ -89,6 +96,7 @@ impl SessionConfig {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
             graceful_restart_time: None,
+            passive: false,
         }
     }
 }
@@ -120,8 +128,10 @@ pub enum Event {
     Start,
     /// Stop the session; when connected, a Cease NOTIFICATION with this subcode is sent.
     Stop { cease_subcode: u8 },
-    /// The TCP connection is up (our connect succeeded, or an inbound one was accepted).
+    /// Our outbound connection is up (RFC 4271 event 16/17 for the connection we initiated).
     TcpConnected,
+    /// An inbound connection from the peer was accepted for this machine (RFC 4271 event 17).
+    TcpConnectionConfirmed,
     /// The connect attempt failed.
     TcpConnectFailed,
     /// The connection closed or failed after being up.
@@ -186,8 +196,30 @@ impl Session {
         }
     }
 
+    /// A second machine for an inbound connection that arrived while this one is busy
+    /// (connecting out, or in the OPEN exchange): same configuration, never connects out by
+    /// itself while waiting, and the same graceful-restart R bit as this machine would send.
+    /// Feed it [`Event::TcpConnectionConfirmed`].
+    pub fn accepting(&self) -> Session {
+        let mut s = Session::new(self.config.clone());
+        s.stopped = false;
+        s.state = State::Active;
+        s.established_once = self.established_once;
+        s
+    }
+
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// Stopped (never started, or [`Event::Stop`]): refuses connections, never connects.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Whether a TCP connection belongs to this machine (OpenSent, OpenConfirm, Established).
+    pub fn has_connection(&self) -> bool {
+        self.is_connected()
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -244,7 +276,12 @@ impl Session {
             Event::Start => {
                 self.stopped = false;
                 if self.state == State::Idle {
-                    self.connect(now, &mut out);
+                    if self.config.passive {
+                        self.state = State::Active;
+                        self.retry_at = None;
+                    } else {
+                        self.connect(now, &mut out);
+                    }
                 }
             }
             Event::Stop { cease_subcode } => {
@@ -269,6 +306,21 @@ impl Session {
                 // A connection we no longer want (stopped, or one already up).
                 _ => out.push(Action::CloseConnection),
             },
+            // RFC 4271 8.2.2: Connect and Active adopt the peer's connection. (The driver does
+            // not feed it in Connect, see [`collision`]: it runs a second machine instead, so a
+            // simultaneous open does not abort both attempts.) Unlike RFC 4271, Idle during the
+            // hold-down after an error accepts it too: a ToR that connects actively would
+            // otherwise meet a closed connection and wait its own (long) retry time.
+            Event::TcpConnectionConfirmed => {
+                if matches!(self.state, State::Idle | State::Connect | State::Active)
+                    && !self.stopped
+                {
+                    out.push(Action::Send(Message::Open(self.local_open())));
+                    self.state = State::OpenSent;
+                    self.retry_at = None;
+                    self.hold_at = Some(now + self.config.open_hold_time);
+                }
+            }
             Event::TcpConnectFailed => {
                 if self.state == State::Connect {
                     self.last_error = Some("TCP connect failed".into());
@@ -375,6 +427,11 @@ impl Session {
         }
         if self.retry_at.is_some_and(|t| t <= now) {
             match self.state {
+                State::Idle | State::Active if !self.stopped && self.config.passive => {
+                    // Passive: the hold-down is over; wait for the peer to connect.
+                    self.state = State::Active;
+                    self.retry_at = None;
+                }
                 State::Idle | State::Active if !self.stopped => self.connect(now, out),
                 State::Connect => {
                     // The attempt took too long: abandon it and back off.
@@ -482,6 +539,7 @@ fn keepalive_interval(hold_time: u16) -> Duration {
     Duration::from_secs(u64::from((hold_time / 3).max(1)))
 }
 
+pub mod collision;
 pub mod driver;
 
 #[cfg(test)]

@@ -8,6 +8,10 @@
 //!   session is untouched. Flags that do not affect the session (`does_not_route_traffic`,
 //!   `allow_not_established`) change in place.
 //! - `set_routes` replaces the desired set; each established session sends the difference.
+//! - With [`SpeakerConfig::listen_port`] set, the speaker also listens (see [`crate::listener`]):
+//!   a configured peer's connection goes to that peer's task, which resolves collisions with
+//!   its own outbound connection (RFC 4271 6.8); other sources are refused and counted
+//!   ([`BgpSpeaker::refused_connections`]).
 //! - [`BgpSpeaker::shutdown`] sends Cease (administrative shutdown) on every session, so peers
 //!   drop our routes at once. Dropping the handle instead just closes the connections, as a
 //!   crash or restart would: peers that negotiated graceful restart keep our routes for the
@@ -15,11 +19,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{oneshot, watch};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+
+use crate::listener::{InboundPeer, InboundPeers, ListenerStats, run_listener};
+use crate::session::collision::Direction;
 
 use crate::prefix::Prefix;
 use crate::rib::{Announcement, NextHops};
@@ -46,6 +55,9 @@ pub struct SpeakerConfig {
     pub hold_time: u16,
     /// Port peers listen on (179; tests may use others).
     pub peer_port: u16,
+    /// Port to accept peer connections on (179 in the agent); `None`: outbound only. Bound to
+    /// `local_v4` and `local_v6` (the unspecified addresses when neither is set).
+    pub listen_port: Option<u16>,
     pub connect_timeout: Duration,
     pub retry_initial: Duration,
     pub retry_max: Duration,
@@ -60,6 +72,7 @@ impl SpeakerConfig {
             local_v6: None,
             hold_time: 90,
             peer_port: BGP_PORT,
+            listen_port: None,
             connect_timeout: Duration::from_secs(5),
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
@@ -80,6 +93,9 @@ pub struct PeerConfig {
     pub does_not_route_traffic: bool,
     /// Readiness does not wait for this peer.
     pub allow_not_established: bool,
+    /// Never connect to this peer; wait for its connection (needs `listen_port`). Not part of
+    /// the Network API (the agent always connects too); for tests and special setups.
+    pub passive: bool,
 }
 
 impl PeerConfig {
@@ -91,15 +107,17 @@ impl PeerConfig {
             graceful_restart_seconds: None,
             does_not_route_traffic: false,
             allow_not_established: false,
+            passive: false,
         }
     }
 
     /// Fields whose change needs a new session.
-    fn session_key(&self) -> (u32, Option<&str>, Option<u16>) {
+    fn session_key(&self) -> (u32, Option<&str>, Option<u16>, bool) {
         (
             self.asn,
             self.password.as_deref(),
             self.graceful_restart_seconds,
+            self.passive,
         )
     }
 }
@@ -206,6 +224,10 @@ pub struct PeerState {
     pub last_error: Option<String>,
     pub does_not_route_traffic: bool,
     pub allow_not_established: bool,
+    /// Connection collisions resolved for this peer (RFC 4271 6.8).
+    pub collisions: u64,
+    /// Who initiated the Established session's connection.
+    pub connection: Option<Direction>,
 }
 
 struct PeerEntry {
@@ -213,6 +235,7 @@ struct PeerEntry {
     status: StatusCell,
     stop: Option<oneshot::Sender<u8>>,
     task: JoinHandle<()>,
+    inbound: mpsc::Sender<TcpStream>,
 }
 
 impl PeerEntry {
@@ -234,6 +257,10 @@ pub struct BgpSpeaker {
     peers: Mutex<BTreeMap<IpAddr, PeerEntry>>,
     /// Tasks of removed or restarted peers still sending their Cease.
     retiring: Mutex<Vec<JoinHandle<()>>>,
+    /// The listener's view of the peers (address -> task inbox and password).
+    inbound_peers: watch::Sender<InboundPeers>,
+    listeners: Vec<JoinHandle<()>>,
+    listener_stats: Arc<ListenerStats>,
 }
 
 impl BgpSpeaker {
@@ -244,6 +271,19 @@ impl BgpSpeaker {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         let (desired, _) = watch::channel(Arc::new(BTreeSet::new()));
         let (changed, _) = watch::channel(0);
+        let (inbound_peers, _) = watch::channel(InboundPeers::default());
+        let listener_stats = Arc::new(ListenerStats::default());
+        let listeners = listen_addresses(&config)
+            .into_iter()
+            .map(|addr| {
+                runtime.spawn(run_listener(
+                    addr,
+                    inbound_peers.subscribe(),
+                    listener_stats.clone(),
+                    changed.clone(),
+                ))
+            })
+            .collect();
         Ok(BgpSpeaker {
             config,
             runtime,
@@ -251,7 +291,25 @@ impl BgpSpeaker {
             changed,
             peers: Mutex::new(BTreeMap::new()),
             retiring: Mutex::new(Vec::new()),
+            inbound_peers,
+            listeners,
+            listener_stats,
         })
+    }
+
+    /// Addresses the listener is bound to now (empty before the first bind or without
+    /// `listen_port`).
+    pub fn listening(&self) -> Vec<SocketAddr> {
+        match self.listener_stats.bound.lock() {
+            Ok(g) => g.iter().copied().collect(),
+            Err(p) => p.into_inner().iter().copied().collect(),
+        }
+    }
+
+    /// Inbound connections refused because their source is not a configured peer (or its TCP
+    /// MD5 key was not in place).
+    pub fn refused_connections(&self) -> u64 {
+        self.listener_stats.refused.load(Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &SpeakerConfig {
@@ -298,7 +356,20 @@ impl BgpSpeaker {
                 }
             }
         }
+        let inbound: BTreeMap<IpAddr, InboundPeer> = current
+            .iter()
+            .map(|(address, e)| {
+                (
+                    *address,
+                    InboundPeer {
+                        tx: e.inbound.clone(),
+                        password: e.config.password.clone(),
+                    },
+                )
+            })
+            .collect();
         drop(current);
+        self.inbound_peers.send_replace(Arc::new(inbound));
         let mut r = lock(&self.retiring);
         r.retain(|t| !t.is_finished());
         r.extend(retiring);
@@ -314,6 +385,7 @@ impl BgpSpeaker {
         session.retry_initial = c.retry_initial;
         session.retry_max = c.retry_max;
         session.graceful_restart_time = config.graceful_restart_seconds;
+        session.passive = config.passive;
         let local_address = match config.address {
             IpAddr::V4(_) => c.local_v4.map(IpAddr::V4),
             IpAddr::V6(_) => c.local_v6.map(IpAddr::V6),
@@ -336,17 +408,20 @@ impl BgpSpeaker {
             self.changed.clone(),
         );
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (inbound_tx, inbound_rx) = mpsc::channel(4);
         let task = self.runtime.spawn(run_peer(
             task_config,
             self.desired.subscribe(),
             status.clone(),
             stop_rx,
+            inbound_rx,
         ));
         PeerEntry {
             config,
             status,
             stop: Some(stop_tx),
             task,
+            inbound: inbound_tx,
         }
     }
 
@@ -384,6 +459,8 @@ impl BgpSpeaker {
                     last_error: s.last_error,
                     does_not_route_traffic: e.config.does_not_route_traffic,
                     allow_not_established: e.config.allow_not_established,
+                    collisions: s.collisions,
+                    connection: s.connection,
                 }
             })
             .collect()
@@ -444,6 +521,9 @@ impl BgpSpeaker {
     /// Sends Cease (administrative shutdown) on every session and waits (at most `timeout`)
     /// for the sessions to close.
     pub async fn shutdown(self, timeout: Duration) {
+        for l in &self.listeners {
+            l.abort();
+        }
         let entries: Vec<PeerEntry> = std::mem::take(&mut *lock(&self.peers))
             .into_values()
             .collect();
@@ -469,6 +549,9 @@ impl BgpSpeaker {
 impl Drop for BgpSpeaker {
     /// Closes every connection without NOTIFICATION (see the module docs).
     fn drop(&mut self) {
+        for l in &self.listeners {
+            l.abort();
+        }
         for entry in lock(&self.peers).values() {
             entry.task.abort();
         }
@@ -476,6 +559,26 @@ impl Drop for BgpSpeaker {
             task.abort();
         }
     }
+}
+
+/// Where the listener binds: the local address of each family, or both unspecified addresses
+/// when the speaker has no local address.
+fn listen_addresses(config: &SpeakerConfig) -> Vec<SocketAddr> {
+    let Some(port) = config.listen_port else {
+        return Vec::new();
+    };
+    let mut out: Vec<SocketAddr> = Vec::new();
+    if let Some(v4) = config.local_v4 {
+        out.push(SocketAddr::new(IpAddr::V4(v4), port));
+    }
+    if let Some(v6) = config.local_v6 {
+        out.push(SocketAddr::new(IpAddr::V6(v6), port));
+    }
+    if out.is_empty() {
+        out.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+        out.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
+    }
+    out
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

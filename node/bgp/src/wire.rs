@@ -111,6 +111,7 @@ pub mod notif {
     pub const CEASE_PEER_DECONFIGURED: u8 = 3;
     pub const CEASE_ADMINISTRATIVE_RESET: u8 = 4;
     pub const CEASE_OTHER_CONFIGURATION_CHANGE: u8 = 6;
+    pub const CEASE_CONNECTION_COLLISION: u8 = 7;
 }
 
 /// An address family / subsequent address family pair.

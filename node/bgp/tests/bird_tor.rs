@@ -23,20 +23,31 @@ struct Proto<'a> {
     channels: &'a [&'a str],
     password: Option<&'a str>,
     graceful_restart: bool,
+    /// bird connects to the node too (no `passive on`), quickly.
+    active: bool,
 }
 
 fn bird_config(protocols: &[Proto<'_>]) -> String {
+    bird_config_with_id(TOR_V4, protocols)
+}
+
+fn bird_config_with_id(router_id: std::net::Ipv4Addr, protocols: &[Proto<'_>]) -> String {
     // The ToR also exports routes of its own, which the speaker must parse and drop.
     let mut c = format!(
-        "router id {TOR_V4};\nlog stderr all;\nprotocol device {{ }}\n\
+        "router id {router_id};\nlog stderr all;\nprotocol device {{ }}\n\
          protocol static tor_routes4 {{ ipv4; route 198.18.99.0/24 blackhole; }}\n\
          protocol static tor_routes6 {{ ipv6; route fd00:99::/64 blackhole; }}\n"
     );
     for p in protocols {
         c.push_str(&format!(
-            "protocol bgp {} {{\n  local {} as {TOR_AS};\n  neighbor {} as {NODE_AS};\n  passive on;\n  error wait time 1, 2;\n",
+            "protocol bgp {} {{\n  local {} as {TOR_AS};\n  neighbor {} as {NODE_AS};\n  error wait time 1, 2;\n",
             p.name, p.local, p.neighbor
         ));
+        if p.active {
+            c.push_str("  connect delay time 1;\n  connect retry time 2;\n");
+        } else {
+            c.push_str("  passive on;\n");
+        }
         if let Some(pw) = p.password {
             c.push_str(&format!("  password \"{pw}\";\n"));
         }
@@ -63,6 +74,7 @@ fn v4_proto(graceful_restart: bool, password: Option<&'static str>) -> Proto<'st
         channels: &["ipv4", "ipv6"],
         password,
         graceful_restart,
+        active: false,
     }
 }
 
@@ -74,6 +86,7 @@ fn v6_proto() -> Proto<'static> {
         channels: &["ipv6"],
         password: None,
         graceful_restart: true,
+        active: false,
     }
 }
 
@@ -509,5 +522,377 @@ fn live_peer_changes_leave_other_sessions_alone() {
         speaker.set_peers(vec![p4, p6]).unwrap();
         wait_established(&speaker, 2).await;
         assert_eq!(speaker.peer_states()[0].established_since, v4_since);
+    });
+}
+
+// ---- The passive side: bird connects to the speaker (issue 10, inbound connections) ----
+
+fn active(mut p: Proto<'static>) -> Proto<'static> {
+    p.active = true;
+    p
+}
+
+/// A speaker that also listens on port 179 of its addresses in the node namespace.
+async fn listening_speaker() -> BgpSpeaker {
+    let mut c = speaker_config();
+    c.listen_port = Some(hybridnet_bgp::speaker::BGP_PORT);
+    let speaker = BgpSpeaker::new(c).unwrap();
+    assert!(
+        speaker
+            .wait_for(ESTABLISH, |s| s.listening().len() == 2)
+            .await,
+        "listeners on 198.18.0.2:179 and [fd00::2]:179: {:?}",
+        speaker.listening()
+    );
+    speaker
+}
+
+fn passive(address: &str, graceful_restart: Option<u16>) -> PeerConfig {
+    let mut p = peer(address, graceful_restart);
+    p.passive = true;
+    p
+}
+
+/// Established TCP connections to or from port 179 in the node namespace.
+async fn bgp_connections(node: &str) -> Vec<String> {
+    ns_exec(
+        node,
+        &[
+            "ss",
+            "-Htn",
+            "state",
+            "established",
+            "( sport = :179 or dport = :179 )",
+        ],
+    )
+    .await
+    .unwrap()
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .map(str::to_string)
+    .collect()
+}
+
+#[test]
+fn active_bird_connects_to_the_passive_speaker_v4_and_v6() {
+    if !privileged_or_skip(
+        "active_bird_connects_to_the_passive_speaker_v4_and_v6",
+        &["ip", "bird", "birdc"],
+    ) {
+        return;
+    }
+    let topo = Topology::new();
+    let (tor, dir) = (topo.tor.clone(), topo.dir.clone());
+    topo.run_in_node(move || async move {
+        // The speaker never connects (passive peers): every session is bird's connection.
+        let speaker = listening_speaker().await;
+        speaker
+            .set_peers(vec![
+                passive("198.18.0.1", Some(120)),
+                passive("fd00::1", Some(120)),
+            ])
+            .unwrap();
+        let routes = pod_and_subnet_routes();
+        speaker.set_routes(routes.clone());
+        let bird = Bird::start(
+            &tor,
+            &dir,
+            &bird_config(&[active(v4_proto(true, None)), active(v6_proto())]),
+        )
+        .await;
+        wait_established(&speaker, 2).await;
+        for p in speaker.peer_states() {
+            assert_eq!(
+                p.connection,
+                Some(hybridnet_bgp::Direction::Inbound),
+                "{p:?}"
+            );
+        }
+        let all: Vec<Announcement> = routes.iter().copied().collect();
+        let v6: Vec<Announcement> = all
+            .iter()
+            .filter(|a| !a.prefix.is_ipv4())
+            .copied()
+            .collect();
+        expect_bird_routes(&bird, "node4", &all).await;
+        expect_bird_routes(&bird, "node6", &v6).await;
+        assert_eq!(speaker.refused_connections(), 0);
+        // Withdrawals flow over inbound sessions as over outbound ones.
+        let mut fewer = routes.clone();
+        fewer.remove(&ann("198.19.0.5/32", Communities::NoExport));
+        speaker.set_routes(fewer.clone());
+        expect_bird_routes(&bird, "node4", &fewer.iter().copied().collect::<Vec<_>>()).await;
+        speaker.shutdown(Duration::from_secs(5)).await;
+    });
+}
+
+/// Adds an nftables table in a namespace that drops BGP messages of one type (the type octet
+/// is at payload offset 18) to and from port 179, or our own SYNs to port 179.
+async fn hold(ns: &str, table: &str, what: &str) {
+    let rules: Vec<String> = match what {
+        "syn" => vec!["out tcp dport 179 tcp flags & (syn | ack) == syn drop".to_string()],
+        _ => ["out", "in"]
+            .iter()
+            .flat_map(|chain| {
+                ["dport", "sport"]
+                    .map(|port| format!("{chain} tcp {port} 179 @ih,144,8 {what} drop"))
+            })
+            .collect(),
+    };
+    let mut script = format!(
+        "add table inet {table}; \
+         add chain inet {table} out {{ type filter hook output priority 0; }}; \
+         add chain inet {table} in {{ type filter hook input priority 0; }}; "
+    );
+    for r in rules {
+        script.push_str(&format!("add rule inet {table} {r}; "));
+    }
+    ns_exec(ns, &["nft", &script]).await.unwrap();
+}
+
+async fn release(ns: &str, table: &str) {
+    ns_exec(ns, &["nft", &format!("delete table inet {table}")])
+        .await
+        .unwrap();
+}
+
+/// A connection collision with bird, made certain with nftables in the node namespace:
+/// our SYNs are held until bird's connection has reached OpenConfirm (so our attempt is in
+/// flight when bird's comes, and bird's is the older one), and KEEPALIVEs are held until the
+/// collision is resolved (so both connections reach OpenConfirm at both ends and the BGP
+/// Identifiers alone decide). Exactly one session must remain: the one opened by the side with
+/// the higher identifier.
+fn collision_against_bird(test: &str, bird_id: std::net::Ipv4Addr, kept: hybridnet_bgp::Direction) {
+    if !privileged_or_skip(test, &["ip", "bird", "birdc", "nft", "ss"]) {
+        return;
+    }
+    let topo = Topology::new();
+    let (tor, node, dir) = (topo.tor.clone(), topo.node.clone(), topo.dir.clone());
+    topo.run_in_node(move || async move {
+        hold(&node, "hnt_syn", "syn").await;
+        hold(&node, "hnt_keepalive", "4").await;
+        let mut c = speaker_config();
+        c.listen_port = Some(hybridnet_bgp::speaker::BGP_PORT);
+        // Our attempt must still be in flight when bird's connection comes.
+        c.connect_timeout = Duration::from_secs(60);
+        let speaker = BgpSpeaker::new(c).unwrap();
+        assert!(
+            speaker
+                .wait_for(ESTABLISH, |s| s.listening().len() == 2)
+                .await
+        );
+        let routes = pod_and_subnet_routes();
+        speaker.set_routes(routes.clone());
+        speaker.set_peers(vec![peer("198.18.0.1", None)]).unwrap();
+        let bird = Bird::start(
+            &tor,
+            &dir,
+            &bird_config_with_id(bird_id, &[active(v4_proto(false, None))]).replace(
+                "log stderr all;",
+                &format!(
+                    "log \"{}\" all;\ndebug protocols {{ states, events }};",
+                    dir.join("bird.log").display()
+                ),
+            ),
+        )
+        .await;
+        let bird_log = || std::fs::read_to_string(dir.join("bird.log")).unwrap_or_default();
+        let conns = |n: usize| {
+            let node = node.clone();
+            async move {
+                let c = bgp_connections(&node).await;
+                if c.len() == n {
+                    Ok(())
+                } else {
+                    Err(format!("{c:?}"))
+                }
+            }
+        };
+        eventually("bird's connection", ESTABLISH, || conns(1)).await;
+        eventually("bird's connection in OpenConfirm", ESTABLISH, || async {
+            let info = bird.protocol_info("node4").await;
+            if info.contains("OpenConfirm") {
+                Ok(())
+            } else {
+                Err(info)
+            }
+        })
+        .await;
+        release(&node, "hnt_syn").await;
+        let resolved = speaker
+            .wait_for(ESTABLISH, |s| s.peer_states()[0].collisions >= 1)
+            .await;
+        assert!(
+            resolved,
+            "no collision seen: {:#?}; connections {:?}; bird {}",
+            speaker.peer_states(),
+            bgp_connections(&node).await,
+            bird.protocol_info("node4").await
+        );
+        release(&node, "hnt_keepalive").await;
+        wait_established(&speaker, 1).await;
+        let log = bird_log();
+        assert!(
+            log.contains("Connection collision"),
+            "bird saw the collision too:\n{log}"
+        );
+        let state = speaker.peer_states().remove(0);
+        assert_eq!(
+            state.connection,
+            Some(kept),
+            "{state:?}\nbird log:\n{}",
+            bird_log()
+        );
+        assert_eq!(state.flaps, 0, "{state:?}\nbird log:\n{}", bird_log());
+        eventually(
+            "exactly one BGP connection and bird Established",
+            Duration::from_secs(20),
+            || async {
+                let conns = bgp_connections(&node).await;
+                if conns.len() == 1 && bird.is_established("node4").await {
+                    Ok(conns)
+                } else {
+                    Err(format!("{conns:?} / {}", bird.protocol_info("node4").await))
+                }
+            },
+        )
+        .await;
+        // The surviving connection is the expected one: our port 179 is its local end
+        // exactly when bird opened it.
+        let conn = bgp_connections(&node).await.remove(0);
+        let local = conn
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(
+            local.ends_with(":179"),
+            kept == hybridnet_bgp::Direction::Inbound,
+            "{conn}"
+        );
+        expect_bird_routes(&bird, "node4", &routes.iter().copied().collect::<Vec<_>>()).await;
+        // Still exactly one session a little later (no late flap from the loser).
+        let flapped = speaker
+            .wait_for(Duration::from_secs(3), |s| s.peer_states()[0].flaps > 0)
+            .await;
+        assert!(!flapped, "{:#?}", speaker.peer_states());
+        assert_eq!(bgp_connections(&node).await.len(), 1);
+        speaker.shutdown(Duration::from_secs(5)).await;
+    });
+}
+
+#[test]
+fn collision_with_bird_keeps_our_connection_when_our_identifier_is_higher() {
+    // bird 198.18.0.1 < node 198.18.0.2.
+    collision_against_bird(
+        "collision_with_bird_keeps_our_connection_when_our_identifier_is_higher",
+        TOR_V4,
+        hybridnet_bgp::Direction::Outbound,
+    );
+}
+
+#[test]
+fn collision_with_bird_keeps_birds_connection_when_its_identifier_is_higher() {
+    collision_against_bird(
+        "collision_with_bird_keeps_birds_connection_when_its_identifier_is_higher",
+        std::net::Ipv4Addr::new(198, 18, 0, 9),
+        hybridnet_bgp::Direction::Inbound,
+    );
+}
+
+#[test]
+fn connections_from_unknown_sources_are_refused() {
+    if !privileged_or_skip(
+        "connections_from_unknown_sources_are_refused",
+        &["ip", "bird", "birdc"],
+    ) {
+        return;
+    }
+    let topo = Topology::new();
+    let (tor, dir) = (topo.tor.clone(), topo.dir.clone());
+    topo.run_in_node(move || async move {
+        // Only the IPv6 ToR address is a peer; bird's IPv4 protocol connects from 198.18.0.1.
+        let speaker = listening_speaker().await;
+        speaker.set_peers(vec![passive("fd00::1", None)]).unwrap();
+        speaker.set_routes(pod_and_subnet_routes());
+        let bird = Bird::start(
+            &tor,
+            &dir,
+            &bird_config(&[active(v4_proto(false, None)), active(v6_proto())]),
+        )
+        .await;
+        wait_established(&speaker, 1).await;
+        let refused = speaker
+            .wait_for(ESTABLISH, |s| s.refused_connections() >= 1)
+            .await;
+        assert!(refused, "bird's IPv4 connection was never refused");
+        // bird keeps trying (connect retry 2 s); none of its attempts establishes.
+        let more = speaker
+            .wait_for(Duration::from_secs(8), |s| s.refused_connections() >= 2)
+            .await;
+        assert!(more, "bird retried and was refused again");
+        assert!(!bird.is_established("node4").await);
+        assert!(bird.is_established("node6").await);
+        assert!(
+            node_routes(&bird)
+                .await
+                .iter()
+                .all(|p| p.protocol == "node6")
+        );
+        assert_eq!(speaker.peer_states().len(), 1);
+    });
+}
+
+#[test]
+fn wrong_password_on_an_inbound_connection_never_establishes() {
+    if !privileged_or_skip(
+        "wrong_password_on_an_inbound_connection_never_establishes",
+        &["ip", "bird", "birdc"],
+    ) {
+        return;
+    }
+    let topo = Topology::new();
+    let (tor, dir) = (topo.tor.clone(), topo.dir.clone());
+    topo.run_in_node(move || async move {
+        let speaker = listening_speaker().await;
+        let mut p = passive("198.18.0.1", None);
+        p.password = Some("right-secret".into());
+        speaker.set_peers(vec![p]).unwrap();
+        speaker.set_routes(pod_and_subnet_routes());
+        let bird = Bird::start(
+            &tor,
+            &dir,
+            &bird_config(&[active(v4_proto(false, Some("wrong-secret")))]),
+        )
+        .await;
+        for bird_password in [Some("wrong-secret"), None] {
+            let config = bird_config(&[active(v4_proto(false, bird_password))]);
+            std::fs::write(dir.join("bird.conf"), config).unwrap();
+            bird.birdc(&["configure"]).await.unwrap();
+            // Several of bird's attempts fit in this window (connect retry 2 s); the kernel
+            // drops their SYNs (wrong or missing signature), so none reaches the speaker.
+            let established = speaker
+                .wait_for(Duration::from_secs(8), |s| {
+                    s.peer_states()[0].state == State::Established
+                })
+                .await;
+            assert!(
+                !established,
+                "bird password {bird_password:?} must not establish"
+            );
+            assert!(!bird.is_established("node4").await);
+            assert!(node_routes(&bird).await.is_empty());
+            assert_eq!(speaker.refused_connections(), 0, "dropped before accept");
+        }
+        // Control: the right password establishes over bird's connection.
+        let config = bird_config(&[active(v4_proto(false, Some("right-secret")))]);
+        std::fs::write(dir.join("bird.conf"), config).unwrap();
+        bird.birdc(&["configure"]).await.unwrap();
+        wait_established(&speaker, 1).await;
+        assert_eq!(
+            speaker.peer_states()[0].connection,
+            Some(hybridnet_bgp::Direction::Inbound)
+        );
+        assert!(bird.is_established("node4").await);
     });
 }

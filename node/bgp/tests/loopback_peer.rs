@@ -1,7 +1,9 @@
 //! The speaker's driver against a scripted peer on loopback (no root needed): checks what
 //! bird and gobgpd do not show directly — message order (OPEN, KEEPALIVE, full table, then
 //! End-of-RIB per family), incremental UPDATEs, the NOTIFICATION answering a malformed
-//! UPDATE, reconnection with a flap counted, and Cease on shutdown.
+//! UPDATE, reconnection with a flap counted, and Cease on shutdown; and the passive side:
+//! inbound sessions, refusal of unknown sources, and connection collision resolution with the
+//! exact NOTIFICATION on the losing connection.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -11,9 +13,11 @@ use hybridnet_bgp::wire::{
     AfiSafi, Capability, Codec, Family, Message, MpReach, MpUnreach, NO_EXPORT, Notification, Open,
     PathAttribute, Update, decode_message, notif,
 };
-use hybridnet_bgp::{Announcement, BgpSpeaker, Communities, PeerConfig, SpeakerConfig, State};
+use hybridnet_bgp::{
+    Announcement, BgpSpeaker, Communities, Direction, PeerConfig, SpeakerConfig, State,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 const STEP: Duration = Duration::from_secs(10);
 
@@ -55,6 +59,27 @@ impl Peer {
         }
     }
 
+    fn new(stream: TcpStream) -> Peer {
+        Peer {
+            stream,
+            buf: Vec::new(),
+            codec: Codec::default(),
+        }
+    }
+
+    /// Connects to the speaker's listener from `source`.
+    async fn connect(source: Ipv4Addr, speaker: std::net::SocketAddr) -> Peer {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::new(IpAddr::V4(source), 0))
+            .unwrap();
+        let stream = tokio::time::timeout(STEP, socket.connect(speaker))
+            .await
+            .expect("connect to the speaker timed out")
+            .unwrap();
+        Peer::new(stream)
+    }
+
     async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.unwrap();
     }
@@ -68,17 +93,8 @@ impl Peer {
         let Some(Message::Open(open)) = self.recv().await else {
             panic!("expected OPEN")
         };
-        self.send(Message::Open(Open::new(
-            65000,
-            30,
-            Ipv4Addr::new(198, 18, 0, 1),
-            vec![
-                Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
-                Capability::Multiprotocol(AfiSafi::IPV6_UNICAST),
-                Capability::FourOctetAs(65000),
-            ],
-        )))
-        .await;
+        self.send(Message::Open(peer_open(Ipv4Addr::new(198, 18, 0, 1))))
+            .await;
         self.send(Message::Keepalive).await;
         assert_eq!(self.recv().await, Some(Message::Keepalive));
         open
@@ -125,6 +141,20 @@ impl Peer {
             }
         }
     }
+}
+
+/// The scripted peer's OPEN (AS 65000, both families, 4-octet AS) with BGP Identifier `id`.
+fn peer_open(id: Ipv4Addr) -> Open {
+    Open::new(
+        65000,
+        30,
+        id,
+        vec![
+            Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
+            Capability::Multiprotocol(AfiSafi::IPV6_UNICAST),
+            Capability::FourOctetAs(65000),
+        ],
+    )
 }
 
 fn ann(p: &str, c: Communities) -> Announcement {
@@ -318,4 +348,151 @@ async fn families_the_peer_lacks_are_not_sent() {
             .wait_for(STEP, |s| s.is_announced_to_required_peers(&v6))
             .await
     );
+}
+
+/// The speaker's router id in these tests.
+const SPEAKER_ID: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+/// A free loopback port for the speaker's listener.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A speaker on loopback that listens on a free port (and connects to `peer_port`).
+async fn listening_speaker(peer_port: u16) -> (BgpSpeaker, std::net::SocketAddr) {
+    let mut config = SpeakerConfig::new(65001, SPEAKER_ID);
+    config.local_v4 = Some(Ipv4Addr::LOCALHOST);
+    config.peer_port = peer_port;
+    config.listen_port = Some(free_port());
+    config.retry_initial = Duration::from_millis(100);
+    let speaker = BgpSpeaker::new(config).unwrap();
+    assert!(
+        speaker.wait_for(STEP, |s| !s.listening().is_empty()).await,
+        "listener never bound"
+    );
+    let addr = speaker.listening()[0];
+    (speaker, addr)
+}
+
+#[tokio::test]
+async fn inbound_session_from_a_configured_peer_and_unknown_sources_refused() {
+    let (speaker, addr) = listening_speaker(free_port()).await;
+    assert_eq!(addr.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    speaker.set_routes([ann("198.19.0.5/32", Communities::NoExport)].into());
+    let mut p = PeerConfig::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 65000);
+    p.passive = true;
+    speaker.set_peers(vec![p]).unwrap();
+
+    // 127.0.0.2 is not a peer: the connection is closed at once, nothing is sent.
+    let mut stranger = Peer::connect(Ipv4Addr::new(127, 0, 0, 2), addr).await;
+    assert_eq!(stranger.recv().await, None, "unknown source must be closed");
+    assert_eq!(speaker.refused_connections(), 1);
+    assert_eq!(speaker.peer_states()[0].state, State::Active);
+
+    // The configured peer connects: the passive session comes up on its connection.
+    let mut peer = Peer::connect(Ipv4Addr::LOCALHOST, addr).await;
+    let open = peer.handshake().await;
+    assert_eq!(open.bgp_id, SPEAKER_ID);
+    let table = peer.updates_until_eor().await;
+    assert_eq!(announced(&table), ["198.19.0.5/32".to_string()].into());
+    assert!(
+        speaker
+            .wait_for(STEP, |s| s.peer_states()[0].state == State::Established)
+            .await
+    );
+    let state = &speaker.peer_states()[0];
+    assert_eq!(state.connection, Some(Direction::Inbound));
+    assert_eq!(state.collisions, 0);
+
+    // A second connection while Established: Cease / connection collision, then closed; the
+    // session stays.
+    let mut again = Peer::connect(Ipv4Addr::LOCALHOST, addr).await;
+    let n = again.next_notification().await;
+    assert_eq!(
+        (n.code, n.subcode),
+        (notif::CEASE, notif::CEASE_CONNECTION_COLLISION)
+    );
+    assert_eq!(again.recv().await, None);
+    let state = &speaker.peer_states()[0];
+    assert_eq!(state.state, State::Established);
+    assert_eq!(state.collisions, 1);
+    assert_eq!(state.flaps, 0);
+
+    // The peer drops the session; a passive speaker waits for it to come back.
+    drop(peer);
+    assert!(
+        speaker
+            .wait_for(STEP, |s| s.peer_states()[0].flaps == 1)
+            .await
+    );
+    let mut back = Peer::connect(Ipv4Addr::LOCALHOST, addr).await;
+    back.handshake().await;
+    back.updates_until_eor().await;
+    speaker.shutdown(STEP).await;
+}
+
+/// Both sides connect; both connections reach OpenConfirm; the speaker keeps the one opened by
+/// the side with the higher BGP Identifier and closes the other with Cease / connection
+/// collision resolution (RFC 4271 6.8).
+async fn collision_case(peer_id: Ipv4Addr, kept: Direction) {
+    let tor = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (speaker, addr) = listening_speaker(tor.local_addr().unwrap().port()).await;
+    speaker.set_routes([ann("198.19.0.0/24", Communities::None)].into());
+    speaker
+        .set_peers(vec![PeerConfig::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            65000,
+        )])
+        .unwrap();
+
+    // The speaker's connection to us, and ours to it, both with OPENs sent.
+    let mut outbound = Peer::accept(&tor).await;
+    let Some(Message::Open(_)) = outbound.recv().await else {
+        panic!("expected OPEN on the speaker's connection")
+    };
+    let mut inbound = Peer::connect(Ipv4Addr::LOCALHOST, addr).await;
+    let Some(Message::Open(_)) = inbound.recv().await else {
+        panic!("expected OPEN on our connection")
+    };
+    // Our OPEN on each: the speaker confirms each (KEEPALIVE), then resolves.
+    outbound.send(Message::Open(peer_open(peer_id))).await;
+    assert_eq!(outbound.recv().await, Some(Message::Keepalive));
+    inbound.send(Message::Open(peer_open(peer_id))).await;
+    assert_eq!(inbound.recv().await, Some(Message::Keepalive));
+
+    let (mut winner, mut loser) = match kept {
+        Direction::Outbound => (outbound, inbound),
+        Direction::Inbound => (inbound, outbound),
+    };
+    let n = loser.next_notification().await;
+    assert_eq!(
+        (n.code, n.subcode),
+        (notif::CEASE, notif::CEASE_CONNECTION_COLLISION),
+        "{n}"
+    );
+    assert_eq!(loser.recv().await, None, "the losing connection is closed");
+    winner.send(Message::Keepalive).await;
+    let table = winner.updates_until_eor().await;
+    assert_eq!(announced(&table), ["198.19.0.0/24".to_string()].into());
+    assert!(
+        speaker
+            .wait_for(STEP, |s| s.peer_states()[0].state == State::Established)
+            .await
+    );
+    let state = &speaker.peer_states()[0];
+    assert_eq!(state.connection, Some(kept), "{state:?}");
+    assert_eq!(state.collisions, 1);
+    assert_eq!(state.flaps, 0);
+    speaker.shutdown(STEP).await;
+}
+
+#[tokio::test]
+async fn collision_with_a_higher_peer_identifier_keeps_the_peers_connection() {
+    collision_case(Ipv4Addr::new(198, 18, 0, 9), Direction::Inbound).await;
+}
+
+#[tokio::test]
+async fn collision_with_a_lower_peer_identifier_keeps_our_connection() {
+    collision_case(Ipv4Addr::new(198, 18, 0, 1), Direction::Outbound).await;
 }

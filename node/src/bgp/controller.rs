@@ -275,6 +275,9 @@ impl BgpController {
             let mut config = SpeakerConfig::new(id.local_asn, id.router_id);
             config.local_v4 = id.local_v4;
             config.local_v6 = id.local_v6;
+            // Peers may connect to us too (a ToR configured to connect actively); collisions
+            // with our own connection are resolved by the speaker.
+            config.listen_port = Some(hybridnet_bgp::speaker::BGP_PORT);
             (self.tune)(&mut config);
             match BgpSpeaker::new(config) {
                 Ok(s) => {

@@ -337,6 +337,7 @@ impl<'a> Builder<'a> {
                     graceful_restart_seconds: Some(graceful),
                     does_not_route_traffic: p.does_not_route_traffic.unwrap_or(false),
                     allow_not_established: p.allow_not_established.unwrap_or(false),
+                    passive: false,
                 };
                 if let Err(e) = validate_peers(std::slice::from_ref(&peer)) {
                     self.problem(obj, format!("{field}: {e}"));

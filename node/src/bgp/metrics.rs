@@ -53,6 +53,7 @@ impl Collector for BgpCollector {
         let state = Family::<Labels, Gauge>::default();
         let announced = Family::<Labels, Gauge>::default();
         let flaps = Family::<Labels, Counter>::default();
+        let collisions = Family::<Labels, Counter>::default();
         for p in &peers {
             let peer = ("peer".to_string(), p.address.to_string());
             for s in STATES {
@@ -67,7 +68,8 @@ impl Collector for BgpCollector {
             announced
                 .get_or_create(&vec![peer.clone()])
                 .set(p.prefixes_announced as i64);
-            flaps.get_or_create(&vec![peer]).inc_by(p.flaps);
+            flaps.get_or_create(&vec![peer.clone()]).inc_by(p.flaps);
+            collisions.get_or_create(&vec![peer]).inc_by(p.collisions);
         }
         emit(
             &mut encoder,
@@ -86,6 +88,20 @@ impl Collector for BgpCollector {
             "bgp_session_flaps",
             "Times a BGP session left Established",
             &flaps,
+        )?;
+        emit(
+            &mut encoder,
+            "bgp_connection_collisions",
+            "Connections closed by BGP connection collision resolution (RFC 4271 6.8)",
+            &collisions,
+        )?;
+        let refused = Counter::<u64>::default();
+        refused.inc_by(speaker.refused_connections());
+        emit(
+            &mut encoder,
+            "bgp_inbound_refused",
+            "Inbound BGP connections refused (source not a configured peer)",
+            &refused,
         )?;
         let desired = Gauge::<i64>::default();
         desired.set(speaker.routes().len() as i64);

@@ -847,6 +847,8 @@ async fn metrics_show_sessions_prefixes_and_flaps() {
         "hybridnet_node_bgp_session_state{peer=\"127.0.0.25\",asn=\"65000\",state=\"Established\"} 0",
         "hybridnet_node_bgp_prefixes_announced{peer=\"127.0.0.25\"} 0",
         "hybridnet_node_bgp_session_flaps_total{peer=\"127.0.0.25\"} 0",
+        "hybridnet_node_bgp_connection_collisions_total{peer=\"127.0.0.25\"} 0",
+        "hybridnet_node_bgp_inbound_refused_total 0",
         "hybridnet_node_bgp_desired_routes 2",
         "hybridnet_node_bgp_required_peers_established 0",
     ] {

@@ -536,3 +536,137 @@ fn open_carries_asn_capabilities_and_hold_time() {
         vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST]
     );
 }
+
+#[test]
+fn inbound_connection_is_adopted_in_connect_active_and_hold_down_idle() {
+    let at = clock();
+    // Connect: our attempt is in flight; the peer's connection is taken (RFC 4271 8.2.2).
+    let mut s = Session::new(config());
+    s.handle(Event::Start, at(0));
+    assert_eq!(s.state(), State::Connect);
+    let open = s.local_open();
+    assert_eq!(
+        s.handle(Event::TcpConnectionConfirmed, at(10)),
+        vec![Action::Send(Message::Open(open.clone()))]
+    );
+    assert_eq!(s.state(), State::OpenSent);
+    assert_eq!(s.next_deadline(), Some(at(10 + 240_000)), "open hold time");
+
+    // Active: waiting to retry.
+    let mut s = Session::new(config());
+    s.handle(Event::Start, at(0));
+    s.handle(Event::TcpConnectFailed, at(0));
+    assert_eq!(s.state(), State::Active);
+    assert_eq!(
+        s.handle(Event::TcpConnectionConfirmed, at(10)),
+        vec![Action::Send(Message::Open(open.clone()))]
+    );
+    assert_eq!(s.state(), State::OpenSent);
+
+    // Idle in the hold-down after an error: the peer's connection ends the hold-down.
+    let mut s = Session::new(config());
+    established(&mut s, 90, &at);
+    s.handle(Event::TcpClosed, at(100));
+    assert_eq!(s.state(), State::Idle);
+    assert!(s.next_deadline().is_some());
+    let actions = s.handle(Event::TcpConnectionConfirmed, at(200));
+    assert!(matches!(
+        actions.as_slice(),
+        [Action::Send(Message::Open(_))]
+    ));
+    assert_eq!(s.state(), State::OpenSent);
+    assert_eq!(
+        s.next_deadline(),
+        Some(at(200 + 240_000)),
+        "no retry timer left"
+    );
+}
+
+#[test]
+fn inbound_connection_is_not_adopted_when_stopped_or_busy() {
+    let at = clock();
+    // Never started.
+    let mut s = Session::new(config());
+    assert_eq!(s.handle(Event::TcpConnectionConfirmed, at(0)), vec![]);
+    assert_eq!(s.state(), State::Idle);
+    // Stopped.
+    let mut s = Session::new(config());
+    s.handle(Event::Start, at(0));
+    s.handle(Event::Stop { cease_subcode: 2 }, at(0));
+    assert_eq!(s.handle(Event::TcpConnectionConfirmed, at(0)), vec![]);
+    assert_eq!(s.state(), State::Idle);
+    // Busy with a connection: the machine's own connection is untouched (the driver runs the
+    // new one on a second machine, see `collision`).
+    let mut s = Session::new(config());
+    open_sent(&mut s, &at);
+    assert_eq!(s.handle(Event::TcpConnectionConfirmed, at(0)), vec![]);
+    assert_eq!(s.state(), State::OpenSent);
+    let mut s = Session::new(config());
+    established(&mut s, 90, &at);
+    assert_eq!(s.handle(Event::TcpConnectionConfirmed, at(0)), vec![]);
+    assert_eq!(s.state(), State::Established);
+}
+
+#[test]
+fn passive_session_never_connects_and_waits_in_active() {
+    let at = clock();
+    let mut c = config();
+    c.passive = true;
+    let mut s = Session::new(c);
+    assert_eq!(s.handle(Event::Start, at(0)), vec![]);
+    assert_eq!(s.state(), State::Active);
+    assert_eq!(s.next_deadline(), None);
+    assert_eq!(s.handle(Event::Tick, at(100_000)), vec![]);
+    // The peer connects, the session comes up, then the connection drops.
+    let actions = s.handle(Event::TcpConnectionConfirmed, at(0));
+    assert!(matches!(
+        actions.as_slice(),
+        [Action::Send(Message::Open(_))]
+    ));
+    s.handle(Event::Message(Message::Open(peer_open(90))), at(0));
+    let actions = s.handle(Event::Message(Message::Keepalive), at(0));
+    assert!(matches!(actions.as_slice(), [Action::Established(_)]));
+    let actions = s.handle(Event::TcpClosed, at(1_000));
+    assert!(actions.contains(&Action::CloseConnection), "{actions:?}");
+    assert_eq!(s.state(), State::Idle);
+    // After the hold-down it waits again instead of connecting.
+    let deadline = s.next_deadline().expect("hold-down");
+    assert_eq!(s.handle(Event::Tick, deadline), vec![]);
+    assert_eq!(s.state(), State::Active);
+    assert_eq!(s.next_deadline(), None);
+}
+
+#[test]
+fn accepting_machine_mirrors_the_primary() {
+    let at = clock();
+    let mut c = config();
+    c.graceful_restart_time = Some(120);
+    let mut primary = Session::new(c);
+    // Before any session: the second machine also announces a restart (R bit).
+    let second = primary.accepting();
+    assert_eq!(second.state(), State::Active);
+    assert!(!second.is_stopped());
+    assert_eq!(second.next_deadline(), None, "never connects by itself");
+    assert!(
+        second
+            .local_open()
+            .graceful_restart()
+            .unwrap()
+            .restart_state
+    );
+    // After the first session, neither does.
+    established(&mut primary, 90, &at);
+    primary.handle(Event::TcpClosed, at(10));
+    let mut second = primary.accepting();
+    assert!(
+        !second
+            .local_open()
+            .graceful_restart()
+            .unwrap()
+            .restart_state
+    );
+    assert_eq!(
+        second.handle(Event::TcpConnectionConfirmed, at(20)),
+        vec![Action::Send(Message::Open(primary.local_open()))]
+    );
+}
