@@ -243,6 +243,23 @@ fn underlay_node_overlap(net: &Network, existing: &Existing<'_>, errs: &mut Fiel
     }
 }
 
+/// Records `field: is immutable (old -> new)` when an immutable value changed; `show` writes a
+/// value as the message names it.
+fn immutable<T: PartialEq>(
+    errs: &mut FieldErrors,
+    field: &str,
+    old: T,
+    new: T,
+    show: impl Fn(T) -> String,
+) {
+    if old != new {
+        errs.push(FieldError::new(
+            field,
+            format!("is immutable ({} -> {})", show(old), show(new)),
+        ));
+    }
+}
+
 /// Network UPDATE.
 pub fn network_update(
     old: &Network,
@@ -253,35 +270,24 @@ pub fn network_update(
         Ok(()) => FieldErrors::default(),
         Err(e) => e,
     };
-    if old.spec.effective_type() != new.spec.effective_type() {
-        errs.push(FieldError::new(
-            "spec.type",
-            format!(
-                "is immutable ({} -> {})",
-                old.spec.effective_type(),
-                new.spec.effective_type()
-            ),
-        ));
-    }
-    if old.spec.effective_mode() != new.spec.effective_mode() {
-        errs.push(FieldError::new(
-            "spec.mode",
-            format!(
-                "is immutable ({} -> {})",
-                old.spec.effective_mode(),
-                new.spec.effective_mode()
-            ),
-        ));
-    }
-    if old.spec.net_id != new.spec.net_id {
-        errs.push(FieldError::new(
-            "spec.netID",
-            format!(
-                "is immutable ({:?} -> {:?})",
-                old.spec.net_id, new.spec.net_id
-            ),
-        ));
-    }
+    let (o, n) = (&old.spec, &new.spec);
+    immutable(
+        &mut errs,
+        "spec.type",
+        o.effective_type(),
+        n.effective_type(),
+        |t| t.to_string(),
+    );
+    immutable(
+        &mut errs,
+        "spec.mode",
+        o.effective_mode(),
+        n.effective_mode(),
+        |m| m.to_string(),
+    );
+    immutable(&mut errs, "spec.netID", o.net_id, n.net_id, |v| {
+        format!("{v:?}")
+    });
     if new.spec.effective_type() == NetworkType::Underlay
         && old.spec.node_selector != new.spec.node_selector
     {
@@ -488,15 +494,13 @@ pub fn subnet_update(
     existing: &Existing<'_>,
 ) -> Result<(), FieldErrors> {
     let mut errs = FieldErrors::default();
-    if old.spec.network != new.spec.network {
-        errs.push(FieldError::new(
-            "spec.network",
-            format!(
-                "is immutable ({:?} -> {:?})",
-                old.spec.network, new.spec.network
-            ),
-        ));
-    }
+    immutable(
+        &mut errs,
+        "spec.network",
+        &old.spec.network,
+        &new.spec.network,
+        |v| format!("{v:?}"),
+    );
     let (o, n) = (&old.spec.range, &new.spec.range);
     for (field, a, b) in [
         ("spec.range.cidr", Some(&o.cidr), Some(&n.cidr)),
@@ -504,12 +508,7 @@ pub fn subnet_update(
         ("spec.range.end", o.end.as_ref(), n.end.as_ref()),
         ("spec.range.gateway", o.gateway.as_ref(), n.gateway.as_ref()),
     ] {
-        if a != b {
-            errs.push(FieldError::new(
-                field,
-                format!("is immutable ({a:?} -> {b:?})"),
-            ));
-        }
+        immutable(&mut errs, field, a, b, |v| format!("{v:?}"));
     }
     if o.version != n.version {
         errs.push(FieldError::new("spec.range.version", "is immutable"));
@@ -520,15 +519,13 @@ pub fn subnet_update(
             "is immutable after creation",
         ));
     }
-    if old.spec.net_id != new.spec.net_id {
-        errs.push(FieldError::new(
-            "spec.netID",
-            format!(
-                "is immutable ({:?} -> {:?})",
-                old.spec.net_id, new.spec.net_id
-            ),
-        ));
-    }
+    immutable(
+        &mut errs,
+        "spec.netID",
+        old.spec.net_id,
+        new.spec.net_id,
+        |v| format!("{v:?}"),
+    );
     if let Ok(net) = parent_network(new, existing) {
         subnet_mode_rules(new, net, &mut errs);
     }

@@ -165,7 +165,7 @@ fn valid_networks_and_updates() {
         validate::network_update(old, &new, &ex)
             .unwrap_err()
             .to_string()
-            .contains("spec.netID: is immutable")
+            .contains("spec.netID: is immutable (Some(65001) -> Some(65002))")
     );
     let mut new = networks[0].clone();
     new.spec.network_type = Some(NetworkType::GlobalBgp);
@@ -173,7 +173,7 @@ fn valid_networks_and_updates() {
         validate::network_update(&networks[0], &new, &ex)
             .unwrap_err()
             .to_string()
-            .contains("spec.type: is immutable")
+            .contains("spec.type: is immutable (Overlay -> GlobalBGP)")
     );
     // Deleting a network with subnets is refused.
     let e = validate::network_delete(&networks[0], &ex)
@@ -289,11 +289,11 @@ fn subnet_updates_and_deletes() {
         ),
         (
             Box::new(|s: &mut Subnet| s.spec.range.end = Some("198.18.10.200".into())),
-            "spec.range.end: is immutable",
+            "spec.range.end: is immutable (Some(\"198.18.10.99\") -> Some(\"198.18.10.200\"))",
         ),
         (
             Box::new(|s: &mut Subnet| s.spec.network = "overlay".into()),
-            "spec.network: is immutable",
+            "spec.network: is immutable (\"vlan\" -> \"overlay\")",
         ),
         (
             Box::new(|s: &mut Subnet| s.spec.range.exclude_ips = Some(vec!["198.18.10.11".into()])),
