@@ -74,6 +74,23 @@ impl IpInstanceLookup for AgentLookup {
         self.shared.trigger.notify_one();
     }
 
+    fn vlan_check_targets(
+        &self,
+        addressing: &PodAddressing,
+    ) -> Vec<crate::cniserver::vlancheck::VlanTarget> {
+        let subnets = match self.shared.vlan_subnets.read() {
+            Ok(g) => g.clone(),
+            Err(_) => return Vec::new(),
+        };
+        subnets.targets(
+            addressing
+                .ipv4
+                .map(std::net::IpAddr::V4)
+                .into_iter()
+                .chain(addressing.ipv6.map(std::net::IpAddr::V6)),
+        )
+    }
+
     fn expected_addresses<'a>(&'a self, pod: &'a PodRef) -> crate::cniserver::ExpectedFuture<'a> {
         Box::pin(async move {
             let api: kube::Api<k8s_openapi::api::core::v1::Pod> =

@@ -95,6 +95,51 @@ pub struct AgentConfig {
     /// Do not install anything into the CNI directories.
     #[arg(long)]
     pub skip_cni_install: bool,
+
+    /// How long CNI ADD waits for the gateway of a VLAN pod's subnet to answer ARP/NDP (Go-style
+    /// duration: `3s`, `500ms`, `1m`; `0` disables the VLAN checks).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub vlan_check_timeout: Duration,
+}
+
+/// Parses a Go-style duration as upstream's flags take them: a sequence of `<number><unit>` with
+/// units `ms`, `s`, `m`, `h` (`1m30s`, `1.5s`), or a bare `0`. At most one hour.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if t.is_empty() {
+        return Err("empty duration (e.g. 3s, 500ms)".into());
+    }
+    let mut total = 0f64;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("{s:?}: number without unit (e.g. 3s, 500ms)"))?;
+        let (num, tail) = rest.split_at(num_len);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("{s:?}: {num:?} is not a number"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            other => return Err(format!("{s:?}: unknown unit {other:?} (ms, s, m, h)")),
+        };
+        total += value * scale;
+        rest = next;
+    }
+    if !total.is_finite() || total > 3600.0 {
+        return Err(format!("{s:?}: longer than 1h"));
+    }
+    Ok(Duration::from_secs_f64(total))
 }
 
 impl AgentConfig {
@@ -193,6 +238,26 @@ mod tests {
         assert_eq!(p.vtep_address_cidrs.len(), 2);
         assert_eq!(c.cni_conflist_name, "06-hybridnet.conflist");
         assert_eq!(c.health_port, 11021);
+        assert_eq!(c.vlan_check_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        let ok = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(ok("3s"), Duration::from_secs(3));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("0s"), Duration::ZERO);
+        for bad in [
+            "", "3", "s", "3x", "-1s", "1..2s", "2h", "1e3s", "3 s", "NaNs",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse(&["--vlan-check-timeout", "soon"]).is_err());
+        let c = parse(&["--vlan-check-timeout", "250ms"]).unwrap();
+        assert_eq!(c.vlan_check_timeout, Duration::from_millis(250));
     }
 
     #[test]

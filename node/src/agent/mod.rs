@@ -117,6 +117,8 @@ pub struct Shared {
     pub vxlan_mtu: AtomicU32,
     /// BGP speaker state: CNI ADD readiness of BGP pods, `/readyz`, metrics.
     pub bgp: Arc<crate::bgp::BgpState>,
+    /// VLAN subnets of the last plan (forward interface, gateway) for the ADD checks.
+    pub vlan_subnets: std::sync::RwLock<Arc<crate::cniserver::vlancheck::VlanSubnets>>,
 }
 
 impl Default for Shared {
@@ -133,6 +135,7 @@ impl Default for Shared {
             last_loop_unix: AtomicU64::new(0),
             last_error: std::sync::Mutex::new(None),
             vxlan_mtu: AtomicU32::new(0),
+            vlan_subnets: Default::default(),
         }
     }
 }
@@ -384,6 +387,9 @@ pub async fn reconcile_loop(
                     *g = (!ok).then(|| report.errors.join("; "));
                 }
                 shared.reconciled_ok.store(ok, Ordering::SeqCst);
+                if let Ok(mut v) = shared.vlan_subnets.write() {
+                    *v = Arc::new(crate::cniserver::vlancheck::VlanSubnets::of_plan(&plan));
+                }
                 shared.vxlan_mtu.store(
                     plan.vxlan.as_ref().map(|v| v.mtu).unwrap_or(0),
                     Ordering::SeqCst,
@@ -550,6 +556,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let cni_cfg = crate::cniserver::CniServerConfig {
         local_direct_table: plan_cfg.tables.local_direct,
         observer: Some(Arc::new(cni::MetricsObserver(shared.clone()))),
+        vlan_check: crate::cniserver::vlancheck::VlanCheckConfig {
+            timeout: cfg.vlan_check_timeout,
+        },
         ..Default::default()
     };
     let cni_server = crate::cniserver::CniServer::bind(&cfg.bind_socket, lookup, cni_cfg)

@@ -18,6 +18,7 @@ pub mod locks;
 pub mod netns;
 pub mod podnet;
 pub mod server;
+pub mod vlancheck;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,6 +61,12 @@ pub trait IpInstanceLookup: Send + Sync + 'static {
     /// (`crate::bgp::BgpState::wait_pod_reachable`). `Err` fails the ADD (code 11: retry later).
     fn wait_pod_reachable<'a>(&'a self, _addressing: &'a PodAddressing) -> ReadinessFuture<'a> {
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// The VLAN checks of ADD for this pod (spec 5.8): one target per address inside a VLAN
+    /// subnet of this node (forward interface, gateway). Empty: not a VLAN pod, nothing checked.
+    fn vlan_check_targets(&self, _addressing: &PodAddressing) -> Vec<vlancheck::VlanTarget> {
+        Vec::new()
     }
 
     /// How many addresses the pod gets (2 for dual stack), when known: ADD then waits until all
@@ -111,6 +118,8 @@ pub struct CniServerConfig {
     /// A client must send its request within this time.
     pub request_read_timeout: Duration,
     pub observer: Option<Arc<dyn CniObserver>>,
+    /// ARP/NDP checks of VLAN pods at ADD (`--vlan-check-timeout`).
+    pub vlan_check: vlancheck::VlanCheckConfig,
 }
 
 impl Default for CniServerConfig {
@@ -124,6 +133,7 @@ impl Default for CniServerConfig {
             max_in_flight: 64,
             request_read_timeout: Duration::from_secs(10),
             observer: None,
+            vlan_check: vlancheck::VlanCheckConfig::default(),
         }
     }
 }
@@ -136,6 +146,7 @@ impl std::fmt::Debug for CniServerConfig {
             .field("default_mtu", &self.default_mtu)
             .field("local_direct_table", &self.local_direct_table)
             .field("max_in_flight", &self.max_in_flight)
+            .field("vlan_check", &self.vlan_check)
             .finish_non_exhaustive()
     }
 }

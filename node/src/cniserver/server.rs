@@ -22,6 +22,7 @@ use super::error::PodNetError;
 use super::locks::KeyedLocks;
 use super::netns::Netns;
 use super::podnet::{self, PodInterfaceSpec, Teardown};
+use super::vlancheck;
 use super::{AttachmentEvent, CniServerConfig, IpInstanceLookup};
 
 /// The server could not start.
@@ -185,6 +186,8 @@ impl CniService {
         podnet::setup_pod_interface(&self.host, &pod_ns, &spec)
             .await
             .map_err(|e| e.to_cni().with_details(format!("pod {}", att.pod)))?;
+        // VLAN pods: gateway answers, address not in use elsewhere, new location announced.
+        self.vlan_checks(att, &addressing, &spec).await?;
         // Readiness hook (BGP pods: announced to every required peer). A pod that is not
         // reachable fails the ADD, and a failed ADD leaves nothing behind.
         if let Err(e) = self.lookup.wait_pod_reachable(&addressing).await {
@@ -215,6 +218,34 @@ impl CniService {
             att.netns.unwrap_or(""),
             spec.mtu,
         ))
+    }
+
+    /// Runs the VLAN checks of a wired pod; a failure removes the interface again (the ADD
+    /// leaves nothing behind) and names the pod, its address and the interface.
+    async fn vlan_checks(
+        &self,
+        att: &AttachmentRequest<'_>,
+        addressing: &PodAddressing,
+        spec: &PodInterfaceSpec,
+    ) -> Result<(), CniError> {
+        let targets = self.lookup.vlan_check_targets(addressing);
+        let Err(e) =
+            vlancheck::check_pod(&self.host, targets, spec.mac, self.config.vlan_check).await
+        else {
+            return Ok(());
+        };
+        if let Err(cleanup) = podnet::teardown_pod_interface(
+            &self.host,
+            &spec.host_veth,
+            att.container_id,
+            att.ifname,
+        )
+        .await
+        {
+            tracing::warn!(host_veth = %spec.host_veth, error = %cleanup,
+                "removing the interface of a pod that failed the VLAN checks failed");
+        }
+        Err(e.to_cni(att.pod))
     }
 
     async fn del(&self, att: &AttachmentRequest<'_>) -> Result<(), CniError> {
