@@ -148,7 +148,8 @@ impl LiveDefaults {
         let (settled_tx, settled) = watch::channel(false);
         let api: Api<HybridnetCluster> = Api::all(client.clone());
         let (store, writer) = reflector::store();
-        let mut missing_reported = false;
+        // The last kind of failure logged, so a lasting one is logged once, not at every retry.
+        let mut reported: Option<WatchFailure> = None;
         let fut = watcher(api, watcher::Config::default())
             // Exponential, capped: a missing CRD is asked about again quietly, not in a hot loop.
             .default_backoff()
@@ -156,28 +157,37 @@ impl LiveDefaults {
             .for_each(move |ev| {
                 match ev {
                     Ok(_) => {
-                        missing_reported = false;
+                        reported = None;
                         publish(&tx, &flags, &store);
                         if store_settled(&store) {
                             settled_tx.send_replace(true);
                         }
                     }
-                    Err(e) if is_not_served(&e) => {
-                        // No CRD (or no such API group): the flags apply, and that is normal.
-                        if !missing_reported {
-                            info!(
-                                "HybridnetCluster is not served (no CRD); pod defaults come from the flags"
-                            );
-                            missing_reported = true;
-                        } else {
-                            debug!(error = %e, "HybridnetCluster still not served");
-                        }
-                        set(&tx, effective_defaults(&flags, None));
-                        settled_tx.send_replace(true);
-                    }
                     Err(e) => {
-                        // Transient: keep what we had, the watcher retries with backoff.
-                        debug!(error = %e, "HybridnetCluster watch failed; retrying");
+                        let failure = classify(&e);
+                        let first = reported != Some(failure);
+                        reported = Some(failure);
+                        match failure {
+                            // No CRD (or no such API group): the flags apply, and that is normal.
+                            WatchFailure::NotServed => {
+                                if first {
+                                    info!("HybridnetCluster is not served (no CRD); pod defaults come from the flags");
+                                }
+                                set(&tx, effective_defaults(&flags, None));
+                                settled_tx.send_replace(true);
+                            }
+                            // Missing RBAC: a deployment error worth one warning; nothing to read.
+                            WatchFailure::Forbidden => {
+                                if first {
+                                    warn!(error = %e, "not allowed to read HybridnetCluster; pod defaults come from the flags");
+                                }
+                                set(&tx, effective_defaults(&flags, None));
+                                settled_tx.send_replace(true);
+                            }
+                            // Transient: keep what we had; the watcher retries with backoff.
+                            WatchFailure::Other => {}
+                        }
+                        debug!(error = %e, "HybridnetCluster watch failed; retrying with backoff");
                     }
                 }
                 futures::future::ready(())
@@ -241,8 +251,18 @@ fn set(tx: &watch::Sender<Arc<EffectiveDefaults>>, new: EffectiveDefaults) {
     });
 }
 
-/// 404 (no CRD, no group) and 405 mean the kind is not served at all.
-fn is_not_served(e: &watcher::Error) -> bool {
+/// Why the HybridnetCluster watch failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WatchFailure {
+    /// 404 (no CRD, no API group) or 405: the kind is not served.
+    NotServed,
+    /// 401/403: this operator may not read it.
+    Forbidden,
+    /// Anything else (connection, 5xx, 410 expiry): passes by itself.
+    Other,
+}
+
+fn classify(e: &watcher::Error) -> WatchFailure {
     let api_code = match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => Some(s.code),
@@ -250,12 +270,9 @@ fn is_not_served(e: &watcher::Error) -> bool {
         _ => None,
     };
     match api_code {
-        Some(404 | 405) => true,
-        Some(403) => {
-            warn!("not allowed to read HybridnetCluster; pod defaults come from the flags");
-            false
-        }
-        _ => false,
+        Some(404 | 405) => WatchFailure::NotServed,
+        Some(401 | 403) => WatchFailure::Forbidden,
+        _ => WatchFailure::Other,
     }
 }
 
