@@ -6,18 +6,8 @@ mod common;
 use common::*;
 use hybridnet_api::v1::IPInstance;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::PostParams;
-
-async fn namespace(c: &Cluster, name: &str) {
-    let api: Api<Namespace> = Api::all(c.client.clone());
-    let mut ns = Namespace::default();
-    ns.metadata.name = Some(name.into());
-    api.create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace");
-}
 
 async fn statefulset(c: &Cluster, ns: &str, name: &str) -> String {
     let api: Api<StatefulSet> = Api::namespaced(c.client.clone(), ns);
@@ -39,62 +29,14 @@ async fn statefulset(c: &Cluster, ns: &str, name: &str) -> String {
 /// Networks and subnets through the plugin itself.
 async fn base(c: &Cluster) {
     let k = c.kubeconfig.as_path();
-    kubectl(k, &["network", "create", "overlay", "--vni", "4"])
-        .await
-        .ok();
-    kubectl(
+    overlay_and_vlan100(k).await;
+    create_subnet(k, "tiny", "overlay", "10.246.0.0/28", &["--private"]).await;
+    create_subnet(
         k,
+        "vlan100-a",
+        "vlan100",
+        "192.168.100.0/24",
         &[
-            "subnet",
-            "create",
-            "overlay-a",
-            "--network",
-            "overlay",
-            "--cidr",
-            "10.244.0.0/24",
-        ],
-    )
-    .await
-    .ok();
-    kubectl(
-        k,
-        &[
-            "subnet",
-            "create",
-            "tiny",
-            "--network",
-            "overlay",
-            "--cidr",
-            "10.246.0.0/28",
-            "--private",
-        ],
-    )
-    .await
-    .ok();
-    kubectl(
-        k,
-        &[
-            "network",
-            "create",
-            "vlan100",
-            "--vlan-id",
-            "100",
-            "--node-selector",
-            "rack=a",
-        ],
-    )
-    .await
-    .ok();
-    kubectl(
-        k,
-        &[
-            "subnet",
-            "create",
-            "vlan100-a",
-            "--network",
-            "vlan100",
-            "--cidr",
-            "192.168.100.0/24",
             "--gateway",
             "192.168.100.1",
             "--start",
@@ -107,8 +49,7 @@ async fn base(c: &Cluster) {
             "192.168.100.30",
         ],
     )
-    .await
-    .ok();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +60,7 @@ async fn ip_ls_and_usage() {
     let c = cluster(true).await;
     let k = c.kubeconfig.as_path();
     base(&c).await;
-    namespace(&c, "team-a").await;
+    namespace(&c.client, "team-a").await;
     let cl = &c.client;
     ipinstance(
         cl,
@@ -338,7 +279,7 @@ async fn ip_check_finds_and_fixes_seeded_leaks() {
     let c = cluster(true).await;
     let k = c.kubeconfig.as_path();
     base(&c).await;
-    namespace(&c, "team-a").await;
+    namespace(&c.client, "team-a").await;
     let cl = &c.client;
     let web_uid = statefulset(&c, "default", "web").await;
     let p1 = pod(cl, "default", "p1", "node1", Some("10.244.0.10"), None).await;

@@ -836,10 +836,8 @@ async fn complete_direct(words: &[&str], helper: &std::path::Path, env: &[(&str,
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().await.expect("run the helper");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    Run::of(cmd.spawn().expect("run the helper")).await
 }

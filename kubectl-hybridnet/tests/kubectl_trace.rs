@@ -26,68 +26,23 @@ async fn topology() -> Topology {
         node(cl, n, ip, &[("rack", rack)]).await;
         nodeinfo(cl, n, ip, mac).await;
     }
-    kubectl(k, &["network", "create", "overlay", "--vni", "4"])
-        .await
-        .ok();
-    kubectl(
+    overlay_and_vlan100(k).await;
+    create_subnet(
         k,
-        &[
-            "subnet",
-            "create",
-            "overlay-a",
-            "--network",
-            "overlay",
-            "--cidr",
-            "10.244.0.0/24",
-        ],
+        "overlay-nonat",
+        "overlay",
+        "10.245.0.0/24",
+        &["--no-nat"],
     )
-    .await
-    .ok();
-    kubectl(
+    .await;
+    create_subnet(
         k,
-        &[
-            "subnet",
-            "create",
-            "overlay-nonat",
-            "--network",
-            "overlay",
-            "--cidr",
-            "10.245.0.0/24",
-            "--no-nat",
-        ],
+        "vlan100-a",
+        "vlan100",
+        "192.168.100.0/24",
+        &["--gateway", "192.168.100.1"],
     )
-    .await
-    .ok();
-    kubectl(
-        k,
-        &[
-            "network",
-            "create",
-            "vlan100",
-            "--vlan-id",
-            "100",
-            "--node-selector",
-            "rack=a",
-        ],
-    )
-    .await
-    .ok();
-    kubectl(
-        k,
-        &[
-            "subnet",
-            "create",
-            "vlan100-a",
-            "--network",
-            "vlan100",
-            "--cidr",
-            "192.168.100.0/24",
-            "--gateway",
-            "192.168.100.1",
-        ],
-    )
-    .await
-    .ok();
+    .await;
     kubectl(
         k,
         &[
@@ -104,20 +59,7 @@ async fn topology() -> Topology {
     )
     .await
     .ok();
-    kubectl(
-        k,
-        &[
-            "subnet",
-            "create",
-            "bgp-a",
-            "--network",
-            "bgp",
-            "--cidr",
-            "172.16.0.0/24",
-        ],
-    )
-    .await
-    .ok();
+    create_subnet(k, "bgp-a", "bgp", "172.16.0.0/24", &[]).await;
     network_nodes(cl, "overlay", &["node1", "node2", "node3"]).await;
     network_nodes(cl, "vlan100", &["node1", "node2"]).await;
     network_nodes(cl, "bgp", &["node3"]).await;
@@ -347,17 +289,9 @@ async fn trace_text_output_and_errors() {
         r.stdout
     );
     let r = kubectl(k, &["trace", "u1", "--to", "u2"]).await;
-    capture(
-        "trace-vlan",
-        "kubectl hybridnet trace u1 --to u2",
-        &r.ok().clone_run(),
-    );
+    capture("trace-vlan", "kubectl hybridnet trace u1 --to u2", r.ok());
     let r = kubectl(k, &["trace", "o1"]).await;
-    capture(
-        "trace-outside",
-        "kubectl hybridnet trace o1",
-        &r.ok().clone_run(),
-    );
+    capture("trace-outside", "kubectl hybridnet trace o1", r.ok());
     assert!(r.stdout.contains("NAT: source masqueraded"), "{}", r.stdout);
 
     let r = kubectl(k, &["trace", "nope"]).await;
@@ -396,10 +330,7 @@ async fn trace_text_output_and_errors() {
     );
     // With an agent pod on node1 the plugin runs `kubectl exec` into it; kube-lite cannot exec,
     // so kubectl's own error is shown for node1, and node2 still has no agent.
-    let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(t.c.client.clone());
-    let mut n = k8s_openapi::api::core::v1::Namespace::default();
-    n.metadata.name = Some("hybridnet-system".into());
-    ns.create(&Default::default(), &n).await.unwrap();
+    namespace(&t.c.client, "hybridnet-system").await;
     let agents: kube::Api<k8s_openapi::api::core::v1::Pod> =
         kube::Api::namespaced(t.c.client.clone(), "hybridnet-system");
     let mut p = k8s_openapi::api::core::v1::Pod::default();
@@ -438,22 +369,8 @@ async fn trace_text_output_and_errors() {
     capture(
         "trace-live",
         "kubectl hybridnet trace o1 --to o2 --live",
-        &r.clone_run(),
+        &r,
     );
-}
-
-trait CloneRun {
-    fn clone_run(&self) -> Run;
-}
-
-impl CloneRun for Run {
-    fn clone_run(&self) -> Run {
-        Run {
-            code: self.code,
-            stdout: self.stdout.clone(),
-            stderr: self.stderr.clone(),
-        }
-    }
 }
 
 /// Sets (or, with `None`, removes) node1's published route-tables annotation.

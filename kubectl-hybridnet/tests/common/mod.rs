@@ -12,7 +12,9 @@ use hybridnet_api::v1::{
     Address, Binding, IPInstance, IPInstanceSpec, IpVersion, NodeInfo, NodeInfoSpec,
     ReferredObject, VtepInfo,
 };
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus, Pod, PodIP, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, NodeAddress, NodeStatus, Pod, PodIP, PodSpec, PodStatus,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -98,7 +100,7 @@ pub fn path_env(extra: Option<&Path>) -> String {
     parts.join(":")
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Run {
     pub code: i32,
     pub stdout: String,
@@ -117,6 +119,19 @@ impl Run {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+
+    /// Waits (at most 60 s) for a started command with piped output and collects what it wrote.
+    pub async fn of(child: tokio::process::Child) -> Run {
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("command timed out")
+            .expect("command output");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 }
 
@@ -146,15 +161,7 @@ pub async fn kubectl_stdin(kubeconfig: &Path, args: &[&str], stdin: Option<&str>
         let mut s = child.stdin.take().expect("stdin");
         s.write_all(input.as_bytes()).await.expect("write stdin");
     }
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("kubectl timed out")
-        .expect("kubectl output");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::of(child).await
 }
 
 /// Plain kubectl (not the plugin), e.g. `__complete`.
@@ -168,18 +175,57 @@ pub async fn kubectl_raw(args: &[&str], extra_path: Option<&Path>, env: &[(&str,
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("kubectl timed out")
-        .expect("kubectl output");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::of(cmd.spawn().expect("spawn kubectl")).await
 }
 
 // ------------------------------------------------------------------ seeding
+
+/// `kubectl hybridnet subnet create NAME --network NETWORK --cidr CIDR FLAGS...`, which must succeed.
+pub async fn create_subnet(k: &Path, name: &str, network: &str, cidr: &str, flags: &[&str]) {
+    let mut args = vec![
+        "subnet",
+        "create",
+        name,
+        "--network",
+        network,
+        "--cidr",
+        cidr,
+    ];
+    args.extend_from_slice(flags);
+    kubectl(k, &args).await.ok();
+}
+
+/// Through the plugin: the overlay network `overlay` (VNI 4) with subnet `overlay-a`
+/// (10.244.0.0/24), and the VLAN network `vlan100` (VLAN 100) of the nodes labelled rack=a.
+pub async fn overlay_and_vlan100(k: &Path) {
+    kubectl(k, &["network", "create", "overlay", "--vni", "4"])
+        .await
+        .ok();
+    create_subnet(k, "overlay-a", "overlay", "10.244.0.0/24", &[]).await;
+    kubectl(
+        k,
+        &[
+            "network",
+            "create",
+            "vlan100",
+            "--vlan-id",
+            "100",
+            "--node-selector",
+            "rack=a",
+        ],
+    )
+    .await
+    .ok();
+}
+
+pub async fn namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.into());
+    api.create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+}
 
 pub async fn node(client: &Client, name: &str, ip: &str, labels: &[(&str, &str)]) {
     let api: Api<Node> = Api::all(client.clone());
