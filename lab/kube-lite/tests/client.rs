@@ -21,6 +21,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+use common::api_err;
+
 const T: Duration = Duration::from_secs(10);
 
 async fn server() -> (kube_lite::ServerHandle, Client) {
@@ -45,11 +48,18 @@ fn cm(name: &str, data: &[(&str, &str)]) -> ConfigMap {
     c
 }
 
-fn api_err(e: kube::Error) -> kube::core::Status {
-    match e {
-        kube::Error::Api(s) => *s,
-        other => panic!("expected an API error, got {other:?}"),
-    }
+/// Waits (at most T) until the object `name` with this uid is gone.
+async fn await_deleted<K>(api: &Api<K>, name: &str, uid: &str)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    tokio::time::timeout(
+        T,
+        await_condition(api.clone(), name, conditions::is_deleted(uid)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{name} still exists after {T:?}"))
+    .unwrap();
 }
 
 #[tokio::test]
@@ -498,17 +508,7 @@ async fn owner_references_are_garbage_collected_and_orphaning_works() {
     cms.delete("owner", &DeleteParams::background())
         .await
         .unwrap();
-    tokio::time::timeout(
-        T,
-        await_condition(
-            cms.clone(),
-            "dep-1",
-            conditions::is_deleted(&dep1.uid().unwrap()),
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    await_deleted(&cms, "dep-1", &dep1.uid().unwrap()).await;
     assert_eq!(api_err(cms.get("dep-2").await.unwrap_err()).code, 404);
 
     // Orphan: dependents stay and lose the reference
@@ -662,17 +662,7 @@ async fn namespace_deletion_removes_contents() {
     nss.delete("doomed", &DeleteParams::default())
         .await
         .unwrap();
-    tokio::time::timeout(
-        T,
-        await_condition(
-            nss.clone(),
-            "doomed",
-            conditions::is_deleted(&ns.uid().unwrap()),
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    await_deleted(&nss, "doomed", &ns.uid().unwrap()).await;
     assert!(
         cms.list(&ListParams::default())
             .await
@@ -813,17 +803,7 @@ async fn controller_reconciles_cluster_scoped_crd_with_finalizer() {
         .delete("g1", &DeleteParams::default())
         .await
         .unwrap();
-    tokio::time::timeout(
-        T,
-        await_condition(
-            gadgets.clone(),
-            "g1",
-            conditions::is_deleted(&live.uid().unwrap()),
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    await_deleted(&gadgets, "g1", &live.uid().unwrap()).await;
     assert_eq!(*ctx.cleaned.lock().unwrap(), vec!["g1".to_string()]);
     assert!(Gadget::crd().spec.scope == "Cluster");
     handle.abort();
@@ -888,17 +868,7 @@ async fn foreground_deletion_waits_for_dependents() {
     )
     .await
     .unwrap();
-    tokio::time::timeout(
-        T,
-        await_condition(
-            cms.clone(),
-            "fg-owner",
-            conditions::is_deleted(&owner.uid().unwrap()),
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    await_deleted(&cms, "fg-owner", &owner.uid().unwrap()).await;
 }
 
 #[tokio::test]

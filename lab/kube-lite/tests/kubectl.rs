@@ -32,6 +32,27 @@ struct Kubectl {
 }
 
 impl Kubectl {
+    /// Starts a kube-lite server and points kubectl at it; the server lives as long as the handle.
+    async fn with_server(bin: PathBuf) -> (kube_lite::ServerHandle, Kubectl) {
+        let srv = kube_lite::Server::start(kube_lite::Config::default())
+            .await
+            .expect("start kube-lite");
+        let kubeconfig = srv.kubeconfig_path().to_path_buf();
+        (srv, Kubectl { bin, kubeconfig })
+    }
+
+    /// Waits (at most 10 s) until kubectl sees the CRD as established.
+    async fn wait_established(&self, crd: &str) {
+        self.ok(&[
+            "wait",
+            "--for",
+            "condition=established",
+            &format!("crd/{crd}"),
+            "--timeout=10s",
+        ])
+        .await;
+    }
+
     async fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let (bin, kc) = (self.bin.clone(), self.kubeconfig.clone());
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -115,24 +136,11 @@ spec:
 #[tokio::test]
 async fn kubectl_custom_resources_with_printer_columns_and_watch() {
     let Some(bin) = kubectl_bin() else { return };
-    let srv = kube_lite::Server::start(kube_lite::Config::default())
-        .await
-        .unwrap();
-    let k = Kubectl {
-        bin: bin.clone(),
-        kubeconfig: srv.kubeconfig_path().to_path_buf(),
-    };
+    let (_srv, k) = Kubectl::with_server(bin).await;
 
     k.ok_stdin(&["apply", "--server-side", "-f", "-"], Some(WIDGET_CRD))
         .await;
-    k.ok(&[
-        "wait",
-        "--for",
-        "condition=established",
-        "crd/widgets.example.com",
-        "--timeout=10s",
-    ])
-    .await;
+    k.wait_established("widgets.example.com").await;
     k.ok_stdin(
         &["create", "-f", "-"],
         Some("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {size: 3}\n"),
@@ -151,9 +159,9 @@ async fn kubectl_custom_resources_with_printer_columns_and_watch() {
     assert_eq!(r[2], vec!["w2", "7"]);
 
     // get -w: a watch with Table output, ended by killing kubectl once the expected rows came
-    let mut child = tokio::process::Command::new(&bin)
+    let mut child = tokio::process::Command::new(&k.bin)
         .arg("--kubeconfig")
-        .arg(srv.kubeconfig_path())
+        .arg(&k.kubeconfig)
         .args(["get", "widgets", "-w"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -282,13 +290,7 @@ async fn kubectl_applies_the_project_crds() {
         eprintln!("SKIP: deploy/crds not present in this checkout");
         return;
     };
-    let srv = kube_lite::Server::start(kube_lite::Config::default())
-        .await
-        .unwrap();
-    let k = Kubectl {
-        bin,
-        kubeconfig: srv.kubeconfig_path().to_path_buf(),
-    };
+    let (_srv, k) = Kubectl::with_server(bin).await;
     let dir = dir.to_string_lossy().into_owned();
     k.ok(&["apply", "--server-side", "-f", &dir]).await;
     // client-side apply of the same files also works (last-applied annotation, 3-way merge)
@@ -300,14 +302,7 @@ async fn kubectl_applies_the_project_crds() {
         "ipinstances.networking.alibaba.com",
     ] {
         assert!(crds.contains(name), "{name} missing in {crds}");
-        k.ok(&[
-            "wait",
-            "--for",
-            "condition=established",
-            &format!("crd/{name}"),
-            "--timeout=10s",
-        ])
-        .await;
+        k.wait_established(name).await;
     }
     let resources = k
         .ok(&[
@@ -340,13 +335,7 @@ async fn kubectl_applies_the_project_crds() {
 #[tokio::test]
 async fn kubectl_builtin_objects() {
     let Some(bin) = kubectl_bin() else { return };
-    let srv = kube_lite::Server::start(kube_lite::Config::default())
-        .await
-        .unwrap();
-    let k = Kubectl {
-        bin,
-        kubeconfig: srv.kubeconfig_path().to_path_buf(),
-    };
+    let (_srv, k) = Kubectl::with_server(bin).await;
     let ns = k.ok(&["get", "ns"]).await;
     assert!(
         rows(&ns)
@@ -541,23 +530,10 @@ spec:
 #[tokio::test]
 async fn kubectl_custom_resource_schema_validation_pruning_and_defaults() {
     let Some(bin) = kubectl_bin() else { return };
-    let srv = kube_lite::Server::start(kube_lite::Config::default())
-        .await
-        .unwrap();
-    let k = Kubectl {
-        bin,
-        kubeconfig: srv.kubeconfig_path().to_path_buf(),
-    };
+    let (_srv, k) = Kubectl::with_server(bin).await;
     k.ok_stdin(&["apply", "--server-side", "-f", "-"], Some(SCHEMA_CRD))
         .await;
-    k.ok(&[
-        "wait",
-        "--for",
-        "condition=established",
-        "crd/gizmos.example.com",
-        "--timeout=10s",
-    ])
-    .await;
+    k.wait_established("gizmos.example.com").await;
     // kubectl validates strictly by default: unknown fields are refused
     let err = k
         .fails(&["apply", "-f", "-"], Some("apiVersion: example.com/v1\nkind: Gizmo\nmetadata: {name: g}\nspec: {mode: VLAN, typo: 1}\n"))
@@ -598,13 +574,7 @@ async fn kubectl_custom_resource_schema_validation_pruning_and_defaults() {
 #[tokio::test]
 async fn kubectl_imperative_create_generators() {
     let Some(bin) = kubectl_bin() else { return };
-    let srv = kube_lite::Server::start(kube_lite::Config::default())
-        .await
-        .unwrap();
-    let k = Kubectl {
-        bin,
-        kubeconfig: srv.kubeconfig_path().to_path_buf(),
-    };
+    let (_srv, k) = Kubectl::with_server(bin).await;
     // these generators send protobuf bodies
     k.ok(&["create", "namespace", "lab"]).await;
     k.ok(&[

@@ -13,6 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+use common::api_err;
+
 #[derive(Default)]
 struct Calls(Mutex<Vec<(String, String, String)>>);
 
@@ -160,13 +163,6 @@ async fn apply(client: &Client, kind: &str, obj: Value) {
     .unwrap();
 }
 
-fn status_of(e: kube::Error) -> kube::core::Status {
-    match e {
-        kube::Error::Api(s) => *s,
-        other => panic!("expected API error, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn mutating_and_denying_webhooks() {
     let hooks = start_hooks().await;
@@ -218,7 +214,7 @@ async fn mutating_and_denying_webhooks() {
     );
     assert_eq!(hooks.calls.count("deny"), 1);
 
-    let e = status_of(
+    let e = api_err(
         guarded
             .create(&PostParams::default(), &cm("bad-1", &[]))
             .await
@@ -323,7 +319,7 @@ async fn failure_policy_timeouts_and_ca_verification() {
         ),
     )
     .await;
-    let e = status_of(
+    let e = api_err(
         cms.create(&PostParams::default(), &cm("b", &[]))
             .await
             .unwrap_err(),
@@ -353,7 +349,7 @@ async fn failure_policy_timeouts_and_ca_verification() {
         ),
     )
     .await;
-    let e = status_of(
+    let e = api_err(
         cms.create(&PostParams::default(), &cm("c", &[]))
             .await
             .unwrap_err(),
@@ -380,7 +376,7 @@ async fn failure_policy_timeouts_and_ca_verification() {
     )
     .await;
     let t0 = std::time::Instant::now();
-    let e = status_of(
+    let e = api_err(
         cms.create(&PostParams::default(), &cm("d", &[]))
             .await
             .unwrap_err(),
