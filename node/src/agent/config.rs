@@ -100,6 +100,11 @@ pub struct AgentConfig {
     /// duration: `3s`, `500ms`, `1m`; `0` disables the VLAN checks).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub vlan_check_timeout: Duration,
+    /// Keep one local pod address (noprefixroute, scope link, no local routes) on each VLAN
+    /// interface per IPv4 subnet with local pods, so ARP from the node has a sender inside the
+    /// subnet (`--enable-vlan-arp-enhancement=false` removes them).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_vlan_arp_enhancement: bool,
 }
 
 /// Parses a Go-style duration as upstream's flags take them: a sequence of `<number><unit>` with
@@ -215,6 +220,7 @@ impl AgentConfig {
                 &self.extra_node_local_vxlan_ip_cidrs,
             )?,
             tables: self.tables()?,
+            vlan_arp_enhancement: self.enable_vlan_arp_enhancement,
         })
     }
 }
@@ -239,6 +245,10 @@ mod tests {
         assert_eq!(c.cni_conflist_name, "06-hybridnet.conflist");
         assert_eq!(c.health_port, 11021);
         assert_eq!(c.vlan_check_timeout, Duration::from_secs(3));
+        assert!(c.enable_vlan_arp_enhancement && p.vlan_arp_enhancement);
+        let off = parse(&["--enable-vlan-arp-enhancement=false"]).unwrap();
+        assert!(!off.plan_config().unwrap().vlan_arp_enhancement);
+        assert!(parse(&["--enable-vlan-arp-enhancement=maybe"]).is_err());
     }
 
     #[test]

@@ -28,13 +28,13 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
-    fn add(&mut self, kind: &'static str) {
+    pub(super) fn add(&mut self, kind: &'static str) {
         self.changes.entry(kind).or_default().0 += 1;
     }
-    fn del(&mut self, kind: &'static str) {
+    pub(super) fn del(&mut self, kind: &'static str) {
         self.changes.entry(kind).or_default().1 += 1;
     }
-    fn fail(&mut self, e: impl std::fmt::Display) {
+    pub(super) fn fail(&mut self, e: impl std::fmt::Display) {
         let s = e.to_string();
         warn!(error = %s, "data plane object not applied");
         self.errors.push(s);
@@ -129,6 +129,12 @@ impl Applier {
             .as_ref()
             .and_then(|v| index.get(&v.name).copied());
 
+        // ARP enhancement (spec 5.6): after the VLAN links exist.
+        if let Err(e) =
+            super::arp_enhance::apply_enhanced_addresses(&h, plan, &index, &mut rep).await
+        {
+            rep.fail(e);
+        }
         if let Some(vx) = vx_index {
             self.apply_fdb(plan, vx, &mut rep).await?;
             self.apply_vxlan_neighbours(plan, vx, &mut rep).await?;

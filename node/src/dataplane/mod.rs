@@ -26,6 +26,7 @@
 //! kernel's listing of the table are unchanged since the last apply.
 
 mod apply;
+mod arp_enhance;
 mod host;
 pub mod kernel;
 pub mod netns;

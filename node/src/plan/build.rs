@@ -225,6 +225,10 @@ impl<'a> Planner<'a> {
             })
             .collect();
         self.plan.nft = nft::render(&self.plan, &views, &self.families);
+        if self.cfg.vlan_arp_enhancement {
+            self.plan.vlan_enhanced_addresses =
+                super::arp_enhance::enhanced_addresses(&self.plan, self.host);
+        }
     }
 
     fn overlay_network(&mut self) -> Option<&'a Network> {

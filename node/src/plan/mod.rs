@@ -19,6 +19,7 @@
 //! does not matter. Subnet table numbers are kept across restarts (read back from the host) and
 //! new subnets take the lowest free number, so adding a subnet never renumbers another.
 
+mod arp_enhance;
 mod build;
 mod exclude;
 mod model;

@@ -168,6 +168,9 @@ pub struct PlanConfig {
     /// Addresses in these are published as node-local VXLAN IPs too.
     pub extra_node_local_vxlan_ip_cidrs: Vec<Cidr>,
     pub tables: TableConfig,
+    /// Plan enhanced addresses on VLAN interfaces (`--enable-vlan-arp-enhancement`; the agent's
+    /// flag defaults to true, the library default is off).
+    pub vlan_arp_enhancement: bool,
 }
 
 impl Default for PlanConfig {
@@ -191,6 +194,7 @@ impl Default for PlanConfig {
             ],
             extra_node_local_vxlan_ip_cidrs: Vec::new(),
             tables: TableConfig::default(),
+            vlan_arp_enhancement: false,
         }
     }
 }
@@ -266,6 +270,16 @@ pub struct VlanLink {
     pub name: String,
     pub parent: String,
     pub id: u16,
+}
+
+/// An "enhanced" IPv4 address on a VLAN forward interface (spec 5.6, see `arp_enhance`): a
+/// local pod's address with the subnet prefix, `noprefixroute`, scope link, and without the
+/// local-table routes the kernel adds for it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EnhancedAddress {
+    pub dev: String,
+    pub ip: std::net::Ipv4Addr,
+    pub prefix: u8,
 }
 
 /// A pod of this node as the data plane sees it.
@@ -348,6 +362,8 @@ pub struct DataPlanePlan {
     /// Proxy entries on non-hybridnet devices are removed only inside these (cluster pod CIDRs).
     pub cluster_cidrs: BTreeSet<Cidr>,
     pub vlan_links: BTreeSet<VlanLink>,
+    /// ARP enhancement addresses on VLAN forward interfaces (empty when disabled).
+    pub vlan_enhanced_addresses: BTreeSet<EnhancedAddress>,
     /// Interfaces whose traffic to local underlay nets (not local pods) is dropped (loop guard).
     pub underlay_interfaces: BTreeSet<String>,
     pub local_pods: BTreeMap<IpAddr, LocalPod>,
