@@ -8,7 +8,9 @@
 //! once its routes are announced; bird learns each pod /32 and /128 (NO_EXPORT, AS_PATH = the
 //! node's AS) and the subnet prefixes and installs them in its kernel table; pods on the two
 //! nodes reach each other and the outside host (IPv4 and IPv6) through the ToR; deleting a pod
-//! withdraws its routes at the ToR; metrics and readiness follow the sessions.
+//! withdraws its routes at the ToR; metrics and readiness follow the sessions. And ADD also
+//! waits for the kernel to route the pod out: its subnet's policy rule and the table's default
+//! route via the peer (code 11 while either is missing, though the pod is announced).
 #![cfg(all(target_os = "linux", feature = "dataplane"))]
 
 use std::collections::BTreeMap;
@@ -16,7 +18,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -295,6 +297,15 @@ fn global_network() -> Network {
 }
 
 fn subnet(name: &str, network: &str, cidr: &str, version: IpVersion) -> Subnet {
+    // An IPv6 /64 needs a range: subnets may hold at most 65,536 addresses (the planner skips
+    // an invalid subnet, and then its pods have no table).
+    let (start, end) = match version {
+        IpVersion::V6 => {
+            let base = cidr.split("::/").next().unwrap_or_default();
+            (Some(format!("{base}::1")), Some(format!("{base}::ffff")))
+        }
+        IpVersion::V4 => (None, None),
+    };
     Subnet::new(
         name,
         SubnetSpec {
@@ -303,8 +314,8 @@ fn subnet(name: &str, network: &str, cidr: &str, version: IpVersion) -> Subnet {
             range: AddressRange {
                 version,
                 cidr: cidr.into(),
-                start: None,
-                end: None,
+                start,
+                end,
                 gateway: None,
                 reserved_ips: None,
                 exclude_ips: None,
@@ -393,6 +404,10 @@ struct NodeAgent {
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
     diagnostics: Arc<Mutex<String>>,
     cni: Arc<CniService>,
+    /// Whether the reconcile loop applies its plan to the kernel (tests switch it off to hold
+    /// the routing back while BGP runs), and the gate the loop holds while it applies.
+    apply: Arc<AtomicBool>,
+    applying: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The CNI lookup of the test agent: IPInstances from its API state, readiness from BGP.
@@ -422,6 +437,12 @@ impl IpInstanceLookup for Lookup {
 
 impl NodeAgent {
     fn start(ns: &Ns, api: ApiState, pod_wait: Duration) -> NodeAgent {
+        Self::start_with(ns, api, pod_wait, true)
+    }
+
+    fn start_with(ns: &Ns, api: ApiState, pod_wait: Duration, apply: bool) -> NodeAgent {
+        let apply = Arc::new(AtomicBool::new(apply));
+        let applying = Arc::new(tokio::sync::Mutex::new(()));
         let node = api.node_name.clone();
         let (api_tx, api_rx) = watch::channel(api);
         let bgp = Arc::new(BgpState::new(pod_wait));
@@ -432,6 +453,8 @@ impl NodeAgent {
             let mut rx = api_rx.clone();
             let state = bgp.clone();
             let diag = diagnostics.clone();
+            let apply = apply.clone();
+            let applying = applying.clone();
             std::thread::spawn(move || {
                 run_in_netns(&name, move |handle| async move {
                     let cfg = PlanConfig {
@@ -451,12 +474,18 @@ impl NodeAgent {
                         let host = read_host_state(&handle, &cfg.tables).await?;
                         let plan = build_plan(&api, &host, &cfg);
                         let report = bgp.reconcile(&api, &host, &cfg.prefer_bgp_interfaces);
-                        let applied = applier.apply(&plan).await;
+                        let gate = applying.lock().await;
+                        let applied = if apply.load(Ordering::SeqCst) {
+                            Some(applier.apply(&plan).await)
+                        } else {
+                            None
+                        };
+                        drop(gate);
                         if let Ok(mut d) = diag.lock() {
                             *d = format!(
                                 "plan problems {:?}; bgp {report:?}; apply {:?}",
                                 plan.problems,
-                                applied.as_ref().map(|r| &r.errors)
+                                applied.as_ref().map(|a| a.as_ref().map(|r| &r.errors))
                             );
                         }
                         tokio::select! {
@@ -489,7 +518,17 @@ impl NodeAgent {
             thread: Some(thread),
             diagnostics,
             cni: Arc::new(cni),
+            apply,
+            applying,
         }
+    }
+
+    /// Switches applying the plan on or off (and wakes the loop); returns once no apply that
+    /// began before the switch is still running.
+    async fn set_apply(&self, on: bool) {
+        self.apply.store(on, Ordering::SeqCst);
+        drop(self.applying.lock().await);
+        self.api.send_modify(|_| {});
     }
 
     fn set_instances(&self, instances: Vec<IPInstance>) {
@@ -892,5 +931,105 @@ async fn two_bgp_nodes_reach_each_other_and_the_outside_through_bird() {
 
     drop(n1);
     drop(n2);
+    drop(bird);
+}
+
+/// The table number of the policy rule for `cidr` in a namespace (`ip rule`).
+fn rule_table(ns: &Ns, family: &str, cidr: &str) -> Option<String> {
+    ns.ip(&format!("{family} rule show"))
+        .lines()
+        .find(|l| l.contains(&format!("from {cidr} ")))
+        .and_then(|l| l.split("lookup ").nth(1))
+        .map(|t| t.split_whitespace().next().unwrap_or_default().to_string())
+}
+
+/// CNI ADD of a BGP pod waits for the routing that makes the pod usable, not only for its
+/// announcement: the subnet's policy rule and the table's default route via the peer. The
+/// agent's apply is held back while the sessions run, so the pods are announced (the ToR
+/// learns them) but the kernel cannot route their replies out yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bgp_pod_add_waits_for_its_subnet_rule_and_default_route() {
+    if !may_run("bgp_pod_add_waits_for_its_subnet_rule_and_default_route") {
+        return;
+    }
+    let t = topology();
+    let dir = tempfile::tempdir().unwrap();
+    let pod_a = Ns::new("pa");
+    let pod_g = Ns::new("pg");
+    let bird = Bird::start(&t.tor, dir.path(), &bird_config());
+    let n1 = NodeAgent::start_with(
+        &t.node1,
+        api_state("node1", pod_instances()),
+        Duration::from_secs(3),
+        false,
+    );
+    eventually("required BGP session", Duration::from_secs(20), || async {
+        n1.bgp
+            .readiness()
+            .map_err(|e| format!("{e}; {}", n1.diagnostics()))
+    })
+    .await;
+    eventually("pod a announced", Duration::from_secs(10), || async {
+        let r = bird.routes();
+        if path_of(&r, "198.19.1.10/32", "node1").is_some() {
+            Ok(())
+        } else {
+            Err(format!("{r:#?}"))
+        }
+    })
+    .await;
+    assert_eq!(rule_table(&t.node1, "-4", "198.19.1.0/24"), None);
+
+    // Announced, but no subnet rule or table yet: try again later, saying why.
+    let r = n1.cni(AgentCommand::Add, "a", &pod_a).await;
+    let e = r.error.expect("ADD must wait for the pod's routing");
+    assert_eq!(e.code, 11, "{e:?}");
+    assert!(
+        e.msg.contains("announced") && e.msg.contains("no policy rule"),
+        "{e:?}"
+    );
+    let r = n1.cni(AgentCommand::Del, "a", &pod_a).await;
+    assert!(r.error.is_none(), "{r:?}");
+
+    // The agent applies its plan: the same ADD now succeeds, and the pod's table routes via
+    // the peer.
+    n1.set_apply(true).await;
+    n1.add_ok("a", &pod_a).await;
+    let table = rule_table(&t.node1, "-4", "198.19.1.0/24").expect("subnet rule applied");
+    let routes = t.node1.ip(&format!("route show table {table}"));
+    assert!(
+        routes.contains(&format!("default via {TOR_PEER} dev eth0")),
+        "table {table}: {routes}"
+    );
+    let table6 = rule_table(&t.node1, "-6", "fd00:19:1::/64").expect("IPv6 subnet rule");
+    assert!(
+        t.node1
+            .ip(&format!("-6 route show table {table6}"))
+            .contains("default via"),
+        "IPv6 table {table6}"
+    );
+    reaches(&pod_a, "pod a -> outside", "198.18.2.1").await;
+
+    // The rule is there but the table lost its default route (and the agent does not repair it
+    // while its apply is held): the GlobalBGP pod g is announced but not ready.
+    n1.set_apply(false).await;
+    let table_g = rule_table(&t.node1, "-4", "198.19.200.0/24").expect("GlobalBGP subnet rule");
+    t.node1.ip(&format!("route del default table {table_g}"));
+    let r = n1.cni(AgentCommand::Add, "g", &pod_g).await;
+    let e = r
+        .error
+        .expect("ADD must wait for the table's default route");
+    assert_eq!(e.code, 11, "{e:?}");
+    assert!(
+        e.msg.contains(&format!("routing table {table_g}")) && e.msg.contains("no default route"),
+        "{e:?}"
+    );
+    let r = n1.cni(AgentCommand::Del, "g", &pod_g).await;
+    assert!(r.error.is_none(), "{r:?}");
+    n1.set_apply(true).await;
+    n1.add_ok("g", &pod_g).await;
+    reaches(&pod_g, "GlobalBGP pod g -> outside", "198.18.2.1").await;
+
+    drop(n1);
     drop(bird);
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use hybridnet_bgp::{BgpSpeaker, PeerConfig, PeerState, Prefix, SpeakerConfig, State};
 use hybridnet_cni::CniError;
 
-use super::desired::{DesiredBgp, SpeakerIdentity, desired_bgp};
+use super::desired::{DesiredBgp, SpeakerIdentity, desired_bgp, family_gateway};
+use super::routing;
 use crate::cniserver::PodAddressing;
 use crate::plan::{ApiState, HostState, PlanProblem};
 
@@ -27,12 +28,18 @@ struct Snapshot {
     announced_networks: BTreeSet<String>,
     /// Every BGP-mode or GlobalBGP network of the cluster: their pods need an announcement.
     cluster_bgp_networks: BTreeSet<String>,
+    /// The traffic-routing peer per family (IPv4, IPv6): the gateway of BGP subnet tables.
+    gateways: [Option<IpAddr>; 2],
 }
 
 /// BGP state shared by the reconcile loop, the CNI server, `/readyz` and `/metrics`.
 pub struct BgpState {
     current: RwLock<Snapshot>,
     pod_wait: Duration,
+    /// Whether pod readiness also checks the kernel's rule and table (see [`routing`]).
+    check_routes: bool,
+    /// Netlink in the node's network namespace, made by the reconcile loop (which runs there).
+    netlink: RwLock<Option<rtnetlink::Handle>>,
 }
 
 impl Default for BgpState {
@@ -71,11 +78,36 @@ fn describe(peers: &[PeerState]) -> String {
 }
 
 impl BgpState {
-    /// `pod_wait`: how long CNI ADD waits for a BGP pod's announcement.
+    /// `pod_wait`: how long CNI ADD waits for a BGP pod's announcement and routing.
     pub fn new(pod_wait: Duration) -> Self {
         BgpState {
             current: RwLock::new(Snapshot::default()),
             pod_wait,
+            check_routes: true,
+            netlink: RwLock::new(None),
+        }
+    }
+
+    /// Pod readiness from the announcements alone, for a state whose node has no data plane
+    /// applied by this agent (unit tests of the BGP wiring in the host namespace).
+    pub fn without_route_check(pod_wait: Duration) -> Self {
+        BgpState {
+            check_routes: false,
+            ..Self::new(pod_wait)
+        }
+    }
+
+    fn netlink(&self) -> Option<rtnetlink::Handle> {
+        match self.netlink.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn set_netlink(&self, handle: rtnetlink::Handle) {
+        match self.netlink.write() {
+            Ok(mut g) => *g = Some(handle),
+            Err(p) => *p.into_inner() = Some(handle),
         }
     }
 
@@ -125,9 +157,33 @@ impl BgpState {
         )
     }
 
+    /// Why the pod's traffic cannot leave through its subnet's table yet (see [`routing`]).
+    async fn route_problem(&self, snap: &Snapshot, ips: &[IpAddr]) -> Option<String> {
+        let Some(handle) = self.netlink() else {
+            return Some(
+                "the agent has no netlink connection in the node's namespace yet".to_string(),
+            );
+        };
+        for ip in ips {
+            let family = hybridnet_api::v1::IpVersion::of(ip);
+            let gateway = snap.gateways[usize::from(ip.is_ipv6())];
+            match routing::read_kernel(&handle, family).await {
+                Err(e) => return Some(format!("cannot read the kernel's rules and routes: {e}")),
+                Ok((rules, defaults)) => {
+                    if let Some(p) = routing::routing_problem(*ip, &rules, &defaults, gateway) {
+                        return Some(p);
+                    }
+                }
+            }
+        }
+        None
+    }
+
     /// CNI ADD readiness (spec 5.10 step 5): a pod of a BGP-mode or GlobalBGP network is ready
-    /// when its /32 and /128 are announced to every required peer. Waits at most the configured
-    /// time, then fails with CNI code 11 (try again later) saying which peers hold it back.
+    /// when its /32 and /128 are announced to every required peer and the kernel routes its
+    /// traffic out (its subnet's rule, and the table's default route via the peer). Waits at
+    /// most the configured time, then fails with CNI code 11 (try again later) saying what
+    /// holds it back.
     pub async fn wait_pod_reachable(&self, addressing: &PodAddressing) -> Result<(), CniError> {
         let ips: Vec<IpAddr> = addressing
             .ipv4
@@ -135,23 +191,48 @@ impl BgpState {
             .into_iter()
             .chain(addressing.ipv6.map(IpAddr::V6))
             .collect();
-        self.wait_announced(&addressing.network, &ips).await
+        self.wait(&addressing.network, &ips, self.check_routes)
+            .await
     }
 
-    /// [`BgpState::wait_pod_reachable`] for a network and addresses.
+    /// The announcement half of [`BgpState::wait_pod_reachable`], for a network and addresses.
     pub async fn wait_announced(&self, network: &str, ips: &[IpAddr]) -> Result<(), CniError> {
+        self.wait(network, ips, false).await
+    }
+
+    async fn wait(
+        &self,
+        network: &str,
+        ips: &[IpAddr],
+        check_routes: bool,
+    ) -> Result<(), CniError> {
         let started = Instant::now();
         let deadline = started + self.pod_wait;
         loop {
             let snap = read(&self.current);
             let mut changes = snap.speaker.as_ref().map(|s| s.subscribe());
+            let mut route_problem = None;
             match Self::pod_announced(&snap, network, ips) {
-                None | Some(true) => return Ok(()),
+                None => return Ok(()),
+                Some(true) if !check_routes => return Ok(()),
+                Some(true) => {
+                    route_problem = self.route_problem(&snap, ips).await;
+                    if route_problem.is_none() {
+                        return Ok(());
+                    }
+                }
                 Some(false) => {}
             }
             let now = Instant::now();
             if now >= deadline {
                 let list: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+                if let Some(p) = route_problem {
+                    return Err(CniError::try_again_later(format!(
+                        "pod address {} of network {network:?} is announced, but its traffic has no way out after {:.1} s: {p}; the runtime will retry",
+                        list.join(", "),
+                        started.elapsed().as_secs_f64()
+                    )));
+                }
                 let why = match &snap.speaker {
                     None => format!(
                         "this node runs no BGP speaker for network {network:?} (is the node in its status.nodeList, and does the BGP interface have an address?)"
@@ -294,6 +375,7 @@ impl BgpController {
         }
         let Some(speaker) = snap.speaker.clone() else {
             snap.announced_networks.clear();
+            snap.gateways = [None, None];
             self.state.set(snap);
             return BgpReport {
                 problems,
@@ -311,6 +393,30 @@ impl BgpController {
         }
         speaker.set_routes(want.routes.clone());
         snap.announced_networks = desired.announced_networks;
+        // Invalid gateway sets are reported by the planner; readiness then accepts any default.
+        snap.gateways = [
+            family_gateway(&want.peers, false).ok().flatten(),
+            family_gateway(&want.peers, true).ok().flatten(),
+        ];
+        if self.state.check_routes && self.state.netlink().is_none() {
+            // This runs in the node's namespace (as the sessions do), so the socket does too.
+            match tokio::runtime::Handle::try_current()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| {
+                    rtnetlink::new_connection()
+                        .map(|(conn, handle, _)| {
+                            rt.spawn(conn);
+                            handle
+                        })
+                        .map_err(|e| e.to_string())
+                }) {
+                Ok(handle) => self.state.set_netlink(handle),
+                Err(e) => problems.push(PlanProblem {
+                    object: "host".into(),
+                    message: format!("BGP pod readiness cannot read routes (netlink): {e}"),
+                }),
+            }
+        }
         self.state.set(snap);
         problems.sort();
         problems.dedup();

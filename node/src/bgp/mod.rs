@@ -8,8 +8,9 @@
 //! - [`BgpController`]: the shell the reconcile loop calls; one speaker per agent, created
 //!   lazily, peers and routes applied live.
 //! - [`BgpState`]: shared with the CNI server (ADD of a BGP pod is ready only once its address
-//!   is announced to every required peer, else CNI code 11 after a bounded wait), `/readyz`
-//!   (required sessions established) and [`BgpCollector`] (metrics).
+//!   is announced to every required peer and the kernel holds its subnet's policy rule and the
+//!   table's default route via the peer ([`routing`]), else CNI code 11 after a bounded wait),
+//!   `/readyz` (required sessions established) and [`BgpCollector`] (metrics).
 //!
 //! The routing tables of BGP subnets (default via the traffic-routing peer, else a copy of the
 //! main default route, spec 5.3) are rendered by the planner from the same API state;
@@ -21,6 +22,7 @@
 pub mod controller;
 pub mod desired;
 pub mod metrics;
+pub mod routing;
 
 #[cfg(test)]
 mod tests;

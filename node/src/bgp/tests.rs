@@ -715,7 +715,7 @@ fn pod_api(peers: Vec<BgpPeer>) -> ApiState {
 
 #[tokio::test]
 async fn required_peer_down_fails_readiness_and_pod_add_with_code_11() {
-    let state = Arc::new(BgpState::new(Duration::from_millis(300)));
+    let state = Arc::new(BgpState::without_route_check(Duration::from_millis(300)));
     let mut c = BgpController::new(state.clone());
     let r = c.reconcile(
         &pod_api(vec![dead_peer("127.0.0.21", false)]),
@@ -748,7 +748,7 @@ async fn required_peer_down_fails_readiness_and_pod_add_with_code_11() {
 
 #[tokio::test]
 async fn optional_peers_do_not_hold_pods_back_but_unannounced_addresses_do() {
-    let state = Arc::new(BgpState::new(Duration::from_millis(200)));
+    let state = Arc::new(BgpState::without_route_check(Duration::from_millis(200)));
     let mut c = BgpController::new(state.clone());
     c.reconcile(
         &pod_api(vec![dead_peer("127.0.0.22", true)]),
@@ -770,7 +770,7 @@ async fn optional_peers_do_not_hold_pods_back_but_unannounced_addresses_do() {
 
 #[tokio::test]
 async fn bgp_pod_on_a_node_without_speaker_is_not_ready() {
-    let state = Arc::new(BgpState::new(Duration::from_millis(100)));
+    let state = Arc::new(BgpState::without_route_check(Duration::from_millis(100)));
     let mut c = BgpController::new(state.clone());
     let mut a = pod_api(vec![tor()]);
     a.node_name = "node9".into();
@@ -787,7 +787,7 @@ async fn bgp_pod_on_a_node_without_speaker_is_not_ready() {
 
 #[tokio::test]
 async fn speaker_is_created_lazily_and_kept_across_unrelated_changes() {
-    let state = Arc::new(BgpState::new(Duration::from_millis(100)));
+    let state = Arc::new(BgpState::without_route_check(Duration::from_millis(100)));
     let mut c = BgpController::new(state.clone());
     let mut a = pod_api(vec![dead_peer("127.0.0.23", true)]);
     a.node_name = "node9".into();
@@ -827,7 +827,7 @@ async fn speaker_is_created_lazily_and_kept_across_unrelated_changes() {
 
 #[tokio::test]
 async fn metrics_show_sessions_prefixes_and_flaps() {
-    let state = Arc::new(BgpState::new(Duration::from_millis(100)));
+    let state = Arc::new(BgpState::without_route_check(Duration::from_millis(100)));
     let mut registry = prometheus_client::registry::Registry::with_prefix("hybridnet_node");
     registry.register_collector(Box::new(BgpCollector::new(state.clone())));
     let text = || {
