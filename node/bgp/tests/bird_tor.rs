@@ -896,3 +896,91 @@ fn wrong_password_on_an_inbound_connection_never_establishes() {
         assert!(bird.is_established("node4").await);
     });
 }
+
+/// `show protocols` "since" column of a protocol: changes whenever bird's session restarts.
+async fn bird_since(bird: &Bird, name: &str) -> String {
+    bird.protocol_info(name)
+        .await
+        .split_whitespace()
+        .nth(4)
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn password_change_restarts_only_that_session_and_rekeys_the_listener() {
+    if !privileged_or_skip(
+        "password_change_restarts_only_that_session_and_rekeys_the_listener",
+        &["ip", "bird", "birdc"],
+    ) {
+        return;
+    }
+    let topo = Topology::new();
+    let (tor, dir) = (topo.tor.clone(), topo.dir.clone());
+    topo.run_in_node(move || async move {
+        // IPv4: we connect (bird passive, no password). IPv6: bird connects to our listener
+        // with a password, so a password change must also re-key the listening socket.
+        let v6_with = |password: &'static str| {
+            let mut p = active(v6_proto());
+            p.password = Some(password);
+            p
+        };
+        let bird = Bird::start(
+            &tor,
+            &dir,
+            &bird_config(&[v4_proto(false, None), v6_with("first-secret")]),
+        )
+        .await;
+        let speaker = listening_speaker().await;
+        let p4 = peer("198.18.0.1", None);
+        let mut p6 = passive("fd00::1", None);
+        p6.password = Some("first-secret".into());
+        speaker.set_peers(vec![p4.clone(), p6.clone()]).unwrap();
+        speaker.set_routes(pod_and_subnet_routes());
+        wait_established(&speaker, 2).await;
+        let v4_since = speaker.peer_states()[0].established_since;
+        let bird_v4_since = bird_since(&bird, "node4").await;
+        assert!(!bird_v4_since.is_empty());
+
+        // New password for the IPv6 peer only: its session restarts (Cease to bird) and bird,
+        // still on the old password, cannot come back through the re-keyed listener.
+        p6.password = Some("second-secret".into());
+        speaker.set_peers(vec![p4.clone(), p6.clone()]).unwrap();
+        eventually("node6 down at bird", Duration::from_secs(10), || async {
+            if bird.is_established("node6").await {
+                Err("still up".to_string())
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        let back = speaker
+            .wait_for(Duration::from_secs(8), |s| {
+                s.peer_states()[1].state == State::Established
+            })
+            .await;
+        assert!(!back, "the old password must not establish any more");
+        assert!(!bird.is_established("node6").await);
+
+        // bird takes the new password: the session comes back over bird's connection.
+        std::fs::write(
+            dir.join("bird.conf"),
+            bird_config(&[v4_proto(false, None), v6_with("second-secret")]),
+        )
+        .unwrap();
+        bird.birdc(&["configure"]).await.unwrap();
+        wait_established(&speaker, 2).await;
+        assert_eq!(
+            speaker.peer_states()[1].connection,
+            Some(hybridnet_bgp::Direction::Inbound)
+        );
+
+        // The IPv4 session never noticed: same session on both ends, no flap.
+        let v4 = speaker.peer_states().remove(0);
+        assert_eq!(v4.established_since, v4_since, "{v4:?}");
+        assert_eq!(v4.flaps, 0);
+        assert_eq!(bird_since(&bird, "node4").await, bird_v4_since);
+        assert!(bird.is_established("node4").await);
+        speaker.shutdown(Duration::from_secs(5)).await;
+    });
+}
