@@ -496,3 +496,83 @@ async fn collision_with_a_higher_peer_identifier_keeps_the_peers_connection() {
 async fn collision_with_a_lower_peer_identifier_keeps_our_connection() {
     collision_case(Ipv4Addr::new(198, 18, 0, 1), Direction::Outbound).await;
 }
+
+/// A "ToR" whose accept queue is full: SYNs to it are dropped, so the speaker's connect hangs
+/// in Connect until its timeout (what a lost SYN looks like). Returns the port and the
+/// connection that fills the queue (keep it alive).
+async fn black_hole() -> (TcpListener, TcpStream) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let filler = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    (listener, filler)
+}
+
+/// Our own attempt is in flight (Connect) when the peer's connection comes: both run; when our
+/// attempt times out, or the peer's session is Established first, the peer's connection
+/// becomes the session. No collision is counted: only one connection ever carried BGP.
+async fn inbound_while_connecting(connect_timeout: Duration, wait_for_our_timeout: bool) {
+    let (tor, _filler) = black_hole().await;
+    let mut config = SpeakerConfig::new(65001, SPEAKER_ID);
+    config.local_v4 = Some(Ipv4Addr::LOCALHOST);
+    config.peer_port = tor.local_addr().unwrap().port();
+    config.listen_port = Some(free_port());
+    config.connect_timeout = connect_timeout;
+    config.retry_initial = Duration::from_secs(30);
+    let speaker = BgpSpeaker::new(config).unwrap();
+    assert!(speaker.wait_for(STEP, |s| !s.listening().is_empty()).await);
+    let addr = speaker.listening()[0];
+    speaker.set_routes([ann("198.19.0.5/32", Communities::NoExport)].into());
+    speaker
+        .set_peers(vec![PeerConfig::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            65000,
+        )])
+        .unwrap();
+    assert!(
+        speaker
+            .wait_for(STEP, |s| s.peer_states()[0].state == State::Connect)
+            .await
+    );
+
+    let mut peer = Peer::connect(Ipv4Addr::LOCALHOST, addr).await;
+    let Some(Message::Open(_)) = peer.recv().await else {
+        panic!("expected OPEN")
+    };
+    peer.send(Message::Open(peer_open(Ipv4Addr::new(198, 18, 0, 1))))
+        .await;
+    assert_eq!(peer.recv().await, Some(Message::Keepalive));
+    if wait_for_our_timeout {
+        // Our attempt times out; the peer's connection (in OpenConfirm) takes over at once
+        // instead of waiting for the retry.
+        assert!(
+            speaker
+                .wait_for(STEP, |s| s.peer_states()[0].state == State::OpenConfirm)
+                .await,
+            "{:?}",
+            speaker.peer_states()
+        );
+    } else {
+        assert_eq!(speaker.peer_states()[0].state, State::Connect);
+    }
+    peer.send(Message::Keepalive).await;
+    let table = peer.updates_until_eor().await;
+    assert_eq!(announced(&table), ["198.19.0.5/32".to_string()].into());
+    let state = &speaker.peer_states()[0];
+    assert_eq!(state.state, State::Established);
+    assert_eq!(state.connection, Some(Direction::Inbound));
+    assert_eq!(state.collisions, 0);
+    speaker.shutdown(STEP).await;
+}
+
+#[tokio::test]
+async fn inbound_session_replaces_our_attempt_that_times_out() {
+    inbound_while_connecting(Duration::from_millis(300), true).await;
+}
+
+#[tokio::test]
+async fn inbound_session_established_before_our_attempt_completes_wins() {
+    inbound_while_connecting(Duration::from_secs(60), false).await;
+}

@@ -102,8 +102,10 @@ pub fn resolve(
         return Resolution::DropSecondary;
     }
     if !connected(&primary) {
-        // Wait for our own attempt: it may be the connection the peer keeps.
-        return if connecting && primary.state == State::Connect {
+        // Wait for our own attempt while it may still be the connection the peer keeps; once
+        // the peer's connection is Established, ours is moot.
+        let attempt_pending = connecting && primary.state == State::Connect;
+        return if attempt_pending && secondary.state != State::Established {
             Resolution::Keep
         } else {
             Resolution::PromoteSecondary
@@ -344,6 +346,16 @@ mod tests {
                 "{primary}"
             );
         }
+        // Our attempt is still in flight, but the peer's connection is already Established.
+        assert_eq!(
+            resolve(
+                us,
+                unconnected(State::Connect),
+                true,
+                Some(side(State::Established, Direction::Inbound, peer)),
+            ),
+            Resolution::PromoteSecondary
+        );
         // The secondary failed on its own.
         for dead in [State::Idle, State::Active] {
             assert_eq!(
