@@ -10,12 +10,59 @@ fn parse_output(s: &str) -> Result<OutputFormat, String> {
     s.parse()
 }
 
+/// `-o` of `network create` and `subnet create`: refused at parse time, before anything is
+/// written, so a wrong format never leaves a created object behind an error.
+fn parse_created_output(s: &str) -> Result<OutputFormat, String> {
+    if s.is_empty() {
+        return Err("-o is empty: use yaml, json or name, or leave -o out for a message".into());
+    }
+    match s.parse()? {
+        f @ (OutputFormat::Yaml | OutputFormat::Json | OutputFormat::Name) => Ok(f),
+        f => Err(format!(
+            "-o {f} is not an output of create: use yaml, json or name"
+        )),
+    }
+}
+
+/// `-o` of `install`: the HybridnetCluster as yaml or json.
+fn parse_install_output(s: &str) -> Result<OutputFormat, String> {
+    if s.is_empty() {
+        return Err("-o is empty: use yaml or json, or leave -o out to apply".into());
+    }
+    match s.parse()? {
+        f @ (OutputFormat::Yaml | OutputFormat::Json) => Ok(f),
+        f => Err(format!("install -o {f}: use yaml or json")),
+    }
+}
+
 /// `--request-timeout`: `None` means no timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RequestTimeout(pub Option<std::time::Duration>);
 
 fn parse_timeout(s: &str) -> Result<RequestTimeout, String> {
     crate::flags::parse_request_timeout(s).map(RequestTimeout)
+}
+
+/// Value parser for flags naming an object of `kind`: names go into request paths and filters,
+/// so a malformed one is refused instead of silently matching nothing.
+fn object_name(kind: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |s: &str| crate::manifest::validate_object_name(kind, s).map(|()| s.to_string())
+}
+
+fn namespace_name(s: &str) -> Result<String, String> {
+    crate::manifest::validate_namespace(s).map(|()| s.to_string())
+}
+
+fn interface_name(s: &str) -> Result<String, String> {
+    crate::flags::validate_interface_name(s).map(|()| s.to_string())
+}
+
+fn owner_kind(s: &str) -> Result<String, String> {
+    crate::flags::validate_kind(s).map(|()| s.to_string())
+}
+
+fn label_selector(s: &str) -> Result<String, String> {
+    crate::flags::validate_label_selector(s).map(|()| s.to_string())
 }
 
 /// kubectl hybridnet: networks, subnets, IP usage and leaks, policy-routing traces and status.
@@ -52,7 +99,7 @@ pub struct GlobalFlags {
     #[arg(short = 'A', long, global = true)]
     pub all_namespaces: bool,
     /// Time to wait for one API request: 0 (none), seconds, or a duration like 30s, 1m.
-    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_timeout, default_value = "0")]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_timeout, default_value = "0", allow_hyphen_values = true)]
     pub request_timeout: RequestTimeout,
 }
 
@@ -128,7 +175,7 @@ pub struct ListArgs {
 #[derive(Args, Debug, Clone)]
 pub struct SubnetListArgs {
     /// Only subnets of this network.
-    #[arg(long)]
+    #[arg(long, value_parser = object_name("network"))]
     pub network: Option<String>,
     /// Output format: table, wide, json, yaml or name.
     #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
@@ -190,25 +237,25 @@ pub struct NetworkCreateArgs {
     #[arg(long, value_enum)]
     pub mode: Option<ModeFlag>,
     /// VXLAN network identifier of an overlay network (1..16777215).
-    #[arg(long, value_name = "VNI")]
+    #[arg(long, value_name = "VNI", allow_negative_numbers = true)]
     pub vni: Option<i64>,
     /// VLAN id of an underlay VLAN network (0 = untagged, 1..4094).
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", allow_negative_numbers = true)]
     pub vlan_id: Option<i64>,
     /// Member nodes of an underlay network: KEY=VALUE exact label match (repeatable, comma-separated).
     #[arg(long, value_name = "KEY=VALUE")]
     pub node_selector: Vec<String>,
     /// Local AS number of a BGP network.
-    #[arg(long, value_name = "ASN")]
+    #[arg(long, value_name = "ASN", allow_negative_numbers = true)]
     pub asn: Option<String>,
     /// BGP peer: ASN@ADDRESS[,graceful-restart=SECONDS][,no-route][,allow-not-established][,password=SECRET] (repeatable).
-    #[arg(long, value_name = "PEER")]
+    #[arg(long, value_name = "PEER", allow_hyphen_values = true)]
     pub peer: Vec<String>,
     /// `client` prints the manifest without contacting the cluster; `server` validates it there.
     #[arg(long, value_enum, default_value = "none", default_missing_value = "client", num_args = 0..=1, require_equals = true)]
     pub dry_run: DryRun,
     /// Output of the created object: yaml, json or name (default: a message).
-    #[arg(short = 'o', long, value_parser = parse_output)]
+    #[arg(short = 'o', long, value_parser = parse_created_output)]
     pub output: Option<OutputFormat>,
 }
 
@@ -244,29 +291,29 @@ pub struct SubnetCreateArgs {
     #[arg(long)]
     pub no_nat: bool,
     /// VLAN networks only: this subnet's VLAN id (overrides the network's).
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", allow_negative_numbers = true)]
     pub vlan_id: Option<i64>,
     /// `client` prints the manifest without contacting the cluster; `server` validates it there.
     #[arg(long, value_enum, default_value = "none", default_missing_value = "client", num_args = 0..=1, require_equals = true)]
     pub dry_run: DryRun,
     /// Output of the created object: yaml, json or name (default: a message).
-    #[arg(short = 'o', long, value_parser = parse_output)]
+    #[arg(short = 'o', long, value_parser = parse_created_output)]
     pub output: Option<OutputFormat>,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct IpListArgs {
     /// Only addresses of this network.
-    #[arg(long)]
+    #[arg(long, value_parser = object_name("network"))]
     pub network: Option<String>,
     /// Only addresses of this subnet.
-    #[arg(long)]
+    #[arg(long, value_parser = object_name("subnet"))]
     pub subnet: Option<String>,
     /// Only addresses of pods on this node.
-    #[arg(long)]
+    #[arg(long, value_parser = object_name("node"))]
     pub node: Option<String>,
     /// Only addresses of this pod.
-    #[arg(long)]
+    #[arg(long, value_parser = object_name("pod"))]
     pub pod: Option<String>,
     /// Only reserved addresses (kept for stateful pods that are gone).
     #[arg(long)]
@@ -279,10 +326,10 @@ pub struct IpListArgs {
 #[derive(Args, Debug, Clone)]
 pub struct IpUsageArgs {
     /// Only this network and its subnets.
-    #[arg(long)]
+    #[arg(long, value_parser = object_name("network"))]
     pub network: Option<String>,
     /// Usage percentage from which a subnet or network is marked near exhaustion.
-    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100), allow_negative_numbers = true)]
     pub threshold: u8,
     /// Output format: table, json or yaml.
     #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
@@ -298,7 +345,7 @@ pub struct IpCheckArgs {
     #[arg(short = 'y', long)]
     pub yes: bool,
     /// Owner kinds whose addresses are retained while the owner exists.
-    #[arg(long, value_delimiter = ',', default_value = "StatefulSet")]
+    #[arg(long, value_delimiter = ',', default_value = "StatefulSet", value_parser = owner_kind)]
     pub stateful_kinds: Vec<String>,
     /// Output format: table, json or yaml.
     #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
@@ -311,23 +358,23 @@ pub struct TraceArgs {
     pub pod: String,
     /// Destination: an IP address, a pod name, NAMESPACE/POD, or node/NAME (default: an address
     /// outside the cluster, 198.51.100.1 or 2001:db8::1).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub to: Option<String>,
     /// Trace a reply packet of an established connection (enables the pod -> node reply mark).
     #[arg(long)]
     pub reply: bool,
     /// Name of the nodes' uplink interface (default: the HybridnetCluster's first preferred VXLAN
     /// interface, else eth0); the API does not record it.
-    #[arg(long, value_name = "IFACE")]
+    #[arg(long, value_name = "IFACE", value_parser = interface_name)]
     pub uplink: Option<String>,
     /// Also resolve the path in the kernel of the nodes (kubectl exec into the node agent pods).
     #[arg(long)]
     pub live: bool,
     /// Namespace of the node agent pods (for --live; the operator's namespace).
-    #[arg(long, default_value = "hybridnet-system")]
+    #[arg(long, default_value = "hybridnet-system", value_parser = namespace_name)]
     pub agent_namespace: String,
     /// Label selector of the node agent pods (for --live).
-    #[arg(long, default_value = "app.kubernetes.io/name=hybridnet-node")]
+    #[arg(long, default_value = "app.kubernetes.io/name=hybridnet-node", value_parser = label_selector)]
     pub agent_selector: String,
     /// Output format: table, json or yaml.
     #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
@@ -392,13 +439,18 @@ pub struct InstallArgs {
     #[arg(long, value_name = "NAME", requires = "bootstrap_cidr")]
     pub bootstrap_name: Option<String>,
     /// VNI of the bootstrap network (default 4).
-    #[arg(long, value_name = "VNI", requires = "bootstrap_cidr")]
+    #[arg(
+        long,
+        value_name = "VNI",
+        requires = "bootstrap_cidr",
+        allow_negative_numbers = true
+    )]
     pub bootstrap_vni: Option<i64>,
     /// UDP port of VXLAN (default 8472).
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", allow_negative_numbers = true)]
     pub vxlan_port: Option<i64>,
     /// Pod interface MTU (default: derived from the parent interface).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub mtu: Option<i64>,
     /// failurePolicy of the pod webhooks (default ignore).
     #[arg(long, value_enum)]
@@ -407,7 +459,7 @@ pub struct InstallArgs {
     #[arg(long, value_enum, default_value = "none", default_missing_value = "client", num_args = 0..=1, require_equals = true)]
     pub dry_run: DryRun,
     /// Print the HybridnetCluster (yaml or json) instead of applying it.
-    #[arg(short = 'o', long, value_parser = parse_output)]
+    #[arg(short = 'o', long, value_parser = parse_install_output)]
     pub output: Option<OutputFormat>,
 }
 
@@ -471,6 +523,58 @@ mod tests {
         let e = Cli::try_parse_from(["kubectl-hybridnet", "ip", "ls", "-o", "xml"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("unknown output format"), "{e}");
+    }
+
+    #[test]
+    fn create_and_install_outputs_are_checked_when_parsing() {
+        for (args, want) in [
+            (
+                &["network", "create", "n", "--vni", "4", "-o", "table"][..],
+                "-o table is not an output of create",
+            ),
+            (
+                &["network", "create", "n", "--vni", "4", "-o", ""],
+                "-o is empty",
+            ),
+            (
+                &[
+                    "subnet",
+                    "create",
+                    "s",
+                    "--network",
+                    "n",
+                    "--cidr",
+                    "10.0.0.0/24",
+                    "-o",
+                    "wide",
+                ],
+                "-o wide is not an output of create",
+            ),
+            (
+                &["install", "-o", "name"],
+                "install -o name: use yaml or json",
+            ),
+        ] {
+            let e = Cli::try_parse_from(
+                std::iter::once("kubectl-hybridnet").chain(args.iter().copied()),
+            )
+            .unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+            assert!(e.to_string().contains(want), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn negative_numbers_are_values_not_flags() {
+        let c = Cli::try_parse_from(["kubectl-hybridnet", "network", "create", "n", "--vni", "-1"])
+            .unwrap();
+        match c.command {
+            Command::Network(NetworkCommand::Create(a)) => assert_eq!(a.vni, Some(-1)),
+            other => panic!("{other:?}"),
+        }
+        let e = Cli::try_parse_from(["kubectl-hybridnet", "ip", "usage", "--threshold", "-5"])
+            .unwrap_err();
+        assert!(e.to_string().contains("-5 is not in 1..=100"), "{e}");
     }
 
     #[test]

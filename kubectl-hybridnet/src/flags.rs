@@ -63,6 +63,11 @@ pub fn parse_peer(raw: &str) -> Result<BgpPeer, String> {
 
 /// An AS number as the Network CRD stores it (a positive int32: 1..2147483647).
 pub fn parse_asn(s: &str) -> Result<i32, String> {
+    if s.strip_prefix('-')
+        .is_some_and(|d| d.parse::<u64>().is_ok())
+    {
+        return Err(format!("AS number {s} is negative: use 1..2147483647"));
+    }
     let n: u64 = s
         .parse()
         .map_err(|_| format!("AS number {s:?} is not a number"))?;
@@ -153,6 +158,92 @@ pub fn validate_label_value(v: &str) -> Result<(), String> {
             "label value {v:?} is invalid: at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric"
         ))
     }
+}
+
+/// A Linux interface name as the kernel accepts it: 1-15 bytes, no '/', ':' or white space, not
+/// `.` or `..`.
+pub fn validate_interface_name(s: &str) -> Result<(), String> {
+    if s.is_empty()
+        || s.len() > 15
+        || s == "."
+        || s == ".."
+        || s.chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "interface name {s:?} is invalid: 1-15 bytes without '/', ':' or white space"
+        ));
+    }
+    Ok(())
+}
+
+/// A Kubernetes kind (`StatefulSet`): an upper-case letter, then letters and digits.
+pub fn validate_kind(s: &str) -> Result<(), String> {
+    let mut chars = s.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_uppercase())
+        && chars.all(|c| c.is_ascii_alphanumeric())
+        && s.len() <= 63;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "kind {s:?} is invalid: a Kubernetes kind such as StatefulSet (an upper-case letter, then letters and digits)"
+        ))
+    }
+}
+
+/// A label selector as kubectl's `-l` takes it: comma-separated `key`, `!key`, `key=value`,
+/// `key==value`, `key!=value`, `key in (v1,v2)` or `key notin (v1,v2)`; never empty.
+pub fn validate_label_selector(s: &str) -> Result<(), String> {
+    let bad = |why: String| format!("label selector {s:?} is invalid: {why}");
+    if s.trim().is_empty() {
+        return Err(bad("it is empty (it would select every pod)".into()));
+    }
+    let mut requirements = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| bad("unbalanced ')'".into()))?
+            }
+            ',' if depth == 0 => {
+                requirements.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(bad("unbalanced '('".into()));
+    }
+    requirements.push(&s[start..]);
+    for r in requirements.into_iter().map(str::trim) {
+        let set = r.split_once(" notin ").or_else(|| r.split_once(" in "));
+        if let Some((key, values)) = set {
+            validate_label_key(key.trim()).map_err(bad)?;
+            let values = values
+                .trim()
+                .strip_prefix('(')
+                .and_then(|v| v.strip_suffix(')'))
+                .ok_or_else(|| bad(format!("{r:?}: the values of in/notin go in parentheses")))?;
+            for v in values.split(',') {
+                validate_label_value(v.trim()).map_err(bad)?;
+            }
+        } else if let Some((key, value)) = r
+            .split_once("!=")
+            .or_else(|| r.split_once("=="))
+            .or_else(|| r.split_once('='))
+        {
+            validate_label_key(key.trim()).map_err(bad)?;
+            validate_label_value(value.trim()).map_err(bad)?;
+        } else {
+            validate_label_key(r.strip_prefix('!').unwrap_or(r).trim()).map_err(bad)?;
+        }
+    }
+    Ok(())
 }
 
 /// Splits repeatable, comma-separated address flags and checks each is an IP address.
@@ -294,6 +385,73 @@ mod tests {
     }
 
     #[test]
+    fn negative_asn_says_so() {
+        assert!(parse_asn("-5").unwrap_err().contains("is negative"));
+        assert!(parse_asn("-x").unwrap_err().contains("not a number"));
+    }
+
+    #[test]
+    fn interface_names() {
+        for ok in ["eth0", "ens3", "bond0.100", "a", "abcdefghijklmno"] {
+            assert!(validate_interface_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../eth0",
+            "eth 0",
+            "eth0:1",
+            "abcdefghijklmnop",
+            "eth\n0",
+            "e\u{0}",
+        ] {
+            let e = validate_interface_name(bad).unwrap_err();
+            assert!(e.contains("interface name"), "{bad}: {e}");
+        }
+        // Non-ASCII counts in bytes: 8 two-byte letters are 16 bytes.
+        assert!(validate_interface_name("ïïïïïïïï").is_err());
+    }
+
+    #[test]
+    fn kinds() {
+        for ok in ["StatefulSet", "CloneSet", "X", "V1Thing"] {
+            assert!(validate_kind(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "statefulSet",
+            "Stateful-Set",
+            "../x",
+            "Ünï",
+            " StatefulSet",
+            &"A".repeat(64),
+        ] {
+            assert!(validate_kind(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn label_selectors() {
+        for ok in [
+            "app.kubernetes.io/name=hybridnet-node",
+            "a=b,c!=d",
+            "a==b",
+            "tier in (a, b),!canary",
+            "env notin (dev),app",
+            "a=",
+        ] {
+            assert!(validate_label_selector(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "  ", "a b", "a=b c", "a in b", "a in (b", "a)", "=b", "a=b,,c", "ü=a",
+        ] {
+            let e = validate_label_selector(bad).unwrap_err();
+            assert!(e.contains("label selector"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn timeouts() {
         assert_eq!(parse_request_timeout("0").unwrap(), None);
         assert_eq!(
@@ -339,7 +497,10 @@ mod tests {
 
         #[test]
         fn selector_parsing_never_panics(s in ".{0,80}") {
-            let _ = parse_node_selector(&[s]);
+            let _ = parse_node_selector(std::slice::from_ref(&s));
+            let _ = validate_label_selector(&s);
+            let _ = validate_interface_name(&s);
+            let _ = validate_kind(&s);
         }
     }
 }

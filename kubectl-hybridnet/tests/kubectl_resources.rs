@@ -511,6 +511,182 @@ async fn malformed_and_hostile_flags_fail_clearly() {
         ),
         (&["trace", "Bad_Pod"], "pod name \"Bad_Pod\" is invalid"),
         (&["trace", "o1", "--to", "x/../y"], "--to:"),
+        // A wrong -o is refused before anything is written (it used to create, then fail).
+        (
+            &["network", "create", "n", "--vni", "4", "-o", "table"],
+            "-o table is not an output of create: use yaml, json or name",
+        ),
+        (
+            &["network", "create", "n", "--vni", "4", "-o", ""],
+            "-o is empty",
+        ),
+        (
+            &[
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "n",
+                "--cidr",
+                "10.0.0.0/24",
+                "-o",
+                "wide",
+            ],
+            "-o wide is not an output of create",
+        ),
+        (
+            &["install", "-o", "table"],
+            "install -o table: use yaml or json",
+        ),
+        // Negative numbers reach the range checks instead of being taken for flags.
+        (
+            &["network", "create", "n", "--vni", "-1"],
+            "--vni (spec.netID): -1 is outside 1..16777215",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "v",
+                "--vlan-id",
+                "-1",
+                "--node-selector",
+                "a=b",
+            ],
+            "--vlan-id (spec.netID): -1 is outside 0..4094",
+        ),
+        (
+            &[
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "n",
+                "--cidr",
+                "10.0.0.0/24",
+                "--vlan-id",
+                "-3",
+            ],
+            "--vlan-id (spec.netID): -3 is outside 0..4094",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "b",
+                "--asn",
+                "-5",
+                "--peer",
+                "65000@1.2.3.4",
+                "--node-selector",
+                "a=b",
+            ],
+            "AS number -5 is negative",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "b",
+                "--asn",
+                "65010",
+                "--peer",
+                "-1@1.2.3.4",
+                "--node-selector",
+                "a=b",
+            ],
+            "--peer \"-1@1.2.3.4\": AS number -1 is negative",
+        ),
+        (
+            &["ip", "usage", "--threshold", "-5"],
+            "-5 is not in 1..=100",
+        ),
+        (
+            &["ip", "ls", "--request-timeout", "-1s"],
+            "--request-timeout \"-1s\"",
+        ),
+        // Names in filters are checked like names in paths: a typo is not "nothing found".
+        (
+            &["subnet", "ls", "--network", "../x"],
+            "network name \"../x\" is invalid",
+        ),
+        (&["ip", "ls", "--subnet", ""], "subnet name \"\" is invalid"),
+        (
+            &["ip", "ls", "--node", "nöde"],
+            "node name \"nöde\" is invalid",
+        ),
+        (
+            &["ip", "ls", "--pod", "ns/pod"],
+            "pod name \"ns/pod\" is invalid",
+        ),
+        (&["ip", "usage", "--network", LONG_NAME], "network name"),
+        (
+            &["network", "create", LONG_NAME, "--vni", "4"],
+            "is invalid",
+        ),
+        (
+            &["network", "get", "ok", "../bad"],
+            "network name \"../bad\" is invalid",
+        ),
+        // An empty owner kind would leave StatefulSet addresses unprotected from --fix.
+        (
+            &["ip", "check", "--stateful-kinds", ""],
+            "kind \"\" is invalid",
+        ),
+        (
+            &["ip", "check", "--stateful-kinds", "StatefulSet,../x"],
+            "kind \"../x\" is invalid",
+        ),
+        (
+            &[
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "n",
+                "--cidr",
+                "10.0.0.0/24",
+                "--exclude",
+                "10.0.0.5/32",
+            ],
+            "--exclude \"10.0.0.5/32\"",
+        ),
+        (
+            &[
+                "subnet",
+                "create",
+                "s",
+                "--network",
+                "n",
+                "--cidr",
+                "１０.0.0.0/24",
+            ],
+            "--cidr (spec.range.cidr)",
+        ),
+        (
+            &["trace", "o1", "--to", "10.0.0.0/24"],
+            "a destination is one IP address, not a CIDR",
+        ),
+        (
+            &["trace", "o1", "--to", "node/"],
+            "--to: node name \"\" is invalid",
+        ),
+        (
+            &["trace", "o1", "--uplink", "../eth0"],
+            "interface name \"../eth0\" is invalid",
+        ),
+        (
+            &["trace", "o1", "--uplink", "a-very-long-interface"],
+            "interface name",
+        ),
+        (
+            &["trace", "o1", "--live", "--agent-namespace", "../x"],
+            "namespace \"../x\" is invalid",
+        ),
+        (
+            &["trace", "o1", "--live", "--agent-selector", ""],
+            "label selector \"\" is invalid",
+        ),
     ];
     for (args, want) in cases {
         let r = kubectl(k, args).await;
@@ -563,7 +739,98 @@ async fn malformed_and_hostile_flags_fail_clearly() {
         &r,
     );
     // Nothing was created by any of them.
-    let r = kubectl(k, &["subnet", "ls", "-o", "json"]).await;
+    for kind in ["network", "subnet"] {
+        let r = kubectl(k, &[kind, "ls", "-o", "json"]).await;
+        assert_eq!(r.ok().json()["items"], serde_json::json!([]), "{kind}s");
+    }
+}
+
+/// A name longer than the 253 characters of a DNS subdomain.
+const LONG_NAME: &str = concat!(
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_checks_every_name_before_deleting_any() {
+    if !kubectl_available() {
+        return;
+    }
+    let c = cluster(true).await;
+    let k = c.kubeconfig.as_path();
+    kubectl(k, &["network", "create", "free", "--vni", "5"])
+        .await
+        .ok();
+    for (network, vlan, rack, subnet, cidr, gateway) in [
+        ("busy", "6", "rack=b", "busy-a", "10.30.0.0/24", "10.30.0.1"),
+        (
+            "spare",
+            "7",
+            "rack=c",
+            "spare-a",
+            "10.31.0.0/24",
+            "10.31.0.1",
+        ),
+    ] {
+        kubectl(
+            k,
+            &[
+                "network",
+                "create",
+                network,
+                "--vlan-id",
+                vlan,
+                "--node-selector",
+                rack,
+            ],
+        )
+        .await
+        .ok();
+        create_subnet(k, subnet, network, cidr, &["--gateway", gateway]).await;
+    }
+
+    // `busy` still has a subnet: the refusal comes before `free` is deleted.
+    let r = kubectl(k, &["network", "delete", "free", "busy"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("cannot delete network busy")
+            && r.stderr.contains("still has subnets [\"busy-a\"]"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    // A malformed or missing name among valid ones: nothing deleted either.
+    let r = kubectl(k, &["network", "delete", "free", "../bad"]).await;
+    assert_eq!(r.code, 2, "{r:?}");
+    let r = kubectl(k, &["network", "delete", "free", "missing"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("network \"missing\" not found"),
+        "{}",
+        r.stderr
+    );
+    let r = kubectl(k, &["subnet", "delete", "spare-a", "nope"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    let r = kubectl(k, &["network", "ls", "-o", "name"]).await;
+    assert_eq!(
+        r.ok().stdout,
+        "network.networking.alibaba.com/busy\nnetwork.networking.alibaba.com/free\nnetwork.networking.alibaba.com/spare\n"
+    );
+    let r = kubectl(k, &["subnet", "ls", "-o", "name"]).await;
+    assert_eq!(
+        r.ok().stdout,
+        "subnet.networking.alibaba.com/busy-a\nsubnet.networking.alibaba.com/spare-a\n"
+    );
+    // All deletable: every one goes, in the order given.
+    let r = kubectl(k, &["subnet", "delete", "spare-a", "busy-a"]).await;
+    assert_eq!(
+        r.ok().stdout,
+        "subnet.networking.alibaba.com/spare-a deleted\nsubnet.networking.alibaba.com/busy-a deleted\n"
+    );
+    let r = kubectl(k, &["network", "delete", "free", "busy", "spare"]).await;
+    r.ok();
+    let r = kubectl(k, &["network", "ls", "-o", "json"]).await;
     assert_eq!(r.ok().json()["items"], serde_json::json!([]));
 }
 

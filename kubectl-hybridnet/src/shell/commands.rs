@@ -16,6 +16,7 @@ use kubectl_hybridnet::cli::*;
 use kubectl_hybridnet::inventory::{InstanceFacts, IpFilter, PodFacts, ip_rows, ip_table};
 use kubectl_hybridnet::manifest::{
     self, InvalidManifest, build_cluster, build_network, build_subnet, manifest_value,
+    validate_object_name,
 };
 use kubectl_hybridnet::output::OutputFormat;
 use kubectl_hybridnet::{VERSION, resources, status, usage};
@@ -89,18 +90,23 @@ fn print_created<K: serde::Serialize>(
                 print::json(&v)
             }
         }
+        // The flag's parser admits only the formats above.
         Some(f) => Err(Failure::usage(format!(
             "-o {f} is not an output of create: use yaml, json or name"
         ))),
     }
 }
 
-/// Gets the named objects, in the order given; the first missing one fails the command.
+/// Gets the named objects, in the order given; an invalid name fails the command before any
+/// request, the first missing one after.
 async fn get_named<K>(ctx: &Ctx, kind: &ClusterKind, names: &[String]) -> Res<Vec<K>>
 where
     K: Resource<Scope = ClusterResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
     <K as Resource>::DynamicType: Default,
 {
+    for name in names {
+        validate_object_name(kind.noun, name).map_err(Failure::usage)?;
+    }
     let mut objects = Vec::with_capacity(names.len());
     for name in names {
         objects.push(io::get_cluster_scoped::<K>(ctx, name, kind.noun, kind.crd).await?);
@@ -215,9 +221,12 @@ pub async fn network(g: &GlobalFlags, cmd: &NetworkCommand) -> Res<i32> {
         NetworkCommand::Delete(a) => {
             let ctx = Ctx::connect(g).await?;
             let subs = io::subnets(&ctx).await?;
-            for name in &a.names {
-                let net = io::get_cluster_scoped::<Network>(&ctx, name, NETWORK.noun, NETWORK.crd)
-                    .await?;
+            // Every name is checked before the first is deleted: a refusal deletes nothing.
+            for (name, net) in a
+                .names
+                .iter()
+                .zip(get_named::<Network>(&ctx, &NETWORK, &a.names).await?)
+            {
                 validate::network_delete(
                     &net,
                     &Existing {
@@ -226,6 +235,8 @@ pub async fn network(g: &GlobalFlags, cmd: &NetworkCommand) -> Res<i32> {
                     },
                 )
                 .map_err(|e| Failure::error(format!("cannot delete network {name}: {e}")))?;
+            }
+            for name in &a.names {
                 delete_object::<Network>(&ctx, &NETWORK, name, a.dry_run).await?;
             }
         }
@@ -287,11 +298,16 @@ pub async fn subnet(g: &GlobalFlags, cmd: &SubnetCommand) -> Res<i32> {
         SubnetCommand::Delete(a) => {
             let ctx = Ctx::connect(g).await?;
             let insts = io::ipinstances(&ctx, true).await?;
-            for name in &a.names {
-                let sub =
-                    io::get_cluster_scoped::<Subnet>(&ctx, name, SUBNET.noun, SUBNET.crd).await?;
+            // Every name is checked before the first is deleted: a refusal deletes nothing.
+            for (name, sub) in a
+                .names
+                .iter()
+                .zip(get_named::<Subnet>(&ctx, &SUBNET, &a.names).await?)
+            {
                 validate::subnet_delete(&sub, &Existing { ipinstances: &insts, ..Default::default() })
                     .map_err(|e| Failure::error(format!("cannot delete subnet {name}: {e} (`kubectl hybridnet ip ls -A --subnet {name}` lists them)")))?;
+            }
+            for name in &a.names {
                 delete_object::<Subnet>(&ctx, &SUBNET, name, a.dry_run).await?;
             }
         }

@@ -96,9 +96,22 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
     }
     let to = match a.to.as_deref() {
         None => None,
-        Some(t) if t.starts_with("node/") => Some(To::Node(t["node/".len()..].to_string())),
+        Some(t) if t.starts_with("node/") => {
+            let name = &t["node/".len()..];
+            kubectl_hybridnet::manifest::validate_object_name("node", name)
+                .map_err(|e| Failure::usage(format!("--to: {e}")))?;
+            Some(To::Node(name.to_string()))
+        }
         Some(t) => match parse_ip(t) {
             Ok(ip) => Some(To::Ip(ip)),
+            Err(_)
+                if t.split_once('/')
+                    .is_some_and(|(ip, _)| parse_ip(ip).is_ok()) =>
+            {
+                return Err(Failure::usage(format!(
+                    "--to {t:?}: a destination is one IP address, not a CIDR"
+                )));
+            }
             Err(_) if t.contains(':') || t.chars().all(|c| c.is_ascii_digit() || c == '.') => {
                 return Err(Failure::usage(format!(
                     "--to {t:?} is not an IP address, a pod or node/NAME"
