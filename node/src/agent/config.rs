@@ -105,6 +105,10 @@ pub struct AgentConfig {
     /// subnet (`--enable-vlan-arp-enhancement=false` removes them).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_vlan_arp_enhancement: bool,
+    /// After ADD, ping the pod from the node (each family the node has a global address of) and
+    /// fail the ADD when it does not answer within 5 s.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub check_pod_connectivity_from_host: bool,
 }
 
 /// Parses a Go-style duration as upstream's flags take them: a sequence of `<number><unit>` with
@@ -249,6 +253,12 @@ mod tests {
         let off = parse(&["--enable-vlan-arp-enhancement=false"]).unwrap();
         assert!(!off.plan_config().unwrap().vlan_arp_enhancement);
         assert!(parse(&["--enable-vlan-arp-enhancement=maybe"]).is_err());
+        assert!(c.check_pod_connectivity_from_host);
+        assert!(
+            !parse(&["--check-pod-connectivity-from-host", "false"])
+                .unwrap()
+                .check_pod_connectivity_from_host
+        );
     }
 
     #[test]

@@ -559,6 +559,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         vlan_check: crate::cniserver::vlancheck::VlanCheckConfig {
             timeout: cfg.vlan_check_timeout,
         },
+        ping_pod: cfg
+            .check_pod_connectivity_from_host
+            .then(crate::cniserver::podping::PingConfig::default),
         ..Default::default()
     };
     let cni_server = crate::cniserver::CniServer::bind(&cfg.bind_socket, lookup, cni_cfg)

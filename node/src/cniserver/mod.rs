@@ -17,6 +17,7 @@ pub mod error;
 pub mod locks;
 pub mod netns;
 pub mod podnet;
+pub mod podping;
 pub mod server;
 pub mod vlancheck;
 
@@ -120,6 +121,9 @@ pub struct CniServerConfig {
     pub observer: Option<Arc<dyn CniObserver>>,
     /// ARP/NDP checks of VLAN pods at ADD (`--vlan-check-timeout`).
     pub vlan_check: vlancheck::VlanCheckConfig,
+    /// Ping the pod from the node after ADD (`--check-pod-connectivity-from-host`); `None`
+    /// skips it (the library default; the agent's flag defaults to on).
+    pub ping_pod: Option<podping::PingConfig>,
 }
 
 impl Default for CniServerConfig {
@@ -134,6 +138,7 @@ impl Default for CniServerConfig {
             request_read_timeout: Duration::from_secs(10),
             observer: None,
             vlan_check: vlancheck::VlanCheckConfig::default(),
+            ping_pod: None,
         }
     }
 }
@@ -147,6 +152,7 @@ impl std::fmt::Debug for CniServerConfig {
             .field("local_direct_table", &self.local_direct_table)
             .field("max_in_flight", &self.max_in_flight)
             .field("vlan_check", &self.vlan_check)
+            .field("ping_pod", &self.ping_pod)
             .finish_non_exhaustive()
     }
 }

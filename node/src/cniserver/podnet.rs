@@ -337,6 +337,12 @@ async fn configure_host_end(
     index: u32,
     s: &PodInterfaceSpec,
 ) -> Result<(), PodNetError> {
+    if s.ipv6.is_some() {
+        // Before the link comes up: without DAD its link-local address is usable at once, so
+        // the node can solicit the pod right away (a tentative link-local means no
+        // solicitation is sent for about a second). The veth is a link of two, no duplicates.
+        write_sysctl(&format!("ipv6/conf/{}/accept_dad", s.host_veth), "0")?;
+    }
     h.link()
         .set(
             LinkUnspec::new_with_index(index)
@@ -360,6 +366,9 @@ async fn configure_host_end(
     if s.ipv6.is_some() {
         write_sysctl(&format!("ipv6/conf/{dev}/forwarding"), "1")?;
         write_sysctl(&format!("ipv6/conf/{dev}/proxy_ndp"), "1")?;
+        // Answer the pod's solicitation for its gateway at once (the default delays multicast
+        // solicitations by up to 0.8 s), as proxy_delay=0 does for IPv4.
+        write_sysctl(&format!("ipv6/neigh/{dev}/proxy_delay"), "0")?;
     }
     if let Some(v4) = s.ipv4 {
         host_route(h, IpAddr::V4(v4), index, s.local_direct_table).await?;

@@ -1,6 +1,7 @@
 //! The agent's unix-socket server and the request handling behind it.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,8 +23,8 @@ use super::error::PodNetError;
 use super::locks::KeyedLocks;
 use super::netns::Netns;
 use super::podnet::{self, PodInterfaceSpec, Teardown};
-use super::vlancheck;
 use super::{AttachmentEvent, CniServerConfig, IpInstanceLookup};
+use super::{podping, vlancheck};
 
 /// The server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -186,8 +187,9 @@ impl CniService {
         podnet::setup_pod_interface(&self.host, &pod_ns, &spec)
             .await
             .map_err(|e| e.to_cni().with_details(format!("pod {}", att.pod)))?;
-        // VLAN pods: gateway answers, address not in use elsewhere, new location announced.
-        self.vlan_checks(att, &addressing, &spec).await?;
+        // VLAN pods: gateway answers, address not in use elsewhere, new location announced;
+        // then the node pings the pod.
+        self.post_setup_checks(att, &addressing, &spec).await?;
         // Readiness hook (BGP pods: announced to every required peer). A pod that is not
         // reachable fails the ADD, and a failed ADD leaves nothing behind.
         if let Err(e) = self.lookup.wait_pod_reachable(&addressing).await {
@@ -220,18 +222,32 @@ impl CniService {
         ))
     }
 
-    /// Runs the VLAN checks of a wired pod; a failure removes the interface again (the ADD
-    /// leaves nothing behind) and names the pod, its address and the interface.
-    async fn vlan_checks(
+    /// Runs the VLAN checks and the ping of a wired pod; a failure removes the interface again
+    /// (the ADD leaves nothing behind) and names the pod, its address and the interface.
+    async fn post_setup_checks(
         &self,
         att: &AttachmentRequest<'_>,
         addressing: &PodAddressing,
         spec: &PodInterfaceSpec,
     ) -> Result<(), CniError> {
         let targets = self.lookup.vlan_check_targets(addressing);
-        let Err(e) =
-            vlancheck::check_pod(&self.host, targets, spec.mac, self.config.vlan_check).await
-        else {
+        let mut outcome =
+            vlancheck::check_pod(&self.host, targets, spec.mac, self.config.vlan_check)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_cni(att.pod));
+        if outcome.is_ok()
+            && let Some(ping) = self.config.ping_pod
+        {
+            let ips = [spec.ipv4.map(IpAddr::V4), spec.ipv6.map(IpAddr::V6)]
+                .into_iter()
+                .flatten()
+                .collect();
+            outcome = podping::check_pod(&self.host, ips, ping)
+                .await
+                .map_err(|e| e.to_cni(att.pod));
+        }
+        let Err(e) = outcome else {
             return Ok(());
         };
         if let Err(cleanup) = podnet::teardown_pod_interface(
@@ -243,9 +259,9 @@ impl CniService {
         .await
         {
             tracing::warn!(host_veth = %spec.host_veth, error = %cleanup,
-                "removing the interface of a pod that failed the VLAN checks failed");
+                "removing the interface of a pod that failed its checks failed");
         }
-        Err(e.to_cni(att.pod))
+        Err(e)
     }
 
     async fn del(&self, att: &AttachmentRequest<'_>) -> Result<(), CniError> {
