@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use hybridnet_api::constants::annotation;
+use hybridnet_api::constants::{annotation, finalizer};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -72,5 +72,40 @@ async fn only_pods_matching_the_pod_label_selector_get_addresses() {
     .expect("unlabel excluded");
     env.allocated("default", "outside", 1).await;
     env.allocated("default", "excluded", 1).await;
+
+    // A stateful pod allocated while selected carries our finalizer; relabelled out of the
+    // selector and deleted, it must still be reserved and released, not hang in Terminating.
+    let sts = env.create_statefulset("default", "db").await;
+    let mut db = stateful_pod(&sts, 0, "n1", &[]);
+    db.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("hybridnet".into(), "yes".into());
+    env.pod(db).await;
+    env.set_pod_status("default", "db-0", running()).await;
+    let held = env.allocated("default", "db-0", 1).await;
+    let p = pods.get("db-0").await.expect("db-0");
+    assert!(
+        p.metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == finalizer::IP_ALLOCATED)
+    );
+    pods.patch(
+        "db-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"hybridnet": null}}})),
+    )
+    .await
+    .expect("unlabel db-0");
+    env.set_pod_status("default", "db-0", container_status("Running", false))
+        .await;
+    env.delete_pod("default", "db-0").await;
+    env.pod_gone("default", "db-0").await;
+    let kept = env.instances_of("default", "db-0").await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].spec.address.ip, held[0].spec.address.ip);
+    assert!(kept[0].spec.is_reserved(), "{:?}", kept[0].spec.binding);
     r.shutdown().await;
 }

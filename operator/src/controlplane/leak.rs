@@ -20,7 +20,7 @@ use super::context::Ctx;
 use super::defaults::PodDefaults;
 use super::objects::reserve_patch;
 use super::podselector::PodSelector;
-use super::podstate::{is_host_network, is_terminating, node_name};
+use super::podstate::{is_handled, is_host_network, is_terminating, node_name};
 
 pub const KIND_INSTANCE_WITHOUT_POD: &str = "ipinstance-without-pod";
 pub const KIND_POD_WITHOUT_INSTANCE: &str = "pod-without-ipinstance";
@@ -110,7 +110,7 @@ pub fn find_leaks(
             || is_terminating(p)
             || is_host_network(p)
             || node_name(p).is_none()
-            || !selector.matches_pod(p)
+            || !is_handled(selector, p)
         {
             continue;
         }

@@ -25,7 +25,7 @@ use super::objects::{
     select_network,
 };
 use super::podstate::{
-    PodAction, controller_owner, decide, has_ip_finalizer, is_stateful, node_name,
+    PodAction, controller_owner, decide, has_ip_finalizer, is_handled, is_stateful, node_name,
 };
 use super::resolution::{ip_retain, ipinstances_of_pod_name, resolve_for_pod};
 use crate::ipam::{Allocation, AssignCandidate, MacAddr, PodKey};
@@ -71,8 +71,9 @@ async fn list_pod_ipinstances(ctx: &Ctx, pod: &Pod) -> Result<Vec<IPInstance>, R
 #[instrument(skip_all, fields(pod = %pod_name(&pod)))]
 pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     ctx.ensure_leading()?;
-    // Upstream's predicate: pods outside --pod-label-selector are not ours to allocate or release.
-    if !ctx.config.pod_selector.matches_pod(&pod) {
+    // Upstream's predicate: pods outside --pod-label-selector are not ours to allocate or release
+    // (unless they carry our finalizer, which only we remove).
+    if !is_handled(&ctx.config.pod_selector, &pod) {
         ctx.metrics.pods_not_selected.inc();
         debug!("not selected by --pod-label-selector");
         return Ok(Action::await_change());

@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::defaults::PodDefaults;
+use super::podselector::PodSelector;
 
 /// What the pod controller should do with a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +87,13 @@ pub fn has_ip_finalizer(pod: &Pod) -> bool {
         .iter()
         .flatten()
         .any(|f| f == finalizer::IP_ALLOCATED)
+}
+
+/// Whether the pod controller handles `pod`: it matches `--pod-label-selector`, or it carries our
+/// `ip-allocated` finalizer (we allocated it while it matched; only we can take the finalizer off,
+/// so a stateful pod relabelled out of the selector must not hang in Terminating).
+pub fn is_handled(selector: &PodSelector, pod: &Pod) -> bool {
+    selector.matches_pod(pod) || has_ip_finalizer(pod)
 }
 
 /// The pod's controller owner reference.
@@ -194,6 +202,21 @@ mod tests {
     fn terminating(mut p: Pod) -> Pod {
         p.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
         p
+    }
+
+    #[test]
+    fn selected_pods_and_pods_with_our_finalizer_are_handled() {
+        let selector = crate::controlplane::podselector::parse("hybridnet=yes").unwrap();
+        let mut p = pod(Some("n1"), Some("StatefulSet"));
+        assert!(!is_handled(&selector, &p));
+        assert!(is_handled(&PodSelector::everything(), &p));
+        p.metadata.labels = Some([("hybridnet".to_string(), "yes".to_string())].into());
+        assert!(is_handled(&selector, &p));
+        p.metadata.labels = None;
+        p.metadata.finalizers = Some(vec![finalizer::IP_ALLOCATED.to_string()]);
+        assert!(is_handled(&selector, &p));
+        p.metadata.finalizers = Some(vec!["other/finalizer".to_string()]);
+        assert!(!is_handled(&selector, &p));
     }
 
     #[test]
