@@ -406,27 +406,53 @@ pub fn build_subnet(args: &SubnetCreateArgs) -> Result<(Subnet, ParsedRange), In
 }
 
 /// Builds the HybridnetCluster `default` of `install`.
+/// `[v]MAJOR.MINOR.PATCH[-PRERELEASE]`: the operand version becomes an image tag, so the
+/// pre-release part keeps to semver's characters (which tags accept) and the whole to 128 bytes.
+fn is_release_version(v: &str) -> bool {
+    let v = v.strip_prefix('v').unwrap_or(v);
+    let (core, pre) = match v.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (v, None),
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    v.len() <= 128
+        && parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && pre.is_none_or(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        })
+}
+
+/// An image registry and repository prefix (`docker.io/hybridnet`, `registry:5000/team`): the
+/// operator puts image names after it, so it holds only reference characters and no empty,
+/// `.` or `..` path part.
+fn is_image_prefix(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 255
+        && r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'/'))
+        && r.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
+}
+
 pub fn build_cluster(args: &InstallArgs) -> Result<HybridnetCluster, InvalidManifest> {
     let mut problems = Vec::new();
-    if let Some(v) = &args.hybridnet_version {
+    if let Some(v) = &args.hybridnet_version
+        && !is_release_version(v)
+    {
         let v = v.strip_prefix('v').unwrap_or(v);
-        let core = v.split_once('-').map(|(c, _)| c).unwrap_or(v);
-        let parts: Vec<&str> = core.split('.').collect();
-        if parts.len() != 3
-            || parts
-                .iter()
-                .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
-        {
-            problems.push(format!(
-                "--hybridnet-version {v:?} (spec.version): expected MAJOR.MINOR.PATCH, e.g. 0.1.0"
-            ));
-        }
+        problems.push(format!(
+            "--hybridnet-version {v:?} (spec.version): expected MAJOR.MINOR.PATCH, e.g. 0.1.0 (a -PRERELEASE of letters, digits, '.' and '-' may follow)"
+        ));
     }
     if let Some(r) = &args.registry
-        && (r.is_empty() || r.len() > 255 || r.contains(char::is_whitespace))
+        && !is_image_prefix(r)
     {
         problems.push(format!(
-            "--registry {r:?} (spec.registry): expected e.g. docker.io/hybridnet"
+            "--registry {r:?} (spec.registry): expected a registry and repository prefix such as docker.io/hybridnet (ASCII letters, digits, '.', '-', '_', ':' and '/')"
         ));
     }
     let bootstrap = match &args.bootstrap_cidr {
@@ -1011,6 +1037,48 @@ mod tests {
     }
 
     #[test]
+    fn release_versions_and_image_prefixes() {
+        for ok in ["0.1.0", "v0.2.3", "0.1.0-rc.1", "10.20.30-alpha-2"] {
+            assert!(is_release_version(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "latest",
+            "0.1",
+            "0.1.0-",
+            "0.1.0-a b",
+            "0.1.0-ü",
+            "0.1.0+build",
+            "1.2.x",
+        ] {
+            assert!(!is_release_version(bad), "{bad}");
+        }
+        assert!(!is_release_version(&format!("0.1.0-{}", "a".repeat(130))));
+        for ok in [
+            "docker.io/hybridnet",
+            "registry.local:5000/team/sub",
+            "localhost/x_y",
+            "ghcr.io",
+        ] {
+            assert!(is_image_prefix(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "docker.io/ü",
+            "../x",
+            "docker.io//x",
+            "/x",
+            "x/",
+            "x/./y",
+            "a\nb",
+        ] {
+            assert!(!is_image_prefix(bad), "{bad:?}");
+        }
+        assert!(!is_image_prefix(&"a".repeat(256)));
+    }
+
+    #[test]
     fn install_manifest() {
         let c = build_cluster(&InstallArgs {
             hybridnet_version: Some("v0.1.0".into()),
@@ -1033,6 +1101,41 @@ mod tests {
                     ..Default::default()
                 },
                 "--hybridnet-version",
+            ),
+            (
+                InstallArgs {
+                    hybridnet_version: Some("0.1.0-ü".into()),
+                    ..Default::default()
+                },
+                "--hybridnet-version",
+            ),
+            (
+                InstallArgs {
+                    hybridnet_version: Some("0.1.0-".into()),
+                    ..Default::default()
+                },
+                "--hybridnet-version",
+            ),
+            (
+                InstallArgs {
+                    registry: Some("docker.io/ü".into()),
+                    ..Default::default()
+                },
+                "--registry",
+            ),
+            (
+                InstallArgs {
+                    registry: Some("../x".into()),
+                    ..Default::default()
+                },
+                "--registry",
+            ),
+            (
+                InstallArgs {
+                    registry: Some("docker.io//x".into()),
+                    ..Default::default()
+                },
+                "--registry",
             ),
             (
                 InstallArgs {

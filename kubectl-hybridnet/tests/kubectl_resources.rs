@@ -538,6 +538,19 @@ async fn malformed_and_hostile_flags_fail_clearly() {
             &["install", "-o", "table"],
             "install -o table: use yaml or json",
         ),
+        // The operator builds image names from these: only reference characters get through.
+        (
+            &["install", "--registry", "docker.io/ü", "-o", "yaml"],
+            "--registry \"docker.io/ü\" (spec.registry)",
+        ),
+        (
+            &["install", "--registry", "../x", "-o", "yaml"],
+            "--registry \"../x\" (spec.registry)",
+        ),
+        (
+            &["install", "--hybridnet-version", "0.1.0-a b", "-o", "yaml"],
+            "--hybridnet-version \"0.1.0-a b\" (spec.version)",
+        ),
         // Negative numbers reach the range checks instead of being taken for flags.
         (
             &["network", "create", "n", "--vni", "-1"],
