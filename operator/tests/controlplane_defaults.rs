@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use hybridnet_api::constants::{annotation, label};
+use hybridnet_api::constants::{annotation, finalizer, label};
 use hybridnet_api::operator::{HybridnetCluster, IpFamily};
 use hybridnet_api::v1::{IpVersion, NetworkType};
 use hybridnet_operator::controlplane::defaults::{DefaultsSource, LiveDefaults, PodDefaults};
@@ -131,14 +131,31 @@ async fn pod_defaults_follow_the_hybridnet_cluster_live_and_fall_back_to_the_fla
     api.patch(
         "default",
         &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"defaults": {"networkType": "Underlay", "ipFamily": null}}})),
+        &Patch::Merge(
+            json!({"spec": {"defaults": {"networkType": "Underlay", "ipFamily": null, "statefulWorkloadKinds": []}}}),
+        ),
     )
     .await
     .expect("patch HybridnetCluster");
     wait_defaults(&r.defaults, "Underlay from the cluster", |d, s| {
-        s == DefaultsSource::Cluster && d.network_type == NetworkType::Underlay
+        s == DefaultsSource::Cluster
+            && d.network_type == NetworkType::Underlay
+            && d.stateful_workload_kinds.is_empty()
     })
     .await;
+    // No stateful kinds: a StatefulSet's pod is allocated like any other, without our finalizer.
+    let sts = env.create_statefulset("default", "db").await;
+    env.pod(stateful_pod(&sts, 0, "n1", &[])).await;
+    env.allocated("default", "db-0", 1).await;
+    let db = Api::<Pod>::namespaced(env.client.clone(), "default")
+        .get("db-0")
+        .await
+        .expect("db-0");
+    assert!(
+        !db.finalizers().iter().any(|f| f == finalizer::IP_ALLOCATED),
+        "{:?}",
+        db.finalizers()
+    );
     let b = env.pod(pod("default", "b", "n1", &[])).await;
     assert_eq!(
         ann(&b, annotation::NETWORK_TYPE).as_deref(),
