@@ -338,19 +338,32 @@ async fn live_answers(ctx: &Ctx, a: &TraceArgs, report: &PathReport) -> Vec<Live
                     cmd.arg("--context").arg(c);
                 }
                 cmd.args(["-n", &a.agent_namespace, "exec", &pod, "--"])
-                    .args(&args);
-                match cmd.output().await {
-                    Ok(o) if o.status.success() => {
+                    .args(&args)
+                    .kill_on_drop(true);
+                // A hung exec must not hang the trace: bounded by --request-timeout, else 30 s.
+                let limit = ctx
+                    .global
+                    .request_timeout
+                    .0
+                    .unwrap_or(std::time::Duration::from_secs(30));
+                match tokio::time::timeout(limit, cmd.output()).await {
+                    Err(_) => (
+                        None,
+                        Some(format!(
+                            "kubectl exec {pod} did not finish within {limit:?}"
+                        )),
+                    ),
+                    Ok(Ok(o)) if o.status.success() => {
                         (Some(String::from_utf8_lossy(&o.stdout).into_owned()), None)
                     }
-                    Ok(o) => (
+                    Ok(Ok(o)) => (
                         None,
                         Some(format!(
                             "kubectl exec {pod} failed: {}",
                             String::from_utf8_lossy(&o.stderr).trim()
                         )),
                     ),
-                    Err(e) => (None, Some(format!("cannot run kubectl: {e}"))),
+                    Ok(Err(e)) => (None, Some(format!("cannot run kubectl: {e}"))),
                 }
             }
         };
