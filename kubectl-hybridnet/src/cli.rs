@@ -526,45 +526,6 @@ mod tests {
     }
 
     #[test]
-    fn create_and_install_outputs_are_checked_when_parsing() {
-        for (args, want) in [
-            (
-                &["network", "create", "n", "--vni", "4", "-o", "table"][..],
-                "-o table is not an output of create",
-            ),
-            (
-                &["network", "create", "n", "--vni", "4", "-o", ""],
-                "-o is empty",
-            ),
-            (
-                &[
-                    "subnet",
-                    "create",
-                    "s",
-                    "--network",
-                    "n",
-                    "--cidr",
-                    "10.0.0.0/24",
-                    "-o",
-                    "wide",
-                ],
-                "-o wide is not an output of create",
-            ),
-            (
-                &["install", "-o", "name"],
-                "install -o name: use yaml or json",
-            ),
-        ] {
-            let e = Cli::try_parse_from(
-                std::iter::once("kubectl-hybridnet").chain(args.iter().copied()),
-            )
-            .unwrap_err();
-            assert_eq!(e.exit_code(), 2, "{args:?}");
-            assert!(e.to_string().contains(want), "{args:?}: {e}");
-        }
-    }
-
-    #[test]
     fn negative_numbers_are_values_not_flags() {
         let c = Cli::try_parse_from(["kubectl-hybridnet", "network", "create", "n", "--vni", "-1"])
             .unwrap();
