@@ -112,11 +112,11 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// The probe window is a tenth of the timeout, at least 100 ms and at most 500 ms (never
+    /// The probe window is a twentieth of the timeout, at least 100 ms and at most 300 ms (never
     /// longer than the timeout); the gateway query is resent every 250 ms.
     pub fn from_timeout(timeout: Duration) -> Timing {
-        let probe_window = (timeout / 10)
-            .clamp(Duration::from_millis(100), Duration::from_millis(500))
+        let probe_window = (timeout / 20)
+            .clamp(Duration::from_millis(100), Duration::from_millis(300))
             .min(timeout);
         Timing {
             timeout,
@@ -457,7 +457,7 @@ mod tests {
     #[test]
     fn verdicts_follow_the_timing() {
         let t = Timing::from_timeout(Duration::from_secs(3));
-        assert_eq!(t.probe_window, Duration::from_millis(300));
+        assert_eq!(t.probe_window, Duration::from_millis(150));
         let i = v4(true);
         let mut p = Progress::default();
         let ms = Duration::from_millis;
@@ -466,8 +466,9 @@ mod tests {
         assert_eq!(verdict(&i, &p, ms(3000), &t), Verdict::GatewaySilent);
         p.observe(Seen::Gateway(GW));
         assert_eq!(verdict(&i, &p, ms(10), &t), Verdict::Pending);
+        assert_eq!(verdict(&i, &p, ms(149), &t), Verdict::Pending);
         assert_eq!(
-            verdict(&i, &p, ms(300), &t),
+            verdict(&i, &p, ms(150), &t),
             Verdict::Passed {
                 gateway_mac: Some(GW)
             }
@@ -478,16 +479,16 @@ mod tests {
         // No gateway: only the probe window.
         let i = v4(false);
         let p = Progress::default();
-        assert_eq!(verdict(&i, &p, ms(299), &t), Verdict::Pending);
+        assert_eq!(verdict(&i, &p, ms(149), &t), Verdict::Pending);
         assert_eq!(
-            verdict(&i, &p, ms(300), &t),
+            verdict(&i, &p, ms(150), &t),
             Verdict::Passed { gateway_mac: None }
         );
         // Tiny timeouts: the window never exceeds the timeout.
         let t = Timing::from_timeout(ms(50));
         assert_eq!(t.probe_window, ms(50));
         let t = Timing::from_timeout(Duration::from_secs(60));
-        assert_eq!(t.probe_window, ms(500));
+        assert_eq!(t.probe_window, ms(300));
     }
 
     #[test]

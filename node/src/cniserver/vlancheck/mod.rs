@@ -11,9 +11,12 @@
 //!    once (a StatefulSet pod that moved to another node keeps its address).
 //!
 //! Query and probe go out together and the answers are awaited at once, so a healthy network
-//! costs one probe window (a tenth of the timeout, 100..500 ms) per ADD, both families in
-//! parallel. A subnet without a gateway skips step 1 (there is nothing to ask; its pods only
-//! reach their own subnet) and still runs steps 2 and 3. A timeout of 0 disables the checks.
+//! costs one probe window per ADD (a twentieth of the timeout, 100..300 ms: 150 ms by default),
+//! both families in parallel. A station holding the address answers a probe within
+//! milliseconds; a node that answers by proxy ARP may wait up to its `proxy_delay` (0.8 s by
+//! default) and can be missed - the check catches real hosts, not every stale proxy entry.
+//! A subnet without a gateway skips step 1 (there is nothing to ask; its pods only reach their
+//! own subnet) and still runs steps 2 and 3. A timeout of 0 disables the checks.
 //!
 //! The decisions are pure ([`decide`]), the frames are pure ([`frames`]), the socket is a thin
 //! `AF_PACKET` wrapper opened inside the node's network namespace.
