@@ -62,8 +62,9 @@
 //!   only, with their TCP MD5 keys on the listening socket. Connection collisions are resolved
 //!   as RFC 4271 6.8 says (higher BGP Identifier's connection wins; an Established session
 //!   always wins), the loser closed with Cease / Connection Collision Resolution. A new
-//!   connection from a peer whose session is Established is closed, also after the peer
-//!   restarted (the old session ends when its hold timer or TCP notices).
+//!   connection from a peer whose session is Established is closed, unless the peer
+//!   advertised graceful restart: then it restarted (RFC 4724 4.2) and the new connection
+//!   replaces the old session.
 //! - Graceful restart: we advertise the capability with the configured restart time, the R bit
 //!   on the first session of a speaker instance and the F bit for IPv4 and IPv6 (the kernel keeps
 //!   forwarding while the agent restarts). Dropping [`BgpSpeaker`] closes connections without

@@ -576,3 +576,61 @@ async fn inbound_session_replaces_our_attempt_that_times_out() {
 async fn inbound_session_established_before_our_attempt_completes_wins() {
     inbound_while_connecting(Duration::from_secs(60), false).await;
 }
+
+/// A peer that advertised graceful restart and connects again while its session is still up
+/// has restarted (RFC 4724 4.2): the old session ends (one flap), the new connection becomes
+/// the session and gets the full table again. (Without the capability the new connection is
+/// closed as a collision: see `inbound_session_from_a_configured_peer_and_unknown_sources_refused`.)
+#[tokio::test]
+async fn restarted_graceful_restart_peer_replaces_its_old_session() {
+    let (speaker, addr) = listening_speaker(free_port()).await;
+    speaker.set_routes([ann("198.19.0.5/32", Communities::NoExport)].into());
+    let mut p = PeerConfig::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 65000);
+    p.passive = true;
+    speaker.set_peers(vec![p]).unwrap();
+    let gr_open = || {
+        let mut open = peer_open(Ipv4Addr::new(198, 18, 0, 1));
+        open.capabilities.push(Capability::GracefulRestart(
+            hybridnet_bgp::wire::GracefulRestart {
+                restart_state: true,
+                notification: false,
+                restart_time: 120,
+                families: vec![],
+            },
+        ));
+        open
+    };
+    let handshake = |mut peer: Peer| async move {
+        let Some(Message::Open(_)) = peer.recv().await else {
+            panic!("expected OPEN")
+        };
+        peer.send(Message::Open(gr_open())).await;
+        peer.send(Message::Keepalive).await;
+        assert_eq!(peer.recv().await, Some(Message::Keepalive));
+        let table = peer.updates_until_eor().await;
+        assert_eq!(announced(&table), ["198.19.0.5/32".to_string()].into());
+        peer
+    };
+    let mut old = handshake(Peer::connect(Ipv4Addr::LOCALHOST, addr).await).await;
+    assert!(
+        speaker
+            .wait_for(STEP, |s| s.peer_states()[0].state == State::Established)
+            .await
+    );
+    // The peer comes back on a new connection; the old one is closed without NOTIFICATION.
+    let new = Peer::connect(Ipv4Addr::LOCALHOST, addr).await;
+    assert_eq!(old.recv().await, None, "old connection closed");
+    let _new = handshake(new).await;
+    assert!(
+        speaker
+            .wait_for(STEP, |s| {
+                let p = &s.peer_states()[0];
+                p.state == State::Established && p.flaps == 1
+            })
+            .await,
+        "{:?}",
+        speaker.peer_states()
+    );
+    assert_eq!(speaker.peer_states()[0].collisions, 0);
+    speaker.shutdown(STEP).await;
+}

@@ -6,7 +6,9 @@
 //! while the primary was connecting out or in the OPEN exchange. [`resolve`] runs after every
 //! batch of events and says what to do with the pair:
 //!
-//! - a connection colliding with an Established session is closed (the Established one stays);
+//! - a connection colliding with an Established session is closed (the Established one stays;
+//!   the driver makes one exception before it gets here: a peer that advertised graceful
+//!   restart and connects again has restarted, RFC 4724 4.2);
 //! - when both connections are in OpenConfirm, both sides know both BGP Identifiers and keep
 //!   the connection initiated by the speaker with the higher identifier (equal identifiers:
 //!   the larger AS number), closing the other with Cease / Connection Collision Resolution;

@@ -245,7 +245,7 @@ pub async fn run_peer(
                 Ok((chunk, n)) => driver.on_bytes(Slot::Secondary, &chunk[..n.min(chunk.len())], &mut events),
             },
             accepted = inbound.recv(), if inbound_open => match accepted {
-                Some(stream) => driver.on_inbound(stream, &mut events).await,
+                Some(stream) => driver.on_inbound(stream, &desired, &mut events).await,
                 None => inbound_open = false,
             },
             _ = async {
@@ -426,7 +426,12 @@ impl Driver {
     }
 
     /// A connection the listener accepted from this peer.
-    async fn on_inbound(&mut self, stream: TcpStream, events: &mut Events) {
+    async fn on_inbound(
+        &mut self,
+        stream: TcpStream,
+        desired: &watch::Receiver<Arc<BTreeSet<Announcement>>>,
+        events: &mut Events,
+    ) {
         let _ = stream.set_nodelay(true);
         let peer = self.cfg.peer;
         let conn = Connection::new(stream, Direction::Inbound);
@@ -454,6 +459,30 @@ impl Driver {
                     conn: Some(conn),
                 });
                 events.push_back((Slot::Secondary, Event::TcpConnectionConfirmed));
+            }
+            // RFC 4724 4.2: a peer that advertised graceful restart and connects again while
+            // its old session still looks Established has restarted; the old session is over
+            // (as if its TCP connection had reset) and the new connection replaces it.
+            State::Established
+                if self
+                    .primary
+                    .session
+                    .negotiated()
+                    .is_some_and(|n| n.peer_graceful_restart.is_some()) =>
+            {
+                tracing::info!(peer = %peer, "BGP peer connected again while its session was up: it restarted (graceful restart); replacing the old session");
+                if let Some(mut old) = self.primary.conn.take() {
+                    let _ = old.stream.shutdown().await;
+                }
+                let actions = self
+                    .primary
+                    .session
+                    .handle(Event::TcpClosed, Instant::now());
+                for action in actions {
+                    self.act(Slot::Primary, action, desired, events).await;
+                }
+                self.primary.conn = Some(conn);
+                events.push_back((Slot::Primary, Event::TcpConnectionConfirmed));
             }
             // RFC 4271 6.8: a collision with an Established session closes the new connection.
             State::Established => {
