@@ -156,6 +156,35 @@ mod tests {
     }
 
     #[test]
+    fn an_enhanced_address_is_never_the_vtep() {
+        // The VXLAN parent carries only an enhanced IPv4 address and the node's IPv6 address.
+        let mut f = fixture();
+        let eth0 = f
+            .host
+            .interfaces
+            .iter_mut()
+            .find(|i| i.name == "eth0")
+            .unwrap();
+        eth0.addresses = vec![
+            HostAddress {
+                ip: "198.18.0.100".parse().unwrap(),
+                prefix: 24,
+                noprefixroute: true,
+            },
+            HostAddress {
+                ip: "fd00:18::11".parse().unwrap(),
+                prefix: 64,
+                noprefixroute: false,
+            },
+        ];
+        let plan = build_plan(&f.api, &f.host, &f.cfg);
+        assert_eq!(
+            plan.vxlan.map(|v| v.local),
+            Some("fd00:18::11".parse().unwrap())
+        );
+    }
+
+    #[test]
     fn no_enhancement_where_the_node_has_its_own_address_or_no_pod() {
         // Untagged: eth0 carries the node's 198.18.0.11/24.
         assert!(on(true, &fixture()).is_empty());

@@ -347,6 +347,9 @@ impl<'a> Planner<'a> {
             .addresses
             .iter()
             .filter(|a| is_global_unicast(a.ip))
+            // Not a NOPREFIXROUTE address: those are pod addresses (ARP enhancement), never the
+            // node's own.
+            .filter(|a| !a.noprefixroute)
             .filter(|a| self.cfg.vtep_address_cidrs.iter().any(|c| c.contains(a.ip)))
             .collect();
         candidates.sort_by_key(|a| a.ip.is_ipv6());
