@@ -593,11 +593,15 @@ impl Applier {
 
         // Routes before rules: a new rule never points at an empty table.
         let have = kernel::routes(h, family).await?;
-        let want: Vec<&PlannedRoute> = plan
+        let mut want: Vec<&PlannedRoute> = plan
             .routes
             .iter()
             .filter(|r| r.family() == family)
             .collect();
+        // Direct routes first: the kernel accepts `default via <gw>` in a subnet table only once
+        // the table can reach the gateway (a VLAN node without an address of its own in the
+        // subnet has no other route to it).
+        want.sort_by_key(|r| r.via.is_some());
         let mut matched: BTreeSet<usize> = BTreeSet::new();
         for r in &want {
             let oif = match &r.dev {
