@@ -7,4 +7,5 @@
 pub mod controlplane;
 pub mod ipam;
 pub mod lifecycle;
+pub mod watch_failure;
 pub mod webhook;

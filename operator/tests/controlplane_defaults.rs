@@ -2,6 +2,7 @@
 //! flags without it, and a missing HybridnetCluster CRD neither blocks nor breaks anything.
 
 mod common;
+mod logcapture;
 
 use std::time::Duration;
 
@@ -250,4 +251,28 @@ async fn without_the_hybridnet_cluster_crd_the_flags_apply_and_a_later_crd_is_pi
     );
     assert!(api.get("default").await.expect("cluster").name_any() == "default");
     r.shutdown().await;
+}
+
+// Current-thread runtime: the thread-local subscriber sees every task of the test.
+#[tokio::test]
+async fn a_missing_crd_is_reported_once_while_the_watch_keeps_retrying() {
+    let (logs, _guard) = logcapture::capture("hybridnet_operator=debug");
+    let env = Env::start_without_crds(&[CLUSTER_CRD]).await;
+    let (live, watch) = LiveDefaults::watch(&env.client, PodDefaults::default());
+    let task = tokio::spawn(watch);
+    assert!(live.settle(Duration::from_secs(5)).await, "no first answer");
+    assert_eq!(live.current().source, DefaultsSource::Flags);
+    // Three failed attempts (the backoff grows from under a second).
+    wait_for("three retries", || {
+        let n = logs.count("HybridnetCluster watch failed");
+        async move { n >= 3 }
+    })
+    .await;
+    let text = logs.text();
+    assert_eq!(text.matches("is not served").count(), 1, "{text}");
+    assert!(
+        !text.contains(" WARN ") && !text.contains(" ERROR "),
+        "{text}"
+    );
+    task.abort();
 }

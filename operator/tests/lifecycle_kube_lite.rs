@@ -1,6 +1,8 @@
 //! The lifecycle controller against kube-lite through the real kube client (and the real kubectl
 //! for the GitOps install): install, upgrade, drift repair, invalid specs, singleton and deletion.
 
+mod logcapture;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -975,5 +977,37 @@ async fn a_rollout_without_progress_is_degraded_across_a_restart_and_clears_when
             .reason,
         "AsExpected"
     );
+    controller.abort();
+}
+
+// Current-thread runtime: the thread-local log capture sees every task of the test.
+#[tokio::test]
+async fn without_the_hybridnet_cluster_crd_the_lifecycle_waits_quietly() {
+    let (logs, _guard) = logcapture::capture("hybridnet_operator=debug");
+    let env = start_kube_lite().await;
+    let client = env.client.clone();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (file, crd) in hybridnet_api::crd::all() {
+        if file != "operator.hybridnet.io_hybridnetclusters.yaml" {
+            api.create(&PostParams::default(), &crd).await.unwrap();
+        }
+    }
+    create_namespace(&client).await;
+    let controller = start_controller(&client);
+    // The backoff grows from under a second: three failed attempts come quickly.
+    tokio::time::timeout(WAIT, async {
+        while logs.count("lifecycle watch still failing") < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no retries seen: {}", logs.text()));
+    let text = logs.text();
+    assert_eq!(text.matches("is not served").count(), 1, "{text}");
+    assert!(
+        !text.contains(" WARN ") && !text.contains(" ERROR "),
+        "{text}"
+    );
+    assert!(!controller.is_finished(), "the lifecycle gave up");
     controller.abort();
 }

@@ -22,6 +22,8 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::watch_failure::{OnceLog, WatchFailure, classify};
+
 /// Defaults for pods that do not say otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodDefaults {
@@ -149,15 +151,19 @@ impl LiveDefaults {
         let api: Api<HybridnetCluster> = Api::all(client.clone());
         let (store, writer) = reflector::store();
         // The last kind of failure logged, so a lasting one is logged once, not at every retry.
-        let mut reported: Option<WatchFailure> = None;
+        let mut reported = OnceLog::default();
         let fut = watcher(api, watcher::Config::default())
             // Exponential, capped: a missing CRD is asked about again quietly, not in a hot loop.
             .default_backoff()
             .reflect(writer)
             .for_each(move |ev| {
                 match ev {
-                    Ok(_) => {
-                        reported = None;
+                    Ok(event) => {
+                        // `Init` starts every attempt, also one that fails next: only a real
+                        // answer means the failure is over.
+                        if !matches!(event, watcher::Event::Init) {
+                            reported.clear();
+                        }
                         publish(&tx, &flags, &store);
                         if store_settled(&store) {
                             settled_tx.send_replace(true);
@@ -165,8 +171,7 @@ impl LiveDefaults {
                     }
                     Err(e) => {
                         let failure = classify(&e);
-                        let first = reported != Some(failure);
-                        reported = Some(failure);
+                        let first = reported.first(failure);
                         match failure {
                             // No CRD (or no such API group): the flags apply, and that is normal.
                             WatchFailure::NotServed => {
@@ -249,31 +254,6 @@ fn set(tx: &watch::Sender<Arc<EffectiveDefaults>>, new: EffectiveDefaults) {
         *cur = Arc::new(new);
         true
     });
-}
-
-/// Why the HybridnetCluster watch failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WatchFailure {
-    /// 404 (no CRD, no API group) or 405: the kind is not served.
-    NotServed,
-    /// 401/403: this operator may not read it.
-    Forbidden,
-    /// Anything else (connection, 5xx, 410 expiry): passes by itself.
-    Other,
-}
-
-fn classify(e: &watcher::Error) -> WatchFailure {
-    let api_code = match e {
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => Some(s.code),
-        watcher::Error::WatchError(s) => Some(s.code),
-        _ => None,
-    };
-    match api_code {
-        Some(404 | 405) => WatchFailure::NotServed,
-        Some(401 | 403) => WatchFailure::Forbidden,
-        _ => WatchFailure::Other,
-    }
 }
 
 #[cfg(test)]

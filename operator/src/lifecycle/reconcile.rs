@@ -25,7 +25,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Controller, Error as ControllerError};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -33,13 +33,14 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::certs::{self, CertBundle, CertDecision};
 use super::names;
 use super::render::{self, ManagedObject};
 use super::settings::Settings;
 use super::status::{self, Failure, RolloutObservation, StatusInput, reason};
+use crate::watch_failure::{OnceLog, WatchFailure, classify};
 
 /// Annotation on the HybridnetCluster recording that the bootstrap Network/Subnet were created
 /// (so a user who deletes them later does not see them come back).
@@ -192,10 +193,37 @@ pub async fn run(client: Client, config: LifecycleConfig) -> anyhow::Result<()> 
             owner_of,
         )
         .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
-                Err(e) => warn!(error = %e, "lifecycle reconcile failed"),
+        .for_each({
+            // A missing HybridnetCluster CRD (a control plane installed alone) or missing RBAC
+            // lasts: say so once, not at every backoff retry.
+            let mut lasting = OnceLog::default();
+            move |res| {
+                match res {
+                    Ok((obj, _)) => {
+                        lasting.clear();
+                        tracing::debug!(cluster = %obj.name, "reconciled");
+                    }
+                    Err(ControllerError::QueueError(e)) => {
+                        let failure = classify(&e);
+                        let first = failure != WatchFailure::Other && lasting.first(failure);
+                        match (failure, first) {
+                            (WatchFailure::Other, _) => {
+                                warn!(error = %e, "lifecycle watch failed; retrying")
+                            }
+                            (_, false) => {
+                                debug!(error = %e, "lifecycle watch still failing; retrying with backoff")
+                            }
+                            (WatchFailure::NotServed, true) => {
+                                info!(error = %e, "a kind the lifecycle watches is not served (HybridnetCluster CRD not installed?); retrying quietly")
+                            }
+                            (WatchFailure::Forbidden, true) => {
+                                warn!(error = %e, "the lifecycle may not watch a kind it needs; retrying quietly")
+                            }
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "lifecycle reconcile failed"),
+                }
+                futures::future::ready(())
             }
         })
         .await;
