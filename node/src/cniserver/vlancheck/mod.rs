@@ -176,6 +176,10 @@ fn check_on_link(
     let v6 = target.pod_ip.is_ipv6();
     let sock = PacketSocket::open(link.header.index, if v6 { ETH_P_IPV6 } else { ETH_P_ARP })
         .map_err(|e| setup(format!("opening a packet socket: {e}")))?;
+    if v6 {
+        sock.only_ndp()
+            .map_err(|e| setup(format!("attaching the NDP filter: {e}")))?;
+    }
     let send = |f: &[u8]| {
         sock.send(f)
             .map_err(|e| setup(format!("sending a frame: {e}")))
