@@ -386,10 +386,11 @@ pub async fn reconcile_loop(
                 if let Ok(mut g) = shared.last_error.lock() {
                     *g = (!ok).then(|| report.errors.join("; "));
                 }
-                shared.reconciled_ok.store(ok, Ordering::SeqCst);
+                // Before readiness: an ADD admitted by it finds the VLAN subnets of this plan.
                 if let Ok(mut v) = shared.vlan_subnets.write() {
                     *v = Arc::new(crate::cniserver::vlancheck::VlanSubnets::of_plan(&plan));
                 }
+                shared.reconciled_ok.store(ok, Ordering::SeqCst);
                 shared.vxlan_mtu.store(
                     plan.vxlan.as_ref().map(|v| v.mtu).unwrap_or(0),
                     Ordering::SeqCst,
