@@ -276,3 +276,30 @@ async fn a_missing_crd_is_reported_once_while_the_watch_keeps_retrying() {
     );
     task.abort();
 }
+
+// Current-thread runtime, as above.
+#[tokio::test]
+async fn a_crd_removed_while_running_falls_back_to_the_flags() {
+    let (logs, _guard) = logcapture::capture("hybridnet_operator=debug");
+    let env = Env::start().await;
+    create_cluster(&env, json!({"networkType": "Underlay"})).await;
+    let (live, watch) = LiveDefaults::watch(&env.client, PodDefaults::default());
+    let task = tokio::spawn(watch);
+    wait_defaults(&live, "the cluster's", |d, s| {
+        s == DefaultsSource::Cluster && d.network_type == NetworkType::Underlay
+    })
+    .await;
+    Api::<CustomResourceDefinition>::all(env.client.clone())
+        .delete(
+            "hybridnetclusters.operator.hybridnet.io",
+            &DeleteParams::default(),
+        )
+        .await
+        .expect("delete CRD");
+    wait_defaults(&live, "the flags'", |_, s| s == DefaultsSource::Flags).await;
+    let text = logs.text();
+    // Flags -> cluster -> flags (the objects go with their CRD), nothing in between.
+    assert_eq!(text.matches("pod defaults changed").count(), 2, "{text}");
+    assert_eq!(live.current().source, DefaultsSource::Flags);
+    task.abort();
+}

@@ -158,12 +158,12 @@ impl LiveDefaults {
             .reflect(writer)
             .for_each(move |ev| {
                 match ev {
-                    Ok(event) => {
-                        // `Init` starts every attempt, also one that fails next: only a real
-                        // answer means the failure is over.
-                        if !matches!(event, watcher::Event::Init) {
-                            reported.clear();
-                        }
+                    // `Init` starts every attempt, also one that fails next, and `InitApply` only
+                    // buffers: the store still holds what was listed before (perhaps before the
+                    // CRD went away), so neither is an answer to publish.
+                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                    Ok(_) => {
+                        reported.clear();
                         publish(&tx, &flags, &store);
                         if store_settled(&store) {
                             settled_tx.send_replace(true);
