@@ -189,11 +189,15 @@ pub fn classify_ndp(input: &CheckInput, f: &NdpFrame) -> Seen {
     }
 }
 
+/// At most this many distinct claiming MACs are remembered (a flood cannot grow the state).
+const MAX_CLAIMS: usize = 8;
+
 /// What has been seen so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
     pub gateway_mac: Option<[u8; 6]>,
-    pub conflict: Option<[u8; 6]>,
+    /// MACs that claimed the pod's address, first first.
+    pub claims: Vec<[u8; 6]>,
 }
 
 impl Progress {
@@ -203,7 +207,9 @@ impl Progress {
                 self.gateway_mac.get_or_insert(m);
             }
             Seen::Claimed(m) => {
-                self.conflict.get_or_insert(m);
+                if !self.claims.contains(&m) && self.claims.len() < MAX_CLAIMS {
+                    self.claims.push(m);
+                }
             }
             Seen::Nothing => {}
         }
@@ -219,20 +225,27 @@ pub enum Verdict {
     Duplicate([u8; 6]),
 }
 
-/// Decides after `elapsed`: a conflict fails at once; the check passes once the gateway answered
-/// (or there is none) and the probe window is over; without a gateway answer it fails at the
-/// timeout.
+/// Decides after `elapsed`. A claim of the pod's address fails the check - except one from the
+/// gateway's own MAC: a router doing (local) proxy ARP answers for every address of its subnet,
+/// which says nothing about a duplicate. So while a gateway is configured but has not answered
+/// yet, a claim waits for it (the gateway answers within milliseconds; a silent one makes the
+/// claim count at the timeout). Without claims the check passes once the gateway answered (or
+/// there is none) and the probe window is over, and fails at the timeout without an answer.
 pub fn verdict(input: &CheckInput, p: &Progress, elapsed: Duration, t: &Timing) -> Verdict {
-    if let Some(m) = p.conflict {
+    let gateway_ok = input.target.gateway.is_none() || p.gateway_mac.is_some();
+    let timed_out = elapsed >= t.timeout;
+    let claim = p.claims.iter().copied().find(|m| Some(*m) != p.gateway_mac);
+    if let Some(m) = claim
+        && (gateway_ok || timed_out)
+    {
         return Verdict::Duplicate(m);
     }
-    let gateway_ok = input.target.gateway.is_none() || p.gateway_mac.is_some();
-    if gateway_ok && (elapsed >= t.probe_window || elapsed >= t.timeout) {
+    if claim.is_none() && gateway_ok && (elapsed >= t.probe_window || timed_out) {
         return Verdict::Passed {
             gateway_mac: p.gateway_mac,
         };
     }
-    if !gateway_ok && elapsed >= t.timeout {
+    if !gateway_ok && timed_out {
         return Verdict::GatewaySilent;
     }
     Verdict::Pending
@@ -473,8 +486,15 @@ mod tests {
                 gateway_mac: Some(GW)
             }
         );
-        p.observe(Seen::Claimed(ROGUE));
         p.observe(Seen::Claimed(GW));
+        assert_eq!(
+            verdict(&i, &p, ms(150), &t),
+            Verdict::Passed {
+                gateway_mac: Some(GW)
+            },
+            "the gateway answering the probe by proxy ARP is no duplicate"
+        );
+        p.observe(Seen::Claimed(ROGUE));
         assert_eq!(verdict(&i, &p, ms(1), &t), Verdict::Duplicate(ROGUE));
         // No gateway: only the probe window.
         let i = v4(false);
@@ -489,6 +509,48 @@ mod tests {
         assert_eq!(t.probe_window, ms(50));
         let t = Timing::from_timeout(Duration::from_secs(60));
         assert_eq!(t.probe_window, ms(300));
+    }
+
+    #[test]
+    fn claims_wait_for_the_gateway_to_tell_proxies_from_duplicates() {
+        let t = Timing::from_timeout(Duration::from_secs(3));
+        let ms = Duration::from_millis;
+        let i = v4(true);
+        // The proxying gateway's claim arrives before its answer to our query.
+        let mut p = Progress::default();
+        p.observe(Seen::Claimed(GW));
+        assert_eq!(verdict(&i, &p, ms(5), &t), Verdict::Pending);
+        p.observe(Seen::Gateway(GW));
+        assert_eq!(verdict(&i, &p, ms(6), &t), Verdict::Pending);
+        assert_eq!(
+            verdict(&i, &p, ms(150), &t),
+            Verdict::Passed {
+                gateway_mac: Some(GW)
+            }
+        );
+        // A real duplicate before the gateway's answer: decided once the gateway answered.
+        let mut p = Progress::default();
+        p.observe(Seen::Claimed(ROGUE));
+        assert_eq!(verdict(&i, &p, ms(1), &t), Verdict::Pending);
+        p.observe(Seen::Gateway(GW));
+        assert_eq!(verdict(&i, &p, ms(2), &t), Verdict::Duplicate(ROGUE));
+        // ... or at the timeout when the gateway stays silent: the taken address is reported.
+        let mut p = Progress::default();
+        p.observe(Seen::Claimed(ROGUE));
+        assert_eq!(verdict(&i, &p, ms(2999), &t), Verdict::Pending);
+        assert_eq!(verdict(&i, &p, ms(3000), &t), Verdict::Duplicate(ROGUE));
+        // Without a gateway a claim fails at once; a flood of claimers is bounded.
+        let i = v4(false);
+        let mut p = Progress::default();
+        for n in 0..100u8 {
+            p.observe(Seen::Claimed([2, 0, 0, 0, 1, n]));
+            p.observe(Seen::Claimed([2, 0, 0, 0, 1, n]));
+        }
+        assert_eq!(p.claims.len(), MAX_CLAIMS);
+        assert_eq!(
+            verdict(&i, &p, ms(0), &t),
+            Verdict::Duplicate([2, 0, 0, 0, 1, 0])
+        );
     }
 
     #[test]

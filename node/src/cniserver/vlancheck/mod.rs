@@ -5,7 +5,8 @@
 //!    neighbour solicitation for IPv6) within `--vlan-check-timeout` — otherwise the VLAN is not
 //!    working (switch port, trunk, VLAN id) and the pod would have no way out;
 //! 2. a duplicate probe (ARP probe with sender 0.0.0.0, or a DAD solicitation from `::`) must
-//!    stay unanswered by any other station within the probe window;
+//!    stay unanswered by any other station within the probe window (an answer from the
+//!    gateway's own MAC is a router's proxy ARP, not a duplicate);
 //! 3. the pod's new location is announced (gratuitous ARP request + reply, or an unsolicited
 //!    override advertisement to ff02::1), so the gateway and switches forget an old location at
 //!    once (a StatefulSet pod that moved to another node keeps its address).
