@@ -98,7 +98,7 @@ pub struct AgentConfig {
 
     /// How long CNI ADD waits for the gateway of a VLAN pod's subnet to answer ARP/NDP (Go-style
     /// duration: `3s`, `500ms`, `1m`; `0` disables the VLAN checks).
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = parse_vlan_check_timeout)]
     pub vlan_check_timeout: Duration,
     /// Keep one local pod address (noprefixroute, scope link, no local routes) on each VLAN
     /// interface per IPv4 subnet with local pods, so ARP from the node has a sender inside the
@@ -109,6 +109,18 @@ pub struct AgentConfig {
     /// fail the ADD when it does not answer within 5 s.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub check_pod_connectivity_from_host: bool,
+}
+
+/// `--vlan-check-timeout`: a duration of at most 30 s. ADD waits that long for a silent gateway,
+/// and the plugin gives the whole ADD 60 s by default (IPInstance wait and ping included).
+fn parse_vlan_check_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > Duration::from_secs(30) {
+        return Err(format!(
+            "{s:?} is longer than 30s (the CNI plugin waits 60 s for the whole ADD)"
+        ));
+    }
+    Ok(d)
 }
 
 /// Parses a Go-style duration as upstream's flags take them: a sequence of `<number><unit>` with
@@ -276,6 +288,12 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
         assert!(parse(&["--vlan-check-timeout", "soon"]).is_err());
+        let e = parse(&["--vlan-check-timeout", "31s"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("longer than 30s"), "{e}");
+        assert!(parse(&["--vlan-check-timeout", "30s"]).is_ok());
+        assert!(parse(&["--vlan-check-timeout", "0"]).is_ok());
         let c = parse(&["--vlan-check-timeout", "250ms"]).unwrap();
         assert_eq!(c.vlan_check_timeout, Duration::from_millis(250));
     }
