@@ -8,7 +8,7 @@
 //!   session is untouched. Flags that do not affect the session (`does_not_route_traffic`,
 //!   `allow_not_established`) change in place.
 //! - `set_routes` replaces the desired set; each established session sends the difference.
-//! - With [`SpeakerConfig::listen_port`] set, the speaker also listens (see [`crate::listener`]):
+//! - With [`SpeakerConfig::listen_port`] set, the speaker also listens (module `listener`):
 //!   a configured peer's connection goes to that peer's task, which resolves collisions with
 //!   its own outbound connection (RFC 4271 6.8); other sources are refused and counted
 //!   ([`BgpSpeaker::refused_connections`]).

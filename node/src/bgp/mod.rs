@@ -6,7 +6,9 @@
 //!   networks' `bgpPeers`) and its announcements (each BGP-mode subnet prefix; each local pod
 //!   /32 or /128, with NO_EXPORT for BGP-mode pods and without for GlobalBGP pods).
 //! - [`BgpController`]: the shell the reconcile loop calls; one speaker per agent, created
-//!   lazily, peers and routes applied live.
+//!   lazily, peers and routes applied live. The speaker connects to every peer and also
+//!   listens on TCP 179 of the node's BGP addresses, so a ToR configured to connect actively
+//!   works too (collisions resolved by the speaker, unknown sources refused).
 //! - [`BgpState`]: shared with the CNI server (ADD of a BGP pod is ready only once its address
 //!   is announced to every required peer and the kernel holds its subnet's policy rule and the
 //!   table's default route via the peer ([`routing`]), else CNI code 11 after a bounded wait),
