@@ -10,7 +10,7 @@ pub use plan::{DataPlanePlan, build_plan, trace};
 
 #[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub mod agent;
-#[cfg(all(target_os = "linux", feature = "dataplane"))]
+// Portable: its `sessions` wire form; the speaker wiring inside is Linux + `dataplane` only.
 pub mod bgp;
 #[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub mod cniserver;

@@ -217,9 +217,14 @@ pub struct PeerState {
     pub address: IpAddr,
     pub asn: u32,
     pub state: State,
+    /// When the session entered `state`.
+    pub state_since: SystemTime,
     pub established_since: Option<SystemTime>,
     pub flaps: u64,
     pub prefixes_announced: usize,
+    /// The IPv4 and IPv6 parts of `prefixes_announced`.
+    pub prefixes_announced_v4: usize,
+    pub prefixes_announced_v6: usize,
     pub updates_received: u64,
     pub last_error: Option<String>,
     pub does_not_route_traffic: bool,
@@ -448,13 +453,21 @@ impl BgpSpeaker {
             .values()
             .map(|e| {
                 let s = e.status.get();
+                let v6 = s
+                    .announced
+                    .keys()
+                    .filter(|p| matches!(p, Prefix::V6(_)))
+                    .count();
                 PeerState {
                     address: e.config.address,
                     asn: e.config.asn,
                     state: s.state,
+                    state_since: s.state_since,
                     established_since: s.established_since,
                     flaps: s.flaps,
                     prefixes_announced: s.announced.len(),
+                    prefixes_announced_v4: s.announced.len() - v6,
+                    prefixes_announced_v6: v6,
                     updates_received: s.updates_received,
                     last_error: s.last_error,
                     does_not_route_traffic: e.config.does_not_route_traffic,

@@ -251,11 +251,15 @@ impl Caches {
     }
 }
 
-/// What the agent publishes in its NodeInfo: the VTEP (spec) and the subnet tables (annotation).
+/// What the agent publishes in its NodeInfo: the VTEP (spec), the subnet tables and the BGP
+/// sessions (annotations).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeInfoPublication {
     pub vtep: Option<PublishedVtep>,
     pub route_tables: RouteTables,
+    /// The [`crate::bgp::BGP_SESSIONS_ANNOTATION`] value; `None` without a BGP speaker (the
+    /// annotation is then left out of the apply, which removes it).
+    pub bgp_sessions: Option<String>,
 }
 
 impl NodeInfoPublication {
@@ -267,12 +271,21 @@ impl NodeInfoPublication {
                 .clone()
                 .or_else(|| last.and_then(|l| l.vtep.clone())),
             route_tables: RouteTables::of_plan(plan),
+            bgp_sessions: None,
+        }
+    }
+
+    /// The same publication with the BGP sessions annotation `value`.
+    pub fn with_bgp_sessions(self, value: Option<String>) -> Self {
+        Self {
+            bgp_sessions: value,
+            ..self
         }
     }
 
     /// Whether there is anything to publish at all.
     pub fn is_empty(&self) -> bool {
-        self.vtep.is_none() && self.route_tables.is_empty()
+        self.vtep.is_none() && self.route_tables.is_empty() && self.bgp_sessions.is_none()
     }
 
     /// The server-side apply body of the NodeInfo object (without status). It always holds every
@@ -286,6 +299,10 @@ impl NodeInfoPublication {
                 "annotations": {(ROUTE_TABLES_ANNOTATION): self.route_tables.to_annotation()},
             },
         });
+        if let Some(sessions) = &self.bgp_sessions {
+            body["metadata"]["annotations"][crate::bgp::BGP_SESSIONS_ANNOTATION] =
+                serde_json::Value::String(sessions.clone());
+        }
         if let Some(v) = &self.vtep {
             let local: Vec<String> = v.local_ips.iter().map(|i| i.to_string()).collect();
             body["spec"] = serde_json::json!({
@@ -352,6 +369,13 @@ pub async fn reconcile_loop(
     );
     let mut published: Option<NodeInfoPublication> = None;
     let mut bgp = crate::bgp::BgpController::new(shared.bgp.clone());
+    // Session changes reach the NodeInfo through a (rate-limited) reconcile.
+    let s = shared.clone();
+    tokio::spawn(crate::bgp::follow_sessions(
+        shared.bgp.clone(),
+        crate::bgp::DEFAULT_PUBLISH_INTERVAL,
+        move || s.trigger.notify_one(),
+    ));
     let mut last_problems: BTreeMap<String, String> = BTreeMap::new();
     let debounce = Duration::from_millis(100);
     loop {
@@ -395,13 +419,16 @@ pub async fn reconcile_loop(
                     plan.vxlan.as_ref().map(|v| v.mtu).unwrap_or(0),
                     Ordering::SeqCst,
                 );
-                let want = NodeInfoPublication::after(&plan, published.as_ref());
-                if published.as_ref() != Some(&want) && !want.is_empty() {
+                let want = NodeInfoPublication::after(&plan, published.as_ref())
+                    .with_bgp_sessions(shared.bgp.sessions_annotation());
+                // An empty publication is applied only to retract what was published before.
+                if published.as_ref() != Some(&want) && (!want.is_empty() || published.is_some()) {
                     match publish_node_info(&client, &cfg.node_name, &want).await {
                         Ok(()) => {
                             info!(
                                 vtep = ?want.vtep.as_ref().map(|v| v.ip),
                                 route_tables = %want.route_tables.to_annotation(),
+                                bgp_sessions = want.bgp_sessions.as_deref().unwrap_or("-"),
                                 "published NodeInfo"
                             );
                             published = Some(want);
@@ -681,5 +708,32 @@ mod tests {
         assert!(!underlay.is_empty());
         assert!(underlay.apply_body("n1").get("spec").is_none());
         assert!(NodeInfoPublication::after(&plan_with(None, &[]), None).is_empty());
+    }
+
+    #[test]
+    fn bgp_sessions_are_published_with_the_rest_and_left_out_to_remove_them() {
+        let base = NodeInfoPublication::after(&plan_with(None, &[("198.18.0.0/24", 10000)]), None);
+        let value = r#"[{"peerAddress":"198.18.0.1","peerASN":65000,"localASN":65001,"state":"Idle","since":"2026-11-26T10:00:00Z","prefixesV4":0,"prefixesV6":0,"required":true,"flaps":0}]"#;
+        let with = base.clone().with_bgp_sessions(Some(value.to_string()));
+        assert_ne!(with, base);
+        let body = with.apply_body("n1");
+        let annotations = &body["metadata"]["annotations"];
+        assert_eq!(annotations[crate::bgp::BGP_SESSIONS_ANNOTATION], value);
+        assert_eq!(
+            annotations[ROUTE_TABLES_ANNOTATION],
+            r#"{"4":{"198.18.0.0/24":10000}}"#
+        );
+        // Without a speaker the apply leaves the annotation out, so the server removes it.
+        let without = with.clone().with_bgp_sessions(None);
+        assert_eq!(without, base);
+        assert!(
+            without.apply_body("n1")["metadata"]["annotations"]
+                .get(crate::bgp::BGP_SESSIONS_ANNOTATION)
+                .is_none()
+        );
+        // A BGP-only publication is not empty; taking the sessions away makes it so.
+        let only = NodeInfoPublication::default().with_bgp_sessions(Some("[]".into()));
+        assert!(!only.is_empty());
+        assert!(only.with_bgp_sessions(None).is_empty());
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use hybridnet_bgp::{BgpSpeaker, PeerConfig, PeerState, Prefix, SpeakerConfig, State};
 use hybridnet_cni::CniError;
+use tokio::sync::watch;
 
 use super::desired::{DesiredBgp, SpeakerIdentity, desired_bgp, family_gateway};
 use super::routing;
@@ -43,6 +44,10 @@ pub struct BgpState {
     check_routes: bool,
     /// Netlink in the node's network namespace, made by the reconcile loop (which runs there).
     netlink: RwLock<Option<rtnetlink::Handle>>,
+    /// Ticks whenever the speaker is started, replaced or stopped.
+    speaker_changes: watch::Sender<u64>,
+    /// The sessions annotation to publish (rate limited by [`super::publish::follow_sessions`]).
+    sessions_annotation: RwLock<Option<String>>,
 }
 
 impl Default for BgpState {
@@ -88,6 +93,8 @@ impl BgpState {
             pod_wait,
             check_routes: true,
             netlink: RwLock::new(None),
+            speaker_changes: watch::channel(0).0,
+            sessions_annotation: RwLock::new(None),
         }
     }
 
@@ -115,9 +122,41 @@ impl BgpState {
     }
 
     fn set(&self, snap: Snapshot) {
-        match self.current.write() {
-            Ok(mut g) => *g = snap,
-            Err(p) => *p.into_inner() = snap,
+        let replaced = {
+            let mut g = match self.current.write() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let replaced = match (&g.speaker, &snap.speaker) {
+                (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+                (a, b) => a.is_some() != b.is_some(),
+            };
+            *g = snap;
+            replaced
+        };
+        if replaced {
+            self.speaker_changes.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
+
+    /// A receiver whose value changes whenever the speaker is started, replaced or stopped.
+    pub fn speaker_changes(&self) -> watch::Receiver<u64> {
+        self.speaker_changes.subscribe()
+    }
+
+    /// The value of the NodeInfo's BGP sessions annotation (`None`: no BGP speaker runs, the
+    /// annotation is removed). Changes at most once per publish interval.
+    pub fn sessions_annotation(&self) -> Option<String> {
+        match self.sessions_annotation.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub(super) fn set_sessions_annotation(&self, value: Option<String>) {
+        match self.sessions_annotation.write() {
+            Ok(mut g) => *g = value,
+            Err(p) => *p.into_inner() = value,
         }
     }
 

@@ -21,14 +21,33 @@
 //! agent not ready) until the required sessions are, and a session that drops later keeps its
 //! routes at the ToR for the graceful restart time.
 
+//!
+//! [`sessions`] (portable, also used by `kubectl hybridnet status`) is the wire form of the
+//! session summary each agent publishes on its NodeInfo; [`publish`] maps the speaker's snapshot
+//! to it and rate-limits changes.
+
+pub mod sessions;
+
+#[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub mod controller;
+#[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub mod desired;
+#[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub mod metrics;
+#[cfg(all(target_os = "linux", feature = "dataplane"))]
+pub mod publish;
+#[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub mod routing;
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux", feature = "dataplane"))]
 mod tests;
 
+#[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub use controller::{BgpController, BgpReport, BgpState, DEFAULT_POD_WAIT};
+#[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub use desired::{DesiredBgp, DesiredSpeaker, SpeakerIdentity, desired_bgp};
+#[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub use metrics::BgpCollector;
+#[cfg(all(target_os = "linux", feature = "dataplane"))]
+pub use publish::{DEFAULT_PUBLISH_INTERVAL, follow_sessions};
+pub use sessions::{BGP_SESSIONS_ANNOTATION, BgpSession, SessionState};

@@ -41,6 +41,8 @@ pub struct PeerTaskConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerStatus {
     pub state: State,
+    /// When the session entered `state` (wall clock, for status reports).
+    pub state_since: SystemTime,
     pub established_since: Option<SystemTime>,
     /// Times the session left Established.
     pub flaps: u64,
@@ -61,6 +63,7 @@ impl Default for PeerStatus {
     fn default() -> Self {
         PeerStatus {
             state: State::Idle,
+            state_since: SystemTime::now(),
             established_since: None,
             flaps: 0,
             announced: AdjRibOut::new(),
@@ -732,6 +735,9 @@ impl Driver {
         let current = self.status.get();
         if current.state != state || (last_error.is_some() && current.last_error != last_error) {
             self.status.update(|s| {
+                if s.state != state {
+                    s.state_since = SystemTime::now();
+                }
                 s.state = state;
                 if last_error.is_some() {
                     s.last_error = last_error;
