@@ -179,6 +179,25 @@ pub struct NodeAgentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub metrics_port: Option<i32>,
+    /// How long CNI ADD of a VLAN pod waits for the subnet gateway to answer ARP/NDP before the
+    /// duplicate-address probe and gratuitous ARP/unsolicited NA: a Go-style duration such as
+    /// `3s`, `500ms` or `1s500ms` (units ms, s, m, h), at most `30s`, in whole milliseconds; `0`
+    /// disables these checks. Absent: the agent's default (`3s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"),
+        length(min = 1, max = 32)
+    )]
+    pub vlan_check_timeout: Option<String>,
+    /// Keep one pod address (scope link, no routes) on each VLAN interface per IPv4 subnet with
+    /// local pods, so ARP from the node has a sender inside the subnet. Absent: the agent's
+    /// default (true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_vlan_arp_enhancement: Option<bool>,
+    /// After CNI ADD, ping the pod from the node and fail the ADD when it does not answer.
+    /// Absent: the agent's default (true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_pod_connectivity_from_host: Option<bool>,
 }
 
 /// Rolling update of the node agent.
