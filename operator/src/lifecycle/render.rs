@@ -192,7 +192,28 @@ pub fn render(s: &Settings, ca_bundle: Option<&[u8]>) -> Rendered {
     }
 }
 
+/// A duration as the agent's `--vlan-check-timeout` parser (`node/src/agent/config.rs`,
+/// `parse_duration`) takes it: `0`, `<n>s` for whole seconds, `<n>ms` otherwise. Settings hold
+/// whole milliseconds, so nothing is lost or rounded.
+pub fn agent_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        "0".to_string()
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 /// The flags of the node agent's main container (its command-line contract, see docs/operations.md).
+///
+/// Every flag is one `--name=value` argument. The VLAN check flags appear only when the
+/// HybridnetCluster sets them, so an unset field keeps the agent's own default:
+/// - `--vlan-check-timeout=<d>`: [`agent_duration`], `0` to `30s` (`0` disables the checks);
+/// - `--enable-vlan-arp-enhancement=true|false` and `--check-pod-connectivity-from-host=true|false`:
+///   the agent declares both with `ArgAction::Set`, so they take an explicit value (a bare flag is
+///   refused there).
 pub fn node_agent_args(s: &Settings) -> Vec<String> {
     let mut args = vec![
         "agent".to_string(),
@@ -210,6 +231,24 @@ pub fn node_agent_args(s: &Settings) -> Vec<String> {
     for (flag, list) in lists {
         if !list.is_empty() {
             args.push(format!("{flag}={}", list.join(",")));
+        }
+    }
+    if let Some(t) = s.vlan_check_timeout {
+        args.push(format!("--vlan-check-timeout={}", agent_duration(t)));
+    }
+    let switches = [
+        (
+            "--enable-vlan-arp-enhancement",
+            s.enable_vlan_arp_enhancement,
+        ),
+        (
+            "--check-pod-connectivity-from-host",
+            s.check_pod_connectivity_from_host,
+        ),
+    ];
+    for (flag, value) in switches {
+        if let Some(on) = value {
+            args.push(format!("{flag}={on}"));
         }
     }
     args
@@ -1163,6 +1202,90 @@ mod tests {
         assert!(!labels.contains_key("app.kubernetes.io/part-of"));
     }
 
+    fn agent_args_of(a: NodeAgentSpec) -> Vec<String> {
+        let spec = HybridnetClusterSpec {
+            node_agent: Some(a),
+            ..Default::default()
+        };
+        let d = ds(&render(&settings(&spec), None));
+        d.spec.template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap()
+    }
+
+    #[test]
+    fn vlan_check_flags_reach_the_agent_only_when_set() {
+        let base = agent_args_of(NodeAgentSpec::default());
+        for flag in [
+            "--vlan-check-timeout",
+            "--enable-vlan-arp-enhancement",
+            "--check-pod-connectivity-from-host",
+        ] {
+            assert!(
+                !base.iter().any(|a| a.starts_with(flag)),
+                "{flag}: {base:?}"
+            );
+        }
+        let args = agent_args_of(NodeAgentSpec {
+            vlan_check_timeout: Some("1.5s".into()),
+            enable_vlan_arp_enhancement: Some(false),
+            check_pod_connectivity_from_host: Some(true),
+            ..Default::default()
+        });
+        assert_eq!(args[..base.len()], base[..]);
+        assert_eq!(
+            args[base.len()..],
+            [
+                "--vlan-check-timeout=1500ms",
+                "--enable-vlan-arp-enhancement=false",
+                "--check-pod-connectivity-from-host=true"
+            ]
+        );
+        for (value, arg) in [
+            ("0", "--vlan-check-timeout=0"),
+            ("0s", "--vlan-check-timeout=0"),
+            ("30s", "--vlan-check-timeout=30s"),
+            ("0.5m", "--vlan-check-timeout=30s"),
+            ("1s250ms", "--vlan-check-timeout=1250ms"),
+            ("3000ms", "--vlan-check-timeout=3s"),
+        ] {
+            let args = agent_args_of(NodeAgentSpec {
+                vlan_check_timeout: Some(value.into()),
+                ..Default::default()
+            });
+            assert_eq!(args[base.len()..], [arg], "{value:?}");
+        }
+        let args = agent_args_of(NodeAgentSpec {
+            enable_vlan_arp_enhancement: Some(true),
+            check_pod_connectivity_from_host: Some(false),
+            ..Default::default()
+        });
+        assert_eq!(
+            args[base.len()..],
+            [
+                "--enable-vlan-arp-enhancement=true",
+                "--check-pod-connectivity-from-host=false"
+            ]
+        );
+    }
+
+    #[test]
+    fn agent_durations_are_exact_strings() {
+        use std::time::Duration;
+        for (d, want) in [
+            (Duration::ZERO, "0"),
+            (Duration::from_millis(1), "1ms"),
+            (Duration::from_millis(999), "999ms"),
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_secs(3), "3s"),
+            (Duration::from_secs(30), "30s"),
+        ] {
+            assert_eq!(agent_duration(d), want, "{d:?}");
+        }
+    }
+
     fn arb_spec() -> impl Strategy<Value = HybridnetClusterSpec> {
         (
             proptest::option::of("[0-9]{1,2}\\.[0-9]{1,2}\\.[0-9]{1,2}"),
@@ -1223,6 +1346,19 @@ mod tests {
                 }
                 prop_assert!(rule.non_resource_urls.is_none());
             }
+        }
+
+        /// Every timeout the settings accept renders as `0`, `<n>s` or `<n>ms` (the forms the
+        /// agent's `parse_duration` takes, documented at `agent_duration`) and reads back to the
+        /// same value.
+        #[test]
+        fn rendered_vlan_check_timeouts_round_trip(ms in 0u64..=30_000) {
+            let d = std::time::Duration::from_millis(ms);
+            let text = agent_duration(d);
+            let digits = text.trim_end_matches("ms").trim_end_matches('s');
+            prop_assert!(!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()), "{}", text);
+            prop_assert!(text == "0" || text.ends_with('s'), "{}", text);
+            prop_assert_eq!(super::super::settings::parse_vlan_check_timeout(&text), Ok(d));
         }
 
         #[test]

@@ -3,6 +3,7 @@
 //! from them (the reconciler reports them as `Degraded`, reason `InvalidSpec`).
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use hybridnet_api::operator::{FailurePolicy, HybridnetClusterSpec, ImagePullPolicy, IpFamily};
 use hybridnet_api::v1::{AddressRange, IpVersion, NetworkType};
@@ -22,6 +23,11 @@ pub const DEFAULT_CONFLIST: &str = "06-hybridnet.conflist";
 pub const DEFAULT_CHAINED_PLUGINS: [&str; 2] = ["bandwidth", "portmap"];
 pub const DEFAULT_BOOTSTRAP_NAME: &str = "init";
 pub const DEFAULT_BOOTSTRAP_VNI: i32 = 4;
+/// Longest `spec.nodeAgent.vlanCheckTimeout`: the agent refuses a longer `--vlan-check-timeout`
+/// (the CNI plugin gives the whole ADD 60 s).
+pub const MAX_VLAN_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest `spec.nodeAgent.vlanCheckTimeout` string (the CRD's maxLength).
+const MAX_DURATION_LEN: usize = 32;
 
 /// Every setting the renderer needs, defaults applied.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,6 +51,12 @@ pub struct Settings {
     pub resources: Option<ResourceRequirements>,
     pub extra_tolerations: Vec<Toleration>,
     pub node_selector: std::collections::BTreeMap<String, String>,
+    /// `--vlan-check-timeout`, whole milliseconds; `None` leaves the agent's default (3 s).
+    pub vlan_check_timeout: Option<Duration>,
+    /// `--enable-vlan-arp-enhancement`; `None` leaves the agent's default (true).
+    pub enable_vlan_arp_enhancement: Option<bool>,
+    /// `--check-pod-connectivity-from-host`; `None` leaves the agent's default (true).
+    pub check_pod_connectivity_from_host: Option<bool>,
     pub bin_dir: String,
     pub conf_dir: String,
     pub conflist_name: String,
@@ -115,6 +127,89 @@ fn check_host_dir(dir: &str, field: &str, errs: &mut FieldErrors) {
             format!("{dir:?} is not an absolute host directory (no '..', not '/', characters [A-Za-z0-9/._-])"),
         ));
     }
+}
+
+/// A user value in an error message: quoted with control characters escaped, cut after 40
+/// characters so a hostile megabyte string does not become a megabyte condition message.
+fn shown(v: &str) -> String {
+    match v.char_indices().nth(40) {
+        Some((cut, _)) => format!("{:?}...", &v[..cut]),
+        None => format!("{v:?}"),
+    }
+}
+
+/// Parses `spec.nodeAgent.vlanCheckTimeout`: `0`, or one or more `<digits>[.<digits>]<unit>` with
+/// unit `ms`, `s`, `m` or `h` (`3s`, `500ms`, `1m30s`, `1.5s`), in whole milliseconds, at most
+/// [`MAX_VLAN_CHECK_TIMEOUT`]. The grammar is the CRD pattern and a subset of what the agent's
+/// `--vlan-check-timeout` parser takes; exact integer arithmetic, so `0.1s` is 100 ms and never
+/// rounds to a different value.
+pub fn parse_vlan_check_timeout(v: &str) -> Result<Duration, String> {
+    let not_a_duration = || {
+        format!(
+            "{} is not a duration such as 3s, 500ms or 1m30s (units ms, s, m, h; 0 disables the checks)",
+            shown(v)
+        )
+    };
+    if v == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if v.is_empty() || v.len() > MAX_DURATION_LEN {
+        return Err(not_a_duration());
+    }
+    let digits = |b: &[u8]| b.iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut rest = v.as_bytes();
+    let mut total_ms: u128 = 0;
+    while !rest.is_empty() {
+        let int_len = digits(rest);
+        if int_len == 0 {
+            return Err(not_a_duration());
+        }
+        let (int_part, tail) = rest.split_at(int_len);
+        let (frac_part, tail) = match tail.strip_prefix(b".") {
+            Some(t) => {
+                let n = digits(t);
+                if n == 0 {
+                    return Err(not_a_duration());
+                }
+                t.split_at(n)
+            }
+            None => (&[][..], tail),
+        };
+        let (scale_ms, tail): (u128, &[u8]) = if let Some(t) = tail.strip_prefix(b"ms") {
+            (1, t)
+        } else if let Some(t) = tail.strip_prefix(b"s") {
+            (1_000, t)
+        } else if let Some(t) = tail.strip_prefix(b"m") {
+            (60_000, t)
+        } else if let Some(t) = tail.strip_prefix(b"h") {
+            (3_600_000, t)
+        } else {
+            return Err(not_a_duration());
+        };
+        // At most 32 ASCII digits in all: every product below fits in u128.
+        let number = |d: &[u8]| {
+            d.iter()
+                .fold(0u128, |acc, c| acc * 10 + u128::from(c - b'0'))
+        };
+        let frac_scaled = number(frac_part) * scale_ms;
+        let frac_div = 10u128.pow(frac_part.len() as u32);
+        if !frac_scaled.is_multiple_of(frac_div) {
+            return Err(format!("{} is finer than a millisecond", shown(v)));
+        }
+        total_ms = total_ms
+            .saturating_add(number(int_part).saturating_mul(scale_ms))
+            .saturating_add(frac_scaled / frac_div);
+        rest = tail;
+    }
+    let max_ms = MAX_VLAN_CHECK_TIMEOUT.as_millis();
+    if total_ms > max_ms {
+        return Err(format!(
+            "{} is longer than 30s (the CNI plugin waits 60 s for the whole ADD)",
+            shown(v)
+        ));
+    }
+    // total_ms <= 30000 here.
+    Ok(Duration::from_millis(total_ms as u64))
 }
 
 fn check_port(port: i32, field: &str, errs: &mut FieldErrors) {
@@ -254,6 +349,18 @@ impl Settings {
                 format!("{metrics_port} is also the health port"),
             ));
         }
+        let vlan_check_timeout = match agent
+            .vlan_check_timeout
+            .as_deref()
+            .map(parse_vlan_check_timeout)
+        {
+            None => None,
+            Some(Ok(d)) => Some(d),
+            Some(Err(e)) => {
+                errs.push(FieldError::new("spec.nodeAgent.vlanCheckTimeout", e));
+                None
+            }
+        };
         let bin_dir = cni
             .bin_dir
             .clone()
@@ -376,6 +483,9 @@ impl Settings {
             resources: agent.resources,
             extra_tolerations: agent.tolerations.unwrap_or_default(),
             node_selector: agent.node_selector.unwrap_or_default(),
+            vlan_check_timeout,
+            enable_vlan_arp_enhancement: agent.enable_vlan_arp_enhancement,
+            check_pod_connectivity_from_host: agent.check_pod_connectivity_from_host,
             bin_dir,
             conf_dir,
             conflist_name,
@@ -714,6 +824,148 @@ mod tests {
         }
         assert!(Settings::from_spec(&HybridnetClusterSpec::default(), "dev", "ns").is_err());
         assert!(Settings::from_spec(&HybridnetClusterSpec::default(), "0.1.0", "Bad NS").is_err());
+    }
+
+    fn timeout(v: &str) -> HybridnetClusterSpec {
+        agent(NodeAgentSpec {
+            vlan_check_timeout: Some(v.into()),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn vlan_check_fields_are_unset_unless_the_spec_sets_them() {
+        let s = settings(&HybridnetClusterSpec::default()).unwrap();
+        assert_eq!(
+            (
+                s.vlan_check_timeout,
+                s.enable_vlan_arp_enhancement,
+                s.check_pod_connectivity_from_host
+            ),
+            (None, None, None)
+        );
+        let s = settings(&agent(NodeAgentSpec {
+            vlan_check_timeout: Some("500ms".into()),
+            enable_vlan_arp_enhancement: Some(false),
+            check_pod_connectivity_from_host: Some(true),
+            ..Default::default()
+        }))
+        .unwrap();
+        assert_eq!(s.vlan_check_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(s.enable_vlan_arp_enhancement, Some(false));
+        assert_eq!(s.check_pod_connectivity_from_host, Some(true));
+    }
+
+    #[test]
+    fn vlan_check_timeout_takes_go_durations_up_to_30s() {
+        let ms = |v: &str| {
+            settings(&timeout(v))
+                .unwrap_or_else(|e| panic!("{v:?}: {e}"))
+                .vlan_check_timeout
+                .unwrap()
+                .as_millis()
+        };
+        for (v, want) in [
+            ("0", 0),
+            ("0s", 0),
+            ("0h", 0),
+            ("0ms", 0),
+            ("3s", 3_000),
+            ("500ms", 500),
+            ("1.5s", 1_500),
+            ("0.1s", 100),
+            ("0.001s", 1),
+            ("0.5m", 30_000),
+            ("30s", 30_000),
+            ("30000ms", 30_000),
+            ("29s999ms", 29_999),
+            ("1s500ms", 1_500),
+            ("007s", 7_000),
+        ] {
+            assert_eq!(ms(v), want, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_and_hostile_vlan_check_timeouts_are_refused_with_the_field() {
+        let long = format!("{}s", "9".repeat(100));
+        let cases = [
+            ("5x", "is not a duration"),
+            ("-1s", "is not a duration"),
+            ("-0", "is not a duration"),
+            ("+3s", "is not a duration"),
+            ("", "is not a duration"),
+            ("s", "is not a duration"),
+            ("3", "is not a duration"),
+            ("00", "is not a duration"),
+            (".5s", "is not a duration"),
+            ("5.s", "is not a duration"),
+            ("1..2s", "is not a duration"),
+            ("1e3s", "is not a duration"),
+            ("NaNs", "is not a duration"),
+            ("inf", "is not a duration"),
+            ("0x10s", "is not a duration"),
+            ("3S", "is not a duration"),
+            ("3 s", "is not a duration"),
+            (" 3s", "is not a duration"),
+            ("3s\n", "is not a duration"),
+            ("3s;reboot", "is not a duration"),
+            ("3s --kubeconfig=/x", "is not a duration"),
+            ("\u{ff13}s", "is not a duration"),
+            ("3\u{b5}s", "is not a duration"),
+            ("3us", "is not a duration"),
+            ("3ns", "is not a duration"),
+            ("3d", "is not a duration"),
+            (long.as_str(), "is not a duration"),
+            ("0.0001s", "is finer than a millisecond"),
+            ("1.0005s", "is finer than a millisecond"),
+            ("31s", "is longer than 30s"),
+            ("30001ms", "is longer than 30s"),
+            ("30.001s", "is longer than 30s"),
+            ("1m", "is longer than 30s"),
+            ("1h", "is longer than 30s"),
+            ("15s15s1ms", "is longer than 30s"),
+            ("9999999999999999999999999999999h", "is longer than 30s"),
+        ];
+        for (v, want) in cases {
+            let e = settings(&timeout(v)).unwrap_err();
+            assert_eq!(e.0.len(), 1, "{v:?}: {e}");
+            assert_eq!(e.0[0].field, "spec.nodeAgent.vlanCheckTimeout", "{v:?}");
+            assert!(e.0[0].message.contains(want), "{v:?}: {e}");
+            assert!(e.to_string().len() < 200, "{v:?}: message too long: {e}");
+        }
+        assert_eq!(
+            settings(&timeout("5x")).unwrap_err().to_string(),
+            "spec.nodeAgent.vlanCheckTimeout: \"5x\" is not a duration such as 3s, 500ms or 1m30s \
+             (units ms, s, m, h; 0 disables the checks)"
+        );
+        // Control characters are escaped, not copied into the condition message.
+        let e = settings(&timeout("3s\nDegraded: False"))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\n') && e.contains("\\n"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn vlan_check_timeout_never_panics_and_stays_in_range(v in "\\PC{0,40}") {
+            if let Ok(d) = parse_vlan_check_timeout(&v) {
+                proptest::prop_assert!(d <= MAX_VLAN_CHECK_TIMEOUT);
+                proptest::prop_assert_eq!(d.subsec_nanos() % 1_000_000, 0);
+            }
+        }
+
+        #[test]
+        fn vlan_check_timeout_durations_in_range_parse_exactly(
+            secs in 0u64..=30, extra_ms in 0u64..1000, frac_digits in 0usize..4
+        ) {
+            let ms = (secs * 1000 + extra_ms).min(30_000);
+            let d = Duration::from_millis(ms);
+            let whole = format!("{}s{}ms", ms / 1000, ms % 1000);
+            proptest::prop_assert_eq!(parse_vlan_check_timeout(&whole), Ok(d));
+            let decimal = format!("{}.{:03}{}s", ms / 1000, ms % 1000, "0".repeat(frac_digits));
+            proptest::prop_assert_eq!(parse_vlan_check_timeout(&decimal), Ok(d));
+        }
     }
 
     fn agent(a: NodeAgentSpec) -> HybridnetClusterSpec {
