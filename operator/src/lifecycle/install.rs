@@ -358,6 +358,8 @@ fn owned_crds() -> Value {
     let text = "urn:alm:descriptor:com.tectonic.ui:text";
     let number = "urn:alm:descriptor:com.tectonic.ui:number";
     let conditions = "urn:alm:descriptor:io.kubernetes.conditions";
+    let boolean = "urn:alm:descriptor:com.tectonic.ui:booleanSwitch";
+    let advanced = "urn:alm:descriptor:com.tectonic.ui:advanced";
     let managed = |kinds: &[(&str, &str)]| -> Value {
         Value::Array(
             kinds
@@ -386,6 +388,9 @@ fn owned_crds() -> Value {
                 descriptor("defaults", "Defaults", "Default network type, IP family and IP retention of pods.", &["urn:alm:descriptor:com.tectonic.ui:fieldGroup:defaults"]),
                 descriptor("nodeAgent", "Node Agent", "The node agent DaemonSet: rollout, interfaces, ports, resources.", &["urn:alm:descriptor:com.tectonic.ui:fieldGroup:nodeAgent"]),
                 descriptor("nodeAgent.updateStrategy.maxUnavailable", "Max Unavailable", "Nodes updated at once during an upgrade.", &[text]),
+                descriptor("nodeAgent.vlanCheckTimeout", "VLAN Check Timeout", "How long CNI ADD of a VLAN pod waits for the gateway (e.g. 3s, at most 30s; 0 disables the VLAN checks).", &[text, advanced]),
+                descriptor("nodeAgent.enableVlanArpEnhancement", "VLAN ARP Enhancement", "Keep a pod address on VLAN interfaces so ARP from the node has a sender inside the subnet.", &[boolean, advanced]),
+                descriptor("nodeAgent.checkPodConnectivityFromHost", "Check Pod Connectivity From Host", "CNI ADD pings the new pod from the node.", &[boolean, advanced]),
                 descriptor("cni", "CNI", "Where the CNI plugin and conflist are installed.", &["urn:alm:descriptor:com.tectonic.ui:fieldGroup:cni"]),
                 descriptor("webhook", "Webhook", "Admission webhook failure policy and port.", &["urn:alm:descriptor:com.tectonic.ui:fieldGroup:webhook"]),
                 descriptor("bootstrap", "Bootstrap Network", "Overlay Network and Subnet created once at install.", &["urn:alm:descriptor:com.tectonic.ui:fieldGroup:bootstrap"]),
