@@ -556,6 +556,144 @@ async fn install_upgrade_repair_refuse_and_delete() {
     })
     .await;
 
+    // ---- the node agent's VLAN check flags: `31s` matches the CRD pattern but is over the agent's
+    // limit, so the operator refuses it (Degraded InvalidSpec, nothing applied); a malformed value is
+    // refused by the API server's pattern or else by the operator; valid values reach the agent's
+    // command line, and removing them removes the flags (the agent's defaults apply again).
+    let vlan_flag_prefixes = [
+        "--vlan-check-timeout",
+        "--enable-vlan-arp-enhancement",
+        "--check-pod-connectivity-from-host",
+    ];
+    let agent_args = |d: Option<&DaemonSet>| -> Vec<String> {
+        d.and_then(|d| d.spec.template.spec.as_ref())
+            .and_then(|p| p.containers.first())
+            .and_then(|c| c.args.clone())
+            .unwrap_or_default()
+    };
+    let vlan_flags = |d: Option<&DaemonSet>| -> Vec<String> {
+        agent_args(d)
+            .into_iter()
+            .filter(|a| vlan_flag_prefixes.iter().any(|p| a.starts_with(p)))
+            .collect()
+    };
+    let degraded_message = |c: Option<&HybridnetCluster>| -> String {
+        c.and_then(|c| c.status.as_ref())
+            .and_then(|s| condition(s, "Degraded"))
+            .filter(|d| d.status == "True")
+            .map(|d| format!("{}: {}", d.reason, d.message))
+            .unwrap_or_default()
+    };
+    let generation_before = ds_api
+        .get(names::NODE_AGENT)
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    assert!(vlan_flags(Some(&ds_api.get(names::NODE_AGENT).await.unwrap())).is_empty());
+    patch_cluster(
+        &clusters,
+        json!({"spec": {"nodeAgent": {"vlanCheckTimeout": "31s"}}}),
+    )
+    .await
+    .unwrap();
+    let bad = wait_for(&clusters, "default", "Degraded InvalidSpec for 31s", |c| {
+        degraded_message(c).contains("spec.nodeAgent.vlanCheckTimeout")
+    })
+    .await;
+    let msg = degraded_message(bad.as_ref());
+    assert!(
+        msg.starts_with("InvalidSpec: ")
+            && msg.contains("spec.nodeAgent.vlanCheckTimeout: \"31s\" is longer than 30s"),
+        "{msg}"
+    );
+    assert_eq!(
+        ds_api
+            .get(names::NODE_AGENT)
+            .await
+            .unwrap()
+            .metadata
+            .generation,
+        generation_before,
+        "nothing applied from an invalid spec"
+    );
+    match patch_cluster(
+        &clusters,
+        json!({"spec": {"nodeAgent": {"vlanCheckTimeout": "5x"}}}),
+    )
+    .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{}", s.message);
+            assert!(
+                s.message.contains("spec.nodeAgent.vlanCheckTimeout"),
+                "{}",
+                s.message
+            );
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => {
+            let bad = wait_for(&clusters, "default", "Degraded InvalidSpec for 5x", |c| {
+                degraded_message(c).contains("\"5x\" is not a duration")
+            })
+            .await;
+            let msg = degraded_message(bad.as_ref());
+            assert!(
+                msg.starts_with("InvalidSpec: ")
+                    && msg.contains("spec.nodeAgent.vlanCheckTimeout: \"5x\" is not a duration"),
+                "{msg}"
+            );
+        }
+    }
+    patch_cluster(
+        &clusters,
+        json!({"spec": {"nodeAgent": {
+            "vlanCheckTimeout": "1.5s",
+            "enableVlanArpEnhancement": false,
+            "checkPodConnectivityFromHost": false
+        }}}),
+    )
+    .await
+    .unwrap();
+    let applied = wait_for(
+        &ds_api,
+        names::NODE_AGENT,
+        "VLAN check flags applied",
+        |d| !vlan_flags(d).is_empty(),
+    )
+    .await;
+    assert_eq!(
+        vlan_flags(applied.as_ref()),
+        [
+            "--vlan-check-timeout=1500ms",
+            "--enable-vlan-arp-enhancement=false",
+            "--check-pod-connectivity-from-host=false"
+        ]
+    );
+    wait_for(&clusters, "default", "Degraded cleared", |c| {
+        cond_is(c, "Degraded", "False")
+    })
+    .await;
+    patch_cluster(
+        &clusters,
+        json!({"spec": {"nodeAgent": {
+            "vlanCheckTimeout": null,
+            "enableVlanArpEnhancement": null,
+            "checkPodConnectivityFromHost": null
+        }}}),
+    )
+    .await
+    .unwrap();
+    let reverted = wait_for(
+        &ds_api,
+        names::NODE_AGENT,
+        "VLAN check flags removed",
+        |d| d.is_some() && vlan_flags(d).is_empty(),
+    )
+    .await;
+    assert!(agent_args(reverted.as_ref()).contains(&"--health-port=11021".to_string()));
+    ds_status(&client, 3, 3, 3).await;
+
     // ---- a second HybridnetCluster is refused: by the CRD's validation rule where the API server
     // evaluates it, otherwise by the operator with Degraded/NotSingleton and nothing applied.
     let mut other = install::sample_cluster(OPERATOR_VERSION);
