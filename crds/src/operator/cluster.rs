@@ -328,3 +328,66 @@ pub mod condition {
     pub const PROGRESSING: &str = "Progressing";
     pub const DEGRADED: &str = "Degraded";
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn vlan_check_fields_are_optional_and_backward_compatible() {
+        // An object written before the fields existed reads as "unset".
+        let old: HybridnetClusterSpec =
+            serde_json::from_value(serde_json::json!({"nodeAgent": {"vxlanUDPPort": 4789}}))
+                .unwrap();
+        let agent = old.node_agent.unwrap();
+        assert_eq!(agent.vxlan_udp_port, Some(4789));
+        assert_eq!(
+            (
+                agent.vlan_check_timeout,
+                agent.enable_vlan_arp_enhancement,
+                agent.check_pod_connectivity_from_host
+            ),
+            (None, None, None)
+        );
+        // Unset fields are not written back.
+        let v = serde_json::to_value(NodeAgentSpec::default()).unwrap();
+        assert_eq!(v, serde_json::json!({}));
+        let set: NodeAgentSpec = serde_json::from_value(serde_json::json!({
+            "vlanCheckTimeout": "500ms",
+            "enableVlanArpEnhancement": false,
+            "checkPodConnectivityFromHost": true
+        }))
+        .unwrap();
+        assert_eq!(set.vlan_check_timeout.as_deref(), Some("500ms"));
+        assert_eq!(set.enable_vlan_arp_enhancement, Some(false));
+        assert_eq!(set.check_pod_connectivity_from_host, Some(true));
+        assert!(
+            serde_json::from_value::<NodeAgentSpec>(
+                serde_json::json!({"enableVlanArpEnhancement": "yes"})
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn crd_schema_constrains_the_vlan_check_fields() {
+        let crd = serde_json::to_value(HybridnetCluster::crd()).unwrap();
+        let agent = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["nodeAgent"]["properties"];
+        let t = &agent["vlanCheckTimeout"];
+        assert_eq!(t["type"], "string");
+        assert_eq!(t["pattern"], r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$");
+        assert_eq!(
+            (t["minLength"].as_u64(), t["maxLength"].as_u64()),
+            (Some(1), Some(32))
+        );
+        for b in ["enableVlanArpEnhancement", "checkPodConnectivityFromHost"] {
+            assert_eq!(agent[b]["type"], "boolean", "{b}");
+        }
+        // Additive: none of them is required.
+        let spec_required = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+            ["spec"]["properties"]["nodeAgent"]["required"];
+        assert!(spec_required.is_null(), "{spec_required}");
+    }
+}
