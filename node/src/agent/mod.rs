@@ -303,12 +303,17 @@ impl NodeInfoPublication {
             body["metadata"]["annotations"][crate::bgp::BGP_SESSIONS_ANNOTATION] =
                 serde_json::Value::String(sessions.clone());
         }
-        if let Some(v) = &self.vtep {
-            let local: Vec<String> = v.local_ips.iter().map(|i| i.to_string()).collect();
-            body["spec"] = serde_json::json!({
-                "vtepInfo": {"ip": v.ip.to_string(), "mac": v.mac.to_string(), "localIPs": local},
-            });
-        }
+        body["spec"] = match &self.vtep {
+            Some(v) => {
+                let local: Vec<String> = v.local_ips.iter().map(|i| i.to_string()).collect();
+                serde_json::json!({
+                    "vtepInfo": {"ip": v.ip.to_string(), "mac": v.mac.to_string(), "localIPs": local},
+                })
+            }
+            // The CRD requires a spec: without one, creating the NodeInfo of a node without a
+            // VTEP (underlay or BGP only) is refused.
+            None => serde_json::json!({}),
+        };
         body
     }
 }
@@ -706,7 +711,7 @@ mod tests {
         let underlay =
             NodeInfoPublication::after(&plan_with(None, &[("198.18.0.0/24", 10000)]), None);
         assert!(!underlay.is_empty());
-        assert!(underlay.apply_body("n1").get("spec").is_none());
+        assert_eq!(underlay.apply_body("n1")["spec"], serde_json::json!({}));
         assert!(NodeInfoPublication::after(&plan_with(None, &[]), None).is_empty());
     }
 
