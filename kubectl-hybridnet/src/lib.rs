@@ -1,6 +1,7 @@
 //! kubectl hybridnet: the pure part of the plugin (flag parsing, manifests, table rows, usage math,
 //! leak detection, completion). The binary (`main.rs`) only does I/O around it.
 
+pub mod bgp_status;
 pub mod check;
 pub mod cli;
 pub mod complete;

@@ -4,6 +4,7 @@ use hybridnet_api::operator::{HybridnetCluster, RolloutCounts};
 use hybridnet_api::v1::Network;
 use serde::Serialize;
 
+use crate::bgp_status::{BgpSessionView, BgpSummary, render_sessions};
 use crate::output::{TableStyle, TextCell, render_table};
 use crate::usage::{Level, UsageReport};
 
@@ -53,6 +54,8 @@ pub struct StatusReport {
     pub cluster: Option<ClusterView>,
     pub networks: Vec<NetworkView>,
     pub usage: UsageReport,
+    /// Every node's BGP sessions as its agent publishes them (empty without BGP).
+    pub bgp_sessions: Vec<BgpSessionView>,
     /// Things worth attention, one sentence each.
     pub warnings: Vec<String>,
 }
@@ -111,6 +114,7 @@ pub fn status_report(
     cluster: Option<&HybridnetCluster>,
     networks: &[Network],
     usage: UsageReport,
+    bgp: BgpSummary,
 ) -> StatusReport {
     let cluster = cluster.map(cluster_view);
     let mut warnings = Vec::new();
@@ -171,11 +175,13 @@ pub fn status_report(
             )),
         }
     }
+    warnings.extend(bgp.warnings);
     StatusReport {
         plugin_version: plugin_version.to_string(),
         cluster,
         networks: networks.iter().map(network_view).collect(),
         usage,
+        bgp_sessions: bgp.sessions,
         warnings,
     }
 }
@@ -184,8 +190,12 @@ fn dash<T: ToString>(v: Option<T>) -> String {
     v.map(|x| x.to_string()).unwrap_or_else(|| "-".into())
 }
 
-/// The human-readable status.
-pub fn render_status(r: &StatusReport, style: TableStyle) -> String {
+/// The human-readable status; `now` dates the BGP sessions' SINCE column.
+pub fn render_status(
+    r: &StatusReport,
+    now: k8s_openapi::jiff::Timestamp,
+    style: TableStyle,
+) -> String {
     let mut out = String::new();
     match &r.cluster {
         None => out.push_str("HybridnetCluster: none\n"),
@@ -304,6 +314,10 @@ pub fn render_status(r: &StatusReport, style: TableStyle) -> String {
         let (h, rows) = crate::usage::subnet_table(&r.usage.subnets);
         out.push_str(&render_table(&h, &rows, style));
     }
+    if !r.bgp_sessions.is_empty() {
+        out.push_str("\nBGP SESSIONS\n");
+        out.push_str(&render_sessions(&r.bgp_sessions, now, style));
+    }
     if !r.warnings.is_empty() {
         out.push_str("\nWarnings:\n");
         for w in &r.warnings {
@@ -358,13 +372,15 @@ mod tests {
         );
         n.metadata.name = Some("overlay".into());
         let usage = crate::usage::usage_report(std::slice::from_ref(&n), &[], &[], None, 90);
-        let r = status_report("0.1.0", Some(&c), &[n], usage);
+        let r = status_report("0.1.0", Some(&c), &[n], usage, BgpSummary::default());
         assert_eq!(r.cluster.as_ref().unwrap().conditions[0].type_, "Available");
         let w = r.warnings.join("\n");
         assert!(w.contains("Degraded is True"), "{w}");
         assert!(w.contains("generation 2, observed 1"), "{w}");
         assert!(w.contains("2 of 3 ready"), "{w}");
-        let text = render_status(&r, TableStyle { terminal: false });
+        let now = k8s_openapi::jiff::Timestamp::UNIX_EPOCH;
+        let text = render_status(&r, now, TableStyle { terminal: false });
+        assert!(!text.contains("BGP SESSIONS"), "{text}");
         assert!(
             text.contains("Node agents:      desired 3, updated 3, ready 2, available 2"),
             "{text}"
@@ -376,6 +392,7 @@ mod tests {
             None,
             &[],
             crate::usage::usage_report(&[], &[], &[], None, 90),
+            BgpSummary::default(),
         );
         assert!(none.warnings[0].contains("kubectl hybridnet install"));
         assert!(none.warnings[1].contains("no Network"));

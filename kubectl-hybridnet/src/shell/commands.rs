@@ -19,7 +19,7 @@ use kubectl_hybridnet::manifest::{
     validate_object_name,
 };
 use kubectl_hybridnet::output::OutputFormat;
-use kubectl_hybridnet::{VERSION, resources, status, usage};
+use kubectl_hybridnet::{VERSION, bgp_status, resources, status, usage};
 
 use super::connect::{Ctx, Failure, Res, exit};
 use super::io::{self, CLUSTERS_CRD, NETWORKS_CRD, SUBNETS_CRD};
@@ -546,7 +546,15 @@ pub async fn status(g: &GlobalFlags, a: &StatusArgs) -> Res<i32> {
     let subs = io::subnets(&ctx).await?;
     let insts = io::ipinstances(&ctx, true).await?;
     let usage = usage::usage_report(&nets, &subs, &facts(&insts), None, 90);
-    let mut report = status::status_report(VERSION, cluster.as_ref().ok(), &nets, usage);
+    // Without NodeInfos (CRD missing, no permission) the rest of the status still shows.
+    let bgp = match io::nodeinfos(&ctx).await {
+        Ok(infos) => bgp_status::bgp_summary(&infos, &nets),
+        Err(f) => bgp_status::BgpSummary {
+            warnings: vec![format!("BGP sessions unknown: {}", f.message)],
+            ..Default::default()
+        },
+    };
+    let mut report = status::status_report(VERSION, cluster.as_ref().ok(), &nets, usage, bgp);
     if let Err(why) = &cluster
         && let Some(w) = report.warnings.first_mut()
     {
@@ -558,7 +566,11 @@ pub async fn status(g: &GlobalFlags, a: &StatusArgs) -> Res<i32> {
     match a.output {
         OutputFormat::Json => print::json(&report)?,
         OutputFormat::Yaml => print::yaml(&report)?,
-        _ => print::out(&status::render_status(&report, print::style()))?,
+        _ => print::out(&status::render_status(
+            &report,
+            k8s_openapi::jiff::Timestamp::now(),
+            print::style(),
+        ))?,
     }
     Ok(exit::OK)
 }
