@@ -1033,3 +1033,124 @@ async fn bgp_pod_add_waits_for_its_subnet_rule_and_default_route() {
     drop(n1);
     drop(bird);
 }
+
+/// The NodeInfo's BGP sessions annotation as the agent publishes it (`follow_sessions` on the
+/// node's `BgpState`): Established with the node's prefix counts once bird is up, a down state
+/// with a flap after bird stops, and no value once the node leaves the BGP network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bgp_sessions_annotation_follows_the_session() {
+    use hybridnet_node::bgp::follow_sessions;
+    use hybridnet_node::bgp::sessions::{BgpSession, SessionState, parse_annotation};
+
+    if !may_run("bgp_sessions_annotation_follows_the_session") {
+        return;
+    }
+    let t = topology();
+    let dir = tempfile::tempdir().unwrap();
+    let started = k8s_openapi::jiff::Timestamp::now();
+    let n1 = NodeAgent::start_with(
+        &t.node1,
+        api_state("node1", pod_instances()),
+        Duration::from_secs(3),
+        false,
+    );
+    let publications = Arc::new(AtomicUsize::new(0));
+    let follower = {
+        let p = publications.clone();
+        tokio::spawn(follow_sessions(
+            n1.bgp.clone(),
+            Duration::from_millis(200),
+            move || {
+                p.fetch_add(1, Ordering::SeqCst);
+            },
+        ))
+    };
+    let session = |what: &'static str| {
+        let value = n1.bgp.sessions_annotation();
+        async move {
+            let v = value.ok_or(format!("{what}: no annotation value"))?;
+            let p = parse_annotation(&v);
+            match (p.problems.is_empty(), p.sessions.as_slice()) {
+                (true, [s]) => Ok::<BgpSession, String>(s.clone()),
+                _ => Err(format!("{what}: {v} -> {p:?}")),
+            }
+        }
+    };
+
+    // The peer is down: the session is published in a state other than Established.
+    let down = eventually(
+        "a session before bird runs",
+        Duration::from_secs(10),
+        || session("before bird"),
+    )
+    .await;
+    assert_ne!(down.state, SessionState::Established, "{down:?}");
+    assert!(down.required);
+
+    let bird = Bird::start(&t.tor, dir.path(), &bird_config());
+    let up = eventually(
+        "Established with node1's prefixes",
+        Duration::from_secs(20),
+        || async {
+            let s = session("with bird").await?;
+            // node1 announces pod a (/32, /128), pod g (/32) and bgp-net's two subnets.
+            if s.state == SessionState::Established && (s.prefixes_v4, s.prefixes_v6) == (3, 2) {
+                Ok(s)
+            } else {
+                Err(format!("{s:?}; {}", n1.diagnostics()))
+            }
+        },
+    )
+    .await;
+    assert_eq!(up.peer_address.to_string(), TOR_PEER);
+    assert_eq!((up.peer_asn, up.local_asn), (TOR_AS as u32, NODE_AS as u32));
+    assert!(up.required);
+    assert_eq!(up.flaps, 0);
+    assert!(
+        up.since.as_second() >= started.as_second(),
+        "{up:?} entered Established after the test started"
+    );
+    let published = publications.load(Ordering::SeqCst);
+    assert!(
+        published >= 2,
+        "each new value wakes the agent: {published}"
+    );
+
+    // bird stops: the session leaves Established, counted as a flap, nothing announced.
+    drop(bird);
+    let gone = eventually(
+        "the session down again",
+        Duration::from_secs(20),
+        || async {
+            let s = session("after bird").await?;
+            if s.state != SessionState::Established && s.flaps == 1 {
+                Ok(s)
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!((gone.prefixes_v4, gone.prefixes_v6), (0, 0), "{gone:?}");
+    assert!(gone.since >= up.since, "{gone:?} after {up:?}");
+
+    // The node leaves the BGP network: no speaker, no annotation.
+    n1.api.send_modify(|a| {
+        a.networks
+            .retain(|n| n.metadata.name.as_deref() != Some("bgp-net"));
+        a.ip_instances.clear();
+    });
+    eventually(
+        "no annotation without BGP",
+        Duration::from_secs(10),
+        || async {
+            match n1.bgp.sessions_annotation() {
+                None if n1.bgp.speaker().is_none() => Ok(()),
+                other => Err(format!("{other:?}; {}", n1.diagnostics())),
+            }
+        },
+    )
+    .await;
+    follower.abort();
+    drop(n1);
+}
