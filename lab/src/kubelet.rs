@@ -1,9 +1,11 @@
 //! The lab's kubelet for one node: for each pod bound to the node it creates the pod's network
 //! namespace, runs the CNI conflist the node agent installed (as a container runtime would), starts
 //! the pod's command when it is a simple process, reports the pod Running with its IPs, and tears
-//! everything down (CNI DEL first) when the pod goes.
+//! everything down (CNI DEL first) when the pod goes. Like a kubelet's pod workers, several pods'
+//! sandboxes are set up at once (bounded), each pod's steps in order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -15,6 +17,17 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use crate::cni_runtime::{self, RuntimeConf};
+
+/// Sandboxes set up at the same time on one node (CNI ADDs in flight), as a container runtime
+/// runs pod sandboxes in parallel.
+pub const SANDBOX_PARALLELISM: usize = 8;
+
+/// A finished sandbox setup, reported back to the kubelet loop that owns the sandboxes.
+struct SandboxDone {
+    pod: Pod,
+    uid: String,
+    result: anyhow::Result<Sandbox>,
+}
 
 /// How one node's kubelet is set up.
 #[derive(Debug, Clone)]
@@ -87,7 +100,13 @@ pub async fn run(client: kube::Client, cfg: KubeletConfig) -> anyhow::Result<()>
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
     let mut stream = watcher(pods, wc).boxed();
     let mut sandboxes: HashMap<String, Sandbox> = HashMap::new();
+    // Pods whose sandbox is being set up, and those of them deleted meanwhile (torn down as soon
+    // as their setup ends).
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut deleted_in_flight: HashSet<String> = HashSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(SANDBOX_PARALLELISM));
     let (retry_tx, mut retry_rx) = tokio::sync::mpsc::unbounded_channel::<Pod>();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<SandboxDone>();
     loop {
         let pod = tokio::select! {
             ev = stream.next() => match ev {
@@ -99,13 +118,23 @@ pub async fn run(client: kube::Client, cfg: KubeletConfig) -> anyhow::Result<()>
                 Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => p,
                 Some(Ok(watcher::Event::Delete(p))) => {
                     if let Some(uid) = p.metadata.uid.as_deref() {
-                        teardown(&cfg, &mut sandboxes, uid).await;
+                        if in_flight.contains(uid) {
+                            deleted_in_flight.insert(uid.to_string());
+                        } else {
+                            teardown(&cfg, &mut sandboxes, uid).await;
+                        }
                     }
                     continue;
                 }
                 Some(Ok(_)) => continue,
             },
             Some(p) = retry_rx.recv() => p,
+            Some(done) = done_rx.recv() => {
+                in_flight.remove(&done.uid);
+                let deleted = deleted_in_flight.remove(&done.uid);
+                sandbox_done(&client, &cfg, &mut sandboxes, &retry_tx, done, deleted).await;
+                continue;
+            }
         };
         let Some(uid) = pod.metadata.uid.clone() else {
             continue;
@@ -116,7 +145,11 @@ pub async fn run(client: kube::Client, cfg: KubeletConfig) -> anyhow::Result<()>
         );
         let name = pod.metadata.name.clone().unwrap_or_default();
         if pod.metadata.deletion_timestamp.is_some() {
-            teardown(&cfg, &mut sandboxes, &uid).await;
+            if in_flight.contains(&uid) {
+                deleted_in_flight.insert(uid.clone());
+            } else {
+                teardown(&cfg, &mut sandboxes, &uid).await;
+            }
             let _ = api
                 .patch_status(
                     &name,
@@ -134,7 +167,11 @@ pub async fn run(client: kube::Client, cfg: KubeletConfig) -> anyhow::Result<()>
             .as_ref()
             .and_then(|s| s.phase.as_deref())
             .unwrap_or("");
-        if sandboxes.contains_key(&uid) || phase == "Succeeded" || phase == "Failed" {
+        if sandboxes.contains_key(&uid)
+            || in_flight.contains(&uid)
+            || phase == "Succeeded"
+            || phase == "Failed"
+        {
             continue;
         }
         if pod
@@ -149,31 +186,64 @@ pub async fn run(client: kube::Client, cfg: KubeletConfig) -> anyhow::Result<()>
                 .await;
             continue;
         }
-        match create_sandbox(&cfg, &pod, &uid).await {
-            Ok(sb) => {
-                let ips = result_ips(&sb.result);
-                sandboxes.insert(uid.clone(), sb);
-                let status = running_status(&pod, &cfg.node_ip, &ips);
-                if let Err(e) = api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
-                    .await
+        in_flight.insert(uid.clone());
+        let (cfg2, done, slots) = (cfg.clone(), done_tx.clone(), slots.clone());
+        tokio::spawn(async move {
+            let result = match slots.acquire_owned().await {
+                Ok(_slot) => create_sandbox(&cfg2, &pod, &uid).await,
+                Err(e) => Err(e.into()),
+            };
+            let _ = done.send(SandboxDone { pod, uid, result });
+        });
+    }
+}
+
+/// Records a finished sandbox setup: reports the pod Running, or schedules a retry, or (when the
+/// pod was deleted during the setup) tears the sandbox down again.
+async fn sandbox_done(
+    client: &kube::Client,
+    cfg: &KubeletConfig,
+    sandboxes: &mut HashMap<String, Sandbox>,
+    retry_tx: &tokio::sync::mpsc::UnboundedSender<Pod>,
+    done: SandboxDone,
+    deleted: bool,
+) {
+    let SandboxDone { pod, uid, result } = done;
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(
+        client.clone(),
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+    );
+    match result {
+        Ok(sb) if deleted => {
+            sandboxes.insert(uid.clone(), sb);
+            teardown(cfg, sandboxes, &uid).await;
+        }
+        Ok(sb) => {
+            let ips = result_ips(&sb.result);
+            sandboxes.insert(uid.clone(), sb);
+            let status = running_status(&pod, &cfg.node_ip, &ips);
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                .await
+            {
+                tracing::warn!(pod = name, error = %e, "kubelet: cannot report Running");
+            }
+        }
+        Err(_) if deleted => {
+            let _ = crate::netns::delete(&pod_netns(&cfg.lab_id, &uid));
+        }
+        Err(e) => {
+            tracing::info!(pod = name, node = cfg.node_name, error = %e, "kubelet: sandbox not ready, retrying");
+            let tx = retry_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Ok(p) = api.get(&name).await
+                    && p.metadata.uid.as_deref() == Some(uid.as_str())
                 {
-                    tracing::warn!(pod = name, error = %e, "kubelet: cannot report Running");
+                    let _ = tx.send(p);
                 }
-            }
-            Err(e) => {
-                tracing::info!(pod = name, node = cfg.node_name, error = %e, "kubelet: sandbox not ready, retrying");
-                let tx = retry_tx.clone();
-                let api = api.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    if let Ok(p) = api.get(&name).await
-                        && p.metadata.uid.as_deref() == Some(uid.as_str())
-                    {
-                        let _ = tx.send(p);
-                    }
-                });
-            }
+            });
         }
     }
 }
