@@ -116,7 +116,7 @@ pub enum Command {
     Ip(IpCommand),
     /// The policy-routing path of a packet from a pod, computed with the node agent's plan.
     Trace(TraceArgs),
-    /// HybridnetCluster conditions, versions, node agents, networks and usage.
+    /// HybridnetCluster conditions, versions, node agents, networks, usage and BGP sessions.
     Status(StatusArgs),
     /// Write or apply the HybridnetCluster `default` that installs hybridnet through the operator.
     Install(InstallArgs),

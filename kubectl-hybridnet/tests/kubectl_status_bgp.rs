@@ -106,6 +106,7 @@ async fn status_shows_every_nodes_bgp_sessions() {
     assert_eq!(v["bgpSessions"], serde_json::json!([]));
 
     bgp_network(&c).await;
+    create_subnet(k, "bgp-v4", "bgp-net", "198.19.1.0/24", &[]).await;
     let two_hours_ago = Timestamp::now() - SignedDuration::from_secs(2 * 3600 + 30);
     let node1 = hybridnet_node::bgp::sessions::to_annotation(&[
         session("fd00::1", SessionState::Active, two_hours_ago, 0, 0),
