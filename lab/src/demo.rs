@@ -31,7 +31,11 @@ pub async fn create_cluster_object(client: &kube::Client) -> anyhow::Result<()> 
         "metadata": {"name": "default"},
         "spec": {
             "defaults": {"networkType": "Overlay", "ipFamily": "IPv4"},
-            "nodeAgent": {"preferVxlanInterfaces": ["eth0"], "preferVlanInterfaces": ["eth0"]},
+            // The VLAN check knobs set explicitly: the agent must accept the command line the
+            // operator renders from them.
+            "nodeAgent": {"preferVxlanInterfaces": ["eth0"], "preferVlanInterfaces": ["eth0"],
+                          "vlanCheckTimeout": "2s", "enableVlanArpEnhancement": true,
+                          "checkPodConnectivityFromHost": true},
             "bootstrap": {"name": "overlay", "vxlanID": 4, "cidr": OVERLAY_V4, "ipVersion": "4"},
         }
     }))?;
