@@ -1060,6 +1060,7 @@ async fn bgp_sessions_annotation_follows_the_session() {
         tokio::spawn(follow_sessions(
             n1.bgp.clone(),
             Duration::from_millis(200),
+            Duration::from_millis(200),
             move || {
                 p.fetch_add(1, Ordering::SeqCst);
             },

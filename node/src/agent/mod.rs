@@ -379,6 +379,7 @@ pub async fn reconcile_loop(
     tokio::spawn(crate::bgp::follow_sessions(
         shared.bgp.clone(),
         crate::bgp::DEFAULT_PUBLISH_INTERVAL,
+        crate::bgp::DEFAULT_CHURN_INTERVAL,
         move || s.trigger.notify_one(),
     ));
     let mut last_problems: BTreeMap<String, String> = BTreeMap::new();

@@ -49,5 +49,5 @@ pub use desired::{DesiredBgp, DesiredSpeaker, SpeakerIdentity, desired_bgp};
 #[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub use metrics::BgpCollector;
 #[cfg(all(target_os = "linux", feature = "dataplane"))]
-pub use publish::{DEFAULT_PUBLISH_INTERVAL, follow_sessions};
+pub use publish::{DEFAULT_CHURN_INTERVAL, DEFAULT_PUBLISH_INTERVAL, follow_sessions};
 pub use sessions::{BGP_SESSIONS_ANNOTATION, BgpSession, SessionState};

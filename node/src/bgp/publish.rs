@@ -2,6 +2,12 @@
 //! the speaker's snapshot to the annotation value, a pure rate limiter, and the task that
 //! follows the speaker and hands a new value to the agent's NodeInfo publication (which
 //! server-side applies it with the rest of the NodeInfo) at most once per interval.
+//!
+//! Two speeds, because every agent watches every NodeInfo: a change that matters (a session
+//! reaching or leaving Established, prefix counts, flaps, peers, `required`) is published within
+//! [`DEFAULT_PUBLISH_INTERVAL`]; a peer that stays down cycles Idle/Connect/Active at every
+//! connect retry, and that churn alone is published at most every [`DEFAULT_CHURN_INTERVAL`],
+//! so a ToR outage does not make every node rewrite its NodeInfo every few seconds.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,6 +21,10 @@ use super::sessions::{BgpSession, SessionState, to_annotation};
 /// Least time between two published values: a flapping peer costs at most one NodeInfo write
 /// per interval, and the last state of a burst is still published.
 pub const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Least time between two values that differ only in the state (and `since`) of sessions that
+/// are not Established.
+pub const DEFAULT_CHURN_INTERVAL: Duration = Duration::from_secs(30);
 
 fn session_state(s: State) -> SessionState {
     match s {
@@ -49,12 +59,31 @@ fn timestamp(t: SystemTime) -> Timestamp {
     Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-/// The annotation value for a running speaker.
-pub fn annotation_of(speaker: &BgpSpeaker) -> String {
-    to_annotation(&sessions_of(
-        speaker.config().local_asn,
-        &speaker.peer_states(),
-    ))
+/// The sessions of a running speaker.
+pub fn speaker_sessions(speaker: &BgpSpeaker) -> Vec<BgpSession> {
+    sessions_of(speaker.config().local_asn, &speaker.peer_states())
+}
+
+/// What makes a change worth publishing at once: the sessions with every state other than
+/// Established made one (connect-retry churn of a peer that is down is not).
+pub fn significance_key(sessions: &[BgpSession]) -> String {
+    let coarse: Vec<BgpSession> = sessions
+        .iter()
+        .map(|s| match s.state {
+            SessionState::Established => s.clone(),
+            _ => BgpSession {
+                state: SessionState::Idle,
+                since: Timestamp::UNIX_EPOCH,
+                ..s.clone()
+            },
+        })
+        .collect();
+    to_annotation(&coarse)
+}
+
+/// The value to publish and its significance key; `None` without a speaker.
+pub fn publication_of(sessions: Option<&[BgpSession]>) -> Option<(String, String)> {
+    sessions.map(|s| (to_annotation(s), significance_key(s)))
 }
 
 /// What [`Coalescer::offer`] decided.
@@ -68,35 +97,43 @@ pub enum Offer {
     WaitUntil(Instant),
 }
 
-/// Publishes a value only when it differs from the last published one, and never twice within
-/// `min_interval`; values offered in between are coalesced into the next publication.
+/// Publishes a value only when it differs from the last published one, never twice within
+/// `min_interval`, and not within `churn_interval` when its significance key is the last
+/// published one's; values offered in between are coalesced into the next publication.
 #[derive(Debug, Clone)]
 pub struct Coalescer {
     min_interval: Duration,
-    published: Option<Option<String>>,
+    churn_interval: Duration,
+    /// The last published value and key (`None` inside: no speaker).
+    published: Option<Option<(String, String)>>,
     last: Option<Instant>,
 }
 
 impl Coalescer {
-    pub fn new(min_interval: Duration) -> Self {
+    pub fn new(min_interval: Duration, churn_interval: Duration) -> Self {
         Coalescer {
             min_interval,
+            churn_interval: churn_interval.max(min_interval),
             published: None,
             last: None,
         }
     }
 
-    pub fn offer(&mut self, value: Option<String>, now: Instant) -> Offer {
-        if self.published.as_ref() == Some(&value) {
-            return Offer::Unchanged;
-        }
+    /// `offered`: the value and its significance key (see [`publication_of`]).
+    pub fn offer(&mut self, offered: Option<(String, String)>, now: Instant) -> Offer {
+        let interval = match (&self.published, &offered) {
+            (Some(p), o) if p == o => return Offer::Unchanged,
+            (Some(Some((_, old_key))), Some((_, key))) if old_key == key => self.churn_interval,
+            _ => self.min_interval,
+        };
         if let Some(last) = self.last {
-            let next = last + self.min_interval;
+            let next = last + interval;
             if now < next {
                 return Offer::WaitUntil(next);
             }
         }
-        self.published = Some(value.clone());
+        let value = offered.as_ref().map(|(v, _)| v.clone());
+        self.published = Some(offered);
         self.last = Some(now);
         Offer::Publish(value)
     }
@@ -108,9 +145,10 @@ impl Coalescer {
 pub async fn follow_sessions(
     state: Arc<BgpState>,
     min_interval: Duration,
+    churn_interval: Duration,
     on_change: impl Fn() + Send,
 ) {
-    let mut limiter = Coalescer::new(min_interval);
+    let mut limiter = Coalescer::new(min_interval, churn_interval);
     let mut speakers = state.speaker_changes();
     loop {
         speakers.borrow_and_update();
@@ -119,7 +157,8 @@ pub async fn follow_sessions(
             Some(s) => {
                 let mut rx = s.subscribe();
                 rx.borrow_and_update();
-                (Some(annotation_of(&s)), Some(rx))
+                let sessions = speaker_sessions(&s);
+                (publication_of(Some(&sessions)), Some(rx))
             }
             None => (None, None),
         };
@@ -218,23 +257,69 @@ mod tests {
         }
     }
 
+    fn v(value: &str, key: &str) -> Option<(String, String)> {
+        Some((value.to_string(), key.to_string()))
+    }
+
     #[test]
     fn coalescer_publishes_changes_at_most_once_per_interval() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        let mut c = Coalescer::new(2 * s);
+        let mut c = Coalescer::new(2 * s, 30 * s);
         assert_eq!(c.offer(None, t0), Offer::Publish(None));
         assert_eq!(c.offer(None, t0 + s), Offer::Unchanged);
+        assert_eq!(c.offer(v("a", "A"), t0 + s), Offer::WaitUntil(t0 + 2 * s));
         assert_eq!(
-            c.offer(Some("a".into()), t0 + s),
-            Offer::WaitUntil(t0 + 2 * s)
-        );
-        assert_eq!(
-            c.offer(Some("b".into()), t0 + 2 * s),
+            c.offer(v("b", "B"), t0 + 2 * s),
             Offer::Publish(Some("b".into()))
         );
-        assert_eq!(c.offer(Some("b".into()), t0 + 10 * s), Offer::Unchanged);
-        assert_eq!(c.offer(None, t0 + 10 * s), Offer::Publish(None));
+        assert_eq!(c.offer(v("b", "B"), t0 + 10 * s), Offer::Unchanged);
+        // Churn (same key): only after the churn interval.
+        assert_eq!(
+            c.offer(v("b2", "B"), t0 + 10 * s),
+            Offer::WaitUntil(t0 + 32 * s)
+        );
+        // A significant change meanwhile goes out at the short interval.
+        assert_eq!(
+            c.offer(v("c", "C"), t0 + 10 * s),
+            Offer::Publish(Some("c".into()))
+        );
+        assert_eq!(c.offer(None, t0 + 12 * s), Offer::Publish(None));
+    }
+
+    #[test]
+    fn connect_retry_churn_is_not_significant() {
+        let peers = [peer("198.18.0.1", State::Connect, 0, 0, false)];
+        let mut retry = peers.clone();
+        retry[0].state = State::Active;
+        retry[0].state_since += Duration::from_secs(5);
+        let a = sessions_of(65001, &peers);
+        let b = sessions_of(65001, &retry);
+        assert_ne!(to_annotation(&a), to_annotation(&b));
+        assert_eq!(significance_key(&a), significance_key(&b));
+        // Reaching Established, a flap or a count is.
+        for change in [
+            |p: &mut PeerState| p.state = State::Established,
+            |p: &mut PeerState| p.flaps += 1,
+            |p: &mut PeerState| p.prefixes_announced_v4 = 1,
+        ] {
+            let mut other = peers.clone();
+            change(&mut other[0]);
+            assert_ne!(
+                significance_key(&sessions_of(65001, &other)),
+                significance_key(&a)
+            );
+        }
+        let mut up = peers.clone();
+        up[0].state = State::Established;
+        let mut up_later = up.clone();
+        up_later[0].state_since += Duration::from_secs(5);
+        assert_ne!(
+            significance_key(&sessions_of(65001, &up)),
+            significance_key(&sessions_of(65001, &up_later)),
+            "a new Established session (same counts) is news"
+        );
+        assert_eq!(publication_of(None), None);
     }
 
     proptest! {
@@ -242,17 +327,19 @@ mod tests {
         /// publications are at least the interval apart, and the last value offered is
         /// published at the end.
         #[test]
-        fn coalescer_properties(steps in proptest::collection::vec((0u64..3000, proptest::option::of(0u8..3)), 1..60)) {
+        fn coalescer_properties(steps in proptest::collection::vec((0u64..3000, proptest::option::of((0u8..3, 0u8..2))), 1..60)) {
             let start = Instant::now();
             let interval = Duration::from_millis(2000);
-            let mut c = Coalescer::new(interval);
+            let churn = Duration::from_millis(7000);
+            let mut c = Coalescer::new(interval, churn);
             let mut now = start;
             let mut published: Vec<(Instant, Option<String>)> = Vec::new();
             let mut pending: Option<Instant> = None;
             let mut last_value = None;
             for (gap, v) in steps {
                 now += Duration::from_millis(gap);
-                let value = v.map(|x| x.to_string());
+                // The key is a function of the value (as significance_key is).
+                let value = v.map(|(x, k)| (format!("{x}{k}"), k.to_string()));
                 last_value = Some(value.clone());
                 match c.offer(value, now) {
                     Offer::Publish(p) => { published.push((now, p)); pending = None; }
@@ -268,8 +355,15 @@ mod tests {
             for w in published.windows(2) {
                 prop_assert!(w[1].0 - w[0].0 >= interval);
                 prop_assert_ne!(&w[1].1, &w[0].1);
+                // The key is the value's last character.
+                if let (Some(a), Some(b)) = (&w[0].1, &w[1].1) && a.chars().last() == b.chars().last() {
+                    prop_assert!(w[1].0 - w[0].0 >= churn);
+                }
             }
-            prop_assert_eq!(published.last().map(|p| p.1.clone()), last_value);
+            prop_assert_eq!(
+                published.last().map(|p| p.1.clone()),
+                last_value.map(|l| l.map(|(v, _)| v))
+            );
         }
     }
 }
