@@ -10,9 +10,40 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::*;
-use hybridnet_api::v1::{BgpPeer, IPInstance, NetworkConfig, NetworkMode, NetworkType};
+use hybridnet_api::v1::{BgpPeer, IPInstance, NetworkConfig, NetworkMode, NetworkType, NodeInfo};
+use hybridnet_node::bgp::sessions::{
+    BGP_SESSIONS_ANNOTATION, BgpSession, SessionState, parse_annotation,
+};
 
 const PORT: u16 = 11041;
+
+/// The single BGP session node n1's agent published on its NodeInfo, once `want` holds for it.
+fn published_session(
+    cp: &ControlPlane,
+    what: &str,
+    want: impl Fn(&BgpSession) -> bool,
+) -> BgpSession {
+    wait_for(what, 30, || {
+        let info = cp.run(|c| async move {
+            kube::Api::<NodeInfo>::all(c)
+                .get_opt("n1")
+                .await
+                .ok()
+                .flatten()
+        })?;
+        let value = info
+            .metadata
+            .annotations?
+            .get(BGP_SESSIONS_ANNOTATION)?
+            .clone();
+        let parsed = parse_annotation(&value);
+        assert!(parsed.problems.is_empty(), "{value}: {parsed:?}");
+        match parsed.sessions.as_slice() {
+            [s] if want(s) => Some(s.clone()),
+            _ => None,
+        }
+    })
+}
 
 struct Bird {
     ns: String,
@@ -177,6 +208,15 @@ fn agent_binary_speaks_bgp_to_bird() {
     ] {
         assert!(metrics.contains(want), "missing {want:?} in\n{metrics}");
     }
+    // The agent published the session on its NodeInfo (a node without a VTEP: spec is empty).
+    let up = published_session(&cp, "Established on the NodeInfo", |s| {
+        s.state == SessionState::Established && (s.prefixes_v4, s.prefixes_v6) == (2, 0)
+    });
+    assert_eq!(up.peer_address.to_string(), "198.18.0.1");
+    assert_eq!(
+        (up.peer_asn, up.local_asn, up.required),
+        (65000, 65001, true)
+    );
 
     // The pod goes: its IPInstance is deleted and the ToR loses the route.
     let name = pod.metadata.name.clone().unwrap();
@@ -190,6 +230,9 @@ fn agent_binary_speaks_bgp_to_bird() {
         let r = bird.birdc(&["show", "route", "protocol", "node1"]);
         (!r.contains("198.19.1.10/32") && r.contains("198.19.1.0/24")).then_some(())
     });
+    published_session(&cp, "one prefix fewer on the NodeInfo", |s| {
+        s.state == SessionState::Established && (s.prefixes_v4, s.prefixes_v6) == (1, 0)
+    });
 
     // The ToR goes away: the required session is down and /readyz says so.
     drop(bird);
@@ -197,4 +240,9 @@ fn agent_binary_speaks_bgp_to_bird() {
         http_get(&n1, &addr, "/readyz").filter(|(c, _)| *c == 503)
     });
     assert!(body.contains("198.18.0.1"), "{body}");
+    let down = published_session(&cp, "the session down on the NodeInfo", |s| {
+        s.state != SessionState::Established && s.flaps == 1
+    });
+    assert_eq!((down.prefixes_v4, down.prefixes_v6), (0, 0), "{down:?}");
+    assert!(down.since >= up.since, "{down:?} after {up:?}");
 }
