@@ -7,18 +7,7 @@ use std::process::Command;
 
 use hybridnet_lab::state::LabDirs;
 use hybridnet_lab::topology;
-
-fn require_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: needs root, and CI=true forbids skipping"
-    );
-    eprintln!("SKIP {test}: needs root to create network namespaces");
-    false
-}
+use hybridnet_test_support::{eventually, require_root};
 
 fn lab_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hybridnet-lab"))
@@ -680,15 +669,12 @@ fn tor_routes(lab: &Lab) -> BTreeMap<String, String> {
     routes
 }
 
+/// Waits (30 s at most) for a probe that reads the lab's state synchronously.
 async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(e) if std::time::Instant::now() > deadline => panic!("{what}: {e}"),
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
-        }
-    }
+    eventually(what, std::time::Duration::from_secs(30), || {
+        std::future::ready(probe())
+    })
+    .await
 }
 
 /// The BGP nodes announced each BGP pod's /32 and /128 (AS_PATH = the nodes' AS, NO_EXPORT) and

@@ -3,23 +3,7 @@
 
 use hybridnet_lab::netns::{exec_in, list_with_prefix};
 use hybridnet_lab::topology::{self, Role};
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Without root the test is skipped visibly; under CI it must run.
-fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: needs root, and CI=true forbids skipping"
-    );
-    eprintln!("SKIP {test}: needs root to create network namespaces");
-    false
-}
+use hybridnet_test_support::require_root;
 
 struct Lab(String);
 impl Drop for Lab {
