@@ -200,7 +200,7 @@ async fn expect_bird_routes(bird: &Bird, protocol: &str, expected: &[Announcemen
 
 #[test]
 fn announce_and_withdraw_against_bird() {
-    if !privileged_or_skip(
+    if !may_run(
         "announce_and_withdraw_against_bird",
         &["ip", "bird", "birdc"],
     ) {
@@ -335,7 +335,7 @@ async fn restart_gap(bird: &Bird, speaker: BgpSpeaker) -> Vec<BirdPath> {
 
 #[test]
 fn restart_within_graceful_restart_time_keeps_routes() {
-    if !privileged_or_skip(
+    if !may_run(
         "restart_within_graceful_restart_time_keeps_routes",
         &["ip", "bird", "birdc"],
     ) {
@@ -387,7 +387,7 @@ fn restart_within_graceful_restart_time_keeps_routes() {
 
 #[test]
 fn restart_without_graceful_restart_loses_routes() {
-    if !privileged_or_skip(
+    if !may_run(
         "restart_without_graceful_restart_loses_routes",
         &["ip", "bird", "birdc"],
     ) {
@@ -414,7 +414,7 @@ fn restart_without_graceful_restart_loses_routes() {
 
 #[test]
 fn wrong_password_never_establishes() {
-    if !privileged_or_skip("wrong_password_never_establishes", &["ip", "bird", "birdc"]) {
+    if !may_run("wrong_password_never_establishes", &["ip", "bird", "birdc"]) {
         return;
     }
     let topo = Topology::new();
@@ -457,7 +457,7 @@ fn wrong_password_never_establishes() {
 
 #[test]
 fn live_peer_changes_leave_other_sessions_alone() {
-    if !privileged_or_skip(
+    if !may_run(
         "live_peer_changes_leave_other_sessions_alone",
         &["ip", "bird", "birdc"],
     ) {
@@ -575,7 +575,7 @@ async fn bgp_connections(node: &str) -> Vec<String> {
 
 #[test]
 fn active_bird_connects_to_the_passive_speaker_v4_and_v6() {
-    if !privileged_or_skip(
+    if !may_run(
         "active_bird_connects_to_the_passive_speaker_v4_and_v6",
         &["ip", "bird", "birdc"],
     ) {
@@ -663,7 +663,7 @@ async fn release(ns: &str, table: &str) {
 /// Identifiers alone decide). Exactly one session must remain: the one opened by the side with
 /// the higher identifier.
 fn collision_against_bird(test: &str, bird_id: std::net::Ipv4Addr, kept: hybridnet_bgp::Direction) {
-    if !privileged_or_skip(test, &["ip", "bird", "birdc", "nft", "ss"]) {
+    if !may_run(test, &["ip", "bird", "birdc", "nft", "ss"]) {
         return;
     }
     let topo = Topology::new();
@@ -802,7 +802,7 @@ fn collision_with_bird_keeps_birds_connection_when_its_identifier_is_higher() {
 
 #[test]
 fn connections_from_unknown_sources_are_refused() {
-    if !privileged_or_skip(
+    if !may_run(
         "connections_from_unknown_sources_are_refused",
         &["ip", "bird", "birdc"],
     ) {
@@ -845,7 +845,7 @@ fn connections_from_unknown_sources_are_refused() {
 
 #[test]
 fn wrong_password_on_an_inbound_connection_never_establishes() {
-    if !privileged_or_skip(
+    if !may_run(
         "wrong_password_on_an_inbound_connection_never_establishes",
         &["ip", "bird", "birdc"],
     ) {
@@ -909,7 +909,7 @@ async fn bird_since(bird: &Bird, name: &str) -> String {
 
 #[test]
 fn password_change_restarts_only_that_session_and_rekeys_the_listener() {
-    if !privileged_or_skip(
+    if !may_run(
         "password_change_restarts_only_that_session_and_rekeys_the_listener",
         &["ip", "bird", "birdc"],
     ) {

@@ -136,7 +136,7 @@ async fn expect_rib(ns: &str, family: &str, expected: &[Announcement]) {
 
 #[test]
 fn announce_and_withdraw_against_gobgpd() {
-    if !privileged_or_skip(
+    if !may_run(
         "announce_and_withdraw_against_gobgpd",
         &["ip", "gobgpd", "gobgp"],
     ) {

@@ -7,9 +7,10 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+pub use hybridnet_test_support::{Netns, eventually, may_run, unique_name};
 
 pub const TOR_AS: u32 = 65000;
 pub const NODE_AS: u32 = 65001;
@@ -18,92 +19,41 @@ pub const NODE_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const TOR_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
 pub const NODE_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
 
-/// Returns false (after printing why) when the test cannot run here; panics instead under CI.
-pub fn privileged_or_skip(test: &str, tools: &[&str]) -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|t| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .collect();
-    let reason = if !root {
-        Some("needs root to create network namespaces".to_string())
-    } else if !missing.is_empty() {
-        Some(format!("missing tools {missing:?} (see .ci/packages.txt)"))
-    } else {
-        None
-    };
-    match reason {
-        None => true,
-        Some(r) if ci => panic!("{test}: {r}, and CI=true forbids skipping"),
-        Some(r) => {
-            eprintln!("SKIP {test}: {r}");
-            false
-        }
-    }
-}
-
-fn run(cmd: &[&str]) {
-    let out = Command::new(cmd[0])
-        .args(&cmd[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
 /// Two namespaces, `tor` and `node`, joined by a veth pair with 198.18.0.1/30 + fd00::1/64 on
 /// the ToR side and 198.18.0.2/30 + fd00::2/64 on the node side.
 pub struct Topology {
     pub tor: String,
     pub node: String,
     pub dir: PathBuf,
+    /// Deleted (after `dir`) when the topology is dropped.
+    _namespaces: [Netns; 2],
 }
 
 impl Topology {
     pub fn new() -> Topology {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
-        let tor = format!("hnt-{pid}-{n}-tor");
-        let node = format!("hnt-{pid}-{n}-node");
-        let dir = std::env::temp_dir().join(format!("hnt-bgp-{pid}-{n}"));
-        let topo = Topology {
-            tor: tor.clone(),
-            node: node.clone(),
-            dir: dir.clone(),
-        };
+        let tor = Netns::new("tor");
+        let node = Netns::new("node");
+        let dir = std::env::temp_dir().join(format!("{}-bgp", unique_name("hnt")));
         std::fs::create_dir_all(&dir).unwrap();
-        run(&["ip", "netns", "add", &tor]);
-        run(&["ip", "netns", "add", &node]);
         // Created inside the ToR namespace with the peer end in the node namespace: the host's
         // own namespace is never touched.
-        run(&[
-            "ip", "-n", &tor, "link", "add", "tor0", "type", "veth", "peer", "name", "node0",
-            "netns", &node,
+        tor.ip(&[
+            "link", "add", "tor0", "type", "veth", "peer", "name", "node0", "netns", &node.name,
         ]);
         for (ns, dev, v4, v6) in [
             (&tor, "tor0", "198.18.0.1/30", "fd00::1/64"),
             (&node, "node0", "198.18.0.2/30", "fd00::2/64"),
         ] {
-            run(&["ip", "-n", ns, "addr", "add", v4, "dev", dev]);
-            run(&["ip", "-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
-            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            ns.ip(&["addr", "add", v4, "dev", dev]);
+            ns.ip(&["addr", "add", v6, "dev", dev, "nodad"]);
+            ns.ip(&["link", "set", dev, "up"]);
         }
-        topo
+        Topology {
+            tor: tor.name.clone(),
+            node: node.name.clone(),
+            dir,
+            _namespaces: [tor, node],
+        }
     }
 
     /// Runs `body` on a new thread that has entered the node namespace, on a current-thread
@@ -133,9 +83,6 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        for ns in [&self.tor, &self.node] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -156,24 +103,6 @@ pub async fn ns_exec(ns: &str, cmd: &[&str]) -> Result<String, String> {
             "{cmd:?} failed: {stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         ))
-    }
-}
-
-/// Polls `probe` every 200 ms until it returns Some, or panics after `timeout` with the last
-/// observation. Used for external daemons whose state can only be polled.
-pub async fn eventually<T, Fut>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Fut) -> T
-where
-    Fut: Future<Output = Result<T, String>>,
-{
-    let start = Instant::now();
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) if start.elapsed() > timeout => {
-                panic!("timed out after {timeout:?} waiting for {what}; last: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
     }
 }
 
