@@ -5,9 +5,9 @@
 //! sandboxes are set up at once (bounded), each pod's steps in order.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
