@@ -27,12 +27,7 @@ fn ms(d: Duration) -> String {
 }
 
 /// Adds all pods in waves of AT_A_TIME, then deletes them; returns (ADD latencies, DEL latencies).
-fn run(
-    agent: &Agent,
-    net: &str,
-    pods: &[NetnsGuard],
-    label: &str,
-) -> (Vec<Duration>, Vec<Duration>) {
+fn run(agent: &Agent, net: &str, pods: &[Netns], label: &str) -> (Vec<Duration>, Vec<Duration>) {
     let mut adds = Vec::with_capacity(pods.len());
     for (w, chunk) in pods.chunks(AT_A_TIME).enumerate() {
         let lat: Vec<Duration> = std::thread::scope(|s| {
@@ -102,7 +97,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    if !prerequisites() {
+    if !prerequisites("cni_add") {
         return;
     }
     let agent = Agent::start(Duration::from_secs(10));
@@ -134,7 +129,7 @@ fn main() {
                      "dataDir": agent.dir.path().join("host-local")}
         }]),
     );
-    let pods: Vec<NetnsGuard> = (0..PODS).map(|_| NetnsGuard::new("bp")).collect();
+    let pods: Vec<Netns> = (0..PODS).map(|_| Netns::new("bp")).collect();
 
     let configs = [
         ("bridge + host-local (Debian, baseline)", "bridge", "br"),
@@ -149,7 +144,7 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     // One warm-up ADD/DEL per chain so the first sample does not pay for cold page caches.
     for (_, net, label) in configs {
-        let warm = NetnsGuard::new("bw");
+        let warm = Netns::new("bw");
         let cid = format!("{label}warm");
         let o = agent.cnitool("add", net, &warm.path(), &cid, ("default", "bench-0"), None);
         assert!(

@@ -27,7 +27,7 @@ fn l2() -> (Netns, Netns, Netns) {
 
 #[test]
 fn agent_programs_publishes_and_follows_events() {
-    if !privileged("agent_programs_publishes_and_follows_events") {
+    if !require_root("agent_programs_publishes_and_follows_events") {
         return;
     }
     let (_sw, cpns, n1) = l2();

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
 use common::*;
 use hybridnet_api::v1::{BgpPeer, IPInstance, NetworkConfig, NetworkMode, NetworkType, NodeInfo};
 use hybridnet_node::bgp::sessions::{
@@ -74,24 +72,9 @@ impl Drop for Bird {
     }
 }
 
-fn have_bird() -> bool {
-    let ok = Command::new("sh")
-        .args(["-c", "command -v bird && command -v birdc"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("bird2 missing (see .ci/packages.txt) and CI=true forbids skipping");
-        }
-        eprintln!("SKIPPED agent_binary_speaks_bgp_to_bird: bird2 not installed");
-    }
-    ok
-}
-
 #[test]
 fn agent_binary_speaks_bgp_to_bird() {
-    if !privileged("agent_binary_speaks_bgp_to_bird") || !have_bird() {
+    if !may_run("agent_binary_speaks_bgp_to_bird", &["bird", "birdc"]) {
         return;
     }
     let tor = Netns::new("tor");

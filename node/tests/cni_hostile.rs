@@ -18,7 +18,7 @@ use hybridnet_node::cniserver::{CniServer, CniServerConfig, CniServerError, IpIn
 type Case = (&'static str, HashMap<&'static str, String>, Vec<u8>, u64);
 
 /// Everything a hostile call could have touched.
-fn snapshot(agent: &Agent, pod: &NetnsGuard) -> Vec<String> {
+fn snapshot(agent: &Agent, pod: &Netns) -> Vec<String> {
     vec![
         agent.node.ip(&["-o", "link", "show"]),
         agent.node.ip(&["-o", "addr", "show"]),
@@ -31,7 +31,7 @@ fn snapshot(agent: &Agent, pod: &NetnsGuard) -> Vec<String> {
 
 #[test]
 fn hostile_plugin_input_gets_the_right_code_and_changes_nothing() {
-    if !prerequisites() {
+    if !prerequisites("hostile_plugin_input_gets_the_right_code_and_changes_nothing") {
         return;
     }
     let agent = Agent::start(Duration::from_millis(200));
@@ -43,7 +43,7 @@ fn hostile_plugin_input_gets_the_right_code_and_changes_nothing() {
         IpVersion::V4,
         "02:00:c6:12:09:09",
     )]);
-    let pod = NetnsGuard::new("pod");
+    let pod = Netns::new("pod");
     let good_conf = agent.conf("1.0.0");
     let good_env = plugin_env("ADD", &pod.path(), "c1", "default", "web-0");
     let before = snapshot(&agent, &pod);
@@ -316,7 +316,7 @@ fn raw_call(socket: &std::path::Path, bytes: &[u8]) -> serde_json::Value {
 
 #[test]
 fn agent_socket_is_private_and_refuses_bad_frames() {
-    if !prerequisites() {
+    if !prerequisites("agent_socket_is_private_and_refuses_bad_frames") {
         return;
     }
     let agent = Agent::start(Duration::from_millis(200));
@@ -353,10 +353,10 @@ fn agent_socket_is_private_and_refuses_bad_frames() {
 
 #[test]
 fn stale_socket_is_replaced_other_files_are_not() {
-    if !prerequisites() {
+    if !prerequisites("stale_socket_is_replaced_other_files_are_not") {
         return;
     }
-    let node = NetnsGuard::new("node");
+    let node = Netns::new("node");
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

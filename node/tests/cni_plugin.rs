@@ -24,19 +24,15 @@ fn ok(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn ping(ns: &NetnsGuard, target: &str) {
-    let o = ns.exec("ping", &["-c", "1", "-W", "3", target]);
-    assert!(
-        o.status.success(),
-        "ping {target} from {} failed: {}",
-        ns.name,
-        String::from_utf8_lossy(&o.stdout)
-    );
+fn ping(ns: &Netns, target: &str) {
+    if let Err(e) = ns.exec(&["ping", "-c", "1", "-W", "3", target]) {
+        panic!("ping {target} from {} failed: {e}", ns.name);
+    }
 }
 
 #[test]
 fn dual_stack_add_check_del_through_libcni_with_portmap_and_bandwidth() {
-    if !prerequisites() {
+    if !prerequisites("dual_stack_add_check_del_through_libcni_with_portmap_and_bandwidth") {
         return;
     }
     let agent = Agent::start(Duration::from_secs(5));
@@ -45,7 +41,7 @@ fn dual_stack_add_check_del_through_libcni_with_portmap_and_bandwidth() {
         ipinstance("default", "web-0", "198.18.0.5/24", IpVersion::V4, MAC),
         ipinstance("default", "web-0", "fd00::5/64", IpVersion::V6, MAC),
     ]);
-    let pod = NetnsGuard::new("pod");
+    let pod = Netns::new("pod");
     let host_veth = host_veth_name("default", "web-0");
     let cid = "c0ffee01";
 
@@ -161,16 +157,23 @@ fn dual_stack_add_check_del_through_libcni_with_portmap_and_bandwidth() {
     );
 
     // Chained plugins worked on the host veth: portmap DNAT and bandwidth shaping.
-    let nat = String::from_utf8_lossy(&agent.node.exec("iptables-save", &["-t", "nat"]).stdout)
-        .into_owned();
+    let nat = agent
+        .node
+        .exec(&["iptables-save", "-t", "nat"])
+        .unwrap_or_default();
     assert!(
         nat.contains("--dport 18080") && nat.contains("198.18.0.5:80"),
         "{nat}"
     );
-    let qdisc = run_ok(
+    let qdisc = sh(&[
         "tc",
-        &["-n", &agent.node.name, "qdisc", "show", "dev", &host_veth],
-    );
+        "-n",
+        &agent.node.name,
+        "qdisc",
+        "show",
+        "dev",
+        &host_veth,
+    ]);
     assert!(
         qdisc.contains("tbf") || qdisc.contains("ingress"),
         "{qdisc}"
@@ -243,8 +246,10 @@ fn dual_stack_add_check_del_through_libcni_with_portmap_and_bandwidth() {
             .trim(),
         ""
     );
-    let nat = String::from_utf8_lossy(&agent.node.exec("iptables-save", &["-t", "nat"]).stdout)
-        .into_owned();
+    let nat = agent
+        .node
+        .exec(&["iptables-save", "-t", "nat"])
+        .unwrap_or_default();
     assert!(
         !nat.contains("198.18.0.5:80"),
         "portmap rules left behind: {nat}"
@@ -262,7 +267,7 @@ fn dual_stack_add_check_del_through_libcni_with_portmap_and_bandwidth() {
 
 #[test]
 fn old_config_versions_through_libcni() {
-    if !prerequisites() {
+    if !prerequisites("old_config_versions_through_libcni") {
         return;
     }
     let agent = Agent::start(Duration::from_secs(5));
@@ -287,7 +292,7 @@ fn old_config_versions_through_libcni() {
     for version in ["0.3.0", "0.3.1", "0.4.0", "1.0.0"] {
         let net = format!("hnt{}", version.replace('.', ""));
         agent.write_conflist_without_portmap(&net, version);
-        let pod = NetnsGuard::new("pod");
+        let pod = Netns::new("pod");
         let cid = format!("old{}", version.replace('.', ""));
         // With CAP_ARGS: Debian's bandwidth 1.1.1 crashes on CHECK when it has no bandwidth to check.
         let out = ok(&agent.cnitool(
@@ -333,7 +338,7 @@ fn old_config_versions_through_libcni() {
 
 #[test]
 fn del_succeeds_after_the_netns_is_gone() {
-    if !prerequisites() {
+    if !prerequisites("del_succeeds_after_the_netns_is_gone") {
         return;
     }
     let agent = Agent::start(Duration::from_secs(5));
@@ -345,7 +350,7 @@ fn del_succeeds_after_the_netns_is_gone() {
         IpVersion::V4,
         "02:00:c6:12:02:09",
     )]);
-    let pod = NetnsGuard::new("pod");
+    let pod = Netns::new("pod");
     let path = pod.path();
     ok(&agent.cnitool(
         "add",
@@ -381,12 +386,12 @@ fn del_succeeds_after_the_netns_is_gone() {
 
 #[test]
 fn missing_ipinstance_is_try_again_later_and_leaves_nothing() {
-    if !prerequisites() {
+    if !prerequisites("missing_ipinstance_is_try_again_later_and_leaves_nothing") {
         return;
     }
     let agent = Agent::start(Duration::from_millis(300));
     agent.write_conflist("hnt", "1.0.0");
-    let pod = NetnsGuard::new("pod");
+    let pod = Netns::new("pod");
     let before = (agent.node.links(), pod.links());
     let o = agent.cnitool(
         "add",
@@ -409,7 +414,7 @@ fn missing_ipinstance_is_try_again_later_and_leaves_nothing() {
 
 #[test]
 fn concurrent_add_and_del_of_one_container_are_serialised() {
-    if !prerequisites() {
+    if !prerequisites("concurrent_add_and_del_of_one_container_are_serialised") {
         return;
     }
     let agent = Agent::start(Duration::from_secs(5));
@@ -429,7 +434,7 @@ fn concurrent_add_and_del_of_one_container_are_serialised() {
             "02:00:c6:12:03:03",
         ),
     ]);
-    let pod = NetnsGuard::new("pod");
+    let pod = Netns::new("pod");
     let conf = agent.conf("1.0.0");
     let results: Vec<(String, i32, String)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..12)
@@ -476,7 +481,7 @@ fn concurrent_add_and_del_of_one_container_are_serialised() {
 
 #[test]
 fn status_and_gc_with_cni_1_1() {
-    if !prerequisites() {
+    if !prerequisites("status_and_gc_with_cni_1_1") {
         return;
     }
     let agent = Agent::start(Duration::from_secs(5));
@@ -503,8 +508,8 @@ fn status_and_gc_with_cni_1_1() {
             "02:00:c6:12:04:02",
         ),
     ]);
-    let keep = NetnsGuard::new("pod");
-    let stale = NetnsGuard::new("pod");
+    let keep = Netns::new("pod");
+    let stale = Netns::new("pod");
     for (ns, cid, pod) in [(&keep, "keep1", "keep-0"), (&stale, "stale1", "stale-0")] {
         let (rc, v, out) = agent.plugin(&plugin_env("ADD", &ns.path(), cid, "default", pod), &conf);
         assert_eq!(rc, 0, "{out}");
@@ -540,7 +545,7 @@ fn status_and_gc_with_cni_1_1() {
 
 #[test]
 fn unreachable_pod_fails_add_and_leaves_nothing() {
-    if !prerequisites() {
+    if !prerequisites("unreachable_pod_fails_add_and_leaves_nothing") {
         return;
     }
     let agent = Agent::start(Duration::from_secs(5));
@@ -564,7 +569,7 @@ fn unreachable_pod_fails_add_and_leaves_nothing() {
         .lookup
         .unreachable
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let pod = NetnsGuard::new("pod");
+    let pod = Netns::new("pod");
     let before = (
         agent.node.links(),
         table(&agent.node, "-4"),
@@ -589,7 +594,7 @@ fn unreachable_pod_fails_add_and_leaves_nothing() {
 }
 
 /// Table 39999 of a namespace ("" while the kernel has not created the table yet).
-fn table(ns: &NetnsGuard, family: &str) -> String {
-    let o = ns.exec("ip", &[family, "route", "show", "table", "39999"]);
-    String::from_utf8_lossy(&o.stdout).into_owned()
+fn table(ns: &Netns, family: &str) -> String {
+    ns.exec(&["ip", family, "route", "show", "table", "39999"])
+        .unwrap_or_default()
 }

@@ -202,7 +202,7 @@ fn snapshot(ns: &Netns) -> String {
 
 #[test]
 fn apply_programs_the_plan_and_is_idempotent() {
-    if !privileged("apply_programs_the_plan_and_is_idempotent") {
+    if !require_root("apply_programs_the_plan_and_is_idempotent") {
         return;
     }
     let (node, _pod, _wire) = node_ns();
@@ -348,7 +348,7 @@ fn apply_programs_the_plan_and_is_idempotent() {
 
 #[test]
 fn stale_objects_go_and_foreign_ones_stay() {
-    if !privileged("stale_objects_go_and_foreign_ones_stay") {
+    if !require_root("stale_objects_go_and_foreign_ones_stay") {
         return;
     }
     let (node, _pod, _wire) = node_ns();
@@ -493,7 +493,7 @@ fn stale_objects_go_and_foreign_ones_stay() {
 
 #[test]
 fn ra_learnt_default_route_keeps_accepting_ra() {
-    if !privileged("ra_learnt_default_route_keeps_accepting_ra") {
+    if !require_root("ra_learnt_default_route_keeps_accepting_ra") {
         return;
     }
     let node = Netns::new("ra");
@@ -514,7 +514,7 @@ fn ra_learnt_default_route_keeps_accepting_ra() {
 
 #[test]
 fn foreign_subnet_table_is_never_allocated() {
-    if !privileged("foreign_subnet_table_is_never_allocated") {
+    if !require_root("foreign_subnet_table_is_never_allocated") {
         return;
     }
     let (node, _pod, _wire) = node_ns();
@@ -530,7 +530,7 @@ fn foreign_subnet_table_is_never_allocated() {
 
 #[test]
 fn vlan_id_zero_is_the_parent_and_tagged_vlans_where_supported() {
-    if !privileged("vlan_id_zero_is_the_parent_and_tagged_vlans_where_supported") {
+    if !require_root("vlan_id_zero_is_the_parent_and_tagged_vlans_where_supported") {
         return;
     }
     let (node, _pod, _wire) = node_ns();
@@ -576,7 +576,7 @@ fn vlan_id_zero_is_the_parent_and_tagged_vlans_where_supported() {
 
 #[test]
 fn nft_script_loads_for_plan_variants() {
-    if !privileged("nft_script_loads_for_plan_variants") {
+    if !require_root("nft_script_loads_for_plan_variants") {
         return;
     }
     let (node, _pod, _wire) = node_ns();

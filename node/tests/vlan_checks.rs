@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Netns, privileged, veth};
+use common::{Netns, require_root, veth};
 use hybridnet_api::ipmath::Cidr;
 use hybridnet_api::v1::IPInstance;
 use hybridnet_cni::protocol::{AgentRequest, PROTOCOL_VERSION};
@@ -195,7 +195,7 @@ fn node_state(node: &Netns) -> String {
 
 #[test]
 fn healthy_vlan_passes_and_the_gateway_learns_the_pod_at_the_node() {
-    if !privileged("healthy_vlan_passes_and_the_gateway_learns_the_pod_at_the_node") {
+    if !require_root("healthy_vlan_passes_and_the_gateway_learns_the_pod_at_the_node") {
         return;
     }
     let mut seg = Segment::new();
@@ -243,7 +243,7 @@ fn healthy_vlan_passes_and_the_gateway_learns_the_pod_at_the_node() {
 
 #[test]
 fn gratuitous_announcements_move_the_pod_in_neighbour_caches_without_gateway() {
-    if !privileged("gratuitous_announcements_move_the_pod_in_neighbour_caches_without_gateway") {
+    if !require_root("gratuitous_announcements_move_the_pod_in_neighbour_caches_without_gateway") {
         return;
     }
     let mut seg = Segment::new();
@@ -284,7 +284,7 @@ fn gratuitous_announcements_move_the_pod_in_neighbour_caches_without_gateway() {
 
 #[test]
 fn duplicate_address_fails_add_and_leaves_nothing_behind() {
-    if !privileged("duplicate_address_fails_add_and_leaves_nothing_behind") {
+    if !require_root("duplicate_address_fails_add_and_leaves_nothing_behind") {
         return;
     }
     for (family, pod_ip, rogue_addr) in [
@@ -321,7 +321,7 @@ fn duplicate_address_fails_add_and_leaves_nothing_behind() {
 
 #[test]
 fn silent_gateway_fails_add_within_the_timeout() {
-    if !privileged("silent_gateway_fails_add_within_the_timeout") {
+    if !require_root("silent_gateway_fails_add_within_the_timeout") {
         return;
     }
     for (family, pod_ip, gw) in [
@@ -368,7 +368,7 @@ fn silent_gateway_fails_add_within_the_timeout() {
 
 #[test]
 fn non_vlan_pods_and_disabled_checks_are_not_probed() {
-    if !privileged("non_vlan_pods_and_disabled_checks_are_not_probed") {
+    if !require_root("non_vlan_pods_and_disabled_checks_are_not_probed") {
         return;
     }
     // The rogue holds the address, but the pod is not in a VLAN subnet of the node (overlay

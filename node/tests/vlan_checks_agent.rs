@@ -74,7 +74,7 @@ fn enhanced(n1: &Netns) -> Vec<String> {
 
 #[test]
 fn agent_checks_vlan_pods_and_keeps_the_enhanced_address() {
-    if !privileged("agent_checks_vlan_pods_and_keeps_the_enhanced_address") {
+    if !require_root("agent_checks_vlan_pods_and_keeps_the_enhanced_address") {
         return;
     }
     let sw = Netns::new("asw");

@@ -120,7 +120,7 @@ fn node_and_wire() -> (Netns, Netns) {
 
 #[test]
 fn enhanced_address_follows_the_local_pods() {
-    if !privileged("enhanced_address_follows_the_local_pods") {
+    if !require_root("enhanced_address_follows_the_local_pods") {
         return;
     }
     let (node, _wire) = node_and_wire();
@@ -191,7 +191,7 @@ fn enhanced_address_follows_the_local_pods() {
 
 #[test]
 fn node_address_in_the_subnet_means_no_enhancement() {
-    if !privileged("node_address_in_the_subnet_means_no_enhancement") {
+    if !require_root("node_address_in_the_subnet_means_no_enhancement") {
         return;
     }
     let (node, _wire) = node_and_wire();
@@ -204,7 +204,7 @@ fn node_address_in_the_subnet_means_no_enhancement() {
 
 #[test]
 fn arp_for_forwarded_pod_traffic_uses_the_enhanced_sender() {
-    if !privileged("arp_for_forwarded_pod_traffic_uses_the_enhanced_sender") {
+    if !require_root("arp_for_forwarded_pod_traffic_uses_the_enhanced_sender") {
         return;
     }
     let (node, wire) = node_and_wire();

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Netns, privileged};
+use common::{Netns, NetnsExt, require_root};
 use hybridnet_api::v1::IPInstance;
 use hybridnet_cni::protocol::{AgentRequest, PROTOCOL_VERSION};
 use hybridnet_cni::{AgentCommand, AgentResponse, PodRef};
@@ -104,7 +104,7 @@ fn node_state(node: &Netns) -> String {
 
 #[test]
 fn a_reachable_pod_passes_the_ping() {
-    if !privileged("a_reachable_pod_passes_the_ping") {
+    if !require_root("a_reachable_pod_passes_the_ping") {
         return;
     }
     let node = node(true, true);
@@ -123,7 +123,7 @@ fn a_reachable_pod_passes_the_ping() {
 
 #[test]
 fn a_pod_that_does_not_answer_fails_add_and_leaves_nothing() {
-    if !privileged("a_pod_that_does_not_answer_fails_add_and_leaves_nothing") {
+    if !require_root("a_pod_that_does_not_answer_fails_add_and_leaves_nothing") {
         return;
     }
     for (family, addr, key) in [
@@ -151,7 +151,7 @@ fn a_pod_that_does_not_answer_fails_add_and_leaves_nothing() {
 
 #[test]
 fn a_family_without_node_address_is_not_pinged() {
-    if !privileged("a_family_without_node_address_is_not_pinged") {
+    if !require_root("a_family_without_node_address_is_not_pinged") {
         return;
     }
     // The node has IPv6 only; the pod would not answer IPv4 pings, but none are sent.

@@ -7,48 +7,32 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+#[allow(unused_imports)]
+pub use hybridnet_test_support::{Netns, may_run, sh, skip};
 
 use hybridnet_api::v1::{Address, Binding, IPInstance, IPInstanceSpec, IpVersion};
 use hybridnet_cni::PodRef;
 use hybridnet_node::cniserver::{CniServer, CniServerConfig, IpInstanceLookup};
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// `true` when the test may run; otherwise prints why it is skipped. Under CI=true a missing
-/// prerequisite fails the test instead.
-pub fn prerequisites() -> bool {
-    let mut missing = Vec::new();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push("root (network namespaces)".to_string());
-    }
-    for bin in [
-        "/usr/lib/cni/portmap",
-        "/usr/lib/cni/bandwidth",
-        "/usr/sbin/ip",
-    ] {
-        if !Path::new(bin).exists() {
-            missing.push(format!(
-                "{bin} (Debian containernetworking-plugins / iproute2)"
-            ));
-        }
-    }
-    if missing.is_empty() && cnitool().is_none() {
-        missing.push(
-            "target/tools/cnitool (make tools; needs golang-go, golang-github-appc-cni-dev)".into(),
-        );
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("CNI test needs: {}", missing.join(", "));
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg} (CI=true: not skipping)");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
+/// `true` when the CNI test `test` may run: root, Debian's CNI plugins and iproute2, and
+/// target/tools/cnitool. Otherwise it is skipped visibly, or fails under CI=true.
+pub fn prerequisites(test: &str) -> bool {
+    may_run(
+        test,
+        &[
+            "/usr/lib/cni/portmap",
+            "/usr/lib/cni/bandwidth",
+            "/usr/sbin/ip",
+        ],
+    ) && (cnitool().is_some()
+        || skip(
+            test,
+            "target/tools/cnitool missing (make tools; needs golang-go, golang-github-appc-cni-dev)",
+        ))
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -116,84 +100,35 @@ pub fn plugin_binary() -> PathBuf {
     p
 }
 
-/// A network namespace `hnt-<pid>-<n>-<tag>`, deleted on drop.
-pub struct NetnsGuard {
-    pub name: String,
+/// CNI-suite views of a test namespace.
+pub trait CniNetns {
+    /// `ip -n <ns> ARGS` succeeded.
+    fn ip_status(&self, args: &[&str]) -> bool;
+    /// `/proc/sys/net/<key>` inside the namespace.
+    fn sysctl(&self, key: &str) -> String;
+    /// Interface names in the namespace.
+    fn links(&self) -> Vec<String>;
 }
 
-impl NetnsGuard {
-    pub fn new(tag: &str) -> NetnsGuard {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("hnt-{}-{n}-{tag}", std::process::id());
-        run_ok("ip", &["netns", "add", &name]);
-        run_ok("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        NetnsGuard { name }
+impl CniNetns for Netns {
+    fn ip_status(&self, args: &[&str]) -> bool {
+        self.try_ip(args).is_ok()
     }
 
-    pub fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
+    fn sysctl(&self, key: &str) -> String {
+        self.exec(&["cat", &format!("/proc/sys/net/{key}")])
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     }
 
-    /// `ip -n <ns> ARGS`, stdout.
-    pub fn ip(&self, args: &[&str]) -> String {
-        let mut a = vec!["-n", self.name.as_str()];
-        a.extend_from_slice(args);
-        run_ok("ip", &a)
-    }
-
-    /// `ip -n <ns> ARGS`, success or not.
-    pub fn ip_status(&self, args: &[&str]) -> bool {
-        let mut a = vec!["-n", self.name.as_str()];
-        a.extend_from_slice(args);
-        Command::new("ip")
-            .args(&a)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    }
-
-    /// `ip netns exec <ns> CMD ARGS`.
-    pub fn exec(&self, cmd: &str, args: &[&str]) -> Output {
-        let mut a = vec!["netns", "exec", self.name.as_str(), cmd];
-        a.extend_from_slice(args);
-        Command::new("ip").args(&a).output().expect("ip netns exec")
-    }
-
-    pub fn sysctl(&self, key: &str) -> String {
-        let o = self.exec("cat", &[&format!("/proc/sys/net/{key}")]);
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    }
-
-    /// Interface names in the namespace.
-    pub fn links(&self) -> Vec<String> {
+    fn links(&self) -> Vec<String> {
         let out = self.ip(&["-o", "link", "show"]);
         out.lines()
             .filter_map(|l| l.split(": ").nth(1))
             .map(|n| n.split('@').next().unwrap_or(n).to_string())
             .collect()
     }
-}
-
-impl Drop for NetnsGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-pub fn run_ok(cmd: &str, args: &[&str]) -> String {
-    let o = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// IPInstances served from memory, keyed by pod.
@@ -270,7 +205,7 @@ pub fn ipinstance(ns: &str, pod: &str, ip: &str, version: IpVersion, mac: &str) 
 /// A node namespace with an in-process agent serving the CNI socket, a plugin directory and a
 /// conflist directory.
 pub struct Agent {
-    pub node: NetnsGuard,
+    pub node: Netns,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub lookup: Arc<StaticLookup>,
@@ -286,7 +221,7 @@ impl Drop for Agent {
 
 impl Agent {
     pub fn start(wait: Duration) -> Agent {
-        let node = NetnsGuard::new("node");
+        let node = Netns::new("node");
         // The node's own addresses live on lo (this kernel has no dummy links); rule 1 sends
         // traffic for local pods to table 39999 as the data plane does.
         node.ip(&["addr", "add", "198.19.0.1/32", "dev", "lo"]);

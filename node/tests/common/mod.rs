@@ -4,111 +4,45 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hybridnet_api::constants::label;
 use hybridnet_api::v1::*;
 
-/// True when the test may run: root. Without root it prints why it skips, unless CI=true, where
-/// skipping is a failure.
-pub fn privileged(test: &str) -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if root {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: needs root (network namespaces) and CI=true forbids skipping");
-    }
-    eprintln!("SKIPPED {test}: needs root to create network namespaces");
-    false
+// Each test binary uses a different part of this module.
+#[allow(unused_imports)]
+pub use hybridnet_test_support::{Netns, may_run, require_root, sh, skip, try_sh, unique_name};
+
+/// Node-suite views of a test namespace.
+pub trait NetnsExt {
+    fn nft_ruleset(&self) -> String;
+    /// `/proc/sys/<key>` inside the namespace ("" when unreadable).
+    fn sysctl(&self, key: &str) -> String;
+    fn set_sysctl(&self, key: &str, value: &str);
 }
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A network namespace removed on drop (also when the test panics).
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(tag: &str) -> Self {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("hnt-{}-{tag}{n}", std::process::id());
-        sh(&["ip", "netns", "add", &name]);
-        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Self { name }
-    }
-
-    /// `ip -n NS <args>`, panics on failure, returns stdout.
-    pub fn ip(&self, args: &str) -> String {
-        let mut v = vec!["ip", "-n", &self.name];
-        v.extend(args.split_whitespace());
-        sh(&v)
-    }
-
-    /// `ip -n NS <args>` that may fail.
-    pub fn try_ip(&self, args: &str) -> Result<String, String> {
-        let mut v = vec!["ip", "-n", &self.name];
-        v.extend(args.split_whitespace());
-        try_sh(&v)
-    }
-
-    /// Runs a command inside the namespace.
-    pub fn exec(&self, args: &[&str]) -> Result<String, String> {
-        let mut v = vec!["ip", "netns", "exec", &self.name];
-        v.extend(args);
-        try_sh(&v)
-    }
-
-    pub fn nft_ruleset(&self) -> String {
+impl NetnsExt for Netns {
+    fn nft_ruleset(&self) -> String {
         self.exec(&["nft", "list", "ruleset"]).unwrap_or_default()
     }
 
-    pub fn sysctl(&self, key: &str) -> String {
+    fn sysctl(&self, key: &str) -> String {
         self.exec(&["cat", &format!("/proc/sys/{key}")])
             .unwrap_or_default()
             .trim()
             .to_string()
     }
 
-    pub fn set_sysctl(&self, key: &str, value: &str) {
+    fn set_sysctl(&self, key: &str, value: &str) {
         self.exec(&["sh", "-c", &format!("echo {value} > /proc/sys/{key}")])
             .expect("sysctl");
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-pub fn try_sh(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{args:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-pub fn sh(args: &[&str]) -> String {
-    try_sh(args).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Moves `ifname` (in the root namespace of the test process? no: created directly) — helper to
-/// create a veth pair whose ends live in two namespaces.
+/// A veth pair whose ends live in two namespaces: created in `a`, the peer moved to `b` and
+/// renamed there (the host's namespace is never touched).
 pub fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str) {
-    let tmp = format!("hv{}", COUNTER.fetch_add(1, Ordering::SeqCst));
+    // "hv-" + pid (7 digits at most) + "-" + counter fits IFNAMSIZ (15) for 10 000 pairs.
+    let tmp = unique_name("hv");
     a.ip(&format!("link add {a_name} type veth peer name {tmp}"));
     a.ip(&format!("link set {tmp} netns {}", b.name));
     b.ip(&format!("link set {tmp} name {b_name}"));
@@ -441,11 +375,7 @@ pub fn start_agent(
     port: u16,
     extra: &[&str],
 ) -> Child {
-    let log = std::env::temp_dir().join(format!(
-        "{}-agent{}.log",
-        ns.name,
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    ));
+    let log = std::env::temp_dir().join(format!("{}-{}.log", ns.name, unique_name("agent")));
     let f = std::fs::File::create(&log).unwrap();
     let mut cmd = std::process::Command::new("ip");
     cmd.args([
