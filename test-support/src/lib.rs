@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -65,10 +65,22 @@ fn available(tool: &str) -> bool {
 /// carries its output.
 pub fn try_sh(cmd: &[&str]) -> Result<String, String> {
     let (program, args) = cmd.split_first().ok_or("empty command")?;
-    let out = Command::new(program)
+    stdout_or_error(cmd, Command::new(program).args(args).output())
+}
+
+/// [`try_sh`] for async tests whose runtime must keep running while the command does (e.g. a
+/// speaker on the same current-thread runtime).
+pub async fn try_sh_async(cmd: &[&str]) -> Result<String, String> {
+    let (program, args) = cmd.split_first().ok_or("empty command")?;
+    let out = tokio::process::Command::new(program)
         .args(args)
         .output()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
+        .await;
+    stdout_or_error(cmd, out)
+}
+
+fn stdout_or_error(cmd: &[&str], out: std::io::Result<Output>) -> Result<String, String> {
+    let out = out.map_err(|e| format!("{cmd:?}: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
         Ok(stdout)
@@ -222,6 +234,15 @@ mod tests {
         let e = try_sh(&["no-such-tool-hnt"]).unwrap_err();
         assert!(e.contains("no-such-tool-hnt"), "{e}");
         assert!(try_sh(&[]).is_err());
+    }
+
+    #[tokio::test]
+    async fn async_runner_behaves_like_the_sync_one() {
+        assert_eq!(try_sh_async(&["echo", "hi"]).await.unwrap(), "hi\n");
+        let e = try_sh_async(&["sh", "-c", "echo oops >&2; exit 3"])
+            .await
+            .unwrap_err();
+        assert!(e.contains("\"sh\", \"-c\"") && e.contains("oops"), "{e}");
     }
 
     #[test]

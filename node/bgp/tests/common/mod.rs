@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-pub use hybridnet_test_support::{Netns, eventually, may_run, unique_name};
+pub use hybridnet_test_support::{Netns, eventually, may_run, try_sh_async, unique_name};
 
 pub const TOR_AS: u32 = 65000;
 pub const NODE_AS: u32 = 65001;
@@ -87,23 +87,9 @@ impl Drop for Topology {
     }
 }
 
-/// Runs a command inside a namespace and returns stdout (stderr appended on failure).
+/// Runs a command inside a namespace and returns stdout (the error carries its output).
 pub async fn ns_exec(ns: &str, cmd: &[&str]) -> Result<String, String> {
-    let out = tokio::process::Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(cmd)
-        .output()
-        .await
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!(
-            "{cmd:?} failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    try_sh_async(&[&["ip", "netns", "exec", ns], cmd].concat()).await
 }
 
 /// A bird2 daemon in a namespace, killed (by pid) on drop.
