@@ -103,6 +103,9 @@ async fn whole_system_connectivity_and_ip_hygiene() {
     }
     // The ToR learned the BGP pods' routes from bird's sessions with the two BGP nodes.
     bgp_routes_at_the_tor(&lab, &pods).await;
+    // The agents publish their sessions: `kubectl hybridnet status` shows both BGP nodes
+    // Established with the ToR, announcing the subnet and their pod (v4 and v6).
+    bgp_sessions_in_status(&dirs).await;
     // Every pod reaches every other pod's v4 and v6 address: overlay, VLAN underlay and BGP
     // underlay, on the same and on other nodes.
     let mut failures = Vec::new();
@@ -851,4 +854,46 @@ async fn bgp_agent_restart_keeps_routes(
     })
     .await;
     eprintln!("bgp: node4's agent restarted; the ToR kept {kept:?} throughout");
+}
+
+async fn bgp_sessions_in_status(dirs: &LabDirs) {
+    let sessions = wait_for(
+        "both BGP nodes' sessions in kubectl hybridnet status",
+        || {
+            let out = kubectl(dirs, &["hybridnet", "status", "-o", "json"]);
+            let v: serde_json::Value =
+                serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+            let sessions = v["bgpSessions"].as_array().cloned().unwrap_or_default();
+            let ready = ["node4", "node5"].iter().all(|node| {
+                sessions.iter().any(|s| {
+                    s["node"] == *node
+                        && s["state"] == "Established"
+                        && s["prefixesV4"].as_u64() >= Some(2)
+                        && s["prefixesV6"].as_u64() >= Some(2)
+                })
+            });
+            if ready {
+                Ok(sessions)
+            } else {
+                Err(format!("{sessions:#?}"))
+            }
+        },
+    )
+    .await;
+    for s in &sessions {
+        assert_eq!(s["peerAddress"], "198.18.1.1", "{s}");
+        assert_eq!(s["peerASN"], 65000, "{s}");
+        assert_eq!(s["localASN"], 65001, "{s}");
+        assert_eq!(s["required"], true, "{s}");
+    }
+    let text = kubectl(dirs, &["hybridnet", "status"]);
+    assert!(text.contains("BGP SESSIONS"), "{text}");
+    assert!(
+        !text.contains("required BGP session") && !text.contains("publishes no BGP sessions"),
+        "no warning about BGP sessions: {text}"
+    );
+    eprintln!(
+        "bgp: kubectl hybridnet status shows {} sessions",
+        sessions.len()
+    );
 }
