@@ -14,13 +14,11 @@
 #![cfg(all(target_os = "linux", feature = "dataplane"))]
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hybridnet_api::constants::label;
 use hybridnet_api::v1::*;
@@ -43,96 +41,40 @@ const TOR_PEER: &str = "198.18.0.1";
 // ---- fixtures ------------------------------------------------------------------------------
 
 fn may_run(test: &str) -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    let missing: Vec<&str> = ["ip", "bird", "birdc", "nft", "ping"]
-        .into_iter()
-        .filter(|t| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .collect();
-    let reason = if !root {
-        Some("needs root to create network namespaces".to_string())
-    } else if !missing.is_empty() {
-        Some(format!("missing tools {missing:?} (see .ci/packages.txt)"))
-    } else {
-        None
-    };
-    match reason {
-        None => true,
-        Some(r) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: {r}, and CI=true forbids skipping")
-        }
-        Some(r) => {
-            eprintln!("SKIPPED {test}: {r}");
-            false
-        }
-    }
+    hybridnet_test_support::may_run(test, &["ip", "bird", "birdc", "nft", "ping"])
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-fn sh(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{args:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
+use hybridnet_test_support::try_sh as sh;
 
-/// A network namespace `hnt-<pid>-bgp<n><tag>`, deleted on drop (also when the test panics).
-struct Ns {
-    name: String,
+/// A test network namespace (removed on drop, also when the test panics) with the helpers this
+/// suite needs on top of the shared guard.
+struct Ns(hybridnet_test_support::Netns);
+
+impl std::ops::Deref for Ns {
+    type Target = hybridnet_test_support::Netns;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Ns {
     fn new(tag: &str) -> Ns {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("hnt-{}-bgp{n}{tag}", std::process::id());
-        sh(&["ip", "netns", "add", &name]).unwrap();
-        let ns = Ns { name };
-        ns.ip("link set lo up");
-        ns
+        Ns(hybridnet_test_support::Netns::new(&format!("bgp{tag}")))
     }
 
     fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
+        PathBuf::from(self.0.path())
     }
 
     fn ip(&self, args: &str) -> String {
-        let mut v = vec!["ip", "-n", &self.name];
-        v.extend(args.split_whitespace());
-        sh(&v).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn exec(&self, args: &[&str]) -> Result<String, String> {
-        let mut v = vec!["ip", "netns", "exec", &self.name];
-        v.extend(args);
-        sh(&v)
+        self.0.ip(args)
     }
 
     fn sysctl(&self, key: &str, value: &str) {
         self.exec(&["sysctl", "-qw", &format!("{key}={value}")])
             .unwrap_or_else(|e| panic!("{e}"));
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 
@@ -146,23 +88,7 @@ fn link(a: &Ns, a_name: &str, b: &Ns, b_name: &str) {
     b.ip(&format!("link set {b_name} up"));
 }
 
-/// Polls `probe` every 100 ms until it returns Ok, or panics after `timeout` with the last error.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let start = Instant::now();
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(e) if start.elapsed() > timeout => {
-                panic!("timed out after {timeout:?} waiting for {what}; last: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
+use hybridnet_test_support::eventually;
 
 /// bird2 in the ToR namespace, killed by pid on drop.
 struct Bird {
