@@ -163,6 +163,14 @@ pub fn status_report(
         );
     }
     for n in &usage.networks {
+        if n.subnets == 0 {
+            // Zero of zero addresses is not "exhausted": say what is missing.
+            warnings.push(format!(
+                "network {0} has no subnet: its pods cannot get addresses (`kubectl hybridnet subnet create NAME --network {0} --cidr CIDR`)",
+                n.name
+            ));
+            continue;
+        }
         match n.level {
             Level::Ok => {}
             Level::NearExhaustion => warnings.push(format!(
@@ -378,6 +386,11 @@ mod tests {
         assert!(w.contains("Degraded is True"), "{w}");
         assert!(w.contains("generation 2, observed 1"), "{w}");
         assert!(w.contains("2 of 3 ready"), "{w}");
+        assert!(
+            w.contains("network overlay has no subnet: its pods cannot get addresses"),
+            "{w}"
+        );
+        assert!(!w.contains("no address left"), "{w}");
         let now = k8s_openapi::jiff::Timestamp::UNIX_EPOCH;
         let text = render_status(&r, now, TableStyle { terminal: false });
         assert!(!text.contains("BGP SESSIONS"), "{text}");
