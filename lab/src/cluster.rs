@@ -373,46 +373,98 @@ pub async fn start_node_agents(
     layout: &Layout,
     ds: &DaemonSet,
 ) -> anyhow::Result<()> {
+    for h in layout.nodes() {
+        start_node_agent(params, dirs, h, ds)?;
+    }
+    Ok(())
+}
+
+/// The revision of a DaemonSet's pod template: what a node's agent was started from. FNV-1a of
+/// the template's JSON, stable across processes (the lab daemon compares what `up` recorded).
+pub fn template_revision(ds: &DaemonSet) -> String {
+    let bytes = serde_json::to_vec(&ds.spec.template).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Where a node records the template revision its agent runs.
+fn revision_file(dirs: &LabDirs, node: &str) -> PathBuf {
+    dirs.node(node).join("agent-revision")
+}
+
+/// The template revision a node's agent was started from (None: not started yet).
+pub fn node_revision(dirs: &LabDirs, node: &str) -> Option<String> {
+    std::fs::read_to_string(revision_file(dirs, node))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Runs the DaemonSet's init containers on one node, then starts its containers there (what the
+/// kubelet does for the node's DaemonSet pod), and records the template revision.
+pub fn start_node_agent(
+    params: &LabParams,
+    dirs: &LabDirs,
+    h: &crate::topology::Host,
+    ds: &DaemonSet,
+) -> anyhow::Result<()> {
     let pod_spec = ds
         .spec
         .template
         .spec
         .as_ref()
         .context("DaemonSet without a pod template")?;
-    for h in layout.nodes() {
-        let Role::Node(n) = h.role else { continue };
-        let node = format!("node{n}");
-        for d in [
-            dirs.cni_bin(&node),
-            dirs.cni_conf(&node),
-            dirs.agent_run(&node),
-        ] {
-            std::fs::create_dir_all(d)?;
-        }
-        let ip = h.ip4().unwrap_or_default().to_string();
-        for c in pod_spec.init_containers.iter().flatten() {
-            let spec = container_process(ds, c, params, dirs, &node, &ip, &h.netns)?;
-            let out = std::process::Command::new("ip")
-                .args(["netns", "exec", &h.netns])
-                .arg(&spec.program)
-                .args(&spec.args)
-                .envs(spec.env.iter().map(|(k, v)| (k, v)))
-                .output()
-                .with_context(|| format!("init container {} on {node}", c.name))?;
-            if !out.status.success() {
-                bail!(
-                    "init container {} on {node} failed: {}",
-                    c.name,
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-        for c in &pod_spec.containers {
-            let spec = container_process(ds, c, params, dirs, &node, &ip, &h.netns)?;
-            supervisor::start(dirs, &spec)?;
+    let Role::Node(n) = h.role else {
+        bail!("{} is not a node", h.netns)
+    };
+    let node = format!("node{n}");
+    for d in [
+        dirs.cni_bin(&node),
+        dirs.cni_conf(&node),
+        dirs.agent_run(&node),
+    ] {
+        std::fs::create_dir_all(d)?;
+    }
+    let ip = h.ip4().unwrap_or_default().to_string();
+    for c in pod_spec.init_containers.iter().flatten() {
+        let spec = container_process(ds, c, params, dirs, &node, &ip, &h.netns)?;
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &h.netns])
+            .arg(&spec.program)
+            .args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .with_context(|| format!("init container {} on {node}", c.name))?;
+        if !out.status.success() {
+            bail!(
+                "init container {} on {node} failed: {}",
+                c.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
+    for c in &pod_spec.containers {
+        let spec = container_process(ds, c, params, dirs, &node, &ip, &h.netns)?;
+        supervisor::start(dirs, &spec)?;
+    }
+    std::fs::write(revision_file(dirs, &node), template_revision(ds))?;
     Ok(())
+}
+
+/// Stops one node's DaemonSet containers (its DaemonSet pod deleted for a rolling update).
+fn stop_node_agent(dirs: &LabDirs, ds: &DaemonSet, node: &str) {
+    for c in ds
+        .spec
+        .template
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+    {
+        supervisor::stop(dirs, &format!("{}-{node}", c.name), Duration::from_secs(5));
+    }
 }
 
 /// Waits until every node has the conflist its agent installs.
@@ -456,10 +508,18 @@ pub async fn agent_ready(netns: &str, port: u16) -> bool {
     )
 }
 
-/// The lab's DaemonSet controller: reports the node agent DaemonSet's status from the agents the
-/// lab runs (scheduled on every node, ready when `/readyz` answers), as kube-controller-manager
-/// would, so the operator's rollout conditions work.
-pub async fn daemonset_status_loop(client: kube::Client, layout: Layout) -> anyhow::Result<()> {
+/// The lab's DaemonSet controller for the node agent DaemonSet, acting as kube-controller-manager
+/// and the kubelets would: a node whose agent runs an older pod template is rolled (its agent
+/// stopped, the new template's init containers run and its containers started) one node at a
+/// time and only while every agent is ready (`maxUnavailable: 1`); the status reports the nodes
+/// scheduled, updated (running the current template) and ready (`/readyz` answers), so the
+/// operator's rollout conditions work. Nodes whose agent `up` has not started yet are left alone.
+pub async fn daemonset_controller(
+    client: kube::Client,
+    params: LabParams,
+    dirs: LabDirs,
+    layout: Layout,
+) -> anyhow::Result<()> {
     let dss: Api<DaemonSet> = Api::all(client.clone());
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -486,19 +546,50 @@ pub async fn daemonset_status_loop(client: kube::Client, layout: Layout) -> anyh
                     _ => None,
                 })
                 .unwrap_or(11021);
+            let revision = template_revision(ds);
             let nodes: Vec<_> = layout.nodes().collect();
-            let mut ready = 0;
+            let (mut ready, mut updated, mut started) = (0, 0, 0);
+            let mut outdated = Vec::new();
             for h in &nodes {
-                if agent_ready(&h.netns, port).await {
-                    ready += 1;
+                let Role::Node(n) = h.role else { continue };
+                let node = format!("node{n}");
+                ready += i32::from(agent_ready(&h.netns, port).await);
+                match node_revision(&dirs, &node) {
+                    None => {}
+                    Some(r) => {
+                        started += 1;
+                        if r == revision {
+                            updated += 1;
+                        } else {
+                            outdated.push(*h);
+                        }
+                    }
                 }
             }
             let desired = nodes.len() as i32;
+            if let Some(h) = outdated.first()
+                && ready == desired
+                && started == desired
+                && let Role::Node(n) = h.role
+            {
+                let node = format!("node{n}");
+                tracing::info!(
+                    node,
+                    revision,
+                    "lab DaemonSet controller: rolling the node agent"
+                );
+                stop_node_agent(&dirs, ds, &node);
+                if let Err(e) = start_node_agent(&params, &dirs, h, ds) {
+                    tracing::warn!(node, error = %e, "lab DaemonSet controller: roll failed");
+                }
+                ready -= 1;
+                updated += 1;
+            }
             let status = json!({"status": {
                 "currentNumberScheduled": desired,
                 "desiredNumberScheduled": desired,
                 "numberMisscheduled": 0,
-                "updatedNumberScheduled": desired,
+                "updatedNumberScheduled": updated,
                 "numberReady": ready,
                 "numberAvailable": ready,
                 "numberUnavailable": desired - ready,

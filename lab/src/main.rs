@@ -231,8 +231,10 @@ async fn daemon(dirs: &LabDirs) -> anyhow::Result<()> {
     let client = cluster::client_from(&dirs.host_kubeconfig()).await?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(scheduler::run(client.clone()));
-    tasks.spawn(cluster::daemonset_status_loop(
+    tasks.spawn(cluster::daemonset_controller(
         client.clone(),
+        params.clone(),
+        dirs.clone(),
         layout.clone(),
     ));
     for h in layout.nodes() {

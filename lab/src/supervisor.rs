@@ -69,6 +69,11 @@ pub fn alive(dirs: &LabDirs, name: &str) -> bool {
     read_pid(&dirs.pids().join(name)).is_some_and(|p| kill(Pid::from_raw(p), None).is_ok())
 }
 
+/// The pid recorded for `name` (None: not started by the lab, or stopped).
+pub fn pid(dirs: &LabDirs, name: &str) -> Option<i32> {
+    read_pid(&dirs.pids().join(name))
+}
+
 fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }

@@ -280,6 +280,11 @@ async fn whole_system_connectivity_and_ip_hygiene() {
     // its pods stay reachable; restarted, the session comes back.
     bgp_agent_restart_keeps_routes(&client, &lab, &pods).await;
 
+    // An upgrade (a new operand version) rolls every node agent, one node at a time, while a
+    // pod-to-pod TCP stream runs: nothing is lost, Available never drops, addresses stay.
+    upgrade_rolls_every_agent_without_loss(&client, &lab, &pods).await;
+    assert_ip_check_clean(&dirs, "after the upgrade");
+
     // Deleting a BGP pod withdraws its routes at the ToR; the subnets stay announced.
     bgp_pod_deletion_withdraws(&client, &lab, &pods).await;
     assert_ip_check_clean(&dirs, "after deleting a BGP pod");
@@ -501,47 +506,10 @@ async fn restarts_keep_a_tcp_stream(
     pods: &BTreeMap<String, (String, Vec<String>)>,
 ) {
     use hybridnet_lab::{cluster, supervisor};
-    use std::io::{Read, Write};
     let dirs = lab.dirs();
     let params = cluster::LabParams::load(&dirs).unwrap();
     let layout = params.layout();
-    let server_ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["underlay-b"].0);
-    let client_ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["overlay-a"].0);
-    let server_ip = pods["underlay-b"].1[0].clone();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let server = in_netns(&server_ns, move || {
-        let l = std::net::TcpListener::bind("0.0.0.0:7071").unwrap();
-        ready_tx.send(()).unwrap();
-        let (mut c, _) = l.accept().unwrap();
-        let mut total = 0usize;
-        let mut buf = [0u8; 4096];
-        loop {
-            match c.read(&mut buf) {
-                Ok(0) => return Ok(total),
-                Ok(n) => total += n,
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    });
-    ready_rx.recv().unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let sender = in_netns(&client_ns, move || {
-        let mut s = std::net::TcpStream::connect((server_ip.as_str(), 7071)).unwrap();
-        s.set_write_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        let chunk = [7u8; 1024];
-        let mut sent = 0usize;
-        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
-            if let Err(e) = s.write_all(&chunk) {
-                return Err(format!("after {sent} bytes: {e}"));
-            }
-            sent += chunk.len();
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        drop(s);
-        Ok(sent)
-    });
+    let stream = TcpStreamProbe::start(lab, pods, "overlay-a", "underlay-b", 7071);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let ds = cluster::wait_for_agent_daemonset(client, std::time::Duration::from_secs(10))
         .await
@@ -556,15 +524,7 @@ async fn restarts_keep_a_tcp_stream(
     // takes over and allocates a new pod without duplicates, the old leader returns as standby.
     operator_failover_allocates(client, lab, pods).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let sent = sender
-        .join()
-        .unwrap()
-        .unwrap_or_else(|e| panic!("the TCP stream broke during the restarts: {e}"));
-    let received = server
-        .join()
-        .unwrap()
-        .unwrap_or_else(|e| panic!("the receiving side failed: {e}"));
+    let (sent, received) = stream.finish("the restarts");
     assert_eq!(
         received, sent,
         "bytes lost across agent and operator restarts"
@@ -895,5 +855,192 @@ async fn bgp_sessions_in_status(dirs: &LabDirs) {
     eprintln!(
         "bgp: kubectl hybridnet status shows {} sessions",
         sessions.len()
+    );
+}
+
+/// A TCP stream from one pod to another (1 KiB every 5 ms) that counts what each side saw.
+struct TcpStreamProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sender: std::thread::JoinHandle<Result<usize, String>>,
+    receiver: std::thread::JoinHandle<Result<usize, String>>,
+}
+
+impl TcpStreamProbe {
+    fn start(
+        lab: &Lab,
+        pods: &BTreeMap<String, (String, Vec<String>)>,
+        from: &str,
+        to: &str,
+        port: u16,
+    ) -> Self {
+        use std::io::{Read, Write};
+        let server_ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods[to].0);
+        let client_ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods[from].0);
+        let server_ip = pods[to].1[0].clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let receiver = in_netns(&server_ns, move || {
+            let l = std::net::TcpListener::bind(("0.0.0.0", port)).map_err(|e| e.to_string())?;
+            let _ = ready_tx.send(());
+            let (mut c, _) = l.accept().map_err(|e| e.to_string())?;
+            let mut total = 0usize;
+            let mut buf = [0u8; 4096];
+            loop {
+                match c.read(&mut buf) {
+                    Ok(0) => return Ok(total),
+                    Ok(n) => total += n,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        });
+        ready_rx.recv().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let sender = in_netns(&client_ns, move || {
+            let mut s = std::net::TcpStream::connect((server_ip.as_str(), port))
+                .map_err(|e| e.to_string())?;
+            s.set_write_timeout(Some(std::time::Duration::from_secs(10)))
+                .map_err(|e| e.to_string())?;
+            let chunk = [7u8; 1024];
+            let mut sent = 0usize;
+            while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Err(e) = s.write_all(&chunk) {
+                    return Err(format!("after {sent} bytes: {e}"));
+                }
+                sent += chunk.len();
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            drop(s);
+            Ok(sent)
+        });
+        TcpStreamProbe {
+            stop,
+            sender,
+            receiver,
+        }
+    }
+
+    /// Ends the stream: (bytes sent, bytes received); panics naming `during` if either side broke.
+    fn finish(self, during: &str) -> (usize, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let sent = self
+            .sender
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("the TCP stream broke during {during}: {e}"));
+        let received = self
+            .receiver
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("the receiving side failed during {during}: {e}"));
+        (sent, received)
+    }
+}
+
+fn condition(hc: &hybridnet_api::operator::HybridnetCluster, type_: &str) -> Option<String> {
+    hc.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}
+
+async fn upgrade_rolls_every_agent_without_loss(
+    client: &kube::Client,
+    lab: &Lab,
+    pods: &BTreeMap<String, (String, Vec<String>)>,
+) {
+    use hybridnet_api::operator::HybridnetCluster;
+    use hybridnet_lab::{cluster, supervisor};
+    use kube::api::{Api, Patch, PatchParams};
+    let dirs = lab.dirs();
+    let params = cluster::LabParams::load(&dirs).unwrap();
+    let agent_pids = || -> BTreeMap<String, Option<i32>> {
+        (1..=params.nodes + params.bgp_nodes)
+            .map(|n| {
+                let name = format!("hybridnet-node-node{n}");
+                let pid = supervisor::pid(&dirs, &name);
+                (name, pid)
+            })
+            .collect()
+    };
+    let before = agent_pids();
+    assert!(before.values().all(Option::is_some), "{before:?}");
+    // Across nodes: overlay pod on node1 -> BGP pod on node4 (VXLAN over the routed link).
+    let stream = TcpStreamProbe::start(lab, pods, "overlay-a", "bgp-a", 7072);
+    let api: Api<HybridnetCluster> = Api::all(client.clone());
+    api.patch(
+        "default",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"version": "0.1.1"}})),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut unavailable = Vec::new();
+    loop {
+        let hc = api.get("default").await.unwrap();
+        if condition(&hc, "Available").as_deref() != Some("True") {
+            unavailable.push(format!("{:?}", hc.status));
+        }
+        let status = hc.status.clone().unwrap_or_default();
+        if status.version.as_deref() == Some("0.1.1")
+            && condition(&hc, "Progressing").as_deref() == Some("False")
+            && condition(&hc, "Available").as_deref() == Some("True")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the upgrade to 0.1.1 did not finish within 120 s: {:?}",
+            hc.status
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let took = started.elapsed();
+    let after = agent_pids();
+    for (name, pid) in &after {
+        assert!(
+            pid.is_some() && *pid != before[name],
+            "{name} was not rolled: {:?} -> {pid:?}",
+            before[name]
+        );
+    }
+    assert!(
+        unavailable.is_empty(),
+        "Available dropped during the upgrade: {unavailable:#?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let (sent, received) = stream.finish("the upgrade");
+    assert_eq!(received, sent, "bytes lost during the upgrade");
+    // Pods keep their addresses and reach each other after the upgrade.
+    let pod_api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+    let from = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["overlay-a"].0);
+    for (name, (_, ips)) in pods {
+        if name == "overlay-a" {
+            continue;
+        }
+        let now: Vec<String> = pod_api
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.pod_ips)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| i.ip)
+            .collect();
+        assert_eq!(&now, ips, "{name} changed its addresses during the upgrade");
+        for ip in ips {
+            assert!(
+                pings(&from, ip),
+                "overlay-a -> {name} {ip} after the upgrade"
+            );
+        }
+    }
+    eprintln!(
+        "upgrade: {} agents rolled to 0.1.1 in {took:?}; {sent} bytes streamed without loss",
+        after.len()
     );
 }
