@@ -18,6 +18,7 @@ pub mod locks;
 pub mod netns;
 pub mod podnet;
 pub mod podping;
+mod rawsock;
 pub mod server;
 pub mod vlancheck;
 

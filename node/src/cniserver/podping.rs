@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use netlink_packet_route::address::{AddressAttribute, AddressScope};
 use nix::libc;
 
 use super::netns::Netns;
+use super::rawsock;
 
 /// Settings of the check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,116 +213,41 @@ impl IcmpSocket {
         } else {
             (libc::AF_INET, libc::IPPROTO_ICMP)
         };
-        // SAFETY: plain socket(2) call; the descriptor is owned right below.
-        let raw = unsafe { libc::socket(domain, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = rawsock::open_raw(domain, proto)?;
         Ok(IcmpSocket { fd, v6 })
     }
 
     fn send_to(&self, msg: &[u8], to: IpAddr) -> io::Result<()> {
-        let n = match to {
+        match to {
             IpAddr::V4(v4) => {
-                // SAFETY: sockaddr_in is plain data.
-                let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+                let mut sa: libc::sockaddr_in = rawsock::zeroed_addr();
                 sa.sin_family = libc::AF_INET as libc::sa_family_t;
                 sa.sin_addr.s_addr = u32::from_ne_bytes(v4.octets());
-                // SAFETY: valid buffer and address with their sizes.
-                unsafe {
-                    libc::sendto(
-                        self.fd.as_raw_fd(),
-                        msg.as_ptr().cast(),
-                        msg.len(),
-                        0,
-                        std::ptr::from_ref(&sa).cast(),
-                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                    )
-                }
+                rawsock::send_to(self.fd.as_fd(), msg, &sa)
             }
             IpAddr::V6(v6) => {
-                // SAFETY: sockaddr_in6 is plain data.
-                let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+                let mut sa: libc::sockaddr_in6 = rawsock::zeroed_addr();
                 sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
                 sa.sin6_addr.s6_addr = v6.octets();
-                // SAFETY: valid buffer and address with their sizes.
-                unsafe {
-                    libc::sendto(
-                        self.fd.as_raw_fd(),
-                        msg.as_ptr().cast(),
-                        msg.len(),
-                        0,
-                        std::ptr::from_ref(&sa).cast(),
-                        std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                    )
-                }
+                rawsock::send_to(self.fd.as_fd(), msg, &sa)
             }
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
         }
-        Ok(())
     }
 
     /// Waits up to `timeout` for one datagram; returns its length and sender.
     fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<(usize, IpAddr)>> {
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(None)
-            } else {
-                Err(e)
-            };
-        }
-        if rc == 0 {
-            return Ok(None);
-        }
-        // SAFETY: sockaddr_storage is plain data.
-        let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: buffer and address valid for the lengths passed.
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                std::ptr::from_mut(&mut from).cast(),
-                &mut len,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if matches!(
-                e.kind(),
-                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-            ) {
-                Ok(None)
-            } else {
-                Err(e)
-            };
-        }
-        let addr = if self.v6 {
-            // SAFETY: an AF_INET6 socket fills a sockaddr_in6, which fits in the storage.
-            let sa: libc::sockaddr_in6 =
-                unsafe { std::ptr::read(std::ptr::from_ref(&from).cast()) };
-            IpAddr::from(sa.sin6_addr.s6_addr)
+        // An AF_INET6 socket reports a sockaddr_in6 sender, an AF_INET one a sockaddr_in.
+        let got = if self.v6 {
+            rawsock::recv_within::<libc::sockaddr_in6>(self.fd.as_fd(), buf, timeout)
+                .map(|r| r.map(|(n, sa)| (n, IpAddr::from(sa.sin6_addr.s6_addr))))
         } else {
-            // SAFETY: an AF_INET socket fills a sockaddr_in, which fits in the storage.
-            let sa: libc::sockaddr_in = unsafe { std::ptr::read(std::ptr::from_ref(&from).cast()) };
-            IpAddr::from(sa.sin_addr.s_addr.to_ne_bytes())
+            rawsock::recv_within::<libc::sockaddr_in>(self.fd.as_fd(), buf, timeout)
+                .map(|r| r.map(|(n, sa)| (n, IpAddr::from(sa.sin_addr.s_addr.to_ne_bytes()))))
         };
-        Ok(Some((n as usize, addr)))
+        match got {
+            Err(e) if rawsock::transient(&e) => Ok(None),
+            other => other,
+        }
     }
 }
 

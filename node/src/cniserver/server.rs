@@ -193,17 +193,8 @@ impl CniService {
         // Readiness hook (BGP pods: announced to every required peer). A pod that is not
         // reachable fails the ADD, and a failed ADD leaves nothing behind.
         if let Err(e) = self.lookup.wait_pod_reachable(&addressing).await {
-            if let Err(cleanup) = podnet::teardown_pod_interface(
-                &self.host,
-                &spec.host_veth,
-                att.container_id,
-                att.ifname,
-            )
-            .await
-            {
-                tracing::warn!(host_veth = %spec.host_veth, error = %cleanup,
-                    "removing the interface of a pod that did not become reachable failed");
-            }
+            self.remove_failed_interface(att, &spec, "did not become reachable")
+                .await;
             return Err(e);
         }
         self.lookup.attached(&AttachmentEvent {
@@ -250,6 +241,19 @@ impl CniService {
         let Err(e) = outcome else {
             return Ok(());
         };
+        self.remove_failed_interface(att, spec, "failed its checks")
+            .await;
+        Err(e)
+    }
+
+    /// Removes the interface of a pod whose ADD fails after wiring (the ADD leaves nothing
+    /// behind); a failed removal is only logged, the ADD's own error is what the caller returns.
+    async fn remove_failed_interface(
+        &self,
+        att: &AttachmentRequest<'_>,
+        spec: &PodInterfaceSpec,
+        failure: &str,
+    ) {
         if let Err(cleanup) = podnet::teardown_pod_interface(
             &self.host,
             &spec.host_veth,
@@ -259,9 +263,8 @@ impl CniService {
         .await
         {
             tracing::warn!(host_veth = %spec.host_veth, error = %cleanup,
-                "removing the interface of a pod that failed its checks failed");
+                "removing the interface of a pod that {failure} failed");
         }
-        Err(e)
     }
 
     async fn del(&self, att: &AttachmentRequest<'_>) -> Result<(), CniError> {

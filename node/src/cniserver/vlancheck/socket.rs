@@ -1,13 +1,15 @@
 //! A raw `AF_PACKET` socket bound to one interface and one ethertype: sends whole Ethernet
 //! frames and receives the incoming ones. libc directly (through nix's re-export): nix has no
-//! safe wrapper for binding packet sockets to an interface, and no new crate is needed for four
-//! system calls.
+//! safe wrapper for binding packet sockets to an interface; open and receive are the shared
+//! calls of [`super::super::rawsock`].
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use nix::libc;
+
+use super::super::rawsock;
 
 /// `sll_pkttype` of frames this host sent (the socket sees them too).
 const PACKET_OUTGOING: u8 = 4;
@@ -31,23 +33,10 @@ impl PacketSocket {
     /// network namespace).
     pub fn open(ifindex: u32, ethertype: u16) -> io::Result<PacketSocket> {
         let proto = ethertype.to_be();
-        // SAFETY: plain socket(2) call; the returned descriptor is owned right below.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                i32::from(proto),
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = rawsock::open_raw(libc::AF_PACKET, i32::from(proto))?;
         let ifindex = i32::try_from(ifindex)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index"))?;
-        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut sa: libc::sockaddr_ll = rawsock::zeroed_addr();
         sa.sll_family = libc::AF_PACKET as u16;
         sa.sll_protocol = proto;
         sa.sll_ifindex = ifindex;
@@ -115,55 +104,20 @@ impl PacketSocket {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-            let mut pfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if rc == 0 {
-                return Ok(None);
-            }
-            // SAFETY: sockaddr_ll is plain data.
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            // SAFETY: buffer and address are valid for the lengths passed.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    std::ptr::from_mut(&mut from).cast(),
-                    &mut len,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-                ) {
-                    continue;
-                }
-                return Err(e);
-            }
+            let (n, from) =
+                match rawsock::recv_within::<libc::sockaddr_ll>(self.fd.as_fd(), buf, left) {
+                    Ok(Some(got)) => got,
+                    Ok(None) => return Ok(None),
+                    Err(e) if rawsock::transient(&e) => continue,
+                    Err(e) => return Err(e),
+                };
             if from.sll_pkttype == PACKET_OUTGOING {
                 if left.is_zero() {
                     return Ok(None);
                 }
                 continue;
             }
-            return Ok(Some(n as usize));
+            return Ok(Some(n));
         }
     }
 }
