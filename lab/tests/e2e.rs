@@ -116,11 +116,7 @@ async fn whole_system_connectivity_and_ip_hygiene() {
                 continue;
             }
             for ip in ips {
-                let ok = Command::new("ip")
-                    .args(["netns", "exec", &ns, "ping", "-c1", "-W2", ip])
-                    .status()
-                    .unwrap()
-                    .success();
+                let ok = pings(&ns, ip);
                 if !ok {
                     failures.push(format!("{from} -> {to} {ip}"));
                 }
@@ -181,12 +177,7 @@ async fn whole_system_connectivity_and_ip_hygiene() {
     ] {
         let ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods[pod].0);
         for ip in node_ips {
-            let ok = Command::new("ip")
-                .args(["netns", "exec", &ns, "ping", "-c1", "-W2", ip])
-                .output()
-                .unwrap()
-                .status
-                .success();
+            let ok = pings(&ns, ip);
             assert!(ok, "{pod} cannot reach node address {ip}");
         }
     }
@@ -461,12 +452,7 @@ async fn stateful_pods_keep_and_pin_addresses(
     );
     let from = hybridnet_lab::kubelet::pod_netns(&lab.id, &demo_pods["overlay-a"].0);
     for ip in &ips0b {
-        let ok = Command::new("ip")
-            .args(["netns", "exec", &from, "ping", "-c1", "-W2", ip])
-            .output()
-            .unwrap()
-            .status
-            .success();
+        let ok = pings(&from, ip);
         assert!(ok, "overlay-a cannot reach the recreated web-0 at {ip}");
     }
     let _ = uid0b;
@@ -584,12 +570,7 @@ async fn operator_failover_allocates(
     for ip in &ips {
         assert!(!taken.contains(&ip), "{ip} handed out twice after failover");
         let from = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["overlay-a"].0);
-        let ok = Command::new("ip")
-            .args(["netns", "exec", &from, "ping", "-c1", "-W2", ip])
-            .output()
-            .unwrap()
-            .status
-            .success();
+        let ok = pings(&from, ip);
         assert!(
             ok,
             "overlay-a cannot reach the pod created after failover at {ip}"
@@ -719,12 +700,7 @@ async fn bgp_pod_deletion_withdraws(
     );
     // bgp-a still reaches the outside host.
     let ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["bgp-a"].0);
-    let ok = Command::new("ip")
-        .args(["netns", "exec", &ns, "ping", "-c1", "-W2", "198.19.0.2"])
-        .output()
-        .unwrap()
-        .status
-        .success();
+    let ok = pings(&ns, "198.19.0.2");
     assert!(ok, "bgp-a lost the outside host after bgp-b was deleted");
     eprintln!("bgp: deleting bgp-b withdrew {gone:?}");
 }
