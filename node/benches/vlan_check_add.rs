@@ -14,35 +14,12 @@ use std::time::{Duration, Instant};
 
 use common::{Netns, veth};
 use hybridnet_api::ipmath::Cidr;
-use hybridnet_api::v1::IPInstance;
-use hybridnet_cni::protocol::{AgentRequest, PROTOCOL_VERSION};
-use hybridnet_cni::{AgentCommand, PodRef};
+use hybridnet_cni::AgentCommand;
 use hybridnet_node::cniserver::podping::PingConfig;
-use hybridnet_node::cniserver::vlancheck::{VlanCheckConfig, VlanSubnet, VlanSubnets, VlanTarget};
-use hybridnet_node::cniserver::{CniServerConfig, CniService, IpInstanceLookup, PodAddressing};
+use hybridnet_node::cniserver::vlancheck::{VlanCheckConfig, VlanSubnet, VlanSubnets};
+use hybridnet_node::cniserver::{CniServerConfig, CniService};
 
 const PODS: usize = 20;
-
-struct Lookup {
-    instances: Vec<IPInstance>,
-    subnets: VlanSubnets,
-}
-
-impl IpInstanceLookup for Lookup {
-    fn pod_instances(&self, pod: &PodRef) -> Vec<IPInstance> {
-        self.instances
-            .iter()
-            .filter(|i| i.spec.binding.pod_name.as_deref() == Some(pod.name.as_str()))
-            .cloned()
-            .collect()
-    }
-
-    fn vlan_check_targets(&self, a: &PodAddressing) -> Vec<VlanTarget> {
-        let v4 = a.ipv4.map(std::net::IpAddr::V4);
-        let v6 = a.ipv6.map(std::net::IpAddr::V6);
-        self.subnets.targets(v4.into_iter().chain(v6))
-    }
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
@@ -134,7 +111,7 @@ fn main() {
             ..Default::default()
         };
         let service = CniService::new(
-            Arc::new(Lookup {
+            Arc::new(common::PodLookup {
                 instances,
                 subnets: subnets.clone(),
             }),
@@ -142,18 +119,8 @@ fn main() {
         )
         .expect("CNI service");
         let pods: Vec<Netns> = (0..PODS).map(|_| Netns::new("bpod")).collect();
-        let req = |cmd, i: usize, ns: &Netns| AgentRequest {
-            version: PROTOCOL_VERSION,
-            command: cmd,
-            container_id: Some(format!("cid-{i}")),
-            netns: Some(format!("/run/netns/{}", ns.name)),
-            ifname: Some("eth0".into()),
-            pod: Some(PodRef {
-                namespace: "default".into(),
-                name: format!("bench-{i}"),
-                uid: None,
-            }),
-            valid_attachments: vec![],
+        let req = |cmd, i: usize, ns: &Netns| {
+            common::cni_request(cmd, &format!("cid-{i}"), &format!("bench-{i}"), ns)
         };
         let mut lat = Vec::with_capacity(PODS);
         for (i, ns) in pods.iter().enumerate() {

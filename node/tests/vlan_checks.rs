@@ -9,37 +9,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Netns, require_root, veth};
+use common::{Netns, PodLookup, require_root, veth};
 use hybridnet_api::ipmath::Cidr;
 use hybridnet_api::v1::IPInstance;
-use hybridnet_cni::protocol::{AgentRequest, PROTOCOL_VERSION};
-use hybridnet_cni::{AgentCommand, AgentResponse, PodRef};
-use hybridnet_node::cniserver::vlancheck::{VlanCheckConfig, VlanSubnet, VlanSubnets, VlanTarget};
-use hybridnet_node::cniserver::{CniServerConfig, CniService, IpInstanceLookup, PodAddressing};
+use hybridnet_cni::{AgentCommand, AgentResponse};
+use hybridnet_node::cniserver::vlancheck::{VlanCheckConfig, VlanSubnet, VlanSubnets};
+use hybridnet_node::cniserver::{CniServerConfig, CniService};
 
 const POD_MAC: &str = "02:00:c6:12:00:05";
 const OLD_MAC: &str = "02:00:00:00:00:99";
-
-struct Lookup {
-    instances: Vec<IPInstance>,
-    subnets: VlanSubnets,
-}
-
-impl IpInstanceLookup for Lookup {
-    fn pod_instances(&self, pod: &PodRef) -> Vec<IPInstance> {
-        self.instances
-            .iter()
-            .filter(|i| i.spec.binding.pod_name.as_deref() == Some(pod.name.as_str()))
-            .cloned()
-            .collect()
-    }
-
-    fn vlan_check_targets(&self, a: &PodAddressing) -> Vec<VlanTarget> {
-        let v4 = a.ipv4.map(std::net::IpAddr::V4);
-        let v6 = a.ipv6.map(std::net::IpAddr::V6);
-        self.subnets.targets(v4.into_iter().chain(v6))
-    }
-}
 
 /// The switch, the node plugged into it, and optional stations.
 struct Segment {
@@ -131,7 +109,7 @@ struct Agent {
 }
 
 impl Agent {
-    fn new(node: &Netns, lookup: Lookup, timeout: Duration) -> Agent {
+    fn new(node: &Netns, lookup: PodLookup, timeout: Duration) -> Agent {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -148,19 +126,12 @@ impl Agent {
     }
 
     fn call(&self, command: AgentCommand, pod: &str, pod_ns: &Netns) -> AgentResponse {
-        self.rt.block_on(self.service.handle(AgentRequest {
-            version: PROTOCOL_VERSION,
+        self.rt.block_on(self.service.handle(common::cni_request(
             command,
-            container_id: Some(format!("cid-{pod}")),
-            netns: Some(format!("/run/netns/{}", pod_ns.name)),
-            ifname: Some("eth0".into()),
-            pod: Some(PodRef {
-                namespace: "default".into(),
-                name: pod.into(),
-                uid: None,
-            }),
-            valid_attachments: vec![],
-        }))
+            &format!("cid-{pod}"),
+            pod,
+            pod_ns,
+        )))
     }
 }
 
@@ -211,7 +182,7 @@ fn healthy_vlan_passes_and_the_gateway_learns_the_pod_at_the_node() {
     let node_mac = mac_of(&seg.node, "eth0");
     let agent = Agent::new(
         &seg.node,
-        Lookup {
+        PodLookup {
             instances: instances("web-0", &["198.18.0.5", "fd00:18::5"]),
             subnets: subnets(Some("198.18.0.1"), Some("fd00:18::1")),
         },
@@ -259,7 +230,7 @@ fn gratuitous_announcements_move_the_pod_in_neighbour_caches_without_gateway() {
     let node_mac = mac_of(&seg.node, "eth0");
     let agent = Agent::new(
         &seg.node,
-        Lookup {
+        PodLookup {
             instances: instances("db-0", &["198.18.0.5", "fd00:18::5"]),
             subnets: subnets(None, None),
         },
@@ -296,7 +267,7 @@ fn duplicate_address_fails_add_and_leaves_nothing_behind() {
         let rogue_mac = seg.station("rogue", &[rogue_addr]);
         let agent = Agent::new(
             &seg.node,
-            Lookup {
+            PodLookup {
                 instances: instances("web-1", &[pod_ip]),
                 subnets: subnets(Some("198.18.0.1"), Some("fd00:18::1")),
             },
@@ -334,7 +305,7 @@ fn silent_gateway_fails_add_within_the_timeout() {
         let timeout = Duration::from_millis(800);
         let agent = Agent::new(
             &seg.node,
-            Lookup {
+            PodLookup {
                 instances: instances("web-2", &[pod_ip]),
                 subnets: subnets(Some("198.18.0.1"), Some("fd00:18::1")),
             },
@@ -384,7 +355,7 @@ fn non_vlan_pods_and_disabled_checks_are_not_probed() {
         seg.station("rogue", &["198.18.0.5/24"]);
         let agent = Agent::new(
             &seg.node,
-            Lookup {
+            PodLookup {
                 instances: instances("web-3", &["198.18.0.5"]),
                 subnets,
             },

@@ -8,23 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Netns, NetnsExt, require_root};
-use hybridnet_api::v1::IPInstance;
-use hybridnet_cni::protocol::{AgentRequest, PROTOCOL_VERSION};
-use hybridnet_cni::{AgentCommand, AgentResponse, PodRef};
+use hybridnet_cni::{AgentCommand, AgentResponse};
 use hybridnet_node::cniserver::podping::PingConfig;
-use hybridnet_node::cniserver::{CniServerConfig, CniService, IpInstanceLookup};
-
-struct Lookup(Vec<IPInstance>);
-
-impl IpInstanceLookup for Lookup {
-    fn pod_instances(&self, pod: &PodRef) -> Vec<IPInstance> {
-        self.0
-            .iter()
-            .filter(|i| i.spec.binding.pod_name.as_deref() == Some(pod.name.as_str()))
-            .cloned()
-            .collect()
-    }
-}
+use hybridnet_node::cniserver::{CniServerConfig, CniService};
 
 /// A node namespace as the agent sees it: rule to the local-direct table, and (optionally) global
 /// addresses to ping from.
@@ -76,20 +62,20 @@ fn add(
         }),
         ..Default::default()
     };
-    let service = CniService::new(Arc::new(Lookup(instances)), config).expect("CNI service");
-    rt.block_on(service.handle(AgentRequest {
-        version: PROTOCOL_VERSION,
-        command: AgentCommand::Add,
-        container_id: Some(format!("cid-{pod}")),
-        netns: Some(format!("/run/netns/{}", pod_ns.name)),
-        ifname: Some("eth0".into()),
-        pod: Some(PodRef {
-            namespace: "default".into(),
-            name: pod.into(),
-            uid: None,
+    let service = CniService::new(
+        Arc::new(common::PodLookup {
+            instances,
+            subnets: Default::default(),
         }),
-        valid_attachments: vec![],
-    }))
+        config,
+    )
+    .expect("CNI service");
+    rt.block_on(service.handle(common::cni_request(
+        AgentCommand::Add,
+        &format!("cid-{pod}"),
+        pod,
+        pod_ns,
+    )))
 }
 
 fn node_state(node: &Netns) -> String {

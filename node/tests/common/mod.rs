@@ -430,3 +430,51 @@ pub fn http_get(ns: &Netns, addr: &str, path: &str) -> Option<(u16, String)> {
     })
     .ok()
 }
+
+/// The agent's IPInstance index as an in-process `CniService` sees it: a pod's IPInstances by pod
+/// name, and VLAN check targets from `subnets` (empty: no VLAN subnet).
+pub struct PodLookup {
+    pub instances: Vec<IPInstance>,
+    pub subnets: hybridnet_node::cniserver::vlancheck::VlanSubnets,
+}
+
+impl hybridnet_node::cniserver::IpInstanceLookup for PodLookup {
+    fn pod_instances(&self, pod: &hybridnet_cni::PodRef) -> Vec<IPInstance> {
+        self.instances
+            .iter()
+            .filter(|i| i.spec.binding.pod_name.as_deref() == Some(pod.name.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    fn vlan_check_targets(
+        &self,
+        a: &hybridnet_node::cniserver::PodAddressing,
+    ) -> Vec<hybridnet_node::cniserver::vlancheck::VlanTarget> {
+        let v4 = a.ipv4.map(IpAddr::V4);
+        let v6 = a.ipv6.map(IpAddr::V6);
+        self.subnets.targets(v4.into_iter().chain(v6))
+    }
+}
+
+/// A CNI request of the plugin protocol for pod `default/<pod>` in `pod_ns`.
+pub fn cni_request(
+    command: hybridnet_cni::AgentCommand,
+    container_id: &str,
+    pod: &str,
+    pod_ns: &Netns,
+) -> hybridnet_cni::protocol::AgentRequest {
+    hybridnet_cni::protocol::AgentRequest {
+        version: hybridnet_cni::protocol::PROTOCOL_VERSION,
+        command,
+        container_id: Some(container_id.to_string()),
+        netns: Some(format!("/run/netns/{}", pod_ns.name)),
+        ifname: Some("eth0".into()),
+        pod: Some(hybridnet_cni::PodRef {
+            namespace: "default".into(),
+            name: pod.into(),
+            uid: None,
+        }),
+        valid_attachments: vec![],
+    }
+}
