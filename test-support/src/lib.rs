@@ -1,6 +1,9 @@
 //! Helpers shared by the privileged test suites of the workspace: the root/tool gate (a skip under
 //! `CI=true` is a failure), a network namespace removed on drop, a command runner and an async
-//! poller. Used only as a `[dev-dependencies]` entry; suite-specific fixtures stay in the suites.
+//! poller, and a paced TCP stream ([`paced`]) that reports the longest gap between deliveries.
+//! Used only as a `[dev-dependencies]` entry; suite-specific fixtures stay in the suites.
+
+pub mod paced;
 
 use std::future::Future;
 use std::path::Path;
