@@ -142,6 +142,16 @@ const BUILTINS: &[Builtin] = &[
         &[],
         false,
     ),
+    // With a status subresource, as Kubernetes 1.24-1.27 served it (NetworkPolicyStatus).
+    b(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "NetworkPolicy",
+        true,
+        &["netpol"],
+        true,
+    ),
     b(
         "discovery.k8s.io",
         "v1",
@@ -294,6 +304,10 @@ impl Registry {
                     col("Age", "date", ".metadata.creationTimestamp", 0),
                     col("IP", "string", ".status.podIP", 1),
                     col("Node", "string", ".spec.nodeName", 1),
+                ],
+                ("networking.k8s.io", "networkpolicies") => vec![
+                    col("Pod-Selector", "string", "@netpol-pod-selector", 0),
+                    col("Age", "date", ".metadata.creationTimestamp", 0),
                 ],
                 _ => vec![],
             };
@@ -568,6 +582,12 @@ mod tests {
             "deployments"
         );
         assert!(r.groups().contains_key("apps"));
+        let np = r
+            .lookup("networking.k8s.io", "v1", "networkpolicies")
+            .unwrap();
+        assert!(np.namespaced && np.status && !np.custom);
+        assert_eq!(np.kind, "NetworkPolicy");
+        assert_eq!(np.short_names, vec!["netpol"]);
     }
 
     #[test]

@@ -180,6 +180,38 @@ impl LabelSelector {
     }
 }
 
+/// The text form Kubernetes prints (`labels.Selector.String()`): requirements sorted by key,
+/// set values sorted; the empty selector prints as "".
+impl std::fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut reqs: Vec<&Requirement> = self.0.iter().collect();
+        reqs.sort_by(|a, b| a.key.cmp(&b.key));
+        let set = |vs: &[String]| {
+            let mut vs = vs.to_vec();
+            vs.sort();
+            vs.dedup();
+            vs.join(",")
+        };
+        for (i, r) in reqs.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            let k = &r.key;
+            match &r.op {
+                Op::Exists => write!(f, "{k}")?,
+                Op::NotExists => write!(f, "!{k}")?,
+                Op::Eq(v) => write!(f, "{k}={v}")?,
+                Op::NotEq(v) => write!(f, "{k}!={v}")?,
+                Op::In(vs) => write!(f, "{k} in ({})", set(vs))?,
+                Op::NotIn(vs) => write!(f, "{k} notin ({})", set(vs))?,
+                Op::Gt(n) => write!(f, "{k}>{n}")?,
+                Op::Lt(n) => write!(f, "{k}<{n}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Build a label selector from a `metav1.LabelSelector` JSON object (used by webhooks).
 pub fn from_label_selector_object(sel: &Value) -> Result<LabelSelector, String> {
     let mut reqs = Vec::new();

@@ -210,6 +210,17 @@ fn builtin_cell(which: &str, obj: &Value) -> Value {
                 roles.join(",")
             })
         }
+        // kubectl's NetworkPolicy printer: metav1.FormatLabelSelector(spec.podSelector)
+        "netpol-pod-selector" => {
+            let sel = obj
+                .pointer("/spec/podSelector")
+                .map(crate::selector::from_label_selector_object);
+            json!(match sel {
+                Some(Err(_)) => "<error>".to_string(),
+                Some(Ok(s)) if !s.is_empty() => s.to_string(),
+                _ => "<none>".to_string(),
+            })
+        }
         "node-internal-ip" => {
             let ip = jsonpath(obj, ".status.addresses[?(@.type==\"InternalIP\")].address");
             json!(ip.first().and_then(|v| v.as_str()).unwrap_or("<none>"))
@@ -333,5 +344,26 @@ mod tests {
         let node = json!({"metadata": {"labels": {"node-role.kubernetes.io/control-plane": ""}}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
         assert_eq!(builtin_cell("node-ready", &node), json!("Ready"));
         assert_eq!(builtin_cell("node-roles", &node), json!("control-plane"));
+        let np = |sel: Value| json!({"spec": {"podSelector": sel}});
+        assert_eq!(
+            builtin_cell("netpol-pod-selector", &np(json!({}))),
+            json!("<none>")
+        );
+        assert_eq!(
+            builtin_cell(
+                "netpol-pod-selector",
+                &np(json!({"matchLabels": {"role": "db", "app": "x"},
+                    "matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["b", "a"]},
+                                         {"key": "zone", "operator": "DoesNotExist"}]}))
+            ),
+            json!("app=x,env notin (a,b),role=db,!zone")
+        );
+        assert_eq!(
+            builtin_cell(
+                "netpol-pod-selector",
+                &np(json!({"matchExpressions": [{"key": "k", "operator": "Bogus"}]}))
+            ),
+            json!("<error>")
+        );
     }
 }

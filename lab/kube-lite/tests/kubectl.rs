@@ -655,3 +655,137 @@ async fn kubectl_imperative_create_generators() {
         "{err}"
     );
 }
+
+const NETPOL: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: default}
+spec:
+  podSelector: {matchLabels: {role: db}}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from:
+    - ipBlock: {cidr: 198.18.0.0/16, except: [198.18.1.0/24]}
+    - namespaceSelector: {matchLabels: {team: a}}
+      podSelector: {matchExpressions: [{key: app, operator: In, values: [web, api]}]}
+    ports:
+    - {protocol: TCP, port: 80}
+    - {protocol: UDP, port: dns}
+    - {protocol: SCTP, port: 3000, endPort: 3100}
+  egress:
+  - {}
+"#;
+
+#[tokio::test]
+async fn kubectl_network_policies() {
+    let Some(bin) = kubectl_bin("kubectl_network_policies") else {
+        return;
+    };
+    let (_srv, k) = Kubectl::with_server(bin).await;
+    k.ok_stdin(&["apply", "-f", "-"], Some(NETPOL)).await;
+    k.ok_stdin(
+        &["create", "-f", "-"],
+        Some("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all}\nspec: {podSelector: {}}\n"),
+    )
+    .await;
+    let table = k.ok(&["get", "netpol"]).await;
+    let r = rows(&table);
+    assert_eq!(r[0], vec!["NAME", "POD-SELECTOR", "AGE"], "{table}");
+    assert_eq!(&r[1][..2], &["db", "role=db"], "{table}");
+    assert_eq!(&r[2][..2], &["deny-all", "<none>"], "{table}");
+    let ports = k
+        .ok(&[
+            "get",
+            "networkpolicy",
+            "db",
+            "-o",
+            "jsonpath={.spec.ingress[0].ports[*].port}",
+        ])
+        .await;
+    assert_eq!(ports, "80 dns 3000");
+    let end = k
+        .ok(&[
+            "get",
+            "networkpolicies.networking.k8s.io",
+            "db",
+            "-o",
+            "jsonpath={.spec.ingress[0].ports[2].endPort} {.spec.ingress[0].from[0].ipBlock.except[0]}",
+        ])
+        .await;
+    assert_eq!(end, "3100 198.18.1.0/24");
+
+    // get -w sees an update; the re-apply replaces the (atomic) rule list as Kubernetes does
+    let mut child = tokio::process::Command::new(&k.bin)
+        .arg("--kubeconfig")
+        .arg(&k.kubeconfig)
+        .args([
+            "get",
+            "netpol",
+            "db",
+            "-w",
+            "-o",
+            "jsonpath={.spec.ingress[0].ports[*].port}{\"\\n\"}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let next = async |lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>| {
+        tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(next(&mut lines).await, "80 dns 3000");
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&NETPOL.replace(
+            "    - {protocol: TCP, port: 80}\n    - {protocol: UDP, port: dns}\n",
+            "    - {protocol: TCP, port: 81}\n",
+        )),
+    )
+    .await;
+    assert_eq!(next(&mut lines).await, "81 3000");
+    let _ = child.kill().await;
+
+    // status only through the subresource
+    k.ok(&[
+        "patch",
+        "netpol",
+        "db",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"Enforced","status":"True","reason":"Programmed","message":"","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#,
+    ])
+    .await;
+    k.ok(&[
+        "patch",
+        "netpol",
+        "db",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"conditions":[]},"metadata":{"labels":{"x":"y"}}}"#,
+    ])
+    .await;
+    let st = k
+        .ok(&[
+            "get",
+            "netpol",
+            "db",
+            "-o",
+            "jsonpath={.status.conditions[0].type} {.metadata.labels.x}",
+        ])
+        .await;
+    assert_eq!(st, "Enforced y");
+    k.ok(&["delete", "netpol", "db", "deny-all"]).await;
+    assert!(
+        k.ok(&["get", "netpol", "-o", "name"])
+            .await
+            .trim()
+            .is_empty()
+    );
+}
