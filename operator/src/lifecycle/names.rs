@@ -15,6 +15,9 @@ pub const WEBHOOK_SERVICE: &str = "hybridnet-webhook";
 pub const WEBHOOK_SECRET: &str = "hybridnet-webhook-cert";
 pub const MUTATING_WEBHOOK_CONFIG: &str = "hybridnet-mutating-webhook";
 pub const VALIDATING_WEBHOOK_CONFIG: &str = "hybridnet-validating-webhook";
+/// The control plane's leader-election Lease (`--leader-election-id`'s default; the operator's
+/// Role names it, so a different id needs the Role changed too).
+pub const LEADER_LEASE: &str = "hybridnet-manager-election";
 
 /// Webhook entries, named as upstream's chart names them.
 pub const WEBHOOK_NETWORKING: &str = "hybridnet-v1.validating.hybridnet";

@@ -1,15 +1,31 @@
-//! RBAC rules with exact resources and verbs (never `*`).
+//! RBAC rules with exact resources and verbs (never `*`), and object names wherever the operator
+//! manages a fixed set of objects.
 //!
 //! The operator holds every permission it grants the node agent, so it can create the agent's
 //! ClusterRole and binding without `escalate` or `bind` (the API server's escalation check passes
 //! when the creator already holds the rules). A unit test proves the coverage.
+//!
+//! Least privilege (docs/operations.md, "Permissions"): every object the lifecycle renders has a
+//! fixed name ([`named_objects`]); the rules that reach those kinds list exactly those names in
+//! `resourceNames`, so the operator cannot read, change or delete any other ClusterRole, binding,
+//! webhook configuration, Secret, DaemonSet, Service, ServiceAccount or Lease. Kubernetes cannot
+//! restrict `create` by name (the name is not known when the request is authorized), so `create`
+//! sits in a rule of its own without names: it can only make a new object (an existing one
+//! answers 409), never change one that exists; a created ClusterRole or binding still passes
+//! the escalation check (no more than the operator holds). `list` and `watch` with
+//! `resourceNames` are allowed only with a `metadata.name` field selector, which is how the
+//! lifecycle watches and cleans up these kinds.
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
+
+use super::names;
 
 const READ: &[&str] = &["get", "list", "watch"];
 const MANAGE: &[&str] = &[
     "get", "list", "watch", "create", "update", "patch", "delete",
 ];
+/// Every verb of [`MANAGE`] except `create`: what `resourceNames` can restrict.
+const MANAGE_NAMED: &[&str] = &["get", "list", "watch", "update", "patch", "delete"];
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     PolicyRule {
@@ -20,8 +36,69 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
+fn named_rule(group: &str, resource: &str, names: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        resource_names: Some(names.iter().map(|s| s.to_string()).collect()),
+        ..rule(&[group], &[resource], verbs)
+    }
+}
+
 const NETWORKING: &str = "networking.alibaba.com";
 const OPERATOR_GROUP: &str = "operator.hybridnet.io";
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+const ADMISSION_GROUP: &str = "admissionregistration.k8s.io";
+
+/// An object kind the operator manages by fixed name: (API group, resource, names).
+pub type NamedKind = (&'static str, &'static str, &'static [&'static str]);
+
+/// Cluster-scoped kinds the lifecycle renders, each with the only names it uses.
+pub fn named_cluster_objects() -> Vec<NamedKind> {
+    vec![
+        (RBAC_GROUP, "clusterroles", &[names::NODE_AGENT]),
+        (RBAC_GROUP, "clusterrolebindings", &[names::NODE_AGENT]),
+        (
+            ADMISSION_GROUP,
+            "mutatingwebhookconfigurations",
+            &[names::MUTATING_WEBHOOK_CONFIG],
+        ),
+        (
+            ADMISSION_GROUP,
+            "validatingwebhookconfigurations",
+            &[names::VALIDATING_WEBHOOK_CONFIG],
+        ),
+    ]
+}
+
+/// Kinds in the operator's own namespace it manages, each with the only names it uses.
+pub fn named_namespace_objects() -> Vec<NamedKind> {
+    vec![
+        ("apps", "daemonsets", &[names::NODE_AGENT]),
+        ("", "services", &[names::WEBHOOK_SERVICE]),
+        ("", "secrets", &[names::WEBHOOK_SECRET]),
+        ("", "serviceaccounts", &[names::NODE_AGENT]),
+        ("coordination.k8s.io", "leases", &[names::LEADER_LEASE]),
+    ]
+}
+
+/// Every named kind of the operator (cluster-scoped and namespaced).
+pub fn named_objects() -> Vec<NamedKind> {
+    let mut all = named_cluster_objects();
+    all.extend(named_namespace_objects());
+    all
+}
+
+/// For each named kind: one rule with the names (every verb but `create`) and one `create` rule.
+fn named_rules(kinds: Vec<NamedKind>) -> Vec<PolicyRule> {
+    kinds
+        .into_iter()
+        .flat_map(|(g, res, ns)| {
+            [
+                named_rule(g, res, ns, MANAGE_NAMED),
+                rule(&[g], &[res], &["create"]),
+            ]
+        })
+        .collect()
+}
 
 /// Cluster-wide rules of the operator (lifecycle, control plane and webhook).
 pub fn operator_cluster_rules() -> Vec<PolicyRule> {
@@ -74,20 +151,6 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
             &["hybridnetclusters/status", "hybridnetclusters/finalizers"],
             &["get", "update", "patch"],
         ),
-        // The node agent's ClusterRole and binding, applied by server-side apply.
-        rule(
-            &["rbac.authorization.k8s.io"],
-            &["clusterroles", "clusterrolebindings"],
-            MANAGE,
-        ),
-        rule(
-            &["admissionregistration.k8s.io"],
-            &[
-                "mutatingwebhookconfigurations",
-                "validatingwebhookconfigurations",
-            ],
-            MANAGE,
-        ),
         // Only read: the operator checks its CRDs are installed, it never changes them.
         rule(
             &["apiextensions.k8s.io"],
@@ -95,16 +158,19 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
             READ,
         ),
     ]
+    .into_iter()
+    // The node agent's ClusterRole and binding and the webhook configurations, applied by
+    // server-side apply: by name only.
+    .chain(named_rules(named_cluster_objects()))
+    .collect()
 }
 
-/// Rules of the operator in its own namespace (OLM `permissions`).
+/// Rules of the operator in its own namespace (OLM `permissions`): the node agent's DaemonSet
+/// and ServiceAccount, the webhook Service and certificate Secret and the leader Lease, by name.
 pub fn operator_namespace_rules() -> Vec<PolicyRule> {
-    vec![
-        rule(&["apps"], &["daemonsets"], MANAGE),
-        rule(&[""], &["services", "secrets", "serviceaccounts"], MANAGE),
-        rule(&["coordination.k8s.io"], &["leases"], MANAGE),
-        rule(&[""], &["events"], &["create", "patch", "update"]),
-    ]
+    let mut rules = named_rules(named_namespace_objects());
+    rules.push(rule(&[""], &["events"], &["create", "patch", "update"]));
+    rules
 }
 
 /// The node agent's rules.
@@ -122,14 +188,35 @@ pub fn node_agent_rules() -> Vec<PolicyRule> {
     ]
 }
 
-/// Whether `rules` grant `verb` on `group/resource` (exact matching: our rules have no wildcards
-/// and no resourceNames).
+/// Whether `rules` grant `verb` on every object of `group/resource` (a rule with `resourceNames`
+/// does not; exact matching: our rules have no wildcards).
 pub fn allows(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool {
     rules.iter().any(|r| {
-        r.api_groups.iter().flatten().any(|g| g == group)
-            && r.resources.iter().flatten().any(|x| x == resource)
-            && r.verbs.iter().any(|v| v == verb)
+        r.resource_names.as_ref().is_none_or(Vec::is_empty) && grants(r, group, resource, verb)
     })
+}
+
+/// Whether `rules` grant `verb` on the object `name` of `group/resource`, as the RBAC authorizer
+/// decides it: a rule without `resourceNames` covers every name, one with names only those.
+pub fn allows_name(
+    rules: &[PolicyRule],
+    group: &str,
+    resource: &str,
+    verb: &str,
+    name: &str,
+) -> bool {
+    rules.iter().any(|r| {
+        grants(r, group, resource, verb)
+            && r.resource_names
+                .as_ref()
+                .is_none_or(|ns| ns.is_empty() || ns.iter().any(|n| n == name))
+    })
+}
+
+fn grants(r: &PolicyRule, group: &str, resource: &str, verb: &str) -> bool {
+    r.api_groups.iter().flatten().any(|g| g == group)
+        && r.resources.iter().flatten().any(|x| x == resource)
+        && r.verbs.iter().any(|v| v == verb)
 }
 
 #[cfg(test)]
@@ -174,39 +261,249 @@ mod tests {
         }
     }
 
+    /// Kinds the operator acts on for every object (it is their controller), with the verbs it
+    /// may use and why. Everything else it may touch is in [`named_objects`].
+    const CONTROLLER_KINDS: &[(&str, &str, &[&str], &str)] = &[
+        (
+            "",
+            "pods",
+            &["get", "list", "watch", "update", "patch"],
+            "IPAM of every pod",
+        ),
+        (
+            "",
+            "pods/status",
+            &["get", "update", "patch"],
+            "IPAM of every pod",
+        ),
+        (
+            "",
+            "nodes",
+            &["get", "list", "watch", "update", "patch"],
+            "attachment labels, taint",
+        ),
+        ("", "namespaces", READ, "namespace network defaults"),
+        (
+            "",
+            "events",
+            &["create", "patch", "update"],
+            "events on pods and the cluster",
+        ),
+        (
+            "events.k8s.io",
+            "events",
+            &["create", "patch", "update"],
+            "same, events.k8s.io",
+        ),
+        ("apps", "statefulsets", READ, "stateful pods keep their IPs"),
+        (
+            NETWORKING,
+            "networks",
+            MANAGE,
+            "the control plane's own kinds",
+        ),
+        (
+            NETWORKING,
+            "subnets",
+            MANAGE,
+            "the control plane's own kinds",
+        ),
+        (
+            NETWORKING,
+            "ipinstances",
+            MANAGE,
+            "the control plane's own kinds",
+        ),
+        (
+            NETWORKING,
+            "nodeinfos",
+            MANAGE,
+            "the control plane's own kinds",
+        ),
+        (
+            NETWORKING,
+            "networks/status",
+            &["get", "update", "patch"],
+            "own kinds",
+        ),
+        (
+            NETWORKING,
+            "subnets/status",
+            &["get", "update", "patch"],
+            "own kinds",
+        ),
+        (
+            NETWORKING,
+            "ipinstances/status",
+            &["get", "update", "patch"],
+            "own kinds",
+        ),
+        (
+            NETWORKING,
+            "nodeinfos/status",
+            &["get", "update", "patch"],
+            "own kinds",
+        ),
+        (
+            OPERATOR_GROUP,
+            "hybridnetclusters",
+            &["get", "list", "watch", "update", "patch"],
+            "lifecycle",
+        ),
+        (
+            OPERATOR_GROUP,
+            "hybridnetclusters/status",
+            &["get", "update", "patch"],
+            "lifecycle",
+        ),
+        (
+            OPERATOR_GROUP,
+            "hybridnetclusters/finalizers",
+            &["get", "update", "patch"],
+            "lifecycle",
+        ),
+        (
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            READ,
+            "checks its CRDs exist",
+        ),
+    ];
+
+    /// Rule by rule and verb by verb: every grant is either on a kind the operator controls as a
+    /// whole (listed with its reason above) or, for the kinds it manages by name, limited to
+    /// exactly those names; the only unnamed verb on a named kind is `create`, which Kubernetes
+    /// cannot restrict by name and which cannot reach an existing object.
+    fn check_rules(rules: &[PolicyRule], named: &[NamedKind], scope: &str) -> Vec<String> {
+        let mut bad = Vec::new();
+        for r in rules {
+            let rnames = r.resource_names.clone().unwrap_or_default();
+            for g in r.api_groups.iter().flatten() {
+                for res in r.resources.iter().flatten() {
+                    for v in &r.verbs {
+                        let what = format!("{scope}: {v} {g}/{res} names {rnames:?}");
+                        if let Some((_, _, own)) =
+                            named.iter().find(|(ng, nr, _)| ng == g && nr == res)
+                        {
+                            if v == "create" {
+                                if !rnames.is_empty() {
+                                    bad.push(format!("{what}: create cannot be limited by name"));
+                                }
+                            } else if rnames.is_empty()
+                                || rnames.iter().any(|n| !own.contains(&n.as_str()))
+                            {
+                                bad.push(format!("{what}: reaches objects not named {own:?}"));
+                            }
+                        } else if let Some((_, _, verbs, _)) = CONTROLLER_KINDS
+                            .iter()
+                            .find(|(cg, cr, _, _)| cg == g && cr == res)
+                        {
+                            if !verbs.contains(&v.as_str()) {
+                                bad.push(format!("{what}: verb beyond {verbs:?}"));
+                            }
+                        } else {
+                            bad.push(format!("{what}: a kind the operator does not own"));
+                        }
+                    }
+                }
+            }
+        }
+        bad
+    }
+
+    #[test]
+    fn no_verb_reaches_an_object_the_operator_does_not_own() {
+        let bad = check_rules(
+            &operator_cluster_rules(),
+            &named_cluster_objects(),
+            "ClusterRole",
+        );
+        assert!(bad.is_empty(), "{bad:#?}");
+        // Namespaced kinds (Secrets first of all) only through the Role in its own namespace:
+        // the ClusterRole grants none of them, under any name.
+        let bad = check_rules(
+            &operator_namespace_rules(),
+            &named_namespace_objects(),
+            "Role",
+        );
+        assert!(bad.is_empty(), "{bad:#?}");
+        for (g, res, _) in named_namespace_objects() {
+            for v in MANAGE {
+                assert!(
+                    !operator_cluster_rules()
+                        .iter()
+                        .any(|r| grants(r, g, res, v)),
+                    "ClusterRole grants {v} {g}/{res}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_checker_refuses_broader_rules() {
+        // The proof above can fail: unnamed patch on ClusterRoles, a foreign name, Secrets in
+        // the ClusterRole, a named create, an extra verb and an unknown kind are all reported.
+        let named = named_cluster_objects();
+        for (r, want) in [
+            (
+                rule(&[RBAC_GROUP], &["clusterroles"], &["patch"]),
+                "not named",
+            ),
+            (
+                named_rule(RBAC_GROUP, "clusterroles", &["cluster-admin"], &["delete"]),
+                "not named",
+            ),
+            (
+                named_rule(
+                    RBAC_GROUP,
+                    "clusterroles",
+                    &[names::NODE_AGENT],
+                    &["create"],
+                ),
+                "create cannot",
+            ),
+            (rule(&[""], &["secrets"], &["get"]), "does not own"),
+            (rule(&[""], &["namespaces"], &["delete"]), "verb beyond"),
+            (rule(&["apps"], &["deployments"], &["get"]), "does not own"),
+        ] {
+            let bad = check_rules(std::slice::from_ref(&r), &named, "t");
+            assert!(bad.iter().any(|b| b.contains(want)), "{r:?}: {bad:?}");
+        }
+    }
+
+    #[test]
+    fn foreign_objects_of_named_kinds_are_out_of_reach() {
+        let mut all = operator_cluster_rules();
+        all.extend(operator_namespace_rules());
+        for (g, res, own) in named_objects() {
+            for name in own {
+                for v in MANAGE {
+                    assert!(allows_name(&all, g, res, v, name), "{v} {g}/{res} {name}");
+                }
+            }
+            for foreign in ["cluster-admin", "system:node", "admin", "other-webhook", ""] {
+                for v in MANAGE_NAMED {
+                    assert!(
+                        !allows_name(&all, g, res, v, foreign),
+                        "{v} {g}/{res} {foreign:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_lease_name_is_the_control_planes_default() {
+        assert_eq!(
+            crate::controlplane::config::ControlPlaneConfig::default().leader_election_id,
+            names::LEADER_LEASE
+        );
+    }
+
     #[test]
     fn operator_can_do_what_the_lifecycle_needs() {
         let c = operator_cluster_rules();
         let n = operator_namespace_rules();
-        for (g, res) in [
-            ("rbac.authorization.k8s.io", "clusterroles"),
-            ("rbac.authorization.k8s.io", "clusterrolebindings"),
-            (
-                "admissionregistration.k8s.io",
-                "validatingwebhookconfigurations",
-            ),
-            (
-                "admissionregistration.k8s.io",
-                "mutatingwebhookconfigurations",
-            ),
-        ] {
-            for v in ["get", "list", "watch", "create", "patch", "delete"] {
-                assert!(allows(&c, g, res, v), "{v} {g}/{res}");
-            }
-        }
-        for (g, res) in [
-            ("apps", "daemonsets"),
-            ("", "services"),
-            ("", "secrets"),
-            ("", "serviceaccounts"),
-            ("coordination.k8s.io", "leases"),
-        ] {
-            for v in ["get", "list", "watch", "create", "patch", "delete"] {
-                assert!(allows(&n, g, res, v), "{v} {g}/{res}");
-            }
-            // Namespaced only: never cluster-wide secrets.
-            assert!(!allows(&c, g, res, "get"), "{g}/{res} cluster-wide");
-        }
         assert!(allows(
             &c,
             "operator.hybridnet.io",
@@ -233,5 +530,6 @@ mod tests {
             "patch"
         ));
         assert!(allows(&c, "", "pods/status", "patch"));
+        assert!(allows(&n, "", "events", "create"));
     }
 }

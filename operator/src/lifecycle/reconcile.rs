@@ -5,7 +5,7 @@
 //! webhook certificate is valid, server-side apply every rendered object (field manager
 //! `hybridnet-operator`, forced, so edits to fields we manage are reverted while fields and labels
 //! others own survive), create the bootstrap Network/Subnet once, then compute and write the status.
-//! Deletion removes exactly what the operator created (label selector + known names); user data
+//! Deletion removes exactly what the operator created (known names, carrying our label or owner reference); user data
 //! (Networks, Subnets, IPInstances, including the bootstrap ones) is never touched.
 
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::controller::{Action, Controller, Error as ControllerError};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -137,7 +137,14 @@ struct Context {
 pub async fn run(client: Client, config: LifecycleConfig) -> anyhow::Result<()> {
     let ns = config.namespace.clone();
     let clusters: Api<HybridnetCluster> = Api::all(client.clone());
-    let owned = || watcher::Config::default().labels(&names::managed_selector());
+    // By name: the operator's RBAC names every object of these kinds it may read
+    // (`rbac::named_objects`), and a list or watch is authorized against `resourceNames` only with
+    // a `metadata.name` field selector.
+    let owned = |name: &str| {
+        watcher::Config::default()
+            .fields(&format!("metadata.name={name}"))
+            .labels(&names::managed_selector())
+    };
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -158,38 +165,42 @@ pub async fn run(client: Client, config: LifecycleConfig) -> anyhow::Result<()> 
     Controller::new(clusters, watcher::Config::default())
         .watches(
             Api::<DaemonSet>::namespaced(client.clone(), &ns),
-            owned(),
+            owned(names::NODE_AGENT),
             owner_of,
         )
         .watches(
             Api::<Service>::namespaced(client.clone(), &ns),
-            owned(),
+            owned(names::WEBHOOK_SERVICE),
             owner_of,
         )
         .watches(
             Api::<ServiceAccount>::namespaced(client.clone(), &ns),
-            owned(),
+            owned(names::NODE_AGENT),
             owner_of,
         )
         .watches(
             Api::<Secret>::namespaced(client.clone(), &ns),
-            owned(),
+            owned(names::WEBHOOK_SECRET),
             owner_of,
         )
-        .watches(Api::<ClusterRole>::all(client.clone()), owned(), owner_of)
+        .watches(
+            Api::<ClusterRole>::all(client.clone()),
+            owned(names::NODE_AGENT),
+            owner_of,
+        )
         .watches(
             Api::<ClusterRoleBinding>::all(client.clone()),
-            owned(),
+            owned(names::NODE_AGENT),
             owner_of,
         )
         .watches(
             Api::<MutatingWebhookConfiguration>::all(client.clone()),
-            owned(),
+            owned(names::MUTATING_WEBHOOK_CONFIG),
             owner_of,
         )
         .watches(
             Api::<ValidatingWebhookConfiguration>::all(client.clone()),
-            owned(),
+            owned(names::VALIDATING_WEBHOOK_CONFIG),
             owner_of,
         )
         .run(reconcile, error_policy, ctx)
@@ -689,24 +700,16 @@ async fn cleanup(obj: Arc<HybridnetCluster>, ctx: &Context) -> Result<Action, Re
         } else {
             Api::all_with(ctx.client.clone(), &ar)
         };
-        let mut victims: Vec<String> = api
-            .list(&ListParams::default().labels(&names::managed_selector()))
+        // Only the known name: the operator may not list these kinds beyond its own objects
+        // (`rbac::named_objects`), and it never created any other.
+        let victims: Vec<String> = api
+            .get_opt(known)
             .await
-            .map_err(kube_err(format!("listing {} to clean up", ar.kind)))?
-            .items
-            .into_iter()
+            .map_err(kube_err(format!("reading {} {known}", ar.kind)))?
             .filter(|o| created_by_operator(&o.metadata, uid.as_deref()))
-            .filter_map(|o| o.metadata.name)
+            .map(|_| known.to_string())
+            .into_iter()
             .collect();
-        if !victims.iter().any(|v| v == known)
-            && let Some(o) = api
-                .get_opt(known)
-                .await
-                .map_err(kube_err(format!("reading {} {known}", ar.kind)))?
-            && created_by_operator(&o.metadata, uid.as_deref())
-        {
-            victims.push(known.to_string());
-        }
         for name in victims {
             match api.delete(&name, &DeleteParams::background()).await {
                 Ok(_) => removed.push(format!("{} {name}", ar.kind)),
@@ -773,6 +776,24 @@ mod tests {
             },
             None
         ));
+    }
+
+    #[test]
+    fn cleanup_reaches_only_names_the_rbac_grants() {
+        for (ar, namespaced, known) in cleanup_targets() {
+            let kinds = if namespaced {
+                super::super::rbac::named_namespace_objects()
+            } else {
+                super::super::rbac::named_cluster_objects()
+            };
+            assert!(
+                kinds
+                    .iter()
+                    .any(|(g, r, ns)| *g == ar.group && *r == ar.plural && ns.contains(&known)),
+                "{} {known}",
+                ar.kind
+            );
+        }
     }
 
     #[test]

@@ -765,6 +765,42 @@ mod tests {
     }
 
     #[test]
+    fn every_rendered_object_is_named_in_the_operators_rbac() {
+        // The operator may apply and delete what it renders, and only by name.
+        let mut rules = rbac::operator_cluster_rules();
+        let namespaced = rbac::operator_namespace_rules();
+        for o in &defaults().objects {
+            let ar = o.api_resource();
+            let scope = if o.namespace().is_some() {
+                &namespaced
+            } else {
+                &rules
+            };
+            for v in ["get", "patch", "delete", "watch"] {
+                assert!(
+                    rbac::allows_name(scope, &ar.group, &ar.plural, v, o.name()),
+                    "{v} {} {}",
+                    ar.kind,
+                    o.name()
+                );
+                assert!(
+                    !rbac::allows(scope, &ar.group, &ar.plural, v),
+                    "{v} {}",
+                    ar.kind
+                );
+            }
+        }
+        rules.extend(namespaced);
+        assert!(rbac::allows_name(
+            &rules,
+            "",
+            "secrets",
+            "patch",
+            names::WEBHOOK_SECRET
+        ));
+    }
+
+    #[test]
     fn node_agent_rbac_is_exact() {
         let r = defaults();
         let ManagedObject::ClusterRole(role) = find(&r, "ClusterRole", "hybridnet-node") else {
