@@ -9,6 +9,7 @@ pub mod constants;
 pub mod crd;
 pub mod error;
 pub mod ipmath;
+pub mod leak;
 pub mod naming;
 pub mod operator;
 pub mod pools;

@@ -1,9 +1,11 @@
 //! `ip check`: consistency of addresses, pods and subnets, over plain lists.
 //!
 //! Findings:
-//! - leaked IPInstance: its pod is gone (or was recreated with another UID) and it is not retained
-//!   for a stateful workload that still exists; a reserved IPInstance whose workload is gone;
-//! - pod without address: a Running pod, not hostNetwork, with no IPInstance bound to it;
+//! - leaked IPInstance: as `hybridnet_api::leak::classify` judges, the rule the operator's leak
+//!   repair applies too (pod gone or recreated and not retained for a stateful workload that still
+//!   exists; reserved without a stateful owner; reserved for a workload that is gone);
+//! - pod without address: a Running pod, not hostNetwork, with no IPInstance bound to it
+//!   (`hybridnet_api::leak::binds_pod`);
 //! - duplicate: one IP claimed by IPInstances or pods of different owners;
 //! - outside subnet: an IPInstance whose subnet is missing, whose address is outside the subnet's
 //!   range (or is its gateway / an excluded address), or whose name or network disagree.
@@ -11,10 +13,13 @@
 //! Only leaked IPInstances are repaired (deleted: the operator then frees the address).
 //! IPInstances already being deleted are being released and are not judged.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use hybridnet_api::ipmath::ip_to_u128;
+use hybridnet_api::leak::{
+    BindingFacts, Leak, OwnerState, PodLookup, Verdict, binds_pod, classify,
+};
 use hybridnet_api::naming::ip_to_instance_name;
 use hybridnet_api::range::{ParsedRange, parse_address_range};
 use hybridnet_api::v1::Subnet;
@@ -114,19 +119,12 @@ impl CheckReport {
     }
 }
 
-/// Whether the StatefulSet-like owner of an IPInstance still exists.
-enum OwnerState {
-    Exists,
-    Gone,
-    /// A stateful kind the check cannot list (only StatefulSets are listed).
-    Unknown,
-}
-
 fn stateful_owner_state(input: &CheckInput, f: &InstanceFacts) -> Option<OwnerState> {
     let o = f.owner.as_ref()?;
     if !input.stateful_kinds.contains(&o.kind) {
         return None;
     }
+    // Only StatefulSets are listed.
     if o.kind != "StatefulSet" {
         return Some(OwnerState::Unknown);
     }
@@ -141,67 +139,70 @@ fn stateful_owner_state(input: &CheckInput, f: &InstanceFacts) -> Option<OwnerSt
     )
 }
 
+/// The rule's view of an IPInstance's binding.
+fn binding(f: &InstanceFacts) -> BindingFacts<'_> {
+    BindingFacts {
+        reserved: f.is_reserved(),
+        pod_name: f.pod.as_deref(),
+        pod_uid: f.pod_uid.as_deref(),
+        owner_kind: f
+            .owner
+            .as_ref()
+            .map(|o| o.kind.as_str())
+            .filter(|k| !k.is_empty()),
+    }
+}
+
+/// Why an IPInstance is leaked (`hybridnet_api::leak::classify`), in words.
 fn leak_reason(
     input: &CheckInput,
     pods: &BTreeMap<(&str, &str), &PodFacts>,
     f: &InstanceFacts,
 ) -> Option<String> {
-    let stateful = stateful_owner_state(input, f);
+    let pod = f
+        .pod
+        .as_deref()
+        .and_then(|name| pods.get(&(f.namespace.as_str(), name)));
+    let lookup = match pod {
+        Some(p) => PodLookup::Exists {
+            uid: p.uid.as_deref(),
+        },
+        None => PodLookup::Gone,
+    };
+    let Verdict::Leaked(leak) = classify(&binding(f), lookup, stateful_owner_state(input, f))
+    else {
+        return None;
+    };
     let owner_text = f
         .owner
         .as_ref()
         .map(|o| format!("{} {}", o.kind, o.name))
         .unwrap_or_default();
-    if f.is_reserved() {
-        return match stateful {
-            Some(OwnerState::Gone) => Some(format!("reserved for {owner_text}, which is gone")),
-            Some(_) => None,
-            None => match f.owner.as_ref().map(|o| o.kind.as_str()) {
-                // A reserved address of a plain pod is never reused: it is leaked once the pod is gone.
-                Some("Pod") | None => {
-                    let pod = f.pod.as_deref().unwrap_or("");
-                    if pods.contains_key(&(f.namespace.as_str(), pod)) {
-                        None
-                    } else {
-                        Some(
-                            "reserved, but owned by no stateful workload and its pod is gone"
-                                .to_string(),
-                        )
-                    }
-                }
-                // Other owner kinds (e.g. VirtualMachine) are not judged.
-                Some(_) => None,
-            },
-        };
-    }
-    let Some(pod_name) = f.pod.as_deref() else {
-        return match stateful {
-            Some(OwnerState::Gone) => Some(format!("bound to no pod; {owner_text} is gone")),
-            Some(_) => None,
-            None => Some("bound to node but to no pod".to_string()),
-        };
-    };
-    match pods.get(&(f.namespace.as_str(), pod_name)) {
-        None => match stateful {
-            Some(OwnerState::Exists) | Some(OwnerState::Unknown) => None,
-            Some(OwnerState::Gone) => Some(format!(
-                "pod {pod_name} and its {owner_text} no longer exist"
-            )),
-            None => Some(format!("pod {pod_name} no longer exists")),
-        },
-        Some(p) => {
-            let recreated = matches!((&p.uid, &f.pod_uid), (Some(a), Some(b)) if a != b);
-            if recreated && stateful.is_none() {
-                Some(format!(
-                    "pod {pod_name} was recreated (uid {} now, {} here): the address belonged to the old pod",
-                    p.uid.as_deref().unwrap_or(""),
-                    f.pod_uid.as_deref().unwrap_or("")
-                ))
-            } else {
-                None
-            }
+    let pod_name = f.pod.as_deref().unwrap_or("");
+    Some(match leak {
+        Leak::StatefulOwnerGone if f.is_reserved() => {
+            format!("reserved for {owner_text}, which is gone")
         }
-    }
+        Leak::StatefulOwnerGone if f.pod.is_none() => {
+            format!("bound to no pod; {owner_text} is gone")
+        }
+        Leak::StatefulOwnerGone => {
+            format!("pod {pod_name} and its {owner_text} no longer exist")
+        }
+        Leak::ReservedWithoutStatefulOwner { pod_exists: false } => {
+            "reserved, but owned by no stateful workload and its pod is gone".to_string()
+        }
+        Leak::ReservedWithoutStatefulOwner { pod_exists: true } => format!(
+            "reserved, but owned by no stateful workload: nothing binds it to pod {pod_name} again"
+        ),
+        Leak::NoPod => "bound to node but to no pod".to_string(),
+        Leak::PodGone => format!("pod {pod_name} no longer exists"),
+        Leak::PodRecreated => format!(
+            "pod {pod_name} was recreated (uid {} now, {} here): the address belonged to the old pod",
+            pod.and_then(|p| p.uid.as_deref()).unwrap_or(""),
+            f.pod_uid.as_deref().unwrap_or("")
+        ),
+    })
 }
 
 fn subnet_problem(input: &CheckInput, f: &InstanceFacts) -> Option<String> {
@@ -291,17 +292,20 @@ pub fn check(input: &CheckInput) -> CheckReport {
     }
 
     // Pods bound through an IPInstance (by namespace and pod name, on a node).
-    let bound: BTreeSet<(&str, &str)> = live
-        .iter()
-        .filter(|f| !f.is_reserved())
-        .filter_map(|f| f.pod.as_deref().map(|p| (f.namespace.as_str(), p)))
-        .collect();
+    let mut bound: BTreeMap<(&str, &str), Vec<BindingFacts>> = BTreeMap::new();
+    for f in &live {
+        if let Some(p) = f.pod.as_deref() {
+            bound
+                .entry((f.namespace.as_str(), p))
+                .or_default()
+                .push(binding(f));
+        }
+    }
     for p in &input.pods {
-        if p.phase == "Running"
-            && !p.host_network
-            && !p.terminating
-            && !bound.contains(&(p.namespace.as_str(), p.name.as_str()))
-        {
+        let has_address = bound
+            .get(&(p.namespace.as_str(), p.name.as_str()))
+            .is_some_and(|bs| bs.iter().any(|b| binds_pod(b, &p.name, p.uid.as_deref())));
+        if p.phase == "Running" && !p.host_network && !p.terminating && !has_address {
             findings.push(Finding {
                 kind: FindingKind::PodWithoutAddress,
                 object: format!("pod/{}/{}", p.namespace, p.name),
@@ -514,8 +518,9 @@ mod tests {
                 ("a".into(), "10-0-0-13".into())
             ]
         );
-        // p3 is Running but its only IPInstance is the stale one bound to the old uid: it is bound by name, so not reported.
-        assert_eq!(r.count(FindingKind::PodWithoutAddress), 0);
+        // p3 is Running but its only IPInstance is the stale one bound to the old uid: it has no
+        // address (as the operator's leak repair judges).
+        assert_eq!(r.count(FindingKind::PodWithoutAddress), 1);
     }
 
     #[test]
@@ -607,8 +612,8 @@ mod tests {
     }
 
     proptest! {
-        /// An IPInstance whose pod exists with the same UID is never reported leaked, and only
-        /// leaked instances are ever fixed.
+        /// A bound IPInstance whose pod exists is never reported leaked, and only leaked
+        /// instances are ever fixed.
         #[test]
         fn live_pods_keep_their_addresses(pods in proptest::collection::btree_set(0u8..50, 0..20), insts in proptest::collection::btree_map(1u8..=200, (0u8..50, any::<bool>()), 0..30)) {
             let mut i = input();
@@ -621,11 +626,12 @@ mod tests {
             for (ns, name) in &r.fixes {
                 let f = i.instances.iter().find(|f| &f.namespace == ns && &f.name == name).unwrap();
                 let pod_exists = pods.iter().any(|p| Some(format!("p{p}")) == f.pod);
-                prop_assert!(!pod_exists, "fixing {name} although its pod exists");
+                prop_assert!(!pod_exists || f.is_reserved(), "fixing {name} although its pod exists");
             }
             let leaked = r.count(FindingKind::Leaked);
             prop_assert_eq!(leaked, r.fixes.len());
-            let expected = insts.values().filter(|(p, _)| !pods.contains(p)).count();
+            // A reserved address of a plain pod is never bound again: leaked even while the pod exists.
+            let expected = insts.values().filter(|(p, reserved)| *reserved || !pods.contains(p)).count();
             prop_assert_eq!(leaked, expected);
         }
     }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use hybridnet_api::leak::{BindingFacts, OwnerState, PodLookup, Verdict, binds_pod, classify};
 use hybridnet_api::naming::instance_name_to_ip;
 use hybridnet_api::v1::IPInstance;
 use k8s_openapi::api::core::v1::Pod;
@@ -62,38 +63,37 @@ pub fn find_leaks(
         .iter()
         .map(|p| ((p.namespace().unwrap_or_default(), p.name_any()), p))
         .collect();
-    let mut covered: HashSet<(String, String, String)> = HashSet::new();
+    let mut covered: HashSet<(String, String, Option<String>)> = HashSet::new();
     let mut out = Vec::new();
     for i in instances
         .iter()
         .filter(|i| i.metadata.deletion_timestamp.is_none())
     {
         let ns = i.namespace().unwrap_or_default();
-        let b = &i.spec.binding;
-        let Some(pod_name) = b.pod_name.clone().filter(|p| !p.is_empty()) else {
-            continue;
-        };
-        let stateful_owner = b
-            .referred_object
-            .as_ref()
-            .and_then(|r| r.kind.as_deref())
-            .is_some_and(|k| cfg.is_stateful_kind(k));
-        let pod = pods_by_key.get(&(ns.clone(), pod_name.clone()));
-        if let (Some(p), Some(uid)) = (pod, b.pod_uid.as_ref())
-            && p.metadata.uid.as_ref() == Some(uid)
+        let b = BindingFacts::of(&i.spec);
+        let stateful = b
+            .owner_kind
+            .is_some_and(|k| cfg.is_stateful_kind(k))
+            // A gone owner's IPInstances are left to Kubernetes' garbage collection.
+            .then_some(OwnerState::Unknown);
+        let pod = b
+            .pod_name
+            .and_then(|name| pods_by_key.get(&(ns.clone(), name.to_string())));
+        if let (Some(p), Some(name)) = (pod, b.pod_name)
+            && binds_pod(&b, name, p.metadata.uid.as_deref())
         {
-            covered.insert((ns.clone(), pod_name.clone(), uid.clone()));
+            covered.insert((ns.clone(), name.to_string(), p.metadata.uid.clone()));
         }
-        let repair = match (pod, i.spec.is_reserved(), stateful_owner) {
-            // Retained for the next incarnation of a stateful pod.
-            (_, true, true) => None,
-            // A live stateful pod with a new uid re-binds it itself.
-            (Some(_), false, true) => None,
-            (None, false, true) => Some(Repair::Reserve),
-            (Some(p), false, false) => (p.metadata.uid != b.pod_uid).then_some(Repair::Delete),
-            (None, _, false) => Some(Repair::Delete),
-            // Reserved but not stateful: nothing will ever take it back.
-            (Some(_), true, false) => Some(Repair::Delete),
+        let lookup = match pod {
+            Some(p) => PodLookup::Exists {
+                uid: p.metadata.uid.as_deref(),
+            },
+            None => PodLookup::Gone,
+        };
+        let repair = match classify(&b, lookup, stateful) {
+            Verdict::Keep => None,
+            Verdict::Reserve => Some(Repair::Reserve),
+            Verdict::Leaked(_) => Some(Repair::Delete),
         };
         if let Some(repair) = repair {
             out.push(Finding::Instance {
@@ -117,13 +117,13 @@ pub fn find_leaks(
         let key = (
             p.namespace().unwrap_or_default(),
             p.name_any(),
-            p.metadata.uid.clone().unwrap_or_default(),
+            p.metadata.uid.clone(),
         );
         if !covered.contains(&key) {
             out.push(Finding::PodWithoutInstance {
                 namespace: key.0,
                 name: key.1,
-                uid: key.2,
+                uid: key.2.unwrap_or_default(),
             });
         }
     }
