@@ -12,7 +12,7 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("networking.alibaba.com_networks.yaml", Network::crd()),
         ("networking.alibaba.com_subnets.yaml", Subnet::crd()),
         ("networking.alibaba.com_ipinstances.yaml", IPInstance::crd()),
-        ("networking.alibaba.com_nodeinfos.yaml", NodeInfo::crd()),
+        ("networking.alibaba.com_nodeinfoes.yaml", NodeInfo::crd()),
         (
             "operator.hybridnet.io_hybridnetclusters.yaml",
             hybridnet_cluster_crd(),

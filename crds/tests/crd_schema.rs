@@ -112,7 +112,7 @@ fn scopes_and_names_match_upstream() {
         ("networks.networking.alibaba.com", "Cluster"),
         ("subnets.networking.alibaba.com", "Cluster"),
         ("ipinstances.networking.alibaba.com", "Namespaced"),
-        ("nodeinfos.networking.alibaba.com", "Cluster"),
+        ("nodeinfoes.networking.alibaba.com", "Cluster"),
         ("hybridnetclusters.operator.hybridnet.io", "Cluster"),
     ] {
         assert_eq!(by_name[name]["spec"]["scope"], scope, "{name}");

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
     group = "networking.alibaba.com",
     version = "v1",
     kind = "NodeInfo",
-    plural = "nodeinfos",
+    plural = "nodeinfoes",
     singular = "nodeinfo",
     shortname = "hni",
     status = "NodeInfoStatus",

@@ -13,7 +13,7 @@ use super::connect::{Ctx, Failure, INSTALL_HINT, Res};
 pub const NETWORKS_CRD: &str = "networks.networking.alibaba.com";
 pub const SUBNETS_CRD: &str = "subnets.networking.alibaba.com";
 pub const IPINSTANCES_CRD: &str = "ipinstances.networking.alibaba.com";
-pub const NODEINFOS_CRD: &str = "nodeinfos.networking.alibaba.com";
+pub const NODEINFO_CRD: &str = "nodeinfoes.networking.alibaba.com";
 pub const CLUSTERS_CRD: &str = "hybridnetclusters.operator.hybridnet.io";
 
 /// Whether a 404 means the resource type is missing (not just the object).
@@ -65,8 +65,8 @@ pub async fn nodeinfos(ctx: &Ctx) -> Res<Vec<NodeInfo>> {
     list_api(
         ctx,
         Api::all(ctx.client.clone()),
-        "list nodeinfos",
-        Some(NODEINFOS_CRD),
+        "list nodeinfoes",
+        Some(NODEINFO_CRD),
     )
     .await
 }

@@ -463,7 +463,7 @@ fn owned_crds() -> Value {
             ]
         },
         {
-            "name": "nodeinfos.networking.alibaba.com",
+            "name": "nodeinfoes.networking.alibaba.com",
             "version": "v1", "kind": "NodeInfo", "displayName": "Node Info",
             "description": "A node's VXLAN tunnel endpoint, published by its node agent.",
             "resources": [],

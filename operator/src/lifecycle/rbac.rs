@@ -126,7 +126,7 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
         rule(&["apps"], &["statefulsets"], READ),
         rule(
             &[NETWORKING],
-            &["networks", "subnets", "ipinstances", "nodeinfos"],
+            &["networks", "subnets", "ipinstances", "nodeinfoes"],
             MANAGE,
         ),
         rule(
@@ -135,7 +135,7 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
                 "networks/status",
                 "subnets/status",
                 "ipinstances/status",
-                "nodeinfos/status",
+                "nodeinfoes/status",
             ],
             &["get", "update", "patch"],
         ),
@@ -180,11 +180,11 @@ pub fn node_agent_rules() -> Vec<PolicyRule> {
         rule(&[""], &["pods"], &["get"]),
         rule(
             &[NETWORKING],
-            &["networks", "subnets", "ipinstances", "nodeinfos"],
+            &["networks", "subnets", "ipinstances", "nodeinfoes"],
             READ,
         ),
         rule(&[NETWORKING], &["ipinstances/status"], &["patch"]),
-        rule(&[NETWORKING], &["nodeinfos"], &["create", "patch"]),
+        rule(&[NETWORKING], &["nodeinfoes"], &["create", "patch"]),
     ]
 }
 

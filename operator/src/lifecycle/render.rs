@@ -808,7 +808,7 @@ mod tests {
         };
         let rules = role.rules.clone().unwrap();
         let allowed = |g: &str, res: &str, v: &str| rbac::allows(&rules, g, res, v);
-        for res in ["networks", "subnets", "ipinstances", "nodeinfos"] {
+        for res in ["networks", "subnets", "ipinstances", "nodeinfoes"] {
             for v in ["get", "list", "watch"] {
                 assert!(allowed("networking.alibaba.com", res, v), "{v} {res}");
             }
@@ -822,9 +822,9 @@ mod tests {
             "patch"
         ));
         assert!(!allowed("networking.alibaba.com", "ipinstances", "patch"));
-        assert!(allowed("networking.alibaba.com", "nodeinfos", "create"));
-        assert!(allowed("networking.alibaba.com", "nodeinfos", "patch"));
-        assert!(!allowed("networking.alibaba.com", "nodeinfos", "delete"));
+        assert!(allowed("networking.alibaba.com", "nodeinfoes", "create"));
+        assert!(allowed("networking.alibaba.com", "nodeinfoes", "patch"));
+        assert!(!allowed("networking.alibaba.com", "nodeinfoes", "delete"));
         assert!(!allowed("", "secrets", "get"));
         let ManagedObject::ClusterRoleBinding(b) = find(&r, "ClusterRoleBinding", "hybridnet-node")
         else {
