@@ -14,6 +14,7 @@
 
 mod build;
 mod compile;
+pub mod conformance;
 mod eval;
 pub mod selector;
 
