@@ -316,7 +316,7 @@ mod tests {
         ),
         (
             NETWORKING,
-            "nodeinfos",
+            "nodeinfoes",
             MANAGE,
             "the control plane's own kinds",
         ),
@@ -340,7 +340,7 @@ mod tests {
         ),
         (
             NETWORKING,
-            "nodeinfos/status",
+            "nodeinfoes/status",
             &["get", "update", "patch"],
             "own kinds",
         ),
