@@ -4,33 +4,34 @@
 #
 #   docker build -t docker.io/hybridnet/hybridnet:v0.1.0 .
 #
-# Not built in this repository's CI (no container engine there); see docs/operations.md.
+# `make images` builds the same image offline with umoci (no base image, no registry): both run
+# `scripts/images/build.sh rootfs`, so both have the same files (docs/images.md).
 
 # ---- build ------------------------------------------------------------------------------------
 FROM rust:1-bookworm AS build
+# nftables: the one program the node agent runs (scripts/images/agent-tools.txt); the rootfs step
+# copies it and its libraries into the image.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nftables \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# The CNI plugin is built static (scripts/images/static.sh): it runs on hosts of any libc.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
         -p hybridnet-operator --bin hybridnet-operator \
         -p hybridnet-node --bin hybridnet-node \
-        -p hybridnet-cni --bin hybridnet \
         -p kubectl-hybridnet --bin kubectl-hybridnet \
- && mkdir -p /out \
- && cp target/release/hybridnet-operator target/release/hybridnet-node \
-       target/release/hybridnet target/release/kubectl-hybridnet /out/
+ && scripts/images/build.sh rootfs /rootfs target/release "$(scripts/images/static.sh release)"
 
 # ---- runtime ----------------------------------------------------------------------------------
-# Debian slim rather than distroless: the node agent runs `nft` (nftables) and `ip` (iproute2).
-FROM debian:bookworm-slim
-RUN apt-get update \
- && apt-get install -y --no-install-recommends iproute2 nftables ca-certificates \
- && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/ /usr/local/bin/
+# No distribution: the four binaries in /usr/local/bin, nft and the shared libraries they need.
+FROM scratch
+COPY --from=build /rootfs/ /
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # The operator runs as this unprivileged user. The node agent's DaemonSet sets runAsUser 0 with
 # only NET_ADMIN, NET_RAW, SYS_ADMIN and NET_BIND_SERVICE (it programs the host network);
 # its install-cni init container runs as root with no capability to write the host CNI dirs.
 USER 65532:65532
-ENTRYPOINT []
 CMD ["hybridnet-operator"]

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: test deps tools fmt-check clippy unit crds demo bench
+.PHONY: test deps tools fmt-check clippy unit crds demo bench images
 
 test: deps tools fmt-check clippy unit
 
@@ -20,10 +20,18 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# The end-to-end tests run the workspace's binaries (operator, node agent, CNI plugin, kube-lite).
+# The end-to-end tests run the workspace's binaries (operator, node agent, CNI plugin, kube-lite);
+# the image tests run the images built from the same debug binaries (and the static plugin).
 unit:
 	$(CARGO) build --workspace --bins
+	scripts/images/build.sh images debug
 	$(CARGO) test --workspace
+
+# OCI image archives in target/images/, built offline from release binaries (docs/images.md).
+images: deps
+	$(CARGO) build --release --locked -p hybridnet-operator --bin hybridnet-operator \
+		-p hybridnet-node --bin hybridnet-node -p kubectl-hybridnet --bin kubectl-hybridnet
+	scripts/images/build.sh images release
 
 # Regenerates the committed CRD YAML from the Rust types.
 crds:
