@@ -8,7 +8,7 @@ use crate::v1::{IPInstance, Network, NodeInfo, Subnet};
 
 /// Every CRD with the file name it is committed under in `crds/`.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![
+    let mut all = vec![
         ("networking.alibaba.com_networks.yaml", Network::crd()),
         ("networking.alibaba.com_subnets.yaml", Subnet::crd()),
         ("networking.alibaba.com_ipinstances.yaml", IPInstance::crd()),
@@ -17,7 +17,20 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
             "operator.hybridnet.io_hybridnetclusters.yaml",
             hybridnet_cluster_crd(),
         ),
-    ]
+    ];
+    for (_, crd) in &mut all {
+        with_list_kind(crd);
+    }
+    all
+}
+
+/// Spells out `listKind` (`<Kind>List`) as upstream's controller-gen CRDs do
+/// (charts/hybridnet/crds/ in alibaba/hybridnet); kube-derive leaves it to the API server's default.
+fn with_list_kind(crd: &mut CustomResourceDefinition) {
+    let names = &mut crd.spec.names;
+    if names.list_kind.is_none() {
+        names.list_kind = Some(format!("{}List", names.kind));
+    }
 }
 
 /// The HybridnetCluster CRD with the singleton rule at the root of its schema (kube-derive puts

@@ -112,7 +112,9 @@ pub struct IPInstanceStatus {
     pub pod_namespace: Option<String>,
     #[serde(rename = "sandboxID", default, skip_serializing_if = "Option::is_none")]
     pub sandbox_id: Option<String>,
+    /// RFC 3339 time of the last write (upstream: a `metav1.Time`, format date-time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub update_timestamp: Option<String>,
 }
 

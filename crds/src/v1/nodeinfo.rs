@@ -42,6 +42,8 @@ pub struct VtepInfo {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeInfoStatus {
+    /// RFC 3339 time of the last write (upstream: a `metav1.Time`, format date-time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub update_timestamp: Option<String>,
 }
