@@ -25,6 +25,7 @@ pub struct Faults {
     latency_ms: AtomicU64,
     rules: Mutex<Vec<ErrorRule>>,
     conflicts: AtomicU32,
+    conflicts_hit: AtomicU64,
     disconnect: watch::Sender<u64>,
 }
 
@@ -34,6 +35,7 @@ impl Default for Faults {
             latency_ms: AtomicU64::new(0),
             rules: Mutex::new(Vec::new()),
             conflicts: AtomicU32::new(0),
+            conflicts_hit: AtomicU64::new(0),
             disconnect: watch::channel(0).0,
         }
     }
@@ -71,6 +73,14 @@ impl Faults {
     pub fn conflict_next_updates(&self, n: u32) {
         self.conflicts.store(n, Ordering::SeqCst);
     }
+    /// Injected conflicts not yet hit by an update or patch.
+    pub fn conflicts_pending(&self) -> u32 {
+        self.conflicts.load(Ordering::SeqCst)
+    }
+    /// Injected conflicts that updates or patches actually hit, since the server started.
+    pub fn conflicts_hit(&self) -> u64 {
+        self.conflicts_hit.load(Ordering::SeqCst)
+    }
     /// Close every open watch now (clients see the stream end and re-watch).
     pub fn disconnect_watches(&self) {
         self.disconnect.send_modify(|g| *g += 1);
@@ -87,9 +97,14 @@ impl Faults {
     }
 
     pub(crate) fn take_conflict(&self) -> bool {
-        self.conflicts
+        let hit = self
+            .conflicts
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
+            .is_ok();
+        if hit {
+            self.conflicts_hit.fetch_add(1, Ordering::SeqCst);
+        }
+        hit
     }
 
     /// The injected error code for a request, consuming one use of the rule.
@@ -139,7 +154,9 @@ mod tests {
         assert_eq!(f.error_for("patch", "nodes", Some("status")), Some(500));
         assert_eq!(f.error_for("patch", "nodes", None), None);
         f.conflict_next_updates(1);
+        assert_eq!(f.conflicts_pending(), 1);
         assert!(f.take_conflict());
         assert!(!f.take_conflict());
+        assert_eq!((f.conflicts_pending(), f.conflicts_hit()), (0, 1));
     }
 }

@@ -468,9 +468,10 @@ pub async fn reconcile_loop(
     }
 }
 
-/// Serves /healthz, /readyz and /metrics.
+/// Serves /healthz, /readyz and /metrics on a bound `listener` (bound by the caller, so a port
+/// in use fails the agent's start instead of a background task).
 pub async fn serve_http(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     health: bool,
     metrics: bool,
@@ -526,11 +527,14 @@ pub async fn serve_http(
             }),
         );
     }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("bind {addr}"))?;
     axum::serve(listener, app).await.context("http server")?;
     Ok(())
+}
+
+async fn bind_http(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("bind the {what} port {addr}"))
 }
 
 /// Runs the agent until a fatal error or SIGTERM/SIGINT.
@@ -545,6 +549,31 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         }
         None => Client::try_default().await.context("kube client")?,
     };
+    let shared = Arc::new(Shared::default());
+    let max_age = cfg.resync() * 4 + Duration::from_secs(60);
+    // A port that cannot be bound is fatal: a second agent on the node (the first still holding
+    // the port) must exit rather than run without health and look healthy through the first.
+    if cfg.health_port != 0 {
+        let both = cfg.metrics_port == cfg.health_port;
+        let s = shared.clone();
+        let addr = SocketAddr::new(cfg.bind_address, cfg.health_port);
+        let listener = bind_http(addr, "health").await?;
+        tokio::spawn(async move {
+            if let Err(e) = serve_http(listener, s, true, both, max_age).await {
+                error!(error = %format!("{e:#}"), "health server");
+            }
+        });
+    }
+    if cfg.metrics_port != 0 && cfg.metrics_port != cfg.health_port {
+        let s = shared.clone();
+        let addr = SocketAddr::new(cfg.bind_address, cfg.metrics_port);
+        let listener = bind_http(addr, "metrics").await?;
+        tokio::spawn(async move {
+            if let Err(e) = serve_http(listener, s, false, true, max_age).await {
+                error!(error = %format!("{e:#}"), "metrics server");
+            }
+        });
+    }
     if !cfg.skip_cni_install {
         let written = install::install_cni(
             cfg.cni_source_binary.as_deref(),
@@ -555,27 +584,6 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         )
         .context("install CNI plugin")?;
         info!(files = ?written, "installed CNI plugin");
-    }
-    let shared = Arc::new(Shared::default());
-    let max_age = cfg.resync() * 4 + Duration::from_secs(60);
-    if cfg.health_port != 0 {
-        let both = cfg.metrics_port == cfg.health_port;
-        let s = shared.clone();
-        let addr = SocketAddr::new(cfg.bind_address, cfg.health_port);
-        tokio::spawn(async move {
-            if let Err(e) = serve_http(addr, s, true, both, max_age).await {
-                error!(error = %format!("{e:#}"), "health server");
-            }
-        });
-    }
-    if cfg.metrics_port != 0 && cfg.metrics_port != cfg.health_port {
-        let s = shared.clone();
-        let addr = SocketAddr::new(cfg.bind_address, cfg.metrics_port);
-        tokio::spawn(async move {
-            if let Err(e) = serve_http(addr, s, false, true, max_age).await {
-                error!(error = %format!("{e:#}"), "metrics server");
-            }
-        });
     }
     let caches = start_caches(&client, &cfg.node_name, &shared);
     spawn_netlink_watch(shared.clone())?;
