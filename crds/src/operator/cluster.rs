@@ -213,11 +213,14 @@ pub struct NodeAgentUpdateStrategy {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CniSpec {
-    /// `/opt/cni/bin` when absent.
+    /// `/opt/cni/bin` when absent. An absolute host directory at least two levels deep, not
+    /// under /proc, /sys, /dev or /boot, without `.` or `..` components.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255), extend("x-kubernetes-validations" = super::hostdir::cel_validations()))]
     pub bin_dir: Option<String>,
-    /// `/etc/cni/net.d` when absent.
+    /// `/etc/cni/net.d` when absent. Same rule as `binDir`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255), extend("x-kubernetes-validations" = super::hostdir::cel_validations()))]
     pub conf_dir: Option<String>,
     /// `06-hybridnet.conflist` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

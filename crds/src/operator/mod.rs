@@ -1,5 +1,6 @@
 //! `operator.hybridnet.io/v1alpha1`: the operator's own API.
 
 mod cluster;
+pub mod hostdir;
 
 pub use cluster::*;

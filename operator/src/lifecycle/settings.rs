@@ -114,18 +114,10 @@ fn check_interface(name: &str, field: &str, errs: &mut FieldErrors) {
 
 /// An absolute host directory without `..`, not `/` itself, made of safe characters.
 fn check_host_dir(dir: &str, field: &str, errs: &mut FieldErrors) {
-    let ok = dir.starts_with('/')
-        && dir.len() > 1
-        && dir.len() <= 255
-        && !dir.split('/').any(|c| c == ".." || c == ".")
-        && dir
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'));
-    if !ok {
-        errs.push(FieldError::new(
-            field,
-            format!("{dir:?} is not an absolute host directory (no '..', not '/', characters [A-Za-z0-9/._-])"),
-        ));
+    // The CRD's CEL rules say the same (`hybridnet_api::operator::hostdir`); this also covers a
+    // spec stored before they existed.
+    if let Err(why) = hybridnet_api::operator::hostdir::check(dir) {
+        errs.push(FieldError::new(field, format!("{}: {why}", shown(dir))));
     }
 }
 
@@ -730,6 +722,20 @@ mod tests {
                     ..Default::default()
                 }),
                 "spec.cni.confDir",
+            ),
+            (
+                cni(CniSpec {
+                    conf_dir: Some("/etc".into()),
+                    ..Default::default()
+                }),
+                "spec.cni.confDir",
+            ),
+            (
+                cni(CniSpec {
+                    bin_dir: Some("/proc/self".into()),
+                    ..Default::default()
+                }),
+                "spec.cni.binDir",
             ),
             (
                 cni(CniSpec {
