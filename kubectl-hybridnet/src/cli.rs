@@ -363,6 +363,10 @@ pub struct TraceArgs {
     /// Trace a reply packet of an established connection (enables the pod -> node reply mark).
     #[arg(long)]
     pub reply: bool,
+    /// NetworkPolicy verdict for this destination port: N or N/PROTO (tcp, udp, sctp; default
+    /// tcp). Without it, the trace shows which policies isolate each side.
+    #[arg(long, value_name = "N/PROTO", value_parser = crate::policytrace::parse_port_proto)]
+    pub port: Option<(u16, hybridnet_node::plan::policy::Protocol)>,
     /// Name of the nodes' uplink interface (default: the HybridnetCluster's first preferred VXLAN
     /// interface, else eth0); the API does not record it.
     #[arg(long, value_name = "IFACE", value_parser = interface_name)]

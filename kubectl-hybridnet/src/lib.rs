@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod manifest;
 pub mod output;
 pub mod pathtrace;
+pub mod policytrace;
 pub mod resources;
 pub mod status;
 pub mod usage;

@@ -448,3 +448,58 @@ async fn table_numbers_come_from_the_published_assignment() {
     let v = t.trace(&["u1", "--to", "u2"]).await;
     assert_eq!(rule(hop(&v, 0)), fresh, "{v:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_policy_verdict_on_each_side() {
+    if !kubectl_available() {
+        return;
+    }
+    let t = topology().await;
+    // before any policy: nothing isolated
+    let v = t.trace(&["o2", "--to", "o3", "--port", "80"]).await;
+    assert_eq!(v["policy"]["allowed"], true, "{v:#}");
+    assert_eq!(
+        v["policy"]["ingress"],
+        "default/o3: not isolated: no policy selects the pod"
+    );
+    let np: k8s_openapi::api::networking::v1::NetworkPolicy = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "only-o1", "namespace": "default"},
+        "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.244.0.10/32"}}], "ports": [{"port": 80}]}]}
+    }))
+    .unwrap();
+    kube::Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(
+        t.c.client.clone(),
+        "default",
+    )
+    .create(&Default::default(), &np)
+    .await
+    .unwrap();
+    let v = t.trace(&["o2", "--to", "o3", "--port", "80"]).await;
+    assert_eq!(v["policy"]["allowed"], false, "{v:#}");
+    assert_eq!(
+        v["policy"]["ingress"],
+        "default/o3: denied: isolated by default/only-o1 and no rule allows it"
+    );
+    let v = t.trace(&["o1", "--to", "o3", "--port", "80/tcp"]).await;
+    assert_eq!(v["policy"]["allowed"], true, "{v:#}");
+    assert_eq!(
+        v["policy"]["ingress"],
+        "default/o3: allowed by default/only-o1 rule 0"
+    );
+    let v = t.trace(&["o1", "--to", "o3", "--port", "80/udp"]).await;
+    assert_eq!(v["policy"]["allowed"], false, "{v:#}");
+    // without --port: which policies isolate each side; text output has the section
+    let r = kubectl(&t.c.kubeconfig, &["trace", "o1", "--to", "o3"]).await;
+    let text = r.ok().stdout.clone();
+    assert!(
+        text.contains("isolated for ingress by default/only-o1"),
+        "{text}"
+    );
+    let r = kubectl(
+        &t.c.kubeconfig,
+        &["trace", "o1", "--to", "o3", "--port", "80/icmp"],
+    )
+    .await;
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("tcp, udp or sctp"), "{}", r.stderr);
+}

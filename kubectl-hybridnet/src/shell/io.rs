@@ -3,7 +3,8 @@
 use hybridnet_api::operator::{CLUSTER_SINGLETON_NAME, HybridnetCluster};
 use hybridnet_api::v1::{IPInstance, Network, NodeInfo, Subnet};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::ListParams;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
@@ -67,6 +68,20 @@ pub async fn nodeinfos(ctx: &Ctx) -> Res<Vec<NodeInfo>> {
         Api::all(ctx.client.clone()),
         "list nodeinfoes",
         Some(NODEINFO_CRD),
+    )
+    .await
+}
+
+pub async fn namespaces(ctx: &Ctx) -> Res<Vec<Namespace>> {
+    list_api(ctx, Api::all(ctx.client.clone()), "list namespaces", None).await
+}
+
+pub async fn network_policies(ctx: &Ctx) -> Res<Vec<NetworkPolicy>> {
+    list_api(
+        ctx,
+        Api::all(ctx.client.clone()),
+        "list networkpolicies",
+        None,
     )
     .await
 }

@@ -239,6 +239,15 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
             }
         }
     };
+    let policy = {
+        let model = kubectl_hybridnet::policytrace::model_of(
+            io::network_policies(&ctx).await?,
+            &io::pods(&ctx, true).await?,
+            &io::namespaces(&ctx).await?,
+            node_addresses.clone(),
+        );
+        kubectl_hybridnet::policytrace::report(&model, src_ip, dst.ip, a.port)
+    };
     let inputs = TraceInputs {
         networks,
         subnets,
@@ -264,6 +273,8 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
                 v["live"] = serde_json::to_value(l)
                     .map_err(|e| Failure::error(format!("cannot render: {e}")))?;
             }
+            v["policy"] = serde_json::to_value(&policy)
+                .map_err(|e| Failure::error(format!("cannot render: {e}")))?;
             if a.output == OutputFormat::Json {
                 print::json(&v)?
             } else {
@@ -272,6 +283,8 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
         }
         _ => {
             let mut text = pathtrace::render(&report, true, &uplink);
+            text.push('\n');
+            text.push_str(&kubectl_hybridnet::policytrace::render(&policy));
             if let Some(l) = &live {
                 text.push_str("\nkernel (--live):\n");
                 for h in l {
