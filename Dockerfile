@@ -9,10 +9,11 @@
 
 # ---- build ------------------------------------------------------------------------------------
 FROM rust:1-bookworm AS build
-# nftables: the one program the node agent runs (scripts/images/agent-tools.txt); the rootfs step
-# copies it and its libraries into the image.
+# nftables, iptables and ipset: the programs the node agent runs (scripts/images/agent-tools.txt;
+# iptables and ipset only to remove an upstream install's leftovers, docs/migration.md); the
+# rootfs step copies them and their libraries into the image.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nftables \
+ && apt-get install -y --no-install-recommends nftables iptables ipset \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -26,7 +27,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && scripts/images/build.sh rootfs /rootfs target/release "$(scripts/images/static.sh release)"
 
 # ---- runtime ----------------------------------------------------------------------------------
-# No distribution: the four binaries in /usr/local/bin, nft and the shared libraries they need.
+# No distribution: the four binaries in /usr/local/bin, the agent tools and the shared libraries
+# they need.
 FROM scratch
 COPY --from=build /rootfs/ /
 ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin

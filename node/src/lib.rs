@@ -3,6 +3,7 @@
 //! [`plan`] is pure and portable (the kubectl plugin's `trace` uses it); the Linux-only parts
 //! ([`dataplane`], [`cniserver`]) sit behind the default `dataplane` feature.
 
+pub mod migrate;
 pub mod plan;
 pub mod procfs;
 

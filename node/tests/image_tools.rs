@@ -10,7 +10,19 @@ use hybridnet_node::agent::AgentConfig;
 
 /// Each source file of the agent that starts a program, and the program (the `nft` one takes the
 /// program from `--nft-binary`, checked below to default to a bare name found on PATH).
-const STARTS: &[(&str, &str)] = &[("src/dataplane/nft.rs", "nft")];
+const STARTS: &[(&str, &str)] = &[
+    ("src/dataplane/nft.rs", "nft"),
+    // The removal of upstream's leftovers (docs/migration.md): both backends, both families.
+    ("src/migrate/host.rs", "iptables-legacy-save"),
+    ("src/migrate/host.rs", "iptables-legacy-restore"),
+    ("src/migrate/host.rs", "ip6tables-legacy-save"),
+    ("src/migrate/host.rs", "ip6tables-legacy-restore"),
+    ("src/migrate/host.rs", "iptables-nft-save"),
+    ("src/migrate/host.rs", "iptables-nft-restore"),
+    ("src/migrate/host.rs", "ip6tables-nft-save"),
+    ("src/migrate/host.rs", "ip6tables-nft-restore"),
+    ("src/migrate/host.rs", "ipset"),
+];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {

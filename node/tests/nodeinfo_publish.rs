@@ -46,6 +46,7 @@ async fn bgp_sessions_annotation_is_applied_and_removed_with_the_nodeinfo() {
         vtep: None,
         route_tables: tables.clone(),
         bgp_sessions: Some(SESSIONS.to_string()),
+        ..Default::default()
     };
     // No NodeInfo yet and no VTEP: the apply creates it (the CRD requires a spec).
     publish_node_info(&client, "n1", &bgp_only)

@@ -46,6 +46,15 @@ rootfs() {
     cp -L "$p" "$out$p"
     copy_libs "$out" "$p"
   done < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' scripts/images/agent-tools.txt | grep -v '^$')
+  # iptables loads its matches and targets (comment, set, MARK, ...) as plugins ldd does not see.
+  if grep -q '^ip6\?tables-' scripts/images/agent-tools.txt; then
+    for p in /usr/lib/*/xtables /usr/lib/xtables; do
+      [ -d "$p" ] || continue
+      mkdir -p "$out$p"
+      cp -L "$p"/*.so "$out$p/"
+      for t in "$out$p"/*.so; do copy_libs "$out" "$t"; done
+    done
+  fi
   for b in "$out"/usr/local/bin/*; do copy_libs "$out" "$b"; done
   printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin\n' >"$out/etc/passwd"
   printf 'root:x:0:\nnonroot:x:65532:\n' >"$out/etc/group"

@@ -109,6 +109,16 @@ pub struct AgentConfig {
     /// fail the ADD when it does not answer within 5 s.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub check_pod_connectivity_from_host: bool,
+
+    /// Remove what the upstream (Go) hybridnet daemon left on this node (its iptables chains and
+    /// ipsets, see docs/migration.md) once the data plane is programmed; the rest is published
+    /// in the NodeInfo either way. `false` only reports.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub remove_upstream_leftovers: bool,
+    /// Also remove the state of upstream's felix policy container (`cali-*` chains and
+    /// `cali40`/`cali60` ipsets): only once felix no longer runs anywhere on the node.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub remove_felix_leftovers: bool,
 }
 
 /// `--vlan-check-timeout`: a duration of at most 30 s. ADD waits that long for a silent gateway,

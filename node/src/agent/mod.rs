@@ -260,6 +260,8 @@ pub struct NodeInfoPublication {
     /// The [`crate::bgp::BGP_SESSIONS_ANNOTATION`] value; `None` without a BGP speaker (the
     /// annotation is then left out of the apply, which removes it).
     pub bgp_sessions: Option<String>,
+    /// The [`hybridnet_api::migration::NODE_LEFTOVERS_ANNOTATION`] value, once a pass ran.
+    pub upstream_leftovers: Option<String>,
 }
 
 impl NodeInfoPublication {
@@ -272,6 +274,15 @@ impl NodeInfoPublication {
                 .or_else(|| last.and_then(|l| l.vtep.clone())),
             route_tables: RouteTables::of_plan(plan),
             bgp_sessions: None,
+            upstream_leftovers: None,
+        }
+    }
+
+    /// The same publication with the upstream leftovers annotation `value`.
+    pub fn with_upstream_leftovers(self, value: Option<String>) -> Self {
+        Self {
+            upstream_leftovers: value,
+            ..self
         }
     }
 
@@ -285,7 +296,10 @@ impl NodeInfoPublication {
 
     /// Whether there is anything to publish at all.
     pub fn is_empty(&self) -> bool {
-        self.vtep.is_none() && self.route_tables.is_empty() && self.bgp_sessions.is_none()
+        self.vtep.is_none()
+            && self.route_tables.is_empty()
+            && self.bgp_sessions.is_none()
+            && self.upstream_leftovers.is_none()
     }
 
     /// The server-side apply body of the NodeInfo object (without status). It always holds every
@@ -302,6 +316,10 @@ impl NodeInfoPublication {
         if let Some(sessions) = &self.bgp_sessions {
             body["metadata"]["annotations"][crate::bgp::BGP_SESSIONS_ANNOTATION] =
                 serde_json::Value::String(sessions.clone());
+        }
+        if let Some(l) = &self.upstream_leftovers {
+            body["metadata"]["annotations"][hybridnet_api::migration::NODE_LEFTOVERS_ANNOTATION] =
+                serde_json::Value::String(l.clone());
         }
         body["spec"] = match &self.vtep {
             Some(v) => {
@@ -383,6 +401,12 @@ pub async fn reconcile_loop(
         move || s.trigger.notify_one(),
     ));
     let mut last_problems: BTreeMap<String, String> = BTreeMap::new();
+    let mut leftovers = crate::migrate::host::LeftoverCleaner::new(
+        crate::migrate::Scope {
+            felix: cfg.remove_felix_leftovers,
+        },
+        cfg.remove_upstream_leftovers,
+    );
     let debounce = Duration::from_millis(100);
     loop {
         shared.last_loop_unix.store(now_unix(), Ordering::SeqCst);
@@ -426,7 +450,8 @@ pub async fn reconcile_loop(
                     Ordering::SeqCst,
                 );
                 let want = NodeInfoPublication::after(&plan, published.as_ref())
-                    .with_bgp_sessions(shared.bgp.sessions_annotation());
+                    .with_bgp_sessions(shared.bgp.sessions_annotation())
+                    .with_upstream_leftovers(leftovers.after_apply(ok).await);
                 // An empty publication is applied only to retract what was published before.
                 if published.as_ref() != Some(&want) && (!want.is_empty() || published.is_some()) {
                     match publish_node_info(&client, &cfg.node_name, &want).await {
