@@ -7,6 +7,7 @@ use std::process::Command;
 
 use hybridnet_lab::state::LabDirs;
 use hybridnet_lab::topology;
+use hybridnet_test_support::paced::{PacedStream, PathBlock};
 use hybridnet_test_support::{eventually, require_root};
 
 fn lab_bin() -> PathBuf {
@@ -125,10 +126,20 @@ async fn whole_system_connectivity_and_ip_hygiene() {
     }
     assert!(failures.is_empty(), "unreachable: {failures:#?}");
 
-    // Overlay pods leave the cluster masqueraded (the outside host sees the node), underlay pods
-    // with their own address.
-    let outside = topology::layout(&lab.id, 3).outside.netns.clone();
-    for (pod, want_own_ip) in [("overlay-a", false), ("underlay-b", true), ("bgp-a", true)] {
+    // Overlay pods leave the cluster masqueraded to their node's address (the outside host sees
+    // node1's own address), underlay pods with their own address.
+    let layout = hybridnet_lab::cluster::LabParams::load(&dirs)
+        .unwrap()
+        .layout();
+    let outside = layout.outside.netns.clone();
+    let node1 = layout.host(&topology::Role::Node(1)).unwrap();
+    let node1_ips = [node1.ip4().unwrap(), node1.ip6().unwrap()];
+    assert_eq!(
+        pod_node(&client, "overlay-a").await,
+        "node1",
+        "overlay-a runs on node1"
+    );
+    for (pod, masqueraded) in [("overlay-a", true), ("underlay-b", false), ("bgp-a", false)] {
         let (uid, ips) = &pods[pod];
         for (fam, outside_ip) in [(0, "198.19.0.2"), (1, "fd00:19::2")] {
             let seen = source_seen(
@@ -136,11 +147,15 @@ async fn whole_system_connectivity_and_ip_hygiene() {
                 &hybridnet_lab::kubelet::pod_netns(&lab.id, uid),
                 outside_ip,
             );
-            let own = &ips[fam];
+            let want = if masqueraded {
+                node1_ips[fam]
+            } else {
+                &ips[fam]
+            };
             assert_eq!(
-                &seen == own,
-                want_own_ip,
-                "{pod} ({own}) reached the outside host {outside_ip} as {seen}"
+                seen, want,
+                "{pod} ({}) reached the outside host {outside_ip} as {seen}",
+                ips[fam]
             );
         }
     }
@@ -263,7 +278,9 @@ async fn whole_system_connectivity_and_ip_hygiene() {
     stateful_pods_keep_and_pin_addresses(&client, &lab, &pods).await;
     assert_ip_check_clean(&dirs, "after the StatefulSet scenario");
 
-    // Restarting node agents and the operator during a TCP stream between pods drops nothing.
+    // Node agents restarted (stopped, then started) and the operator failing over (a clean stop,
+    // then a crash) during a paced stream between pods: no stall over STALL_BOUND, flow during
+    // and after each event; a 3 s block of the path shows that the check catches a stall.
     restarts_keep_a_tcp_stream(&client, &lab, &pods).await;
     assert_ip_check_clean(&dirs, "after the restarts");
 
@@ -271,8 +288,9 @@ async fn whole_system_connectivity_and_ip_hygiene() {
     // its pods stay reachable; restarted, the session comes back.
     bgp_agent_restart_keeps_routes(&client, &lab, &pods).await;
 
-    // An upgrade (a new operand version) rolls every node agent, one node at a time, while a
-    // pod-to-pod TCP stream runs: nothing is lost, Available never drops, addresses stay.
+    // An upgrade (a new operand version) rolls every node agent, one node at a time (at most one
+    // unavailable, each replaced only after the previous one is ready), while a paced pod-to-pod
+    // stream runs without a stall over STALL_BOUND; addresses stay.
     upgrade_rolls_every_agent_without_loss(&client, &lab, &pods).await;
     assert_ip_check_clean(&dirs, "after the upgrade");
 
@@ -360,6 +378,18 @@ fn source_seen(server_ns: &str, client_ns: &str, server_ip: &str) -> String {
         .unwrap();
     assert!(status.success(), "TCP from {pod_ns} to {server_ip} failed");
     server.join().unwrap()
+}
+
+/// The node a pod is bound to.
+async fn pod_node(client: &kube::Client, name: &str) -> String {
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(client.clone(), "default");
+    api.get(name)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.node_name)
+        .unwrap_or_default()
 }
 
 async fn running_pod(
@@ -473,17 +503,65 @@ async fn stateful_pods_keep_and_pin_addresses(
     eprintln!("stateful: web-0 kept {ips0b:?} moving node1 -> node2; web-1 pinned to {ips1:?}");
 }
 
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    use std::os::fd::AsFd;
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(path).unwrap();
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
+/// The longest stall of a pod-to-pod stream allowed across agent restarts, operator failovers and
+/// the upgrade (docs/operations.md states it and the measured worst gaps).
+const STALL_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A paced stream (one numbered record every 10 ms) from pod `from` to pod `to` on `port`.
+fn paced_stream(
+    lab: &Lab,
+    pods: &BTreeMap<String, (String, Vec<String>)>,
+    from: &str,
+    to: &str,
+    port: u16,
+) -> PacedStream {
+    let server_ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods[to].0);
+    let client_ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods[from].0);
+    PacedStream::start(
+        Some(&server_ns),
+        Some(&client_ns),
+        pods[to].1[0].parse().unwrap(),
+        port,
+        std::time::Duration::from_millis(10),
+    )
+    .unwrap_or_else(|e| panic!("paced stream {from} -> {to}: {e}"))
+}
+
+/// Waits for `n` more records on `stream`, naming `when` if they do not come within 20 s.
+async fn flows(stream: &PacedStream, n: u64, when: &str) {
+    stream
+        .flowing(n, std::time::Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("no flow {when}: {e}"));
+}
+
+/// Negative control of the stream check on the lab's own path: the receiving pod's namespace
+/// drops the stream's segments for 3 s; the report must show the stall although TCP delivers
+/// every record afterwards.
+async fn a_blocked_pod_path_shows_as_a_gap(
+    lab: &Lab,
+    pods: &BTreeMap<String, (String, Vec<String>)>,
+) {
+    let stream = paced_stream(lab, pods, "overlay-a", "underlay-b", 7079);
+    flows(&stream, 50, "before the block").await;
+    let ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["underlay-b"].0);
+    let block = PathBlock::tcp_port(&ns, 7079).unwrap();
+    stream.mark("blocked");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    drop(block);
+    stream.mark("unblocked");
+    flows(&stream, 50, "after the block").await;
+    let report = stream.finish().unwrap();
+    assert!(
+        report.worst_gap.len() >= std::time::Duration::from_millis(2500),
+        "a 3 s block shows as a gap: {report}"
+    );
+    assert!(
+        report.gap_within(STALL_BOUND, "the block").is_err(),
+        "{report}"
+    );
+    assert_eq!(report.delivered, report.sent, "{report}");
+    eprintln!("negative control (3 s block in underlay-b): {report}");
 }
 
 async fn restarts_keep_a_tcp_stream(
@@ -492,46 +570,201 @@ async fn restarts_keep_a_tcp_stream(
     pods: &BTreeMap<String, (String, Vec<String>)>,
 ) {
     use hybridnet_lab::{cluster, supervisor};
+    a_blocked_pod_path_shows_as_a_gap(lab, pods).await;
     let dirs = lab.dirs();
     let params = cluster::LabParams::load(&dirs).unwrap();
     let layout = params.layout();
-    let stream = TcpStreamProbe::start(lab, pods, "overlay-a", "underlay-b", 7071);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // overlay-a (node1) -> underlay-b (node2): both agents on the path are restarted.
+    let stream = paced_stream(lab, pods, "overlay-a", "underlay-b", 7071);
+    flows(&stream, 50, "before the restarts").await;
     let ds = cluster::wait_for_agent_daemonset(client, std::time::Duration::from_secs(10))
         .await
         .unwrap();
     for node in [1, 2] {
         let spec = cluster::agent_process(&params, &dirs, &layout, &ds, node).unwrap();
+        // Stopped first (stop returns once the process is gone), then started: a real window
+        // without an agent, during which the stream must keep flowing.
+        stream.mark(&format!("node{node} agent stopped"));
         supervisor::stop(&dirs, &spec.name, std::time::Duration::from_secs(3));
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!supervisor::alive(&dirs, &spec.name));
+        flows(&stream, 30, &format!("while node{node} has no agent")).await;
         supervisor::start(&dirs, &spec).unwrap();
+        stream.mark(&format!("node{node} agent started"));
+        let netns = &layout.host(&topology::Role::Node(node)).unwrap().netns;
+        wait_for_async(&format!("node{node}'s new agent ready"), || async {
+            if cluster::agent_ready(netns, 11021).await {
+                Ok(())
+            } else {
+                Err("not ready".to_string())
+            }
+        })
+        .await;
+        stream.mark(&format!("node{node} agent ready"));
+        flows(&stream, 30, &format!("after node{node}'s agent restart")).await;
     }
-    // Operator failover with two replicas while the stream runs: the leader stops, the standby
-    // takes over and allocates a new pod without duplicates, the old leader returns as standby.
-    operator_failover_allocates(client, lab, pods).await;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let (sent, received) = stream.finish("the restarts");
+    let report = stream
+        .finish()
+        .expect("paced stream across the agent restarts");
+    report
+        .gap_within(STALL_BOUND, "the agent restarts")
+        .unwrap();
+    eprintln!("agent restarts: {report}");
+
+    // Operator failovers (a clean stop, then a crash) while a stream runs.
+    let stream = paced_stream(lab, pods, "overlay-a", "underlay-b", 7073);
+    flows(&stream, 50, "before the operator failovers").await;
+    operator_failover_allocates(client, lab, pods, &stream).await;
+    flows(&stream, 50, "after the operator failovers").await;
+    let report = stream
+        .finish()
+        .expect("paced stream across the operator failovers");
+    report
+        .gap_within(STALL_BOUND, "the operator failovers")
+        .unwrap();
+    eprintln!("operator failovers: {report}");
+}
+
+/// [`wait_for`] for an async probe (60 s at most).
+async fn wait_for_async<T, Fut>(what: &str, probe: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    eventually(what, std::time::Duration::from_secs(60), probe).await
+}
+
+/// The Lease holder and transition count.
+async fn lease(client: &kube::Client) -> (Option<String>, i32) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let api: kube::Api<Lease> =
+        kube::Api::namespaced(client.clone(), hybridnet_lab::cluster::OPERATOR_NAMESPACE);
+    let spec = api
+        .get_opt("hybridnet-manager-election")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .unwrap_or_default();
+    (spec.holder_identity, spec.lease_transitions.unwrap_or(0))
+}
+
+/// Waits until `identity` holds the Lease; returns how long that took.
+async fn takes_the_lease(client: &kube::Client, identity: &str) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    eventually(
+        &format!("{identity} to take the Lease"),
+        std::time::Duration::from_secs(90),
+        || async {
+            match lease(client).await {
+                (Some(h), _) if h == identity => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    start.elapsed()
+}
+
+/// Live IPInstances cluster-wide as (namespace/name, address) pairs.
+async fn live_addresses(client: &kube::Client) -> Vec<(String, String)> {
+    use hybridnet_api::v1::IPInstance;
+    let api: kube::Api<IPInstance> = kube::Api::all(client.clone());
+    api.list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .map(|i| {
+            (
+                format!(
+                    "{}/{}",
+                    i.metadata.namespace.clone().unwrap_or_default(),
+                    i.metadata.name.clone().unwrap_or_default()
+                ),
+                i.spec
+                    .address
+                    .ip
+                    .split('/')
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Addresses held by more than one live IPInstance: "ip: [instances]".
+fn duplicates(live: &[(String, String)]) -> Vec<String> {
+    let mut by_ip: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (name, ip) in live {
+        by_ip.entry(ip).or_default().push(name);
+    }
+    by_ip
+        .into_iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(ip, v)| format!("{ip}: {v:?}"))
+        .collect()
+}
+
+#[test]
+fn duplicates_are_found_across_namespaces() {
+    let live = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    assert!(duplicates(&live(&[("a/x", "198.18.0.5"), ("a/y", "198.18.0.6")])).is_empty());
     assert_eq!(
-        received, sent,
-        "bytes lost across agent and operator restarts"
+        duplicates(&live(&[("a/x", "198.18.0.5"), ("b/x", "198.18.0.5")])),
+        vec![r#"198.18.0.5: ["a/x", "b/x"]"#.to_string()]
     );
+}
+
+/// Creates an overlay pod on node3 and checks that its addresses are unique among every live
+/// IPInstance of the cluster and reachable from overlay-a.
+async fn allocates_a_unique_address(
+    client: &kube::Client,
+    lab: &Lab,
+    pods: &BTreeMap<String, (String, Vec<String>)>,
+    name: &str,
+) -> Vec<String> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, PostParams};
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "annotations": {"networking.alibaba.com/network-type": "Overlay"}},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": "node3"},
+                 "containers": [{"name": "main", "image": "lab", "command": ["sleep", "infinity"]}]}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &pod).await.unwrap();
+    let (_, ips, _) = running_pod(&api, name, None).await;
+    let live = live_addresses(client).await;
+    let dups = duplicates(&live);
     assert!(
-        sent > 100 * 1024,
-        "the stream carried traffic throughout ({sent} bytes)"
+        dups.is_empty(),
+        "after {name}: duplicate addresses {dups:?}"
     );
-    eprintln!(
-        "restarts: {sent} bytes sent and received across 2 agent restarts and an operator failover"
-    );
+    let from = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["overlay-a"].0);
+    for ip in &ips {
+        let holders: Vec<&String> = live
+            .iter()
+            .filter(|(_, a)| a == ip)
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(holders.len(), 1, "{name}'s {ip} is held by {holders:?}");
+        assert!(pings(&from, ip), "overlay-a cannot reach {name} at {ip}");
+    }
+    ips
 }
 
 async fn operator_failover_allocates(
     client: &kube::Client,
     lab: &Lab,
     pods: &BTreeMap<String, (String, Vec<String>)>,
+    stream: &PacedStream,
 ) {
     use hybridnet_lab::{cluster, supervisor};
-    use k8s_openapi::api::core::v1::Pod;
-    use kube::api::{Api, PostParams};
     let dirs = lab.dirs();
     let params = cluster::LabParams::load(&dirs).unwrap();
     let layout = params.layout();
@@ -541,6 +774,8 @@ async fn operator_failover_allocates(
         .netns
         .clone();
     let first = cluster::operator_process(&params, &dirs, &cp).unwrap();
+    let first_id = "hybridnet-operator-lab-0";
+    let second_id = "hybridnet-operator-lab-1";
     // The second replica shares the control-plane host: no webhook or metrics port of its own.
     let mut second = first.clone();
     second.name = "operator-2".into();
@@ -550,35 +785,48 @@ async fn operator_failover_allocates(
     ]);
     for (k, v) in second.env.iter_mut() {
         if k == "POD_NAME" {
-            *v = "hybridnet-operator-lab-1".into();
+            *v = second_id.into();
         }
     }
+    assert_eq!(lease(client).await.0.as_deref(), Some(first_id));
     supervisor::start(&dirs, &second).unwrap();
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    // The leader stops (and releases its Lease); the standby must take over.
+    // A clean stop: the leader releases the Lease and the standby takes it without waiting for
+    // the expiry.
+    stream.mark("operator stopped");
     supervisor::stop(&dirs, &first.name, std::time::Duration::from_secs(5));
-    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "after-failover", "annotations": {"networking.alibaba.com/network-type": "Overlay"}},
-        "spec": {"nodeSelector": {"kubernetes.io/hostname": "node3"},
-                 "containers": [{"name": "main", "image": "lab", "command": ["sleep", "infinity"]}]}
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &pod).await.unwrap();
-    let (_, ips, _) = running_pod(&api, "after-failover", None).await;
-    let taken: Vec<&String> = pods.values().flat_map(|(_, ips)| ips).collect();
-    for ip in &ips {
-        assert!(!taken.contains(&ip), "{ip} handed out twice after failover");
-        let from = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["overlay-a"].0);
-        let ok = pings(&from, ip);
-        assert!(
-            ok,
-            "overlay-a cannot reach the pod created after failover at {ip}"
-        );
-    }
-    // The first replica comes back as the standby (and serves the webhook again).
+    let took = takes_the_lease(client, second_id).await;
+    stream.mark("standby leads");
+    let ips = allocates_a_unique_address(client, lab, pods, "after-failover").await;
+    eprintln!(
+        "failover (clean stop): the standby took the Lease in {took:?} and allocated {ips:?}"
+    );
+
+    // The first replica comes back as the standby (and serves the webhook again); then the
+    // leader crashes: SIGKILL, no release. The standby takes the Lease only after it expired
+    // (15 s without renewal, renewed every 2 s).
     supervisor::start(&dirs, &first).unwrap();
-    eprintln!("failover: the standby replica allocated {ips:?}");
+    let (_, transitions) = lease(client).await;
+    let pid = supervisor::pid(&dirs, &second.name).expect("operator-2 runs");
+    stream.mark("leader killed");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let took = takes_the_lease(client, first_id).await;
+    stream.mark("standby leads after expiry");
+    assert!(
+        took >= std::time::Duration::from_secs(10),
+        "after a crash the standby waits for the Lease to expire (took {took:?})"
+    );
+    let (_, after) = lease(client).await;
+    assert!(
+        after > transitions,
+        "lease transitions {transitions} -> {after}"
+    );
+    let ips = allocates_a_unique_address(client, lab, pods, "after-crash").await;
+    supervisor::stop(&dirs, &second.name, std::time::Duration::from_secs(1));
+    eprintln!("failover (crash): the standby took the Lease after {took:?} and allocated {ips:?}");
 }
 
 fn assert_ip_check_clean(dirs: &LabDirs, when: &str) {
@@ -715,13 +963,18 @@ fn bird_session(lab: &Lab, protocol: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Whether `to` answers a ping from `from_ns`; a probe is retried (3 tries, 2 s each) before
+/// the path is called lost, so one dropped packet (an ARP/NDP resolution, a route being
+/// replaced) is not a failure.
 fn pings(from_ns: &str, to: &str) -> bool {
-    Command::new("ip")
-        .args(["netns", "exec", from_ns, "ping", "-c1", "-W2", to])
-        .output()
-        .unwrap()
-        .status
-        .success()
+    (0..3).any(|_| {
+        Command::new("ip")
+            .args(["netns", "exec", from_ns, "ping", "-c1", "-W2", to])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    })
 }
 
 async fn bgp_agent_restart_keeps_routes(
@@ -834,84 +1087,6 @@ async fn bgp_sessions_in_status(dirs: &LabDirs) {
     );
 }
 
-/// A TCP stream from one pod to another (1 KiB every 5 ms) that counts what each side saw.
-struct TcpStreamProbe {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    sender: std::thread::JoinHandle<Result<usize, String>>,
-    receiver: std::thread::JoinHandle<Result<usize, String>>,
-}
-
-impl TcpStreamProbe {
-    fn start(
-        lab: &Lab,
-        pods: &BTreeMap<String, (String, Vec<String>)>,
-        from: &str,
-        to: &str,
-        port: u16,
-    ) -> Self {
-        use std::io::{Read, Write};
-        let server_ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods[to].0);
-        let client_ns = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods[from].0);
-        let server_ip = pods[to].1[0].clone();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let receiver = in_netns(&server_ns, move || {
-            let l = std::net::TcpListener::bind(("0.0.0.0", port)).map_err(|e| e.to_string())?;
-            let _ = ready_tx.send(());
-            let (mut c, _) = l.accept().map_err(|e| e.to_string())?;
-            let mut total = 0usize;
-            let mut buf = [0u8; 4096];
-            loop {
-                match c.read(&mut buf) {
-                    Ok(0) => return Ok(total),
-                    Ok(n) => total += n,
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-        });
-        ready_rx.recv().unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let sender = in_netns(&client_ns, move || {
-            let mut s = std::net::TcpStream::connect((server_ip.as_str(), port))
-                .map_err(|e| e.to_string())?;
-            s.set_write_timeout(Some(std::time::Duration::from_secs(10)))
-                .map_err(|e| e.to_string())?;
-            let chunk = [7u8; 1024];
-            let mut sent = 0usize;
-            while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Err(e) = s.write_all(&chunk) {
-                    return Err(format!("after {sent} bytes: {e}"));
-                }
-                sent += chunk.len();
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            drop(s);
-            Ok(sent)
-        });
-        TcpStreamProbe {
-            stop,
-            sender,
-            receiver,
-        }
-    }
-
-    /// Ends the stream: (bytes sent, bytes received); panics naming `during` if either side broke.
-    fn finish(self, during: &str) -> (usize, usize) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let sent = self
-            .sender
-            .join()
-            .unwrap()
-            .unwrap_or_else(|e| panic!("the TCP stream broke during {during}: {e}"));
-        let received = self
-            .receiver
-            .join()
-            .unwrap()
-            .unwrap_or_else(|e| panic!("the receiving side failed during {during}: {e}"));
-        (sent, received)
-    }
-}
-
 fn condition(hc: &hybridnet_api::operator::HybridnetCluster, type_: &str) -> Option<String> {
     hc.status
         .as_ref()?
@@ -920,6 +1095,137 @@ fn condition(hc: &hybridnet_api::operator::HybridnetCluster, type_: &str) -> Opt
         .iter()
         .find(|c| c.type_ == type_)
         .map(|c| c.status.clone())
+}
+
+/// One look at every node agent during a rollout: (node, pid file, process alive, /readyz 200).
+#[derive(Debug, Clone)]
+struct AgentSample {
+    at: std::time::Duration,
+    agents: Vec<(String, Option<i32>, bool)>,
+}
+
+/// What a rollout did, per node: when its agent was seen replaced and when the new one was seen
+/// ready (times since the rollout started).
+#[derive(Debug, PartialEq)]
+struct Rollout {
+    order: Vec<(String, std::time::Duration, std::time::Duration)>,
+    max_unavailable: usize,
+}
+
+/// Checks a rollout from periodic samples: every agent of `before` (node -> pid) is replaced by a
+/// new process that becomes ready, one node at a time (a node is replaced only after the node
+/// replaced before it is ready again), and no sample sees more than one agent unavailable (no
+/// process, or not ready). Pure, so the unit test below feeds it broken rollouts.
+fn check_rollout(
+    before: &BTreeMap<String, i32>,
+    samples: &[AgentSample],
+) -> Result<Rollout, String> {
+    let mut replaced: BTreeMap<&str, (std::time::Duration, usize)> = BTreeMap::new();
+    let mut ready: BTreeMap<&str, (std::time::Duration, usize)> = BTreeMap::new();
+    let mut max_unavailable = 0;
+    for (k, s) in samples.iter().enumerate() {
+        let unavailable: Vec<&str> = s
+            .agents
+            .iter()
+            .filter(|(_, pid, up)| pid.is_none() || !up)
+            .map(|(n, _, _)| n.as_str())
+            .collect();
+        max_unavailable = max_unavailable.max(unavailable.len());
+        if unavailable.len() > 1 {
+            return Err(format!(
+                "{} agents unavailable at once at {:?}: {unavailable:?}",
+                unavailable.len(),
+                s.at
+            ));
+        }
+        for (node, pid, up) in &s.agents {
+            let old = before.get(node).copied();
+            if *pid != old && !replaced.contains_key(node.as_str()) {
+                replaced.insert(node, (s.at, k));
+            }
+            if pid.is_some() && *pid != old && *up && !ready.contains_key(node.as_str()) {
+                ready.insert(node, (s.at, k));
+            }
+        }
+    }
+    let mut order = Vec::new();
+    for node in before.keys() {
+        let (Some(r), Some(y)) = (replaced.get(node.as_str()), ready.get(node.as_str())) else {
+            return Err(format!(
+                "{node}'s agent was not replaced by a ready process: {:?}",
+                samples.last()
+            ));
+        };
+        order.push((node.clone(), *r, *y));
+    }
+    order.sort_by_key(|(_, r, _)| r.1);
+    for w in order.windows(2) {
+        let (a, _, a_ready) = &w[0];
+        let (b, b_replaced, _) = &w[1];
+        if b_replaced.1 < a_ready.1 {
+            return Err(format!(
+                "{b} was replaced at {:?}, before {a}'s new agent was ready at {:?}",
+                b_replaced.0, a_ready.0
+            ));
+        }
+    }
+    Ok(Rollout {
+        order: order.into_iter().map(|(n, r, y)| (n, r.0, y.0)).collect(),
+        max_unavailable,
+    })
+}
+
+#[test]
+fn rollout_checker_catches_two_at_once_and_overlap() {
+    let ms = std::time::Duration::from_millis;
+    let before: BTreeMap<String, i32> = [("a".to_string(), 1), ("b".to_string(), 2)].into();
+    let sample = |t: u64, a: (Option<i32>, bool), b: (Option<i32>, bool)| AgentSample {
+        at: ms(t),
+        agents: vec![("a".into(), a.0, a.1), ("b".into(), b.0, b.1)],
+    };
+    let good = [
+        sample(0, (Some(1), true), (Some(2), true)),
+        sample(100, (None, false), (Some(2), true)),
+        sample(200, (Some(11), false), (Some(2), true)),
+        sample(300, (Some(11), true), (Some(2), true)),
+        sample(400, (Some(11), true), (None, false)),
+        sample(500, (Some(11), true), (Some(12), true)),
+    ];
+    let r = check_rollout(&before, &good).unwrap();
+    assert_eq!(r.max_unavailable, 1);
+    assert_eq!(
+        r.order,
+        vec![
+            ("a".into(), ms(100), ms(300)),
+            ("b".into(), ms(400), ms(500))
+        ]
+    );
+    // Two agents down in one sample.
+    let mut two = good.to_vec();
+    two[2] = sample(200, (Some(11), false), (None, false));
+    assert!(
+        check_rollout(&before, &two)
+            .unwrap_err()
+            .contains("2 agents unavailable")
+    );
+    // b replaced (and already up) before a's new agent was ready.
+    let mut overlap = good.to_vec();
+    overlap[2] = sample(200, (Some(11), false), (Some(12), true));
+    assert!(
+        check_rollout(&before, &overlap)
+            .unwrap_err()
+            .contains("before a's new agent")
+    );
+    // A pid file that changed to a process that never became ready.
+    let never = [
+        sample(0, (Some(1), true), (Some(2), true)),
+        sample(100, (Some(11), false), (Some(2), true)),
+    ];
+    assert!(
+        check_rollout(&before, &never)
+            .unwrap_err()
+            .contains("a's agent was not replaced")
+    );
 }
 
 async fn upgrade_rolls_every_agent_without_loss(
@@ -932,20 +1238,43 @@ async fn upgrade_rolls_every_agent_without_loss(
     use kube::api::{Api, Patch, PatchParams};
     let dirs = lab.dirs();
     let params = cluster::LabParams::load(&dirs).unwrap();
-    let agent_pids = || -> BTreeMap<String, Option<i32>> {
-        (1..=params.nodes + params.bgp_nodes)
-            .map(|n| {
-                let name = format!("hybridnet-node-node{n}");
-                let pid = supervisor::pid(&dirs, &name);
-                (name, pid)
-            })
-            .collect()
+    let layout = params.layout();
+    let nodes: Vec<(String, String)> = (1..=params.nodes + params.bgp_nodes)
+        .map(|n| {
+            let h = layout.host(&topology::Role::Node(n)).unwrap();
+            (format!("hybridnet-node-node{n}"), h.netns.clone())
+        })
+        .collect();
+    let sample = |at: std::time::Duration| {
+        let nodes = nodes.clone();
+        let dirs = dirs.clone();
+        async move {
+            let mut agents = Vec::new();
+            for (name, netns) in &nodes {
+                let pid = supervisor::pid(&dirs, name).filter(|_| supervisor::alive(&dirs, name));
+                let up = cluster::agent_ready(netns, 11021).await;
+                agents.push((name.clone(), pid, up));
+            }
+            AgentSample { at, agents }
+        }
     };
-    let before = agent_pids();
-    assert!(before.values().all(Option::is_some), "{before:?}");
+    let first = sample(std::time::Duration::ZERO).await;
+    let before: BTreeMap<String, i32> = first
+        .agents
+        .iter()
+        .map(|(n, pid, up)| {
+            assert!(
+                pid.is_some() && *up,
+                "{n} runs and is ready before: {first:?}"
+            );
+            (n.clone(), pid.unwrap())
+        })
+        .collect();
     // Across nodes: overlay pod on node1 -> BGP pod on node4 (VXLAN over the routed link).
-    let stream = TcpStreamProbe::start(lab, pods, "overlay-a", "bgp-a", 7072);
+    let stream = paced_stream(lab, pods, "overlay-a", "bgp-a", 7072);
+    flows(&stream, 50, "before the upgrade").await;
     let api: Api<HybridnetCluster> = Api::all(client.clone());
+    stream.mark("upgrade");
     api.patch(
         "default",
         &PatchParams::default(),
@@ -954,12 +1283,10 @@ async fn upgrade_rolls_every_agent_without_loss(
     .await
     .unwrap();
     let started = std::time::Instant::now();
-    let mut unavailable = Vec::new();
+    let mut samples = vec![first];
     loop {
+        samples.push(sample(started.elapsed()).await);
         let hc = api.get("default").await.unwrap();
-        if condition(&hc, "Available").as_deref() != Some("True") {
-            unavailable.push(format!("{:?}", hc.status));
-        }
         let status = hc.status.clone().unwrap_or_default();
         if status.version.as_deref() == Some("0.1.1")
             && condition(&hc, "Progressing").as_deref() == Some("False")
@@ -968,28 +1295,41 @@ async fn upgrade_rolls_every_agent_without_loss(
             break;
         }
         assert!(
-            started.elapsed() < std::time::Duration::from_secs(120),
-            "the upgrade to 0.1.1 did not finish within 120 s: {:?}",
+            started.elapsed() < std::time::Duration::from_secs(180),
+            "the upgrade to 0.1.1 did not finish within 180 s: {:?}",
             hc.status
         );
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let took = started.elapsed();
-    let after = agent_pids();
-    for (name, pid) in &after {
+    samples.push(sample(took).await);
+    let rollout =
+        check_rollout(&before, &samples).unwrap_or_else(|e| panic!("rollout: {e}\n{samples:#?}"));
+    stream.mark("upgraded");
+    // The new processes are alive and ready, and run the new template's revision.
+    let ds = cluster::wait_for_agent_daemonset(client, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    let revision = cluster::template_revision(&ds);
+    for (name, netns) in &nodes {
         assert!(
-            pid.is_some() && *pid != before[name],
-            "{name} was not rolled: {:?} -> {pid:?}",
-            before[name]
+            supervisor::alive(&dirs, name),
+            "{name} runs after the upgrade"
+        );
+        assert!(
+            cluster::agent_ready(netns, 11021).await,
+            "{name} is ready after the upgrade"
+        );
+        let node = name.trim_start_matches("hybridnet-node-");
+        assert_eq!(
+            cluster::node_revision(&dirs, node).as_deref(),
+            Some(revision.as_str()),
+            "{node} runs the upgraded template"
         );
     }
-    assert!(
-        unavailable.is_empty(),
-        "Available dropped during the upgrade: {unavailable:#?}"
-    );
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let (sent, received) = stream.finish("the upgrade");
-    assert_eq!(received, sent, "bytes lost during the upgrade");
+    flows(&stream, 50, "after the upgrade").await;
+    let report = stream.finish().expect("paced stream across the upgrade");
+    report.gap_within(STALL_BOUND, "the upgrade").unwrap();
     // Pods keep their addresses and reach each other after the upgrade.
     let pod_api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
     let from = hybridnet_lab::kubelet::pod_netns(&lab.id, &pods["overlay-a"].0);
@@ -1016,7 +1356,9 @@ async fn upgrade_rolls_every_agent_without_loss(
         }
     }
     eprintln!(
-        "upgrade: {} agents rolled to 0.1.1 in {took:?}; {sent} bytes streamed without loss",
-        after.len()
+        "upgrade: {} agents rolled to 0.1.1 in {took:?} one at a time (max unavailable {}): {:?}; {report}",
+        rollout.order.len(),
+        rollout.max_unavailable,
+        rollout.order
     );
 }
