@@ -81,6 +81,14 @@ struct Cli {
     /// Identity in the Lease (default: the pod name, else the host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Namespace of upstream hybridnet's manager Lease (see --upstream-leader-election-id).
+    #[arg(long, default_value = hybridnet_api::migration::UPSTREAM_NAMESPACE)]
+    upstream_leader_election_namespace: String,
+    /// Upstream hybridnet's manager Lease: while it is held by a live upstream manager this
+    /// operator does not allocate; while leading, it holds that Lease too, so upstream's manager
+    /// cannot lead (docs/migration.md). Empty: no such guard.
+    #[arg(long, default_value = hybridnet_api::migration::UPSTREAM_LEADER_LEASE)]
+    upstream_leader_election_id: String,
     /// Seconds a Lease stays valid without renewal.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
@@ -206,6 +214,12 @@ impl Cli {
             lease_duration: lease,
             lease_retry: (lease / 5).max(Duration::from_millis(500)),
             leak_check_interval: Duration::from_secs(self.leak_check_interval_seconds.max(1)),
+            upstream_lease: (!self.upstream_leader_election_id.is_empty()).then(|| {
+                (
+                    self.upstream_leader_election_namespace.clone(),
+                    self.upstream_leader_election_id.clone(),
+                )
+            }),
         })
     }
 }

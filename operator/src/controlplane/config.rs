@@ -31,6 +31,10 @@ pub struct ControlPlaneConfig {
     pub lease_retry: Duration,
     /// How often the leak detector runs.
     pub leak_check_interval: Duration,
+    /// `(namespace, name)` of upstream hybridnet's manager Lease: held too while leading, so
+    /// upstream's manager and this control plane never allocate at once (docs/migration.md).
+    /// `None`, or the same Lease as ours: no guard.
+    pub upstream_lease: Option<(String, String)>,
 }
 
 impl Default for ControlPlaneConfig {
@@ -46,6 +50,10 @@ impl Default for ControlPlaneConfig {
             lease_duration: Duration::from_secs(15),
             lease_retry: Duration::from_secs(2),
             leak_check_interval: Duration::from_secs(60),
+            upstream_lease: Some((
+                hybridnet_api::migration::UPSTREAM_NAMESPACE.to_string(),
+                hybridnet_api::migration::UPSTREAM_LEADER_LEASE.to_string(),
+            )),
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct LeaseElector {
     lease_duration: Duration,
     /// The last Lease record seen (resourceVersion) and when it was first seen (local clock).
     observed: Option<(String, Instant)>,
+    /// Create the Lease when it does not exist. A guard (another program's Lease that we must
+    /// hold too, see [`LeaseElector::guard`]) is not created: nobody holds a missing Lease.
+    create_missing: bool,
 }
 
 impl LeaseElector {
@@ -50,7 +53,30 @@ impl LeaseElector {
             identity: identity.to_string(),
             lease_duration,
             observed: None,
+            create_missing: true,
         }
+    }
+
+    /// An elector for a Lease another program elects its leader with (upstream hybridnet's
+    /// manager, docs/migration.md): taken over when it is free or expired and renewed while we
+    /// lead, so that program cannot lead at the same time; a missing Lease counts as held by
+    /// nobody and is not created.
+    pub fn guard(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        lease_duration: Duration,
+    ) -> Self {
+        Self {
+            create_missing: false,
+            ..Self::new(client, namespace, name, identity, lease_duration)
+        }
+    }
+
+    /// `namespace/name` of the Lease.
+    pub fn lease(&self) -> String {
+        format!("{}/{}", self.api.namespace().unwrap_or_default(), self.name)
     }
 
     pub fn identity(&self) -> &str {
@@ -68,6 +94,10 @@ impl LeaseElector {
     /// One election round: create, renew or take over the Lease when allowed.
     pub async fn round(&mut self) -> Result<Round, kube::Error> {
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            if !self.create_missing {
+                self.observed = None;
+                return Ok(Round::Leading);
+            }
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.name.clone()),
@@ -173,15 +203,23 @@ impl LeaseElector {
 /// renewal succeeded for two thirds of the lease duration, whatever the reason.
 pub async fn run_election(
     mut elector: LeaseElector,
+    mut guard: Option<LeaseElector>,
     retry: Duration,
     leading: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let renew_deadline = elector.lease_duration * 2 / 3;
     let mut last_renewal: Option<Instant> = None;
+    // Who holds the guard Lease, as last logged.
+    let mut guard_holder: Option<Option<String>> = None;
     loop {
         if *shutdown.borrow() {
             leading.send_replace(false);
+            if let Some(g) = guard.as_mut()
+                && let Err(e) = g.release().await
+            {
+                warn!(error = %e, lease = %g.lease(), "could not release the guard Lease");
+            }
             if let Err(e) = elector.release().await {
                 warn!(error = %e, "could not release the Lease");
             }
@@ -192,8 +230,36 @@ pub async fn run_election(
             Some(at) => renew_deadline.saturating_sub(at.elapsed()),
             None => renew_deadline,
         };
-        let outcome =
-            tokio::time::timeout(budget.max(Duration::from_millis(50)), elector.round()).await;
+        // Our own Lease first (one of our replicas contends for the guard), then the guard.
+        let both = async {
+            match elector.round().await? {
+                Round::Leading => match guard.as_mut() {
+                    Some(g) => match g.round().await? {
+                        Round::Leading => Ok(Round::Leading),
+                        Round::Following { holder } => {
+                            if guard_holder.as_ref() != Some(&holder) {
+                                info!(lease = %g.lease(), holder = ?holder, "another program holds the guard Lease (upstream's manager?): not leading");
+                                guard_holder = Some(holder.clone());
+                            }
+                            Ok(Round::Following { holder })
+                        }
+                    },
+                    None => Ok(Round::Leading),
+                },
+                following => {
+                    // Not ours to hold without our own Lease: let our new leader have it now.
+                    if *leading.borrow()
+                        && let Some(g) = guard.as_mut()
+                        && let Err(e) = g.release().await
+                    {
+                        warn!(error = %e, lease = %g.lease(), "could not release the guard Lease");
+                    }
+                    Ok(following)
+                }
+            }
+        };
+        let outcome: Result<Result<Round, kube::Error>, _> =
+            tokio::time::timeout(budget.max(Duration::from_millis(50)), both).await;
         match outcome {
             Ok(Ok(Round::Leading)) => {
                 last_renewal = Some(Instant::now());

@@ -375,8 +375,29 @@ impl ControlPlane {
             &self.config.identity,
             self.config.lease_duration,
         );
+        let guard = self
+            .config
+            .upstream_lease
+            .as_ref()
+            .filter(|(ns, name)| {
+                (ns.as_str(), name.as_str())
+                    != (
+                        self.config.namespace.as_str(),
+                        self.config.leader_election_id.as_str(),
+                    )
+            })
+            .map(|(ns, name)| {
+                LeaseElector::guard(
+                    self.client.clone(),
+                    ns,
+                    name,
+                    &self.config.identity,
+                    self.config.lease_duration,
+                )
+            });
         let mut election = AbortOnDrop(tokio::spawn(run_election(
             elector,
+            guard,
             self.config.lease_retry,
             lead_tx,
             shutdown.clone(),

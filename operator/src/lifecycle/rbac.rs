@@ -162,7 +162,22 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
     // The node agent's ClusterRole and binding and the webhook configurations, applied by
     // server-side apply: by name only.
     .chain(named_rules(named_cluster_objects()))
+    .chain(upstream_guard_rules())
     .collect()
+}
+
+/// Upstream hybridnet's manager Lease (in `kube-system`, where a ClusterRole is the only grant
+/// OLM can give), which the control plane holds while it leads so upstream's manager cannot
+/// (docs/migration.md): read and renew by that one name, never created, never deleted.
+pub const UPSTREAM_GUARD_VERBS: &[&str] = &["get", "update"];
+
+fn upstream_guard_rules() -> Vec<PolicyRule> {
+    vec![named_rule(
+        "coordination.k8s.io",
+        "leases",
+        &[hybridnet_api::migration::UPSTREAM_LEADER_LEASE],
+        UPSTREAM_GUARD_VERBS,
+    )]
 }
 
 /// Rules of the operator in its own namespace (OLM `permissions`): the node agent's DaemonSet
@@ -413,11 +428,12 @@ mod tests {
 
     #[test]
     fn no_verb_reaches_an_object_the_operator_does_not_own() {
-        let bad = check_rules(
-            &operator_cluster_rules(),
-            &named_cluster_objects(),
-            "ClusterRole",
-        );
+        // The upstream guard Lease is checked on its own below.
+        let cluster: Vec<PolicyRule> = operator_cluster_rules()
+            .into_iter()
+            .filter(|r| !upstream_guard_rules().contains(r))
+            .collect();
+        let bad = check_rules(&cluster, &named_cluster_objects(), "ClusterRole");
         assert!(bad.is_empty(), "{bad:#?}");
         // Namespaced kinds (Secrets first of all) only through the Role in its own namespace:
         // the ClusterRole grants none of them, under any name.
@@ -430,12 +446,32 @@ mod tests {
         for (g, res, _) in named_namespace_objects() {
             for v in MANAGE {
                 assert!(
-                    !operator_cluster_rules()
-                        .iter()
-                        .any(|r| grants(r, g, res, v)),
+                    !cluster.iter().any(|r| grants(r, g, res, v)),
                     "ClusterRole grants {v} {g}/{res}"
                 );
             }
+        }
+        // The one namespaced grant of the ClusterRole: upstream's manager Lease, by its name,
+        // read and renewed only.
+        let all = operator_cluster_rules();
+        let lease = hybridnet_api::migration::UPSTREAM_LEADER_LEASE;
+        for v in MANAGE {
+            let want = UPSTREAM_GUARD_VERBS.contains(v);
+            assert_eq!(
+                allows_name(&all, "coordination.k8s.io", "leases", v, lease),
+                want,
+                "{v} lease {lease}"
+            );
+            assert!(
+                !allows_name(
+                    &all,
+                    "coordination.k8s.io",
+                    "leases",
+                    v,
+                    "kube-controller-manager"
+                ),
+                "{v} a foreign Lease"
+            );
         }
     }
 
