@@ -136,15 +136,17 @@ pub fn parse_address_range(range: &AddressRange, path: &str) -> Result<ParsedRan
         IpVersion::V4 => cidr.last() - 1,
         IpVersion::V6 => cidr.last(),
     };
-    let start = match &range.start {
+    // An empty string means "not set", as in upstream (its Go client writes `gateway: ""` for a
+    // subnet without one: pkg/apis/networking/v1/types.go, `AddressRange`).
+    let start = match range.start.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => one("start", s, &mut errs),
         None => Some(default_start),
     };
-    let end = match &range.end {
+    let end = match range.end.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => one("end", s, &mut errs),
         None => Some(default_end),
     };
-    let gateway = match &range.gateway {
+    let gateway = match range.gateway() {
         Some(s) => one("gateway", s, &mut errs),
         None => None,
     };

@@ -245,6 +245,11 @@ fn underlay_node_overlap(net: &Network, existing: &Existing<'_>, errs: &mut Fiel
 
 /// Records `field: is immutable (old -> new)` when an immutable value changed; `show` writes a
 /// value as the message names it.
+/// An optional string field as upstream compares it: absent and empty are the same.
+fn set(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("")
+}
+
 fn immutable<T: PartialEq>(
     errs: &mut FieldErrors,
     field: &str,
@@ -366,7 +371,7 @@ fn subnet_mode_rules(subnet: &Subnet, net: &Network, errs: &mut FieldErrors) {
                 )),
                 _ => {}
             }
-            if subnet.spec.range.gateway.is_none() {
+            if subnet.spec.range.gateway().is_none() {
                 errs.push(FieldError::new(
                     "spec.range.gateway",
                     "a VLAN subnet needs its gateway",
@@ -503,10 +508,10 @@ pub fn subnet_update(
     );
     let (o, n) = (&old.spec.range, &new.spec.range);
     for (field, a, b) in [
-        ("spec.range.cidr", Some(&o.cidr), Some(&n.cidr)),
-        ("spec.range.start", o.start.as_ref(), n.start.as_ref()),
-        ("spec.range.end", o.end.as_ref(), n.end.as_ref()),
-        ("spec.range.gateway", o.gateway.as_ref(), n.gateway.as_ref()),
+        ("spec.range.cidr", o.cidr.as_str(), n.cidr.as_str()),
+        ("spec.range.start", set(&o.start), set(&n.start)),
+        ("spec.range.end", set(&o.end), set(&n.end)),
+        ("spec.range.gateway", set(&o.gateway), set(&n.gateway)),
     ] {
         immutable(&mut errs, field, a, b, |v| format!("{v:?}"));
     }

@@ -289,7 +289,7 @@ fn subnet_updates_and_deletes() {
         ),
         (
             Box::new(|s: &mut Subnet| s.spec.range.end = Some("198.18.10.200".into())),
-            "spec.range.end: is immutable (Some(\"198.18.10.99\") -> Some(\"198.18.10.200\"))",
+            "spec.range.end: is immutable (\"198.18.10.99\" -> \"198.18.10.200\")",
         ),
         (
             Box::new(|s: &mut Subnet| s.spec.network = "overlay".into()),

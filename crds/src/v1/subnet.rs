@@ -68,9 +68,9 @@ impl std::fmt::Display for IpVersion {
     {"rule": "self.network == oldSelf.network", "message": "spec.network is immutable"},
     {"rule": "self.range.cidr == oldSelf.range.cidr", "message": "spec.range.cidr is immutable"},
     {"rule": "self.range.version == oldSelf.range.version", "message": "spec.range.version is immutable"},
-    {"rule": "has(self.range.start) == has(oldSelf.range.start) && (!has(self.range.start) || self.range.start == oldSelf.range.start)", "message": "spec.range.start is immutable"},
-    {"rule": "has(self.range.end) == has(oldSelf.range.end) && (!has(self.range.end) || self.range.end == oldSelf.range.end)", "message": "spec.range.end is immutable"},
-    {"rule": "has(self.range.gateway) == has(oldSelf.range.gateway) && (!has(self.range.gateway) || self.range.gateway == oldSelf.range.gateway)", "message": "spec.range.gateway is immutable"}
+    {"rule": "(has(self.range.start) ? self.range.start : '') == (has(oldSelf.range.start) ? oldSelf.range.start : '')", "message": "spec.range.start is immutable"},
+    {"rule": "(has(self.range.end) ? self.range.end : '') == (has(oldSelf.range.end) ? oldSelf.range.end : '')", "message": "spec.range.end is immutable"},
+    {"rule": "(has(self.range.gateway) ? self.range.gateway : '') == (has(oldSelf.range.gateway) ? oldSelf.range.gateway : '')", "message": "spec.range.gateway is immutable"}
 ]))]
 pub struct SubnetSpec {
     /// Name of the parent Network (immutable).
@@ -100,6 +100,14 @@ impl SubnetSpec {
             .as_ref()
             .and_then(|c| c.private)
             .unwrap_or(false)
+    }
+}
+
+impl AddressRange {
+    /// The gateway, if set: an empty string means none, as in upstream (its Go client writes
+    /// `gateway: ""`; pkg/apis/networking/v1/types.go, `AddressRange`).
+    pub fn gateway(&self) -> Option<&str> {
+        self.gateway.as_deref().filter(|g| !g.is_empty())
     }
 }
 

@@ -273,7 +273,9 @@ impl<'a> Planner<'a> {
                 continue;
             };
             let part = RangePart {
-                explicit_bounds: s.spec.range.start.is_some() || s.spec.range.end.is_some(),
+                explicit_bounds: [&s.spec.range.start, &s.spec.range.end]
+                    .iter()
+                    .any(|b| b.as_deref().is_some_and(|b| !b.is_empty())),
                 parsed,
             };
             let cidr = part.parsed.cidr;
