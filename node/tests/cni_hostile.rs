@@ -1,5 +1,6 @@
 //! Malformed and hostile CNI input: every case gets the right CNI error code, and nothing
-//! changes in the node or pod namespaces (no veth, no route, no address).
+//! changes in the node or pod namespaces (no veth, address, route, rule, proxy entry or nftables
+//! rule); a valid ADD of the same pod does change them (the control).
 
 mod cni_common;
 
@@ -17,21 +18,34 @@ use hybridnet_node::cniserver::{CniServer, CniServerConfig, CniServerError, IpIn
 /// (what, environment, stdin, expected CNI code)
 type Case = (&'static str, HashMap<&'static str, String>, Vec<u8>, u64);
 
-/// Everything a hostile call could have touched.
+/// Everything a hostile call could have touched: links, addresses, routes of every table, policy
+/// rules, proxy ARP/NDP entries and the nftables ruleset, in the node and the pod namespace.
 fn snapshot(agent: &Agent, pod: &Netns) -> Vec<String> {
-    vec![
-        agent.node.ip(&["-o", "link", "show"]),
-        agent.node.ip(&["-o", "addr", "show"]),
-        agent.node.ip(&["route", "show", "table", "all"]),
-        agent.node.ip(&["-6", "route", "show", "table", "all"]),
-        pod.ip(&["-o", "link", "show"]),
-        pod.ip(&["-o", "addr", "show"]),
-    ]
+    let nft = |ns: &Netns| {
+        ns.exec(&["nft", "list", "ruleset"])
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let mut v = Vec::new();
+    for ns in [&agent.node, pod] {
+        v.extend([
+            ns.ip(&["-o", "link", "show"]),
+            ns.ip(&["-o", "addr", "show"]),
+            ns.ip(&["route", "show", "table", "all"]),
+            ns.ip(&["-6", "route", "show", "table", "all"]),
+            ns.ip(&["rule", "show"]),
+            ns.ip(&["-6", "rule", "show"]),
+            ns.ip(&["neigh", "show", "proxy"]),
+            ns.ip(&["-6", "neigh", "show", "proxy"]),
+            nft(ns),
+        ]);
+    }
+    v
 }
 
 #[test]
 fn hostile_plugin_input_gets_the_right_code_and_changes_nothing() {
-    if !prerequisites("hostile_plugin_input_gets_the_right_code_and_changes_nothing") {
+    let test = "hostile_plugin_input_gets_the_right_code_and_changes_nothing";
+    if !prerequisites(test) || !may_run(test, &["nft"]) {
         return;
     }
     let agent = Agent::start(Duration::from_millis(200));
@@ -283,6 +297,21 @@ fn hostile_plugin_input_gets_the_right_code_and_changes_nothing() {
     );
     assert_eq!(rc, 0, "{out}");
     assert_eq!(snapshot(&agent, &pod), before);
+
+    // Control: the same pod with valid input does change the snapshot (the checks above would
+    // see a call that slipped through).
+    let (rc, _, out) = agent.plugin(&good_env, &good_conf);
+    assert_eq!(rc, 0, "a valid ADD succeeds: {out}");
+    let after = snapshot(&agent, &pod);
+    let changed: Vec<usize> = (0..before.len())
+        .filter(|i| after[*i] != before[*i])
+        .collect();
+    assert!(
+        !changed.is_empty(),
+        "a valid ADD changes the namespaces: {after:#?}"
+    );
+    let (rc, _, out) = agent.plugin(&with("CNI_COMMAND", "DEL"), &good_conf);
+    assert_eq!(rc, 0, "DEL after the control ADD: {out}");
 
     // VERSION works without a config and lists every supported version.
     let (rc, v, out) = agent.plugin(

@@ -529,8 +529,8 @@ fn foreign_subnet_table_is_never_allocated() {
 }
 
 #[test]
-fn vlan_id_zero_is_the_parent_and_tagged_vlans_where_supported() {
-    if !require_root("vlan_id_zero_is_the_parent_and_tagged_vlans_where_supported") {
+fn vlan_id_zero_is_the_parent() {
+    if !require_root("vlan_id_zero_is_the_parent") {
         return;
     }
     let (node, _pod, _wire) = node_ns();
@@ -542,7 +542,7 @@ fn vlan_id_zero_is_the_parent_and_tagged_vlans_where_supported() {
         prefer_vxlan_interfaces: vec!["eth0".into()],
         ..Default::default()
     };
-    let (plan, rep) = plan_and_apply(&node, api(0), cfg.clone());
+    let (plan, rep) = plan_and_apply(&node, api(0), cfg);
     assert!(rep.errors.is_empty(), "{:?}", rep.errors);
     assert_eq!(
         plan.vlan_links.iter().next().map(|l| l.name.as_str()),
@@ -556,15 +556,31 @@ fn vlan_id_zero_is_the_parent_and_tagged_vlans_where_supported() {
         node.ip("neigh show proxy")
             .contains("198.18.0.100 dev eth0 proxy")
     );
+}
 
-    // Tagged: only where the kernel can create 802.1Q links.
+/// Tagged VLANs need 802.1Q in the kernel: without it the test is skipped through the shared gate
+/// (reason printed, a failure under CI=true), never passed silently.
+#[test]
+fn tagged_vlans_where_the_kernel_has_8021q() {
+    let test = "tagged_vlans_where_the_kernel_has_8021q";
+    if !require_root(test) {
+        return;
+    }
     let probe = Netns::new("vlanprobe");
     let peer = Netns::new("vlanpeer");
     veth(&probe, "d0", &peer, "d1");
     if let Err(e) = probe.try_ip("link add link d0 name d0.5 type vlan id 5") {
-        eprintln!("SKIPPED tagged VLAN part: this kernel has no 802.1Q support ({e})");
+        skip(test, &format!("this kernel has no 802.1Q support ({e})"));
         return;
     }
+    let (node, _pod, _wire) = node_ns();
+    node.set_sysctl("net/ipv6/conf/eth0/keep_addr_on_down", "1");
+    node.ip("link set eth0 down");
+    let cfg = PlanConfig {
+        prefer_vlan_interfaces: vec!["eth0".into()],
+        prefer_vxlan_interfaces: vec!["eth0".into()],
+        ..Default::default()
+    };
     let (plan, rep) = plan_and_apply(&node, api(30), cfg);
     assert!(rep.errors.is_empty(), "{:?}", rep.errors);
     assert!(plan.vlan_links.iter().any(|l| l.name == "eth0.30"));

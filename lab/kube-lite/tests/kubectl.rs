@@ -290,7 +290,10 @@ async fn kubectl_applies_the_project_crds() {
         return;
     };
     let Some(dir) = project_crds() else {
-        eprintln!("SKIP: deploy/crds not present in this checkout");
+        skip(
+            "kubectl_applies_the_project_crds",
+            "deploy/crds not present in this checkout",
+        );
         return;
     };
     let (_srv, k) = Kubectl::with_server(bin).await;
