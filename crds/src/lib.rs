@@ -10,6 +10,7 @@ pub mod crd;
 pub mod error;
 pub mod ipmath;
 pub mod leak;
+pub mod mac;
 pub mod migration;
 pub mod naming;
 pub mod operator;

@@ -1,9 +1,9 @@
-//! Parsing of the `ip-pool` and `mac-pool` pod annotations and MAC addresses.
+//! Parsing of the `ip-pool` and `mac-pool` pod annotations.
 
-use std::fmt;
 use std::net::IpAddr;
 
 use crate::error::FieldError;
+use crate::mac::MacAddr;
 use crate::v1::IpVersion;
 
 /// One `ip-pool` entry: the addresses of one ordinal, at most one per family.
@@ -53,56 +53,6 @@ pub fn parse_ip_pool(value: &str, field: &str) -> Result<Vec<IpPoolEntry>, Field
         out.push(IpPoolEntry { addresses });
     }
     Ok(out)
-}
-
-/// A unicast MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl MacAddr {
-    /// Parses `aa:bb:cc:dd:ee:ff` or `aa-bb-cc-dd-ee-ff` (any case); refuses multicast and all-zero
-    /// addresses, which a pod interface cannot use.
-    pub fn parse_unicast(s: &str) -> Result<Self, String> {
-        let sep = if s.contains(':') { ':' } else { '-' };
-        let parts: Vec<&str> = s.split(sep).collect();
-        if parts.len() != 6 {
-            return Err(format!(
-                "{s:?} is not a MAC address (want 6 octets like 02:12:34:56:78:9a)"
-            ));
-        }
-        let mut b = [0u8; 6];
-        for (o, p) in b.iter_mut().zip(&parts) {
-            if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
-                return Err(format!("{s:?} is not a MAC address (bad octet {p:?})"));
-            }
-            *o = u8::from_str_radix(p, 16).map_err(|_| format!("{s:?} is not a MAC address"))?;
-        }
-        if b[0] & 1 == 1 {
-            return Err(format!(
-                "{s:?} is a multicast MAC address; a pod needs a unicast one"
-            ));
-        }
-        if b == [0; 6] {
-            return Err(format!("{s:?} is the all-zero MAC address"));
-        }
-        Ok(Self(b))
-    }
-
-    /// Locally administered (bit 1 of the first octet).
-    pub fn is_local(&self) -> bool {
-        self.0[0] & 2 == 2
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
 }
 
 /// Parses `mac0,mac1,...`; every entry must be a unicast MAC.

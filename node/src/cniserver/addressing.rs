@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use hybridnet_api::mac::MacAddr;
 use hybridnet_api::v1::{IPInstance, IpVersion};
 use hybridnet_cni::{CniError, CniResult, ErrorCode, Interface, IpConfig, IpPrefix, PodRef, Route};
 
@@ -22,27 +23,6 @@ pub struct PodAddressing {
     pub ipv6: Option<Ipv6Addr>,
     /// IPInstance names, for logs and errors.
     pub instances: Vec<String>,
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff` (either case).
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in out.iter_mut() {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn invalid(pod: &PodRef, msg: String) -> CniError {
@@ -81,24 +61,9 @@ pub fn pod_addressing(pod: &PodRef, instances: &[&IPInstance]) -> Result<PodAddr
         let prefix: IpPrefix =
             a.ip.parse()
                 .map_err(|e| invalid(pod, format!("IPInstance {name}: spec.address.ip: {e}")))?;
-        let mac = parse_mac(&a.mac).ok_or_else(|| {
-            invalid(
-                pod,
-                format!(
-                    "IPInstance {name}: spec.address.mac {:?} is not a MAC address",
-                    a.mac
-                ),
-            )
-        })?;
-        if mac[0] & 1 == 1 || mac == [0; 6] {
-            return Err(invalid(
-                pod,
-                format!(
-                    "IPInstance {name}: spec.address.mac {} is not a unicast address",
-                    a.mac
-                ),
-            ));
-        }
+        let mac = MacAddr::parse_unicast(&a.mac)
+            .map_err(|e| invalid(pod, format!("IPInstance {name}: spec.address.mac: {e}")))?
+            .0;
         macs.insert(mac);
         networks.insert(inst.spec.network.clone());
         match (prefix.addr, &a.version) {
@@ -190,13 +155,13 @@ pub fn cni_result(
         interfaces: vec![
             Interface {
                 name: host_veth.to_string(),
-                mac: format_mac(&HOST_VETH_MAC),
+                mac: MacAddr(HOST_VETH_MAC).to_string(),
                 mtu: Some(mtu),
                 sandbox: None,
             },
             Interface {
                 name: ifname.to_string(),
-                mac: format_mac(&addressing.mac),
+                mac: MacAddr(addressing.mac).to_string(),
                 mtu: Some(mtu),
                 sandbox: Some(netns.to_string()),
             },
@@ -211,7 +176,6 @@ pub fn cni_result(
 mod tests {
     use super::*;
     use hybridnet_api::v1::{Address, Binding, IPInstanceSpec};
-    use proptest::prelude::*;
 
     fn inst(name: &str, ip: &str, v: IpVersion, mac: &str, net: &str) -> IPInstance {
         let mut i = IPInstance::new(
@@ -260,7 +224,7 @@ mod tests {
         let d = pod_addressing(&pod(), &[&a, &b]).unwrap();
         assert_eq!(d.ipv4, Some(Ipv4Addr::new(198, 18, 0, 5)));
         assert_eq!(d.ipv6, Some("fd00::5".parse().unwrap()));
-        assert_eq!(format_mac(&d.mac), "02:00:c6:12:00:05");
+        assert_eq!(MacAddr(d.mac).to_string(), "02:00:c6:12:00:05");
         let r = cni_result(&d, "hybr0123456789a", "eth0", "/var/run/netns/p", 1450);
         assert_eq!(r.ips[0].address.to_string(), "198.18.0.5/32");
         assert_eq!(r.ips[1].address.to_string(), "fd00::5/128");
@@ -350,17 +314,5 @@ mod tests {
         let m = matching_instances(&p, &all);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].metadata.name.as_deref(), Some("b"));
-    }
-
-    proptest! {
-        #[test]
-        fn mac_format_parse_round_trip(m in any::<[u8; 6]>()) {
-            prop_assert_eq!(parse_mac(&format_mac(&m)), Some(m));
-        }
-
-        #[test]
-        fn mac_parser_never_panics(s in "\\PC{0,24}") {
-            let _ = parse_mac(&s);
-        }
     }
 }

@@ -19,9 +19,10 @@ use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, Neig
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
-use super::addressing::{GATEWAY_V4, GATEWAY_V6, HOST_VETH_MAC, format_mac};
+use super::addressing::{GATEWAY_V4, GATEWAY_V6, HOST_VETH_MAC};
 use super::error::{PodNetError, is_not_found};
 use super::netns::{Netns, write_sysctl};
+use hybridnet_api::mac::MacAddr;
 
 /// Everything ADD programs for one attachment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -593,7 +594,7 @@ async fn check_host(h: Handle, s: PodInterfaceSpec) -> Result<Vec<String>, PodNe
         p.push(format!(
             "host veth {} MAC is not {}",
             s.host_veth,
-            format_mac(&HOST_VETH_MAC)
+            MacAddr(HOST_VETH_MAC)
         ));
     }
     if !link.header.flags.contains(LinkFlags::Up) {
@@ -649,7 +650,7 @@ async fn check_pod(h: Handle, s: PodInterfaceSpec) -> Result<Vec<String>, PodNet
     };
     let idx = link.header.index;
     if link_mac(&link) != Some(&s.mac[..]) {
-        p.push(format!("{} MAC is not {}", s.ifname, format_mac(&s.mac)));
+        p.push(format!("{} MAC is not {}", s.ifname, MacAddr(s.mac)));
     }
     if link_mtu(&link) != Some(s.mtu) {
         p.push(format!(

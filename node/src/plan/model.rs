@@ -5,67 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use hybridnet_api::ipmath::Cidr;
 use hybridnet_api::v1::{IPInstance, IpVersion, Network, NetworkMode, NodeInfo, Subnet};
-use serde::{Deserialize, Serialize};
 
-/// An Ethernet address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl Serialize for MacAddr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl MacAddr {
-    /// The destination MAC upstream rewrites broadcast/multicast frames to on the VXLAN device; one
-    /// FDB entry per remote VTEP carries it (head-end replication without an all-zero entry).
-    pub const VXLAN_BROADCAST: MacAddr = MacAddr([0xff, 0xff, 0xff, 0xff, 0xff, 0xf1]);
-
-    pub fn is_zero(&self) -> bool {
-        self.0 == [0; 6]
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
-
-impl FromStr for MacAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = s.split([':', '-']).collect();
-        if parts.len() != 6 {
-            return Err(format!("{s:?} is not a MAC address (want 6 hex octets)"));
-        }
-        let mut out = [0u8; 6];
-        for (o, p) in out.iter_mut().zip(&parts) {
-            if p.is_empty() || p.len() > 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!("{s:?} is not a MAC address (bad octet {p:?})"));
-            }
-            *o = u8::from_str_radix(p, 16).map_err(|e| format!("{s:?}: {e}"))?;
-        }
-        Ok(MacAddr(out))
-    }
-}
+pub use hybridnet_api::mac::MacAddr;
 
 /// The API objects the plan is computed from (snapshots of the agent's watch caches).
 #[derive(Clone, Debug, Default)]

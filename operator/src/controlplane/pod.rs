@@ -559,7 +559,7 @@ async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Recon
             let field = format!("metadata.annotations[{}]", annotation::MAC_POOL);
             let macs = parse_mac_pool(pool, &field).map_err(|e| alloc_err(pod, e.to_string()))?;
             let i = at_ordinal(&field, macs.len())?;
-            Some(MacAddr(macs[i].0))
+            Some(macs[i])
         }
         None => None,
     };
@@ -641,7 +641,7 @@ async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Recon
     // Existing MAC of the pod (one MAC for all families) unless the pool says otherwise.
     let existing_mac = existing
         .iter()
-        .find_map(|i| MacAddr::parse(&i.spec.address.mac).ok());
+        .find_map(|i| MacAddr::parse_unicast(&i.spec.address.mac).ok());
     let (allocs, mac) = ctx
         .engine()
         .assign(

@@ -730,7 +730,7 @@ impl Ipam {
                 pod: pod.clone(),
             })?;
         if let Some(raw) = requested {
-            let mac = MacAddr::parse(raw).map_err(|reason| IpamError::InvalidMac {
+            let mac = MacAddr::parse_unicast(raw).map_err(|reason| IpamError::InvalidMac {
                 value: raw.to_string(),
                 reason,
             })?;

@@ -252,7 +252,7 @@ impl<'a> InstanceView<'a> {
             ip,
             pod: spec.binding.pod_name.as_deref().filter(|p| !p.is_empty()),
             state,
-            mac: MacAddr::parse(&spec.address.mac).ok(),
+            mac: MacAddr::parse_unicast(&spec.address.mac).ok(),
         })
     }
 
