@@ -12,6 +12,20 @@ pub mod annotation {
     pub const HANDLED_BY_WEBHOOK: &str = "networking.alibaba.com/handled-by-webhook";
     pub const CALICO_POD_IPS: &str = "cni.projectcalico.org/podIPs";
     pub const GLOBAL_SERVICE: &str = "networking.alibaba.com/global-service";
+
+    // NodeInfo annotations the node agent publishes (ours, not upstream's). Wire forms:
+    // `hybridnet_node::plan::RouteTables`, `hybridnet_node::bgp::BgpSession`,
+    // `crate::migration::NodeLeftovers`.
+    /// Pod subnet -> routing table number the agent programmed.
+    pub const NODE_ROUTE_TABLES: &str = "hybridnet.io/route-tables";
+    /// The agent's BGP sessions and their states.
+    pub const NODE_BGP_SESSIONS: &str = "hybridnet.io/bgp-sessions";
+    /// Upstream's node leftovers the agent could not remove.
+    pub const NODE_UPSTREAM_LEFTOVERS: &str = "hybridnet.io/upstream-leftovers";
+
+    /// On the HybridnetCluster: the bootstrap Network/Subnet were created once (a user who deletes
+    /// them later does not see them come back).
+    pub const BOOTSTRAP_CREATED: &str = "operator.hybridnet.io/bootstrap-created";
 }
 
 /// Label keys.

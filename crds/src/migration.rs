@@ -27,7 +27,7 @@ pub const UPSTREAM_CONFLIST: &str = "00-hybridnet.conflist";
 /// NodeInfo annotation in which a node agent publishes what of upstream's daemon is still on its
 /// node: a JSON array of strings, `[]` once nothing is left. Absent: no agent of ours has looked
 /// at the node yet.
-pub const NODE_LEFTOVERS_ANNOTATION: &str = "hybridnet.io/upstream-leftovers";
+pub const NODE_LEFTOVERS_ANNOTATION: &str = crate::constants::annotation::NODE_UPSTREAM_LEFTOVERS;
 
 /// At most this many entries are published (the rest is summarised in one last entry).
 pub const MAX_LEFTOVERS: usize = 200;

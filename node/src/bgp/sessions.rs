@@ -23,7 +23,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// NodeInfo annotation holding the node's BGP sessions.
-pub const BGP_SESSIONS_ANNOTATION: &str = "hybridnet.io/bgp-sessions";
+pub const BGP_SESSIONS_ANNOTATION: &str = hybridnet_api::constants::annotation::NODE_BGP_SESSIONS;
 
 /// Most sessions one annotation holds (a node has a handful of peers; the rest are cut off).
 pub const MAX_SESSIONS: usize = 64;

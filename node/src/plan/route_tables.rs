@@ -13,7 +13,7 @@ use hybridnet_api::v1::IpVersion;
 use super::DataPlanePlan;
 
 /// NodeInfo annotation holding the agent's [`RouteTables`].
-pub const ROUTE_TABLES_ANNOTATION: &str = "hybridnet.io/route-tables";
+pub const ROUTE_TABLES_ANNOTATION: &str = hybridnet_api::constants::annotation::NODE_ROUTE_TABLES;
 
 /// Upper bound on entries accepted from the annotation (far above any real node).
 const MAX_ENTRIES: usize = 65_536;

@@ -44,7 +44,7 @@ use crate::watch_failure::{OnceLog, WatchFailure, classify};
 
 /// Annotation on the HybridnetCluster recording that the bootstrap Network/Subnet were created
 /// (so a user who deletes them later does not see them come back).
-pub const BOOTSTRAP_DONE_ANNOTATION: &str = "operator.hybridnet.io/bootstrap-created";
+pub const BOOTSTRAP_DONE_ANNOTATION: &str = hybridnet_api::constants::annotation::BOOTSTRAP_CREATED;
 
 /// Settings of the lifecycle controller.
 #[derive(Clone, Debug)]
