@@ -623,7 +623,7 @@ fn nft_script_loads_for_plan_variants() {
             rep.errors.is_empty(),
             "{what}: {:?}\n{}",
             rep.errors,
-            plan.nft.script
+            plan.nft.transaction()
         );
         assert!(
             node.nft_ruleset().contains("table inet hybridnet"),

@@ -145,7 +145,7 @@ impl Applier {
                 .await?;
         }
 
-        match self.nft.apply(&plan.nft.script).await {
+        match self.nft.apply(&plan.nft.transaction()).await {
             Ok(true) => rep.add("nftables"),
             Ok(false) => {}
             Err(e) => rep.fail(e),

@@ -224,7 +224,7 @@ impl<'a> Planner<'a> {
                 on_node: self.network_has_node(&s.network),
             })
             .collect();
-        self.plan.nft = nft::render(&self.plan, &views, &self.families);
+        self.plan.nft = nft::ruleset(&self.plan, &views, &self.families);
         if self.cfg.vlan_arp_enhancement {
             self.plan.vlan_enhanced_addresses =
                 super::arp_enhance::enhanced_addresses(&self.plan, self.host);

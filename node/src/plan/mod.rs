@@ -24,6 +24,7 @@ mod build;
 mod exclude;
 mod model;
 pub mod nft;
+pub mod nftables;
 pub mod policy;
 mod route_tables;
 mod trace;

@@ -246,15 +246,6 @@ pub struct SubnetTable {
     pub auto_nat_outgoing: bool,
 }
 
-/// The nftables part: element sets per family and the full ruleset text for `nft -f -`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NftPlan {
-    /// Set name (e.g. `overlay_net4`) -> elements (CIDRs or addresses as text).
-    pub sets: BTreeMap<String, BTreeSet<String>>,
-    /// One `nft -f` transaction that (re)creates `table inet hybridnet` atomically.
-    pub script: String,
-}
-
 /// This node's VTEP as published in its NodeInfo.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublishedVtep {
@@ -316,7 +307,8 @@ pub struct DataPlanePlan {
     /// The node-local IPs of every node of the cluster (this one included), from the NodeInfos.
     pub cluster_node_ips: BTreeSet<IpAddr>,
     pub main_routes: Vec<HostRoute>,
-    pub nft: NftPlan,
+    /// `table inet hybridnet`, rendered by [`Table::transaction`](super::nftables::Table::transaction).
+    pub nft: super::nftables::Table,
     pub published_vtep: Option<PublishedVtep>,
     pub problems: Vec<PlanProblem>,
 }

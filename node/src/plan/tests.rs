@@ -663,7 +663,7 @@ fn no_ipv6_when_disabled() {
     let p = plan_of(&f);
     assert!(p.rules.iter().all(|r| r.family == IpVersion::V4));
     assert!(p.routes.iter().all(|r| r.dst.version == IpVersion::V4));
-    assert!(!p.nft.script.contains("ip6 "));
+    assert!(!p.nft.transaction().contains("ip6 "));
     assert!(!p.sysctls.keys().any(|k| k.starts_with("net/ipv6")));
 }
 
@@ -933,7 +933,7 @@ fn vxlan_name_too_long_is_reported() {
 #[test]
 fn nft_ruleset() {
     let p = plan_of(&fixture());
-    let s = &p.nft.script;
+    let s = &p.nft.transaction();
     assert!(s.starts_with(
         "table inet hybridnet\ndelete table inet hybridnet\ntable inet hybridnet {\n"
     ));
@@ -950,7 +950,7 @@ fn nft_ruleset() {
     ] {
         assert!(s.contains(line), "missing {line:?} in\n{s}");
     }
-    let set = |n: &str| p.nft.sets[n].iter().cloned().collect::<Vec<_>>();
+    let set = |n: &str| p.nft.set_elements(n);
     assert_eq!(set("nat_net4"), ["198.19.0.0/24"]);
     assert_eq!(set("overlay_net4"), ["198.19.0.0/24", "198.19.1.0/24"]);
     assert_eq!(
@@ -973,8 +973,9 @@ fn nft_quotes_cannot_be_escaped() {
         .interfaces
         .push(iface("ev\"il", 7, Some("02:00:00:00:00:77"), &[]));
     let p = plan_of(&f);
-    assert!(p.nft.script.contains("\"evil\""));
-    assert!(!p.nft.script.contains("ev\"il"));
+    let s = p.nft.transaction();
+    assert!(s.contains("\"evil\""));
+    assert!(!s.contains("ev\"il"));
 }
 
 #[test]
@@ -985,7 +986,11 @@ fn terminating_pods_keep_proxies_but_leave_the_pod_set() {
     );
     let p = plan_of(&f);
     assert!(p.proxy_neighbours.iter().any(|x| x.ip == ip("198.19.0.5")));
-    assert!(!p.nft.sets["local_pod_ip4"].contains("198.19.0.5"));
+    assert!(
+        !p.nft
+            .set_elements("local_pod_ip4")
+            .contains(&"198.19.0.5".to_string())
+    );
 }
 
 // ---- trace: one test per flow of spec 5.11 ----

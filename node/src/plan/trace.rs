@@ -1,16 +1,16 @@
 //! `trace`: walks a plan the way the kernel would for one packet (policy rules by priority, longest
-//! prefix match per table, throw routes, neighbour and FDB resolution on the VXLAN device, the
-//! nftables verdicts that matter for reachability). Used by `kubectl hybridnet trace` and the lab to
+//! prefix match per table, throw routes, neighbour and FDB resolution on the VXLAN device, and the
+//! plan's nftables table evaluated at prerouting, forward and postrouting by
+//! [`super::nftables`]'s evaluator, the same values the agent renders for the kernel). Used by `kubectl hybridnet trace` and the lab to
 //! explain a path without touching a node.
 
 use std::net::IpAddr;
 
-use hybridnet_api::ipmath::Cidr;
-use hybridnet_api::v1::{IpVersion, NetworkMode};
+use hybridnet_api::v1::IpVersion;
 use serde::{Deserialize, Serialize};
 
 use super::model::{DataPlanePlan, MacAddr, PolicyRule, RouteKind};
-use super::nft::{MARK_KUBE_MASQ, MARK_POD_TO_NODE};
+use super::nftables::{Final, Hook, HookOutcome, Packet};
 
 /// One packet to trace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,117 +95,46 @@ pub struct TraceResult {
     pub outcome: Outcome,
 }
 
-fn in_cidrs<'a>(mut cidrs: impl Iterator<Item = &'a Cidr>, ip: IpAddr) -> bool {
-    cidrs.any(|c| c.contains(ip))
-}
-
-fn rule_matches(r: &PolicyRule, q: &TraceQuery, mark: u32) -> bool {
-    r.src.is_none_or(|c| c.contains(q.src))
+fn rule_matches(r: &PolicyRule, src: IpAddr, mark: u32) -> bool {
+    r.src.is_none_or(|c| c.contains(src))
         && r.fwmark.is_none_or(|(value, mask)| mark & mask == value)
 }
 
-/// Traces `q` through `plan`.
-pub fn trace(plan: &DataPlanePlan, q: &TraceQuery) -> TraceResult {
-    let family = IpVersion::of(&q.dst);
-    let mut steps = Vec::new();
-    let mut res = TraceResult {
-        steps: Vec::new(),
-        rule: None,
-        route: None,
-        dev: None,
-        next_hop: None,
-        encapsulation: None,
-        masquerade: false,
-        mark: q.mark,
-        outcome: Outcome::Unreachable,
-    };
-    if IpVersion::of(&q.src) != family {
-        steps.push(format!(
-            "source {} and destination {} differ in family",
-            q.src, q.dst
-        ));
-        res.steps = steps;
-        return res;
-    }
-    let iif = q
-        .iif
-        .clone()
-        .or_else(|| plan.local_pods.get(&q.src).map(|p| p.veth.clone()));
-    let vx_name = plan.vxlan.as_ref().map(|v| v.name.as_str());
-    let overlay_cidrs: Vec<Cidr> = plan
-        .subnet_tables
-        .iter()
-        .filter(|(_, t)| t.mode == NetworkMode::Vxlan)
-        .map(|(c, _)| *c)
-        .chain(
-            plan.routes_in(plan_to_overlay(plan))
-                .filter(|r| r.kind == RouteKind::Unicast)
-                .map(|r| r.dst),
-        )
-        .collect();
-    let locally_generated = iif.is_none() && plan.node_local_ips.contains(&q.src);
-    if let Some(i) = &iif {
-        steps.push(format!("packet from {} to {} arrives on {i}", q.src, q.dst));
-    } else {
-        steps.push(format!(
-            "packet from {} to {} is sent by the node",
-            q.src, q.dst
-        ));
-    }
+/// The route the kernel picks: the matched rule, the route as `ip route` prints it, its device
+/// and gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RouteChoice {
+    pub rule: MatchedRule,
+    pub text: String,
+    pub dev: Option<String>,
+    pub via: Option<IpAddr>,
+}
 
-    // mangle prerouting: pod -> node reply mark.
-    let mut mark = q.mark;
-    let dst_local = plan.node_local_ips.contains(&q.dst);
-    if iif.is_some()
-        && q.established
-        && vx_name.is_some()
-        && !dst_local
-        && in_cidrs(overlay_cidrs.iter(), q.src)
-        && plan.cluster_node_ips.contains(&q.dst)
-    {
-        mark |= MARK_POD_TO_NODE;
-        steps.push(format!(
-            "nft mangle_prerouting: reply from an overlay pod to another node's IP, mark |= {MARK_POD_TO_NODE:#x}"
-        ));
-    }
-    res.mark = mark;
-
-    // Rule 0: local table.
-    if dst_local {
-        steps.push(format!(
-            "rule 0 lookup local: {} is an address of this node",
-            q.dst
-        ));
-        res.outcome = Outcome::LocalDelivery;
-        res.steps = steps;
-        return res;
-    }
-
-    let mut rules: Vec<&PolicyRule> = plan.rules_of(family).collect();
+/// Policy rules by priority, longest prefix match per table, throw routes fall through to the next
+/// rule, then the main table. Explains every rule it passes in `steps`.
+pub(crate) fn select_route(
+    plan: &DataPlanePlan,
+    src: IpAddr,
+    dst: IpAddr,
+    mark: u32,
+    steps: &mut Vec<String>,
+) -> Option<RouteChoice> {
+    let mut rules: Vec<&PolicyRule> = plan.rules_of(IpVersion::of(&dst)).collect();
     rules.sort_by_key(|r| (r.priority, r.table));
-    let mut chosen = None;
-    for r in rules {
-        if !rule_matches(r, q, mark) {
-            continue;
-        }
-        let mut candidates: Vec<_> = plan
+    for r in rules.into_iter().filter(|r| rule_matches(r, src, mark)) {
+        let best = plan
             .routes_in(r.table)
-            .filter(|rt| rt.dst.contains(q.dst))
-            .collect();
-        candidates.sort_by_key(|rt| std::cmp::Reverse(rt.dst.prefix));
-        match candidates.first() {
-            None => {
-                steps.push(format!(
-                    "rule {} lookup {}: no route, next rule",
-                    r.priority, r.table
-                ));
-            }
-            Some(rt) if rt.kind == RouteKind::Throw => {
-                steps.push(format!(
-                    "rule {} lookup {}: throw {}, next rule",
-                    r.priority, r.table, rt.dst
-                ));
-            }
+            .filter(|rt| rt.dst.contains(dst))
+            .min_by_key(|rt| std::cmp::Reverse(rt.dst.prefix));
+        match best {
+            None => steps.push(format!(
+                "rule {} lookup {}: no route, next rule",
+                r.priority, r.table
+            )),
+            Some(rt) if rt.kind == RouteKind::Throw => steps.push(format!(
+                "rule {} lookup {}: throw {}, next rule",
+                r.priority, r.table, rt.dst
+            )),
             Some(rt) => {
                 let mut text = format!("{}", rt.dst);
                 if let Some(v) = rt.via {
@@ -221,63 +150,185 @@ pub fn trace(plan: &DataPlanePlan, q: &TraceQuery) -> TraceResult {
                     text.push_str(&format!(" src {s}"));
                 }
                 steps.push(format!("rule {} lookup {}: {text}", r.priority, r.table));
-                chosen = Some((
-                    MatchedRule {
+                return Some(RouteChoice {
+                    rule: MatchedRule {
                         priority: r.priority,
                         table: r.table,
                     },
                     text,
-                    rt.dev.clone(),
-                    rt.via,
-                ));
-                break;
+                    dev: rt.dev.clone(),
+                    via: rt.via,
+                });
             }
         }
     }
-    let (rule, route, dev, via) = match chosen {
-        Some(c) => c,
-        None => {
-            // Main table.
-            let mut m: Vec<_> = plan
-                .main_routes
-                .iter()
-                .filter(|r| r.dst.contains(q.dst))
-                .collect();
-            m.sort_by_key(|r| std::cmp::Reverse(r.dst.prefix));
-            match m.first() {
-                Some(r) => {
-                    let mut text = format!("{}", r.dst);
-                    if let Some(v) = r.gateway {
-                        text.push_str(&format!(" via {v}"));
-                    }
-                    if let Some(d) = &r.dev {
-                        text.push_str(&format!(" dev {d}"));
-                    }
-                    steps.push(format!("rule 32766 lookup main: {text}"));
-                    (
-                        MatchedRule {
-                            priority: 32766,
-                            table: 254,
-                        },
-                        text,
-                        r.dev.clone(),
-                        r.gateway,
-                    )
-                }
-                None => {
-                    steps.push("no table has a route: unreachable".into());
-                    res.steps = steps;
-                    return res;
-                }
-            }
-        }
+    // The main table.
+    let Some(r) = plan
+        .main_routes
+        .iter()
+        .filter(|r| r.dst.contains(dst))
+        .min_by_key(|r| std::cmp::Reverse(r.dst.prefix))
+    else {
+        steps.push("no table has a route: unreachable".into());
+        return None;
     };
-    res.rule = Some(rule);
-    res.route = Some(route);
-    res.dev = dev.clone();
-    res.next_hop = via;
-    let dev = dev.unwrap_or_default();
+    let mut text = format!("{}", r.dst);
+    if let Some(v) = r.gateway {
+        text.push_str(&format!(" via {v}"));
+    }
+    if let Some(d) = &r.dev {
+        text.push_str(&format!(" dev {d}"));
+    }
+    steps.push(format!("rule 32766 lookup main: {text}"));
+    Some(RouteChoice {
+        rule: MatchedRule {
+            priority: 32766,
+            table: 254,
+        },
+        text,
+        dev: r.dev.clone(),
+        via: r.gateway,
+    })
+}
 
+/// What hybridnet's rules see of the queried packet.
+fn packet_of(plan: &DataPlanePlan, q: &TraceQuery, iif: Option<String>) -> Packet {
+    let mut p = if q.established {
+        Packet::reply(q.src, q.dst)
+    } else {
+        Packet::new(q.src, q.dst)
+    };
+    p.iif = iif;
+    p.mark = q.mark;
+    p.dst_local = plan.node_local_ips.contains(&q.dst);
+    p
+}
+
+/// Runs the hook's chains, explains every rule that matched, and returns the outcome.
+fn run_hook(
+    plan: &DataPlanePlan,
+    hook: Hook,
+    pkt: &mut Packet,
+    steps: &mut Vec<String>,
+) -> HookOutcome {
+    let o = plan.nft.eval_hook(hook, pkt);
+    steps.extend(o.hits.iter().map(|h| h.to_string()));
+    pkt.mark = o.mark;
+    o
+}
+
+/// The reason a hook stopped the packet, or `None` when it passed.
+fn filtered(o: &HookOutcome) -> Option<String> {
+    match (o.verdict, &o.decided_by) {
+        (Final::Accept, _) => None,
+        (_, Some(hit)) => Some(hit.to_string()),
+        (v, None) => Some(format!("nftables policy: {v:?}")),
+    }
+}
+
+/// Neighbour and FDB resolution on the VXLAN device for next hop `hop`.
+fn encapsulate(
+    plan: &DataPlanePlan,
+    hop: IpAddr,
+    steps: &mut Vec<String>,
+) -> Result<Option<Encapsulation>, ()> {
+    let Some(vx) = plan.vxlan.as_ref() else {
+        return Ok(None);
+    };
+    let Some(mac) = plan.vxlan_neighbours.get(&hop) else {
+        steps.push(format!(
+            "no neighbour entry for {hop} on {}: dropped",
+            vx.name
+        ));
+        return Err(());
+    };
+    let (vtep, node) = plan
+        .remote_vteps
+        .get(mac)
+        .cloned()
+        .unwrap_or((vx.local, String::new()));
+    steps.push(format!(
+        "neighbour {hop} lladdr {mac} on {}; fdb {mac} dst {vtep} (node {node}); VXLAN VNI {} UDP {}",
+        vx.name, vx.vni, vx.port
+    ));
+    Ok(Some(Encapsulation {
+        vni: vx.vni,
+        local_vtep: vx.local,
+        remote_vtep: vtep,
+        remote_node: node,
+        inner_dst_mac: *mac,
+        udp_port: vx.port,
+    }))
+}
+
+/// Traces `q` through `plan`.
+pub fn trace(plan: &DataPlanePlan, q: &TraceQuery) -> TraceResult {
+    let mut res = TraceResult {
+        steps: Vec::new(),
+        rule: None,
+        route: None,
+        dev: None,
+        next_hop: None,
+        encapsulation: None,
+        masquerade: false,
+        mark: q.mark,
+        outcome: Outcome::Unreachable,
+    };
+    let steps = &mut res.steps;
+    if IpVersion::of(&q.src) != IpVersion::of(&q.dst) {
+        steps.push(format!(
+            "source {} and destination {} differ in family",
+            q.src, q.dst
+        ));
+        return res;
+    }
+    let iif = q
+        .iif
+        .clone()
+        .or_else(|| plan.local_pods.get(&q.src).map(|p| p.veth.clone()));
+    let locally_generated = iif.is_none() && plan.node_local_ips.contains(&q.src);
+    match &iif {
+        Some(i) => steps.push(format!("packet from {} to {} arrives on {i}", q.src, q.dst)),
+        None => steps.push(format!(
+            "packet from {} to {} is sent by the node",
+            q.src, q.dst
+        )),
+    }
+    let mut pkt = packet_of(plan, q, iif);
+
+    if !locally_generated {
+        let o = run_hook(plan, Hook::Prerouting, &mut pkt, steps);
+        res.mark = pkt.mark;
+        if let Some(reason) = filtered(&o) {
+            res.outcome = Outcome::Filtered { reason };
+            return res;
+        }
+    }
+    if pkt.dst_local {
+        steps.push(format!(
+            "rule 0 lookup local: {} is an address of this node",
+            q.dst
+        ));
+        res.outcome = Outcome::LocalDelivery;
+        return res;
+    }
+    let Some(route) = select_route(plan, q.src, q.dst, pkt.mark, steps) else {
+        return res;
+    };
+    res.rule = Some(route.rule);
+    res.route = Some(route.text);
+    res.dev = route.dev.clone();
+    res.next_hop = route.via;
+    let dev = route.dev.unwrap_or_default();
+    pkt.oif = Some(dev.clone());
+
+    if !locally_generated {
+        let o = run_hook(plan, Hook::Forward, &mut pkt, steps);
+        if let Some(reason) = filtered(&o) {
+            res.outcome = Outcome::Filtered { reason };
+            return res;
+        }
+    }
     if let Some(p) = plan.local_pods.get(&q.dst)
         && dev == p.veth
     {
@@ -290,111 +341,25 @@ pub fn trace(plan: &DataPlanePlan, q: &TraceQuery) -> TraceResult {
             pod: p.pod.clone(),
             veth: p.veth.clone(),
         };
-        res.steps = steps;
         return res;
     }
-
-    // nft forward: loop guard for underlay interfaces.
-    if let Some(i) = &iif
-        && plan.underlay_interfaces.contains(i)
-        && mark & MARK_KUBE_MASQ == 0
-        && !plan.local_pods.contains_key(&q.dst)
-        && plan.subnet_tables.iter().any(|(c, t)| {
-            c.contains(q.dst)
-                && matches!(
-                    t.mode,
-                    NetworkMode::Vlan | NetworkMode::Bgp | NetworkMode::GlobalBgp
-                )
-        })
-    {
-        let reason = format!(
-            "nft forward: {} is a local underlay address but not a local pod (route loop guard)",
-            q.dst
-        );
-        steps.push(reason.clone());
-        res.outcome = Outcome::Filtered { reason };
-        res.steps = steps;
-        return res;
-    }
-
-    if Some(dev.as_str()) == vx_name {
-        let in_cluster = plan.cluster_cidrs.iter().any(|c| c.contains(q.dst))
-            || plan.cluster_node_ips.contains(&q.dst);
-        if !locally_generated && !q.established && !in_cluster {
-            let reason = format!(
-                "nft forward: new connection to {} (not a cluster address) through the VXLAN device is rejected",
-                q.dst
-            );
-            steps.push(reason.clone());
-            res.outcome = Outcome::Filtered { reason };
-            res.steps = steps;
-            return res;
-        }
-        let hop = via.unwrap_or(q.dst);
-        let Some(vx) = plan.vxlan.as_ref() else {
-            res.steps = steps;
-            return res;
-        };
-        match plan.vxlan_neighbours.get(&hop) {
-            Some(mac) => {
-                let (vtep, node) = plan
-                    .remote_vteps
-                    .get(mac)
-                    .cloned()
-                    .unwrap_or((vx.local, String::new()));
-                steps.push(format!(
-                    "neighbour {hop} lladdr {mac} on {}; fdb {mac} dst {vtep} (node {node}); VXLAN VNI {} UDP {}",
-                    vx.name, vx.vni, vx.port
-                ));
-                res.encapsulation = Some(Encapsulation {
-                    vni: vx.vni,
-                    local_vtep: vx.local,
-                    remote_vtep: vtep,
-                    remote_node: node,
-                    inner_dst_mac: *mac,
-                    udp_port: vx.port,
-                });
-                res.outcome = Outcome::Forwarded;
-            }
-            None => {
-                steps.push(format!(
-                    "no neighbour entry for {hop} on {}: dropped",
-                    vx.name
-                ));
+    let through_vxlan = plan.vxlan.as_ref().is_some_and(|v| v.name == dev);
+    if through_vxlan {
+        match encapsulate(plan, route.via.unwrap_or(q.dst), steps) {
+            Ok(e) => res.encapsulation = e,
+            Err(()) => {
                 res.outcome = Outcome::NeighbourUnresolved;
-                res.steps = steps;
                 return res;
             }
         }
-    } else {
-        res.outcome = Outcome::Forwarded;
     }
+    res.outcome = Outcome::Forwarded;
 
-    // nft nat postrouting.
-    let to_pod = dev.starts_with("hybr") || dev.starts_with("h_");
-    let nat_src = plan
-        .subnet_tables
-        .iter()
-        .any(|(c, t)| t.mode == NetworkMode::Vxlan && t.auto_nat_outgoing && c.contains(q.src));
-    if !to_pod && Some(dev.as_str()) != vx_name && nat_src && !q.established {
-        res.masquerade = true;
-        steps.push(format!(
-            "nft nat_postrouting: {} masqueraded to the address of {dev}",
-            q.src
-        ));
+    let o = run_hook(plan, Hook::Postrouting, &mut pkt, steps);
+    res.masquerade = o.masquerade;
+    res.mark = pkt.mark;
+    if let Some(reason) = filtered(&o) {
+        res.outcome = Outcome::Filtered { reason };
     }
-    if res.mark & MARK_POD_TO_NODE != 0 {
-        steps.push("nft mangle_postrouting: pod -> node mark cleared before encapsulation".into());
-        res.mark &= !MARK_POD_TO_NODE;
-    }
-    res.steps = steps;
     res
-}
-
-fn plan_to_overlay(plan: &DataPlanePlan) -> u32 {
-    plan.rules
-        .iter()
-        .find(|r| r.src.is_none() && r.fwmark.is_none() && r.table != plan.local_direct_table)
-        .map(|r| r.table)
-        .unwrap_or(40000)
 }
