@@ -120,6 +120,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Write or apply the HybridnetCluster `default` that installs hybridnet through the operator.
     Install(InstallArgs),
+    /// Migration from an upstream (Go) hybridnet install: check what of it is left.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
     /// Print the plugin version.
     Version(VersionArgs),
     /// Shell completion scripts, and the kubectl_complete-hybridnet helper for `kubectl hybridnet <TAB>`.
@@ -163,6 +166,21 @@ pub enum IpCommand {
     Usage(IpUsageArgs),
     /// Find leaked addresses, pods without addresses, duplicates and addresses outside their subnet.
     Check(IpCheckArgs),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum MigrateCommand {
+    /// What still belongs to upstream hybridnet (workloads, webhook configurations, its manager
+    /// Lease, nodes not switched or with leftovers) and whether it is safe to go on. Exit 0 only
+    /// when nothing is left, 3 while something is.
+    Check(MigrateCheckArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MigrateCheckArgs {
+    /// Output format: table, json or yaml.
+    #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
+    pub output: OutputFormat,
 }
 
 #[derive(Args, Debug, Clone)]

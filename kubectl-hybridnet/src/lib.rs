@@ -8,6 +8,7 @@ pub mod complete;
 pub mod flags;
 pub mod inventory;
 pub mod manifest;
+pub mod migrate;
 pub mod output;
 pub mod pathtrace;
 pub mod policytrace;

@@ -4,5 +4,6 @@ pub mod commands;
 pub mod completion;
 pub mod connect;
 pub mod io;
+pub mod migrate;
 pub mod print;
 pub mod trace;
