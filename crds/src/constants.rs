@@ -67,6 +67,11 @@ pub mod finalizer {
     pub const IP_ALLOCATED: &str = "networking.alibaba.com/ip-allocated";
     /// On the HybridnetCluster: cluster-wide objects created by the operator are removed first.
     pub const CLUSTER_CLEANUP: &str = "operator.hybridnet.io/cleanup";
+    /// Put on Networks and Subnets by upstream's manager so its metrics are dropped before they go
+    /// (upstream pkg/controllers/networking/networkstatus_controller.go and
+    /// subnetstatus_controller.go, `constants.FinalizerMetricsRegistered`). We never add it; the
+    /// operator removes it from terminating objects so a migrated Network or Subnet can be deleted.
+    pub const UPSTREAM_METRICS_REGISTERED: &str = "networking.alibaba.com/metrics-registered";
 }
 
 /// Taints.

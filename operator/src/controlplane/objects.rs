@@ -144,12 +144,15 @@ pub fn add_finalizer_patch(finalizers: Option<&Vec<String>>, resource_version: &
 
 /// JSON patch removing our finalizer, or None when it is not there.
 pub fn remove_finalizer_patch(finalizers: Option<&Vec<String>>) -> Option<Value> {
-    let i = finalizers?
-        .iter()
-        .position(|f| f == finalizer::IP_ALLOCATED)?;
+    remove_named_finalizer_patch(finalizers, finalizer::IP_ALLOCATED)
+}
+
+/// JSON patch removing finalizer `name` (guarded by a test of its position), if present.
+pub fn remove_named_finalizer_patch(finalizers: Option<&Vec<String>>, name: &str) -> Option<Value> {
+    let i = finalizers?.iter().position(|f| f == name)?;
     let path = format!("/metadata/finalizers/{i}");
     Some(json!([
-        {"op": "test", "path": path, "value": finalizer::IP_ALLOCATED},
+        {"op": "test", "path": path, "value": name},
         {"op": "remove", "path": path},
     ]))
 }

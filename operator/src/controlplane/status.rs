@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hybridnet_api::constants::label;
+use hybridnet_api::constants::{finalizer, label};
 use hybridnet_api::v1::{Count, Network, NetworkStatus, NetworkType, Subnet, SubnetStatus};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
@@ -16,6 +16,7 @@ use tracing::{instrument, warn};
 
 use super::context::{Ctx, ReconcileError};
 use super::nodestate::selector_matches;
+use super::objects::remove_named_finalizer_patch;
 use crate::ipam::{NetworkCursors, NetworkUsage, Usage};
 
 fn clamp(n: u64) -> i32 {
@@ -97,8 +98,59 @@ pub async fn reconcile(network: Arc<Network>, ctx: Arc<Ctx>) -> Result<Action, R
     res
 }
 
+/// Removes upstream's metrics finalizer from `obj` if it is terminating and carries it.
+async fn release_upstream_finalizer<K>(
+    ctx: &Ctx,
+    kind: &'static str,
+    obj: &K,
+) -> Result<(), ReconcileError>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    if obj.meta().deletion_timestamp.is_none() {
+        return Ok(());
+    }
+    let Some(patch) = remove_named_finalizer_patch(
+        obj.meta().finalizers.as_ref(),
+        finalizer::UPSTREAM_METRICS_REGISTERED,
+    ) else {
+        return Ok(());
+    };
+    let name = obj.name_any();
+    let patch: json_patch::Patch = match serde_json::from_value(patch) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(%name, kind, error = %e, "cannot build the finalizer patch");
+            return Ok(());
+        }
+    };
+    ctx.ensure_leading()?;
+    let api: Api<K> = Api::all(ctx.client.clone());
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Gone already, or the list changed under us (the next event retries).
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => Ok(()),
+        Err(e) => Err(ReconcileError::kube(
+            "remove upstream finalizer from",
+            kind,
+            name,
+        )(e)),
+    }
+}
+
 async fn reconcile_inner(network: &Network, ctx: &Ctx) -> Result<Action, ReconcileError> {
     let name = network.name_any();
+    // Migrated objects carry upstream's metrics finalizer; nothing of ours waits on it.
+    release_upstream_finalizer(ctx, "Network", network).await?;
+    for s in ctx.caches.subnets() {
+        release_upstream_finalizer(ctx, "Subnet", &s).await?;
+    }
     let subnets: Vec<Subnet> = ctx
         .caches
         .subnets()
