@@ -961,7 +961,7 @@ async fn an_expiring_webhook_certificate_is_rotated_injected_and_announced() {
     )
     .await
     .unwrap();
-    assert_eq!(v.webhooks.unwrap().len(), 2);
+    assert_eq!(v.webhooks.unwrap().len(), 3);
     let mwc: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
         Api::all(client.clone());
     wait_for(&mwc, names::MUTATING_WEBHOOK_CONFIG, "new caBundle", |w| {

@@ -142,8 +142,18 @@ pub async fn admit(
                 if !webhook_applies(state, t, op, obj.as_ref(), old.as_deref(), &wh) {
                     continue;
                 }
-                let call = match call_target(state, &wh, is_mutating) {
-                    Ok(c) => c,
+                let user = t
+                    .user
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_else(crate::TokenUser::admin);
+                let call = match match_conditions(&user, &wh).and_then(|applies| {
+                    applies
+                        .then(|| call_target(state, &wh, is_mutating))
+                        .transpose()
+                }) {
+                    Ok(None) => continue,
+                    Ok(Some(c)) => c,
                     Err(e) => {
                         let name = wh.get("name").and_then(Value::as_str).unwrap_or("");
                         if wh.get("failurePolicy").and_then(Value::as_str) == Some("Ignore") {
@@ -295,6 +305,44 @@ fn webhook_applies(
     true
 }
 
+/// Whether every `matchConditions` entry of the webhook holds for `user`. Real API servers evaluate
+/// CEL; kube-lite evaluates only `request.userInfo.username == '<name>'` and `!=` (what hybridnet
+/// renders) and reports any other expression as an error, which the failurePolicy then decides.
+pub fn match_conditions(user: &crate::TokenUser, wh: &Value) -> Result<bool, String> {
+    let Some(conds) = wh.get("matchConditions").and_then(Value::as_array) else {
+        return Ok(true);
+    };
+    for c in conds {
+        let expr = c
+            .get("expression")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim();
+        let unsupported = || format!("kube-lite cannot evaluate the matchCondition {expr:?}");
+        let rest = expr
+            .strip_prefix("request.userInfo.username")
+            .ok_or_else(unsupported)?
+            .trim_start();
+        let (equal, lit) = if let Some(r) = rest.strip_prefix("==") {
+            (true, r)
+        } else if let Some(r) = rest.strip_prefix("!=") {
+            (false, r)
+        } else {
+            return Err(unsupported());
+        };
+        let lit = lit
+            .trim()
+            .strip_prefix('\'')
+            .and_then(|l| l.strip_suffix('\''))
+            .filter(|l| !l.contains(['\'', '\\']))
+            .ok_or_else(unsupported)?;
+        if (user.username == lit) != equal {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// A webhook's `objectSelector` or `namespaceSelector`; absent or empty selects everything.
 fn webhook_selector(wh: &Value, field: &str) -> Result<Option<LabelSelector>, String> {
     wh.get(field)
@@ -380,7 +428,7 @@ fn review_request(
         "requestResource": gvr,
         "name": name,
         "operation": op.as_str(),
-        "userInfo": {"username": "kube-lite-admin", "groups": ["system:masters", "system:authenticated"]},
+        "userInfo": t.user.as_deref().cloned().unwrap_or_else(crate::TokenUser::admin).user_info(),
         "object": obj.cloned().unwrap_or(Value::Null),
         "oldObject": old.cloned().unwrap_or(Value::Null),
         "dryRun": dry_run,
@@ -510,6 +558,35 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn match_conditions_on_the_username() {
+        let admin = crate::TokenUser::admin();
+        let agent = crate::TokenUser {
+            username: "system:serviceaccount:ns:agent".into(),
+            ..Default::default()
+        };
+        let wh = |e: &str| json!({"matchConditions": [{"name": "c", "expression": e}]});
+        let is_agent = wh("request.userInfo.username == 'system:serviceaccount:ns:agent'");
+        assert_eq!(match_conditions(&agent, &is_agent), Ok(true));
+        assert_eq!(match_conditions(&admin, &is_agent), Ok(false));
+        let not_agent = wh("request.userInfo.username != 'system:serviceaccount:ns:agent'");
+        assert_eq!(match_conditions(&agent, &not_agent), Ok(false));
+        assert_eq!(match_conditions(&admin, &not_agent), Ok(true));
+        assert_eq!(match_conditions(&admin, &json!({})), Ok(true));
+        for unsupported in [
+            "request.userInfo.groups.exists(g, g == 'x')",
+            "request.userInfo.username == \"x\"",
+            "request.userInfo.username == 'a\\'b'",
+            "request.userInfo.username",
+            "",
+        ] {
+            assert!(
+                match_conditions(&admin, &wh(unsupported)).is_err(),
+                "{unsupported}"
+            );
+        }
+    }
 
     #[test]
     fn rules() {

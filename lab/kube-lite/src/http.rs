@@ -100,16 +100,25 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(tok) = &state.config.token {
-        let ok = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| t.trim() == tok);
-        if !ok {
-            return error_response(&ApiError::unauthorized());
-        }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let user = bearer.and_then(|b| {
+        state
+            .config
+            .users
+            .iter()
+            .find(|u| !u.token.is_empty() && u.token == b)
+    });
+    if user.is_none()
+        && let Some(tok) = &state.config.token
+        && bearer != Some(tok.as_str())
+    {
+        return error_response(&ApiError::unauthorized());
     }
+    let user = user.cloned().map(Arc::new);
     let path = uri.path().trim_end_matches('/').to_string();
     let query = parse_query(uri.query().unwrap_or(""));
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -192,6 +201,7 @@ async fn handle(
         ns,
         name,
         sub,
+        user,
     };
     let verb = match (&method, t.name.is_some(), is_watch) {
         (&Method::GET, _, true) => "watch",

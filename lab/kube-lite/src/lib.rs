@@ -81,6 +81,41 @@ pub struct Config {
     pub kubeconfig_path: Option<PathBuf>,
     /// Reported by /version as gitVersion.
     pub git_version: String,
+    /// Further bearer tokens, each authenticating as its user (username, groups and extra go into
+    /// admission requests' `userInfo`, as a real API server's authenticators fill them). The
+    /// `token` above and unauthenticated access (no `token`) are the admin `kube-lite-admin`.
+    pub users: Vec<TokenUser>,
+}
+
+/// A bearer token and the user it authenticates as (see [`Config::users`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TokenUser {
+    pub token: String,
+    pub username: String,
+    pub groups: Vec<String>,
+    /// For example `authentication.kubernetes.io/node-name` of a pod-bound ServiceAccount token.
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl TokenUser {
+    /// The admin every request without one of [`Config::users`]' tokens acts as.
+    pub fn admin() -> TokenUser {
+        TokenUser {
+            token: String::new(),
+            username: "kube-lite-admin".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+            extra: Default::default(),
+        }
+    }
+
+    /// `userInfo` of an AdmissionReview.
+    pub fn user_info(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({"username": self.username, "groups": self.groups});
+        if !self.extra.is_empty() {
+            v["extra"] = serde_json::json!(self.extra);
+        }
+        v
+    }
 }
 
 impl Default for Config {
@@ -103,6 +138,7 @@ impl Default for Config {
             ],
             kubeconfig_path: None,
             git_version: "v1.37.0-kube-lite".into(),
+            users: Vec::new(),
         }
     }
 }
@@ -391,6 +427,19 @@ impl ServerHandle {
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
                 .map_err(kube::Error::InferKubeconfig)?;
+        kube::Client::try_from(cfg)
+    }
+    /// A `kube::Client` like [`ServerHandle::client`] that authenticates with `token` (one of
+    /// [`Config::users`]).
+    #[cfg(feature = "client")]
+    pub async fn client_with_token(&self, token: &str) -> Result<kube::Client, kube::Error> {
+        let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig)
+            .map_err(kube::Error::InferKubeconfig)?;
+        let mut cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(kube::Error::InferKubeconfig)?;
+        cfg.auth_info.token = Some(token.to_string().into());
         kube::Client::try_from(cfg)
     }
     /// Stop serving now (also done on drop).

@@ -23,6 +23,8 @@ pub struct Target {
     pub ns: Option<String>,
     pub name: Option<String>,
     pub sub: Option<String>,
+    /// Who asks (None: the admin, also for the server's own work such as garbage collection).
+    pub user: Option<Arc<crate::TokenUser>>,
 }
 
 impl Target {
@@ -1382,6 +1384,7 @@ pub async fn collect_garbage(state: &State) -> usize {
                         ns: info.namespaced.then(|| ns.to_string()),
                         name: Some(meta_str(obj, "name").to_string()),
                         sub: None,
+                        user: None,
                     };
                     foreground.insert(meta_str(obj, "uid").to_string(), (t, false));
                 }
@@ -1434,6 +1437,7 @@ pub async fn collect_garbage(state: &State) -> usize {
                         ns: info.namespaced.then(|| ns.to_string()),
                         name: Some(meta_str(obj, "name").to_string()),
                         sub: None,
+                        user: None,
                     });
                 }
             }

@@ -975,3 +975,31 @@ async fn multi_version_crd_serves_every_version() {
         Some(vec!["v1".to_string()])
     );
 }
+
+#[tokio::test]
+async fn extra_user_tokens_authenticate_and_others_are_refused() {
+    let srv = kube_lite::Server::start(kube_lite::Config {
+        token: Some("admin-token".into()),
+        users: vec![kube_lite::TokenUser {
+            token: "agent-token".into(),
+            username: "system:serviceaccount:ns:agent".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let list = |c: Client| async move {
+        Api::<ConfigMap>::namespaced(c, "default")
+            .list(&Default::default())
+            .await
+    };
+    list(srv.client().await.unwrap()).await.expect("admin");
+    list(srv.client_with_token("agent-token").await.unwrap())
+        .await
+        .expect("a configured user");
+    for wrong in ["nope", "agent-token2", ""] {
+        let r = list(srv.client_with_token(wrong).await.unwrap()).await;
+        assert_eq!(api_err(r.unwrap_err()).code, 401, "{wrong:?}");
+    }
+}

@@ -23,6 +23,8 @@ pub const LEADER_LEASE: &str = "hybridnet-manager-election";
 pub const WEBHOOK_NETWORKING: &str = "hybridnet-v1.validating.hybridnet";
 pub const WEBHOOK_POD_VALIDATING: &str = "core-v1.validating.hybridnet";
 pub const WEBHOOK_POD_MUTATING: &str = "core-v1.mutating.hybridnet";
+/// Ours (no upstream counterpart): node agents write only their own node's objects.
+pub const WEBHOOK_NODE_SCOPE: &str = "node-agent.validating.hybridnet";
 
 /// Standard labels.
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";

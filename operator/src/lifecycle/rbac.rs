@@ -200,6 +200,9 @@ pub fn node_agent_rules() -> Vec<PolicyRule> {
         ),
         rule(&[NETWORKING], &["ipinstances/status"], &["patch"]),
         rule(&[NETWORKING], &["nodeinfoes"], &["create", "patch"]),
+        // `publish_node_info` (node/src/agent/mod.rs) applies `status.updateTimestamp` too.
+        rule(&[NETWORKING], &["nodeinfoes/status"], &["patch"]),
+        // Which node's objects: the webhook `node-agent.validating.hybridnet` (webhook::nodescope).
     ]
 }
 

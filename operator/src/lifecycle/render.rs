@@ -9,8 +9,8 @@ use hybridnet_api::constants::{env, label};
 use hybridnet_api::v1::{Network, NetworkSpec, NetworkType, Subnet, SubnetSpec};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
-    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
+    ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
@@ -615,7 +615,42 @@ pub fn validating_webhooks(
                 object_selector: Some(pod_object_selector()),
                 ..common(names::WEBHOOK_POD_VALIDATING)
             },
+            node_scope_webhook(s, common(names::WEBHOOK_NODE_SCOPE)),
         ]),
+    }
+}
+
+/// Node agents write only their own node's NodeInfo and IPInstances (`webhook::nodescope`):
+/// every write the agent's ClusterRole allows on those kinds, only for the agent's ServiceAccount
+/// (matchConditions, so the operator's and users' writes never wait for the webhook), failing
+/// closed.
+fn node_scope_webhook(s: &Settings, common: ValidatingWebhook) -> ValidatingWebhook {
+    let rule = |resources: &[&str], ops: &[&str], scope: &str| RuleWithOperations {
+        scope: Some(scope.into()),
+        ..rules(&["networking.alibaba.com"], resources, ops)
+    };
+    ValidatingWebhook {
+        failure_policy: Some("Fail".into()),
+        rules: Some(vec![
+            rule(
+                &["nodeinfoes", "nodeinfoes/status"],
+                &["CREATE", "UPDATE", "DELETE"],
+                "Cluster",
+            ),
+            rule(
+                &["ipinstances", "ipinstances/status"],
+                &["CREATE", "UPDATE", "DELETE"],
+                "Namespaced",
+            ),
+        ]),
+        match_conditions: Some(vec![MatchCondition {
+            name: "node-agent".into(),
+            expression: format!(
+                "request.userInfo.username == '{}'",
+                crate::webhook::nodescope::agent_username(&s.namespace)
+            ),
+        }]),
+        ..common
     }
 }
 
@@ -1126,7 +1161,30 @@ mod tests {
             unreachable!()
         };
         let hooks = v.webhooks.clone().unwrap();
-        assert_eq!(hooks.len(), 2);
+        assert_eq!(hooks.len(), 3);
+        let scope = &hooks[2];
+        assert_eq!(scope.name, names::WEBHOOK_NODE_SCOPE);
+        assert_eq!(scope.failure_policy.as_deref(), Some("Fail"));
+        assert_eq!(
+            scope.match_conditions.clone().unwrap()[0].expression,
+            "request.userInfo.username == 'system:serviceaccount:hybridnet-system:hybridnet-node'"
+        );
+        let scoped: Vec<_> = scope
+            .rules
+            .iter()
+            .flatten()
+            .flat_map(|r| r.resources.clone().unwrap())
+            .collect();
+        // Every write the agent's ClusterRole grants goes through the webhook.
+        for rule in rbac::node_agent_rules() {
+            let writes = rule
+                .verbs
+                .iter()
+                .any(|v| v != "get" && v != "list" && v != "watch");
+            for res in rule.resources.iter().flatten().filter(|_| writes) {
+                assert!(scoped.contains(res), "{res}");
+            }
+        }
         let net = &hooks[0];
         assert_eq!(net.name, "hybridnet-v1.validating.hybridnet");
         assert_eq!(net.failure_policy.as_deref(), Some("Fail"));

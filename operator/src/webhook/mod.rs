@@ -1,7 +1,9 @@
-//! Admission webhook server: validating Network/Subnet/Pod (spec 4.2-4.4), mutating Pod (spec 4.1),
+//! Admission webhook server: validating Network/Subnet/Pod (spec 4.2-4.4) and the node agents'
+//! NodeInfo/IPInstance writes ([`nodescope`]), mutating Pod (spec 4.1),
 //! over HTTPS with rustls (ring), AdmissionReview v1.
 
 pub mod mutate;
+pub mod nodescope;
 pub mod review;
 pub mod server;
 

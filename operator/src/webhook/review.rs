@@ -154,6 +154,7 @@ pub fn validate(
         "Network" => validate_network(st, &req),
         "Subnet" => validate_subnet(st, &req),
         "Pod" => validate_pod(st, &req),
+        "NodeInfo" | "IPInstance" => validate_node_scope(st, &req),
         _ => Verdict::Allow,
     };
     respond(st, "validate", &req, verdict, None)
@@ -289,4 +290,19 @@ fn validate_pod(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Ver
         Err(e) => return Verdict::Invalid(e),
     };
     to_verdict(super::mutate::check_pod(st, &pod, req.namespace.as_deref()))
+}
+
+/// A node agent writes only its own node's NodeInfo and IPInstances ([`super::nodescope`]).
+fn validate_node_scope(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Verdict {
+    let value = |o: Option<&DynamicObject>| o.map(serde_json::to_value).transpose();
+    match (value(req.old_object.as_ref()), value(req.object.as_ref())) {
+        (Ok(old), Ok(new)) => to_verdict(super::nodescope::check(
+            &req.user_info,
+            &super::nodescope::agent_username(&st.config.namespace),
+            &req.kind.kind,
+            old.as_ref(),
+            new.as_ref(),
+        )),
+        (Err(e), _) | (_, Err(e)) => Verdict::Invalid(format!("object: {e}")),
+    }
 }

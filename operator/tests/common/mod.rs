@@ -95,6 +95,11 @@ impl Env {
     /// Like [`Env::start`], without the CRDs whose file names are in `skip` (e.g.
     /// `operator.hybridnet.io_hybridnetclusters.yaml` for a control plane installed alone).
     pub async fn start_without_crds(skip: &[&str]) -> Env {
+        Self::start_with(skip, Vec::new()).await
+    }
+
+    /// Like [`Env::start_without_crds`], with kube-lite authenticating `users`' tokens as them.
+    pub async fn start_with(skip: &[&str], users: Vec<kube_lite::TokenUser>) -> Env {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -104,6 +109,7 @@ impl Env {
             .try_init();
         let srv = kube_lite::Server::start(kube_lite::Config {
             bookmark_interval: Duration::from_millis(500),
+            users,
             ..Default::default()
         })
         .await
