@@ -155,6 +155,7 @@ fn field_value(f: &Field, p: &Packet) -> Option<Vec<Value>> {
 fn value_matches(v: &Value, e: &Value) -> bool {
     match (v, e) {
         (Value::Addr(a), Value::Prefix(c)) => c.contains(*a),
+        (Value::Port(p), Value::PortRange(a, b)) => a <= p && p <= b,
         (Value::IfName(n), Value::IfName(pattern)) => {
             // The kernel sees the name as rendered.
             let pattern = render::quote(pattern);

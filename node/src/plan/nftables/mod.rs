@@ -96,6 +96,8 @@ pub enum Value {
     IfName(String),
     Proto(L4Proto),
     Port(u16),
+    /// Ports `first..=last` (interval sets and comparisons, e.g. a NetworkPolicy `endPort`).
+    PortRange(u16, u16),
     Mark(u32),
 }
 
@@ -348,6 +350,7 @@ impl KeyType {
             | (KeyType::Ipv6Addr, Value::Addr(IpAddr::V6(_))) => true,
             (KeyType::Ipv4Addr, Value::Prefix(c)) => interval && c.version == IpVersion::V4,
             (KeyType::Ipv6Addr, Value::Prefix(c)) => interval && c.version == IpVersion::V6,
+            (KeyType::InetService, Value::PortRange(a, b)) => interval && a <= b,
             (KeyType::IfName, Value::IfName(_))
             | (KeyType::InetProto, Value::Proto(_))
             | (KeyType::InetService, Value::Port(_))

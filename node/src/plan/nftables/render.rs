@@ -48,6 +48,7 @@ pub(super) fn value(v: &Value) -> String {
         Value::IfName(n) => quote(n),
         Value::Proto(p) => proto(*p).to_string(),
         Value::Port(p) => p.to_string(),
+        Value::PortRange(a, b) => format!("{a}-{b}"),
         Value::Mark(m) => format!("{m:#x}"),
     }
 }
@@ -224,7 +225,11 @@ fn hook(h: Hook) -> &'static str {
 fn set_line(out: &mut String, name: &str, s: &Set) {
     let _ = write!(out, "\tset {name} {{ type {};", key_type(&s.key));
     if s.interval {
-        let _ = write!(out, " flags interval; auto-merge;");
+        let _ = write!(out, " flags interval;");
+        // nft merges overlapping elements of single-field interval sets only.
+        if s.key.len() == 1 {
+            let _ = write!(out, " auto-merge;");
+        }
     }
     if !s.elements.is_empty() {
         let list: Vec<String> = s.elements.iter().map(key).collect();

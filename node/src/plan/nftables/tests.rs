@@ -40,6 +40,16 @@ fn policy_table() -> Table {
             Key(vec![Value::Proto(L4Proto::Udp), Value::Port(53)]),
         ]),
     );
+    t.sets.insert(
+        "port_ranges".into(),
+        Set::of(vec![KeyType::InetProto, KeyType::InetService], true).with([
+            Key(vec![
+                Value::Proto(L4Proto::Tcp),
+                Value::PortRange(8000, 8080),
+            ]),
+            Key(vec![Value::Proto(L4Proto::Udp), Value::Port(53)]),
+        ]),
+    );
     let mut by_if = Map::of(vec![KeyType::IfName], false);
     by_if.elements.insert(
         Value::IfName("hybr1".into()).into(),
@@ -80,6 +90,20 @@ fn policy_table() -> Table {
         .stmt(Stmt::Counter)
         .verdict(Verdict::Accept)
         .comment("allow from allowed4 on tcp/80, udp/53"),
+    );
+    a.rules.push(
+        Rule::new(vec![Match::in_set(
+            Field::Concat(vec![Field::L4Proto, Field::Dport]),
+            "port_ranges",
+        )])
+        .verdict(Verdict::Accept),
+    );
+    a.rules.push(
+        Rule::new(vec![Match::eq(
+            Field::Dport,
+            Rhs::Value(Value::PortRange(9000, 9001)),
+        )])
+        .verdict(Verdict::Accept),
     );
     a.rules.push(
         Rule::new(vec![Match::eq(
@@ -127,6 +151,9 @@ fn renders_every_construct() {
         "\t\toifname vmap @pod_by_if\n",
         "\t\tmeta mark 0x7 meta mark set 0x8\n",
         "\t\tip saddr @allowed4 meta l4proto . th dport @ports counter accept comment \"allow from allowed4 on tcp/80, udp/53\"\n",
+        "\tset port_ranges { type inet_proto . inet_service; flags interval; elements = { tcp . 8000-8080, udp . 53 } }\n",
+        "\t\tmeta l4proto . th dport @port_ranges accept\n",
+        "\t\tth dport 9000-9001 accept\n",
         "\t\tmeta l4proto tcp reject with tcp reset\n",
         "\t\tcounter reject with icmpx type admin-prohibited comment \"default deny\"\n",
         "\t\tct state established,related accept\n",
@@ -318,10 +345,21 @@ fn vmap_jump_and_goto_reach_per_pod_chains() {
         (o.verdict, o.reject),
         (Final::Reject, Some(Reject::TcpReset))
     );
-    assert_eq!(o.decided_by.unwrap().index, 1);
+    assert_eq!(o.decided_by.unwrap().index, 3);
+    // Port ranges: in a concatenated interval set and as a constant.
+    for (l4, v) in [
+        ((L4Proto::Tcp, 8000), Final::Accept),
+        ((L4Proto::Tcp, 8080), Final::Accept),
+        ((L4Proto::Tcp, 8081), Final::Reject),
+        ((L4Proto::Udp, 8000), Final::Reject),
+        ((L4Proto::Tcp, 9001), Final::Accept),
+    ] {
+        p.l4 = Some(l4);
+        assert_eq!(t.eval_hook(Hook::Forward, &p).verdict, v, "{l4:?}");
+    }
     // Not from an allowed address, UDP: the default deny, which names itself.
     p.src = ip("198.20.0.1");
-    p.l4 = Some((L4Proto::Udp, 53));
+    p.l4 = Some((L4Proto::Udp, 54));
     let o = t.eval_hook(Hook::Forward, &p);
     let d = o.decided_by.unwrap();
     assert_eq!(d.comment.as_deref(), Some("default deny"));
