@@ -179,6 +179,19 @@ async fn node_labels_taint_status_and_release() {
         "{text}"
     );
     assert!(text.contains("hybridnet_leader 1"), "{text}");
+    // Upstream's names and labels too (pkg/metrics/metrics.go in alibaba/hybridnet).
+    assert!(
+        text.contains("ip_usage{networkName=\"u1\",ipFamily=\"ipv4\",usageType=\"used\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("subnet_ip_usage{subnetName=\"u1-sub\",networkName=\"u1\",usageType="),
+        "{text}"
+    );
+    assert!(
+        text.contains("ip_allocation_period_count{allocateType=\"normal\",success=\"true\"}"),
+        "{text}"
+    );
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {

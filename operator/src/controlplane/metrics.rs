@@ -1,6 +1,8 @@
 //! Prometheus metrics of the control plane and the webhook, served on `/metrics`.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -82,6 +84,109 @@ pub struct Metrics {
     pub pods_not_selected: Counter,
     pub leader: Gauge,
     pub ipam_rebuild_seconds: Histogram,
+    /// The same numbers under upstream's names and labels (no prefix, camelCase labels).
+    upstream: Arc<Mutex<Upstream>>,
+}
+
+/// Observations kept per `ip_allocation_period` series for its quantiles.
+const SUMMARY_WINDOW: usize = 1024;
+
+/// Upstream hybridnet's manager metrics (pkg/metrics/metrics.go in alibaba/hybridnet):
+/// `ip_usage{networkName,ipFamily,usageType}`, `subnet_ip_usage{subnetName,networkName,usageType}`
+/// and the summary `ip_allocation_period{allocateType,success}` in nanoseconds (quantiles 0.5, 0.9,
+/// 0.99 over the last [`SUMMARY_WINDOW`] allocations). Served next to ours so upstream dashboards
+/// and alerts keep working (docs/operations.md maps one to the other).
+#[derive(Default, Debug)]
+struct Upstream {
+    ip_usage: BTreeMap<(String, String, String), i64>,
+    subnet_ip_usage: BTreeMap<(String, String, String), i64>,
+    allocation: BTreeMap<(String, String), Summary>,
+}
+
+#[derive(Default, Debug)]
+struct Summary {
+    count: u64,
+    sum: f64,
+    window: VecDeque<f64>,
+}
+
+impl Summary {
+    fn observe(&mut self, v: f64) {
+        self.count += 1;
+        self.sum += v;
+        if self.window.len() == SUMMARY_WINDOW {
+            self.window.pop_front();
+        }
+        self.window.push_back(v);
+    }
+
+    /// Nearest-rank quantile of the window (NaN when empty, as Go's client reports it).
+    fn quantile(&self, q: f64) -> f64 {
+        if self.window.is_empty() {
+            return f64::NAN;
+        }
+        let mut v: Vec<f64> = self.window.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        let rank = (q * v.len() as f64).ceil() as usize;
+        v[rank.clamp(1, v.len()) - 1]
+    }
+}
+
+/// Escapes a label value for the text format.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Upstream {
+    /// The upstream-named series in the text exposition format (pure).
+    fn render(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "# HELP ip_usage the usage of IPs in different networks");
+        let _ = writeln!(o, "# TYPE ip_usage gauge");
+        for ((n, f, t), v) in &self.ip_usage {
+            let _ = writeln!(
+                o,
+                "ip_usage{{networkName=\"{}\",ipFamily=\"{}\",usageType=\"{}\"}} {v}",
+                esc(n),
+                esc(f),
+                esc(t)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP subnet_ip_usage the usage of IPs in different subnets"
+        );
+        let _ = writeln!(o, "# TYPE subnet_ip_usage gauge");
+        for ((s, n, t), v) in &self.subnet_ip_usage {
+            let _ = writeln!(
+                o,
+                "subnet_ip_usage{{subnetName=\"{}\",networkName=\"{}\",usageType=\"{}\"}} {v}",
+                esc(s),
+                esc(n),
+                esc(t)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP ip_allocation_period the period summary of ip allocation for pod"
+        );
+        let _ = writeln!(o, "# TYPE ip_allocation_period summary");
+        for ((a, ok), sm) in &self.allocation {
+            let l = format!("allocateType=\"{}\",success=\"{}\"", esc(a), esc(ok));
+            for q in [0.5, 0.9, 0.99] {
+                let _ = writeln!(
+                    o,
+                    "ip_allocation_period{{{l},quantile=\"{q}\"}} {}",
+                    sm.quantile(q)
+                );
+            }
+            let _ = writeln!(o, "ip_allocation_period_sum{{{l}}} {}", sm.sum);
+            let _ = writeln!(o, "ip_allocation_period_count{{{l}}} {}", sm.count);
+        }
+        o
+    }
 }
 
 impl Default for Metrics {
@@ -172,14 +277,71 @@ impl Metrics {
             pods_not_selected,
             leader,
             ipam_rebuild_seconds,
+            upstream: Arc::default(),
         }
     }
 
-    /// The text exposition format.
+    fn upstream(&self) -> std::sync::MutexGuard<'_, Upstream> {
+        self.upstream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One pod allocation took `seconds` (ours: `hybridnet_ip_allocation_seconds`; upstream's:
+    /// `ip_allocation_period`, in nanoseconds).
+    pub fn record_allocation(&self, allocate_type: &str, success: bool, seconds: f64) {
+        self.allocation_seconds
+            .get_or_create(&AllocationLabels {
+                allocate_type: allocate_type.to_string(),
+                success: success.to_string(),
+            })
+            .observe(seconds);
+        self.upstream()
+            .allocation
+            .entry((allocate_type.to_string(), success.to_string()))
+            .or_default()
+            .observe(seconds * 1e9);
+    }
+
+    /// Drops every usage series of a deleted network and its subnets (as upstream does).
+    pub fn forget_network(&self, network: &str) {
+        for family in ["ipv4", "ipv6", "dualstack"] {
+            for t in ["total", "used", "available"] {
+                self.network_usage.remove(&NetworkUsageLabels {
+                    network_name: network.to_string(),
+                    ip_family: family.to_string(),
+                    usage_type: t.to_string(),
+                });
+            }
+        }
+        let mut up = self.upstream();
+        up.ip_usage.retain(|(n, _, _), _| n != network);
+        let gone: Vec<(String, String, String)> = up
+            .subnet_ip_usage
+            .keys()
+            .filter(|(_, n, _)| n == network)
+            .cloned()
+            .collect();
+        for k in gone {
+            up.subnet_ip_usage.remove(&k);
+            self.subnet_usage.remove(&SubnetUsageLabels {
+                subnet_name: k.0,
+                network_name: k.1,
+                usage_type: k.2,
+            });
+        }
+    }
+
+    /// The text exposition format (OpenMetrics): ours, then upstream's names before `# EOF`.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
+        }
+        let upstream = self.upstream().render();
+        match out.rfind("# EOF") {
+            Some(i) => out.insert_str(i, &upstream),
+            None => out.push_str(&upstream),
         }
         out
     }
@@ -209,6 +371,9 @@ impl Metrics {
                     usage_type: t.to_string(),
                 })
                 .set(v);
+            self.upstream()
+                .subnet_ip_usage
+                .insert((subnet.to_string(), network.to_string(), t.to_string()), v);
         }
     }
 
@@ -220,6 +385,14 @@ impl Metrics {
                 usage_type: usage_type.to_string(),
             })
             .set(v);
+        self.upstream().ip_usage.insert(
+            (
+                network.to_string(),
+                family.to_string(),
+                usage_type.to_string(),
+            ),
+            v,
+        );
     }
 
     pub fn leak_found(&self, kind: &str) {
@@ -256,4 +429,61 @@ pub fn router(metrics: Metrics) -> axum::Router {
             }
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_names_and_labels_are_served() {
+        let m = Metrics::new();
+        m.set_network_usage("net-a", "ipv4", "used", 3);
+        m.set_subnet_usage("net-a", "sub-a", 10, 3, 7);
+        for ms in 1..=100 {
+            m.record_allocation("normal", true, f64::from(ms) / 1000.0);
+        }
+        let text = m.encode();
+        for want in [
+            "ip_usage{networkName=\"net-a\",ipFamily=\"ipv4\",usageType=\"used\"} 3",
+            "subnet_ip_usage{subnetName=\"sub-a\",networkName=\"net-a\",usageType=\"available\"} 7",
+            "# TYPE ip_allocation_period summary",
+            "ip_allocation_period{allocateType=\"normal\",success=\"true\",quantile=\"0.5\"} 50000000",
+            "ip_allocation_period{allocateType=\"normal\",success=\"true\",quantile=\"0.99\"} 99000000",
+            "ip_allocation_period_count{allocateType=\"normal\",success=\"true\"} 100",
+            "hybridnet_ip_usage{network_name=\"net-a\",ip_family=\"ipv4\",usage_type=\"used\"} 3",
+        ] {
+            assert!(text.contains(want), "missing {want}:\n{text}");
+        }
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1);
+
+        m.forget_network("net-a");
+        let text = m.encode();
+        assert!(!text.contains("networkName=\"net-a\""), "{text}");
+        assert!(!text.contains("network_name=\"net-a\""), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_empty_windows_are_nan() {
+        let mut u = Upstream::default();
+        u.ip_usage
+            .insert(("a\"b\\c".into(), "ipv4".into(), "used".into()), 1);
+        u.allocation
+            .insert(("stateful".into(), "false".into()), Summary::default());
+        let text = u.render();
+        assert!(text.contains(r#"networkName="a\"b\\c""#), "{text}");
+        assert!(text.contains("quantile=\"0.5\"} NaN"), "{text}");
+    }
+
+    #[test]
+    fn the_window_keeps_the_latest_observations() {
+        let mut s = Summary::default();
+        for v in 0..(SUMMARY_WINDOW as u32 + 10) {
+            s.observe(f64::from(v));
+        }
+        assert_eq!(s.window.len(), SUMMARY_WINDOW);
+        assert_eq!(s.count, SUMMARY_WINDOW as u64 + 10);
+        assert_eq!(s.quantile(0.0001), 10.0);
+    }
 }

@@ -19,7 +19,6 @@ use kube::{Api, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
 use super::context::{Ctx, PodRecord, ReconcileError, pod_key};
-use super::metrics::AllocationLabels;
 use super::objects::{
     add_finalizer_patch, build_ipinstance, rebind_patch, remove_finalizer_patch, reserve_patch,
     select_network,
@@ -272,12 +271,7 @@ async fn allocate(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
     };
     let kind = if stateful { "stateful" } else { "normal" };
     ctx.metrics
-        .allocation_seconds
-        .get_or_create(&AllocationLabels {
-            allocate_type: kind.into(),
-            success: res.is_ok().to_string(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+        .record_allocation(kind, res.is_ok(), started.elapsed().as_secs_f64());
     match res {
         Ok(Some(note)) => {
             ctx.pod_event(pod, EventType::Normal, REASON_ALLOCATED, note)

@@ -207,6 +207,10 @@ async fn reconcile_inner(network: &Network, ctx: &Ctx) -> Result<Action, Reconci
         ))?;
     }
     let m = &ctx.metrics;
+    if network.metadata.deletion_timestamp.is_some() {
+        m.forget_network(&name);
+        return Ok(Action::await_change());
+    }
     for (fam, u) in [("ipv4", &usage.v4), ("ipv6", &usage.v6)] {
         m.set_network_usage(&name, fam, "total", u.total as i64);
         m.set_network_usage(&name, fam, "used", u.used as i64);
