@@ -410,9 +410,36 @@ fn deploy_is_a_complete_kustomization() {
             kinds.insert(d["kind"].as_str().unwrap().to_string());
         }
     }
+    // The CRDs are their own kustomization, with the annotations that keep GitOps tools from
+    // pruning or deleting them; `kubectl delete -k deploy/` never reaches them.
+    assert!(
+        !kinds.contains("CustomResourceDefinition"),
+        "deploy/ must not carry the CRDs"
+    );
+    let kc = &docs("deploy/crds/kustomization.yaml")[0];
+    let crd_files: Vec<&str> = kc["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(crd_files.len(), hybridnet_api::crd::all().len());
+    for f in crd_files {
+        let crd = &docs(&format!("deploy/crds/{f}"))[0];
+        assert_eq!(crd["kind"], "CustomResourceDefinition", "{f}");
+        let ann = &crd["metadata"]["annotations"];
+        assert_eq!(ann["kustomize.toolkit.fluxcd.io/prune"], "disabled", "{f}");
+        let argo = ann["argocd.argoproj.io/sync-options"]
+            .as_str()
+            .unwrap_or("");
+        assert!(
+            argo.split(',').any(|o| o == "Prune=false")
+                && argo.split(',').any(|o| o == "Delete=false"),
+            "{f}: {argo}"
+        );
+    }
     for want in [
         "Namespace",
-        "CustomResourceDefinition",
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
@@ -519,7 +546,10 @@ fn every_rendered_manifest_validates_against_the_kubernetes_openapi_schemas() {
         }
     }
     for e in std::fs::read_dir(root().join("deploy/crds")).unwrap() {
-        files.push(e.unwrap().path());
+        let p = e.unwrap().path();
+        if p.file_name().is_some_and(|n| n != "kustomization.yaml") {
+            files.push(p);
+        }
     }
     // The OLM deployment spec as a Deployment.
     let csv = docs("bundle/manifests/hybridnet-operator.clusterserviceversion.yaml").remove(0);

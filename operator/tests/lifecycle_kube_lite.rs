@@ -823,11 +823,11 @@ fn repo(rel: &str) -> PathBuf {
 async fn gitops_install_with_kubectl_server_side_apply_reaches_the_same_state() {
     let env = start_kube_lite().await;
     let kc = env.server.kubeconfig_path().to_path_buf();
-    // CRDs first (Flux does this by itself; Argo CD uses the sync-wave on the sample).
+    // CRDs first, their own kustomization (a Flux Kustomization or Argo CD Application of its own).
     let crds = repo("deploy/crds");
     let out = kubectl(
         &kc,
-        &["apply", "--server-side", "-f", crds.to_str().unwrap()],
+        &["apply", "--server-side", "-k", crds.to_str().unwrap()],
     );
     assert!(
         out.status.success(),

@@ -195,6 +195,18 @@ pub fn operator_deployment_spec(registry: &str, version: &str) -> DeploymentSpec
     }
 }
 
+/// Annotations on the CRDs of `deploy/crds/`: Argo CD neither prunes them (removed from Git) nor
+/// deletes them (Application deleted), Flux's kustomize-controller never garbage-collects them.
+/// Deleting a CRD deletes every object of its kind, so removing hybridnet's CRDs is always a
+/// deliberate `kubectl delete -k deploy/crds/` (docs/operations.md, "Removing").
+pub const CRD_KEEP_ANNOTATIONS: &[(&str, &str)] = &[
+    (
+        "argocd.argoproj.io/sync-options",
+        "Prune=false,Delete=false",
+    ),
+    ("kustomize.toolkit.fluxcd.io/prune", "disabled"),
+];
+
 /// The operator's own objects for the plain install, in apply order (CRDs come separately).
 pub struct OperatorInstall {
     pub namespace: Namespace,
@@ -728,11 +740,30 @@ pub fn files(version: &str) -> Result<Vec<(String, String)>, GenerateError> {
         yaml_docs(&ns_file, &[to_value(&ns_file, &inst.namespace)?])?,
     ));
     resources.push("namespace.yaml".to_string());
+    // The CRDs are a kustomization of their own, never part of `deploy/`: deleting or pruning the
+    // operator's install must not delete every Network, Subnet and IPInstance with their CRDs.
+    let mut crd_resources = Vec::new();
     for (name, crd) in &crds {
         let file = format!("{DEPLOY_DIR}/crds/{name}");
-        out.push((file.clone(), yaml_docs(&file, &[to_value(&file, crd)?])?));
-        resources.push(format!("crds/{name}"));
+        let mut v = to_value(&file, crd)?;
+        for (k, a) in CRD_KEEP_ANNOTATIONS {
+            v["metadata"]["annotations"][*k] = json!(a);
+        }
+        out.push((file.clone(), yaml_docs(&file, &[v])?));
+        crd_resources.push(name.to_string());
     }
+    let crd_kfile = format!("{DEPLOY_DIR}/crds/kustomization.yaml");
+    out.push((
+        crd_kfile.clone(),
+        yaml_docs(
+            &crd_kfile,
+            &[json!({
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": crd_resources
+            })],
+        )?,
+    ));
     let rbac_file = format!("{DEPLOY_DIR}/rbac.yaml");
     out.push((
         rbac_file.clone(),
