@@ -317,6 +317,54 @@ pub fn network_delete(net: &Network, existing: &Existing<'_>) -> Result<(), Fiel
         )
         .into());
     }
+    // A BGP network's nodes announce the GlobalBGP addresses of their pods: while any sits on one
+    // of its nodes, it stays (upstream pkg/webhook/validating/network.go, DELETE).
+    if net.spec.effective_mode() == NetworkMode::Bgp {
+        let nodes: BTreeSet<&str> = net
+            .status
+            .as_ref()
+            .and_then(|s| s.node_list.as_ref())
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        for global in existing
+            .networks
+            .iter()
+            .filter(|n| n.spec.effective_type() == NetworkType::GlobalBgp)
+        {
+            let gname = name_of(global);
+            let mut on_nodes: Vec<String> = existing
+                .ipinstances
+                .iter()
+                .filter(|i| i.spec.network == gname)
+                .filter(|i| {
+                    i.spec
+                        .binding
+                        .node_name
+                        .as_deref()
+                        .is_some_and(|n| nodes.contains(n))
+                })
+                .map(|i| {
+                    format!(
+                        "{}/{}",
+                        i.metadata.namespace.as_deref().unwrap_or(""),
+                        name_of(i)
+                    )
+                })
+                .collect();
+            if !on_nodes.is_empty() {
+                on_nodes.sort();
+                return Err(FieldError::new(
+                    "metadata.name",
+                    format!(
+                        "BGP network {me:?} still carries GlobalBGP addresses of network {gname:?} on its nodes: {on_nodes:?}"
+                    ),
+                )
+                .into());
+            }
+        }
+    }
     Ok(())
 }
 

@@ -613,3 +613,58 @@ fn pod_admission_rules() {
         assert!(e.starts_with("metadata.annotations["), "{e}");
     }
 }
+
+/// Upstream refuses deleting a BGP network while GlobalBGP addresses sit on its nodes
+/// (pkg/webhook/validating/network.go in alibaba/hybridnet, DELETE).
+#[test]
+fn bgp_network_delete_waits_for_global_bgp_addresses_on_its_nodes() {
+    let net = |v: serde_json::Value| -> Network { serde_json::from_value(v).unwrap() };
+    let bgp = net(serde_json::json!({
+        "apiVersion": "networking.alibaba.com/v1", "kind": "Network",
+        "metadata": {"name": "bgp"},
+        "spec": {"type": "Underlay", "mode": "BGP", "netID": 65001, "nodeSelector": {"rack": "r1"},
+                 "config": {"bgpPeers": [{"asn": 65000, "address": "198.18.0.1"}]}},
+        "status": {"nodeList": ["n1", "n2"]}
+    }));
+    let global = net(serde_json::json!({
+        "apiVersion": "networking.alibaba.com/v1", "kind": "Network",
+        "metadata": {"name": "global"}, "spec": {"type": "GlobalBGP"}
+    }));
+    let ipi = |node: &str| -> IPInstance {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "networking.alibaba.com/v1", "kind": "IPInstance",
+            "metadata": {"name": "198-19-0-5", "namespace": "default"},
+            "spec": {"network": "global", "subnet": "global-v4",
+                     "address": {"version": "4", "ip": "198.19.0.5/24", "mac": "02:00:00:00:00:05"},
+                     "binding": {"nodeName": node, "podName": "p"}}
+        }))
+        .unwrap()
+    };
+    let networks = [bgp.clone(), global.clone()];
+    let on_n2 = [ipi("n2")];
+    let ex = Existing {
+        networks: &networks,
+        ipinstances: &on_n2,
+        ..Default::default()
+    };
+    let e = validate::network_delete(&bgp, &ex).unwrap_err().to_string();
+    assert!(
+        e.contains("GlobalBGP addresses") && e.contains("default/198-19-0-5"),
+        "{e}"
+    );
+    // Elsewhere, reserved (no node), or no GlobalBGP network: deletable.
+    for (nets, ipis) in [
+        (&networks[..], [ipi("n3")]),
+        (&networks[..], [ipi("")]),
+        (&networks[..1], [ipi("n2")]),
+    ] {
+        let ex = Existing {
+            networks: nets,
+            ipinstances: &ipis,
+            ..Default::default()
+        };
+        validate::network_delete(&bgp, &ex).unwrap();
+    }
+    // The GlobalBGP network itself and non-BGP networks are not affected by the rule.
+    validate::network_delete(&global, &ex).unwrap();
+}
