@@ -7,12 +7,12 @@ use hybridnet_api::ipmath::u128_to_ip;
 use hybridnet_api::v1::IpVersion;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
-use rtnetlink::packet_route::route::{RouteProtocol, RouteScope, RouteType};
+use rtnetlink::packet_route::route::{RouteProtocol, RouteType};
 use rtnetlink::packet_route::rule::RuleAction;
 use rtnetlink::{Handle, LinkUnspec, LinkVlan, LinkVxlan, RouteMessageBuilder};
 use tracing::{debug, info, warn};
 
-use super::host::{is_owned_rule, is_subnet_rule};
+use super::diff::{self, RouteOp, RuleOp, scope_of};
 use super::kernel::{self, EEXIST, ENOENT, ESRCH, KernelError, KernelLink, errno};
 use super::nft::NftRunner;
 use super::sysctl::write_sysctl;
@@ -581,149 +581,82 @@ impl Applier {
         let h = &self.handle;
         let t = &self.tables;
         let rules = kernel::rules(h, family).await?;
-        let owned_rules: Vec<_> = rules.iter().filter(|r| is_owned_rule(r, t)).collect();
-        // Tables of owned rules that the plan drops: their routes go with them.
-        let mut owned_tables: BTreeSet<u32> = plan.owned_tables.clone();
-        let stale_tables: BTreeSet<u32> = owned_rules
-            .iter()
-            .filter(|r| is_subnet_rule(r, t) && !plan.owned_tables.contains(&r.table))
-            .map(|r| r.table)
-            .collect();
-        owned_tables.extend(stale_tables.iter().copied());
+        let owned = diff::owned_tables(&plan.owned_tables, &rules, t);
 
         // Routes before rules: a new rule never points at an empty table.
         let have = kernel::routes(h, family).await?;
-        let mut want: Vec<&PlannedRoute> = plan
+        let want: Vec<&PlannedRoute> = plan
             .routes
             .iter()
             .filter(|r| r.family() == family)
             .collect();
-        // Direct routes first: the kernel accepts `default via <gw>` in a subnet table only once
-        // the table can reach the gateway (a VLAN node without an address of its own in the
-        // subnet has no other route to it).
-        want.sort_by_key(|r| r.via.is_some());
-        let mut matched: BTreeSet<usize> = BTreeSet::new();
-        for r in &want {
-            let oif = match &r.dev {
-                Some(d) => match index.get(d) {
-                    Some(i) => Some(*i),
-                    None => {
-                        rep.fail(format!(
-                            "route {} table {}: device {d} does not exist",
-                            r.dst, r.table
-                        ));
-                        continue;
-                    }
-                },
-                None => None,
-            };
-            let same_key: Vec<usize> = have
-                .iter()
-                .enumerate()
-                .filter(|(_, k)| k.table == r.table && k.dst == r.dst)
-                .map(|(i, _)| i)
-                .collect();
-            if let Some(&i) = same_key.iter().find(|&&i| route_matches(&have[i], r, oif)) {
-                matched.insert(i);
-                continue;
-            }
-            // Replace in place (NLM_F_REPLACE): no moment without a route.
-            let msg = match build_route(r, oif) {
-                Ok(m) => m,
-                Err(e) => {
-                    rep.fail(e);
-                    continue;
-                }
-            };
-            match h.route().add(msg).replace().execute().await {
-                Ok(()) => {
-                    debug!(table = r.table, dst = %r.dst, "route programmed");
-                    rep.add("route");
-                    // The replaced entry is the first with that key; others are extras.
-                    if let Some(&i) = same_key.first() {
-                        matched.insert(i);
-                    }
-                }
-                Err(e) => rep.fail(KernelError::netlink(
-                    format!("route replace {} table {}", r.dst, r.table),
-                    e,
-                )),
-            }
+        let d = diff::diff_routes(&want, &have, index, &owned, t);
+        for p in d.problems {
+            rep.fail(p);
         }
-        for (i, k) in have.iter().enumerate() {
-            if matched.contains(&i) || !owned_tables.contains(&k.table) {
-                continue;
-            }
-            // Local-direct (39999) is never pruned here; see module docs. In the fixed overlay
-            // tables only hybridnet-shaped routes (throw, or via a VXLAN device) are removed:
-            // anything else means another program uses the table (upstream refused to start).
-            let fixed = k.table == t.to_overlay || k.table == t.overlay_mark;
-            let vxlan_shaped = k.kind == RouteType::Throw
-                || k.oif
-                    .and_then(|i| {
-                        index
-                            .iter()
-                            .find(|(_, v)| **v == i)
-                            .map(|(n, _)| n.contains(".vxlan"))
-                    })
-                    .unwrap_or(false);
-            if fixed && !vxlan_shaped {
-                rep.fail(format!(
-                    "table {} holds route {} that hybridnet did not create; left in place (is the table used by another program? see --to-overlay-table/--overlay-mark-table)",
-                    k.table, k.dst
-                ));
-                continue;
-            }
-            match ignore_missing(h.route().del(k.msg.clone()).execute().await) {
-                Ok(()) => rep.del("route"),
-                Err(e) => rep.fail(KernelError::netlink(
-                    format!("route del {} table {}", k.dst, k.table),
-                    e,
-                )),
+        for op in d.ops {
+            match op {
+                RouteOp::Replace { want: i, oif } => {
+                    let r = want[i];
+                    // Replace in place (NLM_F_REPLACE): no moment without a route.
+                    let msg = match build_route(r, oif) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            rep.fail(e);
+                            continue;
+                        }
+                    };
+                    match h.route().add(msg).replace().execute().await {
+                        Ok(()) => {
+                            debug!(table = r.table, dst = %r.dst, "route programmed");
+                            rep.add("route");
+                        }
+                        Err(e) => rep.fail(KernelError::netlink(
+                            format!("route replace {} table {}", r.dst, r.table),
+                            e,
+                        )),
+                    }
+                }
+                RouteOp::Delete { have: j } => {
+                    let k = &have[j];
+                    match ignore_missing(h.route().del(k.msg.clone()).execute().await) {
+                        Ok(()) => rep.del("route"),
+                        Err(e) => rep.fail(KernelError::netlink(
+                            format!("route del {} table {}", k.dst, k.table),
+                            e,
+                        )),
+                    }
+                }
             }
         }
 
         // Rules: add missing, then remove stale owned ones.
         let want_rules: Vec<&PolicyRule> = plan.rules_of(family).collect();
-        for w in &want_rules {
-            let present = owned_rules.iter().any(|r| {
-                r.priority == w.priority
-                    && r.table == w.table
-                    && r.src == w.src
-                    && rule_mark(r) == w.fwmark
-                    && r.action == RuleAction::ToTable
-            });
-            if present {
-                continue;
-            }
-            match add_rule(h, w).await {
-                Ok(()) => rep.add("rule"),
-                Err(e) => rep.fail(KernelError::netlink(
-                    format!("rule add pref {} table {}", w.priority, w.table),
-                    e,
-                )),
-            }
-        }
-        for r in owned_rules {
-            let wanted = want_rules.iter().any(|w| {
-                r.priority == w.priority
-                    && r.table == w.table
-                    && r.src == w.src
-                    && rule_mark(r) == w.fwmark
-                    && r.action == RuleAction::ToTable
-            });
-            if wanted {
-                continue;
-            }
-            match ignore_missing(h.rule().del(r.msg.clone()).execute().await) {
-                Ok(()) => {
-                    info!(priority = r.priority, table = r.table, "removed stale rule");
-                    rep.del("rule");
+        for op in diff::diff_rules(&want_rules, &rules, t) {
+            match op {
+                RuleOp::Add { want: i } => {
+                    let w = want_rules[i];
+                    match add_rule(h, w).await {
+                        Ok(()) => rep.add("rule"),
+                        Err(e) => rep.fail(KernelError::netlink(
+                            format!("rule add pref {} table {}", w.priority, w.table),
+                            e,
+                        )),
+                    }
                 }
-                Err(e) => rep.fail(KernelError::netlink(
-                    format!("rule del pref {} table {}", r.priority, r.table),
-                    e,
-                )),
+                RuleOp::Delete { have: j } => {
+                    let r = &rules[j];
+                    match ignore_missing(h.rule().del(r.msg.clone()).execute().await) {
+                        Ok(()) => {
+                            info!(priority = r.priority, table = r.table, "removed stale rule");
+                            rep.del("rule");
+                        }
+                        Err(e) => rep.fail(KernelError::netlink(
+                            format!("rule del pref {} table {}", r.priority, r.table),
+                            e,
+                        )),
+                    }
+                }
             }
         }
         Ok(())
@@ -746,37 +679,6 @@ fn vxlan_matches(l: &KernelLink, w: &VxlanDevice, parent: u32) -> bool {
         && x.port == Some(w.port)
         && x.learning != Some(true)
         && l.iface.mac == Some(w.mac)
-}
-
-fn rule_mark(r: &kernel::KernelRule) -> Option<(u32, u32)> {
-    match (r.fwmark, r.fwmask) {
-        (None, None) => None,
-        (m, k) => Some((m.unwrap_or(0), k.unwrap_or(u32::MAX))),
-    }
-}
-
-fn scope_of(r: &PlannedRoute) -> RouteScope {
-    // As `ip route add`: unicast routes without a gateway are link scope.
-    if r.kind == RouteKind::Unicast && (r.via.is_none() || r.scope_link) {
-        RouteScope::Link
-    } else {
-        RouteScope::Universe
-    }
-}
-
-fn route_matches(k: &kernel::KernelRoute, r: &PlannedRoute, oif: Option<u32>) -> bool {
-    match r.kind {
-        // The kernel reports IPv6 throw routes on `lo`; only the type matters.
-        RouteKind::Throw => k.kind == RouteType::Throw,
-        RouteKind::Unicast => {
-            k.kind == RouteType::Unicast
-                && k.oif == oif
-                && k.gateway == r.via
-                && k.prefsrc == r.src
-                // IPv6 routes have no scope in the kernel (always reported as universe).
-                && (r.dst.version == IpVersion::V6 || k.scope == scope_of(r))
-        }
-    }
 }
 
 fn build_route(

@@ -27,6 +27,7 @@
 
 mod apply;
 mod arp_enhance;
+mod diff;
 mod host;
 pub mod kernel;
 pub mod netns;
