@@ -260,6 +260,41 @@ fn bundle_follows_the_olm_rules() {
         .collect();
     assert_eq!(modes.len(), 4, "all four install modes are declared");
     assert!(modes["AllNamespaces"], "OLM v1 requires AllNamespaces");
+    // A cluster-wide operator: only AllNamespaces works.
+    assert_eq!(
+        modes
+            .iter()
+            .filter(|(_, s)| **s)
+            .map(|(m, _)| *m)
+            .collect::<Vec<_>>(),
+        vec!["AllNamespaces"]
+    );
+    // The OpenShift versions annotation agrees with minKubeVersion: OpenShift 4.N ships
+    // Kubernetes 1.(N+13) (4.16 = 1.29, 4.20 = 1.33), and v4.N means "4.N and later".
+    let min_kube = spec["minKubeVersion"].as_str().unwrap();
+    let kube_minor: u32 = min_kube.split('.').nth(1).unwrap().parse().unwrap();
+    let ann = read("bundle/metadata/annotations.yaml");
+    let ocp = ann
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("com.redhat.openshift.versions: "))
+        .expect("OpenShift versions annotation");
+    let ocp_minor: u32 = ocp.strip_prefix("v4.").unwrap().parse().unwrap();
+    assert_eq!(
+        ocp_minor + 13,
+        kube_minor,
+        "{ocp} vs minKubeVersion {min_kube}"
+    );
+    for (kube, want) in [
+        ("1.29.0", Some("v4.16")),
+        ("1.33.0", Some("v4.20")),
+        ("1.24.0", Some("v4.12")),
+        ("1.99.0", None),
+        ("2.0.0", None),
+        ("x", None),
+    ] {
+        assert_eq!(install::openshift_versions(kube).as_deref(), want, "{kube}");
+    }
+    assert!(install::openshift_versions(install::MIN_KUBE_VERSION).is_some());
 
     // Install strategy: the operator Deployment on the host network, tolerating every taint.
     let inst = &spec["install"];

@@ -38,6 +38,35 @@ use super::settings;
 pub const OPERATOR_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Oldest Kubernetes the operator is built for (k8s-openapi feature floor of kube 5).
 pub const MIN_KUBE_VERSION: &str = "1.33.0";
+/// OpenShift 4 minor releases and the Kubernetes minor each ships (OpenShift 4.N carries
+/// Kubernetes 1.(N+13), from 4.12/1.25 to 4.20/1.33, as OpenShift's release notes state).
+const OPENSHIFT_KUBE: &[(u32, u32)] = &[
+    (12, 25),
+    (13, 26),
+    (14, 27),
+    (15, 28),
+    (16, 29),
+    (17, 30),
+    (18, 31),
+    (19, 32),
+    (20, 33),
+];
+
+/// `com.redhat.openshift.versions` for a `minKubeVersion`: `v4.N` ("4.N and later") for the oldest
+/// OpenShift whose Kubernetes is at least `min_kube`, so the two claims agree. None when the
+/// version does not parse or is newer than the table (the table then needs a line).
+pub fn openshift_versions(min_kube: &str) -> Option<String> {
+    let mut parts = min_kube.split('.');
+    let (major, minor) = (parts.next()?, parts.next()?.parse::<u32>().ok()?);
+    if major != "1" {
+        return None;
+    }
+    OPENSHIFT_KUBE
+        .iter()
+        .find(|(_, k)| *k >= minor)
+        .map(|(ocp, _)| format!("v4.{ocp}"))
+}
+
 /// Release date written into the CSV (`createdAt`); fixed so that generation is reproducible.
 pub const RELEASE_DATE: &str = "2026-11-26T00:00:00Z";
 pub const PACKAGE: &str = "hybridnet-operator";
@@ -556,7 +585,9 @@ pub fn cluster_service_version(registry: &str, version: &str) -> Value {
             "links": [{"name": "Source", "url": "https://github.com/hybridnet/hybridnet"}],
             "icon": [{"base64data": ICON_SVG_B64, "mediatype": "image/svg+xml"}],
             "installModes": [
-                {"type": "OwnNamespace", "supported": true},
+                // Cluster-wide only: the operator watches pods, nodes and its CRDs in every
+                // namespace whatever the OperatorGroup targets, so OwnNamespace would be a lie.
+                {"type": "OwnNamespace", "supported": false},
                 {"type": "SingleNamespace", "supported": false},
                 {"type": "MultiNamespace", "supported": false},
                 {"type": "AllNamespaces", "supported": true}
@@ -620,7 +651,11 @@ pub fn bundle_annotations() -> Vec<(&'static str, String)> {
             "operators.operatorframework.io.test.config.v1",
             "tests/scorecard/".into(),
         ),
-        ("com.redhat.openshift.versions", "v4.16".into()),
+        (
+            "com.redhat.openshift.versions",
+            // A test checks MIN_KUBE_VERSION is in the table, so this never falls back.
+            openshift_versions(MIN_KUBE_VERSION).unwrap_or_else(|| "v4.20".into()),
+        ),
     ]
 }
 
