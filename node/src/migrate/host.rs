@@ -90,6 +90,7 @@ fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Run {
 /// after the removal.
 pub fn clean(scope: Scope, remove: bool) -> CleanReport {
     let mut rep = CleanReport::default();
+    let mut any_iptables = false;
     for (label, save, restore) in IPTABLES {
         let text = match run(save, &[], None) {
             Run::Ok(t) => t,
@@ -99,6 +100,7 @@ pub fn clean(scope: Scope, remove: bool) -> CleanReport {
                 continue;
             }
         };
+        any_iptables = true;
         let mut plan = plan_save(&text, scope);
         if remove && plan.iter().any(|t| !t.script.is_empty()) {
             for t in &plan {
@@ -129,9 +131,18 @@ pub fn clean(scope: Scope, remove: bool) -> CleanReport {
                 .extend(t.kept.iter().map(|k| format!("{label} {k}")));
         }
     }
+    // A tool that is not there cannot tell: never report such a node clean.
+    if !any_iptables {
+        rep.remaining
+            .push("iptables: no iptables-*-save program found, upstream's chains unknown".into());
+    }
     let mut sets = match run("ipset", &["list", "-n"], None) {
         Run::Ok(t) => upstream_ipsets(&t, scope),
-        Run::Missing => Vec::new(),
+        Run::Missing => {
+            rep.remaining
+                .push("ipset: program not found, upstream's ipsets unknown".into());
+            Vec::new()
+        }
         Run::Failed(e) => {
             rep.errors.push(e);
             Vec::new()
