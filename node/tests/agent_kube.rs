@@ -184,6 +184,11 @@ fn agent_programs_publishes_and_follows_events() {
     assert_eq!((code, body.as_str()), (200, "ok"));
     let (code, _) = http_get(&n1, "198.18.0.11:11021", "/healthz").unwrap();
     assert_eq!(code, 200);
+    // Upstream's daemon paths answer the same.
+    for path in ["/live", "/ready"] {
+        let (code, body) = http_get(&n1, "198.18.0.11:11021", path).unwrap();
+        assert_eq!((code, body.as_str()), (200, "ok"), "{path}");
+    }
     let (code, metrics) = http_get(&n1, "198.18.0.11:11021", "/metrics").unwrap();
     assert_eq!(code, 200);
     assert!(

@@ -506,33 +506,33 @@ pub async fn serve_http(
     use axum::routing::get;
     let mut app = axum::Router::new();
     if health {
-        let s1 = shared.clone();
-        let s2 = shared.clone();
-        app = app
-            .route(
-                "/healthz",
+        // `/live` and `/ready` are upstream's daemon paths on the same port (11021; upstream
+        // cmd/daemon/main.go), kept so probes and scripts written for it keep working.
+        for (path, ready) in [
+            ("/healthz", false),
+            ("/live", false),
+            ("/readyz", true),
+            ("/ready", true),
+        ] {
+            let s = shared.clone();
+            app = app.route(
+                path,
                 get(move || {
-                    let s = s1.clone();
+                    let s = s.clone();
                     async move {
-                        match s.liveness(max_age) {
-                            Ok(()) => (StatusCode::OK, "ok".to_string()),
-                            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e),
-                        }
-                    }
-                }),
-            )
-            .route(
-                "/readyz",
-                get(move || {
-                    let s = s2.clone();
-                    async move {
-                        match s.readiness() {
+                        let res = if ready {
+                            s.readiness()
+                        } else {
+                            s.liveness(max_age)
+                        };
+                        match res {
                             Ok(()) => (StatusCode::OK, "ok".to_string()),
                             Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e),
                         }
                     }
                 }),
             );
+        }
     }
     if metrics {
         let s = shared.clone();
