@@ -138,6 +138,22 @@ fn agent_checks_vlan_pods_and_keeps_the_enhanced_address() {
     assert!(v.get("error").is_none(), "ADD web-0: {v}");
     let neigh = gw.ip("neigh show 198.18.0.100 dev eth0");
     assert!(neigh.contains(&format!("lladdr {NODE_MAC}")), "{neigh}");
+    // Like upstream's daemon (--update-ipinstance-status, on by default), the agent writes the
+    // IPInstance status of the pod it wired.
+    let st = wait_for("IPInstance status written at ADD", 20, || {
+        let i = cp.run(|c| async move {
+            kube::Api::<IPInstance>::namespaced(c, "default")
+                .get("198-18-0-100")
+                .await
+                .unwrap()
+        });
+        i.status.filter(|s| s.sandbox_id.is_some())
+    });
+    assert_eq!(st.sandbox_id.as_deref(), Some("cid-web-0"));
+    assert_eq!(st.node_name.as_deref(), Some("n1"));
+    assert_eq!(st.pod_name.as_deref(), Some("web-0"));
+    assert_eq!(st.pod_namespace.as_deref(), Some("default"));
+    assert!(st.update_timestamp.is_some());
 
     // The rogue holds web-1's address: ADD fails naming pod, address, MAC and interface.
     let rogue_mac = _rogue

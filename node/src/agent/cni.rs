@@ -22,6 +22,25 @@ pub struct AgentLookup {
     pub caches: Caches,
     pub node_name: String,
     pub shared: Arc<Shared>,
+    /// Write IPInstance status after ADD (`--update-ipinstance-status`).
+    pub update_ipinstance_status: bool,
+}
+
+/// The IPInstance status upstream's daemon writes at ADD (pkg/daemon/server in alibaba/hybridnet;
+/// fields of `IPInstanceStatus` in pkg/apis/networking/v1/ipinstance_types.go), as a merge patch.
+pub fn ipinstance_status_patch(
+    node: &str,
+    pod: &PodRef,
+    sandbox_id: &str,
+    now: &str,
+) -> serde_json::Value {
+    serde_json::json!({"status": {
+        "nodeName": node,
+        "podName": pod.name,
+        "podNamespace": pod.namespace,
+        "sandboxID": sandbox_id,
+        "updateTimestamp": now,
+    }})
 }
 
 /// The non-terminating IPInstances of `pod` bound to `node` (by the node label, or the binding
@@ -65,9 +84,35 @@ impl IpInstanceLookup for AgentLookup {
         self.shared.readiness()
     }
 
-    fn attached(&self, _event: &AttachmentEvent) {
+    fn attached(&self, event: &AttachmentEvent) {
         // The new veth gets its local-direct route checked and the pod its nft set entries.
         self.shared.trigger.notify_one();
+        if !self.update_ipinstance_status {
+            return;
+        }
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let body = ipinstance_status_patch(&self.node_name, &event.pod, &event.container_id, &now);
+        let api: kube::Api<IPInstance> =
+            kube::Api::namespaced(self.client.clone(), &event.pod.namespace);
+        let names = event.addressing.instances.clone();
+        let pod = event.pod.to_string();
+        // Informational (nothing of ours reads it): written after the ADD answered, never
+        // failing it.
+        tokio::spawn(async move {
+            for name in names {
+                if let Err(e) = api
+                    .patch_status(
+                        &name,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&body),
+                    )
+                    .await
+                {
+                    tracing::warn!(%pod, ipinstance = %name, error = %e,
+                        "could not write the IPInstance status");
+                }
+            }
+        });
     }
 
     fn detached(&self, _pod: &PodRef, _container_id: &str) {
@@ -198,5 +243,30 @@ mod tests {
         );
         assert!(pod_instances_on_node(&all, "n3", &pod("a", "web")).is_empty());
         assert!(pod_instances_on_node(&all, "n1", &pod("a/../b", "web")).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    #[test]
+    fn status_patch_has_upstreams_fields() {
+        let pod = PodRef {
+            namespace: "default".into(),
+            name: "web-0".into(),
+            uid: None,
+        };
+        let p = ipinstance_status_patch("node1", &pod, "c0ffee", "2026-01-01T00:00:00Z");
+        assert_eq!(
+            p,
+            serde_json::json!({"status": {"nodeName": "node1", "podName": "web-0",
+                "podNamespace": "default", "sandboxID": "c0ffee",
+                "updateTimestamp": "2026-01-01T00:00:00Z"}})
+        );
+        // The keys are the IPInstanceStatus fields of our type (and upstream's CRD).
+        let st: hybridnet_api::v1::IPInstanceStatus =
+            serde_json::from_value(p["status"].clone()).unwrap();
+        assert_eq!(st.sandbox_id.as_deref(), Some("c0ffee"));
     }
 }

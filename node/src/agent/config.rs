@@ -109,6 +109,10 @@ pub struct AgentConfig {
     /// fail the ADD when it does not answer within 5 s.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub check_pod_connectivity_from_host: bool,
+    /// After ADD, write the pod's IPInstances' status (node, pod, namespace, sandbox id, time) as
+    /// upstream's daemon does (its flag of the same name); `false` leaves the status alone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub update_ipinstance_status: bool,
 
     /// Remove what the upstream (Go) hybridnet daemon left on this node (its iptables chains and
     /// ipsets, see docs/migration.md) once the data plane is programmed; the rest is published

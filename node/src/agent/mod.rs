@@ -619,6 +619,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         caches: caches.clone(),
         node_name: cfg.node_name.clone(),
         shared: shared.clone(),
+        update_ipinstance_status: cfg.update_ipinstance_status,
     });
     let cni_cfg = crate::cniserver::CniServerConfig {
         local_direct_table: plan_cfg.tables.local_direct,
