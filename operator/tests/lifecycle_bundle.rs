@@ -260,6 +260,29 @@ fn bundle_follows_the_olm_rules() {
         .collect();
     assert_eq!(modes.len(), 4, "all four install modes are declared");
     assert!(modes["AllNamespaces"], "OLM v1 requires AllNamespaces");
+    // Machine-written kinds are internal objects (a JSON array of owned CRD names).
+    let internal: Vec<String> = serde_json::from_str(
+        csv["metadata"]["annotations"]["operators.operatorframework.io/internal-objects"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        internal,
+        vec![
+            "ipinstances.networking.alibaba.com",
+            "nodeinfoes.networking.alibaba.com"
+        ]
+    );
+    let owned: Vec<&str> = spec["customresourcedefinitions"]["owned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for i in &internal {
+        assert!(owned.contains(&i.as_str()), "{i} is not an owned CRD");
+    }
     // A cluster-wide operator: only AllNamespaces works.
     assert_eq!(
         modes

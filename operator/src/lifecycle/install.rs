@@ -556,6 +556,9 @@ pub fn cluster_service_version(registry: &str, version: &str) -> Value {
                 "repository": "https://github.com/hybridnet/hybridnet",
                 "support": "hybridnet",
                 "operatorframework.io/suggested-namespace": names::DEFAULT_NAMESPACE,
+                // Written by the operator and the node agents, not by users: the console hides
+                // them from the "create" views.
+                "operators.operatorframework.io/internal-objects": internal_objects(),
                 "features.operators.openshift.io/cni": "true",
                 "features.operators.openshift.io/disconnected": "true",
                 "features.operators.openshift.io/fips-compliant": "false",
@@ -614,6 +617,17 @@ pub fn cluster_service_version(registry: &str, version: &str) -> Value {
             "relatedImages": [{"name": "hybridnet", "image": image}]
         }
     })
+}
+
+/// `operators.operatorframework.io/internal-objects`: the machine-written kinds, IPInstance
+/// (the operator's IPAM) and NodeInfo (each node agent), as a JSON array of CRD names.
+pub fn internal_objects() -> String {
+    use kube::CustomResourceExt;
+    serde_json::to_string(&[
+        hybridnet_api::v1::IPInstance::crd_name(),
+        hybridnet_api::v1::NodeInfo::crd_name(),
+    ])
+    .unwrap_or_default()
 }
 
 /// `metadata/annotations.yaml` keys, also the `bundle.Dockerfile` LABELs.
