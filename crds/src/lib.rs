@@ -12,11 +12,13 @@ pub mod ipmath;
 pub mod leak;
 pub mod mac;
 pub mod migration;
+pub mod names;
 pub mod naming;
 pub mod operator;
 pub mod pools;
 pub mod range;
 pub mod resolve;
+pub mod selector;
 pub mod v1;
 pub mod validate;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hybridnet_api::ipmath::parse_ip;
 use hybridnet_api::v1::BgpPeer;
+use hybridnet_api::{names, selector};
 
 /// Parses `--peer ASN@ADDRESS[,graceful-restart=SECONDS][,no-route][,allow-not-established][,password=SECRET]`.
 /// `password=` takes the rest of the value (so a password may contain commas) and must come last.
@@ -104,60 +105,14 @@ pub fn parse_node_selector(values: &[String]) -> Result<BTreeMap<String, String>
     Ok(out)
 }
 
-fn is_name_segment(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            let b = l.as_bytes();
-            !b.is_empty()
-                && b.len() <= 63
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        })
-}
-
-/// A Kubernetes label key: `[prefix/]name`.
+/// A Kubernetes label key: `[prefix/]name` (`hybridnet_api::names::label_key`).
 pub fn validate_label_key(k: &str) -> Result<(), String> {
-    let (prefix, name) = match k.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, k),
-    };
-    if let Some(p) = prefix
-        && !is_dns_subdomain(p)
-    {
-        return Err(format!(
-            "label key prefix {p:?} is not a DNS subdomain (lower-case, dots, at most 253 characters)"
-        ));
-    }
-    if !is_name_segment(name) {
-        return Err(format!(
-            "label key {k:?} is invalid: the name part must be 1-63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric"
-        ));
-    }
-    Ok(())
+    names::label_key(k).map_err(|e| format!("label key {k:?} is invalid: {e}"))
 }
 
-/// A Kubernetes label value (may be empty).
+/// A Kubernetes label value, may be empty (`hybridnet_api::names::label_value`).
 pub fn validate_label_value(v: &str) -> Result<(), String> {
-    if v.is_empty() || is_name_segment(v) {
-        Ok(())
-    } else {
-        Err(format!(
-            "label value {v:?} is invalid: at most 63 characters of [A-Za-z0-9-_.], starting and ending alphanumeric"
-        ))
-    }
+    names::label_value(v).map_err(|e| format!("label value {v:?} is invalid: {e}"))
 }
 
 /// A Linux interface name as the kernel accepts it: 1-15 bytes, no '/', ':' or white space, not
@@ -192,58 +147,15 @@ pub fn validate_kind(s: &str) -> Result<(), String> {
     }
 }
 
-/// A label selector as kubectl's `-l` takes it: comma-separated `key`, `!key`, `key=value`,
-/// `key==value`, `key!=value`, `key in (v1,v2)` or `key notin (v1,v2)`; never empty.
+/// A label selector as kubectl's `-l` takes it (`hybridnet_api::selector`, the parser the
+/// operator's `--pod-label-selector` uses); never empty.
 pub fn validate_label_selector(s: &str) -> Result<(), String> {
-    let bad = |why: String| format!("label selector {s:?} is invalid: {why}");
     if s.trim().is_empty() {
-        return Err(bad("it is empty (it would select every pod)".into()));
+        return Err(format!(
+            "label selector {s:?} is invalid: it is empty (it would select every pod)"
+        ));
     }
-    let mut requirements = Vec::new();
-    let (mut depth, mut start) = (0usize, 0usize);
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => {
-                depth = depth
-                    .checked_sub(1)
-                    .ok_or_else(|| bad("unbalanced ')'".into()))?
-            }
-            ',' if depth == 0 => {
-                requirements.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    if depth != 0 {
-        return Err(bad("unbalanced '('".into()));
-    }
-    requirements.push(&s[start..]);
-    for r in requirements.into_iter().map(str::trim) {
-        let set = r.split_once(" notin ").or_else(|| r.split_once(" in "));
-        if let Some((key, values)) = set {
-            validate_label_key(key.trim()).map_err(bad)?;
-            let values = values
-                .trim()
-                .strip_prefix('(')
-                .and_then(|v| v.strip_suffix(')'))
-                .ok_or_else(|| bad(format!("{r:?}: the values of in/notin go in parentheses")))?;
-            for v in values.split(',') {
-                validate_label_value(v.trim()).map_err(bad)?;
-            }
-        } else if let Some((key, value)) = r
-            .split_once("!=")
-            .or_else(|| r.split_once("=="))
-            .or_else(|| r.split_once('='))
-        {
-            validate_label_key(key.trim()).map_err(bad)?;
-            validate_label_value(value.trim()).map_err(bad)?;
-        } else {
-            validate_label_key(r.strip_prefix('!').unwrap_or(r).trim()).map_err(bad)?;
-        }
-    }
-    Ok(())
+    selector::parse(s).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Splits repeatable, comma-separated address flags and checks each is an IP address.

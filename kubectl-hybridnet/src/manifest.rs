@@ -1,7 +1,6 @@
 //! Manifests built from flags, checked with the shared rules of `hybridnet-api` before anything is
 //! sent: Network, Subnet and the HybridnetCluster of `install`.
 
-use hybridnet_api::FieldErrors;
 use hybridnet_api::ipmath::Cidr;
 use hybridnet_api::operator::{
     BootstrapNetwork, CLUSTER_SINGLETON_NAME, ClusterDefaults, CniSpec, FailurePolicy,
@@ -13,6 +12,7 @@ use hybridnet_api::v1::{
     SubnetConfig, SubnetSpec,
 };
 use hybridnet_api::validate::{self, Existing};
+use hybridnet_api::{FieldErrors, names};
 use kube::api::ObjectMeta;
 
 use crate::cli::{
@@ -116,43 +116,14 @@ pub fn check_subnet_create(
     }
 }
 
-/// A namespace name: a DNS label (lower-case alphanumerics and '-', at most 63 characters).
+/// A namespace name: a DNS-1123 label (`hybridnet_api::names::dns_label`).
 pub fn validate_namespace(ns: &str) -> Result<(), String> {
-    let b = ns.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "namespace {ns:?} is invalid: use lower-case letters, digits and '-' (at most 63 characters)"
-        ))
-    }
+    names::dns_label(ns).map_err(|e| format!("namespace {ns:?} is invalid: {e}"))
 }
 
-/// Metadata names of cluster-scoped objects: DNS subdomains (lower-case, at most 253 characters).
+/// Metadata names: DNS-1123 subdomains (`hybridnet_api::names::dns_subdomain`).
 pub fn validate_object_name(kind: &str, name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|l| {
-            let b = l.as_bytes();
-            !b.is_empty()
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{kind} name {name:?} is invalid: use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit (at most 253 characters)"
-        ))
-    }
+    names::dns_subdomain(name).map_err(|e| format!("{kind} name {name:?} is invalid: {e}"))
 }
 
 fn mode_of(flag: ModeFlag) -> NetworkMode {

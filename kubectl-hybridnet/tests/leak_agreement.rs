@@ -6,10 +6,10 @@
 use std::collections::BTreeSet;
 
 use hybridnet_api::naming::ip_to_instance_name;
+use hybridnet_api::selector::PodSelector;
 use hybridnet_api::v1::{Binding, IPInstance, IPInstanceSpec, ReferredObject};
 use hybridnet_operator::controlplane::defaults::PodDefaults;
 use hybridnet_operator::controlplane::leak::{Finding, Repair, find_leaks};
-use hybridnet_operator::controlplane::podselector::PodSelector;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use kubectl_hybridnet::check::{CheckInput, FindingKind, check};
 use kubectl_hybridnet::inventory::{InstanceFacts, PodFacts};

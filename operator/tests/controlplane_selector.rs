@@ -21,8 +21,7 @@ async fn only_pods_matching_the_pod_label_selector_get_addresses() {
     let env = Env::start().await;
     let mut cfg = test_config("r1");
     cfg.pod_selector =
-        hybridnet_operator::controlplane::podselector::parse("hybridnet in (yes,true),!skip")
-            .expect("selector");
+        hybridnet_api::selector::parse("hybridnet in (yes,true),!skip").expect("selector");
     let r = env.replica_with(cfg, true).await;
     env.register_webhooks(r.webhook_addr.expect("webhook"))
         .await;

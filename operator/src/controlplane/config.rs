@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::defaults::PodDefaults;
-use super::podselector::PodSelector;
+use hybridnet_api::selector::PodSelector;
 
 /// Everything the controllers and the webhook need to know about the cluster's defaults.
 #[derive(Debug, Clone)]

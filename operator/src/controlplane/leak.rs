@@ -20,8 +20,8 @@ use tracing::{info, warn};
 use super::context::Ctx;
 use super::defaults::PodDefaults;
 use super::objects::reserve_patch;
-use super::podselector::PodSelector;
 use super::podstate::{is_handled, is_host_network, is_terminating, node_name};
+use hybridnet_api::selector::PodSelector;
 
 pub const KIND_INSTANCE_WITHOUT_POD: &str = "ipinstance-without-pod";
 pub const KIND_POD_WITHOUT_INSTANCE: &str = "pod-without-ipinstance";
@@ -449,7 +449,7 @@ mod tests {
         chosen.metadata.labels = Some([("hybridnet".to_string(), "yes".to_string())].into());
         let other = pod("a", "other", "u2", "Running");
         let pods = vec![chosen, other];
-        let selector = crate::controlplane::podselector::parse("hybridnet=yes").unwrap();
+        let selector = hybridnet_api::selector::parse("hybridnet=yes").unwrap();
         let f = find_leaks(&[], &pods, &PodDefaults::default(), &selector);
         assert_eq!(
             f,

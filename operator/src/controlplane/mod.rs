@@ -15,7 +15,6 @@ pub mod nodeinfo;
 pub mod nodestate;
 pub mod objects;
 pub mod pod;
-pub mod podselector;
 pub mod podstate;
 pub mod ratelimit;
 pub mod replica;

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::defaults::PodDefaults;
-use super::podselector::PodSelector;
+use hybridnet_api::selector::PodSelector;
 
 /// What the pod controller should do with a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn selected_pods_and_pods_with_our_finalizer_are_handled() {
-        let selector = crate::controlplane::podselector::parse("hybridnet=yes").unwrap();
+        let selector = hybridnet_api::selector::parse("hybridnet=yes").unwrap();
         let mut p = pod(Some("n1"), Some("StatefulSet"));
         assert!(!is_handled(&selector, &p));
         assert!(is_handled(&PodSelector::everything(), &p));

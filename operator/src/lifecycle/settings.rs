@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use hybridnet_api::names as k8s_names;
 use hybridnet_api::operator::{FailurePolicy, HybridnetClusterSpec, ImagePullPolicy, IpFamily};
 use hybridnet_api::v1::{AddressRange, IpVersion, NetworkType};
 use hybridnet_api::{FieldError, FieldErrors};
@@ -237,22 +238,23 @@ fn check_max_unavailable(v: &IntOrString, errs: &mut FieldErrors) {
     }
 }
 
-fn check_name(name: &str, field: &str, errs: &mut FieldErrors) {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
-    if !ok {
-        errs.push(FieldError::new(
-            field,
-            format!(
-                "{name:?} is not a valid object name (lowercase DNS-1123, at most 63 characters)"
-            ),
-        ));
+/// A name the API server accepts (`hybridnet_api::names`, imported as `k8s_names`).
+fn check_name(
+    name: &str,
+    field: &str,
+    rule: fn(&str) -> Result<(), String>,
+    errs: &mut FieldErrors,
+) {
+    if let Err(e) = rule(name) {
+        errs.push(FieldError::new(field, e));
     }
+}
+
+/// Network and Subnet names are also label values (`networking.alibaba.com/network=<name>`):
+/// a DNS-1123 subdomain of at most 63 characters.
+fn network_name(name: &str) -> Result<(), String> {
+    k8s_names::dns_subdomain(name)?;
+    k8s_names::label_value(name)
 }
 
 /// Registry and repository prefix: host[:port][/path], no scheme, no tag, no whitespace.
@@ -288,7 +290,12 @@ impl Settings {
                 format!("{operator_version:?} is not a semantic version"),
             ));
         }
-        check_name(namespace, "operator namespace", &mut errs);
+        check_name(
+            namespace,
+            "operator namespace",
+            k8s_names::dns_label,
+            &mut errs,
+        );
         let version = spec
             .version
             .clone()
@@ -305,6 +312,7 @@ impl Settings {
             check_name(
                 &s.name,
                 &format!("spec.imagePullSecrets[{i}].name"),
+                k8s_names::dns_subdomain,
                 &mut errs,
             );
         }
@@ -418,7 +426,7 @@ impl Settings {
                     .name
                     .clone()
                     .unwrap_or_else(|| DEFAULT_BOOTSTRAP_NAME.into());
-                check_name(&name, "spec.bootstrap.name", &mut errs);
+                check_name(&name, "spec.bootstrap.name", network_name, &mut errs);
                 let vxlan_id = b.vxlan_id.unwrap_or(DEFAULT_BOOTSTRAP_VNI);
                 if !(1..=16_777_215).contains(&vxlan_id) {
                     errs.push(FieldError::new(

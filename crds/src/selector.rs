@@ -1,11 +1,14 @@
-//! `--pod-label-selector` (upstream v0.8.9, behaviour spec 3.6, 8.4): the pod controller handles
-//! only pods whose labels match. Kubernetes label-selector syntax: comma-separated requirements
+//! The one label-selector parser: the operator's `--pod-label-selector` (upstream v0.8.9
+//! `cmd/manager/main.go`: the pod controller handles only pods whose labels match) and the CLI's
+//! `-l`. Kubernetes label-selector syntax: comma-separated requirements
 //! `key`, `!key`, `key=value`, `key==value`, `key!=value`, `key in (a,b)`, `key notin (a,b)`.
 //! Keys and values are checked as the API server checks labels, so a selector that could never
 //! match a real label is refused at start-up instead of silently selecting nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+
+use crate::names;
 
 /// Longest selector accepted (a flag, not a data channel).
 pub const MAX_SELECTOR_LEN: usize = 4096;
@@ -183,70 +186,6 @@ fn lex(s: &str) -> Vec<(usize, Token)> {
     out
 }
 
-/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63 characters.
-fn check_name(s: &str) -> Result<(), String> {
-    if s.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if s.len() > 63 {
-        return Err(format!("{} characters, at most 63", s.len()));
-    }
-    let alnum = |c: char| c.is_ascii_alphanumeric();
-    if let Some(bad) = s
-        .chars()
-        .find(|c| !(alnum(*c) || matches!(c, '-' | '_' | '.')))
-    {
-        return Err(format!(
-            "{bad:?} is not allowed (letters, digits, '-', '_', '.')"
-        ));
-    }
-    if !s.starts_with(alnum) || !s.ends_with(alnum) {
-        return Err("must start and end with a letter or digit".into());
-    }
-    Ok(())
-}
-
-/// A DNS-1123 subdomain: lower-case labels of `[a-z0-9-]` joined by dots, at most 253.
-fn check_prefix(s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 253 {
-        return Err("the prefix must be 1-253 characters".into());
-    }
-    for part in s.split('.') {
-        let ok = !part.is_empty()
-            && part.len() <= 63
-            && part
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !part.starts_with('-')
-            && !part.ends_with('-');
-        if !ok {
-            return Err(format!(
-                "prefix {s:?} is not a DNS subdomain (lower-case letters, digits, '-', '.')"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// A label key: `[prefix/]name`.
-fn check_key(k: &str) -> Result<(), String> {
-    match k.split_once('/') {
-        Some((prefix, name)) => {
-            check_prefix(prefix)?;
-            check_name(name).map_err(|e| format!("key name {name:?}: {e}"))
-        }
-        None => check_name(k).map_err(|e| format!("key {k:?}: {e}")),
-    }
-}
-
-/// A label value: empty, or a name.
-fn check_value(v: &str) -> Result<(), String> {
-    if v.is_empty() {
-        return Ok(());
-    }
-    check_name(v).map_err(|e| format!("value {v:?}: {e}"))
-}
-
 struct Parser<'a> {
     selector: &'a str,
     tokens: Vec<(usize, Token)>,
@@ -279,7 +218,7 @@ impl Parser<'_> {
     fn key(&mut self) -> Result<String, SelectorError> {
         match self.next() {
             Some((p, Token::Word(w))) => {
-                check_key(&w).map_err(|m| self.err(p, m))?;
+                names::label_key(&w).map_err(|m| self.err(p, m))?;
                 Ok(w)
             }
             Some((p, t)) => Err(self.err(p, format!("expected a label key, found {}", show(&t)))),
@@ -293,7 +232,7 @@ impl Parser<'_> {
             None | Some((_, Token::Comma)) => Ok(String::new()),
             Some((p, Token::Word(w))) => {
                 self.at += 1;
-                check_value(&w).map_err(|m| self.err(p, m))?;
+                names::label_value(&w).map_err(|m| self.err(p, m))?;
                 Ok(w)
             }
             Some((p, t)) => Err(self.err(p, format!("expected a value, found {}", show(&t)))),
@@ -311,7 +250,7 @@ impl Parser<'_> {
         loop {
             match self.next() {
                 Some((p, Token::Word(w))) => {
-                    check_value(&w).map_err(|m| self.err(p, m))?;
+                    names::label_value(&w).map_err(|m| self.err(p, m))?;
                     values.insert(w);
                 }
                 Some((p, Token::Close)) if values.is_empty() => {
@@ -535,8 +474,8 @@ mod tests {
             ("-a=b", "must start and end with a letter or digit"),
             ("a=b-", "must start and end with a letter or digit"),
             ("a/b/c=d", "not allowed"),
-            ("Example.COM/a=b", "not a DNS subdomain"),
-            ("/a=b", "prefix must be 1-253"),
+            ("Example.COM/a=b", "not a DNS-1123 subdomain"),
+            ("/a=b", "prefix \"\" is not a DNS-1123 subdomain"),
             ("a/=b", "must not be empty"),
             ("app=wéb", "not allowed"),
             ("app=we\u{0}b", "control character"),
