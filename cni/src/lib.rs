@@ -5,6 +5,8 @@
 //! code) as a pure function of its inputs plus one call to the agent, so all decisions are unit
 //! tested here without a process or a socket.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod config;
 pub mod env;

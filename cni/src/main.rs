@@ -1,6 +1,8 @@
 //! `hybridnet`: the CNI plugin. Reads the CNI environment and stdin, forwards the request to the
 //! node agent over its unix socket, and prints the spec result (or error object) on stdout.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::time::Duration;
 

@@ -5,6 +5,8 @@
 //!
 //! Nothing here does I/O; it builds on every OS.
 
+#![forbid(unsafe_code)]
+
 pub mod constants;
 pub mod crd;
 pub mod error;

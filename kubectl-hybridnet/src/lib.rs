@@ -1,6 +1,8 @@
 //! kubectl hybridnet: the pure part of the plugin (flag parsing, manifests, table rows, usage math,
 //! leak detection, completion). The binary (`main.rs`) only does I/O around it.
 
+#![forbid(unsafe_code)]
+
 pub mod bgp_status;
 pub mod check;
 pub mod cli;

@@ -3,6 +3,8 @@
 //! kubectl runs this binary as `kubectl hybridnet ...` when it is on PATH. All decisions live in
 //! the library (`kubectl_hybridnet`); this file and `shell/` only talk to the cluster and print.
 
+#![forbid(unsafe_code)]
+
 mod shell;
 
 use clap::Parser;

@@ -4,6 +4,8 @@
 //! - [`ipam`] and [`controlplane`]: the network control plane (pods -> IPInstances, status, labels).
 //! - [`webhook`]: the admission webhook server.
 
+#![forbid(unsafe_code)]
+
 pub mod controlplane;
 pub mod ipam;
 pub mod lifecycle;

@@ -2,6 +2,8 @@
 //! one leader-elected binary. Flags and environment mirror the original manager and webhook
 //! where that makes sense (behaviour spec 2.4, 8.4).
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -3,6 +3,8 @@
 //! poller, and a paced TCP stream ([`paced`]) that reports the longest gap between deliveries.
 //! Used only as a `[dev-dependencies]` entry; suite-specific fixtures stay in the suites.
 
+#![forbid(unsafe_code)]
+
 pub mod paced;
 
 use std::future::Future;

@@ -3,6 +3,8 @@
 //! `cargo run -p hybridnet-api --bin crdgen [DIR]`; `--check` compares instead of writing and exits
 //! non-zero on drift.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

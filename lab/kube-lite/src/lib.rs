@@ -24,6 +24,8 @@
 //!
 //! See `README.md` for the exact differences from a real API server.
 
+#![forbid(unsafe_code)]
+
 pub mod admission;
 pub mod error;
 pub mod faults;

@@ -1,5 +1,7 @@
 //! kube-lite binary: serve the in-memory API server until SIGTERM/SIGINT.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context;
 use clap::Parser;
 use std::net::SocketAddr;

@@ -4,6 +4,8 @@
 //! `cargo run -p hybridnet-operator --bin bundlegen [--check] [ROOT]`: ROOT defaults to the
 //! repository root; `--check` compares instead of writing and exits non-zero on drift.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
