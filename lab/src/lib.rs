@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod cni_runtime;
+pub mod containerd;
 pub mod demo;
 pub mod kubelet;
 pub mod netns;
