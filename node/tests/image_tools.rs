@@ -68,6 +68,14 @@ fn the_image_tool_list_is_what_the_agent_runs() {
     );
     let started: BTreeSet<String> = STARTS.iter().map(|(_, t)| t.to_string()).collect();
     assert_eq!(image_tools(), started, "scripts/images/agent-tools.txt");
+    // Each program still appears in its file as a literal (nft comes from --nft-binary).
+    for (file, program) in STARTS.iter().filter(|(_, p)| *p != "nft") {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        assert!(
+            text.contains(&format!("\"{program}\"")),
+            "{file} no longer names {program}: update STARTS and agent-tools.txt"
+        );
+    }
 
     let cfg = AgentConfig::try_parse_from(["hybridnet-node", "--node-name=n1"]).unwrap();
     assert_eq!(

@@ -40,11 +40,33 @@ rootfs() {
     install -m 0755 "$b" "$out/usr/local/bin/"
     strip --strip-debug "$out/usr/local/bin/$(basename "$b")"
   done
+  local real xt
   while read -r t; do
     p="$(command -v "$t")" || die "agent tool $t is not installed here (make deps)"
-    mkdir -p "$out$(dirname "$p")"
-    cp -L "$p" "$out$p"
-    copy_libs "$out" "$p"
+    real="$(readlink -f "$p")"
+    # A name that is a symlink here (iptables-nft-save -> xtables-nft-multi) stays one: the
+    # multi-call binary is copied once and picks its job from the name.
+    if [ ! -e "$out$real" ]; then
+      mkdir -p "$out$(dirname "$real")"
+      cp "$real" "$out$real"
+      copy_libs "$out" "$real"
+    fi
+    if [ "$p" != "$real" ]; then
+      mkdir -p "$out$(dirname "$p")"
+      ln -sfn "$real" "$out$p"
+    fi
+    # iptables loads its match and target extensions at run time (save prints rules with them).
+    case "$(basename "$real")" in
+      xtables-*-multi)
+        # Next to libxtables, by its real path: the folder compiled into it (XTABLES_LIBDIR).
+        xt="$(dirname "$(readlink -f "$(ldd "$real" | awk '$1 == "libxtables.so.12" {print $3}')")")/xtables"
+        if [ -d "$xt" ] && [ ! -d "$out$xt" ]; then
+          mkdir -p "$out$xt"
+          cp -R "$xt/." "$out$xt"
+          for f in "$out$xt"/*.so; do copy_libs "$out" "$f"; done
+        fi
+        ;;
+    esac
   done < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' scripts/images/agent-tools.txt | grep -v '^$')
   # iptables loads its matches and targets (comment, set, MARK, ...) as plugins ldd does not see.
   if grep -q '^ip6\?tables-' scripts/images/agent-tools.txt; then
