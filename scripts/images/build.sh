@@ -125,9 +125,17 @@ bundle_from_dockerfile() {
 }
 
 images() {
-  local profile="${1:-release}"
-  command -v umoci >/dev/null || die "umoci is not installed (make deps)"
-  [ "$(id -u)" -eq 0 ] || die "run as root: image files must be owned by root"
+  local profile="${1:-release}" why=""
+  command -v umoci >/dev/null || why="umoci is not installed (make deps)"
+  [ "$(id -u)" -eq 0 ] || why="run as root: image files must be owned by root"
+  if [ -n "$why" ]; then
+    # make test without root: the image tests skip too (a skip under CI=true fails).
+    if [ "${IMAGES_OPTIONAL:-}" = 1 ] && [ "${CI:-}" != true ]; then
+      echo "images: skipped: $why" >&2
+      return 0
+    fi
+    die "$why"
+  fi
   case "$(uname -m)" in
     x86_64) arch=amd64 ;;
     aarch64) arch=arm64 ;;
