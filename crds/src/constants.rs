@@ -1,6 +1,6 @@
 //! Every annotation, label, finalizer and taint key hybridnet reads or writes, spelled as upstream.
 
-/// Annotation and label keys on pods and namespaces (behaviour spec 2.1).
+/// Annotation and label keys on pods and namespaces.
 pub mod annotation {
     pub const SPECIFIED_NETWORK: &str = "networking.alibaba.com/specified-network";
     pub const SPECIFIED_SUBNET: &str = "networking.alibaba.com/specified-subnet";

@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn upstream_exclude_block_example() {
-        // 192.168.3.0/24, gateway .1, start .100, end .200 (behaviour spec 5.5), without the gateway.
+        // 192.168.3.0/24, gateway .1, start .100, end .200, without the gateway.
         let v = IpVersion::V4;
         let base = ip_to_u128("192.168.3.0".parse().unwrap());
         let mut blocks: Vec<String> = range_to_cidrs(v, base, base + 99)

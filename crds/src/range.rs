@@ -1,4 +1,4 @@
-//! Validation and interpretation of a Subnet's address range (behaviour spec 1.2, 3.1, 4.4).
+//! Validation and interpretation of a Subnet's address range (upstream `pkg/ipam/types/subnet.go`).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -44,7 +44,7 @@ impl ParsedRange {
     }
 
     /// Addresses the allocator may hand out on its own: `Contains` and not reserved. This is the
-    /// Subnet `status.total` (behaviour spec 3.10).
+    /// Subnet `status.total` (upstream `pkg/ipam/types/usage.go`).
     pub fn allocatable_count(&self) -> u128 {
         let mut n = self.capacity();
         if let Some(g) = self.gateway

@@ -1,4 +1,4 @@
-//! The pod network-config resolution order (behaviour spec 2.1) as a pure function: which network,
+//! The pod network-config resolution order (upstream `pkg/controllers/networking/pod_controller.go`) as a pure function: which network,
 //! subnets, type and IP family a pod gets, from its retained addresses, its own annotations and
 //! labels, its namespace's, and the cluster defaults. Used by the webhook, the operator (when the
 //! webhook was bypassed) and the node agent.

@@ -1,5 +1,5 @@
-//! Admission rules for Networks, Subnets and Pods (behaviour spec 4.2-4.4, upstream bugs 12.2 #2 and
-//! #3 fixed), as pure functions over the new object and plain lists of existing ones. The webhook
+//! Admission rules for Networks, Subnets and Pods (upstream `pkg/webhook/validating/`, with the
+//! fixes docs/api.md lists), as pure functions over the new object and plain lists of existing ones. The webhook
 //! runs them; `kubectl hybridnet` runs the object-local ones before sending.
 //!
 //! Every error names the field and the value.

@@ -1,6 +1,6 @@
 //! hybridnet-operator: cluster lifecycle, network control plane (IPAM) and admission webhooks in
 //! one leader-elected binary. Flags and environment mirror the original manager and webhook
-//! where that makes sense (behaviour spec 2.4, 8.4).
+//! where that makes sense (upstream `cmd/manager/main.go`).
 
 #![forbid(unsafe_code)]
 

@@ -1,4 +1,4 @@
-//! Settings of the network control plane, from flags and environment (behaviour spec 2.4, 8.4).
+//! Settings of the network control plane, from flags and environment (upstream `cmd/manager/main.go`).
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! IPInstance controller: an address is freed in memory only once its IPInstance is gone
-//! (behaviour spec 3.7, invariant 12.3); live IPInstances are mirrored into memory.
+//! (upstream `pkg/controllers/networking/ipinstance_controller.go`); live IPInstances are mirrored into memory.
 
 use std::sync::Arc;
 

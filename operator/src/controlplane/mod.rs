@@ -1,5 +1,5 @@
 //! Network control plane: IPAM controllers, status, node labels and taints, leak detection,
-//! leadership (issue 5).
+//! leadership.
 
 pub mod caches;
 pub mod config;

@@ -1,5 +1,6 @@
-//! Pure decisions about a node's network membership: attachment and quota labels (behaviour spec
-//! 2.2) and the `network-unavailable` taint for nodes in no network.
+//! Pure decisions about a node's network membership: attachment and quota labels (upstream
+//! `pkg/controllers/networking/node_controller.go`, `quota_controller.go`) and the
+//! `network-unavailable` taint for nodes in no network.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
 //! Pod controller: allocation, stateful retention and reservation, release of evicted and completed
-//! pods (behaviour spec 3.6, 3.12).
+//! pods (upstream `pkg/controllers/networking/pod_controller.go`).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

@@ -1,4 +1,4 @@
-//! Pure decisions about a pod's lifecycle for the IPAM (behaviour spec 3.6 step 2, 3.12).
+//! Pure decisions about a pod's lifecycle for the IPAM (upstream `pkg/controllers/networking/pod_controller.go`).
 
 use hybridnet_api::constants::finalizer;
 use k8s_openapi::api::core::v1::Pod;

@@ -1,4 +1,4 @@
-//! Network and Subnet status (behaviour spec 1.1, 3.10, 8.1): statistics from the IPAM, node and
+//! Network and Subnet status (upstream `pkg/controllers/networking/networkstatus_controller.go`, `subnetstatus_controller.go`): statistics from the IPAM, node and
 //! subnet lists, persisted allocation cursors. Status is patched only when it changed. The
 //! reconcile also applies the Network's and its Subnets' specs to the IPAM (spec 3.9).
 

@@ -1,7 +1,7 @@
-//! IPAM engine: a pure, in-memory allocator (issue 4). No kube I/O here: the control plane feeds
+//! IPAM engine: a pure, in-memory allocator. No kube I/O here: the control plane feeds
 //! it Networks, Subnets and IPInstances and turns its answers into IPInstances and status.
 //!
-//! Semantics (behaviour spec section 3, with the listed upstream bugs fixed):
+//! Semantics (upstream `pkg/ipam/`, with the bugs docs/api.md lists fixed):
 //!
 //! - Networks hold subnets per family, **ordered by subnet name** (upstream used cache order).
 //! - [`Ipam::allocate`]: a named subnet is used as is (even when private); otherwise the subnet is
@@ -302,7 +302,7 @@ impl Ipam {
 
     // ---------------------------------------------------------------- allocate / assign
 
-    /// Allocates one address per requested family (behaviour spec 3.2). Returns IPv4 first.
+    /// Allocates one address per requested family (upstream `pkg/ipam/manager/manager.go`). Returns IPv4 first.
     ///
     /// A pod may already hold addresses of the network (e.g. a stateful pod being re-allocated
     /// while its old IPInstances terminate); they are not touched.
@@ -390,7 +390,7 @@ impl Ipam {
         Ok(out)
     }
 
-    /// Assigns given addresses to a pod (behaviour spec 3.3): one candidate, or one IPv4 and one
+    /// Assigns given addresses to a pod (upstream `pkg/ipam/manager/manager.go`): one candidate, or one IPv4 and one
     /// IPv6. For each: the named subnet (must contain it) or the first subnet of the network, by
     /// name, whose range contains it (private ones included). An address is taken when it is
     /// free and not spec-reserved, or already held by this pod (re-take: becomes Allocated), or,

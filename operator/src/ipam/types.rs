@@ -301,7 +301,7 @@ impl HeldIp {
     }
 }
 
-/// Allocate request (behaviour spec 3.2).
+/// Allocate request (upstream `pkg/ipam/manager/manager.go`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AllocateRequest {
     pub network: String,
@@ -321,7 +321,7 @@ pub struct AssignCandidate {
     pub ip: IpAddr,
 }
 
-/// Assign request (behaviour spec 3.3): one candidate, or one IPv4 and one IPv6 (dual stack).
+/// Assign request (upstream `pkg/ipam/manager/manager.go`): one candidate, or one IPv4 and one IPv6 (dual stack).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AssignRequest {
     pub network: String,
@@ -358,7 +358,7 @@ impl Allocation {
     }
 }
 
-/// Address counts of one subnet (behaviour spec 3.10).
+/// Address counts of one subnet (upstream `pkg/ipam/types/usage.go`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     /// Addresses the allocator may hand out on its own: in `[start, end]`, not the gateway, not

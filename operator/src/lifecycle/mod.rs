@@ -1,5 +1,5 @@
 //! Cluster lifecycle: the HybridnetCluster reconciler, manifest rendering, the webhook
-//! certificates, and the OLM bundle / GitOps install generated from the same code (issue 7).
+//! certificates, and the OLM bundle / GitOps install generated from the same code.
 //!
 //! - [`settings`]: the spec with defaults filled in and every value checked (pure).
 //! - [`render`]: the objects the operator applies (pure, deterministic).
