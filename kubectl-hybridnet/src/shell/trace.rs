@@ -45,98 +45,83 @@ fn node_ip(
         .find(|ip| family.is_none_or(|f| IpVersion::of(ip) == f))
 }
 
-pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
-    print::only(
-        a.output,
-        &[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml],
-        "trace",
-    )?;
-    let ctx = Ctx::connect(g).await?;
-    let nodes = io::nodes(&ctx).await?;
-    let node_addresses: BTreeMap<String, Vec<IpAddr>> = nodes
-        .iter()
-        .map(|n| {
-            (
-                n.metadata.name.clone().unwrap_or_default(),
-                hybridnet_node::plan::node_status_addresses(n),
-            )
-        })
-        .collect();
-    let networks = io::networks(&ctx).await?;
-    let subnets = io::subnets(&ctx).await?;
-    let ip_instances = io::ipinstances(&ctx, true).await?;
-    let node_infos = io::nodeinfos(&ctx).await?;
-    let cluster = io::cluster(&ctx).await?.ok();
-    let agent = cluster.as_ref().and_then(|c| c.spec.node_agent.clone());
+/// The `--to` argument.
+enum To {
+    Ip(IpAddr),
+    Pod(String, String),
+    Node(String),
+}
+
+/// Parses `--to` (an IP address, `[namespace/]pod` or `node/NAME`); names are checked before they
+/// reach a request path.
+fn parse_to(t: Option<&str>, default_ns: &str) -> Res<Option<To>> {
+    let Some(t) = t else { return Ok(None) };
+    if let Some(name) = t.strip_prefix("node/") {
+        kubectl_hybridnet::manifest::validate_object_name("node", name)
+            .map_err(|e| Failure::usage(format!("--to: {e}")))?;
+        return Ok(Some(To::Node(name.to_string())));
+    }
+    match parse_ip(t) {
+        Ok(ip) => Ok(Some(To::Ip(ip))),
+        Err(_)
+            if t.split_once('/')
+                .is_some_and(|(ip, _)| parse_ip(ip).is_ok()) =>
+        {
+            Err(Failure::usage(format!(
+                "--to {t:?}: a destination is one IP address, not a CIDR"
+            )))
+        }
+        Err(_) if t.contains(':') || t.chars().all(|c| c.is_ascii_digit() || c == '.') => {
+            Err(Failure::usage(format!(
+                "--to {t:?} is not an IP address, a pod or node/NAME"
+            )))
+        }
+        Err(_) => {
+            let (ns, name) = split_ref(t, default_ns);
+            check_ref(ns, name).map_err(|e| Failure::usage(format!("--to: {}", e.message)))?;
+            Ok(Some(To::Pod(ns.to_string(), name.to_string())))
+        }
+    }
+}
+
+/// The uplink name and VXLAN port the trace assumes: `--uplink`, else the cluster's node-agent
+/// settings, else the defaults.
+fn agent_settings(
+    a: &TraceArgs,
+    agent: Option<&hybridnet_api::operator::NodeAgentSpec>,
+) -> (String, u16) {
     let uplink = a
         .uplink
         .clone()
         .or_else(|| {
             agent
-                .as_ref()
                 .and_then(|n| n.prefer_vxlan_interfaces.clone())
                 .and_then(|v| v.into_iter().next())
         })
         .unwrap_or_else(|| "eth0".to_string());
     let vxlan_udp_port = agent
-        .as_ref()
         .and_then(|n| n.vxlan_udp_port)
         .and_then(|p| u16::try_from(p).ok())
         .unwrap_or(8472);
-    let facts: Vec<InstanceFacts> = ip_instances
-        .iter()
-        .map(InstanceFacts::from_ipinstance)
-        .collect();
+    (uplink, vxlan_udp_port)
+}
 
-    // The destination first: it decides the family of the source address.
-    enum To {
-        Ip(IpAddr),
-        Pod(String, String),
-        Node(String),
-    }
-    let to = match a.to.as_deref() {
-        None => None,
-        Some(t) if t.starts_with("node/") => {
-            let name = &t["node/".len()..];
-            kubectl_hybridnet::manifest::validate_object_name("node", name)
-                .map_err(|e| Failure::usage(format!("--to: {e}")))?;
-            Some(To::Node(name.to_string()))
-        }
-        Some(t) => match parse_ip(t) {
-            Ok(ip) => Some(To::Ip(ip)),
-            Err(_)
-                if t.split_once('/')
-                    .is_some_and(|(ip, _)| parse_ip(ip).is_ok()) =>
-            {
-                return Err(Failure::usage(format!(
-                    "--to {t:?}: a destination is one IP address, not a CIDR"
-                )));
-            }
-            Err(_) if t.contains(':') || t.chars().all(|c| c.is_ascii_digit() || c == '.') => {
-                return Err(Failure::usage(format!(
-                    "--to {t:?} is not an IP address, a pod or node/NAME"
-                )));
-            }
-            Err(_) => {
-                let (ns, name) = split_ref(t, &ctx.namespace);
-                check_ref(ns, name).map_err(|e| Failure::usage(format!("--to: {}", e.message)))?;
-                Some(To::Pod(ns.to_string(), name.to_string()))
-            }
-        },
-    };
-    let want_family = match &to {
-        Some(To::Ip(ip)) => Some(IpVersion::of(ip)),
-        _ => None,
-    };
-
-    let source = if let Some(name) = a.pod.strip_prefix("node/") {
+/// The traced packet's source: a node's address or a pod's (which must exist in the API).
+async fn resolve_source(
+    ctx: &Ctx,
+    pod: &str,
+    facts: &[InstanceFacts],
+    node_addresses: &BTreeMap<String, Vec<IpAddr>>,
+    want_family: Option<IpVersion>,
+) -> Res<Source> {
+    if let Some(name) = pod.strip_prefix("node/") {
         kubectl_hybridnet::manifest::validate_object_name("node", name).map_err(Failure::usage)?;
         if !node_addresses.contains_key(name) {
             return Err(Failure::error(format!(
                 "node {name:?} not found (`kubectl get nodes` lists them)"
             )));
         }
-        let ip = node_ip(&node_addresses, name, want_family).ok_or_else(|| {
+        let ip = node_ip(node_addresses, name, want_family).ok_or_else(|| {
             Failure::error(format!(
                 "node {name} has no address{} in .status.addresses",
                 want_family
@@ -144,41 +129,47 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
                     .unwrap_or_default()
             ))
         })?;
-        Source::Node {
+        return Ok(Source::Node {
             name: name.to_string(),
             ip,
+        });
+    }
+    let (ns, name) = split_ref(pod, &ctx.namespace);
+    check_ref(ns, name)?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    match pods.get(name).await {
+        Ok(_) => {}
+        Err(e) if io::is_not_found(&e) => {
+            return Err(Failure::error(format!(
+                "pod {ns}/{name} not found (`kubectl get pods -n {ns}` lists them)"
+            )));
         }
-    } else {
-        let (ns, name) = split_ref(&a.pod, &ctx.namespace);
-        check_ref(ns, name)?;
-        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-        match pods.get(name).await {
-            Ok(_) => {}
-            Err(e) if io::is_not_found(&e) => {
-                return Err(Failure::error(format!(
-                    "pod {ns}/{name} not found (`kubectl get pods -n {ns}` lists them)"
-                )));
-            }
-            Err(e) => return Err(ctx.fail(e, &format!("get pod {ns}/{name}"), None)),
-        }
-        let (ip, node) = pathtrace::pod_address(&facts, ns, name, want_family).ok_or_else(|| {
-            Failure::error(format!(
-                "pod {ns}/{name} has no {}address bound to a node (`kubectl hybridnet ip ls -n {ns} --pod {name}`)",
-                want_family.map(|f| format!("IPv{f} ")).unwrap_or_default()
-            ))
-        })?;
-        Source::Pod {
-            namespace: ns.to_string(),
-            name: name.to_string(),
-            node,
-            ip,
-        }
-    };
-    let src_ip = match &source {
-        Source::Pod { ip, .. } | Source::Node { ip, .. } => *ip,
-    };
+        Err(e) => return Err(ctx.fail(e, &format!("get pod {ns}/{name}"), None)),
+    }
+    let (ip, node) = pathtrace::pod_address(facts, ns, name, want_family).ok_or_else(|| {
+        Failure::error(format!(
+            "pod {ns}/{name} has no {}address bound to a node (`kubectl hybridnet ip ls -n {ns} --pod {name}`)",
+            want_family.map(|f| format!("IPv{f} ")).unwrap_or_default()
+        ))
+    })?;
+    Ok(Source::Pod {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        node,
+        ip,
+    })
+}
+
+/// The destination of a packet from `src_ip`: the given address (with the pod or node that holds
+/// it), a pod's or a node's address of the same family, or an outside address.
+fn resolve_destination(
+    to: Option<To>,
+    src_ip: IpAddr,
+    facts: &[InstanceFacts],
+    node_addresses: &BTreeMap<String, Vec<IpAddr>>,
+) -> Res<Destination> {
     let family = Some(IpVersion::of(&src_ip));
-    let dst = match to {
+    Ok(match to {
         None => Destination {
             ip: (if src_ip.is_ipv4() {
                 OUTSIDE_V4
@@ -208,7 +199,7 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
         }
         Some(To::Pod(ns, name)) => {
             let (ip, node) =
-                pathtrace::pod_address(&facts, &ns, &name, family).ok_or_else(|| {
+                pathtrace::pod_address(facts, &ns, &name, family).ok_or_else(|| {
                     Failure::error(format!(
                         "destination pod {ns}/{name} has no IPv{} address bound to a node",
                         IpVersion::of(&src_ip)
@@ -226,7 +217,7 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
                     "node {n:?} not found (`kubectl get nodes` lists them)"
                 )));
             }
-            let ip = node_ip(&node_addresses, &n, family).ok_or_else(|| {
+            let ip = node_ip(node_addresses, &n, family).ok_or_else(|| {
                 Failure::error(format!(
                     "node {n} has no IPv{} address",
                     IpVersion::of(&src_ip)
@@ -238,7 +229,77 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
                 node: Some(n),
             }
         }
+    })
+}
+
+/// The text output: the path, the policy verdicts and the kernels' answers.
+fn render_text(
+    report: &PathReport,
+    policy: &kubectl_hybridnet::policytrace::PolicyReport,
+    live: Option<&[LiveHop]>,
+    uplink: &str,
+) -> String {
+    let mut text = pathtrace::render(report, true, uplink);
+    text.push('\n');
+    text.push_str(&kubectl_hybridnet::policytrace::render(policy));
+    if let Some(l) = live {
+        text.push_str("\nkernel (--live):\n");
+        for h in l {
+            text.push_str(&format!("  {} $ {}\n", h.node, h.command));
+            match (&h.output, &h.error) {
+                (Some(o), _) => {
+                    for line in o.lines() {
+                        text.push_str(&format!("    {line}\n"));
+                    }
+                }
+                (None, Some(e)) => text.push_str(&format!("    error: {e}\n")),
+                _ => {}
+            }
+        }
+    }
+    text
+}
+
+pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
+    print::only(
+        a.output,
+        &[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml],
+        "trace",
+    )?;
+    let ctx = Ctx::connect(g).await?;
+    let nodes = io::nodes(&ctx).await?;
+    let node_addresses: BTreeMap<String, Vec<IpAddr>> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.metadata.name.clone().unwrap_or_default(),
+                hybridnet_node::plan::node_status_addresses(n),
+            )
+        })
+        .collect();
+    let networks = io::networks(&ctx).await?;
+    let subnets = io::subnets(&ctx).await?;
+    let ip_instances = io::ipinstances(&ctx, true).await?;
+    let node_infos = io::nodeinfos(&ctx).await?;
+    let cluster = io::cluster(&ctx).await?.ok();
+    let agent = cluster.as_ref().and_then(|c| c.spec.node_agent.as_ref());
+    let (uplink, vxlan_udp_port) = agent_settings(a, agent);
+    let facts: Vec<InstanceFacts> = ip_instances
+        .iter()
+        .map(InstanceFacts::from_ipinstance)
+        .collect();
+
+    // The destination first: it decides the family of the source address.
+    let to = parse_to(a.to.as_deref(), &ctx.namespace)?;
+    let want_family = match &to {
+        Some(To::Ip(ip)) => Some(IpVersion::of(ip)),
+        _ => None,
     };
+    let source = resolve_source(&ctx, &a.pod, &facts, &node_addresses, want_family).await?;
+    let src_ip = match &source {
+        Source::Pod { ip, .. } | Source::Node { ip, .. } => *ip,
+    };
+    let dst = resolve_destination(to, src_ip, &facts, &node_addresses)?;
     let policy = {
         let model = kubectl_hybridnet::policytrace::model_of(
             io::network_policies(&ctx).await?,
@@ -281,27 +342,7 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
                 print::yaml(&v)?
             }
         }
-        _ => {
-            let mut text = pathtrace::render(&report, true, &uplink);
-            text.push('\n');
-            text.push_str(&kubectl_hybridnet::policytrace::render(&policy));
-            if let Some(l) = &live {
-                text.push_str("\nkernel (--live):\n");
-                for h in l {
-                    text.push_str(&format!("  {} $ {}\n", h.node, h.command));
-                    match (&h.output, &h.error) {
-                        (Some(o), _) => {
-                            for line in o.lines() {
-                                text.push_str(&format!("    {line}\n"));
-                            }
-                        }
-                        (None, Some(e)) => text.push_str(&format!("    error: {e}\n")),
-                        _ => {}
-                    }
-                }
-            }
-            print::out(&text)?;
-        }
+        _ => print::out(&render_text(&report, &policy, live.as_deref(), &uplink))?,
     }
     match &live {
         Some(l) if l.iter().any(|h| h.error.is_some()) => Ok(exit::ERROR),
