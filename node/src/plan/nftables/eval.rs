@@ -40,6 +40,8 @@ pub struct Packet {
     pub dst_local: bool,
     /// Protocol and destination port.
     pub l4: Option<(L4Proto, u16)>,
+    /// `ct direction reply`: the packet goes from the connection's responder to its initiator.
+    pub ct_reply_direction: bool,
 }
 
 impl Packet {
@@ -57,6 +59,7 @@ impl Packet {
             ct_reply_src: dst,
             dst_local: false,
             l4: None,
+            ct_reply_direction: false,
         }
     }
 
@@ -66,6 +69,7 @@ impl Packet {
             ct_state: CtState::Established,
             ct_original_dst: src,
             ct_reply_src: src,
+            ct_reply_direction: true,
             ..Self::new(src, dst)
         }
     }
@@ -196,6 +200,7 @@ fn holds(t: &Table, m: &Match, p: &Packet) -> bool {
         Match::CtState { op, states } => want(op, states.contains(&p.ct_state)),
         Match::CtStatus { op, bits } => want(op, bits.iter().any(|b| p.ct_status.contains(b))),
         Match::FibDaddrLocal { op } => want(op, p.dst_local),
+        Match::CtDirectionReply { op } => want(op, p.ct_reply_direction),
     }
 }
 

@@ -190,6 +190,10 @@ pub enum Match {
     FibDaddrLocal {
         op: CmpOp,
     },
+    /// `ct direction reply` (`Eq`) or `ct direction original` (`Ne`).
+    CtDirectionReply {
+        op: CmpOp,
+    },
 }
 
 /// A change of the packet mark.

@@ -144,6 +144,10 @@ pub(super) fn match_(m: &Match) -> String {
             CmpOp::Eq => "fib daddr type local".into(),
             CmpOp::Ne => "fib daddr type != local".into(),
         },
+        Match::CtDirectionReply { op } => match op {
+            CmpOp::Eq => "ct direction reply".into(),
+            CmpOp::Ne => "ct direction original".into(),
+        },
     }
 }
 

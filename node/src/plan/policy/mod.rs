@@ -16,6 +16,7 @@ mod build;
 mod compile;
 pub mod conformance;
 mod eval;
+pub mod render;
 pub mod selector;
 
 #[cfg(test)]
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 pub use build::{NAMESPACE_NAME_LABEL, build_policy_model, namespace_from_object, pod_from_object};
 pub use compile::{CompiledPolicy, compile_policy};
 pub use eval::{Flow, SideVerdict, Verdict, evaluate};
+pub use render::{POLICY_TABLE, render_policy_table};
 pub use selector::Selector;
 
 /// `namespace/name` of a pod or a policy.

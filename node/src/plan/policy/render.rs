@@ -1,0 +1,423 @@
+//! The policy model of one node as an nftables table (`inet hybridnet_policy`), replaced in one
+//! transaction, so a failed update leaves the previous policy in force.
+//!
+//! Layout (docs/networkpolicy.md, "Data plane"):
+//!
+//! - base chains `egress` (hooks forward and input: `egress_in`) and `ingress` (hook forward, after
+//!   `egress`): replies of tracked connections and related packets pass; every other packet is
+//!   looked up in a verdict map keyed by the local pod's address (`saddr` for egress, `daddr` for
+//!   ingress) that jumps to the pod's chain. `accept` in one base chain lets the packet on to the
+//!   next, so a flow between two local pods passes the source's egress and then the destination's
+//!   ingress. Traffic the node itself sends (kubelet probes) takes the output hook: not filtered.
+//! - per isolated local pod and direction a chain that jumps to the chain of every policy that
+//!   isolates it and ends with `goto drop_<dir>` (one counter per direction: the dropped-packets
+//!   metric);
+//! - per policy and direction a chain with one rule per (peer group, port group, family), each with
+//!   a counter, accepting on match; peers are named address sets (one per distinct selector pair,
+//!   shared by every rule and every pod), `ipBlock`s anonymous interval sets, named ports a set of
+//!   `address . protocol . port` of the pods declaring them (resolved on the destination address).
+//!
+//! So rules grow with policies (and the pods they isolate here), not with pods squared, and a pod
+//! joining a selector is one set element.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use hybridnet_api::v1::IpVersion;
+
+use super::{Direction, IpBlock, ObjectKey, Peer, PolicyModel, PortSpec, Protocol, Rule, SetKey};
+use crate::plan::nftables::{
+    Chain, ChainType, CmpOp, CtState, Field, Hook, Key, KeyType, L4Proto, Map, Match, Policy, Rhs,
+    Rule as NftRule, Set, Stmt, Table, Value, Verdict, priority,
+};
+
+/// The table the agent owns for NetworkPolicy.
+pub const POLICY_TABLE: &str = "hybridnet_policy";
+/// Chains whose counters are the dropped-packets metric.
+pub const DROP_INGRESS: &str = "drop_ingress";
+pub const DROP_EGRESS: &str = "drop_egress";
+
+fn l4(p: Protocol) -> L4Proto {
+    match p {
+        Protocol::Tcp => L4Proto::Tcp,
+        Protocol::Udp => L4Proto::Udp,
+        Protocol::Sctp => L4Proto::Sctp,
+    }
+}
+
+fn fam(v: IpVersion) -> &'static str {
+    match v {
+        IpVersion::V4 => "4",
+        IpVersion::V6 => "6",
+    }
+}
+
+const FAMILIES: [IpVersion; 2] = [IpVersion::V4, IpVersion::V6];
+
+fn dir_tag(d: Direction) -> &'static str {
+    match d {
+        Direction::Ingress => "in",
+        Direction::Egress => "eg",
+    }
+}
+
+/// The chain of a pod (by its index among the node's pods) for a direction.
+pub fn pod_chain(index: usize, dir: Direction) -> String {
+    format!("pod{index}_{}", dir_tag(dir))
+}
+
+/// The chain of a policy (by its index in the model) for a direction.
+pub fn policy_chain(index: usize, dir: Direction) -> String {
+    format!("pol{index}_{}", dir_tag(dir))
+}
+
+struct Names {
+    sets: BTreeMap<SetKey, usize>,
+    named: BTreeMap<(Protocol, String), usize>,
+}
+
+/// The other end of the flow as seen from `dir`'s chain.
+fn peer_field(dir: Direction, v: IpVersion) -> Field {
+    match dir {
+        Direction::Ingress => Field::Saddr(v),
+        Direction::Egress => Field::Daddr(v),
+    }
+}
+
+/// One port group of a rule: the matches that select it.
+fn port_groups(rule: &Rule, v: IpVersion, names: &Names) -> Option<Vec<Vec<Match>>> {
+    let ports = rule.ports.as_ref()?;
+    let mut out = vec![];
+    let mut singles: BTreeSet<Key> = BTreeSet::new();
+    let mut protos: BTreeSet<Key> = BTreeSet::new();
+    for p in ports {
+        let proto = Value::Proto(l4(p.protocol));
+        match &p.port {
+            PortSpec::All => {
+                protos.insert(Key(vec![proto]));
+            }
+            PortSpec::Range(a, b) if a == b => {
+                singles.insert(Key(vec![proto, Value::Port(*a)]));
+            }
+            PortSpec::Range(a, b) => out.push(vec![
+                Match::eq(Field::L4Proto, Rhs::Value(proto)),
+                Match::eq(Field::Dport, Rhs::Value(Value::PortRange(*a, *b))),
+            ]),
+            PortSpec::Named(n) => {
+                if let Some(i) = names.named.get(&(p.protocol, n.clone())) {
+                    out.push(vec![Match::in_set(
+                        Field::Concat(vec![Field::Daddr(v), Field::L4Proto, Field::Dport]),
+                        format!("np{i}_{}", fam(v)),
+                    )]);
+                }
+            }
+            PortSpec::Nothing => {}
+        }
+    }
+    if !protos.is_empty() {
+        out.push(vec![Match::eq(
+            Field::L4Proto,
+            Rhs::Set(protos.into_iter().collect()),
+        )]);
+    }
+    if !singles.is_empty() {
+        out.push(vec![Match::eq(
+            Field::Concat(vec![Field::L4Proto, Field::Dport]),
+            Rhs::Set(singles.into_iter().collect()),
+        )]);
+    }
+    Some(out)
+}
+
+/// Peer groups of a rule for family `v`: `None` = any peer.
+fn peer_groups(
+    rule: &Rule,
+    dir: Direction,
+    v: IpVersion,
+    names: &Names,
+) -> Option<Vec<Vec<Match>>> {
+    let peers = rule.peers.as_ref()?;
+    let f = || peer_field(dir, v);
+    let mut out = vec![];
+    let mut plain: Vec<Key> = vec![];
+    for p in peers {
+        match p {
+            Peer::Pods(k) => {
+                if let Some(i) = names.sets.get(k) {
+                    out.push(vec![Match::in_set(f(), format!("s{i}_{}", fam(v)))]);
+                }
+            }
+            Peer::Block(IpBlock { cidr, except }) if cidr.version == v => {
+                if except.is_empty() {
+                    plain.push(Key(vec![Value::Prefix(*cidr)]));
+                } else {
+                    out.push(vec![
+                        Match::eq(f(), Rhs::Set(vec![Key(vec![Value::Prefix(*cidr)])])),
+                        Match::ne(
+                            f(),
+                            Rhs::Set(
+                                except
+                                    .iter()
+                                    .map(|e| Key(vec![Value::Prefix(*e)]))
+                                    .collect(),
+                            ),
+                        ),
+                    ]);
+                }
+            }
+            Peer::Block(_) | Peer::Nothing => {}
+        }
+    }
+    if !plain.is_empty() {
+        plain.sort();
+        plain.dedup();
+        out.push(vec![Match::eq(f(), Rhs::Set(plain))]);
+    }
+    Some(out)
+}
+
+fn policy_rules(key: &ObjectKey, rules: &[Rule], dir: Direction, names: &Names) -> Vec<NftRule> {
+    let mut out = vec![];
+    for rule in rules {
+        for v in FAMILIES {
+            let peers = peer_groups(rule, dir, v, names);
+            let ports = port_groups(rule, v, names);
+            let (peers, ports) = (
+                peers.unwrap_or_else(|| vec![vec![]]),
+                ports.unwrap_or_else(|| vec![vec![]]),
+            );
+            // "any peer, any port" of one family must still be of that family
+            for pe in &peers {
+                for po in &ports {
+                    let mut m = vec![];
+                    if pe.is_empty() {
+                        m.push(Match::eq(
+                            peer_field(dir, v),
+                            Rhs::Value(Value::Prefix(any(v))),
+                        ));
+                    }
+                    m.extend(pe.iter().cloned());
+                    m.extend(po.iter().cloned());
+                    out.push(
+                        NftRule::new(m)
+                            .stmt(Stmt::Counter)
+                            .verdict(Verdict::Accept)
+                            .comment(format!("{key} {dir} rule {}", rule.index)),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+fn any(v: IpVersion) -> hybridnet_api::ipmath::Cidr {
+    hybridnet_api::ipmath::Cidr {
+        version: v,
+        network: 0,
+        prefix: 0,
+    }
+}
+
+fn dispatch_chain(name: &str, hook: Hook, prio: i32, dir: Direction) -> Chain {
+    let mut c = Chain::base(name, ChainType::Filter, hook, prio, Policy::Accept);
+    c.rules.push(
+        NftRule::new(vec![
+            Match::CtDirectionReply { op: CmpOp::Eq },
+            Match::CtState {
+                op: CmpOp::Eq,
+                states: BTreeSet::from([CtState::Established, CtState::Related]),
+            },
+        ])
+        .verdict(Verdict::Accept)
+        .comment("replies of tracked connections"),
+    );
+    c.rules.push(
+        NftRule::new(vec![Match::CtState {
+            op: CmpOp::Eq,
+            states: BTreeSet::from([CtState::Related]),
+        }])
+        .verdict(Verdict::Accept),
+    );
+    for v in FAMILIES {
+        let field = match dir {
+            Direction::Ingress => Field::Daddr(v),
+            Direction::Egress => Field::Saddr(v),
+        };
+        c.rules
+            .push(NftRule::default().vmap(field, format!("{}_{}", dir_tag(dir), fam(v))));
+    }
+    c
+}
+
+/// The policy table of node `node` (only its pods are dispatched; only what they use is defined).
+pub fn render_policy_table(model: &PolicyModel, node: &str) -> Table {
+    let mut t = Table::new(POLICY_TABLE);
+    let local: Vec<(&ObjectKey, &super::ModelPod)> =
+        model.pods.iter().filter(|(_, p)| p.node == node).collect();
+    let policy_index: BTreeMap<&ObjectKey, usize> = model
+        .policies
+        .keys()
+        .enumerate()
+        .map(|(i, k)| (k, i))
+        .collect();
+    // policies that isolate a local pod, per direction
+    let mut used: BTreeSet<(usize, Direction)> = BTreeSet::new();
+    for (_, p) in &local {
+        for (dir, list) in [
+            (Direction::Ingress, &p.ingress),
+            (Direction::Egress, &p.egress),
+        ] {
+            for k in list {
+                if let Some(i) = policy_index.get(k) {
+                    used.insert((*i, dir));
+                }
+            }
+        }
+    }
+    let policies: Vec<(&ObjectKey, &super::CompiledPolicy)> = model.policies.iter().collect();
+    // the sets and named ports those policies use
+    let mut names = Names {
+        sets: BTreeMap::new(),
+        named: BTreeMap::new(),
+    };
+    for (i, dir) in &used {
+        let (_, pol) = policies[*i];
+        for r in &pol.rules(*dir).rules {
+            for p in r.peers.iter().flatten() {
+                if let Peer::Pods(k) = p {
+                    let n = names.sets.len();
+                    names.sets.entry(k.clone()).or_insert(n);
+                }
+            }
+            for p in r.ports.iter().flatten() {
+                if let PortSpec::Named(n) = &p.port {
+                    let i = names.named.len();
+                    names.named.entry((p.protocol, n.clone())).or_insert(i);
+                }
+            }
+        }
+    }
+    for (k, i) in &names.sets {
+        let members = model.sets.get(k).cloned().unwrap_or_default();
+        for v in FAMILIES {
+            let s = Set::addresses(v, false).with(
+                members
+                    .iter()
+                    .filter(|a| IpVersion::of(a) == v)
+                    .map(|a| Key(vec![Value::Addr(*a)])),
+            );
+            t.sets.insert(format!("s{i}_{}", fam(v)), s);
+        }
+    }
+    for ((proto, name), i) in &names.named {
+        let elems = model
+            .named_ports
+            .get(&(*proto, name.clone()))
+            .cloned()
+            .unwrap_or_default();
+        for v in FAMILIES {
+            let s = Set::of(
+                vec![KeyType::addr(v), KeyType::InetProto, KeyType::InetService],
+                false,
+            )
+            .with(elems.iter().filter(|(a, _)| IpVersion::of(a) == v).map(
+                |(a, port): &(IpAddr, u16)| {
+                    Key(vec![
+                        Value::Addr(*a),
+                        Value::Proto(l4(*proto)),
+                        Value::Port(*port),
+                    ])
+                },
+            ));
+            t.sets.insert(format!("np{i}_{}", fam(v)), s);
+        }
+    }
+
+    t.chains.push(dispatch_chain(
+        "egress",
+        Hook::Forward,
+        priority::FILTER,
+        Direction::Egress,
+    ));
+    t.chains.push(dispatch_chain(
+        "egress_in",
+        Hook::Input,
+        priority::FILTER,
+        Direction::Egress,
+    ));
+    t.chains.push(dispatch_chain(
+        "ingress",
+        Hook::Forward,
+        priority::FILTER + 1,
+        Direction::Ingress,
+    ));
+    for dir in [Direction::Ingress, Direction::Egress] {
+        for v in FAMILIES {
+            t.maps.insert(
+                format!("{}_{}", dir_tag(dir), fam(v)),
+                Map::of(vec![KeyType::addr(v)], false),
+            );
+        }
+        let drop = match dir {
+            Direction::Ingress => DROP_INGRESS,
+            Direction::Egress => DROP_EGRESS,
+        };
+        let mut d = Chain::regular(drop);
+        d.rules.push(
+            NftRule::default()
+                .stmt(Stmt::Counter)
+                .verdict(Verdict::Drop)
+                .comment(format!("isolated for {dir}, no rule allows it")),
+        );
+        t.chains.push(d);
+    }
+    for (pi, (key, pod)) in local.iter().enumerate() {
+        for (dir, list) in [
+            (Direction::Ingress, &pod.ingress),
+            (Direction::Egress, &pod.egress),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let mut c = Chain::regular(pod_chain(pi, dir));
+            for k in list {
+                if let Some(i) = policy_index.get(k) {
+                    c.rules.push(
+                        NftRule::default()
+                            .verdict(Verdict::Jump(policy_chain(*i, dir)))
+                            .comment(k.to_string()),
+                    );
+                }
+            }
+            let drop = match dir {
+                Direction::Ingress => DROP_INGRESS,
+                Direction::Egress => DROP_EGRESS,
+            };
+            c.rules.push(
+                NftRule::default()
+                    .verdict(Verdict::Goto(drop.into()))
+                    .comment(format!("{key}: isolated for {dir}")),
+            );
+            t.chains.push(c);
+            for a in &pod.ips {
+                if let Some(m) =
+                    t.maps
+                        .get_mut(&format!("{}_{}", dir_tag(dir), fam(IpVersion::of(a))))
+                {
+                    m.elements.insert(
+                        Key(vec![Value::Addr(*a)]),
+                        Verdict::Jump(pod_chain(pi, dir)),
+                    );
+                }
+            }
+        }
+    }
+    for (i, dir) in &used {
+        let (key, pol) = policies[*i];
+        let mut c = Chain::regular(policy_chain(*i, *dir));
+        c.rules = policy_rules(key, &pol.rules(*dir).rules, *dir, &names);
+        t.chains.push(c);
+    }
+    t
+}
