@@ -214,7 +214,10 @@ fn connects(from: &Pod, to: &Pod, v6: bool, port: u16) -> bool {
     c && s
 }
 
-fn check(lab: &Lab, cases: &[((&str, &str), (&str, &str), u16, bool)]) {
+/// (from ns/pod, to ns/pod, port, expected to connect)
+type Case<'a> = ((&'a str, &'a str), (&'a str, &'a str), u16, bool);
+
+fn check(lab: &Lab, cases: &[Case]) {
     let mut wrong = vec![];
     for v6 in [false, true] {
         for (from, to, port, want) in cases {

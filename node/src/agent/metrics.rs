@@ -31,6 +31,11 @@ pub struct Metrics {
     plan_problems: Gauge,
     cni_duration: Family<Labels, Histogram>,
     cni_errors: Family<Labels, Counter>,
+    policy_programming: Histogram,
+    policy_errors: Counter,
+    policy_dropped: Family<Labels, Counter>,
+    /// Totals already added to `policy_dropped` (ingress, egress).
+    policy_dropped_seen: std::sync::Mutex<[u64; 2]>,
 }
 
 impl Default for Metrics {
@@ -51,6 +56,24 @@ impl Metrics {
         let cni_duration =
             Family::<Labels, Histogram>::new_with_constructor(new_histogram as fn() -> Histogram);
         let cni_errors = Family::<Labels, Counter>::default();
+        let policy_programming = new_histogram();
+        let policy_errors = Counter::default();
+        let policy_dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "policy_programming_duration_seconds",
+            "Time from a NetworkPolicy, Pod or Namespace change until this node's policy table enforces it",
+            policy_programming.clone(),
+        );
+        registry.register(
+            "policy_programming_errors",
+            "Policy transactions nft refused (the previous policy stays in force)",
+            policy_errors.clone(),
+        );
+        registry.register(
+            "policy_dropped_packets",
+            "Packets dropped by NetworkPolicy on this node, by direction",
+            policy_dropped.clone(),
+        );
         registry.register(
             "reconcile_duration_seconds",
             "Time of one reconcile (read host, plan, apply)",
@@ -97,6 +120,38 @@ impl Metrics {
             plan_problems,
             cni_duration,
             cni_errors,
+            policy_programming,
+            policy_errors,
+            policy_dropped,
+            policy_dropped_seen: std::sync::Mutex::new([0, 0]),
+        }
+    }
+
+    /// A policy change enforced `elapsed` after it was seen.
+    pub fn observe_policy_programmed(&self, elapsed: Duration) {
+        self.policy_programming.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_policy_error(&self) {
+        self.policy_errors.inc();
+    }
+
+    /// The packets dropped by policy so far (ingress, egress totals); adds what is new.
+    pub fn record_policy_dropped(&self, ingress: u64, egress: u64) {
+        let Ok(mut seen) = self.policy_dropped_seen.lock() else {
+            return;
+        };
+        for (i, (dir, total)) in [("ingress", ingress), ("egress", egress)]
+            .into_iter()
+            .enumerate()
+        {
+            let c = self
+                .policy_dropped
+                .get_or_create(&vec![("direction".to_string(), dir.to_string())]);
+            if total > seen[i] {
+                c.inc_by(total - seen[i]);
+                seen[i] = total;
+            }
         }
     }
 
@@ -189,6 +244,9 @@ mod tests {
         );
         m.observe_cni("ADD", Duration::from_millis(30), None);
         m.observe_cni("ADD", Duration::from_millis(30), Some(11));
+        m.observe_policy_programmed(Duration::from_millis(40));
+        m.record_policy_dropped(5, 0);
+        m.record_policy_dropped(7, 2);
         let t = m.encode();
         for want in [
             "hybridnet_node_reconcile_duration_seconds_count 1",
@@ -196,6 +254,9 @@ mod tests {
             "hybridnet_node_programmed_objects{kind=\"rule\"} 0",
             "hybridnet_node_cni_request_duration_seconds_count{command=\"ADD\"} 2",
             "hybridnet_node_cni_request_errors_total{command=\"ADD\",code=\"11\"} 1",
+            "hybridnet_node_policy_programming_duration_seconds_count 1",
+            "hybridnet_node_policy_dropped_packets_total{direction=\"ingress\"} 7",
+            "hybridnet_node_policy_dropped_packets_total{direction=\"egress\"} 2",
         ] {
             assert!(t.contains(want), "missing {want:?} in\n{t}");
         }

@@ -28,6 +28,7 @@ pub mod cni;
 pub mod config;
 pub mod install;
 pub mod metrics;
+pub mod policy;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -640,6 +641,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     shared.caches_synced.store(true, Ordering::SeqCst);
     let (conn, handle, _) = rtnetlink::new_connection().context("netlink")?;
     tokio::spawn(conn);
+    tokio::spawn(policy::run(
+        client.clone(),
+        cfg.node_name.clone(),
+        cfg.nft_binary.clone(),
+        caches.ip_instances.clone(),
+        shared.clone(),
+    ));
     let lp = tokio::spawn(reconcile_loop(
         client, caches, cfg, plan_cfg, shared, handle,
     ));

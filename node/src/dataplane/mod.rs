@@ -37,5 +37,5 @@ mod sysctl;
 pub use apply::{Applier, ApplyReport};
 pub use host::{ipv6_enabled, read_host_state};
 pub use kernel::KernelError;
-pub use nft::{NftRunner, nft_list_table};
+pub use nft::{NftRunner, list_table, nft_list_table};
 pub use sysctl::{read_sysctl, write_sysctl};

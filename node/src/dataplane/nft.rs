@@ -9,10 +9,11 @@ use tokio::process::Command;
 use super::KernelError;
 use crate::plan::nft::TABLE;
 
-/// The `nft` binary and what was last applied.
+/// The `nft` binary, the table (of family inet) it replaces and what was last applied.
 #[derive(Debug, Clone)]
 pub struct NftRunner {
     pub binary: String,
+    table: String,
     last: Option<(String, String)>,
 }
 
@@ -24,8 +25,13 @@ impl Default for NftRunner {
 
 /// `nft list table inet hybridnet`, or `None` when the table does not exist.
 pub async fn nft_list_table(binary: &str) -> Result<Option<String>, KernelError> {
+    list_table(binary, TABLE).await
+}
+
+/// `nft list table inet <table>`, or `None` when the table does not exist.
+pub async fn list_table(binary: &str, table: &str) -> Result<Option<String>, KernelError> {
     let out = Command::new(binary)
-        .args(["list", "table", "inet", TABLE])
+        .args(["list", "table", "inet", table])
         .stdin(Stdio::null())
         .output()
         .await
@@ -39,8 +45,14 @@ pub async fn nft_list_table(binary: &str) -> Result<Option<String>, KernelError>
 
 impl NftRunner {
     pub fn new(binary: impl Into<String>) -> Self {
+        Self::for_table(binary, TABLE)
+    }
+
+    /// A runner for another table of ours (the NetworkPolicy table).
+    pub fn for_table(binary: impl Into<String>, table: &str) -> Self {
         Self {
             binary: binary.into(),
+            table: table.to_string(),
             last: None,
         }
     }
@@ -48,7 +60,7 @@ impl NftRunner {
     /// Applies `script` unless it and the kernel's table are what the last apply left. Returns
     /// whether the kernel was changed.
     pub async fn apply(&mut self, script: &str) -> Result<bool, KernelError> {
-        let current = nft_list_table(&self.binary).await?;
+        let current = list_table(&self.binary, &self.table).await?;
         if let (Some((s, listing)), Some(cur)) = (&self.last, &current)
             && s == script
             && listing == cur
@@ -74,11 +86,13 @@ impl NftRunner {
             .map_err(|e| KernelError::other("wait for nft", e.to_string()))?;
         if !out.status.success() {
             return Err(KernelError::other(
-                format!("nft -f - (table inet {TABLE})"),
+                format!("nft -f - (table inet {})", self.table),
                 String::from_utf8_lossy(&out.stderr).trim().to_string(),
             ));
         }
-        let listing = nft_list_table(&self.binary).await?.unwrap_or_default();
+        let listing = list_table(&self.binary, &self.table)
+            .await?
+            .unwrap_or_default();
         self.last = Some((script.to_string(), listing));
         Ok(true)
     }

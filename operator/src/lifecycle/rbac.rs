@@ -117,6 +117,8 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
             &["get", "list", "watch", "update", "patch"],
         ),
         rule(&[""], &["namespaces"], READ),
+        // Granted to the node agent (NetworkPolicy enforcement): held to grant it.
+        rule(&["networking.k8s.io"], &["networkpolicies"], READ),
         rule(&[""], &["events"], &["create", "patch", "update"]),
         rule(
             &["events.k8s.io"],
@@ -192,7 +194,11 @@ pub fn operator_namespace_rules() -> Vec<PolicyRule> {
 pub fn node_agent_rules() -> Vec<PolicyRule> {
     vec![
         rule(&[""], &["nodes"], READ),
-        rule(&[""], &["pods"], &["get"]),
+        // NetworkPolicy enforcement (docs/networkpolicy.md): every pod, namespace and policy,
+        // and Events on policies it cannot fully program.
+        rule(&[""], &["pods", "namespaces"], READ),
+        rule(&["networking.k8s.io"], &["networkpolicies"], READ),
+        rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
         rule(
             &[NETWORKING],
             &["networks", "subnets", "ipinstances", "nodeinfoes"],
@@ -301,6 +307,12 @@ mod tests {
             "attachment labels, taint",
         ),
         ("", "namespaces", READ, "namespace network defaults"),
+        (
+            "networking.k8s.io",
+            "networkpolicies",
+            READ,
+            "granted to the node agent, which enforces NetworkPolicy",
+        ),
         (
             "",
             "events",

@@ -850,7 +850,19 @@ mod tests {
         }
         assert!(allowed("", "nodes", "watch"));
         assert!(allowed("", "pods", "get"));
-        assert!(!allowed("", "pods", "list"));
+        // NetworkPolicy enforcement: pods, namespaces and policies, read only
+        for (g, res) in [
+            ("", "pods"),
+            ("", "namespaces"),
+            ("networking.k8s.io", "networkpolicies"),
+        ] {
+            for v in ["list", "watch"] {
+                assert!(allowed(g, res, v), "{v} {res}");
+            }
+        }
+        assert!(!allowed("", "pods", "patch"));
+        assert!(!allowed("networking.k8s.io", "networkpolicies", "create"));
+        assert!(allowed("events.k8s.io", "events", "create"));
         assert!(allowed(
             "networking.alibaba.com",
             "ipinstances/status",
