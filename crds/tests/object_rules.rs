@@ -590,14 +590,14 @@ fn pod_admission_rules() {
                 ("networking.alibaba.com/specified-network", "vlan"),
                 ("networking.alibaba.com/mac-pool", "01:00:5e:00:00:01"),
             ],
-            "is a multicast MAC address",
+            "is a multicast/broadcast MAC address; a pod needs a unicast one",
         ),
         (
             vec![
                 ("networking.alibaba.com/specified-network", "vlan"),
                 ("networking.alibaba.com/mac-pool", "zz:00:00:00:00:01"),
             ],
-            "bad octet \"zz\"",
+            "\"zz:00:00:00:00:01\" is not a MAC address",
         ),
         (
             vec![("networking.alibaba.com/network-type", "GlobalBGP")],
