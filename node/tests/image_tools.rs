@@ -12,6 +12,8 @@ use hybridnet_node::agent::AgentConfig;
 /// program from `--nft-binary`, checked below to default to a bare name found on PATH).
 const STARTS: &[(&str, &str)] = &[
     ("src/dataplane/nft.rs", "nft"),
+    // NetworkPolicy drop counters are read with the same --nft-binary.
+    ("src/agent/policy.rs", "nft"),
     // The removal of upstream's leftovers (docs/migration.md): both backends, both families.
     ("src/migrate/host.rs", "iptables-legacy-save"),
     ("src/migrate/host.rs", "iptables-legacy-restore"),

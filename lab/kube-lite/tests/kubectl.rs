@@ -298,9 +298,9 @@ async fn kubectl_applies_the_project_crds() {
     };
     let (_srv, k) = Kubectl::with_server(bin).await;
     let dir = dir.to_string_lossy().into_owned();
-    k.ok(&["apply", "--server-side", "-f", &dir]).await;
+    k.ok(&["apply", "--server-side", "-k", &dir]).await;
     // client-side apply of the same files also works (last-applied annotation, 3-way merge)
-    k.ok(&["apply", "-f", &dir]).await;
+    k.ok(&["apply", "-k", &dir]).await;
     let crds = k.ok(&["get", "crd", "-o", "name"]).await;
     for name in [
         "networks.networking.alibaba.com",
