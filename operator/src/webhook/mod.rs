@@ -1,5 +1,5 @@
-//! Admission webhook server: validating Network/Subnet/Pod (spec 4.2-4.4) and the node agents'
-//! NodeInfo/IPInstance writes ([`nodescope`]), mutating Pod (spec 4.1),
+//! Admission webhook server: validating Network/Subnet/Pod (upstream's pkg/webhook/validating/) and the node agents'
+//! NodeInfo/IPInstance writes ([`nodescope`]), mutating Pod (upstream's pkg/webhook/mutating/),
 //! over HTTPS with rustls (ring), AdmissionReview v1.
 
 pub mod mutate;
