@@ -8,29 +8,12 @@ mod common;
 use common::*;
 use hybridnet_api::v1::{IPInstance, NetworkMode, NetworkType, NodeInfo};
 
-fn l2() -> (Netns, Netns, Netns) {
-    let sw = Netns::new("sw");
-    sw.ip("link add br0 type bridge");
-    sw.ip("link set br0 up");
-    let cp = Netns::new("cp");
-    veth(&cp, "eth0", &sw, "p-cp");
-    sw.ip("link set p-cp master br0");
-    cp.ip("addr add 198.18.0.250/24 dev eth0");
-    let n1 = Netns::new("n1");
-    veth(&n1, "eth0", &sw, "p-n1");
-    sw.ip("link set p-n1 master br0");
-    n1.ip("link set eth0 address 02:00:00:00:00:11");
-    n1.ip("addr add 198.18.0.11/24 dev eth0");
-    n1.ip("route add default via 198.18.0.1 dev eth0");
-    (sw, cp, n1)
-}
-
 #[test]
 fn agent_programs_publishes_and_follows_events() {
     if !require_root("agent_programs_publishes_and_follows_events") {
         return;
     }
-    let (_sw, cpns, n1) = l2();
+    let (_sw, cpns, n1) = l2_segment();
     let cp = ControlPlane::start(&cpns, "198.18.0.250");
     cp.create(&node_object("n1", &["198.18.0.11"]));
     cp.create_network(&network(

@@ -320,18 +320,7 @@ fn the_agent_removes_upstream_state_and_publishes_what_is_left() {
     ) {
         return;
     }
-    let sw = Netns::new("lsw");
-    sw.ip("link add br0 type bridge");
-    sw.ip("link set br0 up");
-    let cpns = Netns::new("lcp");
-    veth(&cpns, "eth0", &sw, "p-cp");
-    sw.ip("link set p-cp master br0");
-    cpns.ip("addr add 198.18.0.250/24 dev eth0");
-    let n1 = Netns::new("ln1");
-    veth(&n1, "eth0", &sw, "p-n1");
-    sw.ip("link set p-n1 master br0");
-    n1.ip("addr add 198.18.0.11/24 dev eth0");
-    n1.ip("route add default via 198.18.0.1 dev eth0");
+    let (_sw, cpns, n1) = l2_segment();
 
     foreign_state(&n1, "legacy");
     let foreign_only = dump(&n1, "legacy");

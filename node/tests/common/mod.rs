@@ -478,3 +478,22 @@ pub fn cni_request(
         valid_attachments: vec![],
     }
 }
+
+/// A switch with the control-plane host (198.18.0.250) and one node `n1` (198.18.0.11, eth0 MAC
+/// 02:00:00:00:00:11) on it: returns (switch, control plane, node).
+pub fn l2_segment() -> (Netns, Netns, Netns) {
+    let sw = Netns::new("sw");
+    sw.ip("link add br0 type bridge");
+    sw.ip("link set br0 up");
+    let cp = Netns::new("cp");
+    veth(&cp, "eth0", &sw, "p-cp");
+    sw.ip("link set p-cp master br0");
+    cp.ip("addr add 198.18.0.250/24 dev eth0");
+    let n1 = Netns::new("n1");
+    veth(&n1, "eth0", &sw, "p-n1");
+    sw.ip("link set p-n1 master br0");
+    n1.ip("link set eth0 address 02:00:00:00:00:11");
+    n1.ip("addr add 198.18.0.11/24 dev eth0");
+    n1.ip("route add default via 198.18.0.1 dev eth0");
+    (sw, cp, n1)
+}
