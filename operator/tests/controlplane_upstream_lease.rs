@@ -75,23 +75,7 @@ async fn no_allocation_while_upstreams_manager_holds_its_lease_then_the_lease_is
         Some((UPSTREAM_NAMESPACE.into(), UPSTREAM_LEADER_LEASE.into()))
     );
     let r = env.replica_with(config, true).await;
-    env.node("n1", &[]).await;
-    env.create_network(network("o", NetworkType::Overlay, Some(4), None))
-        .await
-        .unwrap();
-    env.create_subnet(subnet_of("o-v4", "o", IpVersion::V4, "100.64.0.0/24", None))
-        .await
-        .unwrap();
-    env.pod(pod(
-        "default",
-        "p",
-        "n1",
-        &[(
-            hybridnet_api::constants::annotation::NETWORK_TYPE,
-            "Overlay",
-        )],
-    ))
-    .await;
+    overlay_pod_on_n1(&env).await;
     // Our own Lease is ours, yet nothing is allocated while upstream's is renewed.
     let own: Api<Lease> = Api::namespaced(env.client.clone(), "kube-system");
     wait_for("op-1 holds its own Lease", || async {
@@ -160,6 +144,21 @@ async fn without_an_upstream_lease_nothing_is_created_and_allocation_goes_on() {
         ..test_config("op-1")
     };
     let _r = env.replica_with(config, true).await;
+    overlay_pod_on_n1(&env).await;
+    env.allocated("default", "p", 1).await;
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), UPSTREAM_NAMESPACE);
+    assert!(
+        leases
+            .get_opt(UPSTREAM_LEADER_LEASE)
+            .await
+            .unwrap()
+            .is_none(),
+        "the guard Lease is never created"
+    );
+}
+
+/// Node n1, an overlay network with one IPv4 subnet, and pod default/p asking for it.
+async fn overlay_pod_on_n1(env: &Env) {
     env.node("n1", &[]).await;
     env.create_network(network("o", NetworkType::Overlay, Some(4), None))
         .await
@@ -177,14 +176,4 @@ async fn without_an_upstream_lease_nothing_is_created_and_allocation_goes_on() {
         )],
     ))
     .await;
-    env.allocated("default", "p", 1).await;
-    let leases: Api<Lease> = Api::namespaced(env.client.clone(), UPSTREAM_NAMESPACE);
-    assert!(
-        leases
-            .get_opt(UPSTREAM_LEADER_LEASE)
-            .await
-            .unwrap()
-            .is_none(),
-        "the guard Lease is never created"
-    );
 }
