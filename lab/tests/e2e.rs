@@ -1,74 +1,16 @@
 //! End-to-end suite: the whole system (webhook, IPAM, operator, node agents, CNI plugin) in a lab of
 //! network namespaces. Needs root; under CI=true it must run.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 
+use common::{Lab, kubectl};
 use hybridnet_lab::state::LabDirs;
 use hybridnet_lab::topology;
 use hybridnet_test_support::paced::{PacedStream, PathBlock};
 use hybridnet_test_support::{eventually, require_root};
-
-fn lab_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_hybridnet-lab"))
-}
-
-/// A lab that is always taken down, also when the test fails.
-struct Lab {
-    id: String,
-}
-
-impl Lab {
-    fn up(nodes: u32, underlay: u32, bgp: u32) -> Self {
-        let id = format!("e{}", std::process::id() % 1000);
-        let lab = Lab { id };
-        let out = Command::new(lab_bin())
-            .args([
-                "--id",
-                &lab.id,
-                "up",
-                "--nodes",
-                &nodes.to_string(),
-                "--underlay-nodes",
-                &underlay.to_string(),
-                "--bgp-nodes",
-                &bgp.to_string(),
-            ])
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            let logs = LabDirs::new(&lab.id).logs();
-            let mut all = String::new();
-            for e in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
-                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                all.push_str(&format!(
-                    "--- {}\n{}\n",
-                    e.path().display(),
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                ));
-            }
-            panic!(
-                "lab up failed: {}\n{all}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        lab
-    }
-
-    fn dirs(&self) -> LabDirs {
-        LabDirs::new(&self.id)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(lab_bin())
-            .args(["--id", &self.id, "down"])
-            .status();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_system_connectivity_and_ip_hygiene() {
@@ -77,7 +19,7 @@ async fn whole_system_connectivity_and_ip_hygiene() {
     }
     // Three nodes on the L2 segment (two in the VLAN underlay network) and two BGP nodes on their
     // own routed links to the ToR (bird2).
-    let lab = Lab::up(3, 2, 2);
+    let lab = Lab::up("e", 3, 2, 2);
     let dirs = lab.dirs();
     let client = hybridnet_lab::cluster::client_from(&dirs.host_kubeconfig())
         .await
@@ -324,28 +266,6 @@ fn kernel_table_is_read_from_route_get() {
         kernel_table("10.0.1.3 dev eth0 src 10.0.0.1 uid 0 \n    cache \n"),
         None
     );
-}
-
-fn kubectl(dirs: &LabDirs, args: &[&str]) -> String {
-    let bin_dir = lab_bin().parent().unwrap().to_path_buf();
-    let out = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", dirs.host_kubeconfig())
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                bin_dir.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .output()
-        .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Connects from `client_ns` to a TCP listener in `server_ns` at `server_ip` and returns the

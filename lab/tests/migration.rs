@@ -6,15 +6,16 @@
 //! upstream's state and publishes `[]`, and `kubectl hybridnet ip check` and `migrate check` are
 //! clean at the end. Needs root; under CI=true it must run.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::{Lab, kubectl_status};
 use hybridnet_api::migration::{NODE_LEFTOVERS_ANNOTATION, NodeLeftovers};
 use hybridnet_api::v1::NodeInfo;
-use hybridnet_lab::state::LabDirs;
 use hybridnet_lab::{cluster, supervisor, topology};
 use hybridnet_node::migrate::fixture::{UpstreamNode, upstream_steps};
 use hybridnet_test_support::paced::PacedStream;
@@ -22,78 +23,6 @@ use hybridnet_test_support::{may_run, sh};
 
 /// The longest stall allowed (the bound of the e2e suite's restarts and upgrades).
 const STALL_BOUND: Duration = Duration::from_secs(1);
-
-fn lab_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_hybridnet-lab"))
-}
-
-struct Lab {
-    id: String,
-}
-
-impl Lab {
-    fn up() -> Self {
-        let lab = Lab {
-            id: format!("m{}", std::process::id() % 1000),
-        };
-        let out = Command::new(lab_bin())
-            .args([
-                "--id",
-                &lab.id,
-                "up",
-                "--nodes",
-                "3",
-                "--underlay-nodes",
-                "2",
-                "--bgp-nodes",
-                "0",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "lab up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        lab
-    }
-    fn dirs(&self) -> LabDirs {
-        LabDirs::new(&self.id)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(lab_bin())
-            .args(["--id", &self.id, "down"])
-            .status();
-    }
-}
-
-fn kubectl(dirs: &LabDirs, args: &[&str]) -> (i32, String) {
-    let bin_dir = lab_bin().parent().unwrap().to_path_buf();
-    let out = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", dirs.host_kubeconfig())
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                bin_dir.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 fn in_ns(netns: &str, program: &str, args: &[String], stdin: Option<&str>) {
     let mut child = Command::new("ip")
@@ -225,7 +154,7 @@ async fn nodes_switch_from_upstream_one_by_one_under_a_tcp_stream() {
     ) {
         return;
     }
-    let lab = Lab::up();
+    let lab = Lab::up("m", 3, 2, 0);
     let dirs = lab.dirs();
     let client = cluster::client_from(&dirs.host_kubeconfig()).await.unwrap();
     hybridnet_lab::demo::create_networks(&client, false)
@@ -350,12 +279,12 @@ async fn nodes_switch_from_upstream_one_by_one_under_a_tcp_stream() {
         eprintln!("migration, {what}: {report}");
     }
     assert_eq!(addresses(&client).await, before, "a pod changed address");
-    let (code, out) = kubectl(&dirs, &["hybridnet", "ip", "check"]);
+    let (code, out) = kubectl_status(&dirs, &["hybridnet", "ip", "check"]);
     assert!(
         code == 0 && out.contains("no problems found"),
         "ip check: {out}"
     );
-    let (code, out) = kubectl(&dirs, &["hybridnet", "migrate", "check"]);
+    let (code, out) = kubectl_status(&dirs, &["hybridnet", "migrate", "check"]);
     assert_eq!(code, 0, "migrate check: {out}");
     assert!(out.starts_with("migration complete"), "{out}");
 }
