@@ -558,19 +558,15 @@ fn vlan_id_zero_is_the_parent() {
     );
 }
 
-/// Tagged VLANs need 802.1Q in the kernel: without it the test prints why it skipped.
+/// Tagged VLANs need 802.1Q in the kernel, which some kernels (this lab's CI machine's among them)
+/// lack. So the test is ignored by `cargo test`, and so counted as ignored rather than passed;
+/// `make test` runs it through scripts/kernel-gated-tests.sh where a probe finds 802.1Q, and prints
+/// the reason where it does not. Run on such a kernel, it fails rather than skips.
 #[test]
+#[ignore = "needs 802.1Q in the kernel: make test runs it where the kernel has it (scripts/kernel-gated-tests.sh)"]
 fn tagged_vlans_where_the_kernel_has_8021q() {
     let test = "tagged_vlans_where_the_kernel_has_8021q";
     if !require_root(test) {
-        return;
-    }
-    let probe = Netns::new("vlanprobe");
-    let peer = Netns::new("vlanpeer");
-    veth(&probe, "d0", &peer, "d1");
-    if let Err(e) = probe.try_ip("link add link d0 name d0.5 type vlan id 5") {
-        // A kernel feature, not a missing tool: printed (also under CI) rather than failed.
-        eprintln!("SKIPPED {test}: this kernel has no 802.1Q support ({e})");
         return;
     }
     let (node, _pod, _wire) = node_ns();
