@@ -2,6 +2,8 @@
 //! an empty root, with no libc and no dynamic loader, and answers VERSION. A dynamically linked
 //! binary in the same kind of root does not start, which shows the root really is empty.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,6 +1,8 @@
 //! Offline checks of the generated CRDs (no API server needed): structural schemas, printer columns
 //! that point at real fields, status subresources, scopes and names as upstream.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use serde_json::Value;
 
 fn schema_of(crd: &Value) -> &Value {

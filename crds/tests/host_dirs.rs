@@ -3,6 +3,8 @@
 //! rules are evaluated here (they use only `self.matches('<RE2>')` and its negation; any other form
 //! fails the test rather than being skipped).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use hybridnet_api::operator::hostdir;
 use proptest::prelude::*;
 use serde_json::Value;

@@ -1,6 +1,8 @@
 //! Upstream-style manifests deserialize into our types and serialize back without losing or
 //! renaming a field; the committed CRD files match the types.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::path::Path;
 
 use hybridnet_api::operator::HybridnetCluster;

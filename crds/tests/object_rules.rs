@@ -1,6 +1,8 @@
 //! Table-driven admission rules for Networks, Subnets and Pods, and the pod network-config
 //! resolution order (behaviour spec 2.1, 4.2-4.4).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::BTreeMap;
 
 use hybridnet_api::operator::IpFamily;

@@ -4,6 +4,8 @@
 //! intend is listed in `INTENDED` with its reason; any other difference (or an intended one that went
 //! away) fails, so a drift from upstream cannot slip in unnoticed. docs/api.md summarises the list.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;

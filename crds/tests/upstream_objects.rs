@@ -4,6 +4,8 @@
 //! no gateway, `lastAllocatedSubnet: ""` no cursor, `nodeName: ""` a reserved address, `null` for an
 //! absent pointer.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::path::Path;
 
 use hybridnet_api::v1::{IPInstance, Network, NetworkType, NodeInfo, Subnet};

@@ -1,6 +1,8 @@
 //! Times the pure core of `ip usage`, `ip check`, `ip ls` and `trace` on a large cluster snapshot
 //! (plain `std::time::Instant`, no harness). Run: `cargo bench -p kubectl-hybridnet --bench core`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};

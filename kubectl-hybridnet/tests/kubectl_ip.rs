@@ -1,6 +1,8 @@
 //! `kubectl hybridnet ip ls|usage|check`, `status` and `install` through the real kubectl against
 //! kube-lite, with seeded IPInstances, pods and StatefulSets.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::*;

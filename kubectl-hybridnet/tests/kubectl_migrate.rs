@@ -2,6 +2,8 @@
 //! install as its chart writes it (charts/hybridnet/templates/), then half way through the
 //! migration, then done.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! `kubectl hybridnet network|subnet ...` and error handling, through the real kubectl against
 //! kube-lite.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::*;

@@ -3,6 +3,8 @@
 //! manager), through the real kubectl against kube-lite: the BGP SESSIONS table, JSON/YAML,
 //! warnings for required sessions that are down and for silent nodes, hostile values.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::*;

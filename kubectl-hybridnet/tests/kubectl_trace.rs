@@ -5,6 +5,8 @@
 //! like every node, in the overlay network (VNI 4); node3 (rack=b) is in the BGP network (AS 65010,
 //! peer 192.0.2.254). Node addresses 192.0.2.1x are also their VTEPs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::*;

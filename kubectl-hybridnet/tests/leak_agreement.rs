@@ -3,6 +3,8 @@
 //! uid, other uid) goes through both, and they must delete the same IPInstances and report the
 //! same pods without an address. Both apply `hybridnet_api::leak`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::BTreeSet;
 
 use hybridnet_api::naming::ip_to_instance_name;

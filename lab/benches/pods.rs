@@ -11,6 +11,8 @@
 //! taken from the folder of the bench's profile or from `HYBRIDNET_LAB_BIN`.
 //! Run: `cargo bench -p hybridnet-lab --bench pods --profile dev`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;

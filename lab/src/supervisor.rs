@@ -49,6 +49,8 @@ pub fn start(dirs: &LabDirs, spec: &ProcessSpec) -> anyhow::Result<u32> {
     let mut cmd = command_of(spec);
     cmd.stdin(Stdio::null()).stdout(log).stderr(err);
     // A session of its own: the process outlives `hybridnet-lab up` and ^C of the terminal.
+    // SAFETY: the closure runs in the forked child before exec and calls only setsid(2), which is
+    // async-signal-safe, and allocates nothing.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
             nix::unistd::setsid()

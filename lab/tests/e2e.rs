@@ -1,6 +1,8 @@
 //! End-to-end suite: the whole system (webhook, IPAM, operator, node agents, CNI plugin) in a lab of
 //! network namespaces. Needs root; under CI=true it must run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::collections::BTreeMap;

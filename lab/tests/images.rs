@@ -5,6 +5,8 @@
 //! runs as the generated operator Deployment says, the pause image stops at SIGTERM, and the bundle
 //! image holds bundle/ with bundle.Dockerfile's labels.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

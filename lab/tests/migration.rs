@@ -6,6 +6,8 @@
 //! upstream's state and publishes `[]`, and `kubectl hybridnet ip check` and `migrate check` are
 //! clean at the end. Needs root; under CI=true it must run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::collections::BTreeMap;

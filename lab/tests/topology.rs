@@ -1,6 +1,8 @@
 //! The lab's topology in real network namespaces: every host reaches its neighbours, and `destroy`
 //! leaves nothing behind.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use hybridnet_lab::netns::{exec_in, list_with_prefix};
 use hybridnet_lab::topology::{self, Role};
 use hybridnet_test_support::require_root;

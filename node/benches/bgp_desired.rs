@@ -5,6 +5,8 @@
 //!
 //! Run: `cargo bench -p hybridnet-node --bench bgp_desired`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;

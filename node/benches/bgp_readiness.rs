@@ -6,6 +6,8 @@
 //!
 //! Run: `cargo bench -p hybridnet-node --bench bgp_readiness`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::hint::black_box;
 use std::io::Write;
 use std::net::IpAddr;

@@ -6,6 +6,8 @@
 //! Each ADD is timed from starting `ip netns exec <node> cnitool add` to its exit, so every
 //! configuration pays the same process and namespace overhead.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 #[path = "../tests/cni_common/mod.rs"]
 mod cni_common;
 

@@ -4,6 +4,8 @@
 //! Run: `cargo bench -p hybridnet-node --bench dataplane_converge`
 //! (`HN_BENCH_VTEPS` / `HN_BENCH_PODS` change the sizes).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Instant;

@@ -5,6 +5,8 @@
 //!
 //! Run as root: `cargo bench -p hybridnet-node --bench vlan_check_add`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

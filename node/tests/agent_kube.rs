@@ -3,6 +3,8 @@
 //! server-side apply, watch events reconcile incrementally, health and metrics answer, and a
 //! restart adopts the state without changing it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::*;

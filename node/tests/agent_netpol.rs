@@ -4,6 +4,8 @@
 //! the programming latency, and keeps enforcing across a restart (the table stays while no agent
 //! runs and the new agent replaces it with the same one).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::*;

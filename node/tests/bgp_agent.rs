@@ -11,6 +11,8 @@
 //! withdraws its routes at the ToR; metrics and readiness follow the sessions. And ADD also
 //! waits for the kernel to route the pod out: its subnet's policy rule and the table's default
 //! route via the peer (code 11 while either is missing, though the pod is announced).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 #![cfg(all(target_os = "linux", feature = "dataplane"))]
 
 use std::collections::BTreeMap;

@@ -3,6 +3,8 @@
 //! the local pod, renders the subnet table via the peer, exposes the session in /metrics and
 //! /readyz, and withdraws the pod when its IPInstance is deleted. The node reaches the control
 //! plane through the ToR over its /31 link (no shared L2).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 #![cfg(all(target_os = "linux", feature = "dataplane"))]
 
 mod common;

@@ -2,6 +2,8 @@
 //! changes in the node or pod namespaces (no veth, address, route, rule, proxy entry or nftables
 //! rule); a valid ADD of the same pod does change them (the control).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod cni_common;
 
 use std::collections::HashMap;

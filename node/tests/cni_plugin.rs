@@ -1,6 +1,8 @@
 //! The `hybridnet` plugin driven by Debian's libcni (cnitool) in a chain with Debian's portmap
 //! and bandwidth, against an in-process agent whose node is a test namespace.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod cni_common;
 
 use std::time::Duration;

@@ -13,6 +13,8 @@
 //! then starting them again during a paced TCP stream stalls it for less than a second; a second
 //! agent on a node exits because the health port is taken.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::io::{Read, Write};

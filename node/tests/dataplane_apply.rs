@@ -2,6 +2,8 @@
 //! `nft`: content, idempotence, removal of stale objects, foreign objects untouched, VLAN id 0 and
 //! (where the kernel has 802.1Q) tagged VLANs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! docs/images.md): this census fails when node/src starts a program the list does not name, or the
 //! list names one nothing starts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

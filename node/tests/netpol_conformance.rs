@@ -2,6 +2,8 @@
 //! for every scenario, step, family (IPv4 and IPv6) and (from, to, port, protocol) of the 3 x 3 pod
 //! matrix, the evaluator's verdict must equal the scenario's truth table.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 

@@ -4,6 +4,8 @@
 //! same node and across nodes, IPv4 and IPv6; the drop counter counts; a failed transaction leaves
 //! the previous policy in force; a connection that becomes disallowed stops.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};

@@ -2,6 +2,8 @@
 //! loads; `nft -j list` gives back the model's sets, maps, chains and rules; the kernel's listing
 //! loads again unchanged; and the evaluator agrees with the kernel's rule counters on real packets.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::collections::BTreeSet;

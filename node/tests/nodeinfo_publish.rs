@@ -2,6 +2,8 @@
 //! manager) against kube-lite through the real kube client: a node without a VTEP (underlay or
 //! BGP only) can create its NodeInfo, the BGP sessions annotation is published with the rest and
 //! removed when the node has no BGP speaker any more, and other owners' fields survive.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 #![cfg(all(target_os = "linux", feature = "dataplane"))]
 
 use std::time::Duration;

@@ -5,6 +5,8 @@
 //! must leave the foreign state byte-identical, remove all of upstream's, and change nothing on a
 //! second run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::io::Write as _;

@@ -3,6 +3,8 @@
 //! namespace answering ARP/NDP, and (where needed) a rogue namespace holding the pod's address.
 //! The agent side is the in-process `CniService`, programming the node namespace.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::collections::BTreeMap;

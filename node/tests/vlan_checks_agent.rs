@@ -6,6 +6,8 @@
 //! Segment (one bridge): kube-lite and the node's own address in 198.19.250.0/24, the VLAN pod
 //! subnet 198.18.0.0/24 (untagged, gateway 198.18.0.1 in its own namespace), a rogue station.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::io::{Read, Write};

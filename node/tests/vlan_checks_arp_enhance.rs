@@ -4,6 +4,8 @@
 //! addresses alone, and makes the node's ARP for a VLAN pod's traffic carry a sender address
 //! inside the subnet.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::*;

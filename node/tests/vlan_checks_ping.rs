@@ -2,6 +2,8 @@
 //! not answer fails the ADD (nothing left behind, pod and address named); a family the node has
 //! no global address of is not pinged.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::sync::Arc;

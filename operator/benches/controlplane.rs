@@ -6,6 +6,8 @@
 //! Run: `cargo bench -p hybridnet-operator --bench controlplane`
 //! (env `CP_BENCH_PODS` and `CP_BENCH_INSTANCES` change the sizes).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,8 @@
 //! defaults, `--pod-label-selector` matching (and parsing, once at start), and the stuck-rollout
 //! status decision. `cargo bench -p hybridnet-operator --bench decisions`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;

@@ -5,6 +5,8 @@
 //! Run: `cargo bench -p hybridnet-operator --bench ipam` (prints a markdown table).
 //! Timing uses `std::time::Instant`; memory is measured with a counting global allocator.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -33,12 +35,15 @@ static BLOCKS: AtomicIsize = AtomicIsize::new(0);
 /// Counting is switched on only for the memory benchmark, so it does not slow the others.
 static COUNTING: AtomicBool = AtomicBool::new(false);
 
+// SAFETY: every method forwards to the system allocator with the caller's arguments unchanged;
+// the counters are atomics and allocate nothing.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             BYTES.fetch_add(l.size() as isize, Ordering::Relaxed);
             BLOCKS.fetch_add(1, Ordering::Relaxed);
         }
+        // SAFETY: the caller's contract for `alloc` is the system allocator's.
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
@@ -46,12 +51,14 @@ unsafe impl GlobalAlloc for Counting {
             BYTES.fetch_sub(l.size() as isize, Ordering::Relaxed);
             BLOCKS.fetch_sub(1, Ordering::Relaxed);
         }
+        // SAFETY: `p` came from `alloc` above, that is from the system allocator, with `l`.
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             BYTES.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
         }
+        // SAFETY: as for `dealloc`; `new` is the caller's, checked by its contract.
         unsafe { System.realloc(p, l, new) }
     }
 }

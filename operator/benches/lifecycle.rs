@@ -1,6 +1,8 @@
 //! Lifecycle timings: rendering every object, the certificate decision and issuing, and generating
 //! the whole bundle. `cargo bench -p hybridnet-operator --bench lifecycle`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::hint::black_box;
 use std::time::Instant;
 

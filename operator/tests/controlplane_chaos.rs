@@ -6,6 +6,8 @@
 //! status counters equal a recount; the checker itself is shown to catch an injected duplicate
 //! and leak.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

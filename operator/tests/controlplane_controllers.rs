@@ -1,6 +1,8 @@
 //! Status, node labels and taint, NodeInfo clean-up, IPInstance release and the leak detector,
 //! against kube-lite.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::*;

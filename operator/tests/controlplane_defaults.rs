@@ -1,6 +1,8 @@
 //! Pod defaults follow `HybridnetCluster/default` live (controller and webhook), fall back to the
 //! flags without it, and a missing HybridnetCluster CRD neither blocks nor breaks anything.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 mod logcapture;
 

@@ -1,5 +1,7 @@
 //! Leadership through the Lease, and the webhook's certificate reload.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::time::Duration;

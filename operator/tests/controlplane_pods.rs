@@ -2,6 +2,8 @@
 //! pod-controller table, plus stateful re-creation on another node, scale down/up, eviction,
 //! ip-pool changes).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::*;

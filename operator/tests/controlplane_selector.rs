@@ -1,6 +1,8 @@
 //! `--pod-label-selector` against kube-lite: pods outside the selector get no IPInstance, pods in
 //! it do, and a pod relabelled into the selector is allocated then.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::*;

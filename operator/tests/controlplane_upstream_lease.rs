@@ -4,6 +4,8 @@
 //! allocate; once that Lease expires the operator takes it over and keeps it, so a returning
 //! upstream manager cannot lead.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! kube-lite with our CRDs: stored and read back unchanged, and a migrated Network or Subnet that
 //! carries upstream's metrics finalizer is deleted once the operator runs (never stuck Terminating).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! The admission webhook through kube-lite: the valid upstream examples are accepted; invalid
 //! Networks, Subnets and Pods are refused with messages that name the field.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! The IPAM's inputs built from the CRD objects, including malformed and hostile values: every
 //! one gives a clear error naming the object and field, and nothing valid is lost.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod ipam_common;
 
 use hybridnet_api::v1::{

@@ -3,6 +3,8 @@
 //! against an independent recount, and automatic allocations are compared with a naive
 //! implementation of the spec (sorted subnets, sticky subnet cursor, round-robin address cursor).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod ipam_common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,6 +1,8 @@
 //! Table tests for every IPAM rule (behaviour spec section 3, issue 4) and the upstream unit
 //! cases of spec section 11 that concern the allocator.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod ipam_common;
 
 use hybridnet_api::v1::IpVersion;

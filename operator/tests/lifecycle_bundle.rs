@@ -2,6 +2,8 @@
 //! peers-and-conventions.md section 3, and every manifest valid against the Kubernetes OpenAPI
 //! schemas (offline validator `kubernetes-validate`, installed by scripts/tools/kubernetes-validate.sh).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;

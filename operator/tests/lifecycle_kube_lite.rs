@@ -1,6 +1,8 @@
 //! The lifecycle controller against kube-lite through the real kube client (and the real kubectl
 //! for the GitOps install): install, upgrade, drift repair, invalid specs, singleton and deletion.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod logcapture;
 
 use std::collections::HashMap;

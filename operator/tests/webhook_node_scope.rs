@@ -3,6 +3,8 @@
 //! agent's ServiceAccount with the `authentication.kubernetes.io/node-name` claim, as Kubernetes
 //! puts it in for a pod-bound token) and refuses another node's objects; other users pass.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use common::*;

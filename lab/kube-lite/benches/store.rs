@@ -7,6 +7,8 @@
 //!
 //! Run: `cargo bench -p kube-lite --bench store` (env KUBE_LITE_BENCH_OBJECTS overrides 100000).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use futures::StreamExt;
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};

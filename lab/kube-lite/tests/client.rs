@@ -2,6 +2,8 @@
 //! finalizers, owner garbage collection, status subresource, patches, server-side apply and a
 //! Controller reconciling a cluster-scoped CRD.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

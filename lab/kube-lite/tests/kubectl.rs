@@ -2,6 +2,8 @@
 //! create/get/list/watch/patch/label/annotate/delete of custom and built-in objects, Table output
 //! with printer columns, and the `kube-lite` binary with TLS.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use hybridnet_test_support::skip;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! Hostile and malformed input: bad JSON bodies, bad selectors, bad patch documents, bad CRDs,
 //! mismatched kinds and names. Each gets a 4xx Status with a clear message and changes nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use http_body_util::BodyExt;
 use kube::Client;
 use serde_json::Value;

@@ -1,6 +1,8 @@
 //! Property tests of the pure parts: parsers never panic on hostile input, managedFields
 //! FieldsV1 round-trips, server-side apply is idempotent and merge patches behave like RFC 7386.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use kube_lite::managed::{Scope, apply, fields_of, from_fields_v1, to_fields_v1};
 use kube_lite::selector::{FieldSelector, LabelSelector};
 use proptest::prelude::*;

@@ -2,6 +2,8 @@
 //! rcgen certificate): mutation through JSON patch, denial, rule/namespaceSelector/objectSelector
 //! matching, service references, failurePolicy, timeouts and caBundle verification.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use axum::Json;
 use axum::extract::State;
 use axum::routing::post;

@@ -6,6 +6,8 @@
 //!
 //! Run: `cargo bench -p hybridnet-bgp --bench bgp`
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr};

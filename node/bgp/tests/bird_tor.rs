@@ -4,6 +4,8 @@
 //! bird is the oracle: `birdc show route all` prints the AS_PATH segment type exactly (a set
 //! would show braces) and the communities it received.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::collections::BTreeSet;

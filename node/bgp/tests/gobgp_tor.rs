@@ -1,6 +1,8 @@
 //! The announce/withdraw scenario against Debian's gobgpd as the ToR, in network namespaces
 //! the test creates (root only; skipped with a reason otherwise, failing under CI=true).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::collections::BTreeSet;

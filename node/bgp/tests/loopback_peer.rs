@@ -5,6 +5,8 @@
 //! inbound sessions, refusal of unknown sources, and connection collision resolution with the
 //! exact NOTIFICATION on the losing connection.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Property tests for the codec: round trips both ways, and a fuzz-style decoder test fed random
 //! and mutated bytes that must never panic and must pick the right NOTIFICATION class.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use hybridnet_bgp::prefix::{Ipv4Prefix, Ipv6Prefix};

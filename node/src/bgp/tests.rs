@@ -2,6 +2,8 @@
 //! readiness, lazy speaker life cycle and metrics (sessions to loopback addresses nobody
 //! listens on; the sessions against bird2 are in tests/bgp_agent.rs).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
