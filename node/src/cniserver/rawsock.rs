@@ -1,12 +1,14 @@
 //! The system calls the raw sockets of the CNI checks share (ICMP echo in [`super::podping`],
 //! `AF_PACKET` frames in [`super::vlancheck`]): open, send to an address, and one bounded wait
-//! for a datagram. libc directly (through nix's re-export): a handful of calls, no new crate.
+//! for a datagram. nix's safe wrappers where it has them (poll); libc (through nix's re-export) for
+//! the raw socket calls with C address structs that nix does not wrap.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 /// A C socket address struct the kernel reads from and writes into.
 ///
@@ -67,18 +69,11 @@ pub(super) fn recv_within<A: SockAddr>(
     buf: &mut [u8],
     timeout: Duration,
 ) -> io::Result<Option<(usize, A)>> {
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if rc == 0 {
+    let ms = PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32)
+        .unwrap_or(PollTimeout::MAX);
+    let mut pfd = [PollFd::new(fd, PollFlags::POLLIN)];
+    let ready = poll(&mut pfd, ms).map_err(io::Error::from)?;
+    if ready == 0 {
         return Ok(None);
     }
     let mut from: A = zeroed_addr();

@@ -90,12 +90,14 @@ impl PacketSocket {
 
     /// Sends one complete Ethernet frame out of the bound interface.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        // SAFETY: the buffer is valid for its length; the socket is bound, so no address is needed.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        // The socket is bound, so no address is needed.
+        nix::sys::socket::send(
+            self.fd.as_raw_fd(),
+            frame,
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .map(|_| ())
+        .map_err(io::Error::from)
     }
 
     /// Waits up to `timeout` for an incoming frame (frames this host sent are skipped) and
