@@ -42,13 +42,6 @@ fn name_of<K: kube::Resource>(o: &K) -> &str {
     o.meta().name.as_deref().unwrap_or("")
 }
 
-fn selector_matches(
-    selector: &BTreeMap<String, String>,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
 /// Rules that need only the Network itself (used by `kubectl hybridnet network create` too).
 pub fn network_spec(net: &Network) -> Result<(), FieldErrors> {
     let mut errs = FieldErrors::default();
@@ -204,14 +197,11 @@ pub fn network_create(net: &Network, existing: &Existing<'_>) -> Result<(), Fiel
 
 /// A node may belong to one underlay network only.
 fn underlay_node_overlap(net: &Network, existing: &Existing<'_>, errs: &mut FieldErrors) {
-    let Some(selector) = net.spec.node_selector.as_ref().filter(|s| !s.is_empty()) else {
-        return;
-    };
     let me = name_of(net);
     for node in existing
         .nodes
         .iter()
-        .filter(|n| selector_matches(selector, &n.labels))
+        .filter(|n| net.spec.selects_node(&n.labels))
     {
         for other in existing
             .networks
@@ -223,11 +213,7 @@ fn underlay_node_overlap(net: &Network, existing: &Existing<'_>, errs: &mut Fiel
                 .as_ref()
                 .and_then(|s| s.node_list.as_ref())
                 .is_some_and(|l| l.contains(&node.name))
-                || other
-                    .spec
-                    .node_selector
-                    .as_ref()
-                    .is_some_and(|s| !s.is_empty() && selector_matches(s, &node.labels));
+                || other.spec.selects_node(&node.labels);
             if in_other {
                 errs.push(FieldError::new(
                     "spec.nodeSelector",

@@ -157,6 +157,17 @@ impl NetworkSpec {
             .unwrap_or_else(|| self.effective_type().default_mode())
     }
 
+    /// Whether the node with `labels` matches `spec.nodeSelector`: every key/value of the selector
+    /// is among the labels. An absent or empty selector selects no node (an Underlay network
+    /// without one would otherwise claim the whole cluster). The one match the webhook, the
+    /// operator's node labelling and the Network status use.
+    pub fn selects_node(&self, labels: &BTreeMap<String, String>) -> bool {
+        match &self.node_selector {
+            Some(sel) if !sel.is_empty() => sel.iter().all(|(k, v)| labels.get(k) == Some(v)),
+            _ => false,
+        }
+    }
+
     /// The BGP peers, empty when no config is given (upstream dereferenced a nil config here).
     pub fn bgp_peers(&self) -> &[BgpPeer] {
         self.config
@@ -236,4 +247,42 @@ pub struct NetworkStatus {
     pub ipv6_statistics: Option<Count>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dual_stack_statistics: Option<Count>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn spec(selector: Option<&[(&str, &str)]>) -> NetworkSpec {
+        NetworkSpec {
+            node_selector: selector.map(labels),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_selector_selects_nodes_carrying_all_its_labels() {
+        let node = labels(&[("rack", "a"), ("zone", "z1"), ("extra", "x")]);
+        assert!(spec(Some(&[("rack", "a")])).selects_node(&node));
+        assert!(spec(Some(&[("rack", "a"), ("zone", "z1")])).selects_node(&node));
+        assert!(!spec(Some(&[("rack", "b")])).selects_node(&node));
+        assert!(!spec(Some(&[("rack", "a"), ("zone", "z2")])).selects_node(&node));
+        assert!(!spec(Some(&[("missing", "")])).selects_node(&node));
+        assert!(spec(Some(&[("empty", "")])).selects_node(&labels(&[("empty", "")])));
+    }
+
+    #[test]
+    fn an_absent_or_empty_selector_selects_no_node() {
+        for node in [labels(&[]), labels(&[("rack", "a")])] {
+            assert!(!spec(None).selects_node(&node));
+            assert!(!spec(Some(&[])).selects_node(&node));
+        }
+    }
 }

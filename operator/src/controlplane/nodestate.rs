@@ -28,18 +28,6 @@ pub struct NodeNetworkState {
     pub unavailable: bool,
 }
 
-/// A selector matches when every key/value of it is among the labels; an empty selector matches
-/// no node (an Underlay network without selector would otherwise claim the whole cluster).
-pub fn selector_matches(
-    selector: Option<&BTreeMap<String, String>>,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    match selector {
-        Some(sel) if !sel.is_empty() => sel.iter().all(|(k, v)| labels.get(k) == Some(v)),
-        _ => false,
-    }
-}
-
 fn live(networks: &[Network]) -> impl Iterator<Item = &Network> {
     networks
         .iter()
@@ -53,7 +41,7 @@ pub fn underlay_networks_of<'a>(
 ) -> Vec<&'a Network> {
     let mut out: Vec<&Network> = live(networks)
         .filter(|n| n.spec.effective_type() == NetworkType::Underlay)
-        .filter(|n| selector_matches(n.spec.node_selector.as_ref(), labels))
+        .filter(|n| n.spec.selects_node(labels))
         .collect();
     out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     out

@@ -15,7 +15,6 @@ use serde_json::json;
 use tracing::{instrument, warn};
 
 use super::context::{Ctx, ReconcileError};
-use super::nodestate::selector_matches;
 use super::objects::remove_named_finalizer_patch;
 use crate::ipam::{NetworkCursors, NetworkUsage, Usage};
 
@@ -40,9 +39,7 @@ pub fn node_list(network: &Network, nodes: &[Arc<Node>]) -> Vec<String> {
             let empty = BTreeMap::new();
             let labels = n.metadata.labels.as_ref().unwrap_or(&empty);
             match network.spec.effective_type() {
-                NetworkType::Underlay => {
-                    selector_matches(network.spec.node_selector.as_ref(), labels)
-                }
+                NetworkType::Underlay => network.spec.selects_node(labels),
                 NetworkType::Overlay => true,
                 NetworkType::GlobalBgp => {
                     labels
