@@ -7,6 +7,8 @@
 //! under continuous probing of an isolated pod, and the negative control (one node without its
 //! table fails the matrix check). Needs root; under CI=true it must run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
