@@ -94,3 +94,16 @@ pub mod env {
     pub const NAMESPACE: &str = "NAMESPACE";
     pub const KUBE_NODE_NAME: &str = "KUBE_NODE_NAME";
 }
+
+/// The node agent's shutdown: on SIGTERM it refuses new CNI requests with code 11 ("try again
+/// later") and lets the ones in flight finish for at most [`DRAIN_GRACE_SECONDS`]; the rendered
+/// DaemonSet gives the pod [`TERMINATION_GRACE_PERIOD_SECONDS`] before the kubelet kills it,
+/// which leaves room for the drain and the writes after it (docs/operations.md, "Agent shutdown").
+pub mod agent_shutdown {
+    /// Default of the agent's `--shutdown-grace-seconds`: the longest an ADD takes (IPInstance
+    /// wait 10 s, VLAN checks at most 3 s by default, ping 5 s) fits.
+    pub const DRAIN_GRACE_SECONDS: u64 = 20;
+    /// The DaemonSet's `terminationGracePeriodSeconds`.
+    pub const TERMINATION_GRACE_PERIOD_SECONDS: i64 = 30;
+    const _: () = assert!(DRAIN_GRACE_SECONDS as i64 + 5 <= TERMINATION_GRACE_PERIOD_SECONDS);
+}

@@ -2,7 +2,7 @@
 //! the plan, readiness, BGP reachability, and CNI request metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hybridnet_api::constants::label;
@@ -24,6 +24,55 @@ pub struct AgentLookup {
     pub shared: Arc<Shared>,
     /// Write IPInstance status after ADD (`--update-ipinstance-status`).
     pub update_ipinstance_status: bool,
+    /// The status writes still running (a shutdown waits for them).
+    pub writes: Arc<BackgroundWrites>,
+}
+
+/// Writes a CNI request started and that outlive its answer (the IPInstance status); the
+/// agent's shutdown waits for them after the CNI server drained.
+#[derive(Debug, Default)]
+pub struct BackgroundWrites {
+    running: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Counts one write as running until dropped (also when the write panics).
+struct Running(Arc<BackgroundWrites>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl BackgroundWrites {
+    pub fn spawn(self: &Arc<Self>, write: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let running = Running(self.clone());
+        tokio::spawn(async move {
+            let _running = running;
+            write.await;
+        });
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Returns once no write runs.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.running() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// The IPInstance status upstream's daemon writes at ADD (pkg/daemon/server in alibaba/hybridnet;
@@ -97,8 +146,8 @@ impl IpInstanceLookup for AgentLookup {
         let names = event.addressing.instances.clone();
         let pod = event.pod.to_string();
         // Informational (nothing of ours reads it): written after the ADD answered, never
-        // failing it.
-        tokio::spawn(async move {
+        // failing it; a shutdown waits for it.
+        self.writes.spawn(async move {
             for name in names {
                 if let Err(e) = api
                     .patch_status(
@@ -161,6 +210,10 @@ impl IpInstanceLookup for AgentLookup {
 pub struct MetricsObserver(pub Arc<Shared>);
 
 impl CniObserver for MetricsObserver {
+    fn started(&self, _command: AgentCommand) {
+        self.0.metrics.cni_started();
+    }
+
     fn observe(&self, command: AgentCommand, elapsed: Duration, error_code: Option<u32>) {
         let name = match command {
             AgentCommand::Add => "ADD",
@@ -268,5 +321,38 @@ mod status_tests {
         let st: hybridnet_api::v1::IPInstanceStatus =
             serde_json::from_value(p["status"].clone()).unwrap();
         assert_eq!(st.sandbox_id.as_deref(), Some("c0ffee"));
+    }
+}
+
+#[cfg(test)]
+mod writes_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn shutdown_waits_for_every_background_write() {
+        let w = Arc::new(BackgroundWrites::default());
+        w.wait_idle().await;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let done = Arc::new(AtomicUsize::new(0));
+        let d = done.clone();
+        w.spawn(async move {
+            let _ = rx.await;
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        w.spawn(async { panic!("a write that panics still ends") });
+        assert!(w.running() >= 1);
+        let waiter = tokio::spawn({
+            let w = w.clone();
+            async move { w.wait_idle().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("idle after the writes ended")
+            .unwrap();
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+        assert_eq!(w.running(), 0);
     }
 }

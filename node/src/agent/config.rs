@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use hybridnet_api::constants::agent_shutdown;
 use hybridnet_api::ipmath::Cidr;
 
 use crate::plan::{PlanConfig, TableConfig};
@@ -114,6 +115,12 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub update_ipinstance_status: bool,
 
+    /// On SIGTERM: how long CNI requests in flight may take to finish (new ones are refused with
+    /// CNI code 11, "try again later"); at most 25, so the DaemonSet's
+    /// terminationGracePeriodSeconds (30) leaves room to exit.
+    #[arg(long, default_value_t = agent_shutdown::DRAIN_GRACE_SECONDS, value_parser = parse_shutdown_grace)]
+    pub shutdown_grace_seconds: u64,
+
     /// Remove what the upstream (Go) hybridnet daemon left on this node (its iptables chains and
     /// ipsets, see docs/migration.md) once the data plane is programmed; the rest is published
     /// in the NodeInfo either way. `false` only reports.
@@ -123,6 +130,18 @@ pub struct AgentConfig {
     /// `cali40`/`cali60` ipsets): only once felix no longer runs anywhere on the node.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub remove_felix_leftovers: bool,
+}
+
+/// `--shutdown-grace-seconds`: 1 to the DaemonSet's termination grace period minus 5 s.
+fn parse_shutdown_grace(s: &str) -> Result<u64, String> {
+    let max = agent_shutdown::TERMINATION_GRACE_PERIOD_SECONDS - 5;
+    match s.trim().parse::<i64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n.unsigned_abs()),
+        _ => Err(format!(
+            "{s:?}: want whole seconds from 1 to {max} (the DaemonSet's terminationGracePeriodSeconds is {} and the agent needs time to exit after the drain)",
+            agent_shutdown::TERMINATION_GRACE_PERIOD_SECONDS
+        )),
+    }
 }
 
 /// `--vlan-check-timeout`: a duration of at most 30 s. ADD waits that long for a silent gateway,
@@ -180,6 +199,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 impl AgentConfig {
     pub fn resync(&self) -> Duration {
         Duration::from_secs(self.resync_seconds)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
     }
 
     pub fn tables(&self) -> Result<TableConfig, String> {
@@ -285,6 +308,25 @@ mod tests {
                 .unwrap()
                 .check_pod_connectivity_from_host
         );
+    }
+
+    #[test]
+    fn shutdown_grace_fits_the_daemonsets_termination_grace() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.shutdown_grace(), Duration::from_secs(20));
+        assert_eq!(
+            parse(&["--shutdown-grace-seconds", "25"])
+                .unwrap()
+                .shutdown_grace_seconds,
+            25
+        );
+        for bad in ["0", "26", "-1", "1e3", "", "20s", "99999999999999999999"] {
+            let e = parse(&[&format!("--shutdown-grace-seconds={bad}")])
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"))
+                .to_string();
+            assert!(e.contains("terminationGracePeriodSeconds is 30"), "{e}");
+        }
     }
 
     #[test]

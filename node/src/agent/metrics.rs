@@ -31,6 +31,7 @@ pub struct Metrics {
     plan_problems: Gauge,
     cni_duration: Family<Labels, Histogram>,
     cni_errors: Family<Labels, Counter>,
+    cni_in_flight: Gauge,
     policy_programming: Histogram,
     policy_errors: Counter,
     policy_dropped: Family<Labels, Counter>,
@@ -56,6 +57,7 @@ impl Metrics {
         let cni_duration =
             Family::<Labels, Histogram>::new_with_constructor(new_histogram as fn() -> Histogram);
         let cni_errors = Family::<Labels, Counter>::default();
+        let cni_in_flight = Gauge::default();
         let policy_programming = new_histogram();
         let policy_errors = Counter::default();
         let policy_dropped = Family::<Labels, Counter>::default();
@@ -110,6 +112,11 @@ impl Metrics {
             "CNI requests that failed, by command and CNI error code",
             cni_errors.clone(),
         );
+        registry.register(
+            "cni_requests_in_flight",
+            "CNI requests being handled (a shutdown waits for them)",
+            cni_in_flight.clone(),
+        );
         Self {
             registry,
             reconcile_duration,
@@ -120,6 +127,7 @@ impl Metrics {
             plan_problems,
             cni_duration,
             cni_errors,
+            cni_in_flight,
             policy_programming,
             policy_errors,
             policy_dropped,
@@ -197,7 +205,13 @@ impl Metrics {
     }
 
     /// One CNI request (called by the CNI server's observer).
+    /// A CNI request began; [`Metrics::observe_cni`] ends it.
+    pub fn cni_started(&self) {
+        self.cni_in_flight.inc();
+    }
+
     pub fn observe_cni(&self, command: &str, elapsed: Duration, error_code: Option<u32>) {
+        self.cni_in_flight.dec();
         let cmd = vec![("command".to_string(), command.to_string())];
         self.cni_duration
             .get_or_create(&cmd)
@@ -242,6 +256,9 @@ mod tests {
             &DataPlanePlan::default(),
             Some(&ApplyReport::default()),
         );
+        for _ in 0..3 {
+            m.cni_started();
+        }
         m.observe_cni("ADD", Duration::from_millis(30), None);
         m.observe_cni("ADD", Duration::from_millis(30), Some(11));
         m.observe_policy_programmed(Duration::from_millis(40));
@@ -254,6 +271,7 @@ mod tests {
             "hybridnet_node_programmed_objects{kind=\"rule\"} 0",
             "hybridnet_node_cni_request_duration_seconds_count{command=\"ADD\"} 2",
             "hybridnet_node_cni_request_errors_total{command=\"ADD\",code=\"11\"} 1",
+            "hybridnet_node_cni_requests_in_flight 1",
             "hybridnet_node_policy_programming_duration_seconds_count 1",
             "hybridnet_node_policy_dropped_packets_total{direction=\"ingress\"} 7",
             "hybridnet_node_policy_dropped_packets_total{direction=\"egress\"} 2",

@@ -611,16 +611,20 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .context("install CNI plugin")?;
         info!(files = ?written, "installed CNI plugin");
     }
+    // Registered before anything is served: a SIGTERM from here on drains instead of killing.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let caches = start_caches(&client, &cfg.node_name, &shared);
     spawn_netlink_watch(shared.clone())?;
     // The CNI server answers STATUS/ADD with "not ready" until the caches sync and the first
     // reconcile succeeded (AgentLookup::ready).
+    let writes = Arc::new(cni::BackgroundWrites::default());
     let lookup = Arc::new(cni::AgentLookup {
         client: client.clone(),
         caches: caches.clone(),
         node_name: cfg.node_name.clone(),
         shared: shared.clone(),
         update_ipinstance_status: cfg.update_ipinstance_status,
+        writes: writes.clone(),
     });
     let cni_cfg = crate::cniserver::CniServerConfig {
         local_direct_table: plan_cfg.tables.local_direct,
@@ -635,9 +639,22 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     };
     let cni_server = crate::cniserver::CniServer::bind(&cfg.bind_socket, lookup, cni_cfg)
         .with_context(|| format!("bind CNI socket {}", cfg.bind_socket.display()))?;
-    let cni_task = tokio::spawn(cni_server.run());
+    let grace = cfg.shutdown_grace();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut cni_task = tokio::spawn(cni_server.run_until(
+        async move {
+            let _ = stopped.await;
+        },
+        grace,
+    ));
     info!(node = %cfg.node_name, "waiting for watch caches");
-    caches.wait_until_ready().await?;
+    tokio::select! {
+        r = caches.wait_until_ready() => r?,
+        _ = term.recv() => {
+            info!("SIGTERM before the watch caches synced");
+            return drain(stop, cni_task, &writes, grace).await;
+        }
+    }
     shared.caches_synced.store(true, Ordering::SeqCst);
     let (conn, handle, _) = rtnetlink::new_connection().context("netlink")?;
     tokio::spawn(conn);
@@ -651,13 +668,46 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let lp = tokio::spawn(reconcile_loop(
         client, caches, cfg, plan_cfg, shared, handle,
     ));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = term.recv() => info!("SIGTERM: exiting, the data plane stays as programmed"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: exiting, the data plane stays as programmed"),
+        _ = term.recv() => info!("SIGTERM: draining CNI requests; the data plane stays as programmed"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: draining CNI requests; the data plane stays as programmed"),
         r = lp => anyhow::bail!("reconcile loop ended: {r:?}"),
-        r = cni_task => anyhow::bail!("CNI server ended: {r:?}"),
+        r = &mut cni_task => anyhow::bail!("CNI server ended: {r:?}"),
     }
+    drain(stop, cni_task, &writes, grace).await
+}
+
+/// The shutdown: the CNI server refuses new requests and lets those in flight finish, then the
+/// IPInstance status writes they started complete; all within `grace`.
+async fn drain(
+    stop: tokio::sync::oneshot::Sender<()>,
+    cni_task: tokio::task::JoinHandle<
+        Result<crate::cniserver::Drained, crate::cniserver::CniServerError>,
+    >,
+    writes: &cni::BackgroundWrites,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + grace;
+    let _ = stop.send(());
+    let drained = cni_task
+        .await
+        .context("CNI server task")?
+        .context("CNI server")?;
+    if tokio::time::timeout_at(deadline, writes.wait_idle())
+        .await
+        .is_err()
+    {
+        warn!(
+            running = writes.running(),
+            "IPInstance status writes still running when the shutdown grace period ended"
+        );
+    }
+    info!(
+        in_flight = drained.in_flight,
+        refused = drained.refused,
+        abandoned = drained.abandoned,
+        "agent stopped"
+    );
     Ok(())
 }
 

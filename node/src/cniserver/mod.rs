@@ -33,7 +33,7 @@ pub use addressing::PodAddressing;
 pub use error::PodNetError;
 pub use netns::Netns;
 pub use podnet::PodInterfaceSpec;
-pub use server::{CniServer, CniServerError, CniService};
+pub use server::{CniServer, CniServerError, CniService, Drained};
 
 /// Where the agent finds a pod's addresses (and tells about attachments).
 pub trait IpInstanceLookup: Send + Sync + 'static {
@@ -99,6 +99,8 @@ pub struct AttachmentEvent {
 
 /// Receives one sample per handled request (for the agent's Prometheus metrics).
 pub trait CniObserver: Send + Sync + 'static {
+    /// A request began (each is followed by one [`CniObserver::observe`]).
+    fn started(&self, _command: AgentCommand) {}
     fn observe(&self, command: AgentCommand, elapsed: Duration, error_code: Option<u32>);
 }
 

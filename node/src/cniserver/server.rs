@@ -77,6 +77,11 @@ impl CniService {
     pub async fn handle(&self, req: AgentRequest) -> AgentResponse {
         let started = Instant::now();
         let command = req.command;
+        if let Some(o) = &self.config.observer {
+            o.started(command);
+        }
+        tracing::debug!(?command, container_id = req.container_id.as_deref().unwrap_or(""),
+            pod = ?req.pod, "CNI request started");
         let outcome = self.dispatch(&req).await;
         let code = outcome.as_ref().err().map(|e| e.code);
         if let Some(o) = &self.config.observer {
@@ -425,19 +430,45 @@ impl CniServer {
 
     /// Serves until the task is dropped or aborted.
     pub async fn run(self) -> Result<(), CniServerError> {
+        self.run_until(std::future::pending(), Duration::MAX)
+            .await
+            .map(|_| ())
+    }
+
+    /// Serves until `shutdown` completes, then drains: requests already accepted finish (for at
+    /// most `grace`), and every connection that arrives meanwhile is answered with CNI code 11
+    /// ("try again later"; the runtime retries, reaching the next agent). Returns when nothing is
+    /// in flight any more or `grace` passed.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<Drained, CniServerError> {
         let me = nix::unistd::geteuid().as_raw();
+        let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let (stream, _) = match self.listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "CNI socket accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            let stream = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                c = self.listener.accept() => match c {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "CNI socket accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
             };
-            let permit = match self.in_flight.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => return Ok(()),
+            let permit = tokio::select! {
+                biased;
+                _ = &mut shutdown => {
+                    self.refuse(stream, me);
+                    break;
+                }
+                p = self.in_flight.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return Ok(Drained::default()),
+                },
             };
             let service = self.service.clone();
             let read_timeout = service.config.request_read_timeout;
@@ -448,7 +479,113 @@ impl CniServer {
                 }
             });
         }
+        Ok(self.drain(me, grace).await)
     }
+
+    /// Requests handled right now (accepted, answer not yet written).
+    fn busy(&self) -> usize {
+        self.service
+            .config
+            .max_in_flight
+            .max(1)
+            .saturating_sub(self.in_flight.available_permits())
+    }
+
+    async fn drain(&self, me: u32, grace: Duration) -> Drained {
+        let slots = self.service.config.max_in_flight.max(1);
+        let mut out = Drained {
+            in_flight: self.busy(),
+            ..Default::default()
+        };
+        tracing::info!(
+            in_flight = out.in_flight,
+            grace_s = grace.as_secs(),
+            "CNI server draining: requests in flight finish, new ones are told to try again later"
+        );
+        let all_done = self
+            .in_flight
+            .clone()
+            .acquire_many_owned(u32::try_from(slots).unwrap_or(u32::MAX));
+        let mut all_done = std::pin::pin!(all_done);
+        let deadline = tokio::time::sleep(grace);
+        let mut deadline = std::pin::pin!(deadline);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut all_done => break,
+                _ = &mut deadline => {
+                    out.abandoned = self.busy();
+                    tracing::warn!(abandoned = out.abandoned, grace_s = grace.as_secs(),
+                        "CNI requests still in flight when the shutdown grace period ended");
+                    break;
+                }
+                c = self.listener.accept() => {
+                    if let Ok((stream, _)) = c {
+                        out.refused += 1;
+                        self.refuse(stream, me);
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            in_flight = out.in_flight,
+            refused = out.refused,
+            abandoned = out.abandoned,
+            "CNI server drained"
+        );
+        out
+    }
+
+    /// Answers a connection that arrived during the drain with code 11 after reading its
+    /// request (so the client sees the answer, not a reset).
+    fn refuse(&self, stream: UnixStream, me: u32) {
+        let read_timeout = self.service.config.request_read_timeout;
+        tokio::spawn(async move {
+            if let Err(e) = refuse_connection(stream, me, read_timeout).await {
+                tracing::debug!(error = %e, "CNI connection during shutdown");
+            }
+        });
+    }
+}
+
+/// What [`CniServer::run_until`] did after the shutdown signal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Requests being handled when the shutdown came.
+    pub in_flight: usize,
+    /// Connections answered with "try again later" during the drain.
+    pub refused: usize,
+    /// Requests still running when the grace period ended.
+    pub abandoned: usize,
+}
+
+/// The answer to every request that arrives while the agent shuts down.
+pub fn shutting_down() -> CniError {
+    CniError::try_again_later(
+        "the hybridnet agent on this node is shutting down (restart or upgrade); the runtime retries and reaches the next agent",
+    )
+}
+
+async fn refuse_connection(
+    mut s: UnixStream,
+    allowed_uid: u32,
+    read_timeout: Duration,
+) -> Result<(), std::io::Error> {
+    if s.peer_cred()?.uid() == allowed_uid {
+        // Only to let the client finish writing; its content does not matter.
+        let _ = tokio::time::timeout(read_timeout, read_frame_async(&mut s)).await;
+    }
+    write_response(&mut s, &AgentResponse::err(shutting_down())).await
+}
+
+async fn write_response(
+    s: &mut UnixStream,
+    response: &AgentResponse,
+) -> Result<(), std::io::Error> {
+    let body = serde_json::to_vec(response).map_err(std::io::Error::other)?;
+    let frame = encode_frame(&body).map_err(|e| std::io::Error::other(e.to_string()))?;
+    s.write_all(&frame).await?;
+    s.shutdown().await
 }
 
 async fn read_frame_async(s: &mut UnixStream) -> Result<Vec<u8>, FrameError> {
@@ -489,10 +626,7 @@ async fn serve_connection(
             },
         }
     };
-    let body = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
-    let frame = encode_frame(&body).map_err(|e| std::io::Error::other(e.to_string()))?;
-    s.write_all(&frame).await?;
-    s.shutdown().await
+    write_response(&mut s, &response).await
 }
 
 /// Version first (so a newer plugin gets "incompatible version", not a decode error).

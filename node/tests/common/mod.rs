@@ -376,7 +376,24 @@ pub fn start_agent(
     extra: &[&str],
 ) -> Child {
     let log = std::env::temp_dir().join(format!("{}-{}.log", ns.name, unique_name("agent")));
-    let f = std::fs::File::create(&log).unwrap();
+    let socket = log.with_extension("sock");
+    start_agent_at(ns, node, kubeconfig, port, &socket, &log, "info", extra)
+}
+
+/// Starts `hybridnet-node` inside `ns` with its CNI socket at `socket`, logging to `log` at
+/// `RUST_LOG=filter` (a restarted agent keeps the socket path, as on a node).
+#[allow(clippy::too_many_arguments)]
+pub fn start_agent_at(
+    ns: &Netns,
+    node: &str,
+    kubeconfig: &std::path::Path,
+    port: u16,
+    socket: &std::path::Path,
+    log: &std::path::Path,
+    filter: &str,
+    extra: &[&str],
+) -> Child {
+    let f = std::fs::File::create(log).unwrap();
     let mut cmd = std::process::Command::new("ip");
     cmd.args([
         "netns",
@@ -398,12 +415,15 @@ pub fn start_agent(
         &port.to_string(),
     ])
     .args(["--resync-seconds", "5", "--bind-socket"])
-    .arg(log.with_extension("sock"))
+    .arg(socket)
     .args(extra)
-    .env("RUST_LOG", "info")
+    .env("RUST_LOG", filter)
     .stdout(f.try_clone().unwrap())
     .stderr(f);
-    Child(cmd.spawn().expect("spawn hybridnet-node"), log)
+    Child(
+        cmd.spawn().expect("spawn hybridnet-node"),
+        log.to_path_buf(),
+    )
 }
 
 /// HTTP GET from inside a namespace: (status, body).

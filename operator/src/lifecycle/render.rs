@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use hybridnet_api::constants::{env, label};
+use hybridnet_api::constants::{agent_shutdown, env, label};
 use hybridnet_api::v1::{Network, NetworkSpec, NetworkType, Subnet, SubnetSpec};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -493,7 +493,9 @@ pub fn node_agent_daemonset(s: &Settings) -> DaemonSet {
                     host_pid: Some(false),
                     dns_policy: Some("ClusterFirstWithHostNet".into()),
                     priority_class_name: Some("system-node-critical".into()),
-                    termination_grace_period_seconds: Some(30),
+                    termination_grace_period_seconds: Some(
+                        agent_shutdown::TERMINATION_GRACE_PERIOD_SECONDS,
+                    ),
                     tolerations: Some(tolerations),
                     node_selector: Some(node_selector),
                     image_pull_secrets: (!s.image_pull_secrets.is_empty())
@@ -916,6 +918,13 @@ mod tests {
             Some("system-node-critical")
         );
         assert_eq!(pod.service_account_name.as_deref(), Some("hybridnet-node"));
+        // The kubelet's SIGKILL comes after the agent's drain of in-flight CNI requests
+        // (`--shutdown-grace-seconds`, default DRAIN_GRACE_SECONDS) with room to exit.
+        assert_eq!(pod.termination_grace_period_seconds, Some(30));
+        assert!(
+            agent_shutdown::DRAIN_GRACE_SECONDS as i64 + 5
+                <= pod.termination_grace_period_seconds.unwrap_or(0)
+        );
         let tol = pod.tolerations.unwrap();
         assert_eq!(tol.len(), 1);
         assert_eq!(tol[0].operator.as_deref(), Some("Exists"));
