@@ -21,6 +21,7 @@ pub mod pools;
 pub mod range;
 pub mod resolve;
 pub mod selector;
+pub mod traffic_peer;
 pub mod v1;
 pub mod validate;
 

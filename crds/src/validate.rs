@@ -109,7 +109,6 @@ pub fn network_spec(net: &Network) -> Result<(), FieldErrors> {
             ));
         }
         let mut seen = BTreeSet::new();
-        let mut routing = 0;
         for (i, p) in peers.iter().enumerate() {
             let f = format!("spec.config.bgpPeers[{i}]");
             match p.address.parse::<IpAddr>() {
@@ -148,15 +147,14 @@ pub fn network_spec(net: &Network) -> Result<(), FieldErrors> {
                     format!("must be 1..{MAX_BGP_PASSWORD_LEN} bytes long"),
                 ));
             }
-            if !p.does_not_route_traffic.unwrap_or(false) {
-                routing += 1;
-            }
         }
-        if routing > 1 {
-            errs.push(FieldError::new(
-                "spec.config.bgpPeers",
-                format!("{routing} peers route traffic; mark all but one with doesNotRouteTraffic"),
-            ));
+        for v6 in [false, true] {
+            let parsed = peers
+                .iter()
+                .filter_map(|p| Some((p.address.parse::<IpAddr>().ok()?, p.routes_traffic())));
+            if let Err(e) = crate::traffic_peer::traffic_peer(parsed, v6) {
+                errs.push(FieldError::new("spec.config.bgpPeers", e.to_string()));
+            }
         }
     } else if !peers.is_empty() {
         errs.push(FieldError::new(

@@ -116,7 +116,11 @@ fn invalid_networks_are_refused_naming_the_field() {
         ),
         (
             "metadata: {name: n}\nspec: {type: Underlay, mode: BGP, netID: 65001, nodeSelector: {a: b}, config: {bgpPeers: [{asn: 1, address: 198.18.0.1}, {asn: 2, address: 198.18.0.2}]}}",
-            "spec.config.bgpPeers: 2 peers route traffic",
+            "spec.config.bgpPeers: more than one BGP peer routes IPv4 traffic (198.18.0.1 and 198.18.0.2)",
+        ),
+        (
+            "metadata: {name: n}\nspec: {type: Underlay, mode: BGP, netID: 65001, nodeSelector: {a: b}, config: {bgpPeers: [{asn: 1, address: 198.18.0.1}, {asn: 2, address: 'fd00::1'}, {asn: 2, address: 'fd00::2'}]}}",
+            "spec.config.bgpPeers: more than one BGP peer routes IPv6 traffic (fd00::1 and fd00::2)",
         ),
         (
             "metadata: {name: n}\nspec: {type: Underlay, netID: 3, nodeSelector: {a: b}, config: {bgpPeers: [{asn: 1, address: 198.18.0.1}]}}",
@@ -150,7 +154,14 @@ fn valid_networks_and_updates() {
         &ex,
     )
     .unwrap();
-    // A BGP network without config does not crash the update (upstream 12.2 #3).
+    // One routing peer per family: a dual-stack BGP network with a v4 and a v6 ToR.
+    validate::network_create(
+        &net("metadata: {name: b2}\nspec: {mode: BGP, netID: 65002, nodeSelector: {network: other}, config: {bgpPeers: [{asn: 1, address: 198.18.0.1}, {asn: 1, address: 'fd00::1'}]}}"),
+        &ex,
+    )
+    .unwrap();
+    // A BGP network without config does not crash the update (upstream's NetworkUpdateValidation
+    // in pkg/webhook/validating/network.go dereferenced it).
     let old = &networks[3];
     let mut new = old.clone();
     new.spec.config = None;

@@ -177,6 +177,13 @@ impl NetworkSpec {
     }
 }
 
+impl BgpPeer {
+    /// Whether the peer may carry pod traffic (see [`crate::traffic_peer`]).
+    pub fn routes_traffic(&self) -> bool {
+        !self.does_not_route_traffic.unwrap_or(false)
+    }
+}
+
 /// Mode-specific configuration of a Network.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

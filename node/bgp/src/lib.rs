@@ -49,9 +49,9 @@
 //! # }
 //! ```
 //!
-//! The gateway for pod traffic in a BGP subnet's routing table is [`traffic_gateway`] of the
-//! peers; whether to use it (routing tables following session state) is the agent's decision,
-//! based on [`BgpSpeaker::peer_states`] and [`BgpSpeaker::subscribe`] for change notification.
+//! Which peer is the gateway for pod traffic (the one with `does_not_route_traffic` unset) and
+//! whether to use it (routing tables following session state) are the agent's decisions, based
+//! on [`BgpSpeaker::peer_states`] and [`BgpSpeaker::subscribe`] for change notification.
 //!
 //! # Limits (by design)
 //!
@@ -88,4 +88,4 @@ pub use prefix::{Ipv4Prefix, Ipv6Prefix, Prefix};
 pub use rib::{Announcement, Communities};
 pub use session::State;
 pub use session::collision::Direction;
-pub use speaker::{BgpSpeaker, ConfigError, PeerConfig, PeerState, SpeakerConfig, traffic_gateway};
+pub use speaker::{BgpSpeaker, ConfigError, PeerConfig, PeerState, SpeakerConfig};

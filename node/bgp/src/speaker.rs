@@ -145,8 +145,6 @@ pub enum ConfigError {
     PasswordEmpty { address: IpAddr },
     #[error("BGP peer {address}: gracefulRestartSeconds {seconds} exceeds 4095")]
     RestartTime { address: IpAddr, seconds: u16 },
-    #[error("BGP peers {first} and {second} both route traffic; at most one may")]
-    SeveralGateways { first: IpAddr, second: IpAddr },
 }
 
 impl SpeakerConfig {
@@ -196,19 +194,6 @@ pub fn validate_peers(peers: &[PeerConfig]) -> Result<(), ConfigError> {
         }
     }
     Ok(())
-}
-
-/// The gateway for pod traffic: the one peer without `does_not_route_traffic`; `None` when
-/// every peer opts out (pods then use the main table's default route).
-pub fn traffic_gateway(peers: &[PeerConfig]) -> Result<Option<IpAddr>, ConfigError> {
-    let mut routing = peers.iter().filter(|p| !p.does_not_route_traffic);
-    match (routing.next(), routing.next()) {
-        (Some(a), Some(b)) => Err(ConfigError::SeveralGateways {
-            first: a.address,
-            second: b.address,
-        }),
-        (first, _) => Ok(first.map(|p| p.address)),
-    }
 }
 
 /// A snapshot of one peer for metrics and readiness.
@@ -719,21 +704,5 @@ mod tests {
     fn speaker_needs_a_runtime() {
         let r = BgpSpeaker::new(SpeakerConfig::new(65001, Ipv4Addr::new(198, 18, 1, 2)));
         assert!(matches!(r, Err(ConfigError::NoRuntime)));
-    }
-
-    #[test]
-    fn traffic_gateway_is_the_unique_routing_peer() {
-        let mut quiet = peer("198.18.1.9");
-        quiet.does_not_route_traffic = true;
-        assert_eq!(traffic_gateway(&[]), Ok(None));
-        assert_eq!(traffic_gateway(std::slice::from_ref(&quiet)), Ok(None));
-        assert_eq!(
-            traffic_gateway(&[quiet.clone(), peer("198.18.1.1")]),
-            Ok(Some("198.18.1.1".parse().unwrap()))
-        );
-        assert!(matches!(
-            traffic_gateway(&[peer("198.18.1.1"), quiet, peer("198.18.1.2")]),
-            Err(ConfigError::SeveralGateways { .. })
-        ));
     }
 }

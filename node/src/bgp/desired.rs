@@ -487,14 +487,12 @@ fn instance_ip(ipi: &IPInstance) -> Result<IpAddr, String> {
     }
 }
 
-/// The gateway of a BGP subnet's table for one family, as spec 5.3 says: the one peer of that
-/// family that routes traffic; `None` (copy the main default route) when no peer does. The
-/// planner renders the tables with the same rule; tests check that both agree.
+/// The gateway of a BGP subnet's table for one family: the rule of
+/// [`hybridnet_api::traffic_peer`], which the planner renders the tables with too.
 pub fn family_gateway(peers: &[PeerConfig], v6: bool) -> Result<Option<IpAddr>, String> {
-    let of_family: Vec<PeerConfig> = peers
-        .iter()
-        .filter(|p| p.address.is_ipv6() == v6)
-        .cloned()
-        .collect();
-    hybridnet_bgp::traffic_gateway(&of_family).map_err(|e| e.to_string())
+    hybridnet_api::traffic_peer::traffic_peer(
+        peers.iter().map(|p| (p.address, !p.does_not_route_traffic)),
+        v6,
+    )
+    .map_err(|e| e.to_string())
 }

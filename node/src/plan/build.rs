@@ -7,6 +7,7 @@ use hybridnet_api::constants::label;
 use hybridnet_api::ipmath::{Cidr, parse_ip};
 use hybridnet_api::naming::host_veth_name;
 use hybridnet_api::range::parse_address_range;
+use hybridnet_api::traffic_peer::traffic_peer;
 use hybridnet_api::v1::{IpVersion, Network, NetworkMode, NetworkType};
 
 use super::exclude::{RangePart, exclude_blocks};
@@ -893,32 +894,25 @@ impl<'a> Planner<'a> {
         obj: &str,
     ) -> bool {
         let Some(dev) = bgp_iface else { return false };
-        let peers: Vec<IpAddr> = self
+        let peers = self
             .bgp_networks()
             .iter()
             .filter(|n| self.listed_in(n))
             .flat_map(|n| n.spec.bgp_peers().iter())
-            .filter(|p| !p.does_not_route_traffic.unwrap_or(false))
-            .filter_map(|p| parse_ip(&p.address).ok())
-            .filter(|ip| IpVersion::of(ip) == s.cidr.version)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let gateway = match peers.as_slice() {
-            [one] => Some((Some(*one), dev.to_string())),
+            .filter_map(|p| Some((parse_ip(&p.address).ok()?, p.routes_traffic())))
+            .collect::<Vec<_>>();
+        let gateway = match traffic_peer(peers, s.cidr.version == IpVersion::V6) {
+            Ok(Some(one)) => Some((Some(one), dev.to_string())),
             // The main table's default route, also one without a gateway (a point-to-point
             // uplink, or the device-only routes `kubectl hybridnet trace` reconstructs).
-            [] => self
+            Ok(None) => self
                 .host
                 .main_routes
                 .iter()
                 .filter(|r| r.dst == default_cidr(s.cidr.version))
                 .find_map(|r| Some((r.gateway, r.dev.clone()?))),
-            many => {
-                self.problem(
-                    obj,
-                    format!("more than one BGP peer routes traffic ({many:?}); set doesNotRouteTraffic on all but one"),
-                );
+            Err(e) => {
+                self.problem(obj, e.to_string());
                 return false;
             }
         };
