@@ -696,6 +696,150 @@ async fn install_upgrade_repair_refuse_and_delete() {
     assert!(agent_args(reverted.as_ref()).contains(&"--health-port=11021".to_string()));
     ds_status(&client, 3, 3, 3).await;
 
+    // ---- upstream's Helm settings (docs/migration.md): a malformed VTEP CIDR and the unimplemented
+    // MultiCluster gate are refused with the field named and nothing applied; valid values reach
+    // the agent's flags and the Pod webhooks' object selectors, and removing them removes them.
+    let generation_before = ds_api
+        .get(names::NODE_AGENT)
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    for (bad, field) in [
+        (
+            json!({"nodeAgent": {"vtepAddressCIDRs": ["10.0.0.1/8"]}}),
+            "spec.nodeAgent.vtepAddressCIDRs[0]",
+        ),
+        (
+            json!({"features": {"multiCluster": true}}),
+            "spec.features.multiCluster",
+        ),
+        (
+            json!({"webhook": {"additionalPodMatchExpressions": [{"key": "app", "operator": "In"}]}}),
+            "spec.webhook.additionalPodMatchExpressions[0].values",
+        ),
+    ] {
+        match patch_cluster(&clusters, json!({ "spec": bad })).await {
+            // A schema that can express it (minItems etc.) may refuse it up front.
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, 422, "{}", s.message),
+            Err(e) => panic!("{e}"),
+            Ok(_) => {
+                let c = wait_for(&clusters, "default", field, |c| {
+                    degraded_message(c).contains(field)
+                })
+                .await;
+                assert!(
+                    degraded_message(c.as_ref()).starts_with("InvalidSpec: "),
+                    "{field}"
+                );
+                assert_eq!(
+                    ds_api
+                        .get(names::NODE_AGENT)
+                        .await
+                        .unwrap()
+                        .metadata
+                        .generation,
+                    generation_before,
+                    "nothing applied from an invalid spec ({field})"
+                );
+            }
+        }
+        patch_cluster(
+            &clusters,
+            json!({"spec": {"nodeAgent": {"vtepAddressCIDRs": null}, "features": null, "webhook": {"additionalPodMatchExpressions": null}}}),
+        )
+        .await
+        .unwrap();
+        wait_for(&clusters, "default", "Degraded cleared", |c| {
+            cond_is(c, "Degraded", "False")
+        })
+        .await;
+    }
+    patch_cluster(
+        &clusters,
+        json!({"spec": {
+            "nodeAgent": {
+                "vtepAddressCIDRs": ["192.168.0.0/16", "fd00::/8"],
+                "updateIPInstanceStatus": false,
+                "removeFelixLeftovers": true
+            },
+            "webhook": {"additionalPodMatchExpressions": [
+                {"key": "k8s-app", "operator": "NotIn", "values": ["kube-proxy"]}
+            ]}
+        }}),
+    )
+    .await
+    .unwrap();
+    let upstream_flags = |d: Option<&DaemonSet>| -> Vec<String> {
+        agent_args(d)
+            .into_iter()
+            .filter(|a| {
+                [
+                    "--vtep-address-cidrs",
+                    "--update-ipinstance-status",
+                    "--remove-felix-leftovers",
+                ]
+                .iter()
+                .any(|p| a.starts_with(p))
+            })
+            .collect()
+    };
+    let applied = wait_for(
+        &ds_api,
+        names::NODE_AGENT,
+        "upstream settings applied",
+        |d| !upstream_flags(d).is_empty(),
+    )
+    .await;
+    assert_eq!(
+        upstream_flags(applied.as_ref()),
+        [
+            "--update-ipinstance-status=false",
+            "--remove-felix-leftovers=true",
+            "--vtep-address-cidrs=192.168.0.0/16,fd00::/8"
+        ]
+    );
+    let pod_selector_keys = |w: Option<&ValidatingWebhookConfiguration>| -> Vec<String> {
+        w.and_then(|w| w.webhooks.as_ref())
+            .and_then(|h| h.get(1))
+            .and_then(|h| h.object_selector.as_ref())
+            .and_then(|s| s.match_expressions.as_ref())
+            .map(|e| e.iter().map(|r| r.key.clone()).collect())
+            .unwrap_or_default()
+    };
+    wait_for(
+        &vwc,
+        names::VALIDATING_WEBHOOK_CONFIG,
+        "extra pod match expression",
+        |w| pod_selector_keys(w) == ["webhook.hybridnet.io/ignore", "k8s-app"],
+    )
+    .await;
+    patch_cluster(
+        &clusters,
+        json!({"spec": {
+            "nodeAgent": {"vtepAddressCIDRs": null, "updateIPInstanceStatus": null, "removeFelixLeftovers": null},
+            "webhook": {"additionalPodMatchExpressions": null}
+        }}),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        &ds_api,
+        names::NODE_AGENT,
+        "upstream settings removed",
+        |d| d.is_some() && upstream_flags(d).is_empty(),
+    )
+    .await;
+    // Back to upstream's default expression.
+    wait_for(
+        &vwc,
+        names::VALIDATING_WEBHOOK_CONFIG,
+        "default pod match expression",
+        |w| pod_selector_keys(w) == ["webhook.hybridnet.io/ignore", "app"],
+    )
+    .await;
+    ds_status(&client, 3, 3, 3).await;
+
     // ---- a second HybridnetCluster is refused: by the CRD's validation rule where the API server
     // evaluates it, otherwise by the operator with Degraded/NotSingleton and nothing applied.
     let mut other = install::sample_cluster(OPERATOR_VERSION);

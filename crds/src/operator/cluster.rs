@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -198,6 +198,33 @@ pub struct NodeAgentSpec {
     /// Absent: the agent's default (true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_pod_connectivity_from_host: Option<bool>,
+    /// CIDRs the VXLAN VTEP address is chosen from on multi-NIC nodes (upstream's Helm value
+    /// `daemon.vtepAddressCIDRs`): the first address of the VXLAN parent inside one of them.
+    /// Absent: the agent's default, `[0.0.0.0/0, ::/0]` (any address, IPv4 first).
+    #[serde(
+        rename = "vtepAddressCIDRs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(min = 1, max = 32))]
+    pub vtep_address_cidrs: Option<Vec<String>>,
+    /// After CNI ADD, write the pod's IPInstances' status as upstream's daemon does (upstream's
+    /// Helm value `daemon.updateIPInstanceStatus`). Absent: the agent's default (true).
+    #[serde(
+        rename = "updateIPInstanceStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub update_ip_instance_status: Option<bool>,
+    /// Remove the iptables chains and ipsets the upstream (Go) daemon left on nodes
+    /// (docs/migration.md). Absent: the agent's default (true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_upstream_leftovers: Option<bool>,
+    /// Also remove what upstream's felix container left (`cali-*` chains, `cali40`/`cali60`
+    /// ipsets); set it only once felix runs nowhere (upstream's Helm value
+    /// `daemon.cleanFelixRulesWhilePolicyDisabled`). Absent: the agent's default (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_felix_leftovers: Option<bool>,
 }
 
 /// Rolling update of the node agent.
@@ -247,6 +274,13 @@ pub struct WebhookSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
+    /// Label expressions a pod must also match to be seen by the Pod webhooks, next to the
+    /// `webhook.hybridnet.io/ignore` rule (upstream's Helm value
+    /// `webhook.additionalPodMatchExpressions`). Absent: upstream's default, pods labelled
+    /// `app: kube-proxy` are skipped; `[]`: no extra expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub additional_pod_match_expressions: Option<Vec<LabelSelectorRequirement>>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -294,6 +328,19 @@ pub struct FeatureSwitches {
     /// Announce pods over BGP (true when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<bool>,
+    /// Upstream's `MultiCluster` feature gate (Helm value `multiCluster`). Not implemented here
+    /// (docs/api.md): only `false` is accepted, so a migrated setting of `true` is refused with
+    /// a Degraded condition instead of silently doing nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_cluster: Option<bool>,
+    /// Upstream's `VMIPRetain` feature gate (Helm value `vmIPRetain`): pods of a KubeVirt
+    /// VirtualMachine keep their addresses across VM restarts (false when absent).
+    #[serde(
+        rename = "vmIPRetain",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub vm_ip_retain: Option<bool>,
 }
 
 /// Observed state of the installation.

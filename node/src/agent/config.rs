@@ -310,6 +310,38 @@ mod tests {
         );
     }
 
+    /// The flags the operator renders from HybridnetCluster's upstream Helm settings
+    /// (operator/src/lifecycle/render.rs, `node_agent_args`), exactly as it spells them.
+    #[test]
+    fn operator_rendered_upstream_settings_parse() {
+        let c = parse(&[
+            "--update-ipinstance-status=false",
+            "--remove-upstream-leftovers=false",
+            "--remove-felix-leftovers=true",
+            "--vtep-address-cidrs=192.168.0.0/16,fd00::/8",
+        ])
+        .unwrap();
+        assert!(!c.update_ipinstance_status && !c.remove_upstream_leftovers);
+        assert!(c.remove_felix_leftovers);
+        let p = c.plan_config().unwrap();
+        assert_eq!(
+            p.vtep_address_cidrs,
+            vec![
+                Cidr::parse_canonical("192.168.0.0/16").unwrap(),
+                Cidr::parse_canonical("fd00::/8").unwrap()
+            ]
+        );
+        let d = parse(&[]).unwrap();
+        assert!(d.update_ipinstance_status && d.remove_upstream_leftovers);
+        assert!(!d.remove_felix_leftovers);
+        assert!(
+            parse(&["--vtep-address-cidrs=10.0.0.1/8"])
+                .unwrap()
+                .plan_config()
+                .is_err()
+        );
+    }
+
     #[test]
     fn shutdown_grace_fits_the_daemonsets_termination_grace() {
         let c = parse(&[]).unwrap();

@@ -343,6 +343,9 @@ pub fn sample_cluster(version: &str) -> HybridnetCluster {
             webhook: Some(WebhookSpec {
                 failure_policy: Some(FailurePolicy::Ignore),
                 port: Some(settings::DEFAULT_WEBHOOK_PORT),
+                additional_pod_match_expressions: Some(
+                    settings::upstream_default_pod_match_expressions(),
+                ),
             }),
             bootstrap: Some(BootstrapNetwork {
                 name: Some(settings::DEFAULT_BOOTSTRAP_NAME.into()),

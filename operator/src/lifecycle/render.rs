@@ -245,11 +245,20 @@ pub fn node_agent_args(s: &Settings) -> Vec<String> {
             "--check-pod-connectivity-from-host",
             s.check_pod_connectivity_from_host,
         ),
+        ("--update-ipinstance-status", s.update_ipinstance_status),
+        ("--remove-upstream-leftovers", s.remove_upstream_leftovers),
+        ("--remove-felix-leftovers", s.remove_felix_leftovers),
     ];
     for (flag, value) in switches {
         if let Some(on) = value {
             args.push(format!("{flag}={on}"));
         }
+    }
+    if !s.vtep_address_cidrs.is_empty() {
+        args.push(format!(
+            "--vtep-address-cidrs={}",
+            s.vtep_address_cidrs.join(",")
+        ));
     }
     args
 }
@@ -573,14 +582,18 @@ fn rules(groups: &[&str], resources: &[&str], ops: &[&str]) -> RuleWithOperation
     }
 }
 
-/// Pods labelled `webhook.hybridnet.io/ignore: "true"` (e.g. hybridnet's own) skip the webhooks.
-fn pod_object_selector() -> LabelSelector {
+/// Pods labelled `webhook.hybridnet.io/ignore: "true"` (e.g. hybridnet's own) skip the webhooks,
+/// and so do pods that miss one of `spec.webhook.additionalPodMatchExpressions` (as upstream's
+/// charts/hybridnet/templates/webhookconfigurations.yaml).
+fn pod_object_selector(s: &Settings) -> LabelSelector {
+    let mut exprs = vec![LabelSelectorRequirement {
+        key: label::WEBHOOK_IGNORE.into(),
+        operator: "NotIn".into(),
+        values: Some(vec!["true".into(), "TRUE".into()]),
+    }];
+    exprs.extend(s.pod_match_expressions.iter().cloned());
     LabelSelector {
-        match_expressions: Some(vec![LabelSelectorRequirement {
-            key: label::WEBHOOK_IGNORE.into(),
-            operator: "NotIn".into(),
-            values: Some(vec!["true".into(), "TRUE".into()]),
-        }]),
+        match_expressions: Some(exprs),
         ..Default::default()
     }
 }
@@ -614,7 +627,7 @@ pub fn validating_webhooks(
             ValidatingWebhook {
                 failure_policy: Some(s.pod_failure_policy.as_str().into()),
                 rules: Some(vec![rules(&[""], &["pods"], &["CREATE"])]),
-                object_selector: Some(pod_object_selector()),
+                object_selector: Some(pod_object_selector(s)),
                 ..common(names::WEBHOOK_POD_VALIDATING)
             },
             node_scope_webhook(s, common(names::WEBHOOK_NODE_SCOPE)),
@@ -669,7 +682,7 @@ pub fn mutating_webhooks(s: &Settings, ca_bundle: Option<&[u8]>) -> MutatingWebh
             failure_policy: Some(s.pod_failure_policy.as_str().into()),
             reinvocation_policy: Some("Never".into()),
             rules: Some(vec![rules(&[""], &["pods"], &["CREATE"])]),
-            object_selector: Some(pod_object_selector()),
+            object_selector: Some(pod_object_selector(s)),
             client_config: client_config(s, "/mutate", ca_bundle),
             ..Default::default()
         }]),
@@ -1156,6 +1169,7 @@ mod tests {
             webhook: Some(WebhookSpec {
                 failure_policy: Some(FailurePolicy::Fail),
                 port: Some(9443),
+                ..Default::default()
             }),
             ..Default::default()
         };
@@ -1389,6 +1403,102 @@ mod tests {
     }
 
     #[test]
+    fn upstream_helm_settings_reach_the_agent_only_when_set() {
+        let base = agent_args_of(NodeAgentSpec::default());
+        for flag in [
+            "--vtep-address-cidrs",
+            "--update-ipinstance-status",
+            "--remove-upstream-leftovers",
+            "--remove-felix-leftovers",
+        ] {
+            assert!(
+                !base.iter().any(|a| a.starts_with(flag)),
+                "{flag}: {base:?}"
+            );
+        }
+        let args = agent_args_of(NodeAgentSpec {
+            vtep_address_cidrs: Some(vec!["192.168.0.0/16".into(), "fd00::/8".into()]),
+            update_ip_instance_status: Some(false),
+            remove_upstream_leftovers: Some(false),
+            remove_felix_leftovers: Some(true),
+            ..Default::default()
+        });
+        assert_eq!(args[..base.len()], base[..]);
+        assert_eq!(
+            args[base.len()..],
+            [
+                "--update-ipinstance-status=false",
+                "--remove-upstream-leftovers=false",
+                "--remove-felix-leftovers=true",
+                "--vtep-address-cidrs=192.168.0.0/16,fd00::/8",
+            ]
+        );
+    }
+
+    fn pod_selectors(spec: &HybridnetClusterSpec) -> Vec<Vec<LabelSelectorRequirement>> {
+        let r = render(&settings(spec), None);
+        let ManagedObject::ValidatingWebhookConfiguration(v) = find(
+            &r,
+            "ValidatingWebhookConfiguration",
+            "hybridnet-validating-webhook",
+        ) else {
+            unreachable!()
+        };
+        let ManagedObject::MutatingWebhookConfiguration(m) = find(
+            &r,
+            "MutatingWebhookConfiguration",
+            "hybridnet-mutating-webhook",
+        ) else {
+            unreachable!()
+        };
+        let vh = v.webhooks.clone().unwrap();
+        let mh = m.webhooks.clone().unwrap();
+        // Only the Pod webhooks carry an object selector.
+        assert_eq!(vh[0].object_selector, None);
+        assert_eq!(vh[2].object_selector, None);
+        [&vh[1].object_selector, &mh[0].object_selector]
+            .into_iter()
+            .map(|s| s.clone().unwrap().match_expressions.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn pod_webhooks_take_upstreams_additional_match_expressions() {
+        let req = |key: &str, op: &str, values: &[&str]| LabelSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: (!values.is_empty()).then(|| values.iter().map(|v| v.to_string()).collect()),
+        };
+        let ignore = req("webhook.hybridnet.io/ignore", "NotIn", &["true", "TRUE"]);
+        // Absent: upstream's chart default, kube-proxy's pods are skipped.
+        for exprs in pod_selectors(&HybridnetClusterSpec::default()) {
+            assert_eq!(
+                exprs,
+                vec![ignore.clone(), req("app", "NotIn", &["kube-proxy"])]
+            );
+        }
+        let with = |extra: Vec<LabelSelectorRequirement>| HybridnetClusterSpec {
+            webhook: Some(WebhookSpec {
+                additional_pod_match_expressions: Some(extra),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // `[]`: only the ignore label.
+        for exprs in pod_selectors(&with(vec![])) {
+            assert_eq!(exprs, vec![ignore.clone()]);
+        }
+        let extra = vec![
+            req("k8s-app", "NotIn", &["kube-proxy", "node-local-dns"]),
+            req("example.com/legacy-cni", "DoesNotExist", &[]),
+        ];
+        for exprs in pod_selectors(&with(extra.clone())) {
+            assert_eq!(exprs[0], ignore);
+            assert_eq!(exprs[1..], extra[..]);
+        }
+    }
+
+    #[test]
     fn agent_durations_are_exact_strings() {
         use std::time::Duration;
         for (d, want) in [
@@ -1428,6 +1538,7 @@ mod tests {
                 webhook: Some(WebhookSpec {
                     failure_policy: fp,
                     port: None,
+                    additional_pod_match_expressions: None,
                 }),
                 ..Default::default()
             })

@@ -10,6 +10,7 @@ use hybridnet_api::operator::{FailurePolicy, HybridnetClusterSpec, ImagePullPoli
 use hybridnet_api::v1::{AddressRange, IpVersion, NetworkType};
 use hybridnet_api::{FieldError, FieldErrors};
 use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::names;
@@ -58,6 +59,18 @@ pub struct Settings {
     pub enable_vlan_arp_enhancement: Option<bool>,
     /// `--check-pod-connectivity-from-host`; `None` leaves the agent's default (true).
     pub check_pod_connectivity_from_host: Option<bool>,
+    /// `--vtep-address-cidrs`, canonical CIDRs; empty leaves the agent's default (any address).
+    pub vtep_address_cidrs: Vec<String>,
+    /// `--update-ipinstance-status`; `None` leaves the agent's default (true).
+    pub update_ipinstance_status: Option<bool>,
+    /// `--remove-upstream-leftovers`; `None` leaves the agent's default (true).
+    pub remove_upstream_leftovers: Option<bool>,
+    /// `--remove-felix-leftovers`; `None` leaves the agent's default (false).
+    pub remove_felix_leftovers: Option<bool>,
+    /// Extra objectSelector expressions of the Pod webhooks (after the ignore-label rule).
+    pub pod_match_expressions: Vec<LabelSelectorRequirement>,
+    /// Upstream's `VMIPRetain` feature gate.
+    pub vm_ip_retain: bool,
     pub bin_dir: String,
     pub conf_dir: String,
     pub conflist_name: String,
@@ -203,6 +216,67 @@ pub fn parse_vlan_check_timeout(v: &str) -> Result<Duration, String> {
     }
     // total_ms <= 30000 here.
     Ok(Duration::from_millis(total_ms as u64))
+}
+
+/// Upstream's default `webhook.additionalPodMatchExpressions` (charts/hybridnet/values.yaml):
+/// kube-proxy's pods never wait for the Pod webhooks.
+pub fn upstream_default_pod_match_expressions() -> Vec<LabelSelectorRequirement> {
+    vec![LabelSelectorRequirement {
+        key: "app".into(),
+        operator: "NotIn".into(),
+        values: Some(vec!["kube-proxy".into()]),
+    }]
+}
+
+/// Most expressions in `spec.webhook.additionalPodMatchExpressions` (the CRD's maxItems).
+pub const MAX_POD_MATCH_EXPRESSIONS: usize = 16;
+/// Most values of one expression.
+const MAX_MATCH_VALUES: usize = 64;
+
+/// One label selector requirement as the API server checks a webhook's objectSelector: a label
+/// key, one of the four operators, values (label values) for `In`/`NotIn` and none for
+/// `Exists`/`DoesNotExist`.
+fn check_match_expression(r: &LabelSelectorRequirement, field: &str, errs: &mut FieldErrors) {
+    if let Err(e) = k8s_names::label_key(&r.key) {
+        errs.push(FieldError::new(format!("{field}.key"), e));
+    }
+    let values = r.values.as_deref().unwrap_or_default();
+    match r.operator.as_str() {
+        "In" | "NotIn" => {
+            if values.is_empty() {
+                errs.push(FieldError::new(
+                    format!("{field}.values"),
+                    format!("operator {} needs at least one value", r.operator),
+                ));
+            }
+        }
+        "Exists" | "DoesNotExist" => {
+            if !values.is_empty() {
+                errs.push(FieldError::new(
+                    format!("{field}.values"),
+                    format!("operator {} takes no values", r.operator),
+                ));
+            }
+        }
+        other => errs.push(FieldError::new(
+            format!("{field}.operator"),
+            format!(
+                "{} is not one of In, NotIn, Exists, DoesNotExist",
+                shown(other)
+            ),
+        )),
+    }
+    if values.len() > MAX_MATCH_VALUES {
+        errs.push(FieldError::new(
+            format!("{field}.values"),
+            format!("{} values, at most {MAX_MATCH_VALUES}", values.len()),
+        ));
+    }
+    for (i, v) in values.iter().enumerate().take(MAX_MATCH_VALUES) {
+        if let Err(e) = k8s_names::label_value(v) {
+            errs.push(FieldError::new(format!("{field}.values[{i}]"), e));
+        }
+    }
 }
 
 fn check_port(port: i32, field: &str, errs: &mut FieldErrors) {
@@ -361,6 +435,28 @@ impl Settings {
                 None
             }
         };
+        let vtep_address_cidrs = agent.vtep_address_cidrs.clone().unwrap_or_default();
+        if agent.vtep_address_cidrs.as_ref().is_some_and(Vec::is_empty) {
+            errs.push(FieldError::new(
+                "spec.nodeAgent.vtepAddressCIDRs",
+                "empty: leave the field out for any address, or list at least one CIDR",
+            ));
+        }
+        if vtep_address_cidrs.len() > 32 {
+            errs.push(FieldError::new(
+                "spec.nodeAgent.vtepAddressCIDRs",
+                format!("{} CIDRs, at most 32", vtep_address_cidrs.len()),
+            ));
+        }
+        for (i, c) in vtep_address_cidrs.iter().enumerate().take(32) {
+            // The agent's own parser (`--vtep-address-cidrs`): canonical CIDRs only.
+            if let Err(e) = hybridnet_api::ipmath::Cidr::parse_canonical(c) {
+                errs.push(FieldError::new(
+                    format!("spec.nodeAgent.vtepAddressCIDRs[{i}]"),
+                    format!("{}: {}", shown(c), shown(&e)),
+                ));
+            }
+        }
         let bin_dir = cni
             .bin_dir
             .clone()
@@ -418,6 +514,43 @@ impl Settings {
         }
         let webhook_port = webhook.port.unwrap_or(DEFAULT_WEBHOOK_PORT);
         check_port(webhook_port, "spec.webhook.port", &mut errs);
+        let pod_match_expressions = webhook
+            .additional_pod_match_expressions
+            .clone()
+            .unwrap_or_else(upstream_default_pod_match_expressions);
+        if pod_match_expressions.len() > MAX_POD_MATCH_EXPRESSIONS {
+            errs.push(FieldError::new(
+                "spec.webhook.additionalPodMatchExpressions",
+                format!(
+                    "{} expressions, at most {MAX_POD_MATCH_EXPRESSIONS}",
+                    pod_match_expressions.len()
+                ),
+            ));
+        }
+        for (i, r) in pod_match_expressions
+            .iter()
+            .enumerate()
+            .take(MAX_POD_MATCH_EXPRESSIONS)
+        {
+            check_match_expression(
+                r,
+                &format!("spec.webhook.additionalPodMatchExpressions[{i}]"),
+                &mut errs,
+            );
+        }
+        let features = spec.features.clone().unwrap_or_default();
+        if features.multi_cluster == Some(true) {
+            errs.push(FieldError::new(
+                "spec.features.multiCluster",
+                "the MultiCluster feature is not implemented (docs/api.md); set it to false or leave it out",
+            ));
+        }
+        if features.vm_ip_retain == Some(true) {
+            errs.push(FieldError::new(
+                "spec.features.vmIPRetain",
+                "KubeVirt VM IP retention is not implemented yet (docs/api.md); set it to false or leave it out",
+            ));
+        }
 
         let bootstrap = match &spec.bootstrap {
             None => None,
@@ -486,6 +619,12 @@ impl Settings {
             vlan_check_timeout,
             enable_vlan_arp_enhancement: agent.enable_vlan_arp_enhancement,
             check_pod_connectivity_from_host: agent.check_pod_connectivity_from_host,
+            vtep_address_cidrs,
+            update_ipinstance_status: agent.update_ip_instance_status,
+            remove_upstream_leftovers: agent.remove_upstream_leftovers,
+            remove_felix_leftovers: agent.remove_felix_leftovers,
+            pod_match_expressions,
+            vm_ip_retain: features.vm_ip_retain.unwrap_or(false),
             bin_dir,
             conf_dir,
             conflist_name,
@@ -777,7 +916,7 @@ mod tests {
                 HybridnetClusterSpec {
                     webhook: Some(WebhookSpec {
                         port: Some(-1),
-                        failure_policy: None,
+                        ..Default::default()
                     }),
                     ..Default::default()
                 },
@@ -958,6 +1097,177 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains('\n') && e.contains("\\n"), "{e}");
+    }
+
+    fn vtep(cidrs: &[&str]) -> HybridnetClusterSpec {
+        agent(NodeAgentSpec {
+            vtep_address_cidrs: Some(cidrs.iter().map(|c| c.to_string()).collect()),
+            ..Default::default()
+        })
+    }
+
+    fn pod_match(exprs: Vec<LabelSelectorRequirement>) -> HybridnetClusterSpec {
+        HybridnetClusterSpec {
+            webhook: Some(hybridnet_api::operator::WebhookSpec {
+                additional_pod_match_expressions: Some(exprs),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn req(key: &str, op: &str, values: Option<&[&str]>) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: values.map(|v| v.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn upstream_helm_settings_default_to_the_agents_and_upstreams_defaults() {
+        let s = settings(&HybridnetClusterSpec::default()).unwrap();
+        assert!(s.vtep_address_cidrs.is_empty());
+        assert_eq!(
+            (
+                s.update_ipinstance_status,
+                s.remove_upstream_leftovers,
+                s.remove_felix_leftovers
+            ),
+            (None, None, None)
+        );
+        assert_eq!(
+            s.pod_match_expressions,
+            vec![req("app", "NotIn", Some(&["kube-proxy"]))]
+        );
+        assert!(!s.vm_ip_retain);
+        let s = settings(&vtep(&["10.0.0.0/8", "fd00::/8", "0.0.0.0/0"])).unwrap();
+        assert_eq!(
+            s.vtep_address_cidrs,
+            ["10.0.0.0/8", "fd00::/8", "0.0.0.0/0"]
+        );
+        let s = settings(&pod_match(vec![])).unwrap();
+        assert!(s.pod_match_expressions.is_empty());
+        let ok = settings(&pod_match(vec![
+            req("app", "In", Some(&["a", "b"])),
+            req("example.com/x", "Exists", None),
+            req("y", "DoesNotExist", Some(&[])),
+            req("z", "NotIn", Some(&[""])),
+        ]));
+        assert!(ok.is_ok(), "{ok:?}");
+        let features = |mc: Option<bool>, vm: Option<bool>| HybridnetClusterSpec {
+            features: Some(hybridnet_api::operator::FeatureSwitches {
+                multi_cluster: mc,
+                vm_ip_retain: vm,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(settings(&features(Some(true), None)).is_err());
+        assert!(settings(&features(None, Some(true))).is_err());
+        assert!(
+            !settings(&features(Some(false), Some(false)))
+                .unwrap()
+                .vm_ip_retain
+        );
+    }
+
+    #[test]
+    fn hostile_upstream_helm_settings_are_refused_with_the_field() {
+        let cases: Vec<(HybridnetClusterSpec, &str)> = vec![
+            (vtep(&[]), "spec.nodeAgent.vtepAddressCIDRs"),
+            (vtep(&["10.0.0.1/8"]), "spec.nodeAgent.vtepAddressCIDRs[0]"),
+            (
+                vtep(&["0.0.0.0/0", "10.0.0.0"]),
+                "spec.nodeAgent.vtepAddressCIDRs[1]",
+            ),
+            (vtep(&["10.0.0.0/33"]), "spec.nodeAgent.vtepAddressCIDRs[0]"),
+            (vtep(&["fd00::/129"]), "spec.nodeAgent.vtepAddressCIDRs[0]"),
+            // The agent flag's separator, whitespace and injection attempts.
+            (
+                vtep(&["10.0.0.0/8,0.0.0.0/0"]),
+                "spec.nodeAgent.vtepAddressCIDRs[0]",
+            ),
+            (vtep(&[" 10.0.0.0/8"]), "spec.nodeAgent.vtepAddressCIDRs[0]"),
+            (
+                vtep(&["10.0.0.0/8 --remove-felix-leftovers=true"]),
+                "spec.nodeAgent.vtepAddressCIDRs[0]",
+            ),
+            (vtep(&[""]), "spec.nodeAgent.vtepAddressCIDRs[0]"),
+            (
+                vtep(&[&"9".repeat(100_000)]),
+                "spec.nodeAgent.vtepAddressCIDRs[0]",
+            ),
+            (vtep(&["0.0.0.0/0"; 33]), "spec.nodeAgent.vtepAddressCIDRs"),
+            (
+                pod_match(vec![req("app", "in", Some(&["x"]))]),
+                "spec.webhook.additionalPodMatchExpressions[0].operator",
+            ),
+            (
+                pod_match(vec![req("app", "In", None)]),
+                "spec.webhook.additionalPodMatchExpressions[0].values",
+            ),
+            (
+                pod_match(vec![req("app", "NotIn", Some(&[]))]),
+                "spec.webhook.additionalPodMatchExpressions[0].values",
+            ),
+            (
+                pod_match(vec![req("app", "Exists", Some(&["x"]))]),
+                "spec.webhook.additionalPodMatchExpressions[0].values",
+            ),
+            (
+                pod_match(vec![req("", "Exists", None)]),
+                "spec.webhook.additionalPodMatchExpressions[0].key",
+            ),
+            (
+                pod_match(vec![req("-bad", "Exists", None)]),
+                "spec.webhook.additionalPodMatchExpressions[0].key",
+            ),
+            (
+                pod_match(vec![req("a/b/c", "Exists", None)]),
+                "spec.webhook.additionalPodMatchExpressions[0].key",
+            ),
+            (
+                pod_match(vec![req(&"k".repeat(64), "Exists", None)]),
+                "spec.webhook.additionalPodMatchExpressions[0].key",
+            ),
+            (
+                pod_match(vec![
+                    req("ok", "Exists", None),
+                    req("app", "In", Some(&["kube proxy"])),
+                ]),
+                "spec.webhook.additionalPodMatchExpressions[1].values[0]",
+            ),
+            (
+                pod_match(vec![req("app", "In", Some(&["x\nDegraded"]))]),
+                "spec.webhook.additionalPodMatchExpressions[0].values[0]",
+            ),
+            (
+                pod_match(vec![req("app", "In", Some(&["x"; 65]))]),
+                "spec.webhook.additionalPodMatchExpressions[0].values",
+            ),
+            (
+                pod_match(vec![req("app", "Exists", None); 17]),
+                "spec.webhook.additionalPodMatchExpressions",
+            ),
+            (
+                HybridnetClusterSpec {
+                    features: Some(hybridnet_api::operator::FeatureSwitches {
+                        multi_cluster: Some(true),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                "spec.features.multiCluster",
+            ),
+        ];
+        for (spec, field) in cases {
+            let got = fields(&spec);
+            assert_eq!(got, [field], "{spec:?}");
+            // A hostile value never turns into a huge or multi-line message.
+            let msg = settings(&spec).unwrap_err().to_string();
+            assert!(msg.len() < 2_000 && !msg.contains('\n'), "{msg}");
+        }
     }
 
     proptest::proptest! {
