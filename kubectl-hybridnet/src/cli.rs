@@ -120,6 +120,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Write or apply the HybridnetCluster `default` that installs hybridnet through the operator.
     Install(InstallArgs),
+    /// Remove hybridnet: the HybridnetCluster (the operator's finalizer removes what it created),
+    /// then the operator; Networks, Subnets, IPInstances and the CRDs stay unless --delete-data.
+    Uninstall(UninstallArgs),
     /// Migration from an upstream (Go) hybridnet install: check what of it is left.
     #[command(subcommand)]
     Migrate(MigrateCommand),
@@ -218,6 +221,24 @@ pub struct DeleteArgs {
     /// `server` sends the request with dryRun=All; nothing is deleted.
     #[arg(long, value_enum, default_value = "none", default_missing_value = "server", num_args = 0..=1, require_equals = true)]
     pub dry_run: DryRun,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UninstallArgs {
+    /// `--dry-run` (or `=client`): list what would be deleted, in order, and change nothing.
+    #[arg(long, value_enum, default_value = "none", default_missing_value = "client", num_args = 0..=1, require_equals = true)]
+    pub dry_run: DryRun,
+    /// Namespace of the operator (its Deployment and leader Lease).
+    #[arg(long, default_value = "hybridnet-system", value_parser = namespace_name)]
+    pub operator_namespace: String,
+    /// Also delete every IPInstance, Subnet and Network (while the operator still runs), then
+    /// the hybridnet CRDs. Pods keep their interfaces but lose their address bookkeeping.
+    #[arg(long)]
+    pub delete_data: bool,
+    /// How long each step may take to finish (its objects gone): 0 (no limit), seconds or a
+    /// duration like 90s, 5m.
+    #[arg(long, value_parser = parse_timeout, default_value = "5m")]
+    pub timeout: RequestTimeout,
 }
 
 /// kubectl's `--dry-run`.

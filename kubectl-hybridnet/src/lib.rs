@@ -16,6 +16,7 @@ pub mod pathtrace;
 pub mod policytrace;
 pub mod resources;
 pub mod status;
+pub mod uninstall;
 pub mod usage;
 
 /// Version of the plugin.

@@ -21,6 +21,7 @@ async fn run(cli: Cli) -> Res<i32> {
         Command::Trace(a) => shell::trace::trace(g, a).await,
         Command::Status(a) => shell::commands::status(g, a).await,
         Command::Install(a) => shell::commands::install(g, a).await,
+        Command::Uninstall(a) => shell::uninstall::uninstall(g, a).await,
         Command::Migrate(c) => shell::migrate::migrate(g, c).await,
         Command::Version(a) => shell::commands::version(a),
         Command::Completion(a) => shell::completion::completion(a),

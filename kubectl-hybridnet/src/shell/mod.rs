@@ -7,3 +7,4 @@ pub mod io;
 pub mod migrate;
 pub mod print;
 pub mod trace;
+pub mod uninstall;
