@@ -36,6 +36,15 @@ impl ParsedRange {
         IpVersion::of(&ip) == self.version && self.contains(ip_to_u128(ip))
     }
 
+    /// Whether an address held by an IPInstance counts as `used` in the Subnet status: one the
+    /// allocator could hand out ([`Self::contains`] and not reserved), so that `used` never
+    /// exceeds [`Self::allocatable_count`]. A holding on a reserved or excluded address (a forced
+    /// assignment, or an address reserved after it was taken) is not counted. The operator's
+    /// Subnet status and `kubectl hybridnet ip usage` both count with this.
+    pub fn counts_as_used(&self, n: u128) -> bool {
+        self.contains(n) && !self.reserved.contains(&n)
+    }
+
     /// Addresses in `[start, end]` minus excluded ones (the quantity limited to 65,536).
     pub fn capacity(&self) -> u128 {
         let span = self.end - self.start;

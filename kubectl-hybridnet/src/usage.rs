@@ -1,12 +1,13 @@
-//! Address usage per subnet and network, with the definitions of the Subnet status
-//! (behaviour spec 3.10): total = allocatable addresses (start..end minus gateway, excluded and
-//! reserved addresses), used = IPInstances inside the range that are not on a spec-reserved
-//! address (reserved IPInstances of stateful pods count as used), available = total - used.
+//! Address usage per subnet and network, with the definitions of the Subnet status (upstream
+//! `pkg/ipam/types/usage.go`): total = allocatable addresses (start..end minus gateway, excluded
+//! and reserved addresses), used = IPInstances on allocatable addresses
+//! (`ParsedRange::counts_as_used`, as the operator counts; reserved IPInstances of stateful pods
+//! count as used), available = total - used. tests/usage_agreement.rs checks both agree.
 
 use std::collections::BTreeMap;
 
 use hybridnet_api::range::{ParsedRange, parse_address_range};
-use hybridnet_api::v1::{Network, Subnet};
+use hybridnet_api::v1::{IpVersion, Network, Subnet};
 use serde::Serialize;
 
 use crate::inventory::InstanceFacts;
@@ -117,13 +118,9 @@ pub fn subnet_counts<'a>(
     let mut seen = std::collections::BTreeSet::new();
     for f in instances {
         let Some(ip) = f.ip else { continue };
-        if f.subnet != name || !range.contains_ip(ip) || !seen.insert(ip) {
-            continue;
-        }
-        if range
-            .reserved
-            .contains(&hybridnet_api::ipmath::ip_to_u128(ip))
-        {
+        let counted = IpVersion::of(&ip) == range.version
+            && range.counts_as_used(hybridnet_api::ipmath::ip_to_u128(ip));
+        if f.subnet != name || !counted || !seen.insert(ip) {
             continue;
         }
         used += 1;

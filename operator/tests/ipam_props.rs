@@ -128,15 +128,15 @@ impl Model {
                 .filter(|n| r.contains(*n) && !r.reserved.contains(n))
                 .count() as u64;
             let mine: Vec<&HeldIp> = held.iter().filter(|h| h.subnet == s.name).collect();
-            let used = mine
-                .iter()
-                .filter(|h| {
-                    let n = ip_to_u128(h.ip);
-                    r.contains(n) && !r.reserved.contains(&n)
-                })
-                .count() as u64;
+            let counted = |h: &&&HeldIp| {
+                let n = ip_to_u128(h.ip);
+                r.contains(n) && !r.reserved.contains(&n)
+            };
+            let used = mine.iter().filter(counted).count() as u64;
+            // Reserved holdings are part of `used`.
             let reserved = mine
                 .iter()
+                .filter(counted)
                 .filter(|h| h.state == HoldState::Reserved)
                 .count() as u64;
             out.insert(

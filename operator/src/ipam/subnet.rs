@@ -127,9 +127,15 @@ impl SubnetState {
         !self.is_usable(off) || self.is_spec_reserved(off)
     }
 
-    /// Whether a holding at `off` counts as `used` (spec 3.10: spec-reserved ones do not).
+    /// Whether a holding at `off` counts as `used` ([`ParsedRange::counts_as_used`]).
     fn counts_as_used(&self, off: u32) -> bool {
-        self.is_usable(off) && !self.is_spec_reserved(off)
+        self.range.counts_as_used(self.n(off))
+    }
+
+    /// Whether a holding counts as `reserved`: a stateful pod's address kept while the pod is
+    /// gone, and part of `used` (so reserved <= used, as `kubectl hybridnet ip usage` shows it).
+    fn counts_as_reserved(&self, off: u32, holder: &Holder) -> bool {
+        holder.state == HoldState::Reserved && self.counts_as_used(off)
     }
 
     /// Rebuilds bitmap and counters from the range and the holders.
@@ -155,7 +161,7 @@ impl SubnetState {
             if self.counts_as_used(*off) {
                 used += 1;
             }
-            if h.state == HoldState::Reserved {
+            if self.counts_as_reserved(*off, h) {
                 reserved_held += 1;
             }
         }
@@ -235,7 +241,7 @@ impl SubnetState {
         if self.counts_as_used(off) {
             self.used += 1;
         }
-        if holder.state == HoldState::Reserved {
+        if self.counts_as_reserved(off, &holder) {
             self.reserved_held += 1;
         }
     }
@@ -245,9 +251,12 @@ impl SubnetState {
         let slot = self.holders.get_mut(&off)?;
         let old = *slot;
         *slot = holder;
-        match (old.state, holder.state) {
-            (HoldState::Reserved, HoldState::Allocated) => self.reserved_held -= 1,
-            (HoldState::Allocated, HoldState::Reserved) => self.reserved_held += 1,
+        match (
+            self.counts_as_reserved(off, &old),
+            self.counts_as_reserved(off, &holder),
+        ) {
+            (true, false) => self.reserved_held -= 1,
+            (false, true) => self.reserved_held += 1,
             _ => {}
         }
         Some(old)
@@ -262,7 +271,7 @@ impl SubnetState {
         if self.counts_as_used(off) {
             self.used -= 1;
         }
-        if h.state == HoldState::Reserved {
+        if self.counts_as_reserved(off, &h) {
             self.reserved_held -= 1;
         }
         Some(h)
@@ -292,8 +301,8 @@ impl SubnetState {
             .count() as u64;
         let reserved = self
             .holders
-            .values()
-            .filter(|h| h.state == HoldState::Reserved)
+            .iter()
+            .filter(|(o, h)| self.counts_as_reserved(**o, h))
             .count() as u64;
         (
             Usage {

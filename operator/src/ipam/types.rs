@@ -364,12 +364,14 @@ pub struct Usage {
     /// Addresses the allocator may hand out on its own: in `[start, end]`, not the gateway, not
     /// excluded, not spec-reserved (`status.total`).
     pub total: u64,
-    /// Held addresses that count against `total`: every held address that is not spec-reserved,
-    /// Reserved holdings of stateful pods included (`status.used`).
+    /// Held addresses that count against `total` (`hybridnet_api::range::ParsedRange::counts_as_used`:
+    /// allocatable, so not spec-reserved, excluded or the gateway), Reserved holdings of stateful
+    /// pods included (`status.used`).
     pub used: u64,
     /// `total - used` (`status.available`).
     pub available: u64,
-    /// Held addresses in the Reserved state (stateful pods that are gone), spec-reserved or not.
+    /// Held addresses in the Reserved state (stateful pods that are gone) that count as `used`
+    /// (so `reserved <= used`).
     pub reserved: u64,
 }
 
