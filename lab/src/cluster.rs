@@ -38,6 +38,31 @@ pub struct LabParams {
     pub bgp_nodes: u32,
     /// Folder with the project's binaries.
     pub bin_dir: PathBuf,
+    /// What creates the pods' sandboxes.
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// Folder with the OCI archives of `make images` (the containerd runtime imports the pause
+    /// image from it).
+    #[serde(default)]
+    pub images_dir: PathBuf,
+}
+
+/// What creates the pods' sandboxes on the lab's nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// The lab kubelet itself: a network namespace and the CNI chain, run as a runtime would.
+    #[default]
+    Direct,
+    /// A containerd per node (CRI plugin, runc), driven by the lab kubelet over CRI.
+    Containerd,
+}
+
+impl LabParams {
+    /// The pause image archive of `make images`.
+    pub fn pause_archive(&self) -> PathBuf {
+        self.images_dir.join("pause.oci.tar")
+    }
 }
 
 impl LabParams {

@@ -55,7 +55,8 @@ pub fn config_toml(spec: &ContainerdSpec) -> String {
         Some(cri) => {
             let _ = write!(
                 out,
-                "\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = {}\n\
+                "\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = {}\n  \
+                 restrict_oom_score_adj = true\n\
                  [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = {}\n  conf_dir = {}\n  \
                  max_conf_num = 1\n",
                 toml_string(&cri.sandbox_image),
@@ -66,6 +67,42 @@ pub fn config_toml(spec: &ContainerdSpec) -> String {
     }
     let _ = write!(out, "\n[grpc]\n  address = {}\n", path(&spec.socket()));
     out
+}
+
+/// The image reference containerd imports an OCI archive of `make images` as (the
+/// `io.containerd.image.name` annotation of its one manifest, docs/images.md).
+pub fn archive_image_name(archive: &Path) -> anyhow::Result<String> {
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(archive)
+        .arg("./index.json")
+        .output()
+        .context("running tar")?;
+    if !out.status.success() {
+        bail!(
+            "reading index.json of {}: {}",
+            archive.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let index: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("index.json of {}", archive.display()))?;
+    match index["manifests"].as_array().map(Vec::as_slice) {
+        Some([m]) => m["annotations"]["io.containerd.image.name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .with_context(|| {
+                format!(
+                    "{}: the manifest has no io.containerd.image.name annotation",
+                    archive.display()
+                )
+            }),
+        _ => bail!(
+            "{}: want exactly one manifest in index.json",
+            archive.display()
+        ),
+    }
 }
 
 /// A running private containerd. [`Containerd::stop`] (or drop) removes every container it runs,
@@ -299,7 +336,7 @@ fn wait_task_gone(c: &mut Containerd, ns: &str, id: &str) -> anyhow::Result<()> 
 }
 
 /// Pids of containerd shims started for `socket` (their command line has `-address <socket>`).
-fn shims_of(socket: &Path) -> Vec<i32> {
+pub fn shims_of(socket: &Path) -> Vec<i32> {
     let want = socket.as_os_str().as_encoded_bytes();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -319,7 +356,7 @@ fn shims_of(socket: &Path) -> Vec<i32> {
 }
 
 /// Mount points at or below `dir`, deepest first.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut found: Vec<PathBuf> = text
         .lines()
@@ -381,6 +418,9 @@ mod tests {
         let c = config_toml(&spec);
         assert!(!c.contains("disabled_plugins"), "{c}");
         assert!(c.contains("sandbox_image = \"docker.io/hybridnet/hybridnet-pause:v0.1.0\""));
+        // Without CAP_SYS_RESOURCE (this machine's containers) runc cannot lower a sandbox's
+        // oom_score_adj to -998 (docs/images.md).
+        assert!(c.contains("restrict_oom_score_adj = true"), "{c}");
         assert!(c.contains("bin_dir = \"/lab/n1/opt/cni/bin\""));
         assert!(c.contains("conf_dir = \"/lab/n1/etc/cni/net.d\""));
     }

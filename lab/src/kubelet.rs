@@ -44,6 +44,9 @@ pub struct KubeletConfig {
     /// Node host paths and the folders that stand for them in the lab (every lab node shares this
     /// host's file system), e.g. `/run/hybridnet` -> the node's agent socket folder.
     pub host_paths: Vec<(String, PathBuf)>,
+    /// The node's containerd (`--runtime containerd`): sandboxes are created through its CRI
+    /// instead of by the kubelet itself.
+    pub cri: Option<crate::cri_node::CriRuntime>,
 }
 
 /// Rewrites node host paths in the conflist's plugin settings (the agent socket) to the node's
@@ -64,7 +67,22 @@ pub fn localize_conflist(list: &mut Value, host_paths: &[(String, PathBuf)]) {
     }
 }
 
-struct Sandbox {
+/// A pod's sandbox: made by the kubelet itself, or by containerd through CRI.
+enum Sandbox {
+    Direct(DirectSandbox),
+    Cri(crate::cri_node::CriSandbox),
+}
+
+impl Sandbox {
+    fn ips(&self) -> Vec<String> {
+        match self {
+            Sandbox::Direct(d) => result_ips(&d.result),
+            Sandbox::Cri(c) => c.ips.clone(),
+        }
+    }
+}
+
+struct DirectSandbox {
     netns: String,
     conflist: Value,
     rt: RuntimeConf,
@@ -220,7 +238,7 @@ async fn sandbox_done(
             teardown(cfg, sandboxes, &uid).await;
         }
         Ok(sb) => {
-            let ips = result_ips(&sb.result);
+            let ips = sb.ips();
             sandboxes.insert(uid.clone(), sb);
             let status = running_status(&pod, &cfg.node_ip, &ips);
             if let Err(e) = api
@@ -249,6 +267,15 @@ async fn sandbox_done(
 }
 
 async fn create_sandbox(cfg: &KubeletConfig, pod: &Pod, uid: &str) -> anyhow::Result<Sandbox> {
+    match &cfg.cri {
+        Some(rt) => crate::cri_node::create_sandbox(rt, pod, uid)
+            .await
+            .map(Sandbox::Cri),
+        None => create_direct(cfg, pod, uid).await.map(Sandbox::Direct),
+    }
+}
+
+async fn create_direct(cfg: &KubeletConfig, pod: &Pod, uid: &str) -> anyhow::Result<DirectSandbox> {
     let netns = pod_netns(&cfg.lab_id, uid);
     let ns_name = pod
         .metadata
@@ -296,7 +323,7 @@ async fn create_sandbox(cfg: &KubeletConfig, pod: &Pod, uid: &str) -> anyhow::Re
         }
     };
     let process = start_process(cfg, pod, &netns).ok();
-    Ok(Sandbox {
+    Ok(DirectSandbox {
         netns,
         conflist,
         rt,
@@ -334,10 +361,19 @@ fn start_process(cfg: &KubeletConfig, pod: &Pod, netns: &str) -> anyhow::Result<
 }
 
 async fn teardown(cfg: &KubeletConfig, sandboxes: &mut HashMap<String, Sandbox>, uid: &str) {
-    let Some(mut sb) = sandboxes.remove(uid) else {
-        // Not ours any more (or never was): make sure no namespace is left.
-        let _ = crate::netns::delete(&pod_netns(&cfg.lab_id, uid));
-        return;
+    let mut sb = match sandboxes.remove(uid) {
+        Some(Sandbox::Direct(sb)) => sb,
+        Some(Sandbox::Cri(sb)) => {
+            if let Some(rt) = &cfg.cri {
+                crate::cri_node::remove_sandbox(rt, &sb).await;
+            }
+            return;
+        }
+        None => {
+            // Not ours any more (or never was): make sure no namespace is left.
+            let _ = crate::netns::delete(&pod_netns(&cfg.lab_id, uid));
+            return;
+        }
     };
     if let Some(mut p) = sb.process.take() {
         let _ = p.kill();

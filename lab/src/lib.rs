@@ -4,6 +4,8 @@
 pub mod cluster;
 pub mod cni_runtime;
 pub mod containerd;
+pub mod cri;
+pub mod cri_node;
 pub mod demo;
 pub mod kubelet;
 pub mod netns;

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use hybridnet_lab::cluster::{self, LabParams};
+use hybridnet_lab::cluster::{self, LabParams, Runtime};
+use hybridnet_lab::cri::CriClient;
+use hybridnet_lab::cri_node::{self, CriRuntime};
 use hybridnet_lab::kubelet::{self, KubeletConfig};
 use hybridnet_lab::state::LabDirs;
 use hybridnet_lab::supervisor::{self, ProcessSpec};
@@ -47,6 +49,8 @@ enum Command {
         /// bird2 and peers with them.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8))]
         bgp_nodes: u32,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
     },
     /// Remove every namespace, process and file of the lab (also after a crash of `up`).
     Down,
@@ -62,10 +66,24 @@ enum Command {
         /// Leave the lab running at the end.
         #[arg(long)]
         keep: bool,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
     },
     /// (internal) The lab daemon: host proxy to the API server, scheduler and kubelets.
     #[command(hide = true)]
     Daemon,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct RuntimeArgs {
+    /// What creates the pods' sandboxes: the lab kubelet itself, or a containerd on every node
+    /// (its CRI plugin and runc; needs the pause image of `make images`).
+    #[arg(long, value_enum, default_value_t = Runtime::Direct)]
+    runtime: Runtime,
+    /// Folder with the image archives of `make images` [default: target/images next to this
+    /// binary's folder].
+    #[arg(long)]
+    images: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,13 +101,15 @@ fn main() -> anyhow::Result<()> {
             nodes,
             underlay_nodes,
             bgp_nodes,
-        } => up(&cli.id, &dirs, nodes, underlay_nodes, bgp_nodes),
+            runtime,
+        } => up(&cli.id, &dirs, nodes, underlay_nodes, bgp_nodes, &runtime),
         Command::Down => down(&cli.id, &dirs),
         Command::Status => status(&cli.id, &dirs),
         Command::Demo {
             nodes,
             bgp_nodes,
             keep,
+            runtime: runtime_args,
         } => {
             let r = up(
                 &cli.id,
@@ -97,6 +117,7 @@ fn main() -> anyhow::Result<()> {
                 nodes,
                 nodes.saturating_sub(1).max(1),
                 bgp_nodes,
+                &runtime_args,
             )
             .and_then(|()| runtime()?.block_on(demo::run(&dirs)));
             if !keep {
@@ -128,6 +149,7 @@ fn up(
     nodes: u32,
     underlay_nodes: u32,
     bgp_nodes: u32,
+    runtime: &RuntimeArgs,
 ) -> anyhow::Result<()> {
     require_root()?;
     if dirs.root.join("lab.json").exists() {
@@ -140,12 +162,30 @@ fn up(
         .parent()
         .context("no folder of the running binary")?
         .to_path_buf();
+    let images_dir = match &runtime.images {
+        Some(d) => d.clone(),
+        None => bin_dir
+            .parent()
+            .map(|t| t.join("images"))
+            .unwrap_or_default(),
+    };
+    if runtime.runtime == Runtime::Containerd {
+        let pause = images_dir.join("pause.oci.tar");
+        if !pause.is_file() {
+            bail!(
+                "{} not found: build the images (make images, or scripts/images/build.sh images debug) or pass --images",
+                pause.display()
+            );
+        }
+    }
     let params = LabParams {
         id: id.to_string(),
         nodes,
         underlay_nodes: underlay_nodes.min(nodes),
         bgp_nodes,
         bin_dir,
+        runtime: runtime.runtime,
+        images_dir,
     };
     dirs.create()?;
     params.save(dirs)?;
@@ -203,6 +243,24 @@ fn up_steps(params: &LabParams, dirs: &LabDirs) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     cluster::wait_for_conflists(dirs, &layout, Duration::from_secs(60))?;
+    if params.runtime == Runtime::Containerd {
+        eprintln!("lab {}: starting containerd on every node", params.id);
+        rt.block_on(async {
+            let starts = layout.nodes().filter_map(|h| match h.role {
+                Role::Node(n) => Some(async move {
+                    let node = format!("node{n}");
+                    hybridnet_lab::cri_node::start(dirs, &node, &h.netns, &params.pause_archive())
+                        .await
+                        .with_context(|| format!("containerd on {node}"))
+                }),
+                _ => None,
+            });
+            for r in futures::future::join_all(starts).await {
+                r?;
+            }
+            anyhow::Ok(())
+        })?;
+    }
     eprintln!(
         "lab {} is up: export KUBECONFIG={}",
         params.id,
@@ -229,6 +287,12 @@ async fn daemon(dirs: &LabDirs) -> anyhow::Result<()> {
     std::fs::write(&tmp, host_kc)?;
     std::fs::rename(&tmp, dirs.host_kubeconfig())?;
     let client = cluster::client_from(&dirs.host_kubeconfig()).await?;
+    let pause_image = match params.runtime {
+        Runtime::Containerd => Some(hybridnet_lab::containerd::archive_image_name(
+            &params.pause_archive(),
+        )?),
+        Runtime::Direct => None,
+    };
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(scheduler::run(client.clone()));
     tasks.spawn(cluster::daemonset_controller(
@@ -248,7 +312,16 @@ async fn daemon(dirs: &LabDirs) -> anyhow::Result<()> {
             cni_conf_dir: dirs.cni_conf(&node),
             cni_path: vec![dirs.cni_bin(&node), PathBuf::from("/usr/lib/cni")],
             log_dir: dirs.logs(),
-            host_paths: vec![("/run/hybridnet".into(), dirs.agent_run(&node))],
+            host_paths: hybridnet_lab::cri_node::host_paths(dirs, &node),
+            cri: pause_image.as_ref().map(|image| CriRuntime {
+                client: CriClient::new(
+                    &hybridnet_lab::cri_node::containerd_dir(dirs, &node).join("containerd.sock"),
+                ),
+                dirs: dirs.clone(),
+                node: node.clone(),
+                lab_id: params.id.clone(),
+                pause_image: image.clone(),
+            }),
         };
         tasks.spawn(kubelet::run(client.clone(), cfg));
     }
@@ -264,7 +337,32 @@ async fn daemon(dirs: &LabDirs) -> anyhow::Result<()> {
 
 fn down(id: &str, dirs: &LabDirs) -> anyhow::Result<()> {
     require_root()?;
+    // Pods of containerd nodes go first, through CRI, while the agents still answer CNI DEL, and
+    // after the kubelets (in the lab daemon) are gone, which would create them again.
+    let cri_nodes = cri_node::nodes_with_containerd(dirs);
+    if !cri_nodes.is_empty() {
+        supervisor::stop(dirs, "lab-daemon", Duration::from_secs(3));
+        let problems = runtime()?.block_on(async {
+            let all = futures::future::join_all(
+                cri_nodes
+                    .iter()
+                    .map(|n| cri_node::remove_all_sandboxes(dirs, n)),
+            );
+            tokio::time::timeout(Duration::from_secs(90), all)
+                .await
+                .map(|v| v.concat())
+                .unwrap_or_else(|_| vec!["removing the pods timed out after 90 s".into()])
+        });
+        for p in problems {
+            eprintln!("hybridnet-lab down: {p}");
+        }
+    }
     supervisor::stop_all(dirs, Duration::from_secs(3));
+    for n in &cri_nodes {
+        for p in cri_node::cleanup(dirs, id, n) {
+            eprintln!("hybridnet-lab down: {n}: {p}");
+        }
+    }
     topology::destroy(id)?;
     if dirs.root.exists() {
         std::fs::remove_dir_all(&dirs.root)
