@@ -410,7 +410,8 @@ pub struct TraceArgs {
     /// interface, else eth0); the API does not record it.
     #[arg(long, value_name = "IFACE", value_parser = interface_name)]
     pub uplink: Option<String>,
-    /// Also resolve the path in the kernel of the nodes (kubectl exec into the node agent pods).
+    /// Also resolve the path in the kernel of the nodes and, with --port, read the counters of the
+    /// policy rules that decide each side (kubectl exec into the node agent pods).
     #[arg(long)]
     pub live: bool,
     /// Namespace of the node agent pods (for --live; the operator's namespace).

@@ -5,8 +5,11 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use hybridnet_node::plan::policy::counters::{
+    CountedSide, RuleCounters, counted_sides, counters_by_comment,
+};
 use hybridnet_node::plan::policy::{
-    Direction, Flow, ObjectKey, PolicyInput, PolicyModel, Protocol, SideVerdict,
+    Direction, Flow, ObjectKey, POLICY_TABLE, PolicyInput, PolicyModel, Protocol, SideVerdict,
     build_policy_model, evaluate, namespace_from_object, pod_from_object,
 };
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -56,6 +59,61 @@ pub struct PolicyReport {
     pub allowed: Option<bool>,
     /// Problems of the policies that decide here (they also appear as Events on the policy).
     pub problems: Vec<String>,
+    /// With a port: the sides a rule of the node's policy table decides (the allowing policy
+    /// rule, or the isolated pod's drop rule), by the comment of those rules.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub counted: Vec<CountedSide>,
+    /// With `--live`: those rules' counters as the nodes' kernels report them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub live: Vec<LiveCounters>,
+}
+
+/// What `--live` runs in the node agent pod of a deciding node.
+pub const LISTING_COMMAND: [&str; 6] = ["nft", "-j", "list", "table", "inet", POLICY_TABLE];
+
+/// The counters of one counted side, or why they could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LiveCounters {
+    pub direction: Direction,
+    pub node: String,
+    pub comment: String,
+    pub counters: Option<RuleCounters>,
+    pub error: Option<String>,
+}
+
+/// The counters of every counted side from its node's `nft -j list table` output.
+pub fn live_counters(
+    counted: &[CountedSide],
+    listings: &BTreeMap<String, Result<String, String>>,
+) -> Vec<LiveCounters> {
+    counted
+        .iter()
+        .map(|side| {
+            let r = match listings.get(&side.node) {
+                None => Err("not read".to_string()),
+                Some(Err(e)) => Err(e.clone()),
+                Some(Ok(json)) => match counters_by_comment(json, &side.comment) {
+                    Err(e) => Err(format!("{}: {e}", LISTING_COMMAND.join(" "))),
+                    Ok(c) if c.rules == 0 => Err(format!(
+                        "no counted rule {:?} in the node's table (not programmed yet?)",
+                        side.comment
+                    )),
+                    Ok(c) => Ok(c),
+                },
+            };
+            let (counters, error) = match r {
+                Ok(c) => (Some(c), None),
+                Err(e) => (None, Some(e)),
+            };
+            LiveCounters {
+                direction: side.direction,
+                node: side.node.clone(),
+                comment: side.comment.clone(),
+                counters,
+                error,
+            }
+        })
+        .collect()
 }
 
 fn isolation(model: &PolicyModel, ip: IpAddr, dir: Direction) -> String {
@@ -104,17 +162,17 @@ pub fn report(
             ingress: isolation(model, dst, Direction::Ingress),
             allowed: None,
             problems: vec![],
+            counted: vec![],
+            live: vec![],
         };
     };
-    let v = evaluate(
-        model,
-        &Flow {
-            src,
-            dst,
-            protocol,
-            port,
-        },
-    );
+    let flow = Flow {
+        src,
+        dst,
+        protocol,
+        port,
+    };
+    let v = evaluate(model, &flow);
     let mut problems = vec![];
     for key in deciding(&v.egress).iter().chain(&deciding(&v.ingress)) {
         for p in model.problems.get(key).into_iter().flatten() {
@@ -134,6 +192,8 @@ pub fn report(
         ingress: with_pod(dst, v.ingress.to_string()),
         allowed: Some(v.allowed()),
         problems,
+        counted: counted_sides(model, &flow),
+        live: vec![],
     }
 }
 
@@ -158,6 +218,23 @@ pub fn render(r: &PolicyReport) -> String {
     }
     for p in &r.problems {
         s.push_str(&format!("  problem: {p}\n"));
+    }
+    for c in &r.live {
+        s.push_str(&format!(
+            "  counters (--live) {} on {}, rules \"{}\": ",
+            c.direction, c.node, c.comment
+        ));
+        match (&c.counters, &c.error) {
+            (Some(n), _) => s.push_str(&format!(
+                "{} packets, {} bytes ({} nft rule{})\n",
+                n.packets,
+                n.bytes,
+                n.rules,
+                if n.rules == 1 { "" } else { "s" }
+            )),
+            (None, Some(e)) => s.push_str(&format!("error: {e}\n")),
+            (None, None) => s.push('\n'),
+        }
     }
     s
 }
@@ -257,5 +334,72 @@ mod tests {
             r.ingress
         );
         assert_eq!(r.egress, "default/other: not isolated for egress");
+    }
+
+    #[test]
+    fn live_counters_come_from_the_deciding_nodes_listing() {
+        let m = model();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let allowed = report(
+            &m,
+            ip("198.18.0.2"),
+            ip("198.18.0.1"),
+            Some((8080, Protocol::Tcp)),
+        );
+        // only the ingress side (default/web on node1) is decided by a counted rule
+        assert_eq!(allowed.counted.len(), 1, "{:?}", allowed.counted);
+        assert_eq!(allowed.counted[0].comment, "default/web ingress rule 0");
+        assert_eq!(allowed.counted[0].node, "node1");
+        let listing = r#"{"nftables": [{"rule": {"family": "inet", "table": "hybridnet_policy", "chain": "pol0_in", "handle": 9, "comment": "default/web ingress rule 0", "expr": [{"counter": {"packets": 7, "bytes": 420}}, {"accept": null}]}}]}"#;
+        let mut listings = BTreeMap::from([("node1".to_string(), Ok(listing.to_string()))]);
+        let mut r = allowed.clone();
+        r.live = live_counters(&r.counted, &listings);
+        assert_eq!(
+            r.live[0].counters,
+            Some(RuleCounters {
+                rules: 1,
+                packets: 7,
+                bytes: 420
+            })
+        );
+        let text = render(&r);
+        assert!(
+            text.contains("counters (--live) ingress on node1, rules \"default/web ingress rule 0\": 7 packets, 420 bytes (1 nft rule)"),
+            "{text}"
+        );
+        // the denied flow's rule is not in that listing: said, not zero
+        let denied = report(
+            &m,
+            ip("198.18.0.3"),
+            ip("198.18.0.1"),
+            Some((8080, Protocol::Tcp)),
+        );
+        let live = live_counters(&denied.counted, &listings);
+        assert_eq!(live[0].comment, "default/web: isolated for ingress");
+        assert!(
+            live[0]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("not programmed yet")),
+            "{live:?}"
+        );
+        // a node that could not be asked, and hostile output
+        listings.insert("node1".into(), Err("kubectl exec x failed".into()));
+        assert_eq!(
+            live_counters(&r.counted, &listings)[0].error.as_deref(),
+            Some("kubectl exec x failed")
+        );
+        listings.insert("node1".into(), Ok("\u{0}not json".into()));
+        assert!(
+            live_counters(&r.counted, &listings)[0]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("not JSON")),
+        );
+        assert!(
+            live_counters(&r.counted, &BTreeMap::new())[0]
+                .error
+                .is_some()
+        );
     }
 }

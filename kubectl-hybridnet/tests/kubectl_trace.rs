@@ -488,8 +488,35 @@ async fn network_policy_verdict_on_each_side() {
         v["policy"]["ingress"],
         "default/o3: allowed by default/only-o1 rule 0"
     );
+    assert_eq!(
+        v["policy"]["counted"][0]["comment"], "default/only-o1 ingress rule 0",
+        "{v:#}"
+    );
+    // --live reads that rule's counters on o3's node through its agent pod; kube-lite has none
+    let r = kubectl(
+        &t.c.kubeconfig,
+        &[
+            "trace", "o1", "--to", "o3", "--port", "80", "--live", "-o", "json",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{r:?}");
+    let live: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let c = &live["policy"]["live"][0];
+    assert_eq!(c["comment"], "default/only-o1 ingress rule 0", "{live:#}");
+    assert_eq!(c["node"], v["policy"]["counted"][0]["node"], "{live:#}");
+    assert!(
+        c["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no node agent pod on node")),
+        "{live:#}"
+    );
     let v = t.trace(&["o1", "--to", "o3", "--port", "80/udp"]).await;
     assert_eq!(v["policy"]["allowed"], false, "{v:#}");
+    assert_eq!(
+        v["policy"]["counted"][0]["comment"], "default/o3: isolated for ingress",
+        "{v:#}"
+    );
     // without --port: which policies isolate each side; text output has the section
     let r = kubectl(&t.c.kubeconfig, &["trace", "o1", "--to", "o3"]).await;
     let text = r.ok().stdout.clone();

@@ -374,3 +374,71 @@ fn a_connection_that_becomes_disallowed_stops_and_an_allowed_one_survives() {
         .unwrap();
     drop(cut);
 }
+
+/// The counters `trace --live` reads (plan::policy::counters): the rule the model names for a flow
+/// counts that flow's packets in the kernel, the isolated pod's drop rule counts a denied flow, and
+/// neither counts the other's.
+#[test]
+fn the_rule_a_verdict_names_counts_the_flow() {
+    use hybridnet_node::plan::policy::Flow;
+    use hybridnet_node::plan::policy::counters::{counted_sides, counters_by_comment};
+    let t = "the_rule_a_verdict_names_counts_the_flow";
+    if !require_root(t) || !may_run(t, &["nft", "ip", "sysctl"]) {
+        return;
+    }
+    let lab = build();
+    let policies = [(
+        "x",
+        "a-from-b",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}},
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}], "ports": [{"port": 80}]}]}),
+    )];
+    lab.enforce(&policies);
+    let model = build_policy_model(&lab.input(&policies));
+    let (xa, xb, ya) = (lab.pod("x", "a"), lab.pod("x", "b"), lab.pod("y", "a"));
+    let side = |from: &Pod, to: &Pod| {
+        let s = counted_sides(
+            &model,
+            &Flow {
+                src: ip(from.v4),
+                dst: ip(to.v4),
+                protocol: Protocol::Tcp,
+                port: 80,
+            },
+        );
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!(s[0].node, "node1");
+        s.into_iter().next().unwrap()
+    };
+    let allowed = side(xb, xa);
+    let denied = side(ya, xa);
+    assert!(allowed.allows && !denied.allows);
+    let read = |comment: &str| {
+        let out = lab.nodes[0]
+            .exec(&["nft", "-j", "list", "table", "inet", "hybridnet_policy"])
+            .unwrap();
+        let c = counters_by_comment(&out, comment).unwrap();
+        assert!(c.rules > 0, "no counted rule {comment:?} in {out}");
+        c.packets
+    };
+    let (a0, d0) = (read(&allowed.comment), read(&denied.comment));
+    for _ in 0..3 {
+        assert!(connects(xb, xa, false, 80));
+    }
+    let a1 = read(&allowed.comment);
+    // each connection: at least the SYN, the ACK and a FIN of the client pass the rule
+    assert!(a1 >= a0 + 9, "{a0} -> {a1}");
+    assert_eq!(
+        read(&denied.comment),
+        d0,
+        "an allowed flow counted as dropped"
+    );
+    assert!(!connects(ya, xa, false, 80));
+    let d1 = read(&denied.comment);
+    assert!(d1 > d0, "{d0} -> {d1}");
+    assert_eq!(
+        read(&allowed.comment),
+        a1,
+        "a denied flow counted as allowed"
+    );
+}

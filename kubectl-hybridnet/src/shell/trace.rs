@@ -321,8 +321,12 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
     let report =
         trace_path(&inputs, &source, &dst, a.reply).map_err(|e| Failure::usage(e.to_string()))?;
 
+    let mut policy = policy;
     let live = if a.live {
-        Some(live_answers(&ctx, a, &report).await)
+        let agents = agent_pods(&ctx, a).await;
+        let listings = policy_listings(&ctx, a, &agents, &policy).await;
+        policy.live = kubectl_hybridnet::policytrace::live_counters(&policy.counted, &listings);
+        Some(live_answers(&ctx, a, &agents, &report).await)
     } else {
         None
     };
@@ -345,7 +349,12 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
         _ => print::out(&render_text(&report, &policy, live.as_deref(), &uplink))?,
     }
     match &live {
-        Some(l) if l.iter().any(|h| h.error.is_some()) => Ok(exit::ERROR),
+        Some(l)
+            if l.iter().any(|h| h.error.is_some())
+                || policy.live.iter().any(|c| c.error.is_some()) =>
+        {
+            Ok(exit::ERROR)
+        }
         _ => Ok(exit::OK),
     }
 }
@@ -358,68 +367,78 @@ struct LiveHop {
     error: Option<String>,
 }
 
-async fn live_answers(ctx: &Ctx, a: &TraceArgs, report: &PathReport) -> Vec<LiveHop> {
+/// The node agent pods (for --live).
+async fn agent_pods(ctx: &Ctx, a: &TraceArgs) -> Result<Vec<Pod>, String> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &a.agent_namespace);
-    let agents = pods
-        .list(&ListParams::default().labels(&a.agent_selector))
-        .await;
+    pods.list(&ListParams::default().labels(&a.agent_selector))
+        .await
+        .map(|l| l.items)
+        .map_err(|e| format!("cannot list node agent pods in {}: {e}", a.agent_namespace))
+}
+
+/// Runs `args` in the node agent pod of `node` (`kubectl exec`): its stdout, or what failed.
+async fn exec_on_node(
+    ctx: &Ctx,
+    a: &TraceArgs,
+    agents: &Result<Vec<Pod>, String>,
+    node: &str,
+    args: &[String],
+) -> Result<String, String> {
+    let pod = match agents {
+        Err(e) => return Err(e.clone()),
+        Ok(l) => l
+            .iter()
+            .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+            .and_then(|p| p.metadata.name.clone())
+            .ok_or_else(|| {
+                format!(
+                    "no node agent pod on node {node} (namespace {}, selector {}; see --agent-namespace, --agent-selector)",
+                    a.agent_namespace, a.agent_selector
+                )
+            })?,
+    };
+    let mut cmd = tokio::process::Command::new("kubectl");
+    if let Some(k) = &ctx.global.kubeconfig {
+        cmd.arg("--kubeconfig").arg(k);
+    }
+    if let Some(c) = &ctx.global.context {
+        cmd.arg("--context").arg(c);
+    }
+    cmd.args(["-n", &a.agent_namespace, "exec", &pod, "--"])
+        .args(args)
+        .kill_on_drop(true);
+    // A hung exec must not hang the trace: bounded by --request-timeout, else 30 s.
+    let limit = ctx
+        .global
+        .request_timeout
+        .0
+        .unwrap_or(std::time::Duration::from_secs(30));
+    match tokio::time::timeout(limit, cmd.output()).await {
+        Err(_) => Err(format!(
+            "kubectl exec {pod} did not finish within {limit:?}"
+        )),
+        Ok(Ok(o)) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+        Ok(Ok(o)) => Err(format!(
+            "kubectl exec {pod} failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Ok(Err(e)) => Err(format!("cannot run kubectl: {e}")),
+    }
+}
+
+async fn live_answers(
+    ctx: &Ctx,
+    a: &TraceArgs,
+    agents: &Result<Vec<Pod>, String>,
+    report: &PathReport,
+) -> Vec<LiveHop> {
     let mut out = Vec::new();
     for h in &report.hops {
         let args = kernel_query_args(&h.query);
         let command = args.join(" ");
-        let agent = match &agents {
-            Err(e) => Err(format!("cannot list node agent pods in {}: {e}", a.agent_namespace)),
-            Ok(l) => l
-                .items
-                .iter()
-                .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(h.node.as_str()))
-                .and_then(|p| p.metadata.name.clone())
-                .ok_or_else(|| {
-                    format!(
-                        "no node agent pod on node {} (namespace {}, selector {}; see --agent-namespace, --agent-selector)",
-                        h.node, a.agent_namespace, a.agent_selector
-                    )
-                }),
-        };
-        let (output, error) = match agent {
+        let (output, error) = match exec_on_node(ctx, a, agents, &h.node, &args).await {
+            Ok(o) => (Some(o), None),
             Err(e) => (None, Some(e)),
-            Ok(pod) => {
-                let mut cmd = tokio::process::Command::new("kubectl");
-                if let Some(k) = &ctx.global.kubeconfig {
-                    cmd.arg("--kubeconfig").arg(k);
-                }
-                if let Some(c) = &ctx.global.context {
-                    cmd.arg("--context").arg(c);
-                }
-                cmd.args(["-n", &a.agent_namespace, "exec", &pod, "--"])
-                    .args(&args)
-                    .kill_on_drop(true);
-                // A hung exec must not hang the trace: bounded by --request-timeout, else 30 s.
-                let limit = ctx
-                    .global
-                    .request_timeout
-                    .0
-                    .unwrap_or(std::time::Duration::from_secs(30));
-                match tokio::time::timeout(limit, cmd.output()).await {
-                    Err(_) => (
-                        None,
-                        Some(format!(
-                            "kubectl exec {pod} did not finish within {limit:?}"
-                        )),
-                    ),
-                    Ok(Ok(o)) if o.status.success() => {
-                        (Some(String::from_utf8_lossy(&o.stdout).into_owned()), None)
-                    }
-                    Ok(Ok(o)) => (
-                        None,
-                        Some(format!(
-                            "kubectl exec {pod} failed: {}",
-                            String::from_utf8_lossy(&o.stderr).trim()
-                        )),
-                    ),
-                    Ok(Err(e)) => (None, Some(format!("cannot run kubectl: {e}"))),
-                }
-            }
         };
         out.push(LiveHop {
             node: h.node.clone(),
@@ -427,6 +446,28 @@ async fn live_answers(ctx: &Ctx, a: &TraceArgs, report: &PathReport) -> Vec<Live
             output,
             error,
         });
+    }
+    out
+}
+
+/// The policy table of each node that decides a side of the flow (for --live).
+async fn policy_listings(
+    ctx: &Ctx,
+    a: &TraceArgs,
+    agents: &Result<Vec<Pod>, String>,
+    policy: &kubectl_hybridnet::policytrace::PolicyReport,
+) -> BTreeMap<String, Result<String, String>> {
+    let mut out = BTreeMap::new();
+    for side in &policy.counted {
+        if out.contains_key(&side.node) {
+            continue;
+        }
+        let args: Vec<String> = kubectl_hybridnet::policytrace::LISTING_COMMAND
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let r = exec_on_node(ctx, a, agents, &side.node, &args).await;
+        out.insert(side.node.clone(), r);
     }
     out
 }

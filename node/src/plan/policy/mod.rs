@@ -15,6 +15,7 @@
 mod build;
 mod compile;
 pub mod conformance;
+pub mod counters;
 mod eval;
 pub mod render;
 pub mod selector;

@@ -10,8 +10,8 @@
 //!   next, so a flow between two local pods passes the source's egress and then the destination's
 //!   ingress. Traffic the node itself sends (kubelet probes) takes the output hook: not filtered.
 //! - per isolated local pod and direction a chain that jumps to the chain of every policy that
-//!   isolates it and ends with `goto drop_<dir>` (one counter per direction: the dropped-packets
-//!   metric);
+//!   isolates it and ends with a counted `goto drop_<dir>` (the pod's drops; the drop chain's
+//!   counter, one per direction, is the dropped-packets metric);
 //! - per policy and direction a chain with one rule per (peer group, port group, family), each with
 //!   a counter, accepting on match; peers are named address sets (one per distinct selector pair,
 //!   shared by every rule and every pod), `ipBlock`s anonymous interval sets, named ports a set of
@@ -59,6 +59,19 @@ fn dir_tag(d: Direction) -> &'static str {
         Direction::Ingress => "in",
         Direction::Egress => "eg",
     }
+}
+
+/// The comment of the nftables rules of one policy rule (one rule of a policy may be several
+/// nftables rules: per family, peer group and port group), each with a counter: `trace --live`
+/// finds them by it.
+pub fn rule_comment(policy: &ObjectKey, dir: Direction, index: usize) -> String {
+    format!("{policy} {dir} rule {index}")
+}
+
+/// The comment of an isolated pod's last rule (nothing allowed the packet: to the drop chain),
+/// which counts that pod's dropped packets of the direction.
+pub fn isolation_comment(pod: &ObjectKey, dir: Direction) -> String {
+    format!("{pod}: isolated for {dir}")
 }
 
 /// The chain of a pod (by its index among the node's pods) for a direction.
@@ -202,7 +215,7 @@ fn policy_rules(key: &ObjectKey, rules: &[Rule], dir: Direction, names: &Names) 
                         NftRule::new(m)
                             .stmt(Stmt::Counter)
                             .verdict(Verdict::Accept)
-                            .comment(format!("{key} {dir} rule {}", rule.index)),
+                            .comment(rule_comment(key, dir, rule.index)),
                     );
                 }
             }
@@ -396,8 +409,9 @@ pub fn render_policy_table(model: &PolicyModel, node: &str) -> Table {
             };
             c.rules.push(
                 NftRule::default()
+                    .stmt(Stmt::Counter)
                     .verdict(Verdict::Goto(drop.into()))
-                    .comment(format!("{key}: isolated for {dir}")),
+                    .comment(isolation_comment(key, dir)),
             );
             t.chains.push(c);
             for a in &pod.ips {
