@@ -4,7 +4,7 @@
 set -euo pipefail
 log=${1:?usage: test-summary.sh CARGO_TEST_LOG}
 awk '
-  /^test result:/ {
+  /^test result: / {
     for (i = 1; i <= NF; i++) {
       if ($(i) ~ /^passed;?$/) p += $(i-1)
       if ($(i) ~ /^failed;?$/) f += $(i-1)

@@ -7,13 +7,7 @@ pub const MAX_CONTAINER_ID: usize = 128;
 /// Longest netns path accepted.
 pub const MAX_PATH: usize = 1024;
 
-fn shown(s: &str) -> String {
-    let mut out: String = s.chars().take(80).collect();
-    if s.chars().count() > 80 {
-        out.push('…');
-    }
-    format!("{out:?}")
-}
+use hybridnet_rules::shown;
 
 /// CNI_CONTAINERID (spec 1.0): non-empty, starts alphanumeric, then alphanumerics, `_`, `.`, `-`.
 pub fn container_id(id: &str) -> Result<(), String> {
@@ -97,43 +91,15 @@ pub fn absolute_path(what: &str, p: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Kubernetes DNS-1123 label (namespaces): 1-63 lowercase alphanumerics or `-`, alphanumeric ends.
+/// Kubernetes DNS-1123 label (namespaces), the rule `hybridnet_rules::names` holds for every
+/// binary; `what` names the variable.
 pub fn dns_label(what: &str, s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} {} is not a DNS-1123 label (1-63 characters a-z, 0-9, '-', starting and ending with a letter or digit)",
-            shown(s)
-        ))
-    }
+    hybridnet_rules::names::dns_label(s).map_err(|e| format!("{what} {e}"))
 }
 
-/// Kubernetes DNS-1123 subdomain (pod names): at most 253 characters, dot-separated labels.
+/// Kubernetes DNS-1123 subdomain (pod names), as [`dns_label`].
 pub fn dns_subdomain(what: &str, s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} {} is not a DNS-1123 subdomain (at most 253 characters a-z, 0-9, '-', '.', each part starting and ending with a letter or digit)",
-            shown(s)
-        ))
-    }
+    hybridnet_rules::names::dns_subdomain(s).map_err(|e| format!("{what} {e}"))
 }
 
 /// Pod UID: a UUID, or the hash kubelet uses for static pods: 1-64 of `[0-9A-Za-z-]`.

@@ -14,7 +14,6 @@ pub mod ipmath;
 pub mod leak;
 pub mod mac;
 pub mod migration;
-pub mod names;
 pub mod naming;
 pub mod operator;
 pub mod pools;
@@ -26,3 +25,5 @@ pub mod v1;
 pub mod validate;
 
 pub use error::{FieldError, FieldErrors};
+/// Kubernetes name and label checks (shared with the CNI plugin through `hybridnet-rules`).
+pub use hybridnet_rules::names;

@@ -1,8 +1,11 @@
 //! Kubernetes name and label checks, as the API server applies them
 //! (`staging/src/k8s.io/apimachinery/pkg/util/validation/validation.go` in kubernetes/kubernetes):
 //! used by the operator (settings, `--pod-label-selector`), the CLI (flags, names) and the
-//! label-selector parser, so a value one accepts the others accept too. Errors say what is wrong
+//! label-selector parser, and the CNI plugin (pod name and namespace), so a value one accepts the
+//! others accept too. Errors say what is wrong
 //! with the value; the caller names the field.
+
+use crate::shown;
 
 fn lower_alnum(c: u8) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit()
@@ -23,7 +26,8 @@ pub fn dns_label(s: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{s:?} is not a DNS-1123 label (1-63 characters a-z, 0-9, '-', starting and ending with a letter or digit)"
+            "{} is not a DNS-1123 label (1-63 characters a-z, 0-9, '-', starting and ending with a letter or digit)",
+            shown(s)
         ))
     }
 }
@@ -35,7 +39,8 @@ pub fn dns_subdomain(s: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{s:?} is not a DNS-1123 subdomain (at most 253 characters a-z, 0-9, '-', '.', each part starting and ending with a letter or digit)"
+            "{} is not a DNS-1123 subdomain (at most 253 characters a-z, 0-9, '-', '.', each part starting and ending with a letter or digit)",
+            shown(s)
         ))
     }
 }
@@ -68,10 +73,10 @@ pub fn qualified_name_part(s: &str) -> Result<(), String> {
 pub fn label_key(k: &str) -> Result<(), String> {
     match k.split_once('/') {
         Some((prefix, name)) => {
-            dns_subdomain(prefix).map_err(|e| format!("key {k:?}: prefix {e}"))?;
-            qualified_name_part(name).map_err(|e| format!("key name {name:?}: {e}"))
+            dns_subdomain(prefix).map_err(|e| format!("key {}: prefix {e}", shown(k)))?;
+            qualified_name_part(name).map_err(|e| format!("key name {}: {e}", shown(name)))
         }
-        None => qualified_name_part(k).map_err(|e| format!("key {k:?}: {e}")),
+        None => qualified_name_part(k).map_err(|e| format!("key {}: {e}", shown(k))),
     }
 }
 
@@ -80,7 +85,7 @@ pub fn label_value(v: &str) -> Result<(), String> {
     if v.is_empty() {
         return Ok(());
     }
-    qualified_name_part(v).map_err(|e| format!("value {v:?}: {e}"))
+    qualified_name_part(v).map_err(|e| format!("value {}: {e}", shown(v)))
 }
 
 #[cfg(test)]
