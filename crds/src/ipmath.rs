@@ -115,11 +115,6 @@ impl Cidr {
             && self.first() <= other.last()
             && other.first() <= self.last()
     }
-
-    /// The address `ip` as printed in this block, e.g. `10.0.0.5/24`.
-    pub fn with_address(&self, n: u128) -> String {
-        format!("{}/{}", u128_to_ip(self.version, n), self.prefix)
-    }
 }
 
 impl std::fmt::Display for Cidr {

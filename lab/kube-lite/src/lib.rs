@@ -389,10 +389,6 @@ impl ServerHandle {
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig_path
     }
-    /// Write the kubeconfig to another file.
-    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
-        std::fs::write(path, &self.kubeconfig)
-    }
     /// PEM of the CA that signed the serving certificate (TLS only).
     pub fn ca_pem(&self) -> Option<&str> {
         self.certs.as_ref().map(|c| c.ca_pem.as_str())

@@ -217,11 +217,6 @@ impl Session {
         self.stopped
     }
 
-    /// Whether a TCP connection belongs to this machine (OpenSent, OpenConfirm, Established).
-    pub fn has_connection(&self) -> bool {
-        self.is_connected()
-    }
-
     pub fn config(&self) -> &SessionConfig {
         &self.config
     }

@@ -464,13 +464,6 @@ impl BgpSpeaker {
             .collect()
     }
 
-    /// The prefixes currently announced to one peer.
-    pub fn announced_to(&self, address: IpAddr) -> Option<Vec<Prefix>> {
-        lock(&self.peers)
-            .get(&address)
-            .map(|e| e.status.get().announced.keys().copied().collect())
-    }
-
     /// True when `prefix` is desired and every required peer (those without
     /// `allow_not_established`) is Established and has it in its Adj-RIB-Out. A session that did
     /// not negotiate the prefix's family cannot carry it and does not hold readiness back; with

@@ -515,10 +515,6 @@ impl Table {
         self.chains.iter().find(|c| c.name == name)
     }
 
-    pub fn chain_mut(&mut self, name: &str) -> Option<&mut Chain> {
-        self.chains.iter_mut().find(|c| c.name == name)
-    }
-
     /// The elements of a named set as `nft` prints them (for tests and diagnostics).
     pub fn set_elements(&self, name: &str) -> Vec<String> {
         self.sets
@@ -650,10 +646,5 @@ impl Table {
     /// Runs the base chains of `hook` for `pkt` (see [`eval`]).
     pub fn eval_hook(&self, hook: Hook, pkt: &Packet) -> HookOutcome {
         eval::hook(self, hook, pkt)
-    }
-
-    /// Runs one chain (and what it jumps to) for `pkt`, e.g. a per-pod policy chain.
-    pub fn eval_chain(&self, chain: &str, pkt: &Packet) -> ChainOutcome {
-        eval::chain(self, chain, pkt)
     }
 }
