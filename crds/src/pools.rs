@@ -13,7 +13,7 @@ pub struct IpPoolEntry {
 }
 
 /// Parses `ip0,ip1,...` where each entry is `ip` or `ipv4/ipv6`. `field` names the annotation in
-/// errors. Fixes upstream bug 12.2 #2: every entry of a multi-entry pool is checked on its own.
+/// errors. Fixes an upstream bug (pkg/webhook/validating/pod.go): every entry of a multi-entry pool is checked on its own.
 pub fn parse_ip_pool(value: &str, field: &str) -> Result<Vec<IpPoolEntry>, FieldError> {
     let mut out = Vec::new();
     for (i, seg) in value.split(',').enumerate() {

@@ -83,7 +83,7 @@ fn ann_field(key: &str) -> String {
     format!("metadata.annotations[{key}]")
 }
 
-/// Resolves a pod's network configuration (spec 2.1). Errors name the annotation and value.
+/// Resolves a pod's network configuration (upstream `pkg/controllers/networking/pod_controller.go`). Errors name the annotation and value.
 pub fn resolve_pod_network_config(
     input: &PodConfigInput<'_>,
 ) -> Result<PodNetworkConfig, FieldError> {

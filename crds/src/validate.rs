@@ -611,7 +611,7 @@ pub struct PodCheckInput<'a> {
     pub networks: &'a [Network],
 }
 
-/// Pod CREATE rules (spec 4.2).
+/// Pod CREATE rules (upstream `pkg/webhook/validating/pod.go`).
 pub fn pod_create(input: &PodCheckInput<'_>) -> Result<(), FieldErrors> {
     let mut errs = FieldErrors::default();
     let cfg = input.config;

@@ -1,5 +1,5 @@
 //! Table-driven admission rules for Networks, Subnets and Pods, and the pod network-config
-//! resolution order (behaviour spec 2.1, 4.2-4.4).
+//! resolution order (upstream `pkg/webhook/validating/`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
@@ -545,7 +545,7 @@ fn pod_admission_rules() {
             networks: &networks,
         })
     };
-    // A multi-entry pool is accepted (upstream 12.2 #2 denied it).
+    // A multi-entry pool is accepted (upstream denied it).
     check(&m(&[
         ("networking.alibaba.com/specified-network", "vlan"),
         (

@@ -1,5 +1,6 @@
-//! Table-driven address-range rules (behaviour spec 1.2, 3.1, 4.4 and the upstream regressions of
-//! section 12.1: IPv6 arithmetic, 0.x.x.x subnets, /31-/32 refusal, capacity limit).
+//! Table-driven address-range rules (upstream `pkg/webhook/validating/subnet.go` and
+//! `pkg/ipam/types/subnet.go`) and upstream's regressions: IPv6 arithmetic, 0.x.x.x subnets,
+//! /31-/32 refusal, capacity limit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 

@@ -1,4 +1,4 @@
-//! `kubectl hybridnet trace` for the traffic flows of the behaviour spec 5.11, against known
+//! `kubectl hybridnet trace` for the traffic flows of docs/cli.md, against known
 //! answers, through the real kubectl against kube-lite.
 //!
 //! Topology: node1 (rack=a) and node2 (rack=a) are in the VLAN network vlan100 (VLAN 100) and,

@@ -1,4 +1,4 @@
-//! The connectivity matrix of issue 6 on a real topology: three node namespaces on one L2 segment
+//! The connectivity matrix (README's ping matrix) on a real topology: three node namespaces on one L2 segment
 //! (a bridge namespace as the switch), a gateway/ToR namespace with an "outside" host behind it, and
 //! kube-lite in a control-plane namespace on the same segment. The real `hybridnet-node` binary
 //! runs in every node namespace. Pods are namespaces wired the way the CNI ADD path wires them

@@ -1,4 +1,4 @@
-//! ARP enhancement (spec 5.6) applied in a node namespace: the enhanced address appears with
+//! ARP enhancement applied in a node namespace: the enhanced address appears with
 //! `noprefixroute` and scope link and without local-table routes, stays stable, is replaced when
 //! its pod goes, disappears with the last pod or when the feature is off, leaves foreign
 //! addresses alone, and makes the node's ARP for a VLAN pod's traffic carry a sender address

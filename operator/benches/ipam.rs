@@ -1,4 +1,4 @@
-//! IPAM benchmarks (issue 4): our allocator against a baseline of the upstream design written
+//! IPAM benchmarks (docs/benchmarks.md): our allocator against a baseline of the upstream design written
 //! here (a sorted vector of every allocatable address per subnet plus a hash map of the used
 //! ones, everything behind one global mutex), measured in the same run on the same workload.
 //!

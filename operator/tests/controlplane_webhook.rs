@@ -255,7 +255,7 @@ async fn webhook_accepts_upstream_examples_and_refuses_invalid_objects_naming_th
         refused += 1;
     }
 
-    // Updates: immutable fields, nil BGP config (upstream bug 12.2 #3), excludeIPs.
+    // Updates: immutable fields, nil BGP config (upstream's NetworkUpdateValidation dereferenced it), excludeIPs.
     let upd = |name: &'static str, patch: Value| {
         let nets = nets.clone();
         async move {
@@ -399,7 +399,7 @@ async fn webhook_accepts_upstream_examples_and_refuses_invalid_objects_naming_th
     }
     assert!(refused >= 25, "only {refused} refusals");
 
-    // A multi-entry ip-pool is accepted (upstream bug 12.2 #2) and hostNetwork pods always are,
+    // A multi-entry ip-pool is accepted (upstream compared it as one address) and hostNetwork pods always are,
     // getting the network-unavailable toleration.
     pods.create(
         &pp,

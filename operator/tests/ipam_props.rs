@@ -1,5 +1,5 @@
 //! proptest state machine over random IPAM operation sequences (allocate, assign, release,
-//! reserve, MAC, subnet edits, rebuild). After every step the invariants of issue 4 are checked
+//! reserve, MAC, subnet edits, rebuild). After every step the IPAM's invariants are checked
 //! against an independent recount, and automatic allocations are compared with a naive
 //! implementation of the spec (sorted subnets, sticky subnet cursor, round-robin address cursor).
 
@@ -119,7 +119,7 @@ impl Model {
         self.subnets.iter().find(|s| s.name == name).unwrap()
     }
 
-    /// Independent recount of spec 3.10 from the held addresses and the ranges.
+    /// Independent recount of the usage counters from the held addresses and the ranges.
     fn usage(&self, held: &[HeldIp]) -> BTreeMap<String, Usage> {
         let mut out = BTreeMap::new();
         for s in &self.subnets {

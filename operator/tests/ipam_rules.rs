@@ -1,4 +1,4 @@
-//! Table tests for every IPAM rule (behaviour spec section 3, issue 4) and the upstream unit
+//! Table tests for every IPAM rule (upstream `pkg/ipam/`) and the upstream unit
 //! cases of spec section 11 that concern the allocator.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
@@ -538,7 +538,7 @@ fn generated_macs_skip_collisions_and_give_up_cleanly() {
     );
 }
 
-// ------------------------------------------------------------------------- usage (spec 3.10)
+// ------------------------------------------------------------------------- usage (upstream pkg/ipam/types/usage.go)
 
 #[test]
 fn usage_counts_exactly_as_spec_3_10() {
@@ -573,7 +573,7 @@ fn usage_counts_exactly_as_spec_3_10() {
     assert_eq!((n.v4.total, n.v4.used, n.v4.available), (16, 3, 13));
     assert_eq!((n.v6.total, n.v6.used, n.v6.available), (15, 1, 14));
     assert_eq!(n.dual_stack_available, 13);
-    // ... but not in what automatic allocation can still get (upstream bug 12.2 #11).
+    // ... but not in what automatic allocation can still get (upstream counted private subnets there).
     assert_eq!(n.v4_auto_available, 8);
     assert_eq!(n.v6_auto_available, 14);
     assert_eq!(n.dual_stack_auto_available, 8);
@@ -910,7 +910,7 @@ fn rebuild_reports_duplicate_macs() {
     assert_ne!(ipam.allocate_mac("net", &pod("b"), None).unwrap(), mac);
 }
 
-// ------------------------------------------------------------------------- upstream cases (spec 11)
+// ------------------------------------------------------------------------- upstream cases (pkg/ipam/*_test.go)
 
 #[test]
 fn upstream_ipv6_120_subnet_100_allocations() {

@@ -1,4 +1,4 @@
-//! A small BGP-4 speaker for the hybridnet node agent (issue 10).
+//! A small BGP-4 speaker for the hybridnet node agent.
 //!
 //! Underlay networks in BGP mode announce pod addresses and subnet prefixes to the top-of-rack
 //! router instead of relying on a shared L2 segment. No Rust crate both keeps sessions and

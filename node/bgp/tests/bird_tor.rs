@@ -527,7 +527,7 @@ fn live_peer_changes_leave_other_sessions_alone() {
     });
 }
 
-// ---- The passive side: bird connects to the speaker (issue 10, inbound connections) ----
+// ---- The passive side: bird connects to the speaker (inbound connections) ----
 
 fn active(mut p: Proto<'static>) -> Proto<'static> {
     p.active = true;

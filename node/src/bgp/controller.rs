@@ -221,7 +221,7 @@ impl BgpState {
         None
     }
 
-    /// CNI ADD readiness (spec 5.10 step 5): a pod of a BGP-mode or GlobalBGP network is ready
+    /// CNI ADD readiness (docs/operations.md, BGP): a pod of a BGP-mode or GlobalBGP network is ready
     /// when its /32 and /128 are announced to every required peer and the kernel routes its
     /// traffic out (its subnet's rule, and the table's default route via the peer). Waits at
     /// most the configured time, then fails with CNI code 11 (try again later) saying what

@@ -1,5 +1,5 @@
 //! The speaker's desired configuration as a pure function of the agent's API state and the host
-//! (behaviour spec 6): local AS, router id and next hops, peers and announcements.
+//! (upstream `pkg/daemon/bgp/bgp.go`): local AS, router id and next hops, peers and announcements.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -1,4 +1,4 @@
-//! BGP mode in the node agent (issue 10, behaviour spec 6): wires the in-house speaker
+//! BGP mode in the node agent (upstream `pkg/daemon/bgp/bgp.go`): wires the in-house speaker
 //! ([`hybridnet_bgp`]) to the agent's API state.
 //!
 //! - [`desired`]: pure. API state and host facts -> the speaker's identity (AS = the BGP
@@ -15,7 +15,7 @@
 //!   `/readyz` (required sessions established) and [`BgpCollector`] (metrics).
 //!
 //! The routing tables of BGP subnets (default via the traffic-routing peer, else a copy of the
-//! main default route, spec 5.3) are rendered by the planner from the same API state;
+//! main default route) are rendered by the planner from the same API state;
 //! [`desired::family_gateway`] states the rule and the tests check that both agree. Like
 //! upstream, the tables do not depend on whether a session is up: a pod is not ready (and the
 //! agent not ready) until the required sessions are, and a session that drops later keeps its

@@ -1,4 +1,4 @@
-//! The routing half of CNI ADD readiness for BGP pods (spec 5.10 step 5): the kernel must hold
+//! The routing half of CNI ADD readiness for BGP pods (docs/operations.md, BGP): the kernel must hold
 //! the policy rule of the pod's subnet (`from <subnet> lookup <table>`) and that table must
 //! hold a default route, via the traffic-routing peer when there is one. Upstream checks the
 //! same in the kernel before it answers ADD; without it a pod could be announced (traffic from

@@ -41,7 +41,7 @@ pub fn matching_instances<'a>(pod: &PodRef, instances: &'a [IPInstance]) -> Vec<
         .collect()
 }
 
-/// Decides the pod's addressing. Upstream invariants (behaviour spec 12.3): one MAC for the pod,
+/// Decides the pod's addressing. Upstream invariants (`pkg/daemon/server/handle.go`): one MAC for the pod,
 /// at most one IP per family, all IPs in one network. Violations are code 100, naming the
 /// instances involved.
 pub fn pod_addressing(pod: &PodRef, instances: &[&IPInstance]) -> Result<PodAddressing, CniError> {

@@ -65,7 +65,7 @@ pub trait IpInstanceLookup: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    /// The VLAN checks of ADD for this pod (spec 5.8): one target per address inside a VLAN
+    /// The VLAN checks of ADD for this pod (docs/operations.md, VLAN checks): one target per address inside a VLAN
     /// subnet of this node (forward interface, gateway). Empty: not a VLAN pod, nothing checked.
     fn vlan_check_targets(&self, _addressing: &PodAddressing) -> Vec<vlancheck::VlanTarget> {
         Vec::new()

@@ -1,5 +1,5 @@
 //! Pod interface programming: the veth pair, the pod's addresses and routes, and the node-side
-//! route, sysctls and proxy entry (behaviour spec 5.10, with upstream bug 12.2#8 fixed: the pod
+//! route, sysctls and proxy entry (upstream `pkg/daemon/containernetwork/containernetwork.go`, with one upstream bug fixed: the pod
 //! side is named CNI_IFNAME and DEL works when the netns is gone).
 //!
 //! Ownership: the host veth carries the alias `hybridnet/<containerID>/<ifname>`. Teardown and

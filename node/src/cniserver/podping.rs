@@ -1,4 +1,4 @@
-//! `--check-pod-connectivity-from-host` (behaviour spec 5.10 step 7): after ADD wired a pod, the
+//! `--check-pod-connectivity-from-host` (upstream `pkg/daemon/server/handle.go`): after ADD wired a pod, the
 //! node pings each of its addresses (ICMP/ICMPv6 echo from the node namespace) and the ADD fails
 //! when one does not answer within the timeout. A family is skipped when the node has no global
 //! address of it (nothing to ping from, as upstream).

@@ -129,7 +129,7 @@ impl Applier {
             .as_ref()
             .and_then(|v| index.get(&v.name).copied());
 
-        // ARP enhancement (spec 5.6): after the VLAN links exist.
+        // ARP enhancement: after the VLAN links exist.
         if let Err(e) =
             super::arp_enhance::apply_enhanced_addresses(&h, plan, &index, &mut rep).await
         {

@@ -1,4 +1,4 @@
-//! Applies the ARP enhancement addresses of a plan (see `plan::arp_enhance`, spec 5.6).
+//! Applies the ARP enhancement addresses of a plan (see `plan::arp_enhance`).
 //!
 //! Ours on the host: IPv4 addresses with `noprefixroute` and scope link, outside 169.254/16,
 //! that lie in a cluster pod subnet or have no local-table route with them as source (the

@@ -1,4 +1,4 @@
-//! IPv4 "ARP enhancement" on VLAN forward interfaces (behaviour spec 5.6,
+//! IPv4 "ARP enhancement" on VLAN forward interfaces (upstream `pkg/daemon/addr/addr.go`,
 //! `--enable-vlan-arp-enhancement`).
 //!
 //! Some switches drop ARP requests whose sender address lies outside the target's subnet. The

@@ -1,4 +1,4 @@
-//! The planner: API state + host facts -> [`DataPlanePlan`] (behaviour spec 5.3-5.9).
+//! The planner: API state + host facts -> [`DataPlanePlan`] (upstream's `pkg/daemon/controller/` and `pkg/daemon/route/`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

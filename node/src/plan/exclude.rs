@@ -1,4 +1,4 @@
-//! Exclude blocks of a (merged) subnet (behaviour spec 5.5): the addresses of its CIDR that are not
+//! Exclude blocks of a (merged) subnet (upstream `pkg/daemon/route/utils.go`): the addresses of its CIDR that are not
 //! pod addresses, as minimal aligned CIDR blocks. They become `throw` routes so that gateways and
 //! physical hosts inside a pod CIDR are reached through the main table instead of the VXLAN device.
 

@@ -216,7 +216,7 @@ pub struct VlanLink {
     pub id: u16,
 }
 
-/// An "enhanced" IPv4 address on a VLAN forward interface (spec 5.6, see `arp_enhance`): a
+/// An "enhanced" IPv4 address on a VLAN forward interface (see `arp_enhance`): a
 /// local pod's address with the subnet prefix, `noprefixroute`, scope link, and without the
 /// local-table routes the kernel adds for it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -285,7 +285,7 @@ pub struct DataPlanePlan {
     pub vxlan_addresses: BTreeSet<IpAddr>,
     pub fdb: BTreeSet<FdbEntry>,
     /// Stale FDB entries may be removed only when every overlay node has published its NodeInfo
-    /// (avoids flapping while nodes join, upstream 5.7 step 6).
+    /// (avoids flapping while nodes join, as upstream's `pkg/daemon/controller/node.go` does).
     pub fdb_prune: bool,
     /// Permanent neighbour entries on the VXLAN device: remote pod and node IP -> remote VTEP MAC.
     pub vxlan_neighbours: BTreeMap<IpAddr, MacAddr>,

@@ -993,7 +993,7 @@ fn terminating_pods_keep_proxies_but_leave_the_pod_set() {
     );
 }
 
-// ---- trace: one test per flow of spec 5.11 ----
+// ---- trace: one test per traffic flow of docs/cli.md (trace) ----
 
 fn tr(p: &DataPlanePlan, src: &str, dst: &str) -> TraceResult {
     trace(p, &TraceQuery::new(ip(src), ip(dst)))

@@ -119,7 +119,7 @@ impl Engine {
     }
 
     /// Makes memory agree with an existing, live IPInstance: its address is held by its pod with
-    /// its state (closes the window of upstream bug 12.2 #9).
+    /// its state (closes a window upstream leaves open).
     pub fn observe(&mut self, instance: &IPInstance) {
         let Ok(input) = InstanceInput::from_crd(instance) else {
             return;

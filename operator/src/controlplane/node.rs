@@ -1,4 +1,4 @@
-//! Node controller: attachment and address-quota labels (spec 2.2) and the
+//! Node controller: attachment and address-quota labels (upstream `pkg/controllers/networking/node_controller.go`, `quota_controller.go`) and the
 //! `node.kubernetes.io/network-unavailable:NoSchedule` taint on nodes that belong to no network
 //! (documented upstream, never built there).
 

@@ -33,7 +33,7 @@ pub fn instance_owner(pod: &Pod, stateful: bool) -> OwnerReference {
     }
 }
 
-/// Labels of an IPInstance bound to `pod` (spec 2.3).
+/// Labels of an IPInstance bound to `pod` (upstream `pkg/controllers/networking/ipam.go`).
 pub fn instance_labels(pod: &Pod, alloc: &Allocation) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
     l.insert(label::VERSION.into(), label::VERSION_V1_2.into());
@@ -74,7 +74,7 @@ fn binding(pod: &Pod, owner: &OwnerReference, stateful: bool) -> Binding {
     }
 }
 
-/// A new IPInstance for `alloc` of `pod` (spec 3.4): name = the address, finalizer, labels,
+/// A new IPInstance for `alloc` of `pod` (upstream `pkg/controllers/networking/ipam.go`): name = the address, finalizer, labels,
 /// owner reference so that garbage collection removes it with its owner.
 pub fn build_ipinstance(pod: &Pod, alloc: &Allocation, mac: &str, stateful: bool) -> IPInstance {
     let owner = instance_owner(pod, stateful);
@@ -104,7 +104,7 @@ pub fn build_ipinstance(pod: &Pod, alloc: &Allocation, mac: &str, stateful: bool
 }
 
 /// Merge patch that re-binds an existing (retained) IPInstance to `pod` (upstream ReCouple). The MAC
-/// is rewritten only when the pod asks for one (mac-pool; upstream bug 12.2 #10).
+/// is rewritten only when the pod asks for one (mac-pool; upstream rewrote it always).
 pub fn rebind_patch(pod: &Pod, alloc: &Allocation, mac: Option<&str>) -> Value {
     let owner = instance_owner(pod, true);
     let mut spec = json!({ "binding": binding(pod, &owner, true) });

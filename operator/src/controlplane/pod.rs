@@ -506,7 +506,7 @@ async fn undo_created(ctx: &Ctx, api: &Api<IPInstance>, created: &[String]) {
     }
 }
 
-/// Stateful pods: finalizer, mac-pool, retention, ip-pool pre-assignment (spec 3.6).
+/// Stateful pods: finalizer, mac-pool, retention, ip-pool pre-assignment (upstream `pkg/controllers/networking/pod_controller.go`).
 async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, ReconcileError> {
     ensure_pod_finalizer(ctx, pod).await?;
     let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -592,7 +592,7 @@ async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Recon
         let i = at_ordinal(&field, entries.len())?;
         let wanted: Vec<IpAddr> = entries[i].addresses.clone();
         // Free what this pod held outside its (possibly changed) pool entry (upstream #418, with
-        // the comparison of bug 12.2 #1 fixed).
+        // upstream's raw-bytes-vs-text comparison fixed).
         let keep: BTreeSet<IpAddr> = wanted.iter().copied().collect();
         for inst in &existing {
             if instance_name_to_ip(&inst.name_any()).is_none_or(|ip| !keep.contains(&ip)) {

@@ -65,7 +65,7 @@ pub fn ipinstances_of_pod_name<'a>(
     out
 }
 
-/// Resolves the network configuration of `pod` (spec 2.1) from the given state.
+/// Resolves the network configuration of `pod` (upstream `pkg/controllers/networking/pod_controller.go`) from the given state.
 pub fn resolve_for_pod(
     pod: &Pod,
     namespace: Option<&Namespace>,

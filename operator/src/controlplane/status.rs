@@ -1,6 +1,6 @@
 //! Network and Subnet status (upstream `pkg/controllers/networking/networkstatus_controller.go`, `subnetstatus_controller.go`): statistics from the IPAM, node and
 //! subnet lists, persisted allocation cursors. Status is patched only when it changed. The
-//! reconcile also applies the Network's and its Subnets' specs to the IPAM (spec 3.9).
+//! reconcile also applies the Network's and its Subnets' specs to the IPAM.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

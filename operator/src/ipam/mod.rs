@@ -12,11 +12,11 @@
 //!   handed out again at once. Gateway and excluded addresses are never handed out,
 //!   spec-reserved ones only by forced assignment. Dual stack is all or nothing: both subnets and
 //!   addresses are found before anything changes.
-//! - [`Ipam::assign`]: retained and pre-assigned addresses (spec 3.3).
+//! - [`Ipam::assign`]: retained and pre-assigned addresses (upstream `pkg/ipam/manager/manager.go`).
 //! - [`Ipam::release`] frees an address (call it when the IPInstance is gone: an address is free
 //!   only after its IPInstance is); [`Ipam::reserve`] keeps it for a stateful pod that is gone.
 //! - [`Ipam::allocate_mac`]: one MAC per pod and network, unique within the network.
-//! - [`Ipam::subnet_usage`] / [`Ipam::network_usage`]: spec 3.10 counters, kept incrementally.
+//! - [`Ipam::subnet_usage`] / [`Ipam::network_usage`]: the counters of upstream `pkg/ipam/types/usage.go`, kept incrementally.
 //! - [`Ipam::cursors`] / [`Ipam::restore_cursors`] and [`Ipam::rebuild`] (idempotent, reports
 //!   [`Conflict`]s instead of picking silently).
 //!
@@ -689,7 +689,7 @@ impl Ipam {
     }
 
     /// The pod's held addresses that are not among `candidates`, compared as addresses (upstream
-    /// bug 12.2 #1 compared raw bytes with text and so listed all of them). The caller deletes
+    /// an upstream bug compared raw bytes with text and so listed all of them). The caller deletes
     /// their IPInstances before a forced assignment; this does not free them (they are freed by
     /// [`Ipam::release`] once the IPInstances are gone).
     pub fn recycle_non_candidates(
@@ -768,7 +768,7 @@ impl Ipam {
 
     // ---------------------------------------------------------------- usage and cursors
 
-    /// Counters of one subnet (spec 3.10).
+    /// Counters of one subnet (upstream `pkg/ipam/types/usage.go`).
     pub fn subnet_usage(&self, subnet: &str) -> Option<Usage> {
         self.sub(*self.subnet_ids.get(subnet)?)
             .map(SubnetState::usage)

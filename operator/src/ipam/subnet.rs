@@ -1,5 +1,5 @@
 //! One subnet's state: a bitmap of addresses the allocator may not pick (held or blocked), the
-//! holders of held addresses by offset, the round-robin cursor and the counters of spec 3.10.
+//! holders of held addresses by offset, the round-robin cursor and the counters of upstream `pkg/ipam/types/usage.go`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

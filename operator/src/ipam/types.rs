@@ -387,8 +387,8 @@ impl Usage {
 /// Address counts of one network.
 ///
 /// `v4`/`v6` are the sums over **all** subnets of the family, private ones included, exactly as
-/// upstream status reports them (spec 3.10), so network status equals the sum of its subnets'
-/// status. Because automatic allocation never uses private subnets (upstream bug 12.2 #11 was
+/// upstream status reports them (`pkg/ipam/types/usage.go`), so network status equals the sum of its subnets'
+/// status. Because automatic allocation never uses private subnets (an upstream bug was
 /// that only the first number existed), the `*_auto_available` fields count what an allocation
 /// without a named subnet can still get; node quota labels should use those.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

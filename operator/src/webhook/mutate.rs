@@ -1,4 +1,5 @@
-//! Pod admission: the mutation of spec 4.1 and the checks of spec 4.2.
+//! Pod admission: the mutation of upstream `pkg/webhook/mutating/pod.go` and the checks of
+//! `pkg/webhook/validating/pod.go`.
 
 use std::collections::BTreeMap;
 
@@ -48,7 +49,7 @@ fn resolve(
     Ok((config, ipis))
 }
 
-/// Pod CREATE validation (spec 4.2). hostNetwork pods are always allowed.
+/// Pod CREATE validation (upstream `pkg/webhook/validating/pod.go`). hostNetwork pods are always allowed.
 pub fn check_pod(st: &WebhookState, pod: &Pod, namespace: Option<&str>) -> Result<(), FieldErrors> {
     if is_host_network(pod) {
         return Ok(());
@@ -75,7 +76,7 @@ pub fn network_unavailable_toleration() -> Toleration {
     }
 }
 
-/// The pod as the mutating webhook leaves it (pure; spec 4.1).
+/// The pod as the mutating webhook leaves it (pure; upstream `pkg/webhook/mutating/pod.go`).
 pub fn mutated_pod(pod: &Pod, config: Option<&PodNetworkConfig>) -> Pod {
     let mut out = pod.clone();
     let Some(spec) = out.spec.as_mut() else {

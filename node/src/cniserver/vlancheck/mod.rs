@@ -1,4 +1,4 @@
-//! CNI ADD checks of VLAN underlay pods (behaviour spec 5.8), run on the node's VLAN forward
+//! CNI ADD checks of VLAN underlay pods (upstream `pkg/daemon/server/handle.go`), run on the node's VLAN forward
 //! interface with raw frames once the pod's interface is wired:
 //!
 //! 1. the subnet gateway must answer a query sent *from the pod's address* (ARP request, or a
