@@ -16,7 +16,7 @@ use crate::resolve::PodNetworkConfig;
 use crate::v1::{IPInstance, IpVersion, Network, NetworkMode, NetworkType, Subnet};
 
 /// Largest VXLAN network identifier.
-pub const MAX_VNI: i32 = (1 << 24) - 1;
+pub use crate::operator::values::MAX_VNI;
 /// Largest 802.1Q VLAN id.
 pub const MAX_VLAN_ID: i32 = 4094;
 /// Linux `TCP_MD5SIG_MAXKEYLEN`.

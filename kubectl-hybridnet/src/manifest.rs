@@ -1,10 +1,13 @@
 //! Manifests built from flags, checked with the shared rules of `hybridnet-api` before anything is
 //! sent: Network, Subnet and the HybridnetCluster of `install`.
 
+use std::ops::RangeInclusive;
+
 use hybridnet_api::ipmath::Cidr;
 use hybridnet_api::operator::{
     BootstrapNetwork, CLUSTER_SINGLETON_NAME, ClusterDefaults, CniSpec, FailurePolicy,
     HybridnetCluster, HybridnetClusterSpec, ImagePullPolicy, IpFamily, NodeAgentSpec, WebhookSpec,
+    values,
 };
 use hybridnet_api::range::{ParsedRange, parse_address_range};
 use hybridnet_api::v1::{
@@ -37,6 +40,11 @@ impl InvalidManifest {
 }
 
 /// The flag a Subnet field comes from, for error messages.
+/// Whether a flag's value lies in one of the shared ranges of `hybridnet_api::operator::values`.
+fn within(v: i64, range: &RangeInclusive<i32>) -> bool {
+    i32::try_from(v).is_ok_and(|v| range.contains(&v))
+}
+
 fn subnet_flag_of(field: &str) -> &'static str {
     let f = field.strip_prefix("spec.range.").unwrap_or(field);
     match f.split('[').next().unwrap_or(f) {
@@ -200,9 +208,10 @@ pub fn build_network(args: &NetworkCreateArgs) -> Result<Network, InvalidManifes
             forbid(!args.peer.is_empty(), "--peer", &mut problems);
             match args.vni {
                 None => problems.push("--vni (spec.netID) is required for a VXLAN network".into()),
-                Some(v) if !(1..=16_777_215).contains(&v) => {
-                    problems.push(format!("--vni (spec.netID): {v} is outside 1..16777215"))
-                }
+                Some(v) if !within(v, &values::VNI) => problems.push(format!(
+                    "--vni (spec.netID): {v} is outside 1..{}",
+                    values::MAX_VNI
+                )),
                 Some(v) => net_id = i32::try_from(v).ok(),
             }
         }
@@ -376,43 +385,12 @@ pub fn build_subnet(args: &SubnetCreateArgs) -> Result<(Subnet, ParsedRange), In
     Ok((s, parsed))
 }
 
-/// Builds the HybridnetCluster `default` of `install`.
-/// `[v]MAJOR.MINOR.PATCH[-PRERELEASE]`: the operand version becomes an image tag, so the
-/// pre-release part keeps to semver's characters (which tags accept) and the whole to 128 bytes.
-fn is_release_version(v: &str) -> bool {
-    let v = v.strip_prefix('v').unwrap_or(v);
-    let (core, pre) = match v.split_once('-') {
-        Some((c, p)) => (c, Some(p)),
-        None => (v, None),
-    };
-    let parts: Vec<&str> = core.split('.').collect();
-    v.len() <= 128
-        && parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-        && pre.is_none_or(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        })
-}
-
-/// An image registry and repository prefix (`docker.io/hybridnet`, `registry:5000/team`): the
-/// operator puts image names after it, so it holds only reference characters and no empty,
-/// `.` or `..` path part.
-fn is_image_prefix(r: &str) -> bool {
-    !r.is_empty()
-        && r.len() <= 255
-        && r.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'/'))
-        && r.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
-}
-
+/// Builds the HybridnetCluster `default` of `install`. Values are checked with the operator's
+/// own rules (`hybridnet_api::operator::values`), so the plugin writes no spec the operator refuses.
 pub fn build_cluster(args: &InstallArgs) -> Result<HybridnetCluster, InvalidManifest> {
     let mut problems = Vec::new();
     if let Some(v) = &args.hybridnet_version
-        && !is_release_version(v)
+        && !values::is_release_version(v.strip_prefix('v').unwrap_or(v))
     {
         let v = v.strip_prefix('v').unwrap_or(v);
         problems.push(format!(
@@ -420,7 +398,7 @@ pub fn build_cluster(args: &InstallArgs) -> Result<HybridnetCluster, InvalidMani
         ));
     }
     if let Some(r) = &args.registry
-        && !is_image_prefix(r)
+        && !values::is_image_prefix(r)
     {
         problems.push(format!(
             "--registry {r:?} (spec.registry): expected a registry and repository prefix such as docker.io/hybridnet (ASCII letters, digits, '.', '-', '_', ':' and '/')"
@@ -453,23 +431,29 @@ pub fn build_cluster(args: &InstallArgs) -> Result<HybridnetCluster, InvalidMani
         problems.push(format!("--bootstrap-name: {e}"));
     }
     if let Some(v) = args.bootstrap_vni
-        && !(1..=16_777_215).contains(&v)
+        && !within(v, &values::VNI)
     {
         problems.push(format!(
-            "--bootstrap-vni (spec.bootstrap.vxlanID): {v} is outside 1..16777215"
+            "--bootstrap-vni (spec.bootstrap.vxlanID): {v} is outside 1..{}",
+            values::MAX_VNI
         ));
     }
     if let Some(p) = args.vxlan_port
-        && !(1..=65535).contains(&p)
+        && !within(p, &values::PORT)
     {
         problems.push(format!(
-            "--vxlan-port (spec.nodeAgent.vxlanUDPPort): {p} is outside 1..65535"
+            "--vxlan-port (spec.nodeAgent.vxlanUDPPort): {p} is outside 1..{}",
+            values::MAX_PORT
         ));
     }
     if let Some(m) = args.mtu
-        && !(576..=9216).contains(&m)
+        && !within(m, &values::MTU)
     {
-        problems.push(format!("--mtu (spec.cni.mtu): {m} is outside 576..9216"));
+        problems.push(format!(
+            "--mtu (spec.cni.mtu): {m} is outside {}..{}",
+            values::MIN_MTU,
+            values::MAX_MTU
+        ));
     }
     if !problems.is_empty() {
         return Err(InvalidManifest { problems });
@@ -1007,46 +991,44 @@ mod tests {
         }
     }
 
+    /// The flags go through the operator's own value rules (`hybridnet_api::operator::values`,
+    /// tested there): what the plugin accepts, the operator accepts, and the other way round.
     #[test]
-    fn release_versions_and_image_prefixes() {
-        for ok in ["0.1.0", "v0.2.3", "0.1.0-rc.1", "10.20.30-alpha-2"] {
-            assert!(is_release_version(ok), "{ok}");
+    fn install_flags_follow_the_operators_value_rules() {
+        let with = |version: Option<&str>, registry: Option<&str>| {
+            build_cluster(&InstallArgs {
+                hybridnet_version: version.map(Into::into),
+                registry: registry.map(Into::into),
+                ..Default::default()
+            })
+        };
+        for ok in ["0.1.0", "v0.2.3", "0.1.0-rc.1"] {
+            assert!(with(Some(ok), None).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "latest",
-            "0.1",
-            "0.1.0-",
-            "0.1.0-a b",
-            "0.1.0-ü",
-            "0.1.0+build",
-            "1.2.x",
-        ] {
-            assert!(!is_release_version(bad), "{bad}");
+        for bad in ["", "latest", "0.1", "0.1.0+build", "1234567890.0.0"] {
+            assert!(with(Some(bad), None).is_err(), "{bad}");
         }
-        assert!(!is_release_version(&format!("0.1.0-{}", "a".repeat(130))));
+        // A trailing slash: the operator has always accepted it; the plugin used to refuse it.
         for ok in [
             "docker.io/hybridnet",
-            "registry.local:5000/team/sub",
-            "localhost/x_y",
+            "registry.example.com:5000/net/",
             "ghcr.io",
         ] {
-            assert!(is_image_prefix(ok), "{ok}");
+            assert!(with(None, Some(ok)).is_ok(), "{ok}");
         }
         for bad in [
             "",
             "a b",
-            "docker.io/ü",
             "../x",
             "docker.io//x",
             "/x",
-            "x/",
             "x/./y",
-            "a\nb",
+            "https://x",
+            "a@sha256",
         ] {
-            assert!(!is_image_prefix(bad), "{bad:?}");
+            let e = with(None, Some(bad)).unwrap_err();
+            assert!(e.problems[0].contains("--registry"), "{bad:?}: {e:?}");
         }
-        assert!(!is_image_prefix(&"a".repeat(256)));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Parser;
+use hybridnet_api::operator::values::{MAX_MTU, MIN_MTU};
 use hybridnet_node::agent::{AgentConfig, install, run};
 
 /// The init container's job.
@@ -32,7 +33,7 @@ struct InstallCniArgs {
     #[arg(long, value_delimiter = ',', default_value = "bandwidth,portmap")]
     chained_plugins: Vec<String>,
     /// Pod interface MTU passed to the plugin (default: derived from the parent interface).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(576..=9216))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(i64::from(MIN_MTU)..=i64::from(MAX_MTU)))]
     mtu: Option<u32>,
     /// The agent's socket as the plugin sees it.
     #[arg(long, default_value = "/run/hybridnet/hybridnet.sock")]

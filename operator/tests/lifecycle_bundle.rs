@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hybridnet_api::operator::HybridnetCluster;
+use hybridnet_api::operator::values::is_release_version;
 use hybridnet_operator::lifecycle::install::{self, OPERATOR_VERSION};
 use hybridnet_operator::lifecycle::render::{self, ManagedObject};
-use hybridnet_operator::lifecycle::settings::{Settings, is_semver};
+use hybridnet_operator::lifecycle::settings::Settings;
 use hybridnet_test_support::skip;
 use serde_json::Value;
 
@@ -239,11 +240,11 @@ fn bundle_follows_the_olm_rules() {
 
     // CSV spec.
     let version = spec["version"].as_str().unwrap();
-    assert!(is_semver(version));
+    assert!(is_release_version(version));
     assert_eq!(version, OPERATOR_VERSION);
     let package = &b.annotations["operators.operatorframework.io.bundle.package.v1"];
     assert_eq!(csv["metadata"]["name"], format!("{package}.v{version}"));
-    assert!(is_semver(spec["minKubeVersion"].as_str().unwrap()));
+    assert!(is_release_version(spec["minKubeVersion"].as_str().unwrap()));
     assert!(!spec["displayName"].as_str().unwrap().is_empty());
     assert!(!spec["description"].as_str().unwrap().is_empty());
     assert!(!spec["provider"]["name"].as_str().unwrap().is_empty());

@@ -10,6 +10,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::values;
 use crate::v1::{IpVersion, NetworkType};
 
 /// The only accepted name of a HybridnetCluster.
@@ -162,7 +163,7 @@ pub struct NodeAgentSpec {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = 1, max = values::MAX_PORT))]
     pub vxlan_udp_port: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -173,11 +174,11 @@ pub struct NodeAgentSpec {
     pub node_selector: Option<BTreeMap<String, String>>,
     /// Port of `/healthz` and `/readyz` (11021 when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = 1, max = values::MAX_PORT))]
     pub health_port: Option<i32>,
     /// Port of `/metrics` (9101 when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = 1, max = values::MAX_PORT))]
     pub metrics_port: Option<i32>,
     /// How long CNI ADD of a VLAN pod waits for the subnet gateway to answer ARP/NDP before the
     /// duplicate-address probe and gratuitous ARP/unsolicited NA: a Go-style duration such as
@@ -258,7 +259,7 @@ pub struct CniSpec {
     pub chained_plugins: Option<Vec<String>>,
     /// Pod interface MTU; absent means derived from the parent interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 576, max = 9216))]
+    #[schemars(range(min = values::MIN_MTU, max = values::MAX_MTU))]
     pub mtu: Option<i32>,
 }
 
@@ -272,7 +273,7 @@ pub struct WebhookSpec {
     pub failure_policy: Option<FailurePolicy>,
     /// Port the webhook server listens on (9898 when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 65535))]
+    #[schemars(range(min = 1, max = values::MAX_PORT))]
     pub port: Option<i32>,
     /// Label expressions a pod must also match to be seen by the Pod webhooks, next to the
     /// `webhook.hybridnet.io/ignore` rule (upstream's Helm value
@@ -307,7 +308,7 @@ pub struct BootstrapNetwork {
     pub name: Option<String>,
     /// VXLAN VNI (4 when absent).
     #[serde(rename = "vxlanID", default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 16777215))]
+    #[schemars(range(min = 1, max = values::MAX_VNI))]
     pub vxlan_id: Option<i32>,
     /// Subnet CIDR, e.g. `100.64.0.0/16`.
     pub cidr: String,

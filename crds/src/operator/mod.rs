@@ -2,5 +2,6 @@
 
 mod cluster;
 pub mod hostdir;
+pub mod values;
 
 pub use cluster::*;

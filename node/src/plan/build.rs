@@ -15,7 +15,7 @@ use super::model::*;
 use super::nft;
 
 /// Largest VXLAN network identifier.
-const MAX_VNI: i32 = 16_777_215;
+use hybridnet_api::operator::values::{MAX_VNI, VNI};
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_IFNAME: usize = 15;
 
@@ -322,7 +322,7 @@ impl<'a> Planner<'a> {
     fn plan_vxlan(&mut self, net: &Network, parent: &str) {
         let obj = format!("Network/{}", net.metadata.name.as_deref().unwrap_or(""));
         let vni = match net.spec.net_id {
-            Some(v) if (1..=MAX_VNI).contains(&v) => v as u32,
+            Some(v) if VNI.contains(&v) => v as u32,
             other => {
                 self.problem(
                     obj,

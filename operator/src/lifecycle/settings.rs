@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hybridnet_api::names as k8s_names;
-use hybridnet_api::operator::{FailurePolicy, HybridnetClusterSpec, ImagePullPolicy, IpFamily};
+use hybridnet_api::operator::{
+    FailurePolicy, HybridnetClusterSpec, ImagePullPolicy, IpFamily, values,
+};
 use hybridnet_api::v1::{AddressRange, IpVersion, NetworkType};
 use hybridnet_api::{FieldError, FieldErrors};
 use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements, Toleration};
@@ -87,26 +89,6 @@ pub struct Bootstrap {
     pub name: String,
     pub vxlan_id: i32,
     pub range: AddressRange,
-}
-
-/// Whether `v` is a semantic version `MAJOR.MINOR.PATCH[-PRE]` (the CRD pattern, checked again here
-/// because the operator's own version is no CRD field).
-pub fn is_semver(v: &str) -> bool {
-    let (core, pre) = match v.split_once('-') {
-        Some((c, p)) => (c, Some(p)),
-        None => (v, None),
-    };
-    let parts: Vec<&str> = core.split('.').collect();
-    parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()))
-        && pre.is_none_or(|p| {
-            !p.is_empty()
-                && p.len() <= 64
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        })
 }
 
 /// A Linux interface name: 1..=15 bytes, no `/`, whitespace, `:` or `,` (the agent flag separator).
@@ -280,7 +262,7 @@ fn check_match_expression(r: &LabelSelectorRequirement, field: &str, errs: &mut 
 }
 
 fn check_port(port: i32, field: &str, errs: &mut FieldErrors) {
-    if !(1..=65535).contains(&port) {
+    if !values::PORT.contains(&port) {
         errs.push(FieldError::new(
             field,
             format!("{port} is not a port (1-65535)"),
@@ -331,21 +313,15 @@ fn network_name(name: &str) -> Result<(), String> {
     k8s_names::label_value(name)
 }
 
-/// Registry and repository prefix: host[:port][/path], no scheme, no tag, no whitespace.
+/// Registry and repository prefix (`hybridnet_api::operator::values::is_image_prefix`).
 fn check_registry(registry: &str, errs: &mut FieldErrors) {
-    let ok = !registry.is_empty()
-        && registry.len() <= 255
-        && !registry.contains("://")
-        && !registry.starts_with('/')
-        && !registry.contains("//")
-        && !registry.contains('@')
-        && registry
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b':'));
-    if !ok {
+    if !values::is_image_prefix(registry) {
         errs.push(FieldError::new(
             "spec.registry",
-            format!("{registry:?} is not an image registry and repository prefix such as docker.io/hybridnet"),
+            format!(
+                "{} is not an image registry and repository prefix such as docker.io/hybridnet",
+                shown(registry)
+            ),
         ));
     }
 }
@@ -358,7 +334,7 @@ impl Settings {
         namespace: &str,
     ) -> Result<Settings, FieldErrors> {
         let mut errs = FieldErrors::default();
-        if !is_semver(operator_version) {
+        if !values::is_release_version(operator_version) {
             errs.push(FieldError::new(
                 "operator version",
                 format!("{operator_version:?} is not a semantic version"),
@@ -374,7 +350,7 @@ impl Settings {
             .version
             .clone()
             .unwrap_or_else(|| operator_version.to_string());
-        if !is_semver(&version) {
+        if !values::is_release_version(&version) {
             errs.push(FieldError::new(
                 "spec.version",
                 format!("{version:?} is not a version such as 0.1.0"),
@@ -505,11 +481,11 @@ impl Settings {
             }
         }
         if let Some(mtu) = cni.mtu
-            && !(576..=9216).contains(&mtu)
+            && !values::MTU.contains(&mtu)
         {
             errs.push(FieldError::new(
                 "spec.cni.mtu",
-                format!("{mtu} is outside 576-9216"),
+                format!("{mtu} is outside {}-{}", values::MIN_MTU, values::MAX_MTU),
             ));
         }
         let webhook_port = webhook.port.unwrap_or(DEFAULT_WEBHOOK_PORT);
@@ -561,10 +537,10 @@ impl Settings {
                     .unwrap_or_else(|| DEFAULT_BOOTSTRAP_NAME.into());
                 check_name(&name, "spec.bootstrap.name", network_name, &mut errs);
                 let vxlan_id = b.vxlan_id.unwrap_or(DEFAULT_BOOTSTRAP_VNI);
-                if !(1..=16_777_215).contains(&vxlan_id) {
+                if !values::VNI.contains(&vxlan_id) {
                     errs.push(FieldError::new(
                         "spec.bootstrap.vxlanID",
-                        format!("{vxlan_id} is outside 1-16777215"),
+                        format!("{vxlan_id} is outside 1-{}", values::MAX_VNI),
                     ));
                 }
                 let family = b
@@ -960,7 +936,7 @@ mod tests {
     #[test]
     fn semver_rules() {
         for ok in ["0.1.0", "10.20.30", "1.2.3-rc.1", "1.2.3-alpha-2"] {
-            assert!(is_semver(ok), "{ok}");
+            assert!(values::is_release_version(ok), "{ok}");
         }
         for bad in [
             "",
@@ -973,7 +949,7 @@ mod tests {
             "1.2.3-a_b",
             "1.2.3 ",
         ] {
-            assert!(!is_semver(bad), "{bad}");
+            assert!(!values::is_release_version(bad), "{bad}");
         }
         assert!(Settings::from_spec(&HybridnetClusterSpec::default(), "dev", "ns").is_err());
         assert!(Settings::from_spec(&HybridnetClusterSpec::default(), "0.1.0", "Bad NS").is_err());
