@@ -1,7 +1,9 @@
-//! Benchmark: pods to network-ready in a lab of 4 nodes.
+//! Benchmark: pods to network-ready in a lab of 4 nodes, for each runtime of the lab in the same
+//! run: the lab kubelet creating sandboxes itself (`direct`) and containerd's CRI (`containerd`,
+//! which needs the pause image of `scripts/images/build.sh images debug|release`).
 //!
-//! Brings up a lab (unique id, always taken down, also on panic), creates the demo networks and a
-//! probe pod, then creates `BENCH_PODS` pods (default 300; overlay spread by the scheduler over all
+//! For each runtime it brings up a lab (unique id, always taken down, also on panic), creates the
+//! demo networks and a probe pod, then creates `BENCH_PODS` pods (default 300; overlay spread by the scheduler over all
 //! nodes, underlay on the underlay nodes) as fast as the API server takes them, and measures per
 //! pod the time from its create request to
 //! - Running: status Running with podIPs set (seen by a watch), and
@@ -9,7 +11,8 @@
 //!
 //! Needs root and the workspace's binaries (`cargo build --workspace --bins`); the lab binary is
 //! taken from the folder of the bench's profile or from `HYBRIDNET_LAB_BIN`.
-//! Run: `cargo bench -p hybridnet-lab --bench pods --profile dev`.
+//! Run: `cargo bench -p hybridnet-lab --bench pods --profile dev`; `BENCH_RUNTIMES=direct` (or
+//! `containerd`) runs one runtime only.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
@@ -51,8 +54,9 @@ struct Lab {
 }
 
 impl Lab {
-    fn up() -> anyhow::Result<Self> {
-        let id = format!("b{}", std::process::id() % 1000);
+    fn up(runtime: &str) -> anyhow::Result<Self> {
+        let prefix = if runtime == "direct" { "b" } else { "c" };
+        let id = format!("{prefix}{}", std::process::id() % 1000);
         let lab = Lab { id };
         let out = Command::new(lab_bin())
             .args([
@@ -63,6 +67,8 @@ impl Lab {
                 &NODES.to_string(),
                 "--underlay-nodes",
                 &UNDERLAY_NODES.to_string(),
+                "--runtime",
+                runtime,
             ])
             .output()
             .with_context(|| format!("running {}", lab_bin().display()))?;
@@ -144,7 +150,16 @@ fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn bench(lab: &Lab, n_pods: usize) -> anyhow::Result<bool> {
+/// One runtime's result.
+struct Summary {
+    runtime: String,
+    n_pods: usize,
+    ready: Vec<Duration>,
+    running: Vec<Duration>,
+    total: Duration,
+}
+
+async fn bench(lab: &Lab, runtime: &str, n_pods: usize) -> anyhow::Result<Summary> {
     let dirs = LabDirs::new(&lab.id);
     let client = hybridnet_lab::cluster::client_from(&dirs.host_kubeconfig()).await?;
     hybridnet_lab::demo::create_networks(&client, false).await?;
@@ -313,7 +328,7 @@ async fn bench(lab: &Lab, n_pods: usize) -> anyhow::Result<bool> {
     let total = last_ready - start;
 
     println!(
-        "\npods to network-ready: lab {}, {NODES} nodes ({UNDERLAY_NODES} underlay)",
+        "\npods to network-ready: lab {}, runtime {runtime}, {NODES} nodes ({UNDERLAY_NODES} underlay)",
         lab.id
     );
     println!(
@@ -356,7 +371,13 @@ async fn bench(lab: &Lab, n_pods: usize) -> anyhow::Result<bool> {
             &create_errors[..create_errors.len().min(5)]
         );
     }
-    Ok(ready.len() == n_pods)
+    Ok(Summary {
+        runtime: runtime.to_string(),
+        n_pods,
+        ready,
+        running,
+        total,
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -374,15 +395,33 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
-    let lab = Lab::up()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let all_ready = rt.block_on(bench(&lab, n_pods))?;
-    drop(rt);
-    drop(lab);
-    if !all_ready {
+    let runtimes = std::env::var("BENCH_RUNTIMES").unwrap_or_else(|_| "direct,containerd".into());
+    let mut summaries = Vec::new();
+    for runtime in runtimes.split(',').filter(|r| !r.is_empty()) {
+        let lab = Lab::up(runtime)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        summaries.push(rt.block_on(bench(&lab, runtime, n_pods))?);
+        drop(rt);
+        drop(lab);
+    }
+    println!("\nsame run, {n_pods} pods on {NODES} nodes:");
+    println!("| runtime    | network-ready | p50 Running | p50 ready | p99 ready | pods/s |");
+    println!("|------------|--------------:|------------:|----------:|----------:|-------:|");
+    for s in &summaries {
+        println!(
+            "| {:<10} | {:>13} | {:>11} | {:>9} | {:>9} | {:>6.1} |",
+            s.runtime,
+            format!("{}/{}", s.ready.len(), s.n_pods),
+            ms(percentile(&s.running, 50.0)),
+            ms(percentile(&s.ready, 50.0)),
+            ms(percentile(&s.ready, 99.0)),
+            s.ready.len() as f64 / s.total.as_secs_f64().max(1e-9)
+        );
+    }
+    if summaries.iter().any(|s| s.ready.len() != s.n_pods) {
         bail!("not every pod became network-ready");
     }
     Ok(())

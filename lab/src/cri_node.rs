@@ -127,6 +127,30 @@ pub async fn start(
     let config = spec.dir.join("config.toml");
     std::fs::write(&config, crate::containerd::config_toml(&spec))
         .with_context(|| format!("writing {}", config.display()))?;
+    start_process(dirs, node, netns)?;
+    wait_ready(dirs, node).await?;
+    let out = tokio::process::Command::new("ctr")
+        .arg("--address")
+        .arg(spec.socket())
+        .args(["--namespace", "k8s.io", "images", "import"])
+        .arg(pause_archive)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .context("running ctr")?;
+    if !out.status.success() {
+        bail!(
+            "{node}: importing {}: {}",
+            pause_archive.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Starts the node's containerd process (its configuration written already).
+fn start_process(dirs: &LabDirs, node: &str, netns: &str) -> anyhow::Result<()> {
+    let config = containerd_dir(dirs, node).join("config.toml");
     supervisor::start(
         dirs,
         &ProcessSpec {
@@ -142,7 +166,12 @@ pub async fn start(
             env: vec![],
         },
     )?;
-    let client = CriClient::new(&spec.socket());
+    Ok(())
+}
+
+/// Waits until the node's containerd answers CRI.
+async fn wait_ready(dirs: &LabDirs, node: &str) -> anyhow::Result<()> {
+    let client = CriClient::new(&containerd_dir(dirs, node).join("containerd.sock"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match client.version().await {
@@ -162,23 +191,29 @@ pub async fn start(
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    let out = tokio::process::Command::new("ctr")
-        .arg("--address")
-        .arg(spec.socket())
-        .args(["--namespace", "k8s.io", "images", "import"])
-        .arg(pause_archive)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .context("running ctr")?;
-    if !out.status.success() {
-        bail!(
-            "{node}: importing {}: {}",
-            pause_archive.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
     Ok(())
+}
+
+/// Kills the node's containerd (SIGKILL: a crash; its shims and containers keep running) and
+/// starts it again on the same state; returns once its CRI answers.
+pub async fn restart(dirs: &LabDirs, node: &str, netns: &str) -> anyhow::Result<()> {
+    let name = process_name(node);
+    let pid = supervisor::pid(dirs, &name).with_context(|| format!("{name} is not running"))?;
+    kill(Pid::from_raw(pid), Signal::SIGKILL).with_context(|| format!("killing {name}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while supervisor::alive(dirs, &name) {
+        // Reaps it when this process started it (a restart earlier); otherwise not our child.
+        let _ = nix::sys::wait::waitpid(
+            Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+        if Instant::now() > deadline {
+            bail!("{name} (pid {pid}) still runs 10 s after SIGKILL");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start_process(dirs, node, netns)?;
+    wait_ready(dirs, node).await
 }
 
 /// What the lab kubelet of a containerd node needs.
@@ -346,6 +381,36 @@ pub async fn remove_sandbox(rt: &CriRuntime, sb: &CriSandbox) {
     let _ = crate::netns::delete(&sb.netns);
     if let Err(e) = stop_and_remove(&rt.client, &sb.id, STOP_RETRY).await {
         tracing::warn!(node = rt.node, sandbox = sb.id, error = %e, "kubelet: removing the sandbox failed");
+    }
+}
+
+/// How often the kubelet looks for sandboxes of no pod.
+pub const GC_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Stops and removes the lab's sandboxes that are neither in `keep` (ids the kubelet holds) nor of
+/// a pod whose sandbox is being created (`creating`, pod uids).
+pub async fn collect_garbage(
+    rt: &CriRuntime,
+    keep: &std::collections::HashSet<String>,
+    creating: &std::collections::HashSet<String>,
+) {
+    let label = [(LAB_LABEL.to_string(), rt.lab_id.clone())];
+    let Ok(list) = rt.client.list_pod_sandboxes(&label).await else {
+        return;
+    };
+    for sb in list {
+        if keep.contains(&sb.id) || creating.contains(&sb.uid) {
+            continue;
+        }
+        tracing::info!(
+            node = rt.node,
+            sandbox = sb.id,
+            pod = sb.name,
+            "kubelet: removing a sandbox of no pod"
+        );
+        if let Err(e) = stop_and_remove(&rt.client, &sb.id, STOP_RETRY).await {
+            tracing::warn!(node = rt.node, sandbox = sb.id, error = %e, "kubelet: garbage collection");
+        }
     }
 }
 

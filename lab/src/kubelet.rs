@@ -125,6 +125,9 @@ pub async fn run(client: kube::Client, cfg: KubeletConfig) -> anyhow::Result<()>
     let slots = Arc::new(tokio::sync::Semaphore::new(SANDBOX_PARALLELISM));
     let (retry_tx, mut retry_rx) = tokio::sync::mpsc::unbounded_channel::<Pod>();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<SandboxDone>();
+    // Garbage collection of the runtime's sandboxes that belong to no pod of this kubelet (a
+    // containerd restarted mid-creation reloads them from its store), as a kubelet's does.
+    let mut gc_tick = tokio::time::interval(crate::cri_node::GC_INTERVAL);
     loop {
         let pod = tokio::select! {
             ev = stream.next() => match ev {
@@ -147,6 +150,19 @@ pub async fn run(client: kube::Client, cfg: KubeletConfig) -> anyhow::Result<()>
                 Some(Ok(_)) => continue,
             },
             Some(p) = retry_rx.recv() => p,
+            _ = gc_tick.tick(), if cfg.cri.is_some() => {
+                if let Some(rt) = &cfg.cri {
+                    let keep: HashSet<String> = sandboxes
+                        .values()
+                        .filter_map(|s| match s {
+                            Sandbox::Cri(c) => Some(c.id.clone()),
+                            Sandbox::Direct(_) => None,
+                        })
+                        .collect();
+                    crate::cri_node::collect_garbage(rt, &keep, &in_flight).await;
+                }
+                continue;
+            }
             Some(done) = done_rx.recv() => {
                 in_flight.remove(&done.uid);
                 let deleted = deleted_in_flight.remove(&done.uid);

@@ -21,6 +21,11 @@ impl Lab {
     /// `hybridnet-lab up` under an id of `prefix` and this process; on failure the panic carries
     /// the tail of every log of the lab.
     pub fn up(prefix: &str, nodes: u32, underlay: u32, bgp: u32) -> Self {
+        Self::up_with(prefix, nodes, underlay, bgp, &[])
+    }
+
+    /// [`Lab::up`] with more arguments of `up` (e.g. `--runtime containerd`).
+    pub fn up_with(prefix: &str, nodes: u32, underlay: u32, bgp: u32, extra: &[&str]) -> Self {
         let lab = Lab {
             id: format!("{prefix}{}", std::process::id() % 1000),
         };
@@ -36,6 +41,7 @@ impl Lab {
                 "--bgp-nodes",
                 &bgp.to_string(),
             ])
+            .args(extra)
             .output()
             .unwrap();
         if !out.status.success() {
