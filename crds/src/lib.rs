@@ -16,6 +16,7 @@ pub mod mac;
 pub mod migration;
 pub mod naming;
 pub mod operator;
+pub mod platform;
 pub mod pools;
 pub mod range;
 pub mod resolve;

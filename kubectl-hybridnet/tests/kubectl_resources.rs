@@ -1123,3 +1123,39 @@ async fn complete_direct(words: &[&str], helper: &std::path::Path, env: &[(&str,
         .stderr(std::process::Stdio::piped());
     Run::of(cmd.spawn().expect("run the helper")).await
 }
+
+/// `kubectl hybridnet install` refuses an API server older than the floor
+/// (`hybridnet_api::platform`) before writing anything, naming the missing feature; at the floor
+/// it goes on (here to the missing CRD, the next thing it checks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_refuses_a_kubernetes_older_than_the_floor() {
+    if !kubectl_available() {
+        return;
+    }
+    for (version, too_old) in [("v1.31.9", true), ("v1.32.0", false)] {
+        let server = kube_lite::Server::start(kube_lite::Config {
+            git_version: version.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("start kube-lite");
+        let r = kubectl(server.kubeconfig_path(), &["install"]).await;
+        assert_eq!(r.code, 1, "{version}: {r:?}");
+        if too_old {
+            assert!(
+                r.stderr.contains(
+                    "install: Kubernetes \"v1.31.9\" is older than 1.32.0, the oldest hybridnet supports"
+                ) && r.stderr.contains("ServiceAccountTokenPodNodeInfo"),
+                "{}",
+                r.stderr
+            );
+        } else {
+            assert!(
+                r.stderr
+                    .contains("hybridnetclusters.operator.hybridnet.io CRD is not installed"),
+                "{version}: {}",
+                r.stderr
+            );
+        }
+    }
+}

@@ -587,6 +587,14 @@ pub async fn install(g: &GlobalFlags, a: &InstallArgs) -> Res<i32> {
         };
     }
     let ctx = Ctx::connect(g).await?;
+    // The API features hybridnet needs (hybridnet_api::platform): refuse an older server before
+    // anything is written. A version that does not parse, or no answer, is left to the apply.
+    if let Ok(v) = ctx.client.apiserver_version().await
+        && let hybridnet_api::platform::ServerSupport::TooOld(why) =
+            hybridnet_api::platform::server_support(&v.git_version)
+    {
+        return Err(Failure::error(format!("install: {why}")));
+    }
     let api: Api<HybridnetCluster> = Api::all(ctx.client.clone());
     let mut pp = PatchParams::apply(field_manager::KUBECTL_PLUGIN).force();
     pp.dry_run = a.dry_run == DryRun::Server;

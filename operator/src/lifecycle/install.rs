@@ -36,8 +36,9 @@ use super::settings;
 
 /// The operator's version: one operator release runs exactly one operand version.
 pub const OPERATOR_VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Oldest Kubernetes the operator is built for (k8s-openapi feature floor of kube 5).
-pub const MIN_KUBE_VERSION: &str = "1.33.0";
+/// Oldest Kubernetes supported: derived from the API features hybridnet relies on
+/// (`hybridnet_api::platform`, docs/operations.md "Kubernetes floor").
+pub const MIN_KUBE_VERSION: &str = hybridnet_api::platform::MIN_KUBE_VERSION;
 /// OpenShift 4 minor releases and the Kubernetes minor each ships (OpenShift 4.N carries
 /// Kubernetes 1.(N+13), from 4.12/1.25 to 4.20/1.33, as OpenShift's release notes state).
 const OPENSHIFT_KUBE: &[(u32, u32)] = &[
