@@ -1,0 +1,214 @@
+//! The agent's watch caches and the state its tasks share (reconcile loop, health server, CNI
+//! server).
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use hybridnet_api::v1::{IPInstance, Network, NodeInfo, Subnet};
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tracing::warn;
+
+use super::Metrics;
+
+use crate::plan::{ApiState, node_status_addresses};
+
+/// The agent's watch caches.
+#[derive(Clone)]
+pub struct Caches {
+    pub nodes: Store<Node>,
+    pub networks: Store<Network>,
+    pub subnets: Store<Subnet>,
+    pub ip_instances: Store<IPInstance>,
+    pub node_infos: Store<NodeInfo>,
+}
+
+impl Caches {
+    /// A snapshot of the caches as planner input.
+    pub fn snapshot(&self, node_name: &str) -> ApiState {
+        let node_addresses = self
+            .nodes
+            .state()
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(node_name))
+            .map(|n| node_status_addresses(n))
+            .unwrap_or_default();
+        ApiState {
+            node_name: node_name.to_string(),
+            node_addresses,
+            networks: self
+                .networks
+                .state()
+                .iter()
+                .map(|x| (**x).clone())
+                .collect(),
+            subnets: self.subnets.state().iter().map(|x| (**x).clone()).collect(),
+            ip_instances: self
+                .ip_instances
+                .state()
+                .iter()
+                .map(|x| (**x).clone())
+                .collect(),
+            node_infos: self
+                .node_infos
+                .state()
+                .iter()
+                .map(|x| (**x).clone())
+                .collect(),
+        }
+    }
+}
+
+/// State shared by the reconcile loop, the health server and the CNI server.
+pub struct Shared {
+    pub metrics: Metrics,
+    pub trigger: Notify,
+    pub(super) caches_synced: AtomicBool,
+    pub(super) reconciled_ok: AtomicBool,
+    pub(super) last_loop_unix: AtomicU64,
+    pub last_error: std::sync::Mutex<Option<String>>,
+    /// MTU of overlay pods (VXLAN device MTU of the last plan; 0 = unknown).
+    pub vxlan_mtu: AtomicU32,
+    /// BGP speaker state: CNI ADD readiness of BGP pods, `/readyz`, metrics.
+    pub bgp: Arc<crate::bgp::BgpState>,
+    /// VLAN subnets of the last plan (forward interface, gateway) for the ADD checks.
+    pub vlan_subnets: std::sync::RwLock<Arc<crate::cniserver::vlancheck::VlanSubnets>>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        let bgp = Arc::new(crate::bgp::BgpState::default());
+        let mut metrics = Metrics::new();
+        metrics.register_collector(Box::new(crate::bgp::BgpCollector::new(bgp.clone())));
+        Self {
+            bgp,
+            metrics,
+            trigger: Notify::new(),
+            caches_synced: AtomicBool::new(false),
+            reconciled_ok: AtomicBool::new(false),
+            last_loop_unix: AtomicU64::new(0),
+            last_error: std::sync::Mutex::new(None),
+            vxlan_mtu: AtomicU32::new(0),
+            vlan_subnets: Default::default(),
+        }
+    }
+}
+
+pub(super) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Shared {
+    /// Ready: caches synced and the last reconcile applied everything.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.caches_synced.load(Ordering::SeqCst) {
+            return Err("watch caches not synced yet".into());
+        }
+        if !self.reconciled_ok.load(Ordering::SeqCst) {
+            let e = self
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|g| g.clone())
+                .unwrap_or_else(|| "no successful reconcile yet".into());
+            return Err(e);
+        }
+        self.bgp.readiness()?;
+        Ok(())
+    }
+
+    /// Alive: the reconcile loop ran within `max_age`.
+    pub fn liveness(&self, max_age: Duration) -> Result<(), String> {
+        let last = self.last_loop_unix.load(Ordering::SeqCst);
+        if last == 0 {
+            return Ok(()); // starting
+        }
+        let age = now_unix().saturating_sub(last);
+        if age > max_age.as_secs() {
+            return Err(format!("reconcile loop stalled for {age}s"));
+        }
+        Ok(())
+    }
+}
+
+fn spawn_reflector<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    shared: Arc<Shared>,
+    what: &'static str,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, cfg).default_backoff());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(_) => shared.trigger.notify_one(),
+                Err(e) => warn!(resource = what, error = %e, "watch error (retrying)"),
+            }
+        }
+    });
+    reader
+}
+
+/// Starts the watches.
+pub fn start_caches(client: &Client, node_name: &str, shared: &Arc<Shared>) -> Caches {
+    Caches {
+        nodes: spawn_reflector(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={node_name}")),
+            shared.clone(),
+            "Node",
+        ),
+        networks: spawn_reflector(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            shared.clone(),
+            "Network",
+        ),
+        subnets: spawn_reflector(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            shared.clone(),
+            "Subnet",
+        ),
+        ip_instances: spawn_reflector(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            shared.clone(),
+            "IPInstance",
+        ),
+        node_infos: spawn_reflector(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            shared.clone(),
+            "NodeInfo",
+        ),
+    }
+}
+
+impl Caches {
+    pub async fn wait_until_ready(&self) -> anyhow::Result<()> {
+        self.nodes.wait_until_ready().await?;
+        self.networks.wait_until_ready().await?;
+        self.subnets.wait_until_ready().await?;
+        self.ip_instances.wait_until_ready().await?;
+        self.node_infos.wait_until_ready().await?;
+        Ok(())
+    }
+}
