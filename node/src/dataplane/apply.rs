@@ -14,6 +14,9 @@ use tracing::{debug, info, warn};
 
 use super::diff::{self, RouteOp, RuleOp, scope_of};
 use super::kernel::{self, EEXIST, ENOENT, ESRCH, KernelError, KernelLink, errno};
+use super::neigh_diff::{
+    HeldNeighbour, ProxyOwnership, diff_fdb, diff_proxies, diff_vxlan_neighbours, is_link_local,
+};
 use super::nft::NftRunner;
 use super::sysctl::write_sysctl;
 use crate::plan::{DataPlanePlan, PlannedRoute, PolicyRule, RouteKind, TableConfig, VxlanDevice};
@@ -401,30 +404,22 @@ impl Applier {
         rep: &mut ApplyReport,
     ) -> Result<(), KernelError> {
         let h = &self.handle;
-        let have: Vec<_> = kernel::fdb(h, vx).await?;
-        let have_set: BTreeSet<(crate::plan::MacAddr, IpAddr)> = have
+        let have: BTreeSet<(crate::plan::MacAddr, IpAddr)> = kernel::fdb(h, vx)
+            .await?
             .iter()
             .filter_map(|n| Some((n.lladdr?, n.ip?)))
             .collect();
-        for e in &plan.fdb {
-            if have_set.contains(&(e.mac, e.dst)) {
-                continue;
-            }
-            match ignore_exists(kernel::fdb_append(h, vx, e.mac, e.dst).await) {
+        let diff = diff_fdb(&have, &plan.fdb, plan.fdb_prune);
+        for (mac, dst) in diff.append {
+            match ignore_exists(kernel::fdb_append(h, vx, mac, dst).await) {
                 Ok(()) => rep.add("fdb"),
                 Err(err) => rep.fail(KernelError::netlink(
-                    format!("fdb append {} dst {}", e.mac, e.dst),
+                    format!("fdb append {mac} dst {dst}"),
                     err,
                 )),
             }
         }
-        for (mac, dst) in have_set {
-            let wanted = plan.fdb.iter().any(|e| e.mac == mac && e.dst == dst);
-            // The all-zero entry (flood unknown unicast) is never wanted; others only go when
-            // every overlay node has published its VTEP.
-            if wanted || (!plan.fdb_prune && !mac.is_zero()) {
-                continue;
-            }
+        for (mac, dst) in diff.delete {
             match ignore_missing(kernel::fdb_del(h, vx, mac, dst).await) {
                 Ok(()) => rep.del("fdb"),
                 Err(err) => rep.fail(KernelError::netlink(
@@ -443,22 +438,30 @@ impl Applier {
         rep: &mut ApplyReport,
     ) -> Result<(), KernelError> {
         let h = &self.handle;
-        let have: BTreeMap<IpAddr, kernel::KernelNeighbour> = kernel::neighbours(h, false)
+        let mut have: BTreeMap<IpAddr, kernel::KernelNeighbour> = kernel::neighbours(h, false)
             .await?
             .into_iter()
             .filter(|n| n.ifindex == vx)
             .filter_map(|n| Some((n.ip?, n)))
             .collect();
-        for (ip, mac) in &plan.vxlan_neighbours {
-            if let Some(n) = have.get(ip)
-                && n.lladdr == Some(*mac)
-                && n.state == NeighbourState::Permanent
-            {
-                continue;
-            }
+        let held: BTreeMap<IpAddr, HeldNeighbour> = have
+            .iter()
+            .map(|(ip, n)| {
+                let permanent = n.state == NeighbourState::Permanent;
+                (
+                    *ip,
+                    HeldNeighbour {
+                        lladdr: n.lladdr,
+                        permanent,
+                    },
+                )
+            })
+            .collect();
+        let diff = diff_vxlan_neighbours(&held, &plan.vxlan_neighbours);
+        for (ip, mac) in diff.replace {
             let req = h
                 .neighbours()
-                .add(vx, *ip)
+                .add(vx, ip)
                 .link_layer_address(&mac.0)
                 .state(NeighbourState::Permanent)
                 .replace();
@@ -470,14 +473,8 @@ impl Applier {
                 )),
             }
         }
-        for (ip, n) in have {
-            if plan.vxlan_neighbours.contains_key(&ip) {
-                continue;
-            }
-            // IPv6 link-local neighbours on the device are the kernel's own business.
-            if is_link_local(ip) || ip.is_multicast() {
-                continue;
-            }
+        for ip in diff.delete {
+            let Some(n) = have.remove(&ip) else { continue };
             match ignore_missing(h.neighbours().del(n.msg).execute().await) {
                 Ok(()) => rep.del("neighbour"),
                 Err(e) => rep.fail(KernelError::netlink(format!("neigh del {ip}"), e)),
@@ -503,67 +500,36 @@ impl Applier {
             .into_iter()
             .filter_map(|n| Some((n.ifindex, n.ip?)))
             .collect();
-        let mut want: BTreeSet<(u32, IpAddr)> = BTreeSet::new();
-        for p in &plan.proxy_neighbours {
-            match index.get(&p.dev) {
-                Some(&i) => {
-                    want.insert((i, p.ip));
-                }
-                None => rep.fail(format!(
-                    "proxy {} dev {}: device does not exist",
-                    p.ip, p.dev
-                )),
-            }
+        let ownership = ProxyOwnership {
+            vxlan: plan
+                .vxlan
+                .as_ref()
+                .and_then(|v| index.get(&v.name).copied()),
+            managed: plan
+                .proxy_neighbours
+                .iter()
+                .map(|p| &p.dev)
+                .chain(plan.vlan_links.iter().map(|l| &l.name))
+                .filter_map(|dev| index.get(dev).copied())
+                .collect(),
+            cluster_cidrs: &plan.cluster_cidrs,
+        };
+        let diff = diff_proxies(&have, &plan.proxy_neighbours, index, &ownership);
+        for p in diff.problems {
+            rep.fail(p);
         }
-        for (i, ip) in want.difference(&have) {
-            let req = h.neighbours().add(*i, *ip).flags(NeighbourFlags::Proxy);
+        for (i, ip) in diff.add {
+            let req = h.neighbours().add(i, ip).flags(NeighbourFlags::Proxy);
             match ignore_exists(req.execute().await) {
                 Ok(()) => rep.add("proxy"),
                 Err(e) => rep.fail(KernelError::netlink(
-                    format!("neigh add proxy {ip} dev {}", names.get(i).unwrap_or(&"?")),
+                    format!("neigh add proxy {ip} dev {}", names.get(&i).unwrap_or(&"?")),
                     e,
                 )),
             }
         }
-        let vx_index = plan
-            .vxlan
-            .as_ref()
-            .and_then(|v| index.get(&v.name).copied());
-        let managed: BTreeSet<u32> = plan
-            .proxy_neighbours
-            .iter()
-            .filter_map(|p| index.get(&p.dev).copied())
-            .chain(
-                plan.vlan_links
-                    .iter()
-                    .filter_map(|l| index.get(&l.name).copied()),
-            )
-            .collect();
-        for (i, ip) in have.difference(&want) {
-            let ours = Some(*i) == vx_index
-                || (managed.contains(i) && plan.cluster_cidrs.iter().any(|c| c.contains(*ip)));
-            if !ours {
-                continue;
-            }
-            let mut msg = rtnetlink::packet_route::neighbour::NeighbourMessage::default();
-            msg.header.family = if ip.is_ipv4() {
-                rtnetlink::packet_route::AddressFamily::Inet
-            } else {
-                rtnetlink::packet_route::AddressFamily::Inet6
-            };
-            msg.header.ifindex = *i;
-            msg.header.flags = NeighbourFlags::Proxy;
-            msg.attributes.push(
-                rtnetlink::packet_route::neighbour::NeighbourAttribute::Destination(match ip {
-                    IpAddr::V4(v4) => {
-                        rtnetlink::packet_route::neighbour::NeighbourAddress::Inet(*v4)
-                    }
-                    IpAddr::V6(v6) => {
-                        rtnetlink::packet_route::neighbour::NeighbourAddress::Inet6(*v6)
-                    }
-                }),
-            );
-            match ignore_missing(h.neighbours().del(msg).execute().await) {
+        for (i, ip) in diff.delete {
+            match ignore_missing(h.neighbours().del(proxy_message(i, ip)).execute().await) {
                 Ok(()) => rep.del("proxy"),
                 Err(e) => rep.fail(KernelError::netlink(format!("neigh del proxy {ip}"), e)),
             }
@@ -663,11 +629,26 @@ impl Applier {
     }
 }
 
-fn is_link_local(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => v6.is_unicast_link_local(),
-    }
+/// The netlink message that deletes proxy entry `ip` on interface `ifindex`.
+fn proxy_message(ifindex: u32, ip: IpAddr) -> rtnetlink::packet_route::neighbour::NeighbourMessage {
+    use rtnetlink::packet_route::AddressFamily;
+    use rtnetlink::packet_route::neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourMessage,
+    };
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    msg.header.ifindex = ifindex;
+    msg.header.flags = NeighbourFlags::Proxy;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(match ip {
+            IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+            IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+        }));
+    msg
 }
 
 fn vxlan_matches(l: &KernelLink, w: &VxlanDevice, parent: u32) -> bool {

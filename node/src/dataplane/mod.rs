@@ -30,6 +30,7 @@ mod arp_enhance;
 mod diff;
 mod host;
 pub mod kernel;
+mod neigh_diff;
 pub mod netns;
 mod nft;
 mod sysctl;
