@@ -14,12 +14,13 @@ use tracing::{debug, info, warn};
 
 use super::diff::{self, RouteOp, RuleOp, scope_of};
 use super::kernel::{self, EEXIST, ENOENT, ESRCH, KernelError, KernelLink, errno};
+use super::link_diff::{LinkOp, VxlanDeletion, diff_links};
 use super::neigh_diff::{
     HeldNeighbour, ProxyOwnership, diff_fdb, diff_proxies, diff_vxlan_neighbours, is_link_local,
 };
 use super::nft::NftRunner;
 use super::sysctl::write_sysctl;
-use crate::plan::{DataPlanePlan, PlannedRoute, PolicyRule, RouteKind, TableConfig, VxlanDevice};
+use crate::plan::{DataPlanePlan, PlannedRoute, PolicyRule, RouteKind, TableConfig};
 
 /// What one apply changed, per object kind, and what failed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -210,123 +211,101 @@ impl Applier {
         rep: &mut ApplyReport,
     ) -> bool {
         let h = &self.handle;
-        let by_name: BTreeMap<&str, &KernelLink> =
-            links.iter().map(|l| (l.iface.name.as_str(), l)).collect();
+        let diff = diff_links(&plan.vlan_links, plan.vxlan.as_ref(), links);
+        for p in diff.problems {
+            rep.fail(p);
+        }
         let mut changed = false;
-        for vl in &plan.vlan_links {
-            let Some(parent) = by_name.get(vl.parent.as_str()) else {
-                rep.fail(format!(
-                    "VLAN {}: parent {} does not exist",
-                    vl.name, vl.parent
-                ));
-                continue;
-            };
-            if vl.id == 0 || by_name.contains_key(vl.name.as_str()) {
-                let l = by_name.get(vl.name.as_str()).copied().unwrap_or(parent);
-                if !l.iface.up {
-                    match h
-                        .link()
-                        .set(LinkUnspec::new_with_index(l.iface.index).up().build())
-                        .execute()
-                        .await
-                    {
+        // A differing VXLAN device that could not be deleted is not recreated.
+        let mut vxlan_blocked = false;
+        for op in diff.ops {
+            match op {
+                LinkOp::SetUp { index, name } => {
+                    let msg = LinkUnspec::new_with_index(index).up().build();
+                    match h.link().set(msg).execute().await {
                         Ok(()) => {
                             rep.add("link");
                             changed = true;
                         }
-                        Err(e) => rep.fail(KernelError::netlink(format!("set {} up", vl.name), e)),
+                        Err(e) => rep.fail(KernelError::netlink(format!("set {name} up"), e)),
                     }
                 }
-                continue;
-            }
-            let msg = LinkVlan::new(&vl.name, parent.iface.index, vl.id)
-                .up()
-                .build();
-            match ignore_exists(h.link().add(msg).execute().await) {
-                Ok(()) => {
-                    info!(link = %vl.name, id = vl.id, "created VLAN link");
-                    rep.add("link");
-                    changed = true;
-                }
-                Err(e) => rep.fail(KernelError::netlink(
-                    format!(
-                        "create VLAN link {} (id {} on {})",
-                        vl.name, vl.id, vl.parent
-                    ),
-                    e,
-                )),
-            }
-        }
-
-        // VXLAN device: stale ones go, a differing one is recreated, a missing one is created.
-        let want = plan.vxlan.as_ref();
-        for l in links {
-            let ours = l.iface.name.contains(".vxlan") && l.kind.as_deref() == Some("vxlan");
-            if ours && want.is_none_or(|w| w.name != l.iface.name) {
-                match ignore_missing(h.link().del(l.iface.index).execute().await) {
-                    Ok(()) => {
-                        info!(link = %l.iface.name, "removed stale VXLAN device");
-                        rep.del("link");
-                        changed = true;
+                LinkOp::CreateVlan { link, parent_index } => {
+                    let msg = LinkVlan::new(&link.name, parent_index, link.id)
+                        .up()
+                        .build();
+                    match ignore_exists(h.link().add(msg).execute().await) {
+                        Ok(()) => {
+                            info!(link = %link.name, id = link.id, "created VLAN link");
+                            rep.add("link");
+                            changed = true;
+                        }
+                        Err(e) => rep.fail(KernelError::netlink(
+                            format!(
+                                "create VLAN link {} (id {} on {})",
+                                link.name, link.id, link.parent
+                            ),
+                            e,
+                        )),
                     }
-                    Err(e) => rep.fail(KernelError::netlink(format!("delete {}", l.iface.name), e)),
                 }
-            }
-        }
-        if let Some(w) = want {
-            let Some(parent) = by_name.get(w.parent.as_str()) else {
-                rep.fail(format!(
-                    "VXLAN {}: parent {} does not exist",
-                    w.name, w.parent
-                ));
-                return changed;
-            };
-            let existing = by_name.get(w.name.as_str()).copied();
-            let matches = existing.is_some_and(|l| vxlan_matches(l, w, parent.iface.index));
-            if let Some(l) = existing
-                && !matches
-            {
-                warn!(link = %w.name, "VXLAN device differs from the plan; recreating it");
-                if let Err(e) = ignore_missing(h.link().del(l.iface.index).execute().await) {
-                    rep.fail(KernelError::netlink(format!("delete {}", w.name), e));
-                    return changed;
-                }
-                rep.del("link");
-            }
-            if !matches {
-                let mut b = LinkVxlan::new(&w.name, w.vni)
-                    .dev(parent.iface.index)
-                    .port(w.port)
-                    .learning(false);
-                b = match w.local {
-                    IpAddr::V4(v4) => b.local(v4),
-                    IpAddr::V6(v6) => b.local6(v6),
-                };
-                let msg = b.mtu(w.mtu).address(w.mac.0.to_vec()).up().build();
-                match h.link().add(msg).execute().await {
-                    Ok(()) => {
-                        info!(link = %w.name, vni = w.vni, local = %w.local, "created VXLAN device");
-                        rep.add("link");
-                        changed = true;
+                LinkOp::DeleteVxlan { index, name, why } => {
+                    if why == VxlanDeletion::Differs {
+                        warn!(link = %name, "VXLAN device differs from the plan; recreating it");
                     }
-                    Err(e) => rep.fail(KernelError::netlink(
-                        format!("create VXLAN device {}", w.name),
-                        e,
-                    )),
-                }
-            } else if let Some(l) = existing
-                && (!l.iface.up || l.iface.mtu != w.mtu)
-            {
-                let msg = LinkUnspec::new_with_index(l.iface.index)
-                    .mtu(w.mtu)
-                    .up()
-                    .build();
-                match h.link().set(msg).execute().await {
-                    Ok(()) => {
-                        rep.add("link");
-                        changed = true;
+                    match ignore_missing(h.link().del(index).execute().await) {
+                        Ok(()) => {
+                            if why == VxlanDeletion::Stale {
+                                info!(link = %name, "removed stale VXLAN device");
+                            }
+                            rep.del("link");
+                            changed = true;
+                        }
+                        Err(e) => {
+                            rep.fail(KernelError::netlink(format!("delete {name}"), e));
+                            vxlan_blocked |= why == VxlanDeletion::Differs;
+                        }
                     }
-                    Err(e) => rep.fail(KernelError::netlink(format!("set {} up/mtu", w.name), e)),
+                }
+                LinkOp::CreateVxlan { parent_index } => {
+                    let Some(w) = plan.vxlan.as_ref().filter(|_| !vxlan_blocked) else {
+                        continue;
+                    };
+                    let mut b = LinkVxlan::new(&w.name, w.vni)
+                        .dev(parent_index)
+                        .port(w.port)
+                        .learning(false);
+                    b = match w.local {
+                        IpAddr::V4(v4) => b.local(v4),
+                        IpAddr::V6(v6) => b.local6(v6),
+                    };
+                    let msg = b.mtu(w.mtu).address(w.mac.0.to_vec()).up().build();
+                    match h.link().add(msg).execute().await {
+                        Ok(()) => {
+                            info!(link = %w.name, vni = w.vni, local = %w.local, "created VXLAN device");
+                            rep.add("link");
+                            changed = true;
+                        }
+                        Err(e) => rep.fail(KernelError::netlink(
+                            format!("create VXLAN device {}", w.name),
+                            e,
+                        )),
+                    }
+                }
+                LinkOp::SetVxlanUpAndMtu { index } => {
+                    let Some(w) = plan.vxlan.as_ref() else {
+                        continue;
+                    };
+                    let msg = LinkUnspec::new_with_index(index).mtu(w.mtu).up().build();
+                    match h.link().set(msg).execute().await {
+                        Ok(()) => {
+                            rep.add("link");
+                            changed = true;
+                        }
+                        Err(e) => {
+                            rep.fail(KernelError::netlink(format!("set {} up/mtu", w.name), e))
+                        }
+                    }
                 }
             }
         }
@@ -649,17 +628,6 @@ fn proxy_message(ifindex: u32, ip: IpAddr) -> rtnetlink::packet_route::neighbour
             IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
         }));
     msg
-}
-
-fn vxlan_matches(l: &KernelLink, w: &VxlanDevice, parent: u32) -> bool {
-    let Some(x) = &l.vxlan else { return false };
-    l.kind.as_deref() == Some("vxlan")
-        && x.vni == Some(w.vni)
-        && x.parent == Some(parent)
-        && x.local == Some(w.local)
-        && x.port == Some(w.port)
-        && x.learning != Some(true)
-        && l.iface.mac == Some(w.mac)
 }
 
 fn build_route(

@@ -30,6 +30,7 @@ mod arp_enhance;
 mod diff;
 mod host;
 pub mod kernel;
+mod link_diff;
 mod neigh_diff;
 pub mod netns;
 mod nft;
