@@ -14,9 +14,9 @@ use tracing::{debug, info, warn};
 
 use super::diff::{self, RouteOp, RuleOp, scope_of};
 use super::kernel::{self, EEXIST, ENOENT, ESRCH, KernelError, KernelLink, errno};
-use super::link_diff::{LinkOp, VxlanDeletion, diff_links};
+use super::link_diff::{LinkOp, VxlanDeletion, diff_links, diff_vxlan_addresses, host_prefix};
 use super::neigh_diff::{
-    HeldNeighbour, ProxyOwnership, diff_fdb, diff_proxies, diff_vxlan_neighbours, is_link_local,
+    HeldNeighbour, ProxyOwnership, diff_fdb, diff_proxies, diff_vxlan_neighbours,
 };
 use super::nft::NftRunner;
 use super::sysctl::write_sysctl;
@@ -71,10 +71,6 @@ fn ignore_missing(r: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Erro
         Err(e) if matches!(errno(&e), Some(ENOENT) | Some(ESRCH)) => Ok(()),
         other => other,
     }
-}
-
-fn host_prefix(ip: IpAddr) -> u8 {
-    if ip.is_ipv4() { 32 } else { 128 }
 }
 
 impl Applier {
@@ -324,14 +320,8 @@ impl Applier {
         };
         let h = &self.handle;
         let mut changed = false;
-        let have: BTreeSet<IpAddr> = l
-            .iface
-            .addresses
-            .iter()
-            .filter(|a| a.prefix == host_prefix(a.ip) && !is_link_local(a.ip))
-            .map(|a| a.ip)
-            .collect();
-        for ip in plan.vxlan_addresses.difference(&have) {
+        let diff = diff_vxlan_addresses(&l.iface.addresses, &plan.vxlan_addresses);
+        for ip in &diff.add {
             let mut req = h.address().add(l.iface.index, *ip, host_prefix(*ip));
             let mut flags = AddressFlags::Noprefixroute;
             if ip.is_ipv6() {
@@ -348,18 +338,15 @@ impl Applier {
                 Err(e) => rep.fail(KernelError::netlink(format!("add {ip} to {}", vx.name), e)),
             }
         }
-        for a in l.iface.addresses.iter().filter(|a| !is_link_local(a.ip)) {
-            if plan.vxlan_addresses.contains(&a.ip) && a.prefix == host_prefix(a.ip) {
-                continue;
-            }
-            let msg = match a.ip {
+        for (ip, prefix) in diff.delete {
+            let msg = match ip {
                 IpAddr::V4(v4) => rtnetlink::AddressMessageBuilder::<std::net::Ipv4Addr>::new()
                     .index(l.iface.index)
-                    .address(v4, a.prefix)
+                    .address(v4, prefix)
                     .build(),
                 IpAddr::V6(v6) => rtnetlink::AddressMessageBuilder::<std::net::Ipv6Addr>::new()
                     .index(l.iface.index)
-                    .address(v6, a.prefix)
+                    .address(v6, prefix)
                     .build(),
             };
             match ignore_missing(h.address().del(msg).execute().await) {
@@ -368,7 +355,7 @@ impl Applier {
                     changed = true;
                 }
                 Err(e) => rep.fail(KernelError::netlink(
-                    format!("delete {} from {}", a.ip, vx.name),
+                    format!("delete {ip} from {}", vx.name),
                     e,
                 )),
             }

@@ -4,9 +4,11 @@
 //! `apply.rs` reads the links, calls [`diff_links`] and executes the operations in order.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use super::kernel::KernelLink;
-use crate::plan::{VlanLink, VxlanDevice};
+use super::neigh_diff::is_link_local;
+use crate::plan::{HostAddress, VlanLink, VxlanDevice};
 
 /// Why a VXLAN device is deleted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +61,37 @@ pub(crate) fn vxlan_matches(l: &KernelLink, w: &VxlanDevice, parent: u32) -> boo
         && x.port == Some(w.port)
         && x.learning != Some(true)
         && l.iface.mac == Some(w.mac)
+}
+
+/// Addresses of the VXLAN device to add (host prefixes) and to delete (with their prefix).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct AddressDiff {
+    pub add: Vec<IpAddr>,
+    pub delete: Vec<(IpAddr, u8)>,
+}
+
+/// A host prefix: /32 or /128.
+pub(crate) fn host_prefix(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
+/// The VXLAN device carries exactly the planned addresses, each as a host prefix; link-local
+/// addresses are the kernel's.
+pub(crate) fn diff_vxlan_addresses(have: &[HostAddress], want: &BTreeSet<IpAddr>) -> AddressDiff {
+    let exact: BTreeSet<IpAddr> = have
+        .iter()
+        .filter(|a| a.prefix == host_prefix(a.ip) && !is_link_local(a.ip))
+        .map(|a| a.ip)
+        .collect();
+    AddressDiff {
+        add: want.difference(&exact).copied().collect(),
+        delete: have
+            .iter()
+            .filter(|a| !is_link_local(a.ip))
+            .filter(|a| !(want.contains(&a.ip) && a.prefix == host_prefix(a.ip)))
+            .map(|a| (a.ip, a.prefix))
+            .collect(),
+    }
 }
 
 /// The links diff.
@@ -193,6 +226,40 @@ mod tests {
             parent: parent.into(),
             id,
         }
+    }
+
+    #[test]
+    fn the_vxlan_device_carries_exactly_the_planned_host_addresses() {
+        let a = |ip: &str, prefix: u8| HostAddress {
+            ip: ip.parse().unwrap(),
+            prefix,
+            noprefixroute: false,
+        };
+        let have = vec![
+            a("198.18.0.1", 32), // planned
+            a("198.18.0.2", 24), // planned, wrong prefix: replaced
+            a("198.18.0.3", 32), // not planned
+            a("fe80::1", 64),    // the kernel's
+        ];
+        let want: BTreeSet<IpAddr> = ["198.18.0.1", "198.18.0.2", "fd00::1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let d = diff_vxlan_addresses(&have, &want);
+        assert_eq!(
+            d.add,
+            vec![
+                "198.18.0.2".parse::<IpAddr>().unwrap(),
+                "fd00::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            d.delete,
+            vec![
+                ("198.18.0.2".parse().unwrap(), 24),
+                ("198.18.0.3".parse().unwrap(), 32)
+            ]
+        );
     }
 
     #[test]
