@@ -281,7 +281,7 @@ pub async fn wait_for_agent_daemonset(
 }
 
 /// How a node emulates the pod's volume mounts: container path -> folder of this node.
-fn mount_map(
+pub fn mount_map(
     ds: &DaemonSet,
     container: &Container,
     dirs: &LabDirs,
@@ -335,6 +335,38 @@ fn rewrite(s: &str, map: &[(String, String)]) -> String {
     s.to_string()
 }
 
+/// The environment of a DaemonSet container on one lab node: values (node paths rewritten by
+/// `map`) and the field references a kubelet resolves.
+pub fn container_env(
+    ds: &DaemonSet,
+    container: &Container,
+    node: &str,
+    node_ip: &str,
+    map: &[(String, String)],
+) -> Vec<(String, String)> {
+    let ns_of_ds = ds.metadata.namespace.clone().unwrap_or_default();
+    let mut env = Vec::new();
+    for e in container.env.iter().flatten() {
+        let value = if let Some(v) = &e.value {
+            rewrite(v, map)
+        } else if let Some(f) = e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
+            match f.field_path.as_str() {
+                "spec.nodeName" => node.to_string(),
+                "status.hostIP" | "status.podIP" => node_ip.to_string(),
+                "metadata.namespace" => ns_of_ds.clone(),
+                "metadata.name" => {
+                    format!("{}-{node}", ds.metadata.name.as_deref().unwrap_or("agent"))
+                }
+                _ => continue,
+            }
+        } else {
+            continue;
+        };
+        env.push((e.name.clone(), value));
+    }
+    env
+}
+
 /// The process a container of the DaemonSet becomes on one lab node.
 pub fn container_process(
     ds: &DaemonSet,
@@ -359,29 +391,11 @@ pub fn container_process(
         .unwrap_or(&argv[0])
         .to_string();
     let program = binary(params, &program_name)?;
-    let ns_of_ds = ds.metadata.namespace.clone().unwrap_or_default();
     let mut env = vec![(
         "KUBECONFIG".to_string(),
         dirs.lab_kubeconfig().display().to_string(),
     )];
-    for e in container.env.iter().flatten() {
-        let value = if let Some(v) = &e.value {
-            rewrite(v, &map)
-        } else if let Some(f) = e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
-            match f.field_path.as_str() {
-                "spec.nodeName" => node.to_string(),
-                "status.hostIP" | "status.podIP" => node_ip.to_string(),
-                "metadata.namespace" => ns_of_ds.clone(),
-                "metadata.name" => {
-                    format!("{}-{node}", ds.metadata.name.as_deref().unwrap_or("agent"))
-                }
-                _ => continue,
-            }
-        } else {
-            continue;
-        };
-        env.push((e.name.clone(), value));
-    }
+    env.extend(container_env(ds, container, node, node_ip, &map));
     Ok(ProcessSpec {
         name: format!("{}-{node}", container.name),
         netns: Some(netns.to_string()),
@@ -592,7 +606,9 @@ pub async fn daemonset_controller(
                 }
             }
             let desired = nodes.len() as i32;
+            // A node agent running through containerd is not rolled by the lab (yet).
             if let Some(h) = outdated.first()
+                && params.runtime == Runtime::Direct
                 && ready == desired
                 && started == desired
                 && let Role::Node(n) = h.role

@@ -107,43 +107,50 @@ pub fn sync_conflist(dirs: &LabDirs, node: &str) -> anyhow::Result<bool> {
 }
 
 /// Starts the node's containerd (supervised, in the node's network namespace entered alone with
-/// `nsenter --net`, docs/images.md), imports the pause image and waits until its CRI answers.
+/// `nsenter --net`, docs/images.md), waits until its CRI answers and imports the pause image and
+/// the `other` image archives.
 pub async fn start(
     dirs: &LabDirs,
     node: &str,
     netns: &str,
     pause_archive: &Path,
+    other: &[PathBuf],
 ) -> anyhow::Result<()> {
     let image = crate::containerd::archive_image_name(pause_archive)?;
     let spec = spec(dirs, node, netns, &image);
     std::fs::create_dir_all(&spec.dir)?;
     std::fs::create_dir_all(pod_log_dir(dirs, node))?;
+    std::fs::create_dir_all(dirs.cni_bin(node))?;
     let loopback = dirs.cni_bin(node).join("loopback");
     if !loopback.exists() {
         std::os::unix::fs::symlink(Path::new(DEBIAN_CNI_DIR).join("loopback"), &loopback)
             .with_context(|| format!("linking {}", loopback.display()))?;
     }
-    sync_conflist(dirs, node)?;
+    // The agent may not have installed its conflist yet (it runs through this containerd);
+    // the kubelet copies it before every sandbox.
+    let _ = sync_conflist(dirs, node);
     let config = spec.dir.join("config.toml");
     std::fs::write(&config, crate::containerd::config_toml(&spec))
         .with_context(|| format!("writing {}", config.display()))?;
     start_process(dirs, node, netns)?;
     wait_ready(dirs, node).await?;
-    let out = tokio::process::Command::new("ctr")
-        .arg("--address")
-        .arg(spec.socket())
-        .args(["--namespace", "k8s.io", "images", "import"])
-        .arg(pause_archive)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .context("running ctr")?;
-    if !out.status.success() {
-        bail!(
-            "{node}: importing {}: {}",
-            pause_archive.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    for archive in std::iter::once(pause_archive).chain(other.iter().map(PathBuf::as_path)) {
+        let out = tokio::process::Command::new("ctr")
+            .arg("--address")
+            .arg(spec.socket())
+            .args(["--namespace", "k8s.io", "images", "import"])
+            .arg(archive)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .context("running ctr")?;
+        if !out.status.success() {
+            bail!(
+                "{node}: importing {}: {}",
+                archive.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
     }
     Ok(())
 }
@@ -387,8 +394,9 @@ pub async fn remove_sandbox(rt: &CriRuntime, sb: &CriSandbox) {
 /// How often the kubelet looks for sandboxes of no pod.
 pub const GC_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Stops and removes the lab's sandboxes that are neither in `keep` (ids the kubelet holds) nor of
-/// a pod whose sandbox is being created (`creating`, pod uids).
+/// Stops and removes the lab's pod sandboxes that are neither in `keep` (ids the kubelet holds)
+/// nor of a pod whose sandbox is being created (`creating`, pod uids); the node agent's sandbox
+/// stays.
 pub async fn collect_garbage(
     rt: &CriRuntime,
     keep: &std::collections::HashSet<String>,
@@ -399,7 +407,12 @@ pub async fn collect_garbage(
         return;
     };
     for sb in list {
-        if keep.contains(&sb.id) || creating.contains(&sb.uid) {
+        // The node agent's pod is the lab DaemonSet's, not the kubelet's.
+        let agent = sb
+            .labels
+            .iter()
+            .any(|(k, _)| k == crate::cri_agent::AGENT_LABEL);
+        if agent || keep.contains(&sb.id) || creating.contains(&sb.uid) {
             continue;
         }
         tracing::info!(
@@ -436,7 +449,13 @@ pub async fn remove_all_sandboxes(dirs: &LabDirs, node: &str) -> Vec<String> {
         Ok(l) => l,
         Err(e) => return vec![format!("{node}: {e}")],
     };
-    for sb in list {
+    // The node agent's sandbox last: the pods' CNI DEL needs the agent.
+    let (agents, pods): (Vec<_>, Vec<_>) = list.into_iter().partition(|s| {
+        s.labels
+            .iter()
+            .any(|(k, _)| k == crate::cri_agent::AGENT_LABEL)
+    });
+    for sb in pods.into_iter().chain(agents) {
         if let Err(e) = stop_and_remove(&client, &sb.id, STOP_RETRY).await {
             problems.push(format!("{node}: sandbox {} ({}): {e:#}", sb.id, sb.name));
         }

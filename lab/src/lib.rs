@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod cni_runtime;
 pub mod containerd;
 pub mod cri;
+pub mod cri_agent;
 pub mod cri_node;
 pub mod demo;
 pub mod kubelet;

@@ -170,12 +170,14 @@ fn up(
             .unwrap_or_default(),
     };
     if runtime.runtime == Runtime::Containerd {
-        let pause = images_dir.join("pause.oci.tar");
-        if !pause.is_file() {
-            bail!(
-                "{} not found: build the images (make images, or scripts/images/build.sh images debug) or pass --images",
-                pause.display()
-            );
+        for name in ["pause.oci.tar", "hybridnet.oci.tar"] {
+            let archive = images_dir.join(name);
+            if !archive.is_file() {
+                bail!(
+                    "{} not found: build the images (make images, or scripts/images/build.sh images debug) or pass --images",
+                    archive.display()
+                );
+            }
         }
     }
     let params = LabParams {
@@ -238,34 +240,50 @@ fn up_steps(params: &LabParams, dirs: &LabDirs) -> anyhow::Result<()> {
             params.id,
             ds.metadata.name.as_deref().unwrap_or("")
         );
-        cluster::start_node_agents(params, dirs, &layout, &ds).await?;
+        match params.runtime {
+            Runtime::Direct => cluster::start_node_agents(params, dirs, &layout, &ds).await?,
+            Runtime::Containerd => {
+                start_containerds(params, dirs, &layout).await?;
+                for h in layout.nodes() {
+                    hybridnet_lab::cri_agent::start(params, dirs, h, &ds)
+                        .await
+                        .with_context(|| format!("the node agent on {}", h.netns))?;
+                }
+            }
+        }
         cluster::wait_for_available(&client, Duration::from_secs(120)).await?;
         anyhow::Ok(())
     })?;
     cluster::wait_for_conflists(dirs, &layout, Duration::from_secs(60))?;
-    if params.runtime == Runtime::Containerd {
-        eprintln!("lab {}: starting containerd on every node", params.id);
-        rt.block_on(async {
-            let starts = layout.nodes().filter_map(|h| match h.role {
-                Role::Node(n) => Some(async move {
-                    let node = format!("node{n}");
-                    hybridnet_lab::cri_node::start(dirs, &node, &h.netns, &params.pause_archive())
-                        .await
-                        .with_context(|| format!("containerd on {node}"))
-                }),
-                _ => None,
-            });
-            for r in futures::future::join_all(starts).await {
-                r?;
-            }
-            anyhow::Ok(())
-        })?;
-    }
     eprintln!(
         "lab {} is up: export KUBECONFIG={}",
         params.id,
         dirs.host_kubeconfig().display()
     );
+    Ok(())
+}
+
+/// Starts containerd on every node, with the pause and hybridnet images imported.
+async fn start_containerds(
+    params: &LabParams,
+    dirs: &LabDirs,
+    layout: &topology::Layout,
+) -> anyhow::Result<()> {
+    eprintln!("lab {}: starting containerd on every node", params.id);
+    let images = [params.images_dir.join("hybridnet.oci.tar")];
+    let images = &images;
+    let starts = layout.nodes().filter_map(|h| match h.role {
+        Role::Node(n) => Some(async move {
+            let node = format!("node{n}");
+            cri_node::start(dirs, &node, &h.netns, &params.pause_archive(), images)
+                .await
+                .with_context(|| format!("containerd on {node}"))
+        }),
+        _ => None,
+    });
+    for r in futures::future::join_all(starts).await {
+        r?;
+    }
     Ok(())
 }
 

@@ -201,6 +201,8 @@ pub struct Mount {
     pub container_path: String,
     pub host_path: String,
     pub readonly: bool,
+    /// `MountPropagation`: 0 private, 1 host to container (rslave), 2 bidirectional (rshared).
+    pub propagation: i64,
 }
 
 /// A container of a pod, as the kubelet describes it to the runtime.
@@ -223,6 +225,8 @@ pub struct ContainerConfig {
     pub drop_capabilities: Vec<String>,
     pub run_as_user: Option<i64>,
     pub run_as_group: Option<i64>,
+    pub readonly_rootfs: bool,
+    pub no_new_privs: bool,
     /// The node's network namespace (a host-network pod).
     pub host_network: bool,
 }
@@ -246,7 +250,8 @@ pub fn encode_container_config(c: &ContainerConfig) -> Enc {
             Enc::new()
                 .string(1, &m.container_path)
                 .string(2, &m.host_path)
-                .bool(3, m.readonly),
+                .bool(3, m.readonly)
+                .int(5, m.propagation),
         );
     }
     let mut sc = Enc::new()
@@ -269,6 +274,7 @@ pub fn encode_container_config(c: &ContainerConfig) -> Enc {
     if let Some(g) = c.run_as_group {
         sc = sc.message_always(12, Enc::new().int(1, g));
     }
+    sc = sc.bool(7, c.readonly_rootfs).bool(11, c.no_new_privs);
     e.map(9, pairs(&c.labels))
         .string(11, &c.log_path)
         .message(15, Enc::new().message(2, sc))
@@ -589,6 +595,19 @@ impl CriClient {
             .map(drop)
     }
 
+    /// ContainerStatus: the container's state (0 created, 1 running, 2 exited, 3 unknown) and exit
+    /// code.
+    pub async fn container_status(&self, id: &str) -> Result<(u64, i64), CriError> {
+        let b = self
+            .call("ContainerStatus", Enc::new().string(1, id))
+            .await?;
+        let parse = || {
+            let st = Msg::parse(&b)?.message(1)?;
+            Ok((st.int(3)?, st.int(7)? as i32 as i64))
+        };
+        parse().map_err(malformed("ContainerStatus"))
+    }
+
     /// ListContainers, optionally of one sandbox.
     pub async fn list_containers(&self, sandbox_id: &str) -> Result<Vec<ContainerItem>, CriError> {
         let filter = Enc::new().string(3, sandbox_id);
@@ -701,7 +720,10 @@ mod tests {
                 container_path: "/run/hybridnet".into(),
                 host_path: "/lab/n1/run".into(),
                 readonly: true,
+                propagation: 1,
             }],
+            readonly_rootfs: true,
+            no_new_privs: true,
             add_capabilities: vec!["NET_ADMIN".into()],
             run_as_user: Some(0),
             ..Default::default()
@@ -721,6 +743,7 @@ mod tests {
         assert_eq!(mount.string(1).unwrap(), "/run/hybridnet");
         assert_eq!(mount.string(2).unwrap(), "/lab/n1/run");
         assert_eq!(mount.int(3).unwrap(), 1);
+        assert_eq!(mount.int(5).unwrap(), 1);
         let sc = m.message(15).unwrap().message(2).unwrap();
         assert_eq!(sc.message(1).unwrap().strings(1).unwrap(), ["NET_ADMIN"]);
         // runAsUser 0 is present (root asked for explicitly), run_as_group absent.
@@ -728,6 +751,7 @@ mod tests {
         assert_eq!(uid.len(), 1);
         assert_eq!(uid[0].int(1).unwrap(), 0);
         assert!(sc.messages(12).unwrap().is_empty());
+        assert_eq!((sc.int(7).unwrap(), sc.int(11).unwrap()), (1, 1));
     }
 
     #[test]
