@@ -126,6 +126,10 @@ pub struct AgentConfig {
     /// in the NodeInfo either way. `false` only reports.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub remove_upstream_leftovers: bool,
+    /// At start, check in a throwaway network namespace that the kernel has VXLAN, policy
+    /// routing and nftables inet NAT, and refuse to run naming what is missing.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub check_kernel: bool,
     /// Also remove the state of upstream's felix policy container (`cali-*` chains and
     /// `cali40`/`cali60` ipsets): only once felix no longer runs anywhere on the node.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]

@@ -29,6 +29,7 @@ pub mod cni;
 pub mod config;
 mod http;
 pub mod install;
+pub mod kernelcheck;
 pub mod metrics;
 pub mod policy;
 mod publish;
@@ -89,6 +90,16 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 error!(error = %format!("{e:#}"), "metrics server");
             }
         });
+    }
+    if cfg.check_kernel {
+        match kernelcheck::probe_kernel(&cfg.nft_binary) {
+            Ok(probes) => {
+                kernelcheck::verdict(&probes).map_err(anyhow::Error::msg)?;
+                info!("kernel check passed: VXLAN, policy routing, nftables inet NAT");
+            }
+            // Nothing could be probed (no namespace): say so and go on; the apply reports.
+            Err(e) => warn!(error = %e, "kernel check skipped"),
+        }
     }
     if !cfg.skip_cni_install {
         let written = install::install_cni(
