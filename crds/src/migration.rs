@@ -24,6 +24,48 @@ pub const UPSTREAM_LEADER_LEASE: &str = "hybridnet-manager-election";
 /// The conflist upstream's `install-cni` writes into `/etc/cni/net.d` (it sorts before ours).
 pub const UPSTREAM_CONFLIST: &str = "00-hybridnet.conflist";
 
+/// Upstream's feature gates, as its chart passes them (`--feature-gates=MultiCluster=<b>,VMIPRetain=<b>`
+/// to the manager and the webhook, `--feature-gates=MultiCluster=<b>` to the daemon; see
+/// charts/hybridnet/templates/deployments.yaml and daemonsets.yaml). Both are off upstream by
+/// default and not implemented here (docs/api.md), so `false` is accepted and `true` refused.
+pub const UPSTREAM_FEATURE_GATES: [&str; 2] = ["MultiCluster", "VMIPRetain"];
+
+/// Parses `--feature-gates` as upstream's binaries take it (`Name=bool` pairs, comma separated,
+/// Go's `strconv.ParseBool` spellings) and refuses a gate that is unknown or asks for a feature
+/// that is not implemented, naming it.
+pub fn parse_feature_gates(v: &str) -> Result<(), String> {
+    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let shown: String = part.chars().take(64).collect();
+        let (name, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{shown:?}: want Name=true|false"))?;
+        let on = match value.trim() {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+            _ => {
+                return Err(format!(
+                    "{shown:?}: {:?} is not a boolean",
+                    value.chars().take(32).collect::<String>()
+                ));
+            }
+        };
+        let name = name.trim();
+        if !UPSTREAM_FEATURE_GATES.contains(&name) {
+            return Err(format!(
+                "unrecognized feature gate {:?} (known: {})",
+                name.chars().take(64).collect::<String>(),
+                UPSTREAM_FEATURE_GATES.join(", ")
+            ));
+        }
+        if on {
+            return Err(format!(
+                "feature gate {name} is not implemented (docs/api.md); only {name}=false is accepted"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// NodeInfo annotation in which a node agent publishes what of upstream's daemon is still on its
 /// node: a JSON array of strings, `[]` once nothing is left. Absent: no agent of ours has looked
 /// at the node yet.
@@ -87,6 +129,34 @@ impl NodeLeftovers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_feature_gates() {
+        for ok in [
+            "",
+            "MultiCluster=false",
+            "MultiCluster=false,VMIPRetain=false",
+            " VMIPRetain = F , MultiCluster=0 ",
+        ] {
+            assert_eq!(parse_feature_gates(ok), Ok(()), "{ok:?}");
+        }
+        for (bad, said) in [
+            ("MultiCluster=true", "MultiCluster is not implemented"),
+            (
+                "MultiCluster=false,VMIPRetain=true",
+                "VMIPRetain is not implemented",
+            ),
+            ("DualStack=false", "unrecognized feature gate \"DualStack\""),
+            ("MultiCluster", "want Name=true|false"),
+            ("MultiCluster=yes", "is not a boolean"),
+            ("multicluster=false", "unrecognized feature gate"),
+        ] {
+            let e = parse_feature_gates(bad).unwrap_err();
+            assert!(e.contains(said), "{bad:?}: {e}");
+        }
+        let e = parse_feature_gates(&format!("{}=false", "A".repeat(100_000))).unwrap_err();
+        assert!(e.len() < 300, "{}", e.len());
+    }
 
     #[test]
     fn round_trips_and_is_an_array() {

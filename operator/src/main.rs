@@ -101,6 +101,11 @@ struct Cli {
     /// longer than this makes HybridnetCluster Degraded=True/RolloutStuck (1 s .. 7 days).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     rollout_progress_deadline_seconds: u64,
+    /// Upstream's `--feature-gates` (its chart passes `MultiCluster=<b>,VMIPRetain=<b>`): accepted
+    /// so upstream's command lines work; both features are not implemented, so only `=false`.
+    #[arg(long, default_value = "", value_parser = parse_feature_gates)]
+    #[allow(dead_code)] // checked while parsing; nothing to switch on
+    feature_gates: String,
     /// Do not run the HybridnetCluster lifecycle reconciler.
     #[arg(long)]
     disable_lifecycle: bool,
@@ -117,6 +122,10 @@ fn parse_network_type(s: &str) -> Result<NetworkType, String> {
     }
     NetworkType::parse_case_insensitive(s)
         .ok_or_else(|| format!("{s:?} is not a network type (Underlay, Overlay or GlobalBGP)"))
+}
+
+fn parse_feature_gates(s: &str) -> Result<String, String> {
+    hybridnet_api::migration::parse_feature_gates(s).map(|()| s.to_string())
 }
 
 fn parse_pod_selector(s: &str) -> Result<PodSelector, String> {
@@ -315,6 +324,25 @@ async fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_manager_command_line_is_accepted() {
+        // As upstream's chart renders it (charts/hybridnet/templates/deployments.yaml).
+        let c = Cli::try_parse_from([
+            "x",
+            "--default-ip-retain=true",
+            "--feature-gates=MultiCluster=false,VMIPRetain=false",
+            "--controller-concurrency=Pod=1,IPAM=1,IPInstance=1",
+            "--kube-client-qps=300",
+            "--kube-client-burst=600",
+            "--metrics-port=9899",
+        ]);
+        assert!(c.is_ok(), "{c:?}");
+        let e = Cli::try_parse_from(["x", "--feature-gates=MultiCluster=false,VMIPRetain=true"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("VMIPRetain is not implemented"), "{e}");
+    }
 
     #[test]
     fn flag_defaults_are_the_documented_ones() {

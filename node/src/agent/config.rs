@@ -126,6 +126,10 @@ pub struct AgentConfig {
     /// in the NodeInfo either way. `false` only reports.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub remove_upstream_leftovers: bool,
+    /// Upstream's `--feature-gates` (its chart passes `MultiCluster=<b>` to the daemon): accepted
+    /// so upstream's command lines work; the features are not implemented, so only `=false`.
+    #[arg(long, default_value = "", value_parser = parse_feature_gates)]
+    pub feature_gates: String,
     /// At start, check in a throwaway network namespace that the kernel has VXLAN, policy
     /// routing and nftables inet NAT, and refuse to run naming what is missing.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -146,6 +150,11 @@ fn parse_shutdown_grace(s: &str) -> Result<u64, String> {
             agent_shutdown::TERMINATION_GRACE_PERIOD_SECONDS
         )),
     }
+}
+
+/// `--feature-gates`: upstream's gates, checked by `hybridnet_api::migration::parse_feature_gates`.
+fn parse_feature_gates(s: &str) -> Result<String, String> {
+    hybridnet_api::migration::parse_feature_gates(s).map(|()| s.to_string())
 }
 
 /// `--vlan-check-timeout`: a duration of at most 30 s. ADD waits that long for a silent gateway,
@@ -312,6 +321,16 @@ mod tests {
                 .unwrap()
                 .check_pod_connectivity_from_host
         );
+    }
+
+    #[test]
+    fn upstream_feature_gates_flag() {
+        assert!(parse(&["--feature-gates=MultiCluster=false"]).is_ok());
+        let e = parse(&["--feature-gates=MultiCluster=true"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MultiCluster is not implemented"), "{e}");
+        assert!(parse(&["--feature-gates=Bogus=false"]).is_err());
     }
 
     /// The flags the operator renders from HybridnetCluster's upstream Helm settings
