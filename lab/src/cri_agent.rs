@@ -231,3 +231,78 @@ pub async fn start(
     )?;
     Ok(())
 }
+
+/// The agent pods' restart policy (`Always`), as the kubelet applies it: every second, on every
+/// node, a container of the DaemonSet's pod that has exited is created again with the next
+/// attempt number and started; the exited ones are removed.
+pub async fn restart_exited(
+    client: kube::Client,
+    params: LabParams,
+    dirs: LabDirs,
+    layout: crate::topology::Layout,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Ok(ds) =
+            crate::cluster::wait_for_agent_daemonset(&client, Duration::from_secs(5)).await
+        else {
+            continue;
+        };
+        for h in layout.nodes() {
+            if let Err(e) = restart_exited_on(&params, &dirs, h, &ds).await {
+                tracing::warn!(node = h.netns, error = %e, "lab kubelet: restarting the node agent");
+            }
+        }
+    }
+}
+
+async fn restart_exited_on(
+    params: &LabParams,
+    dirs: &LabDirs,
+    h: &Host,
+    ds: &DaemonSet,
+) -> anyhow::Result<()> {
+    let Role::Node(n) = h.role else { return Ok(()) };
+    let node = format!("node{n}");
+    let client = CriClient::new(&containerd_dir(dirs, &node).join("containerd.sock"));
+    let label = [(AGENT_LABEL.to_string(), "true".to_string())];
+    let Some(sandbox) = client
+        .list_pod_sandboxes(&label)
+        .await?
+        .into_iter()
+        .find(|s| s.ready)
+    else {
+        return Ok(());
+    };
+    let containers = client.list_containers(&sandbox.id).await?;
+    let ip = h.ip4().unwrap_or_default().to_string();
+    for c in ds
+        .spec
+        .template
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+    {
+        let mine: Vec<_> = containers.iter().filter(|x| x.name == c.name).collect();
+        if mine.is_empty() || mine.iter().any(|x| x.state != 2) {
+            continue;
+        }
+        let attempt = mine.iter().map(|x| x.attempt).max().unwrap_or(0) + 1;
+        tracing::info!(
+            node,
+            container = c.name,
+            attempt,
+            "lab kubelet: the node agent exited, restarting it"
+        );
+        let mut cc = container_config(ds, c, dirs, &node, &ip)?;
+        cc.attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+        cc.log_path = format!("{}/{attempt}.log", c.name);
+        let sc = sandbox_config(ds, dirs, &params.id, &node);
+        let id = client.create_container(&sandbox.id, &cc, &sc).await?;
+        client.start_container(&id).await?;
+        for old in mine {
+            let _ = client.remove_container(&old.id).await;
+        }
+    }
+    Ok(())
+}

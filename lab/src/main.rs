@@ -313,6 +313,14 @@ async fn daemon(dirs: &LabDirs) -> anyhow::Result<()> {
     };
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(scheduler::run(client.clone()));
+    if params.runtime == Runtime::Containerd {
+        tasks.spawn(hybridnet_lab::cri_agent::restart_exited(
+            client.clone(),
+            params.clone(),
+            dirs.clone(),
+            layout.clone(),
+        ));
+    }
     tasks.spawn(cluster::daemonset_controller(
         client.clone(),
         params.clone(),

@@ -6,7 +6,9 @@
 //! - a pod deleted while its sandbox is being created;
 //! - containerd killed and restarted while pods are being created;
 //! - the sandbox's network namespace removed as soon as containerd creates it (before or during
-//!   CNI ADD).
+//!   CNI ADD);
+//! - the node agent's container (from the image, through containerd) killed while a pod of its
+//!   node is created, and restarted by the lab kubelet's restart policy.
 //!
 //! Needs root, containerd, ctr, runc, nsenter and the pause image (`scripts/images/build.sh
 //! images debug`, which `make test` runs); under CI=true it must run.
@@ -168,13 +170,21 @@ fn cni_namespaces() -> BTreeSet<String> {
 fn remove_empty_cni_namespaces(before: &BTreeSet<String>) -> Vec<String> {
     let mut removed = Vec::new();
     for ns in cni_namespaces().difference(before) {
+        // One containerd is still setting up or tearing down is younger, or goes away itself.
+        let age = std::fs::metadata(Path::new("/run/netns").join(ns))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if age.is_none_or(|a| a < Duration::from_secs(5)) {
+            continue;
+        }
         let links = try_sh(&["ip", "-n", ns, "-o", "link", "show"]).unwrap_or_default();
         if links
             .lines()
             .filter_map(|l| l.split(": ").nth(1))
             .all(|n| n == "lo")
+            && try_sh(&["ip", "netns", "del", ns]).is_ok()
         {
-            try_sh(&["ip", "netns", "del", ns]).unwrap();
             removed.push(ns.clone());
         }
     }
@@ -487,6 +497,66 @@ async fn pods_through_containerd_connect_and_bad_input_leaves_nothing() {
     gone(&pods, "vanish").await;
     nothing_left(
         "network namespaces removed during sandbox creation",
+        &dirs,
+        &lab.id,
+        &client,
+        &baseline,
+    )
+    .await;
+
+    // The node agent's container killed by the runtime (StopContainer without grace: SIGKILL)
+    // while a pod of its node is created; the lab kubelet's restart policy starts the agent
+    // again (next attempt) and the pod then runs.
+    let cri2 = CriClient::new(&cri_node::containerd_dir(&dirs, "node2").join("containerd.sock"));
+    let agent_label = [(
+        hybridnet_lab::cri_agent::AGENT_LABEL.to_string(),
+        "true".to_string(),
+    )];
+    let agent_sandbox = cri2
+        .list_pod_sandboxes(&agent_label)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.ready)
+        .expect("node2's agent sandbox");
+    let agent = cri2
+        .list_containers(&agent_sandbox.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "hybridnet-node" && c.state == 1)
+        .expect("node2's running agent container");
+    cri2.stop_container(&agent.id, 0).await.unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("agent-restart", "node2", "Overlay"),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "node2's agent restarted",
+        Duration::from_secs(60),
+        || async {
+            let list = cri2
+                .list_containers(&agent_sandbox.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            list.iter()
+                .find(|c| c.name == "hybridnet-node" && c.state == 1 && c.attempt > agent.attempt)
+                .map(|_| ())
+                .ok_or_else(|| format!("{list:?}"))
+        },
+    )
+    .await;
+    let (_, ips) = running(&pods, "agent-restart", Duration::from_secs(120)).await;
+    assert!(
+        ping(&from, &ips[0]),
+        "overlay-a -> agent-restart {}",
+        ips[0]
+    );
+    gone(&pods, "agent-restart").await;
+    nothing_left(
+        "the node agent killed and restarted",
         &dirs,
         &lab.id,
         &client,

@@ -379,6 +379,7 @@ pub struct ContainerItem {
     pub id: String,
     pub sandbox_id: String,
     pub name: String,
+    pub attempt: u64,
     /// `ContainerState`: 0 created, 1 running, 2 exited, 3 unknown.
     pub state: u64,
 }
@@ -389,10 +390,12 @@ pub fn parse_container_list(buf: &[u8]) -> Result<Vec<ContainerItem>, DecodeErro
         .messages(1)?
         .into_iter()
         .map(|c| {
+            let md = c.message(3)?;
             Ok(ContainerItem {
                 id: c.string(1)?,
                 sandbox_id: c.string(2)?,
-                name: c.message(3)?.string(1)?,
+                name: md.string(1)?,
+                attempt: md.int(2)?,
                 state: c.int(6)?,
             })
         })
@@ -819,13 +822,18 @@ mod tests {
         let c = Enc::new()
             .string(1, "c1")
             .string(2, "sb1")
-            .message(3, Enc::new().string(1, "main"))
+            .message(3, Enc::new().string(1, "main").int(2, 2))
             .int(6, 1);
         let b = Enc::new().message(1, c).into_bytes();
         let l = parse_container_list(&b).unwrap();
         assert_eq!(
-            (l[0].id.as_str(), l[0].name.as_str(), l[0].state),
-            ("c1", "main", 1)
+            (
+                l[0].id.as_str(),
+                l[0].name.as_str(),
+                l[0].attempt,
+                l[0].state
+            ),
+            ("c1", "main", 2, 1)
         );
     }
 
