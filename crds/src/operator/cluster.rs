@@ -320,13 +320,15 @@ pub struct BootstrapNetwork {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FeatureSwitches {
-    /// Taint nodes that belong to no network with `node.kubernetes.io/network-unavailable` (true when absent).
+    /// Taint nodes that belong to no network with `node.kubernetes.io/network-unavailable` (true
+    /// when absent; `false` is refused: not implemented).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_unavailable_taint: Option<bool>,
-    /// Repair leaked IPInstances automatically, not only report them (true when absent).
+    /// Repair leaked IPInstances automatically, not only report them (true when absent; `false`
+    /// is refused: not implemented).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leak_repair: Option<bool>,
-    /// Announce pods over BGP (true when absent).
+    /// Announce pods over BGP (true when absent; `false` is refused: not implemented).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<bool>,
     /// Upstream's `MultiCluster` feature gate (Helm value `multiCluster`). Not implemented here

@@ -527,6 +527,24 @@ impl Settings {
                 "KubeVirt VM IP retention is not implemented yet (docs/api.md); set it to false or leave it out",
             ));
         }
+        // Switching these off is not implemented: refused, so a spec never claims a behaviour
+        // the cluster does not have.
+        let always_on = [
+            (
+                "networkUnavailableTaint",
+                features.network_unavailable_taint,
+            ),
+            ("leakRepair", features.leak_repair),
+            ("bgp", features.bgp),
+        ];
+        for (field, value) in always_on {
+            if value == Some(false) {
+                errs.push(FieldError::new(
+                    format!("spec.features.{field}"),
+                    "switching this feature off is not implemented (docs/api.md); set it to true or leave it out",
+                ));
+            }
+        }
 
         let bootstrap = match &spec.bootstrap {
             None => None,
@@ -1237,6 +1255,25 @@ mod tests {
                 "spec.features.multiCluster",
             ),
         ];
+        let switched_off = |f: fn(&mut hybridnet_api::operator::FeatureSwitches)| {
+            let mut features = hybridnet_api::operator::FeatureSwitches::default();
+            f(&mut features);
+            HybridnetClusterSpec {
+                features: Some(features),
+                ..Default::default()
+            }
+        };
+        let cases = cases.into_iter().chain([
+            (
+                switched_off(|f| f.network_unavailable_taint = Some(false)),
+                "spec.features.networkUnavailableTaint",
+            ),
+            (
+                switched_off(|f| f.leak_repair = Some(false)),
+                "spec.features.leakRepair",
+            ),
+            (switched_off(|f| f.bgp = Some(false)), "spec.features.bgp"),
+        ]);
         for (spec, field) in cases {
             let got = fields(&spec);
             assert_eq!(got, [field], "{spec:?}");
