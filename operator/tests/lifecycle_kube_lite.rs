@@ -125,6 +125,7 @@ fn start_controller_with_deadline(
         // Long: every reaction in these tests must come from a watch, not from the resync.
         resync: Duration::from_secs(600),
         progress_deadline,
+        related_image: None,
     };
     tokio::spawn(hybridnet_operator::lifecycle::run(client.clone(), cfg))
 }

@@ -1,8 +1,9 @@
 //! Writes the OLM bundle (`bundle/`, `bundle.Dockerfile`) and the kustomize install (`deploy/`)
 //! from the operator's rendering code.
 //!
-//! `cargo run -p hybridnet-operator --bin bundlegen [--check] [ROOT]`: ROOT defaults to the
-//! repository root; `--check` compares instead of writing and exits non-zero on drift.
+//! `cargo run -p hybridnet-operator --bin bundlegen [--check] [--image-digest sha256:<hex>] [ROOT]`:
+//! ROOT defaults to the repository root; `--check` compares instead of writing and exits non-zero
+//! on drift; `--image-digest` pins the image by digest (a release bundle; docs/operations.md, OLM).
 
 #![forbid(unsafe_code)]
 
@@ -13,13 +14,22 @@ use hybridnet_operator::lifecycle::install;
 
 fn main() -> ExitCode {
     let mut check = false;
+    let mut digest: Option<String> = None;
     let mut root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    for arg in std::env::args().skip(1) {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--image-digest" => match args.next() {
+                Some(d) => digest = Some(d),
+                None => {
+                    eprintln!("bundlegen: --image-digest needs a value (sha256:<64 hex>)");
+                    return ExitCode::from(2);
+                }
+            },
             "--check" => check = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: bundlegen [--check] [ROOT]\nWrites (or with --check verifies) bundle/, bundle.Dockerfile and deploy/ under ROOT (default: the repository root)."
+                    "usage: bundlegen [--check] [--image-digest sha256:<hex>] [ROOT]\nWrites (or with --check verifies) bundle/, bundle.Dockerfile and deploy/ under ROOT (default: the repository root); --image-digest pins the image by digest."
                 );
                 return ExitCode::SUCCESS;
             }
@@ -34,7 +44,7 @@ fn main() -> ExitCode {
             other => root = PathBuf::from(other),
         }
     }
-    let files = match install::files(install::OPERATOR_VERSION) {
+    let files = match install::files_pinned(install::OPERATOR_VERSION, digest.as_deref()) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("bundlegen: {e}");

@@ -71,7 +71,10 @@ pub fn openshift_versions(min_kube: &str) -> Option<String> {
 /// Release date written into the CSV (`createdAt`); fixed so that generation is reproducible.
 pub const RELEASE_DATE: &str = "2026-11-26T00:00:00Z";
 pub const PACKAGE: &str = "hybridnet-operator";
-pub const CHANNEL: &str = "alpha";
+/// `preview`: one of the prefixes OperatorHub's validator accepts (preview, fast, stable;
+/// operator-framework/api pkg/validation/internal/operatorhub.go, validateHubChannels) for an
+/// operator of maturity alpha.
+pub const CHANNEL: &str = "preview";
 
 /// Where the generated files go, relative to the repository root.
 pub const BUNDLE_DIR: &str = "bundle";
@@ -111,7 +114,7 @@ fn field_env(name: &str, path: &str) -> EnvVar {
 }
 
 /// The operator container's Deployment spec (same in the CSV and in `deploy/`).
-pub fn operator_deployment_spec(registry: &str, version: &str) -> DeploymentSpec {
+pub fn operator_deployment_spec(image: &str) -> DeploymentSpec {
     let selector = names::selector_labels(names::OPERATOR);
     let mut pod_labels = selector.clone();
     // The webhook server runs in this pod: it must never depend on itself to be admitted.
@@ -158,7 +161,7 @@ pub fn operator_deployment_spec(registry: &str, version: &str) -> DeploymentSpec
                 }),
                 containers: vec![Container {
                     name: names::OPERATOR.into(),
-                    image: Some(names::image(registry, version)),
+                    image: Some(image.to_string()),
                     image_pull_policy: Some("IfNotPresent".into()),
                     command: Some(vec![names::OPERATOR.into()]),
                     // The webhook server reads (and reloads) the certificate the lifecycle keeps
@@ -170,6 +173,13 @@ pub fn operator_deployment_spec(registry: &str, version: &str) -> DeploymentSpec
                     env: Some(vec![
                         field_env(env::NAMESPACE, "metadata.namespace"),
                         field_env("POD_NAME", "metadata.name"),
+                        // The operand image (the same image): pinned by digest in a release
+                        // bundle, rewritten by mirroring tools for disconnected installs.
+                        EnvVar {
+                            name: names::RELATED_IMAGE_ENV.into(),
+                            value: Some(image.to_string()),
+                            ..Default::default()
+                        },
                     ]),
                     ports: Some(vec![
                         ContainerPort {
@@ -248,7 +258,7 @@ pub struct OperatorInstall {
     pub deployment: Deployment,
 }
 
-pub fn operator_install(namespace: &str, registry: &str, version: &str) -> OperatorInstall {
+pub fn operator_install(namespace: &str, image: &str) -> OperatorInstall {
     let subject = Subject {
         kind: "ServiceAccount".into(),
         name: names::OPERATOR.into(),
@@ -257,10 +267,10 @@ pub fn operator_install(namespace: &str, registry: &str, version: &str) -> Opera
     };
     let mut ns_meta = install_meta(namespace, None);
     // The node agent needs host namespaces and capabilities.
-    ns_meta.labels.get_or_insert_default().insert(
-        "pod-security.kubernetes.io/enforce".into(),
-        "privileged".into(),
-    );
+    ns_meta
+        .labels
+        .get_or_insert_default()
+        .extend(namespace_pod_security_labels());
     OperatorInstall {
         namespace: Namespace {
             metadata: ns_meta,
@@ -299,7 +309,7 @@ pub fn operator_install(namespace: &str, registry: &str, version: &str) -> Opera
         },
         deployment: Deployment {
             metadata: install_meta(names::OPERATOR, Some(namespace)),
-            spec: operator_deployment_spec(registry, version),
+            spec: operator_deployment_spec(image),
             status: None,
         },
     }
@@ -540,11 +550,10 @@ fn rules_json(rules: Vec<PolicyRule>) -> Value {
 }
 
 /// The ClusterServiceVersion.
-pub fn cluster_service_version(registry: &str, version: &str) -> Value {
-    let image = names::image(registry, version);
+/// `image` is the one image (operator and operands), by tag or pinned by digest.
+pub fn cluster_service_version(image: &str, version: &str) -> Value {
     let examples = serde_json::to_string_pretty(&alm_examples(version)).unwrap_or_default();
-    let deployment =
-        serde_json::to_value(operator_deployment_spec(registry, version)).unwrap_or(Value::Null);
+    let deployment = serde_json::to_value(operator_deployment_spec(image)).unwrap_or(Value::Null);
     json!({
         "apiVersion": "operators.coreos.com/v1alpha1",
         "kind": "ClusterServiceVersion",
@@ -560,6 +569,10 @@ pub fn cluster_service_version(registry: &str, version: &str) -> Value {
                 "repository": "https://github.com/hybridnet/hybridnet",
                 "support": "hybridnet",
                 "operatorframework.io/suggested-namespace": names::DEFAULT_NAMESPACE,
+                // The console creates this namespace (the template wins over the name above):
+                // the node agent needs host networking, host paths and capabilities, which only
+                // the `privileged` Pod Security level admits.
+                "operatorframework.io/suggested-namespace-template": suggested_namespace_template(),
                 // Written by the operator and the node agents, not by users: the console hides
                 // them from the "create" views.
                 "operators.operatorframework.io/internal-objects": internal_objects(),
@@ -621,6 +634,30 @@ pub fn cluster_service_version(registry: &str, version: &str) -> Value {
             "relatedImages": [{"name": "hybridnet", "image": image}]
         }
     })
+}
+
+/// The labels of the operator's namespace: Pod Security `privileged` (enforced, audited and
+/// warned), the level the node agent DaemonSet needs.
+pub fn namespace_pod_security_labels() -> BTreeMap<String, String> {
+    ["enforce", "audit", "warn"]
+        .into_iter()
+        .map(|m| {
+            (
+                format!("pod-security.kubernetes.io/{m}"),
+                "privileged".to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `operatorframework.io/suggested-namespace-template`: the Namespace as JSON.
+pub fn suggested_namespace_template() -> String {
+    serde_json::to_string(&json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": names::DEFAULT_NAMESPACE, "labels": namespace_pod_security_labels()}
+    }))
+    .unwrap_or_default()
 }
 
 /// `operators.operatorframework.io/internal-objects`: the machine-written kinds, IPInstance
@@ -717,6 +754,8 @@ pub enum GenerateError {
         file: String,
         source: serde_json::Error,
     },
+    #[error("bundle input: {0}")]
+    Input(String),
 }
 
 const HEADER: &str =
@@ -745,14 +784,28 @@ fn to_value<T: serde::Serialize>(file: &str, v: &T) -> Result<Value, GenerateErr
 
 /// Every generated file: (path relative to the repository root, content).
 pub fn files(version: &str) -> Result<Vec<(String, String)>, GenerateError> {
+    files_pinned(version, None)
+}
+
+/// [`files`] with the image pinned by `digest` (`sha256:<hex>`), as a release bundle has it:
+/// `relatedImages`, the operator Deployment, its `RELATED_IMAGE_HYBRIDNET` and `containerImage`.
+pub fn files_pinned(
+    version: &str,
+    digest: Option<&str>,
+) -> Result<Vec<(String, String)>, GenerateError> {
     let registry = names::DEFAULT_REGISTRY;
+    let image = match digest {
+        Some(d) => names::image_by_digest(registry, d).map_err(GenerateError::Input)?,
+        None => names::image(registry, version),
+    };
+    let image = image.as_str();
     let mut out = Vec::new();
 
     // OLM bundle.
     let csv_file = format!("{BUNDLE_DIR}/manifests/{PACKAGE}.clusterserviceversion.yaml");
     out.push((
         csv_file.clone(),
-        yaml_docs(&csv_file, &[cluster_service_version(registry, version)])?,
+        yaml_docs(&csv_file, &[cluster_service_version(image, version)])?,
     ));
     let crds = hybridnet_api::crd::all();
     for (name, crd) in &crds {
@@ -785,7 +838,7 @@ pub fn files(version: &str) -> Result<Vec<(String, String)>, GenerateError> {
 
     // Plain kustomize install.
     let ns = names::DEFAULT_NAMESPACE;
-    let inst = operator_install(ns, registry, version);
+    let inst = operator_install(ns, image);
     let mut resources = Vec::new();
     let ns_file = format!("{DEPLOY_DIR}/namespace.yaml");
     out.push((

@@ -84,3 +84,125 @@ pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
 pub fn image(registry: &str, version: &str) -> String {
     format!("{}/{IMAGE_NAME}:v{version}", registry.trim_end_matches('/'))
 }
+
+/// The environment variable of the operand image on the operator's Deployment. OLM bundles pin
+/// images by digest in `relatedImages` and in `RELATED_IMAGE_*` variables (disconnected installs
+/// mirror exactly these); the operator deploys this image before `spec.registry`/`spec.version`.
+pub const RELATED_IMAGE_ENV: &str = "RELATED_IMAGE_HYBRIDNET";
+
+/// `<registry>/hybridnet@<digest>` for a digest `sha256:<64 hex>`.
+pub fn image_by_digest(registry: &str, digest: &str) -> Result<String, String> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| format!("digest {digest:?}: want sha256:<64 hex digits>"))?;
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(format!(
+            "digest {digest:?}: want sha256:<64 lowercase hex digits>"
+        ));
+    }
+    Ok(format!(
+        "{}/{IMAGE_NAME}@{digest}",
+        registry.trim_end_matches('/')
+    ))
+}
+
+/// An image reference as a container runtime takes it: `host[:port]/path[:tag][@sha256:<hex>]`,
+/// printable ASCII without spaces, at most 1024 bytes, a tag of at most 128 word characters.
+pub fn validate_image_ref(s: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("image {s:?}: {why}"));
+    if s.is_empty() || s.len() > 1024 {
+        return bad("empty or longer than 1024 bytes");
+    }
+    if !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return bad("only printable ASCII without spaces");
+    }
+    let (name, digest) = match s.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (s, None),
+    };
+    if let Some(d) = digest {
+        image_by_digest("x", d).map_err(|e| format!("image {s:?}: {e}"))?;
+    }
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let (path, tag) = match last.split_once(':') {
+        Some((_, t)) => (&name[..name.len() - t.len() - 1], Some(t)),
+        None => (name, None),
+    };
+    if let Some(t) = tag
+        && (t.is_empty()
+            || t.len() > 128
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)))
+    {
+        return bad("the tag must be 1-128 of [A-Za-z0-9_.-]");
+    }
+    if tag.is_none() && digest.is_none() {
+        return bad("name a tag or a digest");
+    }
+    if path.is_empty()
+        || path.starts_with('/')
+        || path.ends_with('/')
+        || path.contains("//")
+        || path.split('/').any(|c| c == ".." || c == ".")
+    {
+        return bad("malformed repository path");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn images_by_digest() {
+        assert_eq!(
+            image_by_digest("quay.io/h/", D).unwrap(),
+            format!("quay.io/h/hybridnet@{D}")
+        );
+        for bad in [
+            "",
+            "sha256:",
+            "sha512:00",
+            &D.to_uppercase(),
+            &D[..70],
+            "md5:x",
+        ] {
+            assert!(image_by_digest("r", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn image_references_are_checked() {
+        for ok in [
+            "docker.io/hybridnet/hybridnet:v0.1.0".to_string(),
+            format!("mirror.local:5000/h/hybridnet@{D}"),
+            format!("h/hybridnet:v1@{D}"),
+            "localhost:5000/hybridnet:latest".into(),
+        ] {
+            assert!(validate_image_ref(&ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "docker.io/hybridnet/hybridnet",
+            "docker.io/hybridnet/hybridnet:",
+            "a b:v1",
+            "x:v1\n",
+            "/abs:v1",
+            "a//b:v1",
+            "a/../b:v1",
+            "a/b:v1@sha256:xyz",
+            "a/b:t!g",
+        ] {
+            assert!(validate_image_ref(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_image_ref(&"a".repeat(1025)).is_err());
+    }
+}

@@ -60,6 +60,8 @@ pub struct LifecycleConfig {
     /// A node agent rollout without progress for longer than this is reported
     /// `Degraded=True/RolloutStuck` (`--rollout-progress-deadline-seconds`).
     pub progress_deadline: Duration,
+    /// `RELATED_IMAGE_HYBRIDNET`: the operand image, ahead of `spec.registry`/`spec.version`.
+    pub related_image: Option<String>,
 }
 
 /// Default of [`LifecycleConfig::progress_deadline`] (a Deployment's default too).
@@ -80,6 +82,9 @@ impl LifecycleConfig {
                 .ok(),
             resync: Duration::from_secs(300),
             progress_deadline: DEFAULT_PROGRESS_DEADLINE,
+            related_image: std::env::var(names::RELATED_IMAGE_ENV)
+                .ok()
+                .filter(|s| !s.trim().is_empty()),
         }
     }
 }
@@ -322,7 +327,9 @@ async fn apply(obj: Arc<HybridnetCluster>, ctx: &Context) -> Result<Action, Reco
         .unwrap_or_else(|| cfg.operator_version.clone());
 
     let mut failure = None;
-    match Settings::from_spec(&obj.spec, &cfg.operator_version, &cfg.namespace) {
+    match Settings::from_spec(&obj.spec, &cfg.operator_version, &cfg.namespace)
+        .and_then(|s| s.with_related_image(cfg.related_image.as_deref()))
+    {
         Err(errs) => {
             // Nothing is applied from an invalid spec: what runs keeps running.
             failure = Some(Failure {

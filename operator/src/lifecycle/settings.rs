@@ -327,6 +327,27 @@ fn check_registry(registry: &str, errs: &mut FieldErrors) {
 }
 
 impl Settings {
+    /// The operand image from the operator's `RELATED_IMAGE_HYBRIDNET` (OLM pins it by digest for
+    /// disconnected installs) replaces the one of `spec.registry`/`spec.version`.
+    pub fn with_related_image(mut self, related: Option<&str>) -> Result<Settings, FieldErrors> {
+        let Some(image) = related.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Ok(self);
+        };
+        if let Err(e) = names::validate_image_ref(image) {
+            let mut errs = FieldErrors::default();
+            errs.push(FieldError::new(
+                format!(
+                    "the operator's {} environment variable",
+                    names::RELATED_IMAGE_ENV
+                ),
+                e,
+            ));
+            return Err(errs);
+        }
+        self.image = image.to_string();
+        Ok(self)
+    }
+
     /// Fills in defaults and checks every value; errors name the field.
     pub fn from_spec(
         spec: &HybridnetClusterSpec,
@@ -637,6 +658,35 @@ mod tests {
     use hybridnet_api::operator::{
         BootstrapNetwork, CniSpec, NodeAgentSpec, NodeAgentUpdateStrategy, WebhookSpec,
     };
+
+    #[test]
+    fn related_image_env_wins_over_registry_and_version() {
+        let spec = HybridnetClusterSpec {
+            registry: Some("quay.io/other".into()),
+            version: Some("0.2.0".into()),
+            ..Default::default()
+        };
+        let pinned = "mirror.local/h/hybridnet@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let s = settings(&spec).unwrap();
+        assert_eq!(s.image, "quay.io/other/hybridnet:v0.2.0");
+        assert_eq!(s.clone().with_related_image(None).unwrap().image, s.image);
+        assert_eq!(
+            s.clone().with_related_image(Some(" ")).unwrap().image,
+            s.image
+        );
+        assert_eq!(
+            s.clone().with_related_image(Some(pinned)).unwrap().image,
+            pinned
+        );
+        for bad in ["no-tag", "a b:v1", "x@sha256:00"] {
+            let e = s
+                .clone()
+                .with_related_image(Some(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("RELATED_IMAGE_HYBRIDNET"), "{e}");
+        }
+    }
 
     fn settings(spec: &HybridnetClusterSpec) -> Result<Settings, FieldErrors> {
         Settings::from_spec(spec, "0.1.0", "hybridnet-system")
