@@ -126,16 +126,26 @@ fn agent_args(args: &[String]) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
+/// Logs to stderr, as JSON lines with `json` (`--log-json`, like the operator's); `RUST_LOG`
+/// filters (default info).
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().collect();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cfg = match argv.get(1).map(String::as_str) {
         Some("install-cni") => {
+            init_logging(false);
             let a = InstallCniArgs::parse_from(
                 std::iter::once("hybridnet-node install-cni".to_string())
                     .chain(argv[2..].iter().cloned()),
@@ -145,6 +155,7 @@ fn main() -> anyhow::Result<()> {
         Some("agent") => AgentConfig::parse_from(agent_args(&argv[2..])?),
         _ => AgentConfig::parse(),
     };
+    init_logging(cfg.log_json);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

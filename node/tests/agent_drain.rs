@@ -300,7 +300,8 @@ fn sigterm_drains_cni_requests_and_leaves_nothing_half_done() {
     wait_for("requests while no agent runs", 10, || {
         (tally.down.load(Ordering::SeqCst) > down_before).then_some(())
     });
-    let _second = start_agent_at(
+    // The restarted agent logs JSON lines (`--log-json`).
+    let second = start_agent_at(
         &n1,
         "n1",
         &cp.kubeconfig,
@@ -308,7 +309,7 @@ fn sigterm_drains_cni_requests_and_leaves_nothing_half_done() {
         &socket,
         &log("drain-b"),
         filter,
-        &flags,
+        &[flags[0], "--log-json"],
     );
     let ok_at_restart = tally.ok.load(Ordering::SeqCst);
     wait_for("100 requests answered by the restarted agent", 120, || {
@@ -411,5 +412,18 @@ fn sigterm_drains_cni_requests_and_leaves_nothing_half_done() {
             (got.status?.sandbox_id? == cid).then_some(())
         });
     }
+    // Every line of the restarted agent's log is one JSON object with level, target and fields.
+    let json_log = std::fs::read_to_string(&second.1).unwrap();
+    let mut messages = Vec::new();
+    for line in json_log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["target"].is_string(), "{line}");
+        messages.push(v["fields"]["message"].as_str().unwrap_or("").to_string());
+    }
+    assert!(
+        messages.iter().any(|m| m == "CNI server listening"),
+        "{json_log}"
+    );
     let _ = std::fs::remove_file(&socket);
 }

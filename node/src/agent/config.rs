@@ -115,6 +115,11 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub update_ipinstance_status: bool,
 
+    /// Log as JSON lines (one object per event: timestamp, level, target, fields), as the
+    /// operator's `--log-json`.
+    #[arg(long)]
+    pub log_json: bool,
+
     /// On SIGTERM: how long CNI requests in flight may take to finish (new ones are refused with
     /// CNI code 11, "try again later"); at most 25, so the DaemonSet's
     /// terminationGracePeriodSeconds (30) leaves room to exit.
