@@ -72,7 +72,7 @@ fn label_selector(s: &str) -> Result<String, String> {
     bin_name = "kubectl hybridnet",
     version,
     about = "kubectl hybridnet: networks, subnets, IP usage and leaks, policy-routing traces, status",
-    long_about = "kubectl hybridnet: operate a hybridnet cluster (overlay VXLAN and underlay VLAN/BGP pod networks).\n\nExit codes: 0 success; 1 error (cluster unreachable, object not found, request refused); 2 invalid flags or manifest; 3 `ip check` found problems.",
+    long_about = "kubectl hybridnet: operate a hybridnet cluster (overlay VXLAN and underlay VLAN/BGP pod networks).\n\nExit codes: 0 success; 1 error (cluster unreachable, object not found, request refused); 2 invalid flags or manifest; 3 `ip check` found problems; `status`: 4 the HybridnetCluster is Degraded, 5 it is not Available.",
     propagate_version = true,
     max_term_width = 110
 )]

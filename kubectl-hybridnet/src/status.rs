@@ -108,6 +108,33 @@ pub fn network_view(n: &Network) -> NetworkView {
     }
 }
 
+/// `status`'s exit code (documented in `--help` and docs/cli.md): 4 when the HybridnetCluster is
+/// `Degraded=True`, else 5 when it is not `Available=True` (condition False, Unknown or not
+/// reported yet), else 0. Without a HybridnetCluster (hybridnet not installed through the
+/// operator) there is no such condition: 0, with the warning the report carries.
+pub fn exit_code(report: &StatusReport) -> i32 {
+    let Some(c) = &report.cluster else {
+        return 0;
+    };
+    let is_true = |t: &str| {
+        c.conditions
+            .iter()
+            .any(|x| x.type_ == t && x.status == "True")
+    };
+    if is_true("Degraded") {
+        EXIT_DEGRADED
+    } else if !is_true("Available") {
+        EXIT_NOT_AVAILABLE
+    } else {
+        0
+    }
+}
+
+/// `status` exit code: the HybridnetCluster is `Degraded=True`.
+pub const EXIT_DEGRADED: i32 = 4;
+/// `status` exit code: the HybridnetCluster is not `Available=True`.
+pub const EXIT_NOT_AVAILABLE: i32 = 5;
+
 /// Builds the report and its warnings.
 pub fn status_report(
     plugin_version: &str,
@@ -380,7 +407,52 @@ mod tests {
         );
         n.metadata.name = Some("overlay".into());
         let usage = crate::usage::usage_report(std::slice::from_ref(&n), &[], &[], None, 90);
-        let r = status_report("0.1.0", Some(&c), &[n], usage, BgpSummary::default());
+        let r = status_report(
+            "0.1.0",
+            Some(&c),
+            &[n.clone()],
+            usage.clone(),
+            BgpSummary::default(),
+        );
+        assert_eq!(exit_code(&r), EXIT_DEGRADED);
+        // The exit code follows the conditions: Degraded wins, then not Available, else 0.
+        for (conds, want) in [
+            (
+                vec![cond("Available", "True"), cond("Degraded", "False")],
+                0,
+            ),
+            (
+                vec![cond("Available", "False"), cond("Degraded", "False")],
+                EXIT_NOT_AVAILABLE,
+            ),
+            (vec![cond("Available", "Unknown")], EXIT_NOT_AVAILABLE),
+            (vec![], EXIT_NOT_AVAILABLE),
+            (
+                vec![cond("Available", "False"), cond("Degraded", "True")],
+                EXIT_DEGRADED,
+            ),
+        ] {
+            let mut c2 = c.clone();
+            if let Some(st) = c2.status.as_mut() {
+                st.conditions = Some(conds.clone());
+            }
+            let r2 = status_report(
+                "0.1.0",
+                Some(&c2),
+                &[n.clone()],
+                usage.clone(),
+                BgpSummary::default(),
+            );
+            assert_eq!(exit_code(&r2), want, "{conds:?}");
+        }
+        let none = status_report(
+            "0.1.0",
+            None,
+            &[n.clone()],
+            usage.clone(),
+            BgpSummary::default(),
+        );
+        assert_eq!(exit_code(&none), 0);
         assert_eq!(r.cluster.as_ref().unwrap().conditions[0].type_, "Available");
         let w = r.warnings.join("\n");
         assert!(w.contains("Degraded is True"), "{w}");

@@ -652,4 +652,32 @@ async fn install_and_status() {
     assert_eq!(v["cluster"]["nodeAgents"]["ready"], 2);
     assert_eq!(v["cluster"]["conditions"][0]["type"], "Available");
     assert_eq!(v["networks"].as_array().unwrap().len(), 2);
+
+    // Exit codes for scripts: 4 Degraded, 5 not Available (the output is printed either way).
+    for (available, degraded, want) in [
+        ("True", "True", 4),
+        ("False", "False", 5),
+        ("Unknown", "False", 5),
+        ("True", "False", 0),
+    ] {
+        api.patch_status(
+            "default",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"status": {"conditions": [
+                {"type": "Available", "status": available, "reason": "R", "message": "", "lastTransitionTime": "2026-11-26T07:00:00Z"},
+                {"type": "Degraded", "status": degraded, "reason": "R", "message": "", "lastTransitionTime": "2026-11-26T07:00:00Z"}
+            ]}})),
+        )
+        .await
+        .unwrap();
+        for args in [&["status"][..], &["status", "-o", "json"][..]] {
+            let r = kubectl(k, args).await;
+            assert_eq!(
+                r.code, want,
+                "Available={available} Degraded={degraded} {args:?}: {}",
+                r.stderr
+            );
+            assert!(r.stdout.contains("Available"), "{}", r.stdout);
+        }
+    }
 }

@@ -572,7 +572,7 @@ pub async fn status(g: &GlobalFlags, a: &StatusArgs) -> Res<i32> {
             print::style(),
         ))?,
     }
-    Ok(exit::OK)
+    Ok(status::exit_code(&report))
 }
 
 pub async fn install(g: &GlobalFlags, a: &InstallArgs) -> Res<i32> {
