@@ -505,6 +505,10 @@ pub struct InstallArgs {
     /// Print the HybridnetCluster (yaml or json) instead of applying it.
     #[arg(short = 'o', long, value_parser = parse_install_output)]
     pub output: Option<OutputFormat>,
+    /// Take over fields another field manager owns (kubectl apply's --force-conflicts); without
+    /// it a conflict is refused naming the fields and their manager.
+    #[arg(long)]
+    pub force_conflicts: bool,
 }
 
 #[derive(Args, Debug, Clone)]

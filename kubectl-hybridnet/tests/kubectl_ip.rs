@@ -577,6 +577,36 @@ async fn install_and_status() {
         "{managers:?}"
     );
 
+    // Another manager (say Argo CD) takes spec.version: install refuses to take it back unless
+    // --force-conflicts, as kubectl's own server-side apply.
+    api.patch(
+        "default",
+        &kube::api::PatchParams::apply("argocd").force(),
+        &kube::api::Patch::Apply(serde_json::json!({"apiVersion": "operator.hybridnet.io/v1alpha1",
+            "kind": "HybridnetCluster", "metadata": {"name": "default"}, "spec": {"version": "0.2.0"}})),
+    )
+    .await
+    .unwrap();
+    let args = [
+        "install",
+        "--hybridnet-version",
+        "0.1.0",
+        "--bootstrap-cidr",
+        "100.64.0.0/16",
+    ];
+    let r = kubectl(k, &args).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("--force-conflicts"), "{}", r.stderr);
+    assert_eq!(
+        api.get("default").await.unwrap().spec.version.as_deref(),
+        Some("0.2.0")
+    );
+    let mut forced = args.to_vec();
+    forced.push("--force-conflicts");
+    kubectl(k, &forced).await.ok();
+    let hc = api.get("default").await.unwrap();
+    assert_eq!(hc.spec.version.as_deref(), Some("0.1.0"));
+
     // The operator's status, written as the operator would.
     api.patch_status(
         "default",

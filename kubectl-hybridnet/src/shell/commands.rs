@@ -596,7 +596,8 @@ pub async fn install(g: &GlobalFlags, a: &InstallArgs) -> Res<i32> {
         return Err(Failure::error(format!("install: {why}")));
     }
     let api: Api<HybridnetCluster> = Api::all(ctx.client.clone());
-    let mut pp = PatchParams::apply(field_manager::KUBECTL_PLUGIN).force();
+    let mut pp = PatchParams::apply(field_manager::KUBECTL_PLUGIN);
+    pp.force = a.force_conflicts;
     pp.dry_run = a.dry_run == DryRun::Server;
     let applied = match api
         .patch(CLUSTER_SINGLETON_NAME, &pp, &Patch::Apply(&cluster))
@@ -606,6 +607,12 @@ pub async fn install(g: &GlobalFlags, a: &InstallArgs) -> Res<i32> {
         Err(e) if io::is_missing_type(&e) => {
             return Err(Failure::error(format!(
                 "install: the {CLUSTERS_CRD} CRD is not installed: install the hybridnet operator first (its OLM bundle, or the operator manifests from the hybridnet repository); `kubectl hybridnet install -o yaml` prints the HybridnetCluster to apply afterwards"
+            )));
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            return Err(Failure::error(format!(
+                "install: {}; another field manager owns these fields of hybridnetcluster/default: rerun with --force-conflicts to take them over (as `kubectl apply --server-side --force-conflicts`), or change them with that manager",
+                s.message.trim()
             )));
         }
         Err(e) => return Err(ctx.fail(e, "apply hybridnetcluster default", Some(CLUSTERS_CRD))),
