@@ -70,8 +70,8 @@ fn default_kubeconfig_exists() -> bool {
 async fn load_config(g: &GlobalFlags) -> Res<Config> {
     let opts = KubeConfigOptions {
         context: g.context.clone(),
-        cluster: None,
-        user: None,
+        cluster: g.cluster.clone(),
+        user: g.user.clone(),
     };
     if let Some(path) = &g.kubeconfig {
         let kc = Kubeconfig::read_from(path).map_err(|e| {
@@ -125,7 +125,34 @@ impl Ctx {
             kubectl_hybridnet::manifest::validate_namespace(ns)
                 .map_err(|e| Failure::usage(format!("-n/--namespace: {e}")))?;
         }
+        if !g.as_group.is_empty() && g.as_user.is_none() {
+            return Err(Failure::usage("--as-group needs --as (as kubectl)"));
+        }
+        for (flag, v) in [("--token", &g.token), ("--as", &g.as_user)] {
+            if let Some(v) = v
+                && (v.is_empty() || v.chars().any(|c| c.is_control()))
+            {
+                return Err(Failure::usage(format!(
+                    "{flag}: empty or with control characters"
+                )));
+            }
+        }
         let mut config = load_config(g).await?;
+        if let Some(t) = &g.token {
+            // kube's AuthInfo keeps the token secret; it is only built by deserializing.
+            let ai: kube::config::AuthInfo =
+                serde_json::from_value(serde_json::json!({"token": t}))
+                    .map_err(|e| Failure::usage(format!("--token: {e}")))?;
+            config.auth_info.token = ai.token;
+            config.auth_info.token_file = None;
+            config.auth_info.exec = None;
+            config.auth_info.auth_provider = None;
+        }
+        if let Some(u) = &g.as_user {
+            config.auth_info.impersonate = Some(u.clone());
+            config.auth_info.impersonate_groups =
+                (!g.as_group.is_empty()).then(|| g.as_group.clone());
+        }
         if let Some(t) = g.request_timeout.0 {
             config.connect_timeout = Some(t);
             config.read_timeout = Some(t);
