@@ -606,9 +606,7 @@ pub async fn daemonset_controller(
                 }
             }
             let desired = nodes.len() as i32;
-            // A node agent running through containerd is not rolled by the lab (yet).
             if let Some(h) = outdated.first()
-                && params.runtime == Runtime::Direct
                 && ready == desired
                 && started == desired
                 && let Role::Node(n) = h.role
@@ -619,8 +617,14 @@ pub async fn daemonset_controller(
                     revision,
                     "lab DaemonSet controller: rolling the node agent"
                 );
-                stop_node_agent(&dirs, ds, &node);
-                if let Err(e) = start_node_agent(&params, &dirs, h, ds) {
+                let rolled = match params.runtime {
+                    Runtime::Direct => {
+                        stop_node_agent(&dirs, ds, &node);
+                        start_node_agent(&params, &dirs, h, ds)
+                    }
+                    Runtime::Containerd => crate::cri_agent::replace(&params, &dirs, h, ds).await,
+                };
+                if let Err(e) = rolled {
                     tracing::warn!(node, error = %e, "lab DaemonSet controller: roll failed");
                 }
                 ready -= 1;

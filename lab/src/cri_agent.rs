@@ -306,3 +306,23 @@ async fn restart_exited_on(
     }
     Ok(())
 }
+
+/// Replaces the node's agent pod by one of `ds`'s current template (a rolling update's step):
+/// the old sandbox stopped and removed (its containers killed), then [`start`].
+pub async fn replace(
+    params: &LabParams,
+    dirs: &LabDirs,
+    h: &Host,
+    ds: &DaemonSet,
+) -> anyhow::Result<()> {
+    let Role::Node(n) = h.role else {
+        bail!("{} is not a node", h.netns)
+    };
+    let node = format!("node{n}");
+    let client = CriClient::new(&containerd_dir(dirs, &node).join("containerd.sock"));
+    let label = [(AGENT_LABEL.to_string(), "true".to_string())];
+    for old in client.list_pod_sandboxes(&label).await? {
+        crate::cri_node::stop_and_remove(&client, &old.id, crate::cri_node::STOP_RETRY).await?;
+    }
+    start(params, dirs, h, ds).await
+}

@@ -8,7 +8,8 @@
 //! - the sandbox's network namespace removed as soon as containerd creates it (before or during
 //!   CNI ADD);
 //! - the node agent's container (from the image, through containerd) killed while a pod of its
-//!   node is created, and restarted by the lab kubelet's restart policy.
+//!   node is created, and restarted by the lab kubelet's restart policy;
+//! - a rolling update of the agents (a new pod template) through containerd.
 //!
 //! Needs root, containerd, ctr, runc, nsenter and the pause image (`scripts/images/build.sh
 //! images debug`, which `make test` runs); under CI=true it must run.
@@ -93,10 +94,20 @@ async fn leftovers(
         }
         out.insert(format!("{node} rules v4"), run(&["ip", "-4", "rule"]));
         out.insert(format!("{node} rules v6"), run(&["ip", "-6", "rule"]));
-        out.insert(
-            format!("{node} nftables"),
-            run(&["nft", "-s", "list", "ruleset"]),
-        );
+        // Tables in name order: an agent that re-creates its table moves it to the end.
+        let ruleset = run(&["nft", "-s", "list", "ruleset"]);
+        let mut tables: Vec<String> = Vec::new();
+        for line in ruleset.lines() {
+            match tables.last_mut() {
+                Some(t) if !line.starts_with("table ") => {
+                    t.push_str(line);
+                    t.push('\n');
+                }
+                _ => tables.push(format!("{line}\n")),
+            }
+        }
+        tables.sort();
+        out.insert(format!("{node} nftables"), tables.concat());
         let cri = CriClient::new(&cri_node::containerd_dir(dirs, &node).join("containerd.sock"));
         let mut sandboxes: Vec<String> = cri
             .list_pod_sandboxes(&[])
@@ -107,17 +118,26 @@ async fn leftovers(
             .collect();
         sandboxes.sort();
         out.insert(format!("{node} sandboxes"), sandboxes.join("\n"));
-        // Processes of the node's containers (runc's cgroups under the lab's parent). An empty
-        // cgroup folder that runc created for a container whose creation containerd's kill
-        // interrupted is no resource and `down` removes it, so folders are not compared.
-        let cgroup = Path::new("/sys/fs/cgroup/memory")
-            .join(cri_node::cgroup_parent(lab_id, &node).trim_start_matches('/'));
-        let n: usize = std::fs::read_dir(&cgroup)
+        // Processes of the containers containerd knows (runc's cgroups under the lab's parent are
+        // named by container id); see `kill_orphan_processes` for the others.
+        let mut known: BTreeSet<String> = cri
+            .list_containers("")
+            .await
+            .unwrap()
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::read_to_string(e.path().join("cgroup.procs")).ok())
-            .map(|procs| procs.lines().count())
+            .map(|c| c.id)
+            .collect();
+        known.extend(
+            cri.list_pod_sandboxes(&[])
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.id),
+        );
+        let n: usize = container_cgroups(lab_id, &node)
+            .into_iter()
+            .filter(|(id, _)| known.contains(id))
+            .map(|(_, procs)| procs.len())
             .sum();
         out.insert(format!("{node} container processes"), n.to_string());
     }
@@ -151,6 +171,60 @@ async fn leftovers(
     names.sort();
     out.insert("IPInstances".into(), names.join(" "));
     out
+}
+
+/// The container cgroups (memory controller) under the node's parent: container id and pids.
+fn container_cgroups(lab_id: &str, node: &str) -> Vec<(String, Vec<i32>)> {
+    let cgroup = Path::new("/sys/fs/cgroup/memory")
+        .join(cri_node::cgroup_parent(lab_id, node).trim_start_matches('/'));
+    std::fs::read_dir(&cgroup)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| {
+            let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                procs.lines().filter_map(|p| p.parse().ok()).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Kills the processes of container cgroups on `node` that containerd does not know: a
+/// containerd killed between runc creating a container and containerd recording it leaves that
+/// container's process behind after its restart, in no sandbox (no network: the checks above
+/// find any interface or address). Returns the container ids.
+async fn kill_orphan_processes(dirs: &LabDirs, lab_id: &str, node: &str) -> Vec<String> {
+    let cri = CriClient::new(&cri_node::containerd_dir(dirs, node).join("containerd.sock"));
+    let mut known: BTreeSet<String> = cri
+        .list_containers("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    known.extend(
+        cri.list_pod_sandboxes(&[])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id),
+    );
+    let mut killed = Vec::new();
+    for (id, procs) in container_cgroups(lab_id, node) {
+        if !known.contains(&id) && !procs.is_empty() {
+            for p in procs {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            killed.push(id);
+        }
+    }
+    killed
 }
 
 /// containerd's pod network namespaces (`/run/netns/cni-*`).
@@ -425,6 +499,10 @@ async fn pods_through_containerd_connect_and_bad_input_leaves_nothing() {
         "empty network namespaces containerd left when it was killed: {:?}",
         remove_empty_cni_namespaces(&baseline_cni)
     );
+    eprintln!(
+        "processes of containers containerd forgot when it was killed: {:?}",
+        kill_orphan_processes(&dirs, &lab.id, "node2").await
+    );
     nothing_left(
         "containerd restarted during pod creation",
         &dirs,
@@ -563,4 +641,56 @@ async fn pods_through_containerd_connect_and_bad_input_leaves_nothing() {
         &baseline,
     )
     .await;
+
+    // A rolling update of the agents (the pod template changes), through containerd: every node's
+    // agent pod is replaced by one of the new template, the pods keep their network.
+    let old_revision = hybridnet_lab::cluster::template_revision(
+        &hybridnet_lab::cluster::wait_for_agent_daemonset(&client, Duration::from_secs(5))
+            .await
+            .unwrap(),
+    );
+    let hc: Api<hybridnet_api::operator::HybridnetCluster> = Api::all(client.clone());
+    hc.patch(
+        "default",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"nodeAgent": {"vlanCheckTimeout": "3s"}}})),
+    )
+    .await
+    .unwrap();
+    let params = LabParams::load(&dirs).unwrap();
+    eventually(
+        "every agent rolled to the new template and ready",
+        Duration::from_secs(180),
+        || async {
+            let ds =
+                hybridnet_lab::cluster::wait_for_agent_daemonset(&client, Duration::from_secs(5))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            let want = hybridnet_lab::cluster::template_revision(&ds);
+            if want == old_revision {
+                return Err("the operator has not rendered the new template yet".into());
+            }
+            for h in params.layout().nodes() {
+                let Role::Node(n) = h.role else { continue };
+                let node = format!("node{n}");
+                let has = hybridnet_lab::cluster::node_revision(&dirs, &node);
+                if has.as_deref() != Some(want.as_str()) {
+                    return Err(format!("{node} runs {has:?}, want {want}"));
+                }
+                if !hybridnet_lab::cluster::agent_ready(&h.netns, 11021).await {
+                    return Err(format!("{node}'s agent is not ready"));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    for (name, (_, ips)) in &made {
+        assert!(
+            ping(&from, &ips[0]) || name == "overlay-a",
+            "overlay-a -> {name} {} after the roll",
+            ips[0]
+        );
+    }
+    nothing_left("the agents rolled", &dirs, &lab.id, &client, &baseline).await;
 }
