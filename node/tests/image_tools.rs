@@ -16,6 +16,8 @@ const STARTS: &[(&str, &str)] = &[
     ("src/dataplane/nft.rs", "nft"),
     // NetworkPolicy drop counters are read with the same --nft-binary.
     ("src/agent/policy.rs", "nft"),
+    // The kernel check at start runs `nft --check` with the same --nft-binary.
+    ("src/agent/kernelcheck.rs", "nft"),
     // The removal of upstream's leftovers (docs/migration.md): both backends, both families.
     ("src/migrate/host.rs", "iptables-legacy-save"),
     ("src/migrate/host.rs", "iptables-legacy-restore"),
