@@ -6,7 +6,7 @@
 //! at commit 2c20e68a485a8519448d99cbdddbb0bf450aeb16, are [`operatorhub`] below, error or warning
 //! as there. The committed bundle has neither; each rule is also shown to fire on a bundle that
 //! breaks it, so a bundle OperatorHub would reject fails here. Beyond that validator: the
-//! OLM-specific claims of issue 18 (suggested namespace template, owned resources, images pinned
+//! OLM-specific claims of docs/operations.md (suggested namespace template, owned resources, images pinned
 //! by digest with `RELATED_IMAGE_HYBRIDNET`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
