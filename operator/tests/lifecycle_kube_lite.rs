@@ -719,6 +719,12 @@ async fn install_upgrade_repair_refuse_and_delete() {
             json!({"webhook": {"additionalPodMatchExpressions": [{"key": "app", "operator": "In"}]}}),
             "spec.webhook.additionalPodMatchExpressions[0].values",
         ),
+        // Well-formed but the Pod webhooks switched off for every pod labelled `app`
+        // (docs/operations.md, "Pod webhook exemptions").
+        (
+            json!({"webhook": {"additionalPodMatchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}}),
+            "spec.webhook.additionalPodMatchExpressions[0].operator",
+        ),
     ] {
         match patch_cluster(&clusters, json!({ "spec": bad })).await {
             // A schema that can express it (minItems etc.) may refuse it up front.

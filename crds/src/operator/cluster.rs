@@ -279,8 +279,10 @@ pub struct WebhookSpec {
     /// `webhook.hybridnet.io/ignore` rule (upstream's Helm value
     /// `webhook.additionalPodMatchExpressions`). Absent: upstream's default, pods labelled
     /// `app: kube-proxy` are skipped; `[]`: no extra expression.
+    /// Only `NotIn` expressions on user labels are accepted (docs/operations.md, "Pod webhook
+    /// exemptions").
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 16))]
+    #[schemars(schema_with = "super::podmatch::schema")]
     pub additional_pod_match_expressions: Option<Vec<LabelSelectorRequirement>>,
 }
 

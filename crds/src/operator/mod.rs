@@ -2,6 +2,7 @@
 
 mod cluster;
 pub mod hostdir;
+pub mod podmatch;
 pub mod values;
 
 pub use cluster::*;

@@ -17,6 +17,9 @@ pub const MAX_VNI: i32 = (1 << 24) - 1;
 pub const PORT: RangeInclusive<i32> = 1..=MAX_PORT;
 pub const MAX_PORT: i32 = 65535;
 
+/// Most expressions in `spec.webhook.additionalPodMatchExpressions` (the CRD's `maxItems`).
+pub const MAX_POD_MATCH_EXPRESSIONS: usize = 16;
+
 /// Whether `v` is a release version `MAJOR.MINOR.PATCH[-PRERELEASE]` (no leading `v`): it becomes
 /// an image tag, so each number has at most 9 digits and the pre-release part at most 64 of
 /// semver's characters (letters, digits, `.`, `-`), which tags accept.

@@ -1490,7 +1490,7 @@ mod tests {
         }
         let extra = vec![
             req("k8s-app", "NotIn", &["kube-proxy", "node-local-dns"]),
-            req("example.com/legacy-cni", "DoesNotExist", &[]),
+            req("example.com/legacy-cni", "NotIn", &["true"]),
         ];
         for exprs in pod_selectors(&with(extra.clone())) {
             assert_eq!(exprs[0], ignore);

@@ -211,14 +211,16 @@ pub fn upstream_default_pod_match_expressions() -> Vec<LabelSelectorRequirement>
 }
 
 /// Most expressions in `spec.webhook.additionalPodMatchExpressions` (the CRD's maxItems).
-pub const MAX_POD_MATCH_EXPRESSIONS: usize = 16;
+pub use hybridnet_api::operator::values::MAX_POD_MATCH_EXPRESSIONS;
 /// Most values of one expression.
-const MAX_MATCH_VALUES: usize = 64;
+const MAX_MATCH_VALUES: usize = hybridnet_api::operator::podmatch::MAX_VALUES as usize;
 
 /// One label selector requirement as the API server checks a webhook's objectSelector: a label
 /// key, one of the four operators, values (label values) for `In`/`NotIn` and none for
-/// `Exists`/`DoesNotExist`.
+/// `Exists`/`DoesNotExist`; then the safety rule of the CRD (`hybridnet_api::operator::podmatch`:
+/// only `NotIn`, not on the bypass label or a controller's label).
 fn check_match_expression(r: &LabelSelectorRequirement, field: &str, errs: &mut FieldErrors) {
+    let before = errs.0.len();
     if let Err(e) = k8s_names::label_key(&r.key) {
         errs.push(FieldError::new(format!("{field}.key"), e));
     }
@@ -258,6 +260,12 @@ fn check_match_expression(r: &LabelSelectorRequirement, field: &str, errs: &mut 
         if let Err(e) = k8s_names::label_value(v) {
             errs.push(FieldError::new(format!("{field}.values[{i}]"), e));
         }
+    }
+    // A well-formed expression that would still switch the webhooks off for many pods.
+    if errs.0.len() == before
+        && let Err((sub, why)) = hybridnet_api::operator::podmatch::check(r)
+    {
+        errs.push(FieldError::new(format!("{field}.{sub}"), why));
     }
 }
 
@@ -1193,9 +1201,8 @@ mod tests {
         let s = settings(&pod_match(vec![])).unwrap();
         assert!(s.pod_match_expressions.is_empty());
         let ok = settings(&pod_match(vec![
-            req("app", "In", Some(&["a", "b"])),
-            req("example.com/x", "Exists", None),
-            req("y", "DoesNotExist", Some(&[])),
+            req("app", "NotIn", Some(&["a", "b"])),
+            req("example.com/x", "NotIn", Some(&["y"])),
             req("z", "NotIn", Some(&[""])),
         ]));
         assert!(ok.is_ok(), "{ok:?}");
@@ -1277,8 +1284,8 @@ mod tests {
             ),
             (
                 pod_match(vec![
-                    req("ok", "Exists", None),
-                    req("app", "In", Some(&["kube proxy"])),
+                    req("ok", "NotIn", Some(&["x"])),
+                    req("app", "NotIn", Some(&["kube proxy"])),
                 ]),
                 "spec.webhook.additionalPodMatchExpressions[1].values[0]",
             ),
@@ -1291,8 +1298,45 @@ mod tests {
                 "spec.webhook.additionalPodMatchExpressions[0].values",
             ),
             (
-                pod_match(vec![req("app", "Exists", None); 17]),
+                pod_match(vec![req("app", "NotIn", Some(&["x"])); 17]),
                 "spec.webhook.additionalPodMatchExpressions",
+            ),
+            // Well-formed, but the Pod webhooks switched off for every pod without (or with) the
+            // label, or an exemption on a label every controller's pods carry.
+            (
+                pod_match(vec![req("app", "In", Some(&["x"]))]),
+                "spec.webhook.additionalPodMatchExpressions[0].operator",
+            ),
+            (
+                pod_match(vec![
+                    req("ok", "NotIn", Some(&["x"])),
+                    req("example.com/x", "Exists", None),
+                ]),
+                "spec.webhook.additionalPodMatchExpressions[1].operator",
+            ),
+            (
+                pod_match(vec![req("app", "DoesNotExist", None)]),
+                "spec.webhook.additionalPodMatchExpressions[0].operator",
+            ),
+            (
+                pod_match(vec![req(
+                    hybridnet_api::constants::label::WEBHOOK_IGNORE,
+                    "NotIn",
+                    Some(&["false"]),
+                )]),
+                "spec.webhook.additionalPodMatchExpressions[0].key",
+            ),
+            (
+                pod_match(vec![req("pod-template-hash", "NotIn", Some(&["abc"]))]),
+                "spec.webhook.additionalPodMatchExpressions[0].key",
+            ),
+            (
+                pod_match(vec![req(
+                    "batch.kubernetes.io/job-name",
+                    "NotIn",
+                    Some(&["x"]),
+                )]),
+                "spec.webhook.additionalPodMatchExpressions[0].key",
             ),
             (
                 HybridnetClusterSpec {
