@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Lab;
+use common::{Lab, stateful_pods_keep_and_pin_addresses};
 use hybridnet_api::v1::IPInstance;
 use hybridnet_lab::cluster::LabParams;
 use hybridnet_lab::cri::CriClient;
@@ -447,6 +447,10 @@ async fn pods_through_containerd_connect_and_bad_input_leaves_nothing() {
         assert_eq!(held, ips.iter().cloned().collect(), "IPInstances of {name}");
     }
     let from = pod_netns(&lab.id, &made["overlay-a"].0);
+    // The StatefulSet retention case with sandboxes made by containerd: web-0 deleted on node1 and
+    // recreated on node2 keeps its addresses; web-1 gets the address its ip-pool entry pins. Its
+    // pods stay, so they are part of the baseline below.
+    stateful_pods_keep_and_pin_addresses(&client, &from).await;
     let baseline = leftovers(&dirs, &lab.id, &client).await;
     let baseline_cni = cni_namespaces();
 

@@ -108,3 +108,126 @@ pub fn kubectl_status(dirs: &LabDirs, args: &[&str]) -> (i32, String) {
 pub fn kubectl(dirs: &LabDirs, args: &[&str]) -> String {
     kubectl_status(dirs, args).1
 }
+
+/// Waits (60 s) until pod `name` runs with a uid other than `uid_not`; its uid, IPs and node.
+pub async fn running_pod(
+    pods: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    name: &str,
+    uid_not: Option<&str>,
+) -> (String, Vec<String>, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(p) = pods.get(name).await {
+            let uid = p.metadata.uid.clone().unwrap_or_default();
+            let st = p.status.clone().unwrap_or_default();
+            if Some(uid.as_str()) != uid_not && st.phase.as_deref() == Some("Running") {
+                let ips = st
+                    .pod_ips
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|i| i.ip)
+                    .collect();
+                let node = p.spec.and_then(|s| s.node_name).unwrap_or_default();
+                return (uid, ips, node);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pod {name} did not run within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// A StatefulSet pod deleted and recreated on the other node of its underlay network (node1 ->
+/// node2) keeps its addresses and is reached from the pod namespace `from`; its sibling gets the
+/// address its ip-pool entry pins. The pods stay (the caller's baseline may include them).
+pub async fn stateful_pods_keep_and_pin_addresses(client: &kube::Client, from: &str) {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams, PostParams};
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    let sts: StatefulSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {"serviceName": "web", "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "main", "image": "lab"}]}}}
+    }))
+    .unwrap();
+    let sts = sts_api.create(&PostParams::default(), &sts).await.unwrap();
+    let owner = serde_json::json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web",
+        "uid": sts.metadata.uid.clone().unwrap(), "controller": true, "blockOwnerDeletion": true}]);
+    let pod_json = |name: &str, node: &str, pool: Option<&str>| {
+        let mut ann = serde_json::json!({"networking.alibaba.com/specified-network": "underlay"});
+        if let Some(p) = pool {
+            ann["networking.alibaba.com/ip-pool"] = p.into();
+        }
+        serde_json::from_value::<Pod>(serde_json::json!({
+            "metadata": {"name": name, "labels": {"app": "web"}, "annotations": ann, "ownerReferences": owner},
+            "spec": {"nodeSelector": {"kubernetes.io/hostname": node},
+                     "containers": [{"name": "main", "image": "lab", "command": ["sleep", "infinity"]}]}
+        }))
+        .unwrap()
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &pod_json("web-0", "node1", None))
+        .await
+        .unwrap();
+    let (uid0, ips0, node0) = running_pod(&pods, "web-0", None).await;
+    assert_eq!(node0, "node1");
+    assert!(!ips0.is_empty(), "web-0 has addresses");
+
+    // Delete it (the kubelet stops it, the operator reserves its address), then recreate it on node2.
+    pods.delete("web-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while pods.get_opt("web-0").await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "web-0 was not deleted within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    pods.create(&PostParams::default(), &pod_json("web-0", "node2", None))
+        .await
+        .unwrap();
+    let (_, ips0b, node0b) = running_pod(&pods, "web-0", Some(&uid0)).await;
+    assert_eq!(node0b, "node2");
+    assert_eq!(
+        ips0b, ips0,
+        "the recreated stateful pod keeps its addresses"
+    );
+    for ip in &ips0b {
+        let ok = pings(from, ip);
+        assert!(ok, "the probe pod cannot reach the recreated web-0 at {ip}");
+    }
+
+    // web-1 takes entry 1 of its ip-pool.
+    pods.create(
+        &PostParams::default(),
+        &pod_json("web-1", "node1", Some("198.18.0.150,198.18.0.151")),
+    )
+    .await
+    .unwrap();
+    let (_, ips1, _) = running_pod(&pods, "web-1", None).await;
+    assert_eq!(
+        ips1,
+        vec!["198.18.0.151".to_string()],
+        "web-1 gets its pinned address"
+    );
+    eprintln!("stateful: web-0 kept {ips0b:?} moving node1 -> node2; web-1 pinned to {ips1:?}");
+}
+
+/// Whether `to` answers a ping from `from_ns`; a probe is retried (3 tries, 2 s each) before
+/// the path is called lost, so one dropped packet (an ARP/NDP resolution, a route being
+/// replaced) is not a failure.
+pub fn pings(from_ns: &str, to: &str) -> bool {
+    (0..3).any(|_| {
+        Command::new("ip")
+            .args(["netns", "exec", from_ns, "ping", "-c1", "-W2", to])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    })
+}
