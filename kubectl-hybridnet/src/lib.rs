@@ -9,6 +9,7 @@ pub mod cli;
 pub mod complete;
 pub mod flags;
 pub mod inventory;
+pub mod jsonpath;
 pub mod manifest;
 pub mod migrate;
 pub mod output;
