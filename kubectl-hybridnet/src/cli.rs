@@ -4,10 +4,22 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::output::OutputFormat;
+use crate::output::{ListOutput, OutputFormat};
 
 fn parse_output(s: &str) -> Result<OutputFormat, String> {
     s.parse()
+}
+
+fn parse_list_output(s: &str) -> Result<ListOutput, String> {
+    s.parse()
+}
+
+/// `-l`: kubectl's label selector syntax, checked before any request; empty selects everything.
+fn list_selector(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Ok(String::new());
+    }
+    crate::flags::validate_label_selector(s).map(|()| s.trim().to_string())
 }
 
 /// `-o` of `network create` and `subnet create`: refused at parse time, before anything is
@@ -201,11 +213,40 @@ pub struct MigrateCheckArgs {
     pub output: OutputFormat,
 }
 
+/// kubectl's list flags, shared by every list command.
+#[derive(Args, Debug, Clone)]
+pub struct ListFlags {
+    /// Output format: table, wide, json, yaml, name or jsonpath=TEMPLATE (kubectl's JSONPath
+    /// template, applied to the List of objects).
+    #[arg(short = 'o', long, value_parser = parse_list_output, default_value = "table", value_name = "FORMAT")]
+    pub output: ListOutput,
+    /// Label selector, sent to the API server (kubectl's syntax: k=v, k!=v, 'k in (a,b)',
+    /// 'k notin (a)', k, !k; comma-separated, all must match).
+    #[arg(short = 'l', long, value_parser = list_selector, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// Print tables without the header line.
+    #[arg(long)]
+    pub no_headers: bool,
+    /// List in pages of this many objects (the API's limit and continue); 0 lists in one request.
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub chunk_size: u32,
+}
+
+impl Default for ListFlags {
+    fn default() -> Self {
+        Self {
+            output: ListOutput::Format(OutputFormat::Table),
+            selector: None,
+            no_headers: false,
+            chunk_size: 500,
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ListArgs {
-    /// Output format: table, wide, json, yaml or name.
-    #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub list: ListFlags,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -213,9 +254,8 @@ pub struct SubnetListArgs {
     /// Only subnets of this network.
     #[arg(long, value_parser = object_name("network"))]
     pub network: Option<String>,
-    /// Output format: table, wide, json, yaml or name.
-    #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub list: ListFlags,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -223,9 +263,12 @@ pub struct GetArgs {
     /// Names of the objects.
     #[arg(required = true)]
     pub names: Vec<String>,
-    /// Output format: table, wide, json, yaml or name.
-    #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
-    pub output: OutputFormat,
+    /// Output format: table, wide, json, yaml, name or jsonpath=TEMPLATE.
+    #[arg(short = 'o', long, value_parser = parse_list_output, default_value = "table", value_name = "FORMAT")]
+    pub output: ListOutput,
+    /// Print tables without the header line.
+    #[arg(long)]
+    pub no_headers: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -372,9 +415,8 @@ pub struct IpListArgs {
     /// Only reserved addresses (kept for stateful pods that are gone).
     #[arg(long)]
     pub reserved: bool,
-    /// Output format: table, wide, json, yaml or name.
-    #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub list: ListFlags,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -599,6 +641,55 @@ mod tests {
         let e = Cli::try_parse_from(["kubectl-hybridnet", "ip", "usage", "--threshold", "-5"])
             .unwrap_err();
         assert!(e.to_string().contains("-5 is not in 1..=100"), "{e}");
+    }
+
+    #[test]
+    fn list_flags_parse_as_kubectls() {
+        let c = Cli::try_parse_from([
+            "kubectl-hybridnet",
+            "ip",
+            "ls",
+            "-l",
+            "app in (a,b),tier!=db",
+            "--no-headers",
+            "--chunk-size",
+            "7",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .unwrap();
+        match c.command {
+            Command::Ip(IpCommand::Ls(a)) => {
+                assert_eq!(a.list.selector.as_deref(), Some("app in (a,b),tier!=db"));
+                assert!(a.list.no_headers);
+                assert_eq!(a.list.chunk_size, 7);
+                assert!(matches!(a.list.output, ListOutput::JsonPath(_)));
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from(["kubectl-hybridnet", "network", "ls"]).unwrap();
+        match c.command {
+            Command::Network(NetworkCommand::Ls(a)) => {
+                assert_eq!(a.list.chunk_size, 500);
+                assert_eq!(a.list.output, ListOutput::Format(OutputFormat::Table));
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["subnet", "ls", "-l", "a in (b"][..],
+            &["subnet", "ls", "-l", "=x"][..],
+            &["subnet", "ls", "-l", "a==b==c"][..],
+            &["network", "ls", "--chunk-size", "-1"][..],
+            &["network", "ls", "--chunk-size", "many"][..],
+            &["network", "ls", "-o", "jsonpath={.items[0"][..],
+            &["network", "ls", "-o", "jsonpath="][..],
+            &["status", "-o", "jsonpath={.a}"][..],
+        ] {
+            let mut argv = vec!["kubectl-hybridnet"];
+            argv.extend_from_slice(bad);
+            let e = Cli::try_parse_from(&argv).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -28,6 +28,10 @@ impl FromStr for OutputFormat {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            t if t.starts_with("jsonpath") => Err(format!(
+                "-o {t:?}: jsonpath templates are an output of the list commands (network, subnet and ip ls; network and subnet get): use one of {}",
+                Self::ALL.join(", ")
+            )),
             "" | "table" => Ok(Self::Table),
             "wide" => Ok(Self::Wide),
             "json" => Ok(Self::Json),
@@ -50,6 +54,53 @@ impl fmt::Display for OutputFormat {
             Self::Yaml => "yaml",
             Self::Name => "name",
         })
+    }
+}
+
+/// The `-o` of a list command: a format, or kubectl's `jsonpath=TEMPLATE`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListOutput {
+    Format(OutputFormat),
+    JsonPath(crate::jsonpath::Template),
+}
+
+impl ListOutput {
+    /// The format, or `None` for a jsonpath template.
+    pub fn format(&self) -> Option<OutputFormat> {
+        match self {
+            Self::Format(f) => Some(*f),
+            Self::JsonPath(_) => None,
+        }
+    }
+}
+
+impl FromStr for ListOutput {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(t) = s.strip_prefix("jsonpath=") {
+            if t.is_empty() {
+                return Err(
+                    "-o jsonpath= needs a template, as -o jsonpath='{.items[*].metadata.name}'"
+                        .into(),
+                );
+            }
+            return crate::jsonpath::Template::parse(t)
+                .map(Self::JsonPath)
+                .map_err(|e| e.to_string());
+        }
+        if s == "jsonpath" {
+            return Err(
+                "-o jsonpath needs a template: -o jsonpath='{.items[*].metadata.name}'".into(),
+            );
+        }
+        if s.starts_with("jsonpath") {
+            return Err(format!(
+                "unknown output format {s:?}: use jsonpath=TEMPLATE or one of {}",
+                OutputFormat::ALL.join(", ")
+            ));
+        }
+        s.parse().map(Self::Format)
     }
 }
 
@@ -103,6 +154,16 @@ impl From<&str> for TextCell {
 /// Renders a kubectl-like table: upper-case headers, columns separated by three spaces, no
 /// borders, no trailing blanks. Off a terminal there is no colour and no wrapping.
 pub fn render_table(header: &[&str], rows: &[Vec<TextCell>], style: TableStyle) -> String {
+    render_table_with(header, rows, style, true)
+}
+
+/// [`render_table`], with the header line or without it (kubectl's `--no-headers`).
+pub fn render_table_with(
+    header: &[&str],
+    rows: &[Vec<TextCell>],
+    style: TableStyle,
+    headers: bool,
+) -> String {
     let mut table = Table::new();
     table.load_style(presets::NOTHING);
     if style.terminal {
@@ -112,7 +173,9 @@ pub fn render_table(header: &[&str], rows: &[Vec<TextCell>], style: TableStyle) 
         table.force_no_tty();
         table.set_content_arrangement(ContentArrangement::Disabled);
     }
-    table.set_header(header.iter().map(|h| Cell::new(h.to_uppercase())));
+    if headers {
+        table.set_header(header.iter().map(|h| Cell::new(h.to_uppercase())));
+    }
     for row in rows {
         table.add_row(row.iter().map(|c| {
             let mut cell = Cell::new(&c.text);
@@ -179,7 +242,7 @@ mod tests {
     fn output_format_parses_and_rejects() {
         assert_eq!("wide".parse::<OutputFormat>(), Ok(OutputFormat::Wide));
         assert_eq!("".parse::<OutputFormat>(), Ok(OutputFormat::Table));
-        let err = "jsonpath={.x}".parse::<OutputFormat>().unwrap_err();
+        let err = "xml".parse::<OutputFormat>().unwrap_err();
         assert!(err.contains("unknown output format"), "{err}");
         assert!(err.contains("json, yaml"), "{err}");
     }
@@ -197,6 +260,40 @@ mod tests {
         assert_eq!(lines[1], "a              95%");
         assert_eq!(lines[2], "longer-name     5%");
         assert!(lines.iter().all(|l| !l.ends_with(' ')));
+    }
+
+    #[test]
+    fn no_headers_drops_only_the_header_line() {
+        let rows = vec![
+            vec![TextCell::plain("a"), TextCell::number("1")],
+            vec![TextCell::plain("bb"), TextCell::number("22")],
+        ];
+        let style = TableStyle { terminal: false };
+        let out = render_table_with(&["name-is-long", "n"], &rows, style, false);
+        assert_eq!(out, "a     1\nbb   22\n");
+    }
+
+    #[test]
+    fn list_output_parses_jsonpath_and_refuses_bad_templates() {
+        assert_eq!(
+            "wide".parse::<ListOutput>(),
+            Ok(ListOutput::Format(OutputFormat::Wide))
+        );
+        assert!(matches!(
+            "jsonpath={.items[*].metadata.name}".parse::<ListOutput>(),
+            Ok(ListOutput::JsonPath(_))
+        ));
+        for bad in [
+            "jsonpath",
+            "jsonpath=",
+            "jsonpath={.a",
+            "jsonpath-file=x",
+            "xml",
+        ] {
+            assert!(bad.parse::<ListOutput>().is_err(), "{bad}");
+        }
+        let e = "jsonpath={.a}".parse::<OutputFormat>().unwrap_err();
+        assert!(e.contains("list commands"), "{e}");
     }
 
     #[test]

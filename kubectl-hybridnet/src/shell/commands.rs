@@ -18,7 +18,7 @@ use kubectl_hybridnet::manifest::{
     self, InvalidManifest, build_cluster, build_network, build_subnet, manifest_value,
     validate_object_name,
 };
-use kubectl_hybridnet::output::OutputFormat;
+use kubectl_hybridnet::output::{ListOutput, OutputFormat};
 use kubectl_hybridnet::{VERSION, bgp_status, resources, status, usage};
 
 use super::connect::{Ctx, Failure, Res, exit};
@@ -178,15 +178,15 @@ pub async fn network(g: &GlobalFlags, cmd: &NetworkCommand) -> Res<i32> {
     match cmd {
         NetworkCommand::Ls(a) => {
             let ctx = Ctx::connect(g).await?;
-            let nets = io::networks(&ctx).await?;
+            let nets = io::networks_listed(&ctx, &io::Listing::of(&a.list)).await?;
             let subs = io::subnets(&ctx).await?;
-            show_networks(&nets, &subs, a.output, false)?;
+            show_networks(&nets, &subs, &a.list.output, a.list.no_headers, false)?;
         }
         NetworkCommand::Get(a) => {
             let ctx = Ctx::connect(g).await?;
             let nets = get_named::<Network>(&ctx, &NETWORK, &a.names).await?;
             let subs = io::subnets(&ctx).await?;
-            show_networks(&nets, &subs, a.output, true)?;
+            show_networks(&nets, &subs, &a.output, a.no_headers, true)?;
         }
         NetworkCommand::Create(a) => {
             let net = build_network(a).map_err(invalid)?;
@@ -244,17 +244,24 @@ pub async fn network(g: &GlobalFlags, cmd: &NetworkCommand) -> Res<i32> {
     Ok(exit::OK)
 }
 
-fn show_networks(nets: &[Network], subs: &[Subnet], fmt: OutputFormat, single: bool) -> Res<()> {
-    match fmt {
-        OutputFormat::Table | OutputFormat::Wide => {
-            let (h, rows) = resources::network_table(nets, subs, fmt == OutputFormat::Wide);
+fn show_networks(
+    nets: &[Network],
+    subs: &[Subnet],
+    out: &ListOutput,
+    no_headers: bool,
+    single: bool,
+) -> Res<()> {
+    match out {
+        ListOutput::JsonPath(t) => print::jsonpath(nets, t, single),
+        ListOutput::Format(fmt @ (OutputFormat::Table | OutputFormat::Wide)) => {
+            let (h, rows) = resources::network_table(nets, subs, *fmt == OutputFormat::Wide);
             if rows.is_empty() {
                 eprintln!("No networks found.");
                 return Ok(());
             }
-            print::table(&h, &rows)
+            print::table_with(&h, &rows, !no_headers)
         }
-        f => print::objects(nets, f, NETWORK.kind_ref, single),
+        ListOutput::Format(f) => print::objects(nets, *f, NETWORK.kind_ref, single),
     }
 }
 
@@ -264,16 +271,16 @@ pub async fn subnet(g: &GlobalFlags, cmd: &SubnetCommand) -> Res<i32> {
     match cmd {
         SubnetCommand::Ls(a) => {
             let ctx = Ctx::connect(g).await?;
-            let mut subs = io::subnets(&ctx).await?;
+            let mut subs = io::subnets_listed(&ctx, &io::Listing::of(&a.list)).await?;
             if let Some(n) = &a.network {
                 subs.retain(|s| &s.spec.network == n);
             }
-            show_subnets(&subs, a.output, false)?;
+            show_subnets(&subs, &a.list.output, a.list.no_headers, false)?;
         }
         SubnetCommand::Get(a) => {
             let ctx = Ctx::connect(g).await?;
             let subs = get_named::<Subnet>(&ctx, &SUBNET, &a.names).await?;
-            show_subnets(&subs, a.output, true)?;
+            show_subnets(&subs, &a.output, a.no_headers, true)?;
         }
         SubnetCommand::Create(a) => {
             let (sub, _) = build_subnet(a).map_err(invalid)?;
@@ -315,17 +322,18 @@ pub async fn subnet(g: &GlobalFlags, cmd: &SubnetCommand) -> Res<i32> {
     Ok(exit::OK)
 }
 
-fn show_subnets(subs: &[Subnet], fmt: OutputFormat, single: bool) -> Res<()> {
-    match fmt {
-        OutputFormat::Table | OutputFormat::Wide => {
-            let (h, rows) = resources::subnet_table(subs, fmt == OutputFormat::Wide);
+fn show_subnets(subs: &[Subnet], out: &ListOutput, no_headers: bool, single: bool) -> Res<()> {
+    match out {
+        ListOutput::JsonPath(t) => print::jsonpath(subs, t, single),
+        ListOutput::Format(fmt @ (OutputFormat::Table | OutputFormat::Wide)) => {
+            let (h, rows) = resources::subnet_table(subs, *fmt == OutputFormat::Wide);
             if rows.is_empty() {
                 eprintln!("No subnets found.");
                 return Ok(());
             }
-            print::table(&h, &rows)
+            print::table_with(&h, &rows, !no_headers)
         }
-        f => print::objects(subs, f, SUBNET.kind_ref, single),
+        ListOutput::Format(f) => print::objects(subs, *f, SUBNET.kind_ref, single),
     }
 }
 
@@ -339,7 +347,8 @@ pub async fn ip(g: &GlobalFlags, cmd: &IpCommand) -> Res<i32> {
     match cmd {
         IpCommand::Ls(a) => {
             let ctx = Ctx::connect(g).await?;
-            let insts = io::ipinstances(&ctx, g.all_namespaces).await?;
+            let insts =
+                io::ipinstances_listed(&ctx, g.all_namespaces, &io::Listing::of(&a.list)).await?;
             let filter = IpFilter {
                 network: a.network.clone(),
                 subnet: a.subnet.clone(),
@@ -348,7 +357,35 @@ pub async fn ip(g: &GlobalFlags, cmd: &IpCommand) -> Res<i32> {
                 reserved_only: a.reserved,
             };
             let rows = ip_rows(&facts(&insts), &filter);
-            match a.output {
+            let fmt = match &a.list.output {
+                ListOutput::Format(f) => *f,
+                ListOutput::JsonPath(t) => {
+                    // the IPInstance objects of the rows, in the rows' order
+                    let by_key: std::collections::HashMap<(&str, &str), &IPInstance> = insts
+                        .iter()
+                        .map(|i| {
+                            (
+                                (
+                                    i.metadata.namespace.as_deref().unwrap_or_default(),
+                                    i.metadata.name.as_deref().unwrap_or_default(),
+                                ),
+                                i,
+                            )
+                        })
+                        .collect();
+                    let objs: Vec<&IPInstance> = rows
+                        .iter()
+                        .filter_map(|r| {
+                            by_key
+                                .get(&(r.namespace.as_str(), r.name.as_str()))
+                                .copied()
+                        })
+                        .collect();
+                    print::jsonpath(&objs, t, false)?;
+                    return Ok(exit::OK);
+                }
+            };
+            match fmt {
                 OutputFormat::Table | OutputFormat::Wide => {
                     if rows.is_empty() {
                         let scope = if g.all_namespaces {
@@ -358,8 +395,8 @@ pub async fn ip(g: &GlobalFlags, cmd: &IpCommand) -> Res<i32> {
                         };
                         eprintln!("No addresses found in {scope}.");
                     } else {
-                        let (h, cells) = ip_table(&rows, a.output == OutputFormat::Wide);
-                        print::table(&h, &cells)?;
+                        let (h, cells) = ip_table(&rows, fmt == OutputFormat::Wide);
+                        print::table_with(&h, &cells, !a.list.no_headers)?;
                     }
                 }
                 OutputFormat::Json => print::json(&rows)?,

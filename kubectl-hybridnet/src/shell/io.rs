@@ -9,6 +9,8 @@ use kube::api::ListParams;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 
+use kubectl_hybridnet::cli::ListFlags;
+
 use super::connect::{Ctx, Failure, INSTALL_HINT, Res};
 
 pub const NETWORKS_CRD: &str = "networks.networking.alibaba.com";
@@ -28,17 +30,85 @@ pub fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// How a list is requested: a label selector for the API server, and the page size.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub selector: Option<String>,
+    /// Objects per request (the API's `limit`, then `continue`); 0 asks for all at once.
+    pub chunk_size: u32,
+}
+
+/// kubectl's default page size (`kubectl get --chunk-size`).
+pub const DEFAULT_CHUNK_SIZE: u32 = 500;
+
+impl Default for Listing {
+    fn default() -> Self {
+        Self {
+            selector: None,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+}
+
+impl Listing {
+    pub fn of(flags: &ListFlags) -> Self {
+        Self {
+            selector: flags.selector.clone().filter(|s| !s.is_empty()),
+            chunk_size: flags.chunk_size,
+        }
+    }
+}
+
 async fn list_api<K>(ctx: &Ctx, api: Api<K>, what: &str, crd: Option<&str>) -> Res<Vec<K>>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    match api.list(&ListParams::default()).await {
-        Ok(l) => Ok(l.items),
-        Err(e) if crd.is_some() && is_missing_type(&e) => Err(Failure::error(format!(
-            "{what}: the {} CRD is not installed in this cluster; {INSTALL_HINT}",
-            crd.unwrap_or_default()
-        ))),
-        Err(e) => Err(ctx.fail(e, what, crd)),
+    list_paged(ctx, api, what, crd, &Listing::default()).await
+}
+
+/// Lists every object the selector matches, page by page.
+async fn list_paged<K>(
+    ctx: &Ctx,
+    api: Api<K>,
+    what: &str,
+    crd: Option<&str>,
+    listing: &Listing,
+) -> Res<Vec<K>>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut lp = ListParams::default();
+    if let Some(s) = &listing.selector {
+        lp = lp.labels(s);
+    }
+    if listing.chunk_size > 0 {
+        lp = lp.limit(listing.chunk_size);
+    }
+    let mut items = Vec::new();
+    loop {
+        match api.list(&lp).await {
+            Ok(l) => {
+                items.extend(l.items);
+                match l.metadata.continue_ {
+                    Some(c) if !c.is_empty() => lp.continue_token = Some(c),
+                    _ => return Ok(items),
+                }
+            }
+            Err(e) if crd.is_some() && is_missing_type(&e) => {
+                return Err(Failure::error(format!(
+                    "{what}: the {} CRD is not installed in this cluster; {INSTALL_HINT}",
+                    crd.unwrap_or_default()
+                )));
+            }
+            Err(kube::Error::Api(s)) if s.code == 410 && lp.continue_token.is_some() => {
+                return Err(Failure::error(format!(
+                    "{what}: the list changed too much while it was read in pages of {} ({}): run it again, or list in one request with --chunk-size 0",
+                    listing.chunk_size,
+                    s.message.trim()
+                )));
+            }
+            Err(e) => return Err(ctx.fail(e, what, crd)),
+        }
     }
 }
 
@@ -48,6 +118,30 @@ pub async fn networks(ctx: &Ctx) -> Res<Vec<Network>> {
         Api::all(ctx.client.clone()),
         "list networks",
         Some(NETWORKS_CRD),
+    )
+    .await
+}
+
+/// Networks as `network ls` asks for them (`-l`, `--chunk-size`).
+pub async fn networks_listed(ctx: &Ctx, listing: &Listing) -> Res<Vec<Network>> {
+    list_paged(
+        ctx,
+        Api::all(ctx.client.clone()),
+        "list networks",
+        Some(NETWORKS_CRD),
+        listing,
+    )
+    .await
+}
+
+/// Subnets as `subnet ls` asks for them (`-l`, `--chunk-size`).
+pub async fn subnets_listed(ctx: &Ctx, listing: &Listing) -> Res<Vec<Subnet>> {
+    list_paged(
+        ctx,
+        Api::all(ctx.client.clone()),
+        "list subnets",
+        Some(SUBNETS_CRD),
+        listing,
     )
     .await
 }
@@ -109,6 +203,18 @@ pub async fn ipinstances(ctx: &Ctx, all: bool) -> Res<Vec<IPInstance>> {
         scoped(ctx, all),
         "list ipinstances",
         Some(IPINSTANCES_CRD),
+    )
+    .await
+}
+
+/// IPInstances as `ip ls` asks for them (`-l`, `--chunk-size`), in the scope of `-n`/`-A`.
+pub async fn ipinstances_listed(ctx: &Ctx, all: bool, listing: &Listing) -> Res<Vec<IPInstance>> {
+    list_paged(
+        ctx,
+        scoped(ctx, all),
+        "list ipinstances",
+        Some(IPINSTANCES_CRD),
+        listing,
     )
     .await
 }

@@ -28,6 +28,34 @@ pub fn table(header: &[&str], rows: &[Vec<TextCell>]) -> Res<()> {
     out(&output::render_table(header, rows, style()))
 }
 
+/// A table with its header line, or without it (`--no-headers`).
+pub fn table_with(header: &[&str], rows: &[Vec<TextCell>], headers: bool) -> Res<()> {
+    out(&output::render_table_with(header, rows, style(), headers))
+}
+
+/// `-o jsonpath=TEMPLATE` of objects: the template is applied to what `-o json` prints (one
+/// object as itself, several as a `List`), as kubectl does.
+pub fn jsonpath<K: Serialize>(
+    items: &[K],
+    template: &kubectl_hybridnet::jsonpath::Template,
+    single: bool,
+) -> Res<()> {
+    let doc = list_doc(items, single)?;
+    let text = template
+        .render(&doc)
+        .map_err(|e| Failure::error(e.to_string()))?;
+    out(&text)
+}
+
+fn list_doc<K: Serialize>(items: &[K], single: bool) -> Res<serde_json::Value> {
+    let values = items.iter().map(object_value).collect::<Res<Vec<_>>>()?;
+    Ok(if single && values.len() == 1 {
+        values.into_iter().next().unwrap_or_default()
+    } else {
+        serde_json::json!({"apiVersion": "v1", "kind": "List", "items": values})
+    })
+}
+
 fn render_err(e: output::RenderError) -> Failure {
     Failure::error(e.to_string())
 }
@@ -57,12 +85,7 @@ pub fn objects<K: Serialize>(
     kind_ref: &str,
     single: bool,
 ) -> Res<()> {
-    let values = items.iter().map(object_value).collect::<Res<Vec<_>>>()?;
-    let doc = if single && values.len() == 1 {
-        values.into_iter().next().unwrap_or_default()
-    } else {
-        serde_json::json!({"apiVersion": "v1", "kind": "List", "items": values})
-    };
+    let doc = list_doc(items, single)?;
     match fmt {
         OutputFormat::Json => json(&doc),
         OutputFormat::Yaml => yaml(&doc),

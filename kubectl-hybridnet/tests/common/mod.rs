@@ -435,3 +435,38 @@ pub fn capture(name: &str, cmdline: &str, run: &Run) {
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(Path::new(&dir).join(format!("{name}.txt")), body);
 }
+
+/// Sets labels on a cluster-scoped hybridnet object (a merge patch of metadata.labels).
+pub async fn label_cluster_scoped<K>(client: &Client, name: &str, labels: &[(&str, &str)])
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let map: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": map}})),
+    )
+    .await
+    .expect("label object");
+}
+
+/// How many `verb` requests on `resource` the server has seen while `f` ran.
+pub async fn requests_during<F: std::future::Future<Output = Run>>(
+    c: &Cluster,
+    verb: &str,
+    resource: &str,
+    f: F,
+) -> (Run, u64) {
+    let before = c.server.faults().requests(verb, resource);
+    let run = f.await;
+    (run, c.server.faults().requests(verb, resource) - before)
+}

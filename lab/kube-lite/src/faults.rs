@@ -1,6 +1,7 @@
 //! Fault injection for tests: latency, errors on chosen verbs/resources, watch disconnects and
 //! forced conflicts. Reached through [`crate::ServerHandle::faults`].
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -27,6 +28,8 @@ pub struct Faults {
     conflicts: AtomicU32,
     conflicts_hit: AtomicU64,
     disconnect: watch::Sender<u64>,
+    /// Requests seen, by (verb, resource).
+    seen: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl Default for Faults {
@@ -37,6 +40,7 @@ impl Default for Faults {
             conflicts: AtomicU32::new(0),
             conflicts_hit: AtomicU64::new(0),
             disconnect: watch::channel(0).0,
+            seen: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -85,6 +89,25 @@ impl Faults {
     pub fn disconnect_watches(&self) {
         self.disconnect.send_modify(|g| *g += 1);
     }
+    /// How many requests with `verb` (`list`, `get`, `watch`, ...) on `resource` (a plural,
+    /// optionally `plural/subresource`) the server has answered or refused since it started:
+    /// for tests that check how a client asks (e.g. that it pages with limit/continue).
+    pub fn requests(&self, verb: &str, resource: &str) -> u64 {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&(verb.to_string(), resource.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn record(&self, verb: &str, resource: &str, sub: Option<&str>) {
+        let key = match sub {
+            Some(s) => format!("{resource}/{s}"),
+            None => resource.to_string(),
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        *seen.entry((verb.to_string(), key)).or_insert(0) += 1;
+    }
+
     /// Clear everything.
     pub fn reset(&self) {
         self.set_latency(Duration::ZERO);
@@ -158,5 +181,17 @@ mod tests {
         assert!(f.take_conflict());
         assert!(!f.take_conflict());
         assert_eq!((f.conflicts_pending(), f.conflicts_hit()), (0, 1));
+    }
+
+    #[test]
+    fn requests_are_counted_by_verb_and_resource() {
+        let f = Faults::default();
+        assert_eq!(f.requests("list", "pods"), 0);
+        f.record("list", "pods", None);
+        f.record("list", "pods", None);
+        f.record("patch", "pods", Some("status"));
+        assert_eq!(f.requests("list", "pods"), 2);
+        assert_eq!(f.requests("patch", "pods/status"), 1);
+        assert_eq!(f.requests("patch", "pods"), 0);
     }
 }

@@ -218,6 +218,7 @@ async fn handle(
             )));
         }
     };
+    state.faults.record(verb, &info.plural, t.sub.as_deref());
     let latency = state.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;

@@ -151,7 +151,7 @@ async fn crud_semantics_and_status_errors() {
 
 #[tokio::test]
 async fn list_pagination_and_selectors() {
-    let (_srv, client) = server().await;
+    let (srv, client) = server().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for i in 0..25 {
         let mut c = cm(&format!("cm-{i:02}"), &[]);
@@ -177,6 +177,11 @@ async fn list_pagination_and_selectors() {
         }
     }
     assert_eq!(pages, 3);
+    assert_eq!(
+        srv.faults().requests("list", "configmaps"),
+        3,
+        "one request per page"
+    );
     assert_eq!(names.len(), 25);
     assert!(
         names.windows(2).all(|w| w[0] < w[1]),
