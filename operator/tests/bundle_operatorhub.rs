@@ -493,9 +493,26 @@ fn olm_claims_hold() {
                 "ValidatingWebhookConfiguration",
                 "Network",
                 "Subnet",
+                // On OpenShift only.
+                "SecurityContextConstraints",
             ]
             .into();
             assert_eq!(resources, want);
+            // Everything the operator renders, on either platform, is listed.
+            let s = hybridnet_operator::lifecycle::settings::Settings::from_spec(
+                &hybridnet_operator::lifecycle::install::sample_cluster("0.1.0").spec,
+                "0.1.0",
+                "hybridnet-system",
+            )
+            .unwrap();
+            let r = hybridnet_operator::lifecycle::render::render_on(
+                &s,
+                None,
+                hybridnet_operator::lifecycle::openshift::Platform::OpenShift,
+            );
+            for o in &r.objects {
+                assert!(resources.contains(o.kind()), "{} not listed", o.kind());
+            }
         } else {
             assert!(resources.is_empty(), "{}: {resources:?}", o["kind"]);
         }

@@ -1302,3 +1302,218 @@ async fn without_the_hybridnet_cluster_crd_the_lifecycle_waits_quietly() {
     assert!(!controller.is_finished(), "the lifecycle gave up");
     controller.abort();
 }
+
+/// OpenShift's SecurityContextConstraints CRD, with the field names, types and required fields
+/// of openshift/api security/v1/zz_generated.crd-manifests/0000_03_config-operator_01_securitycontextconstraints.crd.yaml
+/// (descriptions left out). Unknown fields are pruned, so a misspelt field would be lost and the
+/// comparison below would fail.
+fn scc_crd() -> CustomResourceDefinition {
+    let strings = json!({"type": "array", "nullable": true, "items": {"type": "string"}});
+    let ranges = json!({"type": "array", "items": {"type": "object", "properties": {
+        "min": {"type": "integer", "format": "int64"},
+        "max": {"type": "integer", "format": "int64"}
+    }}});
+    let group_strategy = json!({"type": "object", "nullable": true, "properties": {
+        "type": {"type": "string"}, "ranges": ranges
+    }});
+    let boolean = json!({"type": "boolean"});
+    let nullable_bool = json!({"type": "boolean", "nullable": true});
+    let run_as_user = json!({"type": "object", "nullable": true, "properties": {
+        "type": {"type": "string"},
+        "uid": {"type": "integer", "format": "int64"},
+        "uidRangeMax": {"type": "integer", "format": "int64"},
+        "uidRangeMin": {"type": "integer", "format": "int64"}
+    }});
+    let se_linux = json!({"type": "object", "nullable": true, "properties": {
+        "type": {"type": "string"},
+        "seLinuxOptions": {"type": "object", "properties": {
+            "level": {"type": "string"}, "role": {"type": "string"},
+            "type": {"type": "string"}, "user": {"type": "string"}
+        }}
+    }});
+    let flex = json!({"type": "array", "nullable": true, "items": {
+        "type": "object", "required": ["driver"],
+        "properties": {"driver": {"type": "string"}}
+    }});
+    let properties = json!({
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "allowHostDirVolumePlugin": boolean,
+        "allowHostIPC": boolean,
+        "allowHostNetwork": boolean,
+        "allowHostPID": boolean,
+        "allowHostPorts": boolean,
+        "allowPrivilegeEscalation": nullable_bool,
+        "allowPrivilegedContainer": boolean,
+        "allowedCapabilities": strings,
+        "allowedFlexVolumes": flex,
+        "allowedUnsafeSysctls": strings,
+        "defaultAddCapabilities": strings,
+        "defaultAllowPrivilegeEscalation": nullable_bool,
+        "forbiddenSysctls": strings,
+        "fsGroup": group_strategy,
+        "groups": strings,
+        "priority": {"type": "integer", "format": "int32", "nullable": true},
+        "readOnlyRootFilesystem": boolean,
+        "requiredDropCapabilities": strings,
+        "runAsUser": run_as_user,
+        "seLinuxContext": se_linux,
+        "seccompProfiles": strings,
+        "supplementalGroups": group_strategy,
+        "users": strings,
+        "volumes": strings
+    });
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "securitycontextconstraints.security.openshift.io"},
+        "spec": {
+            "group": "security.openshift.io",
+            "names": {
+                "kind": "SecurityContextConstraints",
+                "listKind": "SecurityContextConstraintsList",
+                "plural": "securitycontextconstraints",
+                "singular": "securitycontextconstraints"
+            },
+            "scope": "Cluster",
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": properties,
+                    "required": [
+                        "allowHostDirVolumePlugin", "allowHostIPC", "allowHostNetwork",
+                        "allowHostPID", "allowHostPorts", "allowPrivilegedContainer",
+                        "allowedCapabilities", "defaultAddCapabilities", "priority",
+                        "readOnlyRootFilesystem", "requiredDropCapabilities", "volumes"
+                    ]
+                }}
+            }]
+        }
+    }))
+    .unwrap()
+}
+
+fn scc_rule(role: Option<&ClusterRole>) -> bool {
+    role.and_then(|r| r.rules.as_ref()).is_some_and(|rules| {
+        rules.iter().any(|r| {
+            r.api_groups
+                .iter()
+                .flatten()
+                .any(|g| g == "security.openshift.io")
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_openshift_the_operator_owns_an_scc_for_the_agent_and_removes_it_with_the_cluster() {
+    use hybridnet_operator::lifecycle::openshift::{self, Platform};
+    let env = start_kube_lite().await;
+    let client = env.client.clone();
+    install_crds(&client).await;
+    create_namespace(&client).await;
+    let controller = start_controller(&client);
+    let clusters: Api<HybridnetCluster> = Api::all(client.clone());
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let ds_api: Api<DaemonSet> = Api::namespaced(client.clone(), NS);
+    let sample = install::sample_cluster(OPERATOR_VERSION);
+    clusters
+        .create(&PostParams::default(), &sample)
+        .await
+        .unwrap();
+
+    // Plain Kubernetes first: the agent's role has no SCC rule.
+    let role = wait_for(&roles, names::NODE_AGENT, "agent ClusterRole", |r| {
+        r.is_some()
+    })
+    .await;
+    assert!(!scc_rule(role.as_ref()), "{role:?}");
+
+    // The API server starts serving security.openshift.io: the next reconcile renders the SCC
+    // and the `use` grant.
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &scc_crd())
+        .await
+        .unwrap();
+    patch_cluster(
+        &clusters,
+        json!({"metadata": {"annotations": {"test.hybridnet.io/nudge": "1"}}}),
+    )
+    .await
+    .unwrap();
+    let sccs: Api<DynamicObject> = Api::all_with(client.clone(), &openshift::scc_api_resource());
+    let live = wait_for(&sccs, names::NODE_AGENT, "the agent's SCC", |s| s.is_some())
+        .await
+        .unwrap();
+    let role = wait_for(&roles, names::NODE_AGENT, "the `use` grant", |r| {
+        scc_rule(r)
+    })
+    .await;
+
+    // Exactly what the pure rendering says, server-side applied by the operator, owned by the
+    // HybridnetCluster; and it admits the live DaemonSet's pods.
+    let settings = Settings::from_spec(&sample.spec, OPERATOR_VERSION, NS).unwrap();
+    let rendered = render::render_on(&settings, None, Platform::OpenShift);
+    let want = rendered
+        .objects
+        .iter()
+        .find(|o| o.kind() == "SecurityContextConstraints")
+        .unwrap();
+    let live_json = serde_json::to_value(&live).unwrap();
+    let mut want_json = want.to_value().unwrap();
+    // Owner references are set by the reconciler; labels and the rest must match.
+    want_json["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    is_subset(&want_json, &live_json, "scc").unwrap();
+    let owner = live.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(
+        owner.first().map(|o| o.kind.as_str()),
+        Some("HybridnetCluster")
+    );
+    let managers: Vec<String> = live
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|f| f.manager.clone())
+        .collect();
+    assert!(
+        managers.iter().any(|m| m == "hybridnet-operator"),
+        "{managers:?}"
+    );
+    let live_scc: openshift::SecurityContextConstraints =
+        serde_json::from_value(live_json).unwrap();
+    let ds = ds_api.get(names::NODE_AGENT).await.unwrap();
+    assert_eq!(openshift::refusals(&live_scc, &ds), Vec::<String>::new());
+    let role_rules = role.unwrap().rules.unwrap();
+    assert!(hybridnet_operator::lifecycle::rbac::allows_name(
+        &role_rules,
+        openshift::SECURITY_GROUP,
+        openshift::SCC_RESOURCE,
+        "use",
+        names::NODE_AGENT
+    ));
+    assert!(!hybridnet_operator::lifecycle::rbac::allows_name(
+        &role_rules,
+        openshift::SECURITY_GROUP,
+        openshift::SCC_RESOURCE,
+        "use",
+        "privileged"
+    ));
+
+    // Removed with the HybridnetCluster, like every other object the operator created.
+    clusters
+        .delete("default", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(&clusters, "default", "deleted", |c| c.is_none()).await;
+    assert!(
+        sccs.get_opt(names::NODE_AGENT).await.unwrap().is_none(),
+        "the SCC was left behind"
+    );
+    controller.abort();
+    drop(env.server);
+}

@@ -434,7 +434,9 @@ fn owned_crds() -> Value {
                 ("DaemonSet", "v1"), ("Service", "v1"), ("Secret", "v1"), ("ServiceAccount", "v1"),
                 ("ClusterRole", "v1"), ("ClusterRoleBinding", "v1"),
                 ("MutatingWebhookConfiguration", "v1"), ("ValidatingWebhookConfiguration", "v1"),
-                ("Network", "v1"), ("Subnet", "v1")
+                ("Network", "v1"), ("Subnet", "v1"),
+                // On OpenShift only (lifecycle::openshift).
+                ("SecurityContextConstraints", "v1")
             ]),
             "specDescriptors": [
                 descriptor("version", "Version", "Operand version (the operator's own when absent).", &[text]),

@@ -4,6 +4,7 @@
 //! - [`settings`]: the spec with defaults filled in and every value checked (pure).
 //! - [`render`]: the objects the operator applies (pure, deterministic).
 //! - [`rbac`]: exact RBAC rules of the operator and the node agent.
+//! - [`openshift`]: platform detection and the node agent's SecurityContextConstraints (pure).
 //! - [`certs`]: webhook CA and serving certificate, rotation decision (pure) and issuing.
 //! - [`status`]: conditions Available/Progressing/Degraded, versions and rollout counts (pure).
 //! - [`install`]: the operator's own install objects (Deployment, RBAC) and the OLM bundle.
@@ -12,6 +13,7 @@
 pub mod certs;
 pub mod install;
 pub mod names;
+pub mod openshift;
 pub mod rbac;
 pub mod reconcile;
 pub mod render;

@@ -19,6 +19,7 @@
 use k8s_openapi::api::rbac::v1::PolicyRule;
 
 use super::names;
+use super::openshift::{Platform, SCC_RESOURCE, SECURITY_GROUP};
 
 const READ: &[&str] = &["get", "list", "watch"];
 const MANAGE: &[&str] = &[
@@ -66,7 +67,15 @@ pub fn named_cluster_objects() -> Vec<NamedKind> {
             "validatingwebhookconfigurations",
             &[names::VALIDATING_WEBHOOK_CONFIG],
         ),
+        // Rendered on OpenShift only (`openshift::agent_scc`); the rule is harmless elsewhere.
+        (SECURITY_GROUP, SCC_RESOURCE, &[names::NODE_AGENT]),
     ]
+}
+
+/// `use` of the agent's SCC by name: granted to the node agent on OpenShift, held by the operator
+/// so that granting it passes the escalation check.
+fn scc_use_rule() -> PolicyRule {
+    named_rule(SECURITY_GROUP, SCC_RESOURCE, &[names::NODE_AGENT], &["use"])
 }
 
 /// Kinds in the operator's own namespace it manages, each with the only names it uses.
@@ -164,6 +173,7 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
     // The node agent's ClusterRole and binding and the webhook configurations, applied by
     // server-side apply: by name only.
     .chain(named_rules(named_cluster_objects()))
+    .chain([scc_use_rule()])
     .chain(upstream_guard_rules())
     .collect()
 }
@@ -190,7 +200,16 @@ pub fn operator_namespace_rules() -> Vec<PolicyRule> {
     rules
 }
 
-/// The node agent's rules.
+/// The node agent's rules on `platform`: on OpenShift also `use` of its own SCC, by name.
+pub fn node_agent_rules_on(platform: Platform) -> Vec<PolicyRule> {
+    let mut rules = node_agent_rules();
+    if platform == Platform::OpenShift {
+        rules.push(scc_use_rule());
+    }
+    rules
+}
+
+/// The node agent's rules (every platform).
 pub fn node_agent_rules() -> Vec<PolicyRule> {
     vec![
         rule(&[""], &["nodes"], READ),
@@ -269,6 +288,94 @@ mod tests {
         // without `escalate` or `bind`.
         let missing = covered(&node_agent_rules(), &operator_cluster_rules());
         assert!(missing.is_empty(), "operator lacks {missing:?}");
+        // On OpenShift too: the named `use` rule is covered name by name.
+        let op = operator_cluster_rules();
+        for r in node_agent_rules_on(Platform::OpenShift) {
+            let names = r.resource_names.clone().unwrap_or_default();
+            for g in r.api_groups.iter().flatten() {
+                for res in r.resources.iter().flatten() {
+                    for v in &r.verbs {
+                        if names.is_empty() {
+                            assert!(allows(&op, g, res, v), "operator lacks {v} {g}/{res}");
+                        }
+                        for n in &names {
+                            assert!(
+                                allows_name(&op, g, res, v, n),
+                                "operator lacks {v} {g}/{res} {n}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_agent_may_use_its_own_scc_only_and_only_on_openshift() {
+        let plain = node_agent_rules_on(Platform::Kubernetes);
+        assert_eq!(plain, node_agent_rules());
+        assert!(
+            !plain
+                .iter()
+                .any(|r| r.api_groups.iter().flatten().any(|g| g == SECURITY_GROUP)),
+            "{plain:?}"
+        );
+        let os = node_agent_rules_on(Platform::OpenShift);
+        assert!(allows_name(
+            &os,
+            SECURITY_GROUP,
+            SCC_RESOURCE,
+            "use",
+            names::NODE_AGENT
+        ));
+        for other in [
+            "privileged",
+            "anyuid",
+            "hostnetwork-v2",
+            "restricted-v2",
+            "",
+        ] {
+            assert!(!allows_name(
+                &os,
+                SECURITY_GROUP,
+                SCC_RESOURCE,
+                "use",
+                other
+            ));
+        }
+        // Nothing but `use`: the agent cannot change or create an SCC.
+        for v in MANAGE {
+            assert!(
+                !allows_name(&os, SECURITY_GROUP, SCC_RESOURCE, v, names::NODE_AGENT),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_operator_can_use_no_other_scc() {
+        let op = operator_cluster_rules();
+        assert!(allows_name(
+            &op,
+            SECURITY_GROUP,
+            SCC_RESOURCE,
+            "use",
+            names::NODE_AGENT
+        ));
+        for other in [
+            "privileged",
+            "anyuid",
+            "hostnetwork-v2",
+            "restricted-v2",
+            "",
+        ] {
+            for v in ["use", "get", "update", "patch", "delete"] {
+                assert!(
+                    !allows_name(&op, SECURITY_GROUP, SCC_RESOURCE, v, other),
+                    "{v} {other}"
+                );
+            }
+        }
     }
 
     #[test]

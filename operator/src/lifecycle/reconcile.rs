@@ -404,7 +404,13 @@ async fn apply_settings(
     }
     let owner = owner_reference(obj);
     let bundle = ensure_certificate(obj, settings, owner.clone(), ctx).await?;
-    let rendered = render::render(settings, Some(bundle.ca_pem.as_bytes()));
+    let groups = ctx
+        .client
+        .list_api_groups()
+        .await
+        .map_err(kube_err("listing the API groups (is this OpenShift?)"))?;
+    let platform = super::openshift::platform_from_groups(&groups);
+    let rendered = render::render_on(settings, Some(bundle.ca_pem.as_bytes()), platform);
     for mut o in rendered.objects {
         o.meta_mut().owner_references = owner.clone().map(|r| vec![r]);
         apply_object(&ctx.client, &o).await?;
@@ -681,6 +687,12 @@ fn cleanup_targets() -> Vec<(ApiResource, bool, &'static str)> {
             ApiResource::erase::<ValidatingWebhookConfiguration>(&()),
             false,
             names::VALIDATING_WEBHOOK_CONFIG,
+        ),
+        // OpenShift only; elsewhere the kind is not served and the read answers 404.
+        (
+            super::openshift::scc_api_resource(),
+            false,
+            names::NODE_AGENT,
         ),
     ]
 }

@@ -30,6 +30,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::{ApiResource, DynamicObject};
 
 use super::names;
+use super::openshift::{self, Platform, SecurityContextConstraints};
 use super::rbac;
 use super::settings::Settings;
 
@@ -45,6 +46,8 @@ pub enum ManagedObject {
     Service(Service),
     MutatingWebhookConfiguration(MutatingWebhookConfiguration),
     ValidatingWebhookConfiguration(ValidatingWebhookConfiguration),
+    /// OpenShift only.
+    SecurityContextConstraints(SecurityContextConstraints),
 }
 
 impl ManagedObject {
@@ -57,6 +60,7 @@ impl ManagedObject {
             Self::Service(o) => &o.metadata,
             Self::MutatingWebhookConfiguration(o) => &o.metadata,
             Self::ValidatingWebhookConfiguration(o) => &o.metadata,
+            Self::SecurityContextConstraints(o) => &o.metadata,
         }
     }
 
@@ -69,6 +73,7 @@ impl ManagedObject {
             Self::Service(o) => &mut o.metadata,
             Self::MutatingWebhookConfiguration(o) => &mut o.metadata,
             Self::ValidatingWebhookConfiguration(o) => &mut o.metadata,
+            Self::SecurityContextConstraints(o) => &mut o.metadata,
         }
     }
 
@@ -104,6 +109,9 @@ impl ManagedObject {
                 ApiResource::erase::<ValidatingWebhookConfiguration>(&()),
                 "ValidatingWebhookConfiguration",
             ),
+            Self::SecurityContextConstraints(_) => {
+                (openshift::scc_api_resource(), openshift::SCC_KIND)
+            }
         }
     }
 
@@ -122,6 +130,7 @@ impl ManagedObject {
             Self::Service(o) => serde_json::to_value(o),
             Self::MutatingWebhookConfiguration(o) => serde_json::to_value(o),
             Self::ValidatingWebhookConfiguration(o) => serde_json::to_value(o),
+            Self::SecurityContextConstraints(o) => serde_json::to_value(o),
         }
     }
 
@@ -149,10 +158,18 @@ fn meta(name: &str, namespace: Option<&str>, component: &str, s: &Settings) -> O
     }
 }
 
-/// Renders every object for the given settings. `ca_bundle` (PEM) goes into the webhook
-/// configurations; `None` renders them without one (the reconciler always passes the CA).
+/// Renders every object for the given settings on plain Kubernetes ([`render_on`]).
 pub fn render(s: &Settings, ca_bundle: Option<&[u8]>) -> Rendered {
+    render_on(s, ca_bundle, Platform::Kubernetes)
+}
+
+/// Renders every object for the given settings on `platform`. `ca_bundle` (PEM) goes into the
+/// webhook configurations; `None` renders them without one (the reconciler always passes the
+/// CA). On OpenShift the agent's SCC comes before the DaemonSet whose pods it admits, and the
+/// agent's ClusterRole may `use` it.
+pub fn render_on(s: &Settings, ca_bundle: Option<&[u8]>, platform: Platform) -> Rendered {
     let ns = s.namespace.as_str();
+    let daemonset = node_agent_daemonset(s);
     let mut objects = vec![
         ManagedObject::ServiceAccount(ServiceAccount {
             metadata: meta(names::NODE_AGENT, Some(ns), "node-agent", s),
@@ -160,7 +177,7 @@ pub fn render(s: &Settings, ca_bundle: Option<&[u8]>) -> Rendered {
         }),
         ManagedObject::ClusterRole(ClusterRole {
             metadata: meta(names::NODE_AGENT, None, "node-agent", s),
-            rules: Some(rbac::node_agent_rules()),
+            rules: Some(rbac::node_agent_rules_on(platform)),
             ..Default::default()
         }),
         ManagedObject::ClusterRoleBinding(ClusterRoleBinding {
@@ -177,9 +194,14 @@ pub fn render(s: &Settings, ca_bundle: Option<&[u8]>) -> Rendered {
                 ..Default::default()
             }]),
         }),
-        ManagedObject::DaemonSet(node_agent_daemonset(s)),
-        ManagedObject::Service(webhook_service(s)),
     ];
+    if platform == Platform::OpenShift {
+        objects.push(ManagedObject::SecurityContextConstraints(agent_scc(
+            &daemonset, s,
+        )));
+    }
+    objects.push(ManagedObject::DaemonSet(daemonset));
+    objects.push(ManagedObject::Service(webhook_service(s)));
     objects.push(ManagedObject::ValidatingWebhookConfiguration(
         validating_webhooks(s, ca_bundle),
     ));
@@ -361,6 +383,24 @@ fn default_agent_resources() -> ResourceRequirements {
         ])),
         ..Default::default()
     }
+}
+
+/// The SCC `hybridnet-node` for the agent DaemonSet's pods, derived from the DaemonSet itself
+/// (`openshift::agent_scc`). The DaemonSet is rendered here, so it always has a template and
+/// only hostPath volumes; an error would be a rendering bug, answered with the narrowest SCC
+/// (nothing allowed, the pods refused and the rollout reported) rather than a wider one.
+pub fn agent_scc(ds: &DaemonSet, s: &Settings) -> SecurityContextConstraints {
+    let mut scc = openshift::agent_scc(ds, names::NODE_AGENT).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "rendering the node agent's SCC");
+        SecurityContextConstraints {
+            api_version: format!("{}/{}", openshift::SECURITY_GROUP, openshift::SCC_VERSION),
+            kind: openshift::SCC_KIND.into(),
+            volumes: Some(vec!["none".into()]),
+            ..Default::default()
+        }
+    });
+    scc.metadata = meta(names::NODE_AGENT, None, "node-agent", s);
+    scc
 }
 
 /// The node agent DaemonSet `hybridnet-node`.
@@ -1496,6 +1536,197 @@ mod tests {
             assert_eq!(exprs[0], ignore);
             assert_eq!(exprs[1..], extra[..]);
         }
+    }
+
+    fn scc_of(r: &Rendered) -> SecurityContextConstraints {
+        match find(r, "SecurityContextConstraints", names::NODE_AGENT) {
+            ManagedObject::SecurityContextConstraints(o) => o.clone(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn nothing_scc_related_is_rendered_on_plain_kubernetes() {
+        let r = defaults();
+        for o in &r.objects {
+            let text = o.to_value().unwrap().to_string();
+            assert!(
+                !text.contains("security.openshift.io") && !text.contains("SecurityContext"),
+                "{} {}: {text}",
+                o.kind(),
+                o.name()
+            );
+        }
+        assert_eq!(r.objects.len(), 7);
+    }
+
+    #[test]
+    fn on_openshift_the_agent_gets_an_scc_derived_from_its_daemonset() {
+        let s = settings(&HybridnetClusterSpec::default());
+        let r = render_on(&s, Some(b"CA"), Platform::OpenShift);
+        let kinds: Vec<_> = r.objects.iter().map(|o| o.kind()).collect();
+        let at = |k: &str| kinds.iter().position(|x| *x == k).unwrap();
+        // Admission needs the SCC and the `use` grant before the first pod is created.
+        assert!(
+            at("SecurityContextConstraints") < at("DaemonSet"),
+            "{kinds:?}"
+        );
+        assert!(at("ClusterRole") < at("DaemonSet"), "{kinds:?}");
+        let scc = scc_of(&r);
+        let d = ds(&r);
+        // Exactly what the DaemonSet needs.
+        let mut caps: Vec<String> = NODE_AGENT_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        caps.sort();
+        assert_eq!(scc.allowed_capabilities, Some(caps));
+        assert_eq!(scc.default_add_capabilities, Some(vec![]));
+        assert_eq!(scc.required_drop_capabilities, Some(vec![]));
+        assert_eq!(
+            scc.volumes,
+            Some(vec!["hostPath".to_string(), "projected".to_string()])
+        );
+        assert!(scc.allow_host_dir_volume_plugin && scc.allow_host_network && scc.allow_host_ports);
+        assert!(!scc.allow_privileged_container && !scc.allow_host_pid && !scc.allow_host_ipc);
+        assert_eq!(scc.allow_privilege_escalation, Some(false));
+        assert!(scc.read_only_root_filesystem);
+        assert_eq!(
+            (scc.run_as_user.type_.as_str(), scc.run_as_user.uid),
+            ("MustRunAs", Some(0))
+        );
+        assert!(scc.users.is_empty() && scc.groups.is_empty());
+        assert_eq!(scc.metadata.name.as_deref(), Some(names::NODE_AGENT));
+        assert_eq!(scc.metadata.namespace, None);
+        assert!(
+            openshift::refusals(&scc, &d).is_empty(),
+            "{:?}",
+            openshift::refusals(&scc, &d)
+        );
+        // And nothing more: taking away any one allowance refuses the pods.
+        let mut narrower: Vec<(&str, SecurityContextConstraints)> = Vec::new();
+        for (i, cap) in NODE_AGENT_CAPABILITIES.iter().enumerate() {
+            let mut n = scc.clone();
+            n.allowed_capabilities
+                .as_mut()
+                .unwrap()
+                .retain(|c| c != cap);
+            narrower.push((NODE_AGENT_CAPABILITIES[i], n));
+        }
+        let mut n = scc.clone();
+        n.allow_host_network = false;
+        narrower.push(("hostNetwork", n));
+        let mut n = scc.clone();
+        n.allow_host_ports = false;
+        narrower.push(("hostPorts", n));
+        let mut n = scc.clone();
+        n.allow_host_dir_volume_plugin = false;
+        narrower.push(("hostDir", n));
+        let mut n = scc.clone();
+        n.volumes = Some(vec!["projected".into()]);
+        narrower.push(("volumes", n));
+        let mut n = scc.clone();
+        n.run_as_user.uid = Some(1000);
+        narrower.push(("user", n));
+        for (what, n) in narrower {
+            assert!(!openshift::refusals(&n, &d).is_empty(), "{what}");
+        }
+        // The agent may use it, by name.
+        let ManagedObject::ClusterRole(role) = find(&r, "ClusterRole", names::NODE_AGENT) else {
+            unreachable!()
+        };
+        let rules = role.rules.clone().unwrap();
+        assert!(rbac::allows_name(
+            &rules,
+            openshift::SECURITY_GROUP,
+            openshift::SCC_RESOURCE,
+            "use",
+            names::NODE_AGENT
+        ));
+        assert!(!rbac::allows(
+            &rules,
+            openshift::SECURITY_GROUP,
+            openshift::SCC_RESOURCE,
+            "use"
+        ));
+    }
+
+    #[test]
+    fn the_scc_follows_the_daemonset() {
+        // One rule, one place: a capability added to the DaemonSet is in the SCC, a privileged
+        // container makes it allow privileged containers, a second user makes it RunAsAny.
+        let s = settings(&HybridnetClusterSpec::default());
+        let mut d = node_agent_daemonset(&s);
+        let pod = d.spec.template.spec.as_mut().unwrap();
+        let sc = pod.containers[0].security_context.as_mut().unwrap();
+        sc.capabilities
+            .as_mut()
+            .unwrap()
+            .add
+            .as_mut()
+            .unwrap()
+            .push("SYS_PTRACE".into());
+        sc.privileged = Some(true);
+        sc.run_as_user = Some(1);
+        let scc = agent_scc(&d, &s);
+        assert!(
+            scc.allowed_capabilities
+                .unwrap()
+                .contains(&"SYS_PTRACE".to_string())
+        );
+        assert!(scc.allow_privileged_container);
+        assert_eq!(scc.run_as_user.type_, "RunAsAny");
+        // A volume kind the SCC cannot name gives the narrowest SCC, never a wider one.
+        let pod = d.spec.template.spec.as_mut().unwrap();
+        pod.volumes.as_mut().unwrap().push(Volume {
+            name: "nfs".into(),
+            nfs: Some(Default::default()),
+            ..Default::default()
+        });
+        let scc = agent_scc(&d, &s);
+        assert_eq!(scc.volumes, Some(vec!["none".to_string()]));
+        assert!(!scc.allow_host_network && scc.allowed_capabilities.is_none());
+    }
+
+    #[test]
+    fn the_scc_serializes_every_field_openshifts_crd_requires() {
+        // openshift/api security/v1/zz_generated.crd-manifests/0000_03_config-operator_01_securitycontextconstraints.crd.yaml
+        let required = [
+            "allowHostDirVolumePlugin",
+            "allowHostIPC",
+            "allowHostNetwork",
+            "allowHostPID",
+            "allowHostPorts",
+            "allowPrivilegedContainer",
+            "allowedCapabilities",
+            "defaultAddCapabilities",
+            "priority",
+            "readOnlyRootFilesystem",
+            "requiredDropCapabilities",
+            "volumes",
+        ];
+        let s = settings(&HybridnetClusterSpec::default());
+        let r = render_on(&s, None, Platform::OpenShift);
+        let v = find(&r, "SecurityContextConstraints", names::NODE_AGENT)
+            .to_value()
+            .unwrap();
+        assert_eq!(v["priority"], 0);
+        for f in required {
+            assert!(v.get(f).is_some_and(|x| !x.is_null()), "{f} missing: {v}");
+        }
+        assert_eq!(v["apiVersion"], "security.openshift.io/v1");
+        assert_eq!(v["kind"], "SecurityContextConstraints");
+        for f in [
+            "seLinuxContext",
+            "runAsUser",
+            "fsGroup",
+            "supplementalGroups",
+        ] {
+            assert!(v[f]["type"].is_string(), "{f}: {v}");
+        }
+        assert!(v.get("spec").is_none());
+        let back: SecurityContextConstraints = serde_json::from_value(v).unwrap();
+        assert_eq!(back, scc_of(&r));
     }
 
     #[test]
