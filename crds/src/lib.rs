@@ -11,6 +11,7 @@ pub mod constants;
 pub mod crd;
 pub mod error;
 pub mod ipmath;
+pub mod kubevirt;
 pub mod leak;
 pub mod mac;
 pub mod migration;

@@ -26,14 +26,24 @@ pub const UPSTREAM_CONFLIST: &str = "00-hybridnet.conflist";
 
 /// Upstream's feature gates, as its chart passes them (`--feature-gates=MultiCluster=<b>,VMIPRetain=<b>`
 /// to the manager and the webhook, `--feature-gates=MultiCluster=<b>` to the daemon; see
-/// charts/hybridnet/templates/deployments.yaml and daemonsets.yaml). Both are off upstream by
-/// default and not implemented here (docs/api.md), so `false` is accepted and `true` refused.
+/// charts/hybridnet/templates/deployments.yaml and daemonsets.yaml; the gates are defined in
+/// upstream's `pkg/feature/feature.go`). Both are off upstream by default.
 pub const UPSTREAM_FEATURE_GATES: [&str; 2] = ["MultiCluster", "VMIPRetain"];
 
+/// The feature gates a `--feature-gates` value switches on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeatureGates {
+    /// `VMIPRetain`: pods of a KubeVirt VirtualMachine keep their addresses across VM restarts
+    /// (docs/api.md, "KubeVirt VMs"). Only the control plane acts on it.
+    pub vm_ip_retain: bool,
+}
+
 /// Parses `--feature-gates` as upstream's binaries take it (`Name=bool` pairs, comma separated,
-/// Go's `strconv.ParseBool` spellings) and refuses a gate that is unknown or asks for a feature
-/// that is not implemented, naming it.
-pub fn parse_feature_gates(v: &str) -> Result<(), String> {
+/// Go's `strconv.ParseBool` spellings; a later pair for the same gate wins, as upstream's
+/// `featuregate.Set`) and refuses a gate that is unknown or asks for a feature that is not
+/// implemented (`MultiCluster=true`), naming it.
+pub fn parse_feature_gates(v: &str) -> Result<FeatureGates, String> {
+    let mut gates = FeatureGates::default();
     for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let shown: String = part.chars().take(64).collect();
         let (name, value) = part
@@ -49,21 +59,25 @@ pub fn parse_feature_gates(v: &str) -> Result<(), String> {
                 ));
             }
         };
-        let name = name.trim();
-        if !UPSTREAM_FEATURE_GATES.contains(&name) {
-            return Err(format!(
-                "unrecognized feature gate {:?} (known: {})",
-                name.chars().take(64).collect::<String>(),
-                UPSTREAM_FEATURE_GATES.join(", ")
-            ));
-        }
-        if on {
-            return Err(format!(
-                "feature gate {name} is not implemented (docs/api.md); only {name}=false is accepted"
-            ));
+        match name.trim() {
+            "VMIPRetain" => gates.vm_ip_retain = on,
+            "MultiCluster" if on => {
+                return Err(
+                    "feature gate MultiCluster is not implemented (docs/api.md); only MultiCluster=false is accepted"
+                        .to_string(),
+                );
+            }
+            "MultiCluster" => {}
+            name => {
+                return Err(format!(
+                    "unrecognized feature gate {:?} (known: {})",
+                    name.chars().take(64).collect::<String>(),
+                    UPSTREAM_FEATURE_GATES.join(", ")
+                ));
+            }
         }
     }
-    Ok(())
+    Ok(gates)
 }
 
 /// NodeInfo annotation in which a node agent publishes what of upstream's daemon is still on its
@@ -132,24 +146,30 @@ mod tests {
 
     #[test]
     fn upstream_feature_gates() {
-        for ok in [
-            "",
-            "MultiCluster=false",
-            "MultiCluster=false,VMIPRetain=false",
-            " VMIPRetain = F , MultiCluster=0 ",
+        let off = FeatureGates::default();
+        let vm = FeatureGates { vm_ip_retain: true };
+        for (ok, want) in [
+            ("", off),
+            ("MultiCluster=false", off),
+            ("MultiCluster=false,VMIPRetain=false", off),
+            (" VMIPRetain = F , MultiCluster=0 ", off),
+            ("MultiCluster=false,VMIPRetain=true", vm),
+            ("VMIPRetain=1", vm),
+            ("VMIPRetain=true,VMIPRetain=false", off),
         ] {
-            assert_eq!(parse_feature_gates(ok), Ok(()), "{ok:?}");
+            assert_eq!(parse_feature_gates(ok), Ok(want), "{ok:?}");
         }
         for (bad, said) in [
             ("MultiCluster=true", "MultiCluster is not implemented"),
             (
-                "MultiCluster=false,VMIPRetain=true",
-                "VMIPRetain is not implemented",
+                "VMIPRetain=true,MultiCluster=true",
+                "MultiCluster is not implemented",
             ),
             ("DualStack=false", "unrecognized feature gate \"DualStack\""),
             ("MultiCluster", "want Name=true|false"),
-            ("MultiCluster=yes", "is not a boolean"),
+            ("VMIPRetain=yes", "is not a boolean"),
             ("multicluster=false", "unrecognized feature gate"),
+            ("vmipretain=true", "unrecognized feature gate"),
         ] {
             let e = parse_feature_gates(bad).unwrap_err();
             assert!(e.contains(said), "{bad:?}: {e}");

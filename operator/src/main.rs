@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use hybridnet_api::constants::env;
+use hybridnet_api::migration::FeatureGates;
 use hybridnet_api::operator::IpFamily;
 use hybridnet_api::selector::{self as podselector, PodSelector};
 use hybridnet_api::v1::NetworkType;
@@ -101,11 +102,12 @@ struct Cli {
     /// longer than this makes HybridnetCluster Degraded=True/RolloutStuck (1 s .. 7 days).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     rollout_progress_deadline_seconds: u64,
-    /// Upstream's `--feature-gates` (its chart passes `MultiCluster=<b>,VMIPRetain=<b>`): accepted
-    /// so upstream's command lines work; both features are not implemented, so only `=false`.
+    /// Upstream's `--feature-gates` (its chart passes `MultiCluster=<b>,VMIPRetain=<b>`).
+    /// `VMIPRetain=true`: KubeVirt VM pods keep their addresses (docs/api.md, "KubeVirt VMs"),
+    /// unless HybridnetCluster/default sets `spec.features.vmIPRetain`. `MultiCluster` is not
+    /// implemented, so only `MultiCluster=false`.
     #[arg(long, default_value = "", value_parser = parse_feature_gates)]
-    #[allow(dead_code)] // checked while parsing; nothing to switch on
-    feature_gates: String,
+    feature_gates: FeatureGates,
     /// Do not run the HybridnetCluster lifecycle reconciler.
     #[arg(long)]
     disable_lifecycle: bool,
@@ -124,8 +126,8 @@ fn parse_network_type(s: &str) -> Result<NetworkType, String> {
         .ok_or_else(|| format!("{s:?} is not a network type (Underlay, Overlay or GlobalBGP)"))
 }
 
-fn parse_feature_gates(s: &str) -> Result<String, String> {
-    hybridnet_api::migration::parse_feature_gates(s).map(|()| s.to_string())
+fn parse_feature_gates(s: &str) -> Result<FeatureGates, String> {
+    hybridnet_api::migration::parse_feature_gates(s)
 }
 
 fn parse_pod_selector(s: &str) -> Result<PodSelector, String> {
@@ -211,6 +213,7 @@ impl Cli {
                     .iter()
                     .map(|k| k.trim().to_string())
                     .collect(),
+                vm_ip_retain: self.feature_gates.vm_ip_retain,
             },
             pod_selector: self.pod_label_selector.clone(),
             pod_concurrency: pick("Pod").unwrap_or(8),
@@ -338,10 +341,14 @@ mod tests {
             "--metrics-port=9899",
         ]);
         assert!(c.is_ok(), "{c:?}");
-        let e = Cli::try_parse_from(["x", "--feature-gates=MultiCluster=false,VMIPRetain=true"])
+        assert!(!c.unwrap().feature_gates.vm_ip_retain);
+        let c = Cli::try_parse_from(["x", "--feature-gates=MultiCluster=false,VMIPRetain=true"])
+            .unwrap();
+        assert!(c.feature_gates.vm_ip_retain);
+        let e = Cli::try_parse_from(["x", "--feature-gates=MultiCluster=true,VMIPRetain=true"])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("VMIPRetain is not implemented"), "{e}");
+        assert!(e.contains("MultiCluster is not implemented"), "{e}");
     }
 
     #[test]

@@ -339,7 +339,8 @@ pub struct FeatureSwitches {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multi_cluster: Option<bool>,
     /// Upstream's `VMIPRetain` feature gate (Helm value `vmIPRetain`): pods of a KubeVirt
-    /// VirtualMachine keep their addresses across VM restarts (false when absent).
+    /// VirtualMachine keep their addresses across VM restarts (when absent, the operator's
+    /// `--feature-gates` decide; off by default).
     #[serde(
         rename = "vmIPRetain",
         default,

@@ -132,7 +132,8 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub remove_upstream_leftovers: bool,
     /// Upstream's `--feature-gates` (its chart passes `MultiCluster=<b>` to the daemon): accepted
-    /// so upstream's command lines work; the features are not implemented, so only `=false`.
+    /// so upstream's command lines work. `MultiCluster` is not implemented (only `=false`);
+    /// `VMIPRetain` is the control plane's and changes nothing on a node.
     #[arg(long, default_value = "", value_parser = parse_feature_gates)]
     pub feature_gates: String,
     /// At start, check in a throwaway network namespace that the kernel has VXLAN, policy
@@ -159,7 +160,7 @@ fn parse_shutdown_grace(s: &str) -> Result<u64, String> {
 
 /// `--feature-gates`: upstream's gates, checked by `hybridnet_api::migration::parse_feature_gates`.
 fn parse_feature_gates(s: &str) -> Result<String, String> {
-    hybridnet_api::migration::parse_feature_gates(s).map(|()| s.to_string())
+    hybridnet_api::migration::parse_feature_gates(s).map(|_| s.to_string())
 }
 
 /// `--vlan-check-timeout`: a duration of at most 30 s. ADD waits that long for a silent gateway,
@@ -336,6 +337,7 @@ mod tests {
             .to_string();
         assert!(e.contains("MultiCluster is not implemented"), "{e}");
         assert!(parse(&["--feature-gates=Bogus=false"]).is_err());
+        assert!(parse(&["--feature-gates=MultiCluster=false,VMIPRetain=true"]).is_ok());
     }
 
     /// The flags the operator renders from HybridnetCluster's upstream Helm settings

@@ -35,6 +35,9 @@ pub struct PodDefaults {
     pub ip_retain: bool,
     /// Owner kinds whose pods are stateful.
     pub stateful_workload_kinds: Vec<String>,
+    /// Upstream's `VMIPRetain` feature gate: pods of a KubeVirt VirtualMachine keep their
+    /// addresses across VM restarts (docs/api.md, "KubeVirt VMs").
+    pub vm_ip_retain: bool,
 }
 
 impl Default for PodDefaults {
@@ -46,6 +49,7 @@ impl Default for PodDefaults {
             ip_family: IpFamily::IPv4,
             ip_retain: true,
             stateful_workload_kinds: vec!["StatefulSet".to_string()],
+            vm_ip_retain: false,
         }
     }
 }
@@ -83,7 +87,8 @@ pub struct EffectiveDefaults {
 }
 
 /// The defaults in force (pure): the singleton's `spec.defaults` when `cluster` is it, each
-/// absent field at its documented default; the flags otherwise. Blank stateful kinds are dropped
+/// absent field at its documented default; the flags otherwise. The `VMIPRetain` gate is the
+/// singleton's `spec.features.vmIPRetain` when set, else the operator's `--feature-gates`. Blank stateful kinds are dropped
 /// (no owner has an empty kind); the rest is checked by the CRD schema.
 pub fn effective_defaults(
     flags: &PodDefaults,
@@ -98,6 +103,12 @@ pub fn effective_defaults(
         };
     };
     let documented = PodDefaults::default();
+    let vm_ip_retain = cluster
+        .spec
+        .features
+        .as_ref()
+        .and_then(|f| f.vm_ip_retain)
+        .unwrap_or(flags.vm_ip_retain);
     let spec = cluster.spec.defaults.clone().unwrap_or_default();
     let ClusterDefaults {
         network_type,
@@ -119,6 +130,7 @@ pub fn effective_defaults(
                     .collect(),
                 None => documented.stateful_workload_kinds,
             },
+            vm_ip_retain,
         },
         source: DefaultsSource::Cluster,
     }
@@ -279,7 +291,54 @@ mod tests {
             ip_family: IpFamily::DualStack,
             ip_retain: false,
             stateful_workload_kinds: vec!["AdvancedStatefulSet".into()],
+            vm_ip_retain: true,
         }
+    }
+
+    #[test]
+    fn vm_ip_retain_is_the_clusters_when_set_else_the_flag() {
+        use hybridnet_api::operator::FeatureSwitches;
+        let with = |vm: Option<bool>| {
+            let mut c = cluster(CLUSTER_SINGLETON_NAME, None);
+            c.spec.features = Some(FeatureSwitches {
+                vm_ip_retain: vm,
+                ..Default::default()
+            });
+            c
+        };
+        let off = PodDefaults {
+            vm_ip_retain: false,
+            ..flags()
+        };
+        assert!(!PodDefaults::default().vm_ip_retain);
+        assert!(effective_defaults(&flags(), None).defaults.vm_ip_retain);
+        assert!(
+            effective_defaults(&flags(), Some(&with(None)))
+                .defaults
+                .vm_ip_retain
+        );
+        assert!(
+            !effective_defaults(&off, Some(&with(None)))
+                .defaults
+                .vm_ip_retain
+        );
+        assert!(
+            effective_defaults(&off, Some(&with(Some(true))))
+                .defaults
+                .vm_ip_retain
+        );
+        assert!(
+            !effective_defaults(&flags(), Some(&with(Some(false))))
+                .defaults
+                .vm_ip_retain
+        );
+        let mut no_features = cluster(CLUSTER_SINGLETON_NAME, None);
+        no_features.spec.features = None;
+        assert!(
+            effective_defaults(&flags(), Some(&no_features))
+                .defaults
+                .vm_ip_retain
+        );
     }
 
     #[test]
@@ -319,6 +378,8 @@ mod tests {
                 ip_family: IpFamily::IPv6,
                 ip_retain: true,
                 stateful_workload_kinds: vec!["StatefulSet".into(), "Kruise".into()],
+                // Not in the cluster's spec.features: the flag's.
+                vm_ip_retain: true,
             }
         );
     }
@@ -330,7 +391,15 @@ mod tests {
         for defaults in [None, Some(ClusterDefaults::default())] {
             let e = effective_defaults(&flags(), Some(&cluster("default", defaults)));
             assert_eq!(e.source, DefaultsSource::Cluster);
-            assert_eq!(e.defaults, PodDefaults::default());
+            // The VMIPRetain gate is the control plane's alone (nothing rendered to agents): an
+            // absent spec.features.vmIPRetain leaves the operator's --feature-gates in force.
+            assert_eq!(
+                e.defaults,
+                PodDefaults {
+                    vm_ip_retain: true,
+                    ..PodDefaults::default()
+                }
+            );
         }
         let partial = cluster(
             "default",

@@ -219,7 +219,7 @@ impl LeakDetector {
                             .patch(
                                 name,
                                 &PatchParams::default(),
-                                &Patch::Merge(reserve_patch()),
+                                &Patch::Merge(reserve_patch(false)),
                             )
                             .await
                             .map(|_| ()),

@@ -18,6 +18,39 @@ use super::nodestate::underlay_networks_of;
 use super::podstate::controller_owner;
 use crate::ipam::Allocation;
 
+/// Who an IPInstance belongs to besides its pod: its owner reference (the stateful workload, the
+/// KubeVirt VirtualMachine, or the pod itself), whether it carries the stateful index, and the
+/// labels added to the built-in ones (upstream `pkg/ipam/store/store.go`, `assembleIPInstance`:
+/// additional labels win over built-in ones).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ownership {
+    pub owner: OwnerReference,
+    pub stateful: bool,
+    pub extra_labels: BTreeMap<String, String>,
+}
+
+impl Ownership {
+    /// The stateful workload (`stateful` and the pod has a controller), or the pod itself.
+    pub fn of_pod(pod: &Pod, stateful: bool) -> Self {
+        Self {
+            owner: instance_owner(pod, stateful),
+            stateful,
+            extra_labels: BTreeMap::new(),
+        }
+    }
+
+    /// A KubeVirt VM's pod (`VMIPRetain`): owned by the VM (`vm_owner`, from
+    /// `hybridnet_api::kubevirt::vm_owner_of_vmi`), labelled `networking.alibaba.com/vm=<name>`.
+    pub fn of_vm(vm_owner: OwnerReference) -> Self {
+        let extra_labels = BTreeMap::from([(label::VM.to_string(), vm_owner.name.clone())]);
+        Self {
+            owner: vm_owner,
+            stateful: false,
+            extra_labels,
+        }
+    }
+}
+
 /// The owner an IPInstance is bound to: the stateful workload, or the pod itself.
 pub fn instance_owner(pod: &Pod, stateful: bool) -> OwnerReference {
     if stateful && let Some(o) = controller_owner(pod) {
@@ -33,8 +66,12 @@ pub fn instance_owner(pod: &Pod, stateful: bool) -> OwnerReference {
     }
 }
 
-/// Labels of an IPInstance bound to `pod` (upstream `pkg/controllers/networking/ipam.go`).
-pub fn instance_labels(pod: &Pod, alloc: &Allocation) -> BTreeMap<String, String> {
+/// Labels of an IPInstance bound to `pod` (upstream `pkg/ipam/store/store.go`), plus `extra`.
+pub fn instance_labels(
+    pod: &Pod,
+    alloc: &Allocation,
+    extra: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
     l.insert(label::VERSION.into(), label::VERSION_V1_2.into());
     l.insert(label::SUBNET.into(), alloc.subnet.clone());
@@ -50,6 +87,9 @@ pub fn instance_labels(pod: &Pod, alloc: &Allocation) -> BTreeMap<String, String
         label::POD_UID.into(),
         pod.metadata.uid.clone().unwrap_or_default(),
     );
+    for (k, v) in extra {
+        l.insert(k.clone(), v.clone());
+    }
     l
 }
 
@@ -74,17 +114,16 @@ fn binding(pod: &Pod, owner: &OwnerReference, stateful: bool) -> Binding {
     }
 }
 
-/// A new IPInstance for `alloc` of `pod` (upstream `pkg/controllers/networking/ipam.go`): name = the address, finalizer, labels,
-/// owner reference so that garbage collection removes it with its owner.
-pub fn build_ipinstance(pod: &Pod, alloc: &Allocation, mac: &str, stateful: bool) -> IPInstance {
-    let owner = instance_owner(pod, stateful);
+/// A new IPInstance for `alloc` of `pod` (upstream `pkg/ipam/store/store.go`): name = the address,
+/// finalizer, labels, owner reference so that garbage collection removes it with its owner.
+pub fn build_ipinstance(pod: &Pod, alloc: &Allocation, mac: &str, own: &Ownership) -> IPInstance {
     IPInstance {
         metadata: ObjectMeta {
             name: Some(alloc.instance_name()),
             namespace: pod.metadata.namespace.clone(),
-            labels: Some(instance_labels(pod, alloc)),
+            labels: Some(instance_labels(pod, alloc, &own.extra_labels)),
             finalizers: Some(vec![finalizer::IP_ALLOCATED.into()]),
-            owner_references: Some(vec![owner.clone()]),
+            owner_references: Some(vec![own.owner.clone()]),
             ..Default::default()
         },
         spec: IPInstanceSpec {
@@ -97,7 +136,7 @@ pub fn build_ipinstance(pod: &Pod, alloc: &Allocation, mac: &str, stateful: bool
                 net_id: alloc.net_id,
                 mac: mac.to_string(),
             },
-            binding: binding(pod, &owner, stateful),
+            binding: binding(pod, &own.owner, own.stateful),
         },
         status: None,
     }
@@ -105,27 +144,35 @@ pub fn build_ipinstance(pod: &Pod, alloc: &Allocation, mac: &str, stateful: bool
 
 /// Merge patch that re-binds an existing (retained) IPInstance to `pod` (upstream ReCouple). The MAC
 /// is rewritten only when the pod asks for one (mac-pool; upstream rewrote it always).
-pub fn rebind_patch(pod: &Pod, alloc: &Allocation, mac: Option<&str>) -> Value {
-    let owner = instance_owner(pod, true);
-    let mut spec = json!({ "binding": binding(pod, &owner, true) });
+pub fn rebind_patch(pod: &Pod, alloc: &Allocation, mac: Option<&str>, own: &Ownership) -> Value {
+    let mut spec = json!({ "binding": binding(pod, &own.owner, own.stateful) });
     if let Some(m) = mac {
         spec["address"] = json!({ "mac": m });
     }
     json!({
         "metadata": {
-            "labels": instance_labels(pod, alloc),
-            "ownerReferences": [owner],
+            "labels": instance_labels(pod, alloc, &own.extra_labels),
+            "ownerReferences": [own.owner],
         },
         "spec": spec,
     })
 }
 
 /// Merge patch that reserves an IPInstance (pod gone, address kept for the next incarnation).
-pub fn reserve_patch() -> Value {
-    json!({
-        "metadata": { "labels": { label::NODE: null, label::POD_UID: null } },
-        "spec": { "binding": { "nodeName": null, "podUID": null } },
-    })
+/// `drop_pod_name`: the next pod has another name (a VM's), so the pod name goes as well
+/// (upstream `pkg/ipam/store/store.go`, `reserveIPInstance`).
+pub fn reserve_patch(drop_pod_name: bool) -> Value {
+    if drop_pod_name {
+        json!({
+            "metadata": { "labels": { label::NODE: null, label::POD_UID: null, label::POD: null } },
+            "spec": { "binding": { "nodeName": null, "podUID": null, "podName": null } },
+        })
+    } else {
+        json!({
+            "metadata": { "labels": { label::NODE: null, label::POD_UID: null } },
+            "spec": { "binding": { "nodeName": null, "podUID": null } },
+        })
+    }
 }
 
 /// JSON patch adding our finalizer to an object with `finalizers` at `resource_version`.
@@ -233,7 +280,12 @@ mod tests {
 
     #[test]
     fn ipinstance_of_an_ordinary_pod_is_owned_by_the_pod() {
-        let i = build_ipinstance(&pod(None), &alloc(), "02:12:34:00:00:01", false);
+        let i = build_ipinstance(
+            &pod(None),
+            &alloc(),
+            "02:12:34:00:00:01",
+            &Ownership::of_pod(&pod(None), false),
+        );
         assert_eq!(i.metadata.name.as_deref(), Some("10-0-0-5"));
         assert_eq!(i.metadata.namespace.as_deref(), Some("ns1"));
         let o = &i.metadata.owner_references.as_ref().unwrap()[0];
@@ -253,7 +305,12 @@ mod tests {
 
     #[test]
     fn ipinstance_of_a_stateful_pod_is_owned_by_the_workload() {
-        let i = build_ipinstance(&pod(Some("StatefulSet")), &alloc(), "m", true);
+        let i = build_ipinstance(
+            &pod(Some("StatefulSet")),
+            &alloc(),
+            "m",
+            &Ownership::of_pod(&pod(Some("StatefulSet")), true),
+        );
         let o = &i.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (o.kind.as_str(), o.uid.as_str()),
@@ -264,6 +321,58 @@ mod tests {
             i.spec.binding.referred_object.unwrap().kind.as_deref(),
             Some("StatefulSet")
         );
+    }
+
+    #[test]
+    fn ipinstance_of_a_vm_pod_is_owned_by_the_vm_and_labelled_with_it() {
+        let vm = OwnerReference {
+            api_version: "kubevirt.io/v1".into(),
+            kind: "VirtualMachine".into(),
+            name: "vm1".into(),
+            uid: "vm-uid".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(false),
+        };
+        let own = Ownership::of_vm(vm.clone());
+        let i = build_ipinstance(&pod(None), &alloc(), "m", &own);
+        assert_eq!(i.metadata.owner_references.as_deref(), Some(&[vm][..]));
+        let l = i.metadata.labels.clone().unwrap();
+        assert_eq!(l[label::VM], "vm1");
+        assert_eq!(l[label::POD], "web-3");
+        assert_eq!(l[label::NODE], "n1");
+        let r = i.spec.binding.referred_object.clone().unwrap();
+        assert_eq!(
+            (r.kind.as_deref(), r.name.as_deref(), r.uid.as_deref()),
+            (Some("VirtualMachine"), Some("vm1"), Some("vm-uid"))
+        );
+        assert_eq!(i.spec.binding.stateful, None);
+        assert_eq!(i.spec.binding.pod_name.as_deref(), Some("web-3"));
+        // Re-binding to the VM's next pod keeps the VM label and owner.
+        let patch = rebind_patch(&pod(None), &alloc(), None, &own);
+        assert_eq!(patch["metadata"]["labels"][label::VM], "vm1");
+        assert_eq!(
+            patch["metadata"]["ownerReferences"][0]["kind"],
+            "VirtualMachine"
+        );
+        assert_eq!(patch["spec"]["binding"]["podName"], "web-3");
+        assert!(patch["spec"].get("address").is_none());
+    }
+
+    #[test]
+    fn reservation_drops_the_pod_name_only_for_vms() {
+        let kept = reserve_patch(false);
+        assert!(kept["metadata"]["labels"].get(label::POD).is_none());
+        assert!(kept["spec"]["binding"].get("podName").is_none());
+        assert!(kept["spec"]["binding"]["nodeName"].is_null());
+        let dropped = reserve_patch(true);
+        assert!(dropped["metadata"]["labels"][label::POD].is_null());
+        assert!(
+            dropped["spec"]["binding"]
+                .as_object()
+                .unwrap()
+                .contains_key("podName")
+        );
+        assert!(dropped["metadata"]["labels"][label::POD_UID].is_null());
     }
 
     #[test]

@@ -7,12 +7,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hybridnet_api::constants::{annotation, label};
+use hybridnet_api::kubevirt;
 use hybridnet_api::naming::{instance_name_to_ip, pod_name_label_value, stateful_ordinal};
 use hybridnet_api::pools::{parse_ip_pool, parse_mac_pool};
 use hybridnet_api::resolve::PodNetworkConfig;
 use hybridnet_api::v1::IPInstance;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams,
+};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
@@ -20,13 +25,14 @@ use tracing::{debug, info, instrument, warn};
 
 use super::context::{Ctx, PodRecord, ReconcileError, pod_key};
 use super::objects::{
-    add_finalizer_patch, build_ipinstance, rebind_patch, remove_finalizer_patch, reserve_patch,
-    select_network,
+    Ownership, add_finalizer_patch, build_ipinstance, rebind_patch, remove_finalizer_patch,
+    reserve_patch, select_network,
 };
 use super::podstate::{
-    PodAction, controller_owner, decide, has_ip_finalizer, is_handled, is_stateful, node_name,
+    PodAction, VmFacts, controller_owner, decide, has_ip_finalizer, is_completed, is_evicted,
+    is_handled, is_host_network, is_stateful, is_terminating, node_name,
 };
-use super::resolution::{ip_retain, ipinstances_of_pod_name, resolve_for_pod};
+use super::resolution::{ip_retain, ipinstances_of_pod_name, ipinstances_of_vm, resolve_for_pod};
 use crate::ipam::{Allocation, AssignCandidate, MacAddr, PodKey};
 
 pub const REASON_ALLOCATED: &str = "IPAllocationSucceed";
@@ -98,20 +104,104 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
                         .is_some_and(|k| defaults.is_stateful_kind(k))
                 })
         };
-    let action = decide(&pod, defaults, owner_stateful_by_instances);
-    debug!(?action, "decided");
-    let res = match action {
-        PodAction::Ignore | PodAction::LeaveToGarbageCollector => Ok(Action::await_change()),
-        PodAction::WaitForContainers => Ok(Action::requeue(Duration::from_secs(5))),
-        PodAction::RemoveFinalizer => remove_pod_finalizer(&ctx, &pod)
-            .await
-            .map(|_| Action::await_change()),
-        PodAction::Reserve => reserve(&ctx, &pod).await.map(|_| Action::await_change()),
-        PodAction::Release => release(&ctx, &pod).await.map(|_| Action::await_change()),
-        PodAction::Allocate => allocate(&ctx, &pod).await.map(|_| Action::await_change()),
-    };
+    let res = async {
+        let (vm, vm_owner) = vm_facts(&ctx, &pod, defaults).await?;
+        let action = decide(&pod, defaults, owner_stateful_by_instances, vm);
+        debug!(?action, "decided");
+        match (action, vm_owner) {
+            (PodAction::Ignore | PodAction::LeaveToGarbageCollector, _) => {
+                Ok(Action::await_change())
+            }
+            (PodAction::WaitForContainers, _) => Ok(Action::requeue(Duration::from_secs(5))),
+            (PodAction::RemoveFinalizer, _) => remove_pod_finalizer(&ctx, &pod)
+                .await
+                .map(|_| Action::await_change()),
+            (PodAction::Reserve, _) => reserve(&ctx, &pod, false)
+                .await
+                .map(|_| Action::await_change()),
+            (PodAction::ReserveVm, _) => reserve(&ctx, &pod, true)
+                .await
+                .map(|_| Action::await_change()),
+            (PodAction::Release, _) => release(&ctx, &pod).await.map(|_| Action::await_change()),
+            (PodAction::AllocateVm, Some(owner)) => allocate(&ctx, &pod, Some(owner))
+                .await
+                .map(|_| Action::await_change()),
+            (PodAction::Allocate | PodAction::AllocateVm, _) => allocate(&ctx, &pod, None)
+                .await
+                .map(|_| Action::await_change()),
+        }
+    }
+    .await;
     ctx.metrics.record_reconcile("pod", res.is_ok());
     res
+}
+
+fn kubevirt_api(ctx: &Ctx, ns: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(kubevirt::GROUP, kubevirt::VERSION, kind);
+    Api::namespaced_with(
+        ctx.client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
+}
+
+/// Whether `pod` is a KubeVirt VM's (`VMIPRetain`, `hybridnet_api::kubevirt`), and for a live pod
+/// the owner reference its IPInstances get. A live pod is recognised through its VMI, read from
+/// the API as upstream (`OwnByVirtualMachine`); a pod going away through the IPInstances written
+/// for it, whose owner is the VM (its VMI may be gone already). The VM itself is read to know
+/// whether it stays.
+async fn vm_facts(
+    ctx: &Ctx,
+    pod: &Pod,
+    defaults: &super::defaults::PodDefaults,
+) -> Result<(VmFacts, Option<OwnerReference>), ReconcileError> {
+    if !defaults.vm_ip_retain || is_stateful(pod, defaults) || is_host_network(pod) {
+        return Ok((VmFacts::NotVm, None));
+    }
+    let ns = pod.namespace().unwrap_or_default();
+    if is_terminating(pod) || is_evicted(pod) || is_completed(pod) {
+        let all = ctx.caches.ipinstances.state();
+        let mine = ipinstances_of_pod_name(&ns, &pod.name_any(), all.iter().map(|a| a.as_ref()));
+        let Some(vm) = mine
+            .iter()
+            .find_map(|i| kubevirt::vm_of_object(i.metadata.owner_references.as_ref()))
+        else {
+            return Ok((VmFacts::NotVm, None));
+        };
+        let api = kubevirt_api(ctx, &ns, kubevirt::VM_KIND, kubevirt::VM_PLURAL);
+        let vm_alive = match api.get_opt(vm).await {
+            Ok(found) => found.is_some_and(|v| v.metadata.deletion_timestamp.is_none()),
+            // Not served (KubeVirt uninstalled): no VM stays.
+            Err(kube::Error::Api(s)) if s.code == 404 => false,
+            Err(e) => {
+                return Err(ReconcileError::kube(
+                    "get",
+                    kubevirt::VM_KIND,
+                    format!("{ns}/{vm}"),
+                )(e));
+            }
+        };
+        return Ok((VmFacts::Vm { vm_alive }, None));
+    }
+    if node_name(pod).is_none() {
+        return Ok((VmFacts::NotVm, None));
+    }
+    let Some(vmi) = kubevirt::vmi_of_pod(pod.metadata.owner_references.as_ref()) else {
+        return Ok((VmFacts::NotVm, None));
+    };
+    let api = kubevirt_api(ctx, &ns, kubevirt::VMI_KIND, kubevirt::VMI_PLURAL);
+    let found = api.get(vmi).await.map_err(ReconcileError::kube(
+        "get",
+        kubevirt::VMI_KIND,
+        format!("{ns}/{vmi}"),
+    ))?;
+    Ok(
+        match kubevirt::vm_owner_of_vmi(found.metadata.owner_references.as_ref()) {
+            Some(owner) => (VmFacts::Vm { vm_alive: true }, Some(owner)),
+            // A VMI started on its own: an ordinary pod.
+            None => (VmFacts::NotVm, None),
+        },
+    )
 }
 
 async fn remove_pod_finalizer(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
@@ -166,8 +256,9 @@ async fn ensure_pod_finalizer(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError
     Ok(())
 }
 
-/// A stateful pod is gone (or going) and nothing runs: keep its addresses for the next incarnation.
-async fn reserve(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
+/// A stateful pod (or a VM's, `drop_pod_name`) is gone (or going) and nothing runs: keep its
+/// addresses for the next incarnation.
+async fn reserve(ctx: &Ctx, pod: &Pod, drop_pod_name: bool) -> Result<(), ReconcileError> {
     let ns = pod.namespace().unwrap_or_default();
     let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), &ns);
     let mut reserved = Vec::new();
@@ -182,7 +273,7 @@ async fn reserve(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
             api.patch(
                 &ipi.name_any(),
                 &PatchParams::default(),
-                &Patch::Merge(reserve_patch()),
+                &Patch::Merge(reserve_patch(drop_pod_name)),
             )
             .await
             .map_err(ReconcileError::kube(
@@ -201,7 +292,12 @@ async fn reserve(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
     ctx.notify_ipam_changed();
     remove_pod_finalizer(ctx, pod).await?;
     if !reserved.is_empty() {
-        info!(addresses = ?reserved, "reserved the addresses of a stateful pod");
+        let of = if drop_pod_name {
+            "a VM's pod"
+        } else {
+            "a stateful pod"
+        };
+        info!(addresses = ?reserved, "reserved the addresses of {of}");
         ctx.pod_event(
             pod,
             EventType::Normal,
@@ -251,8 +347,13 @@ async fn release(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
     Ok(())
 }
 
-/// Allocation of a scheduled pod; on failure a Warning event says what the user can do.
-async fn allocate(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
+/// Allocation of a scheduled pod (of a KubeVirt VM: `vm_owner`); on failure a Warning event says
+/// what the user can do.
+async fn allocate(
+    ctx: &Ctx,
+    pod: &Pod,
+    vm_owner: Option<OwnerReference>,
+) -> Result<(), ReconcileError> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let key = pod_key(pod);
     if ctx
@@ -266,9 +367,12 @@ async fn allocate(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
     let stateful = is_stateful(pod, &ctx.defaults().defaults);
     let res = if stateful {
         allocate_stateful(ctx, pod).await
+    } else if let Some(owner) = vm_owner {
+        allocate_vm(ctx, pod, owner).await
     } else {
         allocate_normal(ctx, pod).await
     };
+    // Upstream's metric has the types `normal` and `stateful` only (a VM's pod is `normal`).
     let kind = if stateful { "stateful" } else { "normal" };
     ctx.metrics
         .record_allocation(kind, res.is_ok(), started.elapsed().as_secs_f64());
@@ -299,7 +403,12 @@ struct Plan {
     network: String,
 }
 
-fn plan(ctx: &Ctx, pod: &Pod, pod_ipis: &[IPInstance]) -> Result<Plan, ReconcileError> {
+fn plan(
+    ctx: &Ctx,
+    pod: &Pod,
+    pod_ipis: &[IPInstance],
+    vm_ipis: &[IPInstance],
+) -> Result<Plan, ReconcileError> {
     let ns = pod.namespace().unwrap_or_default();
     let namespace = ctx
         .caches
@@ -313,6 +422,7 @@ fn plan(ctx: &Ctx, pod: &Pod, pod_ipis: &[IPInstance]) -> Result<Plan, Reconcile
         &networks,
         &ctx.caches.subnets(),
         pod_ipis,
+        vm_ipis,
     )
     .map_err(|e| alloc_err(pod, e.to_string()))?;
     let node = node_name(pod).unwrap_or_default().to_string();
@@ -360,7 +470,7 @@ async fn allocate_normal(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Reconci
         .into_iter()
         .filter(|i| i.spec.binding.pod_uid.as_deref() == Some(uid.as_str()))
         .collect();
-    let plan = plan(ctx, pod, &[])?;
+    let plan = plan(ctx, pod, &[], &[])?;
     if !existing.is_empty() {
         if covers_family(&existing, plan.config.ip_family) {
             record(
@@ -393,7 +503,14 @@ async fn allocate_normal(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Reconci
     }
     .map_err(|e| alloc_err(pod, e.to_string()))?;
     ctx.notify_ipam_changed();
-    write_new(ctx, pod, &allocs.0, &allocs.1, false).await?;
+    write_new(
+        ctx,
+        pod,
+        &allocs.0,
+        &allocs.1,
+        &Ownership::of_pod(pod, false),
+    )
+    .await?;
     let ips: Vec<String> = allocs.0.iter().map(|a| a.ip.to_string()).collect();
     Ok(Some(format!("allocate IPs {ips:?} successfully")))
 }
@@ -416,7 +533,7 @@ async fn write_new(
     pod: &Pod,
     allocs: &[Allocation],
     mac: &MacAddr,
-    stateful: bool,
+    own: &Ownership,
 ) -> Result<(), ReconcileError> {
     let ns = pod.namespace().unwrap_or_default();
     let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), &ns);
@@ -428,7 +545,7 @@ async fn write_new(
             failure = Some(e);
             break;
         }
-        let obj = build_ipinstance(pod, a, &mac.to_string(), stateful);
+        let obj = build_ipinstance(pod, a, &mac.to_string(), own);
         match api.create(&PostParams::default(), &obj).await {
             Ok(_) => created.push(a.instance_name()),
             Err(e) => {
@@ -567,7 +684,7 @@ async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Recon
         for i in &existing {
             delete_ipinstance(ctx, &api, i).await?;
         }
-        let plan = plan(ctx, pod, &[])?;
+        let plan = plan(ctx, pod, &[], &[])?;
         let (allocs, mac) = ctx
             .engine()
             .allocate(
@@ -579,13 +696,13 @@ async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Recon
             )
             .map_err(|e| alloc_err(pod, e.to_string()))?;
         ctx.notify_ipam_changed();
-        write_new(ctx, pod, &allocs, &mac, true).await?;
+        write_new(ctx, pod, &allocs, &mac, &Ownership::of_pod(pod, true)).await?;
         let ips: Vec<String> = allocs.iter().map(|a| a.ip.to_string()).collect();
         return Ok(Some(format!("allocate IPs {ips:?} successfully")));
     }
 
     let retained_view: Vec<IPInstance> = if retain { existing.clone() } else { Vec::new() };
-    let plan = plan(ctx, pod, &retained_view)?;
+    let plan = plan(ctx, pod, &retained_view, &[])?;
     let (candidates, force) = if let Some(pool) = pool {
         let field = format!("metadata.annotations[{}]", annotation::IP_POOL);
         let entries = parse_ip_pool(pool, &field).map_err(|e| alloc_err(pod, e.to_string()))?;
@@ -627,7 +744,7 @@ async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Recon
             )
             .map_err(|e| alloc_err(pod, e.to_string()))?;
         ctx.notify_ipam_changed();
-        write_new(ctx, pod, &allocs, &mac, true).await?;
+        write_new(ctx, pod, &allocs, &mac, &Ownership::of_pod(pod, true)).await?;
         let ips: Vec<String> = allocs.iter().map(|a| a.ip.to_string()).collect();
         return Ok(Some(format!("allocate IPs {ips:?} successfully")));
     };
@@ -656,7 +773,12 @@ async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Recon
             Some(_) => {
                 ctx.ensure_leading()?;
                 let mac_s = mac.to_string();
-                let patch = rebind_patch(pod, a, explicit_mac.then_some(mac_s.as_str()));
+                let patch = rebind_patch(
+                    pod,
+                    a,
+                    explicit_mac.then_some(mac_s.as_str()),
+                    &Ownership::of_pod(pod, true),
+                );
                 api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                     .await
                     .map_err(ReconcileError::kube(
@@ -669,7 +791,117 @@ async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Recon
         }
     }
     if !new_allocs.is_empty() {
-        write_new(ctx, pod, &new_allocs, &mac, true).await?;
+        write_new(ctx, pod, &new_allocs, &mac, &Ownership::of_pod(pod, true)).await?;
+    }
+    record(
+        ctx,
+        pod,
+        &allocs.iter().map(|a| a.instance_name()).collect::<Vec<_>>(),
+    );
+    let ips: Vec<String> = allocs.iter().map(|a| a.ip.to_string()).collect();
+    Ok(Some(format!("assign IPs {ips:?} successfully")))
+}
+
+/// A KubeVirt VM's pod (`VMIPRetain`, upstream `vmAllocate`): the VM's retained addresses
+/// (IPInstances labelled with the VM) are force-assigned to it and re-bound; a VM without any gets
+/// new ones, labelled with the VM and owned by it so that they outlive its pods and go with it.
+async fn allocate_vm(
+    ctx: &Ctx,
+    pod: &Pod,
+    vm_owner: OwnerReference,
+) -> Result<Option<String>, ReconcileError> {
+    ensure_pod_finalizer(ctx, pod).await?;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let node = node_name(pod).unwrap_or_default().to_string();
+    let ns = pod.namespace().unwrap_or_default();
+    let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let vm = vm_owner.name.clone();
+    // From the API, not the cache: a stale view could allocate a second set for the VM.
+    let sel = format!("{}={}", label::VM, vm);
+    let listed = api
+        .list(&ListParams::default().labels(&sel))
+        .await
+        .map_err(ReconcileError::kube(
+            "list",
+            "IPInstance",
+            format!("{ns} {sel}"),
+        ))?;
+    let existing = ipinstances_of_vm(&ns, &vm, listed.items.iter());
+    if !existing.is_empty()
+        && existing.iter().all(|i| {
+            i.spec.binding.pod_uid.as_deref() == Some(uid.as_str())
+                && i.spec.binding.node_name.as_deref() == Some(node.as_str())
+        })
+    {
+        record(
+            ctx,
+            pod,
+            &existing.iter().map(|i| i.name_any()).collect::<Vec<_>>(),
+        );
+        return Ok(None);
+    }
+    let own = Ownership::of_vm(vm_owner);
+    let plan = plan(ctx, pod, &[], &existing)?;
+    if existing.is_empty() {
+        let (allocs, mac) = ctx
+            .engine()
+            .allocate(
+                &plan.network,
+                &pod_ipam_key(pod),
+                plan.config.ip_family,
+                &plan.config.subnets,
+                None,
+            )
+            .map_err(|e| alloc_err(pod, e.to_string()))?;
+        ctx.notify_ipam_changed();
+        write_new(ctx, pod, &allocs, &mac, &own).await?;
+        let ips: Vec<String> = allocs.iter().map(|a| a.ip.to_string()).collect();
+        return Ok(Some(format!("allocate IPs {ips:?} successfully")));
+    }
+    let candidates: Vec<AssignCandidate> = existing
+        .iter()
+        .filter_map(|i| {
+            instance_name_to_ip(&i.name_any()).map(|ip| AssignCandidate {
+                subnet: Some(i.spec.subnet.clone()),
+                ip,
+            })
+        })
+        .collect();
+    let existing_mac = existing
+        .iter()
+        .find_map(|i| MacAddr::parse_unicast(&i.spec.address.mac).ok());
+    // Forced, as upstream: the addresses are Reserved for the VM's previous pod. One still
+    // allocated to a running pod of the VM is refused (retried once that pod is gone).
+    let (allocs, mac) = ctx
+        .engine()
+        .assign(
+            &plan.network,
+            &pod_ipam_key(pod),
+            &candidates,
+            true,
+            existing_mac,
+        )
+        .map_err(|e| alloc_err(pod, e.to_string()))?;
+    ctx.notify_ipam_changed();
+    let mut new_allocs = Vec::new();
+    for a in &allocs {
+        let name = a.instance_name();
+        if existing.iter().any(|i| i.name_any() == name) {
+            ctx.ensure_leading()?;
+            let patch = rebind_patch(pod, a, None, &own);
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .map_err(ReconcileError::kube(
+                    "re-bind",
+                    "IPInstance",
+                    format!("{ns}/{name}"),
+                ))?;
+        } else {
+            new_allocs.push(a.clone());
+        }
+    }
+    if !new_allocs.is_empty() {
+        write_new(ctx, pod, &new_allocs, &mac, &own).await?;
     }
     record(
         ctx,

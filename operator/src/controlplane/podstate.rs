@@ -18,6 +18,12 @@ pub enum PodAction {
     WaitForContainers,
     /// A stateful pod is going away and nothing runs: reserve its addresses, drop the finalizer.
     Reserve,
+    /// A live pod of a KubeVirt VM (`VMIPRetain`): the VM's retained addresses, else new ones
+    /// labelled with the VM and owned by it.
+    AllocateVm,
+    /// A VM's pod is going away, the VM stays and nothing runs: reserve its addresses for the
+    /// VM's next pod (the pod name is dropped: the next pod has another), drop the finalizer.
+    ReserveVm,
     /// An evicted or completed ordinary pod: delete its IPInstances now.
     Release,
     /// A terminating pod still carries our finalizer but has nothing to keep: drop the finalizer.
@@ -110,10 +116,27 @@ pub fn is_stateful(pod: &Pod, cfg: &PodDefaults) -> bool {
     controller_owner(pod).is_some_and(|o| cfg.is_stateful_kind(&o.kind))
 }
 
+/// What the pod controller found out about the KubeVirt VirtualMachine a pod belongs to
+/// (`hybridnet_api::kubevirt`); always [`VmFacts::NotVm`] while the `VMIPRetain` gate is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmFacts {
+    NotVm,
+    /// The pod is a VM's; `vm_alive`: the VirtualMachine exists and is not being deleted.
+    Vm {
+        vm_alive: bool,
+    },
+}
+
 /// Decides what to do with `pod`. `retained_owner_stateful` says whether the pod's existing
 /// IPInstances are owned by a stateful workload (used when the pod lost its owner reference,
-/// upstream fix v0.7.7).
-pub fn decide(pod: &Pod, cfg: &PodDefaults, retained_owner_stateful: bool) -> PodAction {
+/// upstream fix v0.7.7). Stateful workloads come first, then VMs, as upstream
+/// (`pkg/controllers/networking/pod_controller.go`, `Reconcile`).
+pub fn decide(
+    pod: &Pod,
+    cfg: &PodDefaults,
+    retained_owner_stateful: bool,
+    vm: VmFacts,
+) -> PodAction {
     if is_host_network(pod) {
         return if has_ip_finalizer(pod) {
             PodAction::RemoveFinalizer
@@ -130,6 +153,20 @@ pub fn decide(pod: &Pod, cfg: &PodDefaults, retained_owner_stateful: bool) -> Po
             }
             return PodAction::Reserve;
         }
+        if let VmFacts::Vm { vm_alive } = vm {
+            if !vm_alive {
+                // The VM is gone: nothing to keep; its IPInstances go with it (owner reference).
+                return if has_ip_finalizer(pod) {
+                    PodAction::RemoveFinalizer
+                } else {
+                    PodAction::LeaveToGarbageCollector
+                };
+            }
+            if any_container_running(pod) {
+                return PodAction::WaitForContainers;
+            }
+            return PodAction::ReserveVm;
+        }
         if is_evicted(pod) || is_completed(pod) {
             return PodAction::Release;
         }
@@ -140,6 +177,9 @@ pub fn decide(pod: &Pod, cfg: &PodDefaults, retained_owner_stateful: bool) -> Po
     }
     if node_name(pod).is_none() {
         return PodAction::Ignore;
+    }
+    if !is_stateful(pod, cfg) && matches!(vm, VmFacts::Vm { .. }) {
+        return PodAction::AllocateVm;
     }
     PodAction::Allocate
 }
@@ -222,29 +262,38 @@ mod tests {
     #[test]
     fn live_pods() {
         let cfg = PodDefaults::default();
-        assert_eq!(decide(&pod(None, None), &cfg, false), PodAction::Ignore);
         assert_eq!(
-            decide(&pod(Some("n1"), None), &cfg, false),
+            decide(&pod(None, None), &cfg, false, VmFacts::NotVm),
+            PodAction::Ignore
+        );
+        assert_eq!(
+            decide(&pod(Some("n1"), None), &cfg, false, VmFacts::NotVm),
             PodAction::Allocate
         );
         let mut hn = pod(Some("n1"), None);
         hn.spec.as_mut().unwrap().host_network = Some(true);
-        assert_eq!(decide(&hn, &cfg, false), PodAction::Ignore);
+        assert_eq!(decide(&hn, &cfg, false, VmFacts::NotVm), PodAction::Ignore);
     }
 
     #[test]
     fn stateful_pods_wait_for_running_containers_then_reserve() {
         let cfg = PodDefaults::default();
         let p = terminating(with_container(pod(Some("n1"), Some("StatefulSet")), true));
-        assert_eq!(decide(&p, &cfg, false), PodAction::WaitForContainers);
+        assert_eq!(
+            decide(&p, &cfg, false, VmFacts::NotVm),
+            PodAction::WaitForContainers
+        );
         let p = terminating(with_container(pod(Some("n1"), Some("StatefulSet")), false));
-        assert_eq!(decide(&p, &cfg, false), PodAction::Reserve);
+        assert_eq!(decide(&p, &cfg, false, VmFacts::NotVm), PodAction::Reserve);
         // Owner reference gone, but the IPInstances say stateful.
         let p = terminating(with_container(pod(Some("n1"), None), false));
-        assert_eq!(decide(&p, &cfg, true), PodAction::Reserve);
+        assert_eq!(decide(&p, &cfg, true, VmFacts::NotVm), PodAction::Reserve);
         // A kind that is not configured as stateful is ordinary.
         let p = terminating(pod(Some("n1"), Some("ReplicaSet")));
-        assert_eq!(decide(&p, &cfg, false), PodAction::LeaveToGarbageCollector);
+        assert_eq!(
+            decide(&p, &cfg, false, VmFacts::NotVm),
+            PodAction::LeaveToGarbageCollector
+        );
     }
 
     #[test]
@@ -257,11 +306,11 @@ mod tests {
             ..Default::default()
         });
         assert!(is_evicted(&p));
-        assert_eq!(decide(&p, &cfg, false), PodAction::Release);
+        assert_eq!(decide(&p, &cfg, false, VmFacts::NotVm), PodAction::Release);
         let mut c = with_container(pod(Some("n1"), None), false);
         c.status.as_mut().unwrap().phase = Some("Succeeded".into());
         assert!(is_completed(&c));
-        assert_eq!(decide(&c, &cfg, false), PodAction::Release);
+        assert_eq!(decide(&c, &cfg, false, VmFacts::NotVm), PodAction::Release);
         // Succeeded without statuses for every container is not completed yet.
         let mut c2 = pod(Some("n1"), None);
         c2.status = Some(PodStatus {
@@ -273,7 +322,75 @@ mod tests {
         let mut s = with_container(pod(Some("n1"), Some("StatefulSet")), false);
         s.status.as_mut().unwrap().phase = Some("Failed".into());
         s.status.as_mut().unwrap().reason = Some("Evicted".into());
-        assert_eq!(decide(&s, &cfg, false), PodAction::Reserve);
+        assert_eq!(decide(&s, &cfg, false, VmFacts::NotVm), PodAction::Reserve);
+    }
+
+    fn vm_pod(node: Option<&str>) -> Pod {
+        let mut p = pod(node, None);
+        p.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "kubevirt.io/v1".into(),
+            kind: "VirtualMachineInstance".into(),
+            name: "vm1".into(),
+            uid: "vmi-uid".into(),
+            controller: Some(true),
+            ..Default::default()
+        }]);
+        p.metadata.finalizers = Some(vec![finalizer::IP_ALLOCATED.into()]);
+        p
+    }
+
+    #[test]
+    fn vm_pods_allocate_wait_reserve_or_let_go_with_their_vm() {
+        let cfg = PodDefaults::default();
+        let alive = VmFacts::Vm { vm_alive: true };
+        let gone = VmFacts::Vm { vm_alive: false };
+        assert_eq!(
+            decide(&vm_pod(Some("n1")), &cfg, false, alive),
+            PodAction::AllocateVm
+        );
+        // Not a VM's (gate off, or no VM above the VMI): an ordinary pod.
+        assert_eq!(
+            decide(&vm_pod(Some("n1")), &cfg, false, VmFacts::NotVm),
+            PodAction::Allocate
+        );
+        assert_eq!(decide(&vm_pod(None), &cfg, false, alive), PodAction::Ignore);
+        let running = terminating(with_container(vm_pod(Some("n1")), true));
+        assert_eq!(
+            decide(&running, &cfg, false, alive),
+            PodAction::WaitForContainers
+        );
+        let stopped = terminating(with_container(vm_pod(Some("n1")), false));
+        assert_eq!(decide(&stopped, &cfg, false, alive), PodAction::ReserveVm);
+        // The VM is gone or going: no reservation, even while containers run.
+        assert_eq!(
+            decide(&running, &cfg, false, gone),
+            PodAction::RemoveFinalizer
+        );
+        let mut no_finalizer = stopped.clone();
+        no_finalizer.metadata.finalizers = None;
+        assert_eq!(
+            decide(&no_finalizer, &cfg, false, gone),
+            PodAction::LeaveToGarbageCollector
+        );
+        // Evicted or completed VM pods are reserved as well (upstream checks VMs before them).
+        let mut evicted = with_container(vm_pod(Some("n1")), false);
+        evicted.status.as_mut().unwrap().phase = Some("Failed".into());
+        evicted.status.as_mut().unwrap().reason = Some("Evicted".into());
+        assert_eq!(decide(&evicted, &cfg, false, alive), PodAction::ReserveVm);
+        assert_eq!(
+            decide(&evicted, &cfg, false, gone),
+            PodAction::RemoveFinalizer
+        );
+        // A stateful kind wins over a VM, as upstream.
+        let cfg_vmi = PodDefaults {
+            stateful_workload_kinds: vec!["VirtualMachineInstance".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&vm_pod(Some("n1")), &cfg_vmi, false, alive),
+            PodAction::Allocate
+        );
+        assert_eq!(decide(&stopped, &cfg_vmi, false, alive), PodAction::Reserve);
     }
 
     #[test]
@@ -281,6 +398,9 @@ mod tests {
         let cfg = PodDefaults::default();
         let mut p = terminating(pod(Some("n1"), None));
         p.metadata.finalizers = Some(vec![finalizer::IP_ALLOCATED.into()]);
-        assert_eq!(decide(&p, &cfg, false), PodAction::RemoveFinalizer);
+        assert_eq!(
+            decide(&p, &cfg, false, VmFacts::NotVm),
+            PodAction::RemoveFinalizer
+        );
     }
 }

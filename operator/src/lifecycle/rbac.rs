@@ -135,6 +135,16 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
             &["create", "patch", "update"],
         ),
         rule(&["apps"], &["statefulsets"], READ),
+        // VMIPRetain: a pod's VirtualMachineInstance and its VirtualMachine are read one by one
+        // (operator/src/controlplane/pod.rs; upstream's chart grants get and list).
+        rule(
+            &[hybridnet_api::kubevirt::GROUP],
+            &[
+                hybridnet_api::kubevirt::VM_PLURAL,
+                hybridnet_api::kubevirt::VMI_PLURAL,
+            ],
+            &["get"],
+        ),
         rule(
             &[NETWORKING],
             &["networks", "subnets", "ipinstances", "nodeinfoes"],
@@ -433,6 +443,18 @@ mod tests {
             "same, events.k8s.io",
         ),
         ("apps", "statefulsets", READ, "stateful pods keep their IPs"),
+        (
+            "kubevirt.io",
+            "virtualmachines",
+            &["get"],
+            "VMIPRetain: a VM's pods keep their IPs",
+        ),
+        (
+            "kubevirt.io",
+            "virtualmachineinstances",
+            &["get"],
+            "VMIPRetain: which VM a pod belongs to",
+        ),
         (
             NETWORKING,
             "networks",

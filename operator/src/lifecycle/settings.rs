@@ -71,7 +71,8 @@ pub struct Settings {
     pub remove_felix_leftovers: Option<bool>,
     /// Extra objectSelector expressions of the Pod webhooks (after the ignore-label rule).
     pub pod_match_expressions: Vec<LabelSelectorRequirement>,
-    /// Upstream's `VMIPRetain` feature gate.
+    /// Upstream's `VMIPRetain` feature gate (the control plane reads it from the object itself,
+    /// `operator/src/controlplane/defaults.rs`).
     pub vm_ip_retain: bool,
     pub bin_dir: String,
     pub conf_dir: String,
@@ -548,12 +549,6 @@ impl Settings {
             errs.push(FieldError::new(
                 "spec.features.multiCluster",
                 "the MultiCluster feature is not implemented (docs/api.md); set it to false or leave it out",
-            ));
-        }
-        if features.vm_ip_retain == Some(true) {
-            errs.push(FieldError::new(
-                "spec.features.vmIPRetain",
-                "KubeVirt VM IP retention is not implemented yet (docs/api.md); set it to false or leave it out",
             ));
         }
         // Switching these off is not implemented: refused, so a spec never claims a behaviour
@@ -1215,7 +1210,7 @@ mod tests {
             ..Default::default()
         };
         assert!(settings(&features(Some(true), None)).is_err());
-        assert!(settings(&features(None, Some(true))).is_err());
+        assert!(settings(&features(None, Some(true))).unwrap().vm_ip_retain);
         assert!(
             !settings(&features(Some(false), Some(false)))
                 .unwrap()

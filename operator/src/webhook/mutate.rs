@@ -13,7 +13,9 @@ use k8s_openapi::api::core::v1::{Pod, Toleration};
 
 use super::WebhookState;
 use crate::controlplane::podstate::is_host_network;
-use crate::controlplane::resolution::{ipinstances_of_pod_name, resolve_for_pod};
+use crate::controlplane::resolution::{
+    ipinstances_of_pod_name, resolve_for_pod, webhook_vm_ipinstances,
+};
 
 fn resolve(
     st: &WebhookState,
@@ -27,12 +29,15 @@ fn resolve(
         .or(namespace)
         .unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or("");
+    let defaults = st.defaults.current();
+    let all = st.caches.ipinstances.state();
     let ipis = if name.is_empty() {
         Vec::new()
     } else {
-        let all = st.caches.ipinstances.state();
         ipinstances_of_pod_name(ns, name, all.iter().map(|a| a.as_ref()))
     };
+    let vm_ipis =
+        webhook_vm_ipinstances(pod, ns, &defaults.defaults, all.iter().map(|a| a.as_ref()));
     let namespace_obj = st
         .caches
         .namespaces
@@ -40,10 +45,11 @@ fn resolve(
     let config = resolve_for_pod(
         pod,
         namespace_obj.as_deref(),
-        &st.defaults.current().defaults,
+        &defaults.defaults,
         &st.caches.networks(),
         &st.caches.subnets(),
         &ipis,
+        &vm_ipis,
     )
     .map_err(FieldErrors::from)?;
     Ok((config, ipis))
