@@ -29,10 +29,11 @@ use tracing::{debug, info, warn};
 
 use super::Shared;
 use crate::dataplane::NftRunner;
+use crate::plan::nftables::{Table, diff};
 use crate::plan::policy::render::{DROP_EGRESS, DROP_INGRESS};
 use crate::plan::policy::{
-    ObjectKey, POLICY_TABLE, PolicyInput, PolicyModel, build_policy_model, namespace_from_object,
-    pod_from_object, render_policy_table,
+    ObjectKey, POLICY_TABLE, PolicyModel, PolicyState, namespace_from_object, pod_from_object,
+    render_policy_table,
 };
 
 /// Re-check at least this often (a lost watch event, a table changed behind our back).
@@ -80,36 +81,6 @@ pub fn instance_addresses(instances: &[Arc<IPInstance>]) -> BTreeMap<ObjectKey, 
     out
 }
 
-/// The model input from the watched objects.
-pub fn policy_input(
-    policies: &[Arc<NetworkPolicy>],
-    pods: &[Arc<Pod>],
-    namespaces: &[Arc<Namespace>],
-    instances: &[Arc<IPInstance>],
-) -> PolicyInput {
-    let by_instance = instance_addresses(instances);
-    PolicyInput {
-        policies: policies.iter().map(|p| (**p).clone()).collect(),
-        pods: pods
-            .iter()
-            .filter_map(|p| pod_from_object(p))
-            .map(|mut p| {
-                for ip in by_instance.get(&p.key()).into_iter().flatten() {
-                    if !p.ips.contains(ip) {
-                        p.ips.push(*ip);
-                    }
-                }
-                p
-            })
-            .collect(),
-        namespaces: namespaces
-            .iter()
-            .map(|n| namespace_from_object(n))
-            .collect(),
-        nodes: BTreeMap::new(),
-    }
-}
-
 /// `counter packets N` of a chain listing.
 pub fn counter_packets(listing: &str) -> Option<u64> {
     listing
@@ -132,7 +103,142 @@ async fn chain_packets(binary: &str, chain: &str) -> Option<u64> {
         .flatten()
 }
 
+/// The watch caches as a [`PolicyState`]: each pass hands it only the objects that changed since
+/// the last pass (a cache keeps the same `Arc` for an object that did not change; a relist hands
+/// out new ones, which the state then finds equal), so a change costs the work of that object.
+#[derive(Default)]
+pub struct PolicyTracker {
+    pub state: PolicyState,
+    pods: BTreeMap<ObjectKey, (Arc<Pod>, Option<BTreeSet<IpAddr>>)>,
+    namespaces: BTreeMap<String, Arc<Namespace>>,
+    policies: BTreeMap<ObjectKey, Arc<NetworkPolicy>>,
+}
+
+fn key_of<K: ResourceExt>(o: &K) -> ObjectKey {
+    ObjectKey::new(&o.namespace().unwrap_or_default(), &o.name_any())
+}
+
+impl PolicyTracker {
+    /// Brings the state up to date with the caches. Returns whether the model changed.
+    pub fn sync(
+        &mut self,
+        policies: &[Arc<NetworkPolicy>],
+        pods: &[Arc<Pod>],
+        namespaces: &[Arc<Namespace>],
+        instances: &[Arc<IPInstance>],
+    ) -> bool {
+        let mut changed = false;
+        let mut by_instance = instance_addresses(instances);
+        let mut live = BTreeSet::new();
+        for p in pods {
+            let key = key_of(&**p);
+            let inst = by_instance.remove(&key);
+            live.insert(key.clone());
+            if let Some((seen, seen_inst)) = self.pods.get(&key)
+                && Arc::ptr_eq(seen, p)
+                && *seen_inst == inst
+            {
+                continue;
+            }
+            changed |= match pod_from_object(p) {
+                Some(mut pp) => {
+                    for ip in inst.iter().flatten() {
+                        if !pp.ips.contains(ip) {
+                            pp.ips.push(*ip);
+                        }
+                    }
+                    self.state.set_pod(pp)
+                }
+                None => self.state.remove_pod(&key),
+            };
+            self.pods.insert(key, (p.clone(), inst));
+        }
+        let gone: Vec<ObjectKey> = self
+            .pods
+            .keys()
+            .filter(|k| !live.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.pods.remove(&k);
+            changed |= self.state.remove_pod(&k);
+        }
+
+        let mut live = BTreeSet::new();
+        for n in namespaces {
+            let name = n.name_any();
+            live.insert(name.clone());
+            if self
+                .namespaces
+                .get(&name)
+                .is_some_and(|s| Arc::ptr_eq(s, n))
+            {
+                continue;
+            }
+            changed |= self.state.set_namespace(namespace_from_object(n));
+            self.namespaces.insert(name, n.clone());
+        }
+        let gone: Vec<String> = self
+            .namespaces
+            .keys()
+            .filter(|k| !live.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.namespaces.remove(&k);
+            changed |= self.state.remove_namespace(&k);
+        }
+
+        let mut live = BTreeSet::new();
+        for np in policies {
+            let key = key_of(&**np);
+            live.insert(key.clone());
+            if self.policies.get(&key).is_some_and(|s| Arc::ptr_eq(s, np)) {
+                continue;
+            }
+            changed |= self.state.set_policy(np);
+            self.policies.insert(key, np.clone());
+        }
+        let gone: Vec<ObjectKey> = self
+            .policies
+            .keys()
+            .filter(|k| !live.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.policies.remove(&k);
+            changed |= self.state.remove_policy(&k);
+        }
+        changed
+    }
+}
+
+/// A table listing without its counter values (`counter packets N bytes M` -> `counter`), so
+/// traffic does not make an unchanged table look changed.
+pub fn without_counters(listing: &str) -> String {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for w in listing.split_whitespace() {
+        if skip {
+            skip = false;
+            continue;
+        }
+        if w == "packets" || w == "bytes" {
+            skip = true;
+            continue;
+        }
+        out.push(w);
+    }
+    out.join(" ")
+}
+
 /// Runs the policy loop until the process ends. `instances` is the agent's IPInstance cache.
+///
+/// A change is applied as an incremental transaction ([`diff`]: the changed set and map
+/// elements, the changed chains flushed and refilled) against the table the agent last wrote;
+/// the whole table is replaced at start, when a change cannot be incremental or nft refused it,
+/// and at the periodic resync unless the kernel's table is still exactly the one last written in
+/// full (compared without counters).
 pub async fn run(
     client: Client,
     node: String,
@@ -170,70 +276,124 @@ pub async fn run(
             instance: Some(node.clone()),
         },
     );
-    let mut runner = NftRunner::for_table(nft_binary.clone(), POLICY_TABLE);
+    let runner = NftRunner::for_table(nft_binary.clone(), POLICY_TABLE);
     let mut reported: BTreeMap<ObjectKey, Vec<String>> = BTreeMap::new();
+    let mut tracker = PolicyTracker::default();
+    // the table as the agent last wrote it, and the kernel's listing (without counters) right
+    // after the last whole-table write when nothing was changed incrementally since
+    let mut written: Option<Table> = None;
+    let mut verified: Option<String> = None;
     // kernel counters restart with every new table: keep what the replaced ones counted
     let mut dropped_base = [0u64; 2];
     let mut pending_since: Option<Instant> = Some(Instant::now());
+    let mut last_check: Option<Instant> = None;
     loop {
-        let model = build_policy_model(&policy_input(
+        // the safety net runs every RESYNC even while changes keep coming
+        let resync = last_check.is_none_or(|t| t.elapsed() >= RESYNC);
+        if resync {
+            last_check = Some(Instant::now());
+        }
+        tracker.sync(
             &policies.state(),
             &pods.state(),
             &namespaces.state(),
             &instances.state(),
-        ));
-        let table = render_policy_table(&model, &node);
-        let script = table.transaction();
-        let now_dropped = [
-            chain_packets(&nft_binary, DROP_INGRESS).await.unwrap_or(0),
-            chain_packets(&nft_binary, DROP_EGRESS).await.unwrap_or(0),
-        ];
-        let changed = match runner.apply(&script).await {
-            Ok(changed) => {
-                if changed {
+        );
+        let model = tracker.state.model();
+        let table = render_policy_table(model, &node);
+        let mut full = written.is_none();
+        if resync && !full {
+            let current = runner.list().await.ok().flatten();
+            full = written.as_ref() != Some(&table)
+                || verified.is_none()
+                || current.map(|c| without_counters(&c)) != verified;
+        }
+        let mut applied = false;
+        if !full && let Some(old) = &written {
+            match diff::diff(old, &table) {
+                Ok(ops) if ops.is_empty() => {}
+                Ok(ops) => match runner.run(&diff::transaction(&table, &ops)).await {
+                    Ok(()) => {
+                        info!(
+                            commands = ops.len(),
+                            touched = diff::touched(&ops).len(),
+                            "network policy updated"
+                        );
+                        written = Some(table.clone());
+                        verified = None;
+                        applied = true;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "incremental policy update refused; replacing the table");
+                        full = true;
+                    }
+                },
+                Err(e) => {
+                    debug!(reason = %e, "policy change is not incremental; replacing the table");
+                    full = true;
+                }
+            }
+        }
+        if full {
+            let now_dropped = drop_counters(&nft_binary).await;
+            match runner.run(&table.transaction()).await {
+                Ok(()) => {
                     info!(
                         rules = table.chains.iter().map(|c| c.rules.len()).sum::<usize>(),
                         set_elements = table.sets.values().map(|s| s.elements.len()).sum::<usize>(),
-                        "network policy programmed"
+                        "network policy table replaced"
                     );
-                    if let Some(t) = pending_since.take() {
-                        shared.metrics.observe_policy_programmed(t.elapsed());
+                    for (b, n) in dropped_base.iter_mut().zip(now_dropped) {
+                        *b += n;
                     }
-                } else {
-                    pending_since = None;
+                    written = Some(table.clone());
+                    verified = runner
+                        .list()
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|l| without_counters(&l));
+                    applied = true;
                 }
-                changed
+                Err(e) => {
+                    warn!(error = %e, "network policy not programmed; the previous policy stays in force");
+                    shared.metrics.observe_policy_error();
+                    written = None;
+                    verified = None;
+                }
             }
-            Err(e) => {
-                warn!(error = %e, "network policy not programmed; the previous policy stays in force");
-                shared.metrics.observe_policy_error();
-                false
+        }
+        if applied {
+            if let Some(t) = pending_since.take() {
+                shared.metrics.observe_policy_programmed(t.elapsed());
             }
-        };
-        let current = if changed {
-            for (b, n) in dropped_base.iter_mut().zip(now_dropped) {
-                *b += n;
-            }
-            [
-                chain_packets(&nft_binary, DROP_INGRESS).await.unwrap_or(0),
-                chain_packets(&nft_binary, DROP_EGRESS).await.unwrap_or(0),
-            ]
-        } else {
-            now_dropped
-        };
-        shared
-            .metrics
-            .record_policy_dropped(dropped_base[0] + current[0], dropped_base[1] + current[1]);
-        report_problems(&recorder, &model, &policies.state(), &mut reported).await;
+        } else if written.is_some() {
+            pending_since = None;
+        }
+        if resync || full {
+            let current = drop_counters(&nft_binary).await;
+            shared
+                .metrics
+                .record_policy_dropped(dropped_base[0] + current[0], dropped_base[1] + current[1]);
+        }
+        report_problems(&recorder, model, &policies.state(), &mut reported).await;
+        let next_check = RESYNC.saturating_sub(last_check.map_or(RESYNC, |t| t.elapsed()));
         tokio::select! {
             _ = notify.notified() => {
                 pending_since.get_or_insert_with(Instant::now);
                 // coalesce a burst of events into one transaction
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            _ = tokio::time::sleep(RESYNC) => {}
+            _ = tokio::time::sleep(next_check) => {}
         }
     }
+}
+
+async fn drop_counters(binary: &str) -> [u64; 2] {
+    [
+        chain_packets(binary, DROP_INGRESS).await.unwrap_or(0),
+        chain_packets(binary, DROP_EGRESS).await.unwrap_or(0),
+    ]
 }
 
 /// An Event on every policy whose problems changed (a Warning listing them, or Normal once fixed).

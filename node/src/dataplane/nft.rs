@@ -67,6 +67,16 @@ impl NftRunner {
         {
             return Ok(false);
         }
+        self.run(script).await?;
+        let listing = list_table(&self.binary, &self.table)
+            .await?
+            .unwrap_or_default();
+        self.last = Some((script.to_string(), listing));
+        Ok(true)
+    }
+
+    /// Runs `script` with `nft -f -` (one transaction), without comparing or recording anything.
+    pub async fn run(&self, script: &str) -> Result<(), KernelError> {
         let mut child = Command::new(&self.binary)
             .args(["-f", "-"])
             .stdin(Stdio::piped())
@@ -90,10 +100,11 @@ impl NftRunner {
                 String::from_utf8_lossy(&out.stderr).trim().to_string(),
             ));
         }
-        let listing = list_table(&self.binary, &self.table)
-            .await?
-            .unwrap_or_default();
-        self.last = Some((script.to_string(), listing));
-        Ok(true)
+        Ok(())
+    }
+
+    /// `nft list table inet <table>` of this runner, or `None` when the table does not exist.
+    pub async fn list(&self) -> Result<Option<String>, KernelError> {
+        list_table(&self.binary, &self.table).await
     }
 }

@@ -8,6 +8,7 @@
 //! and what `trace` explains cannot drift apart. How to add rules: docs/architecture.md, "The
 //! nftables model".
 
+pub mod diff;
 mod eval;
 mod render;
 

@@ -298,3 +298,75 @@ pub(super) fn transaction(t: &Table) -> String {
     let _ = writeln!(out, "}}");
     out
 }
+
+fn element_list(keys: impl Iterator<Item = String>) -> String {
+    format!("{{ {} }}", keys.collect::<Vec<_>>().join(", "))
+}
+
+/// The incremental commands of [`super::diff`] on table `family name`.
+pub(super) fn ops(f: Family, name: &str, ops: &[super::diff::Op]) -> String {
+    use super::diff::Op;
+    let t = format!("{} {name}", family(f));
+    let mut out = String::new();
+    for op in ops {
+        match op {
+            Op::AddChain(c) => {
+                let _ = writeln!(out, "add chain {t} {c}");
+            }
+            Op::AddSet(n, s) => {
+                let _ = writeln!(out, "table {t} {{");
+                set_line(&mut out, n, s);
+                let _ = writeln!(out, "}}");
+            }
+            Op::AddMap(n, m) => {
+                let _ = writeln!(out, "table {t} {{");
+                map_line(&mut out, n, m);
+                let _ = writeln!(out, "}}");
+            }
+            Op::DeleteElements(n, keys) | Op::DeleteMapElements(n, keys) => {
+                let _ = writeln!(
+                    out,
+                    "delete element {t} {n} {}",
+                    element_list(keys.iter().map(key))
+                );
+            }
+            Op::AddElements(n, keys) => {
+                let _ = writeln!(
+                    out,
+                    "add element {t} {n} {}",
+                    element_list(keys.iter().map(key))
+                );
+            }
+            Op::AddMapElements(n, elems) => {
+                let _ = writeln!(
+                    out,
+                    "add element {t} {n} {}",
+                    element_list(
+                        elems
+                            .iter()
+                            .map(|(k, v)| format!("{} : {}", key(k), verdict(v)))
+                    )
+                );
+            }
+            Op::FlushSet(n) => {
+                let _ = writeln!(out, "flush set {t} {n}");
+            }
+            Op::FlushChain(c) => {
+                let _ = writeln!(out, "flush chain {t} {c}");
+            }
+            Op::AddRule(c, r) => {
+                let _ = writeln!(out, "add rule {t} {c} {}", rule(r));
+            }
+            Op::DeleteSet(n) => {
+                let _ = writeln!(out, "delete set {t} {n}");
+            }
+            Op::DeleteMap(n) => {
+                let _ = writeln!(out, "delete map {t} {n}");
+            }
+            Op::DeleteChain(c) => {
+                let _ = writeln!(out, "delete chain {t} {c}");
+            }
+        }
+    }
+    out
+}

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 
-use super::compile::{compile_policy, is_port_name};
+use super::compile::{CompiledPolicy, compile_policy, is_port_name};
 use super::{
     ContainerPort, ModelPod, NamespaceMatch, ObjectKey, Peer, PolicyInput, PolicyModel,
     PolicyNamespace, PolicyPod, Protocol, SetKey,
@@ -76,7 +76,36 @@ pub fn namespace_from_object(ns: &Namespace) -> PolicyNamespace {
     PolicyNamespace { name, labels }
 }
 
-/// Builds the cluster's policy model.
+/// The address sets a policy's rules name.
+pub(super) fn set_keys_of(policy: &CompiledPolicy) -> BTreeSet<SetKey> {
+    policy
+        .ingress
+        .rules
+        .iter()
+        .chain(&policy.egress.rules)
+        .flat_map(|r| r.peers.iter().flatten())
+        .filter_map(|p| match p {
+            Peer::Pods(k) => Some(k.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether a pod of namespace `ns` (labelled `ns_labels`) with `labels` is in set `sk`.
+pub(super) fn set_matches(
+    sk: &SetKey,
+    ns: &str,
+    ns_labels: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    (match &sk.namespaces {
+        NamespaceMatch::Same(n) => n == ns,
+        NamespaceMatch::Selector(s) => s.matches(ns_labels),
+    }) && sk.pods.matches(labels)
+}
+
+/// Builds the cluster's policy model from all objects at once (the reference that
+/// [`super::PolicyState`] keeps up to date incrementally).
 pub fn build_policy_model(input: &PolicyInput) -> PolicyModel {
     let mut model = PolicyModel {
         nodes: input.nodes.clone(),
@@ -154,28 +183,14 @@ pub fn build_policy_model(input: &PolicyInput) -> PolicyModel {
                 mp.egress.push(policy.key.clone());
             }
         }
-        let set_keys: BTreeSet<SetKey> = policy
-            .ingress
-            .rules
-            .iter()
-            .chain(&policy.egress.rules)
-            .flat_map(|r| r.peers.iter().flatten())
-            .filter_map(|p| match p {
-                Peer::Pods(k) => Some(k.clone()),
-                _ => None,
-            })
-            .collect();
+        let set_keys = set_keys_of(&policy);
         for sk in set_keys {
             if model.sets.contains_key(&sk) {
                 continue;
             }
             let members: BTreeSet<IpAddr> = pods
                 .values()
-                .filter(|p| match &sk.namespaces {
-                    NamespaceMatch::Same(ns) => &p.namespace == ns,
-                    NamespaceMatch::Selector(s) => s.matches(&labels_of_ns(&p.namespace)),
-                })
-                .filter(|p| sk.pods.matches(&p.labels))
+                .filter(|p| set_matches(&sk, &p.namespace, &labels_of_ns(&p.namespace), &p.labels))
                 .flat_map(|p| p.ips.iter().copied())
                 .collect();
             model.sets.insert(sk, members);

@@ -17,6 +17,7 @@ mod compile;
 pub mod conformance;
 pub mod counters;
 mod eval;
+mod incremental;
 pub mod render;
 pub mod selector;
 
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 pub use build::{NAMESPACE_NAME_LABEL, build_policy_model, namespace_from_object, pod_from_object};
 pub use compile::{CompiledPolicy, compile_policy};
 pub use eval::{Flow, SideVerdict, Verdict, evaluate};
+pub use incremental::PolicyState;
 pub use render::{POLICY_TABLE, render_policy_table};
 pub use selector::Selector;
 

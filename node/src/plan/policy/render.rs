@@ -74,19 +74,45 @@ pub fn isolation_comment(pod: &ObjectKey, dir: Direction) -> String {
     format!("{pod}: isolated for {dir}")
 }
 
-/// The chain of a pod (by its index among the node's pods) for a direction.
-pub fn pod_chain(index: usize, dir: Direction) -> String {
-    format!("pod{index}_{}", dir_tag(dir))
+/// FNV-1a (64 bit): a hash that is the same in every build and process, so a name derived from
+/// an object's key is the same in every render and a change touches only its own chains and sets.
+fn fnv64(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
-/// The chain of a policy (by its index in the model) for a direction.
-pub fn policy_chain(index: usize, dir: Direction) -> String {
-    format!("pol{index}_{}", dir_tag(dir))
+/// Stable names for `keys`: `prefix` and the hash of the key's debug form (injective: strings
+/// are quoted and escaped). Keys whose hashes collide get `_1`, `_2`, ... in key order, so names
+/// stay unique whatever the keys.
+fn stable_names<K: std::fmt::Debug + Ord + Clone>(
+    keys: impl IntoIterator<Item = K>,
+    prefix: &str,
+) -> BTreeMap<K, String> {
+    let keys: BTreeSet<K> = keys.into_iter().collect();
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    let mut out = BTreeMap::new();
+    for k in keys {
+        let base = format!("{prefix}{:016x}", fnv64(&format!("{k:?}")));
+        let mut name = base.clone();
+        let mut n = 0;
+        while !taken.insert(name.clone()) {
+            n += 1;
+            name = format!("{base}_{n}");
+        }
+        out.insert(k, name);
+    }
+    out
+}
+
+/// The chain of a pod or a policy (named by [`stable_names`]) for a direction.
+fn dir_chain(base: &str, dir: Direction) -> String {
+    format!("{base}_{}", dir_tag(dir))
 }
 
 struct Names {
-    sets: BTreeMap<SetKey, usize>,
-    named: BTreeMap<(Protocol, String), usize>,
+    sets: BTreeMap<SetKey, String>,
+    named: BTreeMap<(Protocol, String), String>,
 }
 
 /// The other end of the flow as seen from `dir`'s chain.
@@ -117,10 +143,10 @@ fn port_groups(rule: &Rule, v: IpVersion, names: &Names) -> Option<Vec<Vec<Match
                 Match::eq(Field::Dport, Rhs::Value(Value::PortRange(*a, *b))),
             ]),
             PortSpec::Named(n) => {
-                if let Some(i) = names.named.get(&(p.protocol, n.clone())) {
+                if let Some(base) = names.named.get(&(p.protocol, n.clone())) {
                     out.push(vec![Match::in_set(
                         Field::Concat(vec![Field::Daddr(v), Field::L4Proto, Field::Dport]),
-                        format!("np{i}_{}", fam(v)),
+                        format!("{base}_{}", fam(v)),
                     )]);
                 }
             }
@@ -156,8 +182,8 @@ fn peer_groups(
     for p in peers {
         match p {
             Peer::Pods(k) => {
-                if let Some(i) = names.sets.get(k) {
-                    out.push(vec![Match::in_set(f(), format!("s{i}_{}", fam(v)))]);
+                if let Some(base) = names.sets.get(k) {
+                    out.push(vec![Match::in_set(f(), format!("{base}_{}", fam(v)))]);
                 }
             }
             Peer::Block(IpBlock { cidr, except }) if cidr.version == v => {
@@ -264,54 +290,60 @@ fn dispatch_chain(name: &str, hook: Hook, prio: i32, dir: Direction) -> Chain {
 }
 
 /// The policy table of node `node` (only its pods are dispatched; only what they use is defined).
+/// Chains and sets are named after the pod, policy or selector they stand for, so the table of a
+/// changed model differs from the previous one only where the change is
+/// ([`crate::plan::nftables::diff`] turns that into an update of those parts).
 pub fn render_policy_table(model: &PolicyModel, node: &str) -> Table {
     let mut t = Table::new(POLICY_TABLE);
     let local: Vec<(&ObjectKey, &super::ModelPod)> =
         model.pods.iter().filter(|(_, p)| p.node == node).collect();
-    let policy_index: BTreeMap<&ObjectKey, usize> = model
-        .policies
-        .keys()
-        .enumerate()
-        .map(|(i, k)| (k, i))
-        .collect();
     // policies that isolate a local pod, per direction
-    let mut used: BTreeSet<(usize, Direction)> = BTreeSet::new();
+    let mut used: BTreeSet<(&ObjectKey, Direction)> = BTreeSet::new();
     for (_, p) in &local {
         for (dir, list) in [
             (Direction::Ingress, &p.ingress),
             (Direction::Egress, &p.egress),
         ] {
             for k in list {
-                if let Some(i) = policy_index.get(k) {
-                    used.insert((*i, dir));
+                if model.policies.contains_key(k) {
+                    used.insert((k, dir));
                 }
             }
         }
     }
-    let policies: Vec<(&ObjectKey, &super::CompiledPolicy)> = model.policies.iter().collect();
+    let policy_names = stable_names(used.iter().map(|(k, _)| *k), "pol_");
+    let pod_names = stable_names(
+        local
+            .iter()
+            .filter(|(_, p)| !p.ingress.is_empty() || !p.egress.is_empty())
+            .map(|(k, _)| *k),
+        "pod_",
+    );
     // the sets and named ports those policies use
-    let mut names = Names {
-        sets: BTreeMap::new(),
-        named: BTreeMap::new(),
-    };
-    for (i, dir) in &used {
-        let (_, pol) = policies[*i];
+    let mut set_keys: BTreeSet<&SetKey> = BTreeSet::new();
+    let mut named_keys: BTreeSet<(Protocol, String)> = BTreeSet::new();
+    for (k, dir) in &used {
+        let Some(pol) = model.policies.get(*k) else {
+            continue;
+        };
         for r in &pol.rules(*dir).rules {
             for p in r.peers.iter().flatten() {
                 if let Peer::Pods(k) = p {
-                    let n = names.sets.len();
-                    names.sets.entry(k.clone()).or_insert(n);
+                    set_keys.insert(k);
                 }
             }
             for p in r.ports.iter().flatten() {
                 if let PortSpec::Named(n) = &p.port {
-                    let i = names.named.len();
-                    names.named.entry((p.protocol, n.clone())).or_insert(i);
+                    named_keys.insert((p.protocol, n.clone()));
                 }
             }
         }
     }
-    for (k, i) in &names.sets {
+    let names = Names {
+        sets: stable_names(set_keys.into_iter().cloned(), "s_"),
+        named: stable_names(named_keys, "np_"),
+    };
+    for (k, base) in &names.sets {
         let members = model.sets.get(k).cloned().unwrap_or_default();
         for v in FAMILIES {
             let s = Set::addresses(v, false).with(
@@ -320,10 +352,10 @@ pub fn render_policy_table(model: &PolicyModel, node: &str) -> Table {
                     .filter(|a| IpVersion::of(a) == v)
                     .map(|a| Key(vec![Value::Addr(*a)])),
             );
-            t.sets.insert(format!("s{i}_{}", fam(v)), s);
+            t.sets.insert(format!("{base}_{}", fam(v)), s);
         }
     }
-    for ((proto, name), i) in &names.named {
+    for ((proto, name), base) in &names.named {
         let elems = model
             .named_ports
             .get(&(*proto, name.clone()))
@@ -343,7 +375,7 @@ pub fn render_policy_table(model: &PolicyModel, node: &str) -> Table {
                     ])
                 },
             ));
-            t.sets.insert(format!("np{i}_{}", fam(v)), s);
+            t.sets.insert(format!("{base}_{}", fam(v)), s);
         }
     }
 
@@ -385,7 +417,10 @@ pub fn render_policy_table(model: &PolicyModel, node: &str) -> Table {
         );
         t.chains.push(d);
     }
-    for (pi, (key, pod)) in local.iter().enumerate() {
+    for (key, pod) in &local {
+        let Some(pod_name) = pod_names.get(*key) else {
+            continue;
+        };
         for (dir, list) in [
             (Direction::Ingress, &pod.ingress),
             (Direction::Egress, &pod.egress),
@@ -393,12 +428,12 @@ pub fn render_policy_table(model: &PolicyModel, node: &str) -> Table {
             if list.is_empty() {
                 continue;
             }
-            let mut c = Chain::regular(pod_chain(pi, dir));
+            let mut c = Chain::regular(dir_chain(pod_name, dir));
             for k in list {
-                if let Some(i) = policy_index.get(k) {
+                if let Some(base) = policy_names.get(k) {
                     c.rules.push(
                         NftRule::default()
-                            .verdict(Verdict::Jump(policy_chain(*i, dir)))
+                            .verdict(Verdict::Jump(dir_chain(base, dir)))
                             .comment(k.to_string()),
                     );
                 }
@@ -421,15 +456,17 @@ pub fn render_policy_table(model: &PolicyModel, node: &str) -> Table {
                 {
                     m.elements.insert(
                         Key(vec![Value::Addr(*a)]),
-                        Verdict::Jump(pod_chain(pi, dir)),
+                        Verdict::Jump(dir_chain(pod_name, dir)),
                     );
                 }
             }
         }
     }
-    for (i, dir) in &used {
-        let (key, pol) = policies[*i];
-        let mut c = Chain::regular(policy_chain(*i, *dir));
+    for (key, dir) in &used {
+        let (Some(pol), Some(base)) = (model.policies.get(*key), policy_names.get(*key)) else {
+            continue;
+        };
+        let mut c = Chain::regular(dir_chain(base, *dir));
         c.rules = policy_rules(key, &pol.rules(*dir).rules, *dir, &names);
         t.chains.push(c);
     }

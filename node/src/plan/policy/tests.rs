@@ -863,10 +863,10 @@ fn rendered_table_is_valid_and_small() {
     for want in [
         "ip daddr vmap @in_4",
         "ct direction reply ct state established,related accept",
-        "ip saddr @s0_4",
+        "ip saddr @s_",
         "meta l4proto . th dport { tcp . 80, udp . 81 }",
         "th dport 8000-8080",
-        "ip daddr . meta l4proto . th dport @np0_4",
+        "ip daddr . meta l4proto . th dport @np_",
         "ip saddr { 203.0.113.0/24 } ip saddr != { 203.0.113.8/29 }",
         "goto drop_ingress",
     ] {
@@ -907,11 +907,12 @@ fn rule_count_grows_with_policies_not_pods() {
             .filter(|c| c.name.starts_with("pol"))
             .map(|c| c.rules.len())
             .sum();
-        (
-            rules,
-            t.sets["s0_4"].elements.len(),
-            t.maps["in_4"].elements.len(),
-        )
+        let set = t
+            .sets
+            .iter()
+            .find(|(n, _)| n.starts_with("s_") && n.ends_with("_4"))
+            .map(|(_, s)| s.elements.len());
+        (rules, set.unwrap(), t.maps["in_4"].elements.len())
     };
     let (r10, s10, m10) = count(10);
     let (r1000, s1000, m1000) = count(1000);
@@ -947,4 +948,234 @@ proptest! {
             }
         }
     }
+}
+
+/// One change of the cluster's objects (for the incremental model and table diff).
+#[derive(Clone, Debug)]
+enum Change {
+    Pod {
+        ns: &'static str,
+        name: &'static str,
+        labels: Vec<(&'static str, &'static str)>,
+        node: &'static str,
+        ips: Vec<u8>,
+        ports: bool,
+        host: bool,
+    },
+    RemovePod(&'static str, &'static str),
+    Namespace(&'static str, Vec<(&'static str, &'static str)>),
+    RemoveNamespace(&'static str),
+    Policy(&'static str, (String, Value)),
+    RemovePolicy(&'static str, &'static str),
+}
+
+const NAMESPACES: [&str; 4] = ["x", "y", "z", "w"];
+
+fn arb_labels() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
+    prop::collection::vec(
+        (
+            prop::sample::select(vec!["pod", "role", "team"]),
+            prop::sample::select(vec!["a", "b", "db", "blue"]),
+        ),
+        0..3,
+    )
+}
+
+fn arb_change() -> impl Strategy<Value = Change> {
+    let ns = || prop::sample::select(NAMESPACES.to_vec());
+    let name = || prop::sample::select(vec!["a", "b", "c"]);
+    prop_oneof![
+        4 => (
+            ns(),
+            name(),
+            arb_labels(),
+            prop::sample::select(vec!["n0", "n1"]),
+            prop::collection::vec(1u8..7, 0..3),
+            any::<bool>(),
+            prop::bool::weighted(0.1),
+        )
+            .prop_map(|(ns, name, labels, node, ips, ports, host)| Change::Pod {
+                ns,
+                name,
+                labels,
+                node,
+                ips,
+                ports,
+                host,
+            }),
+        1 => (ns(), name()).prop_map(|(n, p)| Change::RemovePod(n, p)),
+        1 => (ns(), arb_labels()).prop_map(|(n, l)| Change::Namespace(n, l)),
+        1 => ns().prop_map(Change::RemoveNamespace),
+        3 => (name(), arb_policy()).prop_map(|(n, p)| Change::Policy(n, p)),
+        1 => (ns(), name()).prop_map(|(n, p)| Change::RemovePolicy(n, p)),
+    ]
+}
+
+/// The objects as maps (what the watch caches hold), applied to a [`PolicyState`] too.
+#[derive(Default)]
+struct Objects {
+    pods: BTreeMap<ObjectKey, PolicyPod>,
+    namespaces: BTreeMap<String, PolicyNamespace>,
+    policies: BTreeMap<ObjectKey, NetworkPolicy>,
+}
+
+impl Objects {
+    fn input(&self) -> PolicyInput {
+        PolicyInput {
+            policies: self.policies.values().cloned().collect(),
+            pods: self.pods.values().cloned().collect(),
+            namespaces: self.namespaces.values().cloned().collect(),
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    fn apply(&mut self, c: &Change, state: &mut PolicyState) {
+        match c.clone() {
+            Change::Pod {
+                ns,
+                name,
+                labels,
+                node,
+                ips,
+                ports,
+                host,
+            } => {
+                let addrs: Vec<String> = ips
+                    .iter()
+                    .flat_map(|i| [format!("198.18.0.{i}"), format!("fd00::{i:x}")])
+                    .collect();
+                let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+                let mut p = pod(ns, name, &labels, node, &addrs);
+                p.host_network = host;
+                if ports {
+                    p.ports = vec![
+                        ContainerPort {
+                            name: "serve-80-tcp".into(),
+                            protocol: Protocol::Tcp,
+                            port: 80,
+                        },
+                        ContainerPort {
+                            name: "serve-81-udp".into(),
+                            protocol: Protocol::Udp,
+                            port: 81,
+                        },
+                    ];
+                }
+                self.pods.insert(p.key(), p.clone());
+                state.set_pod(p);
+            }
+            Change::RemovePod(ns, name) => {
+                let k = ObjectKey::new(ns, name);
+                self.pods.remove(&k);
+                state.remove_pod(&k);
+            }
+            Change::Namespace(name, labels) => {
+                let n = super::tests::ns(name, &labels);
+                self.namespaces.insert(name.to_string(), n.clone());
+                state.set_namespace(n);
+            }
+            Change::RemoveNamespace(name) => {
+                self.namespaces.remove(name);
+                state.remove_namespace(name);
+            }
+            Change::Policy(name, (ns, spec)) => {
+                let p = np(&ns, name, spec);
+                self.policies.insert(ObjectKey::new(&ns, name), p.clone());
+                state.set_policy(&p);
+            }
+            Change::RemovePolicy(ns, name) => {
+                let k = ObjectKey::new(ns, name);
+                self.policies.remove(&k);
+                state.remove_policy(&k);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// After any sequence of object changes the incremental model is the model built from all
+    /// objects at once, and, on every node, the incremental table update applied to the previous
+    /// table is the full render of the new model.
+    #[test]
+    fn incremental_model_and_table_update_equal_a_full_rebuild(
+        changes in prop::collection::vec(arb_change(), 1..40)
+    ) {
+        use crate::plan::nftables::diff;
+        let mut objects = Objects::default();
+        let mut state = PolicyState::new(BTreeMap::new());
+        let mut tables: Vec<_> = ["n0", "n1"]
+            .iter()
+            .map(|n| render_policy_table(state.model(), n))
+            .collect();
+        for c in &changes {
+            objects.apply(c, &mut state);
+            let full = build_policy_model(&objects.input());
+            prop_assert_eq!(state.model(), &full, "after {:?}", c);
+            for (i, node) in ["n0", "n1"].iter().enumerate() {
+                let new = render_policy_table(&full, node);
+                let ops = diff::diff(&tables[i], &new).unwrap();
+                let applied = diff::apply(&tables[i], &ops).unwrap();
+                prop_assert_eq!(diff::canonical(&applied), diff::canonical(&new));
+                prop_assert_eq!(applied.validate(), Ok(()));
+                if tables[i] == new {
+                    prop_assert!(ops.is_empty());
+                }
+                tables[i] = applied;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_pod_joining_a_selector_is_one_set_element_and_one_verdict_map_element() {
+    use crate::plan::nftables::diff::{self, Op};
+    let mut state = PolicyState::new(BTreeMap::new());
+    let input = prop_cluster(vec![np(
+        "x",
+        "p",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}},
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}),
+    )]);
+    for n in input.namespaces {
+        state.set_namespace(n);
+    }
+    for p in input.pods {
+        state.set_pod(p);
+    }
+    for p in &input.policies {
+        state.set_policy(p);
+    }
+    let before = render_policy_table(state.model(), "n1");
+    // an unrelated pod (no policy selects it, no set holds it) changes nothing
+    assert!(state.set_pod(pod("y", "new", &[("pod", "zz")], "n1", &["198.18.0.40"])));
+    let t = render_policy_table(state.model(), "n1");
+    assert_eq!(diff::diff(&before, &t).unwrap(), vec![]);
+    // a pod joining the peer set: one element of the set
+    state.set_pod(pod("x", "b2", &[("pod", "b")], "n1", &["198.18.0.41"]));
+    let t2 = render_policy_table(state.model(), "n1");
+    let ops = diff::diff(&t, &t2).unwrap();
+    assert!(
+        matches!(ops.as_slice(), [Op::AddElements(s, e)] if s.starts_with("s_") && e.len() == 1),
+        "{ops:?}"
+    );
+    // a pod the policy selects: its chain, its rules and its verdict-map element, nothing else
+    state.set_pod(pod("x", "a2", &[("pod", "a")], "n1", &["198.18.0.42"]));
+    let t3 = render_policy_table(state.model(), "n1");
+    let ops = diff::diff(&t2, &t3).unwrap();
+    let touched = diff::touched(&ops);
+    assert_eq!(touched.len(), 2, "{ops:?}");
+    assert!(touched.contains("in_4"), "{ops:?}");
+    let text = diff::transaction(&t3, &ops);
+    assert!(
+        text.starts_with("add chain inet hybridnet_policy pod_"),
+        "{text}"
+    );
+    assert!(!text.contains("delete table"), "{text}");
+    // the previous table after the update is the new one
+    assert_eq!(
+        diff::canonical(&diff::apply(&t2, &ops).unwrap()),
+        diff::canonical(&t3)
+    );
 }
