@@ -10,10 +10,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::time::Duration;
-
 use common::*;
 use hybridnet_api::v1::{IPInstance, NetworkMode, NetworkType};
 
@@ -26,29 +22,6 @@ fn station(sw: &Netns, tag: &str, addr: &str) -> Netns {
     sw.ip(&format!("link set {port} master br0"));
     ns.ip(&format!("addr add {addr} dev eth0"));
     ns
-}
-
-/// One agent request over the socket: `{"error": ...}` or `{"result": ...}`.
-fn call(socket: &std::path::Path, req: serde_json::Value) -> serde_json::Value {
-    let body = serde_json::to_vec(&req).unwrap();
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
-    s.write_all(&body).unwrap();
-    let mut header = [0u8; 4];
-    s.read_exact(&mut header).unwrap();
-    let mut out = vec![0u8; u32::from_be_bytes(header) as usize];
-    s.read_exact(&mut out).unwrap();
-    serde_json::from_slice(&out).unwrap()
-}
-
-fn add(socket: &std::path::Path, pod: &str, netns: &Netns) -> serde_json::Value {
-    call(
-        socket,
-        serde_json::json!({"version": 1, "command": "ADD", "containerId": format!("cid-{pod}"),
-            "netns": format!("/run/netns/{}", netns.name), "ifname": "eth0",
-            "pod": {"namespace": "default", "name": pod}}),
-    )
 }
 
 fn pod_instance(pod: &str, addr: &str) -> IPInstance {
@@ -119,14 +92,7 @@ fn agent_checks_vlan_pods_and_keeps_the_enhanced_address() {
         &["--prefer-vlan-interfaces", "eth0"],
     );
     let socket = agent.1.with_extension("sock");
-    wait_for("agent ready", 60, || {
-        socket.exists().then_some(())?;
-        let v = call(
-            &socket,
-            serde_json::json!({"version": 1, "command": "STATUS"}),
-        );
-        v.get("error").is_none().then_some(())
-    });
+    wait_agent_ready(&socket, 60);
     // Enhancement: one local pod address, the lowest, with no local routes.
     wait_for("enhanced address", 30, || {
         (enhanced(&n1) == ["198.18.0.100/24"]).then_some(())
@@ -136,7 +102,7 @@ fn agent_checks_vlan_pods_and_keeps_the_enhanced_address() {
 
     // A healthy ADD: checks pass, the gateway learns the pod at the node, the node pings it.
     let pod0 = Netns::new("apod");
-    let v = add(&socket, "web-0", &pod0);
+    let v = agent_add(&socket, "web-0", &pod0);
     assert!(v.get("error").is_none(), "ADD web-0: {v}");
     let neigh = gw.ip("neigh show 198.18.0.100 dev eth0");
     assert!(neigh.contains(&format!("lladdr {NODE_MAC}")), "{neigh}");
@@ -164,7 +130,7 @@ fn agent_checks_vlan_pods_and_keeps_the_enhanced_address() {
         .trim()
         .to_string();
     let pod1 = Netns::new("apod");
-    let v = add(&socket, "web-1", &pod1);
+    let v = agent_add(&socket, "web-1", &pod1);
     let msg = v["error"]["msg"].as_str().unwrap_or_default().to_string();
     assert!(
         msg.contains(&format!(
@@ -173,6 +139,20 @@ fn agent_checks_vlan_pods_and_keeps_the_enhanced_address() {
         "{v}"
     );
     assert!(pod1.try_ip("link show eth0").is_err(), "web-1 kept eth0");
+    // The pod's owner sees it: a Warning Event on the pod from the agent of n1.
+    let ev = wait_for("IPAddressInUse Event on web-1", 20, || {
+        events_about(&cp, "default", "web-1")
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("IPAddressInUse"))
+    });
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    assert_eq!(ev.reporting_controller.as_deref(), Some("hybridnet-node"));
+    assert_eq!(ev.reporting_instance.as_deref(), Some("n1"));
+    let note = ev.note.clone().unwrap_or_default();
+    assert!(
+        note.contains("198.18.0.101") && note.contains(&rogue_mac),
+        "{note}"
+    );
 
     // The last local pods go: the enhanced address goes.
     for name in ["198-18-0-100", "198-18-0-101"] {

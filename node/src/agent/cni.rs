@@ -26,6 +26,29 @@ pub struct AgentLookup {
     pub update_ipinstance_status: bool,
     /// The status writes still running (a shutdown waits for them).
     pub writes: Arc<BackgroundWrites>,
+    /// Events on pods whose ADD failed (reporting controller `hybridnet-node`, instance the
+    /// node); it deduplicates: one Event per pod and reason, `series.count` raised on repeats.
+    pub recorder: kube::runtime::events::Recorder,
+}
+
+/// The reporter of the agent's Events (also those on NetworkPolicies, `agent::policy`).
+pub fn event_reporter(node: &str) -> kube::runtime::events::Reporter {
+    kube::runtime::events::Reporter {
+        controller: "hybridnet-node".into(),
+        instance: Some(node.to_string()),
+    }
+}
+
+/// The reference an Event on `pod` points at (the UID when the runtime passed it).
+pub fn pod_reference(pod: &PodRef) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(pod.namespace.clone()),
+        name: Some(pod.name.clone()),
+        uid: pod.uid.clone(),
+        ..Default::default()
+    }
 }
 
 /// Writes a CNI request started and that outlive its answer (the IPInstance status); the
@@ -166,6 +189,32 @@ impl IpInstanceLookup for AgentLookup {
 
     fn detached(&self, _pod: &PodRef, _container_id: &str) {
         self.shared.trigger.notify_one();
+    }
+
+    fn add_failed(
+        &self,
+        pod: &PodRef,
+        failure: crate::cniserver::events::AddFailure,
+        error: &hybridnet_cni::CniError,
+    ) {
+        let ev = crate::cniserver::events::pod_event(failure, error);
+        let event = kube::runtime::events::Event {
+            type_: kube::runtime::events::EventType::Warning,
+            reason: ev.reason.into(),
+            note: Some(ev.note),
+            action: crate::cniserver::events::ACTION.into(),
+            secondary: None,
+        };
+        let reference = pod_reference(pod);
+        let recorder = self.recorder.clone();
+        let pod = pod.to_string();
+        // Best effort, after the ADD answered; a shutdown waits for it.
+        self.writes.spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(%pod, reason = %event.reason, error = %e,
+                    "could not publish the Event on the pod");
+            }
+        });
     }
 
     fn vlan_check_targets(

@@ -126,6 +126,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         shared: shared.clone(),
         update_ipinstance_status: cfg.update_ipinstance_status,
         writes: writes.clone(),
+        recorder: kube::runtime::events::Recorder::new(
+            client.clone(),
+            cni::event_reporter(&cfg.node_name),
+        ),
     });
     let cni_cfg = crate::cniserver::CniServerConfig {
         local_direct_table: plan_cfg.tables.local_direct,

@@ -19,7 +19,7 @@ use hybridnet_api::ipmath::u128_to_ip;
 use hybridnet_api::v1::IPInstance;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -269,13 +269,7 @@ pub async fn run(
             return;
         }
     }
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "hybridnet-node".into(),
-            instance: Some(node.clone()),
-        },
-    );
+    let recorder = Recorder::new(client.clone(), super::cni::event_reporter(&node));
     let runner = NftRunner::for_table(nft_binary.clone(), POLICY_TABLE);
     let mut reported: BTreeMap<ObjectKey, Vec<String>> = BTreeMap::new();
     let mut tracker = PolicyTracker::default();

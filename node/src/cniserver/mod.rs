@@ -14,6 +14,7 @@
 
 pub mod addressing;
 pub mod error;
+pub mod events;
 pub mod locks;
 pub mod netns;
 pub mod podnet;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hybridnet_api::v1::IPInstance;
-use hybridnet_cni::{AgentCommand, PodRef};
+use hybridnet_cni::{AgentCommand, CniError, PodRef};
 
 pub use addressing::PodAddressing;
 pub use error::PodNetError;
@@ -57,6 +58,10 @@ pub trait IpInstanceLookup: Send + Sync + 'static {
 
     /// Called after DEL removed (or found gone) the pod's interface.
     fn detached(&self, _pod: &PodRef, _container_id: &str) {}
+
+    /// Called when an ADD failed at a stage the pod's owner must see (`events::pod_event` says
+    /// how); must not block (publish in the background).
+    fn add_failed(&self, _pod: &PodRef, _failure: events::AddFailure, _error: &CniError) {}
 
     /// Readiness hook of ADD, after the interface is set up: waits (bounded) until the pod is
     /// reachable from outside the node, e.g. its address announced to every required BGP peer

@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 
 use super::addressing::{PodAddressing, cni_result, matching_instances, pod_addressing};
 use super::error::PodNetError;
+use super::events::AddFailure;
 use super::locks::KeyedLocks;
 use super::netns::Netns;
 use super::podnet::{self, PodInterfaceSpec, Teardown};
@@ -119,7 +120,15 @@ impl CniService {
                 let att = req.attachment()?;
                 let _guard = self.locks.lock(att.container_id).await;
                 match req.command {
-                    AgentCommand::Add => self.add(&att).await.map(Some),
+                    AgentCommand::Add => match self.add(&att).await {
+                        Ok(r) => Ok(Some(r)),
+                        Err((failure, e)) => {
+                            if let Some(f) = failure {
+                                self.lookup.add_failed(att.pod, f, &e);
+                            }
+                            Err(e)
+                        }
+                    },
                     AgentCommand::Del => self.del(&att).await.map(|_| None),
                     _ => self.check(&att).await.map(Some),
                 }
@@ -185,22 +194,37 @@ impl CniService {
         }
     }
 
-    async fn add(&self, att: &AttachmentRequest<'_>) -> Result<CniResult, CniError> {
-        let pod_ns = self.open_pod_netns(att)?;
-        let addressing = self.wait_for_addressing(att).await?;
+    /// ADD; a failure comes with the stage a user must be told about (`events`), if any (a
+    /// missing network namespace is the runtime's business, not the pod owner's).
+    async fn add(
+        &self,
+        att: &AttachmentRequest<'_>,
+    ) -> Result<CniResult, (Option<AddFailure>, CniError)> {
+        let pod_ns = self.open_pod_netns(att).map_err(|e| (None, e))?;
+        let addressing = self
+            .wait_for_addressing(att)
+            .await
+            .map_err(|e| (Some(AddFailure::NoAddress), e))?;
         let spec = self.spec_for(att, &addressing);
         podnet::setup_pod_interface(&self.host, &pod_ns, &spec)
             .await
-            .map_err(|e| e.to_cni().with_details(format!("pod {}", att.pod)))?;
+            .map_err(|e| {
+                (
+                    Some(AddFailure::InterfaceSetup),
+                    e.to_cni().with_details(format!("pod {}", att.pod)),
+                )
+            })?;
         // VLAN pods: gateway answers, address not in use elsewhere, new location announced;
         // then the node pings the pod.
-        self.post_setup_checks(att, &addressing, &spec).await?;
+        self.post_setup_checks(att, &addressing, &spec)
+            .await
+            .map_err(|(f, e)| (Some(f), e))?;
         // Readiness hook (BGP pods: announced to every required peer). A pod that is not
         // reachable fails the ADD, and a failed ADD leaves nothing behind.
         if let Err(e) = self.lookup.wait_pod_reachable(&addressing).await {
             self.remove_failed_interface(att, &spec, "did not become reachable")
                 .await;
-            return Err(e);
+            return Err((Some(AddFailure::BgpNotAnnounced), e));
         }
         self.lookup.attached(&AttachmentEvent {
             pod: att.pod.clone(),
@@ -225,13 +249,13 @@ impl CniService {
         att: &AttachmentRequest<'_>,
         addressing: &PodAddressing,
         spec: &PodInterfaceSpec,
-    ) -> Result<(), CniError> {
+    ) -> Result<(), (AddFailure, CniError)> {
         let targets = self.lookup.vlan_check_targets(addressing);
         let mut outcome =
             vlancheck::check_pod(&self.host, targets, spec.mac, self.config.vlan_check)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_cni(att.pod));
+                .map_err(|e| (AddFailure::of_vlan_check(&e), e.to_cni(att.pod)));
         if outcome.is_ok()
             && let Some(ping) = self.config.ping_pod
         {
@@ -241,7 +265,7 @@ impl CniService {
                 .collect();
             outcome = podping::check_pod(&self.host, ips, ping)
                 .await
-                .map_err(|e| e.to_cni(att.pod));
+                .map_err(|e| (AddFailure::PodUnreachableFromNode, e.to_cni(att.pod)));
         }
         let Err(e) = outcome else {
             return Ok(());

@@ -517,3 +517,60 @@ pub fn l2_segment() -> (Netns, Netns, Netns) {
     n1.ip("route add default via 198.18.0.1 dev eth0");
     (sw, cp, n1)
 }
+
+/// One request to a running agent over its CNI socket: `{"error": ...}` or `{"result": ...}`.
+pub fn agent_call(socket: &std::path::Path, req: serde_json::Value) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let body = serde_json::to_vec(&req).unwrap();
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    s.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).unwrap();
+    let mut out = vec![0u8; u32::from_be_bytes(header) as usize];
+    s.read_exact(&mut out).unwrap();
+    serde_json::from_slice(&out).unwrap()
+}
+
+/// ADD of pod `default/<pod>` (container id `cid-<pod>`) in `netns` through a running agent.
+pub fn agent_add(socket: &std::path::Path, pod: &str, netns: &Netns) -> serde_json::Value {
+    agent_call(
+        socket,
+        serde_json::json!({"version": 1, "command": "ADD", "containerId": format!("cid-{pod}"),
+            "netns": format!("/run/netns/{}", netns.name), "ifname": "eth0",
+            "pod": {"namespace": "default", "name": pod}}),
+    )
+}
+
+/// Waits until the agent behind `socket` answers STATUS without error.
+pub fn wait_agent_ready(socket: &std::path::Path, secs: u64) {
+    wait_for("agent ready", secs, || {
+        socket.exists().then_some(())?;
+        let v = agent_call(
+            socket,
+            serde_json::json!({"version": 1, "command": "STATUS"}),
+        );
+        v.get("error").is_none().then_some(())
+    });
+}
+
+/// The events.k8s.io Events in `namespace` about the object `name`.
+pub fn events_about(
+    cp: &ControlPlane,
+    namespace: &str,
+    name: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let (namespace, name) = (namespace.to_string(), name.to_string());
+    cp.run(move |c| async move {
+        kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(c, &namespace)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str()))
+            .collect()
+    })
+}
