@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: test deps tools fmt-check clippy unit crds demo bench images
+.PHONY: test deps tools fmt-check clippy unit crds demo bench images bundle-pinned
 
 test: deps tools fmt-check clippy unit
 
@@ -36,6 +36,12 @@ images: deps
 	$(CARGO) build --release --locked -p hybridnet-operator --bin hybridnet-operator \
 		-p hybridnet-node --bin hybridnet-node -p kubectl-hybridnet --bin kubectl-hybridnet
 	scripts/images/build.sh images release
+
+# Pins bundle/, bundle.Dockerfile and deploy/ to the digest of the hybridnet image `make images`
+# built (reproducible: docs/images.md); a release step, the committed files name the tag.
+bundle-pinned:
+	$(CARGO) run -q -p hybridnet-operator --bin bundlegen -- \
+		--image-digest "$$(scripts/images/build.sh digest target/images/hybridnet.oci.tar)"
 
 # Regenerates the committed CRD YAML from the Rust types.
 crds:
