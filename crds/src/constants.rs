@@ -22,10 +22,16 @@ pub mod annotation {
     pub const NODE_BGP_SESSIONS: &str = "hybridnet.io/bgp-sessions";
     /// Upstream's node leftovers the agent could not remove.
     pub const NODE_UPSTREAM_LEFTOVERS: &str = "hybridnet.io/upstream-leftovers";
+    /// The version of the node agent that wrote the NodeInfo (its release, e.g. `0.1.0`); read
+    /// by `kubectl hybridnet version`.
+    pub const NODE_AGENT_VERSION: &str = "hybridnet.io/agent-version";
 
     /// On the HybridnetCluster: the bootstrap Network/Subnet were created once (a user who deletes
     /// them later does not see them come back).
     pub const BOOTSTRAP_CREATED: &str = "operator.hybridnet.io/bootstrap-created";
+    /// On the HybridnetCluster: the release of the operator that reconciles it (e.g. `0.1.0`);
+    /// read by `kubectl hybridnet version`.
+    pub const OPERATOR_VERSION: &str = "operator.hybridnet.io/operator-version";
 }
 
 /// Label keys.

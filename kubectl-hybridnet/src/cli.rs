@@ -153,7 +153,7 @@ pub enum Command {
     /// Migration from an upstream (Go) hybridnet install: check what of it is left.
     #[command(subcommand)]
     Migrate(MigrateCommand),
-    /// Print the plugin version.
+    /// The plugin's, the operator's and every node agent's version, with skew marked.
     Version(VersionArgs),
     /// Shell completion scripts, and the kubectl_complete-hybridnet helper for `kubectl hybridnet <TAB>`.
     Completion(CompletionArgs),
@@ -573,6 +573,9 @@ pub struct VersionArgs {
     /// Output format: table, json or yaml.
     #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
     pub output: OutputFormat,
+    /// Only the plugin's version; the cluster is not contacted.
+    #[arg(long)]
+    pub client: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,6 +19,7 @@ pub mod resources;
 pub mod status;
 pub mod uninstall;
 pub mod usage;
+pub mod versions;
 
 /// Version of the plugin.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -23,7 +23,7 @@ async fn run(cli: Cli) -> Res<i32> {
         Command::Install(a) => shell::commands::install(g, a).await,
         Command::Uninstall(a) => shell::uninstall::uninstall(g, a).await,
         Command::Migrate(c) => shell::migrate::migrate(g, c).await,
-        Command::Version(a) => shell::commands::version(a),
+        Command::Version(a) => shell::commands::version(g, a).await,
         Command::Completion(a) => shell::completion::completion(a),
     }
 }

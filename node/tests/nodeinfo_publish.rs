@@ -63,6 +63,11 @@ async fn bgp_sessions_annotation_is_applied_and_removed_with_the_nodeinfo() {
         annotations[ROUTE_TABLES_ANNOTATION],
         r#"{"4":{"198.19.1.0/24":10000}}"#
     );
+    // The agent's release, for `kubectl hybridnet version`.
+    assert_eq!(
+        annotations[hybridnet_api::constants::annotation::NODE_AGENT_VERSION],
+        env!("CARGO_PKG_VERSION")
+    );
     assert!(
         ni.status.and_then(|s| s.update_timestamp).is_some(),
         "status.updateTimestamp written"

@@ -308,6 +308,24 @@ async fn install_upgrade_repair_refuse_and_delete() {
         Some(OPERATOR_VERSION)
     );
     assert_eq!(c.status.as_ref().unwrap().version, None);
+    // The operator names its release on the object it reconciles (`kubectl hybridnet version`).
+    let recorded = wait_for(
+        &clusters,
+        "default",
+        "the operator version annotation",
+        |c| {
+            c.is_some_and(|c| {
+                c.annotations()
+                    .contains_key(hybridnet_api::constants::annotation::OPERATOR_VERSION)
+            })
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        recorded.annotations()[hybridnet_api::constants::annotation::OPERATOR_VERSION],
+        OPERATOR_VERSION
+    );
     assert_installed(&client, &sample.spec).await;
     let ds = ds_api.get(names::NODE_AGENT).await.unwrap();
     let owner = &ds.metadata.owner_references.as_ref().unwrap()[0];

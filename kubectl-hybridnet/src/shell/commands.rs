@@ -19,7 +19,7 @@ use kubectl_hybridnet::manifest::{
     validate_object_name,
 };
 use kubectl_hybridnet::output::{ListOutput, OutputFormat};
-use kubectl_hybridnet::{VERSION, bgp_status, resources, status, usage};
+use kubectl_hybridnet::{VERSION, bgp_status, resources, status, usage, versions};
 
 use super::connect::{Ctx, Failure, Res, exit};
 use super::io::{self, CLUSTERS_CRD, NETWORKS_CRD, SUBNETS_CRD};
@@ -665,27 +665,63 @@ pub async fn install(g: &GlobalFlags, a: &InstallArgs) -> Res<i32> {
     Ok(exit::OK)
 }
 
-pub fn version(a: &VersionArgs) -> Res<i32> {
+pub async fn version(g: &GlobalFlags, a: &VersionArgs) -> Res<i32> {
     print::only(
         a.output,
         &[OutputFormat::Table, OutputFormat::Json, OutputFormat::Yaml],
         "version",
     )?;
-    let v = serde_json::json!({
-        "plugin": "kubectl-hybridnet",
-        "version": VERSION,
-        "apiGroups": ["networking.alibaba.com/v1", "operator.hybridnet.io/v1alpha1"],
-        "os": std::env::consts::OS,
-        "arch": std::env::consts::ARCH,
-    });
-    match a.output {
-        OutputFormat::Json => print::json(&v)?,
-        OutputFormat::Yaml => print::yaml(&v)?,
-        _ => print::out(&format!(
-            "kubectl-hybridnet {VERSION} ({}/{}; networking.alibaba.com/v1, operator.hybridnet.io/v1alpha1)\n",
-            std::env::consts::OS,
-            std::env::consts::ARCH
-        ))?,
+    let show = |r: &versions::VersionReport, plugin_only: bool| -> Res<()> {
+        match a.output {
+            OutputFormat::Json => print::json(r),
+            OutputFormat::Yaml => print::yaml(r),
+            _ if plugin_only => print::out(&versions::plugin_line(r)),
+            _ => print::out(&versions::render_versions(r, print::style())),
+        }
+    };
+    if a.client {
+        let r = versions::version_report(VERSION, Err("--client"), Ok(&[]));
+        let plugin_only = versions::VersionReport {
+            warnings: Vec::new(),
+            ..r
+        };
+        show(&plugin_only, true)?;
+        return Ok(exit::OK);
     }
+    // As `kubectl version`: the plugin's version is printed even when the cluster cannot be
+    // reached, then the error.
+    let unreachable = |f: Failure| -> Res<i32> {
+        let r = versions::version_report(VERSION, Err(&f.message), Err("not asked"));
+        let plugin_only = versions::VersionReport {
+            warnings: Vec::new(),
+            ..r
+        };
+        show(&plugin_only, true)?;
+        Err(Failure {
+            code: f.code,
+            message: format!(
+                "the operator's and the node agents' versions are unknown: {}",
+                f.message
+            ),
+        })
+    };
+    let ctx = match Ctx::connect(g).await {
+        Ok(c) => c,
+        Err(f) => return unreachable(f),
+    };
+    let cluster = match io::cluster(&ctx).await {
+        Ok(c) => c,
+        Err(f) => return unreachable(f),
+    };
+    let infos = io::nodeinfos(&ctx).await;
+    let r = versions::version_report(
+        VERSION,
+        cluster.as_ref().map_err(String::as_str),
+        infos
+            .as_ref()
+            .map(Vec::as_slice)
+            .map_err(|f| f.message.as_str()),
+    );
+    show(&r, false)?;
     Ok(exit::OK)
 }

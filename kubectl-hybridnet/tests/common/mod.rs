@@ -436,7 +436,7 @@ pub fn capture(name: &str, cmdline: &str, run: &Run) {
     let _ = std::fs::write(Path::new(&dir).join(format!("{name}.txt")), body);
 }
 
-/// Sets labels on a cluster-scoped hybridnet object (a merge patch of metadata.labels).
+/// Sets labels on a cluster-scoped object (a merge patch of metadata.labels).
 pub async fn label_cluster_scoped<K>(client: &Client, name: &str, labels: &[(&str, &str)])
 where
     K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
@@ -445,18 +445,52 @@ where
         + std::fmt::Debug,
     <K as kube::Resource>::DynamicType: Default,
 {
+    merge_metadata::<K>(client, name, "labels", labels).await;
+}
+
+/// Sets annotations on a cluster-scoped object (a merge patch of metadata.annotations).
+pub async fn annotate_cluster_scoped<K>(client: &Client, name: &str, annotations: &[(&str, &str)])
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    merge_metadata::<K>(client, name, "annotations", annotations).await;
+}
+
+async fn merge_metadata<K>(client: &Client, name: &str, field: &str, pairs: &[(&str, &str)])
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    <K as kube::Resource>::DynamicType: Default,
+{
     let api: Api<K> = Api::all(client.clone());
-    let map: serde_json::Map<String, serde_json::Value> = labels
+    let map: serde_json::Map<String, serde_json::Value> = pairs
         .iter()
         .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
     api.patch(
         name,
         &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": map}})),
+        &Patch::Merge(json!({"metadata": {field: map}})),
     )
     .await
-    .expect("label object");
+    .unwrap_or_else(|e| panic!("set {field} of {name}: {e}"));
+}
+
+/// A kubeconfig whose cluster does not answer (port 1 on loopback refuses connections).
+pub fn dead_kubeconfig(dir: &Path) -> PathBuf {
+    let p = dir.join("dead-kubeconfig");
+    std::fs::write(
+        &p,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: dead\n  cluster:\n    server: http://127.0.0.1:1\nusers:\n- name: u\n  user: {}\ncontexts:\n- name: dead\n  context:\n    cluster: dead\n    user: u\ncurrent-context: dead\n",
+    )
+    .expect("write kubeconfig");
+    p
 }
 
 /// How many `verb` requests on `resource` the server has seen while `f` ran.
@@ -469,4 +503,47 @@ pub async fn requests_during<F: std::future::Future<Output = Run>>(
     let before = c.server.faults().requests(verb, resource);
     let run = f.await;
     (run, c.server.faults().requests(verb, resource) - before)
+}
+
+/// Creates the HybridnetCluster `default` as `kubectl hybridnet install` would (spec only).
+pub async fn hybridnet_cluster(
+    client: &Client,
+    version: &str,
+) -> hybridnet_api::operator::HybridnetCluster {
+    let api: Api<hybridnet_api::operator::HybridnetCluster> = Api::all(client.clone());
+    let obj: hybridnet_api::operator::HybridnetCluster = serde_json::from_value(json!({
+        "apiVersion": "operator.hybridnet.io/v1alpha1", "kind": "HybridnetCluster",
+        "metadata": {"name": "default"}, "spec": {"version": version}}))
+    .expect("HybridnetCluster");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("create HybridnetCluster")
+}
+
+/// Writes the HybridnetCluster's status as the operator would: `observed` generation, the
+/// Available/Progressing/Degraded conditions as (status, reason), observed at `observed`.
+pub async fn hybridnet_cluster_status(
+    client: &Client,
+    observed: i64,
+    version: &str,
+    conditions: &[(&str, &str, &str)],
+) {
+    let api: Api<hybridnet_api::operator::HybridnetCluster> = Api::all(client.clone());
+    let conds: Vec<serde_json::Value> = conditions
+        .iter()
+        .map(|(t, s, r)| {
+            json!({"type": t, "status": s, "reason": r, "message": "",
+            "lastTransitionTime": "2026-11-26T07:00:00Z", "observedGeneration": observed})
+        })
+        .collect();
+    api.patch_status(
+        "default",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"observedGeneration": observed,
+            "version": version, "targetVersion": version,
+            "nodeAgents": {"desired": 3, "updated": 3, "ready": 3, "available": 3},
+            "conditions": conds}})),
+    )
+    .await
+    .expect("HybridnetCluster status");
 }

@@ -9,6 +9,12 @@ use kube::{Api, Client};
 
 use crate::plan::{DataPlanePlan, PublishedVtep, ROUTE_TABLES_ANNOTATION, RouteTables};
 
+/// The agent's release, published on its NodeInfo under [`AGENT_VERSION_ANNOTATION`].
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Where the agent publishes [`AGENT_VERSION`] (an annotation of ours: upstream's NodeInfo
+/// fields are unchanged).
+pub const AGENT_VERSION_ANNOTATION: &str = hybridnet_api::constants::annotation::NODE_AGENT_VERSION;
+
 /// What the agent publishes in its NodeInfo: the VTEP (spec), the subnet tables and the BGP
 /// sessions (annotations).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,7 +74,10 @@ impl NodeInfoPublication {
             "kind": "NodeInfo",
             "metadata": {
                 "name": node,
-                "annotations": {(ROUTE_TABLES_ANNOTATION): self.route_tables.to_annotation()},
+                "annotations": {
+                    (ROUTE_TABLES_ANNOTATION): self.route_tables.to_annotation(),
+                    (AGENT_VERSION_ANNOTATION): AGENT_VERSION,
+                },
             },
         });
         if let Some(sessions) = &self.bgp_sessions {
@@ -168,6 +177,7 @@ mod tests {
                     "annotations": {
                         "hybridnet.io/route-tables":
                             r#"{"4":{"198.18.0.0/24":10001},"6":{"fd00::/64":10000}}"#,
+                        "hybridnet.io/agent-version": env!("CARGO_PKG_VERSION"),
                     },
                 },
                 "spec": {"vtepInfo": {"ip": "198.18.0.11", "mac": "02:00:00:00:00:11", "localIPs": ["198.18.0.11"]}},
@@ -224,6 +234,11 @@ mod tests {
         assert_eq!(
             annotations[ROUTE_TABLES_ANNOTATION],
             r#"{"4":{"198.18.0.0/24":10000}}"#
+        );
+        // Every apply carries the agent's version.
+        assert_eq!(
+            annotations[AGENT_VERSION_ANNOTATION],
+            env!("CARGO_PKG_VERSION")
         );
         // Without a speaker the apply leaves the annotation out, so the server removes it.
         let without = with.clone().with_bgp_sessions(None);

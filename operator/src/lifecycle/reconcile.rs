@@ -46,6 +46,10 @@ use crate::watch_failure::{OnceLog, WatchFailure, classify};
 /// (so a user who deletes them later does not see them come back).
 pub const BOOTSTRAP_DONE_ANNOTATION: &str = hybridnet_api::constants::annotation::BOOTSTRAP_CREATED;
 
+/// Annotation on the HybridnetCluster naming the release of the operator that reconciles it.
+pub const OPERATOR_VERSION_ANNOTATION: &str =
+    hybridnet_api::constants::annotation::OPERATOR_VERSION;
+
 /// Settings of the lifecycle controller.
 #[derive(Clone, Debug)]
 pub struct LifecycleConfig {
@@ -372,6 +376,7 @@ async fn apply(obj: Arc<HybridnetCluster>, ctx: &Context) -> Result<Action, Reco
         daemonset: &daemonset,
     });
     write_status(&api, &obj, &previous, &new, ctx).await?;
+    record_operator_version(&api, &obj, &cfg.operator_version).await?;
     let progressing =
         new.conditions.iter().flatten().any(|c| {
             c.type_ == hybridnet_api::operator::condition::PROGRESSING && c.status == "True"
@@ -386,6 +391,33 @@ async fn apply(obj: Arc<HybridnetCluster>, ctx: &Context) -> Result<Action, Reco
     } else {
         Action::requeue(cfg.resync)
     })
+}
+
+/// Records this operator's release on the HybridnetCluster (annotation
+/// [`OPERATOR_VERSION_ANNOTATION`]) when it is not there yet, for `kubectl hybridnet version`.
+async fn record_operator_version(
+    api: &Api<HybridnetCluster>,
+    obj: &HybridnetCluster,
+    version: &str,
+) -> Result<(), ReconcileError> {
+    if obj
+        .annotations()
+        .get(OPERATOR_VERSION_ANNOTATION)
+        .is_some_and(|v| v == version)
+    {
+        return Ok(());
+    }
+    let patch = json!({"metadata": {"annotations": {OPERATOR_VERSION_ANNOTATION: version}}});
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(kube_err(
+        "recording the operator version on the HybridnetCluster",
+    ))?;
+    Ok(())
 }
 
 async fn apply_settings(
