@@ -25,6 +25,10 @@ pub mod annotation {
     /// The version of the node agent that wrote the NodeInfo (its release, e.g. `0.1.0`); read
     /// by `kubectl hybridnet version`.
     pub const NODE_AGENT_VERSION: &str = "hybridnet.io/agent-version";
+    /// Why the node agent refused to start: the kernel features it found missing (plain text,
+    /// written before it exits, removed once a check passes). An annotation, not a status
+    /// field: upstream's NodeInfo schema has only `status.updateTimestamp` and would prune one.
+    pub const NODE_KERNEL_CHECK: &str = "hybridnet.io/kernel-check";
 
     /// On the HybridnetCluster: the bootstrap Network/Subnet were created once (a user who deletes
     /// them later does not see them come back).
@@ -90,6 +94,9 @@ pub mod taint {
 pub mod field_manager {
     pub const OPERATOR: &str = "hybridnet-operator";
     pub const NODE_AGENT: &str = "hybridnet-node";
+    /// The node agent's kernel check report (the NodeInfo annotation `hybridnet.io/kernel-check`),
+    /// kept apart from its regular publication so that neither removes the other's fields.
+    pub const NODE_KERNEL_CHECK: &str = "hybridnet-node-kernel-check";
     pub const KUBECTL_PLUGIN: &str = "kubectl-hybridnet";
 }
 

@@ -1,7 +1,8 @@
 //! `status`: the HybridnetCluster `default` and a summary of networks and their usage.
 
+use hybridnet_api::constants::annotation::NODE_KERNEL_CHECK;
 use hybridnet_api::operator::{HybridnetCluster, RolloutCounts};
-use hybridnet_api::v1::Network;
+use hybridnet_api::v1::{Network, NodeInfo};
 use serde::Serialize;
 
 use crate::bgp_status::{BgpSessionView, BgpSummary, render_sessions};
@@ -134,6 +135,38 @@ pub fn exit_code(report: &StatusReport) -> i32 {
 pub const EXIT_DEGRADED: i32 = 4;
 /// `status` exit code: the HybridnetCluster is not `Available=True`.
 pub const EXIT_NOT_AVAILABLE: i32 = 5;
+
+/// Longest part of a node's kernel check report quoted in a warning.
+const MAX_KERNEL_REPORT: usize = 400;
+
+/// One warning per node whose agent refused to start, from its NodeInfo annotation
+/// `hybridnet.io/kernel-check` (written by the agent before it exits), sorted by node.
+pub fn kernel_check_warnings(node_infos: &[NodeInfo]) -> Vec<String> {
+    let mut out: Vec<(String, String)> = node_infos
+        .iter()
+        .filter_map(|n| {
+            let report = n.metadata.annotations.as_ref()?.get(NODE_KERNEL_CHECK)?;
+            let mut text: String = report
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(MAX_KERNEL_REPORT)
+                .collect();
+            if report.chars().count() > MAX_KERNEL_REPORT {
+                text.push_str("...");
+            }
+            let node = n.metadata.name.clone().unwrap_or_default();
+            Some((
+                node.clone(),
+                format!(
+                    "node {node}: the node agent refused to start: {}",
+                    text.trim()
+                ),
+            ))
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, w)| w).collect()
+}
 
 /// Builds the report and its warnings.
 pub fn status_report(
@@ -368,6 +401,42 @@ mod tests {
     use hybridnet_api::operator::{HybridnetClusterSpec, HybridnetClusterStatus};
     use hybridnet_api::v1::{NetworkMode, NetworkSpec, NetworkType};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    #[test]
+    fn nodes_whose_agent_refused_to_start_are_named_with_the_report() {
+        let info = |name: &str, report: Option<&str>| {
+            let mut n = NodeInfo::new(name, Default::default());
+            if let Some(r) = report {
+                n.metadata.annotations =
+                    Some([(NODE_KERNEL_CHECK.to_string(), r.to_string())].into());
+            }
+            n
+        };
+        let w = kernel_check_warnings(&[
+            info(
+                "n2",
+                Some(
+                    "this kernel lacks what the node agent needs: VXLAN devices (CONFIG_VXLAN) (Operation not supported)",
+                ),
+            ),
+            info("n1", None),
+            info("n0", Some("lacks\nnft\u{1b}[31m")),
+        ]);
+        assert_eq!(
+            w,
+            [
+                "node n0: the node agent refused to start: lacks nft [31m",
+                "node n2: the node agent refused to start: this kernel lacks what the node agent needs: VXLAN devices (CONFIG_VXLAN) (Operation not supported)",
+            ]
+        );
+        let long = kernel_check_warnings(&[info("n", Some(&"x".repeat(100_000)))]);
+        assert!(
+            long[0].len() < 500 && long[0].ends_with("..."),
+            "{}",
+            long[0].len()
+        );
+        assert!(kernel_check_warnings(&[]).is_empty());
+    }
 
     fn cond(t: &str, s: &str) -> Condition {
         Condition {

@@ -112,3 +112,58 @@ async fn bgp_sessions_annotation_is_applied_and_removed_with_the_nodeinfo() {
     assert!(annotations.contains_key(ROUTE_TABLES_ANNOTATION));
     assert_eq!(annotations["example.com/note"], "x");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kernel_check_report_and_the_publication_leave_each_other_alone() {
+    use hybridnet_node::agent::kernelcheck::{KERNEL_CHECK_ANNOTATION, publish_verdict};
+    use hybridnet_node::plan::{MacAddr, PublishedVtep};
+    let (_server, client) = api_server().await;
+    let api: Api<NodeInfo> = Api::all(client.clone());
+    // Clearing with no NodeInfo at all is a no-op (a node whose agent never ran).
+    publish_verdict(&client, "n1", None).await.unwrap();
+    assert!(api.get_opt("n1").await.unwrap().is_none());
+    // A refusal creates the NodeInfo (no agent publication yet).
+    publish_verdict(
+        &client,
+        "n1",
+        Some("lacks VXLAN devices (CONFIG_VXLAN) (Operation not supported)"),
+    )
+    .await
+    .unwrap();
+    let ni = api.get("n1").await.unwrap();
+    assert!(ni.metadata.annotations.unwrap()[KERNEL_CHECK_ANNOTATION].contains("CONFIG_VXLAN"));
+    // The agent's publication keeps the report; a later refusal keeps the VTEP.
+    let with_vtep = NodeInfoPublication {
+        vtep: Some(PublishedVtep {
+            ip: "198.18.0.11".parse().unwrap(),
+            mac: MacAddr([0x02, 0, 0, 0, 0, 0x11]),
+            local_ips: vec!["198.18.0.11".parse().unwrap()],
+        }),
+        route_tables: RouteTables::default(),
+        ..Default::default()
+    };
+    publish_node_info(&client, "n1", &with_vtep).await.unwrap();
+    publish_verdict(&client, "n1", Some("lacks nftables inet NAT"))
+        .await
+        .unwrap();
+    let ni = api.get("n1").await.unwrap();
+    let a = ni.metadata.annotations.clone().unwrap();
+    assert_eq!(a[KERNEL_CHECK_ANNOTATION], "lacks nftables inet NAT");
+    assert!(a.contains_key(ROUTE_TABLES_ANNOTATION));
+    let vtep = ni.spec.vtep_info.clone().expect("VTEP kept");
+    assert_eq!(vtep.ip.as_deref(), Some("198.18.0.11"));
+    // A passing check removes only the report.
+    publish_verdict(&client, "n1", None).await.unwrap();
+    let ni = api.get("n1").await.unwrap();
+    let a = ni.metadata.annotations.clone().unwrap();
+    assert!(!a.contains_key(KERNEL_CHECK_ANNOTATION), "{a:?}");
+    assert!(a.contains_key(ROUTE_TABLES_ANNOTATION));
+    assert_eq!(
+        ni.spec.vtep_info.unwrap().ip.as_deref(),
+        Some("198.18.0.11")
+    );
+    // And the next publication does not bring it back.
+    publish_node_info(&client, "n1", &with_vtep).await.unwrap();
+    let a = api.get("n1").await.unwrap().metadata.annotations.unwrap();
+    assert!(!a.contains_key(KERNEL_CHECK_ANNOTATION), "{a:?}");
+}

@@ -584,14 +584,21 @@ pub async fn status(g: &GlobalFlags, a: &StatusArgs) -> Res<i32> {
     let insts = io::ipinstances(&ctx, true).await?;
     let usage = usage::usage_report(&nets, &subs, &facts(&insts), None, 90);
     // Without NodeInfos (CRD missing, no permission) the rest of the status still shows.
-    let bgp = match io::nodeinfos(&ctx).await {
-        Ok(infos) => bgp_status::bgp_summary(&infos, &nets),
-        Err(f) => bgp_status::BgpSummary {
-            warnings: vec![format!("BGP sessions unknown: {}", f.message)],
-            ..Default::default()
-        },
+    let (bgp, refused) = match io::nodeinfos(&ctx).await {
+        Ok(infos) => (
+            bgp_status::bgp_summary(&infos, &nets),
+            status::kernel_check_warnings(&infos),
+        ),
+        Err(f) => (
+            bgp_status::BgpSummary {
+                warnings: vec![format!("BGP sessions unknown: {}", f.message)],
+                ..Default::default()
+            },
+            Vec::new(),
+        ),
     };
     let mut report = status::status_report(VERSION, cluster.as_ref().ok(), &nets, usage, bgp);
+    report.warnings.extend(refused);
     if let Err(why) = &cluster
         && let Some(w) = report.warnings.first_mut()
     {

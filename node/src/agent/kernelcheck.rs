@@ -8,7 +8,10 @@
 
 use std::process::Stdio;
 
-use hybridnet_api::v1::IpVersion;
+use hybridnet_api::constants::{annotation, field_manager};
+use hybridnet_api::v1::{IpVersion, NodeInfo};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
 use rtnetlink::{Handle, LinkVxlan};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
@@ -189,5 +192,86 @@ mod tests {
         let long = format!("x\n{}", "y".repeat(10_000));
         let e = verdict(&[p(VXLAN, Err(&long))]).unwrap_err();
         assert!(!e.contains('\n') && e.len() < 600, "{}", e.len());
+    }
+}
+
+/// NodeInfo annotation in which a node agent that refused to start says why (docs/operations.md,
+/// "Kubernetes floor"); `kubectl hybridnet status` lists it.
+pub const KERNEL_CHECK_ANNOTATION: &str = annotation::NODE_KERNEL_CHECK;
+
+/// Longest report written (the verdict names at most three features with bounded details).
+pub const MAX_REPORT_CHARS: usize = 2048;
+
+/// The server-side apply body that records `refusal` on `node`'s NodeInfo (pure). It carries
+/// an empty `spec` only so that a NodeInfo that does not exist yet can be created (the CRD
+/// requires one); the agent's own publication owns what is inside it.
+pub fn report_body(node: &str, refusal: &str) -> serde_json::Value {
+    let text: String = refusal
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REPORT_CHARS)
+        .collect();
+    serde_json::json!({
+        "apiVersion": "networking.alibaba.com/v1",
+        "kind": "NodeInfo",
+        "metadata": {"name": node, "annotations": {(KERNEL_CHECK_ANNOTATION): text}},
+        "spec": {},
+    })
+}
+
+/// Records the kernel check's outcome on the node's NodeInfo: `Some(refusal)` is written (the
+/// agent then exits), `None` removes an earlier refusal. Only the annotation is touched.
+pub async fn publish_verdict(
+    client: &Client,
+    node: &str,
+    refusal: Option<&str>,
+) -> kube::Result<()> {
+    let api: Api<NodeInfo> = Api::all(client.clone());
+    match refusal {
+        Some(r) => {
+            let pp = PatchParams::apply(field_manager::NODE_KERNEL_CHECK).force();
+            api.patch(node, &pp, &Patch::Apply(&report_body(node, r)))
+                .await?;
+        }
+        None => {
+            let Some(found) = api.get_opt(node).await? else {
+                return Ok(());
+            };
+            let has = found
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(KERNEL_CHECK_ANNOTATION));
+            if has {
+                let patch = serde_json::json!({
+                    "metadata": {"annotations": {(KERNEL_CHECK_ANNOTATION): null}}
+                });
+                api.patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod report_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_report_is_the_verdict_on_one_line_and_bounded() {
+        let b = report_body("n1", "lacks: VXLAN (x)\nnft: y\u{7}");
+        assert_eq!(b["metadata"]["name"], "n1");
+        assert_eq!(
+            b["metadata"]["annotations"][KERNEL_CHECK_ANNOTATION],
+            "lacks: VXLAN (x) nft: y "
+        );
+        assert_eq!(b["spec"], serde_json::json!({}));
+        let long = report_body("n1", &"é".repeat(10_000));
+        let v = long["metadata"]["annotations"][KERNEL_CHECK_ANNOTATION]
+            .as_str()
+            .unwrap();
+        assert_eq!(v.chars().count(), MAX_REPORT_CHARS);
     }
 }

@@ -94,7 +94,28 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     if cfg.check_kernel {
         match kernelcheck::probe_kernel(&cfg.nft_binary) {
             Ok(probes) => {
-                kernelcheck::verdict(&probes).map_err(anyhow::Error::msg)?;
+                let verdict = kernelcheck::verdict(&probes);
+                // Said on the node's NodeInfo too, so `kubectl hybridnet status` shows why this
+                // agent does not run; a passing check removes an earlier refusal.
+                let report = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    kernelcheck::publish_verdict(
+                        &client,
+                        &cfg.node_name,
+                        verdict.as_ref().err().map(String::as_str),
+                    ),
+                )
+                .await;
+                match report {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "could not record the kernel check on the NodeInfo")
+                    }
+                    Err(_) => warn!(
+                        "could not record the kernel check on the NodeInfo: no answer within 10 s"
+                    ),
+                }
+                verdict.map_err(anyhow::Error::msg)?;
                 info!("kernel check passed: VXLAN, policy routing, nftables inet NAT");
             }
             // Nothing could be probed (no namespace): say so and go on; the apply reports.
