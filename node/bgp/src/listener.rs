@@ -90,7 +90,10 @@ pub(crate) async fn run_listener(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, from)) => {
-                    dispatch(stream, from, addr, &peers.borrow(), &installed, &stats)
+                    if dispatch(stream, from, addr, &peers.borrow(), &installed, &stats) {
+                        // A refusal is a status change (refused_connections): wake waiters.
+                        changed.send_modify(|g| *g = g.wrapping_add(1));
+                    }
                 }
                 Err(e) => {
                     // E.g. out of file descriptors: do not spin.
@@ -219,6 +222,7 @@ fn sync_keys(
     }
 }
 
+/// Hands the connection to its peer's session or refuses it; true when it was refused.
 fn dispatch(
     stream: TcpStream,
     from: SocketAddr,
@@ -226,7 +230,7 @@ fn dispatch(
     peers: &InboundPeers,
     installed: &BTreeMap<IpAddr, String>,
     stats: &ListenerStats,
-) {
+) -> bool {
     let source = from.ip().to_canonical();
     match peers.get(&source) {
         // The connection was not checked against the peer's password (key not installed yet,
@@ -236,17 +240,24 @@ fn dispatch(
         {
             stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(peer = %source, local = %local, "BGP connection refused: the peer's TCP MD5 key is not on the listening socket");
+            true
         }
-        Some(peer) => match peer.tx.try_send(stream) {
-            Ok(()) => tracing::debug!(peer = %source, local = %local, "BGP connection from peer"),
-            Err(e) => {
-                tracing::warn!(peer = %source, error = %e, "BGP connection from peer dropped: its session task is busy or gone")
+        Some(peer) => {
+            match peer.tx.try_send(stream) {
+                Ok(()) => {
+                    tracing::debug!(peer = %source, local = %local, "BGP connection from peer")
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %source, error = %e, "BGP connection from peer dropped: its session task is busy or gone")
+                }
             }
-        },
+            false
+        }
         None => {
             stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(source = %from, local = %local, "BGP connection refused: the source is not a configured peer");
             drop(stream);
+            true
         }
     }
 }

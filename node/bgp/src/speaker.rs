@@ -693,6 +693,36 @@ mod tests {
         assert!(speaker.peer_states().is_empty());
     }
 
+    #[tokio::test]
+    async fn each_refused_connection_wakes_waiters() {
+        // A free loopback port (the listener binds it again right after).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut config = SpeakerConfig::new(65001, Ipv4Addr::new(198, 18, 1, 2));
+        config.listen_port = Some(port);
+        config.local_v4 = Some(Ipv4Addr::LOCALHOST);
+        let speaker = BgpSpeaker::new(config).unwrap();
+        let wait = std::time::Duration::from_secs(30);
+        assert!(speaker.wait_for(wait, |s| s.listening().len() == 1).await);
+        // No peer is configured: every connection is refused, and each refusal alone (no other
+        // status change happens) must wake a waiter on the count.
+        for n in 1..=3u64 {
+            let _conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            assert!(
+                speaker
+                    .wait_for(wait, |s| s.refused_connections() >= n)
+                    .await,
+                "refusal {n} did not wake the waiter (count {})",
+                speaker.refused_connections()
+            );
+        }
+    }
+
     #[test]
     fn speaker_needs_a_runtime() {
         let r = BgpSpeaker::new(SpeakerConfig::new(65001, Ipv4Addr::new(198, 18, 1, 2)));
