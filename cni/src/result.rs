@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::prefix::IpPrefix;
 use crate::version::CniVersion;
+use hybridnet_rules::prefix::{Cidr, interface_serde};
 
 /// An interface the plugin created. `sandbox` is the netns path for container-side interfaces
 /// and `None` for host-side ones (chained `bandwidth` looks for the host side).
@@ -23,7 +23,9 @@ pub struct Interface {
 /// An address assigned to an interface (index into `interfaces`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpConfig {
-    pub address: IpPrefix,
+    /// The interface address (`10.0.0.5/24`: host bits kept).
+    #[serde(with = "interface_serde")]
+    pub address: Cidr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,7 +35,8 @@ pub struct IpConfig {
 /// A route the plugin installed in the container.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
-    pub dst: IpPrefix,
+    #[serde(with = "interface_serde")]
+    pub dst: Cidr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gw: Option<IpAddr>,
 }
@@ -91,13 +94,13 @@ impl CniResult {
             .map(|ip| {
                 let mut m = Map::new();
                 if version.ips_carry_version() {
-                    let fam = if ip.address.addr.is_ipv4() { "4" } else { "6" };
+                    let fam = if ip.address.is_ipv4() { "4" } else { "6" };
                     m.insert("version".into(), json!(fam));
                 }
                 if let Some(idx) = ip.interface {
                     m.insert("interface".into(), json!(idx));
                 }
-                m.insert("address".into(), json!(ip.address.to_string()));
+                m.insert("address".into(), json!(ip.address.interface().to_string()));
                 if let Some(gw) = ip.gateway {
                     m.insert("gateway".into(), json!(gw.to_string()));
                 }
@@ -109,7 +112,7 @@ impl CniResult {
             .iter()
             .map(|r| {
                 let mut m = Map::new();
-                m.insert("dst".into(), json!(r.dst.to_string()));
+                m.insert("dst".into(), json!(r.dst.interface().to_string()));
                 if let Some(gw) = r.gw {
                     m.insert("gw".into(), json!(gw.to_string()));
                 }
@@ -138,7 +141,7 @@ impl CniResult {
                     .and_then(|i| self.interfaces.get(i))
                     .is_none_or(|i| i.sandbox.is_some())
             })
-            .map(|ip| ip.address.addr)
+            .map(|ip| ip.address.addr())
             .collect();
         v.sort();
         v
@@ -159,10 +162,8 @@ pub fn prev_result_ips(prev: &Value) -> Result<Vec<IpAddr>, String> {
             .get("address")
             .and_then(Value::as_str)
             .ok_or_else(|| format!("prevResult.ips[{i}].address is missing"))?;
-        let p: IpPrefix = addr
-            .parse()
-            .map_err(|e| format!("prevResult.ips[{i}].address: {e}"))?;
-        out.push(p.addr);
+        let p = Cidr::parse_any(addr).map_err(|e| format!("prevResult.ips[{i}].address: {e}"))?;
+        out.push(p.addr());
     }
     out.sort();
     Ok(out)

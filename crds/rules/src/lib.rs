@@ -1,10 +1,11 @@
-//! The rules of hybridnet that need no dependency at all, so that the CNI plugin (a static
-//! binary that links only serde) applies the same ones as the API crate, the operator and the
-//! CLI. `hybridnet-api` re-exports each module; docs/architecture.md lists where every rule lives.
+//! The rules of hybridnet that need nothing but serde, so that the CNI plugin (a static binary
+//! that links only serde) and the BGP speaker apply the same ones as the API crate, the operator
+//! and the CLI. `hybridnet-api` re-exports each module; docs/architecture.md lists where every rule lives.
 
 #![forbid(unsafe_code)]
 
 pub mod names;
+pub mod prefix;
 
 /// A user-supplied value for an error message: debug-quoted (control characters escaped) and cut
 /// at 80 characters, so a hostile megabyte-long value does not end up in logs whole.

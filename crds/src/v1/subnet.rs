@@ -4,43 +4,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// IP version of an address range: `"4"` or `"6"` on the wire.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
-)]
-pub enum IpVersion {
-    #[serde(rename = "4")]
-    V4,
-    #[serde(rename = "6")]
-    V6,
-}
-
-impl IpVersion {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::V4 => "4",
-            Self::V6 => "6",
-        }
-    }
-
-    pub fn of(ip: &std::net::IpAddr) -> Self {
-        if ip.is_ipv4() { Self::V4 } else { Self::V6 }
-    }
-
-    /// Number of address bits of this family.
-    pub fn bits(self) -> u8 {
-        match self {
-            Self::V4 => 32,
-            Self::V6 => 128,
-        }
-    }
-}
-
-impl std::fmt::Display for IpVersion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use hybridnet_rules::prefix::IpVersion;
 
 /// Spec of a `networking.alibaba.com/v1` Subnet.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -77,14 +77,16 @@
 //! - Sessions live in the network namespace of the runtime thread that creates their sockets.
 
 mod listener;
-pub mod prefix;
 pub mod rib;
 pub mod session;
 pub mod speaker;
 pub mod tcp;
 pub mod wire;
 
-pub use prefix::{Ipv4Prefix, Ipv6Prefix, Prefix};
+/// A route's destination: hybridnet's one prefix type (crds/rules/src/prefix.rs). The speaker
+/// builds them canonical ([`Prefix::masked`], [`Prefix::host`]) so two spellings of one block are
+/// one Adj-RIB-Out entry and encode to the same bytes.
+pub use hybridnet_rules::prefix::Cidr as Prefix;
 pub use rib::{Announcement, Communities};
 pub use session::State;
 pub use session::collision::Direction;

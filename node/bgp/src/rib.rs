@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::prefix::{Ipv4Prefix, Ipv6Prefix, Prefix};
+use crate::Prefix;
 use crate::wire::{
     AsSegment, AsSegmentKind, Family, MpReach, MpUnreach, NO_EXPORT, Origin, PathAttribute, Update,
 };
@@ -55,9 +55,10 @@ impl NextHops {
 }
 
 pub fn family_of(prefix: &Prefix) -> Family {
-    match prefix {
-        Prefix::V4(_) => Family::Ipv4Unicast,
-        Prefix::V6(_) => Family::Ipv6Unicast,
+    if prefix.is_ipv4() {
+        Family::Ipv4Unicast
+    } else {
+        Family::Ipv6Unicast
     }
 }
 
@@ -204,14 +205,11 @@ pub fn updates(diff: &RibDiff, ctx: &UpdateContext) -> Vec<Update> {
     out
 }
 
-fn split(prefixes: impl Iterator<Item = Prefix>) -> (Vec<Ipv4Prefix>, Vec<Ipv6Prefix>) {
+fn split(prefixes: impl Iterator<Item = Prefix>) -> (Vec<Prefix>, Vec<Prefix>) {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     for p in prefixes {
-        match p {
-            Prefix::V4(p) => v4.push(p),
-            Prefix::V6(p) => v6.push(p),
-        }
+        if p.is_ipv4() { v4.push(p) } else { v6.push(p) }
     }
     (v4, v6)
 }
@@ -362,14 +360,8 @@ mod tests {
             kind: AsSegmentKind::Sequence,
             asns: vec![65001],
         }]);
-        let v4 = |s: &str| match p(s) {
-            Prefix::V4(p) => p,
-            Prefix::V6(_) => unreachable!(),
-        };
-        let v6 = |s: &str| match p(s) {
-            Prefix::V6(p) => p,
-            Prefix::V4(_) => unreachable!(),
-        };
+        let v4 = p;
+        let v6 = p;
         assert_eq!(
             us,
             vec![

@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 use crate::listener::{InboundPeer, InboundPeers, ListenerStats, run_listener};
 use crate::session::collision::Direction;
 
-use crate::prefix::Prefix;
+use crate::Prefix;
 use crate::rib::{Announcement, NextHops};
 use crate::session::driver::{
     PeerStatus, PeerTaskConfig, StatusCell, carried_or_not_applicable, run_peer,
@@ -438,11 +438,7 @@ impl BgpSpeaker {
             .values()
             .map(|e| {
                 let s = e.status.get();
-                let v6 = s
-                    .announced
-                    .keys()
-                    .filter(|p| matches!(p, Prefix::V6(_)))
-                    .count();
+                let v6 = s.announced.keys().filter(|p| !p.is_ipv4()).count();
                 PeerState {
                     address: e.config.address,
                     asn: e.config.asn,

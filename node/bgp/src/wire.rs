@@ -16,9 +16,9 @@
 //! AS4_PATH (the speaker only ever sends its own AS, see the crate docs).
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::prefix::{Ipv4Prefix, Ipv6Prefix};
+use crate::Prefix;
 
 /// The 16-octet all-ones marker that starts every message.
 pub const MARKER: [u8; 16] = [0xff; 16];
@@ -275,9 +275,9 @@ pub struct GracefulRestartFamily {
 /// IPv6 travels in [`MpReach`] / [`MpUnreach`] attributes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Update {
-    pub withdrawn: Vec<Ipv4Prefix>,
+    pub withdrawn: Vec<Prefix>,
     pub attributes: Vec<PathAttribute>,
-    pub nlri: Vec<Ipv4Prefix>,
+    pub nlri: Vec<Prefix>,
 }
 
 impl Update {
@@ -339,22 +339,22 @@ pub struct AsSegment {
 pub enum MpReach {
     V4 {
         next_hop: Ipv4Addr,
-        nlri: Vec<Ipv4Prefix>,
+        nlri: Vec<Prefix>,
     },
     V6 {
         /// The global next hop.
         next_hop: Ipv6Addr,
         /// Optional link-local next hop (RFC 2545), making the next hop field 32 octets.
         link_local: Option<Ipv6Addr>,
-        nlri: Vec<Ipv6Prefix>,
+        nlri: Vec<Prefix>,
     },
 }
 
 /// MP_UNREACH_NLRI (RFC 4760 section 4) for IPv4 or IPv6 unicast.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MpUnreach {
-    V4(Vec<Ipv4Prefix>),
-    V6(Vec<Ipv6Prefix>),
+    V4(Vec<Prefix>),
+    V6(Vec<Prefix>),
 }
 
 /// A path attribute.
@@ -699,15 +699,21 @@ fn encode_prefix(len: u8, octets: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&octets[..n.min(octets.len())]);
 }
 
-fn encode_v4_prefixes(prefixes: &[Ipv4Prefix], out: &mut Vec<u8>) {
+/// IPv4 NLRI: the rib builds these lists by family ([`crate::rib`]'s `split`), so each prefix is
+/// IPv4; its address is the low 32 bits.
+fn encode_v4_prefixes(prefixes: &[Prefix], out: &mut Vec<u8>) {
     for p in prefixes {
-        encode_prefix(p.len(), &p.addr().octets(), out);
+        encode_prefix(
+            p.len(),
+            &((p.network & 0xffff_ffff) as u32).to_be_bytes(),
+            out,
+        );
     }
 }
 
-fn encode_v6_prefixes(prefixes: &[Ipv6Prefix], out: &mut Vec<u8>) {
+fn encode_v6_prefixes(prefixes: &[Prefix], out: &mut Vec<u8>) {
     for p in prefixes {
-        encode_prefix(p.len(), &p.addr().octets(), out);
+        encode_prefix(p.len(), &p.network.to_be_bytes(), out);
     }
 }
 
@@ -1120,19 +1126,19 @@ fn decode_prefixes<T>(
     Ok(out)
 }
 
-fn decode_v4_prefixes(buf: &[u8]) -> Result<Vec<Ipv4Prefix>, &'static str> {
+fn decode_v4_prefixes(buf: &[u8]) -> Result<Vec<Prefix>, &'static str> {
     decode_prefixes(buf, 32, |bytes, len| {
         let mut a = [0u8; 4];
         a.get_mut(..bytes.len())?.copy_from_slice(bytes);
-        Ipv4Prefix::new(Ipv4Addr::from(a), len).ok()
+        Prefix::masked(IpAddr::V4(Ipv4Addr::from(a)), len)
     })
 }
 
-fn decode_v6_prefixes(buf: &[u8]) -> Result<Vec<Ipv6Prefix>, &'static str> {
+fn decode_v6_prefixes(buf: &[u8]) -> Result<Vec<Prefix>, &'static str> {
     decode_prefixes(buf, 128, |bytes, len| {
         let mut a = [0u8; 16];
         a.get_mut(..bytes.len())?.copy_from_slice(bytes);
-        Ipv6Prefix::new(Ipv6Addr::from(a), len).ok()
+        Prefix::masked(IpAddr::V6(Ipv6Addr::from(a)), len)
     })
 }
 

@@ -255,10 +255,7 @@ async fn driver_sends_table_then_eor_then_increments_and_answers_errors() {
             PathAttribute::Origin(hybridnet_bgp::wire::Origin::Igp),
             PathAttribute::AsPath(vec![]),
         ],
-        nlri: vec![match "10.0.0.0/8".parse().unwrap() {
-            hybridnet_bgp::Prefix::V4(p) => p,
-            _ => unreachable!(),
-        }],
+        nlri: vec![hybridnet_bgp::Prefix::parse_canonical("10.0.0.0/8").unwrap()],
         ..Update::default()
     };
     peer.send(Message::Update(bad)).await;

@@ -3,19 +3,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use hybridnet_bgp::prefix::{Ipv4Prefix, Ipv6Prefix};
+use hybridnet_bgp::Prefix;
 use hybridnet_bgp::wire::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-fn v4_prefix() -> impl Strategy<Value = Ipv4Prefix> {
-    (any::<u32>(), 0u8..=32).prop_map(|(a, l)| Ipv4Prefix::new(Ipv4Addr::from(a), l).unwrap())
+fn v4_prefix() -> impl Strategy<Value = Prefix> {
+    (any::<u32>(), 0u8..=32)
+        .prop_map(|(a, l)| Prefix::masked(IpAddr::V4(Ipv4Addr::from(a)), l).unwrap())
 }
 
-fn v6_prefix() -> impl Strategy<Value = Ipv6Prefix> {
-    (any::<u128>(), 0u8..=128).prop_map(|(a, l)| Ipv6Prefix::new(Ipv6Addr::from(a), l).unwrap())
+fn v6_prefix() -> impl Strategy<Value = Prefix> {
+    (any::<u128>(), 0u8..=128)
+        .prop_map(|(a, l)| Prefix::masked(IpAddr::V6(Ipv6Addr::from(a)), l).unwrap())
 }
 
 fn unicast_v4() -> impl Strategy<Value = Ipv4Addr> {

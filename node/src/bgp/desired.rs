@@ -405,12 +405,8 @@ impl<'a> Builder<'a> {
                 ));
                 continue;
             }
-            match Prefix::new(addr, cidr.prefix) {
-                Ok(p) => {
-                    routes.insert(p, Communities::None);
-                }
-                Err(e) => problems.push((obj, format!("spec.range.cidr: {e}"))),
-            }
+            // The subnet's block, host bits cleared: one Adj-RIB-Out entry however it is spelled.
+            routes.insert(cidr.canonical(), Communities::None);
         }
         // No sorting needed: the result is a map, and a clash resolves the same in any order.
         for ipi in &self.api.ip_instances {

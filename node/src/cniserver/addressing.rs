@@ -3,9 +3,10 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use hybridnet_api::ipmath::Cidr;
 use hybridnet_api::mac::MacAddr;
 use hybridnet_api::v1::{IPInstance, IpVersion};
-use hybridnet_cni::{CniError, CniResult, ErrorCode, Interface, IpConfig, IpPrefix, PodRef, Route};
+use hybridnet_cni::{CniError, CniResult, ErrorCode, Interface, IpConfig, PodRef, Route};
 
 /// MAC of every host-side veth (the pod's gateway answers with it through proxy ARP/NDP).
 pub const HOST_VETH_MAC: [u8; 6] = [0xee; 6];
@@ -58,15 +59,14 @@ pub fn pod_addressing(pod: &PodRef, instances: &[&IPInstance]) -> Result<PodAddr
     for inst in instances {
         let name = inst.metadata.name.clone().unwrap_or_default();
         let a = &inst.spec.address;
-        let prefix: IpPrefix =
-            a.ip.parse()
-                .map_err(|e| invalid(pod, format!("IPInstance {name}: spec.address.ip: {e}")))?;
+        let prefix = Cidr::parse_any(&a.ip)
+            .map_err(|e| invalid(pod, format!("IPInstance {name}: spec.address.ip: {e}")))?;
         let mac = MacAddr::parse_unicast(&a.mac)
             .map_err(|e| invalid(pod, format!("IPInstance {name}: spec.address.mac: {e}")))?
             .0;
         macs.insert(mac);
         networks.insert(inst.spec.network.clone());
-        match (prefix.addr, &a.version) {
+        match (prefix.addr(), &a.version) {
             (IpAddr::V4(v4), IpVersion::V4) => {
                 if ipv4.replace(v4).is_some() {
                     return Err(invalid(pod, "pod has more than one IPv4 IPInstance".into()));
@@ -131,23 +131,23 @@ pub fn cni_result(
     let mut routes = Vec::new();
     if let Some(v4) = addressing.ipv4 {
         ips.push(IpConfig {
-            address: IpPrefix::host(IpAddr::V4(v4)),
+            address: Cidr::host(IpAddr::V4(v4)),
             gateway: Some(IpAddr::V4(GATEWAY_V4)),
             interface: Some(1),
         });
         routes.push(Route {
-            dst: IpPrefix::default_for(IpAddr::V4(v4)),
+            dst: Cidr::default_route(IpVersion::V4),
             gw: Some(IpAddr::V4(GATEWAY_V4)),
         });
     }
     if let Some(v6) = addressing.ipv6 {
         ips.push(IpConfig {
-            address: IpPrefix::host(IpAddr::V6(v6)),
+            address: Cidr::host(IpAddr::V6(v6)),
             gateway: Some(IpAddr::V6(GATEWAY_V6)),
             interface: Some(1),
         });
         routes.push(Route {
-            dst: IpPrefix::default_for(IpAddr::V6(v6)),
+            dst: Cidr::default_route(IpVersion::V6),
             gw: Some(IpAddr::V6(GATEWAY_V6)),
         });
     }

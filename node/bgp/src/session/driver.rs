@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::collision::{Direction, Identity, Resolution, Side, resolve};
 use super::{Action, Event, Negotiated, Session, SessionConfig, State};
-use crate::prefix::Prefix;
+use crate::Prefix;
 use crate::rib::{self, AdjRibOut, Announcement, NextHops, UpdateContext};
 use crate::tcp;
 use crate::wire::{Codec, Family, Message, Notification, Update, decode_message, notif};

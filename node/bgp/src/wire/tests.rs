@@ -2,7 +2,7 @@
 //! decoder test per NOTIFICATION class. Every expected byte string is written out field by field.
 
 use super::*;
-use crate::prefix::{Ipv4Prefix, Ipv6Prefix};
+use crate::Prefix;
 
 const FOUR: Codec = Codec {
     four_octet_as: true,
@@ -11,18 +11,16 @@ const TWO: Codec = Codec {
     four_octet_as: false,
 };
 
-fn v4(s: &str) -> Ipv4Prefix {
-    match s.parse().unwrap() {
-        crate::prefix::Prefix::V4(p) => p,
-        other => panic!("{other} is not IPv4"),
-    }
+fn v4(s: &str) -> Prefix {
+    let p = Prefix::parse_route(s).unwrap();
+    assert!(p.is_ipv4(), "{s} is not IPv4");
+    p
 }
 
-fn v6(s: &str) -> Ipv6Prefix {
-    match s.parse().unwrap() {
-        crate::prefix::Prefix::V6(p) => p,
-        other => panic!("{other} is not IPv6"),
-    }
+fn v6(s: &str) -> Prefix {
+    let p = Prefix::parse_route(s).unwrap();
+    assert!(!p.is_ipv4(), "{s} is not IPv6");
+    p
 }
 
 /// Marker, length and type: the 19-octet header of RFC 4271 section 4.1.
