@@ -1,10 +1,20 @@
-//! In-place migration in the lab (docs/migration.md, step 5): nodes that run an upstream-style
+//! In-place migration in the lab (docs/migration.md): the cluster is first turned into an
+//! upstream install, then this project is installed over it.
+//!
+//! Upstream's side: the API server serves upstream's own CRDs (`charts/hybridnet/crds`, copied in
+//! crds/tests/fixtures/upstream/crds) and holds the objects as upstream v0.8.x writes them (the
+//! metrics finalizer on Networks and Subnets, `""` cursors in their statuses, IPInstance statuses
+//! as its daemon writes them at ADD, NodeInfos with nothing but the VTEP and the update time),
+//! upstream's manager holds its leader Lease, no operator runs; every node runs an upstream-style
 //! data plane (upstream's policy-rule priorities, its iptables chains and ipsets written with the
-//! real tools as its daemon writes them, no nftables table of ours) are switched to the node
-//! agent one at a time while a paced pod-to-pod TCP stream runs. No pod changes address, the
-//! stream never stalls longer than the lab's bound and loses nothing, every agent removes
-//! upstream's state and publishes `[]`, and `kubectl hybridnet ip check` and `migrate check` are
-//! clean at the end. Needs root; under CI=true it must run.
+//! real tools as its daemon writes them, no nftables table of ours).
+//!
+//! Then, while paced pod-to-pod TCP streams run: our CRDs are applied over upstream's, the
+//! operator starts and takes upstream's Lease over, and the nodes are switched to the node agent
+//! one at a time. No pod changes address, the streams never stall longer than the lab's bound and
+//! lose nothing, every agent removes upstream's state and publishes `[]`, new pods get addresses
+//! nobody holds (the IPAM was rebuilt from upstream's IPInstances), and `kubectl hybridnet ip
+//! check` and `migrate check` are clean at the end. Needs root; under CI=true it must run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
@@ -111,6 +121,178 @@ fn make_upstream_node(netns: &str, node_ips: (&[&str], &[&str]), pod_ips: (&[&st
     }
 }
 
+/// Upstream's CRDs, verbatim from its chart.
+fn upstream_crds() -> Vec<serde_json::Value> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crds/tests/fixtures/upstream/crds");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| serde_saphyr::from_str(&std::fs::read_to_string(f).unwrap()).unwrap())
+        .collect()
+}
+
+const UPSTREAM_MANAGER_IDENTITY: &str = "hybridnet-manager-7d9f8c6b5-x2x7q_4b8e";
+
+/// Turns the API server's content into an upstream install's (the operator is stopped): upstream's
+/// CRDs replace ours, objects get the shape upstream's manager and daemon give them, upstream's
+/// manager holds its leader Lease.
+async fn make_api_upstream(client: &kube::Client) {
+    use hybridnet_api::v1::{IPInstance, Network, Subnet};
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    };
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams, PostParams};
+    // Upstream's webhook took these changes; ours is down with the operator (its configurations
+    // come back with the operator's lifecycle, docs/migration.md step 4).
+    let vwc: kube::Api<ValidatingWebhookConfiguration> = kube::Api::all(client.clone());
+    for w in vwc.list(&Default::default()).await.unwrap() {
+        vwc.delete(&w.metadata.name.unwrap(), &Default::default())
+            .await
+            .unwrap();
+    }
+    let mwc: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client.clone());
+    for w in mwc.list(&Default::default()).await.unwrap() {
+        mwc.delete(&w.metadata.name.unwrap(), &Default::default())
+            .await
+            .unwrap();
+    }
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    for mut crd in upstream_crds() {
+        let name = crd["metadata"]["name"].as_str().unwrap().to_string();
+        let current = crds.get(&name).await.unwrap();
+        crd["metadata"]["resourceVersion"] = current.metadata.resource_version.clone().into();
+        let crd: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
+        crds.replace(&name, &PostParams::default(), &crd)
+            .await
+            .unwrap_or_else(|e| panic!("replace CRD {name} by upstream's: {e}"));
+    }
+    let metrics = "networking.alibaba.com/metrics-registered";
+    let nets: kube::Api<Network> = kube::Api::all(client.clone());
+    for n in nets.list(&Default::default()).await.unwrap() {
+        let name = n.metadata.name.clone().unwrap();
+        let mut f = n.metadata.finalizers.clone().unwrap_or_default();
+        f.push(metrics.into());
+        nets.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": f}})),
+        )
+        .await
+        .unwrap();
+        nets.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"lastAllocatedSubnet": ""}})),
+        )
+        .await
+        .unwrap();
+    }
+    let subnets: kube::Api<Subnet> = kube::Api::all(client.clone());
+    for s in subnets.list(&Default::default()).await.unwrap() {
+        let name = s.metadata.name.clone().unwrap();
+        let mut f = s.metadata.finalizers.clone().unwrap_or_default();
+        f.push(metrics.into());
+        subnets
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"finalizers": f}})),
+            )
+            .await
+            .unwrap();
+        subnets
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"status": {"lastAllocatedIP": ""}})),
+            )
+            .await
+            .unwrap();
+    }
+    let ipis: kube::Api<IPInstance> = kube::Api::namespaced(client.clone(), "default");
+    for (i, ipi) in ipis
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .enumerate()
+    {
+        let name = ipi.metadata.name.clone().unwrap();
+        let b = &ipi.spec.binding;
+        ipis.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {
+            "nodeName": b.node_name, "podName": b.pod_name, "podNamespace": "default",
+            "sandboxID": format!("{:064x}", i + 1), "updateTimestamp": "2024-05-02T10:00:02Z"}})),
+        )
+        .await
+        .unwrap();
+    }
+    let infos: kube::Api<NodeInfo> = kube::Api::all(client.clone());
+    for n in infos.list(&Default::default()).await.unwrap() {
+        let name = n.metadata.name.clone().unwrap();
+        let drop: serde_json::Map<String, serde_json::Value> = n
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .into_keys()
+            .filter(|k| k.starts_with("hybridnet.io/"))
+            .map(|k| (k, serde_json::Value::Null))
+            .collect();
+        infos
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"annotations": drop}})),
+            )
+            .await
+            .unwrap();
+    }
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    let _ = namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "kube-system"}}))
+                .unwrap(),
+        )
+        .await;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(client.clone(), hybridnet_api::migration::UPSTREAM_NAMESPACE);
+    leases
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": hybridnet_api::migration::UPSTREAM_LEADER_LEASE},
+            "spec": {"holderIdentity": UPSTREAM_MANAGER_IDENTITY, "leaseDurationSeconds": 2,
+                     "acquireTime": now, "renewTime": now, "leaseTransitions": 0}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+async fn upstream_lease_holder(client: &kube::Client) -> Option<String> {
+    kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        client.clone(),
+        hybridnet_api::migration::UPSTREAM_NAMESPACE,
+    )
+    .get_opt(hybridnet_api::migration::UPSTREAM_LEADER_LEASE)
+    .await
+    .ok()
+    .flatten()
+    .and_then(|l| l.spec)
+    .and_then(|s| s.holder_identity)
+}
+
 async fn leftovers(client: &kube::Client, node: &str) -> Option<String> {
     kube::Api::<NodeInfo>::all(client.clone())
         .get_opt(node)
@@ -206,6 +388,13 @@ async fn nodes_switch_from_upstream_one_by_one_under_a_tcp_stream() {
         assert!(save.contains(":HYBRIDNET-FORWARD"), "node{node}: {save}");
         specs.push((node, spec, netns));
     }
+    // And the API server's content becomes upstream's (no operator of ours runs).
+    supervisor::stop(&dirs, "operator", Duration::from_secs(3));
+    make_api_upstream(&client).await;
+    assert_eq!(
+        upstream_lease_holder(&client).await.as_deref(),
+        Some(UPSTREAM_MANAGER_IDENTITY)
+    );
 
     // overlay-a (node1) -> underlay-b (node2) and underlay-a (node1) -> overlay-b (node3).
     let stream = |from: &str, to: &str, port: u16| {
@@ -224,6 +413,28 @@ async fn nodes_switch_from_upstream_one_by_one_under_a_tcp_stream() {
         s.flowing(50, Duration::from_secs(20))
             .await
             .expect("flow on upstream nodes");
+    }
+
+    // Install in place: our CRDs over upstream's, the operator, which takes upstream's Lease over
+    // (its manager is gone: the Lease is not renewed) before it allocates anything.
+    cluster::apply_crds(&client).await.unwrap();
+    let cp_netns = layout
+        .host(&topology::Role::ControlPlane)
+        .unwrap()
+        .netns
+        .clone();
+    supervisor::start(
+        &dirs,
+        &cluster::operator_process(&params, &dirs, &cp_netns).unwrap(),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while upstream_lease_holder(&client).await.as_deref() == Some(UPSTREAM_MANAGER_IDENTITY) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the operator did not take upstream's Lease over"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     for (node, spec, netns) in &specs {
@@ -281,6 +492,34 @@ async fn nodes_switch_from_upstream_one_by_one_under_a_tcp_stream() {
         eprintln!("migration, {what}: {report}");
     }
     assert_eq!(addresses(&client).await, before, "a pod changed address");
+    // The IPAM continues from upstream's IPInstances: new pods get addresses nobody holds.
+    let more = hybridnet_lab::demo::create_pods(
+        &client,
+        &[
+            hybridnet_lab::demo::DemoPod {
+                name: "overlay-c",
+                node: "node2".into(),
+                network_type: "Overlay",
+            },
+            hybridnet_lab::demo::DemoPod {
+                name: "underlay-c",
+                node: "node1".into(),
+                network_type: "Underlay",
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    let after = addresses(&client).await;
+    assert_eq!(after.len(), 6, "{after:?}");
+    let mut all: Vec<&String> = after.values().flatten().collect();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "an address is held twice: {after:?}");
+    for (p, (_, ips)) in &more {
+        assert_eq!(ips.len(), 2, "{p}: {ips:?}");
+    }
     let (code, out) = kubectl_status(&dirs, &["hybridnet", "ip", "check"]);
     assert!(
         code == 0 && out.contains("no problems found"),
