@@ -165,11 +165,13 @@ fn hybridnet_and_pause_images_run_in_containerd() {
     let (_, config) = image_of(&archive("hybridnet"));
     let image = import(&mut c, &ns, &archive("hybridnet"));
     assert_eq!(image, fields["image"], "deploy/operator.yaml image");
-    assert_eq!(
-        config["config"]["User"],
-        format!("{}:{}", fields["runAsUser"], fields["runAsGroup"]),
-        "the image's user is the Deployment's runAsUser:runAsGroup"
+    // The Deployment fixes no user (OpenShift assigns one): the image's own, non-root, runs.
+    assert_eq!(config["config"]["User"], "65532:65532", "the image's user");
+    assert!(
+        !fields.contains_key("runAsUser") && !fields.contains_key("runAsGroup"),
+        "deploy/operator.yaml fixes a user: {fields:?}"
     );
+    assert_eq!(fields["runAsNonRoot"], "true");
     assert_eq!(command, "hybridnet-operator");
     assert_eq!(config["config"]["Cmd"], serde_json::json!([command]));
     // The Deployment's and the DaemonSet's commands are found on the image's PATH.

@@ -149,10 +149,12 @@ pub fn operator_deployment_spec(image: &str) -> DeploymentSpec {
                     "kubernetes.io/os".to_string(),
                     "linux".to_string(),
                 )])),
+                // No fixed user: the image's own (65532:65532, scripts/images/build.sh) runs on
+                // Kubernetes, runAsNonRoot checks it; OpenShift's default SCC restricted-v2
+                // assigns one from the namespace's range and refuses any other fixed user
+                // (docs/operations.md, "OpenShift").
                 security_context: Some(PodSecurityContext {
                     run_as_non_root: Some(true),
-                    run_as_user: Some(65532),
-                    run_as_group: Some(65532),
                     seccomp_profile: Some(SeccompProfile {
                         type_: "RuntimeDefault".into(),
                         ..Default::default()

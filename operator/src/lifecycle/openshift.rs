@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Container, Volume};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIGroupList, ObjectMeta};
 use kube::core::ApiResource;
 use serde::{Deserialize, Serialize};
@@ -108,6 +108,9 @@ pub struct SecurityContextConstraints {
     pub read_only_root_filesystem: bool,
     pub users: Vec<String>,
     pub groups: Vec<String>,
+    /// Allowed seccomp profiles (`runtime/default`, ...); None: the pod may name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profiles: Option<Vec<String>>,
 }
 
 /// The VolumeSource field a volume uses (the SCC's `volumes` names them the same way), or None
@@ -148,7 +151,8 @@ pub enum SccError {
 /// - `allowHostNetwork`/`allowHostPID`/`allowHostIPC` as the pod; `allowHostPorts` when on the
 ///   host network (every container port is then a host port) or a container asks for one;
 /// - `allowedCapabilities`: the union of what the containers add (nothing is added by default,
-///   nothing else can be added); each container drops `ALL` itself;
+///   nothing else can be added); `requiredDropCapabilities: [ALL]` when every container drops
+///   `ALL`;
 /// - `volumes`: the kinds the pod uses, plus `projected` (the service account token);
 ///   `allowHostDirVolumePlugin` when one is a hostPath;
 /// - `allowPrivilegedContainer` and `allowPrivilegeEscalation` only if a container asks;
@@ -181,6 +185,19 @@ pub fn agent_scc(ds: &DaemonSet, name: &str) -> Result<SecurityContextConstraint
         .flat_map(|caps| caps.add.unwrap_or_default())
         .collect();
 
+    // Every container drops ALL: the SCC requires it (as OpenShift's restricted-v2 does, next
+    // to its allowed capabilities).
+    let drop_all = if !containers.is_empty()
+        && containers.iter().all(|c| {
+            sc(c)
+                .capabilities
+                .and_then(|c| c.drop)
+                .is_some_and(|d| d.iter().any(|x| x == "ALL"))
+        }) {
+        vec!["ALL".to_string()]
+    } else {
+        Vec::new()
+    };
     let mut volumes = BTreeSet::from(["projected".to_string()]);
     for v in pod.volumes.iter().flatten() {
         let kind = volume_kind(v).ok_or_else(|| SccError::Volume {
@@ -224,7 +241,7 @@ pub fn agent_scc(ds: &DaemonSet, name: &str) -> Result<SecurityContextConstraint
         priority: Some(0),
         allow_privileged_container: privileged,
         default_add_capabilities: Some(Vec::new()),
-        required_drop_capabilities: Some(Vec::new()),
+        required_drop_capabilities: Some(drop_all),
         allowed_capabilities: Some(caps.into_iter().collect()),
         allow_host_dir_volume_plugin: volumes.contains("hostPath"),
         volumes: Some(volumes.into_iter().collect()),
@@ -241,6 +258,8 @@ pub fn agent_scc(ds: &DaemonSet, name: &str) -> Result<SecurityContextConstraint
         read_only_root_filesystem: read_only,
         users: Vec::new(),
         groups: Vec::new(),
+        // The agent's pods name no seccomp profile.
+        seccomp_profiles: None,
     })
 }
 
@@ -248,10 +267,39 @@ pub fn agent_scc(ds: &DaemonSet, name: &str) -> Result<SecurityContextConstraint
 /// fields hybridnet sets); the reasons it would refuse them. Used by the tests to show the
 /// rendered SCC is enough, and that it is not more than needed.
 pub fn refusals(scc: &SecurityContextConstraints, ds: &DaemonSet) -> Vec<String> {
+    match ds.spec.template.spec.as_ref() {
+        Some(pod) => pod_refusals(scc, pod),
+        None => vec!["no pod template".into()],
+    }
+}
+
+/// [`refusals`] for any pod spec. `runAsUser: MustRunAsRange` (restricted-v2) assigns a user from
+/// the namespace's range, which no pod can know beforehand: a fixed user is counted as refused.
+pub fn pod_refusals(scc: &SecurityContextConstraints, pod: &PodSpec) -> Vec<String> {
     let mut out = Vec::new();
-    let Some(pod) = ds.spec.template.spec.as_ref() else {
-        return vec!["no pod template".into()];
-    };
+    let pod_user = pod.security_context.as_ref().and_then(|p| p.run_as_user);
+    if scc.run_as_user.type_ == "MustRunAsRange" && pod_user.is_some() {
+        out.push(format!("pod: fixed user {pod_user:?}"));
+    }
+    if let Some(allowed) = &scc.seccomp_profiles {
+        let profile = pod
+            .security_context
+            .as_ref()
+            .and_then(|p| p.seccomp_profile.as_ref())
+            .map(|p| match p.type_.as_str() {
+                "RuntimeDefault" => "runtime/default".to_string(),
+                "Localhost" => format!(
+                    "localhost/{}",
+                    p.localhost_profile.clone().unwrap_or_default()
+                ),
+                _ => "unconfined".to_string(),
+            });
+        if let Some(p) = profile
+            && !allowed.iter().any(|a| *a == p || a == "*")
+        {
+            out.push(format!("pod: seccomp profile {p}"));
+        }
+    }
     if pod.host_network == Some(true) && !scc.allow_host_network {
         out.push("hostNetwork".into());
     }
@@ -272,7 +320,12 @@ pub fn refusals(scc: &SecurityContextConstraints, ds: &DaemonSet) -> Vec<String>
         }
     }
     let allowed_caps = scc.allowed_capabilities.clone().unwrap_or_default();
-    for c in all_containers(ds) {
+    let containers = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(pod.containers.iter());
+    for c in containers {
         let sc = c.security_context.clone().unwrap_or_default();
         // On the host network every container port is a host port (the API server defaults
         // `hostPort` to `containerPort`).
@@ -304,6 +357,9 @@ pub fn refusals(scc: &SecurityContextConstraints, ds: &DaemonSet) -> Vec<String>
         if scc.run_as_user.type_ == "MustRunAs" && sc.run_as_user != scc.run_as_user.uid {
             out.push(format!("{}: user {:?}", c.name, sc.run_as_user));
         }
+        if scc.run_as_user.type_ == "MustRunAsRange" && sc.run_as_user.is_some() {
+            out.push(format!("{}: fixed user {:?}", c.name, sc.run_as_user));
+        }
     }
     out
 }
@@ -323,6 +379,77 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// OpenShift's default SCC restricted-v2 as `oc get scc restricted-v2 -o yaml` shows it
+    /// (OpenShift 4.11+; the fields hybridnet's check looks at).
+    fn restricted_v2() -> SecurityContextConstraints {
+        SecurityContextConstraints {
+            allowed_capabilities: Some(vec!["NET_BIND_SERVICE".into()]),
+            required_drop_capabilities: Some(vec!["ALL".into()]),
+            allow_privilege_escalation: Some(false),
+            volumes: Some(
+                [
+                    "configMap",
+                    "csi",
+                    "downwardAPI",
+                    "emptyDir",
+                    "ephemeral",
+                    "persistentVolumeClaim",
+                    "projected",
+                    "secret",
+                ]
+                .map(str::to_string)
+                .to_vec(),
+            ),
+            run_as_user: Strategy::named("MustRunAsRange"),
+            se_linux_context: Strategy::named("MustRunAs"),
+            fs_group: Strategy::named("MustRunAs"),
+            supplemental_groups: Strategy::named("RunAsAny"),
+            seccomp_profiles: Some(vec!["runtime/default".into()]),
+            ..Default::default()
+        }
+    }
+
+    /// hostnetwork-v2 as OpenShift documents it: restricted-v2 plus the host network and ports.
+    fn hostnetwork_v2() -> SecurityContextConstraints {
+        SecurityContextConstraints {
+            allow_host_network: true,
+            allow_host_ports: true,
+            supplemental_groups: Strategy::named("MustRunAs"),
+            ..restricted_v2()
+        }
+    }
+
+    #[test]
+    fn the_operator_itself_runs_under_hostnetwork_v2() {
+        // The operator cannot create an SCC for itself before it runs: its Deployment (on the host
+        // network) must be admitted by OpenShift's hostnetwork-v2, which its Role may `use`.
+        let spec = crate::lifecycle::install::operator_deployment_spec("example/hybridnet:v1");
+        let pod = spec.template.spec.clone().unwrap();
+        assert_eq!(pod_refusals(&hostnetwork_v2(), &pod), Vec::<String>::new());
+        assert!(crate::lifecycle::rbac::allows_name(
+            &crate::lifecycle::rbac::operator_namespace_rules(),
+            SECURITY_GROUP,
+            SCC_RESOURCE,
+            "use",
+            crate::lifecycle::rbac::OPERATOR_SCC
+        ));
+        // The controls: restricted-v2 refuses the host network; a fixed user (what the
+        // Deployment had) is refused.
+        assert!(!pod_refusals(&restricted_v2(), &pod).is_empty());
+        let mut fixed = pod.clone();
+        fixed.security_context.as_mut().unwrap().run_as_user = Some(65532);
+        assert!(!pod_refusals(&hostnetwork_v2(), &fixed).is_empty());
+        // And the node agent needs its own SCC: hostnetwork-v2 refuses it.
+        let s = crate::lifecycle::settings::Settings::from_spec(
+            &Default::default(),
+            "0.1.0",
+            "hybridnet-system",
+        )
+        .unwrap();
+        let ds = crate::lifecycle::render::node_agent_daemonset(&s);
+        assert!(!refusals(&hostnetwork_v2(), &ds).is_empty());
     }
 
     #[test]

@@ -202,11 +202,29 @@ fn upstream_guard_rules() -> Vec<PolicyRule> {
     )]
 }
 
+/// OpenShift's SCC for host-network pods without other host access (`hostnetwork-v2`): the
+/// operator's own pod runs on the host network (it serves the webhook before any pod network
+/// exists), and OpenShift admits it only under an SCC its ServiceAccount may `use`.
+pub const OPERATOR_SCC: &str = "hostnetwork-v2";
+
+/// `use` of [`OPERATOR_SCC`] by name, in the operator's own namespace only (a Role: OpenShift
+/// asks for `use` in the pod's namespace). Harmless where no SCC exists.
+pub fn operator_scc_rules() -> Vec<PolicyRule> {
+    vec![named_rule(
+        SECURITY_GROUP,
+        SCC_RESOURCE,
+        &[OPERATOR_SCC],
+        &["use"],
+    )]
+}
+
 /// Rules of the operator in its own namespace (OLM `permissions`): the node agent's DaemonSet
-/// and ServiceAccount, the webhook Service and certificate Secret and the leader Lease, by name.
+/// and ServiceAccount, the webhook Service and certificate Secret and the leader Lease, by name;
+/// on OpenShift the SCC its own pod runs under.
 pub fn operator_namespace_rules() -> Vec<PolicyRule> {
     let mut rules = named_rules(named_namespace_objects());
     rules.push(rule(&[""], &["events"], &["create", "patch", "update"]));
+    rules.extend(operator_scc_rules());
     rules
 }
 
@@ -581,12 +599,28 @@ mod tests {
         assert!(bad.is_empty(), "{bad:#?}");
         // Namespaced kinds (Secrets first of all) only through the Role in its own namespace:
         // the ClusterRole grants none of them, under any name.
-        let bad = check_rules(
-            &operator_namespace_rules(),
-            &named_namespace_objects(),
-            "Role",
-        );
+        // The operator's own SCC is checked on its own below.
+        let role: Vec<PolicyRule> = operator_namespace_rules()
+            .into_iter()
+            .filter(|r| !operator_scc_rules().contains(r))
+            .collect();
+        let bad = check_rules(&role, &named_namespace_objects(), "Role");
         assert!(bad.is_empty(), "{bad:#?}");
+        // The Role's one SCC grant: `use` of hostnetwork-v2, nothing else on SCCs.
+        let all_role = operator_namespace_rules();
+        for v in MANAGE.iter().chain(&["use"]) {
+            assert_eq!(
+                allows_name(&all_role, SECURITY_GROUP, SCC_RESOURCE, v, OPERATOR_SCC),
+                *v == "use",
+                "{v} {OPERATOR_SCC}"
+            );
+            for other in ["privileged", "anyuid", "hostaccess", names::NODE_AGENT] {
+                assert!(
+                    !allows_name(&all_role, SECURITY_GROUP, SCC_RESOURCE, v, other),
+                    "Role: {v} {other}"
+                );
+            }
+        }
         for (g, res, _) in named_namespace_objects() {
             for v in MANAGE {
                 assert!(

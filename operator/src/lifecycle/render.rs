@@ -1582,7 +1582,10 @@ mod tests {
         caps.sort();
         assert_eq!(scc.allowed_capabilities, Some(caps));
         assert_eq!(scc.default_add_capabilities, Some(vec![]));
-        assert_eq!(scc.required_drop_capabilities, Some(vec![]));
+        assert_eq!(
+            scc.required_drop_capabilities,
+            Some(vec!["ALL".to_string()])
+        );
         assert_eq!(
             scc.volumes,
             Some(vec!["hostPath".to_string(), "projected".to_string()])
