@@ -339,6 +339,22 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_may_only_create_and_patch_events() {
+        // Events on pods whose CNI ADD failed and on policies it cannot program
+        // (docs/operations.md, "Events on pods"): create, and patch for the recorder's series.
+        let rules = node_agent_rules_on(Platform::OpenShift);
+        for v in ["get", "list", "watch", "update", "delete", "deletecollection"] {
+            assert!(!allows(&rules, "events.k8s.io", "events", v), "{v}");
+        }
+        for v in ["create", "patch"] {
+            assert!(allows(&rules, "events.k8s.io", "events", v), "{v}");
+        }
+        for v in ["create", "patch", "update", "get", "delete"] {
+            assert!(!allows(&rules, "", "events", v), "core events {v}");
+        }
+    }
+
+    #[test]
     fn the_agent_may_use_its_own_scc_only_and_only_on_openshift() {
         let plain = node_agent_rules_on(Platform::Kubernetes);
         assert_eq!(plain, node_agent_rules());
