@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::output::{ListOutput, OutputFormat};
+use crate::wait::WaitFor;
 
 fn parse_output(s: &str) -> Result<OutputFormat, String> {
     s.parse()
@@ -84,7 +85,7 @@ fn label_selector(s: &str) -> Result<String, String> {
     bin_name = "kubectl hybridnet",
     version,
     about = "kubectl hybridnet: networks, subnets, IP usage and leaks, policy-routing traces, status",
-    long_about = "kubectl hybridnet: operate a hybridnet cluster (overlay VXLAN and underlay VLAN/BGP pod networks).\n\nExit codes: 0 success; 1 error (cluster unreachable, object not found, request refused); 2 invalid flags or manifest; 3 `ip check` found problems; `status`: 4 the HybridnetCluster is Degraded, 5 it is not Available.",
+    long_about = "kubectl hybridnet: operate a hybridnet cluster (overlay VXLAN and underlay VLAN/BGP pod networks).\n\nExit codes: 0 success; 1 error (cluster unreachable, object not found, request refused); 2 invalid flags or manifest; 3 `ip check` found problems; `status`: 4 the HybridnetCluster is Degraded, 5 it is not Available; 6 `--wait` ran out of time.",
     propagate_version = true,
     max_term_width = 110
 )]
@@ -487,6 +488,11 @@ pub struct StatusArgs {
     /// Output format: table, json or yaml.
     #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
     pub output: OutputFormat,
+    /// Wait until the HybridnetCluster is Available at its current generation, with progress on
+    /// stderr: `--wait` waits up to 5m, `--wait=DURATION` as long as given (0: no limit); exit
+    /// code 6 when the time runs out.
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, require_equals = true, default_missing_value = crate::wait::DEFAULT_WAIT, value_parser = crate::wait::parse_wait)]
+    pub wait: Option<WaitFor>,
 }
 
 /// Network type of pods that do not choose one.
@@ -566,6 +572,11 @@ pub struct InstallArgs {
     /// it a conflict is refused naming the fields and their manager.
     #[arg(long)]
     pub force_conflicts: bool,
+    /// Wait until the HybridnetCluster is Available at its current generation, with progress on
+    /// stderr: `--wait` waits up to 5m, `--wait=DURATION` as long as given (0: no limit); exit
+    /// code 6 when the time runs out.
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, require_equals = true, default_missing_value = crate::wait::DEFAULT_WAIT, value_parser = crate::wait::parse_wait)]
+    pub wait: Option<WaitFor>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -693,6 +704,33 @@ mod tests {
             let e = Cli::try_parse_from(&argv).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn wait_flag_forms() {
+        let wait_of = |args: &[&str]| {
+            let mut argv = vec!["kubectl-hybridnet"];
+            argv.extend_from_slice(args);
+            match Cli::try_parse_from(&argv).map(|c| c.command) {
+                Ok(Command::Status(a)) => Ok(a.wait),
+                Ok(Command::Install(a)) => Ok(a.wait),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.exit_code()),
+            }
+        };
+        let secs = |s| Ok(Some(WaitFor(Some(std::time::Duration::from_secs(s)))));
+        assert_eq!(wait_of(&["status"]), Ok(None));
+        assert_eq!(wait_of(&["status", "--wait"]), secs(300));
+        assert_eq!(wait_of(&["status", "--wait=90s"]), secs(90));
+        assert_eq!(wait_of(&["install", "--wait=0"]), Ok(Some(WaitFor(None))));
+        assert_eq!(
+            wait_of(&["install", "--wait", "--force-conflicts"]),
+            secs(300)
+        );
+        // A value needs `=` (as kubectl's optional values): a separate word is an argument.
+        assert_eq!(wait_of(&["install", "--wait", "5m"]), Err(2));
+        assert_eq!(wait_of(&["status", "--wait=soon"]), Err(2));
+        assert_eq!(wait_of(&["status", "--wait="]), Err(2));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod status;
 pub mod uninstall;
 pub mod usage;
 pub mod versions;
+pub mod wait;
 
 /// Version of the plugin.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -24,6 +24,8 @@ use kubectl_hybridnet::{VERSION, bgp_status, resources, status, usage, versions}
 use super::connect::{Ctx, Failure, Res, exit};
 use super::io::{self, CLUSTERS_CRD, NETWORKS_CRD, SUBNETS_CRD};
 use super::print;
+use super::wait::{self, Waited};
+use kubectl_hybridnet::wait::WaitFor;
 
 const CLUSTER_REF: &str = "hybridnetcluster.operator.hybridnet.io";
 
@@ -578,6 +580,18 @@ pub async fn status(g: &GlobalFlags, a: &StatusArgs) -> Res<i32> {
         "status",
     )?;
     let ctx = Ctx::connect(g).await?;
+    let mut timed_out = None;
+    if let Some(limit) = a.wait {
+        // Without the CRD nothing can become Available: say so now instead of waiting.
+        if let Err(why) = io::cluster(&ctx).await?
+            && why.contains("CRD is not installed")
+        {
+            return Err(Failure::error(format!("status --wait: {why}")));
+        }
+        if let Waited::TimedOut(last) = wait::until_available(&ctx, limit).await? {
+            timed_out = Some(last);
+        }
+    }
     let cluster = io::cluster(&ctx).await?;
     let nets = io::networks(&ctx).await?;
     let subs = io::subnets(&ctx).await?;
@@ -616,10 +630,37 @@ pub async fn status(g: &GlobalFlags, a: &StatusArgs) -> Res<i32> {
             print::style(),
         ))?,
     }
+    if let (Some(last), Some(limit)) = (timed_out, a.wait) {
+        return Err(wait_timed_out(limit, &last));
+    }
     Ok(status::exit_code(&report))
 }
 
+/// The failure of a `--wait` that ran out of time (exit code 6).
+fn wait_timed_out(limit: WaitFor, last: &str) -> Failure {
+    let after = limit
+        .0
+        .map(|d| format!(" after {}", kubectl_hybridnet::wait::show_duration(d)))
+        .unwrap_or_default();
+    Failure {
+        code: kubectl_hybridnet::wait::EXIT_WAIT_TIMEOUT,
+        message: format!(
+            "timed out{after} waiting for hybridnetcluster/{CLUSTER_SINGLETON_NAME} to be Available: {}",
+            if last.is_empty() {
+                "no state seen"
+            } else {
+                last
+            }
+        ),
+    }
+}
+
 pub async fn install(g: &GlobalFlags, a: &InstallArgs) -> Res<i32> {
+    if a.wait.is_some() && (a.dry_run != DryRun::None || a.output.is_some()) {
+        return Err(Failure::usage(
+            "install --wait applies the HybridnetCluster and waits for it: it cannot be combined with --dry-run or -o",
+        ));
+    }
     let cluster = build_cluster(a).map_err(invalid)?;
     if a.dry_run == DryRun::Client || (a.output.is_some() && a.dry_run == DryRun::None) {
         let v =
@@ -668,6 +709,11 @@ pub async fn install(g: &GlobalFlags, a: &InstallArgs) -> Res<i32> {
             "{CLUSTER_REF}/{CLUSTER_SINGLETON_NAME} serverside-applied{}\n",
             dry_suffix(a.dry_run)
         ))?,
+    }
+    if let Some(limit) = a.wait
+        && let Waited::TimedOut(last) = wait::until_available(&ctx, limit).await?
+    {
+        return Err(wait_timed_out(limit, &last));
     }
     Ok(exit::OK)
 }

@@ -8,3 +8,4 @@ pub mod migrate;
 pub mod print;
 pub mod trace;
 pub mod uninstall;
+pub mod wait;

@@ -547,3 +547,86 @@ pub async fn hybridnet_cluster_status(
     .await
     .expect("HybridnetCluster status");
 }
+
+/// A plugin command still running, whose stderr is read line by line as it comes (to act on
+/// progress output, e.g. of `--wait`).
+pub struct Running {
+    child: tokio::process::Child,
+    stderr: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    /// Every stderr line read so far.
+    pub seen: Vec<String>,
+}
+
+/// Starts `kubectl hybridnet --kubeconfig K ARGS...` without waiting for it.
+pub fn spawn_kubectl(kubeconfig: &Path, args: &[&str]) -> Running {
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = tokio::process::Command::new(KUBECTL);
+    cmd.arg("hybridnet")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .env("PATH", path_env(None))
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn kubectl");
+    let stderr = child.stderr.take().expect("stderr");
+    Running {
+        child,
+        stderr: tokio::io::BufReader::new(stderr).lines(),
+        seen: Vec::new(),
+    }
+}
+
+impl Running {
+    /// Reads stderr until a line satisfies `pred` (at most 60 s) and returns it.
+    pub async fn stderr_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let read = async {
+            loop {
+                match self.stderr.next_line().await.expect("read stderr") {
+                    Some(l) => {
+                        self.seen.push(l.clone());
+                        if pred(&l) {
+                            return Some(l);
+                        }
+                    }
+                    None => return None,
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(60), read).await {
+            Ok(Some(l)) => l,
+            Ok(None) => panic!("stderr ended before {what}; seen: {:#?}", self.seen),
+            Err(_) => panic!("timed out waiting for {what}; seen: {:#?}", self.seen),
+        }
+    }
+
+    /// Waits (at most 60 s) for the command to end; stderr holds every line, earlier ones too.
+    pub async fn finish(mut self) -> Run {
+        let mut rest = Vec::new();
+        let drain = async {
+            while let Some(l) = self.stderr.next_line().await.expect("read stderr") {
+                rest.push(l);
+            }
+        };
+        let out = async {
+            tokio::time::timeout(Duration::from_secs(60), self.child.wait_with_output())
+                .await
+                .expect("command timed out")
+                .expect("command output")
+        };
+        let ((), out) = tokio::join!(drain, out);
+        let mut stderr = String::new();
+        for l in self.seen.iter().chain(rest.iter()) {
+            stderr.push_str(l);
+            stderr.push('\n');
+        }
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        }
+    }
+}
