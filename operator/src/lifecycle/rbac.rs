@@ -343,7 +343,14 @@ mod tests {
         // Events on pods whose CNI ADD failed and on policies it cannot program
         // (docs/operations.md, "Events on pods"): create, and patch for the recorder's series.
         let rules = node_agent_rules_on(Platform::OpenShift);
-        for v in ["get", "list", "watch", "update", "delete", "deletecollection"] {
+        for v in [
+            "get",
+            "list",
+            "watch",
+            "update",
+            "delete",
+            "deletecollection",
+        ] {
             assert!(!allows(&rules, "events.k8s.io", "events", v), "{v}");
         }
         for v in ["create", "patch"] {
