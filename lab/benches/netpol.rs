@@ -13,7 +13,10 @@
 //!   elements;
 //! - iperf3 between two pods on different nodes whose egress and ingress are decided by five and
 //!   ten policies (the allowing rule in the last), with the 200 policies against none, in the same
-//!   run: `BENCH_ROUNDS` (default 5) rounds of a run without policies and one with them.
+//!   run, interleaved: none, with, none, with, ..., none (`BENCH_ROUNDS`, default 9, runs with the
+//!   policies; 3 s each after a 1 s warm-up that is not counted). Each run with the policies is
+//!   compared with the mean of the runs without them just before and after it (so a drift of the
+//!   machine's load cancels out), and the median of those ratios is reported.
 //!
 //! Needs root, iperf3 and the workspace's binaries (`cargo build --workspace --bins`).
 //! Run: `cargo bench -p hybridnet-lab --bench netpol --profile dev` (or release binaries).
@@ -310,7 +313,7 @@ fn table_size(lab_id: &str, node: u32) -> (usize, usize, usize) {
 /// iperf3 from the client pod to the server pod (3 s): received bits per second.
 fn iperf(client_ns: &str, server_ip: &str) -> f64 {
     let out = hybridnet_test_support::sh(&[
-        "ip", "netns", "exec", client_ns, "iperf3", "-c", server_ip, "-t", "3", "-J",
+        "ip", "netns", "exec", client_ns, "iperf3", "-c", server_ip, "-t", "3", "-O", "1", "-J",
     ]);
     let v: Value = serde_json::from_str(&out).unwrap();
     v["end"]["sum_received"]["bits_per_second"]
@@ -468,7 +471,8 @@ async fn main() {
     }
 
     // Rounds of: iperf3 without policies, the 200 policies created, iperf3 with them, (in the
-    // last round the latency runs and the table sizes), all policies deleted.
+    // last round the latency runs and the table sizes), all policies deleted; then iperf3 once
+    // more without policies.
     let open = |name: &str, port: u16| {
         policy(
             "lat",
@@ -477,7 +481,7 @@ async fn main() {
                    "ingress": [{"from": [{"podSelector": app("probe")}], "ports": [{"port": port}]}]}),
         )
     };
-    let rounds = env_usize("BENCH_ROUNDS", 5);
+    let rounds = env_usize("BENCH_ROUNDS", 9);
     let (mut none, mut with) = (vec![], vec![]);
     let (mut creates, mut updates, mut sizes, mut agent_means) = (vec![], vec![], vec![], vec![]);
     for round in 0..rounds {
@@ -542,6 +546,7 @@ async fn main() {
         // the targets answer again once every node dropped its policies
         timed_change(&probe_ns, &targets, || async {}).await;
     }
+    none.push(iperf(&client_ns, &server_ip));
     let _ = server.kill();
     let _ = server.wait();
     let per_node: Vec<usize> = (1..=NODES)
@@ -576,10 +581,22 @@ async fn main() {
             n + 1
         );
     }
+    // each run with the policies against the runs without them just before and after it
+    let ratios: Vec<f64> = with
+        .iter()
+        .enumerate()
+        .map(|(i, w)| 100.0 * w / ((none[i] + none[i + 1]) / 2.0))
+        .collect();
+    let pct: Vec<String> = ratios.iter().map(|r| format!("{r:.1}")).collect();
     println!(
-        "  iperf3 node3 -> node2 (Gbit/s, {rounds} rounds of 3 s, alternating): no policy {}; 200 policies {}; median with/without = {:.1}%",
+        "  iperf3 node3 -> node2 (Gbit/s, 3 s runs, interleaved none/with): no policy {}; 200 policies {}",
         gbit(&none),
         gbit(&with),
+    );
+    println!(
+        "  with/without per run (%, against the mean of its neighbours): {}; median {:.1}%; median of runs with / median of runs without {:.1}%",
+        pct.join(" / "),
+        median(&ratios),
         100.0 * median(&with) / median(&none)
     );
     println!("  total {:?}", started.elapsed());
