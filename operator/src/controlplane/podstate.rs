@@ -403,4 +403,84 @@ mod tests {
             PodAction::RemoveFinalizer
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_pod() -> impl Strategy<Value = (Pod, bool)> {
+            (
+                prop::option::of(prop::sample::select(vec![
+                    "StatefulSet",
+                    "VirtualMachineInstance",
+                    "ReplicaSet",
+                ])),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                prop::sample::select(vec!["Running", "Evicted", "Succeeded"]),
+                any::<bool>(),
+                any::<bool>(),
+            )
+                .prop_map(
+                    |(owner, scheduled, going, running, phase, finalizer, host)| {
+                        let mut p = with_container(pod(scheduled.then_some("n1"), owner), running);
+                        let st = p.status.as_mut().unwrap();
+                        match phase {
+                            "Evicted" => {
+                                st.phase = Some("Failed".into());
+                                st.reason = Some("Evicted".into());
+                            }
+                            other => st.phase = Some(other.into()),
+                        }
+                        if finalizer {
+                            p.metadata.finalizers = Some(vec![finalizer::IP_ALLOCATED.into()]);
+                        }
+                        p.spec.as_mut().unwrap().host_network = Some(host);
+                        let p = if going { terminating(p) } else { p };
+                        (p, running)
+                    },
+                )
+        }
+
+        fn arb_vm() -> impl Strategy<Value = VmFacts> {
+            prop::sample::select(vec![
+                VmFacts::NotVm,
+                VmFacts::Vm { vm_alive: true },
+                VmFacts::Vm { vm_alive: false },
+            ])
+        }
+
+        proptest! {
+            #[test]
+            fn vm_decisions_never_override_stateful_ones_nor_keep_what_a_gone_vm_had(
+                (p, running) in arb_pod(),
+                vm in arb_vm(),
+                retained_stateful in any::<bool>(),
+            ) {
+                let cfg = PodDefaults::default();
+                let plain = decide(&p, &cfg, retained_stateful, VmFacts::NotVm);
+                let got = decide(&p, &cfg, retained_stateful, vm);
+                // Without a VM nothing VM-specific is decided.
+                prop_assert!(!matches!(plain, PodAction::AllocateVm | PodAction::ReserveVm));
+                // Stateful workloads (and host-network pods) decide as without a VM.
+                if is_stateful(&p, &cfg) || is_host_network(&p) || (retained_stateful && is_terminating(&p)) {
+                    prop_assert_eq!(&got, &plain);
+                }
+                // Nothing is reserved for a VM that is gone, and never while a container runs.
+                let going = is_terminating(&p) || is_evicted(&p) || is_completed(&p);
+                if going && vm == (VmFacts::Vm { vm_alive: false }) && !is_stateful(&p, &cfg) && !retained_stateful {
+                    prop_assert!(matches!(got, PodAction::RemoveFinalizer | PodAction::LeaveToGarbageCollector | PodAction::Ignore), "{got:?}");
+                }
+                if got == PodAction::ReserveVm {
+                    prop_assert!(!running);
+                    prop_assert!(going);
+                }
+                // A VM's pod is allocated only when scheduled and not going away.
+                if got == PodAction::AllocateVm {
+                    prop_assert!(node_name(&p).is_some() && !going);
+                }
+            }
+        }
+    }
 }
