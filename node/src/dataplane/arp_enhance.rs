@@ -1,15 +1,11 @@
-//! Applies the ARP enhancement addresses of a plan (see `plan::arp_enhance`).
-//!
-//! Ours on the host: IPv4 addresses with `noprefixroute` and scope link, outside 169.254/16,
-//! that lie in a cluster pod subnet or have no local-table route with them as source (the
-//! upstream signature of an enhanced address). Stale ones are removed *before* new ones are
-//! added: removing the primary address of a subnet also removes its secondaries unless
-//! `promote_secondaries` is set, so the other order could take the new address with it. The
-//! local-table routes of every wanted address are removed on each apply (the kernel re-creates
-//! them when the link goes down and up).
+//! Applies the ARP enhancement addresses of a plan (see `plan::arp_enhance`): reads the host's
+//! IPv4 addresses and local-table routes, lets `addr_diff` decide which addresses are ours and
+//! what to remove (first) and add, and executes that. The local-table routes of every wanted
+//! address are removed on each apply (the kernel re-creates them when the link goes down and
+//! up).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use hybridnet_api::v1::IpVersion;
@@ -19,19 +15,16 @@ use rtnetlink::packet_route::address::{
 };
 use tracing::info;
 
+use super::addr_diff::{HeldAddress, diff_enhanced_addresses};
 use super::apply::ApplyReport;
 use super::kernel::{self, ENOENT, ESRCH, KernelError, errno};
 use crate::plan::{DataPlanePlan, EnhancedAddress};
 
 const LOCAL_TABLE: u32 = 255;
 
-/// An IPv4 address read from the kernel with what recognising ours needs.
+/// An IPv4 address read from the kernel: the facts the diff needs and the message to delete it.
 struct KernelAddress {
-    index: u32,
-    ip: Ipv4Addr,
-    prefix: u8,
-    scope_link: bool,
-    noprefixroute: bool,
+    held: HeldAddress,
     msg: AddressMessage,
 }
 
@@ -57,11 +50,13 @@ async fn ipv4_addresses(h: &Handle) -> Result<Vec<KernelAddress>, KernelError> {
                 }
             }
             Some(KernelAddress {
-                index: m.header.index,
-                ip: ip?,
-                prefix: m.header.prefix_len,
-                scope_link: m.header.scope == AddressScope::Link,
-                noprefixroute: flags.contains(AddressFlags::Noprefixroute),
+                held: HeldAddress {
+                    ifindex: m.header.index,
+                    ip: ip?,
+                    prefix: m.header.prefix_len,
+                    scope_link: m.header.scope == AddressScope::Link,
+                    noprefixroute: flags.contains(AddressFlags::Noprefixroute),
+                },
                 msg: m,
             })
         })
@@ -89,48 +84,39 @@ pub(super) async fn apply_enhanced_addresses(
         .filter(|r| r.table == LOCAL_TABLE)
         .filter_map(|r| r.prefsrc)
         .collect();
-    let want: BTreeSet<(u32, Ipv4Addr, u8)> = plan
-        .vlan_enhanced_addresses
-        .iter()
-        .filter_map(|e| Some((*index.get(&e.dev)?, e.ip, e.prefix)))
-        .collect();
-    for e in &plan.vlan_enhanced_addresses {
-        if !index.contains_key(&e.dev) {
-            rep.fail(format!(
-                "enhanced address {}/{} dev {}: device does not exist",
-                e.ip, e.prefix, e.dev
-            ));
-        }
+    let held: Vec<HeldAddress> = addrs.iter().map(|a| a.held).collect();
+    let diff = diff_enhanced_addresses(
+        &held,
+        &plan.vlan_enhanced_addresses,
+        index,
+        &plan.cluster_cidrs,
+        &local_srcs,
+    );
+    for e in &diff.missing_devices {
+        rep.fail(format!(
+            "enhanced address {}/{} dev {}: device does not exist",
+            e.ip, e.prefix, e.dev
+        ));
     }
-    let ours = |a: &KernelAddress| {
-        a.scope_link
-            && a.noprefixroute
-            && !a.ip.is_link_local()
-            && (plan
-                .cluster_cidrs
-                .iter()
-                .any(|c| c.contains(IpAddr::V4(a.ip)))
-                || !local_srcs.contains(&IpAddr::V4(a.ip)))
-    };
-    let mut have = BTreeSet::new();
-    for a in addrs.iter().filter(|a| ours(a)) {
-        let key = (a.index, a.ip, a.prefix);
-        if want.contains(&key) {
-            have.insert(key);
-            continue;
-        }
+    for a in diff.delete.iter().filter_map(|&i| addrs.get(i)) {
+        let HeldAddress {
+            ip,
+            prefix,
+            ifindex,
+            ..
+        } = a.held;
         match ignore_missing(h.address().del(a.msg.clone()).execute().await) {
             Ok(()) => {
-                info!(ip = %a.ip, ifindex = a.index, "removed stale VLAN enhanced address");
+                info!(%ip, ifindex, "removed stale VLAN enhanced address");
                 rep.del("enhanced-address");
             }
             Err(e) => rep.fail(KernelError::netlink(
-                format!("delete enhanced address {}/{}", a.ip, a.prefix),
+                format!("delete enhanced address {ip}/{prefix}"),
                 e,
             )),
         }
     }
-    for &(ifindex, ip, prefix) in want.difference(&have) {
+    for &(ifindex, ip, prefix) in &diff.add {
         let mut req = h.address().add(ifindex, IpAddr::V4(ip), prefix).replace();
         let msg = req.message_mut();
         msg.header.scope = AddressScope::Link;

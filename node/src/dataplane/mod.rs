@@ -25,6 +25,7 @@
 //! one transaction is exactly the atomicity we need. The apply is skipped when the script and the
 //! kernel's listing of the table are unchanged since the last apply.
 
+mod addr_diff;
 mod apply;
 mod arp_enhance;
 mod diff;
