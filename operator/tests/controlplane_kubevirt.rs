@@ -232,6 +232,17 @@ async fn vm_pods_keep_their_address_across_restarts_and_free_it_with_the_vm() {
     env.set_pod_status("default", "virt-launcher-vm1-bbbbb", running())
         .await;
     let again = env.allocated("default", "virt-launcher-vm1-bbbbb", 1).await;
+    // The webhook found the VM's retained address too: the pod is pinned to its network, and
+    // needs no address quota (upstream v0.7.2), unlike the VM's first pod.
+    let first_sel = p.spec.as_ref().unwrap().node_selector.clone().unwrap();
+    assert_eq!(first_sel[label::IPV4_ADDRESS_QUOTA], "nonempty");
+    let p2 = pods.get("virt-launcher-vm1-bbbbb").await.unwrap();
+    assert_eq!(
+        ann(&p2, hybridnet_api::constants::annotation::SPECIFIED_NETWORK).as_deref(),
+        Some("u1")
+    );
+    let sel = p2.spec.unwrap().node_selector.unwrap();
+    assert!(!sel.contains_key(label::IPV4_ADDRESS_QUOTA), "{sel:?}");
     assert_eq!(again[0].name_any(), i0.name_any());
     assert_eq!(again[0].spec.address, i0.spec.address);
     assert_eq!(again[0].spec.binding.node_name.as_deref(), Some("n2"));
