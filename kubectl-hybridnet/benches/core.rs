@@ -13,6 +13,7 @@ use hybridnet_api::v1::{
 };
 use kubectl_hybridnet::check::{CheckInput, SubnetFacts, check};
 use kubectl_hybridnet::inventory::{InstanceFacts, IpFilter, OwnerRef, PodFacts, ip_rows};
+use kubectl_hybridnet::jsonpath::Template;
 use kubectl_hybridnet::usage::usage_report;
 
 const SUBNETS: u32 = 64;
@@ -139,4 +140,36 @@ fn main() {
             )
         },
     );
+
+    // -o jsonpath over the List that `-o json` would print, against printing that List as JSON.
+    let items: Vec<serde_json::Value> = instances
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "apiVersion": "networking.alibaba.com/v1", "kind": "IPInstance",
+                "metadata": {"name": f.name, "namespace": f.namespace,
+                    "labels": {"networking.alibaba.com/subnet": f.subnet, "networking.alibaba.com/network": f.network}},
+                "spec": {"network": f.network, "subnet": f.subnet,
+                    "address": {"version": f.version, "ip": f.raw_ip, "mac": f.mac},
+                    "binding": {"nodeName": f.node}},
+            })
+        })
+        .collect();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    time(
+        &format!("-o json (baseline): pretty JSON of the List of {n}"),
+        10,
+        || serde_json::to_string_pretty(&list).unwrap().len(),
+    );
+    for t in [
+        "{.items[*].metadata.name}",
+        r#"{range .items[*]}{.metadata.name}{"\t"}{.spec.address.ip}{"\n"}{end}"#,
+        r#"{.items[?(@.spec.binding.nodeName=="node7")].metadata.name}"#,
+        "{..ip}",
+    ] {
+        let tpl = Template::parse(t).unwrap();
+        time(&format!("-o jsonpath={t} over {n}"), 10, || {
+            tpl.render(&list).unwrap().len()
+        });
+    }
 }
