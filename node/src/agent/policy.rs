@@ -38,6 +38,8 @@ use crate::plan::policy::{
 
 /// Re-check at least this often (a lost watch event, a table changed behind our back).
 const RESYNC: Duration = Duration::from_secs(30);
+/// Rewrite the whole table at least this often (the safety net under incremental updates).
+const FULL_RESYNC: Duration = Duration::from_secs(300);
 
 fn reflect<K>(api: Api<K>, notify: Arc<Notify>, what: &'static str) -> Store<K>
 where
@@ -237,8 +239,8 @@ pub fn without_counters(listing: &str) -> String {
 /// A change is applied as an incremental transaction ([`diff`]: the changed set and map
 /// elements, the changed chains flushed and refilled) against the table the agent last wrote;
 /// the whole table is replaced at start, when a change cannot be incremental or nft refused it,
-/// and at the periodic resync unless the kernel's table is still exactly the one last written in
-/// full (compared without counters).
+/// every [`FULL_RESYNC`], and at the check every [`RESYNC`] when the kernel's table (listed
+/// without counters) is gone or differs from the listing the previous check recorded.
 pub async fn run(
     client: Client,
     node: String,
@@ -273,10 +275,12 @@ pub async fn run(
     let runner = NftRunner::for_table(nft_binary.clone(), POLICY_TABLE);
     let mut reported: BTreeMap<ObjectKey, Vec<String>> = BTreeMap::new();
     let mut tracker = PolicyTracker::default();
-    // the table as the agent last wrote it, and the kernel's listing (without counters) right
-    // after the last whole-table write when nothing was changed incrementally since
+    // the table as the agent last wrote it, and the kernel's listing (without counters) when the
+    // agent last saw it equal to that (after a whole-table write, or at a check with no write
+    // since the previous write); None after an incremental write until the next check
     let mut written: Option<Table> = None;
     let mut verified: Option<String> = None;
+    let mut last_full: Option<Instant> = None;
     // kernel counters restart with every new table: keep what the replaced ones counted
     let mut dropped_base = [0u64; 2];
     let mut pending_since: Option<Instant> = Some(Instant::now());
@@ -297,10 +301,21 @@ pub async fn run(
         let table = render_policy_table(model, &node);
         let mut full = written.is_none();
         if resync && !full {
-            let current = runner.list().await.ok().flatten();
-            full = written.as_ref() != Some(&table)
-                || verified.is_none()
-                || current.map(|c| without_counters(&c)) != verified;
+            let current = runner
+                .list()
+                .await
+                .ok()
+                .flatten()
+                .map(|c| without_counters(&c));
+            // gone, or changed behind the agent's back since the last check
+            let tampered = current.is_none() || (verified.is_some() && current != verified);
+            full = tampered || last_full.is_none_or(|t| t.elapsed() >= FULL_RESYNC);
+            if full {
+                debug!(tampered, "policy resync: replacing the whole table");
+            } else if verified.is_none() {
+                // what the incremental writes since the last check left, as nft accepted them
+                verified = current;
+            }
         }
         let mut applied = false;
         if !full && let Some(old) = &written {
@@ -341,6 +356,7 @@ pub async fn run(
                         *b += n;
                     }
                     written = Some(table.clone());
+                    last_full = Some(Instant::now());
                     verified = runner
                         .list()
                         .await
@@ -444,6 +460,19 @@ async fn report_problems(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn listings_compare_without_counters() {
+        let a = "chain c {\n\tip saddr @s counter packets 3 bytes 180 accept\n}";
+        let b = "chain c {\n\tip saddr @s counter packets 0 bytes 0 accept\n}";
+        assert_eq!(without_counters(a), without_counters(b));
+        assert_eq!(
+            without_counters(a),
+            "chain c { ip saddr @s counter accept }"
+        );
+        let other = "chain c {\n\tip saddr @t counter packets 3 bytes 180 accept\n}";
+        assert_ne!(without_counters(a), without_counters(other));
+    }
 
     #[test]
     fn counters_and_instance_addresses() {
