@@ -582,11 +582,19 @@ pub async fn status(g: &GlobalFlags, a: &StatusArgs) -> Res<i32> {
     let ctx = Ctx::connect(g).await?;
     let mut timed_out = None;
     if let Some(limit) = a.wait {
-        // Without the CRD nothing can become Available: say so now instead of waiting.
-        if let Err(why) = io::cluster(&ctx).await?
-            && why.contains("CRD is not installed")
-        {
-            return Err(Failure::error(format!("status --wait: {why}")));
+        // Without the CRD nothing can become Available: say so now instead of waiting. A
+        // missing object is waited for.
+        let api: Api<HybridnetCluster> = Api::all(ctx.client.clone());
+        match api.get(CLUSTER_SINGLETON_NAME).await {
+            Err(e) if io::is_missing_type(&e) => {
+                return Err(Failure::error(format!(
+                    "status --wait: the {CLUSTERS_CRD} CRD is not installed: the hybridnet operator is not installed"
+                )));
+            }
+            Err(e) if !io::is_not_found(&e) => {
+                return Err(ctx.fail(e, "get hybridnetcluster default", Some(CLUSTERS_CRD)));
+            }
+            _ => {}
         }
         if let Waited::TimedOut(last) = wait::until_available(&ctx, limit).await? {
             timed_out = Some(last);
