@@ -1,5 +1,5 @@
 //! Leak classification of IPInstances: the one rule the operator's leak repair
-//! (`operator/src/controlplane/leak.rs`) and `kubectl hybridnet ip check` both apply, so they cannot
+//! (`operator/src/controlplane/controllers/leak.rs`) and `kubectl hybridnet ip check` both apply, so they cannot
 //! disagree about which address is leaked.
 //!
 //! Upstream hybridnet has no leak repair: an IPInstance owned by its Pod goes with the Pod

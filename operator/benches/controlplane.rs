@@ -17,10 +17,10 @@ use hybridnet_api::v1::{
     Address, AddressRange, Binding, IPInstance, IPInstanceSpec, IpVersion, Network, NetworkMode,
     NetworkSpec, NetworkType, ReferredObject, Subnet, SubnetSpec,
 };
-use hybridnet_operator::controlplane::config::ControlPlaneConfig;
-use hybridnet_operator::controlplane::defaults::PodDefaults;
-use hybridnet_operator::controlplane::replica::{Replica, ReplicaConfig};
-use hybridnet_operator::controlplane::run::rebuild;
+use hybridnet_operator::controlplane::rules::defaults::PodDefaults;
+use hybridnet_operator::controlplane::runtime::config::ControlPlaneConfig;
+use hybridnet_operator::controlplane::runtime::replica::{Replica, ReplicaConfig};
+use hybridnet_operator::controlplane::runtime::run::rebuild;
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, ObjectMeta, PostParams};

@@ -17,10 +17,10 @@ use hybridnet_api::migration::FeatureGates;
 use hybridnet_api::operator::IpFamily;
 use hybridnet_api::selector::{self as podselector, PodSelector};
 use hybridnet_api::v1::NetworkType;
-use hybridnet_operator::controlplane::config::ControlPlaneConfig;
-use hybridnet_operator::controlplane::defaults::PodDefaults;
-use hybridnet_operator::controlplane::replica::{Replica, ReplicaConfig};
-use hybridnet_operator::controlplane::run::TermTask;
+use hybridnet_operator::controlplane::rules::defaults::PodDefaults;
+use hybridnet_operator::controlplane::runtime::config::ControlPlaneConfig;
+use hybridnet_operator::controlplane::runtime::replica::{Replica, ReplicaConfig};
+use hybridnet_operator::controlplane::runtime::run::TermTask;
 use hybridnet_operator::lifecycle;
 use hybridnet_operator::webhook::server::CertSource;
 use tracing::{info, warn};
@@ -274,7 +274,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("finding the cluster (in-cluster service account or kubeconfig)")?;
     kube_config.read_timeout = Some(Duration::from_secs(295));
-    let client = hybridnet_operator::controlplane::ratelimit::client(
+    let client = hybridnet_operator::controlplane::runtime::ratelimit::client(
         kube_config,
         cli.kube_client_qps,
         cli.kube_client_burst,

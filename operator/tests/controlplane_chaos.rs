@@ -17,7 +17,7 @@ use common::*;
 use futures::StreamExt;
 use hybridnet_api::constants::annotation;
 use hybridnet_api::v1::{IPInstance, IpVersion, Network, NetworkType, Subnet};
-use hybridnet_operator::controlplane::replica::Replica;
+use hybridnet_operator::controlplane::runtime::replica::Replica;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;

@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use hybridnet_api::constants::{finalizer, label};
 use hybridnet_api::kubevirt;
-use hybridnet_operator::controlplane::defaults::PodDefaults;
+use hybridnet_operator::controlplane::rules::defaults::PodDefaults;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;

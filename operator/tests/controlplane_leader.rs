@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use hybridnet_api::v1::{IpVersion, NetworkType};
-use hybridnet_operator::controlplane::leader::{LeaseElector, Round};
+use hybridnet_operator::controlplane::runtime::leader::{LeaseElector, Round};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -160,7 +160,7 @@ async fn webhook_certificate_is_reloaded_from_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_certificate_is_reloaded_from_a_secret() {
-    use hybridnet_operator::controlplane::replica::{Replica, ReplicaConfig};
+    use hybridnet_operator::controlplane::runtime::replica::{Replica, ReplicaConfig};
     use hybridnet_operator::webhook::server::CertSource;
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;

@@ -16,7 +16,10 @@ use kube::{Api, ResourceExt};
 
 /// Nodes n1, n2 in underlay u1 (192.168.56.0/24), n3 in no underlay; overlay `o` with IPv4
 /// 100.10.0.0/24 and IPv6 fd00:10::/120.
-async fn cluster() -> (Env, hybridnet_operator::controlplane::replica::Replica) {
+async fn cluster() -> (
+    Env,
+    hybridnet_operator::controlplane::runtime::replica::Replica,
+) {
     let env = Env::start().await;
     let r = env.replica("r1").await;
     env.register_webhooks(r.webhook_addr.expect("webhook"))

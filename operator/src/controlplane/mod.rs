@@ -1,23 +1,13 @@
 //! Network control plane: IPAM controllers, status, node labels and taints, leak detection,
 //! leadership.
+//!
+//! - [`controllers`]: the reconcilers and loops that read and write the API (pods, IPInstances,
+//!   nodes, NodeInfos, network and subnet status, the leak detector);
+//! - [`rules`]: pure decisions and object construction they share (pod defaults, network-config
+//!   resolution, pod and node state, the objects and patches written);
+//! - [`runtime`]: what runs them (leadership terms and election, the replica, caches, the shared
+//!   context and in-memory IPAM engine, configuration, rate limit, metrics).
 
-pub mod caches;
-pub mod config;
-pub mod context;
-pub mod defaults;
-pub mod engine;
-pub mod ipinstance;
-pub mod leader;
-pub mod leak;
-pub mod metrics;
-pub mod node;
-pub mod nodeinfo;
-pub mod nodestate;
-pub mod objects;
-pub mod pod;
-pub mod podstate;
-pub mod ratelimit;
-pub mod replica;
-pub mod resolution;
-pub mod run;
-pub mod status;
+pub mod controllers;
+pub mod rules;
+pub mod runtime;

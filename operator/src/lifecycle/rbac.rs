@@ -136,7 +136,7 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
         ),
         rule(&["apps"], &["statefulsets"], READ),
         // VMIPRetain: a pod's VirtualMachineInstance and its VirtualMachine are read one by one
-        // (operator/src/controlplane/pod.rs; upstream's chart grants get and list).
+        // (operator/src/controlplane/controllers/pod.rs; upstream's chart grants get and list).
         rule(
             &[hybridnet_api::kubevirt::GROUP],
             &[
@@ -732,7 +732,7 @@ mod tests {
     #[test]
     fn the_lease_name_is_the_control_planes_default() {
         assert_eq!(
-            crate::controlplane::config::ControlPlaneConfig::default().leader_election_id,
+            crate::controlplane::runtime::config::ControlPlaneConfig::default().leader_election_id,
             names::LEADER_LEASE
         );
     }

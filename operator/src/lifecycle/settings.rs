@@ -72,7 +72,7 @@ pub struct Settings {
     /// Extra objectSelector expressions of the Pod webhooks (after the ignore-label rule).
     pub pod_match_expressions: Vec<LabelSelectorRequirement>,
     /// Upstream's `VMIPRetain` feature gate (the control plane reads it from the object itself,
-    /// `operator/src/controlplane/defaults.rs`).
+    /// `operator/src/controlplane/rules/defaults.rs`).
     pub vm_ip_retain: bool,
     pub bin_dir: String,
     pub conf_dir: String,

@@ -7,10 +7,10 @@ pub mod nodescope;
 pub mod review;
 pub mod server;
 
-use crate::controlplane::caches::Caches;
-use crate::controlplane::config::ControlPlaneConfig;
-use crate::controlplane::defaults::LiveDefaults;
-use crate::controlplane::metrics::Metrics;
+use crate::controlplane::rules::defaults::LiveDefaults;
+use crate::controlplane::runtime::caches::Caches;
+use crate::controlplane::runtime::config::ControlPlaneConfig;
+use crate::controlplane::runtime::metrics::Metrics;
 
 /// What the handlers read.
 pub struct WebhookState {

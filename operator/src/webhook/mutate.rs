@@ -12,8 +12,8 @@ use hybridnet_api::validate::{self, PodCheckInput};
 use k8s_openapi::api::core::v1::{Pod, Toleration};
 
 use super::WebhookState;
-use crate::controlplane::podstate::is_host_network;
-use crate::controlplane::resolution::{
+use crate::controlplane::rules::podstate::is_host_network;
+use crate::controlplane::rules::resolution::{
     ipinstances_of_pod_name, resolve_for_pod, webhook_vm_ipinstances,
 };
 

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, warn};
 
 use super::WebhookState;
-use crate::controlplane::metrics::WebhookLabels;
+use crate::controlplane::runtime::metrics::WebhookLabels;
 
 /// The outcome of one rule set.
 #[derive(Debug)]

@@ -21,7 +21,7 @@ use kube::{Api, Client};
 use tracing::{info, warn};
 
 use super::WebhookState;
-use crate::controlplane::metrics::WebhookLatencyLabels;
+use crate::controlplane::runtime::metrics::WebhookLatencyLabels;
 
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone)]

@@ -13,9 +13,9 @@ use hybridnet_api::v1::{
     AddressRange, IPInstance, IpVersion, Network, NetworkMode, NetworkSpec, NetworkType, Subnet,
     SubnetSpec,
 };
-use hybridnet_operator::controlplane::config::ControlPlaneConfig;
-use hybridnet_operator::controlplane::defaults::PodDefaults;
-use hybridnet_operator::controlplane::replica::{Replica, ReplicaConfig};
+use hybridnet_operator::controlplane::rules::defaults::PodDefaults;
+use hybridnet_operator::controlplane::runtime::config::ControlPlaneConfig;
+use hybridnet_operator::controlplane::runtime::replica::{Replica, ReplicaConfig};
 use hybridnet_operator::webhook::server::CertSource;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{

@@ -11,7 +11,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument};
 
-use super::context::{Ctx, ReconcileError};
+use crate::controlplane::runtime::context::{Ctx, ReconcileError};
 
 #[instrument(skip_all, fields(nodeinfo = %info.name_any()))]
 pub async fn reconcile(info: Arc<NodeInfo>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {

@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
 
-use super::nodestate::underlay_networks_of;
-use super::podstate::controller_owner;
+use crate::controlplane::rules::nodestate::underlay_networks_of;
+use crate::controlplane::rules::podstate::controller_owner;
 use crate::ipam::Allocation;
 
 /// Who an IPInstance belongs to besides its pod: its owner reference (the stateful workload, the

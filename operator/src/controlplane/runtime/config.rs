@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::defaults::PodDefaults;
+use crate::controlplane::rules::defaults::PodDefaults;
 use hybridnet_api::selector::PodSelector;
 
 /// Everything the controllers and the webhook need to know about the cluster's defaults.
@@ -10,7 +10,7 @@ use hybridnet_api::selector::PodSelector;
 pub struct ControlPlaneConfig {
     /// Pod defaults from the flags (`--default-network-type`, `--default-ip-family`,
     /// `--default-ip-retain`, `--stateful-workload-kinds`): the fallback when
-    /// `HybridnetCluster/default` does not exist (see [`super::defaults`]).
+    /// `HybridnetCluster/default` does not exist (see [`crate::controlplane::rules::defaults`]).
     pub defaults: PodDefaults,
     /// Only pods whose labels match are allocated and released by the pod controller
     /// (`--pod-label-selector`; empty = every pod).

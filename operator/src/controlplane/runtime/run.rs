@@ -21,15 +21,15 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream_shim::UnboundedReceiverStream;
 use tracing::{error, info, warn};
 
-use super::caches::Caches;
-use super::config::ControlPlaneConfig;
-use super::context::{Ctx, PodRecord, ReconcileError};
-use super::defaults::LiveDefaults;
-use super::engine::Engine;
-use super::leader::{LeaseElector, run_election};
-use super::leak::LeakDetector;
-use super::metrics::Metrics;
-use super::{ipinstance, node, nodeinfo, pod, status};
+use crate::controlplane::controllers::leak::LeakDetector;
+use crate::controlplane::controllers::{ipinstance, node, nodeinfo, pod, status};
+use crate::controlplane::rules::defaults::LiveDefaults;
+use crate::controlplane::runtime::caches::Caches;
+use crate::controlplane::runtime::config::ControlPlaneConfig;
+use crate::controlplane::runtime::context::{Ctx, PodRecord, ReconcileError};
+use crate::controlplane::runtime::engine::Engine;
+use crate::controlplane::runtime::leader::{LeaseElector, run_election};
+use crate::controlplane::runtime::metrics::Metrics;
 
 mod tokio_stream_shim {
     //! A minimal receiver stream (avoids a tokio-stream dependency for one adapter).

@@ -17,10 +17,12 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use super::context::Ctx;
-use super::defaults::PodDefaults;
-use super::objects::reserve_patch;
-use super::podstate::{is_handled, is_host_network, is_terminating, node_name};
+use crate::controlplane::rules::defaults::PodDefaults;
+use crate::controlplane::rules::objects::reserve_patch;
+use crate::controlplane::rules::podstate::{
+    is_handled, is_host_network, is_terminating, node_name,
+};
+use crate::controlplane::runtime::context::Ctx;
 use hybridnet_api::selector::PodSelector;
 
 pub const KIND_INSTANCE_WITHOUT_POD: &str = "ipinstance-without-pod";

@@ -14,8 +14,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::{instrument, warn};
 
-use super::context::{Ctx, ReconcileError};
-use super::objects::remove_named_finalizer_patch;
+use crate::controlplane::rules::objects::remove_named_finalizer_patch;
+use crate::controlplane::runtime::context::{Ctx, ReconcileError};
 use crate::ipam::{NetworkCursors, NetworkUsage, Usage};
 
 fn clamp(n: u64) -> i32 {

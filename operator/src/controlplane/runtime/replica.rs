@@ -11,11 +11,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use super::caches::Caches;
-use super::config::ControlPlaneConfig;
-use super::defaults::LiveDefaults;
-use super::metrics::{self, Metrics};
-use super::run::{ControlPlane, TermTask};
+use crate::controlplane::rules::defaults::LiveDefaults;
+use crate::controlplane::runtime::caches::Caches;
+use crate::controlplane::runtime::config::ControlPlaneConfig;
+use crate::controlplane::runtime::metrics::{self, Metrics};
+use crate::controlplane::runtime::run::{ControlPlane, TermTask};
 use crate::webhook::WebhookState;
 use crate::webhook::server::{CertSource, ServerError, load_certificate, serve};
 

@@ -4,7 +4,7 @@ use hybridnet_api::constants::finalizer;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
-use super::defaults::PodDefaults;
+use crate::controlplane::rules::defaults::PodDefaults;
 use hybridnet_api::selector::PodSelector;
 
 /// What the pod controller should do with a pod.

@@ -11,11 +11,11 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::debug;
 
-use super::caches::Caches;
-use super::config::ControlPlaneConfig;
-use super::defaults::{EffectiveDefaults, LiveDefaults};
-use super::engine::Engine;
-use super::metrics::Metrics;
+use crate::controlplane::rules::defaults::{EffectiveDefaults, LiveDefaults};
+use crate::controlplane::runtime::caches::Caches;
+use crate::controlplane::runtime::config::ControlPlaneConfig;
+use crate::controlplane::runtime::engine::Engine;
+use crate::controlplane::runtime::metrics::Metrics;
 
 /// What we know a pod was given (upstream PodIPCache): guards against allocating twice before the
 /// IPInstance cache shows the first allocation.

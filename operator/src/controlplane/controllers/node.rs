@@ -12,8 +12,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument};
 
-use super::context::{Ctx, ReconcileError};
-use super::nodestate::{desired_node_state, label_patch};
+use crate::controlplane::rules::nodestate::{desired_node_state, label_patch};
+use crate::controlplane::runtime::context::{Ctx, ReconcileError};
 
 /// The taints a node should have: ours added or removed, every other taint kept.
 pub fn desired_taints(current: &[Taint], unavailable: bool) -> Option<Vec<Taint>> {

@@ -23,16 +23,18 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
-use super::context::{Ctx, PodRecord, ReconcileError, pod_key};
-use super::objects::{
+use crate::controlplane::rules::objects::{
     Ownership, add_finalizer_patch, build_ipinstance, rebind_patch, remove_finalizer_patch,
     reserve_patch, select_network,
 };
-use super::podstate::{
+use crate::controlplane::rules::podstate::{
     PodAction, VmFacts, controller_owner, decide, has_ip_finalizer, is_completed, is_evicted,
     is_handled, is_host_network, is_stateful, is_terminating, node_name,
 };
-use super::resolution::{ip_retain, ipinstances_of_pod_name, ipinstances_of_vm, resolve_for_pod};
+use crate::controlplane::rules::resolution::{
+    ip_retain, ipinstances_of_pod_name, ipinstances_of_vm, resolve_for_pod,
+};
+use crate::controlplane::runtime::context::{Ctx, PodRecord, ReconcileError, pod_key};
 use crate::ipam::{Allocation, AssignCandidate, MacAddr, PodKey};
 
 pub const REASON_ALLOCATED: &str = "IPAllocationSucceed";
@@ -153,7 +155,7 @@ fn kubevirt_api(ctx: &Ctx, ns: &str, kind: &str, plural: &str) -> Api<DynamicObj
 async fn vm_facts(
     ctx: &Ctx,
     pod: &Pod,
-    defaults: &super::defaults::PodDefaults,
+    defaults: &crate::controlplane::rules::defaults::PodDefaults,
 ) -> Result<(VmFacts, Option<OwnerReference>), ReconcileError> {
     if !defaults.vm_ip_retain || is_stateful(pod, defaults) || is_host_network(pod) {
         return Ok((VmFacts::NotVm, None));

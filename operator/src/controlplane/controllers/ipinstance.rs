@@ -10,8 +10,8 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tracing::{debug, instrument};
 
-use super::context::{Ctx, ReconcileError, display_name};
-use super::objects::remove_finalizer_patch;
+use crate::controlplane::rules::objects::remove_finalizer_patch;
+use crate::controlplane::runtime::context::{Ctx, ReconcileError, display_name};
 
 #[instrument(skip_all, fields(ipinstance = %display_name(ipi.as_ref())))]
 pub async fn reconcile(ipi: Arc<IPInstance>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {

@@ -10,8 +10,8 @@ use hybridnet_api::resolve::{PodConfigInput, PodNetworkConfig, resolve_pod_netwo
 use hybridnet_api::v1::{IPInstance, IpVersion, Network, Subnet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 
-use super::defaults::PodDefaults;
-use super::podstate::is_stateful;
+use crate::controlplane::rules::defaults::PodDefaults;
+use crate::controlplane::rules::podstate::is_stateful;
 
 /// Go's `strconv.ParseBool`, as upstream reads `ip-retain`.
 pub fn parse_go_bool(s: &str) -> Option<bool> {
@@ -59,7 +59,7 @@ pub fn ipinstances_of_vm<'a>(
 /// The VM's retained addresses the webhook sees for a pod controlled by a VirtualMachineInstance
 /// (`VMIPRetain` on): KubeVirt names a VM's VMI after the VM, so without looking the VMI up these
 /// are the IPInstances labelled with the VMI's name and owned by a VirtualMachine of that name.
-/// The pod controller looks the VMI up (`operator/src/controlplane/pod.rs`).
+/// The pod controller looks the VMI up (`operator/src/controlplane/controllers/pod.rs`).
 pub fn webhook_vm_ipinstances<'a>(
     pod: &Pod,
     ns: &str,
