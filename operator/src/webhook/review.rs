@@ -142,7 +142,7 @@ pub fn to_wire(review: AdmissionReview<DynamicObject>) -> serde_json::Value {
 }
 
 /// `/validate`: Network, Subnet and Pod rules.
-pub fn validate(
+pub async fn validate(
     st: &WebhookState,
     review: AdmissionReview<DynamicObject>,
 ) -> AdmissionReview<DynamicObject> {
@@ -152,7 +152,10 @@ pub fn validate(
     };
     let verdict = match req.kind.kind.as_str() {
         "Network" => validate_network(st, &req),
-        "Subnet" => validate_subnet(st, &req),
+        "Subnet" => {
+            let fresh = fresh_network(st, &req).await;
+            validate_subnet(st, &req, fresh)
+        }
         "Pod" => validate_pod(st, &req),
         "NodeInfo" | "IPInstance" => validate_node_scope(st, &req),
         _ => Verdict::Allow,
@@ -270,8 +273,50 @@ fn validate_network(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) ->
     )
 }
 
-fn validate_subnet(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Verdict {
-    let snap = Snapshot::take(st);
+/// The Network a Subnet create or update names, read from the API server when the cache does
+/// not hold it yet. A Network and its Subnets applied together (one `kubectl apply -f`) reach
+/// the webhook faster than the Network's watch event reaches the cache; refusing the Subnet
+/// then would be wrong (the lab e2e hit it under load). `None` when the cache has it, the API
+/// has none, or the read fails (the rule then refuses with "does not exist", as before).
+async fn fresh_network(
+    st: &WebhookState,
+    req: &AdmissionRequest<DynamicObject>,
+) -> Option<Network> {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return None;
+    }
+    let subnet = typed::<Subnet>(req.object.as_ref(), "object").ok()?;
+    let name = subnet.spec.network;
+    if name.is_empty()
+        || st
+            .caches
+            .networks
+            .state()
+            .iter()
+            .any(|n| n.metadata.name.as_deref() == Some(name.as_str()))
+    {
+        return None;
+    }
+    let api: kube::Api<Network> = kube::Api::all(st.client.clone());
+    match api.get_opt(&name).await {
+        Ok(found) => {
+            debug!(network = %name, found = found.is_some(), "network not in the cache yet: read from the API server");
+            found
+        }
+        Err(e) => {
+            warn!(network = %name, error = %e, "cannot read the network a Subnet names");
+            None
+        }
+    }
+}
+
+fn validate_subnet(
+    st: &WebhookState,
+    req: &AdmissionRequest<DynamicObject>,
+    fresh: Option<Network>,
+) -> Verdict {
+    let mut snap = Snapshot::take(st);
+    snap.networks.extend(fresh);
     let ex = snap.existing();
     validate_typed::<Subnet>(
         req,

@@ -88,7 +88,7 @@ async fn validate(
     Json(review): Json<AdmissionReview<DynamicObject>>,
 ) -> Json<serde_json::Value> {
     let started = Instant::now();
-    let out = super::review::to_wire(super::review::validate(&st, review));
+    let out = super::review::to_wire(super::review::validate(&st, review).await);
     st.metrics
         .webhook_seconds
         .get_or_create(&WebhookLatencyLabels {

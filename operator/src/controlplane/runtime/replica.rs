@@ -80,6 +80,7 @@ impl Replica {
         if let Some((addr, source)) = &cfg.webhook {
             let state = Arc::new(WebhookState {
                 caches: caches.clone(),
+                client: client.clone(),
                 config: cfg.control.clone(),
                 defaults: defaults.clone(),
                 metrics: metrics.clone(),
