@@ -442,12 +442,13 @@ async fn webhook_accepts_upstream_examples_and_refuses_invalid_objects_naming_th
 /// A Network and its Subnet applied together reach the webhook before the Network's watch event
 /// reaches the webhook's cache (the lab e2e hit this under load). The webhook here has caches
 /// that never sync, the extreme of that lag: a Subnet of a Network the API server holds is
-/// accepted (read live), one of a Network nobody created is refused naming the field.
+/// accepted, one of a Network nobody created is refused naming the field, and a second overlay
+/// network is refused although the cache has not seen the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subnet_is_checked_against_the_api_when_the_cache_lags() {
-    use hybridnet_operator::controlplane::caches::Caches;
-    use hybridnet_operator::controlplane::defaults::LiveDefaults;
-    use hybridnet_operator::controlplane::metrics::Metrics;
+    use hybridnet_operator::controlplane::rules::defaults::LiveDefaults;
+    use hybridnet_operator::controlplane::runtime::caches::Caches;
+    use hybridnet_operator::controlplane::runtime::metrics::Metrics;
     use hybridnet_operator::webhook::{WebhookState, review};
     use kube::core::DynamicObject;
     use kube::core::admission::AdmissionReview;
@@ -483,6 +484,28 @@ async fn a_subnet_is_checked_against_the_api_when_the_cache_lags() {
         .unwrap()
     };
     let response = |r: AdmissionReview<DynamicObject>| review::to_wire(r)["response"].clone();
+    env.create_network(network("overlay-1", NetworkType::Overlay, Some(4), None))
+        .await
+        .unwrap();
+    let second_overlay: AdmissionReview<DynamicObject> = serde_json::from_value(json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "u0", "operation": "CREATE",
+            "kind": {"group": "networking.alibaba.com", "version": "v1", "kind": "Network"},
+            "resource": {"group": "networking.alibaba.com", "version": "v1", "resource": "networks"},
+            "name": "overlay-2", "userInfo": {"username": "admin"},
+            "object": {"apiVersion": "networking.alibaba.com/v1", "kind": "Network",
+                       "metadata": {"name": "overlay-2"}, "spec": {"type": "Overlay", "netID": 5}}
+        }
+    }))
+    .unwrap();
+    let second = response(review::validate(&st, second_overlay).await);
+    assert!(
+        second["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already exists and there can be only one")),
+        "{second}"
+    );
     let ok = response(review::validate(&st, review_of("u1", "fresh")).await);
     assert_eq!(ok["allowed"], true, "{ok}");
     let no = response(review::validate(&st, review_of("u2", "never-created")).await);

@@ -15,7 +15,7 @@ use crate::controlplane::runtime::metrics::Metrics;
 /// What the handlers read.
 pub struct WebhookState {
     pub caches: Caches,
-    /// For reads the caches may not have caught up with yet (see `review::fresh_network`).
+    /// For reads the caches may not have caught up with yet (`review::live_networks_and_subnets`).
     pub client: kube::Client,
     pub config: ControlPlaneConfig,
     /// Pod defaults in force (HybridnetCluster, else the flags).

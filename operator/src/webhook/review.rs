@@ -151,10 +151,17 @@ pub async fn validate(
         Err(resp) => return *resp,
     };
     let verdict = match req.kind.kind.as_str() {
-        "Network" => validate_network(st, &req),
-        "Subnet" => {
-            let fresh = fresh_network(st, &req).await;
-            validate_subnet(st, &req, fresh)
+        "Network" | "Subnet" => {
+            let mut snap = Snapshot::take(st);
+            if let Some((networks, subnets)) = live_networks_and_subnets(st).await {
+                snap.networks = networks;
+                snap.subnets = subnets;
+            }
+            if req.kind.kind == "Network" {
+                validate_network(&snap, &req)
+            } else {
+                validate_subnet(&snap, &req)
+            }
         }
         "Pod" => validate_pod(st, &req),
         "NodeInfo" | "IPInstance" => validate_node_scope(st, &req),
@@ -262,8 +269,31 @@ fn validate_typed<K: DeserializeOwned>(
     }
 }
 
-fn validate_network(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Verdict {
-    let snap = Snapshot::take(st);
+/// Every Network and Subnet, read from the API server. The rules for these kinds span objects
+/// (one overlay network, a Subnet's Network exists, ranges do not overlap), and a Network and its
+/// Subnets applied together (one `kubectl apply -f`) reach the webhook before their watch events
+/// reach the cache: checked against the cache, a valid Subnet was refused ("network does not
+/// exist", the lab e2e under load) and a second overlay network could be let in. These writes are
+/// rare admin operations, so two reads per review cost nothing that matters. `None` (the cache
+/// is used) when a read fails.
+async fn live_networks_and_subnets(st: &WebhookState) -> Option<(Vec<Network>, Vec<Subnet>)> {
+    let params = kube::api::ListParams::default();
+    let networks = kube::Api::<Network>::all(st.client.clone())
+        .list(&params)
+        .await;
+    let subnets = kube::Api::<Subnet>::all(st.client.clone())
+        .list(&params)
+        .await;
+    match (networks, subnets) {
+        (Ok(n), Ok(s)) => Some((n.items, s.items)),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(error = %e, "cannot list Networks and Subnets: checking against the cache");
+            None
+        }
+    }
+}
+
+fn validate_network(snap: &Snapshot, req: &AdmissionRequest<DynamicObject>) -> Verdict {
     let ex = snap.existing();
     validate_typed::<Network>(
         req,
@@ -273,50 +303,7 @@ fn validate_network(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) ->
     )
 }
 
-/// The Network a Subnet create or update names, read from the API server when the cache does
-/// not hold it yet. A Network and its Subnets applied together (one `kubectl apply -f`) reach
-/// the webhook faster than the Network's watch event reaches the cache; refusing the Subnet
-/// then would be wrong (the lab e2e hit it under load). `None` when the cache has it, the API
-/// has none, or the read fails (the rule then refuses with "does not exist", as before).
-async fn fresh_network(
-    st: &WebhookState,
-    req: &AdmissionRequest<DynamicObject>,
-) -> Option<Network> {
-    if !matches!(req.operation, Operation::Create | Operation::Update) {
-        return None;
-    }
-    let subnet = typed::<Subnet>(req.object.as_ref(), "object").ok()?;
-    let name = subnet.spec.network;
-    if name.is_empty()
-        || st
-            .caches
-            .networks
-            .state()
-            .iter()
-            .any(|n| n.metadata.name.as_deref() == Some(name.as_str()))
-    {
-        return None;
-    }
-    let api: kube::Api<Network> = kube::Api::all(st.client.clone());
-    match api.get_opt(&name).await {
-        Ok(found) => {
-            debug!(network = %name, found = found.is_some(), "network not in the cache yet: read from the API server");
-            found
-        }
-        Err(e) => {
-            warn!(network = %name, error = %e, "cannot read the network a Subnet names");
-            None
-        }
-    }
-}
-
-fn validate_subnet(
-    st: &WebhookState,
-    req: &AdmissionRequest<DynamicObject>,
-    fresh: Option<Network>,
-) -> Verdict {
-    let mut snap = Snapshot::take(st);
-    snap.networks.extend(fresh);
+fn validate_subnet(snap: &Snapshot, req: &AdmissionRequest<DynamicObject>) -> Verdict {
     let ex = snap.existing();
     validate_typed::<Subnet>(
         req,
