@@ -1,15 +1,12 @@
 //! Pod controller: allocation, stateful retention and reservation, release of evicted and completed
 //! pods (upstream `pkg/controllers/networking/pod_controller.go`).
 
-use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hybridnet_api::constants::{annotation, label};
 use hybridnet_api::kubevirt;
-use hybridnet_api::naming::{instance_name_to_ip, pod_name_label_value, stateful_ordinal};
-use hybridnet_api::pools::{parse_ip_pool, parse_mac_pool};
+use hybridnet_api::naming::{instance_name_to_ip, pod_name_label_value};
 use hybridnet_api::resolve::PodNetworkConfig;
 use hybridnet_api::v1::IPInstance;
 use k8s_openapi::api::core::v1::Pod;
@@ -33,6 +30,10 @@ use crate::controlplane::rules::podstate::{
 };
 use crate::controlplane::rules::resolution::{
     ip_retain, ipinstances_of_pod_name, ipinstances_of_vm, resolve_for_pod,
+};
+use crate::controlplane::rules::retention::{
+    Reuse, bound_here, covers_family, pool_mac, retained_mac, reuse_candidates, split_rebind,
+    stateful_reuse,
 };
 use crate::controlplane::runtime::context::{Ctx, PodRecord, ReconcileError, pod_key};
 use crate::ipam::{Allocation, AssignCandidate, MacAddr, PodKey};
@@ -441,14 +442,6 @@ fn plan(
     Ok(Plan { config, network })
 }
 
-/// The instances hold exactly one address of every version the family needs.
-fn covers_family(instances: &[IPInstance], family: hybridnet_api::operator::IpFamily) -> bool {
-    let mut have: Vec<hybridnet_api::v1::IpVersion> =
-        instances.iter().map(|i| i.spec.address.version).collect();
-    have.sort_by_key(|v| *v == hybridnet_api::v1::IpVersion::V6);
-    have == family.versions()
-}
-
 /// The family the webhook recorded on the pod, if any.
 fn anns_family(pod: &Pod) -> Option<hybridnet_api::operator::IpFamily> {
     pod.metadata
@@ -493,28 +486,7 @@ async fn allocate_normal(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Reconci
             "removed a partial allocation of an earlier attempt; allocating again",
         ));
     }
-    let allocs = {
-        let mut engine = ctx.engine();
-        engine.allocate(
-            &plan.network,
-            &pod_ipam_key(pod),
-            plan.config.ip_family,
-            &plan.config.subnets,
-            None,
-        )
-    }
-    .map_err(|e| alloc_err(pod, e.to_string()))?;
-    ctx.notify_ipam_changed();
-    write_new(
-        ctx,
-        pod,
-        &allocs.0,
-        &allocs.1,
-        &Ownership::of_pod(pod, false),
-    )
-    .await?;
-    let ips: Vec<String> = allocs.0.iter().map(|a| a.ip.to_string()).collect();
-    Ok(Some(format!("allocate IPs {ips:?} successfully")))
+    allocate_fresh(ctx, pod, &plan, None, &Ownership::of_pod(pod, false)).await
 }
 
 fn record(ctx: &Ctx, pod: &Pod, names: &[String]) {
@@ -626,6 +598,7 @@ async fn undo_created(ctx: &Ctx, api: &Api<IPInstance>, created: &[String]) {
 }
 
 /// Stateful pods: finalizer, mac-pool, retention, ip-pool pre-assignment (upstream `pkg/controllers/networking/pod_controller.go`).
+/// The decisions are in [`retention`](crate::controlplane::rules::retention).
 async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, ReconcileError> {
     ensure_pod_finalizer(ctx, pod).await?;
     let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -635,165 +608,141 @@ async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Recon
     let existing = list_pod_ipinstances(ctx, pod).await?;
     // Already bound to this incarnation on this node: done (e.g. a previous leader did it).
     let family_ok = anns_family(pod).is_none_or(|f| covers_family(&existing, f));
-    if !existing.is_empty()
-        && family_ok
-        && existing.iter().all(|i| {
-            i.spec.binding.pod_uid.as_deref() == Some(uid.as_str())
-                && i.spec.binding.node_name.as_deref() == Some(node.as_str())
-        })
-    {
-        record(
-            ctx,
-            pod,
-            &existing.iter().map(|i| i.name_any()).collect::<Vec<_>>(),
-        );
+    if family_ok && bound_here(&existing, &uid, &node) {
+        record_instances(ctx, pod, &existing);
         return Ok(None);
     }
     let anns = pod.metadata.annotations.clone().unwrap_or_default();
     let name = pod.name_any();
-    let ordinal = stateful_ordinal(&name);
-    let at_ordinal = |field: &str, len: usize| -> Result<usize, ReconcileError> {
-        let i = ordinal
-            .ok_or_else(|| alloc_err(pod, format!("{field}: pod name {name:?} has no ordinal")))?
-            as usize;
-        if i >= len {
-            return Err(alloc_err(
-                pod,
-                format!("{field}: no entry for ordinal {i} (the pool has {len})"),
-            ));
-        }
-        Ok(i)
-    };
-    let mac = match anns
-        .get(annotation::MAC_POOL)
-        .filter(|v| !v.trim().is_empty())
-    {
-        Some(pool) => {
-            let field = format!("metadata.annotations[{}]", annotation::MAC_POOL);
-            let macs = parse_mac_pool(pool, &field).map_err(|e| alloc_err(pod, e.to_string()))?;
-            let i = at_ordinal(&field, macs.len())?;
-            Some(macs[i])
-        }
-        None => None,
-    };
+    let mac = pool_mac(anns.get(annotation::MAC_POOL).map(String::as_str), &name)
+        .map_err(|e| alloc_err(pod, e))?;
     let pool = anns
         .get(annotation::IP_POOL)
+        .map(String::as_str)
         .filter(|v| !v.trim().is_empty());
-    let retain = ip_retain(pod, &ctx.defaults().defaults);
+    let own = Ownership::of_pod(pod, true);
 
+    let retain = ip_retain(pod, &ctx.defaults().defaults);
     if !retain && pool.is_none() {
         // No retention: drop what earlier incarnations held, then allocate afresh.
         for i in &existing {
             delete_ipinstance(ctx, &api, i).await?;
         }
         let plan = plan(ctx, pod, &[], &[])?;
-        let (allocs, mac) = ctx
-            .engine()
-            .allocate(
-                &plan.network,
-                &pod_ipam_key(pod),
-                plan.config.ip_family,
-                &plan.config.subnets,
-                mac,
-            )
-            .map_err(|e| alloc_err(pod, e.to_string()))?;
-        ctx.notify_ipam_changed();
-        write_new(ctx, pod, &allocs, &mac, &Ownership::of_pod(pod, true)).await?;
-        let ips: Vec<String> = allocs.iter().map(|a| a.ip.to_string()).collect();
-        return Ok(Some(format!("allocate IPs {ips:?} successfully")));
+        return allocate_fresh(ctx, pod, &plan, mac, &own).await;
     }
+    let retained_view: &[IPInstance] = if retain { &existing } else { &[] };
+    let plan = plan(ctx, pod, retained_view, &[])?;
+    reuse(ctx, pod, &plan, pool, &existing, mac, &own).await
+}
 
-    let retained_view: Vec<IPInstance> = if retain { existing.clone() } else { Vec::new() };
-    let plan = plan(ctx, pod, &retained_view, &[])?;
-    let (candidates, force) = if let Some(pool) = pool {
-        let field = format!("metadata.annotations[{}]", annotation::IP_POOL);
-        let entries = parse_ip_pool(pool, &field).map_err(|e| alloc_err(pod, e.to_string()))?;
-        let i = at_ordinal(&field, entries.len())?;
-        let wanted: Vec<IpAddr> = entries[i].addresses.clone();
-        // Free what this pod held outside its (possibly changed) pool entry (upstream #418, with
-        // upstream's raw-bytes-vs-text comparison fixed).
-        let keep: BTreeSet<IpAddr> = wanted.iter().copied().collect();
-        for inst in &existing {
-            if instance_name_to_ip(&inst.name_any()).is_none_or(|ip| !keep.contains(&ip)) {
+/// A stateful pod that keeps its addresses: its `ip-pool` entry or its retained IPInstances
+/// (see [`stateful_reuse`]).
+async fn reuse(
+    ctx: &Ctx,
+    pod: &Pod,
+    plan: &Plan,
+    pool: Option<&str>,
+    existing: &[IPInstance],
+    mac: Option<MacAddr>,
+    own: &Ownership,
+) -> Result<Option<String>, ReconcileError> {
+    match stateful_reuse(pool, &pod.name_any(), existing).map_err(|e| alloc_err(pod, e))? {
+        Reuse::Fresh => allocate_fresh(ctx, pod, plan, mac, own).await,
+        Reuse::Assign {
+            candidates,
+            force,
+            delete,
+        } => {
+            let api: Api<IPInstance> =
+                Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+            for inst in delete {
                 delete_ipinstance(ctx, &api, inst).await?;
             }
-        }
-        let c: Vec<AssignCandidate> = wanted
-            .into_iter()
-            .map(|ip| AssignCandidate { subnet: None, ip })
-            .collect();
-        (c, true)
-    } else if !existing.is_empty() {
-        let c: Vec<AssignCandidate> = existing
-            .iter()
-            .filter_map(|i| {
-                instance_name_to_ip(&i.name_any()).map(|ip| AssignCandidate {
-                    subnet: Some(i.spec.subnet.clone()),
-                    ip,
-                })
-            })
-            .collect();
-        (c, false)
-    } else {
-        let (allocs, mac) = ctx
-            .engine()
-            .allocate(
-                &plan.network,
-                &pod_ipam_key(pod),
-                plan.config.ip_family,
-                &plan.config.subnets,
+            // The pod's existing MAC (one MAC for all families) unless the pool says otherwise.
+            let mac = mac.or(retained_mac(existing));
+            let explicit_mac = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(annotation::MAC_POOL));
+            assign_and_bind(
+                ctx,
+                pod,
+                plan,
+                existing,
+                &candidates,
+                force,
                 mac,
+                own,
+                explicit_mac,
             )
-            .map_err(|e| alloc_err(pod, e.to_string()))?;
-        ctx.notify_ipam_changed();
-        write_new(ctx, pod, &allocs, &mac, &Ownership::of_pod(pod, true)).await?;
-        let ips: Vec<String> = allocs.iter().map(|a| a.ip.to_string()).collect();
-        return Ok(Some(format!("allocate IPs {ips:?} successfully")));
-    };
+            .await
+        }
+    }
+}
 
-    // Existing MAC of the pod (one MAC for all families) unless the pool says otherwise.
-    let existing_mac = existing
-        .iter()
-        .find_map(|i| MacAddr::parse_unicast(&i.spec.address.mac).ok());
+/// New addresses from the IPAM and their IPInstances.
+async fn allocate_fresh(
+    ctx: &Ctx,
+    pod: &Pod,
+    plan: &Plan,
+    mac: Option<MacAddr>,
+    own: &Ownership,
+) -> Result<Option<String>, ReconcileError> {
     let (allocs, mac) = ctx
         .engine()
-        .assign(
+        .allocate(
             &plan.network,
             &pod_ipam_key(pod),
-            &candidates,
-            force,
-            mac.or(existing_mac),
+            plan.config.ip_family,
+            &plan.config.subnets,
+            mac,
         )
         .map_err(|e| alloc_err(pod, e.to_string()))?;
     ctx.notify_ipam_changed();
-    let explicit_mac = anns.contains_key(annotation::MAC_POOL);
-    // Re-bind the IPInstances that exist, create the others.
-    let mut new_allocs = Vec::new();
-    for a in &allocs {
+    write_new(ctx, pod, &allocs, &mac, own).await?;
+    let ips: Vec<String> = allocs.iter().map(|a| a.ip.to_string()).collect();
+    Ok(Some(format!("allocate IPs {ips:?} successfully")))
+}
+
+/// Assigns the candidates in the IPAM, re-binds the IPInstances that exist (with the MAC if
+/// `rebind_mac`) and creates the others.
+#[allow(clippy::too_many_arguments)]
+async fn assign_and_bind(
+    ctx: &Ctx,
+    pod: &Pod,
+    plan: &Plan,
+    existing: &[IPInstance],
+    candidates: &[AssignCandidate],
+    force: bool,
+    mac: Option<MacAddr>,
+    own: &Ownership,
+    rebind_mac: bool,
+) -> Result<Option<String>, ReconcileError> {
+    let ns = pod.namespace().unwrap_or_default();
+    let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let (allocs, mac) = ctx
+        .engine()
+        .assign(&plan.network, &pod_ipam_key(pod), candidates, force, mac)
+        .map_err(|e| alloc_err(pod, e.to_string()))?;
+    ctx.notify_ipam_changed();
+    let (rebind, create) = split_rebind(&allocs, existing);
+    let mac_s = mac.to_string();
+    for a in rebind {
+        ctx.ensure_leading()?;
         let name = a.instance_name();
-        match existing.iter().find(|i| i.name_any() == name) {
-            Some(_) => {
-                ctx.ensure_leading()?;
-                let mac_s = mac.to_string();
-                let patch = rebind_patch(
-                    pod,
-                    a,
-                    explicit_mac.then_some(mac_s.as_str()),
-                    &Ownership::of_pod(pod, true),
-                );
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await
-                    .map_err(ReconcileError::kube(
-                        "re-bind",
-                        "IPInstance",
-                        format!("{ns}/{name}"),
-                    ))?;
-            }
-            None => new_allocs.push(a.clone()),
-        }
+        let patch = rebind_patch(pod, a, rebind_mac.then_some(mac_s.as_str()), own);
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(ReconcileError::kube(
+                "re-bind",
+                "IPInstance",
+                format!("{ns}/{name}"),
+            ))?;
     }
-    if !new_allocs.is_empty() {
-        write_new(ctx, pod, &new_allocs, &mac, &Ownership::of_pod(pod, true)).await?;
+    if !create.is_empty() {
+        write_new(ctx, pod, &create, &mac, own).await?;
     }
     record(
         ctx,
@@ -802,6 +751,14 @@ async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Recon
     );
     let ips: Vec<String> = allocs.iter().map(|a| a.ip.to_string()).collect();
     Ok(Some(format!("assign IPs {ips:?} successfully")))
+}
+
+fn record_instances(ctx: &Ctx, pod: &Pod, instances: &[IPInstance]) {
+    record(
+        ctx,
+        pod,
+        &instances.iter().map(|i| i.name_any()).collect::<Vec<_>>(),
+    );
 }
 
 /// A KubeVirt VM's pod (`VMIPRetain`, upstream `vmAllocate`): the VM's retained addresses
@@ -829,89 +786,29 @@ async fn allocate_vm(
             format!("{ns} {sel}"),
         ))?;
     let existing = ipinstances_of_vm(&ns, &vm, listed.items.iter());
-    if !existing.is_empty()
-        && existing.iter().all(|i| {
-            i.spec.binding.pod_uid.as_deref() == Some(uid.as_str())
-                && i.spec.binding.node_name.as_deref() == Some(node.as_str())
-        })
-    {
-        record(
-            ctx,
-            pod,
-            &existing.iter().map(|i| i.name_any()).collect::<Vec<_>>(),
-        );
+    if bound_here(&existing, &uid, &node) {
+        record_instances(ctx, pod, &existing);
         return Ok(None);
     }
     let own = Ownership::of_vm(vm_owner);
     let plan = plan(ctx, pod, &[], &existing)?;
     if existing.is_empty() {
-        let (allocs, mac) = ctx
-            .engine()
-            .allocate(
-                &plan.network,
-                &pod_ipam_key(pod),
-                plan.config.ip_family,
-                &plan.config.subnets,
-                None,
-            )
-            .map_err(|e| alloc_err(pod, e.to_string()))?;
-        ctx.notify_ipam_changed();
-        write_new(ctx, pod, &allocs, &mac, &own).await?;
-        let ips: Vec<String> = allocs.iter().map(|a| a.ip.to_string()).collect();
-        return Ok(Some(format!("allocate IPs {ips:?} successfully")));
+        return allocate_fresh(ctx, pod, &plan, None, &own).await;
     }
-    let candidates: Vec<AssignCandidate> = existing
-        .iter()
-        .filter_map(|i| {
-            instance_name_to_ip(&i.name_any()).map(|ip| AssignCandidate {
-                subnet: Some(i.spec.subnet.clone()),
-                ip,
-            })
-        })
-        .collect();
-    let existing_mac = existing
-        .iter()
-        .find_map(|i| MacAddr::parse_unicast(&i.spec.address.mac).ok());
     // Forced, as upstream: the addresses are Reserved for the VM's previous pod. One still
     // allocated to a running pod of the VM is refused (retried once that pod is gone).
-    let (allocs, mac) = ctx
-        .engine()
-        .assign(
-            &plan.network,
-            &pod_ipam_key(pod),
-            &candidates,
-            true,
-            existing_mac,
-        )
-        .map_err(|e| alloc_err(pod, e.to_string()))?;
-    ctx.notify_ipam_changed();
-    let mut new_allocs = Vec::new();
-    for a in &allocs {
-        let name = a.instance_name();
-        if existing.iter().any(|i| i.name_any() == name) {
-            ctx.ensure_leading()?;
-            let patch = rebind_patch(pod, a, None, &own);
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                .await
-                .map_err(ReconcileError::kube(
-                    "re-bind",
-                    "IPInstance",
-                    format!("{ns}/{name}"),
-                ))?;
-        } else {
-            new_allocs.push(a.clone());
-        }
-    }
-    if !new_allocs.is_empty() {
-        write_new(ctx, pod, &new_allocs, &mac, &own).await?;
-    }
-    record(
+    assign_and_bind(
         ctx,
         pod,
-        &allocs.iter().map(|a| a.instance_name()).collect::<Vec<_>>(),
-    );
-    let ips: Vec<String> = allocs.iter().map(|a| a.ip.to_string()).collect();
-    Ok(Some(format!("assign IPs {ips:?} successfully")))
+        &plan,
+        &existing,
+        &reuse_candidates(&existing),
+        true,
+        retained_mac(&existing),
+        &own,
+        false,
+    )
+    .await
 }
 
 async fn delete_ipinstance(

@@ -6,3 +6,4 @@ pub mod nodestate;
 pub mod objects;
 pub mod podstate;
 pub mod resolution;
+pub mod retention;
