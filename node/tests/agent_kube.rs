@@ -191,7 +191,10 @@ fn agent_programs_publishes_and_follows_events() {
             "{}{}{}{}{}",
             n1.ip("rule show"),
             n1.ip("route show table all"),
-            n1.ip("neigh show"),
+            // Only what an agent programs: the kernel's own resolved entries (the switch's
+            // IPv6 link-local neighbours, a REACHABLE entry turning STALE) change on their own
+            // timers and failed this comparison under load.
+            n1.ip("neigh show nud permanent"),
             n1.ip("-d link show"),
             n1.exec(&["bridge", "fdb", "show"]).unwrap_or_default()
         )

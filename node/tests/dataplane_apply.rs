@@ -190,7 +190,8 @@ fn snapshot(ns: &Netns) -> String {
         "-6 rule show",
         "route show table all",
         "-6 route show table all",
-        "neigh show",
+        // Permanent entries only: resolved ones age on the kernel's timers, not ours.
+        "neigh show nud permanent",
         "neigh show proxy",
         "-d link show",
         "addr show",

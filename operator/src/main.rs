@@ -302,12 +302,12 @@ async fn main() -> anyhow::Result<()> {
     let lifecycle_task: Option<TermTask> = (!cli.disable_lifecycle).then(|| {
         let ns = cli.namespace.clone();
         let deadline = Duration::from_secs(cli.rollout_progress_deadline_seconds);
-        let task: TermTask = Arc::new(move |client: kube::Client| {
+        let task: TermTask = Arc::new(move |client: kube::Client, metrics| {
             let mut lc = lifecycle::reconcile::LifecycleConfig::from_env();
             lc.namespace = ns.clone();
             lc.progress_deadline = deadline;
             Box::pin(async move {
-                if let Err(e) = lifecycle::reconcile::run(client, lc).await {
+                if let Err(e) = lifecycle::reconcile::run(client, lc, metrics).await {
                     warn!(error = %e, "lifecycle reconciler stopped");
                 }
             })

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use hybridnet_api::operator::{HybridnetCluster, HybridnetClusterStatus};
 use hybridnet_api::v1::{Network, Subnet};
+use hybridnet_operator::controlplane::runtime::metrics::Metrics;
 use hybridnet_operator::lifecycle::install::{self, OPERATOR_VERSION};
 use hybridnet_operator::lifecycle::render::{self, ManagedObject};
 use hybridnet_operator::lifecycle::settings::Settings;
@@ -118,6 +119,14 @@ fn start_controller_with_deadline(
     client: &Client,
     progress_deadline: Duration,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    start_controller_measured(client, progress_deadline, Metrics::new())
+}
+
+fn start_controller_measured(
+    client: &Client,
+    progress_deadline: Duration,
+    metrics: Metrics,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let cfg = LifecycleConfig {
         namespace: NS.into(),
         operator_version: OPERATOR_VERSION.into(),
@@ -127,7 +136,11 @@ fn start_controller_with_deadline(
         progress_deadline,
         related_image: None,
     };
-    tokio::spawn(hybridnet_operator::lifecycle::run(client.clone(), cfg))
+    tokio::spawn(hybridnet_operator::lifecycle::run(
+        client.clone(),
+        cfg,
+        metrics,
+    ))
 }
 
 async fn wait_for<K>(
@@ -1290,6 +1303,55 @@ async fn a_rollout_without_progress_is_degraded_across_a_restart_and_clears_when
 }
 
 // Current-thread runtime: the thread-local log capture sees every task of the test.
+/// Every lifecycle reconcile is counted with its result and timed, in the operator's registry
+/// beside the network controllers (`hybridnet_controller_*`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_reconciles_are_counted_and_timed() {
+    let env = start_kube_lite().await;
+    let client = env.client.clone();
+    install_crds(&client).await;
+    create_namespace(&client).await;
+    let metrics = Metrics::new();
+    let controller = start_controller_measured(
+        &client,
+        hybridnet_operator::lifecycle::DEFAULT_PROGRESS_DEADLINE,
+        metrics.clone(),
+    );
+    let clusters: Api<HybridnetCluster> = Api::all(client.clone());
+    clusters
+        .create(
+            &PostParams::default(),
+            &install::sample_cluster(OPERATOR_VERSION),
+        )
+        .await
+        .unwrap();
+    let ok = r#"hybridnet_controller_reconciles_total{controller="lifecycle",result="ok"}"#;
+    let timed = r#"hybridnet_controller_reconcile_duration_seconds_count{controller="lifecycle"}"#;
+    let count = |text: &str, series: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    tokio::time::timeout(WAIT, async {
+        while count(&metrics.encode(), ok) == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no lifecycle reconcile recorded: {}", metrics.encode()));
+    // Stopped (and awaited) first, so no reconcile is half recorded while we read.
+    controller.abort();
+    let _ = controller.await;
+    let text = metrics.encode();
+    // Every counted reconcile (ok or error) was also timed.
+    let errors = count(
+        &text,
+        r#"hybridnet_controller_reconciles_total{controller="lifecycle",result="error"}"#,
+    );
+    assert_eq!(count(&text, timed), count(&text, ok) + errors, "{text}");
+}
+
 #[tokio::test]
 async fn without_the_hybridnet_cluster_crd_the_lifecycle_waits_quietly() {
     let (logs, _guard) = logcapture::capture("hybridnet_operator=debug");

@@ -33,13 +33,14 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, instrument, warn};
 
 use super::certs::{self, CertBundle, CertDecision};
 use super::names;
 use super::render::{self, ManagedObject};
 use super::settings::Settings;
 use super::status::{self, Failure, RolloutObservation, StatusInput, reason};
+use crate::controlplane::runtime::metrics::Metrics;
 use crate::watch_failure::{OnceLog, WatchFailure, classify};
 
 /// Annotation on the HybridnetCluster recording that the bootstrap Network/Subnet were created
@@ -137,13 +138,14 @@ struct Context {
     client: Client,
     config: LifecycleConfig,
     recorder: Recorder,
+    metrics: Metrics,
     /// One reconcile at a time, whatever key triggered it: there is one installation, and apply
     /// and clean-up must never interleave.
     serial: tokio::sync::Mutex<()>,
 }
 
 /// Runs the controller until the watch streams end (or the future is dropped).
-pub async fn run(client: Client, config: LifecycleConfig) -> anyhow::Result<()> {
+pub async fn run(client: Client, config: LifecycleConfig, metrics: Metrics) -> anyhow::Result<()> {
     let ns = config.namespace.clone();
     let clusters: Api<HybridnetCluster> = Api::all(client.clone());
     // By name: the operator's RBAC names every object of these kinds it may read
@@ -165,6 +167,7 @@ pub async fn run(client: Client, config: LifecycleConfig) -> anyhow::Result<()> 
         client: client.clone(),
         config,
         recorder,
+        metrics,
         serial: tokio::sync::Mutex::new(()),
     });
     info!(namespace = %ns, "lifecycle controller starting");
@@ -272,19 +275,29 @@ fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+#[instrument(skip_all, fields(cluster = %obj.name_any()))]
 async fn reconcile(
     obj: Arc<HybridnetCluster>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let _one_at_a_time = ctx.serial.lock().await;
+    ctx.metrics
+        .measure_reconcile("lifecycle", reconcile_serial(obj, &ctx))
+        .await
+}
+
+async fn reconcile_serial(
+    obj: Arc<HybridnetCluster>,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
     let api: Api<HybridnetCluster> = Api::all(ctx.client.clone());
     if obj.name_any() != CLUSTER_SINGLETON_NAME {
-        return refuse(&api, &obj, &ctx).await;
+        return refuse(&api, &obj, ctx).await;
     }
     finalizer(&api, finalizers::CLUSTER_CLEANUP, obj, |event| async {
         match event {
-            FinalizerEvent::Apply(o) => apply(o, &ctx).await,
-            FinalizerEvent::Cleanup(o) => cleanup(o, &ctx).await,
+            FinalizerEvent::Apply(o) => apply(o, ctx).await,
+            FinalizerEvent::Cleanup(o) => cleanup(o, ctx).await,
         }
     })
     .await

@@ -16,9 +16,9 @@ use crate::controlplane::runtime::context::{Ctx, ReconcileError, display_name};
 #[instrument(skip_all, fields(ipinstance = %display_name(ipi.as_ref())))]
 pub async fn reconcile(ipi: Arc<IPInstance>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     ctx.ensure_leading()?;
-    let res = reconcile_inner(&ipi, &ctx).await;
-    ctx.metrics.record_reconcile("ipinstance", res.is_ok());
-    res
+    ctx.metrics
+        .measure_reconcile("ipinstance", reconcile_inner(&ipi, &ctx))
+        .await
 }
 
 async fn reconcile_inner(ipi: &IPInstance, ctx: &Ctx) -> Result<Action, ReconcileError> {

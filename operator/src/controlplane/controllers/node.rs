@@ -38,9 +38,9 @@ pub fn desired_taints(current: &[Taint], unavailable: bool) -> Option<Vec<Taint>
 #[instrument(skip_all, fields(node = %node.name_any()))]
 pub async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     ctx.ensure_leading()?;
-    let res = reconcile_inner(&node, &ctx).await;
-    ctx.metrics.record_reconcile("node", res.is_ok());
-    res
+    ctx.metrics
+        .measure_reconcile("node", reconcile_inner(&node, &ctx))
+        .await
 }
 
 async fn reconcile_inner(node: &Node, ctx: &Ctx) -> Result<Action, ReconcileError> {

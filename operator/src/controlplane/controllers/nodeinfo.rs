@@ -16,6 +16,12 @@ use crate::controlplane::runtime::context::{Ctx, ReconcileError};
 #[instrument(skip_all, fields(nodeinfo = %info.name_any()))]
 pub async fn reconcile(info: Arc<NodeInfo>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     ctx.ensure_leading()?;
+    ctx.metrics
+        .measure_reconcile("nodeinfo", reconcile_inner(&info, &ctx))
+        .await
+}
+
+async fn reconcile_inner(info: &NodeInfo, ctx: &Ctx) -> Result<Action, ReconcileError> {
     let name = info.name_any();
     if ctx.caches.nodes.get(&ObjectRef::new(&name)).is_some() {
         return Ok(Action::await_change());
@@ -37,6 +43,5 @@ pub async fn reconcile(info: Arc<NodeInfo>, ctx: Arc<Ctx>) -> Result<Action, Rec
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => return Err(ReconcileError::kube("delete", "NodeInfo", name)(e)),
     }
-    ctx.metrics.record_reconcile("nodeinfo", true);
     Ok(Action::await_change())
 }

@@ -54,25 +54,31 @@ fn alloc_err(pod: &Pod, message: impl Into<String>) -> ReconcileError {
     }
 }
 
-/// The pod's IPInstances (by pod-name label), read from the API (not the cache): used where a
-/// stale view could lose or duplicate an address.
-async fn list_pod_ipinstances(ctx: &Ctx, pod: &Pod) -> Result<Vec<IPInstance>, ReconcileError> {
-    let ns = pod.namespace().unwrap_or_default();
-    let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), &ns);
-    let sel = format!("{}={}", label::POD, pod_name_label_value(&pod.name_any()));
+/// The IPInstances of namespace `ns` matching the label selector `sel`, read from the API (not
+/// the cache): used where a stale view could lose or duplicate an address.
+async fn list_ipinstances_live(
+    ctx: &Ctx,
+    ns: &str,
+    sel: &str,
+) -> Result<Vec<IPInstance>, ReconcileError> {
+    let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), ns);
     let list = api
-        .list(&ListParams::default().labels(&sel))
+        .list(&ListParams::default().labels(sel))
         .await
         .map_err(ReconcileError::kube(
             "list",
             "IPInstance",
             format!("{ns} {sel}"),
         ))?;
-    Ok(ipinstances_of_pod_name(
-        &ns,
-        &pod.name_any(),
-        list.items.iter(),
-    ))
+    Ok(list.items)
+}
+
+/// The pod's IPInstances (by pod-name label), read from the API.
+async fn list_pod_ipinstances(ctx: &Ctx, pod: &Pod) -> Result<Vec<IPInstance>, ReconcileError> {
+    let ns = pod.namespace().unwrap_or_default();
+    let sel = format!("{}={}", label::POD, pod_name_label_value(&pod.name_any()));
+    let listed = list_ipinstances_live(ctx, &ns, &sel).await?;
+    Ok(ipinstances_of_pod_name(&ns, &pod.name_any(), listed.iter()))
 }
 
 /// Reconciles one pod.
@@ -107,7 +113,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
                         .is_some_and(|k| defaults.is_stateful_kind(k))
                 })
         };
-    let res = async {
+    let reconcile = async {
         let (vm, vm_owner) = vm_facts(&ctx, &pod, defaults).await?;
         let action = decide(&pod, defaults, owner_stateful_by_instances, vm);
         debug!(?action, "decided");
@@ -133,10 +139,8 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
                 .await
                 .map(|_| Action::await_change()),
         }
-    }
-    .await;
-    ctx.metrics.record_reconcile("pod", res.is_ok());
-    res
+    };
+    ctx.metrics.measure_reconcile("pod", reconcile).await
 }
 
 fn kubevirt_api(ctx: &Ctx, ns: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
@@ -773,19 +777,10 @@ async fn allocate_vm(
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let node = node_name(pod).unwrap_or_default().to_string();
     let ns = pod.namespace().unwrap_or_default();
-    let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), &ns);
     let vm = vm_owner.name.clone();
     // From the API, not the cache: a stale view could allocate a second set for the VM.
-    let sel = format!("{}={}", label::VM, vm);
-    let listed = api
-        .list(&ListParams::default().labels(&sel))
-        .await
-        .map_err(ReconcileError::kube(
-            "list",
-            "IPInstance",
-            format!("{ns} {sel}"),
-        ))?;
-    let existing = ipinstances_of_vm(&ns, &vm, listed.items.iter());
+    let listed = list_ipinstances_live(ctx, &ns, &format!("{}={}", label::VM, vm)).await?;
+    let existing = ipinstances_of_vm(&ns, &vm, listed.iter());
     if bound_here(&existing, &uid, &node) {
         record_instances(ctx, pod, &existing);
         return Ok(None);

@@ -90,9 +90,9 @@ pub fn subnet_status(usage: &Usage, cursor: Option<std::net::IpAddr>) -> SubnetS
 #[instrument(skip_all, fields(network = %network.name_any()))]
 pub async fn reconcile(network: Arc<Network>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     ctx.ensure_leading()?;
-    let res = reconcile_inner(&network, &ctx).await;
-    ctx.metrics.record_reconcile("status", res.is_ok());
-    res
+    ctx.metrics
+        .measure_reconcile("status", reconcile_inner(&network, &ctx))
+        .await
 }
 
 /// Removes upstream's metrics finalizer from `obj` if it is terminating and carries it.

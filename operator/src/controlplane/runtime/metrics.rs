@@ -63,6 +63,11 @@ pub struct ReconcileLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~16 s
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -80,6 +85,7 @@ pub struct Metrics {
     pub webhook_decisions: Family<WebhookLabels, Counter>,
     pub webhook_seconds: Family<WebhookLatencyLabels, Histogram>,
     pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_seconds: Family<ControllerLabels, Histogram>,
     /// Pod reconciles skipped because the pod does not match `--pod-label-selector`.
     pub pods_not_selected: Counter,
     pub leader: Gauge,
@@ -210,6 +216,9 @@ impl Metrics {
         let leaks_repaired = Family::<LeakLabels, Counter>::default();
         let webhook_decisions = Family::<WebhookLabels, Counter>::default();
         let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let reconcile_seconds = Family::<ControllerLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let pods_not_selected = Counter::default();
         let leader = Gauge::default();
         let ipam_rebuild_seconds = latency_histogram();
@@ -258,6 +267,11 @@ impl Metrics {
             "Reconciles per controller and result",
             reconciles.clone(),
         );
+        registry.register(
+            "controller_reconcile_duration_seconds",
+            "Time one reconcile took, per controller",
+            reconcile_seconds.clone(),
+        );
         registry.register("leader", "1 while this replica leads", leader.clone());
         registry.register(
             "ipam_rebuild_seconds",
@@ -274,6 +288,7 @@ impl Metrics {
             webhook_decisions,
             webhook_seconds,
             reconciles,
+            reconcile_seconds,
             pods_not_selected,
             leader,
             ipam_rebuild_seconds,
@@ -346,13 +361,31 @@ impl Metrics {
         out
     }
 
-    pub fn record_reconcile(&self, controller: &str, ok: bool) {
+    pub fn record_reconcile(&self, controller: &str, ok: bool, seconds: f64) {
         self.reconciles
             .get_or_create(&ReconcileLabels {
                 controller: controller.to_string(),
                 result: if ok { "ok" } else { "error" }.to_string(),
             })
             .inc();
+        self.reconcile_seconds
+            .get_or_create(&ControllerLabels {
+                controller: controller.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    /// Runs one reconcile of `controller` and records its result and duration (every controller
+    /// of the operator, the lifecycle one included, goes through here).
+    pub async fn measure_reconcile<T, E>(
+        &self,
+        controller: &str,
+        reconcile: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let started = std::time::Instant::now();
+        let res = reconcile.await;
+        self.record_reconcile(controller, res.is_ok(), started.elapsed().as_secs_f64());
+        res
     }
 
     pub fn set_subnet_usage(

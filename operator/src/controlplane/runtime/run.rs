@@ -350,7 +350,7 @@ impl Drop for AbortOnDrop {
 
 /// Extra work that runs only while this replica leads (the lifecycle reconciler), aborted with
 /// the term.
-pub type TermTask = Arc<dyn Fn(Client) -> BoxFuture<'static, ()> + Send + Sync>;
+pub type TermTask = Arc<dyn Fn(Client, Metrics) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The network control plane of one replica: election, terms, controllers.
 pub struct ControlPlane {
@@ -424,7 +424,10 @@ impl ControlPlane {
                 self.defaults.clone(),
                 lead_rx.clone(),
             );
-            let extra = self.with_term.as_ref().map(|f| f(self.client.clone()));
+            let extra = self
+                .with_term
+                .as_ref()
+                .map(|f| f(self.client.clone(), self.metrics.clone()));
             let mut term = AbortOnDrop(tokio::spawn(async move {
                 match extra {
                     Some(extra) => {
