@@ -65,6 +65,10 @@ pub mod label {
     pub const POD: &str = "networking.alibaba.com/pod";
     pub const POD_UID: &str = "networking.alibaba.com/pod-uid";
     pub const VM: &str = "networking.alibaba.com/vm";
+    /// On multi-cluster mirrors (RemoteSubnet, RemoteVtep): the RemoteCluster they belong to
+    /// (upstream pkg/constants/labels.go `LabelCluster`); with [`SUBNET`] or [`NODE`] naming the
+    /// mirrored Subnet or node.
+    pub const CLUSTER: &str = "networking.alibaba.com/cluster";
 
     /// Objects the operator manages carry this label.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -82,6 +86,10 @@ pub mod finalizer {
     /// subnetstatus_controller.go, `constants.FinalizerMetricsRegistered`). We never add it; the
     /// operator removes it from terminating objects so a migrated Network or Subnet can be deleted.
     pub const UPSTREAM_METRICS_REGISTERED: &str = "networking.alibaba.com/metrics-registered";
+    /// Put on RemoteClusters by upstream's manager while it runs a client to the remote cluster
+    /// (upstream pkg/constants/finalizers.go `FinalizerManagerRuntimeRegistered`).
+    pub const MANAGER_RUNTIME_REGISTERED: &str =
+        "multicluster.alibaba.com/manager-runtime-registered";
 }
 
 /// Taints.

@@ -3,6 +3,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+use crate::multicluster::{RemoteCluster, RemoteEndpointSlice, RemoteSubnet, RemoteVtep};
 use crate::operator::HybridnetCluster;
 use crate::v1::{IPInstance, Network, NodeInfo, Subnet};
 
@@ -13,6 +14,22 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("networking.alibaba.com_subnets.yaml", Subnet::crd()),
         ("networking.alibaba.com_ipinstances.yaml", IPInstance::crd()),
         ("networking.alibaba.com_nodeinfoes.yaml", NodeInfo::crd()),
+        (
+            "multicluster.alibaba.com_remoteclusters.yaml",
+            RemoteCluster::crd(),
+        ),
+        (
+            "multicluster.alibaba.com_remotesubnets.yaml",
+            RemoteSubnet::crd(),
+        ),
+        (
+            "multicluster.alibaba.com_remotevteps.yaml",
+            RemoteVtep::crd(),
+        ),
+        (
+            "multicluster.alibaba.com_remoteendpointslice.yaml",
+            RemoteEndpointSlice::crd(),
+        ),
         (
             "operator.hybridnet.io_hybridnetclusters.yaml",
             hybridnet_cluster_crd(),

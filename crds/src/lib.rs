@@ -1,5 +1,6 @@
-//! hybridnet API: the custom resource types (`networking.alibaba.com/v1`, wire-compatible with the
-//! original hybridnet, and `operator.hybridnet.io/v1alpha1`), plus the pure domain rules shared by the
+//! hybridnet API: the custom resource types (`networking.alibaba.com/v1` and
+//! `multicluster.alibaba.com/v1`, wire-compatible with the original hybridnet, and
+//! `operator.hybridnet.io/v1alpha1`), plus the pure domain rules shared by the
 //! webhook, the operator, the node agent and the kubectl plugin: defaulting, address-range
 //! validation, IP arithmetic, naming conventions and the pod network-config resolution.
 //!
@@ -15,6 +16,7 @@ pub mod kubevirt;
 pub mod leak;
 pub mod mac;
 pub mod migration;
+pub mod multicluster;
 pub mod naming;
 pub mod operator;
 pub mod platform;

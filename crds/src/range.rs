@@ -72,6 +72,26 @@ impl ParsedRange {
         u128_to_ip(self.version, n)
     }
 
+    /// Whether some address lies in both ranges' `start..=end` and is excluded by neither: upstream
+    /// `utils.Intersect` (pkg/utils/ip_range.go), which enumerates every address of both ranges,
+    /// computed here on the intervals. The gateway and reserved addresses count, as upstream. Ranges
+    /// of different families never intersect.
+    pub fn intersects(&self, other: &ParsedRange) -> bool {
+        if self.version != other.version {
+            return false;
+        }
+        let (lo, hi) = (self.start.max(other.start), self.end.min(other.end));
+        if lo > hi {
+            return false;
+        }
+        // The addresses in lo..=hi that either side excludes; the interval is wider than that set
+        // unless every address in it is excluded (both sets are finite lists from the spec).
+        let mut excluded: BTreeSet<u128> = self.excluded.range(lo..=hi).copied().collect();
+        excluded.extend(other.excluded.range(lo..=hi));
+        let width = hi - lo; // number of addresses - 1, no overflow for 0..=u128::MAX
+        (excluded.len() as u128) <= width
+    }
+
     /// Whether two ranges with the same CIDR share an allocatable span (upstream: either's start or
     /// end inside the other).
     pub fn spans_overlap(&self, other: &ParsedRange) -> bool {
@@ -85,6 +105,24 @@ impl ParsedRange {
 /// gateway, reserved and excluded addresses parse, are of the family and inside the CIDR;
 /// start <= end; capacity at most 65,536.
 pub fn parse_address_range(range: &AddressRange, path: &str) -> Result<ParsedRange, FieldErrors> {
+    let parsed = parse_range_shape(range, path)?;
+    let cap = parsed.capacity();
+    if cap > MAX_SUBNET_CAPACITY {
+        return Err(FieldError::new(
+            path.to_string(),
+            format!(
+                "{} holds {cap} addresses, more than the limit of {MAX_SUBNET_CAPACITY}; use a smaller CIDR or start/end",
+                range.cidr
+            ),
+        )
+        .into());
+    }
+    Ok(parsed)
+}
+
+/// [`parse_address_range`] without the capacity limit: for ranges nothing here allocates from
+/// (a RemoteSubnet mirrors a Subnet another cluster's IPAM owns).
+pub fn parse_range_shape(range: &AddressRange, path: &str) -> Result<ParsedRange, FieldErrors> {
     let mut errs = FieldErrors::default();
     let cidr = match Cidr::parse_canonical(&range.cidr) {
         Ok(c) => c,
@@ -187,7 +225,7 @@ pub fn parse_address_range(range: &AddressRange, path: &str) -> Result<ParsedRan
     if !errs.is_empty() {
         return Err(errs);
     }
-    let parsed = ParsedRange {
+    Ok(ParsedRange {
         version: cidr.version,
         cidr,
         start,
@@ -195,17 +233,5 @@ pub fn parse_address_range(range: &AddressRange, path: &str) -> Result<ParsedRan
         gateway,
         reserved,
         excluded,
-    };
-    let cap = parsed.capacity();
-    if cap > MAX_SUBNET_CAPACITY {
-        errs.push(FieldError::new(
-            path.to_string(),
-            format!(
-                "{} holds {cap} addresses, more than the limit of {MAX_SUBNET_CAPACITY}; use a smaller CIDR or start/end",
-                range.cidr
-            ),
-        ));
-        return Err(errs);
-    }
-    Ok(parsed)
+    })
 }

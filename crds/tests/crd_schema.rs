@@ -73,7 +73,7 @@ fn resolves(schema: &Value, json_path: &str) -> bool {
 #[test]
 fn crds_are_structural_and_columns_resolve() {
     let all = hybridnet_api::crd::all();
-    assert_eq!(all.len(), 5);
+    assert_eq!(all.len(), 9);
     for (file, crd) in all {
         let crd = serde_json::to_value(&crd).unwrap();
         let schema = schema_of(&crd);
@@ -116,6 +116,11 @@ fn scopes_and_names_match_upstream() {
         ("ipinstances.networking.alibaba.com", "Namespaced"),
         ("nodeinfoes.networking.alibaba.com", "Cluster"),
         ("hybridnetclusters.operator.hybridnet.io", "Cluster"),
+        ("remoteclusters.multicluster.alibaba.com", "Cluster"),
+        ("remotesubnets.multicluster.alibaba.com", "Cluster"),
+        ("remotevteps.multicluster.alibaba.com", "Cluster"),
+        // Upstream's plural is the singular.
+        ("remoteendpointslice.multicluster.alibaba.com", "Cluster"),
     ] {
         assert_eq!(by_name[name]["spec"]["scope"], scope, "{name}");
     }

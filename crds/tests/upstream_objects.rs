@@ -8,6 +8,9 @@
 
 use std::path::Path;
 
+use hybridnet_api::multicluster::{
+    ClusterState, RemoteCluster, RemoteEndpointSlice, RemoteSubnet, RemoteVtep,
+};
 use hybridnet_api::v1::{IPInstance, Network, NetworkType, NodeInfo, Subnet};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -43,6 +46,93 @@ fn upstream_objects_round_trip_unchanged() {
         unchanged::<IPInstance>(f);
     }
     unchanged::<NodeInfo>("nodeinfo.yaml");
+    unchanged::<RemoteCluster>("remotecluster.yaml");
+    unchanged::<RemoteSubnet>("remotesubnet.yaml");
+    unchanged::<RemoteVtep>("remotevtep.yaml");
+    unchanged::<RemoteEndpointSlice>("remoteendpointslice.yaml");
+}
+
+/// The multi-cluster objects upstream writes mean here what they mean upstream, and pass our rules.
+#[test]
+fn upstream_multicluster_objects_keep_their_meaning() {
+    use hybridnet_api::multicluster::validate;
+
+    let rc: RemoteCluster = unchanged("remotecluster.yaml");
+    validate::remote_cluster_create(&rc, &[]).expect("upstream's inline credentials are valid");
+    assert_eq!(
+        rc.spec
+            .ca_data
+            .as_ref()
+            .map(|b| b.0.starts_with(b"-----BEGIN CERTIFICATE-----")),
+        Some(true),
+        "caData is base64 of PEM on the wire"
+    );
+    let status = rc.status.as_ref().unwrap();
+    assert_eq!(
+        ClusterState::parse(status.state.as_deref().unwrap()),
+        ClusterState::Ready
+    );
+    assert_eq!(
+        rc.remote_uuid(),
+        Some("3f1d2c4b-5a6e-4f70-8192-a3b4c5d6e7f8")
+    );
+    let failed: Vec<&str> = status
+        .conditions
+        .iter()
+        .flatten()
+        .filter(|c| c.status == "False")
+        .map(|c| c.type_.as_str())
+        .collect();
+    assert_eq!(failed, ["SubnetNonCross"]);
+
+    let rs: RemoteSubnet = unchanged("remotesubnet.yaml");
+    assert_eq!(rs.spec.effective_type(), NetworkType::Overlay);
+    assert_eq!(rs.spec.range.gateway(), None, "gateway \"\" is no gateway");
+    validate::remote_subnet_create(&rs, &[], &[]).expect("a mirrored range is valid");
+    let mut without_type = rs.clone();
+    without_type.spec.network_type = None;
+    assert_eq!(without_type.spec.effective_type(), NetworkType::Underlay);
+
+    let vtep: RemoteVtep = unchanged("remotevtep.yaml");
+    let info = vtep.spec.vtep_info();
+    assert_eq!(info.ip.as_deref(), Some("192.168.56.31"));
+    assert_eq!(info.local_ips, Some(vec!["192.168.56.31".to_string()]));
+
+    let eps: RemoteEndpointSlice = unchanged("remoteendpointslice.yaml");
+    assert_eq!(
+        eps.spec.endpoints.as_ref().unwrap()[0].addresses,
+        ["100.65.0.7"]
+    );
+}
+
+/// Unknown or malformed multi-cluster objects fail to decode with the field named, rather than
+/// decoding into something else.
+#[test]
+fn malformed_multicluster_objects_do_not_decode() {
+    let mut rc = fixture("remotecluster.yaml");
+    rc["spec"]["caData"] = json!("not base64!");
+    let e = serde_json::from_value::<RemoteCluster>(rc)
+        .unwrap_err()
+        .to_string();
+    assert!(!e.is_empty());
+    let mut rc = fixture("remotecluster.yaml");
+    rc["spec"].as_object_mut().unwrap().remove("apiEndpoint");
+    let e = serde_json::from_value::<RemoteCluster>(rc)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("apiEndpoint"), "{e}");
+    let mut rs = fixture("remotesubnet.yaml");
+    rs["spec"]["networkType"] = json!("Sideways");
+    assert!(serde_json::from_value::<RemoteSubnet>(rs).is_err());
+    let mut eps = fixture("remoteendpointslice.yaml");
+    eps["spec"]["endpoints"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("addresses");
+    let e = serde_json::from_value::<RemoteEndpointSlice>(eps)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("addresses"), "{e}");
 }
 
 #[test]

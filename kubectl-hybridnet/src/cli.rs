@@ -142,6 +142,9 @@ pub enum Command {
     /// Pod addresses (IPInstances): ls, usage, check.
     #[command(subcommand)]
     Ip(IpCommand),
+    /// Remote clusters (multicluster.alibaba.com/v1 RemoteClusters): ls.
+    #[command(subcommand, visible_alias = "clusters")]
+    Cluster(ClusterCommand),
     /// The policy-routing path of a packet from a pod, computed with the node agent's plan.
     Trace(TraceArgs),
     /// HybridnetCluster conditions, versions, node agents, networks, usage and BGP sessions.
@@ -186,6 +189,13 @@ pub enum SubnetCommand {
     /// Delete subnets (refused while addresses of them are in use).
     #[command(visible_alias = "rm")]
     Delete(DeleteArgs),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ClusterCommand {
+    /// List remote clusters with their state and failing checks.
+    #[command(visible_alias = "list")]
+    Ls(ListArgs),
 }
 
 #[derive(Subcommand, Debug, Clone)]

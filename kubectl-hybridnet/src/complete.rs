@@ -273,6 +273,7 @@ mod tests {
             "network",
             "subnet",
             "ip",
+            "cluster",
             "trace",
             "status",
             "install",

@@ -18,6 +18,7 @@ async fn run(cli: Cli) -> Res<i32> {
         Command::Network(c) => shell::commands::network(g, c).await,
         Command::Subnet(c) => shell::commands::subnet(g, c).await,
         Command::Ip(c) => shell::commands::ip(g, c).await,
+        Command::Cluster(c) => shell::commands::cluster(g, c).await,
         Command::Trace(a) => shell::trace::trace(g, a).await,
         Command::Status(a) => shell::commands::status(g, a).await,
         Command::Install(a) => shell::commands::install(g, a).await,

@@ -1,5 +1,7 @@
-//! Table rows of `network ls|get` and `subnet ls|get`.
+//! Table rows of `network ls|get`, `subnet ls|get` and `cluster ls`.
 
+use hybridnet_api::multicluster::RemoteCluster;
+use hybridnet_api::multicluster::status::{condition, state_of};
 use hybridnet_api::v1::{Count, Network, NetworkMode, Subnet};
 
 use crate::output::{TextCell, or_dash};
@@ -165,10 +167,207 @@ pub fn subnet_table(subnets: &[Subnet], wide: bool) -> (Vec<&'static str>, Vec<V
     (header, rows)
 }
 
+/// What is wrong with a remote cluster, from its conditions: the failing ones as
+/// `Type: message` (the `Connected` one alone when there is no connection), `-` when none fails.
+fn problems(rc: &RemoteCluster) -> String {
+    let conds: Vec<_> = rc
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .collect();
+    let failing: Vec<String> = conds
+        .iter()
+        .filter(|c| c.status == "False")
+        .map(|c| {
+            if c.message.is_empty() {
+                c.type_.clone()
+            } else {
+                format!("{}: {}", c.type_, c.message.replace('\n', " "))
+            }
+        })
+        .collect();
+    if failing.is_empty() {
+        "-".into()
+    } else {
+        failing.join("; ")
+    }
+}
+
+/// How many of the checks passed, `n/4`, or `-` while none ran (no connection yet, or none).
+fn checks_passed(rc: &RemoteCluster) -> String {
+    let conds = rc.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let Some(conds) = conds else {
+        return "-".into();
+    };
+    let known: Vec<_> = condition::CHECKS
+        .iter()
+        .filter_map(|t| conds.iter().find(|c| c.type_ == *t))
+        .filter(|c| c.status != "Unknown")
+        .collect();
+    if known.is_empty() {
+        return "-".into();
+    }
+    let passed = known.iter().filter(|c| c.status == "True").count();
+    format!("{passed}/{}", condition::CHECKS.len())
+}
+
+/// Rows of `cluster ls`: name, endpoint, state (Ready / NotReady / Offline / Unknown), checks
+/// passed and what fails; wide adds the remote cluster's UID and where the credentials come from.
+pub fn remote_cluster_table(
+    clusters: &[RemoteCluster],
+    wide: bool,
+) -> (Vec<&'static str>, Vec<Vec<TextCell>>) {
+    let mut header = vec!["NAME", "ENDPOINT", "STATE", "CHECKS", "PROBLEMS"];
+    if wide {
+        header.extend(["UUID", "CREDENTIALS"]);
+    }
+    let mut sorted: Vec<&RemoteCluster> = clusters.iter().collect();
+    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let rows = sorted
+        .into_iter()
+        .map(|rc| {
+            let mut row: Vec<TextCell> = vec![
+                or_dash(rc.metadata.name.as_deref()).into(),
+                rc.spec.api_endpoint.as_str().into(),
+                state_of(rc).as_str().into(),
+                TextCell::number(checks_passed(rc)),
+                problems(rc).into(),
+            ];
+            if wide {
+                row.push(or_dash(rc.remote_uuid()).into());
+                row.push(
+                    match &rc.spec.credentials_secret_ref {
+                        Some(r) => format!("secret {}/{}", r.namespace, r.name),
+                        None => "inline".into(),
+                    }
+                    .into(),
+                );
+            }
+            row
+        })
+        .collect();
+    (header, rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use hybridnet_api::v1::{AddressRange, NetworkSpec, NetworkStatus, NetworkType, SubnetSpec};
+
+    #[test]
+    fn remote_cluster_rows_show_state_checks_and_problems() {
+        use hybridnet_api::multicluster::status::{Checks, Connection, remote_cluster_status};
+        use hybridnet_api::multicluster::{RemoteClusterSpec, SecretRef};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let now = Time(k8s_openapi::jiff::Timestamp::from_second(0).unwrap());
+        let mk = |name: &str| {
+            RemoteCluster::new(
+                name,
+                RemoteClusterSpec {
+                    api_endpoint: format!("https://{name}.example:6443"),
+                    ..Default::default()
+                },
+            )
+        };
+        let mut ready = mk("b");
+        let pass = Checks {
+            health: Ok(()),
+            bidirectional: Ok(()),
+            overlay_net_id: Ok(()),
+            subnet_non_cross: Ok(()),
+        };
+        ready.status = Some(remote_cluster_status(
+            &ready,
+            &Connection::Connected {
+                uuid: "u-b".into(),
+                checks: pass.clone(),
+            },
+            &now,
+        ));
+        let mut not_ready = mk("c");
+        not_ready.spec.credentials_secret_ref = Some(SecretRef {
+            namespace: "ns".into(),
+            name: "c".into(),
+        });
+        not_ready.status = Some(remote_cluster_status(
+            &not_ready,
+            &Connection::Connected {
+                uuid: "u-c".into(),
+                checks: Checks {
+                    overlay_net_id: Err("overlay netID (VNI) 4 here,\n5 there".into()),
+                    ..pass
+                },
+            },
+            &now,
+        ));
+        let mut offline = mk("a");
+        offline.status = Some(remote_cluster_status(
+            &offline,
+            &Connection::Unreachable("connection refused".into()),
+            &now,
+        ));
+        let fresh = mk("d");
+        let (h, rows) = remote_cluster_table(&[ready, not_ready, offline, fresh], true);
+        assert_eq!(
+            h,
+            [
+                "NAME",
+                "ENDPOINT",
+                "STATE",
+                "CHECKS",
+                "PROBLEMS",
+                "UUID",
+                "CREDENTIALS"
+            ]
+        );
+        let text: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| r.iter().map(|c| c.text.clone()).collect())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                [
+                    "a",
+                    "https://a.example:6443",
+                    "Offline",
+                    "-",
+                    "Connected: connection refused",
+                    "-",
+                    "inline"
+                ],
+                [
+                    "b",
+                    "https://b.example:6443",
+                    "Ready",
+                    "4/4",
+                    "-",
+                    "u-b",
+                    "inline"
+                ],
+                [
+                    "c",
+                    "https://c.example:6443",
+                    "NotReady",
+                    "3/4",
+                    "OverlayNetIDMatch: overlay netID (VNI) 4 here, 5 there",
+                    "u-c",
+                    "secret ns/c"
+                ],
+                [
+                    "d",
+                    "https://d.example:6443",
+                    "Unknown",
+                    "-",
+                    "-",
+                    "-",
+                    "inline"
+                ],
+            ]
+        );
+    }
 
     #[test]
     fn rows() {

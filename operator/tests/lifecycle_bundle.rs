@@ -274,7 +274,10 @@ fn bundle_follows_the_olm_rules() {
         internal,
         vec![
             "ipinstances.networking.alibaba.com",
-            "nodeinfoes.networking.alibaba.com"
+            "nodeinfoes.networking.alibaba.com",
+            "remotesubnets.multicluster.alibaba.com",
+            "remotevteps.multicluster.alibaba.com",
+            "remoteendpointslice.multicluster.alibaba.com"
         ]
     );
     let owned: Vec<&str> = spec["customresourcedefinitions"]["owned"]

@@ -339,6 +339,33 @@ fn show_subnets(subs: &[Subnet], out: &ListOutput, no_headers: bool, single: boo
     }
 }
 
+// ---------------------------------------------------------------- cluster
+
+pub async fn cluster(g: &GlobalFlags, cmd: &ClusterCommand) -> Res<i32> {
+    match cmd {
+        ClusterCommand::Ls(a) => {
+            let ctx = Ctx::connect(g).await?;
+            let rcs = io::remote_clusters_listed(&ctx, &io::Listing::of(&a.list)).await?;
+            match &a.list.output {
+                ListOutput::JsonPath(t) => print::jsonpath(&rcs, t, false)?,
+                ListOutput::Format(fmt @ (OutputFormat::Table | OutputFormat::Wide)) => {
+                    let (h, rows) =
+                        resources::remote_cluster_table(&rcs, *fmt == OutputFormat::Wide);
+                    if rows.is_empty() {
+                        eprintln!("No remote clusters found.");
+                    } else {
+                        print::table_with(&h, &rows, !a.list.no_headers)?;
+                    }
+                }
+                ListOutput::Format(f) => {
+                    print::objects(&rcs, *f, "remotecluster.multicluster.alibaba.com", false)?
+                }
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
 // ---------------------------------------------------------------- ip
 
 fn facts(insts: &[IPInstance]) -> Vec<InstanceFacts> {

@@ -18,6 +18,7 @@ pub const SUBNETS_CRD: &str = "subnets.networking.alibaba.com";
 pub const IPINSTANCES_CRD: &str = "ipinstances.networking.alibaba.com";
 pub const NODEINFO_CRD: &str = "nodeinfoes.networking.alibaba.com";
 pub const CLUSTERS_CRD: &str = "hybridnetclusters.operator.hybridnet.io";
+pub const REMOTE_CLUSTERS_CRD: &str = "remoteclusters.multicluster.alibaba.com";
 
 /// Whether a 404 means the resource type is missing (not just the object).
 pub fn is_missing_type(e: &kube::Error) -> bool {
@@ -129,6 +130,21 @@ pub async fn networks_listed(ctx: &Ctx, listing: &Listing) -> Res<Vec<Network>> 
         Api::all(ctx.client.clone()),
         "list networks",
         Some(NETWORKS_CRD),
+        listing,
+    )
+    .await
+}
+
+/// RemoteClusters as `cluster ls` asks for them (`-l`, `--chunk-size`).
+pub async fn remote_clusters_listed(
+    ctx: &Ctx,
+    listing: &Listing,
+) -> Res<Vec<hybridnet_api::multicluster::RemoteCluster>> {
+    list_paged(
+        ctx,
+        Api::all(ctx.client.clone()),
+        "list remote clusters",
+        Some(REMOTE_CLUSTERS_CRD),
         listing,
     )
     .await

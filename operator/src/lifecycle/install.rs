@@ -403,6 +403,32 @@ fn alm_examples(version: &str) -> Value {
             "metadata": {"name": "node1"},
             "spec": {"vtepInfo": {"ip": "192.168.56.11", "mac": "52:54:00:12:34:56",
                                   "localIPs": ["192.168.56.11"]}}
+        },
+        {
+            "apiVersion": "multicluster.alibaba.com/v1", "kind": "RemoteCluster",
+            "metadata": {"name": "cluster-b"},
+            "spec": {"apiEndpoint": "https://192.168.56.200:6443",
+                     "credentialsSecretRef": {"namespace": "hybridnet-system", "name": "cluster-b"}}
+        },
+        {
+            "apiVersion": "multicluster.alibaba.com/v1", "kind": "RemoteSubnet",
+            "metadata": {"name": "cluster-b.init"},
+            "spec": {"range": {"version": "4", "cidr": "100.65.0.0/16"},
+                     "networkType": "Overlay", "clusterName": "cluster-b"}
+        },
+        {
+            "apiVersion": "multicluster.alibaba.com/v1", "kind": "RemoteVtep",
+            "metadata": {"name": "cluster-b.node1"},
+            "spec": {"clusterName": "cluster-b", "nodeName": "node1", "ip": "192.168.56.31",
+                     "mac": "52:54:00:ab:cd:01", "endpointIPList": ["100.65.0.7"]}
+        },
+        {
+            "apiVersion": "multicluster.alibaba.com/v1", "kind": "RemoteEndpointSlice",
+            "metadata": {"name": "cluster-b.default.web"},
+            "spec": {"remoteService": {"cluster": "cluster-b", "name": "web", "namespace": "default"},
+                     "addressType": "IPv4",
+                     "endpoints": [{"addresses": ["100.65.0.7"], "conditions": {"ready": true}}],
+                     "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}
         }
     ])
 }
@@ -531,6 +557,64 @@ fn owned_crds() -> Value {
             ],
             "statusDescriptors": [
                 descriptor("updateTimestamp", "Updated", "Last update by the node agent.", &[text])
+            ]
+        },
+        {
+            "name": "remoteclusters.multicluster.alibaba.com",
+            "version": "v1", "kind": "RemoteCluster", "displayName": "Remote Cluster",
+            "description": "Another cluster sharing the overlay VNI, whose pods this cluster's pods reach directly (docs/multicluster.md).",
+            "resources": [],
+            "specDescriptors": [
+                descriptor("apiEndpoint", "API Endpoint", "The remote API server, https://host:port.", &[text]),
+                descriptor("credentialsSecretRef", "Credentials Secret", "Secret with ca.crt and tls.crt/tls.key or token.", &[text]),
+                descriptor("timeout", "Timeout", "Seconds per request to the remote API server.", &[number])
+            ],
+            "statusDescriptors": [
+                descriptor("state", "State", "Ready, NotReady, Offline or Unknown.", &[text]),
+                descriptor("uuid", "UUID", "UID of the remote cluster's kube-system namespace.", &[text]),
+                descriptor("conditions", "Conditions", "One per connection check.", &[conditions])
+            ]
+        },
+        {
+            "name": "remotesubnets.multicluster.alibaba.com",
+            "version": "v1", "kind": "RemoteSubnet", "displayName": "Remote Subnet",
+            "description": "Mirror of a remote cluster's Subnet, named <cluster>.<subnet>.",
+            "resources": [],
+            "specDescriptors": [
+                descriptor("range", "Range", "The remote subnet's address range.", &[text]),
+                descriptor("networkType", "Network Type", "Overlay or Underlay.", &[text]),
+                descriptor("clusterName", "Cluster", "The RemoteCluster it belongs to.", &[text])
+            ],
+            "statusDescriptors": [
+                descriptor("lastModifyTime", "Last Modified", "Last change of the mirror.", &[text])
+            ]
+        },
+        {
+            "name": "remotevteps.multicluster.alibaba.com",
+            "version": "v1", "kind": "RemoteVtep", "displayName": "Remote VTEP",
+            "description": "Mirror of a remote node's VXLAN endpoint and its pods' addresses, named <cluster>.<node>.",
+            "resources": [],
+            "specDescriptors": [
+                descriptor("ip", "VTEP IP", "Tunnel endpoint address.", &[text]),
+                descriptor("mac", "VTEP MAC", "Tunnel endpoint MAC.", &[text]),
+                descriptor("endpointIPList", "Endpoints", "Addresses of the node's pods.", &[text])
+            ],
+            "statusDescriptors": [
+                descriptor("lastModifyTime", "Last Modified", "Last change of the mirror.", &[text])
+            ]
+        },
+        {
+            "name": "remoteendpointslice.multicluster.alibaba.com",
+            "version": "v1", "kind": "RemoteEndpointSlice", "displayName": "Remote Endpoint Slice",
+            "description": "Endpoints of a remote cluster's global Service.",
+            "resources": [],
+            "specDescriptors": [
+                descriptor("remoteService", "Service", "Cluster, namespace and name of the Service.", &[text]),
+                descriptor("addressType", "Address Type", "IPv4, IPv6 or FQDN.", &[text]),
+                descriptor("endpoints", "Endpoints", "The Service's endpoints.", &[text])
+            ],
+            "statusDescriptors": [
+                descriptor("lastModifyTime", "Last Modified", "Last change of the mirror.", &[text])
             ]
         }
     ])
@@ -665,12 +749,17 @@ pub fn suggested_namespace_template() -> String {
 }
 
 /// `operators.operatorframework.io/internal-objects`: the machine-written kinds, IPInstance
-/// (the operator's IPAM) and NodeInfo (each node agent), as a JSON array of CRD names.
+/// (the operator's IPAM), NodeInfo (each node agent) and the multi-cluster mirrors (RemoteSubnet,
+/// RemoteVtep, RemoteEndpointSlice), as a JSON array of CRD names.
 pub fn internal_objects() -> String {
+    use hybridnet_api::multicluster::{RemoteEndpointSlice, RemoteSubnet, RemoteVtep};
     use kube::CustomResourceExt;
     serde_json::to_string(&[
         hybridnet_api::v1::IPInstance::crd_name(),
         hybridnet_api::v1::NodeInfo::crd_name(),
+        RemoteSubnet::crd_name(),
+        RemoteVtep::crd_name(),
+        RemoteEndpointSlice::crd_name(),
     ])
     .unwrap_or_default()
 }

@@ -45,6 +45,7 @@ fn named_rule(group: &str, resource: &str, names: &[&str], verbs: &[&str]) -> Po
 }
 
 const NETWORKING: &str = "networking.alibaba.com";
+const MULTICLUSTER: &str = hybridnet_api::multicluster::GROUP;
 const OPERATOR_GROUP: &str = "operator.hybridnet.io";
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 const ADMISSION_GROUP: &str = "admissionregistration.k8s.io";
@@ -160,6 +161,9 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
             ],
             &["get", "update", "patch"],
         ),
+        // The webhook compares RemoteClusters and RemoteSubnets with the ones that exist
+        // (docs/multicluster.md).
+        rule(&[MULTICLUSTER], &["remoteclusters", "remotesubnets"], READ),
         // Lifecycle: the HybridnetCluster itself (finalizer, status; `/finalizers` lets owner
         // references block deletion).
         rule(
@@ -543,6 +547,18 @@ mod tests {
             "nodeinfoes/status",
             &["get", "update", "patch"],
             "own kinds",
+        ),
+        (
+            MULTICLUSTER,
+            "remoteclusters",
+            READ,
+            "the webhook compares RemoteClusters",
+        ),
+        (
+            MULTICLUSTER,
+            "remotesubnets",
+            READ,
+            "the webhook compares remote ranges",
         ),
         (
             OPERATOR_GROUP,

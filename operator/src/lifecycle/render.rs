@@ -657,11 +657,19 @@ pub fn validating_webhooks(
         webhooks: Some(vec![
             ValidatingWebhook {
                 failure_policy: Some("Fail".into()),
-                rules: Some(vec![rules(
-                    &["networking.alibaba.com"],
-                    &["networks", "subnets"],
-                    &["CREATE", "UPDATE", "DELETE"],
-                )]),
+                rules: Some(vec![
+                    rules(
+                        &["networking.alibaba.com"],
+                        &["networks", "subnets"],
+                        &["CREATE", "UPDATE", "DELETE"],
+                    ),
+                    // As upstream's charts/hybridnet/templates/webhookconfigurations.yaml.
+                    rules(
+                        &[hybridnet_api::multicluster::GROUP],
+                        &["remoteclusters", "remotesubnets"],
+                        &["CREATE", "UPDATE", "DELETE"],
+                    ),
+                ]),
                 ..common(names::WEBHOOK_NETWORKING)
             },
             ValidatingWebhook {

@@ -2,6 +2,7 @@
 //! JSON patch.
 
 use hybridnet_api::FieldErrors;
+use hybridnet_api::multicluster::{self, RemoteCluster, RemoteSubnet};
 use hybridnet_api::v1::{Network, Subnet};
 use hybridnet_api::validate::{self, Existing, NodeLabels};
 use k8s_openapi::api::core::v1::Pod;
@@ -22,6 +23,8 @@ pub enum Verdict {
     Deny(FieldErrors),
     /// The request cannot be judged (malformed object).
     Invalid(String),
+    /// The objects the rule compares with could not be read: refused, to be retried.
+    Unavailable(String),
 }
 
 fn typed<K: DeserializeOwned>(obj: Option<&DynamicObject>, what: &str) -> Result<K, String> {
@@ -97,6 +100,16 @@ fn respond(
             warn!(kind = %kind, name = %req.name, operation = op, error = %msg, "admission request not understood");
             ("error", r)
         }
+        Verdict::Unavailable(msg) => {
+            let mut r = AdmissionResponse::from(req).deny(format!(
+                "{kind} {:?} cannot be checked now, retry: {msg}",
+                req.name
+            ));
+            r.result.code = 500;
+            r.result.reason = "InternalError".into();
+            warn!(kind = %kind, name = %req.name, operation = op, error = %msg, "admission check could not read what it compares with");
+            ("error", r)
+        }
     };
     st.metrics
         .webhook_decisions
@@ -141,7 +154,7 @@ pub fn to_wire(review: AdmissionReview<DynamicObject>) -> serde_json::Value {
     v
 }
 
-/// `/validate`: Network, Subnet and Pod rules.
+/// `/validate`: Network, Subnet, RemoteCluster, RemoteSubnet and Pod rules.
 pub async fn validate(
     st: &WebhookState,
     review: AdmissionReview<DynamicObject>,
@@ -157,11 +170,21 @@ pub async fn validate(
                 snap.networks = networks;
                 snap.subnets = subnets;
             }
-            if req.kind.kind == "Network" {
+            let verdict = if req.kind.kind == "Network" {
                 validate_network(&snap, &req)
             } else {
                 validate_subnet(&snap, &req)
+            };
+            match verdict {
+                Verdict::Allow => multicluster_rules(st, &req).await,
+                other => other,
             }
+        }
+        "RemoteCluster" if req.kind.group == multicluster::GROUP => {
+            validate_remote_cluster(st, &req).await
+        }
+        "RemoteSubnet" if req.kind.group == multicluster::GROUP => {
+            validate_remote_subnet(st, &req).await
         }
         "Pod" => validate_pod(st, &req),
         "NodeInfo" | "IPInstance" => validate_node_scope(st, &req),
@@ -291,6 +314,118 @@ async fn live_networks_and_subnets(st: &WebhookState) -> Option<(Vec<Network>, V
             None
         }
     }
+}
+
+/// Every object of a kind, read from the API server; none when its CRD is not installed (a
+/// cluster without the multi-cluster CRDs has no RemoteClusters).
+async fn live_list<K>(st: &WebhookState) -> Result<Vec<K>, String>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match kube::Api::<K>::all(st.client.clone())
+        .list(&kube::api::ListParams::default())
+        .await
+    {
+        Ok(l) => Ok(l.items),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
+        Err(e) => Err(format!("cannot list {}: {e}", K::plural(&()))),
+    }
+}
+
+/// The multi-cluster rules of Networks and Subnets (upstream `network.go` and `subnet.go`): the
+/// overlay network is not deleted while RemoteClusters exist; a new Subnet shares no address with
+/// a RemoteSubnet. They hold whether or not the MultiCluster feature is on: without
+/// RemoteClusters and RemoteSubnets they have nothing to refuse.
+async fn multicluster_rules(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Verdict {
+    match (req.kind.kind.as_str(), &req.operation) {
+        ("Network", Operation::Delete) => {
+            let net: Network = match typed(req.old_object.as_ref(), "oldObject") {
+                Ok(n) => n,
+                Err(e) => return Verdict::Invalid(e),
+            };
+            if net.spec.effective_type() != hybridnet_api::v1::NetworkType::Overlay {
+                return Verdict::Allow;
+            }
+            match live_list::<RemoteCluster>(st).await {
+                Ok(rcs) => to_verdict(
+                    multicluster::validate::network_delete_remote(&net, &rcs)
+                        .map_err(FieldErrors::from),
+                ),
+                Err(e) => Verdict::Unavailable(e),
+            }
+        }
+        ("Subnet", Operation::Create) => {
+            let subnet: Subnet = match typed(req.object.as_ref(), "object") {
+                Ok(s) => s,
+                Err(e) => return Verdict::Invalid(e),
+            };
+            let Ok(parsed) =
+                hybridnet_api::range::parse_address_range(&subnet.spec.range, "spec.range")
+            else {
+                return Verdict::Allow; // refused by the Subnet rules already
+            };
+            match live_list::<RemoteSubnet>(st).await {
+                Ok(rs) => to_verdict(
+                    multicluster::validate::subnet_against_remote(&parsed, &rs)
+                        .map_err(FieldErrors::from),
+                ),
+                Err(e) => Verdict::Unavailable(e),
+            }
+        }
+        _ => Verdict::Allow,
+    }
+}
+
+/// RemoteCluster CREATE/UPDATE (upstream `remotecluster.go`), against the RemoteClusters the API
+/// server holds. DELETE is allowed.
+/// One RemoteCluster or RemoteSubnet review at a time per replica, so that two created together
+/// are compared with each other (upstream serialises them with a mutex too).
+static MULTICLUSTER_REVIEWS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn validate_remote_cluster(
+    st: &WebhookState,
+    req: &AdmissionRequest<DynamicObject>,
+) -> Verdict {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return Verdict::Allow;
+    }
+    let _one_at_a_time = MULTICLUSTER_REVIEWS.lock().await;
+    let existing = match live_list::<RemoteCluster>(st).await {
+        Ok(l) => l,
+        Err(e) => return Verdict::Unavailable(e),
+    };
+    validate_typed::<RemoteCluster>(
+        req,
+        |rc| multicluster::validate::remote_cluster_create(rc, &existing),
+        |old, new| multicluster::validate::remote_cluster_update(old, new, &existing),
+        |_| Ok(()),
+    )
+}
+
+/// RemoteSubnet CREATE/UPDATE (upstream `remotesubnet.go`), against the Subnets and RemoteSubnets
+/// the API server holds. DELETE is allowed.
+async fn validate_remote_subnet(
+    st: &WebhookState,
+    req: &AdmissionRequest<DynamicObject>,
+) -> Verdict {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return Verdict::Allow;
+    }
+    let _one_at_a_time = MULTICLUSTER_REVIEWS.lock().await;
+    let subnets = match live_list::<Subnet>(st).await {
+        Ok(l) => l,
+        Err(e) => return Verdict::Unavailable(e),
+    };
+    let remote = match live_list::<RemoteSubnet>(st).await {
+        Ok(l) => l,
+        Err(e) => return Verdict::Unavailable(e),
+    };
+    validate_typed::<RemoteSubnet>(
+        req,
+        |rs| multicluster::validate::remote_subnet_create(rs, &subnets, &remote),
+        |old, new| multicluster::validate::remote_subnet_update(old, new, &subnets, &remote),
+        |_| Ok(()),
+    )
 }
 
 fn validate_network(snap: &Snapshot, req: &AdmissionRequest<DynamicObject>) -> Verdict {

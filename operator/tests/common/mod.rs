@@ -211,11 +211,18 @@ impl Env {
                     client_config: cc("/validate"),
                     failure_policy: Some("Fail".into()),
                     side_effects: "None".into(),
-                    rules: Some(vec![rule(
-                        &["networking.alibaba.com"],
-                        &["networks", "subnets"],
-                        &["CREATE", "UPDATE", "DELETE"],
-                    )]),
+                    rules: Some(vec![
+                        rule(
+                            &["networking.alibaba.com"],
+                            &["networks", "subnets"],
+                            &["CREATE", "UPDATE", "DELETE"],
+                        ),
+                        rule(
+                            &["multicluster.alibaba.com"],
+                            &["remoteclusters", "remotesubnets"],
+                            &["CREATE", "UPDATE", "DELETE"],
+                        ),
+                    ]),
                     timeout_seconds: Some(10),
                     ..Default::default()
                 },
