@@ -516,3 +516,71 @@ async fn a_subnet_is_checked_against_the_api_when_the_cache_lags() {
         "{message}"
     );
 }
+
+/// A Namespace and its pods applied together: the pod's review can reach the webhook before the
+/// Namespace reaches the webhook's cache. With caches that never sync, the webhook still applies
+/// the Namespace's network annotations (read from the API): the mutation records the
+/// Namespace's network type and family on the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_is_resolved_with_its_namespace_when_the_cache_lags() {
+    use hybridnet_operator::controlplane::rules::defaults::LiveDefaults;
+    use hybridnet_operator::controlplane::runtime::caches::Caches;
+    use hybridnet_operator::controlplane::runtime::metrics::Metrics;
+    use hybridnet_operator::webhook::{WebhookState, review};
+    use kube::core::DynamicObject;
+    use kube::core::admission::AdmissionReview;
+
+    let env = Env::start().await;
+    let config = test_config("lagging-ns");
+    let (caches, _never_run) = Caches::start(&env.client);
+    let (defaults, _never_run_either) = LiveDefaults::watch(&env.client, config.defaults.clone());
+    let st = WebhookState {
+        caches,
+        client: env.client.clone(),
+        config,
+        defaults,
+        metrics: Metrics::new(),
+    };
+    env.namespace(
+        "fresh-ns",
+        &[
+            (annotation::NETWORK_TYPE, "Overlay"),
+            (annotation::IP_FAMILY, "IPv6"),
+        ],
+    )
+    .await;
+    let review_of = |uid: &str, ns: &str| -> AdmissionReview<DynamicObject> {
+        serde_json::from_value(json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": uid, "operation": "CREATE",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "name": "p", "namespace": ns,
+                "userInfo": {"username": "admin"},
+                "object": {"apiVersion": "v1", "kind": "Pod",
+                           "metadata": {"name": "p", "namespace": ns},
+                           "spec": {"containers": [{"name": "c", "image": "i"}]}}
+            }
+        }))
+        .unwrap()
+    };
+    let patch_of = |r: AdmissionReview<DynamicObject>| -> String {
+        let wire = review::to_wire(r);
+        let response = &wire["response"];
+        assert_eq!(response["allowed"], true, "{wire}");
+        // The wire patch is base64, as ByteString (de)serializes.
+        let bytes: k8s_openapi::ByteString =
+            serde_json::from_value(response["patch"].clone()).unwrap();
+        String::from_utf8(bytes.0).unwrap()
+    };
+    let patch = patch_of(review::mutate(&st, review_of("u1", "fresh-ns")).await);
+    assert!(
+        patch.contains("\"Overlay\"") && patch.contains("\"IPv6\""),
+        "{patch}"
+    );
+    // Negative control: a namespace without annotations gets the defaults.
+    env.namespace("plain-ns", &[]).await;
+    let patch = patch_of(review::mutate(&st, review_of("u2", "plain-ns")).await);
+    assert!(!patch.contains("\"IPv6\""), "{patch}");
+}

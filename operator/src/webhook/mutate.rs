@@ -2,6 +2,7 @@
 //! `pkg/webhook/validating/pod.go`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use hybridnet_api::FieldErrors;
 use hybridnet_api::constants::{annotation, label, taint};
@@ -9,7 +10,8 @@ use hybridnet_api::operator::IpFamily;
 use hybridnet_api::resolve::PodNetworkConfig;
 use hybridnet_api::v1::{IPInstance, NetworkType};
 use hybridnet_api::validate::{self, PodCheckInput};
-use k8s_openapi::api::core::v1::{Pod, Toleration};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Toleration};
+use tracing::warn;
 
 use super::WebhookState;
 use crate::controlplane::rules::podstate::is_host_network;
@@ -17,17 +19,45 @@ use crate::controlplane::rules::resolution::{
     ipinstances_of_pod_name, resolve_for_pod, webhook_vm_ipinstances,
 };
 
+/// The Namespace of a pod under review: from the cache, else read from the API. A Namespace
+/// created just before its pods (one `kubectl apply`) can be missing from the cache, and resolving
+/// without it would ignore its network annotations. `None` when it cannot be read.
+pub async fn pod_namespace(st: &WebhookState, ns: &str) -> Option<Arc<Namespace>> {
+    if let Some(cached) = st
+        .caches
+        .namespaces
+        .get(&kube::runtime::reflector::ObjectRef::new(ns))
+    {
+        return Some(cached);
+    }
+    match kube::Api::<Namespace>::all(st.client.clone())
+        .get_opt(ns)
+        .await
+    {
+        Ok(n) => n.map(Arc::new),
+        Err(e) => {
+            warn!(namespace = ns, error = %e, "cannot read the pod's Namespace: resolving without its annotations");
+            None
+        }
+    }
+}
+
+/// The namespace a pod under review is created in.
+pub fn review_namespace<'a>(pod: &'a Pod, namespace: Option<&'a str>) -> &'a str {
+    pod.metadata
+        .namespace
+        .as_deref()
+        .or(namespace)
+        .unwrap_or("default")
+}
+
 fn resolve(
     st: &WebhookState,
     pod: &Pod,
     namespace: Option<&str>,
+    namespace_obj: Option<&Namespace>,
 ) -> Result<(PodNetworkConfig, Vec<IPInstance>), FieldErrors> {
-    let ns = pod
-        .metadata
-        .namespace
-        .as_deref()
-        .or(namespace)
-        .unwrap_or("default");
+    let ns = review_namespace(pod, namespace);
     let name = pod.metadata.name.as_deref().unwrap_or("");
     let defaults = st.defaults.current();
     let all = st.caches.ipinstances.state();
@@ -38,13 +68,9 @@ fn resolve(
     };
     let vm_ipis =
         webhook_vm_ipinstances(pod, ns, &defaults.defaults, all.iter().map(|a| a.as_ref()));
-    let namespace_obj = st
-        .caches
-        .namespaces
-        .get(&kube::runtime::reflector::ObjectRef::new(ns));
     let config = resolve_for_pod(
         pod,
-        namespace_obj.as_deref(),
+        namespace_obj,
         &defaults.defaults,
         &st.caches.networks(),
         &st.caches.subnets(),
@@ -56,11 +82,16 @@ fn resolve(
 }
 
 /// Pod CREATE validation (upstream `pkg/webhook/validating/pod.go`). hostNetwork pods are always allowed.
-pub fn check_pod(st: &WebhookState, pod: &Pod, namespace: Option<&str>) -> Result<(), FieldErrors> {
+pub fn check_pod(
+    st: &WebhookState,
+    pod: &Pod,
+    namespace: Option<&str>,
+    namespace_obj: Option<&Namespace>,
+) -> Result<(), FieldErrors> {
     if is_host_network(pod) {
         return Ok(());
     }
-    let (config, ipis) = resolve(st, pod, namespace)?;
+    let (config, ipis) = resolve(st, pod, namespace, namespace_obj)?;
     let empty = BTreeMap::new();
     let networks = st.caches.networks();
     validate::pod_create(&PodCheckInput {
@@ -157,11 +188,12 @@ pub fn mutate_pod(
     st: &WebhookState,
     pod: &Pod,
     namespace: Option<&str>,
+    namespace_obj: Option<&Namespace>,
 ) -> Result<json_patch::Patch, FieldErrors> {
     let config = if is_host_network(pod) {
         None
     } else {
-        Some(resolve(st, pod, namespace)?.0)
+        Some(resolve(st, pod, namespace, namespace_obj)?.0)
     };
     let new = mutated_pod(pod, config.as_ref());
     let (Ok(before), Ok(after)) = (serde_json::to_value(pod), serde_json::to_value(&new)) else {

@@ -186,7 +186,7 @@ pub async fn validate(
         "RemoteSubnet" if req.kind.group == multicluster::GROUP => {
             validate_remote_subnet(st, &req).await
         }
-        "Pod" => validate_pod(st, &req),
+        "Pod" => validate_pod(st, &req).await,
         "NodeInfo" | "IPInstance" => validate_node_scope(st, &req),
         _ => Verdict::Allow,
     };
@@ -194,7 +194,7 @@ pub async fn validate(
 }
 
 /// `/mutate`: Pod CREATE.
-pub fn mutate(
+pub async fn mutate(
     st: &WebhookState,
     review: AdmissionReview<DynamicObject>,
 ) -> AdmissionReview<DynamicObject> {
@@ -209,7 +209,9 @@ pub fn mutate(
         Ok(p) => p,
         Err(e) => return respond(st, "mutate", &req, Verdict::Invalid(e), None),
     };
-    match super::mutate::mutate_pod(st, &pod, req.namespace.as_deref()) {
+    let ns = super::mutate::review_namespace(&pod, req.namespace.as_deref());
+    let namespace = super::mutate::pod_namespace(st, ns).await;
+    match super::mutate::mutate_pod(st, &pod, req.namespace.as_deref(), namespace.as_deref()) {
         Ok(patch) => respond(st, "mutate", &req, Verdict::Allow, Some(patch)),
         Err(errs) => respond(st, "mutate", &req, Verdict::Deny(errs), None),
     }
@@ -448,7 +450,7 @@ fn validate_subnet(snap: &Snapshot, req: &AdmissionRequest<DynamicObject>) -> Ve
     )
 }
 
-fn validate_pod(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Verdict {
+async fn validate_pod(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Verdict {
     if req.operation != Operation::Create {
         return Verdict::Allow;
     }
@@ -456,7 +458,14 @@ fn validate_pod(st: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Ver
         Ok(p) => p,
         Err(e) => return Verdict::Invalid(e),
     };
-    to_verdict(super::mutate::check_pod(st, &pod, req.namespace.as_deref()))
+    let ns = super::mutate::review_namespace(&pod, req.namespace.as_deref());
+    let namespace = super::mutate::pod_namespace(st, ns).await;
+    to_verdict(super::mutate::check_pod(
+        st,
+        &pod,
+        req.namespace.as_deref(),
+        namespace.as_deref(),
+    ))
 }
 
 /// A node agent writes only its own node's NodeInfo and IPInstances ([`super::nodescope`]).

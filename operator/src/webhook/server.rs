@@ -103,7 +103,7 @@ async fn mutate(
     Json(review): Json<AdmissionReview<DynamicObject>>,
 ) -> Json<serde_json::Value> {
     let started = Instant::now();
-    let out = super::review::to_wire(super::review::mutate(&st, review));
+    let out = super::review::to_wire(super::review::mutate(&st, review).await);
     st.metrics
         .webhook_seconds
         .get_or_create(&WebhookLatencyLabels {

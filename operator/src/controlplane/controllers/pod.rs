@@ -9,7 +9,7 @@ use hybridnet_api::kubevirt;
 use hybridnet_api::naming::{instance_name_to_ip, pod_name_label_value};
 use hybridnet_api::resolve::PodNetworkConfig;
 use hybridnet_api::v1::IPInstance;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
@@ -410,17 +410,33 @@ struct Plan {
     network: String,
 }
 
-fn plan(
+/// The pod's Namespace: from the cache, else read from the API. A Namespace created just before
+/// its pods (one `kubectl apply`) can be missing from the cache, and planning without it would
+/// silently ignore its network annotations (the wrong network, or a refusal that only a retry
+/// after the cache caught up would undo).
+async fn pod_namespace(ctx: &Ctx, pod: &Pod) -> Result<Option<Arc<Namespace>>, ReconcileError> {
+    let ns = pod.namespace().unwrap_or_default();
+    if let Some(cached) = ctx
+        .caches
+        .namespaces
+        .get(&kube::runtime::reflector::ObjectRef::new(&ns))
+    {
+        return Ok(Some(cached));
+    }
+    Api::<Namespace>::all(ctx.client.clone())
+        .get_opt(&ns)
+        .await
+        .map(|n| n.map(Arc::new))
+        .map_err(ReconcileError::kube("get", "Namespace", ns))
+}
+
+async fn plan(
     ctx: &Ctx,
     pod: &Pod,
     pod_ipis: &[IPInstance],
     vm_ipis: &[IPInstance],
 ) -> Result<Plan, ReconcileError> {
-    let ns = pod.namespace().unwrap_or_default();
-    let namespace = ctx
-        .caches
-        .namespaces
-        .get(&kube::runtime::reflector::ObjectRef::new(&ns));
+    let namespace = pod_namespace(ctx, pod).await?;
     let networks = ctx.caches.networks();
     let config = resolve_for_pod(
         pod,
@@ -469,7 +485,7 @@ async fn allocate_normal(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Reconci
         .into_iter()
         .filter(|i| i.spec.binding.pod_uid.as_deref() == Some(uid.as_str()))
         .collect();
-    let plan = plan(ctx, pod, &[], &[])?;
+    let plan = plan(ctx, pod, &[], &[]).await?;
     if !existing.is_empty() {
         if covers_family(&existing, plan.config.ip_family) {
             record(
@@ -632,11 +648,11 @@ async fn allocate_stateful(ctx: &Ctx, pod: &Pod) -> Result<Option<String>, Recon
         for i in &existing {
             delete_ipinstance(ctx, &api, i).await?;
         }
-        let plan = plan(ctx, pod, &[], &[])?;
+        let plan = plan(ctx, pod, &[], &[]).await?;
         return allocate_fresh(ctx, pod, &plan, mac, &own).await;
     }
     let retained_view: &[IPInstance] = if retain { &existing } else { &[] };
-    let plan = plan(ctx, pod, retained_view, &[])?;
+    let plan = plan(ctx, pod, retained_view, &[]).await?;
     reuse(ctx, pod, &plan, pool, &existing, mac, &own).await
 }
 
@@ -786,7 +802,7 @@ async fn allocate_vm(
         return Ok(None);
     }
     let own = Ownership::of_vm(vm_owner);
-    let plan = plan(ctx, pod, &[], &existing)?;
+    let plan = plan(ctx, pod, &[], &existing).await?;
     if existing.is_empty() {
         return allocate_fresh(ctx, pod, &plan, None, &own).await;
     }
