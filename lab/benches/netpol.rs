@@ -14,9 +14,13 @@
 //! - iperf3 between two pods on different nodes whose egress and ingress are decided by five and
 //!   ten policies (the allowing rule in the last), with the 200 policies against none, in the same
 //!   run, interleaved: none, with, none, with, ..., none (`BENCH_ROUNDS`, default 9, runs with the
-//!   policies; 3 s each after a 1 s warm-up that is not counted). Each run with the policies is
+//!   policies; 3 s each after a 1 s warm-up that is not counted, each once no agent programmed
+//!   anything for 2 s). Each run with the policies is
 //!   compared with the mean of the runs without them just before and after it (so a drift of the
 //!   machine's load cancels out), and the median of those ratios is reported.
+//!
+//! Each timed change is printed with its wall-clock start (UTC), to find it in the agents' logs
+//! (each logs its passes with their phases); `BENCH_LOGS=DIR` keeps a copy of the lab's logs.
 //!
 //! Needs root, iperf3 and the workspace's binaries (`cargo build --workspace --bins`).
 //! Run: `cargo bench -p hybridnet-lab --bench netpol --profile dev` (or release binaries).
@@ -137,7 +141,8 @@ fn policies() -> Vec<Value> {
     v
 }
 
-async fn apply(client: &kube::Client, np: &Value) {
+/// Applies a policy; returns its resourceVersion.
+async fn apply(client: &kube::Client, np: &Value) -> String {
     let ns = np["metadata"]["namespace"].as_str().unwrap();
     let name = np["metadata"]["name"].as_str().unwrap();
     Api::<NetworkPolicy>::namespaced(client.clone(), ns)
@@ -147,7 +152,25 @@ async fn apply(client: &kube::Client, np: &Value) {
             &Patch::Apply(np),
         )
         .await
-        .unwrap_or_else(|e| panic!("policy {ns}/{name}: {e}"));
+        .unwrap_or_else(|e| panic!("policy {ns}/{name}: {e}"))
+        .metadata
+        .resource_version
+        .unwrap_or_default()
+}
+
+/// The wall clock as `HH:MM:SS.mmm` UTC (to find a run in the agents' logs).
+fn wall() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let s = t.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        t.subsec_millis()
+    )
 }
 
 async fn delete_policy(client: &kube::Client, ns: &str, name: &str) {
@@ -348,6 +371,34 @@ async fn programming(netns: &str) -> Option<(f64, f64)> {
     ))
 }
 
+/// Waits until no node agent programmed anything for 2 s (at most 60 s), so an iperf3 run does
+/// not share the 2 cores with the agents still working through a burst of 200 policy changes
+/// (that would measure CPU contention on the shared machine, not the per-packet path).
+async fn settle(lab_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let counts = || async {
+        let mut v = vec![];
+        for n in 1..=NODES {
+            v.push(
+                programming(&format!("hl{lab_id}-node{n}"))
+                    .await
+                    .map(|(_, c)| c),
+            );
+        }
+        v
+    };
+    let mut last = counts().await;
+    let mut since = Instant::now();
+    while Instant::now() < deadline && since.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = counts().await;
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+}
+
 fn gbit(runs: &[f64]) -> String {
     let s: Vec<String> = runs.iter().map(|b| format!("{:.2}", b / 1e9)).collect();
     s.join(" / ")
@@ -485,6 +536,7 @@ async fn main() {
     let (mut none, mut with) = (vec![], vec![]);
     let (mut creates, mut updates, mut sizes, mut agent_means) = (vec![], vec![], vec![], vec![]);
     for round in 0..rounds {
+        settle(&lab.id).await;
         none.push(iperf(&client_ns, &server_ip));
         let t = Instant::now();
         for np in &policies() {
@@ -500,6 +552,7 @@ async fn main() {
             &probe_ns,
             vec![SocketAddr::new(server_ip.parse().unwrap(), 5201)],
         );
+        settle(&lab.id).await;
         with.push(iperf(&client_ns, &server_ip));
         let mut extra = vec![];
         if round + 1 == rounds {
@@ -512,15 +565,27 @@ async fn main() {
             for k in 0..iterations {
                 let name = format!("open-{k}");
                 let np = open(&name, 80);
-                creates.push(timed_change(&probe_ns, &targets, || apply(&client, &np)).await);
+                let at = wall();
+                let d = timed_change(&probe_ns, &targets, || async {
+                    apply(&client, &np).await;
+                })
+                .await;
+                eprintln!("netpol bench: create {name} at {at}: {}", ms(d));
+                creates.push(d);
                 delete_policy(&client, "lat", &name).await;
                 wait_blocked(&probe_ns, targets.clone());
             }
             apply(&client, &open("upd", 81)).await;
             extra.push(open("upd", 81));
-            for _ in 0..iterations {
+            for k in 0..iterations {
                 let np = open("upd", 80);
-                updates.push(timed_change(&probe_ns, &targets, || apply(&client, &np)).await);
+                let at = wall();
+                let d = timed_change(&probe_ns, &targets, || async {
+                    apply(&client, &np).await;
+                })
+                .await;
+                eprintln!("netpol bench: update {k} at {at}: {}", ms(d));
+                updates.push(d);
                 apply(&client, &open("upd", 81)).await;
                 wait_blocked(&probe_ns, targets.clone());
             }
@@ -546,7 +611,19 @@ async fn main() {
         // the targets answer again once every node dropped its policies
         timed_change(&probe_ns, &targets, || async {}).await;
     }
+    settle(&lab.id).await;
     none.push(iperf(&client_ns, &server_ip));
+    if let Ok(keep) = std::env::var("BENCH_LOGS") {
+        // the agents' logs (the lab's are removed with it)
+        let _ = std::fs::create_dir_all(&keep);
+        for e in std::fs::read_dir(dirs.logs())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::copy(e.path(), std::path::Path::new(&keep).join(e.file_name()));
+        }
+    }
     let _ = server.kill();
     let _ = server.wait();
     let per_node: Vec<usize> = (1..=NODES)

@@ -32,16 +32,42 @@ use crate::dataplane::NftRunner;
 use crate::plan::nftables::{Table, diff};
 use crate::plan::policy::render::{DROP_EGRESS, DROP_INGRESS};
 use crate::plan::policy::{
-    ObjectKey, POLICY_TABLE, PolicyModel, PolicyState, namespace_from_object, pod_from_object,
-    render_policy_table,
+    ObjectKey, POLICY_TABLE, PolicyModel, PolicyState, generation_in_listing,
+    namespace_from_object, next_generation, pod_from_object, render_policy_table, set_generation,
 };
 
 /// Re-check at least this often (a lost watch event, a table changed behind our back).
 const RESYNC: Duration = Duration::from_secs(30);
 /// Rewrite the whole table at least this often (the safety net under incremental updates).
 const FULL_RESYNC: Duration = Duration::from_secs(300);
+/// The periodic whole-table rewrite waits until no watch event came for this long, so it does
+/// not hold up a burst of changes.
+const QUIET: Duration = Duration::from_secs(2);
 
-fn reflect<K>(api: Api<K>, notify: Arc<Notify>, what: &'static str) -> Store<K>
+/// Wakes the policy loop on a watch event and remembers when the first event since the loop last
+/// looked arrived, so the programming latency counts from the event even when it waited behind a
+/// running pass.
+#[derive(Default)]
+pub struct Wake {
+    notify: Notify,
+    first: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Wake {
+    fn event(&self) {
+        if let Ok(mut f) = self.first.lock() {
+            f.get_or_insert_with(Instant::now);
+        }
+        self.notify.notify_one();
+    }
+
+    /// The arrival of the first event not taken yet.
+    fn take(&self) -> Option<Instant> {
+        self.first.lock().ok().and_then(|mut f| f.take())
+    }
+}
+
+fn reflect<K>(api: Api<K>, wake: Arc<Wake>, what: &'static str) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
@@ -55,7 +81,7 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(_) => notify.notify_one(),
+                Ok(_) => wake.event(),
                 Err(e) => warn!(resource = what, error = %e, "watch error (retrying)"),
             }
         }
@@ -236,11 +262,13 @@ pub fn without_counters(listing: &str) -> String {
 
 /// Runs the policy loop until the process ends. `instances` is the agent's IPInstance cache.
 ///
-/// A change is applied as an incremental transaction ([`diff`]: the changed set and map
-/// elements, the changed chains flushed and refilled) against the table the agent last wrote;
-/// the whole table is replaced at start, when a change cannot be incremental or nft refused it,
-/// every [`FULL_RESYNC`], and at the check every [`RESYNC`] when the kernel's table (listed
-/// without counters) is gone or differs from the listing the previous check recorded.
+/// A change is applied first, as an incremental transaction ([`diff`]: the changed set and map
+/// elements, the changed chains flushed and refilled) against the table the agent last wrote,
+/// under a new generation ([`set_generation`]: connections allowed before are decided again). The
+/// whole table is replaced at start, when a change cannot be incremental or nft refused it, when
+/// the check finds the kernel's table gone or changed behind the agent's back, and every
+/// [`FULL_RESYNC`]. The check lists the table every [`RESYNC`] in a background task, so no change
+/// waits for a listing (docs/networkpolicy.md, "Data plane").
 pub async fn run(
     client: Client,
     node: String,
@@ -248,16 +276,16 @@ pub async fn run(
     instances: Store<IPInstance>,
     shared: Arc<Shared>,
 ) {
-    let notify = Arc::new(Notify::new());
+    let wake = Arc::new(Wake::default());
     let policies = reflect(
         Api::<NetworkPolicy>::all(client.clone()),
-        notify.clone(),
+        wake.clone(),
         "NetworkPolicy",
     );
-    let pods = reflect(Api::<Pod>::all(client.clone()), notify.clone(), "Pod");
+    let pods = reflect(Api::<Pod>::all(client.clone()), wake.clone(), "Pod");
     let namespaces = reflect(
         Api::<Namespace>::all(client.clone()),
-        notify.clone(),
+        wake.clone(),
         "Namespace",
     );
     for (what, r) in [
@@ -276,20 +304,34 @@ pub async fn run(
     let mut reported: BTreeMap<ObjectKey, Vec<String>> = BTreeMap::new();
     let mut tracker = PolicyTracker::default();
     // the table as the agent last wrote it, and the kernel's listing (without counters) when the
-    // agent last saw it equal to that (after a whole-table write, or at a check with no write
-    // since the previous write); None after an incremental write until the next check
+    // agent last saw it equal to that (at the first check after a whole-table write, or at a
+    // check with no write since the previous check); None after a write until the next check
     let mut written: Option<Table> = None;
     let mut verified: Option<String> = None;
     let mut last_full: Option<Instant> = None;
+    // the check found the table gone or changed (rewrite now), or the periodic rewrite is due
+    // (when quiet)
+    let mut force_full = false;
+    let mut full_due = false;
+    let mut last_event = Instant::now();
+    // a generation the table in the kernel (left by an agent before this one) does not carry
+    let mut generation = match runner.list().await {
+        Ok(Some(l)) => generation_in_listing(&l).unwrap_or(0),
+        _ => 0,
+    };
     // kernel counters restart with every new table: keep what the replaced ones counted
     let mut dropped_base = [0u64; 2];
+    let mut dropped_now = [0u64; 2];
     let mut pending_since: Option<Instant> = Some(Instant::now());
-    let mut last_check: Option<Instant> = None;
+    let mut last_check = Instant::now();
+    // writes so far, and the check running in the background (started after write number n)
+    let mut writes = 0u64;
+    let mut check: Option<(u64, tokio::task::JoinHandle<Option<String>>)> = None;
     loop {
-        // the safety net runs every RESYNC even while changes keep coming
-        let resync = last_check.is_none_or(|t| t.elapsed() >= RESYNC);
-        if resync {
-            last_check = Some(Instant::now());
+        let pass = Instant::now();
+        if let Some(t) = wake.take() {
+            pending_since = Some(pending_since.map_or(t, |p| p.min(t)));
+            last_event = Instant::now();
         }
         tracker.sync(
             &policies.state(),
@@ -297,46 +339,52 @@ pub async fn run(
             &namespaces.state(),
             &instances.state(),
         );
+        let synced = Instant::now();
         let model = tracker.state.model();
-        let table = render_policy_table(model, &node);
-        let mut full = written.is_none();
-        if resync && !full {
-            let current = runner
-                .list()
-                .await
-                .ok()
-                .flatten()
-                .map(|c| without_counters(&c));
-            // gone, or changed behind the agent's back since the last check
-            let tampered = current.is_none() || (verified.is_some() && current != verified);
-            full = tampered || last_full.is_none_or(|t| t.elapsed() >= FULL_RESYNC);
-            if full {
-                debug!(tampered, "policy resync: replacing the whole table");
-            } else if verified.is_none() {
-                // what the incremental writes since the last check left, as nft accepted them
-                verified = current;
-            }
-        }
+        let mut table = render_policy_table(model, &node);
+        set_generation(&mut table, generation);
+        let rendered = Instant::now();
+        let mut full =
+            written.is_none() || force_full || (full_due && last_event.elapsed() >= QUIET);
         let mut applied = false;
         if !full && let Some(old) = &written {
             match diff::diff(old, &table) {
                 Ok(ops) if ops.is_empty() => {}
-                Ok(ops) => match runner.run(&diff::transaction(&table, &ops)).await {
-                    Ok(()) => {
-                        info!(
-                            commands = ops.len(),
-                            touched = diff::touched(&ops).len(),
-                            "network policy updated"
-                        );
-                        written = Some(table.clone());
-                        verified = None;
-                        applied = true;
+                Ok(_) => {
+                    // a new generation: every connection is decided again by the new rules
+                    let next = next_generation(generation);
+                    set_generation(&mut table, next);
+                    match diff::diff(old, &table) {
+                        Ok(ops) => match runner.run(&diff::transaction(&table, &ops)).await {
+                            Ok(()) => {
+                                info!(
+                                    commands = ops.len(),
+                                    touched = diff::touched(&ops).len(),
+                                    generation = next,
+                                    waited_ms = ms(pending_since.map(|t| pass - t)),
+                                    sync_ms = ms(Some(synced - pass)),
+                                    render_ms = ms(Some(rendered - synced)),
+                                    nft_ms = ms(Some(rendered.elapsed())),
+                                    since_event_ms = ms(pending_since.map(|t| t.elapsed())),
+                                    "network policy updated"
+                                );
+                                generation = next;
+                                written = Some(table.clone());
+                                writes += 1;
+                                verified = None;
+                                applied = true;
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "incremental policy update refused; replacing the table");
+                                full = true;
+                            }
+                        },
+                        Err(e) => {
+                            debug!(reason = %e, "policy change is not incremental; replacing the table");
+                            full = true;
+                        }
                     }
-                    Err(e) => {
-                        warn!(error = %e, "incremental policy update refused; replacing the table");
-                        full = true;
-                    }
-                },
+                }
                 Err(e) => {
                     debug!(reason = %e, "policy change is not incremental; replacing the table");
                     full = true;
@@ -344,25 +392,44 @@ pub async fn run(
             }
         }
         if full {
-            let now_dropped = drop_counters(&nft_binary).await;
+            // counters of the table about to be replaced: from the check that asked for the
+            // rewrite, else read now
+            let now_dropped = if force_full {
+                dropped_now
+            } else {
+                drop_counters(&nft_binary).await
+            };
+            let next = next_generation(generation);
+            set_generation(&mut table, next);
+            let counted = Instant::now();
             match runner.run(&table.transaction()).await {
                 Ok(()) => {
                     info!(
                         rules = table.chains.iter().map(|c| c.rules.len()).sum::<usize>(),
                         set_elements = table.sets.values().map(|s| s.elements.len()).sum::<usize>(),
+                        generation = next,
+                        waited_ms = ms(pending_since.map(|t| pass - t)),
+                        sync_ms = ms(Some(synced - pass)),
+                        render_ms = ms(Some(rendered - synced)),
+                        counters_ms = ms(Some(counted - rendered)),
+                        nft_ms = ms(Some(counted.elapsed())),
                         "network policy table replaced"
                     );
                     for (b, n) in dropped_base.iter_mut().zip(now_dropped) {
                         *b += n;
                     }
+                    dropped_now = [0, 0];
+                    shared
+                        .metrics
+                        .record_policy_dropped(dropped_base[0], dropped_base[1]);
+                    generation = next;
                     written = Some(table.clone());
+                    writes += 1;
                     last_full = Some(Instant::now());
-                    verified = runner
-                        .list()
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(|l| without_counters(&l));
+                    // the next check records the new table's listing
+                    verified = None;
+                    force_full = false;
+                    full_due = false;
                     applied = true;
                 }
                 Err(e) => {
@@ -380,23 +447,113 @@ pub async fn run(
         } else if written.is_some() {
             pending_since = None;
         }
-        if resync || full {
-            let current = drop_counters(&nft_binary).await;
-            shared
-                .metrics
-                .record_policy_dropped(dropped_base[0] + current[0], dropped_base[1] + current[1]);
-        }
         report_problems(&recorder, model, &policies.state(), &mut reported).await;
-        let next_check = RESYNC.saturating_sub(last_check.map_or(RESYNC, |t| t.elapsed()));
+        if pass.elapsed() >= Duration::from_millis(250) {
+            info!(
+                full,
+                applied,
+                sync_ms = ms(Some(synced - pass)),
+                render_ms = ms(Some(rendered - synced)),
+                pass_ms = ms(Some(pass.elapsed())),
+                "slow policy pass"
+            );
+        }
+        // The safety net lists the kernel's table in the background every RESYNC, so a change
+        // never waits for it (nor for `nft list`, which takes longer than an update).
+        if check.is_none() && last_check.elapsed() >= RESYNC && written.is_some() {
+            last_check = Instant::now();
+            let r = runner.clone();
+            check = Some((
+                writes,
+                tokio::spawn(async move { r.list().await.ok().flatten() }),
+            ));
+        }
+        let next_check = RESYNC.saturating_sub(last_check.elapsed());
         tokio::select! {
-            _ = notify.notified() => {
-                pending_since.get_or_insert_with(Instant::now);
+            _ = wake.notify.notified() => {
                 // coalesce a burst of events into one transaction
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            listing = checked(&mut check) => {
+                let (at, listing) = listing;
+                dropped_now = listing.as_deref().map_or([0, 0], drop_counts_in_listing);
+                shared.metrics.record_policy_dropped(
+                    dropped_base[0] + dropped_now[0],
+                    dropped_base[1] + dropped_now[1],
+                );
+                let current = listing.map(|l| without_counters(&l));
+                match check_verdict(at == writes, verified.as_deref(), current.as_deref()) {
+                    Check::Rewrite { tampered } => {
+                        debug!(tampered, "policy check: replacing the whole table");
+                        force_full = true;
+                    }
+                    Check::Record => verified = current,
+                    Check::Keep => {}
+                }
+                if last_full.is_none_or(|t| t.elapsed() >= FULL_RESYNC) {
+                    full_due = true;
+                }
             }
             _ = tokio::time::sleep(next_check) => {}
         }
     }
+}
+
+/// What a finished background check of the kernel's table means.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    /// The table is gone, or changed behind the agent's back since the listing it recorded.
+    Rewrite { tampered: bool },
+    /// No listing recorded since the last write: this one is what the writes left.
+    Record,
+    /// Nothing to do (the listing equals the recorded one, or the agent wrote while it ran).
+    Keep,
+}
+
+/// Decides a check: `quiet` is whether the agent wrote nothing while the listing ran (else the
+/// listing may show the table before or after that write and tells nothing, unless the table is
+/// gone); `verified` the listing recorded since the last write; `current` the listing (without
+/// counters), `None` when the table does not exist.
+pub fn check_verdict(quiet: bool, verified: Option<&str>, current: Option<&str>) -> Check {
+    match (current, verified) {
+        (None, _) => Check::Rewrite { tampered: false },
+        _ if !quiet => Check::Keep,
+        (Some(c), Some(v)) if c != v => Check::Rewrite { tampered: true },
+        (Some(_), Some(_)) => Check::Keep,
+        (Some(_), None) => Check::Record,
+    }
+}
+
+/// The result of the background check, when one runs (never ready otherwise).
+async fn checked(
+    check: &mut Option<(u64, tokio::task::JoinHandle<Option<String>>)>,
+) -> (u64, Option<String>) {
+    match check {
+        Some((at, h)) => {
+            let at = *at;
+            let listing = h.await.ok().flatten();
+            *check = None;
+            (at, listing)
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The packets counted by the drop chains (ingress, egress) in a listing of the whole table.
+pub fn drop_counts_in_listing(listing: &str) -> [u64; 2] {
+    let of = |chain: &str| {
+        listing
+            .split("chain ")
+            .find(|c| c.split_whitespace().next() == Some(chain))
+            .and_then(counter_packets)
+            .unwrap_or(0)
+    };
+    [of(DROP_INGRESS), of(DROP_EGRESS)]
+}
+
+/// Milliseconds for a log field.
+fn ms(d: Option<Duration>) -> u64 {
+    d.map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn drop_counters(binary: &str) -> [u64; 2] {
@@ -494,6 +651,41 @@ mod tests {
         assert_eq!(
             m[&ObjectKey::new("x", "a")],
             BTreeSet::from(["198.18.0.5".parse::<IpAddr>().unwrap()])
+        );
+    }
+
+    #[test]
+    fn checks_decide_from_the_listing_and_the_writes() {
+        // gone: rewrite, whatever else
+        assert_eq!(
+            check_verdict(true, Some("a"), None),
+            Check::Rewrite { tampered: false }
+        );
+        assert_eq!(
+            check_verdict(false, None, None),
+            Check::Rewrite { tampered: false }
+        );
+        // changed behind the agent's back since the recorded listing
+        assert_eq!(
+            check_verdict(true, Some("a"), Some("b")),
+            Check::Rewrite { tampered: true }
+        );
+        assert_eq!(check_verdict(true, Some("a"), Some("a")), Check::Keep);
+        // first check after a write: record what the write left
+        assert_eq!(check_verdict(true, None, Some("b")), Check::Record);
+        // the agent wrote while the listing ran: it may show either table, so it decides nothing
+        assert_eq!(check_verdict(false, Some("a"), Some("b")), Check::Keep);
+        assert_eq!(check_verdict(false, None, Some("b")), Check::Keep);
+    }
+
+    #[test]
+    fn drop_counts_from_a_table_listing() {
+        let listing = "table inet hybridnet_policy {\n\tchain drop_egress {\n\t\tcounter packets 4 bytes 240 drop comment \"isolated for egress, no rule allows it\"\n\t}\n\n\tchain drop_ingress {\n\t\tcounter packets 17 bytes 1020 drop\n\t}\n\n\tchain pod_1_in {\n\t\tcounter packets 99 bytes 1 goto drop_ingress\n\t}\n}\n";
+        assert_eq!(drop_counts_in_listing(listing), [17, 4]);
+        assert_eq!(drop_counts_in_listing(""), [0, 0]);
+        assert_eq!(
+            drop_counts_in_listing("chain drop_ingress {\n counter packets x\n}"),
+            [0, 0]
         );
     }
 }

@@ -30,6 +30,8 @@ pub struct Packet {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub mark: u32,
+    /// `ct mark`: the mark of the packet's connection (0 for a new one).
+    pub ct_mark: u32,
     pub ct_state: CtState,
     pub ct_status: BTreeSet<CtStatus>,
     /// `ct original daddr`.
@@ -53,6 +55,7 @@ impl Packet {
             src,
             dst,
             mark: 0,
+            ct_mark: 0,
             ct_state: CtState::New,
             ct_status: BTreeSet::new(),
             ct_original_dst: dst,
@@ -109,6 +112,8 @@ pub struct ChainOutcome {
     pub verdict: Option<Final>,
     pub reject: Option<Reject>,
     pub mark: u32,
+    /// The connection's mark after the chain.
+    pub ct_mark: u32,
     pub masquerade: bool,
     /// Rules that matched, in evaluation order.
     pub hits: Vec<Hit>,
@@ -120,6 +125,8 @@ pub struct HookOutcome {
     pub verdict: Final,
     pub reject: Option<Reject>,
     pub mark: u32,
+    /// The connection's mark after the hook.
+    pub ct_mark: u32,
     pub masquerade: bool,
     pub hits: Vec<Hit>,
     /// The rule that dropped or rejected the packet, or `None` when a policy did or it passed.
@@ -145,6 +152,7 @@ fn field_value(f: &Field, p: &Packet) -> Option<Vec<Value>> {
         Field::L4Proto => p.l4.map(|(pr, _)| vec![Value::Proto(pr)]),
         Field::Dport => p.l4.map(|(_, port)| vec![Value::Port(port)]),
         Field::Mark { mask } => Some(vec![Value::Mark(p.mark & mask.unwrap_or(u32::MAX))]),
+        Field::CtMark => Some(vec![Value::Mark(p.ct_mark)]),
         Field::Concat(fs) => {
             let mut out = Vec::new();
             for f in fs {
@@ -225,6 +233,7 @@ pub(super) fn chain(t: &Table, start: &str, pkt: &Packet) -> ChainOutcome {
         verdict: None,
         reject: None,
         mark: p.mark,
+        ct_mark: p.ct_mark,
         masquerade: false,
         hits: Vec::new(),
     };
@@ -251,10 +260,12 @@ pub(super) fn chain(t: &Table, start: &str, pkt: &Packet) -> ChainOutcome {
             match s {
                 Stmt::Counter => {}
                 Stmt::Mark(op) => p.mark = op.apply(p.mark),
+                Stmt::CtMark(op) => p.ct_mark = op.apply(p.ct_mark),
                 Stmt::Masquerade => out.masquerade = true,
             }
         }
         out.mark = p.mark;
+        out.ct_mark = p.ct_mark;
         // A verdict map without the packet's key ends the rule like a failed match.
         let v = rule.verdict.as_ref().map(|v| resolve(t, v, &p));
         if matches!(v, Some(None)) {
@@ -318,6 +329,7 @@ pub(super) fn hook(t: &Table, h: Hook, pkt: &Packet) -> HookOutcome {
         verdict: Final::Accept,
         reject: None,
         mark: p.mark,
+        ct_mark: p.ct_mark,
         masquerade: false,
         hits: Vec::new(),
         decided_by: None,
@@ -326,6 +338,8 @@ pub(super) fn hook(t: &Table, h: Hook, pkt: &Packet) -> HookOutcome {
         let r = chain(t, &c.name, &p);
         p.mark = r.mark;
         out.mark = r.mark;
+        p.ct_mark = r.ct_mark;
+        out.ct_mark = r.ct_mark;
         out.masquerade |= r.masquerade;
         let last = r.hits.last().cloned();
         out.hits.extend(r.hits);

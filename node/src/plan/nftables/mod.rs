@@ -131,6 +131,8 @@ pub enum Field {
     Mark {
         mask: Option<u32>,
     },
+    /// `ct mark`: the mark of the packet's connection.
+    CtMark,
     /// `a . b`: compared with concatenated keys.
     Concat(Vec<Field>),
 }
@@ -220,6 +222,9 @@ impl MarkOp {
 pub enum Stmt {
     Counter,
     Mark(MarkOp),
+    /// Changes the connection's mark (`ct mark set ...`), which later packets of the connection
+    /// carry.
+    CtMark(MarkOp),
     Masquerade,
 }
 

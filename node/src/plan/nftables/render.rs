@@ -83,6 +83,7 @@ pub(super) fn field(f: &Field) -> String {
         Field::Dport => "th dport".into(),
         Field::Mark { mask: None } => "meta mark".into(),
         Field::Mark { mask: Some(m) } => format!("meta mark & {m:#x}"),
+        Field::CtMark => "ct mark".into(),
         Field::Concat(fs) => fs.iter().map(field).collect::<Vec<_>>().join(" . "),
     }
 }
@@ -157,6 +158,9 @@ fn stmt(s: &Stmt) -> String {
         Stmt::Mark(MarkOp::Set(v)) => format!("meta mark set {v:#x}"),
         Stmt::Mark(MarkOp::Or(v)) => format!("meta mark set meta mark | {v:#x}"),
         Stmt::Mark(MarkOp::And(v)) => format!("meta mark set meta mark & {v:#x}"),
+        Stmt::CtMark(MarkOp::Set(v)) => format!("ct mark set {v:#x}"),
+        Stmt::CtMark(MarkOp::Or(v)) => format!("ct mark set ct mark | {v:#x}"),
+        Stmt::CtMark(MarkOp::And(v)) => format!("ct mark set ct mark & {v:#x}"),
         Stmt::Masquerade => "masquerade".into(),
     }
 }

@@ -35,7 +35,10 @@ pub use build::{NAMESPACE_NAME_LABEL, build_policy_model, namespace_from_object,
 pub use compile::{CompiledPolicy, compile_policy};
 pub use eval::{Flow, SideVerdict, Verdict, evaluate};
 pub use incremental::PolicyState;
-pub use render::{POLICY_TABLE, render_policy_table};
+pub use render::{
+    POLICY_TABLE, generation, generation_in_listing, next_generation, render_policy_table,
+    set_generation,
+};
 pub use selector::Selector;
 
 /// `namespace/name` of a pod or a policy.

@@ -3,12 +3,18 @@
 //!
 //! Layout (docs/networkpolicy.md, "Data plane"):
 //!
-//! - base chains `egress` (hooks forward and input: `egress_in`) and `ingress` (hook forward, after
-//!   `egress`): replies of tracked connections and related packets pass; every other packet is
-//!   looked up in a verdict map keyed by the local pod's address (`saddr` for egress, `daddr` for
-//!   ingress) that jumps to the pod's chain. `accept` in one base chain lets the packet on to the
-//!   next, so a flow between two local pods passes the source's egress and then the destination's
-//!   ingress. Traffic the node itself sends (kubelet probes) takes the output hook: not filtered.
+//! - base chains `forward` (hook forward) and `egress_in` (hook input, traffic to the node itself):
+//!   replies of tracked connections and related packets pass; so does a packet whose connection
+//!   carries the table's generation in its conntrack mark (`ct mark G`: a connection this table
+//!   already allowed). Every other packet is looked up in a verdict map keyed by the source
+//!   address (`eg_4`, `eg_6`) that jumps to the local source pod's egress chain, then in one keyed
+//!   by the destination (`in_4`, `in_6`) to the local destination pod's ingress chain; a rule that
+//!   allows egress goes on to the ingress lookup (`egress_ok`), one that allows ingress, or the end
+//!   of the lookups, to `allowed`, which sets `ct mark G` and accepts. One base chain decides
+//!   both sides, so a connection carries `G` only if the rules of generation `G` allowed it on
+//!   both. Every change of the table comes with a new `G` ([`set_generation`]), so the next packet
+//!   of every connection is decided again by the new rules: one a change no longer allows stops.
+//!   Traffic the node itself sends (kubelet probes) takes the output hook: not filtered.
 //! - per isolated local pod and direction a chain that jumps to the chain of every policy that
 //!   isolates it and ends with a counted `goto drop_<dir>` (the pod's drops; the drop chain's
 //!   counter, one per direction, is the dropped-packets metric);
@@ -27,8 +33,8 @@ use hybridnet_api::v1::IpVersion;
 
 use super::{Direction, IpBlock, ObjectKey, Peer, PolicyModel, PortSpec, Protocol, Rule, SetKey};
 use crate::plan::nftables::{
-    Chain, ChainType, CmpOp, CtState, Field, Hook, Key, KeyType, L4Proto, Map, Match, Policy, Rhs,
-    Rule as NftRule, Set, Stmt, Table, Value, Verdict, priority,
+    Chain, ChainType, CmpOp, CtState, Field, Hook, Key, KeyType, L4Proto, Map, MarkOp, Match,
+    Policy, Rhs, Rule as NftRule, Set, Stmt, Table, Value, Verdict, priority,
 };
 
 /// The table the agent owns for NetworkPolicy.
@@ -36,6 +42,13 @@ pub const POLICY_TABLE: &str = "hybridnet_policy";
 /// Chains whose counters are the dropped-packets metric.
 pub const DROP_INGRESS: &str = "drop_ingress";
 pub const DROP_EGRESS: &str = "drop_egress";
+/// The chain that marks a connection allowed (`ct mark set G`) and accepts.
+pub const ALLOWED: &str = "allowed";
+/// The chain an egress allow goes on to: the destination's ingress lookup, then [`ALLOWED`].
+pub const EGRESS_OK: &str = "egress_ok";
+/// The base chains that check the generation (`ct mark G accept`).
+const BASE_CHAINS: [&str; 2] = ["forward", "egress_in"];
+const CACHED_COMMENT: &str = "connections allowed by this generation";
 
 fn l4(p: Protocol) -> L4Proto {
     match p {
@@ -237,10 +250,15 @@ fn policy_rules(key: &ObjectKey, rules: &[Rule], dir: Direction, names: &Names) 
                     }
                     m.extend(pe.iter().cloned());
                     m.extend(po.iter().cloned());
+                    // an allowed egress still needs the destination's ingress
+                    let next = match dir {
+                        Direction::Egress => EGRESS_OK,
+                        Direction::Ingress => ALLOWED,
+                    };
                     out.push(
                         NftRule::new(m)
                             .stmt(Stmt::Counter)
-                            .verdict(Verdict::Accept)
+                            .verdict(Verdict::Goto(next.into()))
                             .comment(rule_comment(key, dir, rule.index)),
                     );
                 }
@@ -258,8 +276,38 @@ fn any(v: IpVersion) -> hybridnet_api::ipmath::Cidr {
     }
 }
 
-fn dispatch_chain(name: &str, hook: Hook, prio: i32, dir: Direction) -> Chain {
-    let mut c = Chain::base(name, ChainType::Filter, hook, prio, Policy::Accept);
+/// Looks the packet's address up in the verdict maps of `dir` (the local pod's chain, if any).
+fn lookups(dir: Direction) -> Vec<NftRule> {
+    FAMILIES
+        .into_iter()
+        .map(|v| {
+            let field = match dir {
+                Direction::Ingress => Field::Daddr(v),
+                Direction::Egress => Field::Saddr(v),
+            };
+            NftRule::default().vmap(field, format!("{}_{}", dir_tag(dir), fam(v)))
+        })
+        .collect()
+}
+
+/// `ct mark G accept`: a later packet of a connection this generation allowed.
+fn cached(generation: u32) -> NftRule {
+    NftRule::new(vec![Match::eq(
+        Field::CtMark,
+        Rhs::Value(Value::Mark(generation)),
+    )])
+    .verdict(Verdict::Accept)
+    .comment(CACHED_COMMENT)
+}
+
+fn dispatch_chain(name: &str, hook: Hook, generation: u32) -> Chain {
+    let mut c = Chain::base(
+        name,
+        ChainType::Filter,
+        hook,
+        priority::FILTER,
+        Policy::Accept,
+    );
     c.rules.push(
         NftRule::new(vec![
             Match::CtDirectionReply { op: CmpOp::Eq },
@@ -278,21 +326,84 @@ fn dispatch_chain(name: &str, hook: Hook, prio: i32, dir: Direction) -> Chain {
         }])
         .verdict(Verdict::Accept),
     );
-    for v in FAMILIES {
-        let field = match dir {
-            Direction::Ingress => Field::Daddr(v),
-            Direction::Egress => Field::Saddr(v),
-        };
-        c.rules
-            .push(NftRule::default().vmap(field, format!("{}_{}", dir_tag(dir), fam(v))));
-    }
+    c.rules.push(cached(generation));
+    c.rules.extend(lookups(Direction::Egress));
+    c.rules.extend(lookups(Direction::Ingress));
+    c.rules
+        .push(NftRule::default().verdict(Verdict::Goto(ALLOWED.into())));
     c
+}
+
+/// Gives the table generation `g` (not 0, which every new connection carries): the conntrack
+/// mark that [`ALLOWED`] sets and the base chains accept without policy lookups. The caller
+/// changes it with every change of the table, so no connection skips the new rules.
+pub fn set_generation(t: &mut Table, g: u32) {
+    for c in t.chains.iter_mut() {
+        if BASE_CHAINS.contains(&c.name.as_str()) {
+            for r in c.rules.iter_mut() {
+                if r.comment.as_deref() == Some(CACHED_COMMENT) {
+                    *r = cached(g);
+                }
+            }
+        } else if c.name == ALLOWED {
+            c.rules = vec![allowed_rule(g)];
+        }
+    }
+}
+
+fn allowed_rule(g: u32) -> NftRule {
+    NftRule::default()
+        .stmt(Stmt::CtMark(MarkOp::Set(g)))
+        .verdict(Verdict::Accept)
+        .comment("allowed: later packets of the connection pass by its mark")
+}
+
+/// The generation of a table (what [`set_generation`] gave it).
+pub fn generation(t: &Table) -> Option<u32> {
+    t.chain(ALLOWED)?.rules.iter().find_map(|r| {
+        r.stmts.iter().find_map(|s| match s {
+            Stmt::CtMark(MarkOp::Set(g)) => Some(*g),
+            _ => None,
+        })
+    })
+}
+
+/// The generation in a kernel listing of the table (`ct mark set 0x...` in chain `allowed`), so
+/// a restarted agent continues after it instead of reusing a generation that connections
+/// allowed by older rules may carry.
+pub fn generation_in_listing(listing: &str) -> Option<u32> {
+    let chain = listing.split("chain ").find(|c| {
+        c.split_whitespace()
+            .next()
+            .is_some_and(|name| name == ALLOWED)
+    })?;
+    let mut words = chain.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "set" {
+            let v = words.next()?;
+            return match v.strip_prefix("0x") {
+                Some(h) => u32::from_str_radix(h, 16).ok(),
+                None => v.parse().ok(),
+            };
+        }
+    }
+    None
+}
+
+/// The generation after `g`: never 0 (the mark of a connection nothing marked yet).
+pub fn next_generation(g: u32) -> u32 {
+    match g.wrapping_add(1) {
+        0 => 1,
+        n => n,
+    }
 }
 
 /// The policy table of node `node` (only its pods are dispatched; only what they use is defined).
 /// Chains and sets are named after the pod, policy or selector they stand for, so the table of a
 /// changed model differs from the previous one only where the change is
 /// ([`crate::plan::nftables::diff`] turns that into an update of those parts).
+///
+/// The table has generation 1; the agent gives it its own with [`set_generation`].
 pub fn render_policy_table(model: &PolicyModel, node: &str) -> Table {
     let mut t = Table::new(POLICY_TABLE);
     let local: Vec<(&ObjectKey, &super::ModelPod)> =
@@ -379,24 +490,18 @@ pub fn render_policy_table(model: &PolicyModel, node: &str) -> Table {
         }
     }
 
-    t.chains.push(dispatch_chain(
-        "egress",
-        Hook::Forward,
-        priority::FILTER,
-        Direction::Egress,
-    ));
-    t.chains.push(dispatch_chain(
-        "egress_in",
-        Hook::Input,
-        priority::FILTER,
-        Direction::Egress,
-    ));
-    t.chains.push(dispatch_chain(
-        "ingress",
-        Hook::Forward,
-        priority::FILTER + 1,
-        Direction::Ingress,
-    ));
+    t.chains
+        .push(dispatch_chain(BASE_CHAINS[0], Hook::Forward, 1));
+    t.chains
+        .push(dispatch_chain(BASE_CHAINS[1], Hook::Input, 1));
+    let mut ok = Chain::regular(EGRESS_OK);
+    ok.rules = lookups(Direction::Ingress);
+    ok.rules
+        .push(NftRule::default().verdict(Verdict::Goto(ALLOWED.into())));
+    t.chains.push(ok);
+    let mut allowed = Chain::regular(ALLOWED);
+    allowed.rules.push(allowed_rule(1));
+    t.chains.push(allowed);
     for dir in [Direction::Ingress, Direction::Egress] {
         for v in FAMILIES {
             t.maps.insert(

@@ -882,6 +882,119 @@ fn rendered_table_is_valid_and_small() {
     );
 }
 
+/// A packet of `f` whose connection carries `ct_mark`, through the forward hook of `t`.
+fn forward(
+    t: &crate::plan::nftables::Table,
+    f: &Flow,
+    ct_mark: u32,
+) -> crate::plan::nftables::HookOutcome {
+    use crate::plan::nftables::{Hook, L4Proto, Packet};
+    let mut p = Packet::new(f.src, f.dst);
+    p.ct_mark = ct_mark;
+    p.l4 = Some((
+        match f.protocol {
+            Protocol::Tcp => L4Proto::Tcp,
+            Protocol::Udp => L4Proto::Udp,
+            Protocol::Sctp => L4Proto::Sctp,
+        },
+        f.port,
+    ));
+    t.eval_hook(Hook::Forward, &p)
+}
+
+#[test]
+fn allowed_connections_carry_the_generation_and_older_marks_are_decided_again() {
+    use crate::plan::nftables::Final;
+    // x/a (n1) accepts port 80 from x/b (n1) only; x/b may send only to x/a
+    let p = np(
+        "x",
+        "p",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}},
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}], "ports": [{"port": 80}]}]}),
+    );
+    let q = np(
+        "x",
+        "q",
+        json!({"podSelector": {"matchLabels": {"pod": "b"}}, "policyTypes": ["Egress"],
+               "egress": [{"to": [{"podSelector": {"matchLabels": {"pod": "a"}}}]}]}),
+    );
+    let m = build_policy_model(&cluster(vec![p, q]));
+    let mut t = render_policy_table(&m, "n1");
+    assert_eq!(generation(&t), Some(1));
+    set_generation(&mut t, 7);
+    assert_eq!(generation(&t), Some(7));
+    assert_eq!(t.validate(), Ok(()));
+    let text = t.transaction();
+    assert!(text.contains("ct mark 0x7 accept"), "{text}");
+    assert!(text.contains("ct mark set 0x7 accept"), "{text}");
+
+    let allowed = tcp(XB, XA, 80);
+    let denied = tcp(XB, XA, 81);
+    // the first packet is decided by the policies on both sides and marks its connection
+    let o = forward(&t, &allowed, 0);
+    assert_eq!(o.verdict, Final::Accept);
+    assert_eq!(o.ct_mark, 7, "{:?}", o.hits);
+    assert!(
+        o.hits
+            .iter()
+            .any(|h| h.comment.as_deref() == Some("x/q egress rule 0"))
+    );
+    assert!(
+        o.hits
+            .iter()
+            .any(|h| h.comment.as_deref() == Some("x/p ingress rule 0"))
+    );
+    // a later packet of it passes by the mark alone
+    let later = forward(&t, &allowed, 7);
+    assert_eq!(later.verdict, Final::Accept);
+    assert_eq!(later.hits.len(), 1, "{:?}", later.hits);
+    // a denied connection is not marked
+    let o = forward(&t, &denied, 0);
+    assert_eq!((o.verdict, o.ct_mark), (Final::Drop, 0));
+    // a mark of an older generation (or of anyone else) is no pass: the rules decide again
+    for stale in [6, 1, 0x4000, u32::MAX] {
+        let o = forward(&t, &denied, stale);
+        assert_eq!(o.verdict, Final::Drop, "mark {stale:#x}: {:?}", o.hits);
+        assert_eq!(o.ct_mark, stale, "a dropped packet does not re-mark");
+        let o = forward(&t, &allowed, stale);
+        assert_eq!((o.verdict, o.ct_mark), (Final::Accept, 7));
+    }
+    // the flow x/b -> x/a was allowed at generation 7; a change that no longer allows it comes
+    // with generation 8, and its next packet is dropped although it carries 7
+    let m2 = build_policy_model(&cluster(vec![np(
+        "x",
+        "p",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": []}),
+    )]));
+    let mut t2 = render_policy_table(&m2, "n1");
+    set_generation(&mut t2, next_generation(7));
+    assert_eq!(forward(&t2, &allowed, 7).verdict, Final::Drop);
+    // unisolated pods: marked too, so their later packets skip the lookups
+    let o = forward(&t2, &tcp(XA, "198.18.0.3", 80), 0);
+    assert_eq!((o.verdict, o.ct_mark), (Final::Accept, 8));
+}
+
+#[test]
+fn generations_never_zero_and_found_in_a_listing() {
+    assert_eq!(next_generation(0), 1);
+    assert_eq!(next_generation(41), 42);
+    assert_eq!(next_generation(u32::MAX), 1);
+    let listing = "table inet hybridnet_policy {\n\tchain forward {\n\t\tct mark 0x0000002a accept comment \"connections allowed by this generation\"\n\t}\n\n\tchain allowed {\n\t\tct mark set 0x0000002a accept comment \"allowed\"\n\t}\n}\n";
+    assert_eq!(generation_in_listing(listing), Some(42));
+    assert_eq!(
+        generation_in_listing("table inet hybridnet_policy {\n}"),
+        None
+    );
+    assert_eq!(
+        generation_in_listing("chain allowed {\n ct mark set 0xzz accept\n}"),
+        None
+    );
+    assert_eq!(
+        generation_in_listing("chain allowed {\n ct mark set 17 accept\n}"),
+        Some(17)
+    );
+}
+
 #[test]
 fn rule_count_grows_with_policies_not_pods() {
     let policy = np(
@@ -944,7 +1057,14 @@ proptest! {
                 if m.by_ip.get(&f.src) == m.by_ip.get(&f.dst) {
                     continue; // a pod to itself never reaches the forward hook
                 }
-                prop_assert_eq!(nft_allows(&t, &f), node_allows(&m, node, &f), "{} {:?}", node, f);
+                let allows = node_allows(&m, node, &f);
+                prop_assert_eq!(nft_allows(&t, &f), allows, "{} {:?}", node, f);
+                // an allowed connection carries the generation; a mark of an older one decides
+                // nothing
+                let o = forward(&t, &f, 0);
+                prop_assert_eq!(o.ct_mark, if allows { 1 } else { 0 });
+                let stale = forward(&t, &f, 2);
+                prop_assert_eq!(stale.verdict == crate::plan::nftables::Final::Accept, allows);
             }
         }
     }
