@@ -13,9 +13,8 @@ use hybridnet_api::operator::{
 };
 use hybridnet_api::selector as podselector;
 use hybridnet_api::v1::NetworkType;
-use hybridnet_operator::controlplane::rules::defaults::{
-    LiveDefaults, PodDefaults, effective_defaults,
-};
+use hybridnet_operator::controlplane::rules::defaults::{PodDefaults, effective_defaults};
+use hybridnet_operator::controlplane::runtime::live_defaults::LiveDefaults;
 use hybridnet_operator::lifecycle::status::{self, RolloutObservation, StatusInput};
 use k8s_openapi::api::core::v1::Pod;
 

@@ -12,9 +12,8 @@ use common::*;
 use hybridnet_api::constants::{annotation, finalizer, label};
 use hybridnet_api::operator::{HybridnetCluster, IpFamily};
 use hybridnet_api::v1::{IpVersion, NetworkType};
-use hybridnet_operator::controlplane::rules::defaults::{
-    DefaultsSource, LiveDefaults, PodDefaults,
-};
+use hybridnet_operator::controlplane::rules::defaults::{DefaultsSource, PodDefaults};
+use hybridnet_operator::controlplane::runtime::live_defaults::LiveDefaults;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};

@@ -446,8 +446,8 @@ async fn webhook_accepts_upstream_examples_and_refuses_invalid_objects_naming_th
 /// network is refused although the cache has not seen the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subnet_is_checked_against_the_api_when_the_cache_lags() {
-    use hybridnet_operator::controlplane::rules::defaults::LiveDefaults;
     use hybridnet_operator::controlplane::runtime::caches::Caches;
+    use hybridnet_operator::controlplane::runtime::live_defaults::LiveDefaults;
     use hybridnet_operator::controlplane::runtime::metrics::Metrics;
     use hybridnet_operator::webhook::{WebhookState, review};
     use kube::core::DynamicObject;
@@ -523,8 +523,8 @@ async fn a_subnet_is_checked_against_the_api_when_the_cache_lags() {
 /// Namespace's network type and family on the pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_is_resolved_with_its_namespace_when_the_cache_lags() {
-    use hybridnet_operator::controlplane::rules::defaults::LiveDefaults;
     use hybridnet_operator::controlplane::runtime::caches::Caches;
+    use hybridnet_operator::controlplane::runtime::live_defaults::LiveDefaults;
     use hybridnet_operator::controlplane::runtime::metrics::Metrics;
     use hybridnet_operator::webhook::{WebhookState, review};
     use kube::core::DynamicObject;

@@ -7,9 +7,9 @@ pub mod nodescope;
 pub mod review;
 pub mod server;
 
-use crate::controlplane::rules::defaults::LiveDefaults;
 use crate::controlplane::runtime::caches::Caches;
 use crate::controlplane::runtime::config::ControlPlaneConfig;
+use crate::controlplane::runtime::live_defaults::LiveDefaults;
 use crate::controlplane::runtime::metrics::Metrics;
 
 /// What the handlers read.

@@ -686,18 +686,13 @@ async fn reuse(
                 .annotations
                 .as_ref()
                 .is_some_and(|a| a.contains_key(annotation::MAC_POOL));
-            assign_and_bind(
-                ctx,
-                pod,
-                plan,
-                existing,
-                &candidates,
+            let assignment = Assignment {
+                candidates: &candidates,
                 force,
                 mac,
-                own,
-                explicit_mac,
-            )
-            .await
+                rebind_mac: explicit_mac,
+            };
+            assign_and_bind(ctx, pod, plan, existing, assignment, own).await
         }
     }
 }
@@ -726,22 +721,35 @@ async fn allocate_fresh(
     Ok(Some(format!("allocate IPs {ips:?} successfully")))
 }
 
+/// Which addresses to assign to a pod that has (or had) IPInstances, and how.
+struct Assignment<'a> {
+    candidates: &'a [AssignCandidate],
+    /// Take the addresses even when the IPAM holds them for another pod (upstream's force).
+    force: bool,
+    /// The MAC to keep; `None` lets the IPAM choose.
+    mac: Option<MacAddr>,
+    /// Write the MAC into the IPInstances that are re-bound.
+    rebind_mac: bool,
+}
+
 /// Assigns the candidates in the IPAM, re-binds the IPInstances that exist (with the MAC if
 /// `rebind_mac`) and creates the others.
-#[allow(clippy::too_many_arguments)]
 async fn assign_and_bind(
     ctx: &Ctx,
     pod: &Pod,
     plan: &Plan,
     existing: &[IPInstance],
-    candidates: &[AssignCandidate],
-    force: bool,
-    mac: Option<MacAddr>,
+    assignment: Assignment<'_>,
     own: &Ownership,
-    rebind_mac: bool,
 ) -> Result<Option<String>, ReconcileError> {
     let ns = pod.namespace().unwrap_or_default();
     let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let Assignment {
+        candidates,
+        force,
+        mac,
+        rebind_mac,
+    } = assignment;
     let (allocs, mac) = ctx
         .engine()
         .assign(&plan.network, &pod_ipam_key(pod), candidates, force, mac)
@@ -808,18 +816,14 @@ async fn allocate_vm(
     }
     // Forced, as upstream: the addresses are Reserved for the VM's previous pod. One still
     // allocated to a running pod of the VM is refused (retried once that pod is gone).
-    assign_and_bind(
-        ctx,
-        pod,
-        &plan,
-        &existing,
-        &reuse_candidates(&existing),
-        true,
-        retained_mac(&existing),
-        &own,
-        false,
-    )
-    .await
+    let candidates = reuse_candidates(&existing);
+    let assignment = Assignment {
+        candidates: &candidates,
+        force: true,
+        mac: retained_mac(&existing),
+        rebind_mac: false,
+    };
+    assign_and_bind(ctx, pod, &plan, &existing, assignment, &own).await
 }
 
 async fn delete_ipinstance(

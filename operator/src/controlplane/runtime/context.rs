@@ -11,10 +11,11 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::debug;
 
-use crate::controlplane::rules::defaults::{EffectiveDefaults, LiveDefaults};
+use crate::controlplane::rules::defaults::EffectiveDefaults;
 use crate::controlplane::runtime::caches::Caches;
 use crate::controlplane::runtime::config::ControlPlaneConfig;
 use crate::controlplane::runtime::engine::Engine;
+use crate::controlplane::runtime::live_defaults::LiveDefaults;
 use crate::controlplane::runtime::metrics::Metrics;
 
 /// What we know a pod was given (upstream PodIPCache): guards against allocating twice before the

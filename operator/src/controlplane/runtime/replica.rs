@@ -11,9 +11,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::controlplane::rules::defaults::LiveDefaults;
 use crate::controlplane::runtime::caches::Caches;
 use crate::controlplane::runtime::config::ControlPlaneConfig;
+use crate::controlplane::runtime::live_defaults::LiveDefaults;
 use crate::controlplane::runtime::metrics::{self, Metrics};
 use crate::controlplane::runtime::run::{ControlPlane, TermTask};
 use crate::webhook::WebhookState;

@@ -23,12 +23,12 @@ use tracing::{error, info, warn};
 
 use crate::controlplane::controllers::leak::LeakDetector;
 use crate::controlplane::controllers::{ipinstance, node, nodeinfo, pod, status};
-use crate::controlplane::rules::defaults::LiveDefaults;
 use crate::controlplane::runtime::caches::Caches;
 use crate::controlplane::runtime::config::ControlPlaneConfig;
 use crate::controlplane::runtime::context::{Ctx, PodRecord, ReconcileError};
 use crate::controlplane::runtime::engine::Engine;
 use crate::controlplane::runtime::leader::{LeaseElector, run_election};
+use crate::controlplane::runtime::live_defaults::LiveDefaults;
 use crate::controlplane::runtime::metrics::Metrics;
 
 mod tokio_stream_shim {
