@@ -228,6 +228,8 @@ impl Cli {
             lease_duration: lease,
             lease_retry: (lease / 5).max(Duration::from_millis(500)),
             leak_check_interval: Duration::from_secs(self.leak_check_interval_seconds.max(1)),
+            remote_cluster_check_interval:
+                hybridnet_operator::controlplane::controllers::remotecluster::CHECK_PERIOD,
             upstream_lease: (!self.upstream_leader_election_id.is_empty()).then(|| {
                 (
                     self.upstream_leader_election_namespace.clone(),

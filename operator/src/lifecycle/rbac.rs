@@ -161,9 +161,14 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
             ],
             &["get", "update", "patch"],
         ),
-        // The webhook compares RemoteClusters and RemoteSubnets with the ones that exist
-        // (docs/multicluster.md).
+        // The webhook compares RemoteClusters and RemoteSubnets with the ones that exist, the
+        // RemoteCluster checks read them and write the status (docs/multicluster.md).
         rule(&[MULTICLUSTER], &["remoteclusters", "remotesubnets"], READ),
+        rule(
+            &[MULTICLUSTER],
+            &["remoteclusters/status"],
+            &["get", "update", "patch"],
+        ),
         // Lifecycle: the HybridnetCluster itself (finalizer, status; `/finalizers` lets owner
         // references block deletion).
         rule(
@@ -559,6 +564,12 @@ mod tests {
             "remotesubnets",
             READ,
             "the webhook compares remote ranges",
+        ),
+        (
+            MULTICLUSTER,
+            "remoteclusters/status",
+            &["get", "update", "patch"],
+            "the RemoteCluster status checks",
         ),
         (
             OPERATOR_GROUP,

@@ -81,6 +81,7 @@ pub fn test_config(identity: &str) -> ControlPlaneConfig {
         lease_duration: Duration::from_secs(2),
         lease_retry: Duration::from_millis(200),
         leak_check_interval: Duration::from_millis(700),
+        remote_cluster_check_interval: Duration::from_millis(300),
         pod_concurrency: 16,
         concurrency: 4,
         ..Default::default()

@@ -5,4 +5,5 @@ pub mod leak;
 pub mod node;
 pub mod nodeinfo;
 pub mod pod;
+pub mod remotecluster;
 pub mod status;

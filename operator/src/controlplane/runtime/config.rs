@@ -31,6 +31,9 @@ pub struct ControlPlaneConfig {
     pub lease_retry: Duration,
     /// How often the leak detector runs.
     pub leak_check_interval: Duration,
+    /// How often every RemoteCluster is connected to and checked
+    /// (`controllers::remotecluster`; upstream: 30 s).
+    pub remote_cluster_check_interval: Duration,
     /// `(namespace, name)` of upstream hybridnet's manager Lease: held too while leading, so
     /// upstream's manager and this control plane never allocate at once (docs/migration.md).
     /// `None`, or the same Lease as ours: no guard.
@@ -50,6 +53,8 @@ impl Default for ControlPlaneConfig {
             lease_duration: Duration::from_secs(15),
             lease_retry: Duration::from_secs(2),
             leak_check_interval: Duration::from_secs(60),
+            remote_cluster_check_interval:
+                crate::controlplane::controllers::remotecluster::CHECK_PERIOD,
             upstream_lease: Some((
                 hybridnet_api::migration::UPSTREAM_NAMESPACE.to_string(),
                 hybridnet_api::migration::UPSTREAM_LEADER_LEASE.to_string(),

@@ -22,7 +22,7 @@ use tokio_stream_shim::UnboundedReceiverStream;
 use tracing::{error, info, warn};
 
 use crate::controlplane::controllers::leak::LeakDetector;
-use crate::controlplane::controllers::{ipinstance, node, nodeinfo, pod, status};
+use crate::controlplane::controllers::{ipinstance, node, nodeinfo, pod, remotecluster, status};
 use crate::controlplane::runtime::caches::Caches;
 use crate::controlplane::runtime::config::ControlPlaneConfig;
 use crate::controlplane::runtime::context::{Ctx, PodRecord, ReconcileError};
@@ -335,7 +335,29 @@ pub async fn run_term(ctx: Arc<Ctx>, requeue: mpsc::UnboundedReceiver<ObjectRef<
         }
     };
 
-    futures::join!(pods, ipinstances, status, nodes, nodeinfos, leaks, requeues);
+    // RemoteCluster status (docs/multicluster.md): a pass per period; nothing when there are
+    // no RemoteClusters (or no such CRD).
+    let rc_client = client.clone();
+    let rc_period = cfg.remote_cluster_check_interval;
+    let remote_clusters = async move {
+        loop {
+            if let Err(e) = remotecluster::pass(&rc_client).await {
+                warn!(error = %e, "remote cluster check pass failed");
+            }
+            tokio::time::sleep(rc_period).await;
+        }
+    };
+
+    futures::join!(
+        pods,
+        ipinstances,
+        status,
+        nodes,
+        nodeinfos,
+        leaks,
+        requeues,
+        remote_clusters
+    );
 }
 
 /// Aborts the task when dropped, so aborting a parent future also stops what it spawned (a

@@ -1,0 +1,258 @@
+//! RemoteCluster status through two kube-lite API servers: the operator of cluster A connects to
+//! cluster B (HTTPS, the CA and a client certificate inline as upstream has them), runs the four
+//! checks and writes state and conditions; bad input (an unreachable endpoint, a wrong CA, a
+//! Secret reference, a second RemoteCluster for the same cluster) gives Offline with a condition
+//! that says what is wrong.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
+mod common;
+
+use common::*;
+use hybridnet_api::multicluster::status::condition;
+use hybridnet_api::multicluster::{
+    RemoteCluster, RemoteClusterSpec, RemoteClusterStatus, SecretRef,
+};
+use hybridnet_api::v1::{IpVersion, Network, NetworkType, Subnet};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+fn rc(name: &str, endpoint: &str, ca: &str, client: &TestCerts) -> RemoteCluster {
+    RemoteCluster::new(
+        name,
+        RemoteClusterSpec {
+            api_endpoint: endpoint.into(),
+            ca_data: Some(ByteString(ca.as_bytes().to_vec())),
+            cert_data: Some(ByteString(client.cert_pem.as_bytes().to_vec())),
+            key_data: Some(ByteString(client.key_pem.as_bytes().to_vec())),
+            timeout: Some(5),
+            credentials_secret_ref: None,
+        },
+    )
+}
+
+async fn uid_of_kube_system(c: &Client) -> String {
+    Api::<Namespace>::all(c.clone())
+        .get("kube-system")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap()
+}
+
+/// Waits until RemoteCluster `name` in `api` has `state` and returns its status.
+async fn state(api: &Api<RemoteCluster>, name: &str, want: &str) -> RemoteClusterStatus {
+    let mut last = None;
+    for _ in 0..400 {
+        let s = api.get(name).await.unwrap().status;
+        if s.as_ref().and_then(|s| s.state.as_deref()) == Some(want) {
+            return s.unwrap();
+        }
+        last = s;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{name} never became {want}; last status {last:#?}");
+}
+
+fn cond<'a>(
+    s: &'a RemoteClusterStatus,
+    t: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    s.conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == t)
+        .unwrap_or_else(|| panic!("no {t} in {s:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_cluster_status_from_a_second_api_server() {
+    // Cluster A: the operator's.
+    let a = Env::start().await;
+    a.create_network(network("init", NetworkType::Overlay, Some(4), None))
+        .await
+        .unwrap();
+    a.create_subnet(subnet_of(
+        "init",
+        "init",
+        IpVersion::V4,
+        "198.18.0.0/20",
+        None,
+    ))
+    .await
+    .unwrap();
+    let _r = a.replica("a-1").await;
+    let a_uid = uid_of_kube_system(&a.client).await;
+
+    // Cluster B: HTTPS, the hybridnet CRDs, its own overlay network and subnet.
+    let b = kube_lite::Server::start(kube_lite::Config {
+        tls: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let bc = b.client().await.unwrap();
+    for (_, crd) in hybridnet_api::crd::all() {
+        Api::<CustomResourceDefinition>::all(bc.clone())
+            .create(&PostParams::default(), &crd)
+            .await
+            .unwrap();
+    }
+    wait_for("B serves the CRDs", || async {
+        Api::<RemoteCluster>::all(bc.clone())
+            .list(&Default::default())
+            .await
+            .is_ok()
+    })
+    .await;
+    Api::<Network>::all(bc.clone())
+        .create(
+            &PostParams::default(),
+            &network("init", NetworkType::Overlay, Some(4), None),
+        )
+        .await
+        .unwrap();
+    Api::<Subnet>::all(bc.clone())
+        .create(
+            &PostParams::default(),
+            &subnet_of("init", "init", IpVersion::V4, "198.19.0.0/20", None),
+        )
+        .await
+        .unwrap();
+    let b_uid = uid_of_kube_system(&bc).await;
+    let b_ca = b.ca_pem().unwrap().to_string();
+    let b_url = b.url().to_string();
+    let client_cert = make_certs();
+
+    let rcs: Api<RemoteCluster> = Api::all(a.client.clone());
+    let pp = PostParams::default();
+
+    // Connected, but B has no RemoteCluster pointing back: NotReady, naming the check.
+    rcs.create(&pp, &rc("cluster-b", &b_url, &b_ca, &client_cert))
+        .await
+        .unwrap();
+    let s = state(&rcs, "cluster-b", "NotReady").await;
+    assert_eq!(s.uuid.as_deref(), Some(b_uid.as_str()));
+    assert_eq!(cond(&s, condition::CONNECTED).status, "True");
+    assert_eq!(cond(&s, condition::HEALTH_PROBE).status, "True");
+    assert_eq!(cond(&s, condition::OVERLAY_NET_ID_MATCH).status, "True");
+    assert_eq!(cond(&s, condition::SUBNET_NON_CROSS).status, "True");
+    let bi = cond(&s, condition::BIDIRECTIONAL_CONNECTION);
+    assert_eq!(
+        (bi.status.as_str(), bi.reason.as_str()),
+        ("False", "CheckFail")
+    );
+    assert!(bi.message.contains(&a_uid), "{}", bi.message);
+    let generation = rcs.get("cluster-b").await.unwrap().metadata.generation;
+    assert!(
+        s.conditions
+            .iter()
+            .flatten()
+            .all(|c| c.observed_generation == generation)
+    );
+
+    // B gets its RemoteCluster for A (as B's operator would record A's identity): Ready.
+    let brcs: Api<RemoteCluster> = Api::all(bc.clone());
+    brcs.create(
+        &pp,
+        &rc("cluster-a", "https://192.0.2.1:6443", &b_ca, &client_cert),
+    )
+    .await
+    .unwrap();
+    brcs.patch_status(
+        "cluster-a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"uuid": a_uid, "state": "Ready"}})),
+    )
+    .await
+    .unwrap();
+    let s = state(&rcs, "cluster-b", "Ready").await;
+    for t in condition::CHECKS {
+        assert_eq!(cond(&s, t).status, "True", "{t}");
+    }
+
+    // A remote subnet crossing a local one: NotReady, SubnetNonCross names both.
+    Api::<Subnet>::all(bc.clone())
+        .create(
+            &PostParams::default(),
+            &subnet_of("clash", "init", IpVersion::V4, "198.18.8.0/24", None),
+        )
+        .await
+        .unwrap();
+    let s = state(&rcs, "cluster-b", "NotReady").await;
+    let m = &cond(&s, condition::SUBNET_NON_CROSS).message;
+    assert!(
+        m.contains("\"clash\"") && m.contains("local subnet \"init\""),
+        "{m}"
+    );
+
+    // Bad input, each Offline with the reason in Connected.
+    let other_ca = make_certs().ca_pem;
+    for (name, rc, reason, says) in [
+        (
+            "unreachable",
+            rc("unreachable", "https://127.0.0.1:1", &b_ca, &client_cert),
+            "Unreachable",
+            "Connection refused",
+        ),
+        (
+            "wrong-ca",
+            rc("wrong-ca", &b_url, &other_ca, &client_cert),
+            "Unreachable",
+            "invalid peer certificate",
+        ),
+        (
+            "in-a-secret",
+            RemoteCluster::new(
+                "in-a-secret",
+                RemoteClusterSpec {
+                    api_endpoint: b_url.clone(),
+                    credentials_secret_ref: Some(SecretRef {
+                        namespace: "hybridnet-system".into(),
+                        name: "b".into(),
+                    }),
+                    ..Default::default()
+                },
+            ),
+            "InvalidConfig",
+            "credentialsSecretRef",
+        ),
+        (
+            // The same cluster B under another name (and another spelling of its endpoint).
+            "cluster-b-again",
+            rc(
+                "cluster-b-again",
+                &b_url.replace("127.0.0.1", "localhost"),
+                &b_ca,
+                &client_cert,
+            ),
+            "DuplicateCluster",
+            "RemoteCluster \"cluster-b\"",
+        ),
+    ] {
+        rcs.create(&pp, &rc).await.unwrap();
+        let s = state(&rcs, name, "Offline").await;
+        let c = cond(&s, condition::CONNECTED);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", reason),
+            "{name}: {c:?}"
+        );
+        assert!(c.message.contains(says), "{name}: {}", c.message);
+        assert_eq!(
+            cond(&s, condition::HEALTH_PROBE).status,
+            "Unknown",
+            "{name}"
+        );
+    }
+    // The first RemoteCluster of B keeps B's identity.
+    assert_eq!(
+        rcs.get("cluster-b").await.unwrap().remote_uuid(),
+        Some(b_uid.as_str())
+    );
+}
