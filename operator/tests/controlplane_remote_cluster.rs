@@ -2,23 +2,25 @@
 //! cluster B (HTTPS, the CA and a client certificate inline as upstream has them), runs the four
 //! checks and writes state and conditions; bad input (an unreachable endpoint, a wrong CA, a
 //! Secret reference, a second RemoteCluster for the same cluster) gives Offline with a condition
-//! that says what is wrong.
+//! that says what is wrong. While Ready, B's Subnets and nodes are mirrored in A and follow B;
+//! the mirrors go with the RemoteCluster.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
 mod common;
 
 use common::*;
+use hybridnet_api::constants::label;
 use hybridnet_api::multicluster::status::condition;
 use hybridnet_api::multicluster::{
-    RemoteCluster, RemoteClusterSpec, RemoteClusterStatus, SecretRef,
+    RemoteCluster, RemoteClusterSpec, RemoteClusterStatus, RemoteSubnet, RemoteVtep, SecretRef,
 };
-use hybridnet_api::v1::{IpVersion, Network, NetworkType, Subnet};
+use hybridnet_api::v1::{IPInstance, IpVersion, Network, NetworkType, NodeInfo, Subnet};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 fn rc(name: &str, endpoint: &str, ca: &str, client: &TestCerts) -> RemoteCluster {
@@ -176,6 +178,90 @@ async fn remote_cluster_status_from_a_second_api_server() {
         assert_eq!(cond(&s, t).status, "True", "{t}");
     }
 
+    // Ready: B's subnets and nodes are mirrored here, and follow B.
+    let mirrors: Api<RemoteSubnet> = Api::all(a.client.clone());
+    let vteps: Api<RemoteVtep> = Api::all(a.client.clone());
+    wait_for("cluster-b.init mirrored", || async {
+        mirrors.get_opt("cluster-b.init").await.unwrap().is_some()
+    })
+    .await;
+    let m = mirrors.get("cluster-b.init").await.unwrap();
+    assert_eq!(m.spec.range.cidr, "198.19.0.0/20");
+    assert_eq!(m.spec.network_type, Some(NetworkType::Overlay));
+    assert_eq!(m.spec.cluster_name.as_deref(), Some("cluster-b"));
+    assert_eq!(m.labels()[label::CLUSTER], "cluster-b");
+    assert!(m.status.and_then(|s| s.last_modify_time).is_some());
+    let b_nodeinfos: Api<NodeInfo> = Api::all(bc.clone());
+    b_nodeinfos
+        .create(
+            &pp,
+            &serde_json::from_value(json!({
+                "apiVersion": "networking.alibaba.com/v1", "kind": "NodeInfo",
+                "metadata": {"name": "node1"},
+                "spec": {"vtepInfo": {"ip": "192.0.2.31", "mac": "52:54:00:00:00:31",
+                                      "localIPs": ["192.0.2.31"]}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let b_ipis: Api<IPInstance> = Api::namespaced(bc.clone(), "default");
+    for (name, ip, node) in [
+        ("198-19-0-5", "198.19.0.5/20", "node1"),
+        ("198-19-0-12", "198.19.0.12/20", "node1"),
+        ("198-19-0-9", "198.19.0.9/20", ""),
+    ] {
+        b_ipis
+            .create(
+                &pp,
+                &serde_json::from_value(json!({
+                    "apiVersion": "networking.alibaba.com/v1", "kind": "IPInstance",
+                    "metadata": {"name": name, "namespace": "default"},
+                    "spec": {"network": "init", "subnet": "init",
+                             "address": {"version": "4", "ip": ip, "mac": "02:00:00:00:00:01"},
+                             "binding": {"nodeName": node}}
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    wait_for("cluster-b.node1 mirrored with its pods", || async {
+        vteps
+            .get_opt("cluster-b.node1")
+            .await
+            .unwrap()
+            .and_then(|v| v.spec.endpoint_ip_list)
+            == Some(vec!["198.19.0.12".to_string(), "198.19.0.5".to_string()])
+    })
+    .await;
+    let v = vteps.get("cluster-b.node1").await.unwrap();
+    assert_eq!(
+        (v.spec.ip.as_deref(), v.spec.mac.as_deref()),
+        (Some("192.0.2.31"), Some("52:54:00:00:00:31"))
+    );
+    // A subnet added in B is mirrored, and goes when B removes it.
+    let b_subnets: Api<Subnet> = Api::all(bc.clone());
+    b_subnets
+        .create(
+            &pp,
+            &subnet_of("extra", "init", IpVersion::V4, "198.19.32.0/24", None),
+        )
+        .await
+        .unwrap();
+    wait_for("cluster-b.extra mirrored", || async {
+        mirrors.get_opt("cluster-b.extra").await.unwrap().is_some()
+    })
+    .await;
+    b_subnets
+        .delete("extra", &Default::default())
+        .await
+        .unwrap();
+    wait_for("cluster-b.extra gone", || async {
+        mirrors.get_opt("cluster-b.extra").await.unwrap().is_none()
+    })
+    .await;
+
     // A remote subnet crossing a local one: NotReady, SubnetNonCross names both.
     Api::<Subnet>::all(bc.clone())
         .create(
@@ -255,4 +341,16 @@ async fn remote_cluster_status_from_a_second_api_server() {
         rcs.get("cluster-b").await.unwrap().remote_uuid(),
         Some(b_uid.as_str())
     );
+    // NotReady (the crossing subnet) kept the mirrors it had and added none.
+    assert!(mirrors.get_opt("cluster-b.init").await.unwrap().is_some());
+    assert!(mirrors.get_opt("cluster-b.clash").await.unwrap().is_none());
+    assert!(vteps.get_opt("cluster-b.node1").await.unwrap().is_some());
+
+    // The RemoteCluster goes: so do its mirrors.
+    rcs.delete("cluster-b", &Default::default()).await.unwrap();
+    wait_for("mirrors of cluster-b gone", || async {
+        mirrors.get_opt("cluster-b.init").await.unwrap().is_none()
+            && vteps.get_opt("cluster-b.node1").await.unwrap().is_none()
+    })
+    .await;
 }

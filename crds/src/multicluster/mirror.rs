@@ -29,8 +29,10 @@ fn name(m: &ObjectMeta) -> &str {
     m.name.as_deref().unwrap_or("")
 }
 
-/// The controller owner reference to the RemoteCluster: mirrors go with it (upstream sets it on
-/// RemoteVteps; here on both kinds). `None` until the RemoteCluster has a uid.
+/// The controller owner reference to the RemoteCluster: mirrors go with it (upstream sets an
+/// owner reference on RemoteVteps; here on both kinds). Not `blockOwnerDeletion`: that needs
+/// update rights on the owner's finalizers where OwnerReferencesPermissionEnforcement is on.
+/// `None` until the RemoteCluster has a uid.
 fn owner(rc: &RemoteCluster) -> Option<OwnerReference> {
     Some(OwnerReference {
         api_version: format!("{}/v1", super::GROUP),
@@ -38,7 +40,7 @@ fn owner(rc: &RemoteCluster) -> Option<OwnerReference> {
         name: rc.metadata.name.clone()?,
         uid: rc.metadata.uid.clone()?,
         controller: Some(true),
-        block_owner_deletion: Some(true),
+        block_owner_deletion: None,
     })
 }
 

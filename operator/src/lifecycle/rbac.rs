@@ -162,11 +162,18 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
             &["get", "update", "patch"],
         ),
         // The webhook compares RemoteClusters and RemoteSubnets with the ones that exist, the
-        // RemoteCluster checks read them and write the status (docs/multicluster.md).
-        rule(&[MULTICLUSTER], &["remoteclusters", "remotesubnets"], READ),
+        // RemoteCluster checks read them, write the status and keep the mirrors
+        // (docs/multicluster.md).
+        rule(&[MULTICLUSTER], &["remoteclusters"], READ),
+        // The mirrors of Ready remote clusters.
+        rule(&[MULTICLUSTER], &["remotesubnets", "remotevteps"], MANAGE),
         rule(
             &[MULTICLUSTER],
-            &["remoteclusters/status"],
+            &[
+                "remoteclusters/status",
+                "remotesubnets/status",
+                "remotevteps/status",
+            ],
             &["get", "update", "patch"],
         ),
         // Lifecycle: the HybridnetCluster itself (finalizer, status; `/finalizers` lets owner
@@ -562,14 +569,32 @@ mod tests {
         (
             MULTICLUSTER,
             "remotesubnets",
-            READ,
-            "the webhook compares remote ranges",
+            MANAGE,
+            "mirrors of remote subnets",
+        ),
+        (
+            MULTICLUSTER,
+            "remotevteps",
+            MANAGE,
+            "mirrors of remote nodes",
         ),
         (
             MULTICLUSTER,
             "remoteclusters/status",
             &["get", "update", "patch"],
             "the RemoteCluster status checks",
+        ),
+        (
+            MULTICLUSTER,
+            "remotesubnets/status",
+            &["get", "update", "patch"],
+            "mirrors' lastModifyTime",
+        ),
+        (
+            MULTICLUSTER,
+            "remotevteps/status",
+            &["get", "update", "patch"],
+            "mirrors' lastModifyTime",
         ),
         (
             OPERATOR_GROUP,

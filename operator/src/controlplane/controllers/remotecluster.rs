@@ -1,15 +1,21 @@
-//! RemoteCluster status (docs/multicluster.md): on a timer, for every RemoteCluster, build a client
-//! to the remote API server from the spec, read the remote cluster's identity (its `kube-system`
-//! Namespace UID), run upstream's four checks and write the status the pure
-//! `hybridnet_api::multicluster::status` computes from what was found. Written only when it
-//! changed. Nothing else is done with the connection yet (no mirrors, no data plane).
+//! RemoteCluster status and mirrors (docs/multicluster.md): on a timer, for every RemoteCluster,
+//! build a client to the remote API server from the spec, read the remote cluster's identity (its
+//! `kube-system` Namespace UID), run upstream's four checks and write the status the pure
+//! `hybridnet_api::multicluster::status` computes from what was found (only when it changed).
+//! While a cluster is Ready its Subnets and nodes are mirrored here as RemoteSubnets and
+//! RemoteVteps (`hybridnet_api::multicluster::mirror`); a cluster that is not Ready keeps the
+//! mirrors it had; mirrors of RemoteClusters that are gone are deleted.
 
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
+use hybridnet_api::constants::field_manager;
+use hybridnet_api::multicluster::mirror::{self, plan_mirrors, subnet_mirrors, vtep_mirrors};
 use hybridnet_api::multicluster::status::{self, Checks, Connection};
 use hybridnet_api::multicluster::validate::{claim_uuid, parse_api_endpoint};
-use hybridnet_api::multicluster::{RemoteCluster, RemoteSubnet};
-use hybridnet_api::v1::{Network, Subnet};
+use hybridnet_api::multicluster::{ClusterState, RemoteCluster, RemoteSubnet, RemoteVtep};
+use hybridnet_api::v1::{IPInstance, Network, NodeInfo, Subnet};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -126,26 +132,33 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     out
 }
 
-fn failed(what: &str, e: kube::Error) -> String {
+fn failed(what: &str, e: impl std::borrow::Borrow<kube::Error>) -> String {
     format!(
         "cannot read the remote cluster's {what}: {}",
-        with_causes(&e)
+        with_causes(e.borrow())
     )
 }
 
+/// What was read from a connected remote cluster (for the mirrors).
+pub struct Remote {
+    pub client: Client,
+    pub networks: Vec<Network>,
+    pub subnets: Vec<Subnet>,
+}
+
 /// Connects to `rc`'s cluster and runs the checks (the I/O half of
-/// `status::remote_cluster_status`).
-pub async fn connect(rc: &RemoteCluster, local: &Local) -> Connection {
+/// `status::remote_cluster_status`); with the remote client and lists when connected.
+pub async fn connect(rc: &RemoteCluster, local: &Local) -> (Connection, Option<Remote>) {
     let remote = match remote_client(rc).await {
         Ok(c) => c,
-        Err(e) => return Connection::Invalid(e),
+        Err(e) => return (Connection::Invalid(e), None),
     };
     let uuid = match cluster_uuid(&remote).await {
         Ok(u) => u,
-        Err(e) => return Connection::Unreachable(with_causes(&e)),
+        Err(e) => return (Connection::Unreachable(with_causes(&e)), None),
     };
     if let Err(why) = claim_uuid(&rc.name_any(), &uuid, &local.uuid, &local.remote_clusters) {
-        return Connection::Refused { uuid, why };
+        return (Connection::Refused { uuid, why }, None);
     }
     let healthz = match http::Request::get("/healthz").body(Vec::new()) {
         Ok(req) => remote.request_text(req).await.map_err(|e| with_causes(&e)),
@@ -156,20 +169,19 @@ pub async fn connect(rc: &RemoteCluster, local: &Local) -> Connection {
         Ok(l) => status::check_bidirectional(&local.uuid, &l),
         Err(e) => Err(failed("RemoteClusters", e)),
     };
-    let overlay_net_id = match list_all(&Api::<Network>::all(remote.clone())).await {
-        Ok(l) => status::check_overlay_net_id(&local.networks, &l),
+    let networks = list_all(&Api::<Network>::all(remote.clone())).await;
+    let overlay_net_id = match &networks {
+        Ok(l) => status::check_overlay_net_id(&local.networks, l),
         Err(e) => Err(failed("Networks", e)),
     };
-    let subnet_non_cross = match list_all(&Api::<Subnet>::all(remote.clone())).await {
-        Ok(l) => status::check_subnet_non_cross(
-            &rc.name_any(),
-            &l,
-            &local.subnets,
-            &local.remote_subnets,
-        ),
+    let subnets = list_all(&Api::<Subnet>::all(remote.clone())).await;
+    let subnet_non_cross = match &subnets {
+        Ok(l) => {
+            status::check_subnet_non_cross(&rc.name_any(), l, &local.subnets, &local.remote_subnets)
+        }
         Err(e) => Err(failed("Subnets", e)),
     };
-    Connection::Connected {
+    let conn = Connection::Connected {
         uuid,
         checks: Checks {
             health,
@@ -177,6 +189,146 @@ pub async fn connect(rc: &RemoteCluster, local: &Local) -> Connection {
             overlay_net_id,
             subnet_non_cross,
         },
+    };
+    let snapshot = match (networks, subnets) {
+        (Ok(networks), Ok(subnets)) => Some(Remote {
+            client: remote,
+            networks,
+            subnets,
+        }),
+        _ => None,
+    };
+    (conn, snapshot)
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Applies (server-side, as the operator) the mirrors `plan` names and stamps their
+/// `status.lastModifyTime`; deletes the ones it says go.
+async fn apply_plan<K>(
+    api: &Api<K>,
+    plan: &mirror::MirrorPlan,
+    desired: &[K],
+) -> Result<usize, String>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let pp = PatchParams::apply(field_manager::OPERATOR).force();
+    let mut changed = 0;
+    for name in &plan.apply {
+        let Some(obj) = desired
+            .iter()
+            .find(|o| o.meta().name.as_deref() == Some(name))
+        else {
+            continue;
+        };
+        api.patch(name, &pp, &Patch::Apply(obj))
+            .await
+            .map_err(|e| format!("apply {name}: {}", with_causes(&e)))?;
+        let stamp = json!({"status": {"lastModifyTime": now()}});
+        if let Err(e) = api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(stamp))
+            .await
+        {
+            // Not fatal, as upstream: the mirror itself is right.
+            warn!(mirror = %name, error = %e, "cannot stamp lastModifyTime");
+        }
+        changed += 1;
+    }
+    for name in &plan.delete {
+        match api.delete(name, &Default::default()).await {
+            Ok(_) => changed += 1,
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(format!("delete {name}: {}", with_causes(&e))),
+        }
+    }
+    Ok(changed)
+}
+
+/// Brings the mirrors of Ready cluster `rc` in line with what it holds.
+async fn sync_mirrors(
+    client: &Client,
+    rc: &RemoteCluster,
+    remote: &Remote,
+    local_remote_subnets: &[RemoteSubnet],
+    local_remote_vteps: &[RemoteVtep],
+) -> Result<usize, String> {
+    let nodeinfos = list_all(&Api::<NodeInfo>::all(remote.client.clone()))
+        .await
+        .map_err(|e| failed("NodeInfos", e))?;
+    let ipinstances = list_all(&Api::<IPInstance>::all(remote.client.clone()))
+        .await
+        .map_err(|e| failed("IPInstances", e))?;
+    let cluster = rc.name_any();
+    let subnets = mirror::desired_remote_subnets(rc, &remote.subnets, &remote.networks);
+    let mirrored: Vec<Subnet> = remote
+        .subnets
+        .iter()
+        .filter(|s| {
+            let n = mirror::remote_subnet_name(&cluster, &s.name_any());
+            subnets
+                .iter()
+                .any(|m| m.metadata.name.as_deref() == Some(n.as_str()))
+        })
+        .cloned()
+        .collect();
+    let vteps = mirror::desired_remote_vteps(rc, &nodeinfos, &ipinstances, &mirrored);
+    let subnet_plan = plan_mirrors(
+        &cluster,
+        &subnet_mirrors(&subnets),
+        &subnet_mirrors(local_remote_subnets),
+    );
+    let vtep_plan = plan_mirrors(
+        &cluster,
+        &vtep_mirrors(&vteps),
+        &vtep_mirrors(local_remote_vteps),
+    );
+    let mut changed = apply_plan(
+        &Api::<RemoteSubnet>::all(client.clone()),
+        &subnet_plan,
+        &subnets,
+    )
+    .await?;
+    changed += apply_plan(&Api::<RemoteVtep>::all(client.clone()), &vtep_plan, &vteps).await?;
+    Ok(changed)
+}
+
+/// Deletes mirrors whose RemoteCluster is gone or being deleted.
+async fn delete_orphans(
+    client: &Client,
+    remote_clusters: &[RemoteCluster],
+    remote_subnets: &[RemoteSubnet],
+    remote_vteps: &[RemoteVtep],
+) {
+    let live: BTreeSet<String> = remote_clusters
+        .iter()
+        .filter(|r| r.metadata.deletion_timestamp.is_none())
+        .map(|r| r.name_any())
+        .collect();
+    let live: BTreeSet<&str> = live.iter().map(String::as_str).collect();
+    let subnet_metas: Vec<_> = remote_subnets.iter().map(|r| &r.metadata).collect();
+    for name in mirror::orphans(&subnet_metas, &live) {
+        if let Err(e) = Api::<RemoteSubnet>::all(client.clone())
+            .delete(&name, &Default::default())
+            .await
+        {
+            warn!(mirror = %name, error = %e, "cannot delete an orphaned RemoteSubnet");
+        }
+    }
+    let vtep_metas: Vec<_> = remote_vteps.iter().map(|r| &r.metadata).collect();
+    for name in mirror::orphans(&vtep_metas, &live) {
+        if let Err(e) = Api::<RemoteVtep>::all(client.clone())
+            .delete(&name, &Default::default())
+            .await
+        {
+            warn!(mirror = %name, error = %e, "cannot delete an orphaned RemoteVtep");
+        }
     }
 }
 
@@ -184,6 +336,9 @@ pub async fn connect(rc: &RemoteCluster, local: &Local) -> Connection {
 /// error) when the RemoteCluster CRD is not installed or there is none.
 pub async fn pass(client: &Client) -> Result<usize, kube::Error> {
     let remote_clusters = list_or_none::<RemoteCluster>(client).await?;
+    let remote_subnets = list_or_none::<RemoteSubnet>(client).await?;
+    let remote_vteps = list_or_none::<RemoteVtep>(client).await?;
+    delete_orphans(client, &remote_clusters, &remote_subnets, &remote_vteps).await;
     if remote_clusters.is_empty() {
         return Ok(0);
     }
@@ -191,7 +346,7 @@ pub async fn pass(client: &Client) -> Result<usize, kube::Error> {
         uuid: cluster_uuid(client).await?,
         networks: list_all(&Api::<Network>::all(client.clone())).await?,
         subnets: list_all(&Api::<Subnet>::all(client.clone())).await?,
-        remote_subnets: list_or_none::<RemoteSubnet>(client).await?,
+        remote_subnets,
         remote_clusters,
     };
     let api = Api::<RemoteCluster>::all(client.clone());
@@ -201,9 +356,20 @@ pub async fn pass(client: &Client) -> Result<usize, kube::Error> {
         if rc.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        let conn = connect(rc, &local).await;
-        let new =
-            status::remote_cluster_status(rc, &conn, &Time(k8s_openapi::jiff::Timestamp::now()));
+        let (conn, remote) = connect(rc, &local).await;
+        let new = status::remote_cluster_status(rc, &conn, &now());
+        if let (Some(remote), Some(ClusterState::Ready)) = (
+            remote.as_ref(),
+            new.state.as_deref().map(ClusterState::parse),
+        ) {
+            match sync_mirrors(client, rc, remote, &local.remote_subnets, &remote_vteps).await {
+                Ok(0) => {}
+                Ok(n) => info!(remote_cluster = %rc.name_any(), changed = n, "mirrors updated"),
+                Err(e) => {
+                    warn!(remote_cluster = %rc.name_any(), error = %e, "cannot update the mirrors")
+                }
+            }
+        }
         if rc.status.as_ref() == Some(&new) {
             continue;
         }
