@@ -37,6 +37,17 @@ fn rc(name: &str, endpoint: &str, ca: &str, client: &TestCerts) -> RemoteCluster
     )
 }
 
+async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 async fn uid_of_kube_system(c: &Client) -> String {
     Api::<Namespace>::all(c.clone())
         .get("kube-system")
@@ -88,7 +99,7 @@ async fn remote_cluster_status_from_a_second_api_server() {
     ))
     .await
     .unwrap();
-    let _r = a.replica("a-1").await;
+    let r = a.replica("a-1").await;
     let a_uid = uid_of_kube_system(&a.client).await;
 
     // Cluster B: HTTPS, the hybridnet CRDs, its own overlay network and subnet.
@@ -177,6 +188,12 @@ async fn remote_cluster_status_from_a_second_api_server() {
     for t in condition::CHECKS {
         assert_eq!(cond(&s, t).status, "True", "{t}");
     }
+    // Upstream's check-duration histogram is served.
+    let metrics = metrics_text(r.metrics_addr.unwrap()).await;
+    assert!(
+        metrics.contains("remote_cluster_status_check_duration_count{clusterName=\"cluster-b\"}"),
+        "{metrics}"
+    );
 
     // Ready: B's subnets and nodes are mirrored here, and follow B.
     let mirrors: Api<RemoteSubnet> = Api::all(a.client.clone());

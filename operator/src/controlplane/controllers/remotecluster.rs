@@ -24,6 +24,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::controlplane::runtime::metrics::Metrics;
 use crate::controlplane::runtime::run::list_all;
 
 /// How often every RemoteCluster is checked (upstream's checker runs every 30 s).
@@ -334,8 +335,9 @@ async fn delete_orphans(
 
 /// One pass over every RemoteCluster: the number of statuses written. Nothing to do (and no
 /// error) when the RemoteCluster CRD is not installed or there is none.
-pub async fn pass(client: &Client) -> Result<usize, kube::Error> {
+pub async fn pass(client: &Client, metrics: &Metrics) -> Result<usize, kube::Error> {
     let remote_clusters = list_or_none::<RemoteCluster>(client).await?;
+    metrics.retain_remote_clusters(&remote_clusters.iter().map(|r| r.name_any()).collect());
     let remote_subnets = list_or_none::<RemoteSubnet>(client).await?;
     let remote_vteps = list_or_none::<RemoteVtep>(client).await?;
     delete_orphans(client, &remote_clusters, &remote_subnets, &remote_vteps).await;
@@ -356,7 +358,9 @@ pub async fn pass(client: &Client) -> Result<usize, kube::Error> {
         if rc.metadata.deletion_timestamp.is_some() {
             continue;
         }
+        let started = std::time::Instant::now();
         let (conn, remote) = connect(rc, &local).await;
+        metrics.record_remote_cluster_check(&rc.name_any(), started.elapsed().as_secs_f64());
         let new = status::remote_cluster_status(rc, &conn, &now());
         if let (Some(remote), Some(ClusterState::Ready)) = (
             remote.as_ref(),

@@ -107,6 +107,32 @@ struct Upstream {
     ip_usage: BTreeMap<(String, String, String), i64>,
     subnet_ip_usage: BTreeMap<(String, String, String), i64>,
     allocation: BTreeMap<(String, String), Summary>,
+    /// `remote_cluster_status_check_duration{clusterName}` (seconds).
+    remote_check: BTreeMap<String, BucketCounts>,
+}
+
+/// Upstream's buckets of `remote_cluster_status_check_duration` (pkg/metrics/metrics.go).
+const REMOTE_CHECK_BUCKETS: [f64; 21] = [
+    0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0, 22.5, 25.0, 27.5, 30.0,
+    50.0, 75.0, 100.0, 1000.0,
+];
+
+/// A histogram series: observations per bucket (not cumulative), sum and count.
+#[derive(Default, Debug)]
+struct BucketCounts {
+    per_bucket: [u64; REMOTE_CHECK_BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl BucketCounts {
+    fn observe(&mut self, v: f64) {
+        if let Some(i) = REMOTE_CHECK_BUCKETS.iter().position(|b| v <= *b) {
+            self.per_bucket[i] += 1;
+        }
+        self.sum += v;
+        self.count += 1;
+    }
 }
 
 #[derive(Default, Debug)]
@@ -190,6 +216,37 @@ impl Upstream {
             }
             let _ = writeln!(o, "ip_allocation_period_sum{{{l}}} {}", sm.sum);
             let _ = writeln!(o, "ip_allocation_period_count{{{l}}} {}", sm.count);
+        }
+        let _ = writeln!(
+            o,
+            "# HELP remote_cluster_status_check_duration time taken for checking remote cluster status."
+        );
+        let _ = writeln!(o, "# TYPE remote_cluster_status_check_duration histogram");
+        for (c, h) in &self.remote_check {
+            let l = format!("clusterName=\"{}\"", esc(c));
+            let mut cumulative = 0;
+            for (b, n) in REMOTE_CHECK_BUCKETS.iter().zip(h.per_bucket) {
+                cumulative += n;
+                let _ = writeln!(
+                    o,
+                    "remote_cluster_status_check_duration_bucket{{{l},le=\"{b}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                o,
+                "remote_cluster_status_check_duration_bucket{{{l},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                o,
+                "remote_cluster_status_check_duration_sum{{{l}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                o,
+                "remote_cluster_status_check_duration_count{{{l}}} {}",
+                h.count
+            );
         }
         o
     }
@@ -361,6 +418,21 @@ impl Metrics {
         out
     }
 
+    /// One RemoteCluster was checked in `seconds` (upstream's
+    /// `remote_cluster_status_check_duration{clusterName}`).
+    pub fn record_remote_cluster_check(&self, cluster: &str, seconds: f64) {
+        self.upstream()
+            .remote_check
+            .entry(cluster.to_string())
+            .or_default()
+            .observe(seconds);
+    }
+
+    /// Drops the check series of RemoteClusters not in `live`.
+    pub fn retain_remote_clusters(&self, live: &std::collections::BTreeSet<String>) {
+        self.upstream().remote_check.retain(|c, _| live.contains(c));
+    }
+
     pub fn record_reconcile(&self, controller: &str, ok: bool, seconds: f64) {
         self.reconciles
             .get_or_create(&ReconcileLabels {
@@ -507,6 +579,32 @@ mod tests {
         let text = u.render();
         assert!(text.contains(r#"networkName="a\"b\\c""#), "{text}");
         assert!(text.contains("quantile=\"0.5\"} NaN"), "{text}");
+    }
+
+    #[test]
+    fn remote_cluster_check_durations_use_upstreams_name_and_buckets() {
+        let m = Metrics::new();
+        m.record_remote_cluster_check("cluster-b", 0.03);
+        m.record_remote_cluster_check("cluster-b", 12.0);
+        m.record_remote_cluster_check("cluster-b", 5000.0);
+        m.record_remote_cluster_check("gone", 1.0);
+        m.retain_remote_clusters(&["cluster-b".to_string()].into());
+        let text = m.encode();
+        for want in [
+            "# TYPE remote_cluster_status_check_duration histogram",
+            "remote_cluster_status_check_duration_bucket{clusterName=\"cluster-b\",le=\"0.01\"} 0",
+            "remote_cluster_status_check_duration_bucket{clusterName=\"cluster-b\",le=\"0.05\"} 1",
+            "remote_cluster_status_check_duration_bucket{clusterName=\"cluster-b\",le=\"10\"} 1",
+            "remote_cluster_status_check_duration_bucket{clusterName=\"cluster-b\",le=\"12.5\"} 2",
+            "remote_cluster_status_check_duration_bucket{clusterName=\"cluster-b\",le=\"1000\"} 2",
+            "remote_cluster_status_check_duration_bucket{clusterName=\"cluster-b\",le=\"+Inf\"} 3",
+            "remote_cluster_status_check_duration_count{clusterName=\"cluster-b\"} 3",
+            "remote_cluster_status_check_duration_sum{clusterName=\"cluster-b\"} 5012.03",
+        ] {
+            assert!(text.contains(want), "missing {want}:\n{text}");
+        }
+        assert!(!text.contains("clusterName=\"gone\""), "{text}");
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
     }
 
     #[test]

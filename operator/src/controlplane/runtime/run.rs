@@ -338,10 +338,11 @@ pub async fn run_term(ctx: Arc<Ctx>, requeue: mpsc::UnboundedReceiver<ObjectRef<
     // RemoteCluster status (docs/multicluster.md): a pass per period; nothing when there are
     // no RemoteClusters (or no such CRD).
     let rc_client = client.clone();
+    let rc_metrics = ctx.metrics.clone();
     let rc_period = cfg.remote_cluster_check_interval;
     let remote_clusters = async move {
         loop {
-            if let Err(e) = remotecluster::pass(&rc_client).await {
+            if let Err(e) = remotecluster::pass(&rc_client, &rc_metrics).await {
                 warn!(error = %e, "remote cluster check pass failed");
             }
             tokio::time::sleep(rc_period).await;
