@@ -69,6 +69,9 @@ pub mod label {
     /// (upstream pkg/constants/labels.go `LabelCluster`); with [`SUBNET`] or [`NODE`] naming the
     /// mirrored Subnet or node.
     pub const CLUSTER: &str = "networking.alibaba.com/cluster";
+    /// On RemoteEndpointSlices and the EndpointSlices made from them: the RemoteCluster they
+    /// come from (upstream pkg/constants/labels.go `LabelRemoteCluster`).
+    pub const REMOTE_CLUSTER: &str = "networking.alibaba.com/remote-cluster";
 
     /// Objects the operator manages carry this label.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
