@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hybridnet_api::ipmath::{Cidr, parse_ip};
 use hybridnet_api::naming::host_veth_name;
@@ -245,8 +246,8 @@ pub fn plan_for(node: &str, inputs: &TraceInputs) -> DataPlanePlan {
         node_addresses: inputs.node_addresses.get(node).cloned().unwrap_or_default(),
         networks: inputs.networks.clone(),
         subnets: inputs.subnets.clone(),
-        ip_instances: inputs.ip_instances.clone(),
-        node_infos: inputs.node_infos.clone(),
+        ip_instances: inputs.ip_instances.iter().cloned().map(Arc::new).collect(),
+        node_infos: inputs.node_infos.iter().cloned().map(Arc::new).collect(),
     };
     let cfg = PlanConfig {
         vxlan_udp_port: inputs.vxlan_udp_port,

@@ -88,7 +88,7 @@ fn api() -> ApiState {
             );
             x.metadata.namespace = Some("default".into());
             x.metadata.labels = Some(BTreeMap::from([(label::NODE.to_string(), node)]));
-            x
+            std::sync::Arc::new(x)
         })
         .collect();
     ApiState {
@@ -153,7 +153,12 @@ fn main() {
         "{CLUSTER_PODS} IPInstances in the cluster, {routes} routes announced by this node (100 subnets + local pods)"
     );
     let base = time("baseline: clone the IPInstance list", 20, || {
-        black_box(api.ip_instances.clone());
+        black_box(
+            api.ip_instances
+                .iter()
+                .map(|i| (**i).clone())
+                .collect::<Vec<_>>(),
+        );
     });
     let desired = time("desired_bgp", 20, || {
         black_box(desired_bgp(&api, &host, &[]));

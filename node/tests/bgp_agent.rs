@@ -315,7 +315,7 @@ fn api_state(node: &str, instances: Vec<IPInstance>) -> ApiState {
             subnet("bgp-v6", "bgp-net", "fd00:19:1::/64", IpVersion::V6),
             subnet("global-v4", "global-net", "198.19.200.0/24", IpVersion::V4),
         ],
-        ip_instances: instances,
+        ip_instances: instances.into_iter().map(Arc::new).collect(),
         node_infos: vec![],
     }
 }
@@ -354,7 +354,7 @@ impl IpInstanceLookup for Lookup {
                     && i.spec.binding.pod_name.as_deref() == Some(pod.name.as_str())
                     && i.spec.binding.node_name.as_deref() == Some(api.node_name.as_str())
             })
-            .cloned()
+            .map(|i| (**i).clone())
             .collect()
     }
 
@@ -460,7 +460,8 @@ impl NodeAgent {
     }
 
     fn set_instances(&self, instances: Vec<IPInstance>) {
-        self.api.send_modify(|a| a.ip_instances = instances);
+        self.api
+            .send_modify(|a| a.ip_instances = instances.into_iter().map(Arc::new).collect());
     }
 
     fn diagnostics(&self) -> String {
@@ -801,7 +802,13 @@ async fn two_bgp_nodes_reach_each_other_and_the_outside_through_bird() {
 
     // Restarting node1's agent within the graceful-restart time: the ToR keeps pod a's routes
     // while it is gone, and the new agent's speaker takes over the session.
-    let remaining = n1.api.borrow().ip_instances.clone();
+    let remaining: Vec<IPInstance> = n1
+        .api
+        .borrow()
+        .ip_instances
+        .iter()
+        .map(|i| (**i).clone())
+        .collect();
     drop(n1);
     eventually(
         "the ToR notices node1's agent is gone",

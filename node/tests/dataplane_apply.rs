@@ -14,6 +14,11 @@ use hybridnet_node::plan::{ApiState, DataPlanePlan, PlanConfig, build_plan};
 
 /// The node's API view: overlay VNI 4 (NAT and non-NAT v4 subnet, a v6 subnet), an untagged VLAN
 /// underlay in the node's own subnet, two remote nodes.
+/// Shares the objects as the watch caches do.
+fn arcs<T>(v: Vec<T>) -> Vec<std::sync::Arc<T>> {
+    v.into_iter().map(std::sync::Arc::new).collect()
+}
+
 fn api(node_net_id: i32) -> ApiState {
     let mut nonat = subnet("ov-nonat", "overlay", "198.19.1.0/24", None, None, None);
     nonat.spec.config = Some(hybridnet_api::v1::SubnetConfig {
@@ -60,7 +65,7 @@ fn api(node_net_id: i32) -> ApiState {
                 Some("fd00:18::200"),
             ),
         ],
-        ip_instances: vec![
+        ip_instances: arcs(vec![
             ipinstance(
                 "default",
                 "a",
@@ -115,8 +120,8 @@ fn api(node_net_id: i32) -> ApiState {
                 "n2",
                 "02:aa:00:00:00:65",
             ),
-        ],
-        node_infos: vec![
+        ]),
+        node_infos: arcs(vec![
             nodeinfo(
                 "n1",
                 "198.18.0.11",
@@ -130,7 +135,7 @@ fn api(node_net_id: i32) -> ApiState {
                 &["198.18.0.12", "fd00:18::12"],
             ),
             nodeinfo("n3", "198.18.0.13", "02:00:00:00:00:13", &["198.18.0.13"]),
-        ],
+        ]),
     }
 }
 
@@ -411,7 +416,7 @@ fn stale_objects_go_and_foreign_ones_stay() {
     node.ip("link add eth0.vxlan7 type vxlan id 7 dev eth0 dstport 8472");
     // A remote pod moved: its neighbour entry must follow.
     let mut moved = api(0);
-    moved.ip_instances[2] = ipinstance(
+    moved.ip_instances[2] = std::sync::Arc::new(ipinstance(
         "default",
         "c",
         "198.19.0.6",
@@ -419,7 +424,7 @@ fn stale_objects_go_and_foreign_ones_stay() {
         "ov4",
         "n3",
         "02:aa:00:00:00:06",
-    );
+    ));
     // The non-NAT subnet is deleted: its rule and table go.
     moved
         .subnets
@@ -633,4 +638,123 @@ fn nft_script_loads_for_plan_variants() {
     let rules = node.ip("rule show");
     assert!(!rules.contains("1003:"), "{rules}");
     assert!(node.try_ip("link show eth0.vxlan4").is_err());
+}
+
+/// `ip -n <ns> <args>` from any thread.
+fn ip_in(ns: &str, args: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .arg("-n")
+        .arg(ns)
+        .args(args.split_whitespace())
+        .output()
+        .expect("run ip");
+    assert!(out.status.success(), "ip {args}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn incremental_apply_touches_only_the_change_and_follows_notifications() {
+    if !require_root("incremental_apply_touches_only_the_change_and_follows_notifications") {
+        return;
+    }
+    use futures::StreamExt;
+    use hybridnet_node::dataplane::{KernelChanges, KernelNotes, classify};
+    use rtnetlink::packet_core::NetlinkPayload;
+    let (node, _pod, _wire) = node_ns();
+    let name = node.name.clone();
+    run_in_netns(&node.name.clone(), move |h| async move {
+        let cfg = PlanConfig::default();
+        let host = read_host_state(&h, &cfg.tables).await?;
+        let plan = build_plan(&api(0), &host, &cfg);
+        let mut a = Applier::new(h.clone(), cfg.tables.clone(), NftRunner::default());
+        let first = a.apply(&plan).await?;
+        anyhow::ensure!(first.errors.is_empty(), "{:?}", first.errors);
+        // Nothing changed: nothing done.
+        let again = a.apply_changes(&plan, KernelChanges::default()).await?;
+        anyhow::ensure!(again.is_noop() && again.errors.is_empty(), "{again:?}");
+
+        // A remote pod moves to another node: exactly its neighbour entry is replaced.
+        let mut moved_api = api(0);
+        moved_api.ip_instances[2] = std::sync::Arc::new(ipinstance(
+            "default",
+            "c",
+            "198.19.0.6",
+            "overlay",
+            "ov4",
+            "n3",
+            "02:aa:00:00:00:06",
+        ));
+        let moved = build_plan(&moved_api, &host, &cfg);
+        let mac = moved.vxlan_neighbours[&ip("198.19.0.6")];
+        anyhow::ensure!(
+            mac != plan.vxlan_neighbours[&ip("198.19.0.6")],
+            "test needs a move"
+        );
+        let rep = a.apply_changes(&moved, KernelChanges::default()).await?;
+        anyhow::ensure!(
+            rep.changes == [("neighbour", (1, 0))].into() && rep.errors.is_empty(),
+            "{rep:?}"
+        );
+        let shown = ip_in(&name, "neigh show 198.19.0.6 dev eth0.vxlan4");
+        anyhow::ensure!(
+            shown.contains(&mac.to_string()) && shown.contains("PERMANENT"),
+            "{shown}"
+        );
+
+        // Someone else deletes it: the notification contradicts what the last apply left, and
+        // the apply that follows it restores the entry; without it nothing is dumped.
+        let (conn, _h2, mut msgs) =
+            rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Neigh])?;
+        tokio::spawn(conn);
+        ip_in(&name, "neigh del 198.19.0.6 dev eth0.vxlan4");
+        let mut notes = KernelNotes::default();
+        let vx = a.vxlan_index();
+        let wait = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while let Some((m, _)) = msgs.next().await {
+                if let NetlinkPayload::InnerMessage(msg) = &m.payload
+                    && let Some(ev) = classify(msg)
+                {
+                    notes.note(ev, vx);
+                    if a.contradicted_by(&notes.neighbours) {
+                        return true;
+                    }
+                }
+            }
+            false
+        })
+        .await;
+        anyhow::ensure!(wait == Ok(true), "no contradicting notification: {notes:?}");
+        let untouched = a.apply_changes(&moved, KernelChanges::default()).await?;
+        anyhow::ensure!(untouched.is_noop(), "{untouched:?}");
+        let repaired = a
+            .apply_changes(
+                &moved,
+                KernelChanges {
+                    neighbours: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        anyhow::ensure!(
+            repaired.changes == [("neighbour", (1, 0))].into() && repaired.errors.is_empty(),
+            "{repaired:?}"
+        );
+        let shown = ip_in(&name, "neigh show 198.19.0.6 dev eth0.vxlan4");
+        anyhow::ensure!(shown.contains(&mac.to_string()), "{shown}");
+        // Our own change did not contradict it.
+        anyhow::ensure!(
+            !a.contradicted_by(&[hybridnet_node::dataplane::NeighbourEvent {
+                ifindex: vx.unwrap_or(0),
+                entry: hybridnet_node::dataplane::changes::NeighbourEntry::Neighbour {
+                    ip: ip("198.19.0.6"),
+                    lladdr: Some(mac),
+                    permanent: true,
+                },
+                deleted: false,
+            }]),
+            "own change seen as foreign"
+        );
+        Ok(())
+    })
+    .expect("incremental apply in netns");
 }

@@ -19,6 +19,11 @@ use hybridnet_node::plan::{
 };
 use serde_json::Value as Json;
 
+/// Shares the objects as the watch caches do.
+fn arcs<T>(v: Vec<T>) -> Vec<std::sync::Arc<T>> {
+    v.into_iter().map(std::sync::Arc::new).collect()
+}
+
 fn cidr(s: &str) -> Cidr {
     Cidr::parse_canonical(s).unwrap()
 }
@@ -275,7 +280,7 @@ fn hybridnet_table() -> Table {
                 None,
             ),
         ],
-        ip_instances: vec![
+        ip_instances: arcs(vec![
             ipinstance(
                 "default",
                 "a",
@@ -303,8 +308,8 @@ fn hybridnet_table() -> Table {
                 "n2",
                 "02:aa:00:00:00:06",
             ),
-        ],
-        node_infos: vec![
+        ]),
+        node_infos: arcs(vec![
             nodeinfo(
                 "n1",
                 "198.18.0.11",
@@ -312,7 +317,7 @@ fn hybridnet_table() -> Table {
                 &["198.18.0.11", "fd00:18::11"],
             ),
             nodeinfo("n2", "198.18.0.12", "02:00:00:00:00:12", &["198.18.0.12"]),
-        ],
+        ]),
     };
     let host = HostState {
         interfaces: vec![HostInterface {

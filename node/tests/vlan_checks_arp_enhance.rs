@@ -59,6 +59,7 @@ fn api(local_pods: &[(&str, &str)]) -> ApiState {
                 "n2",
                 "02:aa:00:00:00:65",
             )])
+            .map(std::sync::Arc::new)
             .collect(),
         node_infos: vec![],
     }

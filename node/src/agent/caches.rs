@@ -29,10 +29,19 @@ pub struct Caches {
     pub subnets: Store<Subnet>,
     pub ip_instances: Store<IPInstance>,
     pub node_infos: Store<NodeInfo>,
+    /// Counts the watch events applied to the stores (incremented after the store changed): a
+    /// reconcile that sees the same value as the last one has the same API input.
+    pub generation: Arc<AtomicU64>,
 }
 
 impl Caches {
-    /// A snapshot of the caches as planner input.
+    /// The current [`Caches::generation`]; read it before taking a snapshot.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// A snapshot of the caches as planner input (Networks and Subnets, a handful, are copied;
+    /// IPInstances and NodeInfos are shared).
     pub fn snapshot(&self, node_name: &str) -> ApiState {
         let node_addresses = self
             .nodes
@@ -51,18 +60,9 @@ impl Caches {
                 .map(|x| (**x).clone())
                 .collect(),
             subnets: self.subnets.state().iter().map(|x| (**x).clone()).collect(),
-            ip_instances: self
-                .ip_instances
-                .state()
-                .iter()
-                .map(|x| (**x).clone())
-                .collect(),
-            node_infos: self
-                .node_infos
-                .state()
-                .iter()
-                .map(|x| (**x).clone())
-                .collect(),
+            // Shared with the store: no IPInstance or NodeInfo is copied.
+            ip_instances: self.ip_instances.state(),
+            node_infos: self.node_infos.state(),
         }
     }
 }
@@ -81,6 +81,10 @@ pub struct Shared {
     pub bgp: Arc<crate::bgp::BgpState>,
     /// VLAN subnets of the last plan (forward interface, gateway) for the ADD checks.
     pub vlan_subnets: std::sync::RwLock<Arc<crate::cniserver::vlancheck::VlanSubnets>>,
+    /// Kernel notifications gathered since the last reconcile took them.
+    pub kernel: std::sync::Mutex<crate::dataplane::KernelNotes>,
+    /// Index of the VXLAN device after the last apply (0: none); selects neighbour events.
+    pub vxlan_index: AtomicU32,
 }
 
 impl Default for Shared {
@@ -98,6 +102,8 @@ impl Default for Shared {
             last_error: std::sync::Mutex::new(None),
             vxlan_mtu: AtomicU32::new(0),
             vlan_subnets: Default::default(),
+            kernel: Default::default(),
+            vxlan_index: AtomicU32::new(0),
         }
     }
 }
@@ -146,6 +152,7 @@ fn spawn_reflector<K>(
     api: Api<K>,
     cfg: watcher::Config,
     shared: Arc<Shared>,
+    generation: Arc<AtomicU64>,
     what: &'static str,
 ) -> Store<K>
 where
@@ -158,7 +165,11 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(_) => shared.trigger.notify_one(),
+                Ok(_) => {
+                    // The reflector applied the event to the store before yielding it.
+                    generation.fetch_add(1, Ordering::SeqCst);
+                    shared.trigger.notify_one()
+                }
                 Err(e) => warn!(resource = what, error = %e, "watch error (retrying)"),
             }
         }
@@ -168,37 +179,44 @@ where
 
 /// Starts the watches.
 pub fn start_caches(client: &Client, node_name: &str, shared: &Arc<Shared>) -> Caches {
+    let generation = Arc::new(AtomicU64::new(0));
     Caches {
         nodes: spawn_reflector(
             Api::<Node>::all(client.clone()),
             watcher::Config::default().fields(&format!("metadata.name={node_name}")),
             shared.clone(),
+            generation.clone(),
             "Node",
         ),
         networks: spawn_reflector(
             Api::all(client.clone()),
             watcher::Config::default(),
             shared.clone(),
+            generation.clone(),
             "Network",
         ),
         subnets: spawn_reflector(
             Api::all(client.clone()),
             watcher::Config::default(),
             shared.clone(),
+            generation.clone(),
             "Subnet",
         ),
         ip_instances: spawn_reflector(
             Api::all(client.clone()),
             watcher::Config::default(),
             shared.clone(),
+            generation.clone(),
             "IPInstance",
         ),
         node_infos: spawn_reflector(
             Api::all(client.clone()),
             watcher::Config::default(),
             shared.clone(),
+            generation.clone(),
             "NodeInfo",
         ),
+        generation,
     }
 }
 

@@ -2,10 +2,15 @@
 //! NodeInfo, serves health and metrics, installs the CNI plugin.
 //!
 //! Triggers (all coalesced into one pending reconcile through a [`Notify`]): any watch event on
-//! this Node, Networks, Subnets, IPInstances or NodeInfos; netlink link and address changes; a
-//! periodic resync. A reconcile reads the host, builds the plan from the current cache snapshot
-//! and applies the difference, so bursts of events cost one reconcile, and a missed event is
-//! repaired by the next one.
+//! this Node, Networks, Subnets, IPInstances or NodeInfos; netlink link, address, route, rule and
+//! neighbour changes (see `dataplane::changes`); a periodic resync. A reconcile builds the plan
+//! from the current cache snapshot (IPInstances shared with the caches, not copied) and applies
+//! the difference, so bursts of events cost one reconcile. It re-reads the host only when
+//! notifications say links, addresses, routes or rules changed, rebuilds the plan only when a
+//! watch event or a host change came, and diffs against what the last apply left instead of
+//! dumping the kernel (`dataplane::Applier::apply_changes`). Every 10th periodic resync (5
+//! minutes by default), and after notifications were lost, is a full resync: read the host, dump
+//! and diff everything, so a missed event or notification is repaired there.
 //!
 //! # VXLAN neighbour resolution
 //!
@@ -17,8 +22,8 @@
 //! * permanent entries are exempt from neighbour garbage collection (Linux >= 4.19 does not count
 //!   them against `gc_thresh3`), so 100,000 entries neither evict nor get evicted;
 //! * cost is linear and measured: see `docs/benchmarks.md` (## Node data plane) for the time to
-//!   program 20,000 pods behind 1,000 VTEPs (~8 µs per entry); steady state is a diff (changes
-//!   only). Kernel memory is estimated (not measured) at a few hundred bytes per entry, i.e. tens
+//!   program 20,000 pods behind 1,000 VTEPs; steady state is a diff (changes only) against
+//!   what the last apply left, without a kernel dump. Kernel memory is estimated (not measured) at a few hundred bytes per entry, i.e. tens
 //!   of MiB per node for 100,000 pods.
 //!
 //! The trade-off is that every node holds an entry per remote pod even if it never talks to it;

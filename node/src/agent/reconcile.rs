@@ -14,27 +14,61 @@ use super::AgentConfig;
 use super::caches::{Caches, Shared, now_unix};
 use super::publish::{NodeInfoPublication, publish_node_info};
 
-use crate::dataplane::{Applier, NftRunner, read_host_state};
-use crate::plan::{DataPlanePlan, PlanConfig, build_plan};
+use crate::dataplane::{Applier, KernelChanges, KernelNotes, NftRunner, classify, read_host_state};
+use crate::plan::{DataPlanePlan, HostState, PlanConfig, build_plan};
 
-/// Subscribes to link and address changes and triggers a reconcile on each burst.
+/// Subscribes to link, address, route, rule and neighbour notifications: records them in
+/// [`Shared::kernel`] (see `dataplane::changes`) and triggers a reconcile when one matters.
 pub(super) fn spawn_netlink_watch(shared: Arc<Shared>) -> anyhow::Result<()> {
     use rtnetlink::MulticastGroup;
+    use rtnetlink::packet_core::NetlinkPayload;
     let (conn, _h, mut msgs) = rtnetlink::new_multicast_connection(&[
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv6Ifaddr,
+        MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Route,
+        MulticastGroup::Ipv4Rule,
+        MulticastGroup::Ipv6Rule,
+        MulticastGroup::Neigh,
     ])
-    .context("subscribe to netlink link/address events")?;
+    .context("subscribe to netlink link/address/route/rule/neighbour events")?;
     tokio::spawn(conn);
     tokio::spawn(async move {
-        while msgs.next().await.is_some() {
-            shared.trigger.notify_one();
+        while let Some((m, _)) = msgs.next().await {
+            let vx = match shared.vxlan_index.load(Ordering::SeqCst) {
+                0 => None,
+                i => Some(i),
+            };
+            let trigger = match &m.payload {
+                NetlinkPayload::InnerMessage(msg) => match classify(msg) {
+                    Some(ev) => shared.kernel.lock().is_ok_and(|mut n| n.note(ev, vx)),
+                    None => false,
+                },
+                // ENOBUFS: notifications were lost, the next reconcile dumps everything.
+                NetlinkPayload::Overrun(_) => {
+                    if let Ok(mut n) = shared.kernel.lock() {
+                        n.lost();
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if trigger {
+                shared.trigger.notify_one();
+            }
+        }
+        if let Ok(mut n) = shared.kernel.lock() {
+            n.lost();
         }
         warn!("netlink event subscription ended; relying on periodic resync");
     });
     Ok(())
 }
+
+/// A full resync (kernel dump and diff of everything) every this many periodic resyncs; the
+/// reconciles between diff against what the last apply left, as notifications allow.
+const FULL_RESYNC_EVERY: u32 = 10;
 
 /// The reconcile loop: never returns under normal operation.
 pub async fn reconcile_loop(
@@ -68,18 +102,66 @@ pub async fn reconcile_loop(
         cfg.remove_upstream_leftovers,
     );
     let debounce = Duration::from_millis(100);
+    let full_resync = cfg.resync() * FULL_RESYNC_EVERY;
+    let mut last_full: Option<Instant> = None;
+    // The last plan, the API generation and host facts it was built from.
+    let mut last: Option<(u64, HostState, DataPlanePlan)> = None;
     loop {
         shared.last_loop_unix.store(now_unix(), Ordering::SeqCst);
         let started = Instant::now();
+        let notes = shared
+            .kernel
+            .lock()
+            .map(|mut n| std::mem::take(&mut *n))
+            .unwrap_or_else(|_| KernelNotes {
+                changes: KernelChanges::EVERYTHING,
+                ..Default::default()
+            });
+        let full = last_full.is_none_or(|t| t.elapsed() >= full_resync);
+        let mut changes = notes.changes;
+        if full {
+            changes = KernelChanges::EVERYTHING;
+        } else if !notes.neighbours.is_empty() && applier.contradicted_by(&notes.neighbours) {
+            changes.neighbours = true;
+        }
+        // Read before the snapshot: an event after it bumps it, and the next reconcile rebuilds.
+        let generation = caches.generation();
         let api = caches.snapshot(&cfg.node_name);
-        let result: anyhow::Result<(DataPlanePlan, crate::dataplane::ApplyReport)> = async {
-            let host = read_host_state(&handle, &plan_cfg.tables).await?;
-            let plan = build_plan(&api, &host, &plan_cfg);
+        let previous = last.take();
+        let result: anyhow::Result<crate::dataplane::ApplyReport> = async {
+            let (host, plan) = match previous {
+                // Same input as the last plan: the plan is the same.
+                Some((g, host, plan)) if !changes.host() && g == generation => (host, plan),
+                Some((_, host, _)) if !changes.host() => {
+                    let plan = build_plan(&api, &host, &plan_cfg);
+                    (host, plan)
+                }
+                _ => {
+                    let host = read_host_state(&handle, &plan_cfg.tables).await?;
+                    let plan = build_plan(&api, &host, &plan_cfg);
+                    (host, plan)
+                }
+            };
             bgp.reconcile(&api, &host, &plan_cfg.prefer_bgp_interfaces);
-            let report = applier.apply(&plan).await?;
-            Ok((plan, report))
+            let report = if full {
+                applier.apply(&plan).await
+            } else {
+                applier.apply_changes(&plan, changes).await
+            };
+            last = Some((generation, host, plan));
+            Ok(report?)
         }
         .await;
+        let result = result.and_then(|report| match &last {
+            Some((_, _, plan)) => Ok((plan, report)),
+            None => Err(anyhow::anyhow!("no plan")),
+        });
+        if full && result.is_ok() {
+            last_full = Some(Instant::now());
+        }
+        shared
+            .vxlan_index
+            .store(applier.vxlan_index().unwrap_or(0), Ordering::SeqCst);
         match result {
             Ok((plan, report)) => {
                 let problems: BTreeMap<String, String> = plan
@@ -102,14 +184,14 @@ pub async fn reconcile_loop(
                 }
                 // Before readiness: an ADD admitted by it finds the VLAN subnets of this plan.
                 if let Ok(mut v) = shared.vlan_subnets.write() {
-                    *v = Arc::new(crate::cniserver::vlancheck::VlanSubnets::of_plan(&plan));
+                    *v = Arc::new(crate::cniserver::vlancheck::VlanSubnets::of_plan(plan));
                 }
                 shared.reconciled_ok.store(ok, Ordering::SeqCst);
                 shared.vxlan_mtu.store(
                     plan.vxlan.as_ref().map(|v| v.mtu).unwrap_or(0),
                     Ordering::SeqCst,
                 );
-                let want = NodeInfoPublication::after(&plan, published.as_ref())
+                let want = NodeInfoPublication::after(plan, published.as_ref())
                     .with_bgp_sessions(shared.bgp.sessions_annotation())
                     .with_upstream_leftovers(leftovers.after_apply(ok).await);
                 // An empty publication is applied only to retract what was published before.
@@ -129,7 +211,7 @@ pub async fn reconcile_loop(
                 }
                 shared
                     .metrics
-                    .observe_reconcile(started.elapsed(), &plan, Some(&report));
+                    .observe_reconcile(started.elapsed(), plan, Some(&report));
             }
             Err(e) => {
                 error!(error = %format!("{e:#}"), "reconcile failed");

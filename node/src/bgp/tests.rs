@@ -200,7 +200,7 @@ fn api(networks: Vec<Network>, subnets: Vec<Subnet>, ips: Vec<IPInstance>) -> Ap
         node_name: "node1".into(),
         networks,
         subnets,
-        ip_instances: ips,
+        ip_instances: ips.into_iter().map(std::sync::Arc::new).collect(),
         ..Default::default()
     }
 }
@@ -503,10 +503,18 @@ fn unusable_net_ids_run_no_speaker() {
 #[test]
 fn hostile_addresses_are_reported_and_skipped() {
     let mut a = standard_api();
-    a.ip_instances
-        .push(instance("x", "not-an-ip/24", "bgp", "node1"));
-    a.ip_instances
-        .push(instance("y", "198.19.1.99/99", "bgp", "node1"));
+    a.ip_instances.push(std::sync::Arc::new(instance(
+        "x",
+        "not-an-ip/24",
+        "bgp",
+        "node1",
+    )));
+    a.ip_instances.push(std::sync::Arc::new(instance(
+        "y",
+        "198.19.1.99/99",
+        "bgp",
+        "node1",
+    )));
     a.subnets.push(subnet("bad", "bgp", "198.19.999.0/24"));
     let d = desired_bgp(&a, &host(), &[]);
     let s = d.speaker.as_ref().unwrap();
@@ -639,7 +647,7 @@ proptest! {
             }
         }
         let mut a = standard_api();
-        a.ip_instances = ips;
+        a.ip_instances = ips.into_iter().map(std::sync::Arc::new).collect();
         let s = desired_bgp(&a, &host(), &[]).speaker.unwrap();
         let got: BTreeMap<Prefix, Communities> =
             s.routes.iter().map(|r| (r.prefix, r.communities)).collect();
@@ -799,8 +807,12 @@ async fn speaker_is_created_lazily_and_kept_across_unrelated_changes() {
     c.reconcile(&a, &lo_host(), &[]);
     let first = state.speaker().expect("created when the node joins");
     // More pods and another peer: same speaker, routes and peers updated in place.
-    a.ip_instances
-        .push(instance("b", "198.19.1.11/24", "bgp", "node1"));
+    a.ip_instances.push(std::sync::Arc::new(instance(
+        "b",
+        "198.19.1.11/24",
+        "bgp",
+        "node1",
+    )));
     a.networks[0].spec.config = Some(NetworkConfig {
         bgp_peers: Some(vec![
             dead_peer("127.0.0.23", true),

@@ -12,15 +12,17 @@ use rtnetlink::packet_route::rule::RuleAction;
 use rtnetlink::{Handle, LinkUnspec, LinkVlan, LinkVxlan, RouteMessageBuilder};
 use tracing::{debug, info, warn};
 
+use super::changes::{EntryModel, KernelChanges, NeighbourEvent, Sections, contradicts};
 use super::diff::{self, RouteOp, RuleOp, scope_of};
-use super::kernel::{self, EEXIST, ENOENT, ESRCH, KernelError, KernelLink, errno};
+use super::kernel::{self, BatchRequest, EEXIST, ENOENT, ESRCH, KernelError, KernelLink, errno};
 use super::link_diff::{LinkOp, VxlanDeletion, diff_links, diff_vxlan_addresses, host_prefix};
 use super::neigh_diff::{
-    HeldNeighbour, ProxyOwnership, diff_fdb, diff_proxies, diff_vxlan_neighbours,
+    FdbDiff, HeldNeighbour, NeighbourDiff, ProxyDiff, ProxyOwnership, diff_fdb, diff_proxies,
+    diff_vxlan_neighbours,
 };
 use super::nft::NftRunner;
 use super::sysctl::write_sysctl;
-use crate::plan::{DataPlanePlan, PlannedRoute, PolicyRule, RouteKind, TableConfig};
+use crate::plan::{DataPlanePlan, MacAddr, PlannedRoute, PolicyRule, RouteKind, TableConfig};
 
 /// What one apply changed, per object kind, and what failed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -52,11 +54,34 @@ impl ApplyReport {
     }
 }
 
-/// Applies plans; keeps the nftables state of the last apply.
+/// Applies plans. Remembers what the last apply left in the kernel, so that the next one
+/// ([`Applier::apply_changes`]) diffs the new plan against that instead of dumping the kernel:
+/// only the entries a change implies are touched, and a plan equal to the last one costs no
+/// kernel I/O. [`Applier::apply`] is the full resync (dump and diff everything).
 pub struct Applier {
     handle: Handle,
     tables: TableConfig,
     nft: NftRunner,
+    /// Batched requests (FDB and neighbour entries); opened on first use in the caller's namespace.
+    batcher: Option<kernel::Batcher>,
+    known: Option<Known>,
+}
+
+/// What the kernel holds after the last apply, as that apply left it.
+#[derive(Debug, Default)]
+struct Known {
+    sections: Sections,
+    /// Link name -> index.
+    index: BTreeMap<String, u32>,
+    vxlan: Option<u32>,
+    /// FDB entries of the VXLAN device.
+    fdb: BTreeSet<(MacAddr, IpAddr)>,
+    /// Neighbour entries of the VXLAN device (ours, and the kernel's own kept ones).
+    neighbours: BTreeMap<IpAddr, HeldNeighbour>,
+    /// Proxy entries of every device.
+    proxies: BTreeSet<(u32, IpAddr)>,
+    /// Parts whose last apply reported an error: dumped and diffed again next time.
+    retry: KernelChanges,
 }
 
 fn ignore_exists(r: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
@@ -79,6 +104,8 @@ impl Applier {
             handle,
             tables,
             nft,
+            batcher: None,
+            known: None,
         }
     }
 
@@ -86,87 +113,247 @@ impl Applier {
         &self.handle
     }
 
-    /// Brings the kernel to `plan`. Single objects that fail are reported, not fatal; a failure to
-    /// read kernel state is.
+    /// Brings the kernel to `plan`, reading (dumping) every kind of object it programs: the full
+    /// resync. Single objects that fail are reported, not fatal; a failure to read kernel state is.
     pub async fn apply(&mut self, plan: &DataPlanePlan) -> Result<ApplyReport, KernelError> {
+        self.known = None;
+        self.run(plan, None, KernelChanges::EVERYTHING).await
+    }
+
+    /// Brings the kernel to `plan`, starting from what the last apply left and the kernel
+    /// `changes` notifications reported since: a part of the plan that is unchanged and was not
+    /// changed in the kernel is skipped; FDB, neighbour and proxy entries are diffed against the
+    /// last apply's (no dump) unless `changes.neighbours`. The first apply, and any after
+    /// `changes.all`, is a full one.
+    pub async fn apply_changes(
+        &mut self,
+        plan: &DataPlanePlan,
+        changes: KernelChanges,
+    ) -> Result<ApplyReport, KernelError> {
+        let known = if changes.all { None } else { self.known.take() };
+        self.run(plan, known, changes).await
+    }
+
+    /// Whether neighbour notifications say the kernel's FDB, neighbour or proxy entries differ
+    /// from what the last apply left (see [`super::changes::contradicts`]). True when nothing is
+    /// known.
+    pub fn contradicted_by(&self, events: &[NeighbourEvent]) -> bool {
+        let Some(k) = &self.known else { return true };
+        let m = EntryModel {
+            vxlan: k.vxlan,
+            fdb: &k.fdb,
+            neighbours: &k.neighbours,
+            proxies: &k.proxies,
+        };
+        events.iter().any(|e| contradicts(e, &m))
+    }
+
+    /// The VXLAN device's index after the last apply.
+    pub fn vxlan_index(&self) -> Option<u32> {
+        self.known.as_ref().and_then(|k| k.vxlan)
+    }
+
+    async fn run(
+        &mut self,
+        plan: &DataPlanePlan,
+        prev: Option<Known>,
+        changes: KernelChanges,
+    ) -> Result<ApplyReport, KernelError> {
+        let full = prev.is_none();
+        let prev = prev.unwrap_or_default();
+        let dirty = if full {
+            KernelChanges::EVERYTHING
+        } else {
+            changes.union(prev.retry)
+        };
+        let want = Sections::of(plan, plan.nft.transaction());
         let mut rep = ApplyReport::default();
+        let mut retry = KernelChanges::default();
         let h = self.handle.clone();
         let mut families = vec![IpVersion::V4];
         if super::host::ipv6_enabled() {
             families.push(IpVersion::V6);
         }
+        let sysctls = dirty.links || want.sysctls != prev.sections.sysctls;
         // A host whose IPv6 default route was learnt by router advertisement would lose it when
         // forwarding is turned on (accept_ra=1 ignores RAs on routers): keep accepting them (2).
-        if plan.sysctls.contains_key("net/ipv6/conf/all/forwarding") {
+        if plan.sysctls.contains_key("net/ipv6/conf/all/forwarding") && (sysctls || dirty.routes) {
             self.keep_accepting_ra(&mut rep).await;
         }
         // Forwarding first: nothing below works without it.
-        for key in ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"] {
-            if let Some(v) = plan.sysctls.get(key) {
-                match write_sysctl(key, v) {
-                    Ok(true) => rep.add("sysctl"),
-                    Ok(false) => {}
-                    Err(e) => rep.fail(e),
+        if sysctls {
+            for key in ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"] {
+                if let Some(v) = plan.sysctls.get(key) {
+                    match write_sysctl(key, v) {
+                        Ok(true) => rep.add("sysctl"),
+                        Ok(false) => {}
+                        Err(e) => rep.fail(e),
+                    }
                 }
             }
         }
 
-        let mut links = kernel::links(&h).await?;
-        let mut changed_links = self.apply_links(plan, &links, &mut rep).await;
-        if changed_links {
-            links = kernel::links(&h).await?;
-        }
-        changed_links |= self.apply_vxlan_addresses(plan, &links, &mut rep).await;
-        if changed_links {
-            links = kernel::links(&h).await?;
-        }
-        let index: BTreeMap<String, u32> = links
-            .iter()
-            .map(|l| (l.iface.name.clone(), l.iface.index))
-            .collect();
+        let errors = rep.errors.len();
+        let (index, links) = if dirty.links || want.links != prev.sections.links {
+            let mut links = kernel::links(&h).await?;
+            let mut changed_links = self.apply_links(plan, &links, &mut rep).await;
+            if changed_links {
+                links = kernel::links(&h).await?;
+            }
+            changed_links |= self.apply_vxlan_addresses(plan, &links, &mut rep).await;
+            if changed_links {
+                links = kernel::links(&h).await?;
+            }
+            let index: BTreeMap<String, u32> = links
+                .iter()
+                .map(|l| (l.iface.name.clone(), l.iface.index))
+                .collect();
+            (index, Some(links))
+        } else {
+            (prev.index.clone(), None)
+        };
+        let index_changed = full || index != prev.index;
         let vx_index = plan
             .vxlan
             .as_ref()
             .and_then(|v| index.get(&v.name).copied());
 
         // ARP enhancement: after the VLAN links exist.
-        if let Err(e) =
-            super::arp_enhance::apply_enhanced_addresses(&h, plan, &index, &mut rep).await
+        if (dirty.links || dirty.routes || index_changed || want.enhanced != prev.sections.enhanced)
+            && let Err(e) =
+                super::arp_enhance::apply_enhanced_addresses(&h, plan, &index, &mut rep).await
         {
             rep.fail(e);
         }
+        retry.links = rep.errors.len() > errors;
+
+        let mut known = Known {
+            index,
+            vxlan: vx_index,
+            ..Default::default()
+        };
+        // The entries of the last apply stand for the kernel's unless someone else changed them
+        // or the device is another one.
+        let trust = !dirty.neighbours && vx_index == prev.vxlan;
         if let Some(vx) = vx_index {
-            self.apply_fdb(plan, vx, &mut rep).await?;
-            self.apply_vxlan_neighbours(plan, vx, &mut rep).await?;
+            let fdb = if trust {
+                prev.fdb
+            } else {
+                kernel::fdb(&h, vx)
+                    .await?
+                    .iter()
+                    .filter_map(|n| Some((n.lladdr?, n.ip?)))
+                    .collect()
+            };
+            known.fdb = self.apply_fdb(plan, vx, fdb, &mut rep).await;
+            let neighbours = if trust {
+                prev.neighbours
+            } else {
+                kernel::neighbours(&h, false)
+                    .await?
+                    .into_iter()
+                    .filter(|n| n.ifindex == vx)
+                    .filter_map(|n| {
+                        Some((
+                            n.ip?,
+                            HeldNeighbour {
+                                lladdr: n.lladdr,
+                                permanent: n.state == NeighbourState::Permanent,
+                            },
+                        ))
+                    })
+                    .collect()
+            };
+            known.neighbours = self
+                .apply_vxlan_neighbours(plan, vx, neighbours, &mut rep)
+                .await;
         }
-        self.apply_proxies(plan, &index, &links, &mut rep).await?;
-        for &f in &families {
-            self.apply_routes_and_rules(plan, f, &index, &mut rep)
-                .await?;
+        let proxies = if trust && !index_changed {
+            prev.proxies
+        } else {
+            kernel::neighbours(&h, true)
+                .await?
+                .into_iter()
+                .filter_map(|n| Some((n.ifindex, n.ip?)))
+                .collect()
+        };
+        known.proxies = self
+            .apply_proxies(plan, &known.index, proxies, &mut rep)
+            .await;
+
+        if dirty.routes || dirty.rules || index_changed || want.routing != prev.sections.routing {
+            let errors = rep.errors.len();
+            for &f in &families {
+                self.apply_routes_and_rules(plan, f, &known.index, &mut rep)
+                    .await?;
+            }
+            retry.routes = rep.errors.len() > errors;
         }
 
-        match self.nft.apply(&plan.nft.transaction()).await {
-            Ok(true) => rep.add("nftables"),
-            Ok(false) => {}
-            Err(e) => rep.fail(e),
-        }
-        for (k, v) in &plan.sysctls {
-            // Per-device keys of devices that are gone (removed above, or a veth that vanished).
-            let parts: Vec<&str> = k.split('/').collect();
-            if parts.len() == 5
-                && (parts[2] == "conf" || parts[2] == "neigh")
-                && !["all", "default"].contains(&parts[3])
-                && !index.contains_key(parts[3])
-            {
-                continue;
-            }
-            match write_sysctl(k, v) {
-                Ok(true) => rep.add("sysctl"),
+        let mut sections = want;
+        if full || sections.nft != prev.sections.nft {
+            match self.nft.apply(&sections.nft).await {
+                Ok(true) => rep.add("nftables"),
                 Ok(false) => {}
+                Err(e) => {
+                    rep.fail(e);
+                    // Not applied: tried again next time.
+                    sections.nft.clear();
+                }
+            }
+        }
+        if sysctls {
+            let errors = rep.errors.len();
+            let have_link = |dev: &str| match &links {
+                Some(l) => l.iter().any(|l| l.iface.name == dev),
+                None => known.index.contains_key(dev),
+            };
+            for (k, v) in &plan.sysctls {
+                // Per-device keys of devices that are gone (removed above, or a veth that vanished).
+                let parts: Vec<&str> = k.split('/').collect();
+                if parts.len() == 5
+                    && (parts[2] == "conf" || parts[2] == "neigh")
+                    && !["all", "default"].contains(&parts[3])
+                    && !have_link(parts[3])
+                {
+                    continue;
+                }
+                match write_sysctl(k, v) {
+                    Ok(true) => rep.add("sysctl"),
+                    Ok(false) => {}
+                    Err(e) => rep.fail(e),
+                }
+            }
+            retry.links |= rep.errors.len() > errors;
+        }
+        known.sections = sections;
+        known.retry = retry;
+        self.known = Some(known);
+        Ok(rep)
+    }
+
+    /// Runs `reqs` batched (see [`kernel::Batcher`]); one result per request.
+    async fn batch(
+        &mut self,
+        reqs: Vec<BatchRequest>,
+        rep: &mut ApplyReport,
+    ) -> Vec<Result<(), rtnetlink::Error>> {
+        if reqs.is_empty() {
+            return Vec::new();
+        }
+        if self.batcher.is_none() {
+            match kernel::Batcher::open() {
+                Ok(b) => self.batcher = Some(b),
                 Err(e) => rep.fail(e),
             }
         }
-        Ok(rep)
+        match &self.batcher {
+            Some(b) => b.run(reqs).await,
+            None => reqs
+                .iter()
+                .map(|_| Err(rtnetlink::Error::RequestFailed))
+                .collect(),
+        }
     }
 
     async fn keep_accepting_ra(&self, rep: &mut ApplyReport) {
@@ -363,109 +550,122 @@ impl Applier {
         changed
     }
 
+    /// Brings the FDB of the VXLAN device from `have` to the plan; returns the entries it holds
+    /// afterwards (`have` with the changes that succeeded).
     async fn apply_fdb(
-        &self,
+        &mut self,
         plan: &DataPlanePlan,
         vx: u32,
+        mut have: BTreeSet<(MacAddr, IpAddr)>,
         rep: &mut ApplyReport,
-    ) -> Result<(), KernelError> {
-        let h = &self.handle;
-        let have: BTreeSet<(crate::plan::MacAddr, IpAddr)> = kernel::fdb(h, vx)
-            .await?
-            .iter()
-            .filter_map(|n| Some((n.lladdr?, n.ip?)))
-            .collect();
+    ) -> BTreeSet<(MacAddr, IpAddr)> {
         let diff = diff_fdb(&have, &plan.fdb, plan.fdb_prune);
-        for (mac, dst) in diff.append {
-            match ignore_exists(kernel::fdb_append(h, vx, mac, dst).await) {
-                Ok(()) => rep.add("fdb"),
-                Err(err) => rep.fail(KernelError::netlink(
+        if diff.is_empty() {
+            return have;
+        }
+        let reqs = diff
+            .append
+            .iter()
+            .map(|&(mac, dst)| BatchRequest::fdb_append(vx, mac, dst))
+            .chain(
+                diff.delete
+                    .iter()
+                    .map(|&(mac, dst)| BatchRequest::fdb_del(vx, mac, dst)),
+            )
+            .collect();
+        let mut results = self.batch(reqs, rep).await.into_iter();
+        let mut done = FdbDiff::default();
+        for &(mac, dst) in &diff.append {
+            match results.next().map(ignore_exists) {
+                Some(Ok(())) => {
+                    rep.add("fdb");
+                    done.append.push((mac, dst));
+                }
+                Some(Err(err)) => rep.fail(KernelError::netlink(
                     format!("fdb append {mac} dst {dst}"),
                     err,
                 )),
+                None => {}
             }
         }
-        for (mac, dst) in diff.delete {
-            match ignore_missing(kernel::fdb_del(h, vx, mac, dst).await) {
-                Ok(()) => rep.del("fdb"),
-                Err(err) => rep.fail(KernelError::netlink(
+        for &(mac, dst) in &diff.delete {
+            match results.next().map(ignore_missing) {
+                Some(Ok(())) => {
+                    rep.del("fdb");
+                    done.delete.push((mac, dst));
+                }
+                Some(Err(err)) => rep.fail(KernelError::netlink(
                     format!("fdb del {mac} dst {dst}"),
                     err,
                 )),
+                None => {}
             }
         }
-        Ok(())
+        done.apply_to(&mut have);
+        have
     }
 
+    /// Brings the neighbour entries of the VXLAN device from `have` to the plan; returns the
+    /// entries afterwards.
     async fn apply_vxlan_neighbours(
-        &self,
+        &mut self,
         plan: &DataPlanePlan,
         vx: u32,
+        mut have: BTreeMap<IpAddr, HeldNeighbour>,
         rep: &mut ApplyReport,
-    ) -> Result<(), KernelError> {
-        let h = &self.handle;
-        let mut have: BTreeMap<IpAddr, kernel::KernelNeighbour> = kernel::neighbours(h, false)
-            .await?
-            .into_iter()
-            .filter(|n| n.ifindex == vx)
-            .filter_map(|n| Some((n.ip?, n)))
-            .collect();
-        let held: BTreeMap<IpAddr, HeldNeighbour> = have
+    ) -> BTreeMap<IpAddr, HeldNeighbour> {
+        let diff = diff_vxlan_neighbours(&have, &plan.vxlan_neighbours);
+        if diff.is_empty() {
+            return have;
+        }
+        let reqs = diff
+            .replace
             .iter()
-            .map(|(ip, n)| {
-                let permanent = n.state == NeighbourState::Permanent;
-                (
-                    *ip,
-                    HeldNeighbour {
-                        lladdr: n.lladdr,
-                        permanent,
-                    },
-                )
-            })
+            .map(|&(ip, mac)| BatchRequest::neighbour_replace(vx, ip, mac))
+            .chain(
+                diff.delete
+                    .iter()
+                    .map(|&ip| BatchRequest::neighbour_del(vx, ip)),
+            )
             .collect();
-        let diff = diff_vxlan_neighbours(&held, &plan.vxlan_neighbours);
-        for (ip, mac) in diff.replace {
-            let req = h
-                .neighbours()
-                .add(vx, ip)
-                .link_layer_address(&mac.0)
-                .state(NeighbourState::Permanent)
-                .replace();
-            match req.execute().await {
-                Ok(()) => rep.add("neighbour"),
-                Err(e) => rep.fail(KernelError::netlink(
+        let mut results = self.batch(reqs, rep).await.into_iter();
+        let mut done = NeighbourDiff::default();
+        for &(ip, mac) in &diff.replace {
+            match results.next() {
+                Some(Ok(())) => {
+                    rep.add("neighbour");
+                    done.replace.push((ip, mac));
+                }
+                Some(Err(e)) => rep.fail(KernelError::netlink(
                     format!("neigh replace {ip} lladdr {mac}"),
                     e,
                 )),
+                None => {}
             }
         }
-        for ip in diff.delete {
-            let Some(n) = have.remove(&ip) else { continue };
-            match ignore_missing(h.neighbours().del(n.msg).execute().await) {
-                Ok(()) => rep.del("neighbour"),
-                Err(e) => rep.fail(KernelError::netlink(format!("neigh del {ip}"), e)),
+        for &ip in &diff.delete {
+            match results.next().map(ignore_missing) {
+                Some(Ok(())) => {
+                    rep.del("neighbour");
+                    done.delete.push(ip);
+                }
+                Some(Err(e)) => rep.fail(KernelError::netlink(format!("neigh del {ip}"), e)),
+                None => {}
             }
         }
-        Ok(())
+        done.apply_to(&mut have);
+        have
     }
 
+    /// Brings the proxy entries from `have` to the plan; returns the entries afterwards.
     async fn apply_proxies(
         &self,
         plan: &DataPlanePlan,
         index: &BTreeMap<String, u32>,
-        links: &[KernelLink],
+        mut have: BTreeSet<(u32, IpAddr)>,
         rep: &mut ApplyReport,
-    ) -> Result<(), KernelError> {
+    ) -> BTreeSet<(u32, IpAddr)> {
         let h = &self.handle;
-        let names: BTreeMap<u32, &str> = links
-            .iter()
-            .map(|l| (l.iface.index, l.iface.name.as_str()))
-            .collect();
-        let have: BTreeSet<(u32, IpAddr)> = kernel::neighbours(h, true)
-            .await?
-            .into_iter()
-            .filter_map(|n| Some((n.ifindex, n.ip?)))
-            .collect();
         let ownership = ProxyOwnership {
             vxlan: plan
                 .vxlan
@@ -481,26 +681,41 @@ impl Applier {
             cluster_cidrs: &plan.cluster_cidrs,
         };
         let diff = diff_proxies(&have, &plan.proxy_neighbours, index, &ownership);
-        for p in diff.problems {
+        for p in &diff.problems {
             rep.fail(p);
         }
-        for (i, ip) in diff.add {
+        let name = |i: u32| {
+            index
+                .iter()
+                .find(|(_, x)| **x == i)
+                .map(|(n, _)| n.as_str())
+                .unwrap_or("?")
+        };
+        let mut done = ProxyDiff::default();
+        for &(i, ip) in &diff.add {
             let req = h.neighbours().add(i, ip).flags(NeighbourFlags::Proxy);
             match ignore_exists(req.execute().await) {
-                Ok(()) => rep.add("proxy"),
+                Ok(()) => {
+                    rep.add("proxy");
+                    done.add.push((i, ip));
+                }
                 Err(e) => rep.fail(KernelError::netlink(
-                    format!("neigh add proxy {ip} dev {}", names.get(&i).unwrap_or(&"?")),
+                    format!("neigh add proxy {ip} dev {}", name(i)),
                     e,
                 )),
             }
         }
-        for (i, ip) in diff.delete {
+        for &(i, ip) in &diff.delete {
             match ignore_missing(h.neighbours().del(proxy_message(i, ip)).execute().await) {
-                Ok(()) => rep.del("proxy"),
+                Ok(()) => {
+                    rep.del("proxy");
+                    done.delete.push((i, ip));
+                }
                 Err(e) => rep.fail(KernelError::netlink(format!("neigh del proxy {ip}"), e)),
             }
         }
-        Ok(())
+        done.apply_to(&mut have);
+        have
     }
 
     async fn apply_routes_and_rules(

@@ -9,7 +9,8 @@ use hybridnet_api::ipmath::{Cidr, ip_to_u128};
 use hybridnet_api::v1::IpVersion;
 use rtnetlink::Handle;
 use rtnetlink::packet_core::{
-    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage,
+    NetlinkPayload,
 };
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{
@@ -346,10 +347,10 @@ pub struct KernelNeighbour {
     pub lladdr: Option<MacAddr>,
     pub state: NeighbourState,
     pub flags: NeighbourFlags,
-    pub msg: NeighbourMessage,
 }
 
-fn neighbour_of(m: NeighbourMessage) -> KernelNeighbour {
+/// The facts of a neighbour or FDB message (dump entry or notification).
+pub fn parse_neighbour(m: &NeighbourMessage) -> KernelNeighbour {
     let mut ip = None;
     let mut lladdr = None;
     for a in &m.attributes {
@@ -382,7 +383,6 @@ fn neighbour_of(m: NeighbourMessage) -> KernelNeighbour {
         lladdr,
         state: m.header.state,
         flags: m.header.flags,
-        msg: m,
     }
 }
 
@@ -399,7 +399,7 @@ pub async fn neighbours(h: &Handle, proxy: bool) -> Result<Vec<KernelNeighbour>,
             .try_collect()
             .await
             .map_err(|e| KernelError::netlink("dump neighbours", e))?;
-        out.extend(msgs.into_iter().map(neighbour_of));
+        out.extend(msgs.iter().map(parse_neighbour));
     }
     if proxy {
         out.retain(|n| n.flags.contains(NeighbourFlags::Proxy));
@@ -420,8 +420,8 @@ pub async fn fdb(h: &Handle, ifindex: u32) -> Result<Vec<KernelNeighbour>, Kerne
         .await
         .map_err(|e| KernelError::netlink("dump FDB", e))?;
     Ok(msgs
-        .into_iter()
-        .map(neighbour_of)
+        .iter()
+        .map(parse_neighbour)
         .filter(|n| n.ifindex == ifindex)
         .collect())
 }
@@ -491,4 +491,144 @@ pub async fn fdb_del(
         NLM_F_REQUEST | NLM_F_ACK,
     )
     .await
+}
+
+/// `ip neigh replace <ip> lladdr <mac> dev <ifindex> nud permanent`.
+pub fn neighbour_replace_message(ifindex: u32, ip: IpAddr, mac: MacAddr) -> NeighbourMessage {
+    let mut m = neighbour_key_message(ifindex, ip);
+    m.header.state = NeighbourState::Permanent;
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+    m
+}
+
+/// The message that names neighbour entry `ip` on `ifindex` (`ip neigh del <ip> dev <ifindex>`).
+pub fn neighbour_key_message(ifindex: u32, ip: IpAddr) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    m.header.ifindex = ifindex;
+    m.attributes.push(NeighbourAttribute::Destination(match ip {
+        IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+        IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+    }));
+    m
+}
+
+/// One request of a batch: the message and its netlink flags (`NLM_F_REQUEST | NLM_F_ACK` are
+/// always added).
+pub struct BatchRequest {
+    pub msg: RouteNetlinkMessage,
+    pub flags: u16,
+}
+
+impl BatchRequest {
+    pub fn neighbour_replace(ifindex: u32, ip: IpAddr, mac: MacAddr) -> Self {
+        Self {
+            msg: RouteNetlinkMessage::NewNeighbour(neighbour_replace_message(ifindex, ip, mac)),
+            flags: NLM_F_CREATE | NLM_F_REPLACE,
+        }
+    }
+
+    pub fn neighbour_del(ifindex: u32, ip: IpAddr) -> Self {
+        Self {
+            msg: RouteNetlinkMessage::DelNeighbour(neighbour_key_message(ifindex, ip)),
+            flags: 0,
+        }
+    }
+
+    pub fn fdb_append(ifindex: u32, mac: MacAddr, dst: IpAddr) -> Self {
+        Self {
+            msg: RouteNetlinkMessage::NewNeighbour(fdb_message(ifindex, mac, dst)),
+            flags: NLM_F_CREATE | NLM_F_APPEND,
+        }
+    }
+
+    pub fn fdb_del(ifindex: u32, mac: MacAddr, dst: IpAddr) -> Self {
+        Self {
+            msg: RouteNetlinkMessage::DelNeighbour(fdb_message(ifindex, mac, dst)),
+            flags: 0,
+        }
+    }
+}
+
+/// Requests per datagram. Every request is acknowledged; the kernel queues the acknowledgements
+/// of one datagram before they are read, so a datagram must stay well inside the socket's
+/// receive buffer (an acknowledgement costs about 1 KiB of it; the default buffer is 208 KiB).
+const BATCH: usize = 128;
+
+/// A second rtnetlink connection that sends requests in batches: up to [`BATCH`] requests in one
+/// datagram, then their acknowledgements, instead of one round trip per request. Opened in the
+/// network namespace of the calling thread.
+pub struct Batcher {
+    handle: rtnetlink::proto::ConnectionHandle<RouteNetlinkMessage>,
+}
+
+impl Batcher {
+    /// Opens the connection and spawns its task on the current tokio runtime.
+    pub fn open() -> Result<Self, KernelError> {
+        let (mut conn, handle, _unsolicited) = rtnetlink::proto::new_connection::<
+            RouteNetlinkMessage,
+        >(rtnetlink::sys::protocols::NETLINK_ROUTE)
+        .map_err(|e| {
+            KernelError::other("open a netlink socket for batched requests", e.to_string())
+        })?;
+        // Acknowledgements are what tell which request of a batch succeeded.
+        conn.set_forward_ack(true);
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    /// Runs `reqs`; one result per request, in order. A request whose acknowledgement never came
+    /// (the connection failed) is an error.
+    pub async fn run(&self, reqs: Vec<BatchRequest>) -> Vec<Result<(), rtnetlink::Error>> {
+        use futures::StreamExt;
+        let mut out = Vec::with_capacity(reqs.len());
+        let mut reqs = reqs.into_iter().peekable();
+        while reqs.peek().is_some() {
+            let chunk: Vec<NetlinkMessage<RouteNetlinkMessage>> = reqs
+                .by_ref()
+                .take(BATCH)
+                .map(|r| {
+                    let mut m = NetlinkMessage::from(r.msg);
+                    m.header.flags = NLM_F_REQUEST | NLM_F_ACK | r.flags;
+                    m
+                })
+                .collect();
+            let n = chunk.len();
+            let mut acks: Vec<(u32, Result<(), rtnetlink::Error>)> = Vec::with_capacity(n);
+            match self
+                .handle
+                .request_batch(chunk, rtnetlink::sys::SocketAddr::new(0, 0))
+            {
+                Ok(mut resp) => {
+                    while let Some(m) = resp.next().await {
+                        if let NetlinkPayload::Error(e) = m.payload {
+                            let seq = m.header.sequence_number;
+                            acks.push((
+                                seq,
+                                match e.code {
+                                    None => Ok(()),
+                                    Some(_) => Err(rtnetlink::Error::NetlinkError(e)),
+                                },
+                            ));
+                        }
+                    }
+                }
+                Err(_) => acks.clear(),
+            }
+            if acks.len() == n {
+                // Sequence numbers of one batch are consecutive: order the answers by them.
+                acks.sort_by_key(|(seq, _)| *seq);
+                out.extend(acks.into_iter().map(|(_, r)| r));
+            } else {
+                // Not every request was answered: none of them counts as applied (the caller's
+                // next diff retries them; replace and delete are idempotent).
+                out.extend((0..n).map(|_| Err(rtnetlink::Error::RequestFailed)));
+            }
+        }
+        out
+    }
 }

@@ -2,9 +2,14 @@
 //! caller runs in: rtnetlink for links, addresses, FDB, neighbours, routes and rules; `nft -f -`
 //! for the nftables table; `/proc/sys` for sysctls.
 //!
-//! Every step reads what is there, diffs it against the plan and changes only the difference:
-//! nothing is flushed and recreated, so a restarted agent adopts the state it finds and established
-//! pod traffic is never interrupted. Only objects hybridnet owns are ever removed:
+//! Every step diffs what is there against the plan and changes only the difference: nothing is
+//! flushed and recreated, so a restarted agent adopts the state it finds and established pod
+//! traffic is never interrupted. "What is there" is read from the kernel by a full apply
+//! ([`Applier::apply`]); between full applies ([`Applier::apply_changes`]) it is what the last
+//! apply left, unless rtnetlink notifications say someone else changed that part
+//! ([`changes`]): an unchanged part of the plan costs no kernel I/O, and a change of a few
+//! remote pods touches only their neighbour entries. FDB and neighbour entries are sent in
+//! batches (many requests per datagram). Only objects hybridnet owns are ever removed:
 //!
 //! * rules whose table is local-direct/to-overlay/overlay-mark, or a subnet-range table selected by
 //!   `from <cidr> fwmark 0x0/0x4040` (any priority, so rules of the original Go daemon are adopted
@@ -28,6 +33,7 @@
 mod addr_diff;
 mod apply;
 mod arp_enhance;
+pub mod changes;
 mod diff;
 mod host;
 pub mod kernel;
@@ -38,6 +44,7 @@ mod nft;
 mod sysctl;
 
 pub use apply::{Applier, ApplyReport};
+pub use changes::{KernelChanges, KernelEvent, KernelNotes, NeighbourEvent, classify};
 pub use host::{ipv6_enabled, read_host_state};
 pub use kernel::KernelError;
 pub use nft::{NftRunner, list_table, nft_list_table};

@@ -123,7 +123,7 @@ mod tests {
             .ip_instances
             .iter()
             .find(|i| i.spec.subnet == "ul4" && i.spec.binding.node_name.as_deref() == Some("n1"))
-            .cloned()
+            .map(|i| (**i).clone())
             .unwrap();
         i.metadata.name = Some(ip.replace('.', "-"));
         i.spec.address.ip = ip.into();
@@ -139,7 +139,7 @@ mod tests {
                 k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
             );
         }
-        f.api.ip_instances.push(i);
+        f.api.ip_instances.push(std::sync::Arc::new(i));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The planner: API state + host facts -> [`DataPlanePlan`] (upstream's `pkg/daemon/controller/` and `pkg/daemon/route/`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use hybridnet_api::constants::label;
@@ -8,7 +8,7 @@ use hybridnet_api::ipmath::{Cidr, parse_ip};
 use hybridnet_api::naming::host_veth_name;
 use hybridnet_api::range::parse_address_range;
 use hybridnet_api::traffic_peer::traffic_peer;
-use hybridnet_api::v1::{IpVersion, Network, NetworkMode, NetworkType};
+use hybridnet_api::v1::{IPInstance, IpVersion, Network, NetworkMode, NetworkType, NodeInfo};
 
 use super::exclude::{RangePart, exclude_blocks};
 use super::model::*;
@@ -85,6 +85,8 @@ struct Planner<'a> {
     families: Vec<IpVersion>,
     interfaces: BTreeMap<&'a str, &'a HostInterface>,
     networks: BTreeMap<&'a str, &'a Network>,
+    /// Remote node -> its VTEP MAC (the inverse of `plan.remote_vteps`).
+    vtep_by_node: HashMap<&'a str, MacAddr>,
 }
 
 /// Builds the desired data plane. Never fails: objects that cannot be used are reported in
@@ -118,6 +120,7 @@ pub fn build_plan(api: &ApiState, host: &HostState, cfg: &PlanConfig) -> DataPla
             .iter()
             .filter_map(|n| n.metadata.name.as_deref().map(|name| (name, n)))
             .collect(),
+        vtep_by_node: HashMap::new(),
     };
     p.run();
     let mut plan = p.plan;
@@ -425,20 +428,25 @@ impl<'a> Planner<'a> {
         let Some(vx) = self.plan.vxlan.clone() else {
             return;
         };
-        let node_list: Vec<String> = overlay
+        let node_list: BTreeSet<&str> = overlay
             .and_then(|n| n.status.as_ref())
-            .and_then(|s| s.node_list.clone())
+            .and_then(|s| s.node_list.as_ref())
+            .map(|l| l.iter().map(String::as_str).collect())
             .unwrap_or_default();
         // Nodes of the overlay network first: when two NodeInfos claim one VTEP MAC (a stale
         // NodeInfo of a removed node), the live node wins.
-        let mut infos: Vec<_> = self.api.node_infos.iter().collect();
-        infos.sort_by_key(|n| {
-            let name = n.metadata.name.clone().unwrap_or_default();
-            (!node_list.contains(&name), name)
-        });
-        let mut published = BTreeSet::new();
-        for ni in infos {
-            let name = ni.metadata.name.clone().unwrap_or_default();
+        let api = self.api;
+        let mut infos: Vec<(bool, &'a str, &'a NodeInfo)> = api
+            .node_infos
+            .iter()
+            .map(|n| {
+                let name = n.metadata.name.as_deref().unwrap_or_default();
+                (!node_list.contains(name), name, &**n)
+            })
+            .collect();
+        infos.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let mut published: BTreeSet<&str> = BTreeSet::new();
+        for (_, name, ni) in infos {
             let obj = format!("NodeInfo/{name}");
             let Some(v) = ni.spec.vtep_info.as_ref() else {
                 continue;
@@ -460,7 +468,7 @@ impl<'a> Planner<'a> {
                     continue;
                 }
             };
-            published.insert(name.clone());
+            published.insert(name);
             for lip in v
                 .local_ips
                 .iter()
@@ -489,7 +497,8 @@ impl<'a> Planner<'a> {
                 );
                 continue;
             }
-            self.plan.remote_vteps.insert(mac, (ip, name.clone()));
+            self.plan.remote_vteps.insert(mac, (ip, name.to_string()));
+            self.vtep_by_node.entry(name).or_insert(mac);
             self.plan.fdb.insert(FdbEntry { mac, dst: ip });
             self.plan.fdb.insert(FdbEntry {
                 mac: MacAddr::VXLAN_BROADCAST,
@@ -499,7 +508,10 @@ impl<'a> Planner<'a> {
                 match parse_ip(raw) {
                     Ok(lip) if self.families.contains(&IpVersion::of(&lip)) => {
                         self.plan.vxlan_neighbours.entry(lip).or_insert(mac);
-                        self.plan.remote_owner.entry(lip).or_insert(name.clone());
+                        self.plan
+                            .remote_owner
+                            .entry(lip)
+                            .or_insert_with(|| name.to_string());
                     }
                     Ok(_) => {}
                     Err(e) => self.problem(obj.clone(), format!("spec.vtepInfo.localIPs: {e}")),
@@ -509,19 +521,29 @@ impl<'a> Planner<'a> {
         self.plan.fdb_prune = node_list.iter().all(|n| published.contains(n));
     }
 
+    /// The VTEP MAC of a remote node (one NodeInfo per node: at most one VTEP).
     fn vtep_of_node(&self, node: &str) -> Option<MacAddr> {
-        self.plan
-            .remote_vteps
-            .iter()
-            .find(|(_, (_, n))| n == node)
-            .map(|(m, _)| *m)
+        self.vtep_by_node.get(node).copied()
     }
 
     fn plan_ip_instances(&mut self, subnets: &[MergedSubnet]) {
-        let mut sorted: Vec<_> = self.api.ip_instances.iter().collect();
-        sorted.sort_by(|a, b| {
-            (&a.metadata.namespace, &a.metadata.name)
-                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        let api = self.api;
+        // (namespace, name) decides which claim of an address wins; the keys are borrowed once
+        // so the sort compares plain strings (names are unique per namespace, the address breaks
+        // ties of malformed input).
+        let mut sorted: Vec<(&'a str, &'a str, &'a IPInstance)> = api
+            .ip_instances
+            .iter()
+            .map(|i| {
+                (
+                    i.metadata.namespace.as_deref().unwrap_or_default(),
+                    i.metadata.name.as_deref().unwrap_or_default(),
+                    &**i,
+                )
+            })
+            .collect();
+        sorted.sort_unstable_by(|a, b| {
+            (a.0, a.1, &a.2.spec.address.ip).cmp(&(b.0, b.1, &b.2.spec.address.ip))
         });
         let vx_name = self.plan.vxlan.as_ref().map(|v| v.name.clone());
         let vlan_parent = if subnets
@@ -533,17 +555,16 @@ impl<'a> Planner<'a> {
         } else {
             None
         };
-        for ipi in sorted {
-            let ns = ipi.metadata.namespace.clone().unwrap_or_default();
-            let name = ipi.metadata.name.clone().unwrap_or_default();
-            let obj = format!("IPInstance/{ns}/{name}");
-            let node = ipi
+        for (ns, name, ipi) in sorted {
+            // Formatted only for a problem: this loop runs once per IPInstance of the cluster.
+            let obj = || format!("IPInstance/{ns}/{name}");
+            let node: &str = ipi
                 .metadata
                 .labels
                 .as_ref()
                 .and_then(|l| l.get(label::NODE))
-                .cloned()
-                .or_else(|| ipi.spec.binding.node_name.clone())
+                .or(ipi.spec.binding.node_name.as_ref())
+                .map(String::as_str)
                 .unwrap_or_default();
             if node.is_empty() {
                 continue; // reserved: no pod uses it
@@ -553,7 +574,7 @@ impl<'a> Planner<'a> {
                 Err(_) => match Cidr::parse_any(&ipi.spec.address.ip) {
                     Ok(c) => hybridnet_api::ipmath::u128_to_ip(c.version, c.network),
                     Err(e) => {
-                        self.problem(obj, format!("spec.address.ip: {e}"));
+                        self.problem(obj(), format!("spec.address.ip: {e}"));
                         continue;
                     }
                 },
@@ -563,23 +584,24 @@ impl<'a> Planner<'a> {
             }
             if node != self.api.node_name {
                 if self.plan.local_pods.contains_key(&ip) {
-                    self.problem(obj, format!("{ip} is also a pod of this node; ignored"));
+                    self.problem(obj(), format!("{ip} is also a pod of this node; ignored"));
                     continue;
                 }
-                if let Some(mac) = self.vtep_of_node(&node) {
+                if let Some(mac) = self.vtep_of_node(node) {
                     if let Some(prev) = self.plan.remote_owner.get(&ip)
                         && *prev != node
                     {
-                        self.problem(obj, format!("{ip} is also claimed by node {prev}; ignored"));
+                        let msg = format!("{ip} is also claimed by node {prev}; ignored");
+                        self.problem(obj(), msg);
                         continue;
                     }
                     self.plan.vxlan_neighbours.insert(ip, mac);
-                    self.plan.remote_owner.insert(ip, node);
+                    self.plan.remote_owner.insert(ip, node.to_string());
                 }
                 continue;
             }
             if self.plan.local_pods.contains_key(&ip) {
-                self.problem(obj, format!("{ip} is used by two IPInstances; ignored"));
+                self.problem(obj(), format!("{ip} is used by two IPInstances; ignored"));
                 continue;
             }
             let pod = ipi
@@ -595,7 +617,7 @@ impl<'a> Planner<'a> {
                         .cloned()
                 })
                 .unwrap_or_default();
-            let veth = host_veth_name(&ns, &pod);
+            let veth = host_veth_name(ns, &pod);
             let terminating = ipi.metadata.deletion_timestamp.is_some();
             // A local pod IP shadows any remote claim of the same address.
             self.plan.vxlan_neighbours.remove(&ip);
@@ -603,7 +625,7 @@ impl<'a> Planner<'a> {
             self.plan.local_pods.insert(
                 ip,
                 LocalPod {
-                    namespace: ns,
+                    namespace: ns.to_string(),
                     pod,
                     veth: veth.clone(),
                     network: ipi.spec.network.clone(),

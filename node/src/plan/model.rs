@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hybridnet_api::ipmath::Cidr;
 use hybridnet_api::v1::{IPInstance, IpVersion, Network, NetworkMode, NodeInfo, Subnet};
@@ -12,6 +13,9 @@ use hybridnet_api::v1::{IPInstance, IpVersion, Network, NetworkMode, NodeInfo, S
 pub use hybridnet_api::mac::MacAddr;
 
 /// The API objects the plan is computed from (snapshots of the agent's watch caches).
+///
+/// IPInstances and NodeInfos are shared with the watch caches (`Arc`): a snapshot of 20,000
+/// IPInstances copies 20,000 pointers, never the objects (`docs/benchmarks.md`, Node data plane).
 #[derive(Clone, Debug, Default)]
 pub struct ApiState {
     /// This node's name.
@@ -24,8 +28,8 @@ pub struct ApiState {
     pub subnets: Vec<Subnet>,
     /// All IPInstances of the cluster (local ones give proxy entries and local routes, remote ones
     /// give VXLAN neighbour entries).
-    pub ip_instances: Vec<IPInstance>,
-    pub node_infos: Vec<NodeInfo>,
+    pub ip_instances: Vec<Arc<IPInstance>>,
+    pub node_infos: Vec<Arc<NodeInfo>>,
 }
 
 /// One address configured on a host interface.

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hybridnet_api::constants::label;
 use hybridnet_api::ipmath::Cidr;
@@ -117,6 +118,11 @@ pub(crate) fn ipinstance(
     i
 }
 
+/// Shares the objects as the watch caches do.
+pub(crate) fn arcs<T>(v: Vec<T>) -> Vec<Arc<T>> {
+    v.into_iter().map(Arc::new).collect()
+}
+
 pub(crate) fn nodeinfo(name: &str, vtep: &str, m: &str, local: &[&str]) -> NodeInfo {
     NodeInfo::new(
         name,
@@ -206,7 +212,7 @@ pub(crate) fn fixture() -> Fixture {
                 Some("fd00:18::200"),
             ),
         ],
-        ip_instances: vec![
+        ip_instances: arcs(vec![
             ipinstance("default", "a", "198.19.0.5", "overlay", "ov4", "n1"),
             ipinstance("default", "a", "fd00:19::5", "overlay", "ov6", "n1"),
             ipinstance("default", "c", "198.19.0.6", "overlay", "ov4", "n2"),
@@ -215,8 +221,8 @@ pub(crate) fn fixture() -> Fixture {
             ipinstance("default", "d", "198.18.0.101", "underlay", "ul4", "n2"),
             ipinstance("default", "e", "198.19.1.7", "overlay", "ov-nonat", "n1"),
             ipinstance("default", "f", "198.19.0.8", "overlay", "ov4", "n3"),
-        ],
-        node_infos: vec![
+        ]),
+        node_infos: arcs(vec![
             nodeinfo(
                 "n1",
                 "198.18.0.11",
@@ -230,7 +236,7 @@ pub(crate) fn fixture() -> Fixture {
                 &["198.18.0.12", "fd00:18::12"],
             ),
             nodeinfo("n3", "198.18.0.13", "02:00:00:00:00:13", &["198.18.0.13"]),
-        ],
+        ]),
     };
     let host = HostState {
         interfaces: vec![
@@ -737,14 +743,14 @@ fn bgp_fixture() -> Fixture {
     f.api
         .subnets
         .push(subnet("g4", "global", "198.20.1.0/24", None, None, None));
-    f.api.ip_instances.push(ipinstance(
+    f.api.ip_instances.push(Arc::new(ipinstance(
         "default",
         "g",
         "198.20.0.9",
         "bgpnet",
         "bgp4",
         "n1",
-    ));
+    )));
     f
 }
 
@@ -828,21 +834,30 @@ fn bgp_network_without_this_node_gets_no_table() {
 #[test]
 fn hostile_api_objects_are_reported_and_skipped() {
     let mut f = fixture();
+    f.api.node_infos.push(Arc::new(nodeinfo(
+        "bad1",
+        "not-an-ip",
+        "02:00:00:00:00:99",
+        &[],
+    )));
     f.api
         .node_infos
-        .push(nodeinfo("bad1", "not-an-ip", "02:00:00:00:00:99", &[]));
-    f.api
-        .node_infos
-        .push(nodeinfo("bad2", "198.18.0.99", "zz:zz", &[]));
-    f.api
-        .node_infos
-        .push(nodeinfo("bad3", "198.18.0.98", "00:00:00:00:00:00", &[]));
-    f.api
-        .node_infos
-        .push(nodeinfo("bad4", "198.18.0.97", "02:00:00:00:00:12", &["x"]));
+        .push(Arc::new(nodeinfo("bad2", "198.18.0.99", "zz:zz", &[])));
+    f.api.node_infos.push(Arc::new(nodeinfo(
+        "bad3",
+        "198.18.0.98",
+        "00:00:00:00:00:00",
+        &[],
+    )));
+    f.api.node_infos.push(Arc::new(nodeinfo(
+        "bad4",
+        "198.18.0.97",
+        "02:00:00:00:00:12",
+        &["x"],
+    )));
     let mut bad_ip = ipinstance("default", "x", "198.19.0.77", "overlay", "ov4", "n2");
     bad_ip.spec.address.ip = "198.19.0.300".into();
-    f.api.ip_instances.push(bad_ip);
+    f.api.ip_instances.push(Arc::new(bad_ip));
     f.api.subnets.push(subnet(
         "broken",
         "overlay",
@@ -981,9 +996,11 @@ fn nft_quotes_cannot_be_escaped() {
 #[test]
 fn terminating_pods_keep_proxies_but_leave_the_pod_set() {
     let mut f = fixture();
-    f.api.ip_instances[0].metadata.deletion_timestamp = Some(
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
-    );
+    Arc::make_mut(&mut f.api.ip_instances[0])
+        .metadata
+        .deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        Default::default(),
+    ));
     let p = plan_of(&f);
     assert!(p.proxy_neighbours.iter().any(|x| x.ip == ip("198.19.0.5")));
     assert!(
@@ -1257,12 +1274,12 @@ fn arb_fixture() -> impl Strategy<Value = Fixture> {
             ));
         }
         for n in 2..(2 + n_nodes) {
-            f.api.node_infos.push(nodeinfo(
+            f.api.node_infos.push(Arc::new(nodeinfo(
                 &format!("m{n}"),
                 &format!("198.18.1.{n}"),
                 &format!("02:00:00:00:01:{n:02x}"),
                 &[&format!("198.18.1.{n}")],
-            ));
+            )));
         }
         for k in 0..n_pods {
             let node = if k % 3 == 0 {
@@ -1272,14 +1289,14 @@ fn arb_fixture() -> impl Strategy<Value = Fixture> {
             };
             let pod = format!("p{k}");
             let addr = format!("198.24.{}.{}", k % n_sub, 10 + k);
-            f.api.ip_instances.push(ipinstance(
+            f.api.ip_instances.push(Arc::new(ipinstance(
                 "ns",
                 &pod,
                 &addr,
                 "overlay",
                 &format!("x{}", k % n_sub),
                 &node,
-            ));
+            )));
             if node == "n1" && k % 2 == 0 {
                 f.host.interfaces.push(iface(
                     &host_veth_name("ns", &pod),
@@ -1386,6 +1403,7 @@ proptest! {
 fn ipinstance_addresses_in_upstream_prefix_form() {
     let mut f = fixture();
     for i in &mut f.api.ip_instances {
+        let i = Arc::make_mut(i);
         let plen = if i.spec.address.ip.contains(':') {
             112
         } else {
@@ -1395,7 +1413,7 @@ fn ipinstance_addresses_in_upstream_prefix_form() {
     }
     assert_eq!(plan_of(&f), plan_of(&fixture()));
     let mut f = fixture();
-    f.api.ip_instances[2].spec.address.ip = "198.19.0.6/99".into();
+    Arc::make_mut(&mut f.api.ip_instances[2]).spec.address.ip = "198.19.0.6/99".into();
     let p = plan_of(&f);
     assert!(
         p.problems.iter().any(|x| x.object.ends_with("198-19-0-6")),
