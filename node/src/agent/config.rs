@@ -73,7 +73,8 @@ pub struct AgentConfig {
     #[arg(long, default_value = "0.0.0.0")]
     pub bind_address: std::net::IpAddr,
 
-    /// Seconds between full resyncs (events trigger earlier reconciles).
+    /// Seconds between periodic resyncs (events trigger earlier reconciles); every 10th is a full
+    /// one that dumps and diffs all kernel state.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..86400))]
     pub resync_seconds: u64,
     /// The nft binary.
