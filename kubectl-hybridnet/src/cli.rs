@@ -142,7 +142,7 @@ pub enum Command {
     /// Pod addresses (IPInstances): ls, usage, check.
     #[command(subcommand)]
     Ip(IpCommand),
-    /// Remote clusters (multicluster.alibaba.com/v1 RemoteClusters): ls.
+    /// Remote clusters (multicluster.alibaba.com/v1 RemoteClusters): ls, status.
     #[command(subcommand, visible_alias = "clusters")]
     Cluster(ClusterCommand),
     /// The policy-routing path of a packet from a pod, computed with the node agent's plan.
@@ -196,6 +196,18 @@ pub enum ClusterCommand {
     /// List remote clusters with their state and failing checks.
     #[command(visible_alias = "list")]
     Ls(ListArgs),
+    /// One remote cluster: its conditions and the mirrors of its subnets and nodes.
+    Status(ClusterStatusArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterStatusArgs {
+    /// Name of the RemoteCluster.
+    #[arg(value_parser = object_name("remote cluster"))]
+    pub name: String,
+    /// Output format: table, json or yaml (json and yaml: the RemoteCluster and its mirrors).
+    #[arg(short = 'o', long, value_parser = parse_output, default_value = "table")]
+    pub output: OutputFormat,
 }
 
 #[derive(Subcommand, Debug, Clone)]

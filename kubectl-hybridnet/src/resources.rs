@@ -251,10 +251,184 @@ pub fn remote_cluster_table(
     (header, rows)
 }
 
+/// `cluster status NAME`: the RemoteCluster, a table of its conditions and its mirrors (the
+/// RemoteSubnets and RemoteVteps labelled with it).
+pub fn remote_cluster_status_text(
+    rc: &RemoteCluster,
+    subnets: &[hybridnet_api::multicluster::RemoteSubnet],
+    vteps: &[hybridnet_api::multicluster::RemoteVtep],
+) -> String {
+    use crate::output::{TableStyle, render_table};
+    let mut o = String::new();
+    let line = |o: &mut String, k: &str, v: &str| o.push_str(&format!("{k:<13}{v}\n"));
+    line(&mut o, "Name:", &or_dash(rc.metadata.name.as_deref()));
+    line(&mut o, "Endpoint:", &rc.spec.api_endpoint);
+    line(&mut o, "State:", state_of(rc).as_str());
+    line(&mut o, "UUID:", &or_dash(rc.remote_uuid()));
+    let creds = match &rc.spec.credentials_secret_ref {
+        Some(r) => format!("secret {}/{}", r.namespace, r.name),
+        None => "inline".into(),
+    };
+    line(&mut o, "Credentials:", &creds);
+    let conds: Vec<Vec<TextCell>> = rc
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            vec![
+                c.type_.as_str().into(),
+                c.status.as_str().into(),
+                c.reason.as_str().into(),
+                c.last_transition_time.0.to_string().into(),
+                or_dash(Some(c.message.as_str()).filter(|m| !m.is_empty())).into(),
+            ]
+        })
+        .collect();
+    o.push('\n');
+    if conds.is_empty() {
+        o.push_str("No conditions yet (the operator has not checked it).\n");
+    } else {
+        o.push_str(&render_table(
+            &["CONDITION", "STATUS", "REASON", "SINCE", "MESSAGE"],
+            &conds,
+            TableStyle { terminal: false },
+        ));
+    }
+    o.push('\n');
+    let mut subnets: Vec<_> = subnets.iter().collect();
+    subnets.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let rows: Vec<Vec<TextCell>> = subnets
+        .iter()
+        .map(|s| {
+            vec![
+                or_dash(s.metadata.name.as_deref()).into(),
+                s.spec.range.cidr.as_str().into(),
+                s.spec.effective_type().as_str().into(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        o.push_str("No RemoteSubnets.\n");
+    } else {
+        o.push_str(&render_table(
+            &["REMOTE SUBNET", "CIDR", "TYPE"],
+            &rows,
+            TableStyle { terminal: false },
+        ));
+    }
+    let mut vteps: Vec<_> = vteps.iter().collect();
+    vteps.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let rows: Vec<Vec<TextCell>> = vteps
+        .iter()
+        .map(|v| {
+            vec![
+                or_dash(v.metadata.name.as_deref()).into(),
+                or_dash(v.spec.ip.as_deref()).into(),
+                or_dash(v.spec.mac.as_deref()).into(),
+                TextCell::number(
+                    v.spec
+                        .endpoint_ip_list
+                        .as_ref()
+                        .map_or(0, Vec::len)
+                        .to_string(),
+                ),
+            ]
+        })
+        .collect();
+    o.push('\n');
+    if rows.is_empty() {
+        o.push_str("No RemoteVteps.\n");
+    } else {
+        o.push_str(&render_table(
+            &["REMOTE VTEP", "IP", "MAC", "PODS"],
+            &rows,
+            TableStyle { terminal: false },
+        ));
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use hybridnet_api::v1::{AddressRange, NetworkSpec, NetworkStatus, NetworkType, SubnetSpec};
+
+    #[test]
+    fn remote_cluster_status_shows_conditions_and_mirrors() {
+        use hybridnet_api::multicluster::RemoteClusterSpec;
+        use hybridnet_api::multicluster::mirror::{desired_remote_subnets, desired_remote_vteps};
+        use hybridnet_api::multicluster::status::{Checks, Connection, remote_cluster_status};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let mut rc = RemoteCluster::new(
+            "b",
+            RemoteClusterSpec {
+                api_endpoint: "https://10.0.0.2:6443".into(),
+                ..Default::default()
+            },
+        );
+        let text = remote_cluster_status_text(&rc, &[], &[]);
+        assert!(text.contains("State:       Unknown"), "{text}");
+        assert!(text.contains("No conditions yet"), "{text}");
+        assert!(
+            text.contains("No RemoteSubnets.") && text.contains("No RemoteVteps."),
+            "{text}"
+        );
+
+        rc.status = Some(remote_cluster_status(
+            &rc,
+            &Connection::Connected {
+                uuid: "u-b".into(),
+                checks: Checks {
+                    health: Ok(()),
+                    bidirectional: Err("no way back".into()),
+                    overlay_net_id: Ok(()),
+                    subnet_non_cross: Ok(()),
+                },
+            },
+            &Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap()),
+        ));
+        let net = Network::new(
+            "init",
+            NetworkSpec {
+                network_type: Some(NetworkType::Overlay),
+                ..Default::default()
+            },
+        );
+        let sub = Subnet::new(
+            "init",
+            SubnetSpec {
+                network: "init".into(),
+                net_id: None,
+                range: AddressRange {
+                    cidr: "100.65.0.0/16".into(),
+                    ..Default::default()
+                },
+                config: None,
+            },
+        );
+        let subnets = desired_remote_subnets(&rc, std::slice::from_ref(&sub), &[net]);
+        let info: hybridnet_api::v1::NodeInfo = serde_json::from_value(serde_json::json!({
+            "apiVersion": "networking.alibaba.com/v1", "kind": "NodeInfo",
+            "metadata": {"name": "node1"},
+            "spec": {"vtepInfo": {"ip": "192.0.2.31", "mac": "52:54:00:00:00:31"}}
+        }))
+        .unwrap();
+        let vteps = desired_remote_vteps(&rc, &[info], &[], &[sub]);
+        let text = remote_cluster_status_text(&rc, &subnets, &vteps);
+        for want in [
+            "Name:        b",
+            "State:       NotReady",
+            "UUID:        u-b",
+            "Credentials: inline",
+            "BidirectionalConnection   False    CheckFail   2023-11-14T22:13:20Z   no way back",
+            "b.init          100.65.0.0/16   Overlay",
+            "b.node1       192.0.2.31   52:54:00:00:00:31      0",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
 
     #[test]
     fn remote_cluster_rows_show_state_checks_and_problems() {

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use hybridnet_api::multicluster::status::{Checks, Connection, remote_cluster_status};
-use hybridnet_api::multicluster::{RemoteCluster, RemoteClusterSpec, SecretRef};
+use hybridnet_api::multicluster::{RemoteCluster, RemoteClusterSpec, RemoteSubnet, SecretRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -168,6 +168,52 @@ async fn cluster_ls_shows_state_checks_and_problems() {
         "{}",
         r.stdout
     );
+
+    // `cluster status`: conditions and the mirrors labelled with the cluster.
+    let mirror: RemoteSubnet = serde_json::from_value(json!({
+        "apiVersion": "multicluster.alibaba.com/v1", "kind": "RemoteSubnet",
+        "metadata": {"name": "cluster-c.init",
+                     "labels": {"networking.alibaba.com/cluster": "cluster-c",
+                                "networking.alibaba.com/subnet": "init"}},
+        "spec": {"range": {"version": "4", "cidr": "100.65.0.0/16"}, "networkType": "Overlay",
+                 "clusterName": "cluster-c"}
+    }))
+    .unwrap();
+    Api::<RemoteSubnet>::all(c.client.clone())
+        .create(&PostParams::default(), &mirror)
+        .await
+        .unwrap();
+    let r = kubectl(k, &["cluster", "status", "cluster-c"]).await;
+    r.ok();
+    capture(
+        "cluster-status",
+        "kubectl hybridnet cluster status cluster-c",
+        &r,
+    );
+    for want in [
+        "State:       NotReady",
+        "UUID:        uid-c",
+        "BidirectionalConnection",
+        "no RemoteCluster points back",
+        "cluster-c.init",
+        "100.65.0.0/16",
+        "No RemoteVteps.",
+    ] {
+        assert!(r.stdout.contains(want), "missing {want:?}:\n{}", r.stdout);
+    }
+    let r = kubectl(k, &["cluster", "status", "cluster-c", "-o", "json"]).await;
+    r.ok();
+    let v = r.json();
+    assert_eq!(v["remoteCluster"]["status"]["uuid"], "uid-c");
+    assert_eq!(v["remoteSubnets"][0]["metadata"]["name"], "cluster-c.init");
+    let r = kubectl(k, &["cluster", "status", "nope"]).await;
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("remote cluster \"nope\" not found"),
+        "{r:?}"
+    );
+    let r = kubectl(k, &["cluster", "status", "Bad_Name"]).await;
+    assert_ne!(r.code, 0, "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -362,6 +362,59 @@ pub async fn cluster(g: &GlobalFlags, cmd: &ClusterCommand) -> Res<i32> {
                 }
             }
         }
+        ClusterCommand::Status(a) => {
+            use hybridnet_api::multicluster::{RemoteCluster, RemoteSubnet, RemoteVtep};
+            let ctx = Ctx::connect(g).await?;
+            let rc = match Api::<RemoteCluster>::all(ctx.client.clone())
+                .get_opt(&a.name)
+                .await
+            {
+                Ok(Some(rc)) => rc,
+                Ok(None) => {
+                    return Err(Failure::error(format!(
+                        "remote cluster {:?} not found",
+                        a.name
+                    )));
+                }
+                Err(e) => {
+                    return Err(ctx.fail(e, "get remote cluster", Some(io::REMOTE_CLUSTERS_CRD)));
+                }
+            };
+            let listing = io::Listing {
+                selector: Some(format!(
+                    "{}={}",
+                    hybridnet_api::constants::label::CLUSTER,
+                    a.name
+                )),
+                chunk_size: io::DEFAULT_CHUNK_SIZE,
+            };
+            // Mirrors are shown when they can be read; the RemoteCluster alone otherwise.
+            let subnets: Vec<RemoteSubnet> = io::list_listed(&ctx, "list remote subnets", &listing)
+                .await
+                .unwrap_or_default();
+            let vteps: Vec<RemoteVtep> = io::list_listed(&ctx, "list remote vteps", &listing)
+                .await
+                .unwrap_or_default();
+            match a.output {
+                OutputFormat::Json | OutputFormat::Yaml => {
+                    let doc = serde_json::json!({
+                        "remoteCluster": rc,
+                        "remoteSubnets": subnets,
+                        "remoteVteps": vteps,
+                    });
+                    print::objects(
+                        std::slice::from_ref(&doc),
+                        a.output,
+                        "remotecluster.multicluster.alibaba.com",
+                        true,
+                    )?;
+                }
+                _ => print!(
+                    "{}",
+                    resources::remote_cluster_status_text(&rc, &subnets, &vteps)
+                ),
+            }
+        }
     }
     Ok(exit::OK)
 }

@@ -135,6 +135,14 @@ pub async fn networks_listed(ctx: &Ctx, listing: &Listing) -> Res<Vec<Network>> 
     .await
 }
 
+/// Every object of a cluster-scoped kind matching `listing` (no CRD hint).
+pub async fn list_listed<K>(ctx: &Ctx, what: &str, listing: &Listing) -> Res<Vec<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    list_paged(ctx, Api::all(ctx.client.clone()), what, None, listing).await
+}
+
 /// RemoteClusters as `cluster ls` asks for them (`-l`, `--chunk-size`).
 pub async fn remote_clusters_listed(
     ctx: &Ctx,
