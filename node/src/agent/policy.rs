@@ -40,8 +40,9 @@ use crate::plan::policy::{
 const RESYNC: Duration = Duration::from_secs(30);
 /// Rewrite the whole table at least this often (the safety net under incremental updates).
 const FULL_RESYNC: Duration = Duration::from_secs(300);
-/// The periodic whole-table rewrite waits until no watch event came for this long, so it does
-/// not hold up a burst of changes.
+/// The periodic whole-table rewrite (right after a check, with that check's drop counters) is
+/// skipped while a watch event came less than this long ago, so it does not hold up a burst of
+/// changes; it is postponed by at most another [`FULL_RESYNC`].
 const QUIET: Duration = Duration::from_secs(2);
 
 /// Wakes the policy loop on a watch event and remembers when the first event since the loop last
@@ -309,10 +310,9 @@ pub async fn run(
     let mut written: Option<Table> = None;
     let mut verified: Option<String> = None;
     let mut last_full: Option<Instant> = None;
-    // the check found the table gone or changed (rewrite now), or the periodic rewrite is due
-    // (when quiet)
+    // the check found the table gone or changed, or the periodic rewrite is due: rewrite now,
+    // with the drop counters of that check
     let mut force_full = false;
-    let mut full_due = false;
     let mut last_event = Instant::now();
     // a generation the table in the kernel (left by an agent before this one) does not carry
     let mut generation = match runner.list().await {
@@ -344,8 +344,7 @@ pub async fn run(
         let mut table = render_policy_table(model, &node);
         set_generation(&mut table, generation);
         let rendered = Instant::now();
-        let mut full =
-            written.is_none() || force_full || (full_due && last_event.elapsed() >= QUIET);
+        let mut full = written.is_none() || force_full;
         let mut applied = false;
         if !full && let Some(old) = &written {
             match diff::diff(old, &table) {
@@ -429,7 +428,6 @@ pub async fn run(
                     // the next check records the new table's listing
                     verified = None;
                     force_full = false;
-                    full_due = false;
                     applied = true;
                 }
                 Err(e) => {
@@ -490,8 +488,11 @@ pub async fn run(
                     Check::Record => verified = current,
                     Check::Keep => {}
                 }
-                if last_full.is_none_or(|t| t.elapsed() >= FULL_RESYNC) {
-                    full_due = true;
+                if last_full.is_none_or(|t| {
+                    t.elapsed() >= FULL_RESYNC
+                        && (last_event.elapsed() >= QUIET || t.elapsed() >= 2 * FULL_RESYNC)
+                }) {
+                    force_full = true;
                 }
             }
             _ = tokio::time::sleep(next_check) => {}
