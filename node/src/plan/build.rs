@@ -1,7 +1,9 @@
 //! The planner: API state + host facts -> [`DataPlanePlan`] (upstream's `pkg/daemon/controller/` and `pkg/daemon/route/`).
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hybridnet_api::constants::label;
 use hybridnet_api::ipmath::{Cidr, parse_ip};
@@ -86,7 +88,7 @@ struct Planner<'a> {
     interfaces: BTreeMap<&'a str, &'a HostInterface>,
     networks: BTreeMap<&'a str, &'a Network>,
     /// Remote node -> its VTEP MAC (the inverse of `plan.remote_vteps`).
-    vtep_by_node: HashMap<&'a str, MacAddr>,
+    vtep_by_node: HashMap<&'a str, (MacAddr, Arc<str>)>,
 }
 
 /// Builds the desired data plane. Never fails: objects that cannot be used are reported in
@@ -498,7 +500,10 @@ impl<'a> Planner<'a> {
                 continue;
             }
             self.plan.remote_vteps.insert(mac, (ip, name.to_string()));
-            self.vtep_by_node.entry(name).or_insert(mac);
+            let owner: Arc<str> = Arc::from(name);
+            self.vtep_by_node
+                .entry(name)
+                .or_insert((mac, owner.clone()));
             self.plan.fdb.insert(FdbEntry { mac, dst: ip });
             self.plan.fdb.insert(FdbEntry {
                 mac: MacAddr::VXLAN_BROADCAST,
@@ -511,7 +516,7 @@ impl<'a> Planner<'a> {
                         self.plan
                             .remote_owner
                             .entry(lip)
-                            .or_insert_with(|| name.to_string());
+                            .or_insert_with(|| owner.clone());
                     }
                     Ok(_) => {}
                     Err(e) => self.problem(obj.clone(), format!("spec.vtepInfo.localIPs: {e}")),
@@ -521,9 +526,10 @@ impl<'a> Planner<'a> {
         self.plan.fdb_prune = node_list.iter().all(|n| published.contains(n));
     }
 
-    /// The VTEP MAC of a remote node (one NodeInfo per node: at most one VTEP).
-    fn vtep_of_node(&self, node: &str) -> Option<MacAddr> {
-        self.vtep_by_node.get(node).copied()
+    /// The VTEP MAC of a remote node (one NodeInfo per node: at most one VTEP) and the shared
+    /// node name.
+    fn vtep_of_node(&self, node: &str) -> Option<(MacAddr, Arc<str>)> {
+        self.vtep_by_node.get(node).cloned()
     }
 
     fn plan_ip_instances(&mut self, subnets: &[MergedSubnet]) {
@@ -587,16 +593,22 @@ impl<'a> Planner<'a> {
                     self.problem(obj(), format!("{ip} is also a pod of this node; ignored"));
                     continue;
                 }
-                if let Some(mac) = self.vtep_of_node(node) {
-                    if let Some(prev) = self.plan.remote_owner.get(&ip)
-                        && *prev != node
-                    {
-                        let msg = format!("{ip} is also claimed by node {prev}; ignored");
+                if let Some((mac, owner)) = self.vtep_of_node(node) {
+                    let conflict = match self.plan.remote_owner.entry(ip) {
+                        Entry::Occupied(e) if **e.get() != *node => {
+                            Some(format!("{ip} is also claimed by node {}; ignored", e.get()))
+                        }
+                        Entry::Occupied(_) => None,
+                        Entry::Vacant(v) => {
+                            v.insert(owner);
+                            None
+                        }
+                    };
+                    if let Some(msg) = conflict {
                         self.problem(obj(), msg);
                         continue;
                     }
                     self.plan.vxlan_neighbours.insert(ip, mac);
-                    self.plan.remote_owner.insert(ip, node.to_string());
                 }
                 continue;
             }

@@ -294,7 +294,7 @@ pub struct DataPlanePlan {
     /// Permanent neighbour entries on the VXLAN device: remote pod and node IP -> remote VTEP MAC.
     pub vxlan_neighbours: BTreeMap<IpAddr, MacAddr>,
     /// Remote address -> the node that owns it (for `trace`).
-    pub remote_owner: BTreeMap<IpAddr, String>,
+    pub remote_owner: BTreeMap<IpAddr, Arc<str>>,
     /// Remote VTEP MAC -> (VTEP IP, node name).
     pub remote_vteps: BTreeMap<MacAddr, (IpAddr, String)>,
     pub proxy_neighbours: BTreeSet<ProxyNeighbour>,
