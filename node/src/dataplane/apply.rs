@@ -144,6 +144,7 @@ impl Applier {
             fdb: &k.fdb,
             neighbours: &k.neighbours,
             proxies: &k.proxies,
+            cluster_cidrs: &k.sections.enhanced.1,
         };
         events.iter().any(|e| contradicts(e, &m))
     }

@@ -193,6 +193,9 @@ pub(crate) struct EntryModel<'a> {
     pub fdb: &'a BTreeSet<(MacAddr, IpAddr)>,
     pub neighbours: &'a BTreeMap<IpAddr, HeldNeighbour>,
     pub proxies: &'a BTreeSet<(u32, IpAddr)>,
+    /// The cluster's pod CIDRs: proxy entries elsewhere than on the VXLAN device are hybridnet's
+    /// only inside them (the CNI's IPv6 gateway proxy on a pod's veth is not).
+    pub cluster_cidrs: &'a BTreeSet<Cidr>,
 }
 
 /// Whether an event says the kernel differs from the model. The agent's own changes agree with
@@ -218,7 +221,10 @@ pub(crate) fn contradicts(e: &NeighbourEvent, m: &EntryModel<'_>) -> bool {
                 None => !e.deleted && permanent,
             }
         }
-        NeighbourEntry::Proxy { ip } => e.deleted == m.proxies.contains(&(e.ifindex, ip)),
+        NeighbourEntry::Proxy { ip } => {
+            let ours = Some(e.ifindex) == m.vxlan || m.cluster_cidrs.iter().any(|c| c.contains(ip));
+            ours && e.deleted == m.proxies.contains(&(e.ifindex, ip))
+        }
     }
 }
 
@@ -414,11 +420,13 @@ mod tests {
         .into();
         let fdb: BTreeSet<(MacAddr, IpAddr)> = [(mac(1), ip("198.18.0.2"))].into();
         let proxies: BTreeSet<(u32, IpAddr)> = [(3, ip("198.19.0.9"))].into();
+        let cidrs: BTreeSet<Cidr> = [Cidr::parse_canonical("198.19.0.0/16").unwrap()].into();
         let m = EntryModel {
             vxlan: Some(7),
             fdb: &fdb,
             neighbours: &neighbours,
             proxies: &proxies,
+            cluster_cidrs: &cidrs,
         };
         // Our own changes as the model holds them.
         assert!(!contradicts(
@@ -483,6 +491,18 @@ mod tests {
         assert!(contradicts(&proxy(3, true), &m));
         assert!(contradicts(&proxy(4, false), &m));
         assert!(!contradicts(&proxy(4, true), &m));
+        // The CNI's gateway proxy on a pod's veth: not a cluster address, not ours.
+        let gw = NeighbourEvent {
+            ifindex: 12,
+            entry: NeighbourEntry::Proxy {
+                ip: ip("fe80::ecee:eeff:feee:eeee"),
+            },
+            deleted: false,
+        };
+        assert!(!contradicts(&gw, &m));
+        // On the VXLAN device every proxy entry is ours.
+        let on_vx = NeighbourEvent { ifindex: 7, ..gw };
+        assert!(contradicts(&on_vx, &m));
     }
 
     #[test]
