@@ -187,6 +187,8 @@ fn agent_programs_publishes_and_follows_events() {
 
     // Restart: the new agent adopts the kernel state; nothing hybridnet owns changes.
     let snapshot = || {
+        // Routes of IPv6 addresses appear when their DAD ends, on the kernel's timer.
+        n1.wait_ipv6_dad_settled(std::time::Duration::from_secs(30));
         format!(
             "{}{}{}{}{}",
             n1.ip("rule show"),

@@ -150,6 +150,8 @@ fn neighbour_mac(ns: &Netns, ip: &str) -> Option<String> {
 
 /// Everything ADD could have left in the node namespace.
 fn node_state(node: &Netns) -> String {
+    // Routes of IPv6 addresses appear when their DAD ends, on the kernel's timer.
+    node.wait_ipv6_dad_settled(std::time::Duration::from_secs(30));
     let links: Vec<String> = node
         .ip("-o link show")
         .lines()

@@ -81,6 +81,8 @@ fn add(
 }
 
 fn node_state(node: &Netns) -> String {
+    // Routes of IPv6 addresses appear when their DAD ends, on the kernel's timer.
+    node.wait_ipv6_dad_settled(std::time::Duration::from_secs(30));
     format!(
         "{}\n{}\n{}\n{}",
         node.ip("-o link show"),

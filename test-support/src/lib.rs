@@ -174,6 +174,27 @@ impl Netns {
         try_sh(&cmd)
     }
 
+    /// Waits (at most `timeout`) until no IPv6 address in the namespace is still tentative
+    /// (duplicate address detection running). The kernel adds the `local` and `anycast` routes
+    /// of an address, and its flags change, only when DAD ends, on its own timer: a test that
+    /// compares snapshots of routes and addresses must start after that. Panics on timeout.
+    pub fn wait_ipv6_dad_settled(&self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let tentative = self.ip("-6 addr show tentative");
+            if tentative.trim().is_empty() {
+                return;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "{}: IPv6 addresses still tentative after {timeout:?}:\n{tentative}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Runs a command inside the namespace (`ip netns exec`).
     pub fn exec(&self, cmd: &[&str]) -> Result<String, String> {
         let mut v = vec!["ip", "netns", "exec", &self.name];
