@@ -1,10 +1,12 @@
 //! Control-plane benchmarks against kube-lite (a bench binary timed with std::time::Instant):
 //!
 //! 1. pods/s from creation to IPInstance written, for 2,000 pods created 64 at a time;
-//! 2. IPAM rebuild at leader start from 100,000 IPInstances (paginated API list + rebuild).
+//! 2. per-pod latency from create to IPInstance under a steady 100 pods/s for 10 s;
+//! 3. IPAM rebuild at leader start from 100,000 IPInstances (paginated API list + rebuild).
 //!
 //! Run: `cargo bench -p hybridnet-operator --bench controlplane`
-//! (env `CP_BENCH_PODS` and `CP_BENCH_INSTANCES` change the sizes).
+//! (env `CP_BENCH_PODS`, `CP_BENCH_RATE`, `CP_BENCH_SECONDS` and `CP_BENCH_INSTANCES` change the
+//! sizes).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
@@ -85,7 +87,9 @@ fn subnet(name: &str, network: &str, cidr: &str) -> Subnet {
     )
 }
 
-async fn pods_per_second(n: usize) {
+/// kube-lite with the overlay network `o` (a /20), node `n1` and a leading replica whose IPAM
+/// holds the subnet.
+async fn control_plane() -> (kube_lite::ServerHandle, Client, Replica) {
     let (srv, client) = server().await;
     Api::<Network>::all(client.clone())
         .create(&PostParams::default(), &overlay("o"))
@@ -143,6 +147,29 @@ async fn pods_per_second(n: usize) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (srv, client, replica)
+}
+
+fn pod(name: String) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some("n1".into()),
+            containers: vec![Container {
+                name: "c".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn pods_per_second(n: usize) {
+    let (srv, client, replica) = control_plane().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let started = Instant::now();
     let creator = tokio::spawn({
@@ -152,22 +179,7 @@ async fn pods_per_second(n: usize) {
                 .map(|i| {
                     let pods = pods.clone();
                     async move {
-                        let p = Pod {
-                            metadata: ObjectMeta {
-                                name: Some(format!("p-{i}")),
-                                ..Default::default()
-                            },
-                            spec: Some(PodSpec {
-                                node_name: Some("n1".into()),
-                                containers: vec![Container {
-                                    name: "c".into(),
-                                    ..Default::default()
-                                }],
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        };
-                        pods.create(&PostParams::default(), &p)
+                        pods.create(&PostParams::default(), &pod(format!("p-{i}")))
                             .await
                             .expect("create pod");
                     }
@@ -202,6 +214,96 @@ async fn pods_per_second(n: usize) {
         created.as_secs_f64(),
         total.as_secs_f64(),
         n as f64 / total.as_secs_f64()
+    );
+    replica.shutdown().await;
+}
+
+/// Pods created at a steady `rate` per second for `seconds`; per pod, the time from the start of
+/// its create request until a watch on IPInstances sees its first IPInstance (the watch's own
+/// delivery delay included, so an upper bound).
+async fn steady_latency(rate: usize, seconds: usize) {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    let (_srv, client, replica) = control_plane().await;
+    let n = rate * seconds;
+    let requested: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let watch = tokio::spawn({
+        let seen = seen.clone();
+        let api: Api<IPInstance> = Api::all(client.clone());
+        async move {
+            let mut events = std::pin::pin!(kube::runtime::watcher(
+                api,
+                kube::runtime::watcher::Config::default()
+            ));
+            while let Some(ev) = events.next().await {
+                let objs = match ev {
+                    Ok(kube::runtime::watcher::Event::Apply(o))
+                    | Ok(kube::runtime::watcher::Event::InitApply(o)) => vec![o],
+                    _ => continue,
+                };
+                let now = Instant::now();
+                let mut seen = seen.lock().unwrap();
+                for o in objs {
+                    if let Some(p) = o.metadata.labels.as_ref().and_then(|l| l.get(label::POD)) {
+                        seen.entry(p.clone()).or_insert(now);
+                    }
+                }
+            }
+        }
+    });
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut creates = Vec::with_capacity(n);
+    for i in 0..n {
+        tick.tick().await;
+        let name = format!("s-{i}");
+        requested
+            .lock()
+            .unwrap()
+            .insert(name.clone(), Instant::now());
+        let pods = pods.clone();
+        creates.push(tokio::spawn(async move {
+            pods.create(&PostParams::default(), &pod(name))
+                .await
+                .expect("create pod");
+        }));
+    }
+    let offered = started.elapsed();
+    for c in creates {
+        c.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.lock().unwrap().len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    watch.abort();
+    let mut lat: Vec<Duration> = {
+        let requested = requested.lock().unwrap();
+        let seen = seen.lock().unwrap();
+        requested
+            .iter()
+            .filter_map(|(p, t)| seen.get(p).map(|s| s.saturating_duration_since(*t)))
+            .collect()
+    };
+    lat.sort();
+    let pct = |q: f64| {
+        lat.get(((lat.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "steady: {n} pods at {rate}/s (offered over {:.1} s), {} with an IPInstance: create-to-IPInstance p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        offered.as_secs_f64(),
+        lat.len(),
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        pct(1.0)
     );
     replica.shutdown().await;
 }
@@ -307,6 +409,9 @@ fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let pods = env_usize("CP_BENCH_PODS", 2000);
     let instances = env_usize("CP_BENCH_INSTANCES", 100_000);
+    let rate = env_usize("CP_BENCH_RATE", 100);
+    let seconds = env_usize("CP_BENCH_SECONDS", 10);
     rt.block_on(pods_per_second(pods));
+    rt.block_on(steady_latency(rate, seconds));
     rt.block_on(rebuild_time(instances));
 }

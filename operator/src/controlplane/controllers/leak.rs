@@ -270,8 +270,7 @@ impl LeakDetector {
                             EventType::Warning,
                             "IPAllocationMissing",
                             "the pod is Running but has no IPInstance; allocating again".into(),
-                        )
-                        .await;
+                        );
                     }
                     ctx.pod_records().remove(&(namespace.clone(), name.clone()));
                     if ctx

@@ -310,8 +310,7 @@ async fn reserve(ctx: &Ctx, pod: &Pod, drop_pod_name: bool) -> Result<(), Reconc
             EventType::Normal,
             REASON_RESERVED,
             format!("reserve IPs {reserved:?} successfully"),
-        )
-        .await;
+        );
     }
     Ok(())
 }
@@ -348,8 +347,7 @@ async fn release(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
             EventType::Normal,
             REASON_RELEASED,
             format!("release IPs {released:?} successfully"),
-        )
-        .await;
+        );
     }
     Ok(())
 }
@@ -385,8 +383,7 @@ async fn allocate(
         .record_allocation(kind, res.is_ok(), started.elapsed().as_secs_f64());
     match res {
         Ok(Some(note)) => {
-            ctx.pod_event(pod, EventType::Normal, REASON_ALLOCATED, note)
-                .await;
+            ctx.pod_event(pod, EventType::Normal, REASON_ALLOCATED, note);
             Ok(())
         }
         Ok(None) => Ok(()),
@@ -397,8 +394,7 @@ async fn allocate(
                     EventType::Warning,
                     REASON_ALLOCATION_FAILED,
                     e.to_string(),
-                )
-                .await;
+                );
             }
             Err(e)
         }

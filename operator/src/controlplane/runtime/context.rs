@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
@@ -70,6 +70,9 @@ pub struct Ctx {
     pub live_defaults: LiveDefaults,
     pub metrics: Metrics,
     pub recorder: Recorder,
+    /// Pod Events waiting for [`publish_events`] (bounded: Events are best effort and never hold
+    /// up an allocation).
+    events: mpsc::Sender<(Event, ObjectReference)>,
     pub caches: Caches,
     engine: Mutex<Engine>,
     pods: Mutex<HashMap<(String, String), PodRecord>>,
@@ -95,12 +98,16 @@ impl Ctx {
         leading: watch::Receiver<bool>,
         pod_requeue: mpsc::UnboundedSender<ObjectRef<Pod>>,
     ) -> Self {
+        let (events, queued) = mpsc::channel(EVENT_QUEUE);
+        // Ends when the term's Ctx is dropped (the channel closes), after the queued Events.
+        tokio::spawn(publish_events(recorder.clone(), queued));
         Self {
             client,
             config,
             live_defaults,
             metrics,
             recorder,
+            events,
             caches,
             engine: Mutex::new(engine),
             pods: Mutex::new(pods),
@@ -152,8 +159,10 @@ impl Ctx {
         self.ipam_changed.notify_one();
     }
 
-    /// Publishes an Event about `pod`; failures are logged only.
-    pub async fn pod_event(&self, pod: &Pod, type_: EventType, reason: &str, note: String) {
+    /// Queues an Event about `pod` for publication. Publishing is off the reconcile path: an
+    /// Event costs an API write, and awaiting it held a pod worker for a round trip after the
+    /// allocation was already written. When the queue is full the Event is dropped (logged).
+    pub fn pod_event(&self, pod: &Pod, type_: EventType, reason: &str, note: String) {
         let ev = Event {
             type_,
             reason: reason.to_string(),
@@ -161,8 +170,20 @@ impl Ctx {
             action: reason.to_string(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &pod.object_ref(&())).await {
-            debug!(pod = %pod.name_any(), reason, error = %e, "could not publish event");
+        if let Err(e) = self.events.try_send((ev, pod.object_ref(&()))) {
+            debug!(pod = %pod.name_any(), reason, error = %e, "event not queued");
+        }
+    }
+}
+
+/// How many pod Events may wait for publication.
+const EVENT_QUEUE: usize = 4096;
+
+/// Publishes queued Events in order, one at a time; failures are logged only.
+async fn publish_events(recorder: Recorder, mut queued: mpsc::Receiver<(Event, ObjectReference)>) {
+    while let Some((ev, object)) = queued.recv().await {
+        if let Err(e) = recorder.publish(&ev, &object).await {
+            debug!(object = ?object.name, reason = %ev.reason, error = %e, "could not publish event");
         }
     }
 }
