@@ -98,13 +98,20 @@ async fn leftovers(
         let ruleset = run(&["nft", "-s", "list", "ruleset"]);
         let mut tables: Vec<String> = Vec::new();
         for line in ruleset.lines() {
+            let line = policy_generation_masked(line);
             match tables.last_mut() {
                 Some(t) if !line.starts_with("table ") => {
-                    t.push_str(line);
+                    t.push_str(&line);
                     t.push('\n');
                 }
                 _ => tables.push(format!("{line}\n")),
             }
+        }
+        // The blank line between tables goes with whichever table came first.
+        for t in &mut tables {
+            let trimmed = t.trim_end().len();
+            t.truncate(trimmed);
+            t.push('\n');
         }
         tables.sort();
         out.insert(format!("{node} nftables"), tables.concat());
@@ -263,6 +270,53 @@ fn remove_empty_cni_namespaces(before: &BTreeSet<String>) -> Vec<String> {
         }
     }
     removed
+}
+
+/// The NetworkPolicy table's generation (`ct mark G`, `ct mark set G`) replaced by `G`: a
+/// restarted agent starts a new generation by design (docs/networkpolicy.md, "Generations"), which
+/// is not something left behind.
+fn policy_generation_masked(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find("ct mark ") {
+        let (head, tail) = rest.split_at(i + "ct mark ".len());
+        out.push_str(head);
+        let (set, tail) = match tail.strip_prefix("set ") {
+            Some(t) => ("set ", t),
+            None => ("", tail),
+        };
+        out.push_str(set);
+        match tail.strip_prefix("0x") {
+            Some(hex) => {
+                let end = hex
+                    .find(|c: char| !c.is_ascii_hexdigit())
+                    .unwrap_or(hex.len());
+                out.push('G');
+                rest = &hex[end..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn the_policy_generation_is_masked_and_nothing_else() {
+    assert_eq!(
+        policy_generation_masked(
+            "ct mark 0x00000002 accept comment \"connections allowed by this generation\""
+        ),
+        "ct mark G accept comment \"connections allowed by this generation\""
+    );
+    assert_eq!(
+        policy_generation_masked("ct mark set 0x0000000a accept"),
+        "ct mark set G accept"
+    );
+    assert_eq!(
+        policy_generation_masked("meta mark 0x00000020 accept"),
+        "meta mark 0x00000020 accept"
+    );
 }
 
 fn differences(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> String {
