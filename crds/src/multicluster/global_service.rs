@@ -152,16 +152,8 @@ pub fn desired_remote_endpoint_slices(
                 && is_global(s.metadata.annotations.as_ref())
         })
     };
-    let owner = (|| {
-        Some(OwnerReference {
-            api_version: format!("{}/v1", super::GROUP),
-            kind: "RemoteCluster".into(),
-            name: rc.metadata.name.clone()?,
-            uid: rc.metadata.uid.clone()?,
-            controller: Some(true),
-            block_owner_deletion: None,
-        })
-    })();
+    // Owned by the RemoteCluster like the other mirrors.
+    let owner = super::mirror::owner(rc);
     let mut out: Vec<RemoteEndpointSlice> = slices
         .iter()
         .filter(|e| label_of(&e.metadata, LABEL_MANAGED_BY) != Some(MANAGED_BY))

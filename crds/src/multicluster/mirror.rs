@@ -33,7 +33,7 @@ fn name(m: &ObjectMeta) -> &str {
 /// owner reference on RemoteVteps; here on both kinds). Not `blockOwnerDeletion`: that needs
 /// update rights on the owner's finalizers where OwnerReferencesPermissionEnforcement is on.
 /// `None` until the RemoteCluster has a uid.
-fn owner(rc: &RemoteCluster) -> Option<OwnerReference> {
+pub(crate) fn owner(rc: &RemoteCluster) -> Option<OwnerReference> {
     Some(OwnerReference {
         api_version: format!("{}/v1", super::GROUP),
         kind: "RemoteCluster".into(),
