@@ -19,22 +19,11 @@ use crate::controlplane::rules::resolution::{
     ipinstances_of_pod_name, resolve_for_pod, webhook_vm_ipinstances,
 };
 
-/// The Namespace of a pod under review: from the cache, else read from the API. A Namespace
-/// created just before its pods (one `kubectl apply`) can be missing from the cache, and resolving
-/// without it would ignore its network annotations. `None` when it cannot be read.
+/// The Namespace of a pod under review (cache, else API:
+/// `Caches::namespace_or_live`). `None` when it cannot be read.
 pub async fn pod_namespace(st: &WebhookState, ns: &str) -> Option<Arc<Namespace>> {
-    if let Some(cached) = st
-        .caches
-        .namespaces
-        .get(&kube::runtime::reflector::ObjectRef::new(ns))
-    {
-        return Some(cached);
-    }
-    match kube::Api::<Namespace>::all(st.client.clone())
-        .get_opt(ns)
-        .await
-    {
-        Ok(n) => n.map(Arc::new),
+    match st.caches.namespace_or_live(&st.client, ns).await {
+        Ok(n) => n,
         Err(e) => {
             warn!(namespace = ns, error = %e, "cannot read the pod's Namespace: resolving without its annotations");
             None

@@ -406,23 +406,12 @@ struct Plan {
     network: String,
 }
 
-/// The pod's Namespace: from the cache, else read from the API. A Namespace created just before
-/// its pods (one `kubectl apply`) can be missing from the cache, and planning without it would
-/// silently ignore its network annotations (the wrong network, or a refusal that only a retry
-/// after the cache caught up would undo).
+/// The pod's Namespace (cache, else API: `Caches::namespace_or_live`).
 async fn pod_namespace(ctx: &Ctx, pod: &Pod) -> Result<Option<Arc<Namespace>>, ReconcileError> {
     let ns = pod.namespace().unwrap_or_default();
-    if let Some(cached) = ctx
-        .caches
-        .namespaces
-        .get(&kube::runtime::reflector::ObjectRef::new(&ns))
-    {
-        return Ok(Some(cached));
-    }
-    Api::<Namespace>::all(ctx.client.clone())
-        .get_opt(&ns)
+    ctx.caches
+        .namespace_or_live(&ctx.client, &ns)
         .await
-        .map(|n| n.map(Arc::new))
         .map_err(ReconcileError::kube("get", "Namespace", ns))
 }
 

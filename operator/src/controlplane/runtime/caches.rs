@@ -48,6 +48,24 @@ where
 }
 
 impl Caches {
+    /// The Namespace `name`: from the cache, else read from the API. A Namespace created just
+    /// before its pods (one `kubectl apply`) can be missing from the cache, and resolving a pod
+    /// without it would silently ignore its network annotations. Used by the pod controller and
+    /// the pod webhook.
+    pub async fn namespace_or_live(
+        &self,
+        client: &Client,
+        name: &str,
+    ) -> Result<Option<Arc<Namespace>>, kube::Error> {
+        if let Some(cached) = self.namespaces.get(&reflector::ObjectRef::new(name)) {
+            return Ok(Some(cached));
+        }
+        Ok(Api::<Namespace>::all(client.clone())
+            .get_opt(name)
+            .await?
+            .map(Arc::new))
+    }
+
     /// Creates the caches and the future that keeps them filled (run it until shutdown).
     pub fn start(client: &Client) -> (Self, BoxFuture<'static, ()>) {
         let (networks, f1) = reflect(Api::<Network>::all(client.clone()));
