@@ -446,24 +446,12 @@ async fn webhook_accepts_upstream_examples_and_refuses_invalid_objects_naming_th
 /// network is refused although the cache has not seen the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subnet_is_checked_against_the_api_when_the_cache_lags() {
-    use hybridnet_operator::controlplane::runtime::caches::Caches;
-    use hybridnet_operator::controlplane::runtime::live_defaults::LiveDefaults;
-    use hybridnet_operator::controlplane::runtime::metrics::Metrics;
-    use hybridnet_operator::webhook::{WebhookState, review};
+    use hybridnet_operator::webhook::review;
     use kube::core::DynamicObject;
     use kube::core::admission::AdmissionReview;
 
     let env = Env::start().await;
-    let config = test_config("lagging");
-    let (caches, _never_run) = Caches::start(&env.client);
-    let (defaults, _never_run_either) = LiveDefaults::watch(&env.client, config.defaults.clone());
-    let st = WebhookState {
-        caches,
-        client: env.client.clone(),
-        config,
-        defaults,
-        metrics: Metrics::new(),
-    };
+    let st = lagging_webhook(&env, "lagging");
     env.create_network(network("fresh", NetworkType::Underlay, Some(0), None))
         .await
         .unwrap();
@@ -523,24 +511,12 @@ async fn a_subnet_is_checked_against_the_api_when_the_cache_lags() {
 /// Namespace's network type and family on the pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_is_resolved_with_its_namespace_when_the_cache_lags() {
-    use hybridnet_operator::controlplane::runtime::caches::Caches;
-    use hybridnet_operator::controlplane::runtime::live_defaults::LiveDefaults;
-    use hybridnet_operator::controlplane::runtime::metrics::Metrics;
-    use hybridnet_operator::webhook::{WebhookState, review};
+    use hybridnet_operator::webhook::review;
     use kube::core::DynamicObject;
     use kube::core::admission::AdmissionReview;
 
     let env = Env::start().await;
-    let config = test_config("lagging-ns");
-    let (caches, _never_run) = Caches::start(&env.client);
-    let (defaults, _never_run_either) = LiveDefaults::watch(&env.client, config.defaults.clone());
-    let st = WebhookState {
-        caches,
-        client: env.client.clone(),
-        config,
-        defaults,
-        metrics: Metrics::new(),
-    };
+    let st = lagging_webhook(&env, "lagging-ns");
     env.namespace(
         "fresh-ns",
         &[
@@ -583,4 +559,23 @@ async fn a_pod_is_resolved_with_its_namespace_when_the_cache_lags() {
     env.namespace("plain-ns", &[]).await;
     let patch = patch_of(review::mutate(&st, review_of("u2", "plain-ns")).await);
     assert!(!patch.contains("\"IPv6\""), "{patch}");
+}
+
+/// A webhook whose caches never sync (their watch futures are dropped): the extreme of a cache
+/// that lags behind the API server.
+fn lagging_webhook(env: &Env, identity: &str) -> hybridnet_operator::webhook::WebhookState {
+    use hybridnet_operator::controlplane::runtime::caches::Caches;
+    use hybridnet_operator::controlplane::runtime::live_defaults::LiveDefaults;
+    use hybridnet_operator::controlplane::runtime::metrics::Metrics;
+
+    let config = test_config(identity);
+    let (caches, _never_run) = Caches::start(&env.client);
+    let (defaults, _never_run_either) = LiveDefaults::watch(&env.client, config.defaults.clone());
+    hybridnet_operator::webhook::WebhookState {
+        caches,
+        client: env.client.clone(),
+        config,
+        defaults,
+        metrics: Metrics::new(),
+    }
 }
