@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hybridnet_api::ipmath::{Cidr, parse_ip};
+use hybridnet_api::multicluster::{RemoteSubnet, RemoteVtep};
 use hybridnet_api::naming::host_veth_name;
 use hybridnet_api::v1::{IPInstance, IpVersion, Network, NodeInfo, Subnet};
 use hybridnet_node::plan::{
@@ -33,6 +34,9 @@ pub struct TraceInputs {
     pub subnets: Vec<Subnet>,
     pub ip_instances: Vec<IPInstance>,
     pub node_infos: Vec<NodeInfo>,
+    /// Other clusters' subnets and nodes (docs/multicluster.md); empty when not readable.
+    pub remote_subnets: Vec<RemoteSubnet>,
+    pub remote_vteps: Vec<RemoteVtep>,
     /// Node name -> addresses of its `.status.addresses`.
     pub node_addresses: BTreeMap<String, Vec<IpAddr>>,
     /// Name of the nodes' uplink interface (VXLAN parent, VLAN parent, BGP interface).
@@ -248,6 +252,8 @@ pub fn plan_for(node: &str, inputs: &TraceInputs) -> DataPlanePlan {
         subnets: inputs.subnets.clone(),
         ip_instances: inputs.ip_instances.iter().cloned().map(Arc::new).collect(),
         node_infos: inputs.node_infos.iter().cloned().map(Arc::new).collect(),
+        remote_subnets: inputs.remote_subnets.clone(),
+        remote_vteps: inputs.remote_vteps.iter().cloned().map(Arc::new).collect(),
     };
     let cfg = PlanConfig {
         vxlan_udp_port: inputs.vxlan_udp_port,
@@ -321,6 +327,8 @@ pub fn trace_path(
 
     let r = &first.result;
     let forwarded_to = match (&r.outcome, &r.encapsulation) {
+        // A node of another cluster: its objects are not in this cluster's API.
+        (Outcome::Forwarded, Some(e)) if e.remote_cluster.is_some() => None,
         (Outcome::Forwarded, Some(e)) => Some((e.remote_node.clone(), true)),
         (Outcome::Forwarded, None) => dst
             .node
@@ -383,7 +391,9 @@ fn summarize(hops: &[NodeHop], inputs: &TraceInputs) -> String {
                 if let Some(e) = &r.encapsulation {
                     s.push_str(&format!(
                         ", VXLAN VNI {} to VTEP {} ({})",
-                        e.vni, e.remote_vtep, e.remote_node
+                        e.vni,
+                        e.remote_vtep,
+                        remote_node_text(e)
                     ));
                 } else if let Some(nh) = r.next_hop {
                     s.push_str(&format!(", next hop {nh}"));
@@ -406,6 +416,14 @@ fn summarize(hops: &[NodeHop], inputs: &TraceInputs) -> String {
     }
     let _ = inputs;
     parts.join(" -> ")
+}
+
+/// The node a VXLAN packet goes to: `m1`, or `m1 of cluster b` for another cluster's node.
+fn remote_node_text(e: &hybridnet_node::plan::Encapsulation) -> String {
+    match &e.remote_cluster {
+        Some(c) => format!("{} of cluster {c}", e.remote_node),
+        None => e.remote_node.clone(),
+    }
 }
 
 /// The text form of a report.
@@ -438,7 +456,12 @@ pub fn render(report: &PathReport, uplink_note: bool, uplink: &str) -> String {
         if let Some(e) = &r.encapsulation {
             out.push_str(&format!(
                 "  => VXLAN VNI {} UDP {}: {} -> VTEP {} (node {}), inner dst MAC {}\n",
-                e.vni, e.udp_port, e.local_vtep, e.remote_vtep, e.remote_node, e.inner_dst_mac
+                e.vni,
+                e.udp_port,
+                e.local_vtep,
+                e.remote_vtep,
+                remote_node_text(e),
+                e.inner_dst_mac
             ));
         }
         if matches!(r.outcome, Outcome::Forwarded) {
@@ -697,6 +720,136 @@ mod tests {
                 false
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn a_path_to_another_clusters_pod_ends_at_its_vtep() {
+        use hybridnet_api::multicluster::{RemoteSubnetSpec, RemoteVtepSpec};
+        use hybridnet_api::v1::{
+            Address, AddressRange, Binding, IPInstanceSpec, NetworkSpec, NetworkStatus,
+            NetworkType, NodeInfoSpec, SubnetSpec, VtepInfo,
+        };
+        let mut net = Network::new(
+            "overlay",
+            NetworkSpec {
+                net_id: Some(4),
+                network_type: Some(NetworkType::Overlay),
+                ..Default::default()
+            },
+        );
+        net.status = Some(NetworkStatus {
+            node_list: Some(vec!["n1".into()]),
+            ..Default::default()
+        });
+        let range = |cidr: &str| AddressRange {
+            version: IpVersion::V4,
+            cidr: cidr.into(),
+            ..Default::default()
+        };
+        let sub = Subnet::new(
+            "ov4",
+            SubnetSpec {
+                network: "overlay".into(),
+                range: range("10.0.0.0/24"),
+                ..Default::default()
+            },
+        );
+        let ni = NodeInfo::new(
+            "n1",
+            NodeInfoSpec {
+                vtep_info: Some(VtepInfo {
+                    ip: Some("192.0.2.11".into()),
+                    mac: Some("02:00:00:00:00:11".into()),
+                    local_ips: Some(vec!["192.0.2.11".into()]),
+                }),
+            },
+        );
+        let mut ipi = IPInstance::new(
+            "10-0-0-5",
+            IPInstanceSpec {
+                network: "overlay".into(),
+                subnet: "ov4".into(),
+                address: Address {
+                    ip: "10.0.0.5/24".into(),
+                    mac: "02:12:34:00:00:01".into(),
+                    ..Default::default()
+                },
+                binding: Binding {
+                    node_name: Some("n1".into()),
+                    pod_name: Some("web".into()),
+                    ..Default::default()
+                },
+            },
+        );
+        ipi.metadata.namespace = Some("default".into());
+        let mut inputs = TraceInputs {
+            networks: vec![net],
+            subnets: vec![sub],
+            ip_instances: vec![ipi],
+            node_infos: vec![ni],
+            node_addresses: [("n1".to_string(), vec!["192.0.2.11".parse().unwrap()])].into(),
+            uplink: "eth0".into(),
+            vxlan_udp_port: 8472,
+            remote_subnets: vec![RemoteSubnet::new(
+                "b.ov4",
+                RemoteSubnetSpec {
+                    range: range("10.8.0.0/24"),
+                    network_type: Some(NetworkType::Overlay),
+                    cluster_name: Some("b".into()),
+                },
+            )],
+            remote_vteps: vec![RemoteVtep::new(
+                "b.m1",
+                RemoteVtepSpec {
+                    cluster_name: Some("b".into()),
+                    node_name: Some("m1".into()),
+                    ip: Some("192.0.2.21".into()),
+                    mac: Some("02:00:00:00:00:21".into()),
+                    local_ips: Some(vec!["192.0.2.21".into()]),
+                    endpoint_ip_list: Some(vec!["10.8.0.7".into()]),
+                },
+            )],
+        };
+        let src = Source::Pod {
+            namespace: "default".into(),
+            name: "web".into(),
+            node: "n1".into(),
+            ip: "10.0.0.5".parse().unwrap(),
+        };
+        let dst = Destination {
+            ip: "10.8.0.7".parse().unwrap(),
+            pod: None,
+            node: None,
+        };
+        let report = trace_path(&inputs, &src, &dst, false).unwrap();
+        assert_eq!(
+            report.hops.len(),
+            1,
+            "the other cluster's node is not traced"
+        );
+        assert_eq!(
+            report.summary,
+            "n1: rule 1001 table 40000, 10.8.0.0/24 dev eth0.vxlan4, VXLAN VNI 4 to VTEP 192.0.2.21 (m1 of cluster b), no NAT"
+        );
+        let text = render(&report, false, "eth0");
+        assert!(
+            text.contains("10.8.0.7 is in 10.8.0.0/24, RemoteSubnet b.ov4 (Overlay) of cluster b"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-> VTEP 192.0.2.21 (node m1 of cluster b)"),
+            "{text}"
+        );
+        // Without the mirrors (no multi-cluster CRDs, or not readable) the packet leaves by the
+        // default route, masqueraded: the trace says so instead of guessing.
+        inputs.remote_subnets.clear();
+        inputs.remote_vteps.clear();
+        let report = trace_path(&inputs, &src, &dst, false).unwrap();
+        assert!(
+            report.summary.ends_with("masqueraded"),
+            "{}",
+            report.summary
         );
     }
 }

@@ -98,6 +98,7 @@ fn api() -> ApiState {
         subnets,
         ip_instances,
         node_infos: vec![],
+        ..Default::default()
     }
 }
 

@@ -124,6 +124,7 @@ fn api(vteps: usize, pods: usize) -> ApiState {
         subnets: vec![subnet],
         ip_instances: ip_instances.into_iter().map(Arc::new).collect(),
         node_infos: node_infos.into_iter().map(Arc::new).collect(),
+        ..Default::default()
     }
 }
 

@@ -317,6 +317,7 @@ fn api_state(node: &str, instances: Vec<IPInstance>) -> ApiState {
         ],
         ip_instances: instances.into_iter().map(Arc::new).collect(),
         node_infos: vec![],
+        ..Default::default()
     }
 }
 

@@ -136,6 +136,7 @@ fn api(node_net_id: i32) -> ApiState {
             ),
             nodeinfo("n3", "198.18.0.13", "02:00:00:00:00:13", &["198.18.0.13"]),
         ]),
+        ..Default::default()
     }
 }
 

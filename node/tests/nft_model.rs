@@ -318,6 +318,7 @@ fn hybridnet_table() -> Table {
             ),
             nodeinfo("n2", "198.18.0.12", "02:00:00:00:00:12", &["198.18.0.12"]),
         ]),
+        ..Default::default()
     };
     let host = HostState {
         interfaces: vec![HostInterface {

@@ -62,6 +62,7 @@ fn api(local_pods: &[(&str, &str)]) -> ApiState {
             .map(std::sync::Arc::new)
             .collect(),
         node_infos: vec![],
+        ..Default::default()
     }
 }
 

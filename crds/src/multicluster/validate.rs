@@ -9,8 +9,9 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use hybridnet_rules::shown;
 
-use super::{RemoteCluster, RemoteClusterSpec, RemoteSubnet};
+use super::{RemoteCluster, RemoteClusterSpec, RemoteSubnet, RemoteVtepSpec};
 use crate::error::{FieldError, FieldErrors};
+use crate::mac::MacAddr;
 use crate::names;
 use crate::range::{ParsedRange, parse_range_shape};
 use crate::v1::{Network, NetworkType, Subnet};
@@ -437,6 +438,99 @@ pub fn network_delete_remote(
             names.len()
         ),
     ))
+}
+
+/// The addresses of a RemoteVtep, parsed: what a node programs for it (FDB entry `mac dst ip`,
+/// neighbour entries of `local_ips` and `endpoint_ips` to `mac`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteVtepAddrs {
+    pub ip: IpAddr,
+    pub mac: MacAddr,
+    /// `spec.localIPs`; upstream (`pkg/daemon/controller/node_ip_cache.go`) uses the VTEP address
+    /// when the list is empty, and so does this.
+    pub local_ips: Vec<IpAddr>,
+    pub endpoint_ips: Vec<IpAddr>,
+}
+
+/// A RemoteVtep's addresses (upstream parses them in the node agent, `pkg/daemon/controller/
+/// node.go`, and gives up the whole reconcile on one bad object; here only the object is left
+/// out). Every field is checked and every error reported: `spec.ip` an address that can be a
+/// VTEP (not unspecified, loopback or multicast), `spec.mac` a unicast, non-zero MAC in
+/// [`MacAddr::parse`]'s forms, each `spec.localIPs[i]` and `spec.endpointIPList[i]` a bare
+/// address (the mirrors write bare addresses, `mirror::desired_remote_vteps`).
+pub fn remote_vtep(spec: &RemoteVtepSpec) -> Result<RemoteVtepAddrs, FieldErrors> {
+    let mut errs = FieldErrors::default();
+    let ip = match spec.ip.as_deref().filter(|s| !s.is_empty()) {
+        None => {
+            errs.push(FieldError::new("spec.ip", "missing"));
+            None
+        }
+        Some(s) => match s.parse::<IpAddr>() {
+            Ok(ip) if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() => {
+                errs.push(FieldError::new(
+                    "spec.ip",
+                    format!("{ip} cannot be a VTEP address (unspecified, loopback or multicast)"),
+                ));
+                None
+            }
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                errs.push(FieldError::new(
+                    "spec.ip",
+                    format!("{} is not an IP address", shown(s)),
+                ));
+                None
+            }
+        },
+    };
+    let mac = match spec.mac.as_deref().filter(|s| !s.is_empty()) {
+        None => {
+            errs.push(FieldError::new("spec.mac", "missing"));
+            None
+        }
+        Some(s) => match MacAddr::parse(s) {
+            Ok(m) if !m.is_unicast() || m.is_zero() => {
+                errs.push(FieldError::new(
+                    "spec.mac",
+                    format!("{m} cannot be a VTEP MAC (multicast, broadcast or all-zero)"),
+                ));
+                None
+            }
+            Ok(m) => Some(m),
+            Err(e) => {
+                errs.push(FieldError::new("spec.mac", e));
+                None
+            }
+        },
+    };
+    let mut list = |field: &str, items: Option<&Vec<String>>| -> Vec<IpAddr> {
+        let mut out = Vec::new();
+        for (i, s) in items.into_iter().flatten().enumerate() {
+            match s.parse::<IpAddr>() {
+                Ok(ip) => out.push(ip),
+                Err(_) => errs.push(FieldError::new(
+                    format!("{field}[{i}]"),
+                    format!("{} is not an IP address", shown(s)),
+                )),
+            }
+        }
+        out
+    };
+    let local_ips = list("spec.localIPs", spec.local_ips.as_ref());
+    let endpoint_ips = list("spec.endpointIPList", spec.endpoint_ip_list.as_ref());
+    match (ip, mac) {
+        (Some(ip), Some(mac)) if errs.is_empty() => Ok(RemoteVtepAddrs {
+            ip,
+            mac,
+            local_ips: if local_ips.is_empty() {
+                vec![ip]
+            } else {
+                local_ips
+            },
+            endpoint_ips,
+        }),
+        _ => Err(errs),
+    }
 }
 
 #[cfg(test)]
@@ -911,5 +1005,144 @@ mod tests {
         );
         let underlay = Network::new("u", NetworkSpec::default());
         network_delete_remote(&underlay, &rcs).unwrap();
+    }
+
+    fn vtep(ip: &str, mac: &str, local: &[&str], eps: &[&str]) -> RemoteVtepSpec {
+        RemoteVtepSpec {
+            cluster_name: Some("b".into()),
+            node_name: Some("n1".into()),
+            ip: Some(ip.into()),
+            mac: Some(mac.into()),
+            local_ips: Some(local.iter().map(|s| s.to_string()).collect()),
+            endpoint_ip_list: Some(eps.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn remote_vtep_addresses_are_parsed() {
+        let a = remote_vtep(&vtep(
+            "198.18.0.21",
+            "02:00:00:00:00:21",
+            &["198.18.0.21", "fd00::21"],
+            &["198.19.8.5", "fd00:8::5"],
+        ))
+        .unwrap();
+        assert_eq!(a.ip, "198.18.0.21".parse::<IpAddr>().unwrap());
+        assert_eq!(a.mac.to_string(), "02:00:00:00:00:21");
+        assert_eq!(a.local_ips.len(), 2);
+        assert_eq!(a.endpoint_ips.len(), 2);
+        // Upstream's node IP cache: no localIPs, the VTEP address stands for the node.
+        let a = remote_vtep(&vtep("198.18.0.21", "02-00-00-00-00-21", &[], &[])).unwrap();
+        assert_eq!(a.local_ips, vec![a.ip]);
+        assert!(a.endpoint_ips.is_empty());
+    }
+
+    #[test]
+    fn malformed_remote_vteps_name_every_bad_field() {
+        for (ip, mac, local, eps, want) in [
+            (
+                "",
+                "02:00:00:00:00:21",
+                &[][..],
+                &[][..],
+                "spec.ip: missing",
+            ),
+            (
+                "198.18.0.300",
+                "02:00:00:00:00:21",
+                &[],
+                &[],
+                "spec.ip: \"198.18.0.300\" is not",
+            ),
+            (
+                "0.0.0.0",
+                "02:00:00:00:00:21",
+                &[],
+                &[],
+                "spec.ip: 0.0.0.0 cannot be a VTEP",
+            ),
+            (
+                "ff02::1",
+                "02:00:00:00:00:21",
+                &[],
+                &[],
+                "spec.ip: ff02::1 cannot be a VTEP",
+            ),
+            (
+                "127.0.0.1",
+                "02:00:00:00:00:21",
+                &[],
+                &[],
+                "spec.ip: 127.0.0.1 cannot",
+            ),
+            ("198.18.0.21", "", &[], &[], "spec.mac: missing"),
+            (
+                "198.18.0.21",
+                "02:00:00:00:00",
+                &[],
+                &[],
+                "spec.mac: \"02:00:00:00:00\" is not a MAC",
+            ),
+            (
+                "198.18.0.21",
+                "zz:00:00:00:00:21",
+                &[],
+                &[],
+                "spec.mac: \"zz:00",
+            ),
+            (
+                "198.18.0.21",
+                "00:00:00:00:00:00",
+                &[],
+                &[],
+                "spec.mac: 00:00:00:00:00:00 cannot",
+            ),
+            (
+                "198.18.0.21",
+                "ff:ff:ff:ff:ff:ff",
+                &[],
+                &[],
+                "spec.mac: ff:ff:ff:ff:ff:ff cannot",
+            ),
+            (
+                "198.18.0.21",
+                "01:00:5e:00:00:01",
+                &[],
+                &[],
+                "spec.mac: 01:00:5e:00:00:01 cannot",
+            ),
+            (
+                "198.18.0.21",
+                "02:00:00:00:00:21",
+                &["x"],
+                &[],
+                "spec.localIPs[0]: \"x\" is not",
+            ),
+            (
+                "198.18.0.21",
+                "02:00:00:00:00:21",
+                &[],
+                &["198.19.8.5", "198.19.8.6/24"],
+                "spec.endpointIPList[1]: \"198.19.8.6/24\" is not",
+            ),
+        ] {
+            let e = remote_vtep(&vtep(ip, mac, local, eps)).unwrap_err();
+            assert!(e.to_string().contains(want), "{ip} {mac}: {e}");
+        }
+        // Every bad field at once.
+        let e = remote_vtep(&vtep("x", "y", &["z"], &["w"])).unwrap_err();
+        let fields: Vec<&str> = e.0.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.ip",
+                "spec.mac",
+                "spec.localIPs[0]",
+                "spec.endpointIPList[0]"
+            ]
+        );
+        // A hostile value is shown quoted and escaped, not verbatim.
+        let e = remote_vtep(&vtep("1.2.3.4\n5", "02:00:00:00:00:21", &[], &[])).unwrap_err();
+        assert!(!e.to_string().contains('\n'), "{e}");
     }
 }

@@ -281,6 +281,18 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
     let subnets = io::subnets(&ctx).await?;
     let ip_instances = io::ipinstances(&ctx, true).await?;
     let node_infos = io::nodeinfos(&ctx).await?;
+    // Other clusters' subnets and nodes when they can be read (no multi-cluster CRDs, or no
+    // permission: a path inside this cluster only).
+    let listing = io::Listing {
+        selector: None,
+        chunk_size: io::DEFAULT_CHUNK_SIZE,
+    };
+    let remote_subnets = io::list_listed(&ctx, "list remote subnets", &listing)
+        .await
+        .unwrap_or_default();
+    let remote_vteps = io::list_listed(&ctx, "list remote vteps", &listing)
+        .await
+        .unwrap_or_default();
     let cluster = io::cluster(&ctx).await?.ok();
     let agent = cluster.as_ref().and_then(|c| c.spec.node_agent.as_ref());
     let (uplink, vxlan_udp_port) = agent_settings(a, agent);
@@ -314,6 +326,8 @@ pub async fn trace(g: &GlobalFlags, a: &TraceArgs) -> Res<i32> {
         subnets,
         ip_instances,
         node_infos,
+        remote_subnets,
+        remote_vteps,
         node_addresses,
         uplink: uplink.clone(),
         vxlan_udp_port,

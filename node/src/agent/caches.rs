@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use hybridnet_api::multicluster::{RemoteSubnet, RemoteVtep};
 use hybridnet_api::v1::{IPInstance, Network, NodeInfo, Subnet};
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::{self, Store};
@@ -29,6 +30,9 @@ pub struct Caches {
     pub subnets: Store<Subnet>,
     pub ip_instances: Store<IPInstance>,
     pub node_infos: Store<NodeInfo>,
+    /// Other clusters' Subnets and nodes (docs/multicluster.md); their CRDs may be missing.
+    pub remote_subnets: OptionalStore<RemoteSubnet>,
+    pub remote_vteps: OptionalStore<RemoteVtep>,
     /// Counts the watch events applied to the stores (incremented after the store changed): a
     /// reconcile that sees the same value as the last one has the same API input.
     pub generation: Arc<AtomicU64>,
@@ -63,7 +67,100 @@ impl Caches {
             // Shared with the store: no IPInstance or NodeInfo is copied.
             ip_instances: self.ip_instances.state(),
             node_infos: self.node_infos.state(),
+            remote_subnets: self
+                .remote_subnets
+                .store
+                .state()
+                .iter()
+                .map(|x| (**x).clone())
+                .collect(),
+            remote_vteps: self.remote_vteps.store.state(),
         }
+    }
+}
+
+/// The watch cache of a kind whose CRD may not be installed (the multi-cluster kinds, added in a
+/// later release than the others): ready when its store is, or as soon as the API server answers
+/// that the resource does not exist (then there is nothing to program). The watch keeps retrying,
+/// so a CRD installed later fills the store and triggers a reconcile.
+#[derive(Clone)]
+pub struct OptionalStore<K: Resource + 'static>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    pub store: Store<K>,
+    absent: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<K: Resource + Clone + 'static> OptionalStore<K>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    async fn wait_until_ready(&self) -> anyhow::Result<()> {
+        let mut absent = self.absent.clone();
+        tokio::select! {
+            r = self.store.wait_until_ready() => r?,
+            r = absent.wait_for(|a| *a) => { r?; }
+        }
+        Ok(())
+    }
+}
+
+/// The API server does not serve the resource (its CRD is not installed: 404) or does not let the
+/// agent read it (a ClusterRole of an operator that did not grant it yet: 403).
+fn resource_missing(e: &watcher::Error) -> Option<u16> {
+    let code = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code,
+        watcher::Error::WatchError(s) => s.code,
+        _ => 0,
+    };
+    matches!(code, 403 | 404).then_some(code)
+}
+
+fn spawn_optional_reflector<K>(
+    api: Api<K>,
+    shared: Arc<Shared>,
+    generation: Arc<AtomicU64>,
+    what: &'static str,
+) -> OptionalStore<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let (absent_tx, absent) = tokio::sync::watch::channel(false);
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    );
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(_) => {
+                    absent_tx.send_if_modified(|a| std::mem::replace(a, false));
+                    generation.fetch_add(1, Ordering::SeqCst);
+                    shared.trigger.notify_one()
+                }
+                Err(e) if let Some(code) = resource_missing(&e) => {
+                    if absent_tx.send_if_modified(|a| !std::mem::replace(a, true)) {
+                        warn!(
+                            resource = what,
+                            code,
+                            error = %e,
+                            "cannot be listed (404: CRD not installed, 403: not granted): nothing of it is programmed; retrying"
+                        );
+                    }
+                }
+                Err(e) => warn!(resource = what, error = %e, "watch error (retrying)"),
+            }
+        }
+    });
+    OptionalStore {
+        store: reader,
+        absent,
     }
 }
 
@@ -216,6 +313,18 @@ pub fn start_caches(client: &Client, node_name: &str, shared: &Arc<Shared>) -> C
             generation.clone(),
             "NodeInfo",
         ),
+        remote_subnets: spawn_optional_reflector(
+            Api::all(client.clone()),
+            shared.clone(),
+            generation.clone(),
+            "RemoteSubnet",
+        ),
+        remote_vteps: spawn_optional_reflector(
+            Api::all(client.clone()),
+            shared.clone(),
+            generation.clone(),
+            "RemoteVtep",
+        ),
         generation,
     }
 }
@@ -227,6 +336,8 @@ impl Caches {
         self.subnets.wait_until_ready().await?;
         self.ip_instances.wait_until_ready().await?;
         self.node_infos.wait_until_ready().await?;
+        self.remote_subnets.wait_until_ready().await?;
+        self.remote_vteps.wait_until_ready().await?;
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! NodeInfo, serves health and metrics, installs the CNI plugin.
 //!
 //! Triggers (all coalesced into one pending reconcile through a [`Notify`]): any watch event on
-//! this Node, Networks, Subnets, IPInstances or NodeInfos; netlink link, address, route, rule and
+//! this Node, Networks, Subnets, IPInstances, NodeInfos, RemoteSubnets or RemoteVteps; netlink link, address, route, rule and
 //! neighbour changes (see `dataplane::changes`); a periodic resync. A reconcile builds the plan
 //! from the current cache snapshot (IPInstances shared with the caches, not copied) and applies
 //! the difference, so bursts of events cost one reconcile. It re-reads the host only when

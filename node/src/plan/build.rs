@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use hybridnet_api::constants::label;
 use hybridnet_api::ipmath::{Cidr, parse_ip};
+use hybridnet_api::multicluster::validate::{remote_subnet_create, remote_vtep};
 use hybridnet_api::naming::host_veth_name;
-use hybridnet_api::range::parse_address_range;
+use hybridnet_api::range::{parse_address_range, parse_range_shape};
 use hybridnet_api::traffic_peer::traffic_peer;
 use hybridnet_api::v1::{IPInstance, IpVersion, Network, NetworkMode, NetworkType, NodeInfo};
 
@@ -76,6 +77,13 @@ struct MergedSubnet {
     net_id: Option<i32>,
     auto_nat: bool,
     gateway: Option<IpAddr>,
+    parts: Vec<RangePart>,
+}
+
+/// A RemoteSubnet CIDR that passed the checks, with the ranges of the RemoteSubnets sharing it.
+struct MergedRemote {
+    cidr: Cidr,
+    network_type: NetworkType,
     parts: Vec<RangePart>,
 }
 
@@ -206,6 +214,7 @@ impl<'a> Planner<'a> {
 
     fn run(&mut self) {
         let subnets = self.merge_subnets();
+        let remote = self.merge_remote_subnets(&subnets);
         let overlay = self.overlay_network();
         let vxlan_parent = overlay.and_then(|_| {
             let prefer = self.cfg.prefer_vxlan_interfaces.clone();
@@ -217,10 +226,11 @@ impl<'a> Planner<'a> {
         self.plan_local_ips();
         self.plan_remote_vteps(overlay);
         self.plan_ip_instances(&subnets);
-        self.plan_tables(&subnets);
+        self.plan_remote_cluster_vteps();
+        self.plan_tables(&subnets, &remote);
         self.plan_sysctls();
         self.plan.cluster_cidrs = subnets.iter().map(|s| s.cidr).collect();
-        let views: Vec<SubnetView> = subnets
+        let mut views: Vec<SubnetView> = subnets
             .iter()
             .map(|s| SubnetView {
                 cidr: s.cidr,
@@ -228,8 +238,23 @@ impl<'a> Planner<'a> {
                 network_type: s.network_type,
                 auto_nat: s.auto_nat,
                 on_node: self.network_has_node(&s.network),
+                remote: false,
             })
             .collect();
+        // Remote ranges count as cluster addresses (overlay ones as overlay addresses), never as
+        // NATed or local ones (upstream `pkg/daemon/iptables/iptables.go`, `RecordRemoteSubnet`).
+        views.extend(remote.iter().map(|r| SubnetView {
+            cidr: r.cidr,
+            mode: match r.network_type {
+                NetworkType::Overlay => NetworkMode::Vxlan,
+                // Not known (the remote Network's mode is not mirrored); only the type is used.
+                _ => NetworkMode::Vlan,
+            },
+            network_type: r.network_type,
+            auto_nat: false,
+            on_node: false,
+            remote: true,
+        }));
         self.plan.nft = nft::ruleset(&self.plan, &views, &self.families);
         if self.cfg.vlan_arp_enhancement {
             self.plan.vlan_enhanced_addresses =
@@ -322,6 +347,228 @@ impl<'a> Planner<'a> {
             }
         }
         merged.into_values().collect()
+    }
+
+    /// RemoteSubnets that can be programmed, merged by CIDR. Checked with the webhook's rule
+    /// (`remote_subnet_create`: well-formed, no address shared with a local Subnet or with a
+    /// RemoteSubnet accepted before it), oldest first so that a later conflicting one is the one
+    /// left out and nothing programmed changes; a CIDR that is a local Subnet's, or another
+    /// cluster's or type's, is left out too (upstream `pkg/daemon/route/remote.go` refuses them).
+    fn merge_remote_subnets(&mut self, local: &[MergedSubnet]) -> Vec<MergedRemote> {
+        let api = self.api;
+        let mut sorted: Vec<&'a hybridnet_api::multicluster::RemoteSubnet> =
+            api.remote_subnets.iter().collect();
+        sorted.sort_by(|a, b| {
+            let key = |r: &hybridnet_api::multicluster::RemoteSubnet| {
+                (
+                    r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    r.metadata.name.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        let mut accepted: Vec<hybridnet_api::multicluster::RemoteSubnet> = Vec::new();
+        let mut merged: BTreeMap<Cidr, MergedRemote> = BTreeMap::new();
+        for rs in sorted {
+            let name = rs.metadata.name.clone().unwrap_or_default();
+            let obj = format!("RemoteSubnet/{name}");
+            let cluster = rs.spec.cluster_name.clone().unwrap_or_default();
+            let parsed = match parse_range_shape(&rs.spec.range, "spec.range") {
+                Ok(p) => p,
+                Err(e) => {
+                    self.problem(obj, format!("not programmed: {e}"));
+                    continue;
+                }
+            };
+            if let Err(e) = remote_subnet_create(rs, &api.subnets, &accepted) {
+                self.problem(obj, format!("not programmed: {e}"));
+                continue;
+            }
+            let cidr = parsed.cidr;
+            if let Some(l) = local.iter().find(|l| l.cidr == cidr) {
+                self.problem(
+                    obj,
+                    format!(
+                        "not programmed: spec.range.cidr: {cidr} is also the CIDR of local subnet {:?}",
+                        l.names.join(",")
+                    ),
+                );
+                continue;
+            }
+            let network_type = rs.spec.effective_type();
+            if let Some(m) = self.plan.remote_subnets.get(&cidr)
+                && (m.cluster != cluster || m.network_type != network_type)
+            {
+                let msg = format!(
+                    "not programmed: spec.range.cidr: {cidr} is also the CIDR of RemoteSubnet {:?} (cluster {:?}, {:?})",
+                    m.names.join(","),
+                    m.cluster,
+                    m.network_type
+                );
+                self.problem(obj, msg);
+                continue;
+            }
+            accepted.push(rs.clone());
+            if !self.families.contains(&parsed.version) {
+                continue;
+            }
+            let part = RangePart {
+                explicit_bounds: [&rs.spec.range.start, &rs.spec.range.end]
+                    .iter()
+                    .any(|b| b.as_deref().is_some_and(|b| !b.is_empty())),
+                parsed,
+            };
+            let entry =
+                self.plan
+                    .remote_subnets
+                    .entry(cidr)
+                    .or_insert_with(|| PlannedRemoteSubnet {
+                        names: Vec::new(),
+                        cluster: cluster.clone(),
+                        network_type,
+                    });
+            entry.names.push(name);
+            entry.names.sort();
+            merged
+                .entry(cidr)
+                .or_insert_with(|| MergedRemote {
+                    cidr,
+                    network_type,
+                    parts: Vec::new(),
+                })
+                .parts
+                .push(part);
+        }
+        merged.into_values().collect()
+    }
+
+    /// FDB and neighbour entries for other clusters' nodes (RemoteVteps): `mac dst ip` and the
+    /// flood entry, the node addresses and the pods' addresses (`spec.endpointIPList`) resolved
+    /// to the remote VTEP MAC, as upstream resolves them on a neighbour miss
+    /// (`pkg/daemon/controller/controller.go`, `handleVxlanInterfaceNeighEvent`). Runs after
+    /// the local cluster's NodeInfos and IPInstances: an address or MAC they claim stays theirs
+    /// and the RemoteVtep's claim is reported. Pod addresses outside every programmed
+    /// RemoteSubnet are left out (their subnet was refused, or the mirror is inconsistent).
+    fn plan_remote_cluster_vteps(&mut self) {
+        let api = self.api;
+        let mut sorted: Vec<&'a hybridnet_api::multicluster::RemoteVtep> =
+            api.remote_vteps.iter().map(|v| &**v).collect();
+        sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let vx = self.plan.vxlan.clone();
+        for rv in sorted {
+            let name = rv.metadata.name.clone().unwrap_or_default();
+            let obj = format!("RemoteVtep/{name}");
+            let addrs = match remote_vtep(&rv.spec) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.problem(obj, format!("not programmed: {e}"));
+                    continue;
+                }
+            };
+            let Some(vx) = &vx else { continue };
+            let cluster = rv.spec.cluster_name.clone().unwrap_or_default();
+            let node = rv
+                .spec
+                .node_name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| name.clone());
+            if addrs.ip.is_ipv6() != vx.local.is_ipv6() {
+                self.problem(
+                    obj,
+                    format!(
+                        "not programmed: spec.ip: {} is not of the family of the local VTEP {}",
+                        addrs.ip, vx.local
+                    ),
+                );
+                continue;
+            }
+            if addrs.mac == vx.mac || addrs.ip == vx.local {
+                self.problem(
+                    obj,
+                    format!(
+                        "not programmed: VTEP {}/{} is this node's own VTEP",
+                        addrs.ip, addrs.mac
+                    ),
+                );
+                continue;
+            }
+            if let Some((other_ip, other)) = self.plan.remote_vteps.get(&addrs.mac) {
+                let msg = format!(
+                    "not programmed: spec.mac: VTEP MAC {} is already used by {other} ({other_ip})",
+                    addrs.mac
+                );
+                self.problem(obj, msg);
+                continue;
+            }
+            self.plan
+                .remote_vteps
+                .insert(addrs.mac, (addrs.ip, node.clone()));
+            self.plan.remote_cluster_vteps.insert(
+                addrs.mac,
+                RemoteVtepRef {
+                    name: name.clone(),
+                    cluster,
+                    node,
+                },
+            );
+            self.plan.fdb.insert(FdbEntry {
+                mac: addrs.mac,
+                dst: addrs.ip,
+            });
+            self.plan.fdb.insert(FdbEntry {
+                mac: MacAddr::VXLAN_BROADCAST,
+                dst: addrs.ip,
+            });
+            let owner: Arc<str> = Arc::from(obj.as_str());
+            let mut outside: Vec<IpAddr> = Vec::new();
+            let node_ips = addrs.local_ips.iter().map(|ip| (*ip, true));
+            let pod_ips = addrs.endpoint_ips.iter().map(|ip| (*ip, false));
+            for (ip, is_node) in node_ips.chain(pod_ips) {
+                if !self.families.contains(&IpVersion::of(&ip)) {
+                    continue;
+                }
+                let taken = if self.plan.local_pods.contains_key(&ip) {
+                    Some("a pod of this node".to_string())
+                } else if self.plan.node_local_ips.contains(&ip)
+                    || self.plan.cluster_node_ips.contains(&ip)
+                {
+                    Some("a node address of this cluster".to_string())
+                } else {
+                    match self.plan.remote_owner.get(&ip) {
+                        Some(o) if **o != *owner => Some(format!("also claimed by {o}")),
+                        _ => None,
+                    }
+                };
+                if let Some(why) = taken {
+                    let field = if is_node {
+                        "spec.localIPs"
+                    } else {
+                        "spec.endpointIPList"
+                    };
+                    self.problem(obj.clone(), format!("{field}: {ip} is {why}; left out"));
+                    continue;
+                }
+                if !is_node && !self.plan.remote_subnets.keys().any(|c| c.contains(ip)) {
+                    outside.push(ip);
+                    continue;
+                }
+                self.plan.vxlan_neighbours.insert(ip, addrs.mac);
+                self.plan.remote_owner.insert(ip, owner.clone());
+                if is_node {
+                    self.plan.remote_node_ips.insert(ip);
+                }
+            }
+            if let Some(first) = outside.first() {
+                self.problem(
+                    obj,
+                    format!(
+                        "spec.endpointIPList: {} address(es) outside every programmed RemoteSubnet (first {first}); left out",
+                        outside.len()
+                    ),
+                );
+            }
+        }
     }
 
     fn plan_vxlan(&mut self, net: &Network, parent: &str) {
@@ -730,7 +977,7 @@ impl<'a> Planner<'a> {
         out
     }
 
-    fn plan_tables(&mut self, subnets: &[MergedSubnet]) {
+    fn plan_tables(&mut self, subnets: &[MergedSubnet], remote: &[MergedRemote]) {
         let t = self.cfg.tables.clone();
         let vx = self.plan.vxlan.as_ref().map(|v| v.name.clone());
         for &family in &self.families.clone() {
@@ -770,11 +1017,40 @@ impl<'a> Planner<'a> {
             }
         }
 
-        // Table 40000 and 40001.
+        for r in remote {
+            match exclude_blocks(r.cidr, &r.parts) {
+                Ok(x) => {
+                    excludes.insert(r.cidr, x);
+                }
+                Err(e) => {
+                    let names = self
+                        .plan
+                        .remote_subnets
+                        .get(&r.cidr)
+                        .map(|m| m.names.join(","))
+                        .unwrap_or_default();
+                    self.problem(format!("RemoteSubnet/{names}"), e)
+                }
+            }
+        }
+
+        // Table 40000 and 40001. Remote overlay subnets go through the VXLAN device like local
+        // ones (upstream `pkg/daemon/route/route.go`, `ensureToOverlaySubnetRoutes`).
         if let Some(vx) = &vx {
-            for s in subnets.iter().filter(|s| s.mode == NetworkMode::Vxlan) {
-                self.route(t.to_overlay, s.cidr, Some(vx), None, None, false);
-                for x in excludes.get(&s.cidr).into_iter().flatten() {
+            let overlay_cidrs: Vec<Cidr> = subnets
+                .iter()
+                .filter(|s| s.mode == NetworkMode::Vxlan)
+                .map(|s| s.cidr)
+                .chain(
+                    remote
+                        .iter()
+                        .filter(|r| r.network_type == NetworkType::Overlay)
+                        .map(|r| r.cidr),
+                )
+                .collect();
+            for cidr in overlay_cidrs {
+                self.route(t.to_overlay, cidr, Some(vx), None, None, false);
+                for x in excludes.get(&cidr).into_iter().flatten() {
                     self.throw(t.to_overlay, *x);
                 }
             }
@@ -826,12 +1102,24 @@ impl<'a> Planner<'a> {
                 NetworkMode::Vxlan => {
                     let Some(vx) = &vx else { continue };
                     if s.auto_nat {
-                        for u in subnets.iter().filter(|u| {
-                            u.network_type == NetworkType::Underlay
-                                && u.cidr.version == s.cidr.version
-                        }) {
-                            self.route(table, u.cidr, Some(vx), None, None, false);
-                            for x in excludes.get(&u.cidr).into_iter().flatten() {
+                        // Underlay subnets, local and remote, are reached through the VXLAN
+                        // device without NAT (upstream `ensureFromPodSubnetRuleAndRoutes` with
+                        // the remote underlay subnets combined in).
+                        let underlay: Vec<Cidr> = subnets
+                            .iter()
+                            .filter(|u| u.network_type == NetworkType::Underlay)
+                            .map(|u| u.cidr)
+                            .chain(
+                                remote
+                                    .iter()
+                                    .filter(|r| r.network_type != NetworkType::Overlay)
+                                    .map(|r| r.cidr),
+                            )
+                            .filter(|c| c.version == s.cidr.version)
+                            .collect();
+                        for u in underlay {
+                            self.route(table, u, Some(vx), None, None, false);
+                            for x in excludes.get(&u).into_iter().flatten() {
                                 self.throw(table, *x);
                             }
                         }
@@ -1066,4 +1354,6 @@ pub struct SubnetView {
     pub auto_nat: bool,
     /// The subnet's network includes this node.
     pub on_node: bool,
+    /// A RemoteSubnet (another cluster's).
+    pub remote: bool,
 }

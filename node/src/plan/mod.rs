@@ -31,6 +31,8 @@ mod trace;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_multicluster;
 
 use std::net::IpAddr;
 

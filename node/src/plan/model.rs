@@ -8,7 +8,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hybridnet_api::ipmath::Cidr;
-use hybridnet_api::v1::{IPInstance, IpVersion, Network, NetworkMode, NodeInfo, Subnet};
+use hybridnet_api::multicluster::{RemoteSubnet, RemoteVtep};
+use hybridnet_api::v1::{
+    IPInstance, IpVersion, Network, NetworkMode, NetworkType, NodeInfo, Subnet,
+};
 
 pub use hybridnet_api::mac::MacAddr;
 
@@ -30,6 +33,10 @@ pub struct ApiState {
     /// give VXLAN neighbour entries).
     pub ip_instances: Vec<Arc<IPInstance>>,
     pub node_infos: Vec<Arc<NodeInfo>>,
+    /// Mirrors of other clusters' Subnets (docs/multicluster.md, "What the node agent programs").
+    pub remote_subnets: Vec<RemoteSubnet>,
+    /// Mirrors of other clusters' nodes with their pods' addresses.
+    pub remote_vteps: Vec<Arc<RemoteVtep>>,
 }
 
 /// One address configured on a host interface.
@@ -258,6 +265,24 @@ pub struct PublishedVtep {
     pub local_ips: Vec<IpAddr>,
 }
 
+/// A RemoteSubnet the plan programs (it passed `hybridnet_api::multicluster::validate`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedRemoteSubnet {
+    /// RemoteSubnet names sharing the CIDR (one remote cluster's Subnets of one CIDR), sorted.
+    pub names: Vec<String>,
+    pub cluster: String,
+    pub network_type: NetworkType,
+}
+
+/// The RemoteVtep behind a remote VTEP MAC (for `trace`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteVtepRef {
+    /// `<cluster>.<node>`.
+    pub name: String,
+    pub cluster: String,
+    pub node: String,
+}
+
 /// Something in the input the planner could not use; the rest of the plan is still built.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PlanProblem {
@@ -295,8 +320,15 @@ pub struct DataPlanePlan {
     pub vxlan_neighbours: BTreeMap<IpAddr, MacAddr>,
     /// Remote address -> the node that owns it (for `trace`).
     pub remote_owner: BTreeMap<IpAddr, Arc<str>>,
-    /// Remote VTEP MAC -> (VTEP IP, node name).
+    /// Remote VTEP MAC -> (VTEP IP, node name), nodes of this cluster and of remote clusters.
     pub remote_vteps: BTreeMap<MacAddr, (IpAddr, String)>,
+    /// The VTEPs of [`Self::remote_vteps`] that are other clusters' nodes (RemoteVteps).
+    pub remote_cluster_vteps: BTreeMap<MacAddr, RemoteVtepRef>,
+    /// RemoteSubnets programmed, by CIDR: overlay ones in the to-overlay table, underlay ones in
+    /// the tables of local autoNatOutgoing overlay subnets; all in the nft address sets.
+    pub remote_subnets: BTreeMap<Cidr, PlannedRemoteSubnet>,
+    /// Node addresses of remote clusters' nodes (RemoteVtep `localIPs`, else its VTEP address).
+    pub remote_node_ips: BTreeSet<IpAddr>,
     pub proxy_neighbours: BTreeSet<ProxyNeighbour>,
     /// Proxy entries on non-hybridnet devices are removed only inside these (cluster pod CIDRs).
     pub cluster_cidrs: BTreeSet<Cidr>,

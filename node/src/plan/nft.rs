@@ -56,7 +56,9 @@ fn states(s: &[CtState]) -> BTreeSet<CtState> {
 }
 
 /// The sets of one family: which addresses are overlay, NATed, cluster, node, local pod, local
-/// underlay and local subnet addresses.
+/// underlay and local subnet addresses. Remote clusters' subnets and node addresses are in the
+/// overlay (overlay ones), cluster and node sets, so traffic to them through the VXLAN device is
+/// neither rejected nor masqueraded (docs/multicluster.md).
 fn family_sets(t: &mut Table, plan: &DataPlanePlan, subnets: &[SubnetView], v: IpVersion) {
     let nets = |pred: &dyn Fn(&SubnetView) -> bool| -> BTreeSet<Key> {
         subnets
@@ -70,7 +72,14 @@ fn family_sets(t: &mut Table, plan: &DataPlanePlan, subnets: &[SubnetView], v: I
             .map(|ip| Value::Addr(ip).into())
             .collect()
     };
-    let node_ips = addrs(&mut plan.cluster_node_ips.iter().copied());
+    // Other clusters' node addresses are node addresses too (upstream `RecordRemoteNodeIP`).
+    let node_ips = addrs(
+        &mut plan
+            .cluster_node_ips
+            .iter()
+            .chain(plan.remote_node_ips.iter())
+            .copied(),
+    );
     let mut all = nets(&|_| true);
     all.extend(node_ips.iter().cloned());
     let local_subnets: BTreeSet<Key> = plan
@@ -96,7 +105,7 @@ fn family_sets(t: &mut Table, plan: &DataPlanePlan, subnets: &[SubnetView], v: I
         (
             "nat_net",
             true,
-            nets(&|x| x.mode == NetworkMode::Vxlan && x.auto_nat),
+            nets(&|x| x.mode == NetworkMode::Vxlan && x.auto_nat && !x.remote),
         ),
         ("all_net", true, all),
         ("node_ip", false, node_ips),
@@ -105,7 +114,7 @@ fn family_sets(t: &mut Table, plan: &DataPlanePlan, subnets: &[SubnetView], v: I
         (
             "local_underlay_net",
             true,
-            nets(&|x| x.network_type != NetworkType::Overlay && x.on_node),
+            nets(&|x| x.network_type != NetworkType::Overlay && x.on_node && !x.remote),
         ),
         ("local_subnet", true, local_subnets),
     ] {

@@ -237,6 +237,7 @@ pub(crate) fn fixture() -> Fixture {
             ),
             nodeinfo("n3", "198.18.0.13", "02:00:00:00:00:13", &["198.18.0.13"]),
         ]),
+        ..Default::default()
     };
     let host = HostState {
         interfaces: vec![

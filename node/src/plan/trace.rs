@@ -54,6 +54,9 @@ pub struct Encapsulation {
     /// Inner destination MAC (the remote node's parent NIC MAC).
     pub inner_dst_mac: MacAddr,
     pub udp_port: u16,
+    /// The remote VTEP is a node of another cluster (a RemoteVtep): that cluster's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_cluster: Option<String>,
 }
 
 /// How the trace ends.
@@ -247,8 +250,16 @@ fn encapsulate(
         .get(mac)
         .cloned()
         .unwrap_or((vx.local, String::new()));
+    let remote = plan.remote_cluster_vteps.get(mac);
+    let whose = match remote {
+        Some(r) => format!(
+            "node {} of cluster {}, RemoteVtep/{}",
+            r.node, r.cluster, r.name
+        ),
+        None => format!("node {node}"),
+    };
     steps.push(format!(
-        "neighbour {hop} lladdr {mac} on {}; fdb {mac} dst {vtep} (node {node}); VXLAN VNI {} UDP {}",
+        "neighbour {hop} lladdr {mac} on {}; fdb {mac} dst {vtep} ({whose}); VXLAN VNI {} UDP {}",
         vx.name, vx.vni, vx.port
     ));
     Ok(Some(Encapsulation {
@@ -258,6 +269,7 @@ fn encapsulate(
         remote_node: node,
         inner_dst_mac: *mac,
         udp_port: vx.port,
+        remote_cluster: remote.map(|r| r.cluster.clone()),
     }))
 }
 
@@ -293,6 +305,20 @@ pub fn trace(plan: &DataPlanePlan, q: &TraceQuery) -> TraceResult {
             "packet from {} to {} is sent by the node",
             q.src, q.dst
         )),
+    }
+    if let Some((cidr, r)) = plan
+        .remote_subnets
+        .iter()
+        .filter(|(c, _)| c.contains(q.dst))
+        .max_by_key(|(c, _)| c.prefix)
+    {
+        steps.push(format!(
+            "{} is in {cidr}, RemoteSubnet {} ({:?}) of cluster {}",
+            q.dst,
+            r.names.join(","),
+            r.network_type,
+            r.cluster
+        ));
     }
     let mut pkt = packet_of(plan, q, iif);
 

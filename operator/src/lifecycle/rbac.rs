@@ -267,6 +267,8 @@ pub fn node_agent_rules() -> Vec<PolicyRule> {
             &["networks", "subnets", "ipinstances", "nodeinfoes"],
             READ,
         ),
+        // Other clusters' subnets and nodes, programmed into the data plane (docs/multicluster.md).
+        rule(&[MULTICLUSTER], &["remotesubnets", "remotevteps"], READ),
         rule(&[NETWORKING], &["ipinstances/status"], &["patch"]),
         rule(&[NETWORKING], &["nodeinfoes"], &["create", "patch"]),
         // `publish_node_info` (node/src/agent/mod.rs) applies `status.updateTimestamp` too.
@@ -350,6 +352,32 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn the_agent_may_only_read_remote_subnets_and_vteps() {
+        // The data plane of other clusters' pods (docs/multicluster.md): get/list/watch, nothing
+        // else, and nothing of RemoteClusters (their credentials) or RemoteEndpointSlices.
+        let rules = node_agent_rules_on(Platform::OpenShift);
+        for res in ["remotesubnets", "remotevteps"] {
+            for v in READ {
+                assert!(allows(&rules, MULTICLUSTER, res, v), "{v} {res}");
+            }
+            for v in ["create", "update", "patch", "delete", "deletecollection"] {
+                assert!(!allows(&rules, MULTICLUSTER, res, v), "{v} {res}");
+            }
+            assert!(!allows(
+                &rules,
+                MULTICLUSTER,
+                &format!("{res}/status"),
+                "patch"
+            ));
+        }
+        for res in ["remoteclusters", "remoteendpointslice"] {
+            for v in READ {
+                assert!(!allows(&rules, MULTICLUSTER, res, v), "{v} {res}");
             }
         }
     }

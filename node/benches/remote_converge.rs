@@ -1,0 +1,337 @@
+//! Time for the agent to converge after a remote cluster changes (docs/multicluster.md): a
+//! RemoteVtep with its pods added (until its FDB entry is in the kernel), its pod list changed,
+//! the RemoteVtep removed, and a RemoteSubnet added, on a node that already has a cluster of
+//! 1,000 VTEPs / 20,000 pods and 100 remote VTEPs / 2,000 remote pods, inside a network
+//! namespace this benchmark creates (root required).
+//!
+//! What is measured is the agent's work for one watch event: rebuild the plan from the cache
+//! snapshot and apply the difference against what the last apply left (the incremental path,
+//! `Applier::apply_changes`; the host is not read again because nothing on the host changed),
+//! then `bridge fdb show` confirms the entry. The agent adds its 100 ms debounce before that work.
+//!
+//! Run: `cargo bench -p hybridnet-node --bench remote_converge` (`HN_BENCH_RUNS` repetitions).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is the failure report
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hybridnet_api::constants::label;
+use hybridnet_api::multicluster::{RemoteSubnet, RemoteSubnetSpec, RemoteVtep, RemoteVtepSpec};
+use hybridnet_api::v1::*;
+use hybridnet_node::dataplane::netns::run_in_netns;
+use hybridnet_node::dataplane::{Applier, KernelChanges, NftRunner, read_host_state};
+use hybridnet_node::plan::{ApiState, PlanConfig, build_plan};
+
+const VTEPS: usize = 1000;
+const PODS: usize = 20_000;
+const REMOTE_VTEPS: usize = 100;
+const PODS_PER_REMOTE_VTEP: usize = 20;
+
+fn sh(args: &[&str]) {
+    let ok = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "{args:?} failed");
+}
+
+struct Ns(String);
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The local cluster (as in `dataplane_converge`): n1 and `VTEPS` other nodes, `PODS` pods.
+fn local() -> ApiState {
+    let mut overlay = Network::new(
+        "overlay",
+        NetworkSpec {
+            net_id: Some(4),
+            network_type: Some(NetworkType::Overlay),
+            ..Default::default()
+        },
+    );
+    let mut nodes: Vec<String> = (0..VTEPS).map(|i| format!("r{i}")).collect();
+    nodes.push("n1".into());
+    overlay.status = Some(NetworkStatus {
+        node_list: Some(nodes),
+        ..Default::default()
+    });
+    let subnet = Subnet::new(
+        "ov",
+        SubnetSpec {
+            network: "overlay".into(),
+            net_id: None,
+            range: AddressRange {
+                version: IpVersion::V4,
+                cidr: "198.19.0.0/16".into(),
+                ..Default::default()
+            },
+            config: None,
+        },
+    );
+    let vtep = |name: String, ip: String, mac: String| {
+        NodeInfo::new(
+            &name,
+            NodeInfoSpec {
+                vtep_info: Some(VtepInfo {
+                    ip: Some(ip.clone()),
+                    mac: Some(mac),
+                    local_ips: Some(vec![ip]),
+                }),
+            },
+        )
+    };
+    let mut node_infos = vec![vtep(
+        "n1".into(),
+        "198.18.0.1".into(),
+        "02:00:00:00:00:01".into(),
+    )];
+    for i in 0..VTEPS {
+        node_infos.push(vtep(
+            format!("r{i}"),
+            format!("198.18.{}.{}", 1 + i / 250, 1 + i % 250),
+            format!("02:01:00:00:{:02x}:{:02x}", i / 256, i % 256),
+        ));
+    }
+    let mut ip_instances = Vec::with_capacity(PODS);
+    for k in 0..PODS {
+        let n = k + 2;
+        let addr = format!("198.19.{}.{}", n / 256, n % 256);
+        let node = format!("r{}", k % VTEPS);
+        let mut ipi = IPInstance::new(
+            &addr.replace('.', "-"),
+            IPInstanceSpec {
+                network: "overlay".into(),
+                subnet: "ov".into(),
+                address: Address {
+                    version: IpVersion::V4,
+                    ip: addr,
+                    gateway: None,
+                    net_id: None,
+                    mac: "02:aa:00:00:00:01".into(),
+                },
+                binding: Binding {
+                    node_name: Some(node.clone()),
+                    pod_name: Some(format!("p{k}")),
+                    ..Default::default()
+                },
+            },
+        );
+        ipi.metadata.namespace = Some("default".into());
+        ipi.metadata.labels = Some(BTreeMap::from([(label::NODE.to_string(), node)]));
+        ip_instances.push(ipi);
+    }
+    ApiState {
+        node_name: "n1".into(),
+        node_addresses: vec!["198.18.0.1".parse().unwrap()],
+        networks: vec![overlay],
+        subnets: vec![subnet],
+        ip_instances: ip_instances.into_iter().map(Arc::new).collect(),
+        node_infos: node_infos.into_iter().map(Arc::new).collect(),
+        ..Default::default()
+    }
+}
+
+fn remote_subnet(name: &str, cidr: &str) -> RemoteSubnet {
+    RemoteSubnet::new(
+        name,
+        RemoteSubnetSpec {
+            range: AddressRange {
+                version: IpVersion::V4,
+                cidr: cidr.into(),
+                ..Default::default()
+            },
+            network_type: Some(NetworkType::Overlay),
+            cluster_name: Some("b".into()),
+        },
+    )
+}
+
+/// Remote node `i` of cluster b with `pods` pods from 10.64.0.0/16.
+fn remote_vtep(i: usize, pods: usize, offset: usize) -> Arc<RemoteVtep> {
+    let eps = (0..pods)
+        .map(|k| {
+            let n = i * PODS_PER_REMOTE_VTEP + k + offset + 2;
+            format!("10.64.{}.{}", n / 256, n % 256)
+        })
+        .collect();
+    let ip = format!("198.18.{}.{}", 10 + i / 250, 1 + i % 250);
+    Arc::new(RemoteVtep::new(
+        &format!("b.m{i}"),
+        RemoteVtepSpec {
+            cluster_name: Some("b".into()),
+            node_name: Some(format!("m{i}")),
+            ip: Some(ip.clone()),
+            mac: Some(format!("02:02:00:00:{:02x}:{:02x}", i / 256, i % 256)),
+            local_ips: Some(vec![ip]),
+            endpoint_ip_list: Some(eps),
+        },
+    ))
+}
+
+fn connected(remote: usize) -> ApiState {
+    let mut a = local();
+    a.remote_subnets = vec![remote_subnet("b.ov", "10.64.0.0/16")];
+    a.remote_vteps = (0..remote)
+        .map(|i| remote_vtep(i, PODS_PER_REMOTE_VTEP, 0))
+        .collect();
+    a
+}
+
+fn fdb_has(ns: &str, entry: &str) -> bool {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "bridge",
+            "fdb",
+            "show",
+            "dev",
+            "eth0.vxlan4",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(entry))
+        .unwrap_or(false)
+}
+
+fn main() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED remote_converge: needs root to create a network namespace");
+        return Ok(());
+    }
+    let runs: usize = std::env::var("HN_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let name = format!("hnrc-{}", std::process::id());
+    let peer = format!("hnrcp-{}", std::process::id());
+    sh(&["ip", "netns", "add", &name]);
+    let _g = Ns(name.clone());
+    sh(&["ip", "netns", "add", &peer]);
+    let _p = Ns(peer.clone());
+    sh(&[
+        "ip", "-n", &name, "link", "add", "eth0", "type", "veth", "peer", "name", "e1", "netns",
+        &peer,
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &name,
+        "link",
+        "set",
+        "eth0",
+        "address",
+        "02:00:00:00:00:01",
+        "up",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &name,
+        "addr",
+        "add",
+        "198.18.0.1/16",
+        "dev",
+        "eth0",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &name,
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.18.255.254",
+        "dev",
+        "eth0",
+    ]);
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+
+    let base = connected(REMOTE_VTEPS - 1);
+    let mut added = base.clone();
+    added
+        .remote_vteps
+        .push(remote_vtep(REMOTE_VTEPS - 1, PODS_PER_REMOTE_VTEP, 0));
+    let mut changed = base.clone();
+    changed
+        .remote_vteps
+        .push(remote_vtep(REMOTE_VTEPS - 1, PODS_PER_REMOTE_VTEP, 10));
+    let mut subnet_added = base.clone();
+    subnet_added
+        .remote_subnets
+        .push(remote_subnet("b.ov2", "10.65.0.0/16"));
+    let last_mac = format!(
+        "02:02:00:00:{:02x}:{:02x}",
+        (REMOTE_VTEPS - 1) / 256,
+        (REMOTE_VTEPS - 1) % 256
+    );
+    let ns = name.clone();
+    let rows = run_in_netns(&name, move |h| async move {
+        let cfg = PlanConfig::default();
+        let host = read_host_state(&h, &cfg.tables).await?;
+        let mut a = Applier::new(h.clone(), cfg.tables.clone(), NftRunner::default());
+        // The VXLAN device exists after the first apply: plan from the host that has it.
+        a.apply(&build_plan(&base, &host, &cfg)).await?;
+        let host = read_host_state(&h, &cfg.tables).await?;
+        let mut rows: Vec<[Duration; 4]> = Vec::new();
+        for _ in 0..runs {
+            a.apply(&build_plan(&base, &host, &cfg)).await?;
+            let mut row = [Duration::ZERO; 4];
+            for (i, api) in [&added, &changed, &base, &subnet_added]
+                .into_iter()
+                .enumerate()
+            {
+                let t = Instant::now();
+                let plan = build_plan(api, &host, &cfg);
+                let rep = a.apply_changes(&plan, KernelChanges::default()).await?;
+                anyhow::ensure!(rep.errors.is_empty(), "apply: {:?}", rep.errors);
+                if i == 0 {
+                    // Added: done when the kernel has the FDB entry.
+                    anyhow::ensure!(fdb_has(&ns, &last_mac), "no FDB entry {last_mac}");
+                }
+                row[i] = t.elapsed();
+                if i == 3 {
+                    // Back to the base for the next run.
+                    a.apply_changes(&build_plan(&base, &host, &cfg), KernelChanges::default())
+                        .await?;
+                }
+            }
+            rows.push(row);
+        }
+        Ok(rows)
+    })?;
+    println!(
+        "remote_converge: {VTEPS} local VTEPs / {PODS} pods, {REMOTE_VTEPS} remote VTEPs / {} remote pods, {runs} runs (median, max)",
+        REMOTE_VTEPS * PODS_PER_REMOTE_VTEP
+    );
+    println!(
+        "  load average before: {}",
+        load_before
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    for (i, label) in [
+        "RemoteVtep added (20 pods) -> FDB entry in the kernel",
+        "its endpointIPList changed (10 pods out, 10 in)",
+        "RemoteVtep deleted",
+        "RemoteSubnet added",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut v: Vec<f64> = rows.iter().map(|r| r[i].as_secs_f64()).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        println!("  {label}: {:.4} s ({:.4})", v[v.len() / 2], v[v.len() - 1]);
+    }
+    Ok(())
+}
