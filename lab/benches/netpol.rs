@@ -35,6 +35,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use common::Lab;
+use common::perf::{self, env_usize, median, percentile};
 use futures::StreamExt;
 use hybridnet_lab::kubelet::pod_netns;
 use hybridnet_test_support::paced::spawn_in_netns;
@@ -49,13 +50,6 @@ const POLICIES: usize = 200;
 /// One try of a probe while waiting for a change; tries follow each other at once.
 const TRY: Duration = Duration::from_millis(10);
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn pod(ns: &str, name: &str, labels: Value, node: Option<&str>) -> Pod {
     let mut spec = json!({"containers": [{"name": "main", "image": "lab", "command": ["sleep", "infinity"],
@@ -294,11 +288,6 @@ where
         .unwrap()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
@@ -335,13 +324,10 @@ fn table_size(lab_id: &str, node: u32) -> (usize, usize, usize) {
 
 /// iperf3 from the client pod to the server pod (3 s): received bits per second.
 fn iperf(client_ns: &str, server_ip: &str) -> f64 {
-    let out = hybridnet_test_support::sh(&[
-        "ip", "netns", "exec", client_ns, "iperf3", "-c", server_ip, "-t", "3", "-O", "1", "-J",
-    ]);
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no throughput in {out}"))
+    let v = perf::iperf3(client_ns, server_ip, &["-t", "3", "-O", "1"]).unwrap();
+    let bits = perf::received_bits(&v);
+    assert!(bits.is_finite(), "no throughput in {v}");
+    bits
 }
 
 /// The agent's `hybridnet_node_policy_programming_duration_seconds` (sum, count) on a node: its
@@ -402,12 +388,6 @@ async fn settle(lab_id: &str) {
 fn gbit(runs: &[f64]) -> String {
     let s: Vec<String> = runs.iter().map(|b| format!("{:.2}", b / 1e9)).collect();
     s.join(" / ")
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s[s.len() / 2]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -503,23 +483,9 @@ async fn main() {
     }
     let (server_ns, server_ip, _) = all["perf/server"].clone();
     let (client_ns, _, _) = all["perf/client"].clone();
-    let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", &server_ns, "iperf3", "-s", "-p", "5201"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = perf::Iperf3Server::start(&server_ns);
     // the server listens once a client gets through
-    let t = Instant::now();
-    while std::process::Command::new("ip")
-        .args([
-            "netns", "exec", &client_ns, "iperf3", "-c", &server_ip, "-t", "1",
-        ])
-        .output()
-        .is_ok_and(|o| !o.status.success())
-    {
-        assert!(t.elapsed() < LIMIT, "iperf3 server not reachable");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    perf::iperf3(&client_ns, &server_ip, &["-t", "1"]).unwrap();
 
     // Rounds of: iperf3 without policies, the 200 policies created, iperf3 with them, (in the
     // last round the latency runs and the table sizes), all policies deleted; then iperf3 once
@@ -624,8 +590,7 @@ async fn main() {
             let _ = std::fs::copy(e.path(), std::path::Path::new(&keep).join(e.file_name()));
         }
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let per_node: Vec<usize> = (1..=NODES)
         .map(|n| {
             all.values()

@@ -1,7 +1,9 @@
 //! The lab harness the lab's test suites share: a lab that is always taken down, and kubectl
-//! against it with the workspace's kubectl plugin on PATH.
+//! against it with the workspace's kubectl plugin on PATH; [`perf`] for the lab's benchmarks.
 
 #![allow(dead_code)]
+
+pub mod perf;
 
 use std::path::PathBuf;
 use std::process::Command;
