@@ -1,9 +1,11 @@
 //! A paced TCP stream that measures what a user of the path feels during an event (an agent
 //! restart, an operator failover, an upgrade): the sender writes one numbered, timestamped record
-//! every `interval`; the receiver notes when each record arrives. The report gives the longest gap
-//! between two deliveries, so a multi-second outage shows even though TCP retransmits every byte
-//! (counting bytes only would hide it). The receiver reads with a timeout, so a dead path fails
-//! instead of hanging.
+//! every `interval`; the receiver notes when each record arrives. The report gives the longest
+//! stall of the path: the longest a record took to arrive, counted from when it was sent or the
+//! record before it arrived, whichever is later. A multi-second outage shows even though TCP
+//! retransmits every byte (counting bytes only would hide it), while a pause of the sender (a
+//! test process starved of CPU sends nothing meanwhile) does not count against the path. The
+//! receiver reads with a timeout, so a dead path fails instead of hanging.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -47,7 +49,9 @@ pub fn decode(b: &[u8; RECORD]) -> (u64, Duration) {
     )
 }
 
-/// The longest time without a delivery: between the deliveries ending at `from` and `to`.
+/// A time the path kept the receiver waiting: from when a record was sent (or the record
+/// before it arrived, if later) until it arrived; or, for the gap between deliveries, from one
+/// delivery to the next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Gap {
     pub from: Duration,
@@ -69,7 +73,11 @@ impl Gap {
 pub struct Report {
     pub sent: u64,
     pub delivered: u64,
+    /// The longest stall of the path (see the module's documentation).
     pub worst_gap: Gap,
+    /// The longest time between two deliveries, the sender's pauses included (shown, not
+    /// judged).
+    pub worst_delivery_gap: Gap,
     /// The longest time from sending a record to delivering it.
     pub worst_latency: Duration,
     /// Events the test marked (label, time since the stream started), in order.
@@ -101,13 +109,25 @@ pub fn analyse(
         ));
     }
     let mut worst_gap = Gap::default();
+    let mut prev_at = Duration::ZERO;
+    for d in deliveries {
+        let g = Gap {
+            from: d.sent_at.max(prev_at),
+            to: d.at,
+        };
+        if g.len() > worst_gap.len() {
+            worst_gap = g;
+        }
+        prev_at = d.at;
+    }
+    let mut worst_delivery_gap = Gap::default();
     for w in deliveries.windows(2) {
         let g = Gap {
             from: w[0].at,
             to: w[1].at,
         };
-        if g.len() > worst_gap.len() {
-            worst_gap = g;
+        if g.len() > worst_delivery_gap.len() {
+            worst_delivery_gap = g;
         }
     }
     let worst_latency = deliveries
@@ -119,6 +139,7 @@ pub fn analyse(
         sent,
         delivered: deliveries.len() as u64,
         worst_gap,
+        worst_delivery_gap,
         worst_latency,
         marks,
         arrivals: deliveries.iter().map(|d| d.at).collect(),
@@ -157,12 +178,14 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} of {} records delivered; worst gap {:?} (from t={:.3}s to t={:.3}s); worst latency {:?}; marks:",
+            "{} of {} records delivered; worst stall of the path {:?} (from t={:.3}s to t={:.3}s); worst gap between deliveries {:?} (from t={:.3}s); worst latency {:?}; marks:",
             self.delivered,
             self.sent,
             self.worst_gap.len(),
             self.worst_gap.from.as_secs_f64(),
             self.worst_gap.to.as_secs_f64(),
+            self.worst_delivery_gap.len(),
+            self.worst_delivery_gap.from.as_secs_f64(),
             self.worst_latency,
         )?;
         for (label, t) in &self.marks {
@@ -461,8 +484,16 @@ mod tests {
     #[test]
     fn the_worst_gap_and_latency_are_measured() {
         let r = analyse(&at(&[5, 15, 25, 2025, 2030]), 5, vec![]).unwrap();
+        // Record 3 was sent at 30 ms and arrived at 2025 ms.
         assert_eq!(
             r.worst_gap,
+            Gap {
+                from: ms(30),
+                to: ms(2025)
+            }
+        );
+        assert_eq!(
+            r.worst_delivery_gap,
             Gap {
                 from: ms(25),
                 to: ms(2025)
@@ -475,10 +506,44 @@ mod tests {
     }
 
     #[test]
+    fn a_pause_of_the_sender_is_not_a_stall_of_the_path() {
+        // The sender sent nothing from 20 ms to 1,520 ms (its process had no CPU); every record
+        // arrived 1 ms after it was sent.
+        let d: Vec<Delivery> = [0u64, 10, 20, 1520, 1530]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Delivery {
+                seq: i as u64,
+                sent_at: ms(*t),
+                at: ms(t + 1),
+            })
+            .collect();
+        let r = analyse(&d, 5, vec![]).unwrap();
+        assert_eq!(r.worst_gap.len(), ms(1));
+        assert_eq!(r.worst_delivery_gap.len(), ms(1500));
+        assert!(r.gap_within(ms(100), "x").is_ok(), "{r}");
+        // The path holding record 3 from its sending (1,520 ms) until 3,000 ms is a stall.
+        let mut held = d.clone();
+        held[3].at = ms(3000);
+        held[4].at = ms(3001);
+        let r = analyse(&held, 5, vec![]).unwrap();
+        assert_eq!(
+            r.worst_gap,
+            Gap {
+                from: ms(1520),
+                to: ms(3000)
+            }
+        );
+        assert!(r.gap_within(ms(1000), "x").is_err());
+    }
+
+    #[test]
     fn an_even_stream_passes_the_bound() {
         let times: Vec<u64> = (0..100).map(|i| i * 10).collect();
         let r = analyse(&at(&times), 100, vec![("e".into(), ms(500))]).unwrap();
-        assert_eq!(r.worst_gap.len(), ms(10));
+        // Each record arrives as it is sent: no stall, 10 ms between deliveries.
+        assert_eq!(r.worst_gap.len(), ms(0));
+        assert_eq!(r.worst_delivery_gap.len(), ms(10));
         assert!(r.gap_within(ms(50), "x").is_ok());
         assert_eq!(r.mark("e"), Some(ms(500)));
         assert!(r.to_string().contains("e@0.500s"), "{r}");
