@@ -142,7 +142,8 @@ pub enum Command {
     /// Pod addresses (IPInstances): ls, usage, check.
     #[command(subcommand)]
     Ip(IpCommand),
-    /// Remote clusters (multicluster.alibaba.com/v1 RemoteClusters): ls, status.
+    /// Remote clusters (multicluster.alibaba.com/v1 RemoteClusters): ls, status, connect,
+    /// disconnect.
     #[command(subcommand, visible_alias = "clusters")]
     Cluster(ClusterCommand),
     /// The policy-routing path of a packet from a pod, computed with the node agent's plan.
@@ -198,6 +199,56 @@ pub enum ClusterCommand {
     Ls(ListArgs),
     /// One remote cluster: its conditions and the mirrors of its subnets and nodes.
     Status(ClusterStatusArgs),
+    /// Connect this cluster and the one of --remote-context both ways: in each, a Secret with the
+    /// other's CA and credentials, a Role that lets the operator read only that Secret, and a
+    /// RemoteCluster pointing at the other (docs/multicluster.md).
+    Connect(ClusterConnectArgs),
+    /// Remove the RemoteCluster NAME and what `connect` made for it; with --remote-context also
+    /// its counterpart in the other cluster.
+    Disconnect(ClusterDisconnectArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterConnectArgs {
+    /// The other cluster's kubeconfig context.
+    #[arg(long, value_name = "CONTEXT")]
+    pub remote_context: String,
+    /// Kubeconfig that holds --remote-context (default: this cluster's kubeconfig).
+    #[arg(long, value_name = "FILE")]
+    pub remote_kubeconfig: Option<PathBuf>,
+    /// Name of the RemoteCluster here, pointing at the other cluster (default: --remote-context).
+    #[arg(long, value_parser = object_name("remote cluster"))]
+    pub name: Option<String>,
+    /// Name of the RemoteCluster in the other cluster, pointing here (default: this cluster's
+    /// kubeconfig context).
+    #[arg(long, value_parser = object_name("remote cluster"))]
+    pub remote_name: Option<String>,
+    /// Namespace of the operator in both clusters: the Secret, Role and RoleBinding go there.
+    #[arg(long, default_value = "hybridnet-system", value_parser = namespace_name)]
+    pub operator_namespace: String,
+    /// `spec.timeout` of both RemoteClusters: seconds per request to the other API server.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..=3600))]
+    pub timeout: Option<i32>,
+    /// `--dry-run` (or `=client`): print what would be created in each cluster (never the
+    /// credentials) and change nothing.
+    #[arg(long, value_enum, default_value = "none", default_missing_value = "client", num_args = 0..=1, require_equals = true)]
+    pub dry_run: DryRun,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterDisconnectArgs {
+    /// Name of the RemoteCluster here.
+    #[arg(value_parser = object_name("remote cluster"))]
+    pub name: String,
+    /// The other cluster's kubeconfig context: its RemoteCluster pointing here goes too.
+    #[arg(long, value_name = "CONTEXT")]
+    pub remote_context: Option<String>,
+    /// Kubeconfig that holds --remote-context (default: this cluster's kubeconfig).
+    #[arg(long, value_name = "FILE", requires = "remote_context")]
+    pub remote_kubeconfig: Option<PathBuf>,
+    /// `--dry-run` (or `=client`): list what would be deleted and change nothing.
+    #[arg(long, value_enum, default_value = "none", default_missing_value = "client", num_args = 0..=1, require_equals = true)]
+    pub dry_run: DryRun,
 }
 
 #[derive(Args, Debug, Clone)]

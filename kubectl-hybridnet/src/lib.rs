@@ -6,6 +6,7 @@
 pub mod bgp_status;
 pub mod check;
 pub mod cli;
+pub mod cluster_connect;
 pub mod complete;
 pub mod flags;
 pub mod inventory;

@@ -2,7 +2,7 @@
 //! cluster B (HTTPS, the CA and a client certificate inline as upstream has them), runs the four
 //! checks and writes state and conditions; bad input (an unreachable endpoint, a wrong CA, a
 //! Secret reference, a second RemoteCluster for the same cluster) gives Offline with a condition
-//! that says what is wrong. While Ready, B's Subnets and nodes are mirrored in A and follow B;
+//! that says what is wrong. Credentials from a Secret reach B as well. While Ready, B's Subnets and nodes are mirrored in A and follow B;
 //! the mirrors go with the RemoteCluster.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
@@ -11,13 +11,14 @@ mod common;
 
 use common::*;
 use hybridnet_api::constants::label;
+use hybridnet_api::multicluster::credentials::{ClientAuth, Credentials};
 use hybridnet_api::multicluster::status::condition;
 use hybridnet_api::multicluster::{
     RemoteCluster, RemoteClusterSpec, RemoteClusterStatus, RemoteSubnet, RemoteVtep, SecretRef,
 };
 use hybridnet_api::v1::{IPInstance, IpVersion, Network, NetworkType, NodeInfo, Subnet};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -296,6 +297,30 @@ async fn remote_cluster_status_from_a_second_api_server() {
 
     // Bad input, each Offline with the reason in Connected.
     let other_ca = make_certs().ca_pem;
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some("hybridnet-system".into());
+    let _ = Api::<Namespace>::all(a.client.clone()).create(&pp, &ns).await;
+    let secrets: Api<Secret> = Api::namespaced(a.client.clone(), "hybridnet-system");
+    let b_credentials = Credentials {
+        ca_pem: b_ca.as_bytes().to_vec(),
+        auth: ClientAuth::Certificate {
+            cert_pem: client_cert.cert_pem.as_bytes().to_vec(),
+            key_pem: client_cert.key_pem.as_bytes().to_vec(),
+        },
+    };
+    let mut half = b_credentials.to_secret_data();
+    half.remove("tls.key");
+    for (name, data) in [
+        ("half", half),
+        ("b-credentials", b_credentials.to_secret_data()),
+    ] {
+        let mut secret = Secret {
+            data: Some(data),
+            ..Default::default()
+        };
+        secret.metadata.name = Some(name.into());
+        secrets.create(&pp, &secret).await.unwrap();
+    }
     for (name, rc, reason, says) in [
         (
             "unreachable",
@@ -323,7 +348,23 @@ async fn remote_cluster_status_from_a_second_api_server() {
                 },
             ),
             "InvalidConfig",
-            "credentialsSecretRef",
+            "Secret hybridnet-system/b does not exist",
+        ),
+        (
+            "bad-secret",
+            RemoteCluster::new(
+                "bad-secret",
+                RemoteClusterSpec {
+                    api_endpoint: b_url.clone(),
+                    credentials_secret_ref: Some(SecretRef {
+                        namespace: "hybridnet-system".into(),
+                        name: "half".into(),
+                    }),
+                    ..Default::default()
+                },
+            ),
+            "InvalidConfig",
+            "Secret hybridnet-system/half a client certificate needs both \"tls.crt\" and \"tls.key\"",
         ),
         (
             // The same cluster B under another name (and another spelling of its endpoint).
@@ -370,4 +411,34 @@ async fn remote_cluster_status_from_a_second_api_server() {
             && vteps.get_opt("cluster-b.node1").await.unwrap().is_none()
     })
     .await;
+
+    // B again, its credentials now in the Secret (the second spelling goes first, or it would
+    // claim B's identity).
+    rcs.delete("cluster-b-again", &Default::default())
+        .await
+        .unwrap();
+    wait_for("cluster-b-again gone", || async {
+        rcs.get_opt("cluster-b-again").await.unwrap().is_none()
+    })
+    .await;
+    rcs.create(
+        &pp,
+        &RemoteCluster::new(
+            "via-secret",
+            RemoteClusterSpec {
+                api_endpoint: b_url.clone(),
+                credentials_secret_ref: Some(SecretRef {
+                    namespace: "hybridnet-system".into(),
+                    name: "b-credentials".into(),
+                }),
+                timeout: Some(5),
+                ..Default::default()
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    let s = state(&rcs, "via-secret", "NotReady").await;
+    assert_eq!(cond(&s, condition::CONNECTED).status, "True", "{s:?}");
+    assert_eq!(s.uuid.as_deref(), Some(b_uid.as_str()));
 }

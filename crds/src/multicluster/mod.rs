@@ -7,6 +7,7 @@ mod remote_endpoint_slice;
 mod remote_subnet;
 mod remote_vtep;
 
+pub mod credentials;
 pub mod global_service;
 pub mod mirror;
 pub mod status;

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use hybridnet_rules::shown;
 
+use super::credentials::{CERT_MARKER, KEY_MARKER, is_pem};
 use super::{RemoteCluster, RemoteClusterSpec, RemoteSubnet, RemoteVtepSpec};
 use crate::error::{FieldError, FieldErrors};
 use crate::mac::MacAddr;
@@ -132,10 +133,6 @@ pub fn parse_api_endpoint(s: &str) -> Result<ApiEndpoint, String> {
     Ok(ApiEndpoint { host, port })
 }
 
-fn pem_has(data: &[u8], marker: &str) -> bool {
-    std::str::from_utf8(data).is_ok_and(|t| t.contains(marker))
-}
-
 /// Rules that need only the RemoteCluster itself: the endpoint, the credentials (inline as
 /// upstream, all three of `caData`, `certData`, `keyData`, or `credentialsSecretRef`, not both)
 /// and the timeout.
@@ -145,13 +142,9 @@ pub fn remote_cluster_spec(spec: &RemoteClusterSpec) -> Result<(), FieldErrors> 
         errs.push(FieldError::new("spec.apiEndpoint", e));
     }
     let inline = [
-        ("spec.caData", &spec.ca_data, "-----BEGIN CERTIFICATE-----"),
-        (
-            "spec.certData",
-            &spec.cert_data,
-            "-----BEGIN CERTIFICATE-----",
-        ),
-        ("spec.keyData", &spec.key_data, "PRIVATE KEY-----"),
+        ("spec.caData", &spec.ca_data, CERT_MARKER),
+        ("spec.certData", &spec.cert_data, CERT_MARKER),
+        ("spec.keyData", &spec.key_data, KEY_MARKER),
     ];
     let given: Vec<&str> = inline
         .iter()
@@ -179,7 +172,7 @@ pub fn remote_cluster_spec(spec: &RemoteClusterSpec) -> Result<(), FieldErrors> 
             for (field, value, marker) in inline {
                 match value {
                     Some(b) if !b.0.is_empty() => {
-                        if !pem_has(&b.0, marker) {
+                        if !is_pem(&b.0, marker) {
                             errs.push(FieldError::new(
                                 field,
                                 format!("is not PEM data (no {marker:?} line)"),

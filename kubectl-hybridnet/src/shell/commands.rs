@@ -415,6 +415,8 @@ pub async fn cluster(g: &GlobalFlags, cmd: &ClusterCommand) -> Res<i32> {
                 ),
             }
         }
+        ClusterCommand::Connect(a) => return super::cluster_connect::connect(g, a).await,
+        ClusterCommand::Disconnect(a) => return super::cluster_connect::disconnect(g, a).await,
     }
     Ok(exit::OK)
 }

@@ -1,5 +1,6 @@
 //! The I/O shell of the plugin: connection, API access, printing, and the commands.
 
+pub mod cluster_connect;
 pub mod commands;
 pub mod completion;
 pub mod connect;

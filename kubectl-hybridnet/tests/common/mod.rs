@@ -43,7 +43,12 @@ pub struct Cluster {
 
 /// Starts kube-lite; with `crds` the hybridnet CRDs are installed.
 pub async fn cluster(crds: bool) -> Cluster {
-    let server = kube_lite::Server::start(kube_lite::Config::default())
+    cluster_with(kube_lite::Config::default(), crds).await
+}
+
+/// [`cluster`] with the server's configuration (TLS, a token).
+pub async fn cluster_with(config: kube_lite::Config, crds: bool) -> Cluster {
+    let server = kube_lite::Server::start(config)
         .await
         .expect("start kube-lite");
     let client = server.client().await.expect("client");

@@ -11,13 +11,13 @@ use std::time::Duration;
 use std::collections::BTreeSet;
 
 use hybridnet_api::constants::field_manager;
+use hybridnet_api::multicluster::credentials::Credentials;
 use hybridnet_api::multicluster::mirror::{self, plan_mirrors, subnet_mirrors, vtep_mirrors};
 use hybridnet_api::multicluster::status::{self, Checks, Connection};
 use hybridnet_api::multicluster::validate::{claim_uuid, parse_api_endpoint};
 use hybridnet_api::multicluster::{ClusterState, RemoteCluster, RemoteSubnet, RemoteVtep};
 use hybridnet_api::v1::{IPInstance, Network, NodeInfo, Subnet};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
@@ -54,43 +54,44 @@ where
     }
 }
 
-fn b64(data: &Option<ByteString>) -> Option<serde_json::Value> {
-    data.as_ref()
-        .filter(|b| !b.0.is_empty())
-        .and_then(|b| serde_json::to_value(b).ok())
+/// The credentials of `rc`: inline (upstream's `caData`, `certData`, `keyData`) or from the
+/// Secret `spec.credentialsSecretRef` names. The operator may read only the Secrets it has been
+/// granted by name (`kubectl hybridnet cluster connect` creates the Role; docs/multicluster.md,
+/// Credentials), so a Secret it may not read is a configuration error that says so.
+async fn credentials(local: &Client, rc: &RemoteCluster) -> Result<Credentials, String> {
+    let Some(r) = &rc.spec.credentials_secret_ref else {
+        return Credentials::from_inline(&rc.spec);
+    };
+    let what = format!(
+        "spec.credentialsSecretRef: Secret {}/{}",
+        r.namespace, r.name
+    );
+    let secret = Api::<Secret>::namespaced(local.clone(), &r.namespace)
+        .get_opt(&r.name)
+        .await
+        .map_err(|e| match &e {
+            kube::Error::Api(s) if s.code == 403 => format!(
+                "{what}: the operator may not read it ({}); grant it `get` on this Secret by name with a Role (`kubectl hybridnet cluster connect` does)",
+                s.message
+            ),
+            _ => format!("{what}: {}", with_causes(&e)),
+        })?
+        .ok_or_else(|| format!("{what} does not exist"))?;
+    Credentials::from_secret_data(&secret.data.unwrap_or_default())
+        .map_err(|e| format!("{what} {e}"))
 }
 
-/// A client for the remote API server of `rc`, from its inline credentials. The Secret reference
-/// is not read yet (the operator holds no grant to read Secrets by arbitrary name).
-pub async fn remote_client(rc: &RemoteCluster) -> Result<Client, String> {
+/// A client for the remote API server of `rc`, with its credentials (inline or from the Secret,
+/// read through the local client).
+pub async fn remote_client(local: &Client, rc: &RemoteCluster) -> Result<Client, String> {
     let spec = &rc.spec;
     let endpoint =
         parse_api_endpoint(&spec.api_endpoint).map_err(|e| format!("spec.apiEndpoint: {e}"))?;
-    if spec.credentials_secret_ref.is_some() {
-        return Err(
-            "spec.credentialsSecretRef: credentials from a Secret are not read yet (docs/multicluster.md); give caData, certData and keyData"
-                .into(),
-        );
-    }
-    let (Some(ca), Some(cert), Some(key)) = (
-        b64(&spec.ca_data),
-        b64(&spec.cert_data),
-        b64(&spec.key_data),
-    ) else {
-        return Err("spec: caData, certData and keyData are all needed".into());
-    };
+    let creds = credentials(local, rc).await?;
     // Through kube's kubeconfig loader, which decodes and checks the PEM data.
-    let kubeconfig = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "remote", "cluster": {
-            "server": endpoint.to_string(), "certificate-authority-data": ca}}],
-        "users": [{"name": "remote", "user": {
-            "client-certificate-data": cert, "client-key-data": key}}],
-        "contexts": [{"name": "remote", "context": {"cluster": "remote", "user": "remote"}}],
-        "current-context": "remote"
-    });
     let kubeconfig: kube::config::Kubeconfig =
-        serde_json::from_value(kubeconfig).map_err(|e| format!("credentials: {e}"))?;
+        serde_json::from_value(creds.kubeconfig(&endpoint.to_string()))
+            .map_err(|e| format!("credentials: {e}"))?;
     let mut config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
         &kube::config::KubeConfigOptions::default(),
@@ -149,8 +150,12 @@ pub struct Remote {
 
 /// Connects to `rc`'s cluster and runs the checks (the I/O half of
 /// `status::remote_cluster_status`); with the remote client and lists when connected.
-pub async fn connect(rc: &RemoteCluster, local: &Local) -> (Connection, Option<Remote>) {
-    let remote = match remote_client(rc).await {
+pub async fn connect(
+    client: &Client,
+    rc: &RemoteCluster,
+    local: &Local,
+) -> (Connection, Option<Remote>) {
+    let remote = match remote_client(client, rc).await {
         Ok(c) => c,
         Err(e) => return (Connection::Invalid(e), None),
     };
@@ -359,7 +364,7 @@ pub async fn pass(client: &Client, metrics: &Metrics) -> Result<usize, kube::Err
             continue;
         }
         let started = std::time::Instant::now();
-        let (conn, remote) = connect(rc, &local).await;
+        let (conn, remote) = connect(client, rc, &local).await;
         metrics.record_remote_cluster_check(&rc.name_any(), started.elapsed().as_secs_f64());
         let new = status::remote_cluster_status(rc, &conn, &now());
         if let (Some(remote), Some(ClusterState::Ready)) = (
