@@ -299,7 +299,9 @@ async fn remote_cluster_status_from_a_second_api_server() {
     let other_ca = make_certs().ca_pem;
     let mut ns = Namespace::default();
     ns.metadata.name = Some("hybridnet-system".into());
-    let _ = Api::<Namespace>::all(a.client.clone()).create(&pp, &ns).await;
+    let _ = Api::<Namespace>::all(a.client.clone())
+        .create(&pp, &ns)
+        .await;
     let secrets: Api<Secret> = Api::namespaced(a.client.clone(), "hybridnet-system");
     let b_credentials = Credentials {
         ca_pem: b_ca.as_bytes().to_vec(),
