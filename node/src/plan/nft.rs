@@ -123,12 +123,16 @@ fn family_sets(t: &mut Table, plan: &DataPlanePlan, subnets: &[SubnetView], v: I
     }
 }
 
-/// `fib daddr type != local <ip> saddr @overlay_net <ip> daddr @node_ip ct state
-/// established,related ct status & (snat | dnat) == 0`: a reply of an overlay pod to another
-/// node's address on a connection without NAT.
+/// `<ip> saddr @overlay_net <ip> daddr @node_ip ct state established,related ct status & (snat |
+/// dnat) == 0 fib daddr type != local`: a reply of an overlay pod to another node's address on a
+/// connection without NAT.
+///
+/// The kernel evaluates a rule's expressions in order and stops at the first that fails, so the
+/// FIB lookup comes last: first, it cost every packet through prerouting and postrouting one
+/// route lookup per rule (docs/benchmarks.md, "Lab: datapath"); last, only the packets of the
+/// rule's few flows pay it.
 fn pod_to_node_reply(v: IpVersion) -> Vec<Match> {
     vec![
-        Match::FibDaddrLocal { op: CmpOp::Ne },
         Match::in_set(Field::Saddr(v), set_name("overlay_net", v)),
         Match::in_set(Field::Daddr(v), set_name("node_ip", v)),
         Match::CtState {
@@ -139,6 +143,7 @@ fn pod_to_node_reply(v: IpVersion) -> Vec<Match> {
             op: CmpOp::Ne,
             bits: [CtStatus::Snat, CtStatus::Dnat].into_iter().collect(),
         },
+        Match::FibDaddrLocal { op: CmpOp::Ne },
     ]
 }
 
