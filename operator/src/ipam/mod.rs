@@ -24,11 +24,13 @@
 //!
 //! Data layout (see docs/benchmarks.md, `## IPAM`): per subnet a two-level bitmap of addresses
 //! that cannot be picked (8 KiB + 128 B for a /16) so the next free address after the cursor is
-//! found with a handful of word reads, a `BTreeMap` offset -> holder for held addresses only, and
-//! per network a compact pod table (pod -> addresses and MAC).
+//! found with a handful of word reads, holders by offset in 1 KiB pages that exist only while one
+//! of their 256 addresses is held, and per network a compact pod table (pod -> addresses and
+//! MAC; names in one arena, indexes as chains through the slots).
 
 mod bitmap;
 mod error;
+mod holders;
 mod mac;
 mod pods;
 mod rebuild;
@@ -220,12 +222,12 @@ impl Ipam {
         };
         self.free_subnet_ids.push(id);
         if let Some(net) = self.networks.get_mut(&state.network) {
-            for (off, h) in &state.holders {
+            for (off, h) in state.holders.iter() {
                 net.pods.remove_ip(
                     h.slot,
                     IpRef {
                         subnet: id,
-                        offset: *off,
+                        offset: off,
                     },
                 );
             }
@@ -332,8 +334,9 @@ impl Ipam {
             }
         }
         // Plan every family before changing anything (dual stack is all or nothing).
-        let mut plan: Vec<(u32, u32, bool)> = Vec::with_capacity(versions.len());
-        for &v in versions {
+        // At most two families: a fixed array, no allocation on the hot path.
+        let mut plan = [(0u32, 0u32, false); 2];
+        for (k, &v) in versions.iter().enumerate() {
             let (id, auto) = match named[vi(v)] {
                 Some(id) => (id, false),
                 None => {
@@ -352,11 +355,11 @@ impl Ipam {
             let off = s.next_free().ok_or_else(|| IpamError::SubnetFull {
                 subnet: s.name.clone(),
             })?;
-            plan.push((id, off, auto));
+            plan[k] = (id, off, auto);
         }
         // Commit.
-        let mut out = Vec::with_capacity(plan.len());
-        for (id, off, auto) in plan {
+        let mut out = Vec::with_capacity(versions.len());
+        for &(id, off, auto) in &plan[..versions.len()] {
             let Some(net) = self.networks.get_mut(&req.network) else {
                 break;
             };
@@ -590,7 +593,7 @@ impl Ipam {
         let Some(slot) = net.pods.find(pod) else {
             return 0;
         };
-        let refs = net.pods.slot(slot).ips.to_vec();
+        let refs = net.pods.ips(slot);
         for r in &refs {
             if let Some(s) = self
                 .subnets
@@ -613,15 +616,17 @@ impl Ipam {
 
     fn held(&self, net: &NetworkState, id: u32, off: u32, h: Holder) -> Option<HeldIp> {
         let s = self.sub(id)?;
-        let slot = net.pods.slot(h.slot);
         Some(HeldIp {
             network: s.network.clone(),
             subnet: s.name.clone(),
             ip: s.ip_at(off),
             namespace: net.pods.namespace(h.slot).to_string(),
-            pod: (!slot.name.is_empty()).then(|| slot.name.to_string()),
+            pod: net
+                .pods
+                .is_named(h.slot)
+                .then(|| net.pods.name(h.slot).to_string()),
             state: h.state,
-            mac: slot.mac,
+            mac: net.pods.mac(h.slot),
         })
     }
 
@@ -634,7 +639,7 @@ impl Ipam {
         };
         s.holders
             .iter()
-            .filter_map(|(off, h)| self.held(net, id, *off, *h))
+            .filter_map(|(off, h)| self.held(net, id, off, h))
             .collect()
     }
 
@@ -661,9 +666,7 @@ impl Ipam {
         };
         let mut v: Vec<HeldIp> = net
             .pods
-            .slot(slot)
-            .ips
-            .to_vec()
+            .ips(slot)
             .into_iter()
             .filter_map(|r| {
                 let h = self.sub(r.subnet)?.holder(r.offset)?;
@@ -750,7 +753,7 @@ impl Ipam {
             net.pods.set_mac(slot, mac);
             return Ok(mac);
         }
-        if let Some(mac) = net.pods.slot(slot).mac {
+        if let Some(mac) = net.pods.mac(slot) {
             return Ok(mac);
         }
         for _ in 0..MAC_TRIES {
@@ -890,15 +893,15 @@ impl Ipam {
                     s.network
                 ));
             }
-            for (off, h) in &s.holders {
-                let refs = net.pods.slot(h.slot).ips.to_vec();
+            for (off, h) in s.holders.iter() {
+                let refs = net.pods.ips(h.slot);
                 if !refs.contains(&IpRef {
                     subnet: id,
-                    offset: *off,
+                    offset: off,
                 }) {
                     return Err(format!(
                         "subnet {name}: {} held by slot {} which does not list it",
-                        s.ip_at(*off),
+                        s.ip_at(off),
                         h.slot
                     ));
                 }
@@ -924,8 +927,8 @@ impl Ipam {
                         return Err(format!("network {nname}: {r:?} held by {} not {i}", h.slot));
                     }
                 }
-                if let Some(m) = net.pods.slot(i).mac
-                    && !net.pods.slot(i).name.is_empty()
+                if let Some(m) = net.pods.mac(i)
+                    && net.pods.is_named(i)
                     && net.pods.mac_holder(m) != Some(i)
                 {
                     return Err(format!("network {nname}: MAC {m} of slot {i} not indexed"));

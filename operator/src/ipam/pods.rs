@@ -1,16 +1,30 @@
 //! The pods of one network: an index from (namespace, name) to a slot, each slot with the pod's
-//! held addresses and its MAC. Compact on purpose (the memory target is 200 bytes per address):
-//! namespaces are interned, the name is stored once, and the index maps a 64-bit keyed hash to the
-//! head of a short chain of slots, so no key is stored twice.
+//! held addresses and its MAC. Compact on purpose (the memory target is 100 bytes per address,
+//! docs/benchmarks.md `## IPAM`):
+//!
+//! - a slot is 44 bytes: interned namespace, the position of the name in a shared name arena, the
+//!   MAC, the first two addresses inline (a pod holds one or two; more go to a side table), the
+//!   keyed hash of (namespace, name) and the links of two intrusive hash chains;
+//! - names live once in one byte arena (length-prefixed), compacted when more than half of it is
+//!   garbage, instead of one heap block per pod;
+//! - the pod and MAC indexes are bucket arrays of 4-byte chain heads (the chains run through the
+//!   slots), so no key is stored twice. The hashes are SipHash with per-table random keys: names
+//!   and requested MACs come from users.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 
 use super::mac::MacAddr;
 use super::types::PodKey;
 
 /// Sentinel: no slot.
 pub(crate) const NO_SLOT: u32 = u32::MAX;
+/// `Slot::name` of an anonymous holder (a reserved address whose pod name was dropped).
+const ANONYMOUS: u32 = u32::MAX;
+/// `Slot::name` of a name kept in [`PodTable::long_names`] (the arena's 4 GiB are used up).
+const OUTSIDE: u32 = u32::MAX - 1;
+/// The arena is compacted when its garbage exceeds its live bytes and this.
+const COMPACT_MIN: usize = 64 * 1024;
 
 /// An address of a pod: subnet id and offset in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -19,143 +33,186 @@ pub(crate) struct IpRef {
     pub offset: u32,
 }
 
-/// The addresses of one pod: nearly always one or two, stored inline.
-#[derive(Clone, Debug, Default)]
-pub(crate) enum IpRefs {
-    #[default]
-    Zero,
-    One(IpRef),
-    Two(IpRef, IpRef),
-    /// Boxed so the common cases keep the enum small (24 bytes).
-    Many(Box<[IpRef]>),
+const NO_REF: IpRef = IpRef {
+    subnet: u32::MAX,
+    offset: u32::MAX,
+};
+
+#[derive(Debug, Clone)]
+struct Slot {
+    /// Interned namespace; `NO_SLOT` marks a free slot.
+    ns: u32,
+    /// Keyed hash of (namespace, name) (named slots).
+    hash: u32,
+    /// Arena position of the length-prefixed name, [`ANONYMOUS`] or [`OUTSIDE`].
+    name: u32,
+    mac: [u8; 6],
+    has_mac: bool,
+    /// Addresses held: the first two are `ips`, the rest in [`PodTable::more_ips`] (0..=3; 3
+    /// means "2 + the side table").
+    n_ips: u8,
+    ips: [IpRef; 2],
+    /// Next slot in the pod index chain.
+    next: u32,
+    /// Next slot in the MAC index chain.
+    mac_next: u32,
 }
 
-impl IpRefs {
-    pub(crate) fn push(&mut self, r: IpRef) {
-        *self = match std::mem::take(self) {
-            Self::Zero => Self::One(r),
-            Self::One(a) => Self::Two(a, r),
-            Self::Two(a, b) => Self::Many(Box::new([a, b, r])),
-            Self::Many(v) => {
-                let mut v = v.into_vec();
-                v.push(r);
-                Self::Many(v.into_boxed_slice())
-            }
-        };
-    }
+const FREE_SLOT: Slot = Slot {
+    ns: NO_SLOT,
+    hash: 0,
+    name: ANONYMOUS,
+    mac: [0; 6],
+    has_mac: false,
+    n_ips: 0,
+    ips: [NO_REF; 2],
+    next: NO_SLOT,
+    mac_next: NO_SLOT,
+};
 
-    /// Removes `r`; returns whether it was there.
-    pub(crate) fn remove(&mut self, r: IpRef) -> bool {
-        let (next, found) = match std::mem::take(self) {
-            Self::Zero => (Self::Zero, false),
-            Self::One(a) if a == r => (Self::Zero, true),
-            Self::One(a) => (Self::One(a), false),
-            Self::Two(a, b) if a == r => (Self::One(b), true),
-            Self::Two(a, b) if b == r => (Self::One(a), true),
-            Self::Two(a, b) => (Self::Two(a, b), false),
-            Self::Many(v) => {
-                let mut v = v.into_vec();
-                let found = match v.iter().position(|x| *x == r) {
-                    Some(i) => {
-                        v.remove(i);
-                        true
-                    }
-                    None => false,
-                };
-                let next = match v.as_slice() {
-                    [] => Self::Zero,
-                    [a] => Self::One(*a),
-                    [a, b] => Self::Two(*a, *b),
-                    _ => Self::Many(v.into_boxed_slice()),
-                };
-                (next, found)
-            }
-        };
-        *self = next;
-        found
-    }
+/// Length-prefixed (LEB128) names, back to back.
+#[derive(Debug, Default)]
+struct Arena {
+    bytes: Vec<u8>,
+    garbage: usize,
+}
 
-    pub(crate) fn to_vec(&self) -> Vec<IpRef> {
-        match self {
-            Self::Zero => vec![],
-            Self::One(a) => vec![*a],
-            Self::Two(a, b) => vec![*a, *b],
-            Self::Many(v) => v.to_vec(),
+fn prefix_len(n: usize) -> usize {
+    let mut k = 1;
+    let mut n = n >> 7;
+    while n != 0 {
+        k += 1;
+        n >>= 7;
+    }
+    k
+}
+
+impl Arena {
+    /// Appends a name; `None` when positions would not fit in `u32`.
+    fn push(&mut self, name: &str, limit: usize) -> Option<u32> {
+        let need = prefix_len(name.len()) + name.len();
+        let pos = self.bytes.len();
+        if pos + need > limit {
+            return None;
         }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        matches!(self, Self::Zero)
-    }
-
-    fn heap_bytes(&self) -> usize {
-        match self {
-            Self::Many(v) => std::mem::size_of_val::<[IpRef]>(v),
-            _ => 0,
+        if self.bytes.capacity() - pos < need {
+            // Grow by an eighth (at least 64 KiB): little slack, amortised copies.
+            let add = need.max(pos / 8).max(COMPACT_MIN);
+            self.bytes.reserve_exact(add);
         }
+        let mut n = name.len();
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                self.bytes.push(b);
+                break;
+            }
+            self.bytes.push(b | 0x80);
+        }
+        self.bytes.extend_from_slice(name.as_bytes());
+        u32::try_from(pos).ok()
+    }
+
+    /// The bytes of the name at `pos` (and the size it takes, prefix included).
+    fn get(&self, pos: u32) -> (&[u8], usize) {
+        let mut i = pos as usize;
+        let mut n = 0usize;
+        let mut shift = 0;
+        while let Some(&b) = self.bytes.get(i) {
+            n |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let name = self.bytes.get(i..i + n).unwrap_or_default();
+        (name, i + n - pos as usize)
     }
 }
 
 #[derive(Debug)]
-pub(crate) struct PodSlot {
-    /// Interned namespace; `NO_SLOT` marks a free slot.
-    pub ns: u32,
-    /// Empty for an anonymous holder (a reserved address whose pod name was dropped); such slots
-    /// hold exactly one address and are not in the index.
-    pub name: Box<str>,
-    pub mac: Option<MacAddr>,
-    pub ips: IpRefs,
-    /// Next slot with the same index hash.
-    next: u32,
-}
-
-/// Hasher for `u32` keys that already are (keyed) hashes: the value is repeated in both halves so
-/// the table's bucket index (low bits) and tag (high bits) are both well spread.
-#[derive(Default)]
-pub(crate) struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (u64::from(n) << 32) | u64::from(n);
-    }
-}
-
-type PassThroughMap<V> = HashMap<u32, V, BuildHasherDefault<PassThrough>>;
-
-#[derive(Debug, Default)]
 pub(crate) struct PodTable {
-    slots: Vec<PodSlot>,
+    slots: Vec<Slot>,
     free: Vec<u32>,
-    /// Keyed hash (32 bits) of (namespace id, name) -> first slot of its chain. 32 bits keep the
-    /// table small; colliding pods share a chain.
-    index: PassThroughMap<u32>,
+    names: Arena,
+    /// Largest arena size (`u32` positions; tests lower it).
+    arena_limit: usize,
+    /// Names that did not fit in the arena, by slot.
+    long_names: HashMap<u32, Box<str>>,
+    /// Addresses past the second of a slot, by slot.
+    more_ips: HashMap<u32, Vec<IpRef>>,
+    /// Pod index: chain heads by `hash & (len - 1)` (a power of two, or empty).
+    heads: Vec<u32>,
+    named: usize,
+    /// MAC index: chain heads by the MAC's keyed hash.
+    mac_heads: Vec<u32>,
+    macs: usize,
     namespaces: Vec<Box<str>>,
     ns_index: HashMap<Box<str>, u32>,
-    /// MAC -> slot holding it (SipHash with random keys: MACs can come from users).
-    macs: HashMap<[u8; 6], u32>,
+    /// The namespace looked up last.
+    last_ns: std::sync::atomic::AtomicU32,
     keys: RandomState,
     live: usize,
 }
 
-fn mac_key(m: MacAddr) -> [u8; 6] {
-    m.0
+impl Default for PodTable {
+    fn default() -> Self {
+        Self {
+            slots: Vec::new(),
+            free: Vec::new(),
+            names: Arena::default(),
+            arena_limit: OUTSIDE as usize,
+            long_names: HashMap::new(),
+            more_ips: HashMap::new(),
+            heads: Vec::new(),
+            named: 0,
+            mac_heads: Vec::new(),
+            macs: 0,
+            namespaces: Vec::new(),
+            ns_index: HashMap::new(),
+            last_ns: std::sync::atomic::AtomicU32::new(0),
+            keys: RandomState::new(),
+            live: 0,
+        }
+    }
+}
+
+fn bucket(h: u32, len: usize) -> usize {
+    h as usize & (len - 1)
 }
 
 impl PodTable {
+    #[cfg(test)]
+    fn with_arena_limit(limit: usize) -> Self {
+        Self {
+            arena_limit: limit,
+            ..Self::default()
+        }
+    }
+
     fn hash(&self, ns: u32, name: &str) -> u32 {
         self.keys.hash_one((ns, name)) as u32
     }
 
+    fn mac_hash(&self, mac: [u8; 6]) -> u32 {
+        self.keys.hash_one(mac) as u32
+    }
+
     fn ns_id(&self, namespace: &str) -> Option<u32> {
-        self.ns_index.get(namespace).copied()
+        // Consecutive requests are mostly from one namespace: compare before hashing.
+        let last = self.last_ns.load(std::sync::atomic::Ordering::Relaxed);
+        if self
+            .namespaces
+            .get(last as usize)
+            .is_some_and(|n| **n == *namespace)
+        {
+            return Some(last);
+        }
+        let id = self.ns_index.get(namespace).copied()?;
+        self.last_ns.store(id, std::sync::atomic::Ordering::Relaxed);
+        Some(id)
     }
 
     fn intern(&mut self, namespace: &str) -> u32 {
@@ -168,6 +225,29 @@ impl PodTable {
         id
     }
 
+    fn name_bytes(&self, id: u32) -> &[u8] {
+        let s = &self.slots[id as usize];
+        match s.name {
+            ANONYMOUS => &[],
+            OUTSIDE => self
+                .long_names
+                .get(&id)
+                .map(|n| n.as_bytes())
+                .unwrap_or_default(),
+            pos => self.names.get(pos).0,
+        }
+    }
+
+    /// The pod name of a slot ("" for an anonymous holder).
+    pub(crate) fn name(&self, id: u32) -> &str {
+        std::str::from_utf8(self.name_bytes(id)).unwrap_or_default()
+    }
+
+    /// Whether the slot belongs to a named pod (anonymous: a reserved address without one).
+    pub(crate) fn is_named(&self, id: u32) -> bool {
+        self.slots[id as usize].name != ANONYMOUS
+    }
+
     /// The slot of a named pod.
     pub(crate) fn find(&self, pod: &PodKey) -> Option<u32> {
         if pod.name.is_empty() {
@@ -178,10 +258,13 @@ impl PodTable {
     }
 
     fn find_hashed(&self, ns: u32, name: &str, h: u32) -> Option<u32> {
-        let mut cur = *self.index.get(&h)?;
+        if self.heads.is_empty() {
+            return None;
+        }
+        let mut cur = self.heads[bucket(h, self.heads.len())];
         while cur != NO_SLOT {
             let s = &self.slots[cur as usize];
-            if s.ns == ns && *s.name == *name {
+            if s.hash == h && s.ns == ns && self.name_bytes(cur) == name.as_bytes() {
                 return Some(cur);
             }
             cur = s.next;
@@ -189,14 +272,8 @@ impl PodTable {
         None
     }
 
-    fn alloc_slot(&mut self, ns: u32, name: &str) -> u32 {
-        let slot = PodSlot {
-            ns,
-            name: name.into(),
-            mac: None,
-            ips: IpRefs::Zero,
-            next: NO_SLOT,
-        };
+    fn alloc_slot(&mut self, ns: u32) -> u32 {
+        let slot = Slot { ns, ..FREE_SLOT };
         self.live += 1;
         match self.free.pop() {
             Some(i) => {
@@ -210,6 +287,20 @@ impl PodTable {
         }
     }
 
+    /// Rebuilds the pod index with twice the buckets.
+    fn grow_index(&mut self) {
+        let len = (self.heads.len() * 2).max(16);
+        let mut heads = vec![NO_SLOT; len];
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if s.ns != NO_SLOT && s.name != ANONYMOUS {
+                let b = bucket(s.hash, len);
+                s.next = heads[b];
+                heads[b] = i as u32;
+            }
+        }
+        self.heads = heads;
+    }
+
     /// The slot of a named pod, created when missing.
     pub(crate) fn find_or_insert(&mut self, namespace: &str, name: &str) -> u32 {
         let ns = self.intern(namespace);
@@ -217,113 +308,254 @@ impl PodTable {
         if let Some(s) = self.find_hashed(ns, name, h) {
             return s;
         }
-        let id = self.alloc_slot(ns, name);
-        let head = self.index.insert(h, id).unwrap_or(NO_SLOT);
-        self.slots[id as usize].next = head;
+        let id = self.alloc_slot(ns);
+        let pos = match self.names.push(name, self.arena_limit) {
+            Some(p) => p,
+            None => {
+                self.long_names.insert(id, name.into());
+                OUTSIDE
+            }
+        };
+        if self.named >= self.heads.len() {
+            self.grow_index();
+        }
+        let b = bucket(h, self.heads.len());
+        let s = &mut self.slots[id as usize];
+        s.hash = h;
+        s.name = pos;
+        s.next = self.heads[b];
+        self.heads[b] = id;
+        self.named += 1;
         id
     }
 
     /// A fresh unindexed slot for an anonymous reserved address.
     pub(crate) fn insert_anonymous(&mut self, namespace: &str) -> u32 {
         let ns = self.intern(namespace);
-        self.alloc_slot(ns, "")
-    }
-
-    pub(crate) fn slot(&self, id: u32) -> &PodSlot {
-        &self.slots[id as usize]
+        self.alloc_slot(ns)
     }
 
     pub(crate) fn namespace(&self, id: u32) -> &str {
-        &self.namespaces[self.slots[id as usize].ns as usize]
+        self.namespaces
+            .get(self.slots[id as usize].ns as usize)
+            .map(|n| &**n)
+            .unwrap_or_default()
     }
 
     /// The pod of a slot (`None` for anonymous slots).
     pub(crate) fn key(&self, id: u32) -> Option<PodKey> {
+        self.is_named(id)
+            .then(|| PodKey::new(self.namespace(id), self.name(id)))
+    }
+
+    /// The MAC of a slot.
+    pub(crate) fn mac(&self, id: u32) -> Option<MacAddr> {
         let s = &self.slots[id as usize];
-        if s.name.is_empty() {
-            None
+        s.has_mac.then_some(MacAddr(s.mac))
+    }
+
+    /// The addresses of a slot, in the order they were added.
+    pub(crate) fn ips(&self, id: u32) -> Vec<IpRef> {
+        let s = &self.slots[id as usize];
+        let mut v: Vec<IpRef> = s.ips[..usize::from(s.n_ips.min(2))].to_vec();
+        if s.n_ips > 2
+            && let Some(more) = self.more_ips.get(&id)
+        {
+            v.extend_from_slice(more);
+        }
+        v
+    }
+
+    fn set_ips(&mut self, id: u32, v: &[IpRef]) {
+        let s = &mut self.slots[id as usize];
+        s.ips = [NO_REF; 2];
+        for (d, r) in s.ips.iter_mut().zip(v) {
+            *d = *r;
+        }
+        if v.len() > 2 {
+            s.n_ips = 3;
+            self.more_ips.insert(id, v[2..].to_vec());
         } else {
-            Some(PodKey::new(self.namespace(id), &*s.name))
+            s.n_ips = v.len() as u8;
+            self.more_ips.remove(&id);
         }
     }
 
     pub(crate) fn add_ip(&mut self, id: u32, r: IpRef) {
-        self.slots[id as usize].ips.push(r);
+        let s = &mut self.slots[id as usize];
+        match s.n_ips {
+            0 | 1 => {
+                s.ips[usize::from(s.n_ips)] = r;
+                s.n_ips += 1;
+            }
+            2 => {
+                s.n_ips = 3;
+                self.more_ips.insert(id, vec![r]);
+            }
+            _ => self.more_ips.entry(id).or_default().push(r),
+        }
     }
 
     /// Removes an address from a slot and frees the slot (and its MAC) when it holds none.
     pub(crate) fn remove_ip(&mut self, id: u32, r: IpRef) {
         let s = &mut self.slots[id as usize];
-        s.ips.remove(r);
-        if s.ips.is_empty() {
+        match s.n_ips {
+            1 if s.ips[0] == r => s.n_ips = 0,
+            2 if s.ips[1] == r => s.n_ips = 1,
+            2 if s.ips[0] == r => {
+                s.ips[0] = s.ips[1];
+                s.n_ips = 1;
+            }
+            0..=2 => {}
+            _ => {
+                let mut v = self.ips(id);
+                if let Some(i) = v.iter().position(|x| *x == r) {
+                    v.remove(i);
+                    self.set_ips(id, &v);
+                }
+            }
+        }
+        if self.slots[id as usize].n_ips == 0 {
             self.free_slot(id);
         }
     }
 
-    fn free_slot(&mut self, id: u32) {
-        let (named, mac) = {
-            let s = &self.slots[id as usize];
-            (!s.name.is_empty(), s.mac)
-        };
-        if let Some(m) = mac {
-            self.unindex_mac(id, m);
+    /// Unlinks `id` from the chain starting at `*head` (through `link`).
+    fn unlink(slots: &mut [Slot], head: &mut u32, id: u32, link: fn(&mut Slot) -> &mut u32) {
+        let next = *link(&mut slots[id as usize]);
+        if *head == id {
+            *head = next;
+            return;
         }
-        if named {
-            let h = {
-                let s = &self.slots[id as usize];
-                self.hash(s.ns, &s.name)
-            };
-            let next = self.slots[id as usize].next;
-            if let Some(head) = self.index.get(&h).copied() {
-                if head == id {
-                    if next == NO_SLOT {
-                        self.index.remove(&h);
-                    } else {
-                        self.index.insert(h, next);
-                    }
-                } else {
-                    let mut cur = head;
-                    while cur != NO_SLOT {
-                        let n = self.slots[cur as usize].next;
-                        if n == id {
-                            self.slots[cur as usize].next = next;
-                            break;
-                        }
-                        cur = n;
-                    }
-                }
+        let mut cur = *head;
+        while cur != NO_SLOT {
+            let l = link(&mut slots[cur as usize]);
+            if *l == id {
+                *l = next;
+                return;
             }
+            cur = *l;
         }
-        let s = &mut self.slots[id as usize];
-        s.ns = NO_SLOT;
-        s.name = Box::default();
-        s.mac = None;
-        s.ips = IpRefs::Zero;
-        s.next = NO_SLOT;
-        self.free.push(id);
-        self.live -= 1;
     }
 
-    fn unindex_mac(&mut self, id: u32, mac: MacAddr) {
-        let k = mac_key(mac);
-        if self.macs.get(&k) == Some(&id) {
-            self.macs.remove(&k);
+    fn free_slot(&mut self, id: u32) {
+        self.unindex_mac(id);
+        let (name, h) = {
+            let s = &self.slots[id as usize];
+            (s.name, s.hash)
+        };
+        if name != ANONYMOUS {
+            if !self.heads.is_empty() {
+                let b = bucket(h, self.heads.len());
+                Self::unlink(&mut self.slots, &mut self.heads[b], id, |s| &mut s.next);
+            }
+            self.named -= 1;
+            if name == OUTSIDE {
+                self.long_names.remove(&id);
+            } else {
+                self.names.garbage += self.names.get(name).1;
+            }
         }
+        if self.slots[id as usize].n_ips > 2 {
+            self.more_ips.remove(&id);
+        }
+        self.slots[id as usize] = FREE_SLOT;
+        self.free.push(id);
+        self.live -= 1;
+        if self.names.garbage > COMPACT_MIN && self.names.garbage * 2 > self.names.bytes.len() {
+            self.compact_names();
+        }
+    }
+
+    /// Rewrites the arena with the live names only.
+    fn compact_names(&mut self) {
+        let live = self.names.bytes.len() - self.names.garbage;
+        let mut fresh = Arena {
+            bytes: Vec::with_capacity(live + live / 8),
+            garbage: 0,
+        };
+        for i in 0..self.slots.len() {
+            let pos = self.slots[i].name;
+            if self.slots[i].ns == NO_SLOT || pos == ANONYMOUS || pos == OUTSIDE {
+                continue;
+            }
+            let (name, _) = self.names.get(pos);
+            let name = std::str::from_utf8(name).unwrap_or_default();
+            // The fresh arena is smaller than the old one, so every name fits.
+            if let Some(p) = fresh.push(name, self.arena_limit) {
+                self.slots[i].name = p;
+            }
+        }
+        self.names = fresh;
+    }
+
+    fn unindex_mac(&mut self, id: u32) {
+        let s = &self.slots[id as usize];
+        if !s.has_mac {
+            return;
+        }
+        let mac = s.mac;
+        let indexed = s.name != ANONYMOUS;
+        self.slots[id as usize].has_mac = false;
+        if indexed && !self.mac_heads.is_empty() {
+            let b = bucket(self.mac_hash(mac), self.mac_heads.len());
+            Self::unlink(&mut self.slots, &mut self.mac_heads[b], id, |s| {
+                &mut s.mac_next
+            });
+            self.macs -= 1;
+        }
+        self.slots[id as usize].mac_next = NO_SLOT;
     }
 
     /// The slot holding a MAC.
     pub(crate) fn mac_holder(&self, mac: MacAddr) -> Option<u32> {
-        self.macs.get(&mac_key(mac)).copied()
+        if self.mac_heads.is_empty() {
+            return None;
+        }
+        let mut cur = self.mac_heads[bucket(self.mac_hash(mac.0), self.mac_heads.len())];
+        while cur != NO_SLOT {
+            let s = &self.slots[cur as usize];
+            if s.has_mac && s.mac == mac.0 {
+                return Some(cur);
+            }
+            cur = s.mac_next;
+        }
+        None
     }
 
-    /// Sets a slot's MAC (the caller checked it is not held by another slot).
+    fn grow_mac_index(&mut self) {
+        let len = (self.mac_heads.len() * 2).max(16);
+        let mut heads = vec![NO_SLOT; len];
+        for i in 0..self.slots.len() {
+            let s = &self.slots[i];
+            if s.ns != NO_SLOT && s.has_mac && s.name != ANONYMOUS {
+                let b = bucket(self.mac_hash(s.mac), len);
+                self.slots[i].mac_next = heads[b];
+                heads[b] = i as u32;
+            }
+        }
+        self.mac_heads = heads;
+    }
+
+    /// Sets a slot's MAC (the caller checked it is not held by another slot). Anonymous slots
+    /// keep it unindexed.
     pub(crate) fn set_mac(&mut self, id: u32, mac: MacAddr) {
-        if let Some(old) = self.slots[id as usize].mac.replace(mac) {
-            self.unindex_mac(id, old);
+        self.unindex_mac(id);
+        let named = self.slots[id as usize].name != ANONYMOUS;
+        // Grown before the slot has its MAC, so the rebuild does not chain it already.
+        if named && self.macs >= self.mac_heads.len() {
+            self.grow_mac_index();
         }
-        if !self.slots[id as usize].name.is_empty() {
-            self.macs.insert(mac_key(mac), id);
+        let s = &mut self.slots[id as usize];
+        s.mac = mac.0;
+        s.has_mac = true;
+        if !named {
+            return;
         }
+        let b = bucket(self.mac_hash(mac.0), self.mac_heads.len());
+        self.slots[id as usize].mac_next = self.mac_heads[b];
+        self.mac_heads[b] = id;
+        self.macs += 1;
     }
 
     /// Live slots with their addresses.
@@ -332,7 +564,7 @@ impl PodTable {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.ns != NO_SLOT)
-            .map(|(i, s)| (i as u32, s.ips.to_vec()))
+            .map(|(i, _)| (i as u32, self.ips(i as u32)))
     }
 
     /// Number of live slots.
@@ -342,14 +574,132 @@ impl PodTable {
 
     /// Approximate bytes owned (capacities, not lengths).
     pub(crate) fn approx_bytes(&self) -> usize {
-        let slots = self.slots.capacity() * std::mem::size_of::<PodSlot>()
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.free.capacity() * 4
+            + self.names.bytes.capacity()
+            + (self.heads.capacity() + self.mac_heads.capacity()) * 4
+            + self.more_ips.len() * 48
             + self
-                .slots
-                .iter()
-                .map(|s| s.name.len() + s.ips.heap_bytes())
-                .sum::<usize>();
-        // hashbrown: one control byte per bucket plus the entry.
-        let index = self.index.capacity() * (8 + 1) + self.macs.capacity() * (12 + 1);
-        slots + index + self.free.capacity() * 4
+                .long_names
+                .values()
+                .map(|n| n.len() + 24)
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(subnet: u32, offset: u32) -> IpRef {
+        IpRef { subnet, offset }
+    }
+
+    #[test]
+    fn slot_stays_small() {
+        assert!(std::mem::size_of::<Slot>() <= 44);
+    }
+
+    #[test]
+    fn names_ips_and_macs_survive_churn_and_compaction() {
+        let mut t = PodTable::default();
+        let mut live: Vec<(String, u32)> = Vec::new();
+        for round in 0..6u32 {
+            for i in 0..3000u32 {
+                let name = format!("pod-{round}-{i}-{}", "x".repeat((i % 200) as usize));
+                let id = t.find_or_insert(&format!("ns{}", i % 3), &name);
+                t.add_ip(id, r(round, i));
+                t.set_mac(id, MacAddr([2, 0, round as u8, (i >> 8) as u8, i as u8, 1]));
+                live.push((name, id));
+            }
+            // Free two thirds: the arena becomes mostly garbage and is compacted.
+            let mut keep = Vec::new();
+            for (k, (name, id)) in live.drain(..).enumerate() {
+                if k % 3 == 0 {
+                    keep.push((name, id));
+                } else {
+                    let ips = t.ips(id);
+                    for x in ips {
+                        t.remove_ip(id, x);
+                    }
+                }
+            }
+            live = keep;
+            for (name, id) in &live {
+                assert_eq!(t.name(*id), name);
+                let ns = t.namespace(*id).to_string();
+                assert_eq!(t.find(&PodKey::new(ns, name.clone())), Some(*id));
+                let mac = t.mac(*id).unwrap();
+                assert_eq!(t.mac_holder(mac), Some(*id));
+            }
+            assert_eq!(t.len(), live.len());
+        }
+        assert!(
+            t.names.bytes.len() < 2 * (t.names.bytes.len() - t.names.garbage) + COMPACT_MIN + 512,
+            "compacted"
+        );
+    }
+
+    #[test]
+    fn more_than_two_addresses_keep_their_order() {
+        let mut t = PodTable::default();
+        let id = t.find_or_insert("ns", "p");
+        for k in 0..5 {
+            t.add_ip(id, r(0, k));
+        }
+        assert_eq!(t.ips(id), (0..5).map(|k| r(0, k)).collect::<Vec<_>>());
+        t.remove_ip(id, r(0, 1));
+        t.remove_ip(id, r(0, 3));
+        assert_eq!(t.ips(id), vec![r(0, 0), r(0, 2), r(0, 4)]);
+        t.remove_ip(id, r(0, 0));
+        assert_eq!(t.ips(id), vec![r(0, 2), r(0, 4)]);
+        assert!(t.more_ips.is_empty());
+        t.remove_ip(id, r(9, 9));
+        assert_eq!(t.ips(id).len(), 2);
+        t.remove_ip(id, r(0, 2));
+        t.remove_ip(id, r(0, 4));
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.find(&PodKey::new("ns", "p")), None);
+    }
+
+    #[test]
+    fn names_past_the_arena_limit_are_kept_outside() {
+        let mut t = PodTable::with_arena_limit(40);
+        let a = t.find_or_insert("ns", "a-name-of-twenty-chars");
+        let b = t.find_or_insert("ns", "another-name-of-twenty");
+        t.add_ip(a, r(0, 1));
+        t.add_ip(b, r(0, 2));
+        assert_eq!(t.slots[b as usize].name, OUTSIDE);
+        assert_eq!(t.name(b), "another-name-of-twenty");
+        assert_eq!(
+            t.find(&PodKey::new("ns", "another-name-of-twenty")),
+            Some(b)
+        );
+        assert_eq!(
+            t.find(&PodKey::new("ns", "a-name-of-twenty-chars")),
+            Some(a)
+        );
+        t.remove_ip(b, r(0, 2));
+        assert!(t.long_names.is_empty());
+        assert_eq!(t.find(&PodKey::new("ns", "another-name-of-twenty")), None);
+    }
+
+    #[test]
+    fn anonymous_slots_are_not_indexed() {
+        let mut t = PodTable::default();
+        let a = t.insert_anonymous("ns");
+        t.add_ip(a, r(0, 1));
+        t.set_mac(a, MacAddr([2, 0, 0, 0, 0, 1]));
+        assert!(!t.is_named(a));
+        assert_eq!(t.name(a), "");
+        assert_eq!(t.key(a), None);
+        assert_eq!(t.mac(a), Some(MacAddr([2, 0, 0, 0, 0, 1])));
+        assert_eq!(t.mac_holder(MacAddr([2, 0, 0, 0, 0, 1])), None);
+        let p = t.find_or_insert("ns", "p");
+        t.add_ip(p, r(0, 2));
+        t.set_mac(p, MacAddr([2, 0, 0, 0, 0, 1]));
+        assert_eq!(t.mac_holder(MacAddr([2, 0, 0, 0, 0, 1])), Some(p));
+        t.remove_ip(a, r(0, 1));
+        assert_eq!(t.mac_holder(MacAddr([2, 0, 0, 0, 0, 1])), Some(p));
     }
 }

@@ -217,7 +217,7 @@ impl Ipam {
         // in its IPInstance only, so it can neither collide with nor block a pod's MAC.
         if let Some(mac) = inst.mac
             && inst.pod.is_some()
-            && net.pods.slot(slot).mac.is_none()
+            && net.pods.mac(slot).is_none()
         {
             match net.pods.mac_holder(mac) {
                 Some(other) if other != slot => {

@@ -1,7 +1,6 @@
 //! One subnet's state: a bitmap of addresses the allocator may not pick (held or blocked), the
 //! holders of held addresses by offset, the round-robin cursor and the counters of upstream `pkg/ipam/types/usage.go`.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use hybridnet_api::ipmath::ip_to_u128;
@@ -10,14 +9,9 @@ use hybridnet_api::v1::IpVersion;
 
 use super::bitmap::Bitmap;
 use super::error::IpamError;
+pub(crate) use super::holders::Holder;
+use super::holders::Holders;
 use super::types::{HoldState, SubnetInput, Usage};
-
-/// Who holds an address: a slot of the network's pod table and the state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Holder {
-    pub slot: u32,
-    pub state: HoldState,
-}
 
 #[derive(Debug)]
 pub(crate) struct SubnetState {
@@ -29,7 +23,7 @@ pub(crate) struct SubnetState {
     /// Bit set: not automatically allocatable (held, gateway, excluded or spec-reserved).
     bits: Bitmap,
     /// Holders by offset from `range.start`.
-    pub holders: BTreeMap<u32, Holder>,
+    pub holders: Holders,
     /// Offset of the last automatically allocated address (`status.lastAllocatedIP`).
     pub cursor: Option<u32>,
     total: u64,
@@ -75,7 +69,7 @@ impl SubnetState {
             net_id: input.net_id,
             private: input.private,
             bits: Bitmap::new(span),
-            holders: BTreeMap::new(),
+            holders: Holders::new(span),
             cursor: None,
             total: 0,
             used: 0,
@@ -156,12 +150,12 @@ impl SubnetState {
         }
         let mut used = 0;
         let mut reserved_held = 0;
-        for (off, h) in &self.holders {
-            bits.set(*off);
-            if self.counts_as_used(*off) {
+        for (off, h) in self.holders.iter() {
+            bits.set(off);
+            if self.counts_as_used(off) {
                 used += 1;
             }
-            if self.counts_as_reserved(*off, h) {
+            if self.counts_as_reserved(off, &h) {
                 reserved_held += 1;
             }
         }
@@ -230,7 +224,7 @@ impl SubnetState {
     }
 
     pub(crate) fn holder(&self, off: u32) -> Option<Holder> {
-        self.holders.get(&off).copied()
+        self.holders.get(off)
     }
 
     /// Records a holding at a free offset (the caller checked it is free).
@@ -248,9 +242,7 @@ impl SubnetState {
 
     /// Replaces the holder of a held offset (re-take, transfer, reserve).
     pub(crate) fn set_holder(&mut self, off: u32, holder: Holder) -> Option<Holder> {
-        let slot = self.holders.get_mut(&off)?;
-        let old = *slot;
-        *slot = holder;
+        let old = self.holders.replace(off, holder)?;
         match (
             self.counts_as_reserved(off, &old),
             self.counts_as_reserved(off, &holder),
@@ -264,7 +256,7 @@ impl SubnetState {
 
     /// Frees a held offset.
     pub(crate) fn release(&mut self, off: u32) -> Option<Holder> {
-        let h = self.holders.remove(&off)?;
+        let h = self.holders.remove(off)?;
         if !self.is_blocked(off) {
             self.bits.clear(off);
         }
@@ -296,13 +288,13 @@ impl SubnetState {
         }
         let used = self
             .holders
-            .keys()
-            .filter(|o| self.counts_as_used(**o))
+            .iter()
+            .filter(|(o, _)| self.counts_as_used(*o))
             .count() as u64;
         let reserved = self
             .holders
             .iter()
-            .filter(|(o, h)| self.counts_as_reserved(**o, h))
+            .filter(|(o, h)| self.counts_as_reserved(*o, h))
             .count() as u64;
         (
             Usage {
@@ -315,13 +307,13 @@ impl SubnetState {
         )
     }
 
-    /// Approximate bytes owned by this subnet (struct, bitmap, range sets, holder map nodes).
+    /// Approximate bytes owned by this subnet (struct, bitmap, range sets, holder pages).
     pub(crate) fn approx_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.name.capacity()
             + self.network.capacity()
             + self.bits.heap_bytes()
             + (self.range.reserved.len() + self.range.excluded.len()) * 24
-            + self.holders.len() * 16
+            + self.holders.heap_bytes()
     }
 }
