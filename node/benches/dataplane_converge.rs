@@ -1,10 +1,13 @@
 //! Time for the agent to converge (read host + plan + apply) after 1,000 remote VTEPs and 20,000
 //! remote pod IPs appear, inside a network namespace this benchmark creates (root required).
 //!
-//! Both reconcile paths of the agent in one run: the full resync (read the host, plan, dump and
-//! diff every kind of kernel object) and the incremental one (diff against what the last apply
-//! left, no dump; what the agent does between full resyncs when no notification says the kernel
-//! changed).
+//! The reconcile paths in one run, alternately: the full resync (read the host, plan from
+//! scratch, dump and diff every kind of kernel object); the incremental one (the plan updated per
+//! changed object, `PlanState`, and diffed against what the last apply left, no dump; what the
+//! agent does between full resyncs when no notification says the kernel changed); and, as the
+//! baseline, the agent before per-object planning (the plan rebuilt from all objects on every API
+//! event, then diffed against the last apply). Every phase is measured by one function,
+//! [`reconcile`].
 //!
 //! Run: `cargo bench -p hybridnet-node --bench dataplane_converge`
 //! (`HN_BENCH_VTEPS` / `HN_BENCH_PODS` change the sizes, `HN_BENCH_RUNS` the repetitions).
@@ -18,9 +21,10 @@ use std::time::Instant;
 
 use hybridnet_api::constants::label;
 use hybridnet_api::v1::*;
+use hybridnet_node::DataPlanePlan;
 use hybridnet_node::dataplane::netns::run_in_netns;
-use hybridnet_node::dataplane::{Applier, KernelChanges, NftRunner, read_host_state};
-use hybridnet_node::plan::{ApiState, PlanConfig, build_plan};
+use hybridnet_node::dataplane::{Applier, ApplyReport, KernelChanges, NftRunner, read_host_state};
+use hybridnet_node::plan::{ApiState, PlanConfig, PlanState, build_plan};
 
 fn sh(args: &[&str]) {
     let ok = Command::new(args[0])
@@ -185,12 +189,7 @@ fn main() -> anyhow::Result<()> {
         "eth0",
     ]);
 
-    let load_before = std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let load_before = loadavg();
     let base = api(0, 0);
     let full = api(vteps, pods);
     let more = api(vteps, pods + 100);
@@ -203,17 +202,22 @@ fn main() -> anyhow::Result<()> {
         let mut a = Applier::new(h.clone(), cfg.tables.clone(), NftRunner::default());
         let mut full_rows = Vec::new();
         let mut incr_rows = Vec::new();
+        let mut rebuilt_rows = Vec::new();
         for _ in 0..runs {
-            // Full path: every reconcile reads the host, plans, dumps and diffs everything (the
-            // full resync; before #19 every reconcile).
+            // Full path: every reconcile reads the host, plans from scratch, dumps and diffs
+            // everything (the full resync; before #19 every reconcile).
             full_rows.push(measure(&mut a, &h, &cfg, &base, &full, &more, Path::Full).await?);
-            // Incremental path: diffs against what the last apply left; no kernel dump.
+            // Incremental path: the plan is updated per changed object and diffed against what
+            // the last apply left; no kernel dump.
             incr_rows
                 .push(measure(&mut a, &h, &cfg, &base, &full, &more, Path::Incremental).await?);
+            // The agent before per-object planning: the plan rebuilt from all objects on every
+            // API event, then diffed against the last apply.
+            rebuilt_rows.push(measure(&mut a, &h, &cfg, &base, &full, &more, Path::Rebuilt).await?);
         }
-        Ok((full_rows, incr_rows))
+        Ok((full_rows, incr_rows, rebuilt_rows))
     })?;
-    let (full_rows, incr_rows) = out;
+    let (full_rows, incr_rows, rebuilt_rows) = out;
     println!(
         "dataplane_converge: {vteps} remote VTEPs, {pods} remote pod IPs, {runs} runs (median, max)"
     );
@@ -223,55 +227,50 @@ fn main() -> anyhow::Result<()> {
         "  programmed: {} FDB entries, {} neighbour entries, {} kernel changes",
         r.fdb, r.neigh, r.changes
     );
-    println!("  wall clock median (max) | CPU time of the thread median (max):");
+    println!(
+        "  wall clock median (max) | CPU time of the thread median (max) | of which planning:"
+    );
     for (label, rows) in [
-        ("full (dump + diff)", &full_rows),
-        ("incremental", &incr_rows),
+        ("full (plan from scratch, dump + diff)", &full_rows),
+        (
+            "incremental (plan per object, diff against the last apply)",
+            &incr_rows,
+        ),
+        (
+            "before: plan from scratch per event, diff against the last apply",
+            &rebuilt_rows,
+        ),
     ] {
         println!("  {label}:");
-        let col = |f: fn(&Row) -> f64| {
-            let mut v: Vec<f64> = rows.iter().map(f).collect();
-            v.sort_by(|a, b| a.total_cmp(b));
-            format!("{:.4} s ({:.4})", v[v.len() / 2], v[v.len() - 1])
-        };
+        for (k, phase) in PHASES.iter().enumerate() {
+            let col = |f: fn(&Sample) -> f64| {
+                let mut v: Vec<f64> = rows.iter().map(|r| f(&r.phases[k])).collect();
+                v.sort_by(|a, b| a.total_cmp(b));
+                format!("{:.4} s ({:.4})", v[v.len() / 2], v[v.len() - 1])
+            };
+            println!(
+                "    {phase}: {} | CPU {} | plan {}",
+                col(|s| s.wall),
+                col(|s| s.cpu),
+                col(|s| s.plan)
+            );
+        }
         println!(
-            "    converge from empty: {} | CPU {}",
-            col(|r| r.converge),
-            col(|r| r.cpu_converge)
-        );
-        println!(
-            "      read host {}, plan {}, apply {}",
-            col(|r| r.read),
-            col(|r| r.plan),
-            col(|r| r.apply)
-        );
-        println!(
-            "    no-op reconcile (plan rebuilt): {} | CPU {}",
-            col(|r| r.noop),
-            col(|r| r.cpu_noop)
-        );
-        println!("      of which plan {}", col(|r| r.noop_plan));
-        println!(
-            "    no-op reconcile (same input, plan kept): {} | CPU {}",
-            col(|r| r.noop_same),
-            col(|r| r.cpu_noop_same)
-        );
-        println!(
-            "    +100 remote pods: {} | CPU {} ({} kernel changes)",
-            col(|r| r.incr),
-            col(|r| r.cpu_incr),
+            "    (+100 remote pods: {} kernel changes)",
             rows[0].incr_changes
         );
     }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "  load average after: {}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    println!("  load average after: {}", loadavg());
     Ok(())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// CPU time of the calling thread (user + system, including the kernel's work in its netlink
@@ -292,42 +291,79 @@ fn cpu() -> f64 {
 enum Path {
     Full,
     Incremental,
+    Rebuilt,
+}
+
+const PHASES: [&str; 4] = [
+    "converge from empty",
+    "no-op reconcile after an API event that changes nothing",
+    "no-op reconcile, same input (plan kept)",
+    "+100 remote pods",
+];
+
+/// One measured phase: wall clock, thread CPU time, and the planning part of the wall clock.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    wall: f64,
+    cpu: f64,
+    plan: f64,
 }
 
 struct Row {
     fdb: usize,
     neigh: usize,
     changes: usize,
-    read: f64,
-    plan: f64,
-    apply: f64,
-    converge: f64,
-    noop: f64,
-    noop_plan: f64,
-    noop_same: f64,
-    incr: f64,
     incr_changes: usize,
-    cpu_converge: f64,
-    cpu_noop: f64,
-    cpu_noop_same: f64,
-    cpu_incr: f64,
+    phases: [Sample; 4],
 }
 
-async fn apply(
+/// Measures one reconcile: `plan` plans (timed as the planning part): it returns a plan built
+/// from scratch, or `None` when the plan is `state`'s (updated in place or kept). That plan is
+/// then applied on `path`. Returns the apply report, the sample and the plan `plan` returned.
+async fn reconcile(
     a: &mut Applier,
-    plan: &hybridnet_node::DataPlanePlan,
     path: Path,
-) -> anyhow::Result<hybridnet_node::dataplane::ApplyReport> {
+    state: &mut Option<PlanState>,
+    plan: impl AsyncFnOnce(&mut Option<PlanState>) -> anyhow::Result<Option<DataPlanePlan>>,
+) -> anyhow::Result<(ApplyReport, Sample, Option<DataPlanePlan>)> {
+    let c0 = cpu();
+    let t0 = Instant::now();
+    let owned = plan(state).await?;
+    let t_plan = t0.elapsed();
+    let p = match (&owned, state.as_ref()) {
+        (Some(p), _) => p,
+        (None, Some(s)) => s.plan(),
+        (None, None) => anyhow::bail!("no plan"),
+    };
     let rep = match path {
-        Path::Full => a.apply(plan).await?,
-        Path::Incremental => a.apply_changes(plan, KernelChanges::default()).await?,
+        Path::Full => a.apply(p).await?,
+        Path::Incremental | Path::Rebuilt => a.apply_changes(p, KernelChanges::default()).await?,
+    };
+    let sample = Sample {
+        wall: t0.elapsed().as_secs_f64(),
+        cpu: cpu() - c0,
+        plan: t_plan.as_secs_f64(),
     };
     anyhow::ensure!(
         rep.errors.is_empty(),
         "apply errors: {:?}",
         &rep.errors[..rep.errors.len().min(3)]
     );
-    Ok(rep)
+    Ok((rep, sample, owned))
+}
+
+/// The IPInstance changes between two API states (those only in `after`).
+fn added(before: &ApiState, after: &ApiState) -> Vec<(String, String, Option<Arc<IPInstance>>)> {
+    after.ip_instances[before.ip_instances.len()..]
+        .iter()
+        .map(|o| {
+            (
+                o.metadata.namespace.clone().unwrap_or_default(),
+                o.metadata.name.clone().unwrap_or_default(),
+                Some(o.clone()),
+            )
+        })
+        .collect()
 }
 
 async fn measure(
@@ -343,84 +379,76 @@ async fn measure(
     let host = read_host_state(h, &cfg.tables).await?;
     a.apply(&build_plan(base, &host, cfg)).await?;
 
-    // Converge: the incremental path reads the host only when notifications say it changed;
-    // here it did not (the remote nodes are API objects), so it plans from the host it has.
-    let c0 = cpu();
-    let t0 = Instant::now();
-    let host = read_host_state(h, &cfg.tables).await?;
-    let t_read = t0.elapsed();
-    let c1 = cpu();
-    let t1 = Instant::now();
-    let plan = build_plan(full, &host, cfg);
-    let t_plan = t1.elapsed();
-    let t2 = Instant::now();
-    let rep = apply(a, &plan, path).await?;
-    let t_apply = t2.elapsed();
-    let converge = match path {
-        Path::Full => t0.elapsed(),
-        Path::Incremental => t1.elapsed(),
-    };
-    let cpu_converge = cpu()
-        - match path {
-            Path::Full => c0,
-            Path::Incremental => c1,
-        };
+    // Converge. Full: reads the host and plans from scratch. Incremental: the agent plans from
+    // scratch once, when its watches list, and keeps the state.
+    let mut state: Option<PlanState> = None;
+    let (rep, converge, owned) = reconcile(a, path, &mut state, async |st| {
+        let host = read_host_state(h, &cfg.tables).await?;
+        let s = PlanState::new(full, &host, cfg);
+        Ok(match path {
+            Path::Full | Path::Rebuilt => Some(s.into_plan()),
+            Path::Incremental => {
+                *st = Some(s);
+                None
+            }
+        })
+    })
+    .await?;
+    let counted = owned.as_ref().or(state.as_ref().map(PlanState::plan));
+    let (fdb, neigh) = counted.map_or((0, 0), |p| (p.fdb.len(), p.vxlan_neighbours.len()));
 
-    // A reconcile with nothing to do. Full: reads the host and dumps everything. Incremental:
-    // an API event that changes nothing (same objects), so the plan is rebuilt and diffed.
-    let c3 = cpu();
-    let t3 = Instant::now();
-    let host2 = match path {
-        Path::Full => read_host_state(h, &cfg.tables).await?,
-        Path::Incremental => host.clone(),
+    // An API event that changes nothing (one IPInstance sent again as it is). Full: read the
+    // host, plan from scratch, dump and diff. Incremental: update the plan for that one object.
+    let n = full.ip_instances.len();
+    let last_one = ApiState {
+        ip_instances: full.ip_instances[..n - 1].to_vec(),
+        ..ApiState::default()
     };
-    let t3p = Instant::now();
-    let plan2 = build_plan(full, &host2, cfg);
-    let noop_plan = t3p.elapsed();
-    let rep2 = apply(a, &plan2, path).await?;
-    let noop = t3.elapsed();
-    let cpu_noop = cpu() - c3;
+    let same = added(&last_one, full);
+    let (rep2, noop, kept) = reconcile(a, path, &mut state, async |st| match (path, st) {
+        (Path::Incremental, Some(st)) => {
+            let up = st.update_ip_instances(same);
+            anyhow::ensure!(up.changed == 0, "the plan changed: {up:?}");
+            Ok(None)
+        }
+        (Path::Rebuilt, _) => Ok(Some(build_plan(full, &host, cfg))),
+        _ => {
+            let host = read_host_state(h, &cfg.tables).await?;
+            Ok(Some(build_plan(full, &host, cfg)))
+        }
+    })
+    .await?;
     anyhow::ensure!(rep2.is_noop(), "no-op reconcile changed {:?}", rep2.changes);
 
     // Same input (no API event, no notification): the plan is kept, only the apply runs.
-    let c5 = cpu();
-    let t5 = Instant::now();
-    let rep5 = apply(a, &plan2, path).await?;
-    let noop_same = t5.elapsed();
-    let cpu_noop_same = cpu() - c5;
+    let (rep5, noop_same, _) = reconcile(a, path, &mut state, async |_| Ok(kept)).await?;
     anyhow::ensure!(rep5.is_noop(), "no-op reconcile changed {:?}", rep5.changes);
 
-    let c4 = cpu();
-    let t4 = Instant::now();
-    let host3 = match path {
-        Path::Full => read_host_state(h, &cfg.tables).await?,
-        Path::Incremental => host,
-    };
-    let plan3 = build_plan(more, &host3, cfg);
-    let rep3 = apply(a, &plan3, path).await?;
-    let incr = t4.elapsed();
-    let cpu_incr = cpu() - c4;
+    // 100 more remote pods.
+    let new = added(full, more);
+    let (rep3, incr, _) = reconcile(a, path, &mut state, async |st| match (path, st) {
+        (Path::Incremental, Some(st)) => {
+            let up = st.update_ip_instances(new);
+            anyhow::ensure!(up.resolved == 100, "resolved {up:?}");
+            Ok(None)
+        }
+        (Path::Rebuilt, _) => Ok(Some(build_plan(more, &host, cfg))),
+        _ => {
+            let host = read_host_state(h, &cfg.tables).await?;
+            Ok(Some(build_plan(more, &host, cfg)))
+        }
+    })
+    .await?;
     anyhow::ensure!(
         rep3.total_changes() == 100,
         "+100 pods changed {:?}",
         rep3.changes
     );
     Ok(Row {
-        fdb: plan.fdb.len(),
-        neigh: plan.vxlan_neighbours.len(),
+        fdb,
+        neigh,
         changes: rep.total_changes(),
-        read: t_read.as_secs_f64(),
-        plan: t_plan.as_secs_f64(),
-        apply: t_apply.as_secs_f64(),
-        converge: converge.as_secs_f64(),
-        noop: noop.as_secs_f64(),
-        noop_plan: noop_plan.as_secs_f64(),
-        noop_same: noop_same.as_secs_f64(),
-        incr: incr.as_secs_f64(),
         incr_changes: rep3.total_changes(),
-        cpu_converge,
-        cpu_noop,
-        cpu_noop_same,
-        cpu_incr,
+        phases: [converge, noop, noop_same, incr],
     })
 }

@@ -1,6 +1,7 @@
 //! The agent's watch caches and the state its tasks share (reconcile loop, health server, CNI
 //! server).
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use futures::StreamExt;
 use hybridnet_api::multicluster::{RemoteSubnet, RemoteVtep};
 use hybridnet_api::v1::{IPInstance, Network, NodeInfo, Subnet};
 use k8s_openapi::api::core::v1::Node;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -20,7 +21,7 @@ use tracing::warn;
 
 use super::Metrics;
 
-use crate::plan::{ApiState, node_status_addresses};
+use crate::plan::{ApiState, PlanState, PlanUpdate, node_status_addresses};
 
 /// The agent's watch caches.
 #[derive(Clone)]
@@ -33,20 +34,114 @@ pub struct Caches {
     /// Other clusters' Subnets and nodes (docs/multicluster.md); their CRDs may be missing.
     pub remote_subnets: OptionalStore<RemoteSubnet>,
     pub remote_vteps: OptionalStore<RemoteVtep>,
-    /// Counts the watch events applied to the stores (incremented after the store changed): a
-    /// reconcile that sees the same value as the last one has the same API input.
-    pub generation: Arc<AtomicU64>,
+    /// What changed since the reconcile loop last took it (recorded after the store changed).
+    pub changes: Arc<std::sync::Mutex<ApiChanges>>,
+}
+
+/// The watched objects that changed since the reconcile loop last looked: IPInstances and
+/// NodeInfos by key, so the plan is updated per object ([`PlanState`]); anything else means
+/// planning from scratch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApiChanges {
+    /// A Node, Network, Subnet, RemoteSubnet or RemoteVtep changed, a watch (re)listed, or too
+    /// many keys piled up.
+    pub everything: bool,
+    /// (namespace, name).
+    pub ip_instances: BTreeSet<(String, String)>,
+    pub node_infos: BTreeSet<String>,
+}
+
+/// Which change log entry a watched kind makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    IpInstance,
+    NodeInfo,
+    /// Nodes, Networks, Subnets, RemoteSubnets, RemoteVteps: few objects, wide effects.
+    Other,
+}
+
+impl ApiChanges {
+    /// Keys kept before a burst is treated as "everything changed" (planning from scratch costs
+    /// about as much as updating this many objects one by one).
+    pub const MAX_KEYS: usize = 5_000;
+
+    pub fn is_empty(&self) -> bool {
+        !self.everything && self.ip_instances.is_empty() && self.node_infos.is_empty()
+    }
+
+    fn note<K: Resource>(&mut self, kind: Kind, ev: &watcher::Event<K>) {
+        let obj = match ev {
+            watcher::Event::Apply(o) | watcher::Event::Delete(o) => o,
+            // A (re)list: the store was replaced.
+            watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => {
+                self.everything = true;
+                return;
+            }
+        };
+        let m = obj.meta();
+        let name = m.name.clone().unwrap_or_default();
+        match kind {
+            Kind::IpInstance => {
+                self.ip_instances
+                    .insert((m.namespace.clone().unwrap_or_default(), name));
+            }
+            Kind::NodeInfo => {
+                self.node_infos.insert(name);
+            }
+            Kind::Other => self.everything = true,
+        }
+        if self.ip_instances.len() + self.node_infos.len() > Self::MAX_KEYS {
+            self.everything = true;
+        }
+        if self.everything {
+            self.ip_instances.clear();
+            self.node_infos.clear();
+        }
+    }
 }
 
 impl Caches {
-    /// The current [`Caches::generation`]; read it before taking a snapshot.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
+    /// Takes the changes recorded since the last call (everything when the log is unusable).
+    pub fn take_changes(&self) -> ApiChanges {
+        self.changes
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_else(|_| ApiChanges {
+                everything: true,
+                ..Default::default()
+            })
     }
 
-    /// A snapshot of the caches as planner input (Networks and Subnets, a handful, are copied;
-    /// IPInstances and NodeInfos are shared).
-    pub fn snapshot(&self, node_name: &str) -> ApiState {
+    /// Updates `state` with the current version of every changed IPInstance and NodeInfo.
+    pub fn update_plan(&self, state: &mut PlanState, changes: ApiChanges) -> PlanUpdate {
+        let mut up =
+            state.update_ip_instances(changes.ip_instances.into_iter().map(|(ns, name)| {
+                let obj = self.ip_instances.get(&ObjectRef::new(&name).within(&ns));
+                (ns, name, obj)
+            }));
+        if !changes.node_infos.is_empty() {
+            let n = state.update_node_infos(changes.node_infos.into_iter().map(|name| {
+                let obj = self.node_infos.get(&ObjectRef::new(&name));
+                (name, obj)
+            }));
+            up.resolved += n.resolved;
+            up.changed += n.changed;
+        }
+        up
+    }
+
+    /// Like [`Caches::snapshot`] without the IPInstances, unless this node is in a BGP network
+    /// (its announcements are the local pods of BGP subnets): what the BGP step reads between
+    /// plans from scratch.
+    pub fn snapshot_for_bgp(&self, node_name: &str) -> ApiState {
+        let mut api = self.snapshot_without_ip_instances(node_name);
+        if crate::bgp::needs_ip_instances(&api) {
+            api.ip_instances = self.ip_instances.state();
+        }
+        api
+    }
+
+    fn snapshot_without_ip_instances(&self, node_name: &str) -> ApiState {
         let node_addresses = self
             .nodes
             .state()
@@ -64,8 +159,7 @@ impl Caches {
                 .map(|x| (**x).clone())
                 .collect(),
             subnets: self.subnets.state().iter().map(|x| (**x).clone()).collect(),
-            // Shared with the store: no IPInstance or NodeInfo is copied.
-            ip_instances: self.ip_instances.state(),
+            ip_instances: Vec::new(),
             node_infos: self.node_infos.state(),
             remote_subnets: self
                 .remote_subnets
@@ -75,6 +169,16 @@ impl Caches {
                 .map(|x| (**x).clone())
                 .collect(),
             remote_vteps: self.remote_vteps.store.state(),
+        }
+    }
+
+    /// A snapshot of the caches as planner input (Networks and Subnets, a handful, are copied;
+    /// IPInstances and NodeInfos are shared).
+    pub fn snapshot(&self, node_name: &str) -> ApiState {
+        ApiState {
+            // Shared with the store: no IPInstance or NodeInfo is copied.
+            ip_instances: self.ip_instances.state(),
+            ..self.snapshot_without_ip_instances(node_name)
         }
     }
 }
@@ -122,7 +226,7 @@ fn resource_missing(e: &watcher::Error) -> Option<u16> {
 fn spawn_optional_reflector<K>(
     api: Api<K>,
     shared: Arc<Shared>,
-    generation: Arc<AtomicU64>,
+    changes: Arc<std::sync::Mutex<ApiChanges>>,
     what: &'static str,
 ) -> OptionalStore<K>
 where
@@ -139,9 +243,12 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(_) => {
+                Ok(ev) => {
                     absent_tx.send_if_modified(|a| std::mem::replace(a, false));
-                    generation.fetch_add(1, Ordering::SeqCst);
+                    match changes.lock() {
+                        Ok(mut c) => c.note(Kind::Other, &ev),
+                        Err(e) => e.into_inner().everything = true,
+                    }
                     shared.trigger.notify_one()
                 }
                 Err(e) if let Some(code) = resource_missing(&e) => {
@@ -249,7 +356,8 @@ fn spawn_reflector<K>(
     api: Api<K>,
     cfg: watcher::Config,
     shared: Arc<Shared>,
-    generation: Arc<AtomicU64>,
+    changes: Arc<std::sync::Mutex<ApiChanges>>,
+    kind: Kind,
     what: &'static str,
 ) -> Store<K>
 where
@@ -262,9 +370,12 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(_) => {
+                Ok(ev) => {
                     // The reflector applied the event to the store before yielding it.
-                    generation.fetch_add(1, Ordering::SeqCst);
+                    match changes.lock() {
+                        Ok(mut c) => c.note(kind, &ev),
+                        Err(e) => e.into_inner().everything = true,
+                    }
                     shared.trigger.notify_one()
                 }
                 Err(e) => warn!(resource = what, error = %e, "watch error (retrying)"),
@@ -276,56 +387,64 @@ where
 
 /// Starts the watches.
 pub fn start_caches(client: &Client, node_name: &str, shared: &Arc<Shared>) -> Caches {
-    let generation = Arc::new(AtomicU64::new(0));
+    let changes = Arc::new(std::sync::Mutex::new(ApiChanges {
+        everything: true,
+        ..Default::default()
+    }));
     Caches {
         nodes: spawn_reflector(
             Api::<Node>::all(client.clone()),
             watcher::Config::default().fields(&format!("metadata.name={node_name}")),
             shared.clone(),
-            generation.clone(),
+            changes.clone(),
+            Kind::Other,
             "Node",
         ),
         networks: spawn_reflector(
             Api::all(client.clone()),
             watcher::Config::default(),
             shared.clone(),
-            generation.clone(),
+            changes.clone(),
+            Kind::Other,
             "Network",
         ),
         subnets: spawn_reflector(
             Api::all(client.clone()),
             watcher::Config::default(),
             shared.clone(),
-            generation.clone(),
+            changes.clone(),
+            Kind::Other,
             "Subnet",
         ),
         ip_instances: spawn_reflector(
             Api::all(client.clone()),
             watcher::Config::default(),
             shared.clone(),
-            generation.clone(),
+            changes.clone(),
+            Kind::IpInstance,
             "IPInstance",
         ),
         node_infos: spawn_reflector(
             Api::all(client.clone()),
             watcher::Config::default(),
             shared.clone(),
-            generation.clone(),
+            changes.clone(),
+            Kind::NodeInfo,
             "NodeInfo",
         ),
         remote_subnets: spawn_optional_reflector(
             Api::all(client.clone()),
             shared.clone(),
-            generation.clone(),
+            changes.clone(),
             "RemoteSubnet",
         ),
         remote_vteps: spawn_optional_reflector(
             Api::all(client.clone()),
             shared.clone(),
-            generation.clone(),
+            changes.clone(),
             "RemoteVtep",
         ),
-        generation,
+        changes,
     }
 }
 

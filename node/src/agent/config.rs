@@ -9,6 +9,13 @@ use hybridnet_api::ipmath::Cidr;
 
 use crate::plan::{PlanConfig, TableConfig};
 
+/// Default of `--resync-seconds`: a reconcile at least this often without any event.
+pub const DEFAULT_RESYNC_SECONDS: u64 = 30;
+
+/// Every this many periodic resyncs (5 minutes with the default interval) the reconcile is a full
+/// one: the safety net for a missed watch event or netlink notification.
+pub const FULL_RESYNC_EVERY: u32 = 10;
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "hybridnet-node",
@@ -73,9 +80,10 @@ pub struct AgentConfig {
     #[arg(long, default_value = "0.0.0.0")]
     pub bind_address: std::net::IpAddr,
 
-    /// Seconds between periodic resyncs (events trigger earlier reconciles); every 10th is a full
-    /// one that dumps and diffs all kernel state.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..86400))]
+    /// Seconds between periodic resyncs (events trigger earlier reconciles); every
+    /// [`FULL_RESYNC_EVERY`]th is a full one that reads the host, plans from scratch and dumps and
+    /// diffs all kernel state (docs/operations.md, "Resync").
+    #[arg(long, default_value_t = DEFAULT_RESYNC_SECONDS, value_parser = clap::value_parser!(u64).range(1..86400))]
     pub resync_seconds: u64,
     /// The nft binary.
     #[arg(long, default_value = "nft")]

@@ -2,15 +2,19 @@
 //! NodeInfo, serves health and metrics, installs the CNI plugin.
 //!
 //! Triggers (all coalesced into one pending reconcile through a [`Notify`]): any watch event on
-//! this Node, Networks, Subnets, IPInstances, NodeInfos, RemoteSubnets or RemoteVteps; netlink link, address, route, rule and
-//! neighbour changes (see `dataplane::changes`); a periodic resync. A reconcile builds the plan
-//! from the current cache snapshot (IPInstances shared with the caches, not copied) and applies
-//! the difference, so bursts of events cost one reconcile. It re-reads the host only when
-//! notifications say links, addresses, routes or rules changed, rebuilds the plan only when a
-//! watch event or a host change came, and diffs against what the last apply left instead of
-//! dumping the kernel (`dataplane::Applier::apply_changes`). Every 10th periodic resync (5
-//! minutes by default), and after notifications were lost, is a full resync: read the host, dump
-//! and diff everything, so a missed event or notification is repaired there.
+//! this Node, Networks, Subnets, IPInstances, NodeInfos, RemoteSubnets or RemoteVteps; netlink
+//! link, address, route, rule and
+//! neighbour changes (see `dataplane::changes`); a periodic resync. Bursts of events cost one
+//! reconcile. The watches record which IPInstances and NodeInfos changed (`caches::ApiChanges`);
+//! a reconcile updates the kept plan for those objects only (`plan::PlanState`), and plans from
+//! scratch (from a snapshot sharing the IPInstances with the caches) only after a Node, Network,
+//! Subnet, RemoteSubnet or RemoteVtep change (with RemoteVteps, every IPInstance or NodeInfo
+//! change re-plans from the kept objects: their claims are decided after this cluster's), a watch relist, or when notifications say the host's links, addresses, routes
+//! or rules changed (then it re-reads the host). The apply diffs against what the last apply left
+//! instead of dumping the kernel (`dataplane::Applier::apply_changes`). Every
+//! `config::FULL_RESYNC_EVERY`th periodic resync (5 minutes by default), and after notifications
+//! were lost (`ENOBUFS`), is a full resync: read the host, plan from scratch, dump and diff
+//! everything, so a missed event or notification is repaired there (docs/operations.md).
 //!
 //! # VXLAN neighbour resolution
 //!
@@ -56,8 +60,10 @@ pub use caches::{Caches, Shared, start_caches};
 use http::bind_http;
 pub use http::serve_http;
 pub use publish::{NodeInfoPublication, publish_node_info};
-pub use reconcile::reconcile_loop;
 use reconcile::spawn_netlink_watch;
+pub use reconcile::{
+    NOTIFICATION_RCVBUF, note_notification, notification_connection, reconcile_loop,
+};
 
 /// Runs the agent until a fatal error or SIGTERM/SIGINT.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {

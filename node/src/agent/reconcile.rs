@@ -12,17 +12,36 @@ use tracing::{error, info, warn};
 
 use super::AgentConfig;
 use super::caches::{Caches, Shared, now_unix};
+use super::config::FULL_RESYNC_EVERY;
 use super::publish::{NodeInfoPublication, publish_node_info};
 
 use crate::dataplane::{Applier, KernelChanges, KernelNotes, NftRunner, classify, read_host_state};
-use crate::plan::{DataPlanePlan, HostState, PlanConfig, build_plan};
+use crate::plan::{DataPlanePlan, PlanConfig, PlanState};
 
-/// Subscribes to link, address, route, rule and neighbour notifications: records them in
-/// [`Shared::kernel`] (see `dataplane::changes`) and triggers a reconcile when one matters.
-pub(super) fn spawn_netlink_watch(shared: Arc<Shared>) -> anyhow::Result<()> {
+/// Receive buffer asked for the rtnetlink notification socket (the kernel doubles it and charges
+/// it only while notifications wait unread). The agent's own converge to 20,000 remote pods sends
+/// about 21,000 neighbour notifications at once, a few hundred bytes of socket memory each; the
+/// kernel's default (`net.core.rmem_default`, about 208 KiB) holds a few hundred, and every larger
+/// burst would end in `ENOBUFS` (notifications lost) and so in a full resync.
+pub const NOTIFICATION_RCVBUF: usize = 16 * 1024 * 1024;
+
+type Notifications = futures::channel::mpsc::UnboundedReceiver<(
+    rtnetlink::packet_core::NetlinkMessage<rtnetlink::packet_route::RouteNetlinkMessage>,
+    rtnetlink::sys::SocketAddr,
+)>;
+
+/// Subscribes to link, address, route, rule and neighbour notifications of the current network
+/// namespace with a receive buffer of `rcvbuf` bytes: `SO_RCVBUFFORCE` (the agent has
+/// `CAP_NET_ADMIN`), else `SO_RCVBUF` (capped by `net.core.rmem_max`). Returns the connection task
+/// to spawn and the notifications.
+pub fn notification_connection(
+    rcvbuf: usize,
+) -> anyhow::Result<(
+    impl std::future::Future<Output = ()> + Send + 'static,
+    Notifications,
+)> {
     use rtnetlink::MulticastGroup;
-    use rtnetlink::packet_core::NetlinkPayload;
-    let (conn, _h, mut msgs) = rtnetlink::new_multicast_connection(&[
+    let (mut conn, _h, msgs) = rtnetlink::new_multicast_connection(&[
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv6Ifaddr,
@@ -33,6 +52,44 @@ pub(super) fn spawn_netlink_watch(shared: Arc<Shared>) -> anyhow::Result<()> {
         MulticastGroup::Neigh,
     ])
     .context("subscribe to netlink link/address/route/rule/neighbour events")?;
+    use rtnetlink::sys::AsyncSocket as _;
+    let socket = conn.socket_mut().socket_mut();
+    let size = i32::try_from(rcvbuf).unwrap_or(i32::MAX) as usize;
+    if let Err(e) =
+        nix::sys::socket::setsockopt(&*socket, nix::sys::socket::sockopt::RcvBufForce, &size)
+    {
+        warn!(error = %e, bytes = size, "SO_RCVBUFFORCE on the netlink notification socket refused; asking for SO_RCVBUF (capped by net.core.rmem_max)");
+        socket
+            .set_rx_buf_sz(size)
+            .context("SO_RCVBUF on the netlink notification socket")?;
+    }
+    Ok((conn, msgs))
+}
+
+/// Records one notification in `notes` (see `dataplane::changes`); `vxlan` is the VXLAN device's
+/// index. Returns whether a reconcile should follow. `ENOBUFS` (the socket overflowed:
+/// notifications were lost) arrives as an overrun message and makes the next reconcile a full
+/// resync.
+pub fn note_notification(
+    notes: &mut KernelNotes,
+    msg: &rtnetlink::packet_core::NetlinkMessage<rtnetlink::packet_route::RouteNetlinkMessage>,
+    vxlan: Option<u32>,
+) -> bool {
+    use rtnetlink::packet_core::NetlinkPayload;
+    match &msg.payload {
+        NetlinkPayload::InnerMessage(m) => classify(m).is_some_and(|ev| notes.note(ev, vxlan)),
+        NetlinkPayload::Overrun(_) => {
+            notes.lost();
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Subscribes to link, address, route, rule and neighbour notifications: records them in
+/// [`Shared::kernel`] (see `dataplane::changes`) and triggers a reconcile when one matters.
+pub(super) fn spawn_netlink_watch(shared: Arc<Shared>) -> anyhow::Result<()> {
+    let (conn, mut msgs) = notification_connection(NOTIFICATION_RCVBUF)?;
     tokio::spawn(conn);
     tokio::spawn(async move {
         while let Some((m, _)) = msgs.next().await {
@@ -40,19 +97,9 @@ pub(super) fn spawn_netlink_watch(shared: Arc<Shared>) -> anyhow::Result<()> {
                 0 => None,
                 i => Some(i),
             };
-            let trigger = match &m.payload {
-                NetlinkPayload::InnerMessage(msg) => match classify(msg) {
-                    Some(ev) => shared.kernel.lock().is_ok_and(|mut n| n.note(ev, vx)),
-                    None => false,
-                },
-                // ENOBUFS: notifications were lost, the next reconcile dumps everything.
-                NetlinkPayload::Overrun(_) => {
-                    if let Ok(mut n) = shared.kernel.lock() {
-                        n.lost();
-                    }
-                    true
-                }
-                _ => false,
+            let trigger = match shared.kernel.lock() {
+                Ok(mut n) => note_notification(&mut n, &m, vx),
+                Err(_) => true,
             };
             if trigger {
                 shared.trigger.notify_one();
@@ -65,10 +112,6 @@ pub(super) fn spawn_netlink_watch(shared: Arc<Shared>) -> anyhow::Result<()> {
     });
     Ok(())
 }
-
-/// A full resync (kernel dump and diff of everything) every this many periodic resyncs; the
-/// reconciles between diff against what the last apply left, as notifications allow.
-const FULL_RESYNC_EVERY: u32 = 10;
 
 /// The reconcile loop: never returns under normal operation.
 pub async fn reconcile_loop(
@@ -104,8 +147,8 @@ pub async fn reconcile_loop(
     let debounce = Duration::from_millis(100);
     let full_resync = cfg.resync() * FULL_RESYNC_EVERY;
     let mut last_full: Option<Instant> = None;
-    // The last plan, the API generation and host facts it was built from.
-    let mut last: Option<(u64, HostState, DataPlanePlan)> = None;
+    // The last plan and what it was built from, updated per changed object.
+    let mut last: Option<PlanState> = None;
     loop {
         shared.last_loop_unix.store(now_unix(), Ordering::SeqCst);
         let started = Instant::now();
@@ -124,36 +167,42 @@ pub async fn reconcile_loop(
         } else if !notes.neighbours.is_empty() && applier.contradicted_by(&notes.neighbours) {
             changes.neighbours = true;
         }
-        // Read before the snapshot: an event after it bumps it, and the next reconcile rebuilds.
-        let generation = caches.generation();
-        let api = caches.snapshot(&cfg.node_name);
+        // Taken before the stores are read: a change after this is in the next log.
+        let api_changes = caches.take_changes();
         let previous = last.take();
         let result: anyhow::Result<crate::dataplane::ApplyReport> = async {
-            let (host, plan) = match previous {
-                // Same input as the last plan: the plan is the same.
-                Some((g, host, plan)) if !changes.host() && g == generation => (host, plan),
-                Some((_, host, _)) if !changes.host() => {
-                    let plan = build_plan(&api, &host, &plan_cfg);
-                    (host, plan)
+            let state = match previous {
+                // Only IPInstances or NodeInfos changed (or nothing): update the plan per object.
+                Some(mut state) if !changes.host() && !api_changes.everything => {
+                    if !api_changes.is_empty() {
+                        caches.update_plan(&mut state, api_changes);
+                    }
+                    state
+                }
+                Some(state) if !changes.host() => {
+                    PlanState::new(&caches.snapshot(&cfg.node_name), state.host(), &plan_cfg)
                 }
                 _ => {
                     let host = read_host_state(&handle, &plan_cfg.tables).await?;
-                    let plan = build_plan(&api, &host, &plan_cfg);
-                    (host, plan)
+                    PlanState::new(&caches.snapshot(&cfg.node_name), &host, &plan_cfg)
                 }
             };
-            bgp.reconcile(&api, &host, &plan_cfg.prefer_bgp_interfaces);
+            bgp.reconcile(
+                &caches.snapshot_for_bgp(&cfg.node_name),
+                state.host(),
+                &plan_cfg.prefer_bgp_interfaces,
+            );
             let report = if full {
-                applier.apply(&plan).await
+                applier.apply(state.plan()).await
             } else {
-                applier.apply_changes(&plan, changes).await
+                applier.apply_changes(state.plan(), changes).await
             };
-            last = Some((generation, host, plan));
+            last = Some(state);
             Ok(report?)
         }
         .await;
         let result = result.and_then(|report| match &last {
-            Some((_, _, plan)) => Ok((plan, report)),
+            Some(state) => Ok((state.plan(), report)),
             None => Err(anyhow::anyhow!("no plan")),
         });
         if full && result.is_ok() {

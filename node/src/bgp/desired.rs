@@ -77,6 +77,14 @@ impl Builder<'_> {
     }
 }
 
+/// Whether [`desired_bgp`] reads the IPInstances: only when this node is in a BGP network (the
+/// speaker announces its local pods); otherwise it returns before looking at them.
+pub fn needs_ip_instances(api: &ApiState) -> bool {
+    api.networks
+        .iter()
+        .any(|n| n.spec.effective_mode() == NetworkMode::Bgp && listed_in(n, &api.node_name))
+}
+
 /// Builds the desired speaker configuration. Never fails: unusable inputs are reported in
 /// [`DesiredBgp::problems`] and left out.
 pub fn desired_bgp(

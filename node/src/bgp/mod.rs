@@ -45,7 +45,7 @@ mod tests;
 #[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub use controller::{BgpController, BgpReport, BgpState, DEFAULT_POD_WAIT};
 #[cfg(all(target_os = "linux", feature = "dataplane"))]
-pub use desired::{DesiredBgp, DesiredSpeaker, SpeakerIdentity, desired_bgp};
+pub use desired::{DesiredBgp, DesiredSpeaker, SpeakerIdentity, desired_bgp, needs_ip_instances};
 #[cfg(all(target_os = "linux", feature = "dataplane"))]
 pub use metrics::BgpCollector;
 #[cfg(all(target_os = "linux", feature = "dataplane"))]

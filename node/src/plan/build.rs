@@ -1,17 +1,14 @@
 //! The planner: API state + host facts -> [`DataPlanePlan`] (upstream's `pkg/daemon/controller/` and `pkg/daemon/route/`).
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hybridnet_api::constants::label;
 use hybridnet_api::ipmath::{Cidr, parse_ip};
 use hybridnet_api::multicluster::validate::{remote_subnet_create, remote_vtep};
-use hybridnet_api::naming::host_veth_name;
 use hybridnet_api::range::{parse_address_range, parse_range_shape};
 use hybridnet_api::traffic_peer::traffic_peer;
-use hybridnet_api::v1::{IPInstance, IpVersion, Network, NetworkMode, NetworkType, NodeInfo};
+use hybridnet_api::v1::{IpVersion, Network, NetworkMode, NetworkType, NodeInfo};
 
 use super::exclude::{RangePart, exclude_blocks};
 use super::model::*;
@@ -49,7 +46,7 @@ pub fn is_global_unicast(ip: IpAddr) -> bool {
     }
 }
 
-fn host_cidr(ip: IpAddr) -> Cidr {
+pub(super) fn host_cidr(ip: IpAddr) -> Cidr {
     let version = IpVersion::of(&ip);
     Cidr {
         version,
@@ -95,13 +92,30 @@ struct Planner<'a> {
     families: Vec<IpVersion>,
     interfaces: BTreeMap<&'a str, &'a HostInterface>,
     networks: BTreeMap<&'a str, &'a Network>,
-    /// Remote node -> its VTEP MAC (the inverse of `plan.remote_vteps`).
-    vtep_by_node: HashMap<&'a str, (MacAddr, Arc<str>)>,
+    /// Remote node -> its VTEP MAC (the inverse of `plan.remote_vteps`); the key is the shared
+    /// node name.
+    vtep_by_node: HashMap<Arc<str>, MacAddr>,
+    /// NodeInfo `localIPs` of remote nodes -> VTEP MAC and node (the first NodeInfo wins).
+    seeds: BTreeMap<IpAddr, (MacAddr, Arc<str>)>,
 }
 
 /// Builds the desired data plane. Never fails: objects that cannot be used are reported in
 /// [`DataPlanePlan::problems`] and left out, everything else is planned.
+///
+/// The same as [`PlanState::new`](super::PlanState::new) followed by taking its plan; the agent
+/// keeps the [`PlanState`](super::PlanState) to update the plan per changed object.
 pub fn build_plan(api: &ApiState, host: &HostState, cfg: &PlanConfig) -> DataPlanePlan {
+    super::PlanState::new(api, host, cfg).into_plan()
+}
+
+/// The part of the plan that does not depend on IPInstances (everything but the VXLAN
+/// neighbours, local pods, their routes and proxy entries, and what is derived from those: see
+/// [`finish`]), and what resolving an IPInstance needs to know.
+pub(super) fn build_base(
+    api: &ApiState,
+    host: &HostState,
+    cfg: &PlanConfig,
+) -> (DataPlanePlan, IpContext) {
     let mut families = vec![IpVersion::V4];
     if host.ipv6_enabled {
         families.push(IpVersion::V6);
@@ -131,12 +145,56 @@ pub fn build_plan(api: &ApiState, host: &HostState, cfg: &PlanConfig) -> DataPla
             .filter_map(|n| n.metadata.name.as_deref().map(|name| (name, n)))
             .collect(),
         vtep_by_node: HashMap::new(),
+        seeds: BTreeMap::new(),
     };
-    p.run();
-    let mut plan = p.plan;
-    plan.problems.sort();
-    plan.problems.dedup();
-    plan
+    let ctx = p.run();
+    (p.plan, ctx)
+}
+
+/// What resolving the IPInstances of one address needs, besides the address's claims: derived
+/// from Networks, Subnets, NodeInfos, the host and the configuration (see
+/// [`super::incremental`]).
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct IpContext {
+    /// Everything but the remote VTEPs and NodeInfo addresses: when it changes, every address is
+    /// resolved again.
+    pub fixed: FixedContext,
+    /// Remote node -> its VTEP MAC (the key is the node name shared with `remote_owner`).
+    pub vteps: HashMap<Arc<str>, MacAddr>,
+    /// NodeInfo `localIPs` of remote nodes -> VTEP MAC and node.
+    pub seeds: BTreeMap<IpAddr, (MacAddr, Arc<str>)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct FixedContext {
+    pub node_name: String,
+    pub families: Vec<IpVersion>,
+    pub local_direct: u32,
+    /// The VXLAN device: every local pod gets a proxy entry on it.
+    pub vxlan: Option<String>,
+    /// Merged subnets in CIDR order with the VLAN forward interface their local pods get a proxy
+    /// entry on (`None`: not a VLAN subnet, or no usable parent).
+    pub subnet_proxy: Vec<(Cidr, Option<String>)>,
+    /// Names of the host's interfaces (a local pod's route needs its veth).
+    pub interfaces: BTreeSet<String>,
+    /// What the nftables renderer needs of the subnets.
+    pub views: Vec<SubnetView>,
+}
+
+/// The steps that read the whole plan, after the IPInstances are in: sysctls (proxy_ndp follows
+/// the IPv6 proxy entries), the nftables ruleset (local pod sets) and the ARP enhancement
+/// addresses.
+pub(super) fn finish(
+    plan: &mut DataPlanePlan,
+    host: &HostState,
+    cfg: &PlanConfig,
+    fixed: &FixedContext,
+) {
+    plan.sysctls = sysctls(plan, host, &fixed.families);
+    plan.nft = nft::ruleset(plan, &fixed.views, &fixed.families);
+    if cfg.vlan_arp_enhancement {
+        plan.vlan_enhanced_addresses = super::arp_enhance::enhanced_addresses(plan, host);
+    }
 }
 
 impl<'a> Planner<'a> {
@@ -212,7 +270,7 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn run(&mut self) {
+    fn run(&mut self) -> IpContext {
         let subnets = self.merge_subnets();
         let remote = self.merge_remote_subnets(&subnets);
         let overlay = self.overlay_network();
@@ -225,10 +283,8 @@ impl<'a> Planner<'a> {
         }
         self.plan_local_ips();
         self.plan_remote_vteps(overlay);
-        self.plan_ip_instances(&subnets);
-        self.plan_remote_cluster_vteps();
+        let subnet_proxy = self.subnet_proxies(&subnets);
         self.plan_tables(&subnets, &remote);
-        self.plan_sysctls();
         self.plan.cluster_cidrs = subnets.iter().map(|s| s.cidr).collect();
         let mut views: Vec<SubnetView> = subnets
             .iter()
@@ -255,11 +311,44 @@ impl<'a> Planner<'a> {
             on_node: false,
             remote: true,
         }));
-        self.plan.nft = nft::ruleset(&self.plan, &views, &self.families);
-        if self.cfg.vlan_arp_enhancement {
-            self.plan.vlan_enhanced_addresses =
-                super::arp_enhance::enhanced_addresses(&self.plan, self.host);
+        IpContext {
+            fixed: FixedContext {
+                node_name: self.api.node_name.clone(),
+                families: self.families.clone(),
+                local_direct: self.cfg.tables.local_direct,
+                vxlan: self.plan.vxlan.as_ref().map(|v| v.name.clone()),
+                subnet_proxy,
+                interfaces: self.interfaces.keys().map(|n| n.to_string()).collect(),
+                views,
+            },
+            vteps: std::mem::take(&mut self.vtep_by_node),
+            seeds: std::mem::take(&mut self.seeds),
         }
+    }
+
+    /// Per merged subnet (CIDR order), the VLAN forward interface its local pods get a proxy
+    /// entry on.
+    fn subnet_proxies(&mut self, subnets: &[MergedSubnet]) -> Vec<(Cidr, Option<String>)> {
+        let vlan_parent = if subnets
+            .iter()
+            .any(|s| s.mode == NetworkMode::Vlan && self.network_has_node(&s.network))
+        {
+            let prefer = self.cfg.prefer_vlan_interfaces.clone();
+            self.pick_interface(&prefer, "VLAN parent")
+        } else {
+            None
+        };
+        subnets
+            .iter()
+            .map(|s| {
+                let dev = (s.mode == NetworkMode::Vlan)
+                    .then_some(vlan_parent.as_deref())
+                    .flatten()
+                    .and_then(|parent| vlan_link(parent, s.net_id))
+                    .map(|l| l.name);
+                (s.cidr, dev)
+            })
+            .collect()
     }
 
     fn overlay_network(&mut self) -> Option<&'a Network> {
@@ -442,135 +531,6 @@ impl<'a> Planner<'a> {
         merged.into_values().collect()
     }
 
-    /// FDB and neighbour entries for other clusters' nodes (RemoteVteps): `mac dst ip` and the
-    /// flood entry, the node addresses and the pods' addresses (`spec.endpointIPList`) resolved
-    /// to the remote VTEP MAC, as upstream resolves them on a neighbour miss
-    /// (`pkg/daemon/controller/controller.go`, `handleVxlanInterfaceNeighEvent`). Runs after
-    /// the local cluster's NodeInfos and IPInstances: an address or MAC they claim stays theirs
-    /// and the RemoteVtep's claim is reported. Pod addresses outside every programmed
-    /// RemoteSubnet are left out (their subnet was refused, or the mirror is inconsistent).
-    fn plan_remote_cluster_vteps(&mut self) {
-        let api = self.api;
-        let mut sorted: Vec<&'a hybridnet_api::multicluster::RemoteVtep> =
-            api.remote_vteps.iter().map(|v| &**v).collect();
-        sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        let vx = self.plan.vxlan.clone();
-        for rv in sorted {
-            let name = rv.metadata.name.clone().unwrap_or_default();
-            let obj = format!("RemoteVtep/{name}");
-            let addrs = match remote_vtep(&rv.spec) {
-                Ok(a) => a,
-                Err(e) => {
-                    self.problem(obj, format!("not programmed: {e}"));
-                    continue;
-                }
-            };
-            let Some(vx) = &vx else { continue };
-            let cluster = rv.spec.cluster_name.clone().unwrap_or_default();
-            let node = rv
-                .spec
-                .node_name
-                .clone()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| name.clone());
-            if addrs.ip.is_ipv6() != vx.local.is_ipv6() {
-                self.problem(
-                    obj,
-                    format!(
-                        "not programmed: spec.ip: {} is not of the family of the local VTEP {}",
-                        addrs.ip, vx.local
-                    ),
-                );
-                continue;
-            }
-            if addrs.mac == vx.mac || addrs.ip == vx.local {
-                self.problem(
-                    obj,
-                    format!(
-                        "not programmed: VTEP {}/{} is this node's own VTEP",
-                        addrs.ip, addrs.mac
-                    ),
-                );
-                continue;
-            }
-            if let Some((other_ip, other)) = self.plan.remote_vteps.get(&addrs.mac) {
-                let msg = format!(
-                    "not programmed: spec.mac: VTEP MAC {} is already used by {other} ({other_ip})",
-                    addrs.mac
-                );
-                self.problem(obj, msg);
-                continue;
-            }
-            self.plan
-                .remote_vteps
-                .insert(addrs.mac, (addrs.ip, node.clone()));
-            self.plan.remote_cluster_vteps.insert(
-                addrs.mac,
-                RemoteVtepRef {
-                    name: name.clone(),
-                    cluster,
-                    node,
-                },
-            );
-            self.plan.fdb.insert(FdbEntry {
-                mac: addrs.mac,
-                dst: addrs.ip,
-            });
-            self.plan.fdb.insert(FdbEntry {
-                mac: MacAddr::VXLAN_BROADCAST,
-                dst: addrs.ip,
-            });
-            let owner: Arc<str> = Arc::from(obj.as_str());
-            let mut outside: Vec<IpAddr> = Vec::new();
-            let node_ips = addrs.local_ips.iter().map(|ip| (*ip, true));
-            let pod_ips = addrs.endpoint_ips.iter().map(|ip| (*ip, false));
-            for (ip, is_node) in node_ips.chain(pod_ips) {
-                if !self.families.contains(&IpVersion::of(&ip)) {
-                    continue;
-                }
-                let taken = if self.plan.local_pods.contains_key(&ip) {
-                    Some("a pod of this node".to_string())
-                } else if self.plan.node_local_ips.contains(&ip)
-                    || self.plan.cluster_node_ips.contains(&ip)
-                {
-                    Some("a node address of this cluster".to_string())
-                } else {
-                    match self.plan.remote_owner.get(&ip) {
-                        Some(o) if **o != *owner => Some(format!("also claimed by {o}")),
-                        _ => None,
-                    }
-                };
-                if let Some(why) = taken {
-                    let field = if is_node {
-                        "spec.localIPs"
-                    } else {
-                        "spec.endpointIPList"
-                    };
-                    self.problem(obj.clone(), format!("{field}: {ip} is {why}; left out"));
-                    continue;
-                }
-                if !is_node && !self.plan.remote_subnets.keys().any(|c| c.contains(ip)) {
-                    outside.push(ip);
-                    continue;
-                }
-                self.plan.vxlan_neighbours.insert(ip, addrs.mac);
-                self.plan.remote_owner.insert(ip, owner.clone());
-                if is_node {
-                    self.plan.remote_node_ips.insert(ip);
-                }
-            }
-            if let Some(first) = outside.first() {
-                self.problem(
-                    obj,
-                    format!(
-                        "spec.endpointIPList: {} address(es) outside every programmed RemoteSubnet (first {first}); left out",
-                        outside.len()
-                    ),
-                );
-            }
-        }
-    }
-
     fn plan_vxlan(&mut self, net: &Network, parent: &str) {
         let obj = format!("Network/{}", net.metadata.name.as_deref().unwrap_or(""));
         let vni = match net.spec.net_id {
@@ -748,9 +708,7 @@ impl<'a> Planner<'a> {
             }
             self.plan.remote_vteps.insert(mac, (ip, name.to_string()));
             let owner: Arc<str> = Arc::from(name);
-            self.vtep_by_node
-                .entry(name)
-                .or_insert((mac, owner.clone()));
+            self.vtep_by_node.entry(owner.clone()).or_insert(mac);
             self.plan.fdb.insert(FdbEntry { mac, dst: ip });
             self.plan.fdb.insert(FdbEntry {
                 mac: MacAddr::VXLAN_BROADCAST,
@@ -759,11 +717,9 @@ impl<'a> Planner<'a> {
             for raw in v.local_ips.iter().flatten() {
                 match parse_ip(raw) {
                     Ok(lip) if self.families.contains(&IpVersion::of(&lip)) => {
-                        self.plan.vxlan_neighbours.entry(lip).or_insert(mac);
-                        self.plan
-                            .remote_owner
+                        self.seeds
                             .entry(lip)
-                            .or_insert_with(|| owner.clone());
+                            .or_insert_with(|| (mac, owner.clone()));
                     }
                     Ok(_) => {}
                     Err(e) => self.problem(obj.clone(), format!("spec.vtepInfo.localIPs: {e}")),
@@ -771,157 +727,6 @@ impl<'a> Planner<'a> {
             }
         }
         self.plan.fdb_prune = node_list.iter().all(|n| published.contains(n));
-    }
-
-    /// The VTEP MAC of a remote node (one NodeInfo per node: at most one VTEP) and the shared
-    /// node name.
-    fn vtep_of_node(&self, node: &str) -> Option<(MacAddr, Arc<str>)> {
-        self.vtep_by_node.get(node).cloned()
-    }
-
-    fn plan_ip_instances(&mut self, subnets: &[MergedSubnet]) {
-        let api = self.api;
-        // (namespace, name) decides which claim of an address wins; the keys are borrowed once
-        // so the sort compares plain strings (names are unique per namespace, the address breaks
-        // ties of malformed input).
-        let mut sorted: Vec<(&'a str, &'a str, &'a IPInstance)> = api
-            .ip_instances
-            .iter()
-            .map(|i| {
-                (
-                    i.metadata.namespace.as_deref().unwrap_or_default(),
-                    i.metadata.name.as_deref().unwrap_or_default(),
-                    &**i,
-                )
-            })
-            .collect();
-        sorted.sort_unstable_by(|a, b| {
-            (a.0, a.1, &a.2.spec.address.ip).cmp(&(b.0, b.1, &b.2.spec.address.ip))
-        });
-        let vx_name = self.plan.vxlan.as_ref().map(|v| v.name.clone());
-        let vlan_parent = if subnets
-            .iter()
-            .any(|s| s.mode == NetworkMode::Vlan && self.network_has_node(&s.network))
-        {
-            let prefer = self.cfg.prefer_vlan_interfaces.clone();
-            self.pick_interface(&prefer, "VLAN parent")
-        } else {
-            None
-        };
-        for (ns, name, ipi) in sorted {
-            // Formatted only for a problem: this loop runs once per IPInstance of the cluster.
-            let obj = || format!("IPInstance/{ns}/{name}");
-            let node: &str = ipi
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(label::NODE))
-                .or(ipi.spec.binding.node_name.as_ref())
-                .map(String::as_str)
-                .unwrap_or_default();
-            if node.is_empty() {
-                continue; // reserved: no pod uses it
-            }
-            let ip = match parse_ip(&ipi.spec.address.ip) {
-                Ok(ip) => ip,
-                Err(_) => match Cidr::parse_any(&ipi.spec.address.ip) {
-                    Ok(c) => hybridnet_api::ipmath::u128_to_ip(c.version, c.network),
-                    Err(e) => {
-                        self.problem(obj(), format!("spec.address.ip: {e}"));
-                        continue;
-                    }
-                },
-            };
-            if !self.families.contains(&IpVersion::of(&ip)) {
-                continue;
-            }
-            if node != self.api.node_name {
-                if self.plan.local_pods.contains_key(&ip) {
-                    self.problem(obj(), format!("{ip} is also a pod of this node; ignored"));
-                    continue;
-                }
-                if let Some((mac, owner)) = self.vtep_of_node(node) {
-                    let conflict = match self.plan.remote_owner.entry(ip) {
-                        Entry::Occupied(e) if **e.get() != *node => {
-                            Some(format!("{ip} is also claimed by node {}; ignored", e.get()))
-                        }
-                        Entry::Occupied(_) => None,
-                        Entry::Vacant(v) => {
-                            v.insert(owner);
-                            None
-                        }
-                    };
-                    if let Some(msg) = conflict {
-                        self.problem(obj(), msg);
-                        continue;
-                    }
-                    self.plan.vxlan_neighbours.insert(ip, mac);
-                }
-                continue;
-            }
-            if self.plan.local_pods.contains_key(&ip) {
-                self.problem(obj(), format!("{ip} is used by two IPInstances; ignored"));
-                continue;
-            }
-            let pod = ipi
-                .spec
-                .binding
-                .pod_name
-                .clone()
-                .or_else(|| {
-                    ipi.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(label::POD))
-                        .cloned()
-                })
-                .unwrap_or_default();
-            let veth = host_veth_name(ns, &pod);
-            let terminating = ipi.metadata.deletion_timestamp.is_some();
-            // A local pod IP shadows any remote claim of the same address.
-            self.plan.vxlan_neighbours.remove(&ip);
-            self.plan.remote_owner.remove(&ip);
-            self.plan.local_pods.insert(
-                ip,
-                LocalPod {
-                    namespace: ns.to_string(),
-                    pod,
-                    veth: veth.clone(),
-                    network: ipi.spec.network.clone(),
-                    subnet: ipi.spec.subnet.clone(),
-                    terminating,
-                },
-            );
-            if self.interfaces.contains_key(veth.as_str()) {
-                self.plan.routes.insert(PlannedRoute {
-                    table: self.cfg.tables.local_direct,
-                    dst: host_cidr(ip),
-                    kind: RouteKind::Unicast,
-                    dev: Some(veth),
-                    via: None,
-                    src: None,
-                    scope_link: true,
-                });
-            }
-            // Proxy entries (5.4): the forward interface of the pod's network, and the VXLAN device
-            // for every local pod (its "overlay identity").
-            if let Some(vx) = &vx_name {
-                self.plan.proxy_neighbours.insert(ProxyNeighbour {
-                    dev: vx.clone(),
-                    ip,
-                });
-            }
-            let subnet = subnets.iter().find(|s| s.cidr.contains(ip));
-            if let Some(s) = subnet
-                && s.mode == NetworkMode::Vlan
-                && let Some(parent) = &vlan_parent
-                && let Some(link) = vlan_link(parent, s.net_id)
-            {
-                self.plan
-                    .proxy_neighbours
-                    .insert(ProxyNeighbour { dev: link.name, ip });
-            }
-        }
     }
 
     fn network_has_node(&self, network: &str) -> bool {
@@ -1286,46 +1091,184 @@ impl<'a> Planner<'a> {
             scope_link: false,
         });
     }
+}
 
-    fn plan_sysctls(&mut self) {
-        let mut set = |k: String, v: &str| {
-            self.plan.sysctls.insert(k, v.to_string());
+/// FDB and neighbour entries for other clusters' nodes (RemoteVteps): `mac dst ip` and the
+/// flood entry, the node addresses and the pods' addresses (`spec.endpointIPList`) resolved
+/// to the remote VTEP MAC, as upstream resolves them on a neighbour miss
+/// (`pkg/daemon/controller/controller.go`, `handleVxlanInterfaceNeighEvent`). Runs after
+/// the local cluster's NodeInfos and IPInstances: an address or MAC they claim stays theirs
+/// and the RemoteVtep's claim is reported. Pod addresses outside every programmed
+/// RemoteSubnet are left out (their subnet was refused, or the mirror is inconsistent).
+pub(super) fn plan_remote_cluster_vteps(
+    plan: &mut DataPlanePlan,
+    api: &ApiState,
+    families: &[IpVersion],
+) {
+    let mut problems: Vec<PlanProblem> = Vec::new();
+    let mut problem =
+        |object: String, message: String| problems.push(PlanProblem { object, message });
+    let mut sorted: Vec<&hybridnet_api::multicluster::RemoteVtep> =
+        api.remote_vteps.iter().map(|v| &**v).collect();
+    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let vx = plan.vxlan.clone();
+    for rv in sorted {
+        let name = rv.metadata.name.clone().unwrap_or_default();
+        let obj = format!("RemoteVtep/{name}");
+        let addrs = match remote_vtep(&rv.spec) {
+            Ok(a) => a,
+            Err(e) => {
+                problem(obj, format!("not programmed: {e}"));
+                continue;
+            }
         };
-        set("net/ipv4/ip_forward".into(), "1");
-        set("net/ipv4/conf/all/rp_filter".into(), "0");
-        set("net/ipv4/conf/default/rp_filter".into(), "0");
-        set("net/ipv4/conf/all/arp_filter".into(), "0");
-        let mut devs: BTreeSet<String> = self
-            .host
-            .interfaces
-            .iter()
-            .filter(|i| !is_container_link(&i.name))
-            .map(|i| i.name.clone())
-            .collect();
-        devs.extend(self.plan.vlan_links.iter().map(|l| l.name.clone()));
-        if let Some(vx) = &self.plan.vxlan {
-            devs.insert(vx.name.clone());
+        let Some(vx) = &vx else { continue };
+        let cluster = rv.spec.cluster_name.clone().unwrap_or_default();
+        let node = rv
+            .spec
+            .node_name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| name.clone());
+        if addrs.ip.is_ipv6() != vx.local.is_ipv6() {
+            problem(
+                obj,
+                format!(
+                    "not programmed: spec.ip: {} is not of the family of the local VTEP {}",
+                    addrs.ip, vx.local
+                ),
+            );
+            continue;
         }
-        for d in &devs {
-            set(format!("net/ipv4/conf/{d}/rp_filter"), "0");
+        if addrs.mac == vx.mac || addrs.ip == vx.local {
+            problem(
+                obj,
+                format!(
+                    "not programmed: VTEP {}/{} is this node's own VTEP",
+                    addrs.ip, addrs.mac
+                ),
+            );
+            continue;
         }
-        if self.families.contains(&IpVersion::V6) {
-            set("net/ipv6/conf/all/forwarding".into(), "1");
-            let v6_proxy_devs: BTreeSet<String> = self
-                .plan
-                .proxy_neighbours
-                .iter()
-                .filter(|p| p.ip.is_ipv6())
-                .map(|p| p.dev.clone())
-                .collect();
-            for d in v6_proxy_devs {
-                set(format!("net/ipv6/conf/{d}/proxy_ndp"), "1");
+        if let Some((other_ip, other)) = plan.remote_vteps.get(&addrs.mac) {
+            let msg = format!(
+                "not programmed: spec.mac: VTEP MAC {} is already used by {other} ({other_ip})",
+                addrs.mac
+            );
+            problem(obj, msg);
+            continue;
+        }
+        plan.remote_vteps
+            .insert(addrs.mac, (addrs.ip, node.clone()));
+        plan.remote_cluster_vteps.insert(
+            addrs.mac,
+            RemoteVtepRef {
+                name: name.clone(),
+                cluster,
+                node,
+            },
+        );
+        plan.fdb.insert(FdbEntry {
+            mac: addrs.mac,
+            dst: addrs.ip,
+        });
+        plan.fdb.insert(FdbEntry {
+            mac: MacAddr::VXLAN_BROADCAST,
+            dst: addrs.ip,
+        });
+        let owner: Arc<str> = Arc::from(obj.as_str());
+        let mut outside: Vec<IpAddr> = Vec::new();
+        let node_ips = addrs.local_ips.iter().map(|ip| (*ip, true));
+        let pod_ips = addrs.endpoint_ips.iter().map(|ip| (*ip, false));
+        for (ip, is_node) in node_ips.chain(pod_ips) {
+            if !families.contains(&IpVersion::of(&ip)) {
+                continue;
             }
-            if let Some(vx) = &self.plan.vxlan {
-                set(format!("net/ipv6/conf/{}/accept_ra", vx.name), "0");
+            let taken = if plan.local_pods.contains_key(&ip) {
+                Some("a pod of this node".to_string())
+            } else if plan.node_local_ips.contains(&ip) || plan.cluster_node_ips.contains(&ip) {
+                Some("a node address of this cluster".to_string())
+            } else {
+                match plan.remote_owner.get(&ip) {
+                    Some(o) if **o != *owner => Some(format!("also claimed by {o}")),
+                    _ => None,
+                }
+            };
+            if let Some(why) = taken {
+                let field = if is_node {
+                    "spec.localIPs"
+                } else {
+                    "spec.endpointIPList"
+                };
+                problem(obj.clone(), format!("{field}: {ip} is {why}; left out"));
+                continue;
             }
+            if !is_node && !plan.remote_subnets.keys().any(|c| c.contains(ip)) {
+                outside.push(ip);
+                continue;
+            }
+            plan.vxlan_neighbours.insert(ip, addrs.mac);
+            plan.remote_owner.insert(ip, owner.clone());
+            if is_node {
+                plan.remote_node_ips.insert(ip);
+            }
+        }
+        if let Some(first) = outside.first() {
+            problem(
+                obj,
+                format!(
+                    "spec.endpointIPList: {} address(es) outside every programmed RemoteSubnet (first {first}); left out",
+                    outside.len()
+                ),
+            );
         }
     }
+    plan.problems.extend(problems);
+}
+
+/// The sysctls of a plan (after its proxy entries are in: `proxy_ndp` follows the IPv6 ones).
+fn sysctls(
+    plan: &DataPlanePlan,
+    host: &HostState,
+    families: &[IpVersion],
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut set = |k: String, v: &str| {
+        out.insert(k, v.to_string());
+    };
+    set("net/ipv4/ip_forward".into(), "1");
+    set("net/ipv4/conf/all/rp_filter".into(), "0");
+    set("net/ipv4/conf/default/rp_filter".into(), "0");
+    set("net/ipv4/conf/all/arp_filter".into(), "0");
+    let mut devs: BTreeSet<String> = host
+        .interfaces
+        .iter()
+        .filter(|i| !is_container_link(&i.name))
+        .map(|i| i.name.clone())
+        .collect();
+    devs.extend(plan.vlan_links.iter().map(|l| l.name.clone()));
+    if let Some(vx) = &plan.vxlan {
+        devs.insert(vx.name.clone());
+    }
+    for d in &devs {
+        set(format!("net/ipv4/conf/{d}/rp_filter"), "0");
+    }
+    if families.contains(&IpVersion::V6) {
+        set("net/ipv6/conf/all/forwarding".into(), "1");
+        let v6_proxy_devs: BTreeSet<&str> = plan
+            .proxy_neighbours
+            .iter()
+            .filter(|p| p.ip.is_ipv6())
+            .map(|p| p.dev.as_str())
+            .collect();
+        for d in v6_proxy_devs {
+            set(format!("net/ipv6/conf/{d}/proxy_ndp"), "1");
+        }
+        if let Some(vx) = &plan.vxlan {
+            set(format!("net/ipv6/conf/{}/accept_ra", vx.name), "0");
+        }
+    }
+    out
 }
 
 /// The VLAN forward interface for a VLAN id (`None` id and 0 mean the parent itself).
@@ -1347,6 +1290,7 @@ pub fn vlan_link(parent: &str, net_id: Option<i32>) -> Option<VlanLink> {
 }
 
 /// What the nftables renderer needs to know about subnets.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubnetView {
     pub cidr: Cidr,
     pub mode: NetworkMode,

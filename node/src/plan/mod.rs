@@ -22,6 +22,7 @@
 mod arp_enhance;
 mod build;
 mod exclude;
+mod incremental;
 mod model;
 pub mod nft;
 pub mod nftables;
@@ -38,6 +39,7 @@ use std::net::IpAddr;
 
 pub use build::{build_plan, is_container_link, is_global_unicast, vlan_link};
 pub use exclude::{RangePart, exclude_blocks};
+pub use incremental::{PlanState, PlanUpdate};
 pub use model::*;
 pub use route_tables::{ROUTE_TABLES_ANNOTATION, RouteTables, RouteTablesError};
 pub use trace::{Encapsulation, MatchedRule, Outcome, TraceQuery, TraceResult, trace};
