@@ -489,6 +489,10 @@ pub struct IpListArgs {
     /// Only reserved addresses (kept for stateful pods that are gone).
     #[arg(long)]
     pub reserved: bool,
+    /// Also the addresses of other clusters' pods (the RemoteVteps the operator mirrors; node
+    /// shown as CLUSTER/NODE, state `remote`). Not in `-o name` or `-o jsonpath` (no IPInstance).
+    #[arg(long)]
+    pub remote: bool,
     #[command(flatten)]
     pub list: ListFlags,
 }

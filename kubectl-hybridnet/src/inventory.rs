@@ -3,7 +3,9 @@
 use std::net::IpAddr;
 
 use hybridnet_api::ipmath::{Cidr, ip_to_u128, u128_to_ip};
+use hybridnet_api::multicluster::{RemoteSubnet, RemoteVtep};
 use hybridnet_api::naming::instance_name_to_ip;
+use hybridnet_api::range::parse_range_shape;
 use hybridnet_api::v1::IPInstance;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
@@ -170,6 +172,8 @@ pub enum IpState {
     Reserved,
     /// Being released (deletion requested).
     Releasing,
+    /// A pod of another cluster (from a RemoteVtep's `endpointIPList`).
+    Remote,
 }
 
 impl IpState {
@@ -178,6 +182,7 @@ impl IpState {
             Self::Allocated => "allocated",
             Self::Reserved => "reserved",
             Self::Releasing => "releasing",
+            Self::Remote => "remote",
         }
     }
 }
@@ -319,6 +324,204 @@ pub fn ip_table(rows: &[IpRow], wide: bool) -> (Vec<&'static str>, Vec<Vec<TextC
         })
         .collect();
     (header, cells)
+}
+
+/// Rows of `ip ls --remote`: the addresses of other clusters' pods, from the RemoteVteps the
+/// operator mirrors (`endpointIPList`; upstream's mirror carries no pod names). The node is shown
+/// as `<cluster>/<node>`, the subnet as the RemoteSubnet holding the address (`-` when none
+/// does), the state as `remote`. Filters by network, pod or reserved state match no remote row;
+/// `--node` matches the remote node's name, `--subnet` the RemoteSubnet's.
+pub fn remote_rows(
+    vteps: &[RemoteVtep],
+    subnets: &[RemoteSubnet],
+    filter: &IpFilter,
+) -> Vec<IpRow> {
+    if filter.network.is_some() || filter.pod.is_some() || filter.reserved_only {
+        return Vec::new();
+    }
+    let ranges: Vec<(&str, String, hybridnet_api::range::ParsedRange)> = subnets
+        .iter()
+        .filter_map(|s| {
+            let r = parse_range_shape(&s.spec.range, "spec.range").ok()?;
+            Some((
+                s.spec.cluster_name.as_deref().unwrap_or_default(),
+                s.metadata.name.clone().unwrap_or_default(),
+                r,
+            ))
+        })
+        .collect();
+    let mut rows: Vec<(u8, u128, IpRow)> = Vec::new();
+    for v in vteps {
+        let cluster = v.spec.cluster_name.as_deref().unwrap_or_default();
+        let node_name = v.spec.node_name.as_deref().unwrap_or_default();
+        let node = format!("{cluster}/{node_name}");
+        if filter.node.as_ref().is_some_and(|want| want != node_name) {
+            continue;
+        }
+        for raw in v.spec.endpoint_ip_list.iter().flatten() {
+            let ip: Option<IpAddr> = raw.parse().ok();
+            let subnet = ip
+                .and_then(|ip| {
+                    ranges
+                        .iter()
+                        .find(|(c, _, r)| *c == cluster && r.contains_ip(ip))
+                })
+                .map(|(_, name, _)| name.clone())
+                .unwrap_or_else(|| "-".into());
+            if filter.subnet.as_ref().is_some_and(|want| *want != subnet) {
+                continue;
+            }
+            let (family, key) = match ip {
+                Some(ip) => (u8::from(!ip.is_ipv4()), ip_to_u128(ip)),
+                None => (2, 0),
+            };
+            rows.push((
+                family,
+                key,
+                IpRow {
+                    ip: raw.clone(),
+                    prefix_length: None,
+                    version: match ip {
+                        Some(IpAddr::V4(_)) => "4".into(),
+                        Some(IpAddr::V6(_)) => "6".into(),
+                        None => String::new(),
+                    },
+                    mac: String::new(),
+                    namespace: "-".into(),
+                    name: String::new(),
+                    pod: None,
+                    node: Some(node.clone()),
+                    subnet,
+                    network: "-".into(),
+                    state: IpState::Remote,
+                    gateway: None,
+                    net_id: None,
+                    owner: None,
+                },
+            ));
+        }
+    }
+    rows.sort_by(|a, b| (a.0, a.1, &a.2.node).cmp(&(b.0, b.1, &b.2.node)));
+    rows.into_iter().map(|(_, _, r)| r).collect()
+}
+
+#[cfg(test)]
+mod remote_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use hybridnet_api::multicluster::{RemoteSubnetSpec, RemoteVtepSpec};
+    use hybridnet_api::v1::{AddressRange, IpVersion};
+
+    fn vtep(cluster: &str, node: &str, ips: &[&str]) -> RemoteVtep {
+        RemoteVtep::new(
+            &format!("{cluster}.{node}"),
+            RemoteVtepSpec {
+                cluster_name: Some(cluster.into()),
+                node_name: Some(node.into()),
+                endpoint_ip_list: Some(ips.iter().map(|s| s.to_string()).collect()),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn subnet(cluster: &str, name: &str, cidr: &str, version: IpVersion) -> RemoteSubnet {
+        RemoteSubnet::new(
+            &format!("{cluster}.{name}"),
+            RemoteSubnetSpec {
+                range: AddressRange {
+                    version,
+                    cidr: cidr.into(),
+                    ..Default::default()
+                },
+                cluster_name: Some(cluster.into()),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn remote_pods_are_listed_with_their_cluster_node_and_subnet() {
+        let vteps = [
+            vtep("b", "node1", &["198.19.0.9", "fd00:b::5", "198.19.0.3"]),
+            vtep("c", "node1", &["198.19.0.4", "not-an-ip"]),
+        ];
+        let subnets = [
+            subnet("b", "init", "198.19.0.0/24", IpVersion::V4),
+            subnet("b", "v6", "fd00:b::/64", IpVersion::V6),
+            // Another cluster's range holding the same addresses does not claim b's pods.
+            subnet("c", "other", "198.18.0.0/24", IpVersion::V4),
+        ];
+        let rows = remote_rows(&vteps, &subnets, &IpFilter::default());
+        let seen: Vec<(&str, &str, &str, &str)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.ip.as_str(),
+                    r.node.as_deref().unwrap(),
+                    r.subnet.as_str(),
+                    r.state.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("198.19.0.3", "b/node1", "b.init", "remote"),
+                ("198.19.0.4", "c/node1", "-", "remote"),
+                ("198.19.0.9", "b/node1", "b.init", "remote"),
+                ("fd00:b::5", "b/node1", "b.v6", "remote"),
+                ("not-an-ip", "c/node1", "-", "remote"),
+            ]
+        );
+        let (header, cells) = ip_table(&rows, false);
+        assert_eq!(header.len(), cells[0].len());
+    }
+
+    #[test]
+    fn filters_apply_to_remote_rows() {
+        let vteps = [
+            vtep("b", "node1", &["198.19.0.9"]),
+            vtep("b", "node2", &["198.19.0.10"]),
+        ];
+        let subnets = [subnet("b", "init", "198.19.0.0/24", IpVersion::V4)];
+        let f = |node: Option<&str>, subnet: Option<&str>| IpFilter {
+            node: node.map(str::to_string),
+            subnet: subnet.map(str::to_string),
+            ..Default::default()
+        };
+        assert_eq!(
+            remote_rows(&vteps, &subnets, &f(Some("node2"), None)).len(),
+            1
+        );
+        assert_eq!(
+            remote_rows(&vteps, &subnets, &f(Some("node3"), None)).len(),
+            0
+        );
+        assert_eq!(
+            remote_rows(&vteps, &subnets, &f(None, Some("b.init"))).len(),
+            2
+        );
+        assert_eq!(
+            remote_rows(&vteps, &subnets, &f(None, Some("init"))).len(),
+            0
+        );
+        for f in [
+            IpFilter {
+                network: Some("n".into()),
+                ..Default::default()
+            },
+            IpFilter {
+                pod: Some("p".into()),
+                ..Default::default()
+            },
+            IpFilter {
+                reserved_only: true,
+                ..Default::default()
+            },
+        ] {
+            assert!(remote_rows(&vteps, &subnets, &f).is_empty(), "{f:?}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -230,3 +230,81 @@ async fn cluster_ls_without_the_crd_says_so() {
         "{r:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_ls_remote_shows_other_clusters_pods() {
+    use hybridnet_api::multicluster::{RemoteSubnetSpec, RemoteVtep, RemoteVtepSpec};
+    use hybridnet_api::v1::{AddressRange, IpVersion};
+    if !kubectl_available() {
+        return;
+    }
+    let c = cluster(true).await;
+    let k = c.kubeconfig.as_path();
+    Api::<RemoteSubnet>::all(c.client.clone())
+        .create(
+            &PostParams::default(),
+            &RemoteSubnet::new(
+                "cluster-b.init",
+                RemoteSubnetSpec {
+                    range: AddressRange {
+                        version: IpVersion::V4,
+                        cidr: "198.19.0.0/24".into(),
+                        ..Default::default()
+                    },
+                    cluster_name: Some("cluster-b".into()),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    Api::<RemoteVtep>::all(c.client.clone())
+        .create(
+            &PostParams::default(),
+            &RemoteVtep::new(
+                "cluster-b.node1",
+                RemoteVtepSpec {
+                    cluster_name: Some("cluster-b".into()),
+                    node_name: Some("node1".into()),
+                    ip: Some("198.18.1.2".into()),
+                    mac: Some("02:00:00:00:00:01".into()),
+                    endpoint_ip_list: Some(vec!["198.19.0.7".into(), "198.19.0.5".into()]),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    // Without --remote: this cluster's addresses only (none here).
+    let r = kubectl(k, &["ip", "ls", "-A"]).await;
+    r.ok();
+    assert!(!r.stdout.contains("198.19.0.5"), "{r:?}");
+    let r = kubectl(k, &["ip", "ls", "-A", "--remote", "--no-headers"]).await;
+    r.ok();
+    let lines: Vec<Vec<&str>> = r
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), 2, "{r:?}");
+    assert_eq!(lines[0][0], "198.19.0.5", "{r:?}");
+    assert!(
+        lines[0].contains(&"cluster-b/node1")
+            && lines[0].contains(&"cluster-b.init")
+            && lines[0].contains(&"remote"),
+        "{r:?}"
+    );
+    let r = kubectl(
+        k,
+        &[
+            "ip", "ls", "-A", "--remote", "--node", "node1", "-o", "json",
+        ],
+    )
+    .await;
+    r.ok();
+    assert_eq!(r.json().as_array().unwrap().len(), 2, "{r:?}");
+    assert_eq!(r.json()[0]["state"], "remote", "{r:?}");
+    let r = kubectl(k, &["ip", "ls", "-A", "--remote", "--network", "x"]).await;
+    r.ok();
+    assert!(!r.stdout.contains("198.19.0.5"), "{r:?}");
+}

@@ -423,6 +423,29 @@ pub async fn cluster(g: &GlobalFlags, cmd: &ClusterCommand) -> Res<i32> {
 
 // ---------------------------------------------------------------- ip
 
+/// `ip ls --remote`: other clusters' pods from the mirrors (none when the multi-cluster CRDs are
+/// not installed).
+async fn remote_ip_rows(
+    ctx: &Ctx,
+    filter: &IpFilter,
+) -> Res<Vec<kubectl_hybridnet::inventory::IpRow>> {
+    use hybridnet_api::multicluster::{RemoteSubnet, RemoteVtep};
+    let lp = kube::api::ListParams::default();
+    let vteps = match Api::<RemoteVtep>::all(ctx.client.clone()).list(&lp).await {
+        Ok(l) => l.items,
+        Err(e) if io::is_missing_type(&e) => Vec::new(),
+        Err(e) => return Err(ctx.fail(e, "list remote vteps", None)),
+    };
+    let subnets = match Api::<RemoteSubnet>::all(ctx.client.clone()).list(&lp).await {
+        Ok(l) => l.items,
+        Err(e) if io::is_missing_type(&e) => Vec::new(),
+        Err(e) => return Err(ctx.fail(e, "list remote subnets", None)),
+    };
+    Ok(kubectl_hybridnet::inventory::remote_rows(
+        &vteps, &subnets, filter,
+    ))
+}
+
 fn facts(insts: &[IPInstance]) -> Vec<InstanceFacts> {
     insts.iter().map(InstanceFacts::from_ipinstance).collect()
 }
@@ -440,7 +463,10 @@ pub async fn ip(g: &GlobalFlags, cmd: &IpCommand) -> Res<i32> {
                 pod: a.pod.clone(),
                 reserved_only: a.reserved,
             };
-            let rows = ip_rows(&facts(&insts), &filter);
+            let mut rows = ip_rows(&facts(&insts), &filter);
+            if a.remote {
+                rows.extend(remote_ip_rows(&ctx, &filter).await?);
+            }
             let fmt = match &a.list.output {
                 ListOutput::Format(f) => *f,
                 ListOutput::JsonPath(t) => {
@@ -488,6 +514,7 @@ pub async fn ip(g: &GlobalFlags, cmd: &IpCommand) -> Res<i32> {
                 OutputFormat::Name => {
                     let s: String = rows
                         .iter()
+                        .filter(|r| r.state != kubectl_hybridnet::inventory::IpState::Remote)
                         .map(|r| format!("ipinstance.networking.alibaba.com/{}\n", r.name))
                         .collect();
                     print::out(&s)?;
