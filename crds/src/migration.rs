@@ -33,6 +33,10 @@ pub const UPSTREAM_FEATURE_GATES: [&str; 2] = ["MultiCluster", "VMIPRetain"];
 /// The feature gates a `--feature-gates` value switches on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FeatureGates {
+    /// `MultiCluster`: RemoteCluster checks, mirrors and their data plane
+    /// (docs/multicluster.md). Only the control plane acts on it: the node agent programs the
+    /// mirrors there are, and there are none while it is off.
+    pub multi_cluster: bool,
     /// `VMIPRetain`: pods of a KubeVirt VirtualMachine keep their addresses across VM restarts
     /// (docs/api.md, "KubeVirt VMs"). Only the control plane acts on it.
     pub vm_ip_retain: bool,
@@ -40,8 +44,7 @@ pub struct FeatureGates {
 
 /// Parses `--feature-gates` as upstream's binaries take it (`Name=bool` pairs, comma separated,
 /// Go's `strconv.ParseBool` spellings; a later pair for the same gate wins, as upstream's
-/// `featuregate.Set`) and refuses a gate that is unknown or asks for a feature that is not
-/// implemented (`MultiCluster=true`), naming it.
+/// `featuregate.Set`) and refuses a gate that is unknown, naming it.
 pub fn parse_feature_gates(v: &str) -> Result<FeatureGates, String> {
     let mut gates = FeatureGates::default();
     for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -61,13 +64,7 @@ pub fn parse_feature_gates(v: &str) -> Result<FeatureGates, String> {
         };
         match name.trim() {
             "VMIPRetain" => gates.vm_ip_retain = on,
-            "MultiCluster" if on => {
-                return Err(
-                    "feature gate MultiCluster is not implemented (docs/api.md); only MultiCluster=false is accepted"
-                        .to_string(),
-                );
-            }
-            "MultiCluster" => {}
+            "MultiCluster" => gates.multi_cluster = on,
             name => {
                 return Err(format!(
                     "unrecognized feature gate {:?} (known: {})",
@@ -147,7 +144,14 @@ mod tests {
     #[test]
     fn upstream_feature_gates() {
         let off = FeatureGates::default();
-        let vm = FeatureGates { vm_ip_retain: true };
+        let vm = FeatureGates {
+            vm_ip_retain: true,
+            ..off
+        };
+        let mc = FeatureGates {
+            multi_cluster: true,
+            ..off
+        };
         for (ok, want) in [
             ("", off),
             ("MultiCluster=false", off),
@@ -156,15 +160,19 @@ mod tests {
             ("MultiCluster=false,VMIPRetain=true", vm),
             ("VMIPRetain=1", vm),
             ("VMIPRetain=true,VMIPRetain=false", off),
+            ("MultiCluster=true", mc),
+            ("MultiCluster=true,MultiCluster=false", off),
+            (
+                "VMIPRetain=true,MultiCluster=true",
+                FeatureGates {
+                    multi_cluster: true,
+                    vm_ip_retain: true,
+                },
+            ),
         ] {
             assert_eq!(parse_feature_gates(ok), Ok(want), "{ok:?}");
         }
         for (bad, said) in [
-            ("MultiCluster=true", "MultiCluster is not implemented"),
-            (
-                "VMIPRetain=true,MultiCluster=true",
-                "MultiCluster is not implemented",
-            ),
             ("DualStack=false", "unrecognized feature gate \"DualStack\""),
             ("MultiCluster", "want Name=true|false"),
             ("VMIPRetain=yes", "is not a boolean"),

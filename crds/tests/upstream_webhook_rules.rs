@@ -300,8 +300,8 @@ fn network_update_rules() {
     validate::network_update(old, &new, &ex).unwrap();
 }
 
-/// `pkg/webhook/validating/network.go`, `NetworkDeleteValidation` (the remote-cluster rule
-/// belongs to the MultiCluster feature, not implemented here).
+/// `pkg/webhook/validating/network.go`, `NetworkDeleteValidation` (the remote-cluster rule is
+/// tested with the multi-cluster rules, `hybridnet_api::multicluster::validate`).
 #[test]
 fn network_delete_rules() {
     let c = Cluster::new();

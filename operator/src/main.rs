@@ -104,8 +104,9 @@ struct Cli {
     rollout_progress_deadline_seconds: u64,
     /// Upstream's `--feature-gates` (its chart passes `MultiCluster=<b>,VMIPRetain=<b>`).
     /// `VMIPRetain=true`: KubeVirt VM pods keep their addresses (docs/api.md, "KubeVirt VMs"),
-    /// unless HybridnetCluster/default sets `spec.features.vmIPRetain`. `MultiCluster` is not
-    /// implemented, so only `MultiCluster=false`.
+    /// unless HybridnetCluster/default sets `spec.features.vmIPRetain`. `MultiCluster=true`:
+    /// RemoteClusters are checked and mirrored (docs/multicluster.md), unless HybridnetCluster/
+    /// default sets `spec.features.multiCluster`.
     #[arg(long, default_value = "", value_parser = parse_feature_gates)]
     feature_gates: FeatureGates,
     /// Do not run the HybridnetCluster lifecycle reconciler.
@@ -214,6 +215,7 @@ impl Cli {
                     .map(|k| k.trim().to_string())
                     .collect(),
                 vm_ip_retain: self.feature_gates.vm_ip_retain,
+                multi_cluster: self.feature_gates.multi_cluster,
             },
             pod_selector: self.pod_label_selector.clone(),
             pod_concurrency: pick("Pod").unwrap_or(8),
@@ -347,10 +349,9 @@ mod tests {
         let c = Cli::try_parse_from(["x", "--feature-gates=MultiCluster=false,VMIPRetain=true"])
             .unwrap();
         assert!(c.feature_gates.vm_ip_retain);
-        let e = Cli::try_parse_from(["x", "--feature-gates=MultiCluster=true,VMIPRetain=true"])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("MultiCluster is not implemented"), "{e}");
+        let c = Cli::try_parse_from(["x", "--feature-gates=MultiCluster=true,VMIPRetain=true"])
+            .unwrap();
+        assert!(c.feature_gates.multi_cluster && c.feature_gates.vm_ip_retain);
     }
 
     #[test]

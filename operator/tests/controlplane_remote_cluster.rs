@@ -100,7 +100,10 @@ async fn remote_cluster_status_from_a_second_api_server() {
     ))
     .await
     .unwrap();
-    let r = a.replica("a-1").await;
+    // The MultiCluster feature on (as `--feature-gates=MultiCluster=true`).
+    let mut cfg = test_config("a-1");
+    cfg.defaults.multi_cluster = true;
+    let r = a.replica_with(cfg, true).await;
     let a_uid = uid_of_kube_system(&a.client).await;
 
     // Cluster B: HTTPS, the hybridnet CRDs, its own overlay network and subnet.

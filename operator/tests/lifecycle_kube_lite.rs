@@ -728,8 +728,8 @@ async fn install_upgrade_repair_refuse_and_delete() {
     assert!(agent_args(reverted.as_ref()).contains(&"--health-port=11021".to_string()));
     ds_status(&client, 3, 3, 3).await;
 
-    // ---- upstream's Helm settings (docs/migration.md): a malformed VTEP CIDR and the unimplemented
-    // MultiCluster gate are refused with the field named and nothing applied; valid values reach
+    // ---- upstream's Helm settings (docs/migration.md): a malformed VTEP CIDR and a
+    // meaningless Pod webhook selector are refused with the field named and nothing applied; valid values reach
     // the agent's flags and the Pod webhooks' object selectors, and removing them removes them.
     let generation_before = ds_api
         .get(names::NODE_AGENT)
@@ -741,10 +741,6 @@ async fn install_upgrade_repair_refuse_and_delete() {
         (
             json!({"nodeAgent": {"vtepAddressCIDRs": ["10.0.0.1/8"]}}),
             "spec.nodeAgent.vtepAddressCIDRs[0]",
-        ),
-        (
-            json!({"features": {"multiCluster": true}}),
-            "spec.features.multiCluster",
         ),
         (
             json!({"webhook": {"additionalPodMatchExpressions": [{"key": "app", "operator": "In"}]}}),

@@ -333,9 +333,9 @@ pub struct FeatureSwitches {
     /// Announce pods over BGP (true when absent; `false` is refused: not implemented).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<bool>,
-    /// Upstream's `MultiCluster` feature gate (Helm value `multiCluster`). Not implemented here
-    /// (docs/api.md): only `false` is accepted, so a migrated setting of `true` is refused with
-    /// a Degraded condition instead of silently doing nothing.
+    /// Upstream's `MultiCluster` feature gate (Helm value `multiCluster`): the operator checks
+    /// and mirrors RemoteClusters (docs/multicluster.md). When absent, the operator's
+    /// `--feature-gates` decide (off by default, as upstream).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multi_cluster: Option<bool>,
     /// Upstream's `VMIPRetain` feature gate (Helm value `vmIPRetain`): pods of a KubeVirt

@@ -141,8 +141,9 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub remove_upstream_leftovers: bool,
     /// Upstream's `--feature-gates` (its chart passes `MultiCluster=<b>` to the daemon): accepted
-    /// so upstream's command lines work. `MultiCluster` is not implemented (only `=false`);
-    /// `VMIPRetain` is the control plane's and changes nothing on a node.
+    /// so upstream's command lines work. Both gates are the control plane's: the agent programs
+    /// the RemoteSubnets and RemoteVteps there are (none while `MultiCluster` is off), and
+    /// `VMIPRetain` changes nothing on a node.
     #[arg(long, default_value = "", value_parser = parse_feature_gates)]
     pub feature_gates: String,
     /// At start, check in a throwaway network namespace that the kernel has VXLAN, policy
@@ -341,10 +342,7 @@ mod tests {
     #[test]
     fn upstream_feature_gates_flag() {
         assert!(parse(&["--feature-gates=MultiCluster=false"]).is_ok());
-        let e = parse(&["--feature-gates=MultiCluster=true"])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("MultiCluster is not implemented"), "{e}");
+        assert!(parse(&["--feature-gates=MultiCluster=true"]).is_ok());
         assert!(parse(&["--feature-gates=Bogus=false"]).is_err());
         assert!(parse(&["--feature-gates=MultiCluster=false,VMIPRetain=true"]).is_ok());
     }

@@ -545,12 +545,6 @@ impl Settings {
             );
         }
         let features = spec.features.clone().unwrap_or_default();
-        if features.multi_cluster == Some(true) {
-            errs.push(FieldError::new(
-                "spec.features.multiCluster",
-                "the MultiCluster feature is not implemented (docs/api.md); set it to false or leave it out",
-            ));
-        }
         // Switching these off is not implemented: refused, so a spec never claims a behaviour
         // the cluster does not have.
         let always_on = [
@@ -1209,7 +1203,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(settings(&features(Some(true), None)).is_err());
+        assert!(settings(&features(Some(true), None)).is_ok());
         assert!(settings(&features(None, Some(true))).unwrap().vm_ip_retain);
         assert!(
             !settings(&features(Some(false), Some(false)))
@@ -1332,16 +1326,6 @@ mod tests {
                     Some(&["x"]),
                 )]),
                 "spec.webhook.additionalPodMatchExpressions[0].key",
-            ),
-            (
-                HybridnetClusterSpec {
-                    features: Some(hybridnet_api::operator::FeatureSwitches {
-                        multi_cluster: Some(true),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                "spec.features.multiCluster",
             ),
         ];
         let switched_off = |f: fn(&mut hybridnet_api::operator::FeatureSwitches)| {

@@ -26,6 +26,9 @@ pub struct PodDefaults {
     /// Upstream's `VMIPRetain` feature gate: pods of a KubeVirt VirtualMachine keep their
     /// addresses across VM restarts (docs/api.md, "KubeVirt VMs").
     pub vm_ip_retain: bool,
+    /// Upstream's `MultiCluster` feature gate: RemoteClusters are checked and mirrored
+    /// (docs/multicluster.md); off, they are left alone.
+    pub multi_cluster: bool,
 }
 
 impl Default for PodDefaults {
@@ -38,6 +41,7 @@ impl Default for PodDefaults {
             ip_retain: true,
             stateful_workload_kinds: vec!["StatefulSet".to_string()],
             vm_ip_retain: false,
+            multi_cluster: false,
         }
     }
 }
@@ -75,8 +79,9 @@ pub struct EffectiveDefaults {
 }
 
 /// The defaults in force (pure): the singleton's `spec.defaults` when `cluster` is it, each
-/// absent field at its documented default; the flags otherwise. The `VMIPRetain` gate is the
-/// singleton's `spec.features.vmIPRetain` when set, else the operator's `--feature-gates`. Blank stateful kinds are dropped
+/// absent field at its documented default; the flags otherwise. The `VMIPRetain` and
+/// `MultiCluster` gates are the singleton's `spec.features.vmIPRetain` and `multiCluster` when
+/// set, else the operator's `--feature-gates`. Blank stateful kinds are dropped
 /// (no owner has an empty kind); the rest is checked by the CRD schema.
 pub fn effective_defaults(
     flags: &PodDefaults,
@@ -97,6 +102,12 @@ pub fn effective_defaults(
         .as_ref()
         .and_then(|f| f.vm_ip_retain)
         .unwrap_or(flags.vm_ip_retain);
+    let multi_cluster = cluster
+        .spec
+        .features
+        .as_ref()
+        .and_then(|f| f.multi_cluster)
+        .unwrap_or(flags.multi_cluster);
     let spec = cluster.spec.defaults.clone().unwrap_or_default();
     let ClusterDefaults {
         network_type,
@@ -119,6 +130,7 @@ pub fn effective_defaults(
                 None => documented.stateful_workload_kinds,
             },
             vm_ip_retain,
+            multi_cluster,
         },
         source: DefaultsSource::Cluster,
     }
@@ -148,6 +160,48 @@ mod tests {
             ip_retain: false,
             stateful_workload_kinds: vec!["AdvancedStatefulSet".into()],
             vm_ip_retain: true,
+            multi_cluster: true,
+        }
+    }
+
+    #[test]
+    fn multi_cluster_is_the_clusters_when_set_else_the_flag() {
+        use hybridnet_api::operator::FeatureSwitches;
+        let with = |mc: Option<bool>| {
+            let mut c = cluster(CLUSTER_SINGLETON_NAME, None);
+            c.spec.features = Some(FeatureSwitches {
+                multi_cluster: mc,
+                ..Default::default()
+            });
+            c
+        };
+        let on = PodDefaults {
+            multi_cluster: true,
+            ..flags()
+        };
+        let off = PodDefaults {
+            multi_cluster: false,
+            ..flags()
+        };
+        assert!(
+            !PodDefaults::default().multi_cluster,
+            "off by default, as upstream"
+        );
+        for (flags, cluster, want) in [
+            (&on, None, true),
+            (&off, None, false),
+            (&on, Some(with(None)), true),
+            (&off, Some(with(None)), false),
+            (&off, Some(with(Some(true))), true),
+            (&on, Some(with(Some(false))), false),
+        ] {
+            assert_eq!(
+                effective_defaults(flags, cluster.as_ref())
+                    .defaults
+                    .multi_cluster,
+                want,
+                "{flags:?} {cluster:?}"
+            );
         }
     }
 
@@ -234,8 +288,9 @@ mod tests {
                 ip_family: IpFamily::IPv6,
                 ip_retain: true,
                 stateful_workload_kinds: vec!["StatefulSet".into(), "Kruise".into()],
-                // Not in the cluster's spec.features: the flag's.
+                // Not in the cluster's spec.features: the flags'.
                 vm_ip_retain: true,
+                multi_cluster: true,
             }
         );
     }
@@ -247,12 +302,14 @@ mod tests {
         for defaults in [None, Some(ClusterDefaults::default())] {
             let e = effective_defaults(&flags(), Some(&cluster("default", defaults)));
             assert_eq!(e.source, DefaultsSource::Cluster);
-            // The VMIPRetain gate is the control plane's alone (nothing rendered to agents): an
-            // absent spec.features.vmIPRetain leaves the operator's --feature-gates in force.
+            // The VMIPRetain and MultiCluster gates are the control plane's alone (nothing
+            // rendered to agents): absent from spec.features, the operator's --feature-gates
+            // stay in force.
             assert_eq!(
                 e.defaults,
                 PodDefaults {
                     vm_ip_retain: true,
+                    multi_cluster: true,
                     ..PodDefaults::default()
                 }
             );

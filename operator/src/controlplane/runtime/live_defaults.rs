@@ -164,6 +164,7 @@ mod tests {
             ip_retain: false,
             stateful_workload_kinds: vec!["AdvancedStatefulSet".into()],
             vm_ip_retain: true,
+            multi_cluster: true,
         }
     }
 

@@ -335,14 +335,24 @@ pub async fn run_term(ctx: Arc<Ctx>, requeue: mpsc::UnboundedReceiver<ObjectRef<
         }
     };
 
-    // RemoteCluster status (docs/multicluster.md): a pass per period; nothing when there are
-    // no RemoteClusters (or no such CRD).
+    // RemoteCluster status (docs/multicluster.md): with the MultiCluster feature on, a pass
+    // per period; nothing when there are no RemoteClusters (or no such CRD). Off, RemoteClusters
+    // and their mirrors are left as they are (upstream runs no multi-cluster controller then).
     let rc_client = client.clone();
-    let rc_metrics = ctx.metrics.clone();
+    let rc_ctx = ctx.clone();
     let rc_period = cfg.remote_cluster_check_interval;
     let remote_clusters = async move {
+        let mut was_on = None;
         loop {
-            if let Err(e) = remotecluster::pass(&rc_client, &rc_metrics).await {
+            let on = rc_ctx.defaults().defaults.multi_cluster;
+            if was_on != Some(on) {
+                info!(
+                    multi_cluster = on,
+                    "MultiCluster feature (spec.features.multiCluster, else --feature-gates)"
+                );
+                was_on = Some(on);
+            }
+            if on && let Err(e) = remotecluster::pass(&rc_client, &rc_ctx.metrics).await {
                 warn!(error = %e, "remote cluster check pass failed");
             }
             tokio::time::sleep(rc_period).await;
