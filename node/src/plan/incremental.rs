@@ -323,12 +323,15 @@ impl PlanState {
         self.base_problems = std::mem::take(&mut base.problems);
         self.resolved.clear();
         self.problem_ips.clear();
-        let ips: BTreeSet<IpAddr> = self
-            .by_ip
-            .keys()
-            .chain(self.ctx.seeds.keys())
-            .copied()
-            .collect();
+        // Every claimed address, then the NodeInfo addresses nobody claims (the order does not
+        // matter: each address is resolved on its own).
+        let mut ips: Vec<IpAddr> = self.by_ip.keys().copied().collect();
+        ips.extend(
+            self.ctx
+                .seeds
+                .keys()
+                .filter(|ip| !self.by_ip.contains_key(ip)),
+        );
         for ip in ips {
             let r = self.resolve_ip(ip);
             add(&mut base, ip, &r);
@@ -413,12 +416,13 @@ impl PlanState {
             match &claim {
                 Claim::At(ip) => {
                     self.by_ip.entry(*ip).or_default().push(obj.clone());
-                    *self
-                        .by_node
-                        .entry(node_of(&obj).to_string())
-                        .or_default()
-                        .entry(*ip)
-                        .or_default() += 1;
+                    let node = node_of(&obj);
+                    // The node's name is allocated once per node, not per claim.
+                    let m = match self.by_node.get_mut(node) {
+                        Some(m) => m,
+                        None => self.by_node.entry(node.to_string()).or_default(),
+                    };
+                    *m.entry(*ip).or_default() += 1;
                     out[1] = Some(*ip);
                 }
                 Claim::Invalid(p) => {
