@@ -14,189 +14,32 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
-use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hybridnet_api::constants::label;
 use hybridnet_api::v1::*;
 use hybridnet_node::DataPlanePlan;
 use hybridnet_node::dataplane::netns::run_in_netns;
 use hybridnet_node::dataplane::{Applier, ApplyReport, KernelChanges, NftRunner, read_host_state};
 use hybridnet_node::plan::{ApiState, PlanConfig, PlanState, build_plan};
 
-fn sh(args: &[&str]) {
-    let ok = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "{args:?} failed");
-}
-
-struct Ns(String);
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn api(vteps: usize, pods: usize) -> ApiState {
-    let mut overlay = Network::new(
-        "overlay",
-        NetworkSpec {
-            net_id: Some(4),
-            network_type: Some(NetworkType::Overlay),
-            ..Default::default()
-        },
-    );
-    let mut nodes: Vec<String> = (0..vteps).map(|i| format!("r{i}")).collect();
-    nodes.push("n1".into());
-    overlay.status = Some(NetworkStatus {
-        node_list: Some(nodes),
-        ..Default::default()
-    });
-    let subnet = Subnet::new(
-        "ov",
-        SubnetSpec {
-            network: "overlay".into(),
-            net_id: None,
-            range: AddressRange {
-                version: IpVersion::V4,
-                cidr: "198.19.0.0/16".into(),
-                ..Default::default()
-            },
-            config: None,
-        },
-    );
-    let mut node_infos = vec![NodeInfo::new(
-        "n1",
-        NodeInfoSpec {
-            vtep_info: Some(VtepInfo {
-                ip: Some("198.18.0.1".into()),
-                mac: Some("02:00:00:00:00:01".into()),
-                local_ips: Some(vec!["198.18.0.1".into()]),
-            }),
-        },
-    )];
-    for i in 0..vteps {
-        let ip = format!("198.18.{}.{}", 1 + i / 250, 1 + i % 250);
-        node_infos.push(NodeInfo::new(
-            &format!("r{i}"),
-            NodeInfoSpec {
-                vtep_info: Some(VtepInfo {
-                    ip: Some(ip.clone()),
-                    mac: Some(format!("02:01:00:00:{:02x}:{:02x}", i / 256, i % 256)),
-                    local_ips: Some(vec![ip]),
-                }),
-            },
-        ));
-    }
-    let mut ip_instances = Vec::with_capacity(pods);
-    for k in 0..pods {
-        let n = k + 2;
-        let addr = format!("198.19.{}.{}", n / 256, n % 256);
-        let node = format!("r{}", k % vteps);
-        let mut ipi = IPInstance::new(
-            &addr.replace('.', "-"),
-            IPInstanceSpec {
-                network: "overlay".into(),
-                subnet: "ov".into(),
-                address: Address {
-                    version: IpVersion::V4,
-                    ip: addr,
-                    gateway: None,
-                    net_id: None,
-                    mac: "02:aa:00:00:00:01".into(),
-                },
-                binding: Binding {
-                    node_name: Some(node.clone()),
-                    pod_name: Some(format!("p{k}")),
-                    ..Default::default()
-                },
-            },
-        );
-        ipi.metadata.namespace = Some("default".into());
-        ipi.metadata.labels = Some(BTreeMap::from([(label::NODE.to_string(), node)]));
-        ip_instances.push(ipi);
-    }
-    ApiState {
-        node_name: "n1".into(),
-        node_addresses: vec!["198.18.0.1".parse().unwrap()],
-        networks: vec![overlay],
-        subnets: vec![subnet],
-        ip_instances: ip_instances.into_iter().map(Arc::new).collect(),
-        node_infos: node_infos.into_iter().map(Arc::new).collect(),
-        ..Default::default()
-    }
-}
+mod common;
 
 fn main() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIPPED dataplane_converge: needs root to create a network namespace");
         return Ok(());
     }
-    let vteps: usize = std::env::var("HN_BENCH_VTEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
-    let pods: usize = std::env::var("HN_BENCH_PODS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000);
-    let name = format!("hnb-{}", std::process::id());
-    let peer = format!("hnbp-{}", std::process::id());
-    sh(&["ip", "netns", "add", &name]);
-    let _g = Ns(name.clone());
-    sh(&["ip", "netns", "add", &peer]);
-    let _p = Ns(peer.clone());
-    sh(&[
-        "ip", "-n", &name, "link", "add", "eth0", "type", "veth", "peer", "name", "e1", "netns",
-        &peer,
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &name,
-        "link",
-        "set",
-        "eth0",
-        "address",
-        "02:00:00:00:00:01",
-        "up",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &name,
-        "addr",
-        "add",
-        "198.18.0.1/16",
-        "dev",
-        "eth0",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &name,
-        "route",
-        "add",
-        "default",
-        "via",
-        "198.18.255.254",
-        "dev",
-        "eth0",
-    ]);
+    let vteps = common::env_usize("HN_BENCH_VTEPS", 1000);
+    let pods = common::env_usize("HN_BENCH_PODS", 20_000);
+    let node = common::node_namespace("hnb");
+    let name = node.name.clone();
 
-    let load_before = loadavg();
-    let base = api(0, 0);
-    let full = api(vteps, pods);
-    let more = api(vteps, pods + 100);
-    let runs: usize = std::env::var("HN_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let load_before = common::loadavg();
+    let base = common::local_cluster(0, 0);
+    let full = common::local_cluster(vteps, pods);
+    let more = common::local_cluster(vteps, pods + 100);
+    let runs = common::env_usize("HN_BENCH_RUNS", 3);
     let out = run_in_netns(&name, move |h| async move {
         let cfg = PlanConfig::default();
         let mut a = Applier::new(h.clone(), cfg.tables.clone(), NftRunner::default());
@@ -260,31 +103,8 @@ fn main() -> anyhow::Result<()> {
             rows[0].incr_changes
         );
     }
-    println!("  load average after: {}", loadavg());
+    println!("  load average after: {}", common::loadavg());
     Ok(())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// CPU time of the calling thread (user + system, including the kernel's work in its netlink
-/// calls): on the shared machine the wall clock also counts time spent waiting for a core.
-fn cpu() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|x| x.parse::<u64>().ok())
-        })
-        .map(|ns| ns as f64 / 1e9)
-        .unwrap_or(0.0)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -326,7 +146,7 @@ async fn reconcile(
     state: &mut Option<PlanState>,
     plan: impl AsyncFnOnce(&mut Option<PlanState>) -> anyhow::Result<Option<DataPlanePlan>>,
 ) -> anyhow::Result<(ApplyReport, Sample, Option<DataPlanePlan>)> {
-    let c0 = cpu();
+    let c0 = common::cpu();
     let t0 = Instant::now();
     let owned = plan(state).await?;
     let t_plan = t0.elapsed();
@@ -341,7 +161,7 @@ async fn reconcile(
     };
     let sample = Sample {
         wall: t0.elapsed().as_secs_f64(),
-        cpu: cpu() - c0,
+        cpu: common::cpu() - c0,
         plan: t_plan.as_secs_f64(),
     };
     anyhow::ensure!(

@@ -30,114 +30,6 @@ const PODS: usize = 20_000;
 const REMOTE_VTEPS: usize = 100;
 const PODS_PER_REMOTE_VTEP: usize = 20;
 
-fn sh(args: &[&str]) {
-    let ok = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "{args:?} failed");
-}
-
-struct Ns(String);
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// The local cluster (as in `dataplane_converge`): n1 and `VTEPS` other nodes, `PODS` pods.
-fn local() -> ApiState {
-    let mut overlay = Network::new(
-        "overlay",
-        NetworkSpec {
-            net_id: Some(4),
-            network_type: Some(NetworkType::Overlay),
-            ..Default::default()
-        },
-    );
-    let mut nodes: Vec<String> = (0..VTEPS).map(|i| format!("r{i}")).collect();
-    nodes.push("n1".into());
-    overlay.status = Some(NetworkStatus {
-        node_list: Some(nodes),
-        ..Default::default()
-    });
-    let subnet = Subnet::new(
-        "ov",
-        SubnetSpec {
-            network: "overlay".into(),
-            net_id: None,
-            range: AddressRange {
-                version: IpVersion::V4,
-                cidr: "198.19.0.0/16".into(),
-                ..Default::default()
-            },
-            config: None,
-        },
-    );
-    let vtep = |name: String, ip: String, mac: String| {
-        NodeInfo::new(
-            &name,
-            NodeInfoSpec {
-                vtep_info: Some(VtepInfo {
-                    ip: Some(ip.clone()),
-                    mac: Some(mac),
-                    local_ips: Some(vec![ip]),
-                }),
-            },
-        )
-    };
-    let mut node_infos = vec![vtep(
-        "n1".into(),
-        "198.18.0.1".into(),
-        "02:00:00:00:00:01".into(),
-    )];
-    for i in 0..VTEPS {
-        node_infos.push(vtep(
-            format!("r{i}"),
-            format!("198.18.{}.{}", 1 + i / 250, 1 + i % 250),
-            format!("02:01:00:00:{:02x}:{:02x}", i / 256, i % 256),
-        ));
-    }
-    let mut ip_instances = Vec::with_capacity(PODS);
-    for k in 0..PODS {
-        let n = k + 2;
-        let addr = format!("198.19.{}.{}", n / 256, n % 256);
-        let node = format!("r{}", k % VTEPS);
-        let mut ipi = IPInstance::new(
-            &addr.replace('.', "-"),
-            IPInstanceSpec {
-                network: "overlay".into(),
-                subnet: "ov".into(),
-                address: Address {
-                    version: IpVersion::V4,
-                    ip: addr,
-                    gateway: None,
-                    net_id: None,
-                    mac: "02:aa:00:00:00:01".into(),
-                },
-                binding: Binding {
-                    node_name: Some(node.clone()),
-                    pod_name: Some(format!("p{k}")),
-                    ..Default::default()
-                },
-            },
-        );
-        ipi.metadata.namespace = Some("default".into());
-        ipi.metadata.labels = Some(BTreeMap::from([(label::NODE.to_string(), node)]));
-        ip_instances.push(ipi);
-    }
-    ApiState {
-        node_name: "n1".into(),
-        node_addresses: vec!["198.18.0.1".parse().unwrap()],
-        networks: vec![overlay],
-        subnets: vec![subnet],
-        ip_instances: ip_instances.into_iter().map(Arc::new).collect(),
-        node_infos: node_infos.into_iter().map(Arc::new).collect(),
-        ..Default::default()
-    }
-}
-
 fn remote_subnet(name: &str, cidr: &str) -> RemoteSubnet {
     RemoteSubnet::new(
         name,
@@ -176,7 +68,7 @@ fn remote_vtep(i: usize, pods: usize, offset: usize) -> Arc<RemoteVtep> {
 }
 
 fn connected(remote: usize) -> ApiState {
-    let mut a = local();
+    let mut a = common::local_cluster(VTEPS, PODS);
     a.remote_subnets = vec![remote_subnet("b.ov", "10.64.0.0/16")];
     a.remote_vteps = (0..remote)
         .map(|i| remote_vtep(i, PODS_PER_REMOTE_VTEP, 0))
@@ -201,58 +93,16 @@ fn fdb_has(ns: &str, entry: &str) -> bool {
         .unwrap_or(false)
 }
 
+mod common;
+
 fn main() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIPPED remote_converge: needs root to create a network namespace");
         return Ok(());
     }
-    let runs: usize = std::env::var("HN_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let name = format!("hnrc-{}", std::process::id());
-    let peer = format!("hnrcp-{}", std::process::id());
-    sh(&["ip", "netns", "add", &name]);
-    let _g = Ns(name.clone());
-    sh(&["ip", "netns", "add", &peer]);
-    let _p = Ns(peer.clone());
-    sh(&[
-        "ip", "-n", &name, "link", "add", "eth0", "type", "veth", "peer", "name", "e1", "netns",
-        &peer,
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &name,
-        "link",
-        "set",
-        "eth0",
-        "address",
-        "02:00:00:00:00:01",
-        "up",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &name,
-        "addr",
-        "add",
-        "198.18.0.1/16",
-        "dev",
-        "eth0",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &name,
-        "route",
-        "add",
-        "default",
-        "via",
-        "198.18.255.254",
-        "dev",
-        "eth0",
-    ]);
+    let runs = common::env_usize("HN_BENCH_RUNS", 5);
+    let node = common::node_namespace("hnrc");
+    let name = node.name.clone();
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
     let base = connected(REMOTE_VTEPS - 1);
