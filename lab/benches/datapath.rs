@@ -1038,7 +1038,7 @@ fn main() {
         );
     }
 
-    // The goals of issue 19, each against the wire (and the BGP path also against its own
+    // The goals (docs/benchmarks.md, Lab: datapath), each against the wire (and the BGP path also against its own
     // routed wire), and against the bridge baseline on the same shape of path.
     println!("\ngoals (median of per-round ratios):");
     for &f in &families {

@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
         let mut rebuilt_rows = Vec::new();
         for _ in 0..runs {
             // Full path: every reconcile reads the host, plans from scratch, dumps and diffs
-            // everything (the full resync; before #19 every reconcile).
+            // everything (the full resync; before per-object planning, every reconcile).
             full_rows.push(measure(&mut a, &h, &cfg, &base, &full, &more, Path::Full).await?);
             // Incremental path: the plan is updated per changed object and diffed against what
             // the last apply left; no kernel dump.
