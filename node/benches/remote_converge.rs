@@ -13,12 +13,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is the failure report
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hybridnet_api::constants::label;
 use hybridnet_api::multicluster::{RemoteSubnet, RemoteSubnetSpec, RemoteVtep, RemoteVtepSpec};
 use hybridnet_api::v1::*;
 use hybridnet_node::dataplane::netns::run_in_netns;
@@ -132,27 +130,7 @@ fn main() -> anyhow::Result<()> {
     )));
     for k in 0..PODS_PER_REMOTE_VTEP {
         let addr = format!("198.19.250.{}", k + 1);
-        let mut ipi = IPInstance::new(
-            &addr.replace('.', "-"),
-            IPInstanceSpec {
-                network: "overlay".into(),
-                subnet: "ov".into(),
-                address: Address {
-                    version: IpVersion::V4,
-                    ip: addr,
-                    gateway: None,
-                    net_id: None,
-                    mac: "02:aa:00:00:00:01".into(),
-                },
-                binding: Binding {
-                    node_name: Some("rnew".into()),
-                    pod_name: Some(format!("q{k}")),
-                    ..Default::default()
-                },
-            },
-        );
-        ipi.metadata.namespace = Some("default".into());
-        ipi.metadata.labels = Some(BTreeMap::from([(label::NODE.to_string(), "rnew".into())]));
+        let ipi = common::overlay_pod(addr, "rnew".into(), format!("q{k}"));
         local_added.ip_instances.push(Arc::new(ipi));
     }
     let last_mac = format!(

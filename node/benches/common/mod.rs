@@ -153,27 +153,7 @@ pub fn local_cluster(vteps: usize, pods: usize) -> ApiState {
         let n = k + 2;
         let addr = format!("198.19.{}.{}", n / 256, n % 256);
         let node = format!("r{}", k % vteps);
-        let mut ipi = IPInstance::new(
-            &addr.replace('.', "-"),
-            IPInstanceSpec {
-                network: "overlay".into(),
-                subnet: "ov".into(),
-                address: Address {
-                    version: IpVersion::V4,
-                    ip: addr,
-                    gateway: None,
-                    net_id: None,
-                    mac: "02:aa:00:00:00:01".into(),
-                },
-                binding: Binding {
-                    node_name: Some(node.clone()),
-                    pod_name: Some(format!("p{k}")),
-                    ..Default::default()
-                },
-            },
-        );
-        ipi.metadata.namespace = Some("default".into());
-        ipi.metadata.labels = Some(BTreeMap::from([(label::NODE.to_string(), node)]));
+        let ipi = overlay_pod(addr, node, format!("p{k}"));
         ip_instances.push(ipi);
     }
     ApiState {
@@ -185,6 +165,32 @@ pub fn local_cluster(vteps: usize, pods: usize) -> ApiState {
         node_infos: node_infos.into_iter().map(Arc::new).collect(),
         ..Default::default()
     }
+}
+
+/// A pod of the overlay subnet `ov` with address `addr` on `node` (namespace `default`).
+pub fn overlay_pod(addr: String, node: String, pod: String) -> IPInstance {
+    let mut ipi = IPInstance::new(
+        &addr.replace('.', "-"),
+        IPInstanceSpec {
+            network: "overlay".into(),
+            subnet: "ov".into(),
+            address: Address {
+                version: IpVersion::V4,
+                ip: addr,
+                gateway: None,
+                net_id: None,
+                mac: "02:aa:00:00:00:01".into(),
+            },
+            binding: Binding {
+                node_name: Some(node.clone()),
+                pod_name: Some(pod),
+                ..Default::default()
+            },
+        },
+    );
+    ipi.metadata.namespace = Some("default".into());
+    ipi.metadata.labels = Some(BTreeMap::from([(label::NODE.to_string(), node)]));
+    ipi
 }
 
 pub fn loadavg() -> String {
