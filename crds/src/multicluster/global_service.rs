@@ -2,8 +2,8 @@
 //! remoteendpointslice_controller.go and globalservice_controller.go): a Service annotated
 //! `networking.alibaba.com/global-service: "true"` in a Ready remote cluster has its EndpointSlices
 //! exported here as RemoteEndpointSlices; a local Service annotated the same way gets an
-//! EndpointSlice per RemoteEndpointSlice of its namespace and name. Not wired into the operator
-//! yet (docs/multicluster.md: it needs cluster-wide Service and EndpointSlice rights).
+//! EndpointSlice per RemoteEndpointSlice of its namespace and name. The operator applies these
+//! (operator/src/controlplane/controllers/remotecluster.rs; docs/multicluster.md, Global services).
 //!
 //! Cluster Kubernetes serves `discovery.k8s.io/v1` only; the RemoteEndpointSlice keeps upstream's
 //! `v1beta1` shapes, so endpoints are converted both ways (`topology` <-> `deprecatedTopology`
@@ -280,6 +280,88 @@ pub fn stale_endpoint_slices(
     out
 }
 
+/// Builds [`super::mirror::Mirror`]s of RemoteEndpointSlices, for
+/// [`super::mirror::plan_mirrors_labelled`] with [`label::REMOTE_CLUSTER`].
+pub fn remote_slice_mirrors(
+    list: &[RemoteEndpointSlice],
+) -> Vec<super::mirror::Mirror<'_, RemoteEndpointSliceSpec>> {
+    list.iter()
+        .map(|r| super::mirror::Mirror {
+            meta: &r.metadata,
+            spec: &r.spec,
+        })
+        .collect()
+}
+
+/// What the import writes: the EndpointSlices to apply and the ones to delete.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ImportPlan {
+    /// Missing, or different from what is there (labels, annotations, owner, address type,
+    /// endpoints, ports); sorted by namespace and name.
+    pub apply: Vec<discovery::EndpointSlice>,
+    /// `(namespace, name)` of slices hybridnet wrote that no longer belong; sorted.
+    pub delete: Vec<(String, String)>,
+}
+
+/// Whether `existing` already is `desired` as far as the import writes it: every label and
+/// annotation of `desired` with its value, the same owner references, address type, endpoints
+/// and ports. Fields the API server or others add (other labels, `metadata.generation`) do not
+/// count, so an unchanged import writes nothing.
+fn is_current(existing: &discovery::EndpointSlice, desired: &discovery::EndpointSlice) -> bool {
+    let subset = |want: &Option<BTreeMap<String, String>>,
+                  have: &Option<BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    };
+    subset(&desired.metadata.labels, &existing.metadata.labels)
+        && subset(
+            &desired.metadata.annotations,
+            &existing.metadata.annotations,
+        )
+        && existing.metadata.owner_references == desired.metadata.owner_references
+        && existing.address_type == desired.address_type
+        && existing.endpoints.as_deref().unwrap_or_default()
+            == desired.endpoints.as_deref().unwrap_or_default()
+        && existing.ports.as_deref().unwrap_or_default()
+            == desired.ports.as_deref().unwrap_or_default()
+}
+
+/// The import for the whole cluster: every local Service's [`desired_endpoint_slices`] from the
+/// RemoteEndpointSlices `remote`, compared with `existing` (the EndpointSlices labelled
+/// managed-by hybridnet; others are never touched).
+pub fn plan_import(
+    services: &[Service],
+    remote: &[RemoteEndpointSlice],
+    existing: &[discovery::EndpointSlice],
+) -> ImportPlan {
+    let key = |m: &ObjectMeta| {
+        (
+            m.namespace.clone().unwrap_or_default(),
+            m.name.clone().unwrap_or_default(),
+        )
+    };
+    let ours: BTreeMap<(String, String), &discovery::EndpointSlice> = existing
+        .iter()
+        .filter(|e| label_of(&e.metadata, LABEL_MANAGED_BY) == Some(MANAGED_BY))
+        .map(|e| (key(&e.metadata), e))
+        .collect();
+    let mut desired: Vec<discovery::EndpointSlice> = services
+        .iter()
+        .flat_map(|svc| desired_endpoint_slices(svc, remote))
+        .collect();
+    desired.sort_by_key(|d| key(&d.metadata));
+    let delete = stale_endpoint_slices(existing, &desired);
+    let apply = desired
+        .into_iter()
+        .filter(|d| {
+            ours.get(&key(&d.metadata))
+                .is_none_or(|e| !is_current(e, d))
+        })
+        .collect();
+    ImportPlan { apply, delete }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,6 +541,91 @@ mod tests {
             stale,
             [("default".to_string(), "b.default.web-old".to_string())]
         );
+    }
+
+    #[test]
+    fn the_import_writes_only_what_changed_and_removes_only_its_own() {
+        let remote = desired_remote_endpoint_slices(
+            &rc(),
+            &[svc("default", "web", Some("true"))],
+            &[slice("default", "web-abc", "web", None)],
+        );
+        let services = [
+            svc("default", "web", Some("true")),
+            svc("default", "plain", None),
+        ];
+        // Nothing there yet: one slice to write.
+        let first = plan_import(&services, &remote, &[]);
+        assert_eq!(first.apply.len(), 1);
+        assert!(first.delete.is_empty());
+        // Written (the API server adds a label and a generation): nothing more to do.
+        let mut written = first.apply[0].clone();
+        written
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert("extra".into(), "by-someone".into());
+        written.metadata.generation = Some(3);
+        assert_eq!(
+            plan_import(&services, &remote, std::slice::from_ref(&written)),
+            ImportPlan::default()
+        );
+        // An endpoint changed there: written again.
+        let mut changed = written.clone();
+        changed.endpoints = Some(Vec::new());
+        assert_eq!(
+            plan_import(&services, &remote, std::slice::from_ref(&changed)).apply,
+            first.apply
+        );
+        // The Service is no longer global: ours goes, a slice of someone else's stays.
+        let theirs = slice(
+            "default",
+            "web-abc",
+            "web",
+            Some("endpointslice-controller.k8s.io"),
+        );
+        let plan = plan_import(
+            &[svc("default", "web", None)],
+            &remote,
+            &[written.clone(), theirs],
+        );
+        assert!(plan.apply.is_empty());
+        assert_eq!(
+            plan.delete,
+            [("default".to_string(), "b.default.web-abc".to_string())]
+        );
+        // The remote slice went: ours goes too.
+        let plan = plan_import(&services, &[], std::slice::from_ref(&written));
+        assert_eq!(plan.delete.len(), 1);
+    }
+
+    #[test]
+    fn remote_slices_are_planned_by_their_remote_cluster_label() {
+        use crate::multicluster::mirror::plan_mirrors_labelled;
+        let desired = desired_remote_endpoint_slices(
+            &rc(),
+            &[svc("default", "web", Some("true"))],
+            &[slice("default", "web-abc", "web", None)],
+        );
+        let mut other = desired[0].clone();
+        other.metadata.name = Some("c.default.web-abc".into());
+        other
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert(label::REMOTE_CLUSTER.into(), "c".into());
+        let mut old = desired[0].clone();
+        old.metadata.name = Some("b.default.web-old".into());
+        let existing = [other, old];
+        let plan = plan_mirrors_labelled(
+            label::REMOTE_CLUSTER,
+            "b",
+            &remote_slice_mirrors(&desired),
+            &remote_slice_mirrors(&existing),
+        );
+        assert_eq!(plan.apply, ["b.default.web-abc"]);
+        // Cluster c's slice is left alone; b's slice that is no longer exported goes.
+        assert_eq!(plan.delete, ["b.default.web-old"]);
     }
 
     #[test]

@@ -188,6 +188,17 @@ pub fn plan_mirrors<S: PartialEq>(
     desired: &[Mirror<'_, S>],
     existing: &[Mirror<'_, S>],
 ) -> MirrorPlan {
+    plan_mirrors_labelled(label::CLUSTER, cluster, desired, existing)
+}
+
+/// [`plan_mirrors`] for mirrors that name their cluster in label `cluster_label`
+/// (RemoteEndpointSlices carry upstream's `networking.alibaba.com/remote-cluster`).
+pub fn plan_mirrors_labelled<S: PartialEq>(
+    cluster_label: &str,
+    cluster: &str,
+    desired: &[Mirror<'_, S>],
+    existing: &[Mirror<'_, S>],
+) -> MirrorPlan {
     let by_name: BTreeMap<&str, &Mirror<'_, S>> =
         existing.iter().map(|m| (name(m.meta), m)).collect();
     let wanted: BTreeSet<&str> = desired.iter().map(|m| name(m.meta)).collect();
@@ -209,7 +220,7 @@ pub fn plan_mirrors<S: PartialEq>(
         }
     }
     for e in existing {
-        if label_of(e.meta, label::CLUSTER) == Some(cluster) && !wanted.contains(name(e.meta)) {
+        if label_of(e.meta, cluster_label) == Some(cluster) && !wanted.contains(name(e.meta)) {
             plan.delete.push(name(e.meta).to_string());
         }
     }
@@ -222,9 +233,18 @@ pub fn plan_mirrors<S: PartialEq>(
 /// garbage the owner reference normally removes, for mirrors written without one (upstream's
 /// RemoteSubnets) or while the garbage collector lags. Sorted.
 pub fn orphans(existing: &[&ObjectMeta], clusters: &BTreeSet<&str>) -> Vec<String> {
+    orphans_labelled(label::CLUSTER, existing, clusters)
+}
+
+/// [`orphans`] for mirrors that name their cluster in label `cluster_label`.
+pub fn orphans_labelled(
+    cluster_label: &str,
+    existing: &[&ObjectMeta],
+    clusters: &BTreeSet<&str>,
+) -> Vec<String> {
     let mut out: Vec<String> = existing
         .iter()
-        .filter(|m| label_of(m, label::CLUSTER).is_some_and(|c| !clusters.contains(c)))
+        .filter(|m| label_of(m, cluster_label).is_some_and(|c| !clusters.contains(c)))
         .map(|m| name(m).to_string())
         .collect();
     out.sort();

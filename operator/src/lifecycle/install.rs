@@ -317,6 +317,32 @@ pub fn operator_install(namespace: &str, image: &str) -> OperatorInstall {
     }
 }
 
+/// The opt-in grant for global services (`deploy/global-services/`): the ClusterRole
+/// `rbac::global_services_rules` and its binding to the operator's ServiceAccount in `namespace`.
+pub fn global_services_rbac(namespace: &str) -> (ClusterRole, ClusterRoleBinding) {
+    (
+        ClusterRole {
+            metadata: install_meta(names::GLOBAL_SERVICES, None),
+            rules: Some(rbac::global_services_rules()),
+            ..Default::default()
+        },
+        ClusterRoleBinding {
+            metadata: install_meta(names::GLOBAL_SERVICES, None),
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: names::GLOBAL_SERVICES.into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: names::OPERATOR.into(),
+                namespace: Some(namespace.into()),
+                ..Default::default()
+            }]),
+        },
+    )
+}
+
 /// The sample HybridnetCluster (also the CSV's alm-example): every knob at its default, spelled out.
 pub fn sample_cluster(version: &str) -> HybridnetCluster {
     let mut c = HybridnetCluster::new(
@@ -978,6 +1004,28 @@ pub fn files_pinned(
         )?,
     ));
     resources.push("rbac.yaml".into());
+    // Opt-in, a kustomization of its own (docs/multicluster.md, Global services).
+    let gs = global_services_rbac(ns);
+    let gs_file = format!("{DEPLOY_DIR}/global-services/rbac.yaml");
+    out.push((
+        gs_file.clone(),
+        yaml_docs(
+            &gs_file,
+            &[to_value(&gs_file, &gs.0)?, to_value(&gs_file, &gs.1)?],
+        )?,
+    ));
+    let gs_kfile = format!("{DEPLOY_DIR}/global-services/kustomization.yaml");
+    out.push((
+        gs_kfile.clone(),
+        yaml_docs(
+            &gs_kfile,
+            &[json!({
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": ["rbac.yaml"]
+            })],
+        )?,
+    ));
     let op_file = format!("{DEPLOY_DIR}/operator.yaml");
     out.push((
         op_file.clone(),

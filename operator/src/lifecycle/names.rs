@@ -11,6 +11,9 @@ pub const IMAGE_NAME: &str = "hybridnet";
 
 pub const OPERATOR: &str = "hybridnet-operator";
 pub const NODE_AGENT: &str = "hybridnet-node";
+/// The opt-in ClusterRole (and binding) for global services (`deploy/global-services/`;
+/// docs/multicluster.md, Global services).
+pub const GLOBAL_SERVICES: &str = "hybridnet-operator-global-services";
 pub const WEBHOOK_SERVICE: &str = "hybridnet-webhook";
 pub const WEBHOOK_SECRET: &str = "hybridnet-webhook-cert";
 pub const MUTATING_WEBHOOK_CONFIG: &str = "hybridnet-mutating-webhook";

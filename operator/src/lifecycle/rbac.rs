@@ -165,14 +165,19 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
         // RemoteCluster checks read them, write the status and keep the mirrors
         // (docs/multicluster.md).
         rule(&[MULTICLUSTER], &["remoteclusters"], READ),
-        // The mirrors of Ready remote clusters.
-        rule(&[MULTICLUSTER], &["remotesubnets", "remotevteps"], MANAGE),
+        // The mirrors of Ready remote clusters (RemoteEndpointSlices: their global Services).
+        rule(
+            &[MULTICLUSTER],
+            &["remotesubnets", "remotevteps", "remoteendpointslice"],
+            MANAGE,
+        ),
         rule(
             &[MULTICLUSTER],
             &[
                 "remoteclusters/status",
                 "remotesubnets/status",
                 "remotevteps/status",
+                "remoteendpointslice/status",
             ],
             &["get", "update", "patch"],
         ),
@@ -202,6 +207,19 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
     .chain([scc_use_rule()])
     .chain(upstream_guard_rules())
     .collect()
+}
+
+/// Global services (docs/multicluster.md): read every Service, write the EndpointSlices of the
+/// local global Services. Not part of the operator's own ClusterRole: RBAC cannot limit
+/// EndpointSlices to the ones labelled `endpointslice.kubernetes.io/managed-by:
+/// remote-endpointslice.hybridnet`, so this reach is granted only where an administrator applies
+/// `deploy/global-services/` (the import then applies without `force`, so a slice another manager
+/// wrote is never taken over, and deletes only slices carrying that label).
+pub fn global_services_rules() -> Vec<PolicyRule> {
+    vec![
+        rule(&[""], &["services"], READ),
+        rule(&["discovery.k8s.io"], &["endpointslices"], MANAGE),
+    ]
 }
 
 /// Upstream hybridnet's manager Lease (in `kube-system`, where a ClusterRole is the only grant
@@ -608,6 +626,18 @@ mod tests {
         ),
         (
             MULTICLUSTER,
+            "remoteendpointslice",
+            MANAGE,
+            "mirrors of remote global services' endpoints",
+        ),
+        (
+            MULTICLUSTER,
+            "remoteendpointslice/status",
+            &["get", "update", "patch"],
+            "mirrors' lastModifyTime",
+        ),
+        (
+            MULTICLUSTER,
             "remoteclusters/status",
             &["get", "update", "patch"],
             "the RemoteCluster status checks",
@@ -753,6 +783,51 @@ mod tests {
                 ),
                 "{v} a foreign Lease"
             );
+        }
+    }
+
+    #[test]
+    fn global_services_are_opt_in_and_reach_only_services_and_slices() {
+        // The operator's own ClusterRole grants none of it: without deploy/global-services/
+        // it reads no Service but its webhook's and writes no EndpointSlice.
+        let own = operator_cluster_rules();
+        for v in MANAGE {
+            assert!(
+                !allows(&own, "discovery.k8s.io", "endpointslices", v),
+                "{v}"
+            );
+        }
+        assert!(!allows(&own, "", "services", "list"));
+        // The opt-in role: Services read only, EndpointSlices managed, nothing else.
+        let gs = global_services_rules();
+        for v in MANAGE {
+            assert_eq!(
+                allows(&gs, "", "services", v),
+                READ.contains(v),
+                "{v} services"
+            );
+            assert!(allows(&gs, "discovery.k8s.io", "endpointslices", v), "{v}");
+        }
+        for (g, res) in [
+            ("", "secrets"),
+            ("", "pods"),
+            ("", "endpoints"),
+            (RBAC_GROUP, "clusterroles"),
+            (NETWORKING, "ipinstances"),
+            (MULTICLUSTER, "remoteclusters"),
+        ] {
+            for v in MANAGE {
+                assert!(!allows(&gs, g, res, v), "{v} {g}/{res}");
+            }
+        }
+        for r in &gs {
+            assert!(r.resource_names.is_none());
+            for v in &r.verbs {
+                assert!(
+                    !["escalate", "bind", "impersonate", "*"].contains(&v.as_str()),
+                    "{r:?}"
+                );
+            }
         }
     }
 

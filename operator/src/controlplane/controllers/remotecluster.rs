@@ -3,23 +3,29 @@
 //! `kube-system` Namespace UID), run upstream's four checks and write the status the pure
 //! `hybridnet_api::multicluster::status` computes from what was found (only when it changed).
 //! While a cluster is Ready its Subnets and nodes are mirrored here as RemoteSubnets and
-//! RemoteVteps (`hybridnet_api::multicluster::mirror`); a cluster that is not Ready keeps the
-//! mirrors it had; mirrors of RemoteClusters that are gone are deleted.
+//! RemoteVteps (`hybridnet_api::multicluster::mirror`), and the EndpointSlices of its global
+//! Services as RemoteEndpointSlices; a cluster that is not Ready keeps the mirrors it had; mirrors
+//! of RemoteClusters that are gone are deleted. Local global Services get EndpointSlices from the
+//! RemoteEndpointSlices (`hybridnet_api::multicluster::global_service`).
 
 use std::time::Duration;
 
 use std::collections::BTreeSet;
 
-use hybridnet_api::constants::field_manager;
+use hybridnet_api::constants::{field_manager, label};
 use hybridnet_api::multicluster::credentials::Credentials;
+use hybridnet_api::multicluster::global_service::{self, plan_import, remote_slice_mirrors};
 use hybridnet_api::multicluster::mirror::{self, plan_mirrors, subnet_mirrors, vtep_mirrors};
 use hybridnet_api::multicluster::status::{self, Checks, Connection};
 use hybridnet_api::multicluster::validate::{claim_uuid, parse_api_endpoint};
-use hybridnet_api::multicluster::{ClusterState, RemoteCluster, RemoteSubnet, RemoteVtep};
+use hybridnet_api::multicluster::{
+    ClusterState, RemoteCluster, RemoteEndpointSlice, RemoteSubnet, RemoteVtep,
+};
 use hybridnet_api::v1::{IPInstance, Network, NodeInfo, Subnet};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -305,12 +311,159 @@ async fn sync_mirrors(
     Ok(changed)
 }
 
+/// Exports the global Services of Ready cluster `rc`: the EndpointSlices of its Services
+/// annotated `networking.alibaba.com/global-service` become RemoteEndpointSlices here
+/// (`<cluster>.<namespace>.<slice>`); the ones it no longer has go.
+async fn export_global_services(
+    client: &Client,
+    rc: &RemoteCluster,
+    remote: &Remote,
+    local_slices: &[RemoteEndpointSlice],
+) -> Result<usize, String> {
+    let lists = async {
+        Ok::<_, kube::Error>((
+            list_all(&Api::<Service>::all(remote.client.clone())).await?,
+            list_all(&Api::<EndpointSlice>::all(remote.client.clone())).await?,
+        ))
+    };
+    let (services, slices) = match lists.await {
+        Ok(l) => l,
+        // The remote identity may not read them: that cluster exports no global service (a
+        // least-privileged identity for the mirrors only; docs/multicluster.md).
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            tracing::debug!(remote_cluster = %rc.name_any(), reason = %s.message, "remote Services or EndpointSlices not readable: no global services exported");
+            return Ok(0);
+        }
+        Err(e) => return Err(failed("Services and EndpointSlices", e)),
+    };
+    let desired = global_service::desired_remote_endpoint_slices(rc, &services, &slices);
+    let plan = mirror::plan_mirrors_labelled(
+        label::REMOTE_CLUSTER,
+        &rc.name_any(),
+        &remote_slice_mirrors(&desired),
+        &remote_slice_mirrors(local_slices),
+    );
+    apply_plan(
+        &Api::<RemoteEndpointSlice>::all(client.clone()),
+        &plan,
+        &desired,
+    )
+    .await
+}
+
+/// Why the import did not (all) happen.
+#[derive(Debug)]
+pub enum ImportError {
+    /// The operator may not read Services or write EndpointSlices: the opt-in grant
+    /// (`deploy/global-services/`) is not applied.
+    Forbidden(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for ImportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImportError::Forbidden(m) | ImportError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl ImportError {
+    fn of(what: String, e: &kube::Error) -> Self {
+        let m = format!("{what}: {}", with_causes(e));
+        match e {
+            kube::Error::Api(s) if s.code == 403 => ImportError::Forbidden(m),
+            _ => ImportError::Failed(m),
+        }
+    }
+}
+
+/// Imports: each local Service annotated `networking.alibaba.com/global-service` gets an
+/// EndpointSlice per RemoteEndpointSlice of its namespace and name; the slices hybridnet wrote
+/// that no longer belong go. Applied without `force`: a slice of that name that another field
+/// manager owns is reported, never taken over.
+pub async fn import_global_services(client: &Client) -> Result<usize, ImportError> {
+    let remote = list_or_none::<RemoteEndpointSlice>(client)
+        .await
+        .map_err(|e| ImportError::of("cannot list RemoteEndpointSlices".into(), &e))?;
+    let slices = Api::<EndpointSlice>::all(client.clone());
+    let selector = format!(
+        "{}={}",
+        global_service::LABEL_MANAGED_BY,
+        global_service::MANAGED_BY
+    );
+    let existing = slices
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| ImportError::of(format!("cannot list EndpointSlices ({selector})"), &e))?
+        .items;
+    if remote.is_empty() && existing.is_empty() {
+        // Nothing imported and nothing to import: no need to read every Service.
+        return Ok(0);
+    }
+    let services = list_all(&Api::<Service>::all(client.clone()))
+        .await
+        .map_err(|e| ImportError::of("cannot list Services".into(), &e))?;
+    let plan = plan_import(&services, &remote, &existing);
+    let pp = PatchParams::apply(field_manager::OPERATOR);
+    let mut changed = 0;
+    let mut problems = Vec::new();
+    for slice in &plan.apply {
+        let (Some(ns), Some(name)) = (
+            slice.metadata.namespace.as_deref(),
+            slice.metadata.name.as_deref(),
+        ) else {
+            continue;
+        };
+        match Api::<EndpointSlice>::namespaced(client.clone(), ns)
+            .patch(name, &pp, &Patch::Apply(slice))
+            .await
+        {
+            Ok(_) => changed += 1,
+            Err(e) => problems.push(ImportError::of(
+                format!("apply EndpointSlice {ns}/{name}"),
+                &e,
+            )),
+        }
+    }
+    for (ns, name) in &plan.delete {
+        match Api::<EndpointSlice>::namespaced(client.clone(), ns)
+            .delete(name, &Default::default())
+            .await
+        {
+            Ok(_) => changed += 1,
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => problems.push(ImportError::of(
+                format!("delete EndpointSlice {ns}/{name}"),
+                &e,
+            )),
+        }
+    }
+    if problems.is_empty() {
+        return Ok(changed);
+    }
+    let text = problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if problems
+        .iter()
+        .all(|p| matches!(p, ImportError::Forbidden(_)))
+    {
+        Err(ImportError::Forbidden(text))
+    } else {
+        Err(ImportError::Failed(text))
+    }
+}
+
 /// Deletes mirrors whose RemoteCluster is gone or being deleted.
 async fn delete_orphans(
     client: &Client,
     remote_clusters: &[RemoteCluster],
     remote_subnets: &[RemoteSubnet],
     remote_vteps: &[RemoteVtep],
+    remote_slices: &[RemoteEndpointSlice],
 ) {
     let live: BTreeSet<String> = remote_clusters
         .iter()
@@ -336,6 +489,15 @@ async fn delete_orphans(
             warn!(mirror = %name, error = %e, "cannot delete an orphaned RemoteVtep");
         }
     }
+    let slice_metas: Vec<_> = remote_slices.iter().map(|r| &r.metadata).collect();
+    for name in mirror::orphans_labelled(label::REMOTE_CLUSTER, &slice_metas, &live) {
+        if let Err(e) = Api::<RemoteEndpointSlice>::all(client.clone())
+            .delete(&name, &Default::default())
+            .await
+        {
+            warn!(mirror = %name, error = %e, "cannot delete an orphaned RemoteEndpointSlice");
+        }
+    }
 }
 
 /// One pass over every RemoteCluster: the number of statuses written. Nothing to do (and no
@@ -345,8 +507,17 @@ pub async fn pass(client: &Client, metrics: &Metrics) -> Result<usize, kube::Err
     metrics.retain_remote_clusters(&remote_clusters.iter().map(|r| r.name_any()).collect());
     let remote_subnets = list_or_none::<RemoteSubnet>(client).await?;
     let remote_vteps = list_or_none::<RemoteVtep>(client).await?;
-    delete_orphans(client, &remote_clusters, &remote_subnets, &remote_vteps).await;
+    let remote_slices = list_or_none::<RemoteEndpointSlice>(client).await?;
+    delete_orphans(
+        client,
+        &remote_clusters,
+        &remote_subnets,
+        &remote_vteps,
+        &remote_slices,
+    )
+    .await;
     if remote_clusters.is_empty() {
+        import(client).await;
         return Ok(0);
     }
     let mut local = Local {
@@ -378,6 +549,15 @@ pub async fn pass(client: &Client, metrics: &Metrics) -> Result<usize, kube::Err
                     warn!(remote_cluster = %rc.name_any(), error = %e, "cannot update the mirrors")
                 }
             }
+            match export_global_services(client, rc, remote, &remote_slices).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    info!(remote_cluster = %rc.name_any(), changed = n, "remote endpoint slices updated")
+                }
+                Err(e) => {
+                    warn!(remote_cluster = %rc.name_any(), error = %e, "cannot export the remote cluster's global services")
+                }
+            }
         }
         if rc.status.as_ref() == Some(&new) {
             continue;
@@ -403,5 +583,25 @@ pub async fn pass(client: &Client, metrics: &Metrics) -> Result<usize, kube::Err
             }
         }
     }
+    import(client).await;
     Ok(written)
+}
+
+/// [`import_global_services`], logged. Without the opt-in grant (`deploy/global-services/`) the
+/// operator may not read Services or write EndpointSlices: said once, then at debug level.
+async fn import(client: &Client) {
+    static FORBIDDEN_SAID: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+    match import_global_services(client).await {
+        Ok(0) => {}
+        Ok(n) => info!(changed = n, "endpoint slices of global services updated"),
+        Err(ImportError::Forbidden(e)) => {
+            if FORBIDDEN_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::debug!(error = %e, "global services not imported");
+            } else {
+                warn!(error = %e, "global services are not imported: the operator may not read Services or write EndpointSlices; apply deploy/global-services/ to allow it (docs/multicluster.md)");
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot import the global services' endpoints"),
+    }
 }
