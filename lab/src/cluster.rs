@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::state::LabDirs;
 use crate::supervisor::{self, ProcessSpec};
-use crate::topology::{Layout, Role, SEGMENT_V4};
+use crate::topology::{ClusterNet, Layout, Role};
 
 /// Port of the API server on the node segment.
 pub const API_PORT: u16 = 6443;
@@ -26,10 +26,22 @@ pub const UNDERLAY_LABEL: (&str, &str) = ("network", "underlay");
 /// Label of the BGP nodes (on routed links to the ToR).
 pub const BGP_LABEL: (&str, &str) = ("network", "bgp");
 
-/// What `up` was asked for, kept in the state folder for `daemon`, `status` and `down`.
+/// How often the operators of a lab of several clusters check their RemoteClusters (the operator's
+/// `--remote-cluster-check-interval-seconds`; upstream's period, the default, is 30 s): the mirrors
+/// follow a remote change within one period.
+pub const REMOTE_CHECK_SECONDS: u32 = 5;
+
+/// What `up` was asked for (for one cluster of the lab), kept in the cluster's state folder for
+/// `daemon`, `status` and `down`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabParams {
     pub id: String,
+    /// Which cluster of the lab these are (0 for a one-cluster lab).
+    #[serde(default)]
+    pub cluster: u32,
+    /// How many clusters the lab runs (each with these numbers of nodes).
+    #[serde(default = "one")]
+    pub clusters: u32,
     pub nodes: u32,
     pub underlay_nodes: u32,
     /// Nodes on routed links to the ToR (numbered after the segment's nodes), peering with its
@@ -58,6 +70,10 @@ pub enum Runtime {
     Containerd,
 }
 
+fn one() -> u32 {
+    1
+}
+
 impl LabParams {
     /// The pause image archive of `make images`.
     pub fn pause_archive(&self) -> PathBuf {
@@ -66,9 +82,43 @@ impl LabParams {
 }
 
 impl LabParams {
-    /// The lab's hosts and wires.
+    /// The lab's hosts and wires (of this cluster).
     pub fn layout(&self) -> Layout {
-        crate::topology::layout_with(&self.id, self.nodes, self.bgp_nodes)
+        crate::topology::cluster_layout(&self.id, self.cluster, self.nodes, self.bgp_nodes)
+    }
+
+    /// This cluster's addresses.
+    pub fn net(&self) -> &'static ClusterNet {
+        crate::topology::cluster_net(self.cluster)
+    }
+
+    /// The parameters of cluster `cluster` of the same lab.
+    pub fn for_cluster(&self, cluster: u32) -> LabParams {
+        LabParams {
+            cluster,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the API servers serve HTTPS with a bearer token: in a lab of several clusters,
+    /// where each operator reaches the other cluster's API server (`kubectl hybridnet cluster
+    /// connect` accepts only https servers with a CA).
+    pub fn tls(&self) -> bool {
+        self.clusters > 1
+    }
+
+    /// How the lab's messages name this cluster: `lab <id>`, and `lab <id> c<n>` in a lab of
+    /// several clusters.
+    pub fn label(&self) -> String {
+        if self.clusters > 1 {
+            format!(
+                "lab {} {}",
+                self.id,
+                crate::topology::cluster_name(self.cluster)
+            )
+        } else {
+            format!("lab {}", self.id)
+        }
     }
 
     pub fn save(&self, dirs: &LabDirs) -> anyhow::Result<()> {
@@ -84,9 +134,15 @@ impl LabParams {
     }
 }
 
-/// The API server's URL on the node segment.
-pub fn api_url() -> String {
-    format!("http://{SEGMENT_V4}.2:{API_PORT}")
+/// The API server's address on the cluster's node segment.
+pub fn api_addr(params: &LabParams) -> String {
+    format!("{}.2:{API_PORT}", params.net().segment_v4)
+}
+
+/// The API server's URL on the cluster's node segment.
+pub fn api_url(params: &LabParams) -> String {
+    let scheme = if params.tls() { "https" } else { "http" };
+    format!("{scheme}://{}", api_addr(params))
 }
 
 /// A kube client from a kubeconfig file.
@@ -121,36 +177,96 @@ pub fn binary(params: &LabParams, name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-/// Starts kube-lite in the control-plane namespace.
+/// Starts kube-lite in the control-plane namespace (with [`LabParams::tls`], HTTPS with a CA of
+/// its own and a random bearer token, both in the kubeconfig it writes).
 pub fn start_api_server(params: &LabParams, dirs: &LabDirs, layout: &Layout) -> anyhow::Result<()> {
     let cp = layout
         .host(&Role::ControlPlane)
         .context("no control plane host")?;
     let kc = dirs.lab_kubeconfig();
     let _ = std::fs::remove_file(&kc);
+    let mut args = vec![
+        "--listen".into(),
+        api_addr(params),
+        "--kubeconfig".into(),
+        kc.display().to_string(),
+        "--webhook-service".into(),
+        format!(
+            "{OPERATOR_NAMESPACE}/hybridnet-webhook=https://{}.2:9898",
+            params.net().segment_v4
+        ),
+    ];
+    let mut env = vec![];
+    if params.tls() {
+        args.push("--tls".into());
+        // By environment: not in the process list.
+        env.push(("KUBE_LITE_TOKEN".into(), random_token()?));
+    }
     supervisor::start(
         dirs,
         &ProcessSpec {
             name: "kube-lite".into(),
             netns: Some(cp.netns.clone()),
             program: binary(params, "kube-lite")?,
-            args: vec![
-                "--listen".into(),
-                format!("{SEGMENT_V4}.2:{API_PORT}"),
-                "--kubeconfig".into(),
-                kc.display().to_string(),
-                "--webhook-service".into(),
-                format!("{OPERATOR_NAMESPACE}/hybridnet-webhook=https://{SEGMENT_V4}.2:9898"),
-            ],
-            env: vec![],
+            args,
+            env,
         },
     )?;
     wait_for_file(&kc, Duration::from_secs(20))
 }
 
-/// Starts bird2 as the ToR's BGP router when the lab has BGP nodes.
-pub fn start_tor_bird(dirs: &LabDirs, layout: &Layout) -> anyhow::Result<()> {
-    let Some(conf) = layout.tor_bird_config() else {
+/// 128 random bits, hex (the kernel's random UUID without its dashes).
+fn random_token() -> anyhow::Result<String> {
+    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .context("reading /proc/sys/kernel/random/uuid for an API token")?;
+    Ok(uuid.trim().replace('-', ""))
+}
+
+/// Writes [`LabDirs::clusters_kubeconfig`]: one context per cluster of the lab, named `c0`,
+/// `c1` (cluster, user and context alike), with the servers' addresses inside the lab, CAs and
+/// tokens as each API server wrote them (JSON, which kubectl reads as YAML).
+pub fn write_clusters_kubeconfig(dirs: &LabDirs, clusters: u32) -> anyhow::Result<()> {
+    use kube::config::{Kubeconfig, NamedContext};
+    let mut all = Kubeconfig::default();
+    for c in 0..clusters {
+        let path = dirs.cluster(c).lab_kubeconfig();
+        let kc =
+            Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
+        let name = crate::topology::cluster_name(c);
+        let (Some(mut cluster), Some(mut user)) = (
+            kc.clusters.into_iter().next(),
+            kc.auth_infos.into_iter().next(),
+        ) else {
+            bail!("{}: no cluster or user", path.display());
+        };
+        cluster.name = name.clone();
+        user.name = name.clone();
+        all.clusters.push(cluster);
+        all.auth_infos.push(user);
+        all.contexts.push(NamedContext {
+            name: name.clone(),
+            context: Some(kube::config::Context {
+                cluster: name.clone(),
+                user: Some(name),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    all.current_context = Some(crate::topology::cluster_name(0));
+    all.api_version = Some("v1".into());
+    all.kind = Some("Config".into());
+    let path = dirs.clusters_kubeconfig();
+    std::fs::write(&path, serde_json::to_vec_pretty(&all)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Starts bird2 as the ToR's BGP router when the lab (any of its clusters' `layouts`) has BGP
+/// nodes.
+pub fn start_tor_bird(dirs: &LabDirs, layouts: &[Layout]) -> anyhow::Result<()> {
+    let (Some(conf), Some(first)) = (crate::topology::tor_bird_config(layouts), layouts.first())
+    else {
         return Ok(());
     };
     let dir = dirs.root.join("tor");
@@ -161,7 +277,7 @@ pub fn start_tor_bird(dirs: &LabDirs, layout: &Layout) -> anyhow::Result<()> {
         dirs,
         &ProcessSpec {
             name: "bird-tor".into(),
-            netns: Some(layout.tor().netns.clone()),
+            netns: Some(first.tor().netns.clone()),
             // Found on PATH by `ip netns exec` (Debian's bird2 package).
             program: PathBuf::from("bird"),
             args: vec![
@@ -683,11 +799,17 @@ pub fn operator_process(
     dirs: &LabDirs,
     netns: &str,
 ) -> anyhow::Result<ProcessSpec> {
+    let mut args = vec!["--webhook-cert-secret=hybridnet-webhook-cert".to_string()];
+    if params.clusters > 1 {
+        args.push(format!(
+            "--remote-cluster-check-interval-seconds={REMOTE_CHECK_SECONDS}"
+        ));
+    }
     Ok(ProcessSpec {
         name: "operator".into(),
         netns: Some(netns.to_string()),
         program: binary(params, "hybridnet-operator")?,
-        args: vec!["--webhook-cert-secret=hybridnet-webhook-cert".into()],
+        args,
         env: vec![
             (
                 "KUBECONFIG".into(),

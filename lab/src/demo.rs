@@ -14,30 +14,47 @@ use serde_json::json;
 
 use crate::kubelet::pod_netns;
 use crate::state::LabDirs;
-use crate::topology::{BGP_NODE_AS, OUTSIDE_V4, SEGMENT_V4, SEGMENT_V6, TOR_AS, TOR_PEER_V4};
+use crate::topology::{BGP_NODE_AS, CLUSTER_NETS, ClusterNet, OUTSIDE_V4, TOR_AS, TOR_PEER_V4};
 
 /// The lab's overlay range: inside the benchmarking range, apart from the node segment.
-pub const OVERLAY_V4: &str = "198.18.64.0/20";
-pub const OVERLAY_V6: &str = "fd00:64::/112";
+pub const OVERLAY_V4: &str = CLUSTER_NETS[0].overlay_v4;
+pub const OVERLAY_V6: &str = CLUSTER_NETS[0].overlay_v6;
 /// The BGP network's ranges: on no link at all, reachable only through announced routes.
-pub const BGP_V4: &str = "198.18.32.0/24";
-pub const BGP_V6: &str = "fd00:32::/112";
+pub const BGP_V4: &str = CLUSTER_NETS[0].bgp_v4;
+pub const BGP_V6: &str = CLUSTER_NETS[0].bgp_v6;
+/// The overlay network's VXLAN ID, the same in every cluster of a lab (clusters connect only
+/// when their overlay netIDs match, docs/multicluster.md).
+pub const OVERLAY_VNI: u32 = 4;
 
 /// Creates `HybridnetCluster/default` with the lab's defaults and bootstrap overlay network.
 pub async fn create_cluster_object(client: &kube::Client) -> anyhow::Result<()> {
+    create_cluster_object_for(client, &CLUSTER_NETS[0], false).await
+}
+
+/// [`create_cluster_object`] for the cluster of `net`; `multi_cluster` turns the MultiCluster
+/// feature on (`spec.features.multiCluster`).
+pub async fn create_cluster_object_for(
+    client: &kube::Client,
+    net: &ClusterNet,
+    multi_cluster: bool,
+) -> anyhow::Result<()> {
     let api: Api<HybridnetCluster> = Api::all(client.clone());
+    let mut spec = json!({
+        "defaults": {"networkType": "Overlay", "ipFamily": "IPv4"},
+        // The VLAN check knobs set explicitly: the agent must accept the command line the
+        // operator renders from them.
+        "nodeAgent": {"preferVxlanInterfaces": ["eth0"], "preferVlanInterfaces": ["eth0"],
+                      "vlanCheckTimeout": "2s", "enableVlanArpEnhancement": true,
+                      "checkPodConnectivityFromHost": true},
+        "bootstrap": {"name": "overlay", "vxlanID": OVERLAY_VNI, "cidr": net.overlay_v4, "ipVersion": "4"},
+    });
+    if multi_cluster {
+        spec["features"] = json!({"multiCluster": true});
+    }
     let hc: HybridnetCluster = serde_json::from_value(json!({
         "apiVersion": "operator.hybridnet.io/v1alpha1", "kind": "HybridnetCluster",
         "metadata": {"name": "default"},
-        "spec": {
-            "defaults": {"networkType": "Overlay", "ipFamily": "IPv4"},
-            // The VLAN check knobs set explicitly: the agent must accept the command line the
-            // operator renders from them.
-            "nodeAgent": {"preferVxlanInterfaces": ["eth0"], "preferVlanInterfaces": ["eth0"],
-                          "vlanCheckTimeout": "2s", "enableVlanArpEnhancement": true,
-                          "checkPodConnectivityFromHost": true},
-            "bootstrap": {"name": "overlay", "vxlanID": 4, "cidr": OVERLAY_V4, "ipVersion": "4"},
-        }
+        "spec": spec,
     }))?;
     match api.create(&PostParams::default(), &hc).await {
         Ok(_) => Ok(()),
@@ -67,6 +84,16 @@ where
 /// The demo's networks and subnets; with `bgp` also the BGP underlay network of the BGP nodes,
 /// peering with the ToR.
 pub async fn create_networks(client: &kube::Client, bgp: bool) -> anyhow::Result<()> {
+    create_networks_in(client, &CLUSTER_NETS[0], bgp).await
+}
+
+/// [`create_networks`] with the addresses of the cluster of `net`.
+pub async fn create_networks_in(
+    client: &kube::Client,
+    net: &ClusterNet,
+    bgp: bool,
+) -> anyhow::Result<()> {
+    let (seg4, seg6) = (net.segment_v4, net.segment_v6);
     let nets: Api<Network> = Api::all(client.clone());
     let subnets: Api<Subnet> = Api::all(client.clone());
     let mut networks = vec!["overlay", "underlay"];
@@ -76,16 +103,16 @@ pub async fn create_networks(client: &kube::Client, bgp: bool) -> anyhow::Result
             "spec": {"type": "Underlay", "mode": "BGP", "netID": BGP_NODE_AS, "nodeSelector": {"network": "bgp"},
                      "config": {"bgpPeers": [{"asn": TOR_AS, "address": TOR_PEER_V4, "gracefulRestartSeconds": 120}]}}})).await?;
         apply(&subnets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Subnet", "metadata": {"name": "bgp-v4"},
-            "spec": {"network": "bgp", "range": {"version": "4", "cidr": BGP_V4}}})).await?;
+            "spec": {"network": "bgp", "range": {"version": "4", "cidr": net.bgp_v4}}})).await?;
         apply(&subnets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Subnet", "metadata": {"name": "bgp-v6"},
-            "spec": {"network": "bgp", "range": {"version": "6", "cidr": BGP_V6}}})).await?;
+            "spec": {"network": "bgp", "range": {"version": "6", "cidr": net.bgp_v6}}})).await?;
     }
     apply(&nets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Network", "metadata": {"name": "underlay"},
         "spec": {"type": "Underlay", "netID": 0, "nodeSelector": {"network": "underlay"}}})).await?;
     apply(&subnets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Subnet", "metadata": {"name": "underlay-v4"},
-        "spec": {"network": "underlay", "range": {"version": "4", "cidr": format!("{SEGMENT_V4}.0/24"), "gateway": format!("{SEGMENT_V4}.1"), "start": format!("{SEGMENT_V4}.100"), "end": format!("{SEGMENT_V4}.199")}}})).await?;
+        "spec": {"network": "underlay", "range": {"version": "4", "cidr": format!("{seg4}.0/24"), "gateway": format!("{seg4}.1"), "start": format!("{seg4}.100"), "end": format!("{seg4}.199")}}})).await?;
     apply(&subnets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Subnet", "metadata": {"name": "underlay-v6"},
-        "spec": {"network": "underlay", "range": {"version": "6", "cidr": format!("{SEGMENT_V6}/112"), "gateway": format!("{SEGMENT_V6}1"), "start": format!("{SEGMENT_V6}100"), "end": format!("{SEGMENT_V6}1ff")}}})).await?;
+        "spec": {"network": "underlay", "range": {"version": "6", "cidr": format!("{seg6}/112"), "gateway": format!("{seg6}1"), "start": format!("{seg6}100"), "end": format!("{seg6}1ff")}}})).await?;
     // The operator created the overlay network and its IPv4 subnet from the bootstrap settings.
     wait_until(
         Duration::from_secs(30),
@@ -94,7 +121,7 @@ pub async fn create_networks(client: &kube::Client, bgp: bool) -> anyhow::Result
     )
     .await?;
     apply(&subnets, json!({"apiVersion": "networking.alibaba.com/v1", "kind": "Subnet", "metadata": {"name": "overlay-v6"},
-        "spec": {"network": "overlay", "range": {"version": "6", "cidr": OVERLAY_V6}}})).await?;
+        "spec": {"network": "overlay", "range": {"version": "6", "cidr": net.overlay_v6}}})).await?;
     // Pods are admitted by the networks' statistics: wait until the operator has counted both
     // families of both networks.
     for net in networks {

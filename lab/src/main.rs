@@ -49,6 +49,11 @@ enum Command {
         /// bird2 and peers with them.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8))]
         bgp_nodes: u32,
+        /// Clusters, each with its own API server (HTTPS), operator (MultiCluster feature on),
+        /// nodes and agents, and the numbers of nodes above, on segments of their own behind the
+        /// one ToR; the same overlay VNI, no shared address (docs/multicluster.md, the lab).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=topology::MAX_CLUSTERS as i64))]
+        clusters: u32,
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
@@ -69,9 +74,13 @@ enum Command {
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
-    /// (internal) The lab daemon: host proxy to the API server, scheduler and kubelets.
+    /// (internal) The lab daemon of one cluster: host proxy to the API server, scheduler and
+    /// kubelets.
     #[command(hide = true)]
-    Daemon,
+    Daemon {
+        #[arg(long, default_value_t = 0)]
+        cluster: u32,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -101,8 +110,17 @@ fn main() -> anyhow::Result<()> {
             nodes,
             underlay_nodes,
             bgp_nodes,
+            clusters,
             runtime,
-        } => up(&cli.id, &dirs, nodes, underlay_nodes, bgp_nodes, &runtime),
+        } => up(
+            &cli.id,
+            &dirs,
+            nodes,
+            underlay_nodes,
+            bgp_nodes,
+            clusters,
+            &runtime,
+        ),
         Command::Down => down(&cli.id, &dirs),
         Command::Status => status(&cli.id, &dirs),
         Command::Demo {
@@ -117,6 +135,7 @@ fn main() -> anyhow::Result<()> {
                 nodes,
                 nodes.saturating_sub(1).max(1),
                 bgp_nodes,
+                1,
                 &runtime_args,
             )
             .and_then(|()| runtime()?.block_on(demo::run(&dirs)));
@@ -125,7 +144,7 @@ fn main() -> anyhow::Result<()> {
             }
             r
         }
-        Command::Daemon => runtime()?.block_on(daemon(&dirs)),
+        Command::Daemon { cluster } => runtime()?.block_on(daemon(&dirs.cluster(cluster))),
     }
 }
 
@@ -149,9 +168,13 @@ fn up(
     nodes: u32,
     underlay_nodes: u32,
     bgp_nodes: u32,
+    clusters: u32,
     runtime: &RuntimeArgs,
 ) -> anyhow::Result<()> {
     require_root()?;
+    if clusters > 1 && runtime.runtime != Runtime::Direct {
+        bail!("--clusters {clusters} runs the lab kubelet's own sandboxes (--runtime direct) only");
+    }
     if dirs.root.join("lab.json").exists() {
         bail!(
             "lab {id} exists already ({}); run `hybridnet-lab --id {id} down` first",
@@ -182,6 +205,8 @@ fn up(
     }
     let params = LabParams {
         id: id.to_string(),
+        cluster: 0,
+        clusters,
         nodes,
         underlay_nodes: underlay_nodes.min(nodes),
         bgp_nodes,
@@ -189,8 +214,11 @@ fn up(
         runtime: runtime.runtime,
         images_dir,
     };
-    dirs.create()?;
-    params.save(dirs)?;
+    for c in 0..clusters {
+        let d = dirs.cluster(c);
+        d.create()?;
+        params.for_cluster(c).save(&d)?;
+    }
     let r = up_steps(&params, dirs);
     if r.is_err() {
         eprintln!(
@@ -202,14 +230,64 @@ fn up(
 }
 
 fn up_steps(params: &LabParams, dirs: &LabDirs) -> anyhow::Result<()> {
+    let clusters: Vec<LabParams> = (0..params.clusters)
+        .map(|c| params.for_cluster(c))
+        .collect();
+    let layouts: Vec<topology::Layout> = clusters.iter().map(LabParams::layout).collect();
+    let hosts: usize = layouts.iter().map(|l| l.namespaces().len()).sum();
+    eprintln!("lab {}: building {hosts} hosts", params.id);
+    for layout in &layouts {
+        topology::build(layout)?;
+    }
+    cluster::start_tor_bird(dirs, &layouts)?;
+    if clusters.len() == 1 {
+        up_cluster(params, dirs)?;
+    } else {
+        // The clusters come up side by side: nothing of one waits for the other.
+        std::thread::scope(|s| {
+            let running: Vec<_> = clusters
+                .iter()
+                .map(|p| s.spawn(|| up_cluster(p, &dirs.cluster(p.cluster))))
+                .collect();
+            running.into_iter().try_for_each(|t| {
+                t.join()
+                    .map_err(|_| anyhow::anyhow!("bringing up a cluster panicked"))?
+            })
+        })?;
+        cluster::write_clusters_kubeconfig(dirs, params.clusters)?;
+    }
+    if clusters.len() == 1 {
+        eprintln!(
+            "lab {} is up: export KUBECONFIG={}",
+            params.id,
+            dirs.host_kubeconfig().display()
+        );
+    } else {
+        eprintln!("lab {} is up:", params.id);
+        for p in &clusters {
+            eprintln!(
+                "  {}: export KUBECONFIG={}",
+                p.label(),
+                dirs.cluster(p.cluster).host_kubeconfig().display()
+            );
+        }
+        let c0 = topology::cluster_name(0);
+        let c1 = topology::cluster_name(1);
+        eprintln!(
+            "  connect them from the outside host (contexts {c0} and {c1}, servers inside the lab):\n  \
+             KUBECONFIG={} ip netns exec {} kubectl hybridnet --context {c0} cluster connect --remote-context {c1}",
+            dirs.clusters_kubeconfig().display(),
+            layouts[0].outside.netns,
+        );
+    }
+    Ok(())
+}
+
+/// Brings up one cluster of the lab in the hosts `up_steps` built: API server, lab daemon, Node
+/// objects, CRDs, operator, HybridnetCluster and the node agents.
+fn up_cluster(params: &LabParams, dirs: &LabDirs) -> anyhow::Result<()> {
     let layout = params.layout();
-    eprintln!(
-        "lab {}: building {} hosts",
-        params.id,
-        layout.namespaces().len()
-    );
-    topology::build(&layout)?;
-    cluster::start_tor_bird(dirs, &layout)?;
+    let label = params.label();
     cluster::start_api_server(params, dirs, &layout)?;
     supervisor::start(
         dirs,
@@ -217,7 +295,13 @@ fn up_steps(params: &LabParams, dirs: &LabDirs) -> anyhow::Result<()> {
             name: "lab-daemon".into(),
             netns: None,
             program: std::env::current_exe()?,
-            args: vec!["--id".into(), params.id.clone(), "daemon".into()],
+            args: vec![
+                "--id".into(),
+                params.id.clone(),
+                "daemon".into(),
+                "--cluster".into(),
+                params.cluster.to_string(),
+            ],
             env: std::env::vars().filter(|(k, _)| k == "RUST_LOG").collect(),
         },
     )?;
@@ -231,13 +315,12 @@ fn up_steps(params: &LabParams, dirs: &LabDirs) -> anyhow::Result<()> {
         let cp = layout
             .host(&Role::ControlPlane)
             .context("no control plane")?;
-        eprintln!("lab {}: starting the operator", params.id);
+        eprintln!("{label}: starting the operator");
         supervisor::start(dirs, &cluster::operator_process(params, dirs, &cp.netns)?)?;
-        demo::create_cluster_object(&client).await?;
+        demo::create_cluster_object_for(&client, params.net(), params.clusters > 1).await?;
         let ds = cluster::wait_for_agent_daemonset(&client, Duration::from_secs(60)).await?;
         eprintln!(
-            "lab {}: starting node agents from DaemonSet {}",
-            params.id,
+            "{label}: starting node agents from DaemonSet {}",
             ds.metadata.name.as_deref().unwrap_or("")
         );
         match params.runtime {
@@ -254,13 +337,7 @@ fn up_steps(params: &LabParams, dirs: &LabDirs) -> anyhow::Result<()> {
         cluster::wait_for_available(&client, Duration::from_secs(120)).await?;
         anyhow::Ok(())
     })?;
-    cluster::wait_for_conflists(dirs, &layout, Duration::from_secs(60))?;
-    eprintln!(
-        "lab {} is up: export KUBECONFIG={}",
-        params.id,
-        dirs.host_kubeconfig().display()
-    );
-    Ok(())
+    cluster::wait_for_conflists(dirs, &layout, Duration::from_secs(60))
 }
 
 /// Starts containerd on every node, with the pause and hybridnet images imported.
@@ -297,10 +374,13 @@ async fn daemon(dirs: &LabDirs) -> anyhow::Result<()> {
         .clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
-    let target = format!("{}.2:{}", topology::SEGMENT_V4, cluster::API_PORT).parse()?;
+    let target = cluster::api_addr(&params).parse()?;
     tokio::spawn(proxy::forward(listener, cp, target));
     let lab_kc = std::fs::read_to_string(dirs.lab_kubeconfig())?;
-    let host_kc = lab_kc.replace(&cluster::api_url(), &format!("http://127.0.0.1:{port}"));
+    // The same scheme: with TLS the server's certificate names 127.0.0.1 too.
+    let url = cluster::api_url(&params);
+    let scheme = url.split("://").next().unwrap_or("http");
+    let host_kc = lab_kc.replace(&url, &format!("{scheme}://127.0.0.1:{port}"));
     let tmp = dirs.root.join("kubeconfig.tmp");
     std::fs::write(&tmp, host_kc)?;
     std::fs::rename(&tmp, dirs.host_kubeconfig())?;
@@ -363,6 +443,27 @@ async fn daemon(dirs: &LabDirs) -> anyhow::Result<()> {
 
 fn down(id: &str, dirs: &LabDirs) -> anyhow::Result<()> {
     require_root()?;
+    // Every cluster's processes (a lab of several clusters has c1/ ... beside cluster 0's files),
+    // the later clusters first; then the namespaces of all of them.
+    let mut cluster_dirs: Vec<LabDirs> = (1..topology::MAX_CLUSTERS)
+        .map(|c| dirs.cluster(c))
+        .filter(|d| d.root.exists())
+        .collect();
+    cluster_dirs.push(dirs.clone());
+    for d in &cluster_dirs {
+        stop_cluster(id, d)?;
+    }
+    topology::destroy(id)?;
+    if dirs.root.exists() {
+        std::fs::remove_dir_all(&dirs.root)
+            .with_context(|| format!("removing {}", dirs.root.display()))?;
+    }
+    eprintln!("lab {id} is down");
+    Ok(())
+}
+
+/// Stops one cluster's processes (its containerd nodes' pods first).
+fn stop_cluster(id: &str, dirs: &LabDirs) -> anyhow::Result<()> {
     // Pods of containerd nodes go first, through CRI, while the agents still answer CNI DEL, and
     // after the kubelets (in the lab daemon) are gone, which would create them again.
     let cri_nodes = cri_node::nodes_with_containerd(dirs);
@@ -389,37 +490,57 @@ fn down(id: &str, dirs: &LabDirs) -> anyhow::Result<()> {
             eprintln!("hybridnet-lab down: {n}: {p}");
         }
     }
-    topology::destroy(id)?;
-    if dirs.root.exists() {
-        std::fs::remove_dir_all(&dirs.root)
-            .with_context(|| format!("removing {}", dirs.root.display()))?;
-    }
-    eprintln!("lab {id} is down");
     Ok(())
 }
 
 fn status(id: &str, dirs: &LabDirs) -> anyhow::Result<()> {
     let params = LabParams::load(dirs)?;
+    let clusters = if params.clusters > 1 {
+        format!(" in each of {} clusters", params.clusters)
+    } else {
+        String::new()
+    };
     println!(
-        "lab {id}: {} nodes ({} underlay) and {} BGP nodes, state in {}",
+        "lab {id}: {} nodes ({} underlay) and {} BGP nodes{clusters}, state in {}",
         params.nodes,
         params.underlay_nodes,
         params.bgp_nodes,
         dirs.root.display()
     );
-    println!("kubeconfig: {}", dirs.host_kubeconfig().display());
+    for c in 0..params.clusters {
+        let d = dirs.cluster(c);
+        let label = params.for_cluster(c).label();
+        if params.clusters > 1 {
+            println!("{label} kubeconfig: {}", d.host_kubeconfig().display());
+        } else {
+            println!("kubeconfig: {}", d.host_kubeconfig().display());
+        }
+    }
+    if params.clusters > 1 {
+        println!(
+            "kubeconfig inside the lab (contexts c0, c1): {}",
+            dirs.clusters_kubeconfig().display()
+        );
+    }
     println!("\nnamespaces:");
     for ns in hybridnet_lab::netns::list_with_prefix(&format!("{}{id}-", topology::NS_PREFIX))? {
         println!("  {ns}");
     }
-    println!("\nprocesses:");
-    for name in supervisor::names(dirs) {
-        let state = if supervisor::alive(dirs, &name) {
-            "running"
+    for c in 0..params.clusters {
+        let d = dirs.cluster(c);
+        if params.clusters > 1 {
+            println!("\nprocesses of {}:", params.for_cluster(c).label());
         } else {
-            "EXITED"
-        };
-        println!("  {name:<28} {state}");
+            println!("\nprocesses:");
+        }
+        for name in supervisor::names(&d) {
+            let state = if supervisor::alive(&d, &name) {
+                "running"
+            } else {
+                "EXITED"
+            };
+            println!("  {name:<28} {state}");
+        }
     }
     if params.bgp_nodes > 0 {
         println!("\nToR BGP sessions (birdc show protocols):");

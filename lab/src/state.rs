@@ -1,5 +1,6 @@
 //! Where a lab keeps its files: `/run/hybridnet-lab/<id>/` (kubeconfigs, logs, pid files, each
-//! node's CNI directories and agent socket). `down` removes the whole folder.
+//! node's CNI directories and agent socket); in a lab of two clusters, the second cluster's in
+//! `/run/hybridnet-lab/<id>/c1/`. `down` removes the whole folder.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,23 @@ impl LabDirs {
         Self {
             root: base.join(id),
         }
+    }
+
+    /// The files of cluster `cluster` of the lab (cluster 0's are the lab's own).
+    pub fn cluster(&self, cluster: u32) -> LabDirs {
+        match cluster {
+            0 => self.clone(),
+            c => LabDirs {
+                root: self.root.join(format!("c{c}")),
+            },
+        }
+    }
+
+    /// In a lab of several clusters: a kubeconfig with one context per cluster (`c0`, `c1`) and
+    /// the servers' addresses inside the lab, for kubectl run in a lab namespace (`cluster
+    /// connect` writes these addresses into the RemoteClusters).
+    pub fn clusters_kubeconfig(&self) -> PathBuf {
+        self.root.join("kubeconfig.clusters")
     }
 
     /// Kubeconfig for the host's kubectl (server on 127.0.0.1).

@@ -98,6 +98,10 @@ struct Cli {
     /// Seconds between leak detection passes.
     #[arg(long, default_value_t = 60)]
     leak_check_interval_seconds: u64,
+    /// Seconds between RemoteCluster check passes with the MultiCluster feature on (status and
+    /// mirrors; upstream's 30 s by default, docs/multicluster.md).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    remote_cluster_check_interval_seconds: u64,
     /// A node agent rollout (DaemonSet updated/ready/available counts) without progress for
     /// longer than this makes HybridnetCluster Degraded=True/RolloutStuck (1 s .. 7 days).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
@@ -230,8 +234,9 @@ impl Cli {
             lease_duration: lease,
             lease_retry: (lease / 5).max(Duration::from_millis(500)),
             leak_check_interval: Duration::from_secs(self.leak_check_interval_seconds.max(1)),
-            remote_cluster_check_interval:
-                hybridnet_operator::controlplane::controllers::remotecluster::CHECK_PERIOD,
+            remote_cluster_check_interval: Duration::from_secs(
+                self.remote_cluster_check_interval_seconds,
+            ),
             upstream_lease: (!self.upstream_leader_election_id.is_empty()).then(|| {
                 (
                     self.upstream_leader_election_namespace.clone(),
@@ -379,6 +384,31 @@ mod tests {
                 .control_plane_config()
                 .unwrap();
             assert_eq!(c.defaults.network_type, want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn remote_cluster_check_interval_defaults_to_upstreams_and_is_bounded() {
+        let period = |args: &[&str]| {
+            let mut argv = vec!["x", "--identity", "i"];
+            argv.extend(args);
+            Cli::try_parse_from(argv).map(|c| {
+                c.control_plane_config()
+                    .unwrap()
+                    .remote_cluster_check_interval
+            })
+        };
+        assert_eq!(
+            period(&[]).unwrap(),
+            hybridnet_operator::controlplane::controllers::remotecluster::CHECK_PERIOD
+        );
+        assert_eq!(
+            period(&["--remote-cluster-check-interval-seconds=5"]).unwrap(),
+            Duration::from_secs(5)
+        );
+        for bad in ["0", "3601", "-1", "5s", ""] {
+            let arg = format!("--remote-cluster-check-interval-seconds={bad}");
+            assert!(period(&[&arg]).is_err(), "{bad:?} accepted");
         }
     }
 
