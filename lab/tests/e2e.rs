@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use common::{Lab, kubectl, pings, running_pod, stateful_pods_keep_and_pin_addresses};
+use common::{Lab, kubectl, pings, running_pod, source_seen, stateful_pods_keep_and_pin_addresses};
 use hybridnet_lab::state::LabDirs;
 use hybridnet_lab::topology;
 use hybridnet_test_support::paced::{PacedStream, PathBlock};
@@ -269,38 +269,6 @@ fn kernel_table_is_read_from_route_get() {
         kernel_table("10.0.1.3 dev eth0 src 10.0.0.1 uid 0 \n    cache \n"),
         None
     );
-}
-
-/// Connects from `client_ns` to a TCP listener in `server_ns` at `server_ip` and returns the
-/// source address the server sees.
-fn source_seen(server_ns: &str, client_ns: &str, server_ip: &str) -> String {
-    let pod_ns = client_ns;
-    let outside_ns = server_ns;
-    use std::os::fd::AsFd;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let ns_path = format!("/run/netns/{outside_ns}");
-    let server = std::thread::spawn(move || {
-        let f = std::fs::File::open(ns_path).unwrap();
-        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let l = std::net::TcpListener::bind("[::]:7070").unwrap();
-        tx.send(()).unwrap();
-        let (_, peer) = l.accept().unwrap();
-        peer.ip().to_canonical().to_string()
-    });
-    rx.recv().unwrap();
-    let status = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            pod_ns,
-            "bash",
-            "-c",
-            &format!("exec 3<>/dev/tcp/{server_ip}/7070"),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "TCP from {pod_ns} to {server_ip} failed");
-    server.join().unwrap()
 }
 
 /// The node a pod is bound to.

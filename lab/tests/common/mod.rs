@@ -47,9 +47,13 @@ impl Lab {
             .output()
             .unwrap();
         if !out.status.success() {
-            let logs = LabDirs::new(&lab.id).logs();
+            // Every cluster's logs (a lab of two clusters keeps the second's in c1/).
+            let dirs = LabDirs::new(&lab.id);
             let mut all = String::new();
-            for e in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+            let entries = [dirs.logs(), dirs.cluster(1).logs()]
+                .into_iter()
+                .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten());
+            for e in entries {
                 let text = std::fs::read_to_string(e.path()).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(15).collect();
                 all.push_str(&format!(
@@ -218,6 +222,39 @@ pub async fn stateful_pods_keep_and_pin_addresses(client: &kube::Client, from: &
         "web-1 gets its pinned address"
     );
     eprintln!("stateful: web-0 kept {ips0b:?} moving node1 -> node2; web-1 pinned to {ips1:?}");
+}
+
+/// The source address a TCP server in `server_ns` listening on port 7070 sees when the pod
+/// namespace `client_ns` connects to `server_ip`.
+pub fn source_seen(server_ns: &str, client_ns: &str, server_ip: &str) -> String {
+    use std::os::fd::AsFd;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ns_path = format!("/run/netns/{server_ns}");
+    let server = std::thread::spawn(move || {
+        let f = std::fs::File::open(ns_path).unwrap();
+        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let l = std::net::TcpListener::bind("[::]:7070").unwrap();
+        tx.send(()).unwrap();
+        let (_, peer) = l.accept().unwrap();
+        peer.ip().to_canonical().to_string()
+    });
+    rx.recv().unwrap();
+    let status = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            client_ns,
+            "bash",
+            "-c",
+            &format!("exec 3<>/dev/tcp/{server_ip}/7070"),
+        ])
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "TCP from {client_ns} to {server_ip} failed"
+    );
+    server.join().unwrap()
 }
 
 /// Whether `to` answers a ping from `from_ns`; a probe is retried (3 tries, 2 s each) before
