@@ -8,6 +8,7 @@
 //! (`pkg/controllers/networking/pod_controller.go` upstream). The rule below calls leaked exactly
 //! what nothing in that scheme will ever bind again or free.
 
+use crate::kubevirt::MigrationPeer;
 use crate::v1::IPInstanceSpec;
 
 /// What the rule needs of an IPInstance's binding.
@@ -129,6 +130,19 @@ pub fn binds_pod(b: &BindingFacts, pod_name: &str, pod_uid: Option<&str>) -> boo
         }
 }
 
+/// Whether an IPInstance gives a pod its address: it binds the pod ([`binds_pod`]), or it names
+/// the pod as the target of a KubeVirt VM's live migration (`target`: its
+/// `crate::kubevirt::MIGRATION_PEER_ANNOTATION`), which shares the VM's addresses while the
+/// source pod still holds the binding (docs/api.md, "KubeVirt VMs").
+pub fn serves_pod(
+    b: &BindingFacts,
+    target: Option<&MigrationPeer>,
+    pod_name: &str,
+    pod_uid: Option<&str>,
+) -> bool {
+    binds_pod(b, pod_name, pod_uid) || target.is_some_and(|t| t.names_pod(pod_name, pod_uid))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +248,29 @@ mod tests {
                 assert!(binds_pod(&b, "p", Some("u")));
             }
         }
+    }
+
+    #[test]
+    fn a_migration_target_is_served_while_the_source_keeps_the_binding() {
+        let source = facts(false, Some("src"), Some("u1"), Some("VirtualMachine"));
+        let t = MigrationPeer {
+            pod: "dst".into(),
+            uid: "u2".into(),
+            node: "n2".into(),
+        };
+        assert!(serves_pod(&source, Some(&t), "dst", Some("u2")));
+        assert!(serves_pod(&source, Some(&t), "dst", None));
+        assert!(serves_pod(&source, Some(&t), "src", Some("u1")));
+        assert!(serves_pod(&source, None, "src", Some("u1")));
+        assert!(!serves_pod(&source, None, "dst", Some("u2")));
+        // A recreated pod of the target's name is another pod.
+        assert!(!serves_pod(&source, Some(&t), "dst", Some("u3")));
+        assert!(!serves_pod(&source, Some(&t), "other", Some("u2")));
+        // The IPInstance itself is judged by its binding alone: the source pod keeps it.
+        assert_eq!(
+            classify(&source, PodLookup::Exists { uid: Some("u1") }, None),
+            Verdict::Keep
+        );
     }
 
     #[test]

@@ -102,6 +102,7 @@ fn main() {
                     uid: None,
                 }),
                 terminating: false,
+                migration_peer: None,
             });
         }
     }

@@ -4,8 +4,8 @@
 //! - leaked IPInstance: as `hybridnet_api::leak::classify` judges, the rule the operator's leak
 //!   repair applies too (pod gone or recreated and not retained for a stateful workload that still
 //!   exists; reserved without a stateful owner; reserved for a workload that is gone);
-//! - pod without address: a Running pod, not hostNetwork, with no IPInstance bound to it
-//!   (`hybridnet_api::leak::binds_pod`);
+//! - pod without address: a Running pod, not hostNetwork, with no IPInstance bound to it or
+//!   naming it as a KubeVirt live migration's target (`hybridnet_api::leak::serves_pod`);
 //! - duplicate: one IP claimed by IPInstances or pods of different owners;
 //! - outside subnet: an IPInstance whose subnet is missing, whose address is outside the subnet's
 //!   range (or is its gateway / an excluded address), or whose name or network disagree.
@@ -18,7 +18,7 @@ use std::net::IpAddr;
 
 use hybridnet_api::ipmath::ip_to_u128;
 use hybridnet_api::leak::{
-    BindingFacts, Leak, OwnerState, PodLookup, Verdict, binds_pod, classify,
+    BindingFacts, Leak, OwnerState, PodLookup, Verdict, classify, serves_pod,
 };
 use hybridnet_api::naming::ip_to_instance_name;
 use hybridnet_api::range::{ParsedRange, parse_address_range};
@@ -291,20 +291,28 @@ pub fn check(input: &CheckInput) -> CheckReport {
         }
     }
 
-    // Pods bound through an IPInstance (by namespace and pod name, on a node).
-    let mut bound: BTreeMap<(&str, &str), Vec<BindingFacts>> = BTreeMap::new();
+    // Pods bound through an IPInstance (by namespace and pod name, on a node), or named by one
+    // as a live migration's target.
+    let mut bound: BTreeMap<(&str, &str), Vec<&InstanceFacts>> = BTreeMap::new();
     for f in &live {
-        if let Some(p) = f.pod.as_deref() {
-            bound
-                .entry((f.namespace.as_str(), p))
-                .or_default()
-                .push(binding(f));
+        let target = f.migration_peer.as_ref().map(|t| t.pod.as_str());
+        for p in f.pod.as_deref().into_iter().chain(target) {
+            bound.entry((f.namespace.as_str(), p)).or_default().push(*f);
         }
     }
     for p in &input.pods {
         let has_address = bound
             .get(&(p.namespace.as_str(), p.name.as_str()))
-            .is_some_and(|bs| bs.iter().any(|b| binds_pod(b, &p.name, p.uid.as_deref())));
+            .is_some_and(|fs| {
+                fs.iter().any(|f| {
+                    serves_pod(
+                        &binding(f),
+                        f.migration_peer.as_ref(),
+                        &p.name,
+                        p.uid.as_deref(),
+                    )
+                })
+            });
         if p.phase == "Running" && !p.host_network && !p.terminating && !has_address {
             findings.push(Finding {
                 kind: FindingKind::PodWithoutAddress,
@@ -334,12 +342,22 @@ pub fn check(input: &CheckInput) -> CheckReport {
             .or_default()
             .push(f.object_ref());
     }
+    // A live migration's target pod shares its VM's address with the source pod: that address
+    // is the IPInstance's, one owner.
+    let shared: std::collections::BTreeSet<(&str, &str, IpAddr)> = live
+        .iter()
+        .filter_map(|f| Some((f.namespace.as_str(), f.migration_peer.as_ref()?, f.ip?)))
+        .map(|(ns, t, ip)| (ns, t.pod.as_str(), ip))
+        .collect();
     for p in input
         .pods
         .iter()
         .filter(|p| p.phase == "Running" && !p.host_network && !p.terminating)
     {
         for ip in &p.ips {
+            if shared.contains(&(p.namespace.as_str(), p.name.as_str(), *ip)) {
+                continue;
+            }
             claims
                 .entry(*ip)
                 .or_default()
@@ -476,6 +494,41 @@ mod tests {
         let r = check(&i);
         assert!(r.is_clean(), "{r:?}");
         assert_eq!(summary(&r), "no problems found");
+    }
+
+    #[test]
+    fn a_live_migrations_target_pod_shares_the_vms_address_cleanly() {
+        let mut i = input();
+        let mut f = inst("a", "10.0.0.10", "s1", Some("src"), Some("n1"));
+        f.owner = Some(OwnerRef {
+            kind: "VirtualMachine".into(),
+            name: "vm1".into(),
+            uid: Some("uid-vm1".into()),
+        });
+        f.migration_peer = Some(hybridnet_api::kubevirt::MigrationPeer {
+            pod: "dst".into(),
+            uid: "uid-dst".into(),
+            node: "n2".into(),
+        });
+        i.instances = vec![f.clone()];
+        i.pods = vec![pod("a", "src", "10.0.0.10"), pod("a", "dst", "10.0.0.10")];
+        let r = check(&i);
+        assert!(r.is_clean(), "{r:#?}");
+        // Without the annotation the second pod has no address of its own and a duplicate.
+        f.migration_peer = None;
+        i.instances = vec![f.clone()];
+        let r = check(&i);
+        assert_eq!(r.count(FindingKind::PodWithoutAddress), 1, "{r:#?}");
+        assert_eq!(r.count(FindingKind::Duplicate), 1, "{r:#?}");
+        // The annotation names another incarnation of the pod: not served.
+        f.migration_peer = Some(hybridnet_api::kubevirt::MigrationPeer {
+            pod: "dst".into(),
+            uid: "uid-old".into(),
+            node: "n2".into(),
+        });
+        i.instances = vec![f];
+        let r = check(&i);
+        assert_eq!(r.count(FindingKind::PodWithoutAddress), 1, "{r:#?}");
     }
 
     #[test]

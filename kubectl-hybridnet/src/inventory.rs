@@ -43,6 +43,9 @@ pub struct InstanceFacts {
     pub pod_uid: Option<String>,
     pub owner: Option<OwnerRef>,
     pub terminating: bool,
+    /// The live migration target pod sharing the address (a KubeVirt VM's,
+    /// `hybridnet_api::kubevirt::MIGRATION_PEER_ANNOTATION`), if named and well formed.
+    pub migration_peer: Option<hybridnet_api::kubevirt::MigrationPeer>,
 }
 
 impl InstanceFacts {
@@ -83,6 +86,9 @@ impl InstanceFacts {
             pod_uid: nonempty(&spec.binding.pod_uid),
             owner,
             terminating: obj.metadata.deletion_timestamp.is_some(),
+            migration_peer: hybridnet_api::kubevirt::MigrationPeer::of(
+                obj.metadata.annotations.as_ref(),
+            ),
         }
     }
 
@@ -557,6 +563,7 @@ pub(crate) mod testdata {
                 uid: Some(format!("uid-{p}")),
             }),
             terminating: false,
+            migration_peer: None,
         }
     }
 }

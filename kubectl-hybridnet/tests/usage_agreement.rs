@@ -67,6 +67,7 @@ fn facts(ip: IpAddr, reserved: bool) -> InstanceFacts {
         pod_uid: None,
         owner: None,
         terminating: false,
+        migration_peer: None,
     }
 }
 

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hybridnet_api::leak::{BindingFacts, OwnerState, PodLookup, Verdict, binds_pod, classify};
+use hybridnet_api::kubevirt::MigrationPeer;
+use hybridnet_api::leak::{BindingFacts, OwnerState, PodLookup, Verdict, classify, serves_pod};
 use hybridnet_api::naming::instance_name_to_ip;
 use hybridnet_api::v1::IPInstance;
 use k8s_openapi::api::core::v1::Pod;
@@ -81,10 +82,18 @@ pub fn find_leaks(
         let pod = b
             .pod_name
             .and_then(|name| pods_by_key.get(&(ns.clone(), name.to_string())));
-        if let (Some(p), Some(name)) = (pod, b.pod_name)
-            && binds_pod(&b, name, p.metadata.uid.as_deref())
+        let target = MigrationPeer::of(i.metadata.annotations.as_ref());
+        // The pods it gives an address: its bound pod, and a live migration's target pod.
+        for name in b
+            .pod_name
+            .into_iter()
+            .chain(target.as_ref().map(|t| t.pod.as_str()))
         {
-            covered.insert((ns.clone(), name.to_string(), p.metadata.uid.clone()));
+            if let Some(p) = pods_by_key.get(&(ns.clone(), name.to_string()))
+                && serves_pod(&b, target.as_ref(), name, p.metadata.uid.as_deref())
+            {
+                covered.insert((ns.clone(), name.to_string(), p.metadata.uid.clone()));
+            }
         }
         let lookup = match pod {
             Some(p) => PodLookup::Exists {
@@ -442,6 +451,62 @@ mod tests {
         assert!(names.contains(&("bare".into(), None)), "{names:?}");
         assert!(names.contains(&("reused".into(), None)), "{names:?}");
         assert_eq!(names.len(), 5, "{names:?}");
+    }
+
+    #[test]
+    fn a_live_migrations_target_pod_has_the_vms_address() {
+        let cfg = PodDefaults::default();
+        let mut vm = inst(
+            "a",
+            "10.0.0.1",
+            "src",
+            Some("u1"),
+            Some("n1"),
+            "VirtualMachine",
+        );
+        let target = hybridnet_api::kubevirt::MigrationPeer {
+            pod: "dst".into(),
+            uid: "u2".into(),
+            node: "n2".into(),
+        };
+        vm.metadata.annotations = Some(
+            [(
+                hybridnet_api::kubevirt::MIGRATION_PEER_ANNOTATION.to_string(),
+                target.to_annotation(),
+            )]
+            .into(),
+        );
+        let pods = vec![
+            pod("a", "src", "u1", "Running"),
+            pod("a", "dst", "u2", "Running"),
+        ];
+        let sel = PodSelector::everything();
+        assert_eq!(
+            find_leaks(std::slice::from_ref(&vm), &pods, &cfg, &sel),
+            vec![]
+        );
+        // A recreated pod of the target's name is not served; nor is anyone without the mark.
+        let recreated = vec![
+            pod("a", "src", "u1", "Running"),
+            pod("a", "dst", "u3", "Running"),
+        ];
+        assert_eq!(
+            find_leaks(std::slice::from_ref(&vm), &recreated, &cfg, &sel),
+            vec![Finding::PodWithoutInstance {
+                namespace: "a".into(),
+                name: "dst".into(),
+                uid: "u3".into(),
+            }]
+        );
+        let mut hostile = vm.clone();
+        hostile.metadata.annotations = Some(
+            [(
+                hybridnet_api::kubevirt::MIGRATION_PEER_ANNOTATION.to_string(),
+                r#"{"pod":"dst","uid":"u2","node":"../n2"}"#.to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(find_leaks(&[hostile], &pods, &cfg, &sel).len(), 1);
     }
 
     #[test]

@@ -32,8 +32,9 @@ use crate::controlplane::rules::resolution::{
     ip_retain, ipinstances_of_pod_name, ipinstances_of_vm, resolve_for_pod,
 };
 use crate::controlplane::rules::retention::{
-    Reuse, bound_here, covers_family, pool_mac, retained_mac, reuse_candidates, split_rebind,
-    stateful_reuse,
+    HolderState, Reuse, VmAssign, VmPodFacts, bound_here, covers_family, holder_state,
+    peer_after_take, pool_mac, retained_mac, reuse_candidates, split_rebind, stateful_reuse,
+    vm_assignment, vm_holders,
 };
 use crate::controlplane::runtime::context::{Ctx, PodRecord, ReconcileError, pod_key};
 use crate::ipam::{Allocation, AssignCandidate, MacAddr, PodKey};
@@ -114,6 +115,13 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
                 })
         };
     let reconcile = async {
+        if defaults.vm_ip_retain
+            && kubevirt::vmi_of_pod(pod.metadata.owner_references.as_ref()).is_some()
+            && (is_terminating(&pod) || is_evicted(&pod) || is_completed(&pod))
+        {
+            // An aborted live migration: the target pod goes, the source keeps the addresses.
+            clear_migration_marks(&ctx, &pod).await?;
+        }
         let (vm, vm_owner) = vm_facts(&ctx, &pod, defaults).await?;
         let action = decide(&pod, defaults, owner_stateful_by_instances, vm);
         debug!(?action, "decided");
@@ -132,9 +140,22 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
                 .await
                 .map(|_| Action::await_change()),
             (PodAction::Release, _) => release(&ctx, &pod).await.map(|_| Action::await_change()),
-            (PodAction::AllocateVm, Some(owner)) => allocate(&ctx, &pod, Some(owner))
-                .await
-                .map(|_| Action::await_change()),
+            (PodAction::AllocateVm, Some(owner)) => {
+                allocate(&ctx, &pod, Some(owner)).await?;
+                // A live migration's target sharing the source's addresses looks again until
+                // the binding moved to it (its ready annotation and the source's end trigger
+                // that too).
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                let settled = ctx
+                    .pod_records()
+                    .get(&pod_key(&pod))
+                    .is_some_and(|r| r.uid == uid && r.complete);
+                Ok(if settled {
+                    Action::await_change()
+                } else {
+                    Action::requeue(Duration::from_secs(5))
+                })
+            }
             (PodAction::Allocate | PodAction::AllocateVm, _) => allocate(&ctx, &pod, None)
                 .await
                 .map(|_| Action::await_change()),
@@ -265,11 +286,16 @@ async fn ensure_pod_finalizer(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError
 
 /// A stateful pod (or a VM's, `drop_pod_name`) is gone (or going) and nothing runs: keep its
 /// addresses for the next incarnation.
-async fn reserve(ctx: &Ctx, pod: &Pod, drop_pod_name: bool) -> Result<(), ReconcileError> {
+async fn reserve(ctx: &Arc<Ctx>, pod: &Pod, drop_pod_name: bool) -> Result<(), ReconcileError> {
     let ns = pod.namespace().unwrap_or_default();
     let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let mine = list_pod_ipinstances(ctx, pod).await?;
+    if drop_pod_name && hand_over_to_migration_target(ctx, pod, &mine).await? {
+        ctx.pod_records().remove(&pod_key(pod));
+        return remove_pod_finalizer(ctx, pod).await;
+    }
     let mut reserved = Vec::new();
-    for ipi in list_pod_ipinstances(ctx, pod).await? {
+    for ipi in mine {
         // Only addresses bound to this incarnation (or already reserved) are ours to reserve.
         let bound_uid = ipi.spec.binding.pod_uid.clone().unwrap_or_default();
         if !bound_uid.is_empty() && Some(bound_uid.as_str()) != pod.metadata.uid.as_deref() {
@@ -676,8 +702,9 @@ async fn reuse(
                 force,
                 mac,
                 rebind_mac: explicit_mac,
+                peer: None,
             };
-            assign_and_bind(ctx, pod, plan, existing, assignment, own).await
+            assign_and_bind(ctx, pod, &plan.network, existing, assignment, own).await
         }
     }
 }
@@ -715,6 +742,9 @@ struct Assignment<'a> {
     mac: Option<MacAddr>,
     /// Write the MAC into the IPInstances that are re-bound.
     rebind_mac: bool,
+    /// The pod named as sharing the re-bound IPInstances (a live migration's source after the
+    /// target took them), in the same write; `None` removes any such mark.
+    peer: Option<&'a kubevirt::MigrationPeer>,
 }
 
 /// Assigns the candidates in the IPAM, re-binds the IPInstances that exist (with the MAC if
@@ -722,7 +752,7 @@ struct Assignment<'a> {
 async fn assign_and_bind(
     ctx: &Ctx,
     pod: &Pod,
-    plan: &Plan,
+    network: &str,
     existing: &[IPInstance],
     assignment: Assignment<'_>,
     own: &Ownership,
@@ -734,10 +764,11 @@ async fn assign_and_bind(
         force,
         mac,
         rebind_mac,
+        peer,
     } = assignment;
     let (allocs, mac) = ctx
         .engine()
-        .assign(&plan.network, &pod_ipam_key(pod), candidates, force, mac)
+        .assign(network, &pod_ipam_key(pod), candidates, force, mac)
         .map_err(|e| alloc_err(pod, e.to_string()))?;
     ctx.notify_ipam_changed();
     let (rebind, create) = split_rebind(&allocs, existing);
@@ -745,7 +776,11 @@ async fn assign_and_bind(
     for a in rebind {
         ctx.ensure_leading()?;
         let name = a.instance_name();
-        let patch = rebind_patch(pod, a, rebind_mac.then_some(mac_s.as_str()), own);
+        let mut patch = rebind_patch(pod, a, rebind_mac.then_some(mac_s.as_str()), own);
+        if let Some(p) = peer {
+            patch["metadata"]["annotations"][kubevirt::MIGRATION_PEER_ANNOTATION] =
+                serde_json::Value::String(p.to_annotation());
+        }
         api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
             .await
             .map_err(ReconcileError::kube(
@@ -777,6 +812,8 @@ fn record_instances(ctx: &Ctx, pod: &Pod, instances: &[IPInstance]) {
 /// A KubeVirt VM's pod (`VMIPRetain`, upstream `vmAllocate`): the VM's retained addresses
 /// (IPInstances labelled with the VM) are force-assigned to it and re-bound; a VM without any gets
 /// new ones, labelled with the VM and owned by it so that they outlive its pods and go with it.
+/// A live migration's target shares them with the source pod until the VM runs in it
+/// ([`vm_assignment`]; docs/api.md, "KubeVirt VMs").
 async fn allocate_vm(
     ctx: &Ctx,
     pod: &Pod,
@@ -790,25 +827,242 @@ async fn allocate_vm(
     // From the API, not the cache: a stale view could allocate a second set for the VM.
     let listed = list_ipinstances_live(ctx, &ns, &format!("{}={}", label::VM, vm)).await?;
     let existing = ipinstances_of_vm(&ns, &vm, listed.iter());
-    if bound_here(&existing, &uid, &node) {
-        record_instances(ctx, pod, &existing);
-        return Ok(None);
-    }
     let own = Ownership::of_vm(vm_owner);
     let plan = plan(ctx, pod, &[], &existing).await?;
     if existing.is_empty() {
         return allocate_fresh(ctx, pod, &plan, None, &own).await;
     }
-    // Forced, as upstream: the addresses are Reserved for the VM's previous pod. One still
-    // allocated to a running pod of the VM is refused (retried once that pod is gone).
-    let candidates = reuse_candidates(&existing);
+    // The pods the addresses are bound to, read from the API.
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut states = Vec::new();
+    for (name, holder_uid) in vm_holders(&existing, &uid) {
+        let found = pods.get_opt(&name).await.map_err(ReconcileError::kube(
+            "get",
+            "Pod",
+            format!("{ns}/{name}"),
+        ))?;
+        let state = holder_state(found.as_ref(), holder_uid.as_deref());
+        states.push((name, holder_uid, state));
+    }
+    let facts = VmPodFacts {
+        uid: &uid,
+        node: &node,
+        migration_target: kubevirt::migration_job_of_pod(pod.metadata.labels.as_ref()).is_some(),
+        target_ready: kubevirt::migration_target_ready(pod.metadata.annotations.as_ref()),
+    };
+    let holder = |name: &str, holder_uid: Option<&str>| {
+        states
+            .iter()
+            .find(|(n, u, _)| n == name && u.as_deref() == holder_uid)
+            .map_or(HolderState::Gone, |(_, _, s)| *s)
+    };
+    let decision = vm_assignment(&existing, &facts, holder);
+    debug!(?decision, "VM addresses");
+    match decision {
+        VmAssign::Bound => {
+            record_instances(ctx, pod, &existing);
+            Ok(None)
+        }
+        VmAssign::Wait { holder } => Err(alloc_err(
+            pod,
+            format!(
+                "the addresses of VM {vm} are held by its pod {holder}, which still runs or has not released them yet; waiting for it to go (a live migration's target pod carries the label {})",
+                kubevirt::MIGRATION_JOB_LABEL
+            ),
+        )),
+        VmAssign::Share { source } => {
+            let target = kubevirt::MigrationPeer {
+                pod: pod.name_any(),
+                uid: uid.clone(),
+                node: node.clone(),
+            };
+            mark_migration_peer(ctx, &ns, &existing, Some(&target)).await?;
+            debug!(%source, "live migration target: sharing the VM's addresses with the source pod");
+            Ok(None)
+        }
+        VmAssign::Take => {
+            // A live migration's source that has not gone keeps sharing them until it does.
+            let peer = peer_after_take(&existing, &uid, holder);
+            take_vm_addresses(ctx, pod, &plan.network, &existing, &own, peer.as_ref()).await
+        }
+    }
+}
+
+/// Forced assignment of a VM's IPInstances `existing` to `pod` and their re-binding (which also
+/// drops any migration mark): what another pod of the VM held is taken over.
+async fn take_vm_addresses(
+    ctx: &Ctx,
+    pod: &Pod,
+    network: &str,
+    existing: &[IPInstance],
+    own: &Ownership,
+    peer: Option<&kubevirt::MigrationPeer>,
+) -> Result<Option<String>, ReconcileError> {
+    {
+        // Addresses still held for another pod (a migration's source, or a pod that went
+        // without its reservation): reserved first, so that the forced assignment takes them.
+        let mut engine = ctx.engine();
+        let uid = pod.metadata.uid.as_deref();
+        for i in existing
+            .iter()
+            .filter(|i| !i.spec.is_reserved() && i.spec.binding.pod_uid.as_deref() != uid)
+        {
+            if let Some(ip) = instance_name_to_ip(&i.name_any()) {
+                engine.reserve(&i.spec.network, &i.spec.subnet, ip);
+            }
+        }
+    }
+    let candidates = reuse_candidates(existing);
     let assignment = Assignment {
         candidates: &candidates,
         force: true,
-        mac: retained_mac(&existing),
+        mac: retained_mac(existing),
         rebind_mac: false,
+        peer,
     };
-    assign_and_bind(ctx, pod, &plan, &existing, assignment, &own).await
+    assign_and_bind(ctx, pod, network, existing, assignment, own).await
+}
+
+/// Writes (`Some`) or removes (`None`) the migration-target mark on the IPInstances where it
+/// differs.
+async fn mark_migration_peer(
+    ctx: &Ctx,
+    ns: &str,
+    instances: &[IPInstance],
+    target: Option<&kubevirt::MigrationPeer>,
+) -> Result<(), ReconcileError> {
+    let api: Api<IPInstance> = Api::namespaced(ctx.client.clone(), ns);
+    let value = target.map(kubevirt::MigrationPeer::to_annotation);
+    for i in instances {
+        let now = i
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(kubevirt::MIGRATION_PEER_ANNOTATION));
+        if now == value.as_ref() {
+            continue;
+        }
+        ctx.ensure_leading()?;
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            kubevirt::MIGRATION_PEER_ANNOTATION: value,
+        }}});
+        match api
+            .patch(&i.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(ReconcileError::kube(
+                    "mark the migration target on",
+                    "IPInstance",
+                    format!("{ns}/{}", i.name_any()),
+                )(e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A pod that goes drops the migration-target marks naming it (an aborted or failed live
+/// migration: the source keeps the binding, nothing else changes).
+async fn clear_migration_marks(ctx: &Ctx, pod: &Pod) -> Result<(), ReconcileError> {
+    let ns = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let uid = pod.metadata.uid.as_deref();
+    let marked: Vec<IPInstance> = ctx
+        .caches
+        .ipinstances
+        .state()
+        .iter()
+        .filter(|i| i.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .filter(|i| {
+            kubevirt::MigrationPeer::of(i.metadata.annotations.as_ref())
+                .is_some_and(|t| t.names_pod(&name, uid))
+        })
+        .map(|i| (**i).clone())
+        .collect();
+    if marked.is_empty() {
+        return Ok(());
+    }
+    info!(
+        ipinstances = marked.len(),
+        "the live migration's target pod goes: its marks are removed"
+    );
+    mark_migration_peer(ctx, &ns, &marked, None).await
+}
+
+/// The source pod of a live migration goes (nothing runs in it any more) while the target pod
+/// named on its IPInstances `mine` is live: the binding moves to the target now instead of the
+/// addresses being reserved. Returns whether it did.
+async fn hand_over_to_migration_target(
+    ctx: &Arc<Ctx>,
+    pod: &Pod,
+    mine: &[IPInstance],
+) -> Result<bool, ReconcileError> {
+    let uid = pod.metadata.uid.as_deref();
+    let bound: Vec<&IPInstance> = mine
+        .iter()
+        .filter(|i| i.spec.binding.pod_uid.is_none() || i.spec.binding.pod_uid.as_deref() == uid)
+        .collect();
+    let Some(target) = bound
+        .iter()
+        .find_map(|i| kubevirt::MigrationPeer::of(i.metadata.annotations.as_ref()))
+    else {
+        return Ok(false);
+    };
+    let Some(owner) = bound
+        .iter()
+        .find_map(|i| kubevirt::controller_of(i.metadata.owner_references.as_ref()))
+        .filter(|o| o.kind == kubevirt::VM_KIND)
+        .cloned()
+    else {
+        return Ok(false);
+    };
+    let ns = pod.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let found = pods
+        .get_opt(&target.pod)
+        .await
+        .map_err(ReconcileError::kube(
+            "get",
+            "Pod",
+            format!("{ns}/{}", target.pod),
+        ))?;
+    let Some(target_pod) = found.filter(|p| {
+        holder_state(Some(p), Some(&target.uid)) == HolderState::Live
+            && node_name(p) == Some(target.node.as_str())
+    }) else {
+        return Ok(false);
+    };
+    // The target's own reconcile must not run at the same time (it would share or take).
+    let Some(_claim) = ctx.claim_pod(pod_key(&target_pod)) else {
+        ctx.pod_requeue
+            .send(kube::runtime::reflector::ObjectRef::from_obj(&target_pod))
+            .ok();
+        return Ok(false);
+    };
+    let vm = owner.name.clone();
+    let listed = list_ipinstances_live(ctx, &ns, &format!("{}={}", label::VM, vm)).await?;
+    let existing = ipinstances_of_vm(&ns, &vm, listed.iter());
+    let Some(network) = existing.first().map(|i| i.spec.network.clone()) else {
+        return Ok(false);
+    };
+    let note = take_vm_addresses(
+        ctx,
+        &target_pod,
+        &network,
+        &existing,
+        &Ownership::of_vm(owner),
+        // The source is going and nothing runs in it: it shares nothing any more.
+        None,
+    )
+    .await?;
+    info!(target = %target.pod, node = %target.node, "live migration: the source pod went, the VM's addresses are bound to the target pod");
+    if let Some(note) = note {
+        ctx.pod_event(&target_pod, EventType::Normal, REASON_ALLOCATED, note);
+    }
+    Ok(true)
 }
 
 async fn delete_ipinstance(

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use hybridnet_api::constants::{finalizer, label};
+use hybridnet_api::kubevirt;
 use hybridnet_api::naming::{pod_name_label_value, stateful_ordinal};
 use hybridnet_api::resolve::PodNetworkConfig;
 use hybridnet_api::v1::{
@@ -153,6 +154,8 @@ pub fn rebind_patch(pod: &Pod, alloc: &Allocation, mac: Option<&str>, own: &Owne
         "metadata": {
             "labels": instance_labels(pod, alloc, &own.extra_labels),
             "ownerReferences": [own.owner],
+            // Bound to the pod now: no live migration's target shares it any more.
+            "annotations": { kubevirt::MIGRATION_PEER_ANNOTATION: null },
         },
         "spec": spec,
     })

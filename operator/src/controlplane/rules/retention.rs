@@ -145,6 +145,137 @@ pub fn split_rebind<'a>(
     (rebind, create.into_iter().cloned().collect())
 }
 
+/// Where the pod that holds a VM's IPInstances is, as read from the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HolderState {
+    /// No pod of that name, or one with another uid.
+    Gone,
+    /// Terminating, evicted or completed.
+    Going,
+    /// Scheduled and live: the VM may run in it.
+    Live,
+}
+
+/// The state of the holder pod `found` (the pod of the binding's name, if any), whose binding
+/// records `uid` (when known).
+pub fn holder_state(
+    found: Option<&k8s_openapi::api::core::v1::Pod>,
+    uid: Option<&str>,
+) -> HolderState {
+    use crate::controlplane::rules::podstate::{is_completed, is_evicted, is_terminating};
+    let Some(p) = found else {
+        return HolderState::Gone;
+    };
+    if uid.is_some_and(|u| p.metadata.uid.as_deref() != Some(u)) {
+        return HolderState::Gone;
+    }
+    if is_terminating(p) || is_evicted(p) || is_completed(p) {
+        HolderState::Going
+    } else {
+        HolderState::Live
+    }
+}
+
+/// The pods other than the one with uid `uid` that a VM's IPInstances are bound to (not
+/// reserved): (pod name, pod uid), each once, in order.
+pub fn vm_holders(existing: &[IPInstance], uid: &str) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for i in existing.iter().filter(|i| !i.spec.is_reserved()) {
+        let b = &i.spec.binding;
+        let Some(name) = b.pod_name.clone().filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        let holder_uid = b.pod_uid.clone().filter(|u| !u.is_empty());
+        if holder_uid.as_deref() == Some(uid) {
+            continue;
+        }
+        if !out.iter().any(|(n, u)| *n == name && *u == holder_uid) {
+            out.push((name, holder_uid));
+        }
+    }
+    out
+}
+
+/// What the VM's pod is, for its VM's addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmPodFacts<'a> {
+    pub uid: &'a str,
+    pub node: &'a str,
+    /// Labelled as a live migration's target (`hybridnet_api::kubevirt::migration_job_of_pod`).
+    pub migration_target: bool,
+    /// KubeVirt says the VM runs in it (`hybridnet_api::kubevirt::migration_target_ready`).
+    pub target_ready: bool,
+}
+
+/// What a VM's pod gets of the VM's IPInstances (docs/api.md, "KubeVirt VMs").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmAssign {
+    /// They are bound to this pod on its node already.
+    Bound,
+    /// Force-assign them and re-bind them to this pod now: no other pod of the VM is live with
+    /// them, or this migration target runs the VM now (the binding moves from the source).
+    Take,
+    /// A live migration's target while the source pod (`source`) holds them and runs the VM:
+    /// the target is named on them and gets the same addresses and MAC on its node; the binding,
+    /// and with it every route towards the VM, stays with the source.
+    Share { source: String },
+    /// Another pod of the VM (`holder`) holds them and this pod is no migration target: it
+    /// waits, as upstream's IPAM refuses an address in use by another pod.
+    Wait { holder: String },
+}
+
+/// Decides what a VM's pod `pod` gets of the VM's IPInstances `existing` (not empty), with
+/// `holder` the state of each pod they are bound to ([`vm_holders`], [`holder_state`]).
+pub fn vm_assignment(
+    existing: &[IPInstance],
+    pod: &VmPodFacts,
+    holder: impl Fn(&str, Option<&str>) -> HolderState,
+) -> VmAssign {
+    if bound_here(existing, pod.uid, pod.node) {
+        return VmAssign::Bound;
+    }
+    let live: Vec<String> = vm_holders(existing, pod.uid)
+        .into_iter()
+        .filter(|(name, uid)| holder(name, uid.as_deref()) != HolderState::Gone)
+        .map(|(name, _)| name)
+        .collect();
+    let Some(first) = live.into_iter().next() else {
+        return VmAssign::Take;
+    };
+    match (pod.migration_target, pod.target_ready) {
+        (false, _) => VmAssign::Wait { holder: first },
+        (true, true) => VmAssign::Take,
+        (true, false) => VmAssign::Share { source: first },
+    }
+}
+
+/// The pod that keeps sharing a VM's addresses `existing` once the pod with uid `uid` takes them
+/// ([`VmAssign::Take`]): the first other pod they are bound to that has not gone (a live
+/// migration's source, where the VM ran until now), with its node. Named on the IPInstances
+/// (`hybridnet_api::kubevirt::MIGRATION_PEER_ANNOTATION`) until it goes.
+pub fn peer_after_take(
+    existing: &[IPInstance],
+    uid: &str,
+    holder: impl Fn(&str, Option<&str>) -> HolderState,
+) -> Option<hybridnet_api::kubevirt::MigrationPeer> {
+    existing
+        .iter()
+        .filter(|i| !i.spec.is_reserved())
+        .find_map(|i| {
+            let b = &i.spec.binding;
+            let pod = b.pod_name.clone().filter(|n| !n.is_empty())?;
+            let pod_uid = b.pod_uid.clone().filter(|u| !u.is_empty() && u != uid)?;
+            let node = b.node_name.clone().filter(|n| !n.is_empty())?;
+            (holder(&pod, Some(&pod_uid)) != HolderState::Gone).then_some(
+                hybridnet_api::kubevirt::MigrationPeer {
+                    pod,
+                    uid: pod_uid,
+                    node,
+                },
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,5 +504,207 @@ mod tests {
         let (rebind, create) = split_rebind(&allocs, &[]);
         assert!(rebind.is_empty());
         assert_eq!(create, allocs.to_vec());
+    }
+
+    fn vm_inst(name: &str, pod: Option<(&str, &str)>, node: Option<&str>) -> IPInstance {
+        let mut i = v4(name, "x", "x");
+        i.spec.binding = Binding {
+            pod_name: pod.map(|p| p.0.to_string()),
+            pod_uid: pod.map(|p| p.1.to_string()),
+            node_name: node.map(String::from),
+            ..Default::default()
+        };
+        i
+    }
+
+    fn target(uid: &str, ready: bool) -> VmPodFacts<'_> {
+        VmPodFacts {
+            uid,
+            node: "n2",
+            migration_target: true,
+            target_ready: ready,
+        }
+    }
+
+    #[test]
+    fn holders_are_the_other_bound_pods_once() {
+        let ex = [
+            vm_inst("10-0-0-1", Some(("src", "u1")), Some("n1")),
+            vm_inst("fd00-0-0-0-0-0-0-1", Some(("src", "u1")), Some("n1")),
+            vm_inst("10-0-0-2", Some(("me", "u2")), Some("n2")),
+            vm_inst("10-0-0-3", Some(("old", "u0")), None),
+        ];
+        assert_eq!(
+            vm_holders(&ex, "u2"),
+            vec![("src".to_string(), Some("u1".to_string()))]
+        );
+        assert!(vm_holders(&ex[2..], "u2").is_empty());
+    }
+
+    #[test]
+    fn a_migration_target_shares_while_the_source_runs_and_takes_when_the_vm_runs_in_it() {
+        let ex = [
+            vm_inst("10-0-0-1", Some(("src", "u1")), Some("n1")),
+            vm_inst("fd00-0-0-0-0-0-0-1", Some(("src", "u1")), Some("n1")),
+        ];
+        let live = |_: &str, _: Option<&str>| HolderState::Live;
+        let going = |_: &str, _: Option<&str>| HolderState::Going;
+        let gone = |_: &str, _: Option<&str>| HolderState::Gone;
+        let share = VmAssign::Share {
+            source: "src".into(),
+        };
+        assert_eq!(vm_assignment(&ex, &target("u2", false), live), share);
+        // The source is going but may still run the VM (its reservation hands over).
+        assert_eq!(vm_assignment(&ex, &target("u2", false), going), share);
+        assert_eq!(
+            vm_assignment(&ex, &target("u2", true), live),
+            VmAssign::Take
+        );
+        assert_eq!(
+            vm_assignment(&ex, &target("u2", false), gone),
+            VmAssign::Take
+        );
+        // Bound here already.
+        let mine = [vm_inst("10-0-0-1", Some(("dst", "u2")), Some("n2"))];
+        assert_eq!(
+            vm_assignment(&mine, &target("u2", false), live),
+            VmAssign::Bound
+        );
+        // Reserved addresses (the VM restarted) are taken, migration or not.
+        let reserved = [vm_inst("10-0-0-1", None, None)];
+        assert_eq!(
+            vm_assignment(&reserved, &target("u2", false), live),
+            VmAssign::Take
+        );
+    }
+
+    #[test]
+    fn the_source_stays_named_after_the_take_until_it_goes() {
+        let ex = [
+            vm_inst("10-0-0-1", Some(("src", "u1")), Some("n1")),
+            vm_inst("fd00-0-0-0-0-0-0-1", Some(("src", "u1")), Some("n1")),
+        ];
+        let want = hybridnet_api::kubevirt::MigrationPeer {
+            pod: "src".into(),
+            uid: "u1".into(),
+            node: "n1".into(),
+        };
+        for state in [HolderState::Live, HolderState::Going] {
+            assert_eq!(peer_after_take(&ex, "u2", |_, _| state), Some(want.clone()));
+        }
+        assert_eq!(peer_after_take(&ex, "u2", |_, _| HolderState::Gone), None);
+        // Nobody else: the taker itself, reserved addresses, or a binding without uid or node.
+        assert_eq!(peer_after_take(&ex, "u1", |_, _| HolderState::Live), None);
+        let reserved = [vm_inst("10-0-0-1", None, None)];
+        assert_eq!(
+            peer_after_take(&reserved, "u2", |_, _| HolderState::Live),
+            None
+        );
+        let no_node = [vm_inst("10-0-0-1", Some(("src", "u1")), None)];
+        assert_eq!(
+            peer_after_take(&no_node, "u2", |_, _| HolderState::Live),
+            None
+        );
+    }
+
+    #[test]
+    fn an_ordinary_second_pod_of_the_vm_never_takes_a_live_pods_addresses() {
+        let ex = [vm_inst("10-0-0-1", Some(("src", "u1")), Some("n1"))];
+        let plain = VmPodFacts {
+            uid: "u2",
+            node: "n2",
+            migration_target: false,
+            // Ready without being a migration target means nothing.
+            target_ready: true,
+        };
+        for state in [HolderState::Live, HolderState::Going] {
+            assert_eq!(
+                vm_assignment(&ex, &plain, |_, _| state),
+                VmAssign::Wait {
+                    holder: "src".into()
+                }
+            );
+        }
+        assert_eq!(
+            vm_assignment(&ex, &plain, |_, _| HolderState::Gone),
+            VmAssign::Take
+        );
+    }
+
+    #[test]
+    fn the_holders_state_follows_its_uid_and_lifecycle() {
+        use k8s_openapi::api::core::v1::{Pod, PodStatus};
+        let mut p = Pod::default();
+        p.metadata.uid = Some("u1".into());
+        assert_eq!(holder_state(None, Some("u1")), HolderState::Gone);
+        assert_eq!(holder_state(Some(&p), Some("u1")), HolderState::Live);
+        assert_eq!(holder_state(Some(&p), None), HolderState::Live);
+        assert_eq!(holder_state(Some(&p), Some("u9")), HolderState::Gone);
+        p.status = Some(PodStatus {
+            phase: Some("Failed".into()),
+            reason: Some("Evicted".into()),
+            ..Default::default()
+        });
+        assert_eq!(holder_state(Some(&p), Some("u1")), HolderState::Going);
+        p.status = None;
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        assert_eq!(holder_state(Some(&p), Some("u1")), HolderState::Going);
+    }
+
+    mod vm_props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn state() -> impl Strategy<Value = HolderState> {
+            prop::sample::select(vec![
+                HolderState::Gone,
+                HolderState::Going,
+                HolderState::Live,
+            ])
+        }
+
+        proptest! {
+            #[test]
+            fn only_a_ready_migration_target_or_no_live_holder_takes_a_vms_addresses(
+                bound in prop::collection::vec((0u8..3, any::<bool>()), 1..4),
+                states in prop::collection::vec(state(), 3),
+                migration_target in any::<bool>(),
+                target_ready in any::<bool>(),
+            ) {
+                // Pods 0, 1, 2; the pod deciding is pod 2 on n2.
+                let ex: Vec<IPInstance> = bound
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (p, reserved))| {
+                        let name = format!("10-0-0-{}", k + 1);
+                        if *reserved {
+                            vm_inst(&name, None, None)
+                        } else {
+                            let pod = format!("p{p}");
+                            let uid = format!("u{p}");
+                            let node = if *p == 2 { "n2" } else { "n1" };
+                            vm_inst(&name, Some((&pod, &uid)), Some(node))
+                        }
+                    })
+                    .collect();
+                let facts = VmPodFacts { uid: "u2", node: "n2", migration_target, target_ready };
+                let holder = |name: &str, _: Option<&str>| {
+                    let k: usize = name[1..].parse().unwrap_or(0);
+                    states[k]
+                };
+                let got = vm_assignment(&ex, &facts, holder);
+                let other_live = vm_holders(&ex, "u2")
+                    .iter()
+                    .any(|(n, u)| holder(n, u.as_deref()) != HolderState::Gone);
+                match &got {
+                    VmAssign::Take => prop_assert!(!other_live || (migration_target && target_ready)),
+                    VmAssign::Share { .. } => prop_assert!(other_live && migration_target && !target_ready),
+                    VmAssign::Wait { .. } => prop_assert!(other_live && !migration_target),
+                    VmAssign::Bound => prop_assert!(bound_here(&ex, "u2", "n2")),
+                }
+            }
+        }
     }
 }
