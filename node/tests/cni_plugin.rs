@@ -595,6 +595,53 @@ fn unreachable_pod_fails_add_and_leaves_nothing() {
     );
 }
 
+/// A KubeVirt live migration's target pod while the source pod (another node) holds its VM's
+/// addresses: ADD wires it with the same addresses and MAC but routes nothing to it here and
+/// does not wait for the address to be announced (it is the source's until the binding moves);
+/// DEL removes only its own interface (docs/api.md, "KubeVirt VMs").
+#[test]
+fn a_migration_target_is_wired_with_its_vms_address_but_not_routed_here() {
+    if !prerequisites("a_migration_target_is_wired_with_its_vms_address_but_not_routed_here") {
+        return;
+    }
+    let agent = Agent::start(Duration::from_secs(5));
+    agent.add_instances(vec![
+        ipinstance("default", "vm-target", "198.18.7.7/24", IpVersion::V4, MAC),
+        ipinstance("default", "vm-target", "fd00::7:7/64", IpVersion::V6, MAC),
+    ]);
+    let lookup = &agent.lookup;
+    lookup
+        .migration_peer
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // Not announced (the source node announces it): the ADD must not wait for that.
+    lookup
+        .unreachable
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let pod = Netns::new("pod");
+    let (rc, v, out) = agent.plugin(
+        &plugin_env("ADD", &pod.path(), "vmtarget1", "default", "vm-target"),
+        &agent.conf("1.0.0"),
+    );
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(v["interfaces"][1]["mac"], MAC, "{out}");
+    let a4 = pod.ip(&["-4", "addr", "show", "eth0"]);
+    assert!(a4.contains("inet 198.18.7.7/32"), "{a4}");
+    let a6 = pod.ip(&["-6", "addr", "show", "eth0"]);
+    assert!(a6.contains("inet6 fd00::7:7/128"), "{a6}");
+    assert!(pod.ip(&["link", "show", "eth0"]).contains(MAC));
+    let host_veth = host_veth_name("default", "vm-target");
+    assert!(agent.node.ip_status(&["link", "show", &host_veth]));
+    // No local-direct route here: the VM's address still goes to the source node.
+    assert!(!table(&agent.node, "-4").contains("198.18.7.7"));
+    assert!(!table(&agent.node, "-6").contains("fd00::7:7"));
+    let (rc, _, out) = agent.plugin(
+        &plugin_env("DEL", &pod.path(), "vmtarget1", "default", "vm-target"),
+        &agent.conf("1.0.0"),
+    );
+    assert_eq!(rc, 0, "{out}");
+    assert!(!agent.node.ip_status(&["link", "show", &host_veth]));
+}
+
 /// Table 39999 of a namespace ("" while the kernel has not created the table yet).
 fn table(ns: &Netns, family: &str) -> String {
     ns.exec(&["ip", family, "route", "show", "table", "39999"])

@@ -762,3 +762,60 @@ fn incremental_apply_touches_only_the_change_and_follows_notifications() {
     })
     .expect("incremental apply in netns");
 }
+
+/// A KubeVirt VM's address moves to another node (its live migration's target pod got the
+/// binding) while the source pod's veth still exists here: the local-direct route through that
+/// veth goes at once (traffic follows the VM), the VXLAN neighbour points at the new node, and a
+/// local-direct route to an address that did not move is left alone (docs/api.md, "KubeVirt VMs").
+#[test]
+fn the_local_route_of_an_address_that_moved_to_another_node_goes_with_the_move() {
+    if !require_root("the_local_route_of_an_address_that_moved_to_another_node_goes_with_the_move")
+    {
+        return;
+    }
+    let (node, _pod, _wire) = node_ns();
+    let veth = hybridnet_api::naming::host_veth_name("default", "a");
+    let (_, rep) = plan_and_apply(&node, api(0), PlanConfig::default());
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    let routes = node.ip("route show table 39999");
+    assert!(
+        routes.contains(&format!("198.19.0.5 dev {veth}")),
+        "{routes}"
+    );
+    // An ADD-written route to an address no IPInstance places elsewhere.
+    node.ip(&format!("route add 198.19.0.77/32 dev {veth} table 39999"));
+
+    let mut moved = api(0);
+    for k in [0, 1] {
+        let i = &moved.ip_instances[k];
+        let (addr, sub) = (i.spec.address.ip.clone(), i.spec.subnet.clone());
+        let addr = addr.split('/').next().unwrap().to_string();
+        moved.ip_instances[k] = std::sync::Arc::new(ipinstance(
+            "default",
+            "a-target",
+            &addr,
+            "overlay",
+            &sub,
+            "n2",
+            "02:aa:00:00:00:05",
+        ));
+    }
+    let (plan, rep) = plan_and_apply(&node, moved, PlanConfig::default());
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    assert!(plan.remote_pod_ips.contains(&ip("198.19.0.5")));
+    let routes = node.ip("route show table 39999");
+    assert!(!routes.contains("198.19.0.5 "), "{routes}");
+    assert!(
+        routes.contains(&format!("198.19.0.77 dev {veth}")),
+        "{routes}"
+    );
+    let routes6 = node.ip("-6 route show table 39999");
+    assert!(!routes6.contains("fd00:19::5 "), "{routes6}");
+    // The old pod's veth is still there (its DEL comes later); the address now goes to n2.
+    assert!(node.try_ip(&format!("link show {veth}")).is_ok());
+    let neigh = node.ip("neigh show dev eth0.vxlan4");
+    assert!(
+        neigh.contains("198.19.0.5 lladdr 02:00:00:00:00:12"),
+        "{neigh}"
+    );
+}

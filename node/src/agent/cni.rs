@@ -117,8 +117,43 @@ pub fn ipinstance_status_patch(
 
 /// The non-terminating IPInstances of `pod` bound to `node` (by the node label, or the binding
 /// when unlabelled), pod matched by the label value upstream writes (hashed for long names) or
-/// the binding's pod name.
+/// the binding's pod name. Without any, those that name `pod` on `node` as a KubeVirt live
+/// migration's target ([`migration_peer_instances`]).
 pub fn pod_instances_on_node(all: &[Arc<IPInstance>], node: &str, pod: &PodRef) -> Vec<IPInstance> {
+    let bound = bound_instances_on_node(all, node, pod);
+    if bound.is_empty() {
+        return migration_peer_instances(all, node, pod);
+    }
+    bound
+}
+
+/// The non-terminating IPInstances that name `pod` (with its uid, when known) on `node` as the
+/// target of a KubeVirt VM's live migration while another pod holds them
+/// (`hybridnet_api::kubevirt::MIGRATION_PEER_ANNOTATION`), as the target sees them: bound to
+/// it (pod name and uid, node), everything else (address, MAC, network) as written.
+pub fn migration_peer_instances(
+    all: &[Arc<IPInstance>],
+    node: &str,
+    pod: &PodRef,
+) -> Vec<IPInstance> {
+    all.iter()
+        .filter(|i| i.metadata.namespace.as_deref() == Some(pod.namespace.as_str()))
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .filter_map(|i| {
+            let t = hybridnet_api::kubevirt::MigrationPeer::of(i.metadata.annotations.as_ref())?;
+            if t.node != node || !t.names_pod(&pod.name, pod.uid.as_deref()) {
+                return None;
+            }
+            let mut seen = (**i).clone();
+            seen.spec.binding.pod_name = Some(t.pod);
+            seen.spec.binding.pod_uid = Some(t.uid);
+            seen.spec.binding.node_name = Some(node.to_string());
+            Some(seen)
+        })
+        .collect()
+}
+
+fn bound_instances_on_node(all: &[Arc<IPInstance>], node: &str, pod: &PodRef) -> Vec<IPInstance> {
     let pod_label = pod_name_label_value(&pod.name);
     all.iter()
         .filter(|i| i.metadata.namespace.as_deref() == Some(pod.namespace.as_str()))
@@ -143,6 +178,12 @@ impl IpInstanceLookup for AgentLookup {
         pod_instances_on_node(&self.caches.ip_instances.state(), &self.node_name, pod)
     }
 
+    fn migration_peer(&self, pod: &PodRef) -> bool {
+        let all = self.caches.ip_instances.state();
+        bound_instances_on_node(&all, &self.node_name, pod).is_empty()
+            && !migration_peer_instances(&all, &self.node_name, pod).is_empty()
+    }
+
     fn network_mtu(&self, network: &str) -> Option<u32> {
         let is_overlay = self.caches.networks.state().iter().any(|n| {
             n.metadata.name.as_deref() == Some(network)
@@ -159,7 +200,8 @@ impl IpInstanceLookup for AgentLookup {
     fn attached(&self, event: &AttachmentEvent) {
         // The new veth gets its local-direct route checked and the pod its nft set entries.
         self.shared.trigger.notify_one();
-        if !self.update_ipinstance_status {
+        // A live migration's target: the status stays the source's (which holds the binding).
+        if !self.update_ipinstance_status || self.migration_peer(&event.pod) {
             return;
         }
         let now = k8s_openapi::jiff::Timestamp::now().to_string();
@@ -345,6 +387,106 @@ mod tests {
         );
         assert!(pod_instances_on_node(&all, "n3", &pod("a", "web")).is_empty());
         assert!(pod_instances_on_node(&all, "n1", &pod("a/../b", "web")).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+    use hybridnet_api::kubevirt::{MIGRATION_PEER_ANNOTATION, MigrationPeer};
+    use hybridnet_api::v1::{Address, Binding, IPInstanceSpec, IpVersion};
+    use std::collections::BTreeMap;
+
+    fn shared(annotation: Option<String>) -> Arc<IPInstance> {
+        let mut i = IPInstance::new(
+            "192-168-56-2",
+            IPInstanceSpec {
+                network: "u1".into(),
+                subnet: "u1-sub".into(),
+                address: Address {
+                    version: IpVersion::V4,
+                    ip: "192.168.56.2/24".into(),
+                    gateway: Some("192.168.56.1".into()),
+                    net_id: None,
+                    mac: "02:12:34:aa:bb:cc".into(),
+                },
+                binding: Binding {
+                    node_name: Some("n1".into()),
+                    pod_name: Some("src".into()),
+                    pod_uid: Some("u1".into()),
+                    ..Default::default()
+                },
+            },
+        );
+        i.metadata.namespace = Some("default".into());
+        i.metadata.labels = Some(BTreeMap::from([
+            (label::NODE.to_string(), "n1".to_string()),
+            (label::POD.to_string(), "src".to_string()),
+        ]));
+        i.metadata.annotations =
+            annotation.map(|a| BTreeMap::from([(MIGRATION_PEER_ANNOTATION.to_string(), a)]));
+        Arc::new(i)
+    }
+
+    fn pod(name: &str, uid: Option<&str>) -> PodRef {
+        PodRef {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: uid.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_migration_peer_gets_its_vms_address_and_mac_on_its_node_only() {
+        let t = MigrationPeer {
+            pod: "dst".into(),
+            uid: "u2".into(),
+            node: "n2".into(),
+        };
+        let all = vec![shared(Some(t.to_annotation()))];
+        for uid in [Some("u2"), None] {
+            let got = pod_instances_on_node(&all, "n2", &pod("dst", uid));
+            assert_eq!(got.len(), 1);
+            let b = &got[0].spec.binding;
+            assert_eq!(
+                (
+                    b.pod_name.as_deref(),
+                    b.pod_uid.as_deref(),
+                    b.node_name.as_deref()
+                ),
+                (Some("dst"), Some("u2"), Some("n2"))
+            );
+            // Address and MAC as the source has them.
+            assert_eq!(got[0].spec.address, all[0].spec.address);
+            let mine = crate::cniserver::addressing::matching_instances(&pod("dst", uid), &got);
+            let a = crate::cniserver::addressing::pod_addressing(&pod("dst", uid), &mine).unwrap();
+            assert_eq!(a.ipv4, Some("192.168.56.2".parse().unwrap()));
+            assert_eq!(a.mac, [0x02, 0x12, 0x34, 0xaa, 0xbb, 0xcc]);
+        }
+        // Not on another node, not for another incarnation or pod; the source keeps its own.
+        assert!(pod_instances_on_node(&all, "n1", &pod("dst", Some("u2"))).is_empty());
+        assert!(pod_instances_on_node(&all, "n2", &pod("dst", Some("u3"))).is_empty());
+        assert!(pod_instances_on_node(&all, "n2", &pod("other", None)).is_empty());
+        let src = pod_instances_on_node(&all, "n1", &pod("src", Some("u1")));
+        assert_eq!(src[0].spec.binding.node_name.as_deref(), Some("n1"));
+        assert_eq!(src[0].spec.binding.pod_name.as_deref(), Some("src"));
+    }
+
+    #[test]
+    fn malformed_or_absent_marks_share_nothing() {
+        for a in [
+            None,
+            Some(String::new()),
+            Some("dst".to_string()),
+            Some(r#"{"pod":"dst","uid":"u2","node":"n2/../n1"}"#.to_string()),
+            Some(r#"{"pod":"dst","uid":"u2"}"#.to_string()),
+        ] {
+            let all = vec![shared(a.clone())];
+            assert!(
+                pod_instances_on_node(&all, "n2", &pod("dst", Some("u2"))).is_empty(),
+                "{a:?}"
+            );
+        }
     }
 }
 

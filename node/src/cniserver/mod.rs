@@ -76,6 +76,15 @@ pub trait IpInstanceLookup: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Whether the pod is a KubeVirt live migration's target that shares its VM's addresses
+    /// while the source pod (on another node) holds them
+    /// (`hybridnet_api::kubevirt::MIGRATION_PEER_ANNOTATION`): ADD wires its interface with
+    /// them but writes no local-direct route and skips the checks that need the address routed
+    /// here (VLAN checks and announcement, ping from the node, BGP announcement).
+    fn migration_peer(&self, _pod: &PodRef) -> bool {
+        false
+    }
+
     /// How many addresses the pod gets (2 for dual stack), when known: ADD then waits until all
     /// of them exist instead of wiring a dual-stack pod with the first one the cache shows.
     fn expected_addresses<'a>(&'a self, _pod: &'a PodRef) -> ExpectedFuture<'a> {

@@ -38,6 +38,10 @@ pub struct PodInterfaceSpec {
     pub mtu: u32,
     /// Table of the host routes to local pods (upstream `--local-direct-table`, 39999).
     pub local_direct_table: u32,
+    /// Write (and check) the host routes in `local_direct_table`. False for a KubeVirt live
+    /// migration's target pod while the source pod holds the addresses: traffic to the VM keeps
+    /// going to the source node; the agent's plan adds the route when the binding moves here.
+    pub local_route: bool,
 }
 
 /// The alias that marks a host veth as hybridnet's for one attachment.
@@ -372,11 +376,15 @@ async fn configure_host_end(
         write_sysctl(&format!("ipv6/neigh/{dev}/proxy_delay"), "0")?;
     }
     if let Some(v4) = s.ipv4 {
-        host_route(h, IpAddr::V4(v4), index, s.local_direct_table).await?;
+        if s.local_route {
+            host_route(h, IpAddr::V4(v4), index, s.local_direct_table).await?;
+        }
         ensure_gateway_v4_routable(h).await?;
     }
     if let Some(v6) = s.ipv6 {
-        host_route(h, IpAddr::V6(v6), index, s.local_direct_table).await?;
+        if s.local_route {
+            host_route(h, IpAddr::V6(v6), index, s.local_direct_table).await?;
+        }
         h.neighbours()
             .add(index, IpAddr::V6(GATEWAY_V6))
             .flags(NeighbourFlags::Proxy)
@@ -605,6 +613,9 @@ async fn check_host(h: Handle, s: PodInterfaceSpec) -> Result<Vec<String>, PodNe
         (s.ipv6.map(IpAddr::V6), true),
     ] {
         let Some(ip) = ip else { continue };
+        if !s.local_route {
+            continue;
+        }
         let found = routes(&h, v6).await?.iter().any(|r| {
             route_table(r) == s.local_direct_table
                 && route_dst(r) == Some(ip)

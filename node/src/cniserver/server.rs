@@ -178,7 +178,12 @@ impl CniService {
         }
     }
 
-    fn spec_for(&self, att: &AttachmentRequest<'_>, a: &PodAddressing) -> PodInterfaceSpec {
+    fn spec_for(
+        &self,
+        att: &AttachmentRequest<'_>,
+        a: &PodAddressing,
+        migration_peer: bool,
+    ) -> PodInterfaceSpec {
         PodInterfaceSpec {
             container_id: att.container_id.to_string(),
             ifname: att.ifname.to_string(),
@@ -191,6 +196,7 @@ impl CniService {
                 .network_mtu(&a.network)
                 .unwrap_or(self.config.default_mtu),
             local_direct_table: self.config.local_direct_table,
+            local_route: !migration_peer,
         }
     }
 
@@ -205,7 +211,8 @@ impl CniService {
             .wait_for_addressing(att)
             .await
             .map_err(|e| (Some(AddFailure::NoAddress), e))?;
-        let spec = self.spec_for(att, &addressing);
+        let migration_peer = self.lookup.migration_peer(att.pod);
+        let spec = self.spec_for(att, &addressing, migration_peer);
         podnet::setup_pod_interface(&self.host, &pod_ns, &spec)
             .await
             .map_err(|e| {
@@ -214,14 +221,22 @@ impl CniService {
                     e.to_cni().with_details(format!("pod {}", att.pod)),
                 )
             })?;
-        // VLAN pods: gateway answers, address not in use elsewhere, new location announced;
-        // then the node pings the pod.
-        self.post_setup_checks(att, &addressing, &spec)
-            .await
-            .map_err(|(f, e)| (Some(f), e))?;
+        if migration_peer {
+            // The VM still runs at the source, which holds the address: nothing here may claim
+            // it (no announcement, no duplicate-address check against the source, no ping of an
+            // address routed to the source).
+            tracing::info!(pod = %att.pod, instances = ?addressing.instances,
+                "ADD: live migration target wired with its VM's addresses; the source keeps them routed until they move here");
+        } else {
+            // VLAN pods: gateway answers, address not in use elsewhere, new location announced;
+            // then the node pings the pod.
+            self.post_setup_checks(att, &addressing, &spec)
+                .await
+                .map_err(|(f, e)| (Some(f), e))?;
+        }
         // Readiness hook (BGP pods: announced to every required peer). A pod that is not
         // reachable fails the ADD, and a failed ADD leaves nothing behind.
-        if let Err(e) = self.lookup.wait_pod_reachable(&addressing).await {
+        if !migration_peer && let Err(e) = self.lookup.wait_pod_reachable(&addressing).await {
             self.remove_failed_interface(att, &spec, "did not become reachable")
                 .await;
             return Err((Some(AddFailure::BgpNotAnnounced), e));
@@ -323,7 +338,7 @@ impl CniService {
             ));
         }
         let addressing = pod_addressing(att.pod, &mine)?;
-        let spec = self.spec_for(att, &addressing);
+        let spec = self.spec_for(att, &addressing, self.lookup.migration_peer(att.pod));
         podnet::check_pod_interface(&self.host, &pod_ns, &spec)
             .await
             .map_err(|e| e.to_cni().with_details(format!("pod {}", att.pod)))?;

@@ -777,6 +777,20 @@ impl Applier {
                 }
             }
         }
+        // Addresses that moved to another node while the old pod's veth remains.
+        for j in diff::stale_local_direct(&have, t, index, &plan.remote_pod_ips) {
+            let k = &have[j];
+            match ignore_missing(h.route().del(k.msg.clone()).execute().await) {
+                Ok(()) => {
+                    info!(dst = %k.dst, table = k.table, "removed the local route of an address now at another node");
+                    rep.del("route");
+                }
+                Err(e) => rep.fail(KernelError::netlink(
+                    format!("route del {} table {}", k.dst, k.table),
+                    e,
+                )),
+            }
+        }
 
         // Rules: add missing, then remove stale owned ones.
         let want_rules: Vec<&PolicyRule> = plan.rules_of(family).collect();

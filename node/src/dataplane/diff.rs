@@ -3,6 +3,7 @@
 //! [`diff_rules`], and executes the operations in order.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use rtnetlink::packet_route::route::{RouteScope, RouteType};
 use rtnetlink::packet_route::rule::RuleAction;
@@ -189,6 +190,36 @@ pub(crate) fn diff_routes(
         }
     }
     d
+}
+
+/// Local-direct routes left behind by an address that moved to another node: a host route
+/// (`/32`, `/128`) in the local-direct table through a pod's host veth (`hybr*`) to an address
+/// the plan places at a pod of another node and at none of this node (`remote`,
+/// `DataPlanePlan::remote_pod_ips`). A KubeVirt VM's address after its live migration is the
+/// case: the source pod's veth still exists until its DEL, but the VM runs on the target node.
+/// Every other local-direct route is left to ADD and DEL (module docs).
+pub(crate) fn stale_local_direct(
+    have: &[KernelRoute],
+    t: &TableConfig,
+    index: &BTreeMap<String, u32>,
+    remote: &BTreeSet<IpAddr>,
+) -> Vec<usize> {
+    let veths: BTreeSet<u32> = index
+        .iter()
+        .filter(|(n, _)| n.starts_with("hybr"))
+        .map(|(_, i)| *i)
+        .collect();
+    have.iter()
+        .enumerate()
+        .filter(|(_, k)| {
+            let host = if k.dst.addr().is_ipv4() { 32 } else { 128 };
+            k.table == t.local_direct
+                && k.dst.prefix == host
+                && remote.contains(&k.dst.addr())
+                && k.oif.is_some_and(|i| veths.contains(&i))
+        })
+        .map(|(j, _)| j)
+        .collect()
 }
 
 /// Rules of one family: add the planned rules that are missing, then delete owned rules the plan
@@ -470,5 +501,35 @@ mod tests {
         k.scope = RouteScope::Universe;
         assert!(!route_matches(&k, &w, Some(5)));
         assert!(!route_matches(&k, &w, Some(6)));
+    }
+
+    #[test]
+    fn only_pod_veth_host_routes_to_addresses_now_at_another_node_are_stale() {
+        let t = tables();
+        let ld = t.local_direct;
+        let index: BTreeMap<String, u32> = [
+            ("hybr1".to_string(), 10),
+            ("hybr2".to_string(), 11),
+            ("eth0".to_string(), 2),
+        ]
+        .into();
+        let remote: BTreeSet<IpAddr> = [ip("10.0.0.5"), ip("fd00::5")].into();
+        let have = vec![
+            kroute(ld, "10.0.0.5/32", Some(10), None, RouteType::Unicast), // stale
+            kroute(ld, "fd00::5/128", Some(11), None, RouteType::Unicast), // stale
+            kroute(ld, "10.0.0.6/32", Some(10), None, RouteType::Unicast), // not remote
+            kroute(ld, "10.0.0.5/32", Some(2), None, RouteType::Unicast),  // not a pod veth
+            kroute(
+                ld,
+                "10.0.0.5/32",
+                None,
+                Some("10.0.0.1"),
+                RouteType::Unicast,
+            ), // no device
+            kroute(100, "10.0.0.5/32", Some(10), None, RouteType::Unicast), // another table
+            kroute(ld, "10.0.0.0/24", Some(10), None, RouteType::Unicast), // not a host route
+        ];
+        assert_eq!(stale_local_direct(&have, &t, &index, &remote), vec![0, 1]);
+        assert!(stale_local_direct(&have, &t, &index, &BTreeSet::new()).is_empty());
     }
 }

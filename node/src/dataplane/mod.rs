@@ -18,7 +18,9 @@
 //!   a `*.vxlan*` device) in to-overlay and overlay-mark (any other route there is left in place
 //!   and reported: another program uses the table); local-direct
 //!   routes are only added (the CNI ADD path writes them and the kernel drops them with the veth,
-//!   deleting them here would race with a concurrent ADD);
+//!   deleting them here would race with a concurrent ADD), except a host route through a pod veth
+//!   to an address now bound to a pod of another node (`diff::stale_local_direct`: a KubeVirt VM's
+//!   address after its live migration, docs/api.md "KubeVirt VMs");
 //! * links named `*.vxlan*`; FDB, neighbour and proxy entries on the VXLAN device; proxy entries on
 //!   VLAN forward interfaces only inside cluster pod CIDRs;
 //! * `table inet hybridnet`.

@@ -87,6 +87,8 @@ fn claim_of(ipi: &IPInstance, families: &[IpVersion]) -> Claim {
 struct Resolved {
     /// A remote address: the VTEP MAC it is behind and the node that owns it.
     neighbour: Option<(MacAddr, Arc<str>)>,
+    /// A pod of another node holds it (and none of this node).
+    remote: bool,
     local: Option<LocalPod>,
     /// The local pod's local-direct route (when its veth exists).
     route: Option<PlannedRoute>,
@@ -116,6 +118,7 @@ fn resolve(
         };
         let node = node_of(ipi);
         if node != fixed.node_name {
+            r.remote = r.local.is_none();
             if r.local.is_some() {
                 r.problems
                     .push(problem(format!("{ip} is also a pod of this node; ignored")));
@@ -154,6 +157,7 @@ fn resolve(
         let veth = host_veth_name(ns, &pod);
         // A local pod IP shadows any remote claim of the same address.
         r.neighbour = None;
+        r.remote = false;
         if fixed.interfaces.contains(&veth) {
             r.route = Some(PlannedRoute {
                 table: fixed.local_direct,
@@ -199,6 +203,9 @@ fn add(plan: &mut DataPlanePlan, ip: IpAddr, r: &Resolved) {
     if let Some(pod) = &r.local {
         plan.local_pods.insert(ip, pod.clone());
     }
+    if r.remote {
+        plan.remote_pod_ips.insert(ip);
+    }
     if let Some(route) = &r.route {
         plan.routes.insert(route.clone());
     }
@@ -212,6 +219,9 @@ fn remove(plan: &mut DataPlanePlan, ip: IpAddr, r: &Resolved) {
     }
     if r.local.is_some() {
         plan.local_pods.remove(&ip);
+    }
+    if r.remote {
+        plan.remote_pod_ips.remove(&ip);
     }
     if let Some(route) = &r.route {
         plan.routes.remove(route);
@@ -562,6 +572,7 @@ impl PlanState {
         base.vxlan_neighbours = old.vxlan_neighbours;
         base.remote_owner = old.remote_owner;
         base.local_pods = old.local_pods;
+        base.remote_pod_ips = old.remote_pod_ips;
         base.proxy_neighbours = old.proxy_neighbours;
         base.routes
             .extend(old.routes.into_iter().filter(|r| r.table == local_direct));

@@ -338,6 +338,11 @@ pub struct DataPlanePlan {
     /// Interfaces whose traffic to local underlay nets (not local pods) is dropped (loop guard).
     pub underlay_interfaces: BTreeSet<String>,
     pub local_pods: BTreeMap<IpAddr, LocalPod>,
+    /// Addresses a pod of another node of this cluster holds (an IPInstance bound there) and no
+    /// pod of this node: a local-direct route to one of them through a pod veth is stale (the
+    /// address moved away, e.g. a KubeVirt VM's after its live migration, while the old pod's
+    /// veth still exists) and is removed (`dataplane::diff::stale_local_direct`).
+    pub remote_pod_ips: BTreeSet<IpAddr>,
     /// This node's own addresses (local delivery in `trace`).
     pub node_local_ips: BTreeSet<IpAddr>,
     /// The node-local IPs of every node of the cluster (this one included), from the NodeInfos.

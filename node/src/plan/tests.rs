@@ -647,6 +647,54 @@ fn local_direct_routes_only_for_existing_veths() {
 }
 
 #[test]
+fn an_address_that_moved_to_another_node_is_remote_even_while_the_old_veth_exists() {
+    // A KubeVirt VM's address: its source pod "a" (veth still here) and, after the live
+    // migration, the IPInstance bound to the target pod on n2.
+    let mut f = fixture();
+    let p = plan_of(&f);
+    assert!(p.remote_pod_ips.contains(&ip("198.19.0.6")), "pods of n2");
+    assert!(
+        p.remote_pod_ips.contains(&ip("198.18.0.101")),
+        "underlay pods too"
+    );
+    assert!(
+        !p.remote_pod_ips.contains(&ip("198.19.0.5")),
+        "a pod of this node"
+    );
+    for i in f.api.ip_instances.iter_mut() {
+        if i.spec.address.ip == "198.19.0.5" {
+            let mut moved = (**i).clone();
+            moved.spec.binding.node_name = Some("n2".into());
+            moved.spec.binding.pod_name = Some("a-target".into());
+            moved
+                .metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(label::NODE.into(), "n2".into());
+            *i = std::sync::Arc::new(moved);
+        }
+    }
+    let p = plan_of(&f);
+    assert!(p.remote_pod_ips.contains(&ip("198.19.0.5")));
+    assert!(!p.local_pods.contains_key(&ip("198.19.0.5")));
+    let veth_a = host_veth_name("default", "a");
+    assert!(
+        !routes_text(&p, 39999).contains(&format!("198.19.0.5/32 dev {veth_a} scope link")),
+        "{:?}",
+        routes_text(&p, 39999)
+    );
+    // The overlay neighbour now points at n2.
+    assert!(p.vxlan_neighbours.contains_key(&ip("198.19.0.5")));
+    assert_eq!(
+        p.remote_owner
+            .get(&ip("198.19.0.5"))
+            .map(|o| o.to_string())
+            .as_deref(),
+        Some("n2")
+    );
+}
+
+#[test]
 fn sysctls() {
     let p = plan_of(&fixture());
     for (k, v) in [

@@ -139,6 +139,9 @@ pub struct StaticLookup {
     /// When set, the readiness hook says the pod is not reachable (as BGP mode does before the
     /// pod's route is announced).
     pub unreachable: std::sync::atomic::AtomicBool,
+    /// When set, every pod is a KubeVirt live migration's target sharing its VM's addresses
+    /// with the source pod on another node.
+    pub migration_peer: std::sync::atomic::AtomicBool,
 }
 
 impl IpInstanceLookup for StaticLookup {
@@ -170,6 +173,10 @@ impl IpInstanceLookup for StaticLookup {
                 Ok(())
             }
         })
+    }
+
+    fn migration_peer(&self, _pod: &PodRef) -> bool {
+        self.migration_peer.load(Ordering::SeqCst)
     }
 
     fn attached(&self, e: &hybridnet_node::cniserver::AttachmentEvent) {
