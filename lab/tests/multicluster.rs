@@ -1,7 +1,8 @@
 //! Two clusters in one lab (`hybridnet-lab up --clusters 2`), joined by the real `kubectl
 //! hybridnet cluster connect` from two kubeconfig contexts: pods of every kind (overlay, VLAN
 //! underlay, BGP underlay) reach the other cluster's pods over IPv4 and IPv6 with their own source
-//! address; then each change converges on the nodes (routes, FDB and neighbour entries of the
+//! address, and a global Service's endpoints in one cluster appear in the other's Service of that
+//! name; then each change converges on the nodes (routes, FDB and neighbour entries of the
 //! VXLAN device), with nothing stale left: a remote subnet added and removed, the remote API
 //! server stopped and continued (the RemoteCluster turns Offline and Ready again, nothing local
 //! changes meanwhile), a remote node that leaves, and `cluster disconnect`. The time each change
@@ -17,13 +18,16 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Lab, lab_bin, pings, source_seen};
-use hybridnet_api::multicluster::{RemoteCluster, RemoteSubnet, RemoteVtep};
+use hybridnet_api::constants::annotation;
+use hybridnet_api::multicluster::global_service::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
+use hybridnet_api::multicluster::{RemoteCluster, RemoteEndpointSlice, RemoteSubnet, RemoteVtep};
 use hybridnet_api::v1::Subnet;
 use hybridnet_lab::demo::DemoPod;
 use hybridnet_lab::state::LabDirs;
 use hybridnet_lab::topology::{self, Layout};
 use hybridnet_test_support::{eventually, require_root};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 
@@ -311,6 +315,44 @@ fn routes_extra(snap: &BTreeSet<String>, side: &Side, want: bool) -> Result<(), 
     Ok(())
 }
 
+/// The EndpointSlice of c1's global Service `web`, and its name as mirrored and imported in c0
+/// (`<cluster>.<namespace>.<slice>`, docs/multicluster.md, Global services).
+const WEB_SLICE: &str = "web-abc";
+const IMPORTED_SLICE: &str = "c1.default.web-abc";
+
+/// Creates Service `default/web` annotated as a global service and, with `endpoint`, the
+/// EndpointSlice kube-controller-manager would make for it (the lab has no controller manager).
+async fn global_service(client: &kube::Client, endpoint: Option<&str>) {
+    let pp = PostParams::default();
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default",
+                     "annotations": {annotation::GLOBAL_SERVICE: "true"}},
+        "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), "default")
+        .create(&pp, &svc)
+        .await
+        .unwrap();
+    if let Some(addr) = endpoint {
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": WEB_SLICE, "namespace": "default", "labels": {
+                LABEL_SERVICE_NAME: "web",
+                LABEL_MANAGED_BY: "endpointslice-controller.k8s.io"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [addr], "conditions": {"ready": true}, "nodeName": "node1"}],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]
+        }))
+        .unwrap();
+        Api::<EndpointSlice>::namespaced(client.clone(), "default")
+            .create(&pp, &slice)
+            .await
+            .unwrap();
+    }
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg").unwrap_or_default()
 }
@@ -503,6 +545,40 @@ async fn two_clusters_connect_reach_each_other_and_converge() {
             }
         }
     }
+
+    // A global Service: the endpoints c1 has for it (ov1's address) appear in c0 as an
+    // EndpointSlice of c0's Service of the same name.
+    let endpoint = b.pods["ov1"].1[0].clone();
+    global_service(&b.client, Some(&endpoint)).await;
+    let exported = Instant::now();
+    global_service(&a.client, None).await;
+    let slices0: Api<EndpointSlice> = Api::namespaced(a.client.clone(), "default");
+    let imported = eventually(
+        "c1's global Service endpoints imported in c0",
+        CONVERGE,
+        || async {
+            let s = slices0
+                .get_opt(IMPORTED_SLICE)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("not yet")?;
+            Ok::<_, String>(
+                s.endpoints
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|e| e.addresses)
+                    .collect::<Vec<_>>(),
+            )
+        },
+    )
+    .await;
+    eprintln!(
+        "convergence: global Service's EndpointSlice in c1 -> imported in c0: {:.1} s",
+        exported.elapsed().as_secs_f64()
+    );
+    assert_eq!(imported, [endpoint], "c0's imported slice");
+    let res0: Api<RemoteEndpointSlice> = Api::all(a.client.clone());
+    assert!(res0.get_opt(IMPORTED_SLICE).await.unwrap().is_some());
 
     // A steady state to compare with: what each cluster's nodes hold now.
     let connected = [snapshot_all(&a), snapshot_all(&b)];
@@ -714,6 +790,30 @@ async fn two_clusters_connect_reach_each_other_and_converge() {
             Err(format!("stale {stale:?}"))
         }
     })
+    .await;
+    // The imported global Service endpoints go with the RemoteCluster.
+    eventually(
+        "c0's import of c1's global Service gone",
+        CONVERGE,
+        || async {
+            let slice = slices0
+                .get_opt(IMPORTED_SLICE)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mirrors = res0
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            if slice.is_none() && mirrors.items.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "slice {slice:?}, {} RemoteEndpointSlices",
+                    mirrors.items.len()
+                ))
+            }
+        },
+    )
     .await;
     for side in [&a, &b] {
         assert_eq!(
