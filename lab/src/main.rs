@@ -78,7 +78,7 @@ enum Command {
     /// kubelets.
     #[command(hide = true)]
     Daemon {
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..topology::MAX_CLUSTERS as i64))]
         cluster: u32,
     },
 }
@@ -553,4 +553,42 @@ fn status(id: &str, dirs: &LabDirs) -> anyhow::Result<()> {
         print!("{}", String::from_utf8_lossy(&out.stdout));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("hybridnet-lab").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clusters_is_one_by_default_and_refuses_what_the_lab_cannot_build() {
+        match parse(&["up"]).unwrap().command {
+            Command::Up { clusters, .. } => assert_eq!(clusters, 1),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["up", "--clusters", "2", "--bgp-nodes", "1"])
+            .unwrap()
+            .command
+        {
+            Command::Up { clusters, .. } => assert_eq!(clusters, 2),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["0", "3", "-1", "two", "", "18446744073709551617"] {
+            assert!(
+                parse(&["up", "--clusters", bad]).is_err(),
+                "--clusters {bad:?}"
+            );
+        }
+        // The lab daemon serves one of the clusters `up` can build.
+        assert!(parse(&["daemon", "--cluster", "1"]).is_ok());
+        for bad in ["2", "-1", "x"] {
+            assert!(
+                parse(&["daemon", "--cluster", bad]).is_err(),
+                "--cluster {bad:?}"
+            );
+        }
+    }
 }

@@ -836,3 +836,32 @@ async fn two_clusters_connect_reach_each_other_and_converge() {
     all_reach(&lab, &b, &b, &["leaver"]).await;
     eprintln!("load average at the end: {}", load_average().trim());
 }
+
+#[test]
+fn two_clusters_on_containerd_are_refused_before_anything_is_built() {
+    if !require_root("two_clusters_on_containerd_are_refused_before_anything_is_built") {
+        return;
+    }
+    let id = format!("r{}", std::process::id() % 1000);
+    let out = Command::new(lab_bin())
+        .args([
+            "--id",
+            &id,
+            "up",
+            "--clusters",
+            "2",
+            "--runtime",
+            "containerd",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--runtime direct"), "{err}");
+    assert!(!LabDirs::new(&id).root.exists(), "state of a refused lab");
+    let prefix = format!("{}{id}-", topology::NS_PREFIX);
+    assert!(
+        !run(&["ip", "netns", "list"]).contains(&prefix),
+        "namespaces of a refused lab"
+    );
+}
