@@ -16,25 +16,13 @@ use hybridnet_api::constants::{annotation, label};
 use hybridnet_api::multicluster::global_service::{
     LABEL_MANAGED_BY, LABEL_SERVICE_NAME, MANAGED_BY,
 };
-use hybridnet_api::multicluster::{RemoteCluster, RemoteClusterSpec, RemoteEndpointSlice};
-use hybridnet_api::v1::{IpVersion, Network, NetworkType, Subnet};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use hybridnet_api::multicluster::{RemoteCluster, RemoteEndpointSlice};
+use hybridnet_api::v1::{IpVersion, NetworkType};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
-
-async fn uid_of_kube_system(c: &Client) -> String {
-    Api::<Namespace>::all(c.clone())
-        .get("kube-system")
-        .await
-        .unwrap()
-        .metadata
-        .uid
-        .unwrap()
-}
 
 fn service(name: &str, global: Option<&str>) -> Service {
     let mut s = Service::default();
@@ -91,64 +79,11 @@ async fn global_services_are_exported_and_imported_between_two_api_servers() {
     let a_uid = uid_of_kube_system(&a.client).await;
 
     // Cluster B: HTTPS, the CRDs, a matching overlay network, a RemoteCluster pointing back.
-    let b = kube_lite::Server::start(kube_lite::Config {
-        tls: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let bc = b.client().await.unwrap();
-    for (_, crd) in hybridnet_api::crd::all() {
-        Api::<CustomResourceDefinition>::all(bc.clone())
-            .create(&PostParams::default(), &crd)
-            .await
-            .unwrap();
-    }
-    wait_for("B serves the CRDs", || async {
-        Api::<RemoteCluster>::all(bc.clone())
-            .list(&Default::default())
-            .await
-            .is_ok()
-    })
-    .await;
+    let b = remote_api("198.19.0.0/20").await;
+    let bc = b.client.clone();
+    point_back(&b, &a_uid).await;
     let pp = PostParams::default();
-    Api::<Network>::all(bc.clone())
-        .create(&pp, &network("init", NetworkType::Overlay, Some(4), None))
-        .await
-        .unwrap();
-    Api::<Subnet>::all(bc.clone())
-        .create(
-            &pp,
-            &subnet_of("init", "init", IpVersion::V4, "198.19.0.0/20", None),
-        )
-        .await
-        .unwrap();
-    let b_ca = b.ca_pem().unwrap().to_string();
     let certs = make_certs();
-    let rc = |name: &str, endpoint: &str| {
-        RemoteCluster::new(
-            name,
-            RemoteClusterSpec {
-                api_endpoint: endpoint.into(),
-                ca_data: Some(ByteString(b_ca.as_bytes().to_vec())),
-                cert_data: Some(ByteString(certs.cert_pem.as_bytes().to_vec())),
-                key_data: Some(ByteString(certs.key_pem.as_bytes().to_vec())),
-                timeout: Some(5),
-                credentials_secret_ref: None,
-            },
-        )
-    };
-    let brcs: Api<RemoteCluster> = Api::all(bc.clone());
-    brcs.create(&pp, &rc("cluster-a", "https://192.0.2.1:6443"))
-        .await
-        .unwrap();
-    brcs.patch_status(
-        "cluster-a",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"uuid": a_uid, "state": "Ready"}})),
-    )
-    .await
-    .unwrap();
 
     // B's Services: one global, one not, one whose annotation is not a Go bool ("yes").
     let b_svcs: Api<Service> = Api::namespaced(bc.clone(), "default");
@@ -172,7 +107,12 @@ async fn global_services_are_exported_and_imported_between_two_api_servers() {
         .unwrap();
 
     let rcs: Api<RemoteCluster> = Api::all(a.client.clone());
-    rcs.create(&pp, &rc("cluster-b", b.url())).await.unwrap();
+    rcs.create(
+        &pp,
+        &inline_remote_cluster("cluster-b", &b.url, &b.ca, &certs),
+    )
+    .await
+    .unwrap();
 
     // Export: only web's slice, named after cluster, namespace and slice.
     let res: Api<RemoteEndpointSlice> = Api::all(a.client.clone());

@@ -16,26 +16,14 @@ use hybridnet_api::multicluster::status::condition;
 use hybridnet_api::multicluster::{
     RemoteCluster, RemoteClusterSpec, RemoteClusterStatus, RemoteSubnet, RemoteVtep, SecretRef,
 };
-use hybridnet_api::v1::{IPInstance, IpVersion, Network, NetworkType, NodeInfo, Subnet};
-use k8s_openapi::ByteString;
+use hybridnet_api::v1::{IPInstance, IpVersion, NetworkType, NodeInfo, Subnet};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 fn rc(name: &str, endpoint: &str, ca: &str, client: &TestCerts) -> RemoteCluster {
-    RemoteCluster::new(
-        name,
-        RemoteClusterSpec {
-            api_endpoint: endpoint.into(),
-            ca_data: Some(ByteString(ca.as_bytes().to_vec())),
-            cert_data: Some(ByteString(client.cert_pem.as_bytes().to_vec())),
-            key_data: Some(ByteString(client.key_pem.as_bytes().to_vec())),
-            timeout: Some(5),
-            credentials_secret_ref: None,
-        },
-    )
+    inline_remote_cluster(name, endpoint, ca, client)
 }
 
 async fn metrics_text(addr: std::net::SocketAddr) -> String {
@@ -47,16 +35,6 @@ async fn metrics_text(addr: std::net::SocketAddr) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out
-}
-
-async fn uid_of_kube_system(c: &Client) -> String {
-    Api::<Namespace>::all(c.clone())
-        .get("kube-system")
-        .await
-        .unwrap()
-        .metadata
-        .uid
-        .unwrap()
 }
 
 /// Waits until RemoteCluster `name` in `api` has `state` and returns its status.
@@ -107,43 +85,11 @@ async fn remote_cluster_status_from_a_second_api_server() {
     let a_uid = uid_of_kube_system(&a.client).await;
 
     // Cluster B: HTTPS, the hybridnet CRDs, its own overlay network and subnet.
-    let b = kube_lite::Server::start(kube_lite::Config {
-        tls: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let bc = b.client().await.unwrap();
-    for (_, crd) in hybridnet_api::crd::all() {
-        Api::<CustomResourceDefinition>::all(bc.clone())
-            .create(&PostParams::default(), &crd)
-            .await
-            .unwrap();
-    }
-    wait_for("B serves the CRDs", || async {
-        Api::<RemoteCluster>::all(bc.clone())
-            .list(&Default::default())
-            .await
-            .is_ok()
-    })
-    .await;
-    Api::<Network>::all(bc.clone())
-        .create(
-            &PostParams::default(),
-            &network("init", NetworkType::Overlay, Some(4), None),
-        )
-        .await
-        .unwrap();
-    Api::<Subnet>::all(bc.clone())
-        .create(
-            &PostParams::default(),
-            &subnet_of("init", "init", IpVersion::V4, "198.19.0.0/20", None),
-        )
-        .await
-        .unwrap();
+    let b = remote_api("198.19.0.0/20").await;
+    let bc = b.client.clone();
     let b_uid = uid_of_kube_system(&bc).await;
-    let b_ca = b.ca_pem().unwrap().to_string();
-    let b_url = b.url().to_string();
+    let b_ca = b.ca.clone();
+    let b_url = b.url.clone();
     let client_cert = make_certs();
 
     let rcs: Api<RemoteCluster> = Api::all(a.client.clone());
@@ -446,4 +392,141 @@ async fn remote_cluster_status_from_a_second_api_server() {
     let s = state(&rcs, "via-secret", "NotReady").await;
     assert_eq!(cond(&s, condition::CONNECTED).status, "True", "{s:?}");
     assert_eq!(s.uuid.as_deref(), Some(b_uid.as_str()));
+}
+
+/// With the timer out of the way (one pass an hour), the pass follows changes through its
+/// watches alone: a RemoteCluster created here, then in B a subnet added, a node with pods, a pod
+/// gone, the subnet removed, and here the RemoteCluster deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_follow_watch_events_without_the_timer() {
+    let a = Env::start().await;
+    a.create_network(network("init", NetworkType::Overlay, Some(4), None))
+        .await
+        .unwrap();
+    a.create_subnet(subnet_of(
+        "init",
+        "init",
+        IpVersion::V4,
+        "198.18.0.0/20",
+        None,
+    ))
+    .await
+    .unwrap();
+    let mut cfg = test_config("a-1");
+    cfg.defaults.multi_cluster = true;
+    cfg.remote_cluster_check_interval = std::time::Duration::from_secs(3600);
+    let _r = a.replica_with(cfg, true).await;
+    let a_uid = uid_of_kube_system(&a.client).await;
+    let b = remote_api("198.19.0.0/20").await;
+    point_back(&b, &a_uid).await;
+    let pp = PostParams::default();
+
+    // Created after the first (timer) pass: the local RemoteCluster watch wakes the pass.
+    let rcs: Api<RemoteCluster> = Api::all(a.client.clone());
+    rcs.create(&pp, &rc("cluster-b", &b.url, &b.ca, &make_certs()))
+        .await
+        .unwrap();
+    state(&rcs, "cluster-b", "Ready").await;
+    let mirrors: Api<RemoteSubnet> = Api::all(a.client.clone());
+    let vteps: Api<RemoteVtep> = Api::all(a.client.clone());
+    wait_for("cluster-b.init mirrored", || async {
+        mirrors.get_opt("cluster-b.init").await.unwrap().is_some()
+    })
+    .await;
+
+    // B's changes reach A through the watches on B.
+    let b_subnets: Api<Subnet> = Api::all(b.client.clone());
+    b_subnets
+        .create(
+            &pp,
+            &subnet_of("extra", "init", IpVersion::V4, "198.19.32.0/24", None),
+        )
+        .await
+        .unwrap();
+    wait_for("a subnet added in B mirrored", || async {
+        mirrors.get_opt("cluster-b.extra").await.unwrap().is_some()
+    })
+    .await;
+    Api::<NodeInfo>::all(b.client.clone())
+        .create(
+            &pp,
+            &serde_json::from_value(json!({
+                "apiVersion": "networking.alibaba.com/v1", "kind": "NodeInfo",
+                "metadata": {"name": "node1"},
+                "spec": {"vtepInfo": {"ip": "192.0.2.31", "mac": "52:54:00:00:00:31",
+                                      "localIPs": ["192.0.2.31"]}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let b_ipis: Api<IPInstance> = Api::namespaced(b.client.clone(), "default");
+    for (name, ip) in [
+        ("198-19-0-5", "198.19.0.5/20"),
+        ("198-19-0-6", "198.19.0.6/20"),
+    ] {
+        b_ipis
+            .create(
+                &pp,
+                &serde_json::from_value(json!({
+                    "apiVersion": "networking.alibaba.com/v1", "kind": "IPInstance",
+                    "metadata": {"name": name, "namespace": "default"},
+                    "spec": {"network": "init", "subnet": "init",
+                             "address": {"version": "4", "ip": ip, "mac": "02:00:00:00:00:01"},
+                             "binding": {"nodeName": "node1"}}
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let endpoints = |want: Vec<&'static str>| {
+        let vteps = vteps.clone();
+        async move {
+            vteps
+                .get_opt("cluster-b.node1")
+                .await
+                .unwrap()
+                .and_then(|v| v.spec.endpoint_ip_list)
+                == Some(want.into_iter().map(String::from).collect())
+        }
+    };
+    wait_for("B's node mirrored with its two pods", || {
+        endpoints(vec!["198.19.0.5", "198.19.0.6"])
+    })
+    .await;
+    b_ipis
+        .delete("198-19-0-6", &Default::default())
+        .await
+        .unwrap();
+    wait_for("a pod gone in B leaves the mirror", || {
+        endpoints(vec!["198.19.0.5"])
+    })
+    .await;
+    b_subnets
+        .delete("extra", &Default::default())
+        .await
+        .unwrap();
+    wait_for("a subnet removed in B goes here", || async {
+        mirrors.get_opt("cluster-b.extra").await.unwrap().is_none()
+    })
+    .await;
+
+    // The RemoteCluster deleted here: its mirrors go at once, not at the next timer pass.
+    rcs.delete("cluster-b", &Default::default()).await.unwrap();
+    wait_for("mirrors of cluster-b gone", || async {
+        mirrors
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+            && vteps
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+    })
+    .await;
 }

@@ -653,3 +653,103 @@ pub const IP_POOL: &str = annotation::IP_POOL;
 pub const MAC_POOL: &str = annotation::MAC_POOL;
 
 pub type Shared<T> = Arc<T>;
+
+/// A second cluster for the multi-cluster tests: an HTTPS kube-lite serving the hybridnet CRDs,
+/// with the overlay network `init` (VNI 4) and its subnet `init` of `cidr`.
+pub struct RemoteApi {
+    pub server: kube_lite::ServerHandle,
+    pub client: Client,
+    /// The PEM CA of its serving certificate.
+    pub ca: String,
+    pub url: String,
+}
+
+pub async fn remote_api(cidr: &str) -> RemoteApi {
+    let server = kube_lite::Server::start(kube_lite::Config {
+        tls: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = server.client().await.unwrap();
+    for (_, crd) in hybridnet_api::crd::all() {
+        Api::<CustomResourceDefinition>::all(client.clone())
+            .create(&PostParams::default(), &crd)
+            .await
+            .unwrap();
+    }
+    wait_for("the remote API server serves the CRDs", || async {
+        Api::<hybridnet_api::multicluster::RemoteCluster>::all(client.clone())
+            .list(&Default::default())
+            .await
+            .is_ok()
+    })
+    .await;
+    let pp = PostParams::default();
+    Api::<Network>::all(client.clone())
+        .create(&pp, &network("init", NetworkType::Overlay, Some(4), None))
+        .await
+        .unwrap();
+    Api::<Subnet>::all(client.clone())
+        .create(&pp, &subnet_of("init", "init", IpVersion::V4, cidr, None))
+        .await
+        .unwrap();
+    let ca = server.ca_pem().unwrap().to_string();
+    let url = server.url().to_string();
+    RemoteApi {
+        server,
+        client,
+        ca,
+        url,
+    }
+}
+
+/// A RemoteCluster with upstream's inline credentials (CA, client certificate and key).
+pub fn inline_remote_cluster(
+    name: &str,
+    endpoint: &str,
+    ca: &str,
+    client: &TestCerts,
+) -> hybridnet_api::multicluster::RemoteCluster {
+    hybridnet_api::multicluster::RemoteCluster::new(
+        name,
+        hybridnet_api::multicluster::RemoteClusterSpec {
+            api_endpoint: endpoint.into(),
+            ca_data: Some(ByteString(ca.as_bytes().to_vec())),
+            cert_data: Some(ByteString(client.cert_pem.as_bytes().to_vec())),
+            key_data: Some(ByteString(client.key_pem.as_bytes().to_vec())),
+            timeout: Some(5),
+            credentials_secret_ref: None,
+        },
+    )
+}
+
+/// The cluster's identity: the UID of its `kube-system` Namespace.
+pub async fn uid_of_kube_system(c: &Client) -> String {
+    Api::<Namespace>::all(c.clone())
+        .get("kube-system")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap()
+}
+
+/// The RemoteCluster `cluster-a` in the remote cluster `b`, pointing back at the cluster whose
+/// identity is `a_uid`, Ready, as the remote cluster's operator would record it.
+pub async fn point_back(b: &RemoteApi, a_uid: &str) {
+    let rcs: Api<hybridnet_api::multicluster::RemoteCluster> = Api::all(b.client.clone());
+    rcs.create(
+        &PostParams::default(),
+        &inline_remote_cluster("cluster-a", "https://192.0.2.1:6443", &b.ca, &make_certs()),
+    )
+    .await
+    .unwrap();
+    rcs.patch_status(
+        "cluster-a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"uuid": a_uid, "state": "Ready"}})),
+    )
+    .await
+    .unwrap();
+}

@@ -5,5 +5,6 @@ pub mod leak;
 pub mod node;
 pub mod nodeinfo;
 pub mod pod;
+pub mod remote_watch;
 pub mod remotecluster;
 pub mod status;

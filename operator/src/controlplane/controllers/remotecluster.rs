@@ -30,6 +30,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::remote_watch::{RemoteSnapshot, RemoteWatches};
 use crate::controlplane::runtime::metrics::Metrics;
 use crate::controlplane::runtime::run::list_all;
 
@@ -90,14 +91,32 @@ async fn credentials(local: &Client, rc: &RemoteCluster) -> Result<Credentials, 
 /// A client for the remote API server of `rc`, with its credentials (inline or from the Secret,
 /// read through the local client).
 pub async fn remote_client(local: &Client, rc: &RemoteCluster) -> Result<Client, String> {
+    remote_client_and_fingerprint(local, rc)
+        .await
+        .map(|(c, _)| c)
+}
+
+/// [`remote_client`], with a fingerprint of the endpoint and credentials it was built from (a
+/// watch on the remote cluster starts again when they change: a rotated Secret).
+async fn remote_client_and_fingerprint(
+    local: &Client,
+    rc: &RemoteCluster,
+) -> Result<(Client, String), String> {
     let spec = &rc.spec;
     let endpoint =
         parse_api_endpoint(&spec.api_endpoint).map_err(|e| format!("spec.apiEndpoint: {e}"))?;
     let creds = credentials(local, rc).await?;
+    let kubeconfig_json = creds.kubeconfig(&endpoint.to_string());
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        kubeconfig_json.to_string().hash(&mut h);
+        spec.timeout.hash(&mut h);
+        format!("{:016x}", h.finish())
+    };
     // Through kube's kubeconfig loader, which decodes and checks the PEM data.
     let kubeconfig: kube::config::Kubeconfig =
-        serde_json::from_value(creds.kubeconfig(&endpoint.to_string()))
-            .map_err(|e| format!("credentials: {e}"))?;
+        serde_json::from_value(kubeconfig_json).map_err(|e| format!("credentials: {e}"))?;
     let mut config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
         &kube::config::KubeConfigOptions::default(),
@@ -111,7 +130,8 @@ pub async fn remote_client(local: &Client, rc: &RemoteCluster) -> Result<Client,
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
-    Client::try_from(config).map_err(|e| format!("credentials: {e}"))
+    let client = Client::try_from(config).map_err(|e| format!("credentials: {e}"))?;
+    Ok((client, fingerprint))
 }
 
 /// What the local cluster holds that the checks compare with.
@@ -150,6 +170,8 @@ fn failed(what: &str, e: impl std::borrow::Borrow<kube::Error>) -> String {
 /// What was read from a connected remote cluster (for the mirrors).
 pub struct Remote {
     pub client: Client,
+    /// Of the endpoint and credentials the client was built from.
+    pub fingerprint: String,
     pub networks: Vec<Network>,
     pub subnets: Vec<Subnet>,
 }
@@ -161,7 +183,7 @@ pub async fn connect(
     rc: &RemoteCluster,
     local: &Local,
 ) -> (Connection, Option<Remote>) {
-    let remote = match remote_client(client, rc).await {
+    let (remote, fingerprint) = match remote_client_and_fingerprint(client, rc).await {
         Ok(c) => c,
         Err(e) => return (Connection::Invalid(e), None),
     };
@@ -205,6 +227,7 @@ pub async fn connect(
     let snapshot = match (networks, subnets) {
         (Ok(networks), Ok(subnets)) => Some(Remote {
             client: remote,
+            fingerprint,
             networks,
             subnets,
         }),
@@ -270,13 +293,19 @@ async fn sync_mirrors(
     remote: &Remote,
     local_remote_subnets: &[RemoteSubnet],
     local_remote_vteps: &[RemoteVtep],
+    cached: Option<&RemoteSnapshot>,
 ) -> Result<usize, String> {
-    let nodeinfos = list_all(&Api::<NodeInfo>::all(remote.client.clone()))
-        .await
-        .map_err(|e| failed("NodeInfos", e))?;
-    let ipinstances = list_all(&Api::<IPInstance>::all(remote.client.clone()))
-        .await
-        .map_err(|e| failed("IPInstances", e))?;
+    let (nodeinfos, ipinstances) = match cached {
+        Some(c) => (c.nodeinfos.clone(), c.ipinstances.clone()),
+        None => (
+            list_all(&Api::<NodeInfo>::all(remote.client.clone()))
+                .await
+                .map_err(|e| failed("NodeInfos", e))?,
+            list_all(&Api::<IPInstance>::all(remote.client.clone()))
+                .await
+                .map_err(|e| failed("IPInstances", e))?,
+        ),
+    };
     let cluster = rc.name_any();
     let subnets = mirror::desired_remote_subnets(rc, &remote.subnets, &remote.networks);
     let mirrored: Vec<Subnet> = remote
@@ -319,7 +348,11 @@ async fn export_global_services(
     rc: &RemoteCluster,
     remote: &Remote,
     local_slices: &[RemoteEndpointSlice],
+    cached: Option<&RemoteSnapshot>,
 ) -> Result<usize, String> {
+    if let Some((services, slices)) = cached.and_then(|c| c.services.as_ref()) {
+        return export_from(client, rc, services, slices, local_slices).await;
+    }
     let lists = async {
         Ok::<_, kube::Error>((
             list_all(&Api::<Service>::all(remote.client.clone())).await?,
@@ -336,7 +369,17 @@ async fn export_global_services(
         }
         Err(e) => return Err(failed("Services and EndpointSlices", e)),
     };
-    let desired = global_service::desired_remote_endpoint_slices(rc, &services, &slices);
+    export_from(client, rc, &services, &slices, local_slices).await
+}
+
+async fn export_from(
+    client: &Client,
+    rc: &RemoteCluster,
+    services: &[Service],
+    slices: &[EndpointSlice],
+    local_slices: &[RemoteEndpointSlice],
+) -> Result<usize, String> {
+    let desired = global_service::desired_remote_endpoint_slices(rc, services, slices);
     let plan = mirror::plan_mirrors_labelled(
         label::REMOTE_CLUSTER,
         &rc.name_any(),
@@ -502,8 +545,22 @@ async fn delete_orphans(
 
 /// One pass over every RemoteCluster: the number of statuses written. Nothing to do (and no
 /// error) when the RemoteCluster CRD is not installed or there is none.
-pub async fn pass(client: &Client, metrics: &Metrics) -> Result<usize, kube::Error> {
+pub async fn pass(
+    client: &Client,
+    metrics: &Metrics,
+    watches: &mut RemoteWatches,
+) -> Result<usize, kube::Error> {
+    watches.watch_local(client);
     let remote_clusters = list_or_none::<RemoteCluster>(client).await?;
+    // Watches of clusters that are gone or going stop; the others keep theirs while they
+    // reconnect (the watch retries and wakes the pass when the cluster answers again).
+    watches.retain(
+        &remote_clusters
+            .iter()
+            .filter(|r| r.metadata.deletion_timestamp.is_none())
+            .map(|r| r.name_any())
+            .collect(),
+    );
     metrics.retain_remote_clusters(&remote_clusters.iter().map(|r| r.name_any()).collect());
     let remote_subnets = list_or_none::<RemoteSubnet>(client).await?;
     let remote_vteps = list_or_none::<RemoteVtep>(client).await?;
@@ -538,18 +595,32 @@ pub async fn pass(client: &Client, metrics: &Metrics) -> Result<usize, kube::Err
         let (conn, remote) = connect(client, rc, &local).await;
         metrics.record_remote_cluster_check(&rc.name_any(), started.elapsed().as_secs_f64());
         let new = status::remote_cluster_status(rc, &conn, &now());
+        let stores = remote
+            .as_ref()
+            .map(|r| watches.ensure(rc, &r.client, &r.fingerprint));
         if let (Some(remote), Some(ClusterState::Ready)) = (
             remote.as_ref(),
             new.state.as_deref().map(ClusterState::parse),
         ) {
-            match sync_mirrors(client, rc, remote, &local.remote_subnets, &remote_vteps).await {
+            let cached = stores.as_ref().and_then(|s| s.snapshot());
+            match sync_mirrors(
+                client,
+                rc,
+                remote,
+                &local.remote_subnets,
+                &remote_vteps,
+                cached.as_ref(),
+            )
+            .await
+            {
                 Ok(0) => {}
                 Ok(n) => info!(remote_cluster = %rc.name_any(), changed = n, "mirrors updated"),
                 Err(e) => {
                     warn!(remote_cluster = %rc.name_any(), error = %e, "cannot update the mirrors")
                 }
             }
-            match export_global_services(client, rc, remote, &remote_slices).await {
+            match export_global_services(client, rc, remote, &remote_slices, cached.as_ref()).await
+            {
                 Ok(0) => {}
                 Ok(n) => {
                     info!(remote_cluster = %rc.name_any(), changed = n, "remote endpoint slices updated")

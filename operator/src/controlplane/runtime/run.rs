@@ -22,6 +22,7 @@ use tokio_stream_shim::UnboundedReceiverStream;
 use tracing::{error, info, warn};
 
 use crate::controlplane::controllers::leak::LeakDetector;
+use crate::controlplane::controllers::remote_watch::RemoteWatches;
 use crate::controlplane::controllers::{ipinstance, node, nodeinfo, pod, remotecluster, status};
 use crate::controlplane::runtime::caches::Caches;
 use crate::controlplane::runtime::config::ControlPlaneConfig;
@@ -343,6 +344,7 @@ pub async fn run_term(ctx: Arc<Ctx>, requeue: mpsc::UnboundedReceiver<ObjectRef<
     let rc_period = cfg.remote_cluster_check_interval;
     let remote_clusters = async move {
         let mut was_on = None;
+        let mut watches = RemoteWatches::new();
         loop {
             let on = rc_ctx.defaults().defaults.multi_cluster;
             if was_on != Some(on) {
@@ -352,10 +354,21 @@ pub async fn run_term(ctx: Arc<Ctx>, requeue: mpsc::UnboundedReceiver<ObjectRef<
                 );
                 was_on = Some(on);
             }
-            if on && let Err(e) = remotecluster::pass(&rc_client, &rc_ctx.metrics).await {
+            if !on {
+                // Off: no watch of any cluster either.
+                watches = RemoteWatches::new();
+            } else if let Err(e) =
+                remotecluster::pass(&rc_client, &rc_ctx.metrics, &mut watches).await
+            {
                 warn!(error = %e, "remote cluster check pass failed");
             }
-            tokio::time::sleep(rc_period).await;
+            // The next pass: when a watched object changes (after a short settle that gathers a
+            // burst of changes into one pass), else after the period.
+            let trigger = watches.trigger();
+            tokio::select! {
+                _ = tokio::time::sleep(rc_period) => {}
+                _ = trigger.notified() => tokio::time::sleep(REMOTE_EVENT_SETTLE).await,
+            }
         }
     };
 
@@ -370,6 +383,10 @@ pub async fn run_term(ctx: Arc<Ctx>, requeue: mpsc::UnboundedReceiver<ObjectRef<
         remote_clusters
     );
 }
+
+/// How long the RemoteCluster pass waits after a watched change before it runs: a burst of
+/// changes (a remote Deployment scaled up) becomes one pass.
+const REMOTE_EVENT_SETTLE: Duration = Duration::from_millis(300);
 
 /// Aborts the task when dropped, so aborting a parent future also stops what it spawned (a
 /// killed replica must not keep allocating).
