@@ -11,7 +11,9 @@
 //! the receiver), pod<->own node, pod<->other node, overlay pod -> outside (masqueraded) and
 //! underlay pod -> outside (not masqueraded), node -> remote overlay pod; killing the agents and
 //! then starting them again during a paced TCP stream stalls it for less than a second; a second
-//! agent on a node exits because the health port is taken.
+//! agent on a node exits because the health port is taken. A KubeVirt VM's live migration: its
+//! address reaches the pod its IPInstances are bound to, from every node, before and after the
+//! binding moves (source and target pods both hold the address).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
@@ -695,5 +697,179 @@ fn matrix(via_cni: bool) {
         Some(200),
         "the first agent on n3 still answers /readyz"
     );
+    drop(agents);
+}
+
+/// Whether a TCP connection from `client` to `server_ip` is answered by a listener in `server`
+/// (a connection delivered elsewhere is refused or times out). Never leaves a thread behind.
+fn tcp_reaches(server: &Netns, server_ip: &str, client: &Netns) -> Result<(), String> {
+    let bind: SocketAddr = SocketAddr::new(server_ip.parse().unwrap(), 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let srv = in_ns(server, move || -> Result<(), String> {
+        let l = std::net::TcpListener::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+        l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        tx.send(l.local_addr().unwrap()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(4);
+        loop {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).ok();
+                    s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+                    let mut b = [0u8; 5];
+                    s.read_exact(&mut b).map_err(|e| e.to_string())?;
+                    return s.write_all(b"world").map_err(|e| e.to_string());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if std::time::Instant::now() > deadline {
+                        return Err("nothing reached the listener".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    let cli = in_ns(client, move || -> Result<(), String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+        s.write_all(b"hello").map_err(|e| e.to_string())?;
+        let mut b = [0u8; 5];
+        s.read_exact(&mut b).map_err(|e| e.to_string())?;
+        (&b == b"world").then_some(()).ok_or("bad reply".into())
+    });
+    let c = cli.join().map_err(|_| "client panicked".to_string())?;
+    let s = srv.join().map_err(|_| "server panicked".to_string())?;
+    c.and(s)
+}
+
+/// A KubeVirt VM's live migration as the nodes see it (docs/api.md, "KubeVirt VMs"): the VM's
+/// address is on the source pod (n1) and on the target pod (n2, wired without a local route, as
+/// the CNI ADD of a migration target does). While the IPInstances are bound to the source, pods
+/// of every node (the target's included) reach the source; once they are re-bound to the target
+/// (the handover), pods of every node (the source's included, while the source pod's veth still
+/// exists) reach the target. Real agents on three nodes, IPv4 and IPv6.
+#[test]
+fn vm_live_migration_traffic_goes_where_the_binding_is() {
+    if !require_root("vm_live_migration_traffic_goes_where_the_binding_is") {
+        return;
+    }
+    let t = topology();
+    let cp = &t.cp;
+    for i in 1..=3 {
+        cp.create(&node_object(
+            &format!("n{i}"),
+            &[&format!("198.18.0.1{i}"), &format!("fd00:18::1{i}")],
+        ));
+    }
+    cp.create_network(&network(
+        "overlay",
+        NetworkType::Overlay,
+        None,
+        Some(4),
+        &["n1", "n2", "n3"],
+    ));
+    cp.create(&subnet("ov4", "overlay", "198.19.0.0/24", None, None, None));
+    cp.create(&subnet("ov6", "overlay", "fd00:19::/112", None, None, None));
+    const VM4: &str = "198.19.0.50";
+    const VM6: &str = "fd00:19::50";
+    const VM_MAC: &str = "02:aa:00:00:00:50";
+    // Clients on every node.
+    let mut clients = Vec::new();
+    for i in 1..=3usize {
+        let name = format!("c{i}");
+        let (v4, v6, mac) = (
+            format!("198.19.0.{i}1"),
+            format!("fd00:19::{i}1"),
+            format!("02:aa:00:00:00:{i}1"),
+        );
+        let node = format!("n{i}");
+        cp.create_ns(
+            "default",
+            &ipinstance("default", &name, &v4, "overlay", "ov4", &node, &mac),
+        );
+        cp.create_ns(
+            "default",
+            &ipinstance("default", &name, &v6, "overlay", "ov6", &node, &mac),
+        );
+        clients.push(wire_pod(&t.nodes[i - 1], &name, &v4, &v6, &mac, 1450));
+    }
+    // The VM's IPInstances, bound to the source pod on n1.
+    cp.create_ns(
+        "default",
+        &ipinstance("default", "vm-src", VM4, "overlay", "ov4", "n1", VM_MAC),
+    );
+    cp.create_ns(
+        "default",
+        &ipinstance("default", "vm-src", VM6, "overlay", "ov6", "n1", VM_MAC),
+    );
+    let source = wire_pod(&t.nodes[0], "vm-src", VM4, VM6, VM_MAC, 1450);
+    let target = wire_pod(&t.nodes[1], "vm-dst", VM4, VM6, VM_MAC, 1450);
+    let target_veth = host_veth_name("default", "vm-dst");
+    t.nodes[1].ip(&format!("route del {VM4}/32 dev {target_veth} table 39999"));
+    t.nodes[1].ip(&format!(
+        "-6 route del {VM6}/128 dev {target_veth} table 39999"
+    ));
+
+    let start = |i: usize| {
+        start_agent(
+            &t.nodes[i],
+            &format!("n{}", i + 1),
+            &cp.kubeconfig,
+            11021,
+            &[],
+        )
+    };
+    let agents: Vec<Child> = (0..t.nodes.len()).map(start).collect();
+    for n in &t.nodes {
+        wait_for(&format!("{} ready", n.name), 60, || {
+            let addr = node_addr(n);
+            http_get(n, &format!("{addr}:11021"), "/readyz").filter(|(c, _)| *c == 200)
+        });
+    }
+    let reach = |to: &Pod, what: &str| {
+        for (i, c) in clients.iter().enumerate() {
+            for ip in [VM4, VM6] {
+                wait_for(&format!("c{} -> {ip} reaches {what}", i + 1), 45, || {
+                    tcp_reaches(&to.ns, ip, &c.ns).ok()
+                });
+            }
+        }
+    };
+    // The VM runs at the source: everyone, the target's node included, reaches the source.
+    reach(&source, "the source");
+    let t2 = t.nodes[1].ip("route show table 39999");
+    assert!(!t2.contains(VM4), "no local route to the target yet: {t2}");
+
+    // The handover: the operator re-binds the IPInstances to the target pod on n2.
+    cp.run(|c| async move {
+        let api: kube::Api<hybridnet_api::v1::IPInstance> = kube::Api::namespaced(c, "default");
+        for ip in [VM4, VM6] {
+            let name = hybridnet_api::naming::ip_to_instance_name(ip.parse().unwrap());
+            let patch = serde_json::json!({
+                "metadata": {"labels": {
+                    hybridnet_api::constants::label::NODE: "n2",
+                    hybridnet_api::constants::label::POD: "vm-dst",
+                }},
+                "spec": {"binding": {"nodeName": "n2", "podName": "vm-dst"}},
+            });
+            api.patch(&name, &Default::default(), &kube::api::Patch::Merge(&patch))
+                .await
+                .expect("re-bind the VM's IPInstance");
+        }
+    });
+    reach(&target, "the target");
+    // The source pod's veth is still there, without the route to it.
+    let source_veth = host_veth_name("default", "vm-src");
+    assert!(
+        t.nodes[0]
+            .try_ip(&format!("link show {source_veth}"))
+            .is_ok()
+    );
+    let t1 = t.nodes[0].ip("route show table 39999");
+    assert!(!t1.contains(&format!("{VM4} dev {source_veth}")), "{t1}");
     drop(agents);
 }
