@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Lab, lab_bin, pings, source_seen};
+use common::{Lab, kubectl_status, lab_bin, pings, source_seen};
 use hybridnet_api::constants::annotation;
 use hybridnet_api::multicluster::global_service::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME};
 use hybridnet_api::multicluster::{RemoteCluster, RemoteEndpointSlice, RemoteSubnet, RemoteVtep};
@@ -544,6 +544,29 @@ async fn two_clusters_connect_reach_each_other_and_converge() {
                 }
             }
         }
+    }
+
+    // `kubectl hybridnet trace` explains the path to the other cluster's pod: into the VXLAN
+    // device through table 40000, to the VTEP of the pod's node in c1, no NAT.
+    let ov1_vtep = b
+        .layout
+        .host(&topology::Role::Node(1))
+        .unwrap()
+        .ip4()
+        .unwrap();
+    for from in ["ov0", "ul0"] {
+        let to = &b.pods["ov1"].1[0];
+        let (code, out) = kubectl_status(&dirs, &["hybridnet", "trace", from, "--to", to]);
+        let summary = out
+            .lines()
+            .find(|l| l.starts_with("summary:"))
+            .unwrap_or_default();
+        assert!(
+            code == 0
+                && summary.contains(&format!("dev {VXLAN}"))
+                && summary.contains(&format!("VTEP {ov1_vtep} (node1 of cluster c1), no NAT")),
+            "trace {from} -> {to}:\n{out}"
+        );
     }
 
     // A global Service: the endpoints c1 has for it (ov1's address) appear in c0 as an
