@@ -1024,7 +1024,21 @@ async fn upgrade_rolls_every_agent_without_loss(
             AgentSample { at, agents }
         }
     };
-    let first = sample(std::time::Duration::ZERO).await;
+    // An agent restarted just before (the BGP node's, by bgp_agent_restart_keeps_routes) may not
+    // answer /readyz yet: the rollout starts from every agent running and ready.
+    let first = eventually(
+        "every node agent running and ready before the upgrade",
+        std::time::Duration::from_secs(60),
+        || async {
+            let s = sample(std::time::Duration::ZERO).await;
+            if s.agents.iter().all(|(_, pid, up)| pid.is_some() && *up) {
+                Ok(s)
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    )
+    .await;
     let before: BTreeMap<String, i32> = first
         .agents
         .iter()
