@@ -178,6 +178,12 @@ fn local_lines(snap: &BTreeSet<String>, other: &Side) -> BTreeSet<String> {
 /// kubeconfig with both clusters' contexts (servers inside the lab, as `cluster connect` writes
 /// them into the RemoteClusters).
 fn kubectl_in_lab(lab: &Lab, layout: &Layout, args: &[&str]) -> String {
+    let (ok, text) = try_kubectl_in_lab(lab, layout, args);
+    assert!(ok, "kubectl {args:?} failed: {text}");
+    text
+}
+
+fn try_kubectl_in_lab(lab: &Lab, layout: &Layout, args: &[&str]) -> (bool, String) {
     let bin_dir = lab_bin().parent().unwrap().to_path_buf();
     let out = Command::new("ip")
         .args(["netns", "exec", &layout.outside.netns, "kubectl"])
@@ -198,8 +204,7 @@ fn kubectl_in_lab(lab: &Lab, layout: &Layout, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "kubectl {args:?} failed: {text}");
-    text
+    (out.status.success(), text)
 }
 
 async fn state_of(client: &kube::Client, name: &str) -> Result<String, String> {
@@ -489,20 +494,25 @@ async fn two_clusters_connect_reach_each_other_and_converge() {
     assert_eq!(remote_lines(&before[1], &a), BTreeSet::new());
 
     // Connect, as an administrator would, from the outside host with one kubeconfig of two
-    // contexts.
-    let out = kubectl_in_lab(
-        &lab,
-        outside,
-        &[
-            "hybridnet",
-            "--context",
-            "c0",
-            "cluster",
-            "connect",
-            "--remote-context",
-            "c1",
-        ],
-    );
+    // contexts. `connect` is idempotent (server-side apply): a try that the loaded API servers
+    // time out (a webhook call, say) is run again.
+    let out = eventually("kubectl hybridnet cluster connect", CONVERGE, || {
+        let (ok, text) = try_kubectl_in_lab(
+            &lab,
+            outside,
+            &[
+                "hybridnet",
+                "--context",
+                "c0",
+                "cluster",
+                "connect",
+                "--remote-context",
+                "c1",
+            ],
+        );
+        std::future::ready(if ok { Ok(text) } else { Err(text) })
+    })
+    .await;
     eprintln!("$ kubectl hybridnet --context c0 cluster connect --remote-context c1\n{out}");
     let connected_at = Instant::now();
     wait_state(&a, "c1", |s| s == "Ready", "Ready").await;
