@@ -153,7 +153,8 @@ pub enum Command {
     /// Write or apply the HybridnetCluster `default` that installs hybridnet through the operator.
     Install(InstallArgs),
     /// Remove hybridnet: the HybridnetCluster (the operator's finalizer removes what it created),
-    /// then the operator; Networks, Subnets, IPInstances and the CRDs stay unless --delete-data.
+    /// then the operator; RemoteClusters, Networks, Subnets, IPInstances and the CRDs stay unless
+    /// --delete-data.
     Uninstall(UninstallArgs),
     /// Migration from an upstream (Go) hybridnet install: check what of it is left.
     #[command(subcommand)]

@@ -1,9 +1,10 @@
 //! `kubectl hybridnet uninstall`: what to delete, in which order, from facts read off the cluster.
 //!
 //! The order keeps every finalizer served by the one who owns it (docs/operations.md, "Removing"):
-//! 1. with `--delete-data` only: IPInstances, then Subnets, then Networks, each waited for, while
-//!    the operator still runs (it removes `networking.alibaba.com/ip-allocated` and validates that
-//!    no Subnet in use goes);
+//! 1. with `--delete-data` only: RemoteClusters (the operator deletes their mirrors and removes
+//!    `multicluster.alibaba.com/manager-runtime-registered`), IPInstances, then Subnets, then
+//!    Networks, each waited for, while the operator still runs (it removes
+//!    `networking.alibaba.com/ip-allocated` and validates that no Subnet in use goes);
 //! 2. `HybridnetCluster/default`, waited for: the operator's `operator.hybridnet.io/cleanup`
 //!    finalizer removes what it created (node agents, webhooks, their RBAC);
 //! 3. the operator's own install (`deploy/`: Deployment, RBAC, ServiceAccount, namespace), unless
@@ -77,6 +78,13 @@ pub fn resource_of(
         "network.networking.alibaba.com" => {
             ("networking.alibaba.com", "v1", "Network", "networks", false)
         }
+        "remotecluster.multicluster.alibaba.com" => (
+            "multicluster.alibaba.com",
+            "v1",
+            "RemoteCluster",
+            "remoteclusters",
+            false,
+        ),
         "deployment.apps" => ("apps", "v1", "Deployment", "deployments", true),
         "daemonset.apps" => ("apps", "v1", "DaemonSet", "daemonsets", true),
         "serviceaccount" => ("", "v1", "ServiceAccount", "serviceaccounts", true),
@@ -163,6 +171,10 @@ pub const CRDS: &[&str] = &[
     "networks.networking.alibaba.com",
     "nodeinfoes.networking.alibaba.com",
     "hybridnetclusters.operator.hybridnet.io",
+    "remoteclusters.multicluster.alibaba.com",
+    "remotesubnets.multicluster.alibaba.com",
+    "remotevteps.multicluster.alibaba.com",
+    "remoteendpointslice.multicluster.alibaba.com",
 ];
 
 /// Whether a leader Lease shows a live holder: held, and renewed within its duration (plus the
@@ -196,6 +208,7 @@ pub struct Facts {
     pub ipinstances: Vec<ObjRef>,
     pub subnets: Vec<ObjRef>,
     pub networks: Vec<ObjRef>,
+    pub remote_clusters: Vec<ObjRef>,
     /// hybridnet's CRDs present.
     pub crds: Vec<ObjRef>,
 }
@@ -233,14 +246,20 @@ pub struct Refusal(pub String);
 /// Decides the steps. Refuses when a step needs the operator's finalizers and it does not run.
 pub fn plan(f: &Facts, o: Options) -> Result<Plan, Refusal> {
     let data = o.delete_data
-        && !(f.ipinstances.is_empty() && f.subnets.is_empty() && f.networks.is_empty());
+        && !(f.ipinstances.is_empty()
+            && f.subnets.is_empty()
+            && f.networks.is_empty()
+            && f.remote_clusters.is_empty());
     let needs_operator = f.cluster || data;
     if needs_operator && !f.operator_running {
         let mut why = Vec::new();
         if f.cluster {
             why.push("HybridnetCluster/default carries its clean-up finalizer");
         }
-        if data {
+        if data && !f.remote_clusters.is_empty() {
+            why.push("RemoteClusters carry the manager-runtime-registered finalizer");
+        }
+        if data && !(f.ipinstances.is_empty() && f.subnets.is_empty() && f.networks.is_empty()) {
             why.push("IPInstances carry the ip-allocated finalizer");
         }
         return Err(Refusal(format!(
@@ -256,6 +275,10 @@ pub fn plan(f: &Facts, o: Options) -> Result<Plan, Refusal> {
     let mut p = Plan::default();
     if o.delete_data {
         for (what, list) in [
+            (
+                "RemoteClusters (the operator deletes their mirrors)",
+                &f.remote_clusters,
+            ),
             (
                 "IPInstances (the operator releases each address)",
                 &f.ipinstances,
@@ -308,10 +331,11 @@ pub fn plan(f: &Facts, o: Options) -> Result<Plan, Refusal> {
     } else {
         let n = |v: &Vec<ObjRef>| v.len();
         p.kept.push(format!(
-            "{} Networks, {} Subnets, {} IPInstances and the CRDs: user data (--delete-data removes them, first the IPInstances while the operator still runs)",
+            "{} Networks, {} Subnets, {} IPInstances, {} RemoteClusters and the CRDs: user data (--delete-data removes them, first the RemoteClusters and IPInstances while the operator still runs)",
             n(&f.networks),
             n(&f.subnets),
-            n(&f.ipinstances)
+            n(&f.ipinstances),
+            n(&f.remote_clusters)
         ));
     }
     Ok(p)
@@ -372,6 +396,10 @@ mod tests {
             )],
             subnets: vec![ObjRef::cluster("subnet.networking.alibaba.com", "s")],
             networks: vec![ObjRef::cluster("network.networking.alibaba.com", "n")],
+            remote_clusters: vec![ObjRef::cluster(
+                "remotecluster.multicluster.alibaba.com",
+                "cluster-b",
+            )],
             crds: vec![ObjRef::cluster(
                 "customresourcedefinition.apiextensions.k8s.io",
                 "networks.networking.alibaba.com",
@@ -399,7 +427,12 @@ mod tests {
         );
         assert!(p.steps[0].wait, "the operator's finalizer is waited for");
         assert!(!p.steps[1].wait);
-        assert!(p.kept[0].starts_with("1 Networks, 1 Subnets, 1 IPInstances and the CRDs"));
+        assert!(
+            p.kept[0]
+                .starts_with("1 Networks, 1 Subnets, 1 IPInstances, 1 RemoteClusters and the CRDs"),
+            "{:?}",
+            p.kept
+        );
         let text = describe(&p, true);
         assert!(
             text.contains("1. would delete the HybridnetCluster"),
@@ -417,6 +450,7 @@ mod tests {
         assert_eq!(
             kinds(&p),
             [
+                "remotecluster.multicluster.alibaba.com",
                 "ipinstance.networking.alibaba.com",
                 "subnet.networking.alibaba.com",
                 "network.networking.alibaba.com",
@@ -426,7 +460,7 @@ mod tests {
                 "customresourcedefinition.apiextensions.k8s.io"
             ]
         );
-        assert!(p.steps[..4].iter().all(|s| s.wait));
+        assert!(p.steps[..5].iter().all(|s| s.wait));
         assert!(p.kept.is_empty());
     }
 
@@ -446,6 +480,11 @@ mod tests {
         f.ipinstances.clear();
         f.subnets.clear();
         f.networks.clear();
+        // RemoteClusters alone need it too (their finalizer), and the refusal says so.
+        let e = plan(&f, Options { delete_data: true }).unwrap_err();
+        assert!(e.0.contains("RemoteClusters carry"), "{}", e.0);
+        assert!(!e.0.contains("IPInstances carry"), "{}", e.0);
+        f.remote_clusters.clear();
         assert!(plan(&f, Options { delete_data: true }).is_ok());
     }
 
@@ -465,6 +504,7 @@ mod tests {
             "ipinstance.networking.alibaba.com",
             "subnet.networking.alibaba.com",
             "network.networking.alibaba.com",
+            "remotecluster.multicluster.alibaba.com",
             "namespace",
             "customresourcedefinition.apiextensions.k8s.io",
         ]) {

@@ -326,7 +326,7 @@ async fn uninstall_lists_refuses_without_operator_and_keeps_user_data() {
             < pos("clusterrole.rbac.authorization.k8s.io/hybridnet-operator")
     );
     assert!(pos("namespace/hybridnet-system") > pos("deployment.apps/hybridnet-operator"));
-    assert!(pos("kept: 1 Networks, 1 Subnets, 1 IPInstances and the CRDs") > 0);
+    assert!(pos("kept: 1 Networks, 1 Subnets, 1 IPInstances, 0 RemoteClusters and the CRDs") > 0);
     assert!(!out.contains("ipinstance.networking.alibaba.com/"), "{out}");
     assert!(
         present(
@@ -385,7 +385,7 @@ async fn uninstall_lists_refuses_without_operator_and_keeps_user_data() {
     assert!(!present(&c.client, "namespace", None, NS).await);
     assert!(
         r.stdout
-            .contains("kept: 1 Networks, 1 Subnets, 1 IPInstances and the CRDs"),
+            .contains("kept: 1 Networks, 1 Subnets, 1 IPInstances, 0 RemoteClusters and the CRDs"),
         "{}",
         r.stdout
     );

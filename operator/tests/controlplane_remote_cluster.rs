@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use hybridnet_api::constants::label;
+use hybridnet_api::constants::{finalizer, label};
 use hybridnet_api::multicluster::credentials::{ClientAuth, Credentials};
 use hybridnet_api::multicluster::status::condition;
 use hybridnet_api::multicluster::{
@@ -135,6 +135,16 @@ async fn remote_cluster_status_from_a_second_api_server() {
     .await
     .unwrap();
     let s = state(&rcs, "cluster-b", "Ready").await;
+    // Upstream's finalizer on a RemoteCluster the operator runs.
+    wait_for("the manager-runtime-registered finalizer", || async {
+        rcs.get("cluster-b")
+            .await
+            .unwrap()
+            .finalizers()
+            .iter()
+            .any(|f| f == finalizer::MANAGER_RUNTIME_REGISTERED)
+    })
+    .await;
     for t in condition::CHECKS {
         assert_eq!(cond(&s, t).status, "True", "{t}");
     }
@@ -357,10 +367,14 @@ async fn remote_cluster_status_from_a_second_api_server() {
 
     // The RemoteCluster goes: so do its mirrors.
     rcs.delete("cluster-b", &Default::default()).await.unwrap();
-    wait_for("mirrors of cluster-b gone", || async {
-        mirrors.get_opt("cluster-b.init").await.unwrap().is_none()
-            && vteps.get_opt("cluster-b.node1").await.unwrap().is_none()
-    })
+    wait_for(
+        "mirrors of cluster-b gone, then cluster-b itself",
+        || async {
+            mirrors.get_opt("cluster-b.init").await.unwrap().is_none()
+                && vteps.get_opt("cluster-b.node1").await.unwrap().is_none()
+                && rcs.get_opt("cluster-b").await.unwrap().is_none()
+        },
+    )
     .await;
 
     // B again, its credentials now in the Secret (the second spelling goes first, or it would
@@ -527,6 +541,52 @@ async fn mirrors_follow_watch_events_without_the_timer() {
                 .unwrap()
                 .items
                 .is_empty()
+    })
+    .await;
+}
+
+/// A RemoteCluster upstream's manager left with its finalizer (and a mirror without an owner, as
+/// upstream writes them) is deleted, mirror included, even with the MultiCluster feature off:
+/// nothing hangs in Terminating after a migration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_finalizer_never_leaves_a_remote_cluster_hanging() {
+    let a = Env::start().await;
+    let _r = a.replica_with(test_config("a-1"), true).await;
+    let pp = PostParams::default();
+    let rcs: Api<RemoteCluster> = Api::all(a.client.clone());
+    let mut left = rc(
+        "left-by-upstream",
+        "https://127.0.0.1:1",
+        &make_certs().ca_pem,
+        &make_certs(),
+    );
+    left.metadata.finalizers = Some(vec![finalizer::MANAGER_RUNTIME_REGISTERED.into()]);
+    rcs.create(&pp, &left).await.unwrap();
+    let mirrors: Api<RemoteSubnet> = Api::all(a.client.clone());
+    mirrors
+        .create(
+            &pp,
+            &serde_json::from_value(json!({
+                "apiVersion": "multicluster.alibaba.com/v1", "kind": "RemoteSubnet",
+                "metadata": {"name": "left-by-upstream.s1",
+                             "labels": {label::CLUSTER: "left-by-upstream"}},
+                "spec": {"range": {"version": "4", "cidr": "198.19.64.0/24"},
+                         "clusterName": "left-by-upstream"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    rcs.delete("left-by-upstream", &Default::default())
+        .await
+        .unwrap();
+    wait_for("the RemoteCluster and its mirror gone", || async {
+        rcs.get_opt("left-by-upstream").await.unwrap().is_none()
+            && mirrors
+                .get_opt("left-by-upstream.s1")
+                .await
+                .unwrap()
+                .is_none()
     })
     .await;
 }

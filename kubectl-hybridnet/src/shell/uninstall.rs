@@ -142,6 +142,7 @@ async fn facts(ctx: &Ctx, ns: &str) -> Res<Facts> {
     f.ipinstances = list(ctx, "ipinstance.networking.alibaba.com", None, None).await?;
     f.subnets = list(ctx, "subnet.networking.alibaba.com", None, None).await?;
     f.networks = list(ctx, "network.networking.alibaba.com", None, None).await?;
+    f.remote_clusters = list(ctx, "remotecluster.multicluster.alibaba.com", None, None).await?;
     for crd in CRDS {
         let o = ObjRef::cluster("customresourcedefinition.apiextensions.k8s.io", crd);
         if get(ctx, &o).await?.is_some() {

@@ -164,7 +164,12 @@ pub fn operator_cluster_rules() -> Vec<PolicyRule> {
         // The webhook compares RemoteClusters and RemoteSubnets with the ones that exist, the
         // RemoteCluster checks read them, write the status and keep the mirrors
         // (docs/multicluster.md).
-        rule(&[MULTICLUSTER], &["remoteclusters"], READ),
+        // Upstream's finalizer on the RemoteClusters it runs (put on, taken off after the mirrors).
+        rule(
+            &[MULTICLUSTER],
+            &["remoteclusters"],
+            &["get", "list", "watch", "update", "patch"],
+        ),
         // The mirrors of Ready remote clusters (RemoteEndpointSlices: their global Services).
         rule(
             &[MULTICLUSTER],
@@ -609,8 +614,8 @@ mod tests {
         (
             MULTICLUSTER,
             "remoteclusters",
-            READ,
-            "the webhook compares RemoteClusters",
+            &["get", "list", "watch", "update", "patch"],
+            "the webhook compares RemoteClusters; upstream's finalizer on the ones it runs",
         ),
         (
             MULTICLUSTER,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use std::collections::BTreeSet;
 
-use hybridnet_api::constants::{field_manager, label};
+use hybridnet_api::constants::{field_manager, finalizer, label};
 use hybridnet_api::multicluster::credentials::Credentials;
 use hybridnet_api::multicluster::global_service::{self, plan_import, remote_slice_mirrors};
 use hybridnet_api::multicluster::mirror::{self, plan_mirrors, subnet_mirrors, vtep_mirrors};
@@ -31,6 +31,9 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::remote_watch::{RemoteSnapshot, RemoteWatches};
+use crate::controlplane::rules::objects::{
+    add_named_finalizer_patch, remove_named_finalizer_patch,
+};
 use crate::controlplane::runtime::metrics::Metrics;
 use crate::controlplane::runtime::run::list_all;
 
@@ -500,6 +503,113 @@ pub async fn import_global_services(client: &Client) -> Result<usize, ImportErro
     }
 }
 
+/// Upstream's finalizer (`multicluster.alibaba.com/manager-runtime-registered`, upstream
+/// pkg/controllers/multicluster/remotecluster_controller.go): on every RemoteCluster the operator
+/// runs, as upstream's manager puts it; taken off only after the cluster's mirrors are deleted. A
+/// RemoteCluster an upstream manager left with it is deleted the same way, never left hanging.
+fn has_runtime_finalizer(rc: &RemoteCluster) -> bool {
+    rc.finalizers()
+        .iter()
+        .any(|f| f == finalizer::MANAGER_RUNTIME_REGISTERED)
+}
+
+async fn add_runtime_finalizer(api: &Api<RemoteCluster>, rc: &RemoteCluster) -> Result<(), String> {
+    let patch = add_named_finalizer_patch(
+        rc.metadata.finalizers.as_ref(),
+        rc.metadata.resource_version.as_deref().unwrap_or_default(),
+        finalizer::MANAGER_RUNTIME_REGISTERED,
+    );
+    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|e| e.to_string())?;
+    match api
+        .patch(
+            &rc.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+    {
+        // 422: changed under us (the test of the resourceVersion failed); the next pass retries.
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 => Ok(()),
+        Err(e) => Err(with_causes(&e)),
+    }
+}
+
+/// Deletes every mirror of cluster `rc` (RemoteSubnets, RemoteVteps, RemoteEndpointSlices), then
+/// removes the finalizer.
+async fn release(client: &Client, rc: &RemoteCluster) -> Result<(), String> {
+    let name = rc.name_any();
+    delete_labelled::<RemoteSubnet>(client, label::CLUSTER, &name).await?;
+    delete_labelled::<RemoteVtep>(client, label::CLUSTER, &name).await?;
+    delete_labelled::<RemoteEndpointSlice>(client, label::REMOTE_CLUSTER, &name).await?;
+    let Some(patch) = remove_named_finalizer_patch(
+        rc.metadata.finalizers.as_ref(),
+        finalizer::MANAGER_RUNTIME_REGISTERED,
+    ) else {
+        return Ok(());
+    };
+    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|e| e.to_string())?;
+    match Api::<RemoteCluster>::all(client.clone())
+        .patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 => Ok(()),
+        Err(e) => Err(format!("remove the finalizer: {}", with_causes(&e))),
+    }
+}
+
+/// With the MultiCluster feature off nothing runs the RemoteClusters, yet one being deleted with
+/// the finalizer (put on while the feature was on, or by upstream's manager) is still let go: its
+/// mirrors are deleted and the finalizer removed, so it never hangs in Terminating.
+pub async fn release_terminating(client: &Client) {
+    let rcs = match list_or_none::<RemoteCluster>(client).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list RemoteClusters");
+            return;
+        }
+    };
+    for rc in rcs
+        .iter()
+        .filter(|r| r.metadata.deletion_timestamp.is_some() && has_runtime_finalizer(r))
+    {
+        match release(client, rc).await {
+            Ok(()) => {
+                info!(remote_cluster = %rc.name_any(), "remote cluster deleted: its mirrors are gone, finalizer removed")
+            }
+            Err(e) => {
+                warn!(remote_cluster = %rc.name_any(), error = %e, "cannot finish the remote cluster's deletion")
+            }
+        }
+    }
+}
+
+/// Deletes the objects of kind `K` labelled `key=value` (none when the CRD is not installed).
+async fn delete_labelled<K>(client: &Client, key: &str, value: &str) -> Result<(), String>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let api = Api::<K>::all(client.clone());
+    let items = match api
+        .list(&ListParams::default().labels(&format!("{key}={value}")))
+        .await
+    {
+        Ok(l) => l.items,
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(e) => return Err(format!("list {}: {}", K::kind(&()), with_causes(&e))),
+    };
+    for o in items {
+        let n = o.meta().name.clone().unwrap_or_default();
+        match api.delete(&n, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(format!("delete {} {n}: {}", K::kind(&()), with_causes(&e))),
+        }
+    }
+    Ok(())
+}
+
 /// Deletes mirrors whose RemoteCluster is gone or being deleted.
 async fn delete_orphans(
     client: &Client,
@@ -589,7 +699,22 @@ pub async fn pass(
     for i in 0..local.remote_clusters.len() {
         let rc = &local.remote_clusters[i];
         if rc.metadata.deletion_timestamp.is_some() {
+            if has_runtime_finalizer(rc) {
+                match release(client, rc).await {
+                    Ok(()) => {
+                        info!(remote_cluster = %rc.name_any(), "remote cluster deleted: its mirrors are gone, finalizer removed")
+                    }
+                    Err(e) => {
+                        warn!(remote_cluster = %rc.name_any(), error = %e, "cannot finish the remote cluster's deletion")
+                    }
+                }
+            }
             continue;
+        }
+        if !has_runtime_finalizer(rc)
+            && let Err(e) = add_runtime_finalizer(&api, rc).await
+        {
+            warn!(remote_cluster = %rc.name_any(), error = %e, "cannot put the finalizer on the remote cluster");
         }
         let started = std::time::Instant::now();
         let (conn, remote) = connect(client, rc, &local).await;

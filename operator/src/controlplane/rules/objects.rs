@@ -180,15 +180,21 @@ pub fn reserve_patch(drop_pod_name: bool) -> Value {
 
 /// JSON patch adding our finalizer to an object with `finalizers` at `resource_version`.
 pub fn add_finalizer_patch(finalizers: Option<&Vec<String>>, resource_version: &str) -> Value {
+    add_named_finalizer_patch(finalizers, resource_version, finalizer::IP_ALLOCATED)
+}
+
+/// JSON patch adding finalizer `name` to an object with `finalizers` at `resource_version`
+/// (guarded by a test of the resourceVersion).
+pub fn add_named_finalizer_patch(
+    finalizers: Option<&Vec<String>>,
+    resource_version: &str,
+    name: &str,
+) -> Value {
     let test =
         json!({"op": "test", "path": "/metadata/resourceVersion", "value": resource_version});
     match finalizers {
-        Some(_) => {
-            json!([test, {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer::IP_ALLOCATED}])
-        }
-        None => {
-            json!([test, {"op": "add", "path": "/metadata/finalizers", "value": [finalizer::IP_ALLOCATED]}])
-        }
+        Some(_) => json!([test, {"op": "add", "path": "/metadata/finalizers/-", "value": name}]),
+        None => json!([test, {"op": "add", "path": "/metadata/finalizers", "value": [name]}]),
     }
 }
 

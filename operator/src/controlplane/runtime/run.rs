@@ -355,8 +355,9 @@ pub async fn run_term(ctx: Arc<Ctx>, requeue: mpsc::UnboundedReceiver<ObjectRef<
                 was_on = Some(on);
             }
             if !on {
-                // Off: no watch of any cluster either.
+                // Off: no watch of any cluster either; only deletions are finished.
                 watches = RemoteWatches::new();
+                remotecluster::release_terminating(&rc_client).await;
             } else if let Err(e) =
                 remotecluster::pass(&rc_client, &rc_ctx.metrics, &mut watches).await
             {
