@@ -392,6 +392,24 @@ impl Env {
             .expect("pod status");
     }
 
+    /// As a kubelet reports a pod being deleted: the status is set while the pod is still there;
+    /// one already gone (nothing held it: no finalizer, or the operator released it at once) is
+    /// fine.
+    pub async fn set_pod_status_if_present(&self, ns: &str, name: &str, status: PodStatus) {
+        match Api::<Pod>::namespaced(self.client.clone(), ns)
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => panic!("pod status of {ns}/{name}: {e}"),
+        }
+    }
+
     /// Live (non-terminating) IPInstances of a pod name in a namespace.
     pub async fn instances_of(&self, ns: &str, pod: &str) -> Vec<IPInstance> {
         let api = Api::<IPInstance>::namespaced(self.client.clone(), ns);
