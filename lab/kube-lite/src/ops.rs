@@ -930,6 +930,10 @@ fn parse_apply_body(body: &[u8]) -> ApiResult<Value> {
     Ok(v)
 }
 
+/// How often a patch without a resourceVersion is redone after racing another write before the
+/// server gives up with 409 (only under a storm of writes to one object).
+const PATCH_ATTEMPTS: usize = 64;
+
 pub async fn patch(
     state: &State,
     t: &Target,
@@ -978,7 +982,20 @@ pub async fn patch(
     };
     let manager = opts.manager();
     let av = t.info.api_version(&t.version);
-    for _attempt in 0..16 {
+    // A resourceVersion the patch itself sets is a precondition; a patch without one is applied
+    // to whatever the object is when it is written, so a write that raced another is redone on
+    // the fresh object, as the API server's GuaranteedUpdate does (a client never sees a 409 for
+    // a patch that names no version).
+    let sets_rv = match &doc {
+        Doc::Merge(v) | Doc::Apply(v) => !meta_str(v, "resourceVersion").is_empty(),
+        Doc::Json(p) => serde_json::to_value(p).ok().is_some_and(|ops| {
+            ops.as_array().into_iter().flatten().any(|op| {
+                op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion")
+                    && op.get("op").and_then(Value::as_str) != Some("test")
+            })
+        }),
+    };
+    for _attempt in 0..PATCH_ATTEMPTS {
         let old = state.store.read().get(&t.info.gr(), &t.key());
         let Some(old) = old else {
             if let Doc::Apply(applied) = &doc {
@@ -1090,7 +1107,7 @@ pub async fn patch(
         let p = admit_update(state, t, p, &old, opts.dry_run).await?;
         match commit_update(state, t, p, Expect::Rv(old_rv), opts.dry_run) {
             Ok(res) => return Ok((200, for_version(res, &t.info, &t.version))),
-            Err(e) if e.reason == "Conflict" && patched_rv.is_empty() => continue,
+            Err(e) if e.reason == "Conflict" && !sets_rv => continue,
             Err(e) => return Err(e),
         }
     }
