@@ -17,7 +17,6 @@ use hybridnet_api::multicluster::global_service::{
     LABEL_MANAGED_BY, LABEL_SERVICE_NAME, MANAGED_BY,
 };
 use hybridnet_api::multicluster::{RemoteCluster, RemoteEndpointSlice};
-use hybridnet_api::v1::{IpVersion, NetworkType};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -60,23 +59,7 @@ fn addresses(s: &EndpointSlice) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_services_are_exported_and_imported_between_two_api_servers() {
     // Cluster A, the operator's, with the MultiCluster feature on.
-    let a = Env::start().await;
-    a.create_network(network("init", NetworkType::Overlay, Some(4), None))
-        .await
-        .unwrap();
-    a.create_subnet(subnet_of(
-        "init",
-        "init",
-        IpVersion::V4,
-        "198.18.0.0/20",
-        None,
-    ))
-    .await
-    .unwrap();
-    let mut cfg = test_config("a-1");
-    cfg.defaults.multi_cluster = true;
-    let _r = a.replica_with(cfg, true).await;
-    let a_uid = uid_of_kube_system(&a.client).await;
+    let (a, _r, a_uid) = multicluster_a(test_config("a-1")).await;
 
     // Cluster B: HTTPS, the CRDs, a matching overlay network, a RemoteCluster pointing back.
     let b = remote_api("198.19.0.0/20").await;

@@ -65,24 +65,7 @@ fn cond<'a>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_cluster_status_from_a_second_api_server() {
     // Cluster A: the operator's.
-    let a = Env::start().await;
-    a.create_network(network("init", NetworkType::Overlay, Some(4), None))
-        .await
-        .unwrap();
-    a.create_subnet(subnet_of(
-        "init",
-        "init",
-        IpVersion::V4,
-        "198.18.0.0/20",
-        None,
-    ))
-    .await
-    .unwrap();
-    // The MultiCluster feature on (as `--feature-gates=MultiCluster=true`).
-    let mut cfg = test_config("a-1");
-    cfg.defaults.multi_cluster = true;
-    let r = a.replica_with(cfg, true).await;
-    let a_uid = uid_of_kube_system(&a.client).await;
+    let (a, r, a_uid) = multicluster_a(test_config("a-1")).await;
 
     // Cluster B: HTTPS, the hybridnet CRDs, its own overlay network and subnet.
     let b = remote_api("198.19.0.0/20").await;
@@ -413,24 +396,9 @@ async fn remote_cluster_status_from_a_second_api_server() {
 /// gone, the subnet removed, and here the RemoteCluster deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrors_follow_watch_events_without_the_timer() {
-    let a = Env::start().await;
-    a.create_network(network("init", NetworkType::Overlay, Some(4), None))
-        .await
-        .unwrap();
-    a.create_subnet(subnet_of(
-        "init",
-        "init",
-        IpVersion::V4,
-        "198.18.0.0/20",
-        None,
-    ))
-    .await
-    .unwrap();
     let mut cfg = test_config("a-1");
-    cfg.defaults.multi_cluster = true;
     cfg.remote_cluster_check_interval = std::time::Duration::from_secs(3600);
-    let _r = a.replica_with(cfg, true).await;
-    let a_uid = uid_of_kube_system(&a.client).await;
+    let (a, _r, a_uid) = multicluster_a(cfg).await;
     let b = remote_api("198.19.0.0/20").await;
     point_back(&b, &a_uid).await;
     let pp = PostParams::default();
