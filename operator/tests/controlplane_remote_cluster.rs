@@ -37,6 +37,29 @@ async fn metrics_text(addr: std::net::SocketAddr) -> String {
     out
 }
 
+/// Node `node1` of cluster B with its VTEP (192.0.2.31), as B's agent records it.
+fn remote_node1() -> NodeInfo {
+    serde_json::from_value(json!({
+        "apiVersion": "networking.alibaba.com/v1", "kind": "NodeInfo",
+        "metadata": {"name": "node1"},
+        "spec": {"vtepInfo": {"ip": "192.0.2.31", "mac": "52:54:00:00:00:31",
+                              "localIPs": ["192.0.2.31"]}}
+    }))
+    .unwrap()
+}
+
+/// A pod address `ip` of subnet `init` in cluster B, bound to `node` (empty: none).
+fn remote_pod_address(name: &str, ip: &str, node: &str) -> IPInstance {
+    serde_json::from_value(json!({
+        "apiVersion": "networking.alibaba.com/v1", "kind": "IPInstance",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"network": "init", "subnet": "init",
+                 "address": {"version": "4", "ip": ip, "mac": "02:00:00:00:00:01"},
+                 "binding": {"nodeName": node}}
+    }))
+    .unwrap()
+}
+
 /// Waits until RemoteCluster `name` in `api` has `state` and returns its status.
 async fn state(api: &Api<RemoteCluster>, name: &str, want: &str) -> RemoteClusterStatus {
     let mut last = None;
@@ -152,19 +175,7 @@ async fn remote_cluster_status_from_a_second_api_server() {
     assert_eq!(m.labels()[label::CLUSTER], "cluster-b");
     assert!(m.status.and_then(|s| s.last_modify_time).is_some());
     let b_nodeinfos: Api<NodeInfo> = Api::all(bc.clone());
-    b_nodeinfos
-        .create(
-            &pp,
-            &serde_json::from_value(json!({
-                "apiVersion": "networking.alibaba.com/v1", "kind": "NodeInfo",
-                "metadata": {"name": "node1"},
-                "spec": {"vtepInfo": {"ip": "192.0.2.31", "mac": "52:54:00:00:00:31",
-                                      "localIPs": ["192.0.2.31"]}}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    b_nodeinfos.create(&pp, &remote_node1()).await.unwrap();
     let b_ipis: Api<IPInstance> = Api::namespaced(bc.clone(), "default");
     for (name, ip, node) in [
         ("198-19-0-5", "198.19.0.5/20", "node1"),
@@ -172,17 +183,7 @@ async fn remote_cluster_status_from_a_second_api_server() {
         ("198-19-0-9", "198.19.0.9/20", ""),
     ] {
         b_ipis
-            .create(
-                &pp,
-                &serde_json::from_value(json!({
-                    "apiVersion": "networking.alibaba.com/v1", "kind": "IPInstance",
-                    "metadata": {"name": name, "namespace": "default"},
-                    "spec": {"network": "init", "subnet": "init",
-                             "address": {"version": "4", "ip": ip, "mac": "02:00:00:00:00:01"},
-                             "binding": {"nodeName": node}}
-                }))
-                .unwrap(),
-            )
+            .create(&pp, &remote_pod_address(name, ip, node))
             .await
             .unwrap();
     }
@@ -430,16 +431,7 @@ async fn mirrors_follow_watch_events_without_the_timer() {
     })
     .await;
     Api::<NodeInfo>::all(b.client.clone())
-        .create(
-            &pp,
-            &serde_json::from_value(json!({
-                "apiVersion": "networking.alibaba.com/v1", "kind": "NodeInfo",
-                "metadata": {"name": "node1"},
-                "spec": {"vtepInfo": {"ip": "192.0.2.31", "mac": "52:54:00:00:00:31",
-                                      "localIPs": ["192.0.2.31"]}}
-            }))
-            .unwrap(),
-        )
+        .create(&pp, &remote_node1())
         .await
         .unwrap();
     let b_ipis: Api<IPInstance> = Api::namespaced(b.client.clone(), "default");
@@ -448,17 +440,7 @@ async fn mirrors_follow_watch_events_without_the_timer() {
         ("198-19-0-6", "198.19.0.6/20"),
     ] {
         b_ipis
-            .create(
-                &pp,
-                &serde_json::from_value(json!({
-                    "apiVersion": "networking.alibaba.com/v1", "kind": "IPInstance",
-                    "metadata": {"name": name, "namespace": "default"},
-                    "spec": {"network": "init", "subnet": "init",
-                             "address": {"version": "4", "ip": ip, "mac": "02:00:00:00:00:01"},
-                             "binding": {"nodeName": "node1"}}
-                }))
-                .unwrap(),
-            )
+            .create(&pp, &remote_pod_address(name, ip, "node1"))
             .await
             .unwrap();
     }
