@@ -32,7 +32,7 @@ use hybridnet_lab::cri_node;
 use hybridnet_lab::kubelet::pod_netns;
 use hybridnet_lab::state::LabDirs;
 use hybridnet_lab::topology::Role;
-use hybridnet_test_support::{eventually, may_run, skip, try_sh};
+use hybridnet_test_support::{eventually, eventually_advancing, may_run, skip, try_sh};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
@@ -716,30 +716,45 @@ async fn pods_through_containerd_connect_and_bad_input_leaves_nothing() {
     .await
     .unwrap();
     let params = LabParams::load(&dirs).unwrap();
-    eventually(
+    // The roll goes node by node (maxUnavailable 1), each a stop, the init containers and a
+    // start through containerd: on a loaded machine one node can take a minute, so the bound is
+    // on a node that does not advance, not on the whole roll.
+    let agents = params.layout().nodes().count() as u32;
+    eventually_advancing(
         "every agent rolled to the new template and ready",
         Duration::from_secs(180),
+        agents,
         || async {
             let ds =
                 hybridnet_lab::cluster::wait_for_agent_daemonset(&client, Duration::from_secs(5))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| (0, e.to_string()))?;
             let want = hybridnet_lab::cluster::template_revision(&ds);
             if want == old_revision {
-                return Err("the operator has not rendered the new template yet".into());
+                return Err((
+                    0,
+                    "the operator has not rendered the new template yet".into(),
+                ));
             }
+            let mut rolled = 0;
+            let mut waiting = Vec::new();
             for h in params.layout().nodes() {
                 let Role::Node(n) = h.role else { continue };
                 let node = format!("node{n}");
                 let has = hybridnet_lab::cluster::node_revision(&dirs, &node);
                 if has.as_deref() != Some(want.as_str()) {
-                    return Err(format!("{node} runs {has:?}, want {want}"));
-                }
-                if !hybridnet_lab::cluster::agent_ready(&h.netns, 11021).await {
-                    return Err(format!("{node}'s agent is not ready"));
+                    waiting.push(format!("{node} runs {has:?}, want {want}"));
+                } else if !hybridnet_lab::cluster::agent_ready(&h.netns, 11021).await {
+                    waiting.push(format!("{node}'s agent is not ready"));
+                } else {
+                    rolled += 1;
                 }
             }
-            Ok(())
+            if waiting.is_empty() {
+                Ok(())
+            } else {
+                Err((rolled, waiting.join("; ")))
+            }
         },
     )
     .await;

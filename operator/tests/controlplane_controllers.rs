@@ -234,6 +234,47 @@ async fn nodeinfo_cleanup_and_leak_detector() {
     .await;
     assert!(infos.get_opt("n1").await.unwrap().is_some());
 
+    // Nodes that go while their NodeInfos stay (their agents stopped, nothing touches the
+    // NodeInfos again): every NodeInfo goes with its Node. The deletion reaches the controller
+    // and the shared Node cache through two watches in either order; many nodes at once make
+    // both orders happen.
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let leavers: Vec<String> = (0..24).map(|i| format!("leaver-{i}")).collect();
+    for n in &leavers {
+        env.node(n, &[]).await;
+        infos
+            .create(
+                &PostParams::default(),
+                &NodeInfo::new(n, NodeInfoSpec::default()),
+            )
+            .await
+            .unwrap();
+    }
+    // Each NodeInfo was reconciled as a live node's (the controller saw both objects).
+    wait_for(
+        "the leavers' NodeInfos kept while their nodes exist",
+        || async {
+            let mut all = true;
+            for n in &leavers {
+                all &= matches!(infos.get_opt(n).await, Ok(Some(_)));
+            }
+            all
+        },
+    )
+    .await;
+    for n in &leavers {
+        nodes.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    wait_for("every leaver's NodeInfo deleted with its node", || async {
+        let mut none = true;
+        for n in &leavers {
+            none &= matches!(infos.get_opt(n).await, Ok(None));
+        }
+        none
+    })
+    .await;
+    assert!(infos.get_opt("n1").await.unwrap().is_some());
+
     // A leaked IPInstance: its pod never existed and nothing retains it (no owner reference,
     // so garbage collection does not remove it).
     let leaked = IPInstance {

@@ -229,9 +229,79 @@ where
     }
 }
 
+/// [`eventually`] for work that advances in steps (a rolling update, node by node): `probe`
+/// returns how many steps are done with its error, and the `stall` bound restarts at each new
+/// step, so a slow machine that keeps advancing is not failed while one that stops is, after
+/// `stall`. `steps` (the number of steps) caps the whole wait at `stall * (steps + 1)`. Tokio's
+/// clock, so a test of it can run on paused time.
+pub async fn eventually_advancing<T, Fut>(
+    what: &str,
+    stall: Duration,
+    steps: u32,
+    mut probe: impl FnMut() -> Fut,
+) -> T
+where
+    Fut: Future<Output = Result<T, (u32, String)>>,
+{
+    let start = tokio::time::Instant::now();
+    let cap = stall * (steps + 1);
+    let (mut done, mut since) = (0, tokio::time::Instant::now());
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err((now, last)) => {
+                if now > done {
+                    (done, since) = (now, tokio::time::Instant::now());
+                }
+                if since.elapsed() > stall || start.elapsed() > cap {
+                    panic!(
+                        "timed out waiting for {what} ({done} of {steps} steps done, the last \
+                         {:?} ago, {:?} in all); last: {last}",
+                        since.duration_since(start),
+                        start.elapsed()
+                    )
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_advances_outlasts_its_stall_bound_and_one_that_stops_does_not() {
+        // Three steps, each 90 s apart, with a 100 s stall bound: 270 s in all, and it passes.
+        let start = tokio::time::Instant::now();
+        let v = eventually_advancing("steps", Duration::from_secs(100), 3, || async {
+            let done = (start.elapsed().as_secs() / 90) as u32;
+            if done >= 3 {
+                Ok(done)
+            } else {
+                Err((done, format!("{done} done")))
+            }
+        })
+        .await;
+        assert_eq!(v, 3);
+        assert!(start.elapsed() >= Duration::from_secs(270));
+        // A wait that stops after one step fails 100 s after that step.
+        let stuck = tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            eventually_advancing::<(), _>("stuck", Duration::from_secs(100), 3, || async move {
+                Err((
+                    u32::from(start.elapsed() >= Duration::from_secs(30)),
+                    "one".into(),
+                ))
+            })
+            .await
+        });
+        let err = stuck.await.unwrap_err();
+        let msg = err.into_panic();
+        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains("1 of 3 steps done"), "{msg}");
+    }
 
     #[test]
     fn a_skip_outside_ci_returns_false() {

@@ -47,21 +47,7 @@ impl Lab {
             .output()
             .unwrap();
         if !out.status.success() {
-            // Every cluster's logs (a lab of two clusters keeps the second's in c1/).
-            let dirs = LabDirs::new(&lab.id);
-            let mut all = String::new();
-            let entries = [dirs.logs(), dirs.cluster(1).logs()]
-                .into_iter()
-                .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten());
-            for e in entries {
-                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                all.push_str(&format!(
-                    "--- {}\n{}\n",
-                    e.path().display(),
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                ));
-            }
+            let all = log_tails(&LabDirs::new(&lab.id), 15);
             panic!(
                 "lab up failed: {}\n{all}",
                 String::from_utf8_lossy(&out.stderr)
@@ -75,8 +61,38 @@ impl Lab {
     }
 }
 
+/// The last `lines` lines of every log of every cluster of a lab (a lab of two clusters keeps the
+/// second's in c1/).
+fn log_tails(dirs: &LabDirs, lines: usize) -> String {
+    let mut all = String::new();
+    let mut entries: Vec<_> = [dirs.logs(), dirs.cluster(1).logs()]
+        .into_iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+        all.push_str(&format!(
+            "--- {}\n{}\n",
+            path.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    all
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
+        // A failed test takes the lab's logs with it: what they ended with is the evidence a CI
+        // run keeps.
+        if std::thread::panicking() {
+            eprintln!(
+                "the lab's logs as the test failed:\n{}",
+                log_tails(&self.dirs(), 25)
+            );
+        }
         let _ = Command::new(lab_bin())
             .args(["--id", &self.id, "down"])
             .status();

@@ -7,7 +7,6 @@ use hybridnet_api::v1::NodeInfo;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::DeleteParams;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument};
 
@@ -23,10 +22,10 @@ pub async fn reconcile(info: Arc<NodeInfo>, ctx: Arc<Ctx>) -> Result<Action, Rec
 
 async fn reconcile_inner(info: &NodeInfo, ctx: &Ctx) -> Result<Action, ReconcileError> {
     let name = info.name_any();
-    if ctx.caches.nodes.get(&ObjectRef::new(&name)).is_some() {
-        return Ok(Action::await_change());
-    }
-    // The cache may be behind: ask the API before deleting.
+    // Ask the API, not the shared Node cache: the Node deletion that triggered this reconcile
+    // comes through the controller's own watch, and the cache (another watch) may not have seen
+    // it yet. Trusting a cache that still shows the Node would leave the NodeInfo for good, as
+    // nothing else wakes this reconcile once the node's agent is gone.
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let exists = nodes
         .get_opt(&name)
