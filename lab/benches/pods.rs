@@ -24,9 +24,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
+use hybridnet_api::constants::label;
+use hybridnet_api::v1::IPInstance;
 use hybridnet_lab::kubelet::pod_netns;
 use hybridnet_lab::state::LabDirs;
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
@@ -102,12 +105,25 @@ fn pod_object(name: &str, network_type: &str, selector: serde_json::Value) -> an
     }))?)
 }
 
+/// One pod's way to network-ready, each step as this bench saw it (its watches add the same small
+/// delay to every step).
 #[derive(Default, Clone)]
 struct Timing {
+    /// The create request sent.
     created: Option<Instant>,
+    /// The create request answered (the API server stored the pod).
+    answered: Option<Instant>,
+    /// spec.nodeName set (the lab scheduler).
+    scheduled: Option<Instant>,
+    /// The pod's first IPInstance written (the operator's IPAM).
+    ip_written: Option<Instant>,
+    /// Running with podIPs (the kubelet: sandbox, CNI ADD, status).
     running: Option<Instant>,
+    /// A ping from the probe pod answered.
     ready: Option<Instant>,
     node: String,
+    uid: String,
+    ip: String,
     network_type: &'static str,
 }
 
@@ -148,6 +164,178 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Each step's duration over the pods that made it (sorted), from the step before it.
+fn stages(t: &HashMap<String, Timing>) -> Vec<(&'static str, Vec<Duration>)> {
+    type Step = fn(&Timing) -> Option<Instant>;
+    let steps: [(&str, Step, Step); 5] = [
+        ("API: create answered", |e| e.created, |e| e.answered),
+        ("scheduler: nodeName set", |e| e.answered, |e| e.scheduled),
+        (
+            "operator: IPInstance written",
+            |e| e.scheduled,
+            |e| e.ip_written,
+        ),
+        ("kubelet+CNI ADD: Running", |e| e.ip_written, |e| e.running),
+        ("datapath: ping answered", |e| e.running, |e| e.ready),
+    ];
+    steps
+        .iter()
+        .map(|(what, from, to)| {
+            // A watch can see a later step before an earlier one (two streams): count it as 0.
+            let mut v: Vec<Duration> = t
+                .values()
+                .filter_map(|e| Some(to(e)?.saturating_duration_since(from(e)?)))
+                .collect();
+            v.sort();
+            (*what, v)
+        })
+        .collect()
+}
+
+/// GET `path` from `port` on 127.0.0.1 in network namespace `netns`: the body.
+async fn http_get_in(netns: &str, port: u16, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = hybridnet_lab::proxy::connect_in_netns(netns, target).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await??;
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}
+
+/// The node agents' own CNI ADD durations (their `cni_request_duration_seconds` histograms, all
+/// nodes summed): how much of "kubelet+CNI ADD" the agent spent serving ADD.
+async fn cni_add_durations(client: &kube::Client, dirs: &LabDirs) -> String {
+    let Ok(params) = hybridnet_lab::cluster::LabParams::load(dirs) else {
+        return "CNI ADD (agents): the lab's parameters are unreadable".into();
+    };
+    // The agents' metrics port, as the operator rendered it into the DaemonSet.
+    let port = match hybridnet_lab::cluster::wait_for_agent_daemonset(
+        client,
+        Duration::from_secs(5),
+    )
+    .await
+    {
+        Ok(ds) => ds
+            .spec
+            .template
+            .spec
+            .and_then(|s| s.containers.into_iter().next())
+            .and_then(|c| c.args)
+            .unwrap_or_default()
+            .iter()
+            .find_map(|a| a.strip_prefix("--metrics-port=")?.parse::<u16>().ok())
+            .unwrap_or(9101),
+        Err(e) => return format!("CNI ADD (agents): no agent DaemonSet: {e:#}"),
+    };
+    let mut buckets: std::collections::BTreeMap<u64, f64> = Default::default();
+    let (mut sum, mut count) = (0.0, 0.0);
+    for h in params.layout().nodes() {
+        let Ok(text) = http_get_in(&h.netns, port, "/metrics").await else {
+            return format!("CNI ADD (agents): {}'s /metrics did not answer", h.netns);
+        };
+        for line in text.lines().filter(|l| {
+            l.starts_with("hybridnet_node_cni_request_duration_seconds")
+                && l.contains("command=\"ADD\"")
+        }) {
+            let Some((key, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            if key.contains("_sum{") {
+                sum += value;
+            } else if key.contains("_count{") {
+                count += value;
+            } else if let Some(le) = key.split("le=\"").nth(1).and_then(|r| r.split('"').next()) {
+                let le: f64 = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap_or(f64::INFINITY)
+                };
+                *buckets.entry(le.to_bits()).or_default() += value;
+            }
+        }
+    }
+    // Cumulative buckets: the bound of the first one holding the quantile.
+    let mut bounds: Vec<(f64, f64)> = buckets
+        .iter()
+        .map(|(b, n)| (f64::from_bits(*b), *n))
+        .collect();
+    bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let q = |p: f64| {
+        bounds
+            .iter()
+            .find(|(_, n)| *n >= p * count)
+            .map_or("?".to_string(), |(b, _)| {
+                if b.is_finite() {
+                    format!("<= {:.0} ms", b * 1000.0)
+                } else {
+                    "> the last bucket".into()
+                }
+            })
+    };
+    format!(
+        "CNI ADD as the agents served it: {count:.0} requests, mean {:.0} ms, p50 {}, p99 {} \
+         (histogram buckets)",
+        if count > 0.0 {
+            sum / count * 1000.0
+        } else {
+            0.0
+        },
+        q(0.5),
+        q(0.99)
+    )
+}
+
+/// What the kernel shows for a pod that does not answer: its namespace's addresses, routes and
+/// neighbours, a ping from its own node, and the probe node's route to it.
+async fn diagnose(lab_id: &str, dirs: &LabDirs, probe_ns: &str, e: &Timing) -> String {
+    let run = |args: Vec<String>| async move {
+        match tokio::process::Command::new("ip")
+            .args(&args)
+            .output()
+            .await
+        {
+            Ok(o) => format!(
+                "$ ip {}\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(err) => format!("$ ip {}: {err}\n", args.join(" ")),
+        }
+    };
+    let ns = pod_netns(lab_id, &e.uid);
+    let node_ns = hybridnet_lab::cluster::LabParams::load(dirs)
+        .ok()
+        .and_then(|p| {
+            p.layout()
+                .nodes()
+                .find(|h| matches!(h.role, hybridnet_lab::topology::Role::Node(n) if format!("node{n}") == e.node))
+                .map(|h| h.netns.clone())
+        })
+        .unwrap_or_default();
+    let mut out = format!("--- {} pod on {} with {}\n", e.network_type, e.node, e.ip);
+    for args in [
+        vec!["-n", &ns, "-br", "addr"],
+        vec!["-n", &ns, "route"],
+        vec!["-n", &ns, "neigh"],
+        vec!["-n", &node_ns, "route", "get", &e.ip],
+        vec!["-n", &node_ns, "neigh", "show", &e.ip],
+        vec!["netns", "exec", &node_ns, "ping", "-c1", "-W2", &e.ip],
+        vec!["-n", probe_ns, "route", "get", &e.ip],
+    ] {
+        out.push_str(&run(args.into_iter().map(str::to_string).collect()).await);
+    }
+    out
 }
 
 /// One runtime's result.
@@ -227,15 +415,21 @@ async fn bench(lab: &Lab, runtime: &str, n_pods: usize) -> anyhow::Result<Summar
                 continue;
             };
             let name = p.metadata.name.clone().unwrap_or_default();
-            let Some(ip) = running_ip(&p) else { continue };
+            let now = Instant::now();
             let mut t = watch_timings.lock().await;
             let Some(entry) = t.get_mut(&name) else {
                 continue;
             };
+            if entry.scheduled.is_none() && p.spec.as_ref().is_some_and(|s| s.node_name.is_some()) {
+                entry.scheduled = Some(now);
+            }
+            let Some(ip) = running_ip(&p) else { continue };
             if entry.running.is_some() {
                 continue;
             }
-            entry.running = Some(Instant::now());
+            entry.running = Some(now);
+            entry.uid = p.metadata.uid.clone().unwrap_or_default();
+            entry.ip = ip.clone();
             entry.node = p
                 .spec
                 .as_ref()
@@ -259,7 +453,25 @@ async fn bench(lab: &Lab, runtime: &str, n_pods: usize) -> anyhow::Result<Summar
             });
         }
     });
-    // Let the watch's initial list finish before the clock starts.
+    // The operator's part: when each pod's first IPInstance is written.
+    let ipis: Api<IPInstance> = Api::namespaced(client.clone(), "default");
+    let mut ip_stream = watcher(ipis, watcher::Config::default()).boxed();
+    let ip_timings = timings.clone();
+    let ip_watch = tokio::spawn(async move {
+        while let Some(ev) = ip_stream.next().await {
+            let Ok(watcher::Event::Apply(i) | watcher::Event::InitApply(i)) = ev else {
+                continue;
+            };
+            let now = Instant::now();
+            let Some(pod) = i.labels().get(label::POD).cloned() else {
+                continue;
+            };
+            if let Some(e) = ip_timings.lock().await.get_mut(&pod) {
+                e.ip_written.get_or_insert(now);
+            }
+        }
+    });
+    // Let the watches' initial lists finish before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let start = Instant::now();
@@ -278,8 +490,10 @@ async fn bench(lab: &Lab, runtime: &str, n_pods: usize) -> anyhow::Result<Summar
                 pods.create(&PostParams::default(), &obj)
                     .await
                     .with_context(|| format!("creating pod {name}"))?;
+                let answered = Instant::now();
                 if let Some(e) = timings.lock().await.get_mut(&name) {
                     e.created = Some(t0);
+                    e.answered = Some(answered);
                 }
                 Ok(())
             }
@@ -304,6 +518,7 @@ async fn bench(lab: &Lab, runtime: &str, n_pods: usize) -> anyhow::Result<Summar
         }
     }
     watch.abort();
+    ip_watch.abort();
 
     let t = timings.lock().await.clone();
     let mut running: Vec<Duration> = Vec::new();
@@ -356,6 +571,31 @@ async fn bench(lab: &Lab, runtime: &str, n_pods: usize) -> anyhow::Result<Summar
         let mut v = per_type.get(ty).cloned().unwrap_or_default();
         v.sort();
         row(&format!("  {ty} network-ready"), &v);
+    }
+    println!();
+    println!("where the time goes (per pod, each step from the one before):");
+    println!();
+    println!("| measure                          | count | p50      | p99      | max      |");
+    println!("|----------------------------------|------:|---------:|---------:|---------:|");
+    for (what, v) in stages(&t) {
+        row(what, &v);
+    }
+    let adds = cni_add_durations(&client, &dirs).await;
+    println!();
+    println!("{adds}");
+    let silent: Vec<&Timing> = t
+        .values()
+        .filter(|e| e.running.is_some() && e.ready.is_none())
+        .collect();
+    if !silent.is_empty() {
+        println!();
+        println!(
+            "{} pods Running with an IP but no answer to the probe's ping within {PING_DEADLINE_SECS} s:",
+            silent.len()
+        );
+        for e in silent.iter().take(3) {
+            println!("{}", diagnose(&lab.id, &dirs, &probe_ns, e).await);
+        }
     }
     println!();
     println!(

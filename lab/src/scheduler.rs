@@ -113,10 +113,13 @@ pub fn pick<'a>(
         })
 }
 
+/// Bindings sent at once.
+const BINDINGS_IN_FLIGHT: usize = 16;
+
 /// Binds every unscheduled pod to a fitting node (through the `binding` subresource, as the real
 /// scheduler does), until the watch ends. Pods that fit nowhere are retried when anything changes.
 pub async fn run(client: kube::Client) -> anyhow::Result<()> {
-    use futures::StreamExt;
+    use futures::{FutureExt, StreamExt};
     use kube::api::{Api, ListParams, PostParams};
     use kube::runtime::watcher;
 
@@ -134,6 +137,13 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
             },
             _ = ticker.tick() => {}
         }
+        // One pass serves every event already queued: a burst of pod creations costs a few
+        // passes, not one pass (three lists) per pod.
+        while let Some(Some(ev)) = stream.next().now_or_never() {
+            if let Err(e) = ev {
+                tracing::warn!(error = %e, "scheduler watch error");
+            }
+        }
         let pending = pods
             .list(&ListParams::default().fields("spec.nodeName="))
             .await?;
@@ -147,44 +157,52 @@ pub async fn run(client: kube::Client) -> anyhow::Result<()> {
                 *counts.entry(n).or_default() += 1;
             }
         }
+        // Decide every pod first (each pick counts the pods picked before it), then bind them
+        // several at a time, as the real scheduler's binding cycles run in parallel.
+        let mut bindings = Vec::new();
         for pod in pending
             .items
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
         {
-            let (Some(name), Some(ns)) = (
-                pod.metadata.name.as_deref(),
-                pod.metadata.namespace.as_deref(),
-            ) else {
+            let (Some(name), Some(ns)) =
+                (pod.metadata.name.clone(), pod.metadata.namespace.clone())
+            else {
                 continue;
             };
             match pick(pod, &nodes, &counts) {
                 Ok(node) => {
                     let node_name = node.metadata.name.clone().unwrap_or_default();
+                    *counts.entry(node_name.clone()).or_default() += 1;
+                    bindings.push((name, ns, node_name));
+                }
+                Err(why) => tracing::debug!(pod = name, why, "scheduler: pod does not fit yet"),
+            }
+        }
+        futures::stream::iter(bindings)
+            .for_each_concurrent(BINDINGS_IN_FLIGHT, |(name, ns, node_name)| {
+                let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+                async move {
                     let binding = serde_json::json!({
                         "apiVersion": "v1", "kind": "Binding",
                         "metadata": {"name": name, "namespace": ns},
                         "target": {"apiVersion": "v1", "kind": "Node", "name": node_name},
                     });
-                    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-                    match api
+                    // A failed binding leaves the pod pending: the next pass picks again.
+                    if let Err(e) = api
                         .create_subresource::<serde_json::Value, serde_json::Value>(
                             "binding",
-                            name,
+                            &name,
                             &PostParams::default(),
                             &binding,
                         )
                         .await
                     {
-                        Ok(_) => *counts.entry(node_name).or_default() += 1,
-                        Err(e) => {
-                            tracing::warn!(pod = name, error = %e, "scheduler: binding failed")
-                        }
+                        tracing::warn!(pod = name, error = %e, "scheduler: binding failed")
                     }
                 }
-                Err(why) => tracing::debug!(pod = name, why, "scheduler: pod does not fit yet"),
-            }
-        }
+            })
+            .await;
     }
 }
 
