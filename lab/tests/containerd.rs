@@ -245,6 +245,33 @@ fn cni_namespaces() -> BTreeSet<String> {
         .collect()
 }
 
+/// containerd's pod network namespaces that appeared while it lived are gone when it is dropped
+/// (after the lab is down): on success it fails the test naming any that stayed; either way it
+/// removes them, so a failed run leaves nothing in the host's /run/netns.
+struct CniNetnsGuard {
+    before: BTreeSet<String>,
+}
+
+impl CniNetnsGuard {
+    fn new() -> Self {
+        Self {
+            before: cni_namespaces(),
+        }
+    }
+}
+
+impl Drop for CniNetnsGuard {
+    fn drop(&mut self) {
+        let left: Vec<String> = cni_namespaces().difference(&self.before).cloned().collect();
+        for ns in &left {
+            let _ = try_sh(&["ip", "netns", "del", ns]);
+        }
+        if !left.is_empty() && !std::thread::panicking() {
+            panic!("network namespaces of the lab's containerds left in /run/netns: {left:?}");
+        }
+    }
+}
+
 /// cni- namespaces not in `before` that hold nothing but a loopback, removed. containerd 1.6 creates
 /// a sandbox's namespace before it records the sandbox, so a containerd killed in between leaves
 /// the namespace file behind, empty (no CNI ADD ran in it; the check above finds any interface).
@@ -433,6 +460,9 @@ async fn pods_through_containerd_connect_and_bad_input_leaves_nothing() {
         );
         return;
     }
+    // Declared before the lab, so dropped after it: once the lab is down, no network namespace
+    // of its containerds may stay in /run/netns (on a failure too).
+    let _netns = CniNetnsGuard::new();
     let lab = Lab::up_with(
         "k",
         3,
