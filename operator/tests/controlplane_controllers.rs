@@ -219,14 +219,20 @@ async fn nodeinfo_cleanup_and_leak_detector() {
 
     // A NodeInfo of a node that does not exist is removed; one of a live node stays.
     let infos: Api<NodeInfo> = Api::all(env.client.clone());
+    let create_info = |n: String| {
+        let infos = infos.clone();
+        async move {
+            infos
+                .create(
+                    &PostParams::default(),
+                    &NodeInfo::new(&n, NodeInfoSpec::default()),
+                )
+                .await
+                .unwrap();
+        }
+    };
     for n in ["n1", "ghost"] {
-        infos
-            .create(
-                &PostParams::default(),
-                &NodeInfo::new(n, NodeInfoSpec::default()),
-            )
-            .await
-            .unwrap();
+        create_info(n.to_string()).await;
     }
     wait_for("ghost NodeInfo deleted", || async {
         matches!(infos.get_opt("ghost").await, Ok(None))
@@ -242,13 +248,7 @@ async fn nodeinfo_cleanup_and_leak_detector() {
     let leavers: Vec<String> = (0..24).map(|i| format!("leaver-{i}")).collect();
     for n in &leavers {
         env.node(n, &[]).await;
-        infos
-            .create(
-                &PostParams::default(),
-                &NodeInfo::new(n, NodeInfoSpec::default()),
-            )
-            .await
-            .unwrap();
+        create_info(n.clone()).await;
     }
     // Each NodeInfo was reconciled as a live node's (the controller saw both objects).
     wait_for(
