@@ -338,6 +338,101 @@ async fn diagnose(lab_id: &str, dirs: &LabDirs, probe_ns: &str, e: &Timing) -> S
     out
 }
 
+/// CPU time (user + system, with reaped children: a CNI plugin run counts for the process that
+/// ran it) of every process the lab supervises and of this bench, in clock ticks, and the
+/// machine's busy and total ticks (/proc/stat).
+struct CpuSnapshot {
+    per: std::collections::BTreeMap<String, u64>,
+    busy: u64,
+    total: u64,
+}
+
+fn process_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name in parentheses: state is the first, utime the 12th.
+    let rest = stat.rsplit_once(") ")?.1;
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (f.len() == 4).then(|| f.iter().sum())
+}
+
+fn cpu_snapshot(dirs: &LabDirs) -> CpuSnapshot {
+    let mut per = std::collections::BTreeMap::new();
+    for name in hybridnet_lab::supervisor::names(dirs) {
+        if let Some(t) = hybridnet_lab::supervisor::pid(dirs, &name)
+            .and_then(|pid| process_ticks(&pid.to_string()))
+        {
+            per.insert(name, t);
+        }
+    }
+    if let Some(t) = process_ticks("self") {
+        per.insert("this bench (watches, pings)".into(), t);
+    }
+    let (mut busy, mut total) = (0, 0);
+    if let Some(line) = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().next().map(str::to_string))
+    {
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        total = v.iter().sum();
+        // idle and iowait are the 4th and 5th.
+        busy = total - v.get(3).copied().unwrap_or(0) - v.get(4).copied().unwrap_or(0);
+    }
+    CpuSnapshot { per, busy, total }
+}
+
+/// Where the CPU went between two snapshots: the machine's busy share and each process's seconds,
+/// the agents of all nodes summed as one row besides their own.
+fn cpu_report(before: &CpuSnapshot, after: &CpuSnapshot, wall: Duration) -> String {
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let busy = after.busy.saturating_sub(before.busy) as f64;
+    let total = after.total.saturating_sub(before.total).max(1) as f64;
+    let mut rows: Vec<(String, f64)> = after
+        .per
+        .iter()
+        .map(|(name, t)| {
+            let d = t.saturating_sub(before.per.get(name).copied().unwrap_or(0));
+            (name.clone(), d as f64 / tick)
+        })
+        .collect();
+    let agents: f64 = rows
+        .iter()
+        .filter(|(n, _)| n.starts_with("hybridnet-node-") || n.starts_with("cni-daemon-"))
+        .map(|(_, s)| s)
+        .sum();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut out = format!(
+        "CPU during the burst ({:.1} s wall, {cpus} CPUs): the machine was busy {:.0}% of the time, \
+         {:.1} CPU-seconds in all\n\n| process | CPU s | share of the busy time |\n|---|--:|--:|\n",
+        wall.as_secs_f64(),
+        busy / total * 100.0,
+        busy / tick
+    );
+    for (name, secs) in rows.iter().filter(|(_, s)| *s >= 0.05).take(14) {
+        out.push_str(&format!(
+            "| {name} | {secs:.2} | {:.0}% |\n",
+            secs / (busy / tick).max(1e-9) * 100.0
+        ));
+    }
+    out.push_str(&format!(
+        "| (all node agents together) | {agents:.2} | {:.0}% |\n",
+        agents / (busy / tick).max(1e-9) * 100.0
+    ));
+    out
+}
+
 /// One runtime's result.
 struct Summary {
     runtime: String,
@@ -474,6 +569,7 @@ async fn bench(lab: &Lab, runtime: &str, n_pods: usize) -> anyhow::Result<Summar
     // Let the watches' initial lists finish before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    let cpu_before = cpu_snapshot(&dirs);
     let start = Instant::now();
     let create_results: Vec<anyhow::Result<()>> = futures::stream::iter(specs.iter().cloned())
         .map(|(name, network_type)| {
@@ -519,6 +615,7 @@ async fn bench(lab: &Lab, runtime: &str, n_pods: usize) -> anyhow::Result<Summar
     }
     watch.abort();
     ip_watch.abort();
+    let cpu = cpu_report(&cpu_before, &cpu_snapshot(&dirs), start.elapsed());
 
     let t = timings.lock().await.clone();
     let mut running: Vec<Duration> = Vec::new();
@@ -583,6 +680,8 @@ async fn bench(lab: &Lab, runtime: &str, n_pods: usize) -> anyhow::Result<Summar
     let adds = cni_add_durations(&client, &dirs).await;
     println!();
     println!("{adds}");
+    println!();
+    println!("{cpu}");
     let silent: Vec<&Timing> = t
         .values()
         .filter(|e| e.running.is_some() && e.ready.is_none())
