@@ -28,8 +28,8 @@ use hybridnet_lab::topology::{self, Layout};
 use hybridnet_test_support::{eventually, require_root};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Api;
 use kube::api::{DeleteParams, PostParams};
+use kube::{Api, ResourceExt};
 
 /// Generous bound for anything to converge under a loaded CI machine (the operators check their
 /// RemoteClusters every `REMOTE_CHECK_SECONDS`).
@@ -855,14 +855,30 @@ async fn two_clusters_connect_reach_each_other_and_converge() {
             "mirrors left in {}",
             side.name
         );
+        // The RemoteCluster goes once its operator has deleted its mirrors and released
+        // upstream's finalizer (multicluster.alibaba.com/manager-runtime-registered): after the
+        // mirrors, not with them.
         let rcs: Api<RemoteCluster> = Api::all(side.client.clone());
-        assert!(
-            rcs.list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .is_empty()
-        );
+        eventually(
+            &format!("{}'s RemoteClusters gone", side.name),
+            CONVERGE,
+            || async {
+                let left: Vec<String> = rcs
+                    .list(&Default::default())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .items
+                    .iter()
+                    .map(|rc| format!("{} finalizers {:?}", rc.name_any(), rc.finalizers()))
+                    .collect();
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("left: {left:?}"))
+                }
+            },
+        )
+        .await;
     }
     // Each cluster's own pods still reach each other.
     all_reach(&lab, &a, &a, &[]).await;
