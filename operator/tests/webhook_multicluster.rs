@@ -11,7 +11,7 @@ use common::*;
 use hybridnet_api::multicluster::{
     RemoteCluster, RemoteClusterStatus, RemoteEndpointSlice, RemoteSubnet, RemoteVtep,
 };
-use hybridnet_api::v1::{IpVersion, Network, NetworkType};
+use hybridnet_api::v1::{IpVersion, Network};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
@@ -62,18 +62,7 @@ async fn multicluster_crds_are_served_and_the_webhook_refuses_what_upstream_refu
     let slices: Api<RemoteEndpointSlice> = Api::all(env.client.clone());
 
     // The local overlay network and subnet.
-    env.create_network(network("init", NetworkType::Overlay, Some(4), None))
-        .await
-        .unwrap();
-    env.create_subnet(subnet_of(
-        "init",
-        "init",
-        IpVersion::V4,
-        "198.18.0.0/20",
-        None,
-    ))
-    .await
-    .unwrap();
+    init_overlay(&env).await;
 
     // Upstream-shaped objects of all four kinds are accepted and served back unchanged.
     let rc: RemoteCluster = upstream_object("remotecluster.yaml");

@@ -772,15 +772,12 @@ pub async fn point_back(b: &RemoteApi, a_uid: &str) {
     .unwrap();
 }
 
-/// Cluster A of the multi-cluster tests: the overlay network `init` (VNI 4) with its subnet
-/// `init` 198.18.0.0/20, and a control-plane replica of `config` with the MultiCluster feature
-/// on; with A's identity (its kube-system UID).
-pub async fn multicluster_a(mut config: ControlPlaneConfig) -> (Env, Replica, String) {
-    let a = Env::start().await;
-    a.create_network(network("init", NetworkType::Overlay, Some(4), None))
+/// The overlay network `init` (VNI 4) with its subnet `init` 198.18.0.0/20.
+pub async fn init_overlay(env: &Env) {
+    env.create_network(network("init", NetworkType::Overlay, Some(4), None))
         .await
         .unwrap();
-    a.create_subnet(subnet_of(
+    env.create_subnet(subnet_of(
         "init",
         "init",
         IpVersion::V4,
@@ -789,6 +786,14 @@ pub async fn multicluster_a(mut config: ControlPlaneConfig) -> (Env, Replica, St
     ))
     .await
     .unwrap();
+}
+
+/// Cluster A of the multi-cluster tests: the overlay network `init` (VNI 4) with its subnet
+/// `init` 198.18.0.0/20, and a control-plane replica of `config` with the MultiCluster feature
+/// on; with A's identity (its kube-system UID).
+pub async fn multicluster_a(mut config: ControlPlaneConfig) -> (Env, Replica, String) {
+    let a = Env::start().await;
+    init_overlay(&a).await;
     config.defaults.multi_cluster = true;
     let r = a.replica_with(config, true).await;
     let a_uid = uid_of_kube_system(&a.client).await;
